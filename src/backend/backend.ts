@@ -1,0 +1,84 @@
+/**
+ * The Backend: device tensors and the primitive ops the MPT model is written against. The CPU backend
+ * (src/backend/cpu) is the readable reference; the CUDA backend (src/backend/cuda) must agree with it.
+ *
+ * Conventions:
+ * - A tensor's last dimension is its width; every op treats the leading dimensions as rows.
+ * - Weights are [out, in] as in PyTorch: `linear` computes x · Wᵀ.
+ * - Ops return new tensors in the backend's activation dtype (float32 on the CPU, bfloat16 or
+ *   float32 on CUDA) and accumulate in float32 or wider.
+ * - Ops are synchronous from the caller's view: the CPU backend blocks while its workers run; the
+ *   CUDA backend enqueues on its stream and only `download` waits.
+ */
+export type DType = 'float32' | 'bfloat16' | 'float16' | 'int32';
+
+/** Host data for `upload`: Uint16Array carries the raw bits of bfloat16 or float16. */
+export type HostArray = Float32Array | Int32Array | Uint16Array;
+
+export interface Tensor {
+  readonly shape: readonly number[];
+  readonly dtype: DType;
+}
+
+export const elementCount = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
+export const width = (t: Tensor): number => t.shape[t.shape.length - 1];
+export const rowCount = (t: Tensor): number => elementCount(t.shape) / width(t);
+
+export interface AttentionArgs {
+  /** [batch, tq, nHeads·dHead]: the queries of the last tq positions. */
+  q: Tensor;
+  /**
+   * [batch, capacity, nHeads·dHead] keys and values (a KV cache, or just this call's k and v);
+   * rows [0, kvLen) are valid and the queries sit at positions kvLen - tq … kvLen - 1.
+   */
+  k: Tensor;
+  v: Tensor;
+  kvLen: number;
+  nHeads: number;
+  /** Multiplies q·kᵀ (1/sqrt(d_head) unless the config says otherwise). */
+  scale: number;
+  /** ALiBi: the score of query i on key j gets -(i - j)·slope[h]; null for no ALiBi. */
+  alibiSlopes: Float32Array | null;
+  /** [batch, capacity] int32: 1 for a real token, 0 for left padding; null when nothing is padded. */
+  keyMask: Tensor | null;
+}
+
+export interface Backend {
+  readonly name: 'cpu' | 'cuda';
+  /** The dtype activations are computed and returned in. */
+  readonly activationDType: DType;
+
+  upload(data: HostArray, shape: readonly number[], dtype: DType): Tensor;
+  /** Float tensors come back as float32, int32 tensors as int32. */
+  download(t: Tensor): Float32Array | Int32Array;
+  zeros(shape: readonly number[], dtype?: DType): Tensor;
+  /** The same data seen with another shape of the same element count. */
+  view(t: Tensor, shape: readonly number[]): Tensor;
+  /**
+   * Run `fn`; tensors allocated inside and not reachable from its result (a tensor, or an array or
+   * plain object of tensors) are released when it returns. On the CPU this is the garbage collector's job.
+   */
+  scope<T>(fn: () => T): T;
+  release(t: Tensor): void;
+
+  /** ids int32 [n] → rows of table [vocab, d] → [n, d]. Out-of-range ids are an error. */
+  embedding(ids: Tensor, table: Tensor): Tensor;
+  add(a: Tensor, b: Tensor): Tensor;
+  /** LayerNorm over the last dimension: (x - mean)/sqrt(var + eps)·weight + bias. */
+  layerNorm(x: Tensor, weight: Tensor, bias: Tensor | null, eps: number): Tensor;
+  /** x [.., in] · weightᵀ [out, in] + bias → [.., out]. */
+  linear(x: Tensor, weight: Tensor, bias: Tensor | null): Tensor;
+  /** Exact GELU: x·Φ(x) with the error function. */
+  gelu(x: Tensor): Tensor;
+  /** Clamp every element to [-limit, limit]. */
+  clamp(x: Tensor, limit: number): Tensor;
+  scale(x: Tensor, factor: number): Tensor;
+  /** x[.., start : start + count] as a new contiguous tensor. */
+  columns(x: Tensor, start: number, count: number): Tensor;
+  /** Gather rows: x [n, d] → [indices.length, d]. */
+  rows(x: Tensor, indices: readonly number[]): Tensor;
+  /** dst [batch, capacity, w] rows [at, at + t) ← src [batch, t, w] (appending to a KV cache). */
+  writeRows(dst: Tensor, src: Tensor, at: number): void;
+  /** Causal multi-head attention → [batch, tq, nHeads·dHead]. */
+  attention(args: AttentionArgs): Tensor;
+}
