@@ -1,0 +1,48 @@
+import { promises as fs } from 'node:fs';
+import { FormatError, UserError } from '../util/errors.js';
+
+/**
+ * One open file read by byte ranges. Checkpoints can be larger than one Buffer may hold, so nothing
+ * in src/io reads a whole weights file: callers ask for the exact range they need.
+ */
+export class RangeFile {
+  private constructor(readonly path: string, private readonly handle: fs.FileHandle, readonly size: number) {}
+
+  static async open(path: string): Promise<RangeFile> {
+    let handle: fs.FileHandle;
+    try {
+      handle = await fs.open(path, 'r');
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') throw new UserError(`${path}: no such file`, { cause: error });
+      throw new UserError(`${path}: cannot open (${code ?? String(error)})`, { cause: error });
+    }
+    const { size } = await handle.stat();
+    return new RangeFile(path, handle, size);
+  }
+
+  /** Exactly `length` bytes from `offset`; a range past the end is a truncated file. */
+  async read(offset: number, length: number, what = 'data'): Promise<Buffer> {
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
+      throw new FormatError(this.path, `invalid byte range for ${what}: offset ${offset}, length ${length}`);
+    }
+    if (offset + length > this.size) {
+      throw new FormatError(this.path,
+        `truncated: ${what} needs bytes ${offset}..${offset + length} but the file has ${this.size} bytes`);
+    }
+    const buffer = Buffer.allocUnsafeSlow(length); // unpooled: byteOffset 0, so typed-array views are aligned
+    let done = 0;
+    while (done < length) {
+      // One read call moves at most ~2 GB; loop for larger ranges.
+      const chunk = Math.min(length - done, 1 << 30);
+      const { bytesRead } = await this.handle.read(buffer, done, chunk, offset + done);
+      if (bytesRead === 0) throw new FormatError(this.path, `truncated while reading ${what} at byte ${offset + done}`);
+      done += bytesRead;
+    }
+    return buffer;
+  }
+
+  async close(): Promise<void> {
+    await this.handle.close();
+  }
+}
