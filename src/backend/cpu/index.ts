@@ -1,0 +1,169 @@
+import type { AttentionArgs, Backend, DType, HostArray, Tensor } from '../backend.js';
+import { elementCount, rowCount, width } from '../backend.js';
+import { UserError } from '../../util/errors.js';
+import { float16ToFloat32Array } from '../../util/dtype.js';
+import { gelu } from './kernels/gelu.js';
+import { layerNormRows } from './kernels/norm.js';
+import { CpuPool } from './pool.js';
+import { allocate, asCpu, CpuTensor } from './tensor.js';
+
+/**
+ * The reference backend: float32 activations, float32 or bfloat16 weights, plain loops that read like
+ * the math. Linear layers and attention are split across cores; everything else is one loop.
+ */
+export class CpuBackend implements Backend {
+  readonly name = 'cpu' as const;
+  readonly activationDType: DType = 'float32';
+  readonly pool: CpuPool;
+
+  constructor(options: { threads?: number } = {}) {
+    this.pool = new CpuPool(options.threads);
+  }
+
+  upload(data: HostArray, shape: readonly number[], dtype: DType): CpuTensor {
+    if (data.length !== elementCount(shape)) throw new Error(`upload of shape [${shape}] given ${data.length} values`);
+    if (dtype === 'float16') {
+      const t = allocate(shape, 'float32');
+      float16ToFloat32Array(data as Uint16Array, t.f32);
+      return t;
+    }
+    const t = allocate(shape, dtype);
+    t.data.set(data as never);
+    return t;
+  }
+
+  download(t: Tensor): Float32Array | Int32Array {
+    const c = asCpu(t);
+    if (c.data instanceof Uint16Array) {
+      const out = new Float32Array(c.data.length);
+      new Uint32Array(out.buffer).set(Uint32Array.from(c.data, (b) => b << 16));
+      return out;
+    }
+    return c.data.slice();
+  }
+
+  zeros(shape: readonly number[], dtype: DType = 'float32'): CpuTensor {
+    return allocate(shape, dtype);
+  }
+
+  view(t: Tensor, shape: readonly number[]): CpuTensor {
+    if (elementCount(shape) !== elementCount(t.shape)) throw new Error(`cannot view [${t.shape}] as [${shape}]`);
+    return new CpuTensor(shape, t.dtype, asCpu(t).data);
+  }
+
+  scope<T>(fn: () => T): T {
+    return fn();
+  }
+
+  release(): void {}
+
+  embedding(ids: Tensor, table: Tensor): CpuTensor {
+    const idData = asCpu(ids).data as Int32Array;
+    const [vocab, d] = table.shape;
+    const source = asCpu(table);
+    const out = allocate([idData.length, d], 'float32');
+    for (let i = 0; i < idData.length; i++) {
+      const id = idData[i];
+      if (!(id >= 0 && id < vocab)) throw new UserError(`token id ${id} is out of range: the vocabulary has ${vocab} entries (0…${vocab - 1})`);
+      const row = rowOf(source, id, d);
+      out.f32.set(row, i * d);
+    }
+    return out;
+  }
+
+  add(a: Tensor, b: Tensor): CpuTensor {
+    const x = asCpu(a).f32, y = asCpu(b).f32;
+    if (x.length !== y.length) throw new Error(`add of [${a.shape}] and [${b.shape}]`);
+    const out = allocate(a.shape, 'float32');
+    for (let i = 0; i < x.length; i++) out.f32[i] = x[i] + y[i];
+    return out;
+  }
+
+  layerNorm(x: Tensor, weight: Tensor, bias: Tensor | null, eps: number): CpuTensor {
+    const out = allocate(x.shape, 'float32');
+    layerNormRows(asCpu(x).f32, floats(weight), bias ? floats(bias) : null, out.f32, rowCount(x), width(x), eps);
+    return out;
+  }
+
+  linear(x: Tensor, weight: Tensor, bias: Tensor | null): CpuTensor {
+    const [outWidth, inWidth] = weight.shape;
+    if (width(x) !== inWidth) throw new Error(`linear: input width ${width(x)} but weight [${weight.shape}]`);
+    const rows = rowCount(x);
+    const out = allocate([...x.shape.slice(0, -1), outWidth], 'float32');
+    const w = asCpu(weight).data as Float32Array | Uint16Array;
+    this.pool.run({ kind: 'linear', x: asCpu(x).f32, w, bias: bias ? floats(bias) : null, out: out.f32, rows, inWidth, outWidth }, rows * inWidth);
+    return out;
+  }
+
+  gelu(x: Tensor): CpuTensor {
+    return this.map(x, gelu);
+  }
+
+  clamp(x: Tensor, limit: number): CpuTensor {
+    return this.map(x, (v) => Math.min(Math.max(v, -limit), limit));
+  }
+
+  scale(x: Tensor, factor: number): CpuTensor {
+    return this.map(x, (v) => v * factor);
+  }
+
+  columns(x: Tensor, start: number, count: number): CpuTensor {
+    const w = width(x), rows = rowCount(x), src = asCpu(x).f32;
+    const out = allocate([...x.shape.slice(0, -1), count], 'float32');
+    for (let r = 0; r < rows; r++) out.f32.set(src.subarray(r * w + start, r * w + start + count), r * count);
+    return out;
+  }
+
+  rows(x: Tensor, indices: readonly number[]): CpuTensor {
+    const w = width(x), src = asCpu(x).f32;
+    const out = allocate([indices.length, w], 'float32');
+    indices.forEach((r, i) => out.f32.set(src.subarray(r * w, (r + 1) * w), i * w));
+    return out;
+  }
+
+  writeRows(dst: Tensor, src: Tensor, at: number): void {
+    const [batch, capacity, w] = dst.shape;
+    const t = src.shape[1];
+    if (at + t > capacity) throw new Error(`writeRows: ${at} + ${t} rows exceed the capacity ${capacity}`);
+    const d = asCpu(dst).f32, s = asCpu(src).f32;
+    for (let b = 0; b < batch; b++) d.set(s.subarray(b * t * w, (b + 1) * t * w), (b * capacity + at) * w);
+  }
+
+  attention(args: AttentionArgs): CpuTensor {
+    const [batch, tq, d] = args.q.shape;
+    const capacity = args.k.shape[1];
+    const out = allocate([batch, tq, d], 'float32');
+    const problem = {
+      q: asCpu(args.q).f32, k: asCpu(args.k).f32, v: asCpu(args.v).f32, out: out.f32,
+      keyMask: args.keyMask ? (asCpu(args.keyMask).data as Int32Array) : null,
+      tq, capacity, kvLen: args.kvLen, nHeads: args.nHeads, dHead: d / args.nHeads,
+      scale: args.scale, slopes: args.alibiSlopes,
+    };
+    this.pool.run({ kind: 'attention', problem }, tq * args.kvLen * (d / args.nHeads));
+    return out;
+  }
+
+  private map(x: Tensor, f: (v: number) => number): CpuTensor {
+    const src = asCpu(x).f32;
+    const out = allocate(x.shape, 'float32');
+    for (let i = 0; i < src.length; i++) out.f32[i] = f(src[i]);
+    return out;
+  }
+}
+
+/** A small parameter (LayerNorm weight, bias) as float32, widening bfloat16 bits. */
+function floats(t: Tensor): Float32Array {
+  const c = asCpu(t);
+  if (c.data instanceof Float32Array) return c.data;
+  return rowOf(c, 0, c.data.length);
+}
+
+function rowOf(t: CpuTensor, row: number, d: number): Float32Array {
+  if (t.data instanceof Uint16Array) {
+    const out = new Float32Array(d);
+    const bits = new Uint32Array(out.buffer);
+    for (let i = 0; i < d; i++) bits[i] = t.data[row * d + i] << 16;
+    return out;
+  }
+  return (t.data as Float32Array).subarray(row * d, (row + 1) * d);
+}

@@ -1,0 +1,26 @@
+import { attentionHead, type AttentionProblem } from './attention.js';
+import { linearColumns } from './linear.js';
+
+/**
+ * The kernels that are split across threads, as plain data so a worker can run its share.
+ * `run(task, start, end)` does the part [start, end) of the task's parallel dimension.
+ */
+export type ParallelTask =
+  | { kind: 'linear'; x: Float32Array; w: Float32Array | Uint16Array; bias: Float32Array | null; out: Float32Array; rows: number; inWidth: number; outWidth: number }
+  | { kind: 'attention'; problem: AttentionProblem };
+
+/** How many independent pieces a task splits into (output columns, or batch × head pairs). */
+export function taskSize(task: ParallelTask): number {
+  return task.kind === 'linear' ? task.outWidth : task.problem.out.length / (task.problem.tq * task.problem.dHead);
+}
+
+export function runTask(task: ParallelTask, start: number, end: number): void {
+  if (task.kind === 'linear') {
+    linearColumns(task.x, task.w, task.bias, task.out, task.rows, task.inWidth, task.outWidth, start, end);
+    return;
+  }
+  const p = task.problem;
+  for (let pair = start; pair < end; pair++) {
+    attentionHead(p, Math.floor(pair / p.nHeads), pair % p.nHeads, 0, p.tq);
+  }
+}

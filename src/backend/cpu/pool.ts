@@ -1,0 +1,55 @@
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import { runTask, taskSize, type ParallelTask } from './kernels/index.js';
+
+/**
+ * Splits a kernel across the main thread and worker threads over shared memory. The main thread does
+ * the first share itself and then blocks on a latch (Atomics.wait), so ops stay synchronous and the
+ * model code reads as plain calls. Small tasks run on the main thread alone: a round trip to a worker
+ * costs tens of microseconds.
+ */
+const MIN_WORK_PER_THREAD = 1 << 16;
+
+export class CpuPool {
+  private workers: Worker[] | undefined;
+  private readonly latch = new Int32Array(new SharedArrayBuffer(4));
+  private readonly errors = new Int32Array(new SharedArrayBuffer(4));
+
+  constructor(readonly threads: number = defaultThreads()) {}
+
+  run(task: ParallelTask, workPerItem: number): void {
+    const items = taskSize(task);
+    const parts = Math.max(1, Math.min(this.threads, items, Math.floor((items * workPerItem) / MIN_WORK_PER_THREAD)));
+    if (parts === 1) {
+      runTask(task, 0, items);
+      return;
+    }
+    const workers = this.start();
+    const bounds = Array.from({ length: parts + 1 }, (_, i) => Math.round((i * items) / parts));
+    Atomics.store(this.latch, 0, parts - 1);
+    for (let i = 1; i < parts; i++) {
+      workers[i - 1].postMessage({ task, start: bounds[i], end: bounds[i + 1], latch: this.latch, errors: this.errors });
+    }
+    runTask(task, bounds[0], bounds[1]);
+    for (let left = Atomics.load(this.latch, 0); left !== 0; left = Atomics.load(this.latch, 0)) {
+      Atomics.wait(this.latch, 0, left);
+    }
+    if (Atomics.exchange(this.errors, 0, 0) !== 0) throw new Error('a CPU worker failed (its error is on stderr)');
+  }
+
+  private start(): Worker[] {
+    if (!this.workers) {
+      this.workers = Array.from({ length: this.threads - 1 }, () => {
+        const worker = new Worker(new URL('./worker.js', import.meta.url));
+        worker.unref(); // never keep the process alive
+        return worker;
+      });
+    }
+    return this.workers;
+  }
+}
+
+function defaultThreads(): number {
+  const fromEnv = Number(process.env.MPT_THREADS);
+  return Number.isInteger(fromEnv) && fromEnv > 0 ? fromEnv : availableParallelism();
+}

@@ -1,0 +1,107 @@
+import type { MptModel } from '../model/mpt.js';
+import { UserError } from '../util/errors.js';
+import { Rng } from '../util/random.js';
+import { sampleToken, type SamplingOptions } from './sampling.js';
+import { StopWatcher } from './stop.js';
+
+/** What generation needs of a tokenizer: turning ids into text as they come. */
+export interface TextDecoding {
+  streamDecoder(): { push(id: number): string; flush(): string };
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  maxNewTokens: number;
+  seed?: number;
+  /** End a row at this token (the tokenizer's EOS); null: never. */
+  eosId: number | null;
+  /** End a row when its text contains one of these; the stop string is not part of the output. */
+  stop?: string[];
+  /** ALiBi models can run past max_seq_len; only when asked, since quality degrades there. */
+  allowBeyondMaxSeqLen?: boolean;
+  /** Streaming: called with each row's new text as soon as it is final. */
+  onText?: (row: number, text: string) => void;
+  /** Called once if the run goes past max_seq_len (allowed) or was cut short by it. */
+  onWarning?: (message: string) => void;
+}
+
+export type FinishReason = 'eos' | 'stop' | 'length';
+
+export interface GenerateResult {
+  ids: number[];
+  text: string;
+  finishReason: FinishReason;
+}
+
+/**
+ * Generate for several prompts at once: the prompts are left-padded into one batch, run through the
+ * model once (prefill), then one token per row per step from the KV cache until every row has ended.
+ */
+export async function generate(model: MptModel, tokenizer: TextDecoding, prompts: number[][], options: GenerateOptions): Promise<GenerateResult[]> {
+  const { maxSeqLen, alibi } = model.config;
+  if (prompts.length === 0) return [];
+  const longest = Math.max(...prompts.map((p) => p.length));
+  if (prompts.some((p) => p.length === 0)) throw new UserError('a prompt is empty: give at least one token');
+  const beyond = Boolean(options.allowBeyondMaxSeqLen);
+  if (beyond && !alibi) throw new UserError('only ALiBi models can run past max_seq_len: this one has learned position embeddings');
+  if (longest > maxSeqLen && !beyond) {
+    throw new UserError(`the prompt has ${longest} tokens but the model's max_seq_len is ${maxSeqLen}` + (alibi ? ' (ALiBi models can go further: pass --allow-long)' : ''));
+  }
+  let steps = options.maxNewTokens;
+  if (!beyond && longest + steps > maxSeqLen) {
+    steps = maxSeqLen - longest;
+    options.onWarning?.(`generation stops at max_seq_len (${maxSeqLen} tokens): at most ${steps} new tokens`);
+  } else if (beyond && longest + steps > maxSeqLen) {
+    options.onWarning?.(`running past max_seq_len (${maxSeqLen}) with ALiBi: expect quality to drop`);
+  }
+
+  const batch = prompts.length;
+  const ids = new Int32Array(batch * longest);
+  const mask = new Int32Array(batch * longest);
+  prompts.forEach((prompt, b) => {
+    const pad = longest - prompt.length;
+    for (let i = 0; i < prompt.length; i++) {
+      ids[b * longest + pad + i] = prompt[i];
+      mask[b * longest + pad + i] = 1;
+    }
+  });
+  const rng = new Rng(options.seed ?? Math.floor(Math.random() * 2 ** 32));
+  const rows = prompts.map((prompt) => ({
+    seen: new Set(prompt), ids: [] as number[], text: '', finish: null as FinishReason | null,
+    decoder: tokenizer.streamDecoder(), stops: new StopWatcher(options.stop ?? []),
+  }));
+  const emit = (row: number, text: string) => {
+    if (!text) return;
+    rows[row].text += text;
+    options.onText?.(row, text);
+  };
+
+  const cache = model.newCache(batch, longest + Math.max(steps, 0));
+  try {
+    let input = ids;
+    let attentionMask: Int32Array | null = mask;
+    for (let step = 0; step < steps; step++) {
+      const logits = model.backend.download(model.forward(input, cache, { logits: 'last', attentionMask })) as Float32Array;
+      const vocab = model.config.vocabSize;
+      input = new Int32Array(batch);
+      attentionMask = null;
+      rows.forEach((row, b) => {
+        if (row.finish) return; // finished rows keep running (batch shape) but their tokens are ignored
+        const id = sampleToken(logits.subarray(b * vocab, (b + 1) * vocab), options, rng, options.repetitionPenalty && options.repetitionPenalty !== 1 ? row.seen : []);
+        input[b] = id;
+        if (options.eosId !== null && id === options.eosId) { row.finish = 'eos'; return; }
+        row.ids.push(id);
+        row.seen.add(id);
+        emit(b, row.stops.push(row.decoder.push(id)));
+        if (row.stops.stopped) row.finish = 'stop';
+      });
+      if (rows.every((r) => r.finish)) break;
+      await new Promise((resolve) => setImmediate(resolve)); // let servers and streams breathe
+    }
+  } finally {
+    cache.release();
+  }
+  return rows.map((row, b) => {
+    if (!row.finish) emit(b, row.stops.push(row.decoder.flush()) + row.stops.flush());
+    return { ids: row.ids, text: row.text, finishReason: row.finish ?? 'length' };
+  });
+}
