@@ -66,11 +66,10 @@ export async function openModelFolder(pathOrHubName: string, options: OpenOption
       files.push(range);
       const sources = file.path.endsWith('.safetensors') ? await safetensorsSources(range) : await torchBinSources(range);
       for (const source of sources) {
-        if (file.expected && file.expected.get(source.sourceName) === undefined) {
+        add(source); // first, so that a tensor held by two shards is reported as such
+        if (file.expected && !file.expected.delete(source.sourceName)) {
           throw new FormatError(file.path, `tensor ${source.sourceName} is not listed for this shard in ${file.index}`);
         }
-        file.expected?.delete(source.sourceName);
-        add(source);
       }
       if (file.expected && file.expected.size > 0) {
         throw new FormatError(file.path, `${file.index} lists ${[...file.expected.keys()].join(', ')} in this shard, but it does not hold them`);
