@@ -6,7 +6,8 @@ import { UserError } from '../util/errors.js';
  * so a flag cannot be documented differently from how it behaves.
  */
 export interface FlagSpec {
-  type: 'string' | 'number' | 'integer' | 'boolean' | 'ids';
+  /** `strings`: a string flag that may be given several times, collected into an array. */
+  type: 'string' | 'strings' | 'number' | 'integer' | 'boolean' | 'ids';
   description: string;
   default?: string | number | boolean;
   short?: string;
@@ -23,7 +24,7 @@ export interface CommandSpec {
   flags: Record<string, FlagSpec>;
 }
 
-export type FlagValue = string | number | boolean | number[] | undefined;
+export type FlagValue = string | string[] | number | boolean | number[] | undefined;
 
 export interface Parsed {
   flags: Record<string, FlagValue>;
@@ -38,9 +39,13 @@ const COMMON_FLAGS: Record<string, FlagSpec> = {
 
 export function parseCommand(spec: CommandSpec, argv: string[]): Parsed {
   const all = { ...spec.flags, ...COMMON_FLAGS };
-  const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = {};
+  const options: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }> = {};
   for (const [name, flag] of Object.entries(all)) {
-    options[name] = { type: flag.type === 'boolean' ? 'boolean' : 'string', ...(flag.short ? { short: flag.short } : {}) };
+    options[name] = {
+      type: flag.type === 'boolean' ? 'boolean' : 'string',
+      ...(flag.short ? { short: flag.short } : {}),
+      ...(flag.type === 'strings' ? { multiple: true } : {}),
+    };
   }
   let raw;
   try {
@@ -51,7 +56,8 @@ export function parseCommand(spec: CommandSpec, argv: string[]): Parsed {
   }
   const flags: Record<string, FlagValue> = {};
   for (const [name, flag] of Object.entries(all)) {
-    const value = (raw.values as Record<string, string | boolean | undefined>)[name];
+    const value = (raw.values as Record<string, string | string[] | boolean | undefined>)[name];
+    if (Array.isArray(value)) { flags[name] = value; continue; }
     flags[name] = value === undefined ? flag.default : convert(spec.name, name, flag, value);
   }
   return { flags, positionals: raw.positionals, help: Boolean(flags.help) };
@@ -62,6 +68,7 @@ function convert(command: string, name: string, flag: FlagSpec, value: string | 
   switch (flag.type) {
     case 'boolean':
     case 'string':
+    case 'strings':
       return value;
     case 'number': {
       const n = Number(value);

@@ -1,0 +1,50 @@
+import { UserError } from '../util/errors.js';
+import type { Backend } from './backend.js';
+import { CpuBackend } from './cpu/index.js';
+
+export type DeviceChoice = 'cpu' | 'cuda' | 'auto';
+
+export interface BackendChoice {
+  backend: Backend;
+  /** Why this backend was chosen, for `auto` (e.g. "no GPU found: running on the CPU"). */
+  note?: string;
+}
+
+export interface BackendOptions {
+  device: DeviceChoice;
+  /** CUDA only: the activation dtype (float32 for checking against the CPU). */
+  cudaDType?: 'bfloat16' | 'float32';
+  threads?: number;
+}
+
+/**
+ * The backend a command runs on. CUDA is imported only when asked for or probed, so CPU-only use never
+ * loads the FFI or the CUDA libraries.
+ */
+export async function selectBackend(options: BackendOptions): Promise<BackendChoice> {
+  const device = options.device;
+  if (!['cpu', 'cuda', 'auto'].includes(device)) throw new UserError(`--device must be cpu, cuda or auto, got "${device}"`);
+  if (device === 'cpu') return { backend: new CpuBackend({ threads: options.threads }) };
+  const cuda = await loadCuda();
+  const available = cuda.cudaAvailable();
+  if (available.ok) {
+    return { backend: new cuda.CudaBackend({ dtype: options.cudaDType ?? 'bfloat16' }), note: device === 'auto' ? 'running on CUDA' : undefined };
+  }
+  if (device === 'cuda') throw new UserError(`--device cuda: no usable GPU (${available.reason})`);
+  return { backend: new CpuBackend({ threads: options.threads }), note: `no usable GPU (${available.reason}): running on the CPU` };
+}
+
+/** What the CUDA backend module offers (src/backend/cuda/index.ts). */
+interface CudaModule {
+  cudaAvailable(): { ok: boolean; reason?: string };
+  CudaBackend: new (options: { dtype: 'bfloat16' | 'float32' }) => Backend;
+}
+
+async function loadCuda(): Promise<CudaModule> {
+  const path = './cuda/index.js'; // a variable: the CPU-only build must not depend on it at compile time
+  try {
+    return (await import(path)) as CudaModule;
+  } catch (error) {
+    return { cudaAvailable: () => ({ ok: false, reason: `the CUDA backend failed to load: ${(error as Error).message}` }), CudaBackend: undefined as never };
+  }
+}

@@ -1,0 +1,49 @@
+import { selectBackend, type DeviceChoice } from '../backend/select.js';
+import { openModelFolder, type ModelFolder } from '../io/model-folder.js';
+import { loadModel, type WeightDType } from '../model/load.js';
+import type { MptModel } from '../model/mpt.js';
+import { Tokenizer } from '../tokenizer/index.js';
+import { UserError } from '../util/errors.js';
+
+export interface OpenOptions {
+  /** A model folder or a Hugging Face hub name; undefined: the embedded default model. */
+  model?: string;
+  device?: DeviceChoice;
+  /** Weights on the CPU (float32 or bfloat16), activations on CUDA (bfloat16 or float32). */
+  dtype?: WeightDType;
+  threads?: number;
+  progress?: boolean;
+  /** Called with notes a person should see (which device `auto` picked). */
+  onNote?: (message: string) => void;
+}
+
+export interface OpenModel {
+  model: MptModel;
+  tokenizer: Tokenizer;
+  folder: Pick<ModelFolder, 'dir' | 'format' | 'weightsDtype' | 'rawConfig'>;
+}
+
+/** Open a model folder (or hub name), load its weights onto the chosen device, and its tokenizer. */
+export async function openForInference(options: OpenOptions): Promise<OpenModel> {
+  const folder = await openModelFolder(resolveModelName(options.model));
+  try {
+    const { backend, note } = await selectBackend({ device: options.device ?? 'auto', cudaDType: options.dtype === 'float32' ? 'float32' : 'bfloat16', threads: options.threads });
+    if (note) options.onNote?.(note);
+    const dtype = backend.name === 'cpu' ? options.dtype : undefined;
+    const model = await loadModel(folder, backend, { dtype, progress: options.progress });
+    const tokenizer = Tokenizer.fromFolder(folder.dir);
+    return { model, tokenizer, folder };
+  } finally {
+    await folder.close();
+  }
+}
+
+/** Only the folder and its tokenizer: for commands that need no weights (tokenize, info). */
+export async function openFolder(model: string | undefined): Promise<ModelFolder> {
+  return openModelFolder(resolveModelName(model));
+}
+
+function resolveModelName(model: string | undefined): string {
+  if (model) return model;
+  throw new UserError('no --model given: pass a model folder or a Hugging Face name such as mosaicml/mpt-1b-redpajama-200b (mpt-ts has no embedded default model yet)');
+}
