@@ -81,4 +81,62 @@ export interface Backend {
   writeRows(dst: Tensor, src: Tensor, at: number): void;
   /** Causal multi-head attention → [batch, tq, nHeads·dHead]. */
   attention(args: AttentionArgs): Tensor;
+
+  // ---- Training: backward ops and optimizer ops (src/model/backward.ts, src/train). ----
+  // Gradients are float32 whatever the weights' dtype; tensors given as `dst` are updated in place.
+
+  /**
+   * Attention for training: the queries are all the positions (tq = kvLen = capacity, no cache).
+   * Returns the output and, per (batch, head, query), the log-sum-exp of its scaled, biased scores
+   * [batch, nHeads, tq] float32, which is all `attentionBackward` needs to rebuild the softmax.
+   */
+  attentionForTraining(args: AttentionArgs): { out: Tensor; logSumExp: Tensor };
+  /**
+   * Gradients of `attentionForTraining` (flash-attention style: the probabilities are recomputed
+   * from q, k and logSumExp, ALiBi inside the kernel; no [tq, kvLen] matrix needs to be kept).
+   * dOut and out are [batch, tq, d]; returns dq, dk, dv of the same shape.
+   */
+  attentionBackward(args: AttentionArgs, out: Tensor, logSumExp: Tensor, dOut: Tensor): { dq: Tensor; dk: Tensor; dv: Tensor };
+  /**
+   * Gradients of `linear`: dx = dy · W ([.., in]), dWeight = Σ_rows dyᵀ · x ([out, in]) and, when
+   * `withBias`, dBias = Σ_rows dy ([out]).
+   */
+  linearBackward(dy: Tensor, x: Tensor, weight: Tensor, withBias: boolean): { dx: Tensor; dWeight: Tensor; dBias: Tensor | null };
+  /** Gradients of `layerNorm` (recomputing mean and variance from x): dx, dWeight and, when `withBias`, dBias. */
+  layerNormBackward(dy: Tensor, x: Tensor, weight: Tensor, eps: number, withBias: boolean): { dx: Tensor; dWeight: Tensor; dBias: Tensor | null };
+  /** dy · GELU'(x) for the exact GELU: Φ(x) + x·φ(x). */
+  geluBackward(dy: Tensor, x: Tensor): Tensor;
+  /** Gradient of `clamp`: dy where -limit ≤ x ≤ limit (as torch.clamp), 0 elsewhere. */
+  clampBackward(dy: Tensor, x: Tensor, limit: number): Tensor;
+  /** Gradient of `columns`: dst[.., start : start + width(dy)] += dy (dst is float32, in place). */
+  addColumnsInto(dst: Tensor, dy: Tensor, start: number): void;
+  /** Gradient of `embedding`: dst[ids[i]] += factor · dy[i] for every row i (dst [vocab, d] float32, in place). */
+  embeddingBackwardInto(dst: Tensor, ids: Tensor, dy: Tensor, factor: number): void;
+  /**
+   * The output layer fused with cross entropy: logits = x · tableᵀ (· logitScale), never held for
+   * all rows at once. targets int32 [n], -1 = ignored. Returns the summed loss over counted rows
+   * ([1] float32) and their count; with `gradients`, also dx [n, d] and dTable [vocab, d] of
+   * `lossScale · Σ loss` (pass 1/count for the mean). Losses are computed in float32 or wider.
+   */
+  crossEntropyWithOutput(args: {
+    x: Tensor; table: Tensor; targets: Tensor; logitScale: number | null; lossScale: number; gradients: boolean;
+  }): { lossSum: Tensor; count: number; dx: Tensor | null; dTable: Tensor | null };
+  /** dst += factor · src, elementwise (dst float32, in place): gradient accumulation. */
+  addInto(dst: Tensor, src: Tensor, factor: number): void;
+  /** dst ← factor · dst, in place (clipping gradients). */
+  scaleInPlace(dst: Tensor, factor: number): void;
+  /** Σ x² of a float tensor, accumulated in float64, as a host number (the global gradient norm). */
+  sumOfSquares(x: Tensor): number;
+  /**
+   * One AdamW step on a float32 master parameter and its float32 moments, in place, as torch:
+   *   param ← param · (1 - decay);  m ← β1·m + (1-β1)·g;  v ← β2·v + (1-β2)·g²
+   *   param ← param - lr/(1-β1^step) · m / (sqrt(v)/sqrt(1-β2^step) + eps)
+   * `decay` is lr·weight_decay for torch's AdamW and weight_decay·lr/initial_lr for Composer's
+   * decoupled AdamW; the caller decides. With `computeCopy` (bf16 compute weights), that tensor is
+   * refreshed from the new master values, rounded to its dtype.
+   */
+  adamwStep(args: {
+    param: Tensor; grad: Tensor; m: Tensor; v: Tensor; lr: number; beta1: number; beta2: number; eps: number;
+    decay: number; step: number; computeCopy?: Tensor | null;
+  }): void;
 }

@@ -5,6 +5,7 @@ import { float16ToFloat32Array } from '../../util/dtype.js';
 import { gelu } from './kernels/gelu.js';
 import { layerNormRows } from './kernels/norm.js';
 import { CpuPool } from './pool.js';
+import { CpuTrainingOps } from './training.js';
 import { allocate, asCpu, CpuTensor } from './tensor.js';
 
 /**
@@ -149,6 +150,23 @@ export class CpuBackend implements Backend {
     for (let i = 0; i < src.length; i++) out.f32[i] = f(src[i]);
     return out;
   }
+
+  // ---- Training ops: backward and optimizer, implemented in ./training.ts (see Backend for each). ----
+  private trainingOps: CpuTrainingOps | undefined;
+  private get training(): CpuTrainingOps { return (this.trainingOps ??= new CpuTrainingOps(this.pool)); }
+  attentionForTraining(args: AttentionArgs) { return this.training.attentionForTraining(args); }
+  attentionBackward(args: AttentionArgs, out: Tensor, logSumExp: Tensor, dOut: Tensor) { return this.training.attentionBackward(args, out, logSumExp, dOut); }
+  linearBackward(dy: Tensor, x: Tensor, weight: Tensor, withBias: boolean) { return this.training.linearBackward(dy, x, weight, withBias); }
+  layerNormBackward(dy: Tensor, x: Tensor, weight: Tensor, eps: number, withBias: boolean) { return this.training.layerNormBackward(dy, x, weight, eps, withBias); }
+  geluBackward(dy: Tensor, x: Tensor) { return this.training.geluBackward(dy, x); }
+  clampBackward(dy: Tensor, x: Tensor, limit: number) { return this.training.clampBackward(dy, x, limit); }
+  addColumnsInto(dst: Tensor, dy: Tensor, start: number) { this.training.addColumnsInto(dst, dy, start); }
+  embeddingBackwardInto(dst: Tensor, ids: Tensor, dy: Tensor, factor: number) { this.training.embeddingBackwardInto(dst, ids, dy, factor); }
+  crossEntropyWithOutput(args: Parameters<CpuTrainingOps['crossEntropyWithOutput']>[0]) { return this.training.crossEntropyWithOutput(args); }
+  addInto(dst: Tensor, src: Tensor, factor: number) { this.training.addInto(dst, src, factor); }
+  scaleInPlace(dst: Tensor, factor: number) { this.training.scaleInPlace(dst, factor); }
+  sumOfSquares(x: Tensor) { return this.training.sumOfSquares(x); }
+  adamwStep(args: Parameters<CpuTrainingOps['adamwStep']>[0]) { this.training.adamwStep(args); }
 }
 
 /** A small parameter (LayerNorm weight, bias) as float32, widening bfloat16 bits. */

@@ -1,0 +1,138 @@
+import type { AttentionArgs, Tensor } from '../backend.js';
+import { rowCount, width } from '../backend.js';
+import { adamwStep, refreshCopy } from './backward/adamw.js';
+import { attentionBackward, attentionForward, type TrainingAttentionProblem } from './backward/attention.js';
+import { crossEntropyWithOutput } from './backward/cross-entropy.js';
+import { clampBackward, geluBackward } from './backward/elementwise.js';
+import { linearBackward } from './backward/linear.js';
+import { widen } from './backward/matmul.js';
+import { layerNormBackward } from './backward/norm.js';
+import type { CpuPool } from './pool.js';
+import { allocate, asCpu, CpuTensor } from './tensor.js';
+
+/**
+ * The CPU backend's training ops (the Backend interface documents each one): thin wrappers that
+ * check shapes and hand flat arrays to the kernels in ./backward. Gradients are float32.
+ */
+export class CpuTrainingOps {
+  constructor(private readonly pool: CpuPool) {}
+
+  attentionForTraining(args: AttentionArgs): { out: CpuTensor; logSumExp: CpuTensor } {
+    const p = problem(args);
+    const { out, logSumExp } = attentionForward(p);
+    return { out: wrap(args.q.shape, out), logSumExp: wrap([p.batch, p.nHeads, p.t], logSumExp) };
+  }
+
+  attentionBackward(args: AttentionArgs, out: Tensor, logSumExp: Tensor, dOut: Tensor): { dq: CpuTensor; dk: CpuTensor; dv: CpuTensor } {
+    const g = attentionBackward(problem(args), f32(out), f32(logSumExp), f32(dOut));
+    return { dq: wrap(args.q.shape, g.dq), dk: wrap(args.q.shape, g.dk), dv: wrap(args.q.shape, g.dv) };
+  }
+
+  linearBackward(dy: Tensor, x: Tensor, weight: Tensor, withBias: boolean): { dx: CpuTensor; dWeight: CpuTensor; dBias: CpuTensor | null } {
+    const [outWidth, inWidth] = weight.shape;
+    if (width(x) !== inWidth || width(dy) !== outWidth || rowCount(x) !== rowCount(dy)) {
+      throw new Error(`linearBackward: dy [${dy.shape}], x [${x.shape}] and weight [${weight.shape}] disagree`);
+    }
+    const g = linearBackward(this.pool, f32(dy), f32(x), weightData(weight), rowCount(x), inWidth, outWidth, withBias);
+    return { dx: wrap(x.shape, g.dx), dWeight: wrap(weight.shape, g.dWeight), dBias: g.dBias ? wrap([outWidth], g.dBias) : null };
+  }
+
+  layerNormBackward(dy: Tensor, x: Tensor, weight: Tensor, eps: number, withBias: boolean): { dx: CpuTensor; dWeight: CpuTensor; dBias: CpuTensor | null } {
+    const n = width(x);
+    const g = layerNormBackward(f32(dy), f32(x), widen(weightData(weight)), rowCount(x), n, eps, withBias);
+    return { dx: wrap(x.shape, g.dx), dWeight: wrap([n], g.dWeight), dBias: g.dBias ? wrap([n], g.dBias) : null };
+  }
+
+  geluBackward(dy: Tensor, x: Tensor): CpuTensor {
+    return wrap(x.shape, geluBackward(f32(dy), f32(x)));
+  }
+
+  clampBackward(dy: Tensor, x: Tensor, limit: number): CpuTensor {
+    return wrap(x.shape, clampBackward(f32(dy), f32(x), limit));
+  }
+
+  addColumnsInto(dst: Tensor, dy: Tensor, start: number): void {
+    const w = width(dst), n = width(dy), rows = rowCount(dy);
+    if (rows !== rowCount(dst) || start + n > w) throw new Error(`addColumnsInto: [${dy.shape}] at column ${start} of [${dst.shape}]`);
+    const d = f32(dst), s = f32(dy);
+    for (let r = 0; r < rows; r++) for (let i = 0; i < n; i++) d[r * w + start + i] += s[r * n + i];
+  }
+
+  embeddingBackwardInto(dst: Tensor, ids: Tensor, dy: Tensor, factor: number): void {
+    const [vocab, d] = dst.shape;
+    const idData = asCpu(ids).data as Int32Array, g = f32(dy), out = f32(dst);
+    if (width(dy) !== d || rowCount(dy) !== idData.length) throw new Error(`embeddingBackwardInto: dy [${dy.shape}] for ${idData.length} ids into [${dst.shape}]`);
+    for (let i = 0; i < idData.length; i++) {
+      const id = idData[i];
+      if (!(id >= 0 && id < vocab)) throw new RangeError(`embedding gradient: token id ${id} outside the vocabulary of ${vocab}`);
+      for (let e = 0; e < d; e++) out[id * d + e] += factor * g[i * d + e];
+    }
+  }
+
+  crossEntropyWithOutput(args: { x: Tensor; table: Tensor; targets: Tensor; logitScale: number | null; lossScale: number; gradients: boolean }):
+    { lossSum: CpuTensor; count: number; dx: CpuTensor | null; dTable: CpuTensor | null } {
+    const [vocab, d] = args.table.shape;
+    const n = rowCount(args.x);
+    if (width(args.x) !== d) throw new Error(`crossEntropyWithOutput: x [${args.x.shape}] against table [${args.table.shape}]`);
+    const targets = asCpu(args.targets).data as Int32Array;
+    if (targets.length !== n) throw new Error(`crossEntropyWithOutput: ${targets.length} targets for ${n} rows`);
+    const r = crossEntropyWithOutput(this.pool, f32(args.x), weightData(args.table), targets, n, d, vocab, args.logitScale ?? 1, args.lossScale, args.gradients);
+    return {
+      lossSum: wrap([1], Float32Array.of(r.lossSum)), count: r.count,
+      dx: r.dx ? wrap([n, d], r.dx) : null, dTable: r.dTable ? wrap([vocab, d], r.dTable) : null,
+    };
+  }
+
+  addInto(dst: Tensor, src: Tensor, factor: number): void {
+    const d = f32(dst), s = f32(src);
+    if (d.length !== s.length) throw new Error(`addInto: [${src.shape}] into [${dst.shape}]`);
+    if (factor === 1) for (let i = 0; i < d.length; i++) d[i] += s[i];
+    else for (let i = 0; i < d.length; i++) d[i] += factor * s[i];
+  }
+
+  scaleInPlace(dst: Tensor, factor: number): void {
+    const d = f32(dst);
+    for (let i = 0; i < d.length; i++) d[i] *= factor;
+  }
+
+  sumOfSquares(x: Tensor): number {
+    const d = widen(weightData(x));
+    let sum = 0;
+    for (let i = 0; i < d.length; i++) sum += d[i] * d[i];
+    return sum;
+  }
+
+  adamwStep(a: { param: Tensor; grad: Tensor; m: Tensor; v: Tensor; lr: number; beta1: number; beta2: number; eps: number; decay: number; step: number; computeCopy?: Tensor | null }): void {
+    const param = f32(a.param);
+    for (const [name, t] of [['grad', a.grad], ['m', a.m], ['v', a.v]] as const) {
+      if (f32(t).length !== param.length) throw new Error(`adamwStep: ${name} [${t.shape}] for a parameter [${a.param.shape}]`);
+    }
+    adamwStep(param, f32(a.grad), f32(a.m), f32(a.v), a.lr, a.beta1, a.beta2, a.eps, a.decay, a.step);
+    if (a.computeCopy) refreshCopy(param, asCpu(a.computeCopy).data as Float32Array | Uint16Array);
+  }
+}
+
+function problem(args: AttentionArgs): TrainingAttentionProblem {
+  const [batch, t, d] = args.q.shape;
+  if (args.kvLen !== t || args.k.shape[1] !== t) throw new Error(`attention for training needs queries = keys: tq ${t}, kvLen ${args.kvLen}, capacity ${args.k.shape[1]}`);
+  return {
+    q: f32(args.q), k: f32(args.k), v: f32(args.v), keyMask: args.keyMask ? (asCpu(args.keyMask).data as Int32Array) : null,
+    batch, t, nHeads: args.nHeads, dHead: d / args.nHeads, scale: args.scale, slopes: args.alibiSlopes,
+  };
+}
+
+const f32 = (t: Tensor): Float32Array => asCpu(t).f32;
+
+function weightData(t: Tensor): Float32Array | Uint16Array {
+  const data = asCpu(t).data;
+  if (data instanceof Int32Array) throw new Error('expected a float tensor, got int32');
+  return data;
+}
+
+/** A float32 result as a tensor (copied into shared memory, where every CPU tensor lives). */
+function wrap(shape: readonly number[], data: Float32Array): CpuTensor {
+  if (data.buffer instanceof SharedArrayBuffer) return new CpuTensor(shape, 'float32', data);
+  const t = allocate(shape, 'float32');
+  t.f32.set(data);
+  return t;
+}
