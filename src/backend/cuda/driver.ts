@@ -1,0 +1,306 @@
+/**
+ * The CUDA driver API through koffi: one context (the device's primary context), memory, streams,
+ * events, modules, kernel launches and graphs. Every call is checked; a failing one throws CudaError
+ * naming the call and the code's meaning (cuGetErrorName / cuGetErrorString).
+ *
+ * Handles (CUcontext, CUstream, CUfunction, …) and device pointers are carried as plain numbers:
+ * koffi passes them as uint64, and device addresses fit in 53 bits.
+ */
+import koffi, { type LibraryHandle } from 'koffi';
+import { loadLibrary } from './libraries.js';
+
+export class CudaError extends Error {
+  constructor(readonly call: string, readonly code: number, meaning: string) {
+    super(`${call} failed: ${meaning} (CUresult ${code})`);
+    this.name = 'CudaError';
+  }
+}
+
+type Fn = (...args: any[]) => any;
+
+export interface DriverApi {
+  lib: LibraryHandle;
+  fns: Record<string, Fn>;
+}
+
+let api: DriverApi | null = null;
+
+const PROTOTYPES = [
+  'int cuInit(uint flags)',
+  'int cuDriverGetVersion(_Out_ int *v)',
+  'int cuGetErrorName(int error, _Out_ const char **str)',
+  'int cuGetErrorString(int error, _Out_ const char **str)',
+  'int cuDeviceGetCount(_Out_ int *count)',
+  'int cuDeviceGet(_Out_ int *dev, int ordinal)',
+  'int cuDeviceGetName(_Out_ uint8_t *name, int len, int dev)',
+  'int cuDeviceGetAttribute(_Out_ int *value, int attrib, int dev)',
+  'int cuDeviceTotalMem_v2(_Out_ uint64_t *bytes, int dev)',
+  'int cuDevicePrimaryCtxRetain(void *pctx, int dev)',
+  'int cuCtxSetCurrent(uint64_t ctx)',
+  'int cuCtxSynchronize()',
+  'int cuMemGetInfo_v2(_Out_ uint64_t *free, _Out_ uint64_t *total)',
+  'int cuMemAlloc_v2(void *dptr, uint64_t bytes)',
+  'int cuMemFree_v2(uint64_t dptr)',
+  'int cuMemcpyHtoDAsync_v2(uint64_t dst, void *src, uint64_t bytes, uint64_t stream)',
+  'int cuMemcpyDtoHAsync_v2(void *dst, uint64_t src, uint64_t bytes, uint64_t stream)',
+  'int cuMemcpyDtoDAsync_v2(uint64_t dst, uint64_t src, uint64_t bytes, uint64_t stream)',
+  'int cuMemsetD8Async(uint64_t dst, uint8_t value, uint64_t count, uint64_t stream)',
+  'int cuMemsetD32Async(uint64_t dst, uint32_t value, uint64_t count, uint64_t stream)',
+  'int cuStreamCreate(void *stream, uint flags)',
+  'int cuStreamSynchronize(uint64_t stream)',
+  'int cuEventCreate(void *event, uint flags)',
+  'int cuEventRecord(uint64_t event, uint64_t stream)',
+  'int cuEventSynchronize(uint64_t event)',
+  'int cuEventElapsedTime_v2(_Out_ float *ms, uint64_t start, uint64_t end)',
+  'int cuEventDestroy_v2(uint64_t event)',
+  'int cuModuleLoadData(void *module, void *image)',
+  'int cuModuleGetFunction(void *fn, uint64_t module, const char *name)',
+  'int cuFuncSetAttribute(uint64_t fn, int attrib, int value)',
+  'int cuLaunchKernel(uint64_t f, uint gx, uint gy, uint gz, uint bx, uint by, uint bz, uint shmem, uint64_t stream, void *params, void *extra)',
+  'int cuStreamBeginCapture_v2(uint64_t stream, int mode)',
+  'int cuStreamEndCapture(uint64_t stream, void *graph)',
+  'int cuGraphInstantiateWithFlags(void *exec, uint64_t graph, uint64_t flags)',
+  'int cuGraphLaunch(uint64_t exec, uint64_t stream)',
+  'int cuGraphExecDestroy(uint64_t exec)',
+  'int cuGraphDestroy(uint64_t graph)',
+];
+
+/** Load libcuda and bind the calls we use (once). Throws CudaLibraryMissing when there is no driver. */
+export function driver(): DriverApi {
+  if (api) return api;
+  const lib = loadLibrary('libcuda', ['libcuda.so.1', 'libcuda.so']);
+  const fns: Record<string, Fn> = {};
+  for (const proto of PROTOTYPES) {
+    const f = lib.func(proto);
+    fns[f.info.name] = f;
+  }
+  api = { lib, fns };
+  return api;
+}
+
+/** The meaning of a CUresult, from the driver itself. */
+export function errorMeaning(code: number): string {
+  const { fns } = driver();
+  const name: (string | null)[] = [null], text: (string | null)[] = [null];
+  fns.cuGetErrorName(code, name);
+  fns.cuGetErrorString(code, text);
+  if (!name[0]) return 'unknown error code';
+  return text[0] ? `${name[0]}: ${text[0]}` : name[0];
+}
+
+/** Call a driver function by name and throw CudaError unless it returns CUDA_SUCCESS. */
+export function cu(name: string, ...args: unknown[]): void {
+  const code = driver().fns[name](...args) as number;
+  if (code !== 0) throw new CudaError(name, code, errorMeaning(code));
+}
+
+const handleOut = new BigUint64Array(1);
+/** Call a driver function whose first argument is an out-pointer to a handle; return that handle. */
+export function cuHandle(name: string, ...args: unknown[]): number {
+  handleOut[0] = 0n;
+  cu(name, handleOut, ...args);
+  return Number(handleOut[0]);
+}
+
+export function cuInt(name: string, ...args: unknown[]): number {
+  const out = [0];
+  cu(name, out, ...args);
+  return out[0];
+}
+
+// Enum values from cuda.h (CUDA 12/13).
+export const CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16;
+export const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
+export const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
+export const CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN = 97;
+export const CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
+export const CU_STREAM_NON_BLOCKING = 1;
+export const CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1;
+
+export interface DeviceInfo {
+  ordinal: number;
+  name: string;
+  major: number;
+  minor: number;
+  multiprocessors: number;
+  sharedMemoryOptin: number;
+  totalMemory: number;
+}
+
+/** A context on one device (the primary context) with one stream everything is enqueued on. */
+export class CudaContext {
+  readonly device: DeviceInfo;
+  readonly context: number;
+  readonly stream: number;
+
+  constructor(ordinal = 0) {
+    cu('cuInit', 0);
+    const count = cuInt('cuDeviceGetCount');
+    if (ordinal >= count) throw new CudaError('cuDeviceGet', 101, `CUDA_ERROR_INVALID_DEVICE: device ${ordinal} asked for, ${count} present`);
+    const dev = cuInt('cuDeviceGet', ordinal);
+    const nameBuf = Buffer.alloc(256);
+    cu('cuDeviceGetName', nameBuf, 256, dev);
+    const attr = (a: number) => cuInt('cuDeviceGetAttribute', a, dev);
+    const total = [0n as number | bigint];
+    cu('cuDeviceTotalMem_v2', total, dev);
+    this.device = {
+      ordinal,
+      name: nameBuf.toString('utf8', 0, nameBuf.indexOf(0)),
+      major: attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR),
+      minor: attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR),
+      multiprocessors: attr(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
+      sharedMemoryOptin: attr(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN),
+      totalMemory: Number(total[0]),
+    };
+    this.context = cuHandle('cuDevicePrimaryCtxRetain', dev);
+    cu('cuCtxSetCurrent', this.context);
+    this.stream = cuHandle('cuStreamCreate', CU_STREAM_NON_BLOCKING);
+  }
+
+  synchronize(): void {
+    cu('cuStreamSynchronize', this.stream);
+  }
+
+  memoryInfo(): { free: number; total: number } {
+    const f = [0 as number | bigint], t = [0 as number | bigint];
+    cu('cuMemGetInfo_v2', f, t);
+    return { free: Number(f[0]), total: Number(t[0]) };
+  }
+
+  /** Host → device, waiting until the host buffer has been read (pageable memory). */
+  copyIn(dst: number, src: ArrayBufferView, bytes = src.byteLength): void {
+    cu('cuMemcpyHtoDAsync_v2', dst, src, bytes, this.stream);
+    this.synchronize();
+  }
+
+  /** Device → host after everything enqueued before it. */
+  copyOut(dst: ArrayBufferView, src: number, bytes = dst.byteLength): void {
+    cu('cuMemcpyDtoHAsync_v2', dst, src, bytes, this.stream);
+    this.synchronize();
+  }
+
+  copyDevice(dst: number, src: number, bytes: number): void {
+    if (bytes > 0) cu('cuMemcpyDtoDAsync_v2', dst, src, bytes, this.stream);
+  }
+
+  fill32(dst: number, value: number, count: number): void {
+    if (count > 0) cu('cuMemsetD32Async', dst, value >>> 0, count, this.stream);
+  }
+}
+
+/** Timing with CUDA events on the context's stream. */
+export class CudaEvent {
+  readonly handle: number;
+  constructor(private readonly ctx: CudaContext) {
+    this.handle = cuHandle('cuEventCreate', 0);
+  }
+  record(): void {
+    cu('cuEventRecord', this.handle, this.ctx.stream);
+  }
+  /** Milliseconds from `start` to this event (waits for this event). */
+  since(start: CudaEvent): number {
+    cu('cuEventSynchronize', this.handle);
+    const ms = [0];
+    cu('cuEventElapsedTime_v2', ms, start.handle, this.handle);
+    return ms[0];
+  }
+  destroy(): void {
+    cu('cuEventDestroy_v2', this.handle);
+  }
+}
+
+/**
+ * Kernel arguments packed in native memory: one 8-byte slot per argument and an array of pointers
+ * to the slots, written once. cuLaunchKernel copies the values, so the same block serves every launch
+ * (and graph capture keeps what was there at capture time).
+ */
+export class LaunchArgs {
+  static readonly MAX = 48;
+  private readonly slots = koffi.alloc('uint64', LaunchArgs.MAX);
+  private readonly pointers = koffi.alloc('uint64', LaunchArgs.MAX);
+  private readonly view: DataView;
+
+  constructor() {
+    this.view = new DataView(koffi.view(this.slots, LaunchArgs.MAX * 8));
+    const base = koffi.address(this.slots);
+    const ptrView = new DataView(koffi.view(this.pointers, LaunchArgs.MAX * 8));
+    for (let i = 0; i < LaunchArgs.MAX; i++) ptrView.setBigUint64(i * 8, base + BigInt(i * 8), true);
+  }
+
+  /** Write the arguments: `p` pointer (number), `i` int32, `u` uint32, `f` float32, `q` int64. */
+  pack(kinds: string, values: readonly number[]): unknown {
+    if (kinds.length !== values.length) throw new Error(`kernel argument kinds ${kinds} do not match ${values.length} values`);
+    for (let i = 0; i < values.length; i++) {
+      const o = i * 8, v = values[i];
+      switch (kinds[i]) {
+        case 'p': this.view.setBigUint64(o, BigInt(v), true); break;
+        case 'q': this.view.setBigInt64(o, BigInt(Math.trunc(v)), true); break;
+        case 'i': this.view.setInt32(o, v, true); break;
+        case 'u': this.view.setUint32(o, v >>> 0, true); break;
+        case 'f': this.view.setFloat32(o, v, true); break;
+        default: throw new Error(`unknown kernel argument kind ${kinds[i]}`);
+      }
+    }
+    return this.pointers;
+  }
+}
+
+/** A loaded module's kernel, launched on the context's stream. */
+export class Kernel {
+  private static readonly args = new LaunchArgs();
+  private dynamicShared = 0;
+
+  constructor(private readonly ctx: CudaContext, readonly name: string, readonly handle: number, readonly argKinds: string) {}
+
+  /** Allow more than 48 KB of dynamic shared memory (asked once per size). */
+  reserveShared(bytes: number): void {
+    if (bytes > 48 * 1024 && bytes > this.dynamicShared) {
+      cu('cuFuncSetAttribute', this.handle, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes);
+      this.dynamicShared = bytes;
+    }
+  }
+
+  launch(grid: readonly number[], block: readonly number[], values: readonly number[], sharedBytes = 0): void {
+    const params = Kernel.args.pack(this.argKinds, values);
+    this.reserveShared(sharedBytes);
+    const code = driver().fns.cuLaunchKernel(this.handle, grid[0], grid[1] ?? 1, grid[2] ?? 1,
+      block[0], block[1] ?? 1, block[2] ?? 1, sharedBytes, this.ctx.stream, params, null) as number;
+    if (code !== 0) throw new CudaError(`cuLaunchKernel(${this.name})`, code, errorMeaning(code));
+  }
+}
+
+export function loadModule(image: Uint8Array): number {
+  return cuHandle('cuModuleLoadData', image);
+}
+
+export function moduleFunction(module: number, name: string): number {
+  return cuHandle('cuModuleGetFunction', module, name);
+}
+
+/** A stream capture turned into an executable graph: replay() runs the captured work again. */
+export class CudaGraph {
+  private constructor(private readonly ctx: CudaContext, private readonly graph: number, private readonly exec: number) {}
+
+  static capture(ctx: CudaContext, fn: () => void): CudaGraph {
+    cu('cuStreamBeginCapture_v2', ctx.stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL);
+    let graph = 0;
+    try {
+      fn();
+    } finally {
+      const out = new BigUint64Array(1);
+      cu('cuStreamEndCapture', ctx.stream, out);
+      graph = Number(out[0]);
+    }
+    const exec = cuHandle('cuGraphInstantiateWithFlags', graph, 0);
+    return new CudaGraph(ctx, graph, exec);
+  }
+
+  replay(): void {
+    cu('cuGraphLaunch', this.exec, this.ctx.stream);
+  }
+
+  destroy(): void {
+    cu('cuGraphExecDestroy', this.exec);
+    cu('cuGraphDestroy', this.graph);
+  }
+}

@@ -1,0 +1,436 @@
+/**
+ * The CUDA backend: tensors in device memory from a caching allocator, ops as NVRTC-compiled kernels
+ * (kernels/*.cu) and cuBLASLt GEMMs, all enqueued on one stream. Activations are bfloat16 (fp32
+ * accumulation everywhere) or float32 when asked (for checking against the CPU).
+ */
+import { elementCount, width, rowCount, type AttentionArgs, type Backend, type DType, type HostArray, type Tensor } from '../backend.js';
+import { UserError } from '../../util/errors.js';
+import { CachingAllocator } from './allocator.js';
+import { CublasLt } from './cublaslt.js';
+import { CudaContext, CudaGraph, driver, cu } from './driver.js';
+import { KernelCache } from './kernels.js';
+import { asCuda, bytesPer, CudaTensor, DeviceBlock } from './tensor.js';
+
+export { CudaTensor } from './tensor.js';
+export { CudaError } from './driver.js';
+
+export interface CudaBackendOptions {
+  device?: number;
+  /** 'bfloat16' (default) or 'float32' activations and weights. */
+  dtype?: 'bfloat16' | 'float32';
+}
+
+/** Whether the CUDA backend can run here: a driver that loads and at least one device. Never throws. */
+export function cudaAvailable(): { ok: boolean; reason?: string } {
+  try {
+    const { fns } = driver();
+    const init = fns.cuInit(0) as number;
+    if (init !== 0) {
+      const name: (string | null)[] = [null];
+      fns.cuGetErrorName(init, name);
+      return { ok: false, reason: `cuInit failed: ${name[0] ?? `CUresult ${init}`}` };
+    }
+    const count = [0];
+    const code = fns.cuDeviceGetCount(count) as number;
+    if (code !== 0 || count[0] < 1) return { ok: false, reason: 'no CUDA device found' };
+    return { ok: true };
+  } catch (error) {
+    return { ok: false, reason: error instanceof Error ? error.message : String(error) };
+  }
+}
+
+const THREADS = 256;
+
+const trainingNotOnCuda = (op: string) =>
+  new UserError(`${op}: training ops are not implemented on the CUDA backend yet; train with --device cpu`);
+
+export class CudaBackend implements Backend {
+  readonly name = 'cuda' as const;
+  readonly activationDType: 'bfloat16' | 'float32';
+  readonly ctx: CudaContext;
+  readonly allocator = new CachingAllocator();
+  readonly kernels: KernelCache;
+  readonly blas: CublasLt;
+  private readonly scopes: CudaTensor[][] = [];
+  private readonly errorFlag: number;
+  private readonly slopeCache = new WeakMap<Float32Array, CudaTensor>();
+  private partial: CudaTensor | null = null;
+  private readonly maxBlocks: number;
+
+  constructor(options: CudaBackendOptions = {}) {
+    const ok = cudaAvailable();
+    if (!ok.ok) throw new UserError(`CUDA is not usable here: ${ok.reason}`);
+    this.activationDType = options.dtype ?? 'bfloat16';
+    this.ctx = new CudaContext(options.device ?? 0);
+    this.kernels = new KernelCache(this.ctx);
+    this.blas = new CublasLt(this.ctx);
+    this.errorFlag = this.allocator.alloc(8);
+    this.ctx.fill32(this.errorFlag, 0, 2);
+    this.maxBlocks = this.ctx.device.multiprocessors * 16;
+  }
+
+  get device() { return this.ctx.device; }
+
+  /** Defines for kernels in the activation dtype. */
+  defs(extra: Record<string, string | number | boolean> = {}) {
+    return { MPT_BF16: this.activationDType === 'bfloat16', ...extra };
+  }
+
+  // ---- memory -------------------------------------------------------------------------------
+
+  alloc(shape: readonly number[], dtype: DType = this.activationDType): CudaTensor {
+    const bytes = Math.max(elementCount(shape) * bytesPer(dtype), 1);
+    const t = new CudaTensor([...shape], dtype, new DeviceBlock(this.allocator.alloc(bytes), bytes));
+    this.scopes[this.scopes.length - 1]?.push(t);
+    return t;
+  }
+
+  release(t: Tensor): void {
+    const c = asCuda(t, 'release');
+    if (!c.block.live) return;
+    c.block.live = false;
+    this.allocator.release(c.block.ptr);
+  }
+
+  scope<T>(fn: () => T): T {
+    const mine: CudaTensor[] = [];
+    this.scopes.push(mine);
+    let result: T;
+    try {
+      result = fn();
+    } finally {
+      this.scopes.pop();
+    }
+    const keep = new Set<DeviceBlock>();
+    const visit = (v: unknown, depth: number): void => {
+      if (depth > 6 || v === null || typeof v !== 'object') return;
+      if (v instanceof CudaTensor) { keep.add(v.block); return; }
+      if (Array.isArray(v)) { for (const x of v) visit(x, depth + 1); return; }
+      if (v instanceof Map) { for (const x of v.values()) visit(x, depth + 1); return; }
+      if (Object.getPrototypeOf(v) === Object.prototype) for (const x of Object.values(v)) visit(x, depth + 1);
+    };
+    visit(result!, 0);
+    const parent = this.scopes[this.scopes.length - 1];
+    for (const t of mine) {
+      if (keep.has(t.block)) parent?.push(t);
+      else this.release(t);
+    }
+    return result!;
+  }
+
+  upload(data: HostArray, shape: readonly number[], dtype: DType): Tensor {
+    const n = elementCount(shape);
+    if (data.length !== n) throw new Error(`upload: ${data.length} values for shape [${shape.join(', ')}] (${n} elements)`);
+    if (dtype === 'bfloat16' && data instanceof Float32Array) {
+      // Convert on the device: the float32 staging block goes straight back to the cache.
+      const staging = this.allocator.alloc(n * 4);
+      this.ctx.copyIn(staging, data);
+      const out = this.alloc(shape, 'bfloat16');
+      this.launch1d('elementwise.cu', 'f32_to_t', n, [staging, out.ptr, n], { MPT_BF16: true });
+      this.ctx.synchronize();
+      this.allocator.release(staging);
+      return out;
+    }
+    if (dtype === 'float32' && data instanceof Uint16Array) {
+      // bf16 bits up to float32 on the device.
+      const staging = this.allocator.alloc(n * 2);
+      this.ctx.copyIn(staging, data);
+      const out = this.alloc(shape, 'float32');
+      this.launch1d('elementwise.cu', 'bf16_to_t', n, [staging, out.ptr, n], { MPT_BF16: false });
+      this.ctx.synchronize();
+      this.allocator.release(staging);
+      return out;
+    }
+    const expected = dtype === 'int32' ? Int32Array : dtype === 'float32' ? Float32Array : Uint16Array;
+    if (!(data instanceof expected)) throw new Error(`upload: ${data.constructor.name} cannot be stored as ${dtype}`);
+    const out = this.alloc(shape, dtype);
+    if (n > 0) this.ctx.copyIn(out.ptr, data);
+    return out;
+  }
+
+  /** Throws if a kernel recorded a bad input (an embedding id out of range) since the last check. */
+  checkErrors(): void {
+    const flag = new Int32Array(2);
+    this.ctx.copyOut(flag, this.errorFlag);
+    if (flag[0] !== 0) {
+      this.ctx.fill32(this.errorFlag, 0, 2);
+      throw new UserError(`embedding: token id ${flag[1]} is outside the vocabulary`);
+    }
+  }
+
+  download(t: Tensor): Float32Array | Int32Array {
+    const c = asCuda(t, 'download');
+    const n = elementCount(c.shape);
+    this.checkErrors();
+    if (c.dtype === 'int32') { const out = new Int32Array(n); if (n) this.ctx.copyOut(out, c.ptr); return out; }
+    if (c.dtype === 'float32') { const out = new Float32Array(n); if (n) this.ctx.copyOut(out, c.ptr); return out; }
+    const bits = new Uint16Array(n);
+    if (n) this.ctx.copyOut(bits, c.ptr);
+    const out = new Float32Array(n), u32 = new Uint32Array(out.buffer);
+    for (let i = 0; i < n; i++) u32[i] = bits[i] << 16;
+    return out;
+  }
+
+  zeros(shape: readonly number[], dtype: DType = this.activationDType): Tensor {
+    const t = this.alloc(shape, dtype);
+    cu('cuMemsetD8Async', t.ptr, 0, t.block.bytes, this.ctx.stream);
+    return t;
+  }
+
+  view(t: Tensor, shape: readonly number[]): Tensor {
+    const c = asCuda(t, 'view');
+    if (elementCount(shape) !== elementCount(c.shape)) {
+      throw new Error(`view: [${c.shape.join(', ')}] has ${elementCount(c.shape)} elements, [${shape.join(', ')}] needs ${elementCount(shape)}`);
+    }
+    return new CudaTensor([...shape], c.dtype, c.block, c.offset);
+  }
+
+  synchronize(): void {
+    this.ctx.synchronize();
+  }
+
+  // ---- launching ----------------------------------------------------------------------------
+
+  launch1d(file: string, name: string, n: number, args: number[], defines = this.defs()): void {
+    if (n <= 0) return;
+    const blocks = Math.min(Math.ceil(n / THREADS), this.maxBlocks);
+    this.kernels.get(file, name, defines).launch([blocks], [THREADS], args);
+  }
+
+  /** A float tensor in the activation dtype: converted (into the current scope) when it is not. */
+  private act(t: Tensor, what: string): CudaTensor {
+    const c = asCuda(t, what);
+    if (c.dtype === this.activationDType) return c;
+    const n = elementCount(c.shape);
+    const out = this.alloc(c.shape);
+    if (c.dtype === 'float32') this.launch1d('elementwise.cu', 'f32_to_t', n, [c.ptr, out.ptr, n]);
+    else if (c.dtype === 'bfloat16') this.launch1d('elementwise.cu', 'bf16_to_t', n, [c.ptr, out.ptr, n]);
+    else throw new Error(`${what}: a ${c.dtype} tensor where ${this.activationDType} values are expected`);
+    return out;
+  }
+
+  private int(t: Tensor, what: string): CudaTensor {
+    const c = asCuda(t, what);
+    if (c.dtype !== 'int32') throw new Error(`${what}: expected int32, got ${c.dtype}`);
+    return c;
+  }
+
+  // ---- ops ----------------------------------------------------------------------------------
+
+  embedding(ids: Tensor, table: Tensor): Tensor {
+    const i = this.int(ids, 'embedding ids'), tab = this.act(table, 'embedding table');
+    const n = elementCount(i.shape), d = width(tab), vocab = tab.shape[0];
+    const out = this.alloc([n, d]);
+    this.launch1d('elementwise.cu', 'gather_rows', n * d, [tab.ptr, i.ptr, out.ptr, n, d, vocab, this.errorFlag]);
+    return out;
+  }
+
+  add(a: Tensor, b: Tensor): Tensor {
+    const x = this.act(a, 'add'), y = this.act(b, 'add');
+    const n = elementCount(x.shape);
+    if (elementCount(y.shape) !== n) throw new Error(`add: shapes [${x.shape}] and [${y.shape}] differ`);
+    const out = this.alloc(x.shape);
+    this.launch1d('elementwise.cu', 'add', n, [x.ptr, y.ptr, out.ptr, n]);
+    return out;
+  }
+
+  layerNorm(x: Tensor, weight: Tensor, bias: Tensor | null, eps: number): Tensor {
+    const xx = this.act(x, 'layerNorm'), w = this.act(weight, 'layerNorm weight');
+    const b = bias ? this.act(bias, 'layerNorm bias') : null;
+    const d = width(xx), rows = rowCount(xx);
+    const out = this.alloc(xx.shape);
+    this.layerNormInto(xx, null, w, b, out, rows, d, eps);
+    return out;
+  }
+
+  /** out ← LayerNorm(x) over rows of width d; with `residual`, x ← x + residual first (in place). */
+  layerNormInto(x: CudaTensor, residual: CudaTensor | null, w: CudaTensor, b: CudaTensor | null, out: CudaTensor,
+    rows: number, d: number, eps: number): void {
+    if (rows === 0) return;
+    const threads = d >= 1024 ? 512 : d >= 256 ? 256 : 64;
+    this.kernels.get('layernorm.cu', 'layernorm', this.defs()).launch([rows], [threads],
+      [x.ptr, residual?.ptr ?? 0, w.ptr, b?.ptr ?? 0, out.ptr, d, eps]);
+  }
+
+  linear(x: Tensor, weight: Tensor, bias: Tensor | null): Tensor {
+    const xx = this.act(x, 'linear'), w = this.act(weight, 'linear weight');
+    const b = bias ? this.act(bias, 'linear bias') : null;
+    const inF = width(xx), rows = rowCount(xx), outF = w.shape[0];
+    if (w.shape[1] !== inF) throw new Error(`linear: input width ${inF} but weight [${w.shape.join(', ')}]`);
+    const out = this.alloc([...xx.shape.slice(0, -1), outF]);
+    this.matmulInto(xx, w, b, out, rows, false);
+    return out;
+  }
+
+  /** y (+)= x · Wᵀ (+ b) on cuBLASLt. */
+  matmulInto(x: CudaTensor, w: CudaTensor, b: CudaTensor | null, y: CudaTensor, rows: number, accumulate: boolean): void {
+    if (rows === 0) return;
+    this.blas.matmul({ rows, inFeatures: w.shape[1], outFeatures: w.shape[0], x: x.ptr, w: w.ptr, y: y.ptr,
+      bias: b ? b.ptr : null, accumulate, dtype: this.activationDType });
+  }
+
+  gelu(x: Tensor): Tensor {
+    const xx = this.act(x, 'gelu'), n = elementCount(xx.shape);
+    const out = this.alloc(xx.shape);
+    this.launch1d('elementwise.cu', 'gelu', n, [xx.ptr, out.ptr, n]);
+    return out;
+  }
+
+  clamp(x: Tensor, limit: number): Tensor {
+    const xx = this.act(x, 'clamp'), n = elementCount(xx.shape);
+    const out = this.alloc(xx.shape);
+    this.launch1d('elementwise.cu', 'clamp', n, [xx.ptr, out.ptr, limit, n]);
+    return out;
+  }
+
+  scale(x: Tensor, factor: number): Tensor {
+    const xx = this.act(x, 'scale'), n = elementCount(xx.shape);
+    const out = this.alloc(xx.shape);
+    this.launch1d('elementwise.cu', 'scale', n, [xx.ptr, out.ptr, factor, n]);
+    return out;
+  }
+
+  columns(x: Tensor, start: number, count: number): Tensor {
+    const xx = this.act(x, 'columns'), w = width(xx), rows = rowCount(xx);
+    if (start < 0 || count < 0 || start + count > w) throw new Error(`columns: [${start}, ${start + count}) outside width ${w}`);
+    const out = this.alloc([...xx.shape.slice(0, -1), count]);
+    this.launch1d('elementwise.cu', 'columns', rows * count, [xx.ptr, out.ptr, rows, w, start, count]);
+    return out;
+  }
+
+  rows(x: Tensor, indices: readonly number[]): Tensor {
+    const xx = asCuda(x, 'rows'), w = width(xx), n = rowCount(xx);
+    for (const i of indices) if (!Number.isInteger(i) || i < 0 || i >= n) throw new Error(`rows: index ${i} outside [0, ${n})`);
+    const idx = this.upload(Int32Array.from(indices), [indices.length], 'int32') as CudaTensor;
+    const out = this.alloc([indices.length, w], xx.dtype);
+    const defs = { MPT_BF16: xx.dtype === 'bfloat16' };
+    if (xx.dtype === 'int32') throw new Error('rows: int32 tensors are not supported');
+    this.launch1d('elementwise.cu', 'gather_rows', indices.length * w, [xx.ptr, idx.ptr, out.ptr, indices.length, w, n, this.errorFlag], defs);
+    this.ctx.synchronize();
+    this.release(idx);
+    return out;
+  }
+
+  writeRows(dst: Tensor, src: Tensor, at: number): void {
+    const d = this.act(dst, 'writeRows destination'), s = this.act(src, 'writeRows source');
+    const [batch, capacity, w] = d.shape, t = s.shape[1];
+    if (d.shape.length !== 3 || s.shape.length !== 3 || s.shape[0] !== batch || s.shape[2] !== w) {
+      throw new Error(`writeRows: destination [${d.shape}] and source [${s.shape}] do not fit`);
+    }
+    if (at < 0 || at + t > capacity) throw new Error(`writeRows: rows [${at}, ${at + t}) outside capacity ${capacity}`);
+    this.launch1d('elementwise.cu', 'write_rows', batch * t * w, [d.ptr, s.ptr, batch, t, w, capacity, 0, at]);
+  }
+
+  /** The ALiBi slopes on the device, uploaded once per array. */
+  slopesOnDevice(slopes: Float32Array): CudaTensor {
+    let t = this.slopeCache.get(slopes);
+    if (!t) {
+      const scopes = this.scopes.splice(0); // kept for the life of the backend, outside any scope
+      t = this.upload(slopes, [slopes.length], 'float32') as CudaTensor;
+      this.scopes.push(...scopes);
+      this.slopeCache.set(slopes, t);
+    }
+    return t;
+  }
+
+  attention(args: AttentionArgs): Tensor {
+    const q = this.act(args.q, 'attention q'), k = this.act(args.k, 'attention k'), v = this.act(args.v, 'attention v');
+    const [batch, tq, dq] = q.shape, capacity = k.shape[1];
+    const dHead = dq / args.nHeads;
+    if (!Number.isInteger(dHead)) throw new Error(`attention: width ${dq} is not a multiple of ${args.nHeads} heads`);
+    if (k.shape[2] !== dq || v.shape[2] !== dq || k.shape[0] !== batch) throw new Error(`attention: q [${q.shape}], k [${k.shape}] do not fit`);
+    if (args.kvLen < tq || args.kvLen > capacity) throw new Error(`attention: kvLen ${args.kvLen} with ${tq} queries and capacity ${capacity}`);
+    const mask = args.keyMask ? this.int(args.keyMask, 'attention keyMask') : null;
+    const slopes = args.alibiSlopes ? this.slopesOnDevice(args.alibiSlopes) : null;
+    const out = this.alloc([batch, tq, dq]);
+    this.attentionInto({ q, k, v, out, mask, slopes, batch, tq, capacity, kvLen: args.kvLen, kvLenDev: 0,
+      nHeads: args.nHeads, dHead, qStride: dq, kvStride: dq, oStride: dq, scale: args.scale });
+    return out;
+  }
+
+  /** Flash attention (tensor cores) for prefill in bf16; the split decode kernel otherwise. */
+  attentionInto(a: {
+    q: CudaTensor; k: CudaTensor; v: CudaTensor; out: CudaTensor; mask: CudaTensor | null; slopes: CudaTensor | null;
+    batch: number; tq: number; capacity: number; kvLen: number; kvLenDev: number; nHeads: number; dHead: number;
+    qStride: number; kvStride: number; oStride: number; scale: number; splits?: number; forceDecode?: boolean;
+  }): void {
+    const flash = !a.forceDecode && this.activationDType === 'bfloat16' && a.dHead % 16 === 0 && a.dHead <= 256 && a.tq >= 16
+      && a.kvLenDev === 0 && a.qStride % 8 === 0 && a.kvStride % 8 === 0 && a.oStride % 2 === 0;
+    if (flash) {
+      this.kernels.get('flash_attention.cu', 'flash_attention', { MPT_BF16: true, HEAD_DIM: a.dHead }).launch(
+        [Math.ceil(a.tq / 64), a.nHeads, a.batch], [128],
+        [a.q.ptr, a.k.ptr, a.v.ptr, a.mask?.ptr ?? 0, a.slopes?.ptr ?? 0, a.out.ptr, a.tq, a.capacity, a.kvLen,
+          a.qStride, a.kvStride, a.oStride, a.scale]);
+      return;
+    }
+    const blocks = a.batch * a.tq * a.nHeads;
+    const splits = a.splits ?? Math.max(1, Math.min(32, Math.ceil(2 * this.ctx.device.multiprocessors / blocks), Math.ceil(a.kvLen / 128)));
+    let partialPtr = 0;
+    if (splits > 1) {
+      const need = blocks * splits * (2 + a.dHead);
+      if (!this.partial || elementCount(this.partial.shape) < need) {
+        if (this.partial) this.release(this.partial);
+        const scopes = this.scopes.splice(0);
+        this.partial = this.alloc([need], 'float32');
+        this.scopes.push(...scopes);
+      }
+      partialPtr = this.partial.ptr;
+    }
+    const defs = this.defs({ HEAD_DIM: a.dHead });
+    this.kernels.get('attention.cu', 'attention_decode', defs).launch([splits, a.nHeads, a.batch * a.tq], [128],
+      [a.q.ptr, a.k.ptr, a.v.ptr, a.mask?.ptr ?? 0, a.slopes?.ptr ?? 0, a.out.ptr, partialPtr, a.tq, a.nHeads, a.capacity,
+        a.kvLenDev, a.kvLenDev ? 0 : a.kvLen, a.qStride, a.kvStride, a.oStride, a.scale]);
+    if (splits > 1) {
+      this.kernels.get('attention.cu', 'attention_combine', defs).launch([a.nHeads, a.batch * a.tq], [Math.ceil(a.dHead / 32) * 32],
+        [partialPtr, a.out.ptr, a.tq, a.nHeads, splits, a.oStride]);
+    }
+  }
+
+  // ---- training ops: not on CUDA yet ----------------------------------------------------------
+  // The Backend's backward and optimizer ops belong to the CUDA training work, which is not done:
+  // each says so by name rather than computing something wrong.
+  attentionForTraining(): never { throw trainingNotOnCuda('attentionForTraining'); }
+  attentionBackward(): never { throw trainingNotOnCuda('attentionBackward'); }
+  linearBackward(): never { throw trainingNotOnCuda('linearBackward'); }
+  layerNormBackward(): never { throw trainingNotOnCuda('layerNormBackward'); }
+  geluBackward(): never { throw trainingNotOnCuda('geluBackward'); }
+  clampBackward(): never { throw trainingNotOnCuda('clampBackward'); }
+  addColumnsInto(): never { throw trainingNotOnCuda('addColumnsInto'); }
+  embeddingBackwardInto(): never { throw trainingNotOnCuda('embeddingBackwardInto'); }
+  crossEntropyWithOutput(): never { throw trainingNotOnCuda('crossEntropyWithOutput'); }
+  addInto(): never { throw trainingNotOnCuda('addInto'); }
+  scaleInPlace(): never { throw trainingNotOnCuda('scaleInPlace'); }
+  sumOfSquares(): never { throw trainingNotOnCuda('sumOfSquares'); }
+  adamwStep(): never { throw trainingNotOnCuda('adamwStep'); }
+
+  // ---- beyond the Backend interface ----------------------------------------------------------
+
+  /** Next token of each row of logits [rows, vocab]: argmax when temperature ≤ 0, else sampled. */
+  sampleInto(logits: CudaTensor, out: CudaTensor, opts: { temperature: number; topK?: number; topP?: number; seed?: number; stepDev?: number; step?: number }): void {
+    const vocab = width(logits), rows = rowCount(logits);
+    const defs = { MPT_BF16: logits.dtype === 'bfloat16' };
+    if (opts.temperature <= 0) {
+      this.kernels.get('sampling.cu', 'argmax_rows', defs).launch([rows], [1024], [logits.ptr, out.ptr, vocab, vocab]);
+    } else {
+      this.kernels.get('sampling.cu', 'sample_rows', defs).launch([rows], [1024], [logits.ptr, out.ptr, vocab, vocab,
+        opts.temperature, opts.topK ?? 0, opts.topP ?? 1, opts.seed ?? 0, opts.stepDev ?? 0, opts.step ?? 0]);
+    }
+  }
+
+  sample(logits: Tensor, opts: { temperature: number; topK?: number; topP?: number; seed?: number; step?: number }): Int32Array {
+    const l = asCuda(logits, 'sample');
+    const out = this.alloc([rowCount(l)], 'int32');
+    this.sampleInto(l, out, opts);
+    const ids = this.download(out) as Int32Array;
+    this.release(out);
+    return ids;
+  }
+
+  captureGraph(fn: () => void): CudaGraph {
+    return CudaGraph.capture(this.ctx, fn);
+  }
+
+  memoryStats() {
+    return { ...this.allocator.stats(), device: this.ctx.memoryInfo() };
+  }
+}

@@ -1,0 +1,72 @@
+/**
+ * The kernels of kernels/*.cu: each file is compiled by NVRTC (with kernels/common.cuh in front) for
+ * the device's architecture and a set of defines (the storage type, the head size), loaded once per
+ * context and cached. The argument kinds of every kernel are listed here, next to their C signatures'
+ * order: p pointer, i int32, u uint32, f float32, q 64-bit integer.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { compile } from './nvrtc.js';
+import { Kernel, loadModule, moduleFunction, type CudaContext } from './driver.js';
+
+export const KERNEL_ARGS: Record<string, string> = {
+  f32_to_t: 'ppq', t_to_f32: 'ppq', bf16_to_t: 'ppq', add: 'pppq', scale: 'ppfq', clamp: 'ppfq', gelu: 'ppq',
+  columns: 'ppiiii', gather_rows: 'pppiiip', write_rows: 'ppiiiipi', advance: 'pi',
+  layernorm: 'pppppif',
+  qkv_split: 'ppppppppiiipifif',
+  attention_decode: 'pppppppiiipiiiif', attention_combine: 'ppiiii',
+  flash_attention: 'ppppppiiiiiif',
+  argmax_rows: 'ppii', sample_rows: 'ppiififqpi',
+};
+
+/** The folder of the .cu sources: $MPT_KERNELS, else src/backend/cuda/kernels of this package. */
+export function kernelFolder(): string {
+  if (process.env.MPT_KERNELS) return process.env.MPT_KERNELS;
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 8; i++) {
+    if (existsSync(join(dir, 'package.json'))) return join(dir, 'src', 'backend', 'cuda', 'kernels');
+    const here = join(dir, 'kernels', 'common.cuh');
+    if (existsSync(here)) return join(dir, 'kernels');
+    dir = resolve(dir, '..');
+  }
+  throw new Error('cannot find the CUDA kernel sources (src/backend/cuda/kernels); set MPT_KERNELS');
+}
+
+export function architecture(ctx: CudaContext): string {
+  const { major, minor } = ctx.device;
+  // sm_90a unlocks Hopper-only instructions; other chips get their plain target.
+  return major === 9 && minor === 0 ? 'sm_90a' : `sm_${major}${minor}`;
+}
+
+export class KernelCache {
+  private readonly modules = new Map<string, number>();
+  private readonly kernels = new Map<string, Kernel>();
+  /** Milliseconds spent compiling (not cached on disk) in this process. */
+  compileMillis = 0;
+
+  constructor(private readonly ctx: CudaContext) {}
+
+  get(file: string, name: string, defines: Record<string, string | number | boolean>): Kernel {
+    const defs = Object.entries(defines).filter(([, v]) => v !== false)
+      .map(([k, v]) => (v === true ? `-D${k}` : `-D${k}=${v}`)).sort();
+    const kernelKey = `${file}:${name}:${defs.join(' ')}`;
+    const found = this.kernels.get(kernelKey);
+    if (found) return found;
+    const moduleKey = `${file}:${defs.join(' ')}`;
+    let module = this.modules.get(moduleKey);
+    if (module === undefined) {
+      const dir = kernelFolder();
+      const source = readFileSync(join(dir, 'common.cuh'), 'utf8') + '\n#line 1 "' + file + '"\n' + readFileSync(join(dir, file), 'utf8');
+      const result = compile(file, source, architecture(this.ctx), [...defs, '-lineinfo']);
+      this.compileMillis += result.millis;
+      module = loadModule(result.cubin);
+      this.modules.set(moduleKey, module);
+    }
+    const kinds = KERNEL_ARGS[name];
+    if (!kinds) throw new Error(`kernel ${name} has no argument list in KERNEL_ARGS`);
+    const kernel = new Kernel(this.ctx, name, moduleFunction(module, name), kinds);
+    this.kernels.set(kernelKey, kernel);
+    return kernel;
+  }
+}

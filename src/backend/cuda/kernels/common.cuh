@@ -1,0 +1,43 @@
+// Prepended to every kernel source by kernels.ts. T is the storage type of activations and weights:
+// __nv_bfloat16 when MPT_BF16 is defined, else float. Arithmetic is always in float.
+#include <cuda_bf16.h>
+#ifdef MPT_BF16
+typedef __nv_bfloat16 T;
+#else
+typedef float T;
+#endif
+__device__ __forceinline__ float ld(const float x) { return x; }
+__device__ __forceinline__ float ld(const __nv_bfloat16 x) { return __bfloat162float(x); }
+template <typename U> __device__ __forceinline__ U st(float x);
+template <> __device__ __forceinline__ float st<float>(float x) { return x; }
+template <> __device__ __forceinline__ __nv_bfloat16 st<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+// Sum / max over a block of blockDim.x threads (a multiple of 32, at most 1024). Every thread gets the result.
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+__device__ float block_sum(float v) {
+  __shared__ float part[32];
+  __syncthreads();
+  v = warp_sum(v);
+  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+  if (lane == 0) part[warp] = v;
+  __syncthreads();
+  v = lane < nw ? part[lane] : 0.f;
+  return warp_sum(v);
+}
+__device__ float block_max(float v) {
+  __shared__ float part[32];
+  __syncthreads();
+  v = warp_max(v);
+  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+  if (lane == 0) part[warp] = v;
+  __syncthreads();
+  v = lane < nw ? part[lane] : -INFINITY;
+  return warp_max(v);
+}

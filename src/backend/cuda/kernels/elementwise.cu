@@ -1,0 +1,71 @@
+// Elementwise and data-movement kernels. A grid-stride loop covers any n.
+extern "C" __global__ void f32_to_t(const float* __restrict__ in, T* __restrict__ out, long long n) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+    out[i] = st<T>(in[i]);
+}
+extern "C" __global__ void t_to_f32(const T* __restrict__ in, float* __restrict__ out, long long n) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+    out[i] = ld(in[i]);
+}
+extern "C" __global__ void bf16_to_t(const __nv_bfloat16* __restrict__ in, T* __restrict__ out, long long n) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+    out[i] = st<T>(__bfloat162float(in[i]));
+}
+extern "C" __global__ void add(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out, long long n) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+    out[i] = st<T>(ld(a[i]) + ld(b[i]));
+}
+extern "C" __global__ void scale(const T* __restrict__ x, T* __restrict__ out, float f, long long n) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+    out[i] = st<T>(ld(x[i]) * f);
+}
+extern "C" __global__ void clamp(const T* __restrict__ x, T* __restrict__ out, float limit, long long n) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+    out[i] = st<T>(fminf(fmaxf(ld(x[i]), -limit), limit));
+}
+// Exact GELU, x·Φ(x) = x/2·(1 + erf(x/√2)), as torch.nn.functional.gelu(approximate='none').
+extern "C" __global__ void gelu(const T* __restrict__ x, T* __restrict__ out, long long n) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+    float v = ld(x[i]);
+    out[i] = st<T>(0.5f * v * (1.f + erff(v * 0.70710678118654752f)));
+  }
+}
+// out[r, c] = x[r, start + c] for c < count.
+extern "C" __global__ void columns(const T* __restrict__ x, T* __restrict__ out, int rows, int width, int start, int count) {
+  long long n = (long long)rows * count;
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+    long long r = i / count; int c = (int)(i - r * count);
+    out[i] = x[r * width + start + c];
+  }
+}
+// out[i, :] = table[ids[i], :]. An id outside [0, vocab) writes zeros and records itself (first one wins)
+// in error[0..1] = {1, id}, which the host reads at its next download.
+extern "C" __global__ void gather_rows(const T* __restrict__ table, const int* __restrict__ ids, T* __restrict__ out,
+                                       int n, int width, int vocab, int* error) {
+  long long total = (long long)n * width;
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
+    int r = (int)(i / width), c = (int)(i - (long long)r * width);
+    int id = ids[r];
+    if (id < 0 || id >= vocab) {
+      out[i] = st<T>(0.f);
+      if (c == 0 && atomicCAS(error, 0, 1) == 0) error[1] = id;
+    } else {
+      out[i] = table[(long long)id * width + c];
+    }
+  }
+}
+// dst [batch, capacity, width] rows [at, at + t) ← src [batch, t, width]; at = *atDev + atHost when atDev is set.
+extern "C" __global__ void write_rows(T* __restrict__ dst, const T* __restrict__ src, int batch, int t, int width,
+                                      int capacity, const int* atDev, int atHost) {
+  int at = atHost + (atDev ? *atDev : 0);
+  long long total = (long long)batch * t * width;
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
+    long long row = i / width; int c = (int)(i - row * width);
+    int b = (int)(row / t), j = (int)(row - (long long)b * t);
+    dst[((long long)b * capacity + at + j) * width + c] = src[i];
+  }
+}
+// counter[0] += by (the device-side position of a captured decode step).
+extern "C" __global__ void advance(int* counter, int by) {
+  if (threadIdx.x == 0 && blockIdx.x == 0) counter[0] += by;
+}
