@@ -7,30 +7,50 @@ import { layerNormRows } from './kernels/norm.js';
 import { CpuPool } from './pool.js';
 import { CpuTrainingOps } from './training.js';
 import { allocate, asCpu, CpuTensor } from './tensor.js';
+import { sharedHeap, type WasmHeap } from './wasm/heap.js';
+import { linearOnHeap } from './wasm/linear-on-heap.js';
 
 /**
  * The reference backend: float32 activations, float32 or bfloat16 weights, plain loops that read like
  * the math. Linear layers and attention are split across cores; everything else is one loop.
+ *
+ * The fast path: uploaded float tensors (weights) and bfloat16 zeros live on the wasm heap
+ * (wasm/heap.ts) when it has room, and a linear layer whose weight is there runs generated SIMD
+ * kernels (wasm/linear-module.ts) instead of the JS loops in kernels/linear.ts, which stay the
+ * reference the fast path is tested against. `{ wasm: false }` or MPT_WASM=0 keeps everything in JS.
  */
 export class CpuBackend implements Backend {
   readonly name = 'cpu' as const;
   readonly activationDType: DType = 'float32';
   readonly pool: CpuPool;
+  private readonly heap: WasmHeap | null;
 
-  constructor(options: { threads?: number } = {}) {
+  constructor(options: { threads?: number; wasm?: boolean } = {}) {
     this.pool = new CpuPool(options.threads);
+    this.heap = options.wasm === false ? null : sharedHeap();
+  }
+
+  /** Whether `t`'s storage is on the wasm heap (its linear layers take the SIMD path). */
+  onHeap(t: Tensor): boolean {
+    return this.heap !== null && this.heap.addressOf(asCpu(t).data) !== null;
   }
 
   upload(data: HostArray, shape: readonly number[], dtype: DType): CpuTensor {
     if (data.length !== elementCount(shape)) throw new Error(`upload of shape [${shape}] given ${data.length} values`);
     if (dtype === 'float16') {
-      const t = allocate(shape, 'float32');
+      const t = this.allocateWeight(shape, 'float32');
       float16ToFloat32Array(data as Uint16Array, t.f32);
       return t;
     }
-    const t = allocate(shape, dtype);
+    const t = dtype === 'int32' ? allocate(shape, dtype) : this.allocateWeight(shape, dtype);
     t.data.set(data as never);
     return t;
+  }
+
+  /** A float tensor on the wasm heap when there is one with room, else in an ordinary shared buffer. */
+  private allocateWeight(shape: readonly number[], dtype: 'float32' | 'bfloat16'): CpuTensor {
+    const data = this.heap?.array(dtype, elementCount(shape));
+    return data ? new CpuTensor(shape, dtype, data) : allocate(shape, dtype);
   }
 
   download(t: Tensor): Float32Array | Int32Array {
@@ -43,8 +63,9 @@ export class CpuBackend implements Backend {
     return c.data.slice();
   }
 
+  /** bfloat16 zeros (weights to be filled in place) go to the wasm heap; float32 ones (KV caches) do not. */
   zeros(shape: readonly number[], dtype: DType = 'float32'): CpuTensor {
-    return allocate(shape, dtype);
+    return dtype === 'bfloat16' ? this.allocateWeight(shape, dtype) : allocate(shape, dtype);
   }
 
   view(t: Tensor, shape: readonly number[]): CpuTensor {
@@ -56,7 +77,10 @@ export class CpuBackend implements Backend {
     return fn();
   }
 
-  release(): void {}
+  /** Frees heap storage now; everything else is the garbage collector's. */
+  release(t: Tensor): void {
+    this.heap?.releaseArray(asCpu(t).data);
+  }
 
   embedding(ids: Tensor, table: Tensor): CpuTensor {
     const idData = asCpu(ids).data as Int32Array;
@@ -92,6 +116,11 @@ export class CpuBackend implements Backend {
     const rows = rowCount(x);
     const out = allocate([...x.shape.slice(0, -1), outWidth], 'float32');
     const w = asCpu(weight).data as Float32Array | Uint16Array;
+    const x32 = asCpu(x).f32, b32 = bias ? floats(bias) : null;
+    const wAddress = this.heap?.addressOf(w) ?? null;
+    if (wAddress !== null && inWidth >= 8 && linearOnHeap(this.heap!, this.pool, x32, w, wAddress, b32, out.f32, rows, inWidth, outWidth)) {
+      return out;
+    }
     this.pool.run({ kind: 'linear', x: asCpu(x).f32, w, bias: bias ? floats(bias) : null, out: out.f32, rows, inWidth, outWidth }, rows * inWidth);
     return out;
   }

@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { runTask, taskSize, type ParallelTask } from './kernels/index.js';
+import { sharedHeap } from './wasm/heap.js';
 
 /**
  * Splits a kernel across the main thread and worker threads over shared memory. The main thread does
@@ -12,6 +13,8 @@ const MIN_WORK_PER_THREAD = 1 << 16;
 
 export class CpuPool {
   private workers: Worker[] | undefined;
+  /** Whether the workers have been sent the wasm heap's memory and kernels (before their first wasm task). */
+  private workersHaveWasm = false;
   private readonly latch = new Int32Array(new SharedArrayBuffer(4));
   private readonly errors = new Int32Array(new SharedArrayBuffer(4));
 
@@ -25,6 +28,12 @@ export class CpuPool {
       return;
     }
     const workers = this.start();
+    if (task.kind === 'linear-wasm' && !this.workersHaveWasm) {
+      const heap = sharedHeap();
+      if (!heap) throw new Error('a wasm task without a wasm heap');
+      for (const worker of workers) worker.postMessage({ install: { module: heap.module, memory: heap.memory } });
+      this.workersHaveWasm = true;
+    }
     const bounds = Array.from({ length: parts + 1 }, (_, i) => Math.round((i * items) / parts));
     Atomics.store(this.latch, 0, parts - 1);
     for (let i = 1; i < parts; i++) {

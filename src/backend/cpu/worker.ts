@@ -1,10 +1,20 @@
 import { parentPort } from 'node:worker_threads';
 import { runTask, type ParallelTask } from './kernels/index.js';
+import { installKernels } from './wasm/runtime.js';
 
-/** A CPU worker: runs its share of a kernel on shared memory, then counts down the shared latch. */
+/**
+ * A CPU worker: runs its share of a kernel on shared memory, then counts down the shared latch. Before
+ * its first wasm task it is sent the heap's memory and the compiled kernels to instantiate over it.
+ */
 interface Job { task: ParallelTask; start: number; end: number; latch: Int32Array; errors: Int32Array }
+interface Install { install: { module: WebAssembly.Module; memory: WebAssembly.Memory } }
 
-parentPort!.on('message', ({ task, start, end, latch, errors }: Job) => {
+parentPort!.on('message', (message: Job | Install) => {
+  if ('install' in message) {
+    installKernels(message.install.module, message.install.memory);
+    return;
+  }
+  const { task, start, end, latch, errors } = message;
   try {
     runTask(task, start, end);
   } catch (error) {

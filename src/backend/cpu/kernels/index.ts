@@ -1,5 +1,6 @@
 import { attentionHead, type AttentionProblem } from './attention.js';
 import { linearColumns } from './linear.js';
+import { linearColumnsWasm, type WasmLinearTask } from '../wasm/linear-columns.js';
 
 /**
  * The kernels that are split across threads, as plain data so a worker can run its share.
@@ -7,16 +8,22 @@ import { linearColumns } from './linear.js';
  */
 export type ParallelTask =
   | { kind: 'linear'; x: Float32Array; w: Float32Array | Uint16Array; bias: Float32Array | null; out: Float32Array; rows: number; inWidth: number; outWidth: number }
-  | { kind: 'attention'; problem: AttentionProblem };
+  | { kind: 'attention'; problem: AttentionProblem }
+  | WasmLinearTask;
 
 /** How many independent pieces a task splits into (output columns, or batch × head pairs). */
 export function taskSize(task: ParallelTask): number {
-  return task.kind === 'linear' ? task.outWidth : task.problem.out.length / (task.problem.tq * task.problem.dHead);
+  if (task.kind === 'attention') return task.problem.out.length / (task.problem.tq * task.problem.dHead);
+  return task.outWidth;
 }
 
 export function runTask(task: ParallelTask, start: number, end: number): void {
   if (task.kind === 'linear') {
     linearColumns(task.x, task.w, task.bias, task.out, task.rows, task.inWidth, task.outWidth, start, end);
+    return;
+  }
+  if (task.kind === 'linear-wasm') {
+    linearColumnsWasm(task, start, end);
     return;
   }
   const p = task.problem;
