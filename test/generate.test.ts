@@ -1,0 +1,95 @@
+// Sampling and generation: the options behave as documented, on the tiny fixture model.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { CpuBackend } from '../src/backend/cpu/index.js';
+import { openModelFolder } from '../src/io/model-folder.js';
+import { loadModel } from '../src/model/load.js';
+import { generate, type GenerateOptions } from '../src/generate/generate.js';
+import { argmax, sampleToken, topLogits } from '../src/generate/sampling.js';
+import { StopWatcher } from '../src/generate/stop.js';
+import { Tokenizer } from '../src/tokenizer/index.js';
+import { Rng } from '../src/util/random.js';
+import { fixture } from './fixtures.js';
+
+const dir = fixture('mosaic-gpt-tiny');
+const folder = await openModelFolder(dir);
+const model = await loadModel(folder, new CpuBackend());
+await folder.close();
+const tokenizer = Tokenizer.fromFolder(dir);
+const prompt = tokenizer.encode('The quick brown fox');
+const base: GenerateOptions = { maxNewTokens: 12, temperature: 0.9, topP: 0.95, eosId: tokenizer.eosId };
+
+test('the same seed gives the same text; another seed gives another', async () => {
+  const [a] = await generate(model, tokenizer, [prompt], { ...base, seed: 1 });
+  const [b] = await generate(model, tokenizer, [prompt], { ...base, seed: 1 });
+  const [c] = await generate(model, tokenizer, [prompt], { ...base, seed: 2 });
+  assert.deepEqual(a.ids, b.ids);
+  assert.notDeepEqual(a.ids, c.ids);
+  assert.equal(a.text, tokenizer.decode(a.ids));
+});
+
+test('temperature 0 and top-k 1 are both greedy', async () => {
+  const [greedy] = await generate(model, tokenizer, [prompt], { ...base, temperature: 0 });
+  const [topOne] = await generate(model, tokenizer, [prompt], { ...base, topK: 1, seed: 5 });
+  assert.deepEqual(greedy.ids, topOne.ids);
+  assert.equal(greedy.ids.length, 12);
+  assert.equal(greedy.finishReason, 'length');
+});
+
+test('several prompts at once give what each gives alone (left padding)', async () => {
+  const other = tokenizer.encode('def fib(n):\n    return');
+  const both = await generate(model, tokenizer, [prompt, other], { ...base, temperature: 0 });
+  const [alone] = await generate(model, tokenizer, [other], { ...base, temperature: 0 });
+  assert.deepEqual(both[1].ids, alone.ids);
+});
+
+test('streaming delivers exactly the final text, piece by piece', async () => {
+  const pieces: string[] = [];
+  const [r] = await generate(model, tokenizer, [prompt], { ...base, seed: 9, onText: (_, t) => pieces.push(t) });
+  assert.ok(pieces.length > 1);
+  assert.equal(pieces.join(''), r.text);
+});
+
+test('a stop string ends the text just before it; EOS ends a row', async () => {
+  const [free] = await generate(model, tokenizer, [prompt], { ...base, temperature: 0 });
+  const stop = tokenizer.decode(free.ids.slice(3, 5));
+  const [stopped] = await generate(model, tokenizer, [prompt], { ...base, temperature: 0, stop: [stop] });
+  assert.equal(stopped.finishReason, 'stop');
+  assert.equal(stopped.text, free.text.slice(0, free.text.indexOf(stop)));
+  // Treat the 4th greedy token as EOS: generation must end there, without it.
+  const [eos] = await generate(model, tokenizer, [prompt], { ...base, temperature: 0, eosId: free.ids[3] });
+  assert.equal(eos.finishReason, 'eos');
+  assert.deepEqual(eos.ids, free.ids.slice(0, free.ids.indexOf(free.ids[3])));
+});
+
+test('a prompt longer than max_seq_len is refused unless ALiBi is asked to go further', async () => {
+  const long = new Array(model.config.maxSeqLen + 1).fill(510);
+  await assert.rejects(generate(model, tokenizer, [long], base), /max_seq_len is 256.*--allow-long/);
+  const warnings: string[] = [];
+  const [r] = await generate(model, tokenizer, [long], { ...base, maxNewTokens: 2, temperature: 0, allowBeyondMaxSeqLen: true, onWarning: (m) => warnings.push(m) });
+  assert.equal(r.ids.length, 2);
+  assert.match(warnings.join(), /past max_seq_len/);
+});
+
+test('sampling: top-k and top-p keep only the best tokens; repetition penalty works as in HF', () => {
+  const logits = Float32Array.from([1, 5, 3, 4, 2]);
+  const rng = new Rng(3);
+  const draws = new Set(Array.from({ length: 300 }, () => sampleToken(logits, { temperature: 1, topK: 2 }, rng)));
+  assert.deepEqual([...draws].sort(), [1, 3]);
+  // softmax([5,4,3,2,1]) = .64,.24,.09,…: top-p 0.7 keeps the two best (0.64 < 0.7 ≤ 0.88).
+  const nucleus = new Set(Array.from({ length: 300 }, () => sampleToken(logits, { temperature: 1, topP: 0.7 }, rng)));
+  assert.deepEqual([...nucleus].sort(), [1, 3]);
+  // Penalty 10 divides the positive logit of token 1 (5 → 0.5): token 3 becomes the best.
+  assert.equal(sampleToken(logits, { temperature: 0, repetitionPenalty: 10 }, rng, [1]), 3);
+  assert.equal(argmax(logits), 1);
+  assert.deepEqual(topLogits(logits, 3), [[1, 5], [3, 4], [2, 3]]);
+});
+
+test('stop strings are held back until they can no longer match', () => {
+  const w = new StopWatcher(['END']);
+  assert.equal(w.push('abc E'), 'abc ');
+  assert.equal(w.push('N'), '');
+  assert.equal(w.push('X'), 'ENX');
+  assert.equal(w.push(' then END more'), ' then ');
+  assert.equal(w.stopped, true);
+});
