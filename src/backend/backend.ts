@@ -81,9 +81,15 @@ export interface Backend {
   writeRows(dst: Tensor, src: Tensor, at: number): void;
   /** Causal multi-head attention → [batch, tq, nHeads·dHead]. */
   attention(args: AttentionArgs): Tensor;
+}
 
-  // ---- Training: backward ops and optimizer ops (src/model/backward.ts, src/train). ----
-  // Gradients are float32 whatever the weights' dtype; tensors given as `dst` are updated in place.
+/**
+ * Training: backward ops and optimizer ops (used by src/model/backward.ts and src/train). A separate
+ * interface so a backend can run inference before it can train: `TrainingBackend` is a backend with
+ * both, and `trainingBackend(be)` checks at run time. Gradients are float32 whatever the weights'
+ * dtype; tensors given as `dst` are updated in place.
+ */
+export interface TrainingOps {
 
   /**
    * Attention for training: the queries are all the positions (tq = kvLen = capacity, no cache).
@@ -139,4 +145,18 @@ export interface Backend {
     param: Tensor; grad: Tensor; m: Tensor; v: Tensor; lr: number; beta1: number; beta2: number; eps: number;
     decay: number; step: number; computeCopy?: Tensor | null;
   }): void;
+}
+
+export type TrainingBackend = Backend & TrainingOps;
+
+const TRAINING_OPS: ReadonlyArray<keyof TrainingOps> = [
+  'attentionForTraining', 'attentionBackward', 'linearBackward', 'layerNormBackward', 'geluBackward', 'clampBackward',
+  'addColumnsInto', 'embeddingBackwardInto', 'crossEntropyWithOutput', 'addInto', 'scaleInPlace', 'sumOfSquares', 'adamwStep',
+];
+
+/** The backend as a TrainingBackend, or an error naming the ops it lacks. */
+export function trainingBackend(be: Backend): TrainingBackend {
+  const missing = TRAINING_OPS.filter((op) => typeof (be as unknown as Record<string, unknown>)[op] !== 'function');
+  if (missing.length > 0) throw new Error(`the ${be.name} backend cannot train yet: it lacks ${missing.join(', ')}`);
+  return be as TrainingBackend;
 }

@@ -1,0 +1,118 @@
+import { trainingBackend, type AttentionArgs, type Backend, type Tensor, type TrainingBackend } from '../backend/backend.js';
+import { alibiSlopes, softmaxScale, type MptConfig } from './config.js';
+import type { Affine, MptParams } from './params.js';
+
+/**
+ * The forward pass for training: the same math as MptModel.forward (DESIGN.md, "The model, exactly")
+ * over whole sequences without a KV cache, keeping what the backward pass needs (the tape).
+ * llm.c's habit: each layer's inputs are saved, nothing is recomputed except attention's softmax.
+ */
+export interface BlockTape {
+  xIn: Tensor;
+  ln1Out: Tensor;
+  /** q,k,v before clip_qkv (only with clipping; the clamp's gradient needs it). */
+  qkvRaw: Tensor | null;
+  /** q and k before QK LayerNorm (the same as q and k without it). */
+  qPre: Tensor;
+  kPre: Tensor;
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  /** Attention output [batch·t, d] before out_proj, and its log-sum-exp per (batch, head, query). */
+  attended: Tensor;
+  logSumExp: Tensor;
+  xMid: Tensor;
+  ln2Out: Tensor;
+  up: Tensor;
+  activated: Tensor;
+}
+
+export interface Tape {
+  batch: number;
+  seqLen: number;
+  ids: Tensor;
+  /** Position ids for learned position embeddings (null with ALiBi). */
+  positions: Tensor | null;
+  blocks: BlockTape[];
+  /** The residual stream after the last block, and LN_f of it (the input of the output layer). */
+  xFinal: Tensor;
+  hidden: Tensor;
+}
+
+/** What both passes share: the model's math constants and the attention call for a batch. */
+export class TrainingGraph {
+  readonly slopes: Float32Array | null;
+  readonly scale: number;
+  readonly backend: TrainingBackend;
+
+  constructor(readonly config: MptConfig, backend: Backend, readonly params: MptParams) {
+    this.backend = trainingBackend(backend);
+    this.slopes = config.alibi ? alibiSlopes(config) : null;
+    this.scale = softmaxScale(config);
+  }
+
+  attentionArgs(q: Tensor, k: Tensor, v: Tensor, batch: number, t: number): AttentionArgs {
+    const be = this.backend, d = this.config.dModel;
+    return {
+      q: be.view(q, [batch, t, d]), k: be.view(k, [batch, t, d]), v: be.view(v, [batch, t, d]), kvLen: t,
+      nHeads: this.config.nHeads, scale: this.scale, alibiSlopes: this.slopes, keyMask: null,
+    };
+  }
+
+  norm(x: Tensor, n: Affine): Tensor {
+    return this.backend.layerNorm(x, n.weight, n.bias, this.config.layerNormEps);
+  }
+
+  affine(x: Tensor, l: Affine): Tensor {
+    return this.backend.linear(x, l.weight, l.bias);
+  }
+
+  /** ids: [batch, t] row-major token ids. */
+  forward(ids: Int32Array, batch: number): Tape {
+    const { backend: be, config: c, params: p } = this;
+    const t = ids.length / batch;
+    if (!Number.isInteger(t) || t < 1) throw new Error(`training forward: ${ids.length} ids do not make ${batch} rows`);
+    if (t > c.maxSeqLen) throw new Error(`training forward: sequences of ${t} tokens exceed max_seq_len ${c.maxSeqLen}`);
+    const d = c.dModel;
+    const idTensor = be.upload(ids, [batch * t], 'int32');
+    let x = be.embedding(idTensor, p.wte);
+    let positions: Tensor | null = null;
+    if (p.wpe) {
+      positions = be.upload(Int32Array.from({ length: batch * t }, (_, i) => i % t), [batch * t], 'int32');
+      x = be.add(x, be.embedding(positions, p.wpe));
+    }
+    const blocks: BlockTape[] = [];
+    for (const block of p.blocks) {
+      const xIn = x;
+      const ln1Out = this.norm(xIn, block.ln1);
+      let qkv = this.affine(ln1Out, block.wqkv);
+      let qkvRaw: Tensor | null = null;
+      if (c.clipQkv !== null) {
+        qkvRaw = qkv;
+        qkv = be.clamp(qkv, c.clipQkv);
+      }
+      const qPre = be.columns(qkv, 0, d), kPre = be.columns(qkv, d, d), v = be.columns(qkv, 2 * d, d);
+      const q = block.qLn ? this.norm(qPre, block.qLn) : qPre;
+      const k = block.kLn ? this.norm(kPre, block.kLn) : kPre;
+      const { out, logSumExp } = be.attentionForTraining(this.attentionArgs(q, k, v, batch, t));
+      const attended = be.view(out, [batch * t, d]);
+      const xMid = be.add(xIn, this.affine(attended, block.out));
+      const ln2Out = this.norm(xMid, block.ln2);
+      const up = this.affine(ln2Out, block.up);
+      const activated = be.gelu(up);
+      x = be.add(xMid, this.affine(activated, block.down));
+      blocks.push({ xIn, ln1Out, qkvRaw, qPre, kPre, q, k, v, attended, logSumExp, xMid, ln2Out, up, activated });
+    }
+    return { batch, seqLen: t, ids: idTensor, positions, blocks, xFinal: x, hidden: this.norm(x, p.lnF) };
+  }
+}
+
+/** Next-token targets for [batch, t] ids: target[b, i] = ids[b, i + 1]; the last position of each row is ignored (-1). */
+export function nextTokenTargets(ids: Int32Array, batch: number): Int32Array {
+  const t = ids.length / batch;
+  const targets = new Int32Array(ids.length);
+  for (let b = 0; b < batch; b++) {
+    for (let i = 0; i < t; i++) targets[b * t + i] = i + 1 < t ? ids[b * t + i + 1] : -1;
+  }
+  return targets;
+}
