@@ -34,6 +34,10 @@ async function startHub(repos: Record<string, FakeRepo>, interruptOnce = new Set
     const resolve = /^\/([^/]+)\/([^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(url.pathname);
     const cdn = /^\/cdn\/([^/]+)\/([^/]+)\/(.+)$/.exec(url.pathname);
     const repo = resolve ? repos[`${resolve[1]}/${resolve[2]}`] : cdn ? repos[`${cdn[1]}/${cdn[2]}`] : undefined;
+    if (resolve && `${resolve[1]}/${resolve[2]}` === 'oldorg/tiny') { // a renamed repository: relative redirect, no metadata
+      res.writeHead(307, { location: url.pathname.replace('/oldorg/', '/testorg/') }).end();
+      return;
+    }
     if (!repo) { res.writeHead(404, { 'x-error-code': 'RepoNotFound' }).end('Repository not found'); return; }
     if (resolve) {
       const [, org, name, rev, file] = resolve;
@@ -233,4 +237,12 @@ test('a cache made of plain files (no symlinks) under HF_HUB_CACHE is found by n
   } finally {
     if (saved === undefined) delete process.env.HF_HUB_CACHE; else process.env.HF_HUB_CACHE = saved;
   }
+});
+
+test('a renamed repository (a relative redirect without metadata) is followed', async () => {
+  const { endpoint } = await hub();
+  const cacheDir = await newCache();
+  const dir = await resolveHubModel('oldorg/tiny', { endpoint, cacheDir, quiet: true });
+  assert.equal(dir, join(cacheDir, 'models--oldorg--tiny', 'snapshots', COMMIT));
+  assert.equal(await sameTensors(dir, fixture('mosaic-gpt-tiny')), 18);
 });

@@ -160,8 +160,16 @@ class HubDownload {
 
   /** The hub's metadata without following the redirect: commit, ETag (X-Linked-Etag for large files), size. */
   private async head(file: string, required: boolean): Promise<FileMeta | null> {
-    const url = this.url(file);
-    const response = await this.request(url, { method: 'HEAD', redirect: 'manual' });
+    let url = this.url(file);
+    let response = await this.request(url, { method: 'HEAD', redirect: 'manual' });
+    // A renamed repository answers with a relative redirect to its new name, before any file metadata:
+    // follow those (as huggingface_hub does) but stop at the first answer that carries the commit.
+    for (let hops = 0; hops < 5 && isRedirect(response.status) && !response.headers.get('x-repo-commit'); hops++) {
+      const location = response.headers.get('location');
+      if (!location) break;
+      url = new URL(location, url).toString();
+      response = await this.request(url, { method: 'HEAD', redirect: 'manual' });
+    }
     const errorCode = response.headers.get('x-error-code');
     if (response.status === 404 || response.status === 401 || response.status === 403) {
       if (errorCode === 'RepoNotFound' || (response.status !== 404 && file === 'config.json')) {
@@ -178,7 +186,7 @@ class HubDownload {
     if (!rawEtag) throw new UserError(`${this.repo}: ${url} gave no ETag header; is ${this.endpoint} a Hugging Face hub?`);
     if (this.commit && commit !== this.commit) throw new UserError(`${this.repo}: the repository changed during the download (commit ${this.commit}, now ${commit}); run again`);
     const sizeHeader = response.headers.get('x-linked-size') ?? (response.status < 300 ? response.headers.get('content-length') : null);
-    const location = response.status >= 300 && response.status < 400 ? response.headers.get('location') : null;
+    const location = isRedirect(response.status) ? response.headers.get('location') : null;
     return {
       commit,
       etag: blobName(rawEtag),
@@ -264,6 +272,8 @@ class HubDownload {
     }
   }
 }
+
+const isRedirect = (status: number) => status >= 300 && status < 400;
 
 /** ETags become file names: strip W/ and quotes; anything unusual is hashed so it stays a safe name. */
 function blobName(etag: string): string {
