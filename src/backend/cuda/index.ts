@@ -9,10 +9,13 @@ import { CachingAllocator } from './allocator.js';
 import { CublasLt } from './cublaslt.js';
 import { CudaContext, CudaGraph, driver, cu } from './driver.js';
 import { KernelCache } from './kernels.js';
+import type { MptConfig } from '../../model/config.js';
+import { CudaDecoder, type DecoderOptions, type DecoderParams } from './decoder.js';
 import { asCuda, bytesPer, CudaTensor, DeviceBlock } from './tensor.js';
 
 export { CudaTensor } from './tensor.js';
 export { CudaError } from './driver.js';
+export { CudaDecoder, type GpuSampling, type DecoderParams } from './decoder.js';
 
 export interface CudaBackendOptions {
   device?: number;
@@ -52,7 +55,8 @@ export class CudaBackend implements Backend {
   readonly kernels: KernelCache;
   readonly blas: CublasLt;
   private readonly scopes: CudaTensor[][] = [];
-  private readonly errorFlag: number;
+  /** int32 [2] on the device: {1, id} once a gather saw an id out of range. */
+  readonly errorFlag: number;
   private readonly slopeCache = new WeakMap<Float32Array, CudaTensor>();
   private partial: CudaTensor | null = null;
   private readonly maxBlocks: number;
@@ -424,6 +428,22 @@ export class CudaBackend implements Backend {
     const ids = this.download(out) as Int32Array;
     this.release(out);
     return ids;
+  }
+
+  /**
+   * The fused, graph-captured inference path for a whole model (decoder.ts): preallocated KV cache
+   * for `batch` rows of `capacity` positions. `slopes` is alibiSlopes(config) or null.
+   */
+  createDecoder(config: MptConfig, params: DecoderParams, slopes: Float32Array | null, batch: number, capacity: number,
+    options: DecoderOptions = {}): CudaDecoder {
+    return new CudaDecoder(this, config, params, slopes, batch, capacity, options);
+  }
+
+  /** A tensor of mean + std·N(0, 1) values made on the device (random weights for benchmarks). */
+  randomNormal(shape: readonly number[], seed: number, mean: number, std: number): CudaTensor {
+    const t = this.alloc(shape), n = elementCount(shape);
+    this.launch1d('elementwise.cu', 'fill_normal', n, [t.ptr, n, seed, mean, std]);
+    return t;
   }
 
   captureGraph(fn: () => void): CudaGraph {

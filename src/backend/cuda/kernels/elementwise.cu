@@ -69,3 +69,18 @@ extern "C" __global__ void write_rows(T* __restrict__ dst, const T* __restrict__
 extern "C" __global__ void advance(int* counter, int by) {
   if (threadIdx.x == 0 && blockIdx.x == 0) counter[0] += by;
 }
+// out[i] = mean + std·N(0,1) from a hash of (seed, i) (Box–Muller): random weights for benchmarks,
+// made on the device so that 1.3B parameters never pass through the host.
+__device__ __forceinline__ unsigned long long mix64(unsigned long long z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+extern "C" __global__ void fill_normal(T* __restrict__ out, long long n, unsigned long long seed, float mean, float std) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+    unsigned long long r = mix64(seed ^ mix64((unsigned long long)i));
+    float u1 = ((r >> 40) + 1) * (1.f / 16777217.f), u2 = ((r >> 16) & 0xffffff) * (1.f / 16777216.f);
+    out[i] = st<T>(mean + std * sqrtf(-2.f * __logf(u1)) * __cosf(6.2831853f * u2));
+  }
+}

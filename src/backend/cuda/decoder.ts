@@ -1,0 +1,268 @@
+/**
+ * Fast MPT inference on CUDA: the same math as src/model/mpt.ts, laid out for the GPU.
+ * - every activation buffer is planned once for (batch, capacity), so no step allocates;
+ * - fused kernels: QKV split + clamp + QK LayerNorm + KV-cache write in one pass; the residual adds
+ *   happen inside the out-projection and MLP-down GEMMs (cuBLASLt with beta = 1);
+ * - prefill attention on the tensor cores (flash_attention.cu), decode attention split along the keys;
+ * - only the last position of each row gets logits, and the next token is chosen on the GPU;
+ * - a decode step reads its position from device memory and writes its token where the next step reads
+ *   it, so after one eager step it is captured as a CUDA graph and replayed.
+ *
+ * The weights are the model's own tensors (structurally the same as src/model/params.ts' MptParams).
+ */
+import type { MptConfig } from '../../model/config.js';
+import type { Tensor } from '../backend.js';
+import type { CudaGraph } from './driver.js';
+import type { CudaBackend } from './index.js';
+import { asCuda, type CudaTensor } from './tensor.js';
+
+interface Affine { weight: Tensor; bias: Tensor | null }
+export interface DecoderParams {
+  wte: Tensor;
+  wpe: Tensor | null;
+  blocks: { ln1: Affine; wqkv: Affine; qLn: Affine | null; kLn: Affine | null; out: Affine; ln2: Affine; up: Affine; down: Affine }[];
+  lnF: Affine;
+  lmHead: Tensor | null;
+}
+
+/** How the next token is chosen; fixed for a decoder's run so that the decode step can be a graph. */
+export interface GpuSampling {
+  /** ≤ 0: greedy. */
+  temperature: number;
+  topK?: number;
+  topP?: number;
+  seed?: number;
+}
+
+export interface DecoderOptions {
+  /** Capture the decode step as a CUDA graph (default true; models with learned positions never are). */
+  graphs?: boolean;
+}
+
+type Stage = (name: string) => void;
+
+export class CudaDecoder {
+  private readonly c: MptConfig;
+  private readonly d: number;
+  private readonly hidden: number;
+  private readonly kCache: CudaTensor[];
+  private readonly vCache: CudaTensor[];
+  private readonly owned: CudaTensor[] = [];
+  private readonly nextIds: CudaTensor;
+  private readonly position: CudaTensor;   // int32 [1]: positions filled, read by the decode step
+  private readonly mask: CudaTensor;       // int32 [batch, capacity]
+  private readonly hostMask: Int32Array;
+  private readonly logits: CudaTensor;     // [batch, vocab]
+  private readonly lastRows: CudaTensor;   // [batch, d]
+  private readonly slopes: CudaTensor | null;
+  private readonly step1: ReturnType<CudaDecoder['buffers']>;
+  private padded = false;
+  private sampling: GpuSampling = { temperature: 0 };
+  private graph: CudaGraph | null = null;
+  private eagerSteps = 0;
+  private graphKey = '';
+  length = 0;
+  /** Called between stages when set (per-kernel timing in the benchmark). */
+  onStage: Stage | null = null;
+
+  constructor(private readonly be: CudaBackend, config: MptConfig, private readonly p: DecoderParams, slopes: Float32Array | null,
+    readonly batch: number, readonly capacity: number, private readonly options: DecoderOptions = {}) {
+    this.c = config;
+    this.d = config.dModel;
+    this.hidden = asCuda(p.blocks[0].up.weight, 'decoder').shape[0];
+    const own = (t: CudaTensor) => { this.owned.push(t); return t; };
+    const kv = () => own(be.zeros([batch, capacity, this.d]) as CudaTensor);
+    this.kCache = p.blocks.map(kv);
+    this.vCache = p.blocks.map(kv);
+    this.nextIds = own(be.zeros([batch], 'int32') as CudaTensor);
+    this.position = own(be.zeros([1], 'int32') as CudaTensor);
+    this.mask = own(be.zeros([batch, capacity], 'int32') as CudaTensor);
+    this.hostMask = new Int32Array(batch * capacity).fill(1);
+    this.logits = own(be.alloc([batch, config.vocabSize]));
+    this.lastRows = own(be.alloc([batch, this.d]));
+    this.slopes = slopes ? be.slopesOnDevice(slopes) : null;
+    this.step1 = this.buffers(1);
+    const blocks = batch * config.nHeads;
+    this.decodeSplits = Math.max(1, Math.min(32, Math.ceil(2 * be.device.multiprocessors / blocks), Math.ceil(capacity / 256)));
+  }
+  private readonly decodeSplits: number;
+
+  /** Activation buffers for t new positions of every row. */
+  private buffers(t: number) {
+    const rows = this.batch * t, be = this.be;
+    const own = (shape: number[], dtype?: 'int32') => { const x = be.alloc(shape, dtype); this.owned.push(x); return x; };
+    return {
+      t, rows,
+      ids: own([rows], 'int32'),
+      x: own([rows, this.d]), h: own([rows, this.d]), qkv: own([rows, 3 * this.d]), q: own([rows, this.d]),
+      att: own([rows, this.d]), up: own([rows, this.hidden]),
+      last: own([this.batch], 'int32'),
+    };
+  }
+
+  private stage(name: string): void {
+    this.onStage?.(name);
+  }
+
+  /**
+   * The body shared by prefill and decode. `posDev`: read positions from the device counter (decode);
+   * else the host's `this.length`.
+   */
+  private forward(buf: ReturnType<CudaDecoder['buffers']>, idsPtr: number, posDev: boolean): void {
+    const { be, c, d, p } = this;
+    const rows = buf.rows, t = buf.t;
+    const w = (x: Tensor) => asCuda(x, 'decoder weight');
+    const wb = (a: Affine) => (a.bias ? w(a.bias) : null);
+    const el = (name: string, n: number, args: number[]) => be.launch1d('elementwise.cu', name, n, args);
+    el('gather_rows', rows * d, [w(p.wte).ptr, idsPtr, buf.x.ptr, rows, d, c.vocabSize, be.errorFlag]);
+    this.stage('embedding');
+    const mask = this.padded ? this.mask : null;
+    for (let layer = 0; layer < p.blocks.length; layer++) {
+      const blk = p.blocks[layer];
+      be.layerNormInto(buf.x, null, w(blk.ln1.weight), wb(blk.ln1), buf.h, rows, d, c.layerNormEps);
+      this.stage('layernorm');
+      be.matmulInto(buf.h, w(blk.wqkv.weight), wb(blk.wqkv), buf.qkv, rows, false);
+      this.stage('gemm_qkv');
+      be.kernels.get('qkv.cu', 'qkv_split', be.defs()).launch([rows], [256], [
+        buf.qkv.ptr, buf.q.ptr, this.kCache[layer].ptr, this.vCache[layer].ptr,
+        blk.qLn ? w(blk.qLn.weight).ptr : 0, blk.qLn?.bias ? w(blk.qLn.bias).ptr : 0,
+        blk.kLn ? w(blk.kLn.weight).ptr : 0, blk.kLn?.bias ? w(blk.kLn.bias).ptr : 0,
+        t, d, this.capacity, posDev ? this.position.ptr : 0, posDev ? 0 : this.length,
+        c.clipQkv ?? 0, blk.qLn && blk.kLn ? 1 : 0, c.layerNormEps], 2 * d * 4);
+      this.stage('qkv_split');
+      be.attentionInto({
+        q: buf.q, k: this.kCache[layer], v: this.vCache[layer], out: buf.att, mask, slopes: this.slopes,
+        batch: this.batch, tq: t, capacity: this.capacity, kvLen: posDev ? t : this.length + t, kvLenDev: posDev ? this.position.ptr : 0,
+        splits: posDev ? this.decodeSplits : undefined,
+        nHeads: c.nHeads, dHead: d / c.nHeads, qStride: d, kvStride: d, oStride: d, scale: c.softmaxScale ?? 1 / Math.sqrt(d / c.nHeads),
+      });
+      this.stage(t > 1 ? 'attention_prefill' : 'attention_decode');
+      be.matmulInto(buf.att, w(blk.out.weight), wb(blk.out), buf.x, rows, true);
+      this.stage('gemm_out');
+      be.layerNormInto(buf.x, null, w(blk.ln2.weight), wb(blk.ln2), buf.h, rows, d, c.layerNormEps);
+      this.stage('layernorm');
+      be.matmulInto(buf.h, w(blk.up.weight), wb(blk.up), buf.up, rows, false);
+      this.stage('gemm_up');
+      el('gelu', rows * this.hidden, [buf.up.ptr, buf.up.ptr, rows * this.hidden]);
+      this.stage('gelu');
+      be.matmulInto(buf.up, w(blk.down.weight), wb(blk.down), buf.x, rows, true);
+      this.stage('gemm_down');
+    }
+    // Logits of each row's last position only.
+    let src = buf.x;
+    if (t > 1) {
+      el('gather_rows', this.batch * d, [buf.x.ptr, buf.last.ptr, this.lastRows.ptr, this.batch, d, rows, be.errorFlag]);
+      src = this.lastRows;
+    }
+    be.layerNormInto(src, null, w(p.lnF.weight), wb(p.lnF), this.lastRows, this.batch, d, c.layerNormEps);
+    be.matmulInto(this.lastRows, w(p.lmHead ?? p.wte), null, this.logits, this.batch, false);
+    if (c.logitScale !== null) el('scale', this.batch * c.vocabSize, [this.logits.ptr, this.logits.ptr, c.logitScale, this.batch * c.vocabSize]);
+    this.stage('logits');
+    be.sampleInto(this.logits, this.nextIds, { ...this.sampling, stepDev: posDev ? this.position.ptr : 0, step: posDev ? 0 : this.length + t });
+    this.stage('sample');
+  }
+
+  /**
+   * Run left-padded prompts ids [batch, t] (mask [batch, t]: 1 real, 0 padding; null: all real) into an
+   * empty cache and return the first chosen token of each row.
+   */
+  prefill(ids: Int32Array, mask: Int32Array | null, sampling: GpuSampling): Int32Array {
+    const t = ids.length / this.batch;
+    if (!Number.isInteger(t) || t < 1) throw new Error(`prefill: ${ids.length} ids do not make ${this.batch} rows`);
+    if (t + 1 > this.capacity) throw new Error(`prefill: ${t} positions and a next one exceed the cache's ${this.capacity}`);
+    if (this.p.wpe) throw new Error('the CUDA decoder runs ALiBi models; models with learned positions use the generic path');
+    this.sampling = sampling;
+    this.length = 0;
+    this.hostMask.fill(1);
+    this.padded = false;
+    if (mask) {
+      for (let b = 0; b < this.batch; b++) for (let i = 0; i < t; i++) {
+        const m = mask[b * t + i] ? 1 : 0;
+        this.hostMask[b * this.capacity + i] = m;
+        if (!m) this.padded = true;
+      }
+    }
+    this.be.ctx.copyIn(this.mask.ptr, this.hostMask);
+    // The captured step bakes in the sampling settings and whether a mask is read: recapture on change.
+    const key = `${JSON.stringify(sampling)}:${this.padded}`;
+    if (key !== this.graphKey) {
+      this.graph?.destroy();
+      this.graph = null;
+      this.eagerSteps = 0;
+      this.graphKey = key;
+    }
+    const buf = t === 1 ? this.step1 : this.prefillBuffers(t);
+    this.be.ctx.copyIn(buf.ids.ptr, ids);
+    this.be.ctx.copyIn(buf.last.ptr, Int32Array.from({ length: this.batch }, (_, b) => b * t + t - 1));
+    this.forward(buf, buf.ids.ptr, false);
+    this.length = t;
+    this.be.ctx.fill32(this.position.ptr, t, 1);
+    return this.readIds();
+  }
+
+  private prefillCache = new Map<number, ReturnType<CudaDecoder['buffers']>>();
+  private prefillBuffers(t: number) {
+    let b = this.prefillCache.get(t);
+    if (!b) {
+      for (const old of this.prefillCache.values()) this.drop(old);
+      this.prefillCache.clear();
+      b = this.buffers(t);
+      this.prefillCache.set(t, b);
+    }
+    return b;
+  }
+
+  private drop(buf: ReturnType<CudaDecoder['buffers']>): void {
+    for (const x of [buf.ids, buf.x, buf.h, buf.qkv, buf.q, buf.att, buf.up, buf.last]) {
+      this.be.release(x);
+      this.owned.splice(this.owned.indexOf(x), 1);
+    }
+  }
+
+  /** Enqueue one decode step (the tokens chosen last become the input); no host sync. */
+  enqueueStep(): void {
+    if (this.length + 1 > this.capacity) throw new Error(`decode: the cache's ${this.capacity} positions are full`);
+    const useGraph = this.options.graphs !== false;
+    if (this.graph) {
+      this.graph.replay();
+    } else if (useGraph && this.eagerSteps >= 1) {
+      this.graph = this.be.captureGraph(() => this.decodeBody());
+      this.graph.replay();
+    } else {
+      this.decodeBody();
+      this.eagerSteps++;
+    }
+    this.length += 1;
+  }
+
+  private decodeBody(): void {
+    this.forward(this.step1, this.nextIds.ptr, true);
+    this.be.launch1d('elementwise.cu', 'advance', 1, [this.position.ptr, 1]);
+  }
+
+  /** One decode step; returns the next token of each row. */
+  step(): Int32Array {
+    this.enqueueStep();
+    return this.readIds();
+  }
+
+  readIds(): Int32Array {
+    return this.be.download(this.nextIds) as Int32Array;
+  }
+
+  /** The logits [batch, vocab] of the last call, as float32 (for checks). */
+  lastLogits(): Float32Array {
+    return this.be.download(this.logits) as Float32Array;
+  }
+
+  get graphCaptured(): boolean {
+    return this.graph !== null;
+  }
+
+  release(): void {
+    this.graph?.destroy();
+    this.graph = null;
+    for (const t of this.owned) this.be.release(t);
+    this.owned.length = 0;
+  }
+}

@@ -1,0 +1,193 @@
+/**
+ * `mpt bench --device cuda`: decode tokens/s at batch 1 and 16 (128 new tokens after a 16-token
+ * prompt), the prefill time of one 2048-token prompt, peak GPU memory, and a per-kernel breakdown of
+ * a decode step and a prefill; with the PyTorch baseline (bench/torch_baseline.py) run in the same
+ * command when asked, so each figure has its ratio. Weights are random, made on the GPU.
+ *
+ *   node dist/src/bench/cuda-bench.js [--preset mpt-1b-redpajama-200b] [--torch bench/torch_baseline.py] [--json out.json]
+ */
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { CudaBackend, type CudaTensor } from '../backend/cuda/index.js';
+import { CudaEvent } from '../backend/cuda/driver.js';
+import type { CudaDecoder, DecoderParams } from '../backend/cuda/decoder.js';
+import { alibiSlopes, MPT_1B_REDPAJAMA_200B, mlpHidden, type MptConfig } from '../model/config.js';
+import { UserError } from '../util/errors.js';
+
+export interface CudaBenchOptions {
+  preset?: string;
+  /** Path of bench/torch_baseline.py to run for the baseline (python3 with torch). */
+  torch?: string | null;
+  promptTokens?: number;
+  newTokens?: number;
+  prefillTokens?: number;
+  batches?: number[];
+  repeats?: number;
+  log?: (line: string) => void;
+}
+
+export interface CudaBenchResult {
+  device: string;
+  config: string;
+  decode: { batch: number; tokensPerSecond: number; msPerStep: number }[];
+  prefill: { tokens: number; ms: number };
+  peakMemoryBytes: number;
+  breakdown: { decode: Record<string, Record<string, number>>; prefill: Record<string, number> };
+  torch: Record<string, number> | null;
+}
+
+const PRESETS: Record<string, MptConfig> = { 'mpt-1b-redpajama-200b': MPT_1B_REDPAJAMA_200B };
+
+/** Random bf16 weights on the device, shaped as the model's parameters. */
+export function randomParams(be: CudaBackend, c: MptConfig): DecoderParams {
+  let seed = 1;
+  const normal = (shape: number[], std = 0.02) => be.randomNormal(shape, seed++, 0, std);
+  const norm = () => ({ weight: be.randomNormal([c.dModel], seed++, 1, 0.1), bias: null });
+  const d = c.dModel, h = mlpHidden(c);
+  return {
+    wte: normal([c.vocabSize, d]), wpe: null, lmHead: null,
+    blocks: Array.from({ length: c.nLayers }, () => ({
+      ln1: norm(), wqkv: { weight: normal([3 * d, d]), bias: null },
+      qLn: c.qkLn ? norm() : null, kLn: c.qkLn ? norm() : null,
+      out: { weight: normal([d, d]), bias: null }, ln2: norm(),
+      up: { weight: normal([h, d]), bias: null }, down: { weight: normal([d, h]), bias: null },
+    })),
+    lnF: norm(),
+  };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+function randomPrompt(batch: number, t: number, vocab: number, seed: number): Int32Array {
+  let s = seed >>> 0;
+  return Int32Array.from({ length: batch * t }, () => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return 2 + (s % (vocab - 200)); });
+}
+
+/** Per-stage device time of one eager run of `fn`, with an event after every stage. */
+function breakdown(be: CudaBackend, dec: CudaDecoder, fn: () => void): Record<string, number> {
+  const marks: { name: string; ev: CudaEvent }[] = [];
+  const start = new CudaEvent(be.ctx);
+  start.record();
+  dec.onStage = (name) => { const ev = new CudaEvent(be.ctx); ev.record(); marks.push({ name, ev }); };
+  try { fn(); } finally { dec.onStage = null; }
+  be.synchronize();
+  const out: Record<string, number> = {};
+  let prev = start;
+  for (const m of marks) {
+    out[m.name] = (out[m.name] ?? 0) + m.ev.since(prev);
+    prev = m.ev;
+  }
+  for (const m of marks) m.ev.destroy();
+  start.destroy();
+  return out;
+}
+
+export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
+  const log = options.log ?? ((line: string) => process.stderr.write(line + '\n'));
+  const presetName = options.preset ?? 'mpt-1b-redpajama-200b';
+  const c = PRESETS[presetName];
+  if (!c) throw new UserError(`unknown preset "${presetName}"; known: ${Object.keys(PRESETS).join(', ')}`);
+  const promptTokens = options.promptTokens ?? 16, newTokens = options.newTokens ?? 128;
+  const prefillTokens = options.prefillTokens ?? 2048, repeats = options.repeats ?? 5;
+  const be = new CudaBackend({ dtype: 'bfloat16' });
+  log(`device: ${be.device.name} (sm_${be.device.major}${be.device.minor}, ${be.device.multiprocessors} SMs)`);
+  const params = randomParams(be, c);
+  be.synchronize();
+  const slopes = c.alibi ? alibiSlopes(c) : null;
+  const result: CudaBenchResult = {
+    device: be.device.name, config: presetName, decode: [], prefill: { tokens: prefillTokens, ms: 0 }, peakMemoryBytes: 0,
+    breakdown: { decode: {}, prefill: {} }, torch: null,
+  };
+  be.allocator.resetPeak();
+
+  for (const batch of options.batches ?? [1, 16]) {
+    const dec = be.createDecoder(c, params, slopes, batch, promptTokens + newTokens + 1);
+    const times: number[] = [];
+    for (let r = 0; r < repeats + 1; r++) {
+      dec.prefill(randomPrompt(batch, promptTokens, c.vocabSize, 7 + r), null, { temperature: 0 });
+      be.synchronize();
+      const t0 = process.hrtime.bigint();
+      for (let s = 0; s < newTokens; s++) dec.step(); // each step reads its tokens back, as streaming does
+      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      if (r > 0) times.push(ms); // the first run compiles, captures and warms up
+    }
+    const ms = median(times);
+    result.decode.push({ batch, tokensPerSecond: (batch * newTokens) / (ms / 1000), msPerStep: ms / newTokens });
+    log(`decode batch ${batch}: ${(batch * newTokens / (ms / 1000)).toFixed(0)} tokens/s (${(ms / newTokens).toFixed(3)} ms/step; runs ${times.map((x) => x.toFixed(1)).join(', ')} ms)`);
+    // Breakdown of one eager decode step (events between stages; graphs off for this run).
+    dec.prefill(randomPrompt(batch, promptTokens, c.vocabSize, 99), null, { temperature: 0 });
+    const eager = be.createDecoder(c, params, slopes, batch, promptTokens + 4, { graphs: false });
+    eager.prefill(randomPrompt(batch, promptTokens, c.vocabSize, 98), null, { temperature: 0 });
+    eager.step();
+    result.breakdown.decode[`batch ${batch}`] = breakdown(be, eager, () => eager.enqueueStep());
+    eager.release();
+    dec.release();
+  }
+
+  {
+    const dec = be.createDecoder(c, params, slopes, 1, prefillTokens + 1);
+    const prompt = randomPrompt(1, prefillTokens, c.vocabSize, 3);
+    const times: number[] = [];
+    for (let r = 0; r < repeats + 2; r++) {
+      const a = new CudaEvent(be.ctx), b = new CudaEvent(be.ctx);
+      be.synchronize();
+      a.record();
+      dec.prefill(prompt, null, { temperature: 0 });
+      b.record();
+      const ms = b.since(a);
+      if (r > 1) times.push(ms);
+      a.destroy(); b.destroy();
+    }
+    result.prefill.ms = median(times);
+    log(`prefill ${prefillTokens} tokens: ${result.prefill.ms.toFixed(2)} ms (runs ${times.map((x) => x.toFixed(2)).join(', ')})`);
+    result.breakdown.prefill = breakdown(be, dec, () => dec.prefill(prompt, null, { temperature: 0 }));
+    dec.release();
+  }
+  const mem = be.memoryStats();
+  result.peakMemoryBytes = mem.peak + 32 * 2 ** 20; // the allocator's peak and cuBLASLt's workspace
+  log(`peak GPU memory: ${(result.peakMemoryBytes / 2 ** 30).toFixed(2)} GiB (allocator peak + cuBLASLt workspace); device in use: ${((mem.device.total - mem.device.free) / 2 ** 30).toFixed(2)} GiB`);
+
+  if (options.torch) {
+    log(`running the PyTorch baseline ${options.torch} …`);
+    const out = execFileSync('python3', [options.torch, '--prompt', String(promptTokens), '--new', String(newTokens), '--prefill', String(prefillTokens)],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 });
+    const line = out.trim().split('\n').filter((l) => l.startsWith('{')).pop();
+    result.torch = line ? JSON.parse(line) : null;
+  }
+  return result;
+}
+
+export function formatResult(r: CudaBenchResult): string {
+  const t = r.torch;
+  const ratio = (ours: number, theirs: number | undefined, higherIsBetter: boolean) =>
+    theirs ? `${(higherIsBetter ? ours / theirs : theirs / ours).toFixed(2)}×` : '—';
+  const lines = [`| measure (${r.device}, ${r.config}) | mpt-ts CUDA | PyTorch eager + SDPA | speed-up |`, '| --- | --- | --- | --- |'];
+  for (const d of r.decode) {
+    const theirs = t?.[`decode_b${d.batch}_tokens_per_s`];
+    lines.push(`| decode, batch ${d.batch} (tokens/s) | ${d.tokensPerSecond.toFixed(0)} | ${theirs?.toFixed(0) ?? '—'} | ${ratio(d.tokensPerSecond, theirs, true)} |`);
+  }
+  lines.push(`| prefill ${r.prefill.tokens} tokens (ms) | ${r.prefill.ms.toFixed(2)} | ${t?.prefill_ms?.toFixed(2) ?? '—'} | ${ratio(r.prefill.ms, t?.prefill_ms, false)} |`);
+  lines.push(`| peak GPU memory (GiB) | ${(r.peakMemoryBytes / 2 ** 30).toFixed(2)} | ${t?.peak_memory_bytes ? (t.peak_memory_bytes / 2 ** 30).toFixed(2) : '—'} | |`);
+  const table = (title: string, stages: Record<string, number>) => {
+    const total = Object.values(stages).reduce((a, b) => a + b, 0);
+    const rows = Object.entries(stages).sort((a, b) => b[1] - a[1])
+      .map(([k, v]) => `| ${k} | ${(v * 1000).toFixed(1)} | ${((100 * v) / total).toFixed(1)}% |`);
+    return [``, `${title} (eager, events between stages; total ${total.toFixed(3)} ms)`, '| stage | µs | share |', '| --- | --- | --- |', ...rows].join('\n');
+  };
+  for (const [k, v] of Object.entries(r.breakdown.decode)) lines.push(table(`decode step, ${k}`, v));
+  lines.push(table(`prefill of ${r.prefill.tokens} tokens`, r.breakdown.prefill));
+  return lines.join('\n');
+}
+
+function flag(args: string[], name: string): string | undefined {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
+  const args = process.argv.slice(2);
+  const r = runCudaBench({ preset: flag(args, 'preset'), torch: flag(args, 'torch') ?? null, repeats: Number(flag(args, 'repeats') ?? 5) });
+  const json = flag(args, 'json');
+  if (json) writeFileSync(json, JSON.stringify(r, null, 2));
+  console.log(formatResult(r));
+}

@@ -1,0 +1,201 @@
+// Every CUDA kernel against its CPU twin (the CPU backend, or a plain function here where the CPU
+// backend has no such op) on fresh random inputs of awkward sizes, in bfloat16 and float32.
+// Skipped, with the reason, where no CUDA device is usable.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { CpuBackend } from '../src/backend/cpu/index.js';
+import { cudaAvailable, CudaBackend, type CudaTensor } from '../src/backend/cuda/index.js';
+import type { Backend, Tensor } from '../src/backend/backend.js';
+import { bfloat16ToFloat32Array, float32ToBfloat16Array } from '../src/util/dtype.js';
+import { Rng } from '../src/util/random.js';
+import { argmax } from '../src/generate/sampling.js';
+import { sampleTwin } from './cuda-twins.js';
+
+const available = cudaAvailable();
+const skip = available.ok ? false : `no CUDA here: ${available.reason}`;
+const cpu = new CpuBackend({ threads: 2 });
+const backends = new Map<string, CudaBackend>();
+const cudaFor = (dtype: 'bfloat16' | 'float32') => {
+  let be = backends.get(dtype);
+  if (!be) backends.set(dtype, be = new CudaBackend({ dtype }));
+  return be;
+};
+after(() => { for (const be of backends.values()) be.synchronize(); });
+
+const rng = new Rng(Date.now() >>> 0); // fresh inputs every run
+const randn = (n: number, scale = 1) => Float32Array.from({ length: n }, () => rng.normal() * scale);
+/** The values the GPU will see: bf16-rounded when it computes in bf16. */
+const asStored = (x: Float32Array, dtype: string) => (dtype === 'bfloat16' ? bfloat16ToFloat32Array(float32ToBfloat16Array(x)) : x);
+
+function relErr(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  assert.equal(got.length, want.length, 'lengths differ');
+  let num = 0, den = 0;
+  for (let i = 0; i < got.length; i++) {
+    assert.ok(Number.isFinite(got[i]), `element ${i} is ${got[i]}`);
+    num += (got[i] - want[i]) ** 2;
+    den += want[i] ** 2;
+  }
+  return Math.sqrt(num / Math.max(den, 1e-30));
+}
+// bf16 storage rounds each output to 8 bits of mantissa (relative 2^-9); float32 is far tighter.
+const tol = (dtype: string, fp32 = 2e-5) => (dtype === 'bfloat16' ? 1e-2 : fp32);
+
+function close(what: string, got: ArrayLike<number>, want: ArrayLike<number>, tolerance: number) {
+  const e = relErr(got, want);
+  assert.ok(e <= tolerance, `${what}: relative error ${e.toExponential(3)} > ${tolerance}`);
+}
+
+/** The same float data on both backends (bf16-rounded first for a bf16 GPU). */
+function pair(be: CudaBackend, x: Float32Array, shape: number[]): [Tensor, Tensor] {
+  const v = asStored(x, be.activationDType);
+  return [be.upload(v, shape, be.activationDType), cpu.upload(v, shape, 'float32')];
+}
+const down = (be: Backend, t: Tensor) => be.download(t) as Float32Array;
+
+for (const dtype of ['bfloat16', 'float32'] as const) {
+  test(`cuda ${dtype}: embedding gathers rows and refuses ids out of range`, { skip }, () => {
+    const be = cudaFor(dtype);
+    const vocab = 1001, d = 133, n = 37;
+    const [tg, tc] = pair(be, randn(vocab * d), [vocab, d]);
+    const ids = Int32Array.from({ length: n }, () => Math.floor(rng.next() * vocab));
+    const got = down(be, be.embedding(be.upload(ids, [n], 'int32'), tg));
+    close('embedding', got, down(cpu, cpu.embedding(cpu.upload(ids, [n], 'int32'), tc)), 0);
+    const bad = be.embedding(be.upload(Int32Array.of(3, vocab + 5), [2], 'int32'), tg);
+    assert.throws(() => be.download(bad), /token id 1006 is outside the vocabulary/);
+  });
+
+  test(`cuda ${dtype}: elementwise add, scale, clamp, exact GELU, columns, rows, writeRows`, { skip }, () => {
+    const be = cudaFor(dtype);
+    const rows = 29, w = 1003;
+    const [ag, ac] = pair(be, randn(rows * w, 2), [rows, w]);
+    const [bg, bc] = pair(be, randn(rows * w, 2), [rows, w]);
+    close('add', down(be, be.add(ag, bg)), down(cpu, cpu.add(ac, bc)), tol(dtype, 1e-7));
+    close('scale', down(be, be.scale(ag, 0.37)), down(cpu, cpu.scale(ac, 0.37)), tol(dtype, 1e-7));
+    close('clamp', down(be, be.clamp(ag, 1.3)), down(cpu, cpu.clamp(ac, 1.3)), tol(dtype, 1e-7));
+    close('gelu', down(be, be.gelu(ag)), down(cpu, cpu.gelu(ac)), tol(dtype, 1e-6));
+    close('columns', down(be, be.columns(ag, 17, 501)), down(cpu, cpu.columns(ac, 17, 501)), 0);
+    const idx = [5, 0, 28, 5, 13];
+    close('rows', down(be, be.rows(ag, idx)), down(cpu, cpu.rows(ac, idx)), 0);
+    const batch = 3, cap = 11, t = 4, at = 6, width = 37;
+    const [dg, dc] = pair(be, randn(batch * cap * width), [batch, cap, width]);
+    const [sg, sc] = pair(be, randn(batch * t * width), [batch, t, width]);
+    be.writeRows(dg, sg, at);
+    cpu.writeRows(dc, sc, at);
+    close('writeRows', down(be, dg), down(cpu, dc), 0);
+  });
+
+  test(`cuda ${dtype}: LayerNorm with and without bias, and fused with the residual add`, { skip }, () => {
+    const be = cudaFor(dtype);
+    for (const [rows, d] of [[29, 1000], [3, 2051], [7, 64]]) {
+      const [xg, xc] = pair(be, randn(rows * d, 3), [rows, d]);
+      const [wg, wc] = pair(be, Float32Array.from(randn(d), (v) => 1 + 0.3 * v), [d]);
+      const [bg, bc] = pair(be, randn(d), [d]);
+      close(`layerNorm weight-only ${rows}x${d}`, down(be, be.layerNorm(xg, wg, null, 1e-5)), down(cpu, cpu.layerNorm(xc, wc, null, 1e-5)), tol(dtype, 1e-5));
+      close(`layerNorm with bias ${rows}x${d}`, down(be, be.layerNorm(xg, wg, bg, 1e-5)), down(cpu, cpu.layerNorm(xc, wc, bc, 1e-5)), tol(dtype, 1e-5));
+      const [rg, rc] = pair(be, randn(rows * d, 3), [rows, d]);
+      const out = be.alloc([rows, d]);
+      be.layerNormInto(xg as CudaTensor, rg as CudaTensor, wg as CudaTensor, bg as CudaTensor, out, rows, d, 1e-5);
+      const sum = cpu.add(xc, rc);
+      close('fused add: the residual stream', down(be, xg), down(cpu, sum), tol(dtype, 1e-7));
+      close('fused add: LayerNorm', down(be, out), down(cpu, cpu.layerNorm(sum, wc, bc, 1e-5)), tol(dtype, 1e-5));
+    }
+  });
+
+  test(`cuda ${dtype}: linear (cuBLASLt) with and without bias, and accumulating into y`, { skip }, () => {
+    const be = cudaFor(dtype);
+    for (const [rows, inF, outF] of [[19, 301, 259], [1, 2048, 517], [70, 64, 192]]) {
+      const [xg, xc] = pair(be, randn(rows * inF), [rows, inF]);
+      const [wg, wc] = pair(be, randn(outF * inF, 0.05), [outF, inF]);
+      const [bg, bc] = pair(be, randn(outF), [outF]);
+      close(`linear ${rows}x${inF}x${outF}`, down(be, be.linear(xg, wg, null)), down(cpu, cpu.linear(xc, wc, null)), tol(dtype, 1e-5));
+      close(`linear+bias ${rows}x${inF}x${outF}`, down(be, be.linear(xg, wg, bg)), down(cpu, cpu.linear(xc, wc, bc)), tol(dtype, 1e-5));
+      const [yg, yc] = pair(be, randn(rows * outF), [rows, outF]);
+      be.matmulInto(xg as CudaTensor, wg as CudaTensor, bg as CudaTensor, yg as CudaTensor, rows, true);
+      close('y += x·Wᵀ + b', down(be, yg), down(cpu, cpu.add(yc, cpu.linear(xc, wc, bc))), tol(dtype, 1e-5));
+    }
+  });
+
+  test(`cuda ${dtype}: fused QKV split + clamp + QK LayerNorm + cache write`, { skip }, () => {
+    const be = cudaFor(dtype);
+    const batch = 2, t = 13, d = 96, cap = 40, at = 7, clip = 0.8;
+    const rows = batch * t;
+    const [qkvg, qkvc] = pair(be, randn(rows * 3 * d), [rows, 3 * d]);
+    const [qwg, qwc] = pair(be, Float32Array.from(randn(d), (v) => 1 + 0.3 * v), [d]);
+    const [kwg, kwc] = pair(be, Float32Array.from(randn(d), (v) => 1 + 0.3 * v), [d]);
+    const [kbg, kbc] = pair(be, randn(d), [d]);
+    const q = be.alloc([rows, d]);
+    const kc = be.zeros([batch, cap, d]) as CudaTensor, vc = be.zeros([batch, cap, d]) as CudaTensor;
+    be.kernels.get('qkv.cu', 'qkv_split', be.defs()).launch([rows], [128], [(qkvg as CudaTensor).ptr, q.ptr, kc.ptr, vc.ptr,
+      (qwg as CudaTensor).ptr, 0, (kwg as CudaTensor).ptr, (kbg as CudaTensor).ptr, t, d, cap, 0, at, clip, 1, 1e-5], 2 * d * 4);
+    const clamped = cpu.clamp(qkvc, clip);
+    const qRef = cpu.layerNorm(cpu.columns(clamped, 0, d), qwc, null, 1e-5);
+    const kRef = cpu.layerNorm(cpu.columns(clamped, d, d), kwc, kbc, 1e-5);
+    const kcRef = cpu.zeros([batch, cap, d]), vcRef = cpu.zeros([batch, cap, d]);
+    cpu.writeRows(kcRef, cpu.view(kRef, [batch, t, d]), at);
+    cpu.writeRows(vcRef, cpu.view(cpu.columns(clamped, 2 * d, d), [batch, t, d]), at);
+    close('q', down(be, q), down(cpu, qRef), tol(dtype, 1e-5));
+    close('k cache', down(be, kc), down(cpu, kcRef), tol(dtype, 1e-5));
+    close('v cache', down(be, vc), down(cpu, vcRef), tol(dtype, 1e-7));
+  });
+
+  // Attention: prefill (flash kernel in bf16), with padding, decode over a long cache (split keys), a
+  // chunk of queries after a cache, and no ALiBi (learned-position models).
+  const cases = [
+    { name: 'prefill', batch: 2, tq: 77, kvLen: 77, cap: 77, heads: 3, dHead: 64, alibi: true, pad: 0 },
+    { name: 'prefill, padded, 2 tiles', batch: 2, tq: 130, kvLen: 130, cap: 130, heads: 2, dHead: 128, alibi: true, pad: 9 },
+    { name: 'decode, long cache', batch: 3, tq: 1, kvLen: 301, cap: 333, heads: 4, dHead: 128, alibi: true, pad: 5 },
+    { name: 'chunk after cache, no ALiBi', batch: 2, tq: 5, kvLen: 200, cap: 210, heads: 4, dHead: 16, alibi: false, pad: 0 },
+    { name: 'prefill, no ALiBi, head 16', batch: 1, tq: 45, kvLen: 45, cap: 50, heads: 4, dHead: 16, alibi: false, pad: 3 },
+  ];
+  for (const c of cases) {
+    test(`cuda ${dtype}: attention ${c.name}`, { skip }, () => {
+      const be = cudaFor(dtype);
+      const d = c.heads * c.dHead;
+      const [qg, qc] = pair(be, randn(c.batch * c.tq * d), [c.batch, c.tq, d]);
+      const [kg, kc] = pair(be, randn(c.batch * c.cap * d), [c.batch, c.cap, d]);
+      const [vg, vc] = pair(be, randn(c.batch * c.cap * d), [c.batch, c.cap, d]);
+      const mask = new Int32Array(c.batch * c.cap).fill(1);
+      for (let j = 0; j < c.pad; j++) mask[(c.batch - 1) * c.cap + j] = 0; // the last row is left-padded
+      const slopes = c.alibi ? Float32Array.from({ length: c.heads }, (_, h) => 2 ** (-8 * (h + 1) / c.heads)) : null;
+      const args = { kvLen: c.kvLen, nHeads: c.heads, scale: 1 / Math.sqrt(c.dHead), alibiSlopes: slopes };
+      const want = down(cpu, cpu.attention({ ...args, q: qc, k: kc, v: vc, keyMask: c.pad ? cpu.upload(mask, [c.batch, c.cap], 'int32') : null }));
+      const maskG = c.pad ? be.upload(mask, [c.batch, c.cap], 'int32') : null;
+      // Rows of padding queries are garbage in the original too: compare real query rows only.
+      const real = (out: Float32Array) => out.filter((_, i) => {
+        const row = Math.floor(i / d), b = Math.floor(row / c.tq), pos = c.kvLen - c.tq + (row % c.tq);
+        return mask[b * c.cap + pos] === 1;
+      });
+      const got = down(be, be.attention({ ...args, q: qg, k: kg, v: vg, keyMask: maskG }));
+      close(`attention ${c.name}`, real(got), real(want), tol(dtype, 1e-5));
+      // The split decode kernel handles every case too (it is the float32 path and the decode path).
+      const out = be.alloc([c.batch, c.tq, d]);
+      be.attentionInto({ q: qg as CudaTensor, k: kg as CudaTensor, v: vg as CudaTensor, out, mask: maskG as CudaTensor | null,
+        slopes: slopes ? be.slopesOnDevice(slopes) : null, batch: c.batch, tq: c.tq, capacity: c.cap, kvLen: c.kvLen, kvLenDev: 0,
+        nHeads: c.heads, dHead: c.dHead, qStride: d, kvStride: d, oStride: d, scale: args.scale, splits: 3, forceDecode: true });
+      close(`attention ${c.name}, split decode kernel`, real(down(be, out)), real(want), tol(dtype, 1e-5));
+    });
+  }
+
+  test(`cuda ${dtype}: argmax and top-k / top-p sampling on the GPU match their twins`, { skip }, () => {
+    const be = cudaFor(dtype);
+    const rows = 5, vocab = 50277;
+    const logits = be.upload(randn(rows * vocab, 3), [rows, vocab], be.activationDType) as CudaTensor;
+    const seen = down(be, logits);
+    const greedy = be.sample(logits, { temperature: 0 });
+    for (let r = 0; r < rows; r++) assert.equal(greedy[r], argmax(seen.subarray(r * vocab, (r + 1) * vocab)), `argmax row ${r}`);
+    const settings = [
+      { temperature: 1, topK: 0, topP: 1 }, { temperature: 0.7, topK: 40, topP: 1 }, { temperature: 1.3, topK: 0, topP: 0.9 },
+      { temperature: 0.8, topK: 50, topP: 0.95 }, { temperature: 1, topK: 1, topP: 1 },
+    ];
+    for (const s of settings) {
+      for (let step = 0; step < 6; step++) {
+        const seed = 1234 + step * 7;
+        const got = be.sample(logits, { ...s, seed, step });
+        for (let r = 0; r < rows; r++) {
+          const want = sampleTwin(seen.subarray(r * vocab, (r + 1) * vocab), s, seed, r, step);
+          assert.equal(got[r], want, `sample ${JSON.stringify(s)} step ${step} row ${r}`);
+        }
+      }
+    }
+  });
+}

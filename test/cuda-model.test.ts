@@ -1,0 +1,122 @@
+// The model on CUDA against the reference outputs of the original code (../shared/fixtures):
+// bfloat16 — the same top-5 ids at every position, logits within 2e-2; float32 — within 1e-3 and the
+// greedy tokens identical. Both through the generic Backend path (src/model) and the fused,
+// graph-captured decoder (src/backend/cuda/decoder.ts). Skipped where no CUDA device is usable.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { cudaAvailable, CudaBackend } from '../src/backend/cuda/index.js';
+import { openModelFolder } from '../src/io/model-folder.js';
+import { loadModel } from '../src/model/load.js';
+import { alibiSlopes } from '../src/model/config.js';
+import type { MptModel } from '../src/model/mpt.js';
+import { argmax, topLogits } from '../src/generate/sampling.js';
+import { fixture } from './fixtures.js';
+
+const available = cudaAvailable();
+const skip = available.ok ? false : `no CUDA here: ${available.reason}`;
+const reference = available.ok ? JSON.parse(readFileSync(fixture('mosaic-gpt-tiny', 'reference.json'), 'utf8')) : null;
+const referenceBf16 = available.ok ? JSON.parse(readFileSync(fixture('mosaic-gpt-tiny-bf16', 'reference.json'), 'utf8')) : null;
+const TOL = { bfloat16: 2e-2, float32: 1e-3 } as const;
+
+async function load(dir: string, be: CudaBackend): Promise<MptModel> {
+  const folder = await openModelFolder(dir);
+  try {
+    return await loadModel(folder, be, { dtype: be.activationDType });
+  } finally {
+    await folder.close();
+  }
+}
+
+function assertTop5(actual: Float32Array, expected: [number, number][], tolerance: number, what: string) {
+  const got = topLogits(actual, 5);
+  assert.deepEqual(got.map(([id]) => id), expected.map(([id]) => id), `${what}: top-5 ids`);
+  got.forEach(([, logit], i) => assert.ok(Math.abs(logit - expected[i][1]) <= tolerance,
+    `${what}: logit ${i} ${logit} vs ${expected[i][1]} (tolerance ${tolerance})`));
+}
+
+function greedy(model: MptModel, prompt: number[], steps: number): number[] {
+  const out: number[] = [];
+  const cache = model.newCache(1, prompt.length + steps);
+  let input = Int32Array.from(prompt);
+  for (let s = 0; s < steps; s++) {
+    const id = argmax(model.backend.download(model.forward(input, cache, { logits: 'last' })));
+    out.push(id);
+    input = Int32Array.of(id);
+  }
+  cache.release();
+  return out;
+}
+
+const decoderFor = (be: CudaBackend, model: MptModel, batch: number, capacity: number) =>
+  be.createDecoder(model.config, model.params, model.config.alibi ? alibiSlopes(model.config) : null, batch, capacity);
+
+for (const dtype of ['bfloat16', 'float32'] as const) {
+  test(`cuda ${dtype}: the tiny fixture's logits at every position and its greedy tokens`, { skip }, async () => {
+    const be = new CudaBackend({ dtype });
+    const model = await load(fixture('mosaic-gpt-tiny'), be);
+    const ids = reference.prompt_ids as number[], vocab = model.config.vocabSize;
+    const cache = model.newCache(1, ids.length);
+    const logits = be.download(model.forward(Int32Array.from(ids), cache)) as Float32Array;
+    cache.release();
+    const expected = new Float32Array(readFileSync(fixture('mosaic-gpt-tiny', 'reference_logits.f32')).buffer.slice(0));
+    let worst = 0;
+    for (let i = 0; i < logits.length; i++) worst = Math.max(worst, Math.abs(logits[i] - expected[i]));
+    console.log(`cuda ${dtype}: max |Δlogit| over all ${logits.length} logits = ${worst.toExponential(3)}`);
+    reference.top5_every_position.forEach((top5: [number, number][], pos: number) =>
+      assertTop5(logits.subarray(pos * vocab, (pos + 1) * vocab), top5, TOL[dtype], `position ${pos}`));
+
+    const tokens = greedy(model, ids, 24);
+    const fused = decoderFor(be, model, 1, ids.length + 24);
+    const fusedTokens = [fused.prefill(Int32Array.from(ids), null, { temperature: 0 })[0]];
+    assertTop5(fused.lastLogits(), reference.last_logits_top5, TOL[dtype], 'decoder, last position');
+    for (let s = 1; s < 24; s++) fusedTokens.push(fused.step()[0]);
+    assert.ok(fused.graphCaptured, 'the decode step was captured as a CUDA graph');
+    fused.release();
+    console.log(`cuda ${dtype}: greedy ${JSON.stringify(tokens)}\n  decoder ${JSON.stringify(fusedTokens)}`);
+    if (dtype === 'float32') {
+      assert.deepEqual(tokens, reference.greedy_24_with_cache, 'greedy tokens, generic path');
+      assert.deepEqual(fusedTokens, reference.greedy_24_with_cache, 'greedy tokens, fused decoder with graphs');
+    } else {
+      assert.deepEqual(fusedTokens, tokens, 'bf16: the fused decoder follows the generic path');
+    }
+  });
+
+  test(`cuda ${dtype}: a left-padded batch gives the reference top-5 of each row`, { skip }, async () => {
+    const be = new CudaBackend({ dtype });
+    const model = await load(fixture('mosaic-gpt-tiny'), be);
+    const { input_ids: rows, attention_mask: mask, last_logits_top5: expected } = reference.left_padded_batch;
+    const t = rows[0].length, vocab = model.config.vocabSize;
+    const cache = model.newCache(2, t);
+    const logits = be.download(model.forward(Int32Array.from(rows.flat()), cache, { logits: 'last', attentionMask: mask.flat() })) as Float32Array;
+    cache.release();
+    expected.forEach((top5: [number, number][], b: number) => assertTop5(logits.subarray(b * vocab, (b + 1) * vocab), top5, TOL[dtype], `row ${b}`));
+    const fused = decoderFor(be, model, 2, t + 8);
+    fused.prefill(Int32Array.from(rows.flat()), Int32Array.from(mask.flat()), { temperature: 0 });
+    const fl = fused.lastLogits();
+    expected.forEach((top5: [number, number][], b: number) => assertTop5(fl.subarray(b * vocab, (b + 1) * vocab), top5, TOL[dtype], `decoder row ${b}`));
+    // Row B decoded in the padded batch follows row B alone.
+    const alone = decoderFor(be, model, 1, t + 8);
+    const promptB = reference.prompt_b_ids as number[];
+    const aloneTokens = [alone.prefill(Int32Array.from(promptB), null, { temperature: 0 })[0]];
+    const batchTokens = [fused.readIds()[1]];
+    for (let s = 0; s < 6; s++) { aloneTokens.push(alone.step()[0]); batchTokens.push(fused.step()[1]); }
+    if (dtype === 'float32') assert.deepEqual(aloneTokens, reference.greedy_24_b.slice(0, 7), 'row B alone');
+    assert.deepEqual(batchTokens, aloneTokens, 'row B in the padded batch equals row B alone');
+    fused.release();
+    alone.release();
+  });
+
+  test(`cuda ${dtype}: the bfloat16 sharded fixture`, { skip }, async () => {
+    const be = new CudaBackend({ dtype });
+    const model = await load(fixture('mosaic-gpt-tiny-bf16'), be);
+    const ids = referenceBf16.prompt_ids as number[];
+    const fused = decoderFor(be, model, 1, ids.length + 24);
+    const tokens = [fused.prefill(Int32Array.from(ids), null, { temperature: 0 })[0]];
+    assertTop5(fused.lastLogits(), referenceBf16.last_logits_top5, TOL[dtype], 'last position');
+    for (let s = 1; s < 24; s++) tokens.push(fused.step()[0]);
+    fused.release();
+    if (dtype === 'float32') assert.deepEqual(tokens, referenceBf16.greedy_24_with_cache);
+    else console.log(`cuda bf16 fixture, bf16 compute: greedy ${JSON.stringify(tokens)}`);
+  });
+}
