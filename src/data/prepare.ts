@@ -41,10 +41,14 @@ export interface PrepareResult {
   /** The merged manifest, written when this run was the only part. */
   manifest?: DatasetManifest;
   seconds: number;
+  /** Bytes read from disk (compressed where the input is). */
   bytesRead: number;
+  /** Characters of document text tokenized, and tokens produced (EOS included). */
+  textChars: number;
+  tokens: number;
 }
 
-const BATCH_CHARS = 1 << 20;
+const BATCH_CHARS = 256 * 1024;
 const BATCH_DOCS = 2048;
 
 /** Resolve `--tokenizer`: a tokenizer.json or a folder that has one. */
@@ -90,7 +94,7 @@ export async function prepareDataset(options: PrepareOptions): Promise<PrepareRe
   const totalBytes = mine.reduce((s, f) => s + f.bytes, 0);
   const progressOptions = { label: `prepare ${name}`, total: totalBytes, unit: 'bytes', quiet: options.quietProgress };
   const progress = new Progress(progressOptions);
-  let bytesRead = 0, tokens = 0;
+  let bytesRead = 0, tokens = 0, textBytes = 0;
   const pool = new TokenizePool(tokenizerPath, threads, valFraction);
   let tokenizer: { eosId: number; hash: string };
   try {
@@ -102,71 +106,88 @@ export async function prepareDataset(options: PrepareOptions): Promise<PrepareRe
   const maxInFlight = threads * 3;
   const sources: Record<string, SourceStats> = {};
 
+  // One queue across all sources, answered in submission order, so the workers never idle at a
+  // source boundary; an end marker in the queue finishes a source once all its batches are packed.
+  type Open = { writers: Record<Split, ShardWriter>; packers: Record<Split, Packer>; badLines: number };
+  type Queued = { source: string; batch?: Promise<EncodedBatch> };
+  const open = new Map<string, Open>();
+  const queue: Queued[] = [];
+  const deliverHead = async () => {
+    const { source, batch } = queue.shift()!;
+    const o = open.get(source)!;
+    if (!batch) {
+      const stats: SourceStats = { train: o.packers.train.finish(), val: o.packers.val.finish(), badLines: o.badLines };
+      stats.train.shards = o.writers.train.finish();
+      stats.val.shards = o.writers.val.finish();
+      sources[source] = stats;
+      open.delete(source);
+      return;
+    }
+    const encoded = await batch;
+    let at = 0;
+    for (let d = 0; d < encoded.lengths.length; d++) {
+      const n = encoded.lengths[d]!;
+      o.packers[encoded.val[d] ? 'val' : 'train'].addDocument(encoded.ids.subarray(at, at + n));
+      at += n;
+      tokens += n + 1;
+    }
+    progressOptions.label = `prepare ${name} ${source}  ${formatTokens(tokens)} tokens`;
+  };
+
   try {
     for (const source of listing.sources) {
-      const files = mine.filter((f) => f.source === source);
+      const shardBytes = options.shardBytes ?? DEFAULT_SHARD_BYTES;
       const writers: Record<Split, ShardWriter> = {
-        train: new ShardWriter(options.output, `${source}/train.${name}`, seqLen, options.shardBytes ?? DEFAULT_SHARD_BYTES),
-        val: new ShardWriter(options.output, `${source}/val.${name}`, seqLen, options.shardBytes ?? DEFAULT_SHARD_BYTES),
+        train: new ShardWriter(options.output, `${source}/train.${name}`, seqLen, shardBytes),
+        val: new ShardWriter(options.output, `${source}/val.${name}`, seqLen, shardBytes),
       };
-      const packers: Record<Split, Packer> = {
-        train: new Packer(seqLen, tokenizer.eosId, (s) => writers.train.write(s), `source ${source}`),
-        val: new Packer(seqLen, tokenizer.eosId, (s) => writers.val.write(s), `source ${source}`),
+      const o: Open = {
+        writers,
+        packers: {
+          train: new Packer(seqLen, tokenizer.eosId, (x) => writers.train.write(x), `source ${source}`),
+          val: new Packer(seqLen, tokenizer.eosId, (x) => writers.val.write(x), `source ${source}`),
+        },
+        badLines: 0,
       };
-      let badLines = 0;
-      const queue: Promise<EncodedBatch>[] = [];
-      const deliver = (batch: EncodedBatch) => {
-        let at = 0;
-        for (let d = 0; d < batch.lengths.length; d++) {
-          const n = batch.lengths[d]!;
-          packers[batch.val[d] ? 'val' : 'train'].addDocument(batch.ids.subarray(at, at + n));
-          at += n;
-          tokens += n + 1;
-        }
-        progressOptions.label = `prepare ${name} ${source}  ${formatTokens(tokens)} tokens`;
-      };
+      open.set(source, o);
       let texts: string[] = [];
       let chars = 0;
       const flush = async () => {
-        if (texts.length === 0) return;
-        queue.push(pool.submit(texts));
+        if (texts.length > 0) queue.push({ source, batch: pool.submit(texts) });
         texts = [];
         chars = 0;
-        while (queue.length >= maxInFlight) deliver(await queue.shift()!);
+        while (queue.length >= maxInFlight) await deliverHead();
       };
-      try {
-        for (const file of files) {
-          const path = join(options.input, file.path);
-          const docs = readDocuments(path, {
-            onBadLine: options.onBadLine ?? 'fail',
-            report: (f, line, problem) => {
-              badLines++;
-              if (options.onBadLine === 'skip') notice(`${f}:${line}: ${problem} (skipped)`);
-            },
-            onBytes: (n) => {
-              bytesRead += n;
-              progress.set(bytesRead);
-            },
-          });
-          for await (const doc of docs) {
-            texts.push(doc.text);
-            chars += doc.text.length;
-            if (chars >= BATCH_CHARS || texts.length >= BATCH_DOCS) await flush();
-          }
+      for (const file of mine.filter((f) => f.source === source)) {
+        const docs = readDocuments(join(options.input, file.path), {
+          onBadLine: options.onBadLine ?? 'fail',
+          report: (f, line, problem) => {
+            o.badLines++;
+            if (options.onBadLine === 'skip') notice(`${f}:${line}: ${problem} (skipped)`);
+          },
+          onBytes: (n) => {
+            bytesRead += n;
+            progress.set(bytesRead);
+          },
+        });
+        for await (const doc of docs) {
+          texts.push(doc.text);
+          chars += doc.text.length;
+          textBytes += doc.text.length;
+          if (chars >= BATCH_CHARS || texts.length >= BATCH_DOCS) await flush();
         }
-        await flush();
-        while (queue.length > 0) deliver(await queue.shift()!);
-      } catch (error) {
-        writers.train.abort();
-        writers.val.abort();
-        await Promise.allSettled(queue);
-        throw error;
       }
-      const stats: SourceStats = { train: packers.train.finish(), val: packers.val.finish(), badLines };
-      stats.train.shards = writers.train.finish();
-      stats.val.shards = writers.val.finish();
-      sources[source] = stats;
+      await flush();
+      queue.push({ source });
     }
+    while (queue.length > 0) await deliverHead();
+  } catch (error) {
+    for (const o of open.values()) {
+      o.writers.train.abort();
+      o.writers.val.abort();
+    }
+    await Promise.allSettled(queue.map((q) => q.batch));
+    throw error;
   } finally {
     await pool.close();
   }
@@ -178,7 +199,7 @@ export async function prepareDataset(options: PrepareOptions): Promise<PrepareRe
   };
   await writeFileAtomic(partFile, JSON.stringify(part, null, 1) + '\n');
   const manifest = shard.count === 1 ? await mergeParts(options.output) : undefined;
-  return { part, manifest, seconds: (Date.now() - started) / 1000, bytesRead };
+  return { part, manifest, seconds: (Date.now() - started) / 1000, bytesRead, textChars: textBytes, tokens };
 }
 
 function formatTokens(n: number): string {

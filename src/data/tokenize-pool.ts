@@ -35,7 +35,9 @@ export class TokenizePool {
     this.ready.catch(() => {}); // also reported through submit; avoid an unhandled rejection
     const init: WorkerInit = { tokenizerPath, valFraction };
     for (let i = 0; i < threads; i++) {
-      const worker = new Worker(new URL('./tokenize-worker.js', import.meta.url), { workerData: init });
+      // Workers inherit the parent's Node flags; --input-type (set by `node --input-type=module -e`) makes them fail.
+      const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'));
+      const worker = new Worker(new URL('./tokenize-worker.js', import.meta.url), { workerData: init, execArgv });
       worker.on('message', (reply: WorkerReply) => this.answer(reply));
       worker.on('error', (error) => this.fail(this.readyCount < threads ? new UserError(`cannot load the tokenizer ${tokenizerPath}: ${error.message}`) : error));
       worker.on('exit', (code) => {

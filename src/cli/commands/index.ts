@@ -3,6 +3,11 @@ import { generateCommand } from './generate.js';
 import { forwardCommand } from './forward.js';
 import { detokenizeCommand, tokenizeCommand } from './tokenize.js';
 import { infoCommand } from './info.js';
+import { evalPerplexityCommand } from './eval-perplexity.js';
+import { evalIclCommand } from './eval-icl.js';
+import { dataPrepareCommand } from './data-prepare.js';
+import { dataMergeCommand } from './data-merge.js';
+import { dataDemoCommand } from './data-demo.js';
 
 /** Every command of the CLI, in the order `mpt --help` lists them. One file per command. */
 export const commands: Command[] = [
@@ -11,4 +16,9 @@ export const commands: Command[] = [
   tokenizeCommand,
   detokenizeCommand,
   infoCommand,
+  evalPerplexityCommand,
+  evalIclCommand,
+  dataDemoCommand,
+  dataPrepareCommand,
+  dataMergeCommand,
 ];
