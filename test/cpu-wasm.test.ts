@@ -10,8 +10,8 @@ import { Rng } from '../src/util/random.js';
 /**
  * The wasm fast path against the plain JS kernels (the readable reference), on fresh random inputs of
  * awkward sizes: widths that are not multiples of 8 (the tail the JS side adds), row counts around the
- * 4-row blocks, column counts around the 4-column tiles, both weight dtypes, with and without bias, on
- * one thread and split over two.
+ * 3-row tiles, prefill shapes whose weight spans several cache blocks of columns, both weight dtypes,
+ * with and without bias, on one thread and split over two.
  */
 
 test('LEB128 encodings match the spec examples', () => {
@@ -75,6 +75,7 @@ const SHAPES = [
   // [rows, inWidth, outWidth]
   [1, 8, 1], [1, 9, 3], [1, 64, 4], [1, 77, 13], [2, 16, 5], [3, 31, 9], [4, 8, 7], [5, 40, 17],
   [7, 129, 6], [8, 64, 33], [9, 23, 2], [13, 100, 11],
+  [5, 2056, 70], // 31 weight rows of float32 (62 of bfloat16) per cache block: several blocks
 ];
 
 for (const dtype of ['bfloat16', 'float32'] as const) {
@@ -102,7 +103,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
 test('wasm linear split over two threads, with prefill-sized row blocks, equals the JS reference', () => {
   const be = new CpuBackend({ threads: 2 });
   const rng = new Rng(99);
-  for (const [rows, inWidth, outWidth] of [[1, 1000, 203], [6, 520, 301], [17, 264, 390]]) {
+  for (const [rows, inWidth, outWidth] of [[1, 1000, 203], [6, 1000, 301], [17, 264, 390]]) {
     const x = randomInput(rng, rows * inWidth);
     const w = Uint16Array.from(randomInput(rng, outWidth * inWidth), float32ToBfloat16Bits);
     const got = be.download(be.linear(be.upload(x, [rows, inWidth], 'float32'), be.upload(w, [outWidth, inWidth], 'bfloat16'), null));

@@ -35,8 +35,7 @@ export function sleb(n: number): number[] {
 const SIMD_PREFIX = 0xfd;
 /** Opcodes after the 0xfd prefix (their LEB128 value). */
 const Simd = {
-  load: 0x00, store: 0x0b, f32x4Splat: 0x13, f32x4ExtractLane: 0x1f,
-  i32x4ExtendLowI16x8U: 169, i32x4ExtendHighI16x8U: 170, i32x4Shl: 171,
+  load: 0x00, store: 0x0b, i8x16Shuffle: 0x0d, f32x4Splat: 0x13, f32x4ExtractLane: 0x1f,
   f32x4Add: 228, f32x4Mul: 230,
 } as const;
 
@@ -97,12 +96,14 @@ export class FunctionBuilder {
   v128Load(offset = 0): this { return this.simd(Simd.load, 0, ...uleb(offset)); }
   v128Store(offset = 0): this { return this.simd(Simd.store, 0, ...uleb(offset)); }
   f32x4Splat(): this { return this.simd(Simd.f32x4Splat); }
+  /** Bytes of the result from the 32 bytes of (first operand, second operand), by index. */
+  i8x16Shuffle(lanes: readonly number[]): this {
+    if (lanes.length !== 16 || lanes.some((l) => !(l >= 0 && l < 32))) throw new Error(`bad shuffle lanes ${lanes}`);
+    return this.simd(Simd.i8x16Shuffle, ...lanes);
+  }
   f32x4ExtractLane(lane: number): this { return this.simd(Simd.f32x4ExtractLane, lane); }
   f32x4Add(): this { return this.simd(Simd.f32x4Add); }
   f32x4Mul(): this { return this.simd(Simd.f32x4Mul); }
-  i32x4ExtendLowI16x8U(): this { return this.simd(Simd.i32x4ExtendLowI16x8U); }
-  i32x4ExtendHighI16x8U(): this { return this.simd(Simd.i32x4ExtendHighI16x8U); }
-  i32x4Shl(): this { return this.simd(Simd.i32x4Shl); }
 
   /** The function's code-section entry: local declarations (run-length grouped) then the body. */
   encodeBody(): number[] {

@@ -12,23 +12,33 @@ import { encodeModule, FunctionBuilder } from './emitter.js';
  *     out: byte address of out[0, 0]            (float32, outWidth per row); outputs are stored, not added
  *     groups: how many 8-wide steps of k to sum (inWidth >> 3; the caller adds the last inWidth % 8)
  *
- * Tiles reuse loads: a 1×4 tile (decode) loads each x chunk once for 4 weight rows; a 4×1 tile
- * (prefill) widens each weight chunk once for 4 input rows. bfloat16 is the top half of a float32, so
- * widening is zero-extension to 32 bits and a shift left by 16.
+ * A tile of several input rows (prefill) widens each weight chunk once for all of them. bfloat16 is
+ * the top half of a float32, so widening puts each 16-bit value above 16 zero bits: an interleave of
+ * zeros with the packed values, one `i8x16.shuffle` per half (V8 turns it into one unpack instruction;
+ * `i32x4.extend_low_i16x8_u` + `i32x4.shl` does the same in two and measured ~1.5× slower).
+ *
+ * Tile shapes were chosen by measurement on this machine's Zen 5 (process CPU time, so the other
+ * engineers' load counts less): with one row, more weight rows per tile (1×2 … 1×4) was slower than
+ * 1×1 (~20 GB/s of bf16 weights on one core, from DRAM); for prefill 2×1 and 3×1 reached 32–35
+ * GFLOP/s and 4×1 much less (V8 keeps SIMD values in 16 registers: 4 rows spill).
  */
 export type WeightKind = 'bf16' | 'f32';
 
 export interface TileShape { rows: number; cols: number }
 
-/** The tiles the driver (linear.ts) uses: 4×1 for blocks of 4 input rows, 1×4 and 1×1 otherwise. */
-export const TILE_SHAPES: readonly TileShape[] = [{ rows: 4, cols: 1 }, { rows: 1, cols: 4 }, { rows: 1, cols: 1 }];
+/** The tiles the driver (linear-columns.ts) uses: blocks of 3 input rows, then 2 or 1 for the rest. */
+export const TILE_SHAPES: readonly TileShape[] = [{ rows: 3, cols: 1 }, { rows: 2, cols: 1 }, { rows: 1, cols: 1 }];
+
+/** Byte lanes of shuffle(zero, packed) that put 16-bit value i of packed's low/high half above zeros. */
+const INTERLEAVE_LOW_16 = [0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23];
+const INTERLEAVE_HIGH_16 = [8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31];
 
 export const tileName = (kind: WeightKind, t: TileShape): string => `tile_${kind}_${t.rows}x${t.cols}`;
 
-export function buildLinearModule(maxPages: number): Uint8Array<ArrayBuffer> {
+export function buildLinearModule(maxPages: number, shapes: readonly TileShape[] = TILE_SHAPES): Uint8Array<ArrayBuffer> {
   const functions: FunctionBuilder[] = [];
   for (const kind of ['bf16', 'f32'] as const) {
-    for (const shape of TILE_SHAPES) functions.push(emitTile(kind, shape));
+    for (const shape of shapes) functions.push(emitTile(kind, shape));
   }
   return encodeModule(functions, { minPages: 1, maxPages });
 }
@@ -45,13 +55,14 @@ function emitTile(kind: WeightKind, { rows, cols }: TileShape): FunctionBuilder 
   const acc = Array.from({ length: rows }, () => Array.from({ length: cols }, () => [f.local('v128'), f.local('v128')]));
   const wLo = Array.from({ length: cols }, () => f.local('v128'));
   const wHi = Array.from({ length: cols }, () => f.local('v128'));
-  const xLo = f.local('v128'), xHi = f.local('v128'), packed = f.local('v128');
+  const xLo = f.local('v128'), xHi = f.local('v128'), packed = f.local('v128'), zero = f.local('v128');
 
   // p = base + index · scale (byte addresses of the tile's rows)
   const setAddress = (target: number, base: number, index: number, scale: number) =>
     f.get(base).get(inWidth).i32(index * scale).i32Mul().i32Add().set(target);
   const advance = (pointer: number, bytes: number) => f.get(pointer).i32(bytes).i32Add().set(pointer);
 
+  f.f32(0).f32x4Splat().set(zero);
   f.block(() => {
     f.get(tiles).i32Eqz().brIf(0);
     f.loop(() => {
@@ -67,8 +78,8 @@ function emitTile(kind: WeightKind, { rows, cols }: TileShape): FunctionBuilder 
           for (let c = 0; c < cols; c++) {
             if (kind === 'bf16') {
               f.get(wRow[c]).v128Load().set(packed);
-              f.get(packed).i32x4ExtendLowI16x8U().i32(16).i32x4Shl().set(wLo[c]);
-              f.get(packed).i32x4ExtendHighI16x8U().i32(16).i32x4Shl().set(wHi[c]);
+              f.get(zero).get(packed).i8x16Shuffle(INTERLEAVE_LOW_16).set(wLo[c]);
+              f.get(zero).get(packed).i8x16Shuffle(INTERLEAVE_HIGH_16).set(wHi[c]);
             } else {
               f.get(wRow[c]).v128Load().set(wLo[c]);
               f.get(wRow[c]).v128Load(16).set(wHi[c]);
