@@ -372,3 +372,32 @@ test('checkTensorsAgainst lists missing, unexpected and mis-shaped tensors by th
     await folder.close();
   }
 });
+
+test('model.safetensors.index.json shards load to the same tensors as the single file', async () => {
+  const dir = await copyFixtureFolder(tiny(), ['config.json']);
+  const tensors = await fixtureTensors();
+  const half = Math.ceil(tensors.length / 2);
+  const shards = [tensors.slice(0, half), tensors.slice(half)];
+  const weightMap: Record<string, string> = {};
+  for (const [i, shard] of shards.entries()) {
+    const name = `model-0000${i + 1}-of-00002.safetensors`;
+    await writeSafetensors(join(dir, name), shard.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, data: t.bytes })), { format: 'pt' });
+    for (const t of shard) weightMap[t.name] = name;
+  }
+  await fs.writeFile(join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: 0 }, weight_map: weightMap }));
+  const folder = await openModelFolder(dir);
+  const reference = await openModelFolder(tiny());
+  try {
+    assert.equal(new Set([...folder.tensors.values()].map((t) => t.file)).size, 2);
+    const [a, b] = [await readAll(folder), await readAll(reference)];
+    assert.deepEqual([...a.keys()].sort(), [...b.keys()].sort());
+    for (const [name, bytes] of a) assert.ok(bytes.equals(b.get(name)!), name);
+  } finally {
+    await folder.close();
+    await reference.close();
+  }
+  // An index entry whose shard does not hold the tensor is reported.
+  const first = tensors[0].name;
+  await fs.writeFile(join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { ...weightMap, [first]: 'model-00002-of-00002.safetensors' } }));
+  await rejectsWith(openModelFolder(dir), FormatError, /is not listed for this shard|does not hold them/);
+});
