@@ -32,7 +32,7 @@ const PROTOTYPES = [
   'int cuGetErrorString(int error, _Out_ const char **str)',
   'int cuDeviceGetCount(_Out_ int *count)',
   'int cuDeviceGet(_Out_ int *dev, int ordinal)',
-  'int cuDeviceGetName(_Out_ uint8_t *name, int len, int dev)',
+  'int cuDeviceGetName(void *name, int len, int dev)',
   'int cuDeviceGetAttribute(_Out_ int *value, int attrib, int dev)',
   'int cuDeviceTotalMem_v2(_Out_ uint64_t *bytes, int dev)',
   'int cuDevicePrimaryCtxRetain(void *pctx, int dev)',

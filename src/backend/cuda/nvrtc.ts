@@ -31,9 +31,9 @@ function nvrtc(): Record<string, Fn> {
     'int nvrtcCreateProgram(_Out_ void **prog, const char *src, const char *name, int numHeaders, void *headers, void *includeNames)',
     'int nvrtcCompileProgram(void *prog, int numOptions, const char **options)',
     'int nvrtcGetProgramLogSize(void *prog, _Out_ size_t *size)',
-    'int nvrtcGetProgramLog(void *prog, _Out_ uint8_t *log)',
+    'int nvrtcGetProgramLog(void *prog, void *log)',
     'int nvrtcGetCUBINSize(void *prog, _Out_ size_t *size)',
-    'int nvrtcGetCUBIN(void *prog, _Out_ uint8_t *cubin)',
+    'int nvrtcGetCUBIN(void *prog, void *cubin)',
     'int nvrtcDestroyProgram(_Inout_ void **prog)',
   ]) {
     const f = lib.func(proto);
