@@ -103,7 +103,9 @@ test('a folder with only pytorch_model.bin loads to the same canonical tensors a
 /** float32 → bfloat16 bits, round to nearest even (what torch's .to(torch.bfloat16) does). */
 function toBf16Bits(bytes: Buffer): Uint16Array {
   const bits = new Uint32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
-  return Uint16Array.from(bits, (b) => ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff);
+  const out = new Uint16Array(bits.length);
+  for (let i = 0; i < bits.length; i++) out[i] = ((bits[i] + 0x7fff + ((bits[i] >>> 16) & 1)) >>> 16) & 0xffff;
+  return out;
 }
 
 test('the bf16 sharded folder loads through pytorch_model.bin.index.json, and its values are the float32 weights rounded', async () => {
