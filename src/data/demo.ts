@@ -88,9 +88,8 @@ export async function buildDemoCorpus(options: DemoOptions): Promise<DemoResult>
         const clean = d.replace(/\r\n?/g, '\n').replace(/[ \t]+\n/g, '\n').replace(/\n{3,}/g, '\n\n').trim();
         if (clean.length < 200) continue;
         const room = budget - bytes;
-        // Cut an oversized last document at a line end (never inside a surrogate pair).
-        const cut = clean.lastIndexOf('\n', room);
-        const body = clean.length > room && lines.length > 0 && cut >= 200 ? clean.slice(0, cut) : clean;
+        const body = clean.length > room ? clean.slice(0, cutPoint(clean, room)) : clean;
+        if (body.length < 200) break; // the budget is spent: no stub of a document
         lines.push(JSON.stringify({ text: body, origin: path }));
         bytes += Buffer.byteLength(body);
         took = true;
@@ -111,6 +110,16 @@ export async function buildDemoCorpus(options: DemoOptions): Promise<DemoResult>
     result.sources[source] = { documents: lines.length, bytes, files: used, roots: present };
   }
   return result;
+}
+
+/** Where to cut an oversized last document: a line end, else a space, never inside a surrogate pair. */
+function cutPoint(text: string, room: number): number {
+  for (const sep of ['\n', ' ']) {
+    const at = text.lastIndexOf(sep, room);
+    if (at >= room / 2) return at;
+  }
+  const code = text.charCodeAt(room - 1);
+  return code >= 0xd800 && code <= 0xdbff ? room - 1 : room;
 }
 
 function listDir(dir: string): string[] {
