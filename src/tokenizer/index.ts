@@ -1,4 +1,4 @@
 export { Tokenizer } from './tokenizer.js';
 export { StreamDecoder } from './stream-decoder.js';
-// export { encodeParallel, TokenizerPool } from './parallel.js';
+export { encodeParallel, TokenizerPool } from './parallel.js';
 export { preTokenize } from './pretokenize.js';

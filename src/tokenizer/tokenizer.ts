@@ -3,6 +3,7 @@ import { UserError } from '../util/errors.js';
 import { AddedTokenMatcher } from './added-tokens.js';
 import { BytePairEncoder } from './bpe.js';
 import { tokenBytes } from './byte-level.js';
+import { PieceCache } from './piece-cache.js';
 import { pieceEnd } from './pretokenize.js';
 import { StreamDecoder } from './stream-decoder.js';
 import { readTokenizerFile, type TokenizerSpec } from './tokenizer-file.js';
@@ -12,8 +13,6 @@ const utf8Decoder = new TextDecoder('utf-8', { ignoreBOM: true });
 
 /** Words longer than this (in UTF-16 units) are not cached: they rarely repeat and would bloat the cache. */
 const MAX_CACHED_WORD = 64;
-/** The word cache is cleared when it reaches this many entries (keeps memory bounded on huge corpora). */
-const MAX_CACHE_ENTRIES = 500_000;
 
 /**
  * GPT-NeoX-20B style byte-level BPE with the same ids as Hugging Face tokenizers (0.23): added tokens
@@ -34,8 +33,8 @@ export class Tokenizer {
   private readonly tokenIds = new Map<string, number>(); // added tokens first, as Hugging Face looks up
   private readonly bytesById: Array<Uint8Array | undefined>;
   private readonly specialIds: Uint8Array; // 1 for ids of special added tokens
-  // Piece → its ids: a single number for one-token pieces (most of them), else an Int32Array.
-  private readonly cache = new Map<string, number | Int32Array>();
+  private readonly cache = new PieceCache(); // piece → its ids
+
   private scratch = new Uint8Array(256);
 
   private constructor(spec: TokenizerSpec) {
@@ -117,17 +116,23 @@ export class Tokenizer {
     const cache = this.cache;
     for (let i = start; i < end; ) {
       const j = pieceEnd(text, i, end);
-      const piece = text.slice(i, j);
-      let ids = cache.get(piece);
-      if (ids === undefined) {
-        ids = this.bpeWord(piece);
-        if (piece.length <= MAX_CACHED_WORD) {
-          if (cache.size >= MAX_CACHE_ENTRIES) cache.clear();
-          cache.set(piece, ids);
+      if (j - i <= MAX_CACHED_WORD) {
+        let id = cache.find(text, i, j);
+        if (id === -2) {
+          const ids = this.bpeWord(text.slice(i, j));
+          cache.insert(text, i, j, ids);
+          id = typeof ids === 'number' ? ids : -1;
         }
+        if (id >= 0) out.push(id);
+        else {
+          const ids = cache.lastMulti();
+          for (let k = 0; k < ids.length; k++) out.push(ids[k]);
+        }
+      } else {
+        const ids = this.bpeWord(text.slice(i, j));
+        if (typeof ids === 'number') out.push(ids);
+        else for (let k = 0; k < ids.length; k++) out.push(ids[k]);
       }
-      if (typeof ids === 'number') out.push(ids);
-      else for (let k = 0; k < ids.length; k++) out.push(ids[k]);
       i = j;
     }
   }
