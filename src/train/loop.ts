@@ -1,0 +1,206 @@
+import { trainingBackend, type Backend, type Tensor } from '../backend/backend.js';
+import { openModelFolder } from '../io/model-folder.js';
+import { lossAndGradients, zeroGradients } from '../model/backward.js';
+import { parameterCount, parameterShapes, type MptConfig } from '../model/config.js';
+import { loadModel } from '../model/load.js';
+import { paramsByName } from '../model/param-map.js';
+import { structureParams } from '../model/params.js';
+import { TrainingGraph } from '../model/training-forward.js';
+import { float32ToBfloat16Array } from '../util/dtype.js';
+import { ConfigError } from '../util/errors.js';
+import type { BatchSource } from './batches.js';
+import { latestCheckpoint, loadCheckpoint, pruneCheckpoints, resolveCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { initialWeights, type InitSettings } from './init.js';
+import { formatEvalLine, formatTrainLine, MetricsLog, type EvalRecord, type TrainRecord } from './metrics.js';
+import { AdamW, clipGradNorm, type OptimizerSettings } from './optimizer.js';
+import { lrFactor, type Schedule } from './schedule.js';
+
+/** Everything a run needs, resolved from the YAML (src/train/config.ts): counts are in batches. */
+export interface RunSettings {
+  model: MptConfig;
+  init: InitSettings;
+  /** A model folder or hub name to start from instead of a fresh init. */
+  pretrained: string | null;
+  seqLen: number;
+  globalBatch: number;
+  microbatch: number;
+  maxBatches: number;
+  schedule: Schedule;
+  optimizer: OptimizerSettings;
+  clipNorm: number | null;
+  precision: 'fp32' | 'amp_bf16';
+  seed: number;
+  evalInterval: number | null;
+  evalBatchSize: number;
+  evalBatches: number | null;
+  logInterval: number;
+  saveFolder: string | null;
+  saveInterval: number | null;
+  keepCheckpoints: number;
+  loadPath: string | null;
+  autoresume: boolean;
+  /** Where metrics.jsonl and loss.svg go (the save folder, or the working folder without one). */
+  metricsFolder: string;
+  /** Kept in every checkpoint for `mpt export`: the tokenizer, the config's on-disk format. */
+  run: Record<string, unknown>;
+}
+
+export interface TrainOptions {
+  backend: Backend;
+  /** A console line (train, eval, notices); default: stdout. */
+  log?: (line: string) => void;
+  /** Stop after this many batches in total, as a killed run would (tests of resume). */
+  stopAtStep?: number;
+  /** The device's peak FLOP/s for MFU; null: not shown. */
+  peakFlops?: number | null;
+}
+
+export interface TrainResult {
+  startStep: number;
+  endStep: number;
+  /** The loss of every step this call ran. */
+  losses: Array<{ step: number; loss: number }>;
+  evals: EvalRecord[];
+}
+
+/** Model FLOPs per token, as llm-foundry counts them: 6·N + the attention term 6·n_layers·d·seqLen. */
+export function flopsPerToken(config: MptConfig, seqLen: number): number {
+  return 6 * parameterCount(config) + 6 * config.nLayers * config.dModel * seqLen;
+}
+
+export async function train(s: RunSettings, source: BatchSource, options: TrainOptions): Promise<TrainResult> {
+  const log = options.log ?? ((line: string) => process.stdout.write(line + '\n'));
+  const be = trainingBackend(options.backend);
+  const accumulation = s.globalBatch / s.microbatch;
+  if (!Number.isInteger(accumulation) || accumulation < 1) {
+    throw new ConfigError(`global_train_batch_size ${s.globalBatch} is not a multiple of device_train_microbatch_size ${s.microbatch}`);
+  }
+  if (source.seqLen !== s.seqLen) throw new ConfigError(`the data has samples of ${source.seqLen} tokens but the run asks for max_seq_len ${s.seqLen}`);
+  for (const n of source.notices) log(`note: ${n}`);
+
+  // Start: autoresume's newest checkpoint, else load_path, else pretrained weights or a fresh init.
+  const shapes = parameterShapes(s.model);
+  const resumeFrom = (s.autoresume && s.saveFolder ? latestCheckpoint(s.saveFolder) : null) ?? (s.loadPath ? resolveCheckpoint(s.loadPath) : null);
+  let masters: Map<string, Tensor>;
+  let startStep = 0, tokens = 0, optimizerStep = 0;
+  let moments: { m: Map<string, Float32Array>; v: Map<string, Float32Array> } | null = null;
+  if (resumeFrom) {
+    const { state, tensors } = await loadCheckpoint(resumeFrom);
+    masters = uploadAll(be, shapes, tensors.params, resumeFrom);
+    moments = tensors;
+    startStep = state.step;
+    tokens = state.tokens;
+    optimizerStep = state.optimizerStep;
+    if (state.seed !== s.seed) log(`note: the checkpoint was trained with seed ${state.seed}, this run says ${s.seed}; the data order follows the run's seed`);
+    log(`resuming from ${resumeFrom} at step ${startStep}`);
+  } else if (s.pretrained) {
+    const folder = await openModelFolder(s.pretrained);
+    const model = await loadModel(folder, be, { dtype: 'float32', progress: true });
+    await folder.close();
+    masters = paramsByName(model.config, model.params);
+    log(`starting from pretrained weights ${s.pretrained}`);
+  } else {
+    const init = initialWeights(s.model, s.init, s.seed);
+    masters = new Map([...shapes].map(([name, shape]) => [name, be.upload(init.get(name)!, shape, 'float32')]));
+  }
+  const copies = s.precision === 'amp_bf16'
+    ? new Map([...masters].map(([name, t]) => [name, be.upload(float32ToBfloat16Array(be.download(t) as Float32Array), t.shape, 'bfloat16')]))
+    : null;
+  const graph = new TrainingGraph(s.model, be, structureParams(s.model, copies ?? masters));
+  const optimizer = new AdamW(be, s.optimizer, masters, copies);
+  if (moments) {
+    for (const [name, m] of optimizer.m) be.addInto(m, be.upload(required(moments.m, name, 'm'), m.shape, 'float32'), 1);
+    for (const [name, v] of optimizer.v) be.addInto(v, be.upload(required(moments.v, name, 'v'), v.shape, 'float32'), 1);
+    optimizer.step = optimizerStep;
+  }
+
+  const metrics = new MetricsLog(s.metricsFolder, startStep);
+  const tokensPerBatch = s.globalBatch * s.seqLen;
+  const flops = flopsPerToken(s.model, s.seqLen);
+  const result: TrainResult = { startStep, endStep: startStep, losses: [], evals: [] };
+  const save = async (step: number) => {
+    if (!s.saveFolder) return;
+    const download = (map: Map<string, Tensor>) => new Map([...map].map(([n, t]) => [n, be.download(t) as Float32Array]));
+    await saveCheckpoint(s.saveFolder, {
+      step, tokens, optimizerStep: optimizer.step, dataStep: step, seed: s.seed, run: { ...s.run, config: s.model },
+    }, { params: download(masters), m: download(optimizer.m), v: download(optimizer.v) }, shapes);
+    pruneCheckpoints(s.saveFolder, s.keepCheckpoints);
+  };
+  const evaluate = (step: number) => {
+    if (!source.validation) return;
+    const available = source.validation.batches(s.evalBatchSize);
+    const n = Math.min(available, s.evalBatches ?? available);
+    if (n === 0) return;
+    let sum = 0, count = 0;
+    for (let i = 0; i < n; i++) {
+      const b = source.validation.batch(i, s.evalBatchSize);
+      const r = lossAndGradients(graph, b.tokens, b.rows, null, 1);
+      sum += r.lossSum;
+      count += r.count;
+    }
+    const record: EvalRecord = { kind: 'eval', step, tokens, loss: sum / count, perplexity: Math.exp(sum / count) };
+    metrics.write(record);
+    result.evals.push(record);
+    log(formatEvalLine(record));
+  };
+
+  const end = Math.min(s.maxBatches, options.stopAtStep ?? Infinity);
+  let windowStart = performance.now(), windowTokens = 0;
+  const runStart = performance.now();
+  for (let step = startStep; step < end; step++) {
+    const grads = zeroGradients(s.model, be);
+    const tokensCounted = s.globalBatch * (s.seqLen - 1);
+    let lossSum = 0;
+    for (let micro = 0; micro < accumulation; micro++) {
+      const batch = source.batch(step, 0, 1, micro, s.microbatch);
+      lossSum += lossAndGradients(graph, batch.tokens, batch.rows, grads, 1 / tokensCounted).lossSum;
+    }
+    const gradNorm = clipGradNorm(be, grads, s.clipNorm);
+    const lr = s.optimizer.lr * lrFactor(s.schedule, step);
+    optimizer.update(grads, lr);
+    tokens += tokensPerBatch;
+    windowTokens += tokensPerBatch;
+    const loss = lossSum / tokensCounted;
+    result.losses.push({ step: step + 1, loss });
+    result.endStep = step + 1;
+
+    const done = step + 1;
+    if (done % s.logInterval === 0 || done === end) {
+      const seconds = (performance.now() - windowStart) / 1000;
+      const rate = windowTokens / Math.max(seconds, 1e-9);
+      const elapsed = (performance.now() - runStart) / 1000;
+      const record: TrainRecord = {
+        kind: 'train', step: done, tokens, loss, lr, gradNorm, tokensPerSecond: rate,
+        mfu: options.peakFlops ? (rate * flops) / options.peakFlops : null,
+        etaSeconds: (elapsed / (done - startStep)) * (s.maxBatches - done),
+      };
+      metrics.write(record);
+      log(formatTrainLine(record, s.maxBatches));
+      windowStart = performance.now();
+      windowTokens = 0;
+    }
+    if (s.evalInterval && done % s.evalInterval === 0) evaluate(done);
+    if (s.saveInterval && done % s.saveInterval === 0) await save(done);
+  }
+  if (result.endStep === s.maxBatches && result.endStep > startStep) {
+    if (!s.evalInterval || result.endStep % s.evalInterval !== 0) evaluate(result.endStep);
+    if (!s.saveInterval || result.endStep % s.saveInterval !== 0) await save(result.endStep);
+  }
+  return result;
+}
+
+function uploadAll(be: Backend, shapes: Map<string, number[]>, params: Map<string, Float32Array>, where: string): Map<string, Tensor> {
+  const out = new Map<string, Tensor>();
+  for (const [name, shape] of shapes) {
+    const data = required(params, name, 'weight');
+    if (data.length !== shape.reduce((a, b) => a * b, 1)) throw new ConfigError(`${where}: ${name} has ${data.length} values, the run's model needs [${shape}]`);
+    out.set(name, be.upload(data, shape, 'float32'));
+  }
+  return out;
+}
+
+function required(map: Map<string, Float32Array>, name: string, what: string): Float32Array {
+  const v = map.get(name);
+  if (!v) throw new ConfigError(`the checkpoint has no ${what} for ${name}: it was made for another model`);
+  return v;
+}
