@@ -3,6 +3,7 @@ import { generateCommand } from './generate.js';
 import { forwardCommand } from './forward.js';
 import { detokenizeCommand, tokenizeCommand } from './tokenize.js';
 import { infoCommand } from './info.js';
+import { trainCommand } from './train.js';
 import { evalPerplexityCommand } from './eval-perplexity.js';
 import { evalIclCommand } from './eval-icl.js';
 import { dataPrepareCommand } from './data-prepare.js';
@@ -16,6 +17,7 @@ export const commands: Command[] = [
   tokenizeCommand,
   detokenizeCommand,
   infoCommand,
+  trainCommand,
   evalPerplexityCommand,
   evalIclCommand,
   dataDemoCommand,

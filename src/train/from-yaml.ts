@@ -1,0 +1,32 @@
+import { CpuBackend } from '../backend/cpu/index.js';
+import type { Backend } from '../backend/backend.js';
+import { openModelFolder } from '../io/model-folder.js';
+import { ConfigError } from '../util/errors.js';
+import { readTrainConfig, resolveRun } from './config.js';
+import { openTrainData } from './data-source.js';
+import { train, type TrainOptions, type TrainResult } from './loop.js';
+
+/** `mpt train CONFIG.yaml [key=value …]` as a library call: parse, open the data, run. */
+export async function trainFromYaml(
+  file: string, overrides: string[] = [], options: Partial<TrainOptions> & { device?: 'cpu' } = {},
+): Promise<TrainResult> {
+  const parsed = readTrainConfig(file, overrides);
+  if (parsed.settings.pretrained) {
+    const folder = await openModelFolder(parsed.settings.pretrained);
+    parsed.settings.model = folder.config;
+    parsed.settings.run.format = folder.format;
+    await folder.close();
+    if (parsed.settings.seqLen > parsed.settings.model.maxSeqLen) {
+      throw new ConfigError(`${file}: max_seq_len ${parsed.settings.seqLen} exceeds the pretrained model's ${parsed.settings.model.maxSeqLen}`);
+    }
+  }
+  const s = parsed.settings;
+  const source = openTrainData(parsed.trainLoader, file, s.seqLen, s.globalBatch, s.seed, s.model.vocabSize);
+  try {
+    const run = resolveRun(parsed, source.samplesPerEpoch);
+    const backend: Backend = options.backend ?? new CpuBackend();
+    return await train(run, source, { ...options, backend });
+  } finally {
+    source.close();
+  }
+}
