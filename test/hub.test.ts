@@ -246,3 +246,19 @@ test('a renamed repository (a relative redirect without metadata) is followed', 
   assert.equal(dir, join(cacheDir, 'models--oldorg--tiny', 'snapshots', COMMIT));
   assert.equal(await sameTensors(dir, fixture('mosaic-gpt-tiny')), 18);
 });
+
+test('a model folder without tokenizer.json gets only the tokenizer files of the repository its config names', async () => {
+  const { tokenizerFileFor } = await import('../src/io/tokenizer-location.js');
+  const h = await startHub({ 'testorg/neox-tokenizer': { dir: fixture('mosaic-gpt-tiny'), files: TINY_FILES, commit: COMMIT } });
+  servers.push(h.close);
+  const cacheDir = await newCache();
+  const model = { dir: await newCache(), rawConfig: { tokenizer_name: 'testorg/neox-tokenizer' } };
+  const path = await tokenizerFileFor(model, { endpoint: h.endpoint, cacheDir, quiet: true });
+  assert.ok((await fs.readFile(path)).equals(await fs.readFile(fixture('mosaic-gpt-tiny', 'tokenizer.json'))));
+  assert.ok(h.log.every((r) => !/\.(bin|safetensors)$/.test(r.url)), 'no weights are fetched');
+  // A second time it comes from the cache, without a request.
+  const requests = h.log.length;
+  assert.equal(await tokenizerFileFor(model, { endpoint: h.endpoint, cacheDir, quiet: true }), path);
+  assert.equal(h.log.length, requests);
+  await assert.rejects(tokenizerFileFor({ dir: model.dir, rawConfig: {} }), /no tokenizer\.json/);
+});

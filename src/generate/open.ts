@@ -1,5 +1,6 @@
 import { selectBackend, type DeviceChoice } from '../backend/select.js';
 import { openModelFolder, type ModelFolder } from '../io/model-folder.js';
+import { tokenizerFileFor } from '../io/tokenizer-location.js';
 import { loadModel, type WeightDType } from '../model/load.js';
 import type { MptModel } from '../model/mpt.js';
 import { Tokenizer } from '../tokenizer/index.js';
@@ -31,14 +32,19 @@ export async function openForInference(options: OpenOptions): Promise<OpenModel>
     if (note) options.onNote?.(note);
     const dtype = backend.name === 'cpu' ? options.dtype : undefined;
     const model = await loadModel(folder, backend, { dtype, progress: options.progress });
-    const tokenizer = Tokenizer.fromFolder(folder.dir);
+    const tokenizer = Tokenizer.fromFile(await tokenizerFileFor(folder));
     return { model, tokenizer, folder };
   } finally {
     await folder.close();
   }
 }
 
-/** Only the folder and its tokenizer: for commands that need no weights (tokenize, info). */
+/** The tokenizer of a model folder (its own tokenizer.json, or the one its config names). */
+export async function tokenizerOf(folder: ModelFolder): Promise<Tokenizer> {
+  return Tokenizer.fromFile(await tokenizerFileFor(folder));
+}
+
+/** Only the folder's headers: for commands that need no weights (tokenize, info). */
 export async function openFolder(model: string | undefined): Promise<ModelFolder> {
   return openModelFolder(resolveModelName(model));
 }

@@ -20,6 +20,8 @@ export interface HubOptions {
   revision?: string;
   /** No progress bars. */
   quiet?: boolean;
+  /** What to fetch: a whole model (config, tokenizer, weights; default) or only the tokenizer files. */
+  files?: 'model' | 'tokenizer';
   /** Override `$HF_ENDPOINT` / the cache folder (tests). */
   endpoint?: string;
   cacheDir?: string;
@@ -53,7 +55,8 @@ export async function resolveHubModel(name: string, options: HubOptions = {}): P
   const cachedCommit = isCommit(revision) ? revision : await readRef(repoDir, revision);
   if (cachedCommit) {
     const snapshot = join(repoDir, 'snapshots', cachedCommit);
-    if (await snapshotIsComplete(snapshot)) return snapshot;
+    const complete = options.files === 'tokenizer' ? existsSync(join(snapshot, 'tokenizer.json')) : await snapshotIsComplete(snapshot);
+    if (complete) return snapshot;
   }
   if (options.download === false || offline()) {
     const why = options.download === false ? 'downloads are off' : 'HF_HUB_OFFLINE is set';
@@ -61,7 +64,8 @@ export async function resolveHubModel(name: string, options: HubOptions = {}): P
     throw new UserError(`${repo}: ${state} and ${why}`);
   }
   const endpoint = (options.endpoint ?? process.env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, '');
-  return new HubDownload(repo, revision, endpoint, repoDir, options.quiet ?? false).run();
+  const download = new HubDownload(repo, revision, endpoint, repoDir, options.quiet ?? false);
+  return options.files === 'tokenizer' ? download.runTokenizer() : download.run();
 }
 
 async function readRef(repoDir: string, revision: string): Promise<string | null> {
@@ -120,11 +124,22 @@ class HubDownload {
       break;
     }
     if (!found) throw new UserError(`${this.repo}: the repository has no weights (looked for ${WEIGHT_FILES.join(', ')})`);
-    if (!isCommit(this.revision)) {
-      await fs.mkdir(join(this.repoDir, 'refs'), { recursive: true });
-      await writeFileAtomic(join(this.repoDir, 'refs', this.revision), this.commit!);
-    }
+    await this.writeRef();
     return this.snapshotDir();
+  }
+
+  /** Only the tokenizer files (for a model whose config names its tokenizer's repository). */
+  async runTokenizer(): Promise<string> {
+    await this.fetch('tokenizer.json', true);
+    for (const file of TOKENIZER_FILES.slice(1)) await this.fetch(file, false);
+    await this.writeRef();
+    return this.snapshotDir();
+  }
+
+  private async writeRef(): Promise<void> {
+    if (isCommit(this.revision)) return;
+    await fs.mkdir(join(this.repoDir, 'refs'), { recursive: true });
+    await writeFileAtomic(join(this.repoDir, 'refs', this.revision), this.commit!);
   }
 
   private snapshotDir(): string {

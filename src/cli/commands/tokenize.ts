@@ -1,14 +1,14 @@
 import type { Command } from '../main.js';
 import { MODEL_FLAG, readStdin } from '../model-flags.js';
 import { parseIds } from '../args.js';
-import { openFolder } from '../../generate/open.js';
-import { Tokenizer } from '../../tokenizer/index.js';
+import { openFolder, tokenizerOf as folderTokenizer } from '../../generate/open.js';
+import type { Tokenizer } from '../../tokenizer/index.js';
 import { UserError } from '../../util/errors.js';
 
 async function tokenizerOf(model: string | undefined): Promise<Tokenizer> {
   const folder = await openFolder(model);
   try {
-    return Tokenizer.fromFolder(folder.dir);
+    return await folderTokenizer(folder);
   } finally {
     await folder.close();
   }
