@@ -4,6 +4,7 @@ import { forwardCommand } from './forward.js';
 import { detokenizeCommand, tokenizeCommand } from './tokenize.js';
 import { infoCommand } from './info.js';
 import { trainCommand } from './train.js';
+import { exportCommand } from './export.js';
 import { evalPerplexityCommand } from './eval-perplexity.js';
 import { evalIclCommand } from './eval-icl.js';
 import { dataPrepareCommand } from './data-prepare.js';
@@ -18,6 +19,7 @@ export const commands: Command[] = [
   detokenizeCommand,
   infoCommand,
   trainCommand,
+  exportCommand,
   evalPerplexityCommand,
   evalIclCommand,
   dataDemoCommand,

@@ -1,0 +1,65 @@
+import { copyFileSync, existsSync, mkdirSync, statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { writeSafetensors } from '../io/safetensors.js';
+import { sourceName } from '../io/weight-names.js';
+import { parameterShapes, type MptConfig } from '../model/config.js';
+import { writeFileAtomic } from '../util/atomic.js';
+import { UserError } from '../util/errors.js';
+import { loadCheckpoint, resolveCheckpoint } from './checkpoint.js';
+
+/**
+ * A training checkpoint → a Hugging Face model folder: config.json in the MosaicGPT format (as the
+ * seed model's own), model.safetensors (float32, MosaicGPT tensor names) and the tokenizer files
+ * when the run named a local tokenizer. A model MosaicGPT's config cannot describe (llm-foundry's
+ * interleaved ALiBi slopes for a head count that is not a power of two, an untied output) is
+ * written in the MPT format instead.
+ */
+const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
+
+export async function exportCheckpoint(checkpoint: string, outDir: string): Promise<{ dir: string; format: 'mosaic_gpt' | 'mpt'; notes: string[] }> {
+  const dir = resolveCheckpoint(checkpoint);
+  const { state, tensors } = await loadCheckpoint(dir);
+  const config = state.run.config as MptConfig | undefined;
+  if (!config) throw new UserError(`${dir}: the checkpoint records no model config`);
+  const nonPowerOfTwo = (config.nHeads & (config.nHeads - 1)) !== 0;
+  const format = (config.alibi && config.alibiSlopes === 'power-of-two' && nonPowerOfTwo) || !config.tieWordEmbeddings ? 'mpt' : 'mosaic_gpt';
+  mkdirSync(outDir, { recursive: true });
+  const tokenizer = typeof state.run.tokenizer === 'string' ? state.run.tokenizer : null;
+  await writeFileAtomic(join(outDir, 'config.json'), JSON.stringify(format === 'mosaic_gpt' ? mosaicGptJson(config, tokenizer) : mptJson(config, tokenizer), null, 2) + '\n');
+  const shapes = parameterShapes(config);
+  await writeSafetensors(join(outDir, 'model.safetensors'), [...shapes].map(([name, shape]) => {
+    const data = tensors.params.get(name);
+    if (!data) throw new UserError(`${dir}: the checkpoint has no ${name}`);
+    return { name: sourceName(format, name), dtype: 'float32' as const, shape, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+  }), { format: 'pt', 'mpt-ts': `exported from ${basename(dir)} (step ${state.step})` });
+  const notes: string[] = [];
+  if (tokenizer && existsSync(tokenizer)) {
+    const from = statSync(tokenizer).isDirectory() ? tokenizer : dirname(tokenizer);
+    for (const f of TOKENIZER_FILES) if (existsSync(join(from, f))) copyFileSync(join(from, f), join(outDir, f));
+  } else {
+    notes.push(tokenizer ? `tokenizer ${tokenizer} is not a local path: copy its files into ${outDir} yourself` : 'the run named no tokenizer (byte-level tokens): no tokenizer files written');
+  }
+  return { dir: outDir, format, notes };
+}
+
+function mosaicGptJson(c: MptConfig, tokenizer: string | null): Record<string, unknown> {
+  return {
+    architectures: ['MosaicGPT'], model_type: 'mosaic_gpt',
+    d_model: c.dModel, n_heads: c.nHeads, n_layers: c.nLayers, mlp_ratio: c.expansionRatio, max_seq_len: c.maxSeqLen, vocab_size: c.vocabSize,
+    alibi: c.alibi, alibi_bias_max: c.alibiBiasMax, attn_qk_ln: c.qkLn, attn_clip_qkv: c.clipQkv, softmax_scale: c.softmaxScale,
+    no_bias: c.noBias, logit_scale: c.logitScale, layer_norm_epsilon: c.layerNormEps, embedding_fraction: c.embeddingFraction,
+    attn_impl: 'torch', low_precision_layernorm: true, prefix_lm: false, attn_uses_sequence_id: false, use_cache: false,
+    ...(tokenizer ? { tokenizer_name: tokenizer } : {}), torch_dtype: 'float32',
+  };
+}
+
+function mptJson(c: MptConfig, tokenizer: string | null): Record<string, unknown> {
+  return {
+    architectures: ['MPTForCausalLM'], model_type: 'mpt',
+    d_model: c.dModel, n_heads: c.nHeads, n_layers: c.nLayers, expansion_ratio: c.expansionRatio, max_seq_len: c.maxSeqLen, vocab_size: c.vocabSize,
+    attn_config: { alibi: c.alibi, alibi_bias_max: c.alibiBiasMax, qk_ln: c.qkLn, clip_qkv: c.clipQkv, softmax_scale: c.softmaxScale, attn_type: 'multihead_attention' },
+    learned_pos_emb: c.learnedPosEmb, no_bias: c.noBias, logit_scale: c.logitScale, layer_norm_epsilon: c.layerNormEps,
+    embedding_fraction: c.embeddingFraction, norm_type: 'low_precision_layernorm', tie_word_embeddings: c.tieWordEmbeddings,
+    ...(tokenizer ? { tokenizer_name: tokenizer } : {}), torch_dtype: 'float32',
+  };
+}

@@ -1,0 +1,50 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CpuBackend } from '../src/backend/cpu/index.js';
+import { openModelFolder } from '../src/io/model-folder.js';
+import { loadModel, modelFromTensors } from '../src/model/load.js';
+import type { MptConfig } from '../src/model/config.js';
+import { loadCheckpoint, latestCheckpoint } from '../src/train/checkpoint.js';
+import { exportCheckpoint } from '../src/train/export.js';
+import { trainFromYaml } from '../src/train/from-yaml.js';
+import { fixture, projectRoot } from './fixtures.js';
+
+test('mpt export writes a folder that loads back with identical weights and logits', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'mpt-export-'));
+  try {
+    const backend = new CpuBackend({ threads: 2 });
+    const saveFolder = join(dir, 'run');
+    await trainFromYaml(join(projectRoot, 'yamls', 'tiny-cpu.yaml'), [
+      `save_folder=${saveFolder}`, 'max_duration=2ba', 'global_train_batch_size=2', 'device_train_microbatch_size=2', 'max_seq_len=32',
+      'eval_interval=100ba', `tokenizer.name=${fixture('mosaic-gpt-tiny')}`,
+    ], { backend, log: () => {} });
+    const out = join(dir, 'hf');
+    const r = await exportCheckpoint(saveFolder, out);
+    assert.equal(r.format, 'mosaic_gpt');
+    for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']) {
+      assert.ok(existsSync(join(out, f)), `${f} is written`);
+    }
+
+    const { state, tensors } = await loadCheckpoint(latestCheckpoint(saveFolder)!);
+    const folder = await openModelFolder(out);
+    assert.equal(folder.format, 'mosaic_gpt');
+    assert.deepEqual(folder.config, state.run.config);
+    for (const [name, source] of folder.tensors) {
+      const bytes = await source.read();
+      const expected = tensors.params.get(name)!;
+      assert.ok(Buffer.from(expected.buffer, expected.byteOffset, expected.byteLength).equals(bytes), `${name} is stored bit for bit`);
+    }
+    const exported = await loadModel(folder, backend, { dtype: 'float32' });
+    await folder.close();
+    const direct = modelFromTensors(state.run.config as MptConfig, backend, new Map([...tensors.params].map(([n, d]) => [n, { data: d, dtype: 'float32' as const }])));
+    const ids = Int32Array.from('export me', (ch) => ch.charCodeAt(0));
+    const a = backend.download(exported.forward(ids, exported.newCache(1, ids.length)));
+    const b = backend.download(direct.forward(ids, direct.newCache(1, ids.length)));
+    assert.deepEqual(a, b);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
