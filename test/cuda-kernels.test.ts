@@ -98,6 +98,12 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       const sum = cpu.add(xc, rc);
       close('fused add: the residual stream', down(be, xg), down(cpu, sum), tol(dtype, 1e-7));
       close('fused add: LayerNorm', down(be, out), down(cpu, cpu.layerNorm(sum, wc, bc, 1e-5)), tol(dtype, 1e-5));
+      // A float32 residual stream in, the compute dtype out (the decoder's layout).
+      const raw = randn(rows * d, 3);
+      const xf = be.upload(raw, [rows, d], 'float32') as CudaTensor;
+      const outF = be.alloc([rows, d]);
+      be.layerNormInto(xf, null, wg as CudaTensor, bg as CudaTensor, outF, rows, d, 1e-5);
+      close('layerNorm of a float32 stream', down(be, outF), down(cpu, cpu.layerNorm(cpu.upload(raw, [rows, d], 'float32'), wc, bc, 1e-5)), tol(dtype, 1e-5));
     }
   });
 
@@ -112,6 +118,11 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       const [yg, yc] = pair(be, randn(rows * outF), [rows, outF]);
       be.matmulInto(xg as CudaTensor, wg as CudaTensor, bg as CudaTensor, yg as CudaTensor, rows, true);
       close('y += x·Wᵀ + b', down(be, yg), down(cpu, cpu.add(yc, cpu.linear(xc, wc, bc))), tol(dtype, 1e-5));
+      // Operands in the compute dtype, y float32 (fp32 logits and residual stream): no output rounding.
+      const raw = randn(rows * outF);
+      const yf = be.upload(raw, [rows, outF], 'float32') as CudaTensor;
+      be.matmulInto(xg as CudaTensor, wg as CudaTensor, null, yf, rows, true);
+      close('float32 y += x·Wᵀ', down(be, yf), down(cpu, cpu.add(cpu.upload(raw, [rows, outF], 'float32'), cpu.linear(xc, wc, null))), 1e-5);
     }
   });
 
@@ -125,8 +136,8 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     const [kbg, kbc] = pair(be, randn(d), [d]);
     const q = be.alloc([rows, d]);
     const kc = be.zeros([batch, cap, d]) as CudaTensor, vc = be.zeros([batch, cap, d]) as CudaTensor;
-    be.kernels.get('qkv.cu', 'qkv_split', be.defs()).launch([rows], [128], [(qkvg as CudaTensor).ptr, q.ptr, kc.ptr, vc.ptr,
-      (qwg as CudaTensor).ptr, 0, (kwg as CudaTensor).ptr, (kbg as CudaTensor).ptr, t, d, cap, 0, at, clip, 1, 1e-5], 2 * d * 4);
+    be.kernels.get('qkv.cu', 'qkv_split', be.defs()).launch([rows, 3], [be.rowThreads(d)], [(qkvg as CudaTensor).ptr, q.ptr, kc.ptr, vc.ptr,
+      (qwg as CudaTensor).ptr, 0, (kwg as CudaTensor).ptr, (kbg as CudaTensor).ptr, t, d, cap, 0, at, clip, 1, 1e-5]);
     const clamped = cpu.clamp(qkvc, clip);
     const qRef = cpu.layerNorm(cpu.columns(clamped, 0, d), qwc, null, 1e-5);
     const kRef = cpu.layerNorm(cpu.columns(clamped, d, d), kwc, kbc, 1e-5);

@@ -90,6 +90,8 @@ export interface MatmulArgs {
   /** y += x · Wᵀ instead of y = x · Wᵀ. */
   accumulate: boolean;
   dtype: 'bfloat16' | 'float32';
+  /** y's type: float32 with bf16 operands gives fp32 logits and a fp32 residual stream. */
+  outDType?: 'bfloat16' | 'float32';
 }
 
 interface Plan {
@@ -125,7 +127,8 @@ export class CublasLt {
   }
 
   private plan(a: MatmulArgs): Plan {
-    const key = `${a.dtype}:${a.rows}:${a.inFeatures}:${a.outFeatures}:${a.bias !== null}:${a.accumulate}`;
+    const outType = (a.outDType ?? a.dtype) === 'bfloat16' ? CUDA_R_16BF : CUDA_R_32F;
+    const key = `${a.dtype}>${a.outDType ?? a.dtype}:${a.rows}:${a.inFeatures}:${a.outFeatures}:${a.bias !== null}:${a.accumulate}`;
     let plan = this.plans.get(key);
     if (plan) return plan;
     const type = a.dtype === 'bfloat16' ? CUDA_R_16BF : CUDA_R_32F;
@@ -143,7 +146,7 @@ export class CublasLt {
     }
     const layoutA = create('cublasLtMatrixLayoutCreate', type, a.inFeatures, a.outFeatures, a.inFeatures);
     const layoutB = create('cublasLtMatrixLayoutCreate', type, a.inFeatures, a.rows, a.inFeatures);
-    const layoutC = create('cublasLtMatrixLayoutCreate', type, a.outFeatures, a.rows, a.outFeatures);
+    const layoutC = create('cublasLtMatrixLayoutCreate', outType, a.outFeatures, a.rows, a.outFeatures);
     const results = Buffer.alloc(HEURISTIC_RESULT_BYTES * 4);
     const returned = [0];
     check(`cublasLtMatmulAlgoGetHeuristic(${key})`, lt().cublasLtMatmulAlgoGetHeuristic(this.handle, desc, layoutA, layoutB,
@@ -156,6 +159,7 @@ export class CublasLt {
 
   matmul(a: MatmulArgs): void {
     const plan = this.plan(a);
+    if (a.bias !== null && (a.outDType ?? a.dtype) !== a.dtype) throw new CublasError('cublasLtMatmul', 15, 'a bias with an output type other than the operands\' is not supported');
     if (a.bias !== null && plan.lastBias !== a.bias) {
       plan.biasSlot!.writeBigUInt64LE(BigInt(a.bias));
       check('cublasLtMatmulDescSetAttribute(BIAS_POINTER)', lt().cublasLtMatmulDescSetAttribute(plan.desc, DESC_BIAS_POINTER, plan.biasSlot, 8));

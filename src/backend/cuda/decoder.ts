@@ -15,6 +15,7 @@ import type { Tensor } from '../backend.js';
 import type { CudaGraph } from './driver.js';
 import type { CudaBackend } from './index.js';
 import { asCuda, type CudaTensor } from './tensor.js';
+import { UserError } from '../../util/errors.js';
 
 interface Affine { weight: Tensor; bias: Tensor | null }
 export interface DecoderParams {
@@ -53,7 +54,8 @@ export class CudaDecoder {
   private readonly mask: CudaTensor;       // int32 [batch, capacity]
   private readonly hostMask: Int32Array;
   private readonly logits: CudaTensor;     // [batch, vocab]
-  private readonly lastRows: CudaTensor;   // [batch, d]
+  private readonly lastRows: CudaTensor;   // float32 [batch, d]: each row's last position of the residual stream
+  private readonly finalH: CudaTensor;     // [batch, d]: LN_f of lastRows
   private readonly slopes: CudaTensor | null;
   private readonly step1: ReturnType<CudaDecoder['buffers']>;
   private padded = false;
@@ -78,8 +80,14 @@ export class CudaDecoder {
     this.position = own(be.zeros([1], 'int32') as CudaTensor);
     this.mask = own(be.zeros([batch, capacity], 'int32') as CudaTensor);
     this.hostMask = new Int32Array(batch * capacity).fill(1);
-    this.logits = own(be.alloc([batch, config.vocabSize]));
-    this.lastRows = own(be.alloc([batch, this.d]));
+    // Logits and the residual stream are float32 whatever the compute dtype (as under torch autocast,
+    // where the residual adds happen in float32): bf16 logits would be off by up to 1/64 at |logit| ≈ 4.
+    this.logits = own(be.alloc([batch, config.vocabSize], 'float32'));
+    this.lastRows = own(be.alloc([batch, this.d], 'float32'));
+    this.finalH = own(be.alloc([batch, this.d]));
+    if (be.activationDType === 'bfloat16' && [p.lnF.bias, ...p.blocks.flatMap((b) => [b.out.bias, b.down.bias])].some((x) => x)) {
+      throw new UserError('the fused CUDA decoder does not run models with biases in bfloat16 yet: use the generic path');
+    }
     this.slopes = slopes ? be.slopesOnDevice(slopes) : null;
     this.step1 = this.buffers(1);
     const blocks = batch * config.nHeads;
@@ -90,11 +98,11 @@ export class CudaDecoder {
   /** Activation buffers for t new positions of every row. */
   private buffers(t: number) {
     const rows = this.batch * t, be = this.be;
-    const own = (shape: number[], dtype?: 'int32') => { const x = be.alloc(shape, dtype); this.owned.push(x); return x; };
+    const own = (shape: number[], dtype?: 'int32' | 'float32') => { const x = be.alloc(shape, dtype); this.owned.push(x); return x; };
     return {
       t, rows,
       ids: own([rows], 'int32'),
-      x: own([rows, this.d]), h: own([rows, this.d]), qkv: own([rows, 3 * this.d]), q: own([rows, this.d]),
+      x: own([rows, this.d], 'float32'), h: own([rows, this.d]), qkv: own([rows, 3 * this.d]), q: own([rows, this.d]),
       att: own([rows, this.d]), up: own([rows, this.hidden]),
       last: own([this.batch], 'int32'),
     };
@@ -114,7 +122,7 @@ export class CudaDecoder {
     const w = (x: Tensor) => asCuda(x, 'decoder weight');
     const wb = (a: Affine) => (a.bias ? w(a.bias) : null);
     const el = (name: string, n: number, args: number[]) => be.launch1d('elementwise.cu', name, n, args);
-    el('gather_rows', rows * d, [w(p.wte).ptr, idsPtr, buf.x.ptr, rows, d, c.vocabSize, be.errorFlag]);
+    el('gather_rows_f32', rows * d, [w(p.wte).ptr, idsPtr, buf.x.ptr, rows, d, c.vocabSize, be.errorFlag]);
     this.stage('embedding');
     const mask = this.padded ? this.mask : null;
     for (let layer = 0; layer < p.blocks.length; layer++) {
@@ -123,12 +131,12 @@ export class CudaDecoder {
       this.stage('layernorm');
       be.matmulInto(buf.h, w(blk.wqkv.weight), wb(blk.wqkv), buf.qkv, rows, false);
       this.stage('gemm_qkv');
-      be.kernels.get('qkv.cu', 'qkv_split', be.defs()).launch([rows], [256], [
+      be.kernels.get('qkv.cu', 'qkv_split', be.defs()).launch([rows, 3], [be.rowThreads(d)], [
         buf.qkv.ptr, buf.q.ptr, this.kCache[layer].ptr, this.vCache[layer].ptr,
         blk.qLn ? w(blk.qLn.weight).ptr : 0, blk.qLn?.bias ? w(blk.qLn.bias).ptr : 0,
         blk.kLn ? w(blk.kLn.weight).ptr : 0, blk.kLn?.bias ? w(blk.kLn.bias).ptr : 0,
         t, d, this.capacity, posDev ? this.position.ptr : 0, posDev ? 0 : this.length,
-        c.clipQkv ?? 0, blk.qLn && blk.kLn ? 1 : 0, c.layerNormEps], 2 * d * 4);
+        c.clipQkv ?? 0, blk.qLn && blk.kLn ? 1 : 0, c.layerNormEps]);
       this.stage('qkv_split');
       be.attentionInto({
         q: buf.q, k: this.kCache[layer], v: this.vCache[layer], out: buf.att, mask, slopes: this.slopes,
@@ -151,12 +159,14 @@ export class CudaDecoder {
     // Logits of each row's last position only.
     let src = buf.x;
     if (t > 1) {
-      el('gather_rows', this.batch * d, [buf.x.ptr, buf.last.ptr, this.lastRows.ptr, this.batch, d, rows, be.errorFlag]);
+      be.launch1d('elementwise.cu', 'gather_rows', this.batch * d, [buf.x.ptr, buf.last.ptr, this.lastRows.ptr, this.batch, d, rows, be.errorFlag], { MPT_BF16: false });
       src = this.lastRows;
     }
-    be.layerNormInto(src, null, w(p.lnF.weight), wb(p.lnF), this.lastRows, this.batch, d, c.layerNormEps);
-    be.matmulInto(this.lastRows, w(p.lmHead ?? p.wte), null, this.logits, this.batch, false);
-    if (c.logitScale !== null) el('scale', this.batch * c.vocabSize, [this.logits.ptr, this.logits.ptr, c.logitScale, this.batch * c.vocabSize]);
+    be.layerNormInto(src, null, w(p.lnF.weight), wb(p.lnF), this.finalH, this.batch, d, c.layerNormEps);
+    be.matmulInto(this.finalH, w(p.lmHead ?? p.wte), null, this.logits, this.batch, false);
+    if (c.logitScale !== null) {
+      be.launch1d('elementwise.cu', 'scale', this.batch * c.vocabSize, [this.logits.ptr, this.logits.ptr, c.logitScale, this.batch * c.vocabSize], { MPT_BF16: false });
+    }
     this.stage('logits');
     be.sampleInto(this.logits, this.nextIds, { ...this.sampling, stepDev: posDev ? this.position.ptr : 0, step: posDev ? 0 : this.length + t });
     this.stage('sample');

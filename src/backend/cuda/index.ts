@@ -247,12 +247,21 @@ export class CudaBackend implements Backend {
     return out;
   }
 
-  /** out ← LayerNorm(x) over rows of width d; with `residual`, x ← x + residual first (in place). */
+  /** Threads for a row kernel that holds up to 16 values a thread in registers (layernorm.cu, qkv.cu). */
+  rowThreads(d: number): number {
+    const threads = Math.min(1024, Math.max(32, Math.ceil(d / 8 / 32) * 32));
+    if (d > threads * 16) throw new Error(`rows of width ${d} are wider than the row kernels hold (${threads * 16})`);
+    return threads;
+  }
+
+  /**
+   * out ← LayerNorm(x) over rows of width d; with `residual`, x ← x + residual first (in place).
+   * x (and residual) may be float32 on a bf16 backend: the decoder's residual stream.
+   */
   layerNormInto(x: CudaTensor, residual: CudaTensor | null, w: CudaTensor, b: CudaTensor | null, out: CudaTensor,
     rows: number, d: number, eps: number): void {
     if (rows === 0) return;
-    const threads = d >= 1024 ? 512 : d >= 256 ? 256 : 64;
-    this.kernels.get('layernorm.cu', 'layernorm', this.defs()).launch([rows], [threads],
+    this.kernels.get('layernorm.cu', 'layernorm', this.defs({ MPT_X_F32: x.dtype === 'float32' })).launch([rows], [this.rowThreads(d)],
       [x.ptr, residual?.ptr ?? 0, w.ptr, b?.ptr ?? 0, out.ptr, d, eps]);
   }
 
@@ -266,11 +275,11 @@ export class CudaBackend implements Backend {
     return out;
   }
 
-  /** y (+)= x · Wᵀ (+ b) on cuBLASLt. */
+  /** y (+)= x · Wᵀ (+ b) on cuBLASLt; y may be float32 on a bf16 backend (residual stream, logits). */
   matmulInto(x: CudaTensor, w: CudaTensor, b: CudaTensor | null, y: CudaTensor, rows: number, accumulate: boolean): void {
     if (rows === 0) return;
     this.blas.matmul({ rows, inFeatures: w.shape[1], outFeatures: w.shape[0], x: x.ptr, w: w.ptr, y: y.ptr,
-      bias: b ? b.ptr : null, accumulate, dtype: this.activationDType });
+      bias: b ? b.ptr : null, accumulate, dtype: this.activationDType, outDType: y.dtype === 'float32' ? 'float32' : this.activationDType });
   }
 
   gelu(x: Tensor): Tensor {
@@ -383,7 +392,7 @@ export class CudaBackend implements Backend {
     const defs = this.defs({ HEAD_DIM: a.dHead });
     this.kernels.get('attention.cu', 'attention_decode', defs).launch([splits, a.nHeads, a.batch * a.tq], [128],
       [a.q.ptr, a.k.ptr, a.v.ptr, a.mask?.ptr ?? 0, a.slopes?.ptr ?? 0, a.out.ptr, partialPtr, a.tq, a.nHeads, a.capacity,
-        a.kvLenDev, a.kvLenDev ? 0 : a.kvLen, a.qStride, a.kvStride, a.oStride, a.scale]);
+        a.kvLenDev, a.kvLen, a.qStride, a.kvStride, a.oStride, a.scale]);
     if (splits > 1) {
       this.kernels.get('attention.cu', 'attention_combine', defs).launch([a.nHeads, a.batch * a.tq], [Math.ceil(a.dHead / 32) * 32],
         [partialPtr, a.out.ptr, a.tq, a.nHeads, splits, a.oStride]);

@@ -12,7 +12,7 @@ import { Kernel, loadModule, moduleFunction, type CudaContext } from './driver.j
 
 export const KERNEL_ARGS: Record<string, string> = {
   f32_to_t: 'ppq', t_to_f32: 'ppq', bf16_to_t: 'ppq', add: 'pppq', scale: 'ppfq', clamp: 'ppfq', gelu: 'ppq',
-  columns: 'ppiiii', gather_rows: 'pppiiip', write_rows: 'ppiiiipi', advance: 'pi',
+  columns: 'ppiiii', gather_rows: 'pppiiip', gather_rows_f32: 'pppiiip', write_rows: 'ppiiiipi', advance: 'pi',
   layernorm: 'pppppif',
   qkv_split: 'ppppppppiiipifif',
   attention_decode: 'pppppppiiipiiiif', attention_combine: 'ppiiii',
@@ -57,7 +57,7 @@ export class KernelCache {
     let module = this.modules.get(moduleKey);
     if (module === undefined) {
       const dir = kernelFolder();
-      const source = readFileSync(join(dir, 'common.cuh'), 'utf8') + '\n#line 1 "' + file + '"\n' + readFileSync(join(dir, file), 'utf8');
+      const source = '#line 1 "common.cuh"\n' + readFileSync(join(dir, 'common.cuh'), 'utf8') + '\n#line 1 "' + file + '"\n' + readFileSync(join(dir, file), 'utf8');
       const result = compile(file, source, architecture(this.ctx), [...defs, '-lineinfo']);
       this.compileMillis += result.millis;
       module = loadModule(result.cubin);

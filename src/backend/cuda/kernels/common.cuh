@@ -1,6 +1,10 @@
 // Prepended to every kernel source by kernels.ts. T is the storage type of activations and weights:
 // __nv_bfloat16 when MPT_BF16 is defined, else float. Arithmetic is always in float.
 #include <cuda_bf16.h>
+// NVRTC has no <math.h>: INFINITY by its bits.
+#ifndef INFINITY
+#define INFINITY __int_as_float(0x7f800000)
+#endif
 #ifdef MPT_BF16
 typedef __nv_bfloat16 T;
 #else

@@ -84,3 +84,18 @@ extern "C" __global__ void fill_normal(T* __restrict__ out, long long n, unsigne
     out[i] = st<T>(mean + std * sqrtf(-2.f * __logf(u1)) * __cosf(6.2831853f * u2));
   }
 }
+// out[i, :] = float(table[ids[i], :]): the embedding into the float32 residual stream of the bf16 decoder.
+extern "C" __global__ void gather_rows_f32(const T* __restrict__ table, const int* __restrict__ ids, float* __restrict__ out,
+                                           int n, int width, int vocab, int* error) {
+  long long total = (long long)n * width;
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
+    int r = (int)(i / width), c = (int)(i - (long long)r * width);
+    int id = ids[r];
+    if (id < 0 || id >= vocab) {
+      out[i] = 0.f;
+      if (c == 0 && atomicCAS(error, 0, 1) == 0) error[1] = id;
+    } else {
+      out[i] = ld(table[(long long)id * width + c]);
+    }
+  }
+}
