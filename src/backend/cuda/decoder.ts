@@ -149,10 +149,8 @@ export class CudaDecoder {
       this.stage('gemm_out');
       be.layerNormInto(buf.x, null, w(blk.ln2.weight), wb(blk.ln2), buf.h, rows, d, c.layerNormEps);
       this.stage('layernorm');
-      be.matmulInto(buf.h, w(blk.up.weight), wb(blk.up), buf.up, rows, false);
-      this.stage('gemm_up');
-      el('gelu', rows * this.hidden, [buf.up.ptr, buf.up.ptr, rows * this.hidden]);
-      this.stage('gelu');
+      be.matmulInto(buf.h, w(blk.up.weight), wb(blk.up), buf.up, rows, false, true);
+      this.stage('gemm_up_gelu');
       be.matmulInto(buf.up, w(blk.down.weight), wb(blk.down), buf.x, rows, true);
       this.stage('gemm_down');
     }

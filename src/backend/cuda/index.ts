@@ -44,6 +44,19 @@ export function cudaAvailable(): { ok: boolean; reason?: string } {
 
 const THREADS = 256;
 
+/**
+ * Warps a block and k-steps per load group for skinny_gemm.cu: about 2048 warps over the chip, and
+ * K divisible by 32·unroll·warps; null when K does not divide (then cuBLASLt runs it).
+ */
+function skinnyPlan(inF: number, outF: number): { warps: number; unroll: number } | null {
+  const tiles = Math.ceil(outF / 16);
+  const want = Math.min(16, Math.max(4, 2 ** Math.ceil(Math.log2(Math.max(1, 2048 / tiles)))));
+  for (const unroll of [4, 2, 1]) {
+    for (let warps = want; warps >= 1; warps /= 2) if (inF % (32 * unroll * warps) === 0) return { warps, unroll };
+  }
+  return null;
+}
+
 const trainingNotOnCuda = (op: string) =>
   new UserError(`${op}: training ops are not implemented on the CUDA backend yet; train with --device cpu`);
 
@@ -275,12 +288,35 @@ export class CudaBackend implements Backend {
     return out;
   }
 
-  /** y (+)= x · Wᵀ (+ b) on cuBLASLt; y may be float32 on a bf16 backend (residual stream, logits). */
-  matmulInto(x: CudaTensor, w: CudaTensor, b: CudaTensor | null, y: CudaTensor, rows: number, accumulate: boolean): void {
+  /**
+   * y (+)= x · Wᵀ (+ b) (→ exact GELU with `gelu`); y may be float32 on a bf16 backend (residual
+   * stream, logits). Up to 16 rows in bf16 go to skinny_gemm.cu (decode: the weights are streamed once,
+   * GELU fused); the rest to cuBLASLt.
+   */
+  matmulInto(x: CudaTensor, w: CudaTensor, b: CudaTensor | null, y: CudaTensor, rows: number, accumulate: boolean, gelu = false): void {
     if (rows === 0) return;
-    this.blas.matmul({ rows, inFeatures: w.shape[1], outFeatures: w.shape[0], x: x.ptr, w: w.ptr, y: y.ptr,
+    const [outF, inF] = w.shape;
+    if (this.skinny && this.activationDType === 'bfloat16' && rows <= 16) {
+      const plan = skinnyPlan(inF, outF);
+      if (plan) {
+        const yF32 = y.dtype === 'float32';
+        const tiles = rows > 8 ? 2 : 1;
+        this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32 })
+          .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0],
+            plan.warps * 16 * 8 * tiles * 4);
+        return;
+      }
+    }
+    this.blas.matmul({ rows, inFeatures: inF, outFeatures: outF, x: x.ptr, w: w.ptr, y: y.ptr,
       bias: b ? b.ptr : null, accumulate, dtype: this.activationDType, outDType: y.dtype === 'float32' ? 'float32' : this.activationDType });
+    if (gelu) {
+      const n = rows * outF;
+      this.launch1d('elementwise.cu', 'gelu', n, [y.ptr, y.ptr, n], { MPT_BF16: y.dtype === 'bfloat16' });
+    }
   }
+
+  /** Whether few-row GEMMs use skinny_gemm.cu (true) or always cuBLASLt (for comparisons). */
+  skinny = process.env.MPT_CUDA_SKINNY !== '0';
 
   gelu(x: Tensor): Tensor {
     const xx = this.act(x, 'gelu'), n = elementCount(xx.shape);
