@@ -409,7 +409,7 @@ export class CudaBackend implements Backend {
       this.kernels.get('flash_attention.cu', 'flash_attention', { MPT_BF16: true, HEAD_DIM: a.dHead }).launch(
         [Math.ceil(a.tq / 64), a.nHeads, a.batch], [128],
         [a.q.ptr, a.k.ptr, a.v.ptr, a.mask?.ptr ?? 0, a.slopes?.ptr ?? 0, a.out.ptr, a.tq, a.capacity, a.kvLen,
-          a.qStride, a.kvStride, a.oStride, a.scale]);
+          a.qStride, a.kvStride, a.oStride, a.scale], 2 * 2 * 64 * (a.dHead + 8) * 2);
       return;
     }
     const blocks = a.batch * a.tq * a.nHeads;

@@ -1,6 +1,7 @@
 // Causal flash attention for prefill on the tensor cores (bf16 only; HEAD_DIM a multiple of 16).
 // Grid (query tiles, heads, batch), 4 warps a block; each warp owns 16 query rows of the block's 64.
-// Key/value tiles of 64 rows go through shared memory; S = Q·Kᵀ and O += P·V are
+// Key/value tiles of 64 rows go through shared memory, two stages deep (cp.async: the next tile
+// loads while this one is used); S = Q·Kᵀ and O += P·V are
 // mma.sync.m16n8k16 bf16 products with fp32 accumulators; the softmax is online (running max and
 // sum per row), so the T×T scores never exist. ALiBi is added in the kernel from the positions,
 // and masked (left-padding) keys get -1e30 as in attention_decode.
@@ -20,6 +21,14 @@ __device__ __forceinline__ void mma16816(float* c, const unsigned* a, unsigned b
                : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(d), "l"(src), "r"(valid ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ void ldsm_x4(unsigned addr, unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3, bool trans) {
+  if (trans) asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr) : "memory");
+  else asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr) : "memory");
+}
 __device__ __forceinline__ unsigned pack2(float lo, float hi) {
   __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<unsigned*>(&v);
@@ -29,8 +38,8 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32) flash_attention(
     const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, const int* __restrict__ mask,
     const float* __restrict__ slopes, bf16* __restrict__ out,
     int tq, int capacity, int kvLen, int qStride, int kvStride, int oStride, float scale) {
-  __shared__ __align__(16) bf16 Ks[BK][ROW];
-  __shared__ __align__(16) bf16 Vs[BK][ROW];
+  extern __shared__ __align__(16) unsigned char smemRaw[];
+  bf16 (*tiles)[2][BK][ROW] = reinterpret_cast<bf16 (*)[2][BK][ROW]>(smemRaw);  // [stage][K or V][row][col]
   const int qTile = gridDim.x - 1 - blockIdx.x;  // the longest (last) tiles start first
   const int h = blockIdx.y, b = blockIdx.z;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
@@ -64,34 +73,47 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32) flash_attention(
   const int lastPos = offset + min(q0 + BQ, tq) - 1;
   const int kEnd = min(lastPos + 1, kvLen);
   const long long kvBase = (long long)b * capacity;
-  for (int k0 = 0; k0 < kEnd; k0 += BK) {
-    __syncthreads();
-    // Load 64 key and value rows, 16 bytes a thread at a time; rows past kvLen are zeros.
+  const int firstPos = offset + q0 + warp * 16;  // this warp's first query position
+  auto loadTile = [&](int stage, int k0) {
     for (int idx = threadIdx.x; idx < BK * (HEAD_DIM / 8); idx += NWARP * 32) {
       const int r = idx / (HEAD_DIM / 8), c = (idx - r * (HEAD_DIM / 8)) * 8;
-      uint4 kv = make_uint4(0, 0, 0, 0), vv = kv;
-      if (k0 + r < kvLen) {
-        const long long off = (kvBase + k0 + r) * kvStride + h * HEAD_DIM + c;
-        kv = *reinterpret_cast<const uint4*>(k + off);
-        vv = *reinterpret_cast<const uint4*>(v + off);
-      }
-      *reinterpret_cast<uint4*>(&Ks[r][c]) = kv;
-      *reinterpret_cast<uint4*>(&Vs[r][c]) = vv;
+      const bool ok = k0 + r < kvLen;
+      const long long off = (kvBase + (ok ? k0 + r : 0)) * kvStride + h * HEAD_DIM + c;
+      cp_async16(&tiles[stage][0][r][c], k + off, ok);
+      cp_async16(&tiles[stage][1][r][c], v + off, ok);
     }
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+  };
+  if (kEnd > 0) loadTile(0, 0);
+  for (int k0 = 0, it = 0; k0 < kEnd; k0 += BK, it++) {
+    if (k0 + BK < kEnd) loadTile((it + 1) & 1, k0 + BK);
+    else asm volatile("cp.async.commit_group;\n" ::: "memory");
+    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
     __syncthreads();
+    bf16 (*Ks)[ROW] = tiles[it & 1][0];
+    bf16 (*Vs)[ROW] = tiles[it & 1][1];
 
-    // S = Q·Kᵀ for 16 rows × 64 keys.
+    // S = Q·Kᵀ for 16 rows × 64 keys; one ldmatrix.x4 gives the B fragments of two k-steps.
     float s[BK / 8][4];
 #pragma unroll
     for (int n = 0; n < BK / 8; n++) {
       s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
 #pragma unroll
-      for (int d = 0; d < DSTEPS; d++) {
-        const unsigned b0 = *reinterpret_cast<const unsigned*>(&Ks[n * 8 + g][d * 16 + 2 * t4]);
-        const unsigned b1 = *reinterpret_cast<const unsigned*>(&Ks[n * 8 + g][d * 16 + 2 * t4 + 8]);
-        mma16816(s[n], qa[d], b0, b1);
+      for (int d = 0; d < DSTEPS; d += 2) {
+        unsigned b0, b1, b2, b3;
+        if (d + 1 < DSTEPS) {
+          ldsm_x4((unsigned)__cvta_generic_to_shared(&Ks[n * 8 + (lane & 7)][d * 16 + (lane >> 3) * 8]), b0, b1, b2, b3, false);
+          mma16816(s[n], qa[d], b0, b1);
+          mma16816(s[n], qa[d + 1], b2, b3);
+        } else {
+          b0 = *reinterpret_cast<const unsigned*>(&Ks[n * 8 + g][d * 16 + 2 * t4]);
+          b1 = *reinterpret_cast<const unsigned*>(&Ks[n * 8 + g][d * 16 + 2 * t4 + 8]);
+          mma16816(s[n], qa[d], b0, b1);
+        }
       }
     }
+    // Tiles wholly inside every row's causal window, before kvLen and without padding skip the mask.
+    const bool needMask = mask || k0 + BK - 1 > firstPos || k0 + BK > kvLen;
     // Scale, bias, mask (in log2 units) and the rows' new maxima.
     float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
@@ -101,8 +123,10 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32) flash_attention(
         const int j = k0 + n * 8 + 2 * t4 + (e & 1);
         const int pos = e < 2 ? pos0 : pos1;
         float x = s[n][e] * scale2 - slope2 * (float)(pos - j);
-        if (j > pos || j >= kvLen) x = -INFINITY;
-        else if (mask && mask[kvBase + j] == 0) x = -1e30f;
+        if (needMask) {
+          if (j > pos || j >= kvLen) x = -INFINITY;
+          else if (mask && mask[kvBase + j] == 0) x = -1e30f;
+        }
         s[n][e] = x;
         if (e < 2) mx0 = fmaxf(mx0, x); else mx1 = fmaxf(mx1, x);
       }
@@ -135,14 +159,13 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32) flash_attention(
       for (int dn = 0; dn < HEAD_DIM / 16; dn++) {
         const int mat = lane >> 3;
         const int row = ks * 16 + (mat & 1) * 8 + (lane & 7), col = dn * 16 + (mat >> 1) * 8;
-        const unsigned addr = (unsigned)__cvta_generic_to_shared(&Vs[row][col]);
         unsigned v0, v1, v2, v3;
-        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                     : "=r"(v0), "=r"(v1), "=r"(v2), "=r"(v3) : "r"(addr));
+        ldsm_x4((unsigned)__cvta_generic_to_shared(&Vs[row][col]), v0, v1, v2, v3, true);
         mma16816(o[2 * dn], pa, v0, v1);
         mma16816(o[2 * dn + 1], pa, v2, v3);
       }
     }
+    __syncthreads();  // this stage is refilled by the next iteration's prefetch
   }
   l0 += __shfl_xor_sync(0xffffffffu, l0, 1); l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
   l1 += __shfl_xor_sync(0xffffffffu, l1, 1); l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
