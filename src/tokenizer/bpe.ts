@@ -45,11 +45,16 @@ class PairTable {
   }
 }
 
+/** Words of up to this many bytes use the simple merge loop, longer ones the heap. */
+const SHORT_WORD = 32;
+/** "No merge" in the short loop: above every real rank. */
+const NONE = 0x7fffffff;
+
 /**
  * Byte-level BPE: a word's UTF-8 bytes start as one token each and the adjacent pair with the lowest
  * merge rank is merged, leftmost first among equal ranks, until no pair has a rank. This is the order
- * Hugging Face's priority queue of (rank, position) produces. A heap over a linked list keeps long
- * words (minified code, long runs of punctuation) O(n log n).
+ * Hugging Face's priority queue of (rank, position) produces. Long words (minified code, long runs
+ * of punctuation) go through a heap, so they stay O(n log n).
  */
 export class BytePairEncoder {
   /** Token id of each single byte. */
@@ -100,56 +105,67 @@ export class BytePairEncoder {
   encodeBytes(bytes: Uint8Array, n: number): Int32Array {
     if (n === 0) return new Int32Array(0);
     this.grow(n);
-    const { sym, prev, next, heapRank, heapPos, ranks, mergedId } = this;
+    return n <= SHORT_WORD ? this.mergeShort(bytes, n) : this.mergeLong(bytes, n);
+  }
+
+  /**
+   * Short words (nearly all of them): keep the symbols and the ranks of adjacent pairs in arrays, scan
+   * for the lowest rank (the first one on ties), merge, shift the rest left. O(n²), but with no heap
+   * to maintain it is the faster way for a handful of symbols.
+   */
+  private mergeShort(bytes: Uint8Array, n: number): Int32Array {
+    const { sym, ranks, mergedId, byteIds } = this;
+    const pairRank = this.prev; // scratch: pairRank[k] = rank of (sym[k], sym[k + 1]), or NONE
+    for (let i = 0; i < n; i++) sym[i] = byteIds[bytes[i]];
+    for (let i = 0; i + 1 < n; i++) {
+      const r = ranks.get(sym[i], sym[i + 1]);
+      pairRank[i] = r >= 0 ? r : NONE;
+    }
+    let m = n;
+    for (;;) {
+      let best = -1;
+      let bestRank = NONE;
+      for (let k = 0; k + 1 < m; k++) {
+        if (pairRank[k] < bestRank) { bestRank = pairRank[k]; best = k; }
+      }
+      if (best < 0) break;
+      sym[best] = mergedId[bestRank];
+      for (let k = best + 1; k + 1 < m; k++) { sym[k] = sym[k + 1]; pairRank[k] = pairRank[k + 1]; }
+      m--;
+      if (best > 0) {
+        const r = ranks.get(sym[best - 1], sym[best]);
+        pairRank[best - 1] = r >= 0 ? r : NONE;
+      }
+      if (best + 1 < m) {
+        const r = ranks.get(sym[best], sym[best + 1]);
+        pairRank[best] = r >= 0 ? r : NONE;
+      }
+    }
+    return sym.slice(0, m);
+  }
+
+  /**
+   * Long words: a linked list of symbols and a binary min-heap of candidate merges ordered by
+   * (rank, position), as Hugging Face does; entries made stale by an earlier merge are skipped when
+   * popped. O(n log n).
+   */
+  private mergeLong(bytes: Uint8Array, n: number): Int32Array {
+    const { sym, prev, next, ranks, mergedId, byteIds } = this;
     for (let i = 0; i < n; i++) {
-      sym[i] = this.byteIds[bytes[i]];
+      sym[i] = byteIds[bytes[i]];
       prev[i] = i - 1;
       next[i] = i + 1 < n ? i + 1 : -1;
     }
-
-    // Binary min-heap of candidate merges ordered by (rank, position).
-    let size = 0;
-    const less = (i: number, j: number) =>
-      heapRank[i] < heapRank[j] || (heapRank[i] === heapRank[j] && heapPos[i] < heapPos[j]);
-    const swap = (i: number, j: number) => {
-      const r = heapRank[i]; heapRank[i] = heapRank[j]; heapRank[j] = r;
-      const p = heapPos[i]; heapPos[i] = heapPos[j]; heapPos[j] = p;
-    };
-    const push = (rank: number, pos: number) => {
-      let i = size++;
-      heapRank[i] = rank;
-      heapPos[i] = pos;
-      while (i > 0) {
-        const parent = (i - 1) >> 1;
-        if (!less(i, parent)) break;
-        swap(i, parent);
-        i = parent;
-      }
-    };
-    const popTop = () => {
-      size--;
-      heapRank[0] = heapRank[size];
-      heapPos[0] = heapPos[size];
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        if (l >= size) break;
-        const smaller = l + 1 < size && less(l + 1, l) ? l + 1 : l;
-        if (!less(smaller, i)) break;
-        swap(i, smaller);
-        i = smaller;
-      }
-    };
-
+    this.heapSize = 0;
     for (let i = 0; i + 1 < n; i++) {
       const rank = ranks.get(sym[i], sym[i + 1]);
-      if (rank >= 0) push(rank, i);
+      if (rank >= 0) this.heapPush(rank, i);
     }
     let count = n;
-    while (size > 0) {
-      const rank = heapRank[0];
-      const pos = heapPos[0];
-      popTop();
+    while (this.heapSize > 0) {
+      const rank = this.heapRank[0];
+      const pos = this.heapPos[0];
+      this.heapPop();
       // Skip stale entries: the left symbol was merged away, or the pair at pos changed since.
       if (sym[pos] < 0) continue;
       const right = next[pos];
@@ -164,16 +180,57 @@ export class BytePairEncoder {
       const before = prev[pos];
       if (before >= 0) {
         const r = ranks.get(sym[before], sym[pos]);
-        if (r >= 0) push(r, before);
+        if (r >= 0) this.heapPush(r, before);
       }
       if (after >= 0) {
         const r = ranks.get(sym[pos], sym[after]);
-        if (r >= 0) push(r, pos);
+        if (r >= 0) this.heapPush(r, pos);
       }
     }
 
     const out = new Int32Array(count);
     for (let i = 0, k = 0; i >= 0; i = next[i]) out[k++] = sym[i];
     return out;
+  }
+
+  private heapSize = 0;
+
+  private heapLess(i: number, j: number): boolean {
+    const a = this.heapRank[i];
+    const b = this.heapRank[j];
+    return a < b || (a === b && this.heapPos[i] < this.heapPos[j]);
+  }
+
+  private heapSwap(i: number, j: number): void {
+    const { heapRank, heapPos } = this;
+    const r = heapRank[i]; heapRank[i] = heapRank[j]; heapRank[j] = r;
+    const p = heapPos[i]; heapPos[i] = heapPos[j]; heapPos[j] = p;
+  }
+
+  private heapPush(rank: number, pos: number): void {
+    let i = this.heapSize++;
+    this.heapRank[i] = rank;
+    this.heapPos[i] = pos;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!this.heapLess(i, parent)) break;
+      this.heapSwap(i, parent);
+      i = parent;
+    }
+  }
+
+  private heapPop(): void {
+    const size = --this.heapSize;
+    this.heapRank[0] = this.heapRank[size];
+    this.heapPos[0] = this.heapPos[size];
+    let i = 0;
+    for (;;) {
+      const l = 2 * i + 1;
+      if (l >= size) break;
+      const smaller = l + 1 < size && this.heapLess(l + 1, l) ? l + 1 : l;
+      if (!this.heapLess(smaller, i)) break;
+      this.heapSwap(i, smaller);
+      i = smaller;
+    }
   }
 }
