@@ -73,6 +73,8 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     close('scale', down(be, be.scale(ag, 0.37)), down(cpu, cpu.scale(ac, 0.37)), tol(dtype, 1e-7));
     close('clamp', down(be, be.clamp(ag, 1.3)), down(cpu, cpu.clamp(ac, 1.3)), tol(dtype, 1e-7));
     close('gelu', down(be, be.gelu(ag)), down(cpu, cpu.gelu(ac)), tol(dtype, 1e-6));
+    const [g8, g8c] = pair(be, randn(16 * 1000, 2), [16, 1000]); // 8 values a thread in bf16
+    close('gelu, 8 at a time', down(be, be.gelu(g8)), down(cpu, cpu.gelu(g8c)), tol(dtype, 1e-6));
     close('columns', down(be, be.columns(ag, 17, 501)), down(cpu, cpu.columns(ac, 17, 501)), 0);
     const idx = [5, 0, 28, 5, 13];
     close('rows', down(be, be.rows(ag, idx)), down(cpu, cpu.rows(ac, idx)), 0);

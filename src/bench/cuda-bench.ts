@@ -33,6 +33,7 @@ export interface CudaBenchResult {
   prefill: { tokens: number; ms: number };
   peakMemoryBytes: number;
   breakdown: { decode: Record<string, Record<string, number>>; prefill: Record<string, number> };
+  gemms: Record<string, Record<string, { skinnyUs: number; cublasUs: number; skinnyGBs: number; cublasGBs: number }>>;
   torch: Record<string, number> | null;
 }
 
@@ -71,6 +72,10 @@ function breakdown(be: CudaBackend, dec: CudaDecoder, fn: () => void): Record<st
   dec.onStage = (name) => { const ev = new CudaEvent(be.ctx); ev.record(); marks.push({ name, ev }); };
   try { fn(); } finally { dec.onStage = null; }
   be.synchronize();
+  return collect(start, marks);
+}
+
+function collect(start: CudaEvent, marks: { name: string; ev: CudaEvent }[]): Record<string, number> {
   const out: Record<string, number> = {};
   let prev = start;
   for (const m of marks) {
@@ -79,6 +84,69 @@ function breakdown(be: CudaBackend, dec: CudaDecoder, fn: () => void): Record<st
   }
   for (const m of marks) m.ev.destroy();
   start.destroy();
+  return out;
+}
+
+/**
+ * Per-stage time of a decode step inside a CUDA graph (event nodes between the stages), so that host
+ * launch gaps do not count: this is the step as the benchmark runs it.
+ */
+function graphBreakdown(be: CudaBackend, dec: CudaDecoder): Record<string, number> {
+  const marks: { name: string; ev: CudaEvent }[] = [];
+  const start = new CudaEvent(be.ctx);
+  dec.onStage = (name) => { const ev = new CudaEvent(be.ctx); ev.record(); marks.push({ name, ev }); };
+  let graph;
+  try {
+    graph = be.captureGraph(() => { start.record(); dec.decodeBody(); });
+  } finally { dec.onStage = null; }
+  graph.replay();
+  be.synchronize();
+  graph.replay();
+  be.synchronize();
+  const out = collect(start, marks);
+  graph.destroy();
+  return out;
+}
+
+/**
+ * The decode GEMMs alone: each weight kind over all layers in a row (so L2 holds none of them), as a
+ * graph replayed 10 times; skinny_gemm.cu and cuBLASLt side by side, with the weight bytes streamed per second.
+ */
+function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: number): Record<string, { skinnyUs: number; cublasUs: number; skinnyGBs: number; cublasGBs: number }> {
+  const d = c.dModel, h = mlpHidden(c);
+  const x = be.randomNormal([rows, h], 77, 0, 1), yb = be.alloc([rows, 3 * d]), yh = be.alloc([rows, h]), yf = be.alloc([rows, Math.max(c.vocabSize, h)], 'float32');
+  const kinds: [string, (l: number) => [CudaTensor, CudaTensor, boolean, boolean]][] = [
+    ['qkv', (l) => [params.blocks[l].wqkv.weight as CudaTensor, yb, false, false]],
+    ['out (+= f32)', (l) => [params.blocks[l].out.weight as CudaTensor, yf, true, false]],
+    ['up (+gelu)', (l) => [params.blocks[l].up.weight as CudaTensor, yh, false, true]],
+    ['down (+= f32)', (l) => [params.blocks[l].down.weight as CudaTensor, yf, true, false]],
+    ['logits (f32)', () => [params.wte as CudaTensor, yf, false, false]],
+  ];
+  const out: Record<string, { skinnyUs: number; cublasUs: number; skinnyGBs: number; cublasGBs: number }> = {};
+  const saved = be.skinny;
+  for (const [name, pick] of kinds) {
+    const layers = name.startsWith('logits') ? 1 : c.nLayers;
+    const time = (skinny: boolean) => {
+      be.skinny = skinny;
+      const run = () => { for (let l = 0; l < layers; l++) { const [w, y, acc, gelu] = pick(l); be.matmulInto(x, w, null, y, rows, acc, gelu); } };
+      run(); // plans and modules before capture
+      const graph = be.captureGraph(run);
+      graph.replay();
+      const a = new CudaEvent(be.ctx), b = new CudaEvent(be.ctx);
+      a.record();
+      for (let i = 0; i < 10; i++) graph.replay();
+      b.record();
+      const us = (b.since(a) * 1000) / (10 * layers);
+      a.destroy(); b.destroy(); graph.destroy();
+      return us;
+    };
+    const [w] = pick(0);
+    const bytes = w.shape[0] * w.shape[1] * 2;
+    const s = time(true), cb = time(false);
+    out[name] = { skinnyUs: s, cublasUs: cb, skinnyGBs: bytes / s / 1e3, cublasGBs: bytes / cb / 1e3 };
+  }
+  be.skinny = saved;
+  for (const t of [x, yb, yh, yf]) be.release(t);
   return out;
 }
 
@@ -96,7 +164,7 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
   const slopes = c.alibi ? alibiSlopes(c) : null;
   const result: CudaBenchResult = {
     device: be.device.name, config: presetName, decode: [], prefill: { tokens: prefillTokens, ms: 0 }, peakMemoryBytes: 0,
-    breakdown: { decode: {}, prefill: {} }, torch: null,
+    breakdown: { decode: {}, prefill: {} }, gemms: {}, torch: null,
   };
   be.allocator.resetPeak();
 
@@ -114,14 +182,12 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
     const ms = median(times);
     result.decode.push({ batch, tokensPerSecond: (batch * newTokens) / (ms / 1000), msPerStep: ms / newTokens });
     log(`decode batch ${batch}: ${(batch * newTokens / (ms / 1000)).toFixed(0)} tokens/s (${(ms / newTokens).toFixed(3)} ms/step; runs ${times.map((x) => x.toFixed(1)).join(', ')} ms)`);
-    // Breakdown of one eager decode step (events between stages; graphs off for this run).
+    // Breakdown of one decode step inside a graph (event nodes between stages).
     dec.prefill(randomPrompt(batch, promptTokens, c.vocabSize, 99), null, { temperature: 0 });
-    const eager = be.createDecoder(c, params, slopes, batch, promptTokens + 4, { graphs: false });
-    eager.prefill(randomPrompt(batch, promptTokens, c.vocabSize, 98), null, { temperature: 0 });
-    eager.step();
-    result.breakdown.decode[`batch ${batch}`] = breakdown(be, eager, () => eager.enqueueStep());
-    eager.release();
+    dec.step();
+    result.breakdown.decode[`batch ${batch}`] = graphBreakdown(be, dec);
     dec.release();
+    result.gemms[`batch ${batch}`] = gemmTable(be, c, params, batch);
   }
 
   {
@@ -172,10 +238,14 @@ export function formatResult(r: CudaBenchResult): string {
     const total = Object.values(stages).reduce((a, b) => a + b, 0);
     const rows = Object.entries(stages).sort((a, b) => b[1] - a[1])
       .map(([k, v]) => `| ${k} | ${(v * 1000).toFixed(1)} | ${((100 * v) / total).toFixed(1)}% |`);
-    return [``, `${title} (eager, events between stages; total ${total.toFixed(3)} ms)`, '| stage | µs | share |', '| --- | --- | --- |', ...rows].join('\n');
+    return [``, `${title}, events between stages; total ${total.toFixed(3)} ms)`, '| stage | µs | share |', '| --- | --- | --- |', ...rows].join('\n');
   };
-  for (const [k, v] of Object.entries(r.breakdown.decode)) lines.push(table(`decode step, ${k}`, v));
-  lines.push(table(`prefill of ${r.prefill.tokens} tokens`, r.breakdown.prefill));
+  for (const [k, v] of Object.entries(r.breakdown.decode)) lines.push(table(`decode step, ${k} (in a CUDA graph)`, v));
+  for (const [k, v] of Object.entries(r.gemms)) {
+    lines.push('', `decode GEMMs, ${k}: µs per GEMM and weight GB/s`, '| GEMM | skinny_gemm µs | GB/s | cuBLASLt µs | GB/s |', '| --- | --- | --- | --- | --- |');
+    for (const [name, g] of Object.entries(v)) lines.push(`| ${name} | ${g.skinnyUs.toFixed(1)} | ${g.skinnyGBs.toFixed(0)} | ${g.cublasUs.toFixed(1)} | ${g.cublasGBs.toFixed(0)} |`);
+  }
+  lines.push(table(`prefill of ${r.prefill.tokens} tokens (eager)`, r.breakdown.prefill));
   return lines.join('\n');
 }
 

@@ -154,6 +154,14 @@ export class CudaDecoder {
       be.matmulInto(buf.up, w(blk.down.weight), wb(blk.down), buf.x, rows, true);
       this.stage('gemm_down');
     }
+    if (this.allLogits) {
+      // Every position's logits (checks against the reference): LN_f of all rows, then one GEMM.
+      be.layerNormInto(buf.x, null, w(p.lnF.weight), wb(p.lnF), buf.h, rows, d, c.layerNormEps);
+      be.matmulInto(buf.h, w(p.lmHead ?? p.wte), null, this.allLogits, rows, false);
+      if (c.logitScale !== null) {
+        be.launch1d('elementwise.cu', 'scale', rows * c.vocabSize, [this.allLogits.ptr, this.allLogits.ptr, c.logitScale, rows * c.vocabSize], { MPT_BF16: false });
+      }
+    }
     // Logits of each row's last position only.
     let src = buf.x;
     if (t > 1) {
@@ -175,6 +183,18 @@ export class CudaDecoder {
    * empty cache and return the first chosen token of each row.
    */
   prefill(ids: Int32Array, mask: Int32Array | null, sampling: GpuSampling): Int32Array {
+    return this.prefillWith(ids, mask, sampling, false).ids;
+  }
+
+  /** As prefill, also returning the float32 logits of every position [batch·t, vocab] (for checks). */
+  prefillAllLogits(ids: Int32Array, mask: Int32Array | null, sampling: GpuSampling): { ids: Int32Array; logits: Float32Array } {
+    const r = this.prefillWith(ids, mask, sampling, true);
+    return { ids: r.ids, logits: r.logits! };
+  }
+
+  private allLogits: CudaTensor | null = null;
+
+  private prefillWith(ids: Int32Array, mask: Int32Array | null, sampling: GpuSampling, all: boolean): { ids: Int32Array; logits: Float32Array | null } {
     const t = ids.length / this.batch;
     if (!Number.isInteger(t) || t < 1) throw new Error(`prefill: ${ids.length} ids do not make ${this.batch} rows`);
     if (t + 1 > this.capacity) throw new Error(`prefill: ${t} positions and a next one exceed the cache's ${this.capacity}`);
@@ -202,10 +222,18 @@ export class CudaDecoder {
     const buf = t === 1 ? this.step1 : this.prefillBuffers(t);
     this.be.ctx.copyIn(buf.ids.ptr, ids);
     this.be.ctx.copyIn(buf.last.ptr, Int32Array.from({ length: this.batch }, (_, b) => b * t + t - 1));
-    this.forward(buf, buf.ids.ptr, false);
+    if (all) this.allLogits = this.be.alloc([this.batch * t, this.c.vocabSize], 'float32');
+    let logits: Float32Array | null = null;
+    try {
+      this.forward(buf, buf.ids.ptr, false);
+      if (this.allLogits) logits = this.be.download(this.allLogits) as Float32Array;
+    } finally {
+      if (this.allLogits) this.be.release(this.allLogits);
+      this.allLogits = null;
+    }
     this.length = t;
     this.be.ctx.fill32(this.position.ptr, t, 1);
-    return this.readIds();
+    return { ids: this.readIds(), logits };
   }
 
   private prefillCache = new Map<number, ReturnType<CudaDecoder['buffers']>>();
@@ -243,7 +271,8 @@ export class CudaDecoder {
     this.length += 1;
   }
 
-  private decodeBody(): void {
+  /** The decode step's work, enqueued as is (graph capture in benchmarks); advances the device position. */
+  decodeBody(): void {
     this.forward(this.step1, this.nextIds.ptr, true);
     this.be.launch1d('elementwise.cu', 'advance', 1, [this.position.ptr, 1]);
   }

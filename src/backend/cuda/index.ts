@@ -309,8 +309,13 @@ export class CudaBackend implements Backend {
     }
     this.blas.matmul({ rows, inFeatures: inF, outFeatures: outF, x: x.ptr, w: w.ptr, y: y.ptr,
       bias: b ? b.ptr : null, accumulate, dtype: this.activationDType, outDType: y.dtype === 'float32' ? 'float32' : this.activationDType });
-    if (gelu) {
-      const n = rows * outF;
+    if (gelu) this.geluInPlace(y, rows * outF);
+  }
+
+  private geluInPlace(y: CudaTensor, n: number): void {
+    if (y.dtype === 'bfloat16' && n % 8 === 0 && y.ptr % 16 === 0) {
+      this.launch1d('elementwise.cu', 'gelu_bf16x8', n / 8, [y.ptr, y.ptr, n / 8], { MPT_BF16: true });
+    } else {
       this.launch1d('elementwise.cu', 'gelu', n, [y.ptr, y.ptr, n], { MPT_BF16: y.dtype === 'bfloat16' });
     }
   }
@@ -321,7 +326,8 @@ export class CudaBackend implements Backend {
   gelu(x: Tensor): Tensor {
     const xx = this.act(x, 'gelu'), n = elementCount(xx.shape);
     const out = this.alloc(xx.shape);
-    this.launch1d('elementwise.cu', 'gelu', n, [xx.ptr, out.ptr, n]);
+    if (xx.dtype === 'bfloat16' && n % 8 === 0 && xx.ptr % 16 === 0) this.launch1d('elementwise.cu', 'gelu_bf16x8', n / 8, [xx.ptr, out.ptr, n / 8]);
+    else this.launch1d('elementwise.cu', 'gelu', n, [xx.ptr, out.ptr, n]);
     return out;
   }
 

@@ -11,7 +11,7 @@ import { compile } from './nvrtc.js';
 import { Kernel, loadModule, moduleFunction, type CudaContext } from './driver.js';
 
 export const KERNEL_ARGS: Record<string, string> = {
-  f32_to_t: 'ppq', t_to_f32: 'ppq', bf16_to_t: 'ppq', add: 'pppq', scale: 'ppfq', clamp: 'ppfq', gelu: 'ppq',
+  f32_to_t: 'ppq', t_to_f32: 'ppq', bf16_to_t: 'ppq', add: 'pppq', scale: 'ppfq', clamp: 'ppfq', gelu: 'ppq', gelu_bf16x8: 'ppq',
   columns: 'ppiiii', gather_rows: 'pppiiip', gather_rows_f32: 'pppiiip', write_rows: 'ppiiiipi', advance: 'pi',
   layernorm: 'pppppif',
   qkv_split: 'ppppppppiiipifif',

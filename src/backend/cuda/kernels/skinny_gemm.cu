@@ -42,22 +42,37 @@ extern "C" __global__ void skinny_gemm(const bf16* __restrict__ x, const bf16* _
 #pragma unroll
   for (int n = 0; n < ROW_TILES; n++) c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.f;
 
-  // UNROLL steps of 32 k at a time: every load of the group is issued before the first mma needs one.
-  for (int k = kBeg; k < kEnd; k += 32 * UNROLL) {
-    uint4 A0[UNROLL], A1[UNROLL], B[UNROLL][ROW_TILES];
+  // UNROLL steps of 32 k per group; the next group's loads are issued before this group's mmas, so a
+  // warp always has two groups of loads in flight.
+  uint4 A0[UNROLL], A1[UNROLL], B[UNROLL][ROW_TILES];
+  auto load = [&](int k, uint4 (&a0)[UNROLL], uint4 (&a1)[UNROLL], uint4 (&b)[UNROLL][ROW_TILES]) {
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
-      A0[u] = stream16(wa + k + 32 * u);
-      A1[u] = stream16(wb + k + 32 * u);
+      a0[u] = stream16(wa + k + 32 * u);
+      a1[u] = stream16(wb + k + 32 * u);
 #pragma unroll
-      for (int n = 0; n < ROW_TILES; n++) B[u][n] = has[n] ? *reinterpret_cast<const uint4*>(xr[n] + k + 32 * u) : make_uint4(0, 0, 0, 0);
+      for (int n = 0; n < ROW_TILES; n++) b[u][n] = has[n] ? *reinterpret_cast<const uint4*>(xr[n] + k + 32 * u) : make_uint4(0, 0, 0, 0);
     }
+  };
+  load(kBeg, A0, A1, B);
+  for (int k = kBeg; k < kEnd; k += 32 * UNROLL) {
+    uint4 N0[UNROLL], N1[UNROLL], NB[UNROLL][ROW_TILES];
+    const bool more = k + 32 * UNROLL < kEnd;
+    if (more) load(k + 32 * UNROLL, N0, N1, NB);
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
 #pragma unroll
       for (int n = 0; n < ROW_TILES; n++) {
         mma16816(c[n], A0[u].x, A1[u].x, A0[u].y, A1[u].y, B[u][n].x, B[u][n].y);
         mma16816(c[n], A0[u].z, A1[u].z, A0[u].w, A1[u].w, B[u][n].z, B[u][n].w);
+      }
+    }
+    if (more) {
+#pragma unroll
+      for (int u = 0; u < UNROLL; u++) {
+        A0[u] = N0[u]; A1[u] = N1[u];
+#pragma unroll
+        for (int n = 0; n < ROW_TILES; n++) B[u][n] = NB[u][n];
       }
     }
   }
