@@ -67,6 +67,14 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     const fused = decoderFor(be, model, 1, ids.length + 24);
     const first = fused.prefillAllLogits(Int32Array.from(ids), null, { temperature: 0 });
     console.log(`cuda ${dtype} decoder: max |Δlogit| over all ${first.logits.length} logits = ${maxDiff(first.logits, expectedLogits()).toExponential(3)}`);
+    // The whole picture before the first assertion: positions whose top-5 ids differ, worst top-5 logit error.
+    let idMismatches = 0, worstTop5 = 0;
+    reference.top5_every_position.forEach((top5: [number, number][], pos: number) => {
+      const got = topLogits(first.logits.subarray(pos * vocab, (pos + 1) * vocab), 5);
+      if (got.some(([id], i) => id !== top5[i][0])) idMismatches++;
+      got.forEach(([, v], i) => { worstTop5 = Math.max(worstTop5, Math.abs(v - top5[i][1])); });
+    });
+    console.log(`cuda ${dtype} decoder: ${idMismatches} of ${reference.top5_every_position.length} positions with other top-5 ids; worst top-5 |Δlogit| ${worstTop5.toExponential(3)}`);
     reference.top5_every_position.forEach((top5: [number, number][], pos: number) =>
       assertTop5(first.logits.subarray(pos * vocab, (pos + 1) * vocab), top5, TOL[dtype], `position ${pos}`));
     const tokens = [first.ids[0]];

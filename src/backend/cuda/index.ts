@@ -50,7 +50,7 @@ const THREADS = 256;
  */
 function skinnyPlan(inF: number, outF: number): { warps: number; unroll: number } | null {
   const tiles = Math.ceil(outF / 16);
-  const want = Math.min(16, Math.max(4, 2 ** Math.ceil(Math.log2(Math.max(1, 2048 / tiles)))));
+  const want = Math.min(8, Math.max(4, 2 ** Math.ceil(Math.log2(Math.max(1, 2048 / tiles))))); // ≤ 256 threads: __launch_bounds__
   for (const unroll of [4, 2, 1]) {
     for (let warps = want; warps >= 1; warps /= 2) if (inF % (32 * unroll * warps) === 0) return { warps, unroll };
   }

@@ -25,7 +25,7 @@ __device__ __forceinline__ uint4 stream16(const bf16* p) {
   return v;
 }
 
-extern "C" __global__ void skinny_gemm(const bf16* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ bias,
+extern "C" __global__ void __launch_bounds__(256) skinny_gemm(const bf16* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ bias,
                                        YT* __restrict__ y, int R, int K, int O, int accumulate, int gelu) {
   extern __shared__ float red[];  // [warps][16][8·ROW_TILES]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
