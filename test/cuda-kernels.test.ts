@@ -153,19 +153,21 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     const [qwg, qwc] = pair(be, Float32Array.from(randn(d), (v) => 1 + 0.3 * v), [d]);
     const [kwg, kwc] = pair(be, Float32Array.from(randn(d), (v) => 1 + 0.3 * v), [d]);
     const [kbg, kbc] = pair(be, randn(d), [d]);
-    const q = be.alloc([rows, d]);
-    const kc = be.zeros([batch, cap, d]) as CudaTensor, vc = be.zeros([batch, cap, d]) as CudaTensor;
-    be.kernels.get('qkv.cu', 'qkv_split', be.defs()).launch([rows, 3], [be.rowThreads(d)], [(qkvg as CudaTensor).ptr, q.ptr, kc.ptr, vc.ptr,
-      (qwg as CudaTensor).ptr, 0, (kwg as CudaTensor).ptr, (kbg as CudaTensor).ptr, t, d, cap, 0, at, clip, 1, 1e-5]);
-    const clamped = cpu.clamp(qkvc, clip);
-    const qRef = cpu.layerNorm(cpu.columns(clamped, 0, d), qwc, null, 1e-5);
-    const kRef = cpu.layerNorm(cpu.columns(clamped, d, d), kwc, kbc, 1e-5);
-    const kcRef = cpu.zeros([batch, cap, d]), vcRef = cpu.zeros([batch, cap, d]);
-    cpu.writeRows(kcRef, cpu.view(kRef, [batch, t, d]), at);
-    cpu.writeRows(vcRef, cpu.view(cpu.columns(clamped, 2 * d, d), [batch, t, d]), at);
-    close('q', down(be, q), down(cpu, qRef), tol(dtype, 1e-5));
-    close('k cache', down(be, kc), down(cpu, kcRef), tol(dtype, 1e-5));
-    close('v cache', down(be, vc), down(cpu, vcRef), tol(dtype, 1e-7));
+    for (const kernel of ['qkv_split', 'qkv_split8']) {
+      const q = be.alloc([rows, d]);
+      const kc = be.zeros([batch, cap, d]) as CudaTensor, vc = be.zeros([batch, cap, d]) as CudaTensor;
+      be.kernels.get('qkv.cu', kernel, be.defs()).launch([rows, 3], [kernel === 'qkv_split' ? be.rowThreads(d) : be.rowThreads8(d)], [(qkvg as CudaTensor).ptr, q.ptr, kc.ptr, vc.ptr,
+        (qwg as CudaTensor).ptr, 0, (kwg as CudaTensor).ptr, (kbg as CudaTensor).ptr, t, d, cap, 0, at, clip, 1, 1e-5]);
+      const clamped = cpu.clamp(qkvc, clip);
+      const qRef = cpu.layerNorm(cpu.columns(clamped, 0, d), qwc, null, 1e-5);
+      const kRef = cpu.layerNorm(cpu.columns(clamped, d, d), kwc, kbc, 1e-5);
+      const kcRef = cpu.zeros([batch, cap, d]), vcRef = cpu.zeros([batch, cap, d]);
+      cpu.writeRows(kcRef, cpu.view(kRef, [batch, t, d]), at);
+      cpu.writeRows(vcRef, cpu.view(cpu.columns(clamped, 2 * d, d), [batch, t, d]), at);
+      close(`${kernel}: q`, down(be, q), down(cpu, qRef), tol(dtype, 1e-5));
+      close(`${kernel}: k cache`, down(be, kc), down(cpu, kcRef), tol(dtype, 1e-5));
+      close(`${kernel}: v cache`, down(be, vc), down(cpu, vcRef), tol(dtype, 1e-7));
+    }
   });
 
   // Attention: prefill (flash kernel in bf16), with padding, decode over a long cache (split keys), a

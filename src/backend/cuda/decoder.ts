@@ -131,7 +131,8 @@ export class CudaDecoder {
       this.stage('layernorm');
       be.matmulInto(buf.h, w(blk.wqkv.weight), wb(blk.wqkv), buf.qkv, rows, false);
       this.stage('gemm_qkv');
-      be.kernels.get('qkv.cu', 'qkv_split', be.defs()).launch([rows, 3], [be.rowThreads(d)], [
+      const v8 = be.vectorRows(d, [buf.qkv]);
+      be.kernels.get('qkv.cu', v8 ? 'qkv_split8' : 'qkv_split', be.defs()).launch([rows, 3], [v8 ? be.rowThreads8(d) : be.rowThreads(d)], [
         buf.qkv.ptr, buf.q.ptr, this.kCache[layer].ptr, this.vCache[layer].ptr,
         blk.qLn ? w(blk.qLn.weight).ptr : 0, blk.qLn?.bias ? w(blk.qLn.bias).ptr : 0,
         blk.kLn ? w(blk.kLn.weight).ptr : 0, blk.kLn?.bias ? w(blk.kLn.bias).ptr : 0,

@@ -267,6 +267,16 @@ export class CudaBackend implements Backend {
     return threads;
   }
 
+  /** Threads for the 16-byte row kernels (layernorm8, qkv_split8): two chunks of 8 values a thread at most. */
+  rowThreads8(d: number): number {
+    return Math.min(1024, Math.max(32, Math.ceil(d / 8 / 32) * 32));
+  }
+
+  /** Whether rows of width d over these tensors can take the 16-byte row kernels. */
+  vectorRows(d: number, tensors: (CudaTensor | null)[]): boolean {
+    return d % 8 === 0 && d / 8 <= 2 * this.rowThreads8(d) && tensors.every((t) => !t || t.ptr % 16 === 0);
+  }
+
   /**
    * out ← LayerNorm(x) over rows of width d; with `residual`, x ← x + residual first (in place).
    * x (and residual) may be float32 on a bf16 backend: the decoder's residual stream.
@@ -274,8 +284,9 @@ export class CudaBackend implements Backend {
   layerNormInto(x: CudaTensor, residual: CudaTensor | null, w: CudaTensor, b: CudaTensor | null, out: CudaTensor,
     rows: number, d: number, eps: number): void {
     if (rows === 0) return;
-    this.kernels.get('layernorm.cu', 'layernorm', this.defs({ MPT_X_F32: x.dtype === 'float32' })).launch([rows], [this.rowThreads(d)],
-      [x.ptr, residual?.ptr ?? 0, w.ptr, b?.ptr ?? 0, out.ptr, d, eps]);
+    const v8 = this.vectorRows(d, [x, residual, w, b, out]);
+    this.kernels.get('layernorm.cu', v8 ? 'layernorm8' : 'layernorm', this.defs({ MPT_X_F32: x.dtype === 'float32' }))
+      .launch([rows], [v8 ? this.rowThreads8(d) : this.rowThreads(d)], [x.ptr, residual?.ptr ?? 0, w.ptr, b?.ptr ?? 0, out.ptr, d, eps]);
   }
 
   linear(x: Tensor, weight: Tensor, bias: Tensor | null): Tensor {

@@ -13,8 +13,8 @@ import { Kernel, loadModule, moduleFunction, type CudaContext } from './driver.j
 export const KERNEL_ARGS: Record<string, string> = {
   f32_to_t: 'ppq', t_to_f32: 'ppq', bf16_to_t: 'ppq', add: 'pppq', scale: 'ppfq', clamp: 'ppfq', gelu: 'ppq', gelu_bf16x8: 'ppq',
   columns: 'ppiiii', gather_rows: 'pppiiip', gather_rows_f32: 'pppiiip', write_rows: 'ppiiiipi', advance: 'pi',
-  layernorm: 'pppppif',
-  qkv_split: 'ppppppppiiipifif',
+  layernorm: 'pppppif', layernorm8: 'pppppif',
+  qkv_split: 'ppppppppiiipifif', qkv_split8: 'ppppppppiiipifif',
   attention_decode: 'pppppppiiipiiiif', attention_combine: 'ppiiii',
   flash_attention: 'ppppppiiiiiif',
   fill_normal: 'pqqff', skinny_gemm: 'ppppiiiii', argmax_rows: 'ppii', sample_rows: 'ppiififqpi',

@@ -29,6 +29,12 @@ __device__ __forceinline__ void ldsm_x4(unsigned addr, unsigned& r0, unsigned& r
   if (trans) asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr) : "memory");
   else asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr) : "memory");
 }
+// 2^x on the special-function unit (exp2f adds range handling the softmax never needs).
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
 __device__ __forceinline__ unsigned pack2(float lo, float hi) {
   __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<unsigned*>(&v);
@@ -116,13 +122,16 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32) flash_attention(
     const bool needMask = mask || k0 + BK - 1 > firstPos || k0 + BK > kvLen;
     // Scale, bias, mask (in log2 units) and the rows' new maxima.
     float mx0 = -INFINITY, mx1 = -INFINITY;
+    // The ALiBi term -slope·(pos - j) = slope·(k0 + 2·t4 - pos) + slope·(8n + (e & 1)): one base per row
+    // and tile, and a compile-time multiple of the slope per element (no integer-to-float conversions).
+    const float base0 = slope2 * (float)(k0 + 2 * t4 - pos0), base1 = slope2 * (float)(k0 + 2 * t4 - pos1);
 #pragma unroll
     for (int n = 0; n < BK / 8; n++) {
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         const int j = k0 + n * 8 + 2 * t4 + (e & 1);
         const int pos = e < 2 ? pos0 : pos1;
-        float x = s[n][e] * scale2 - slope2 * (float)(pos - j);
+        float x = fmaf(slope2, (float)(n * 8 + (e & 1)), fmaf(s[n][e], scale2, e < 2 ? base0 : base1));
         if (needMask) {
           if (j > pos || j >= kvLen) x = -INFINITY;
           else if (mask && mask[kvBase + j] == 0) x = -1e30f;
@@ -135,7 +144,7 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32) flash_attention(
     mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1)); mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
     const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
     const float u0 = n0 == -INFINITY ? 0.f : n0, u1 = n1 == -INFINITY ? 0.f : n1;
-    const float a0 = exp2f(m0 - u0), a1 = exp2f(m1 - u1);
+    const float a0 = fast_exp2(m0 - u0), a1 = fast_exp2(m1 - u1);
     m0 = n0; m1 = n1;
     l0 *= a0; l1 *= a1;
 #pragma unroll
@@ -149,7 +158,7 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32) flash_attention(
       for (int hh = 0; hh < 2; hh++) {
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-          const float x = exp2f(s[2 * ks + hh][e] - (e < 2 ? u0 : u1));
+          const float x = fast_exp2(s[2 * ks + hh][e] - (e < 2 ? u0 : u1));
           p[hh][e] = x;
           if (e < 2) l0 += x; else l1 += x;
         }

@@ -48,3 +48,63 @@ extern "C" __global__ void qkv_split(const T* __restrict__ qkv, T* __restrict__ 
     }
   }
 }
+
+// The same for d % 8 == 0 with 16-byte accesses: thread i holds chunks i and i + blockDim.x of 8 values.
+extern "C" __global__ void qkv_split8(const T* __restrict__ qkv, T* __restrict__ qOut, T* __restrict__ kCache, T* __restrict__ vCache,
+                                      const T* qw, const T* qb, const T* kw, const T* kb, int t, int d, int capacity,
+                                      const int* atDev, int atHost, float clip, int qkLn, float eps) {
+  const long long row = blockIdx.x;
+  const int part = blockIdx.y, chunks = d / 8;
+  const int bIdx = (int)(row / t), j0 = (int)(row - (long long)bIdx * t);
+  const int at = atHost + (atDev ? *atDev : 0);
+  const long long cacheRow = (long long)bIdx * capacity + at + j0;
+  const T* src = qkv + row * 3 * d + (long long)part * d;
+  T* dst = part == 0 ? qOut + row * d : (part == 1 ? kCache : vCache) + cacheRow * d;
+  float v[2][8];
+  float s = 0.f;
+#pragma unroll
+  for (int j = 0; j < 2; j++) {
+    const int c = threadIdx.x + j * blockDim.x;
+#pragma unroll
+    for (int e = 0; e < 8; e++) v[j][e] = 0.f;
+    if (c < chunks) {
+      load8(src + 8 * c, v[j]);
+#pragma unroll
+      for (int e = 0; e < 8; e++) {
+        float x = v[j][e];
+        if (clip > 0.f) x = fminf(fmaxf(x, -clip), clip);
+        v[j][e] = ld(st<T>(x));  // rounded to the dtype before the LayerNorm reads it, as the original
+        s += v[j][e];
+      }
+    }
+  }
+  if (part == 2 || !qkLn) {
+#pragma unroll
+    for (int j = 0; j < 2; j++) { const int c = threadIdx.x + j * blockDim.x; if (c < chunks) store8(dst + 8 * c, v[j]); }
+    return;  // uniform per block
+  }
+  const T* w = part == 0 ? qw : kw;
+  const T* b = part == 0 ? qb : kb;
+  const float mean = block_sum(s) / d;
+  float q = 0.f;
+#pragma unroll
+  for (int j = 0; j < 2; j++) {
+    if (threadIdx.x + j * blockDim.x < chunks) {
+#pragma unroll
+      for (int e = 0; e < 8; e++) { const float u = v[j][e] - mean; q += u * u; }
+    }
+  }
+  const float rstd = rsqrtf(block_sum(q) / d + eps);
+#pragma unroll
+  for (int j = 0; j < 2; j++) {
+    const int c = threadIdx.x + j * blockDim.x;
+    if (c < chunks) {
+      float wv[8], bv[8], y[8];
+      load8(w + 8 * c, wv);
+      if (b) load8(b + 8 * c, bv);
+#pragma unroll
+      for (int e = 0; e < 8; e++) y[e] = (v[j][e] - mean) * rstd * wv[e] + (b ? bv[e] : 0.f);
+      store8(dst + 8 * c, y);
+    }
+  }
+}
