@@ -82,11 +82,17 @@ function scoreBatch(model: MptModel, batch: SpanRequest[], t: number, vocab: num
   });
   const cache = model.newCache(rows, t);
   let picked: Float32Array;
+  // When most positions are scored (perplexity), download the logits whole: a gather would copy them twice.
+  const whole = gather.length * 2 >= rows * t;
   try {
     const logits = model.forward(ids, cache, { logits: 'all', attentionMask: padded ? mask : null });
-    const selected = be.rows(be.view(logits, [rows * t, vocab]), gather);
-    picked = be.download(selected) as Float32Array;
-    be.release(selected);
+    if (whole) {
+      picked = be.download(logits) as Float32Array;
+    } else {
+      const selected = be.rows(be.view(logits, [rows * t, vocab]), gather);
+      picked = be.download(selected) as Float32Array;
+      be.release(selected);
+    }
     be.release(logits);
   } finally {
     cache.release();
@@ -95,7 +101,8 @@ function scoreBatch(model: MptModel, batch: SpanRequest[], t: number, vocab: num
   return batch.map((r) => {
     let logProb = 0, greedy = true;
     for (let j = r.from; j < r.ids.length; j++, k++) {
-      const scored = tokenLogProb(picked.subarray(k * vocab, (k + 1) * vocab), r.ids[j]!);
+      const row = whole ? gather[k]! : k;
+      const scored = tokenLogProb(picked.subarray(row * vocab, (row + 1) * vocab), r.ids[j]!);
       logProb += scored.logProb;
       greedy &&= scored.isArgmax;
     }
