@@ -144,6 +144,13 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
     const bytes = w.shape[0] * w.shape[1] * 2;
     const s = time(true), cb = time(false);
     out[name] = { skinnyUs: s, cublasUs: cb, skinnyGBs: bytes / s / 1e3, cublasGBs: bytes / cb / 1e3 };
+    // Other block shapes of skinny_gemm.cu, for tuning (µs per GEMM).
+    for (const warps of [4, 8]) for (const unroll of [2, 4]) {
+      if (w.shape[1] % (32 * warps * unroll) !== 0) continue;
+      be.skinnyShape = { warps, unroll };
+      (out[name] as Record<string, number>)[`w${warps}u${unroll}`] = time(true);
+      be.skinnyShape = null;
+    }
   }
   be.skinny = saved;
   for (const t of [x, yb, yh, yf]) be.release(t);
@@ -242,8 +249,11 @@ export function formatResult(r: CudaBenchResult): string {
   };
   for (const [k, v] of Object.entries(r.breakdown.decode)) lines.push(table(`decode step, ${k} (in a CUDA graph)`, v));
   for (const [k, v] of Object.entries(r.gemms)) {
-    lines.push('', `decode GEMMs, ${k}: µs per GEMM and weight GB/s`, '| GEMM | skinny_gemm µs | GB/s | cuBLASLt µs | GB/s |', '| --- | --- | --- | --- | --- |');
-    for (const [name, g] of Object.entries(v)) lines.push(`| ${name} | ${g.skinnyUs.toFixed(1)} | ${g.skinnyGBs.toFixed(0)} | ${g.cublasUs.toFixed(1)} | ${g.cublasGBs.toFixed(0)} |`);
+    lines.push('', `decode GEMMs, ${k}: µs per GEMM and weight GB/s`, '| GEMM | skinny_gemm µs | GB/s | cuBLASLt µs | GB/s | skinny variants (warps, unroll: µs) |', '| --- | --- | --- | --- | --- | --- |');
+    for (const [name, g] of Object.entries(v)) {
+      const variants = Object.entries(g).filter(([k]) => /^w\d+u\d+$/.test(k)).map(([k, us]) => `${k} ${(us as number).toFixed(1)}`).join(', ');
+      lines.push(`| ${name} | ${g.skinnyUs.toFixed(1)} | ${g.skinnyGBs.toFixed(0)} | ${g.cublasUs.toFixed(1)} | ${g.cublasGBs.toFixed(0)} | ${variants} |`);
+    }
   }
   lines.push(table(`prefill of ${r.prefill.tokens} tokens (eager)`, r.breakdown.prefill));
   return lines.join('\n');

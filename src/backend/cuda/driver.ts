@@ -50,6 +50,7 @@ const PROTOTYPES = [
   'int cuStreamSynchronize(uint64_t stream)',
   'int cuEventCreate(void *event, uint flags)',
   'int cuEventRecord(uint64_t event, uint64_t stream)',
+  'int cuEventRecordWithFlags(uint64_t event, uint64_t stream, uint flags)',
   'int cuEventSynchronize(uint64_t event)',
   'int cuEventElapsedTime_v2(_Out_ float *ms, uint64_t start, uint64_t end)',
   'int cuEventDestroy_v2(uint64_t event)',
@@ -194,8 +195,9 @@ export class CudaEvent {
   constructor(private readonly ctx: CudaContext) {
     this.handle = cuHandle('cuEventCreate', 0);
   }
+  /** Record on the stream; inside a graph capture this becomes an event node that times each replay. */
   record(): void {
-    cu('cuEventRecord', this.handle, this.ctx.stream);
+    cu('cuEventRecordWithFlags', this.handle, this.ctx.stream, 1); // CU_EVENT_RECORD_EXTERNAL
   }
   /** Milliseconds from `start` to this event (waits for this event). */
   since(start: CudaEvent): number {

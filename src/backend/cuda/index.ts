@@ -308,7 +308,8 @@ export class CudaBackend implements Backend {
     if (rows === 0) return;
     const [outF, inF] = w.shape;
     if (this.skinny && this.activationDType === 'bfloat16' && rows <= 16) {
-      const plan = skinnyPlan(inF, outF);
+      const plan = this.skinnyShape ? { ...this.skinnyShape } : skinnyPlan(inF, outF);
+      if (plan && inF % (32 * plan.unroll * plan.warps) !== 0) throw new Error(`skinny GEMM: K ${inF} does not split as ${plan.warps} warps × ${plan.unroll}`);
       if (plan) {
         const yF32 = y.dtype === 'float32';
         const tiles = rows > 8 ? 2 : 1;
@@ -330,6 +331,9 @@ export class CudaBackend implements Backend {
       this.launch1d('elementwise.cu', 'gelu', n, [y.ptr, y.ptr, n], { MPT_BF16: y.dtype === 'bfloat16' });
     }
   }
+
+  /** A fixed skinny GEMM shape instead of skinnyPlan's choice (benchmarks compare variants). */
+  skinnyShape: { warps: number; unroll: number } | null = null;
 
   /** Whether few-row GEMMs use skinny_gemm.cu (true) or always cuBLASLt (for comparisons). */
   skinny = process.env.MPT_CUDA_SKINNY !== '0';
