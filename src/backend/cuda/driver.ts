@@ -133,6 +133,8 @@ export class CudaContext {
   readonly device: DeviceInfo;
   readonly context: number;
   readonly stream: number;
+  /** True while a graph capture is under way on the stream. */
+  capturing = false;
 
   constructor(ordinal = 0) {
     cu('cuInit', 0);
@@ -197,7 +199,8 @@ export class CudaEvent {
   }
   /** Record on the stream; inside a graph capture this becomes an event node that times each replay. */
   record(): void {
-    cu('cuEventRecordWithFlags', this.handle, this.ctx.stream, 1); // CU_EVENT_RECORD_EXTERNAL
+    if (this.ctx.capturing) cu('cuEventRecordWithFlags', this.handle, this.ctx.stream, 1); // CU_EVENT_RECORD_EXTERNAL
+    else cu('cuEventRecord', this.handle, this.ctx.stream);
   }
   /** Milliseconds from `start` to this event (waits for this event). */
   since(start: CudaEvent): number {
@@ -286,9 +289,11 @@ export class CudaGraph {
   static capture(ctx: CudaContext, fn: () => void): CudaGraph {
     cu('cuStreamBeginCapture_v2', ctx.stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL);
     let graph = 0;
+    ctx.capturing = true;
     try {
       fn();
     } finally {
+      ctx.capturing = false;
       const out = new BigUint64Array(1);
       cu('cuStreamEndCapture', ctx.stream, out);
       graph = Number(out[0]);
