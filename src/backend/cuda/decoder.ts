@@ -211,7 +211,7 @@ export class CudaDecoder {
         if (!m) this.padded = true;
       }
     }
-    this.be.ctx.copyIn(this.mask.ptr, this.hostMask);
+    this.be.ctx.copyInAsync(this.mask.ptr, this.hostMask);
     // The captured step bakes in the sampling settings and whether a mask is read: recapture on change.
     const key = `${JSON.stringify(sampling)}:${this.padded}`;
     if (key !== this.graphKey) {
@@ -221,8 +221,8 @@ export class CudaDecoder {
       this.graphKey = key;
     }
     const buf = t === 1 ? this.step1 : this.prefillBuffers(t);
-    this.be.ctx.copyIn(buf.ids.ptr, ids);
-    this.be.ctx.copyIn(buf.last.ptr, Int32Array.from({ length: this.batch }, (_, b) => b * t + t - 1));
+    this.be.ctx.copyInAsync(buf.ids.ptr, ids);
+    this.be.ctx.copyInAsync(buf.last.ptr, Int32Array.from({ length: this.batch }, (_, b) => b * t + t - 1));
     if (all) this.allLogits = this.be.alloc([this.batch * t, this.c.vocabSize], 'float32');
     let logits: Float32Array | null = null;
     try {

@@ -176,6 +176,14 @@ export class CudaContext {
     this.synchronize();
   }
 
+  /**
+   * Host → device in stream order without waiting: from pageable memory the driver has copied the
+   * source out before this returns, so the caller may reuse it at once.
+   */
+  copyInAsync(dst: number, src: ArrayBufferView, bytes = src.byteLength): void {
+    cu('cuMemcpyHtoDAsync_v2', dst, src, bytes, this.stream);
+  }
+
   /** Device → host after everything enqueued before it. */
   copyOut(dst: ArrayBufferView, src: number, bytes = dst.byteLength): void {
     cu('cuMemcpyDtoHAsync_v2', dst, src, bytes, this.stream);

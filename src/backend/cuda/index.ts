@@ -48,10 +48,13 @@ const THREADS = 256;
  * Warps a block and k-steps per load group for skinny_gemm.cu: about 2048 warps over the chip, and
  * K divisible by 32·unroll·warps; null when K does not divide (then cuBLASLt runs it).
  */
-function skinnyPlan(inF: number, outF: number): { warps: number; unroll: number } | null {
+function skinnyPlan(inF: number, outF: number, rows: number): { warps: number; unroll: number } | null {
   const tiles = Math.ceil(outF / 16);
-  const want = Math.min(8, Math.max(4, 2 ** Math.ceil(Math.log2(Math.max(1, 2048 / tiles))))); // ≤ 256 threads: __launch_bounds__
-  for (const unroll of [4, 2, 1]) {
+  // Measured on the H100 (bench gemm table, 2026-11-27): one row tile wants 8 warps below ~400 output
+  // tiles and 4 above; two row tiles (9–16 rows) 4 warps from 384 tiles, and half the unroll at ~512.
+  const want = rows > 8 ? (tiles >= 384 ? 4 : 8) : Math.min(8, Math.max(4, 2 ** Math.ceil(Math.log2(Math.max(1, 2048 / tiles))))); // ≤ 256 threads
+  const unrolls = rows > 8 && tiles >= 512 && tiles < 1024 ? [2, 1] : [4, 2, 1];
+  for (const unroll of unrolls) {
     for (let warps = want; warps >= 1; warps /= 2) if (inF % (32 * unroll * warps) === 0) return { warps, unroll };
   }
   return null;
@@ -308,7 +311,7 @@ export class CudaBackend implements Backend {
     if (rows === 0) return;
     const [outF, inF] = w.shape;
     if (this.skinny && this.activationDType === 'bfloat16' && rows <= 16) {
-      const plan = this.skinnyShape ? { ...this.skinnyShape } : skinnyPlan(inF, outF);
+      const plan = this.skinnyShape ? { ...this.skinnyShape } : skinnyPlan(inF, outF, rows);
       if (plan && inF % (32 * plan.unroll * plan.warps) !== 0) throw new Error(`skinny GEMM: K ${inF} does not split as ${plan.warps} warps × ${plan.unroll}`);
       if (plan) {
         const yF32 = y.dtype === 'float32';
@@ -331,6 +334,9 @@ export class CudaBackend implements Backend {
       this.launch1d('elementwise.cu', 'gelu', n, [y.ptr, y.ptr, n], { MPT_BF16: y.dtype === 'bfloat16' });
     }
   }
+
+  /** Blocks an SM the flash kernel's registers are bounded for (3: ≤ 170 registers; 2: no spills). */
+  flashMinBlocks = 3;
 
   /** A fixed skinny GEMM shape instead of skinnyPlan's choice (benchmarks compare variants). */
   skinnyShape: { warps: number; unroll: number } | null = null;
@@ -427,7 +433,7 @@ export class CudaBackend implements Backend {
     const flash = !a.forceDecode && this.activationDType === 'bfloat16' && a.dHead % 16 === 0 && a.dHead <= 256 && a.tq >= 16
       && a.kvLenDev === 0 && a.qStride % 8 === 0 && a.kvStride % 8 === 0 && a.oStride % 2 === 0;
     if (flash) {
-      this.kernels.get('flash_attention.cu', 'flash_attention', { MPT_BF16: true, HEAD_DIM: a.dHead }).launch(
+      this.kernels.get('flash_attention.cu', 'flash_attention', { MPT_BF16: true, HEAD_DIM: a.dHead, FLASH_MIN_BLOCKS: this.flashMinBlocks }).launch(
         [Math.ceil(a.tq / 64), a.nHeads, a.batch], [128],
         [a.q.ptr, a.k.ptr, a.v.ptr, a.mask?.ptr ?? 0, a.slopes?.ptr ?? 0, a.out.ptr, a.tq, a.capacity, a.kvLen,
           a.qStride, a.kvStride, a.oStride, a.scale], 2 * 2 * 64 * (a.dHead + 8) * 2);

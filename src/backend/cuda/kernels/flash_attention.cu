@@ -9,6 +9,9 @@
 // Fragment layouts of m16n8k16 (lane = 4·g + t): A regs {(g, 2t..), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..)};
 // B regs {(k 2t.., n g), (k 2t+8.., n g)}; C {(g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1)}.
 #define BQ 64
+#ifndef FLASH_MIN_BLOCKS
+#define FLASH_MIN_BLOCKS 3
+#endif
 #define BK 64
 #define NWARP 4
 #define ROW (HEAD_DIM + 8)  // padded shared row (bf16): rows land 4 banks apart, so fragment loads don't conflict
@@ -40,7 +43,7 @@ __device__ __forceinline__ unsigned pack2(float lo, float hi) {
   return *reinterpret_cast<unsigned*>(&v);
 }
 
-extern "C" __global__ void __launch_bounds__(NWARP * 32) flash_attention(
+extern "C" __global__ void __launch_bounds__(NWARP * 32, FLASH_MIN_BLOCKS) flash_attention(  // 3 blocks an SM: ≤ 170 registers
     const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, const int* __restrict__ mask,
     const float* __restrict__ slopes, bf16* __restrict__ out,
     int tq, int capacity, int kvLen, int qStride, int kvStride, int oStride, float scale) {
