@@ -28,6 +28,8 @@ export class WasmHeap {
   private readonly freeBlocks: Block[] = [];
   /** Everything from `end` to the top of the 4 GiB space is free. */
   private end = FIRST_ADDRESS;
+  /** Memory at and above this address has never been handed out: still the zeros it grew with. */
+  private untouched = FIRST_ADDRESS;
   private readonly live = new Map<number, number>();
   /** The SharedArrayBuffer objects `memory.buffer` has returned: a new one after each grow. */
   private readonly buffers = new WeakSet<ArrayBufferLike>();
@@ -53,6 +55,10 @@ export class WasmHeap {
 
   /** A block of at least `bytes` (64-byte aligned), or null when the 4 GiB space has no room. */
   allocate(bytes: number): number | null {
+    return this.allocateBlock(bytes)?.start ?? null;
+  }
+
+  private allocateBlock(bytes: number): { start: number; fresh: boolean } | null {
     const size = Math.max(ALIGN, Math.ceil(bytes / ALIGN) * ALIGN);
     const index = this.freeBlocks.findIndex((b) => b.size >= size);
     let start: number;
@@ -67,7 +73,9 @@ export class WasmHeap {
       this.end += size;
     }
     this.live.set(start, size);
-    return start;
+    const fresh = start >= this.untouched;
+    this.untouched = Math.max(this.untouched, start + size);
+    return { start, fresh };
   }
 
   /** Return a block; freeing an address that is not live (already freed) does nothing. */
@@ -90,10 +98,12 @@ export class WasmHeap {
   /** A zero-filled typed array of `length` elements on the heap, freed when collected; null when full. */
   array(kind: 'float32' | 'bfloat16', length: number): Float32Array | Uint16Array | null {
     const bytesPer = kind === 'float32' ? 4 : 2;
-    const address = this.allocate(length * bytesPer);
-    if (address === null) return null;
+    const block = this.allocateBlock(length * bytesPer);
+    if (block === null) return null;
+    const address = block.start;
     const array = kind === 'float32' ? new Float32Array(this.buffer(), address, length) : new Uint16Array(this.buffer(), address, length);
-    array.fill(0); // a reused block holds old values
+    // A reused block holds old values; a fresh one is zero already (and not writing keeps it out of RSS).
+    if (!block.fresh) array.fill(0);
     this.collected.register(array, address, array);
     return array;
   }
