@@ -10,6 +10,8 @@ import { sharedHeap } from './wasm/heap.js';
  * costs tens of microseconds.
  */
 const MIN_WORK_PER_THREAD = 1 << 16;
+/** How long a new worker may take to load its code and report ready before the pool gives up. */
+const WORKER_START_TIMEOUT_MS = 60_000;
 
 export class CpuPool {
   private workers: Worker[] | undefined;
@@ -46,13 +48,28 @@ export class CpuPool {
     if (Atomics.exchange(this.errors, 0, 0) !== 0) throw new Error('a CPU worker failed (its error is on stderr)');
   }
 
+  /**
+   * Start the workers and wait until each has its message handler in place. A worker that fails to
+   * load its code (or loads an empty file, as happens while `tsc` rewrites dist/) would otherwise
+   * never count down the latch, and the main thread, blocked in Atomics.wait, would hang for ever.
+   */
   private start(): Worker[] {
     if (!this.workers) {
-      this.workers = Array.from({ length: this.threads - 1 }, () => {
-        const worker = new Worker(new URL('./worker.js', import.meta.url));
+      const ready = new Int32Array(new SharedArrayBuffer(4 * (this.threads - 1)));
+      const workers = Array.from({ length: this.threads - 1 }, (_, index) => {
+        const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: { ready, index } });
         worker.unref(); // never keep the process alive
         return worker;
       });
+      const deadline = Date.now() + WORKER_START_TIMEOUT_MS;
+      for (let i = 0; i < workers.length; i++) {
+        while (Atomics.load(ready, i) === 0 && Date.now() < deadline) Atomics.wait(ready, i, 0, 100);
+        if (Atomics.load(ready, i) !== 1) {
+          for (const w of workers) void w.terminate();
+          throw new Error(`CPU worker thread ${i + 1} did not start within ${WORKER_START_TIMEOUT_MS / 1000} s (its error, if any, is on stderr)`);
+        }
+      }
+      this.workers = workers;
     }
     return this.workers;
   }

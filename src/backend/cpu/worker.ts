@@ -1,4 +1,4 @@
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import { runTask, type ParallelTask } from './kernels/index.js';
 import { installKernels } from './wasm/runtime.js';
 
@@ -11,7 +11,12 @@ interface Install { install: { module: WebAssembly.Module; memory: WebAssembly.M
 
 parentPort!.on('message', (message: Job | Install) => {
   if ('install' in message) {
-    installKernels(message.install.module, message.install.memory);
+    try {
+      installKernels(message.install.module, message.install.memory);
+    } catch (error) {
+      // Stay alive: this worker's wasm tasks will then fail (and say so) instead of hanging the pool.
+      process.stderr.write(`mpt CPU worker: cannot instantiate the wasm kernels: ${(error as Error)?.message ?? error}\n`);
+    }
     return;
   }
   const { task, start, end, latch, errors } = message;
@@ -27,3 +32,8 @@ parentPort!.on('message', (message: Job | Install) => {
     Atomics.notify(latch, 0);
   }
 });
+
+// Tell the pool this worker's handler is in place (it waits for this before sending any work).
+const { ready, index } = workerData as { ready: Int32Array; index: number };
+Atomics.store(ready, index, 1);
+Atomics.notify(ready, index);
