@@ -13,3 +13,8 @@ export function geluFast(x: number): number {
     t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))));
   return x >= 0 ? x * (1 - 0.5 * erfc) : x * 0.5 * erfc;
 }
+
+/** out[i] = geluFast(x[i]) for i in [start, end): one monomorphic loop a worker can run its share of. */
+export function geluRange(x: Float32Array, out: Float32Array, start: number, end: number): void {
+  for (let i = start; i < end; i++) out[i] = geluFast(x[i]);
+}

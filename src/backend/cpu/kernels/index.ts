@@ -1,4 +1,5 @@
 import { attentionHead, type AttentionProblem } from './attention.js';
+import { geluRange } from './gelu-fast.js';
 import { linearColumns } from './linear.js';
 import { linearColumnsWasm, type WasmLinearTask } from '../wasm/linear-columns.js';
 
@@ -9,11 +10,13 @@ import { linearColumnsWasm, type WasmLinearTask } from '../wasm/linear-columns.j
 export type ParallelTask =
   | { kind: 'linear'; x: Float32Array; w: Float32Array | Uint16Array; bias: Float32Array | null; out: Float32Array; rows: number; inWidth: number; outWidth: number }
   | { kind: 'attention'; problem: AttentionProblem }
+  | { kind: 'gelu'; x: Float32Array; out: Float32Array }
   | WasmLinearTask;
 
-/** How many independent pieces a task splits into (output columns, or batch × head pairs). */
+/** How many independent pieces a task splits into (output columns, batch × head pairs, or elements). */
 export function taskSize(task: ParallelTask): number {
   if (task.kind === 'attention') return task.problem.out.length / (task.problem.tq * task.problem.dHead);
+  if (task.kind === 'gelu') return task.x.length;
   return task.outWidth;
 }
 
@@ -24,6 +27,10 @@ export function runTask(task: ParallelTask, start: number, end: number): void {
   }
   if (task.kind === 'linear-wasm') {
     linearColumnsWasm(task, start, end);
+    return;
+  }
+  if (task.kind === 'gelu') {
+    geluRange(task.x, task.out, start, end);
     return;
   }
   const p = task.problem;
