@@ -17,6 +17,8 @@ export interface BenchOptions {
   batch: number;
   /** Seed of the random prompt (ids drawn from the first 50,000 of the vocabulary). */
   seed?: number;
+  /** The prompt itself instead ([batch, promptTokens] row-major), e.g. to check the tokens produced. */
+  prompt?: Int32Array;
 }
 
 export interface BenchResult {
@@ -44,7 +46,8 @@ export async function benchInference(model: MptModel, options: BenchOptions): Pr
     throw new Error(`a ${promptTokens}-token prompt and ${newTokens} new tokens exceed the model's ${model.config.maxSeqLen} positions`);
   }
   const rng = new Rng(options.seed ?? 1234);
-  const prompt = Int32Array.from({ length: batch * promptTokens }, () => Math.floor(rng.next() * Math.min(vocab, 50000)));
+  const prompt = options.prompt ?? Int32Array.from({ length: batch * promptTokens }, () => Math.floor(rng.next() * Math.min(vocab, 50000)));
+  if (prompt.length !== batch * promptTokens) throw new Error(`the prompt has ${prompt.length} ids, not ${batch} × ${promptTokens}`);
 
   const warmup = model.newCache(batch, 2);
   model.backend.download(model.forward(prompt.subarray(0, batch), warmup, { logits: 'last' }));

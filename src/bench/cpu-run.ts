@@ -22,7 +22,14 @@ const { values } = parseArgs({
 const backend = new CpuBackend({ threads: values.threads ? Number(values.threads) : undefined, wasm: !values.js });
 let model;
 if (values.preset === 'mpt-1b') model = randomBf16Model(MPT_1B_REDPAJAMA_200B, backend);
-else if (values.model) model = await loadModel(await openModelFolder(values.model), backend);
+else if (values.model) {
+  const folder = await openModelFolder(values.model);
+  try {
+    model = await loadModel(folder, backend);
+  } finally {
+    await folder.close();
+  }
+}
 else throw new Error('give --preset mpt-1b or --model <folder>');
 const result = await benchInference(model, { promptTokens: Number(values.prompt), newTokens: Number(values.new), batch: Number(values.batch) });
 console.log(JSON.stringify({ model: values.preset ?? values.model, threads: backend.pool.threads, kernels: values.js ? 'js' : 'wasm', ...result }));
