@@ -76,6 +76,7 @@ const SHAPES = [
   [1, 8, 1], [1, 9, 3], [1, 64, 4], [1, 77, 13], [2, 16, 5], [3, 31, 9], [4, 8, 7], [5, 40, 17],
   [7, 129, 6], [8, 64, 33], [9, 23, 2], [13, 100, 11],
   [5, 2056, 70], // 31 weight rows of float32 (62 of bfloat16) per cache block: several blocks
+  [1, 4104, 8], [4, 4105, 5], // one row of a wide input takes 1×3 tiles (and 1×1 for the rest)
 ];
 
 for (const dtype of ['bfloat16', 'float32'] as const) {

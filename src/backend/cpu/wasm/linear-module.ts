@@ -18,16 +18,21 @@ import { encodeModule, FunctionBuilder } from './emitter.js';
  * `i32x4.extend_low_i16x8_u` + `i32x4.shl` does the same in two and measured ~1.5× slower).
  *
  * Tile shapes were chosen by measurement on this machine's Zen 5 (process CPU time, so the other
- * engineers' load counts less): with one row, more weight rows per tile (1×2 … 1×4) was slower than
- * 1×1 (~20 GB/s of bf16 weights on one core, from DRAM); for prefill 2×1 and 3×1 reached 32–35
- * GFLOP/s and 4×1 much less (V8 keeps SIMD values in 16 registers: 4 rows spill).
+ * engineers' load counts less): with one row of up to 4096 inputs, more weight rows per tile (1×2 …
+ * 1×4) was slower than 1×1 (~20 GB/s of bf16 weights on one core, from DRAM); with 8192 inputs (the
+ * MLP's down projection; x is 32 KB and no longer stays in L1 beside the weight stream) 1×1 fell to
+ * ~13 GB/s and 1×3, which loads each x chunk once for three weight rows, kept ~20. For prefill 2×1
+ * and 3×1 reached 32–35 GFLOP/s and 4×1 much less (V8 keeps SIMD values in 16 registers: 4 rows spill).
  */
 export type WeightKind = 'bf16' | 'f32';
 
 export interface TileShape { rows: number; cols: number }
 
-/** The tiles the driver (linear-columns.ts) uses: blocks of 3 input rows, then 2 or 1 for the rest. */
-export const TILE_SHAPES: readonly TileShape[] = [{ rows: 3, cols: 1 }, { rows: 2, cols: 1 }, { rows: 1, cols: 1 }];
+/**
+ * The tiles the driver (linear-columns.ts) uses: blocks of 3 input rows, then 2 or 1 for the rest;
+ * a single row of a wide input (more than 4096) goes 3 weight rows at a time.
+ */
+export const TILE_SHAPES: readonly TileShape[] = [{ rows: 3, cols: 1 }, { rows: 2, cols: 1 }, { rows: 1, cols: 1 }, { rows: 1, cols: 3 }];
 
 /** Byte lanes of shuffle(zero, packed) that put 16-bit value i of packed's low/high half above zeros. */
 const INTERLEAVE_LOW_16 = [0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23];
