@@ -10,10 +10,30 @@
  * - Ops are synchronous from the caller's view: the CPU backend blocks while its workers run; the
  *   CUDA backend enqueues on its stream and only `download` waits.
  */
+import type { MptConfig } from '../model/config.js';
+import type { MptParams } from '../model/params.js';
+
 export type DType = 'float32' | 'bfloat16' | 'float16' | 'int32';
 
 /** Host data for `upload`: Uint16Array carries the raw bits of bfloat16 or float16. */
 export type HostArray = Float32Array | Int32Array | Uint16Array;
+
+/** How a fused decoder picks tokens on the device: fixed for a run (temperature ≤ 0: greedy). */
+export interface DeviceSampling {
+  temperature: number;
+  topK?: number;
+  topP?: number;
+  seed?: number;
+}
+
+/** A backend's fused generator over a preallocated KV cache of `batch` rows. */
+export interface Decoder {
+  /** Left-padded prompts [batch, t] (mask 1 real, 0 padding; null: all real) → the first new token of each row. */
+  prefill(ids: Int32Array, mask: Int32Array | null, sampling: DeviceSampling): Int32Array;
+  /** Feed the tokens chosen last and choose the next ones: one per row. */
+  step(): Int32Array;
+  release(): void;
+}
 
 export interface Tensor {
   readonly shape: readonly number[];
@@ -81,6 +101,13 @@ export interface Backend {
   writeRows(dst: Tensor, src: Tensor, at: number): void;
   /** Causal multi-head attention → [batch, tq, nHeads·dHead]. */
   attention(args: AttentionArgs): Tensor;
+
+  /**
+   * Optional: a fused generation path for a whole model (CUDA: activations planned once, the decode
+   * step captured as a graph, tokens chosen on the device). Backends without one generate through
+   * the model's generic forward. Throws for models it does not run (the caller falls back).
+   */
+  createDecoder?(config: MptConfig, params: MptParams, slopes: Float32Array | null, batch: number, capacity: number): Decoder;
 }
 
 /**

@@ -1,4 +1,5 @@
 import type { MptModel } from '../model/mpt.js';
+import { alibiSlopes } from '../model/config.js';
 import { UserError } from '../util/errors.js';
 import { Rng } from '../util/random.js';
 import { sampleToken, type SamplingOptions } from './sampling.js';
@@ -75,19 +76,13 @@ export async function generate(model: MptModel, tokenizer: TextDecoding, prompts
     options.onText?.(row, text);
   };
 
-  const cache = model.newCache(batch, longest + Math.max(steps, 0));
+  const source = tokenSource(model, batch, longest + Math.max(steps, 0), options, rng, rows.map((r) => r.seen));
   try {
-    let input = ids;
-    let attentionMask: Int32Array | null = mask;
     for (let step = 0; step < steps; step++) {
-      const logits = model.backend.download(model.forward(input, cache, { logits: 'last', attentionMask })) as Float32Array;
-      const vocab = model.config.vocabSize;
-      input = new Int32Array(batch);
-      attentionMask = null;
+      const next = step === 0 ? source.first(ids, mask) : source.next();
       rows.forEach((row, b) => {
         if (row.finish) return; // finished rows keep running (batch shape) but their tokens are ignored
-        const id = sampleToken(logits.subarray(b * vocab, (b + 1) * vocab), options, rng, options.repetitionPenalty && options.repetitionPenalty !== 1 ? row.seen : []);
-        input[b] = id;
+        const id = next[b];
         if (options.eosId !== null && id === options.eosId) { row.finish = 'eos'; return; }
         row.ids.push(id);
         row.seen.add(id);
@@ -98,10 +93,50 @@ export async function generate(model: MptModel, tokenizer: TextDecoding, prompts
       await new Promise((resolve) => setImmediate(resolve)); // let servers and streams breathe
     }
   } finally {
-    cache.release();
+    source.release();
   }
   return rows.map((row, b) => {
     if (!row.finish) emit(b, row.stops.push(row.decoder.flush()) + row.stops.flush());
     return { ids: row.ids, text: row.text, finishReason: row.finish ?? 'length' };
   });
+}
+
+/** Where each step's tokens come from: the backend's fused decoder, or the model's forward and host sampling. */
+interface TokenSource {
+  /** Run the left-padded prompts; the first new token of each row. */
+  first(ids: Int32Array, mask: Int32Array): Int32Array;
+  /** Feed back the tokens chosen last; the next token of each row. */
+  next(): Int32Array;
+  release(): void;
+}
+
+function tokenSource(model: MptModel, batch: number, capacity: number, options: GenerateOptions, rng: Rng, seen: Set<number>[]): TokenSource {
+  const penalty = options.repetitionPenalty ?? 1;
+  // The fused decoder samples on the device with fixed settings: no repetition penalty there.
+  if (model.backend.createDecoder && penalty === 1) {
+    const decoder = fusedDecoder(model, batch, capacity);
+    if (decoder) {
+      const sampling = { temperature: options.temperature, topK: options.topK, topP: options.topP, seed: rng.nextUint32() };
+      return { first: (ids, mask) => decoder.prefill(ids, mask, sampling), next: () => decoder.step(), release: () => decoder.release() };
+    }
+  }
+  const cache = model.newCache(batch, capacity);
+  let last = new Int32Array(batch);
+  const run = (ids: Int32Array, mask: Int32Array | null): Int32Array => {
+    const logits = model.backend.download(model.forward(ids, cache, { logits: 'last', attentionMask: mask })) as Float32Array;
+    const vocab = model.config.vocabSize;
+    last = Int32Array.from({ length: batch }, (_, b) =>
+      sampleToken(logits.subarray(b * vocab, (b + 1) * vocab), options, rng, penalty !== 1 ? seen[b] : []));
+    return last;
+  };
+  return { first: (ids, mask) => run(ids, mask), next: () => run(last, null), release: () => cache.release() };
+}
+
+/** The backend's fused decoder for this model, or null when it does not run this kind of model. */
+function fusedDecoder(model: MptModel, batch: number, capacity: number) {
+  try {
+    return model.backend.createDecoder!(model.config, model.params, model.config.alibi ? alibiSlopes(model.config) : null, batch, capacity);
+  } catch {
+    return null;
+  }
 }

@@ -30,7 +30,8 @@ export async function openForInference(options: OpenOptions): Promise<OpenModel>
   try {
     const { backend, note } = await selectBackend({ device: options.device ?? 'auto', cudaDType: options.dtype === 'float32' ? 'float32' : 'bfloat16', threads: options.threads });
     if (note) options.onNote?.(note);
-    const dtype = backend.name === 'cpu' ? options.dtype : undefined;
+    // The CPU keeps weights as asked (or as stored); CUDA stores them in its compute dtype.
+    const dtype = backend.name === 'cpu' ? options.dtype : (backend.activationDType as WeightDType);
     const model = await loadModel(folder, backend, { dtype, progress: options.progress });
     const tokenizer = Tokenizer.fromFile(await tokenizerFileFor(folder));
     return { model, tokenizer, folder };

@@ -3,6 +3,7 @@ import { generateCommand } from './generate.js';
 import { forwardCommand } from './forward.js';
 import { detokenizeCommand, tokenizeCommand } from './tokenize.js';
 import { infoCommand } from './info.js';
+import { benchCommand, benchTokenizeCommand } from './bench.js';
 import { trainCommand } from './train.js';
 import { exportCommand } from './export.js';
 import { evalPerplexityCommand } from './eval-perplexity.js';
@@ -18,6 +19,8 @@ export const commands: Command[] = [
   tokenizeCommand,
   detokenizeCommand,
   infoCommand,
+  benchCommand,
+  benchTokenizeCommand,
   trainCommand,
   exportCommand,
   evalPerplexityCommand,
