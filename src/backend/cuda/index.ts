@@ -12,6 +12,7 @@ import { KernelCache } from './kernels.js';
 import type { MptConfig } from '../../model/config.js';
 import { CudaDecoder, type DecoderOptions, type DecoderParams } from './decoder.js';
 import { asCuda, bytesPer, CudaTensor, DeviceBlock } from './tensor.js';
+import { CudaTrainingOps } from './training.js';
 
 export { CudaTensor } from './tensor.js';
 export { CudaError } from './driver.js';
@@ -59,9 +60,6 @@ function skinnyPlan(inF: number, outF: number, rows: number): { warps: number; u
   }
   return null;
 }
-
-const trainingNotOnCuda = (op: string) =>
-  new UserError(`${op}: training ops are not implemented on the CUDA backend yet; train with --device cpu`);
 
 export class CudaBackend implements Backend {
   readonly name = 'cuda' as const;
@@ -462,22 +460,29 @@ export class CudaBackend implements Backend {
     }
   }
 
-  // ---- training ops: not on CUDA yet ----------------------------------------------------------
-  // The Backend's backward and optimizer ops belong to the CUDA training work, which is not done:
-  // each says so by name rather than computing something wrong.
-  attentionForTraining(): never { throw trainingNotOnCuda('attentionForTraining'); }
-  attentionBackward(): never { throw trainingNotOnCuda('attentionBackward'); }
-  linearBackward(): never { throw trainingNotOnCuda('linearBackward'); }
-  layerNormBackward(): never { throw trainingNotOnCuda('layerNormBackward'); }
-  geluBackward(): never { throw trainingNotOnCuda('geluBackward'); }
-  clampBackward(): never { throw trainingNotOnCuda('clampBackward'); }
-  addColumnsInto(): never { throw trainingNotOnCuda('addColumnsInto'); }
-  embeddingBackwardInto(): never { throw trainingNotOnCuda('embeddingBackwardInto'); }
-  crossEntropyWithOutput(): never { throw trainingNotOnCuda('crossEntropyWithOutput'); }
-  addInto(): never { throw trainingNotOnCuda('addInto'); }
-  scaleInPlace(): never { throw trainingNotOnCuda('scaleInPlace'); }
-  sumOfSquares(): never { throw trainingNotOnCuda('sumOfSquares'); }
-  adamwStep(): never { throw trainingNotOnCuda('adamwStep'); }
+  // ---- training ops (training.ts) -------------------------------------------------------------
+  private trainingOps: CudaTrainingOps | null = null;
+  /** The training ops, made at first use (a cuBLASLt handle and workspace of their own). */
+  get training(): CudaTrainingOps { return this.trainingOps ??= new CudaTrainingOps(this); }
+  attentionForTraining(args: AttentionArgs) { return this.training.attentionForTraining(args); }
+  attentionBackward(args: AttentionArgs, out: Tensor, logSumExp: Tensor, dOut: Tensor) { return this.training.attentionBackward(args, out, logSumExp, dOut); }
+  linearBackward(dy: Tensor, x: Tensor, weight: Tensor, withBias: boolean) { return this.training.linearBackward(dy, x, weight, withBias); }
+  layerNormBackward(dy: Tensor, x: Tensor, weight: Tensor, eps: number, withBias: boolean) { return this.training.layerNormBackward(dy, x, weight, eps, withBias); }
+  geluBackward(dy: Tensor, x: Tensor) { return this.training.geluBackward(dy, x); }
+  clampBackward(dy: Tensor, x: Tensor, limit: number) { return this.training.clampBackward(dy, x, limit); }
+  addColumnsInto(dst: Tensor, dy: Tensor, start: number) { this.training.addColumnsInto(dst, dy, start); }
+  embeddingBackwardInto(dst: Tensor, ids: Tensor, dy: Tensor, factor: number) { this.training.embeddingBackwardInto(dst, ids, dy, factor); }
+  crossEntropyWithOutput(args: Parameters<CudaTrainingOps['crossEntropyWithOutput']>[0]) { return this.training.crossEntropyWithOutput(args); }
+  addInto(dst: Tensor, src: Tensor, factor: number) { this.training.addInto(dst, src, factor); }
+  scaleInPlace(dst: Tensor, factor: number) { this.training.scaleInPlace(dst, factor); }
+  sumOfSquares(x: Tensor) { return this.training.sumOfSquares(x); }
+  adamwStep(args: Parameters<CudaTrainingOps['adamwStep']>[0]) { this.training.adamwStep(args); }
+
+  /** A tensor outside every scope, kept until released by hand (buffers that live with the backend). */
+  persistent(shape: readonly number[], dtype: DType = this.activationDType): CudaTensor {
+    const scopes = this.scopes.splice(0);
+    try { return this.alloc(shape, dtype); } finally { this.scopes.push(...scopes); }
+  }
 
   // ---- beyond the Backend interface ----------------------------------------------------------
 

@@ -1,0 +1,90 @@
+// Elementwise and reduction kernels of the training ops (training.ts). T is the storage type of the
+// source tensors (bf16 with MPT_BF16, else float); gradient accumulators are always float32.
+// A grid-stride loop covers any n.
+#define GRID_STRIDE(i, n) for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); i += (long long)gridDim.x * blockDim.x)
+
+// dy·GELU'(x) for the exact GELU: Φ(x) + x·φ(x).
+extern "C" __global__ void gelu_backward(const T* __restrict__ dy, const T* __restrict__ x, T* __restrict__ out, long long n) {
+  GRID_STRIDE(i, n) {
+    const float v = ld(x[i]);
+    const float cdf = 0.5f * (1.f + erff(v * 0.70710678118654752f));
+    const float pdf = 0.3989422804014327f * expf(-0.5f * v * v);
+    out[i] = st<T>(ld(dy[i]) * (cdf + v * pdf));
+  }
+}
+// torch.clamp's gradient: dy where -limit ≤ x ≤ limit (bounds included), 0 elsewhere.
+extern "C" __global__ void clamp_backward(const T* __restrict__ dy, const T* __restrict__ x, T* __restrict__ out, float limit, long long n) {
+  GRID_STRIDE(i, n) {
+    const float v = ld(x[i]);
+    out[i] = (v >= -limit && v <= limit) ? dy[i] : st<T>(0.f);
+  }
+}
+// dst[r, start + c] += src[r, c] for c < width (dst float32 [rows, dstWidth]).
+extern "C" __global__ void add_columns_into(float* __restrict__ dst, const T* __restrict__ src, int rows, int dstWidth, int start, int width) {
+  GRID_STRIDE(i, (long long)rows * width) {
+    const long long r = i / width;
+    const int c = (int)(i - r * width);
+    dst[r * dstWidth + start + c] += ld(src[i]);
+  }
+}
+// dst += factor·src (dst float32).
+extern "C" __global__ void add_into(float* __restrict__ dst, const T* __restrict__ src, float factor, long long n) {
+  GRID_STRIDE(i, n) dst[i] = fmaf(factor, ld(src[i]), dst[i]);
+}
+// dst ← factor·dst.
+extern "C" __global__ void scale_in_place(T* __restrict__ dst, float factor, long long n) {
+  GRID_STRIDE(i, n) dst[i] = st<T>(ld(dst[i]) * factor);
+}
+// Block sums in float64 (blockDim.x a multiple of 32, at most 1024).
+__device__ double block_sum_double(double v) {
+  __shared__ double part[32];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+  if (lane == 0) part[warp] = v;
+  __syncthreads();
+  v = lane < nw ? part[lane] : 0.0;
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+// partial[block] = Σ x² over this block's share (float64); sum_doubles adds the partials.
+extern "C" __global__ void sum_squares_partial(const T* __restrict__ x, long long n, double* __restrict__ partial) {
+  double acc = 0.0;
+  GRID_STRIDE(i, n) { const double v = ld(x[i]); acc += v * v; }
+  acc = block_sum_double(acc);
+  if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+extern "C" __global__ void sum_doubles(const double* __restrict__ partial, int count, double* __restrict__ out) {
+  double acc = 0.0;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partial[i];
+  acc = block_sum_double(acc);
+  if (threadIdx.x == 0) out[0] = acc;
+}
+// out[0] = Σ x (float64 accumulation) of float32 x: the summed loss.
+extern "C" __global__ void sum_floats(const float* __restrict__ x, int n, float* __restrict__ out) {
+  double acc = 0.0;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) acc += x[i];
+  acc = block_sum_double(acc);
+  if (threadIdx.x == 0) out[0] = (float)acc;
+}
+// dst[ids[i], :] += factor·dy[i, :] (dst float32 [vocab, width]): atomics, since ids repeat.
+// An id outside [0, vocab) is skipped and recorded in error[0..1] = {1, id} as gather_rows does.
+extern "C" __global__ void embedding_backward(float* __restrict__ dst, const int* __restrict__ ids, const T* __restrict__ dy,
+                                              int n, int width, int vocab, float factor, int* error) {
+  GRID_STRIDE(i, (long long)n * width) {
+    const int r = (int)(i / width), c = (int)(i - (long long)r * width);
+    const int id = ids[r];
+    if (id < 0 || id >= vocab) {
+      if (c == 0 && atomicCAS(error, 0, 1) == 0) error[1] = id;
+    } else {
+      atomicAdd(dst + (long long)id * width + c, factor * ld(dy[i]));
+    }
+  }
+}
+// out[c] = Σ_rows dy[r, c] (float32): a bias gradient. One thread a column, rows in order.
+extern "C" __global__ void column_sums(const T* __restrict__ dy, float* __restrict__ out, int rows, int width) {
+  for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < width; c += gridDim.x * blockDim.x) {
+    float acc = 0.f;
+    for (int r = 0; r < rows; r++) acc += ld(dy[(long long)r * width + c]);
+    out[c] = acc;
+  }
+}

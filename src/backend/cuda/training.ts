@@ -1,0 +1,285 @@
+/**
+ * The CUDA backend's training ops (the Backend interface documents each one). Kernels:
+ * kernels/flash_train.cu (attention forward with its log-sum-exp), kernels/flash_backward.cu,
+ * kernels/layernorm_backward.cu, kernels/cross_entropy.cu, kernels/adamw.cu and
+ * kernels/train_elementwise.cu; GEMMs through cuBLASLt (training-gemm.ts).
+ *
+ * Dtypes: activation gradients (dx, dq, …) come back in the backend's activation dtype (bf16 under
+ * amp_bf16, as autocast's backward gives them), parameter gradients (dWeight, dBias, dTable) and every
+ * accumulator in float32. Inputs in another float dtype are converted to the activation dtype first.
+ * This is the generic path: each op allocates its outputs through the caching allocator.
+ */
+import { elementCount, rowCount, width, type AttentionArgs, type Tensor } from '../backend.js';
+import { KERNEL_ARGS } from './kernels.js';
+import { TrainingGemm, type GemmType } from './training-gemm.js';
+import { asCuda, type CudaTensor } from './tensor.js';
+import type { CudaBackend } from './index.js';
+
+Object.assign(KERNEL_ARGS, {
+  gelu_backward: 'pppq', clamp_backward: 'pppfq', add_columns_into: 'ppiiii', add_into: 'ppfq', scale_in_place: 'pfq',
+  sum_squares_partial: 'pqp', sum_doubles: 'pip', sum_floats: 'pip', embedding_backward: 'pppiiifp', column_sums: 'ppii',
+  adamw_step: 'ppppffffffqp', layernorm_backward: 'pppppppiif', cross_entropy_rows: 'ppppifi',
+  flash_forward_lse: 'pppppppif', attention_forward_scalar: 'pppppppiiif', attention_row_dot: 'pppiiii',
+  flash_backward_dq: 'pppppppppif', flash_backward_dkdv: 'ppppppppppif',
+  attention_backward_dq_scalar: 'pppppppppiiif', attention_backward_dkdv_scalar: 'ppppppppppiiif',
+});
+
+const REDUCE_BLOCKS = 264;
+
+export class CudaTrainingOps {
+  readonly gemm: TrainingGemm;
+  private scratch: CudaTensor | null = null;
+  /** Logit elements of one cross-entropy block (float32): 256 Mi = 1 GiB; tests lower it to get several blocks. */
+  logitBlockElements = 1 << 28;
+
+  constructor(private readonly be: CudaBackend) {
+    this.gemm = new TrainingGemm(be.ctx);
+  }
+
+  private get act() { return this.be.activationDType; }
+  private defsFor(dtype: string, extra: Record<string, string | number | boolean> = {}) {
+    return { MPT_BF16: dtype === 'bfloat16', ...extra };
+  }
+  /** A float tensor in the activation dtype (converted into the current scope when it is not). */
+  private inAct(t: Tensor, what: string): CudaTensor {
+    const c = asCuda(t, what);
+    if (c.dtype === this.act) return c;
+    if (c.dtype === 'int32') throw new Error(`${what}: an int32 tensor where ${this.act} values are expected`);
+    const n = elementCount(c.shape), out = this.be.alloc(c.shape);
+    const kernel = c.dtype === 'float32' ? 'f32_to_t' : 'bf16_to_t';
+    this.be.launch1d('elementwise.cu', kernel, n, [c.ptr, out.ptr, n]);
+    return out;
+  }
+  private f32(t: Tensor, what: string): CudaTensor {
+    const c = asCuda(t, what);
+    if (c.dtype !== 'float32') throw new Error(`${what}: expected a float32 tensor, got ${c.dtype}`);
+    return c;
+  }
+  private floatSource(t: Tensor, what: string): CudaTensor {
+    const c = asCuda(t, what);
+    if (c.dtype !== 'float32' && c.dtype !== 'bfloat16') throw new Error(`${what}: expected a float tensor, got ${c.dtype}`);
+    return c;
+  }
+  private zerosF32(shape: readonly number[]): CudaTensor {
+    return this.be.zeros(shape, 'float32') as CudaTensor;
+  }
+  /** A float64 scratch buffer for reductions (kept for the backend's life). */
+  private doubles(): CudaTensor {
+    if (!this.scratch) this.scratch = this.be.persistent([2 * (REDUCE_BLOCKS + 1)], "float32");
+    return this.scratch;
+  }
+
+  // ---- attention ------------------------------------------------------------------------------
+
+  private attentionShape(args: AttentionArgs) {
+    const [batch, t, d] = args.q.shape;
+    if (args.q.shape.length !== 3 || args.kvLen !== t || args.k.shape[1] !== t || args.v.shape[1] !== t) {
+      throw new Error(`attention for training needs queries = keys: q [${args.q.shape}], k [${args.k.shape}], kvLen ${args.kvLen}`);
+    }
+    const dHead = d / args.nHeads;
+    if (!Number.isInteger(dHead) || dHead > 256) throw new Error(`attention for training: width ${d} over ${args.nHeads} heads (head size at most 256)`);
+    const fast = this.act === 'bfloat16' && dHead % 16 === 0 && dHead <= 128 && !args.keyMask;
+    return { batch, t, d, dHead, fast };
+  }
+
+  attentionForTraining(args: AttentionArgs): { out: Tensor; logSumExp: Tensor } {
+    const be = this.be, { batch, t, d, dHead, fast } = this.attentionShape(args);
+    const q = this.inAct(args.q, 'attention q'), k = this.inAct(args.k, 'attention k'), v = this.inAct(args.v, 'attention v');
+    const slopes = args.alibiSlopes ? be.slopesOnDevice(args.alibiSlopes).ptr : 0;
+    const mask = args.keyMask ? asCuda(args.keyMask, 'attention keyMask').ptr : 0;
+    const out = be.alloc([batch, t, d]);
+    const lse = be.alloc([batch, args.nHeads, t], 'float32');
+    if (fast) {
+      be.kernels.get('flash_train.cu', 'flash_forward_lse', { MPT_BF16: true, HEAD_DIM: dHead }).launch(
+        [Math.ceil(t / 64), args.nHeads, batch], [128], [q.ptr, k.ptr, v.ptr, slopes, out.ptr, lse.ptr, t, args.nHeads, args.scale],
+        2 * 2 * 64 * (dHead + 8) * 2);
+    } else {
+      be.kernels.get('flash_train.cu', 'attention_forward_scalar', be.defs()).launch([Math.ceil(t / 4), args.nHeads, batch], [128],
+        [q.ptr, k.ptr, v.ptr, mask, slopes, out.ptr, lse.ptr, t, args.nHeads, dHead, args.scale]);
+    }
+    return { out, logSumExp: lse };
+  }
+
+  attentionBackward(args: AttentionArgs, out: Tensor, logSumExp: Tensor, dOut: Tensor): { dq: Tensor; dk: Tensor; dv: Tensor } {
+    const be = this.be, { batch, t, d, dHead, fast } = this.attentionShape(args);
+    const q = this.inAct(args.q, 'attention q'), k = this.inAct(args.k, 'attention k'), v = this.inAct(args.v, 'attention v');
+    const o = this.inAct(out, 'attentionBackward out'), g = this.inAct(dOut, 'attentionBackward dOut');
+    const lse = this.f32(logSumExp, 'attentionBackward logSumExp');
+    const slopes = args.alibiSlopes ? be.slopesOnDevice(args.alibiSlopes).ptr : 0;
+    const mask = args.keyMask ? asCuda(args.keyMask, 'attention keyMask').ptr : 0;
+    const D = be.alloc([batch, args.nHeads, t], 'float32');
+    const rows = batch * t * args.nHeads;
+    be.kernels.get('flash_train.cu', 'attention_row_dot', be.defs()).launch([Math.ceil(rows / 8)], [256],
+      [g.ptr, o.ptr, D.ptr, batch, t, args.nHeads, dHead]);
+    const dq = be.alloc([batch, t, d]), dk = be.alloc([batch, t, d]), dv = be.alloc([batch, t, d]);
+    const grid = [Math.ceil(t / 64), args.nHeads, batch];
+    if (fast) {
+      const defs = { MPT_BF16: true, HEAD_DIM: dHead }, row = dHead + 8;
+      be.kernels.get('flash_backward.cu', 'flash_backward_dq', defs).launch(grid, [128],
+        [q.ptr, k.ptr, v.ptr, g.ptr, lse.ptr, D.ptr, slopes, dq.ptr, t, args.nHeads, args.scale], 2 * 2 * 64 * row * 2);
+      be.kernels.get('flash_backward.cu', 'flash_backward_dkdv', defs).launch(grid, [128],
+        [q.ptr, k.ptr, v.ptr, g.ptr, lse.ptr, D.ptr, slopes, dk.ptr, dv.ptr, t, args.nHeads, args.scale], 6 * 64 * row * 2 + 4 * 64 * 4);
+    } else {
+      const sgrid = [Math.ceil(t / 4), args.nHeads, batch];
+      be.kernels.get('flash_backward.cu', 'attention_backward_dq_scalar', be.defs()).launch(sgrid, [128],
+        [q.ptr, k.ptr, v.ptr, g.ptr, lse.ptr, D.ptr, mask, slopes, dq.ptr, t, args.nHeads, dHead, args.scale]);
+      be.kernels.get('flash_backward.cu', 'attention_backward_dkdv_scalar', be.defs()).launch(sgrid, [128],
+        [q.ptr, k.ptr, v.ptr, g.ptr, lse.ptr, D.ptr, mask, slopes, dk.ptr, dv.ptr, t, args.nHeads, dHead, args.scale]);
+    }
+    return { dq, dk, dv };
+  }
+
+  // ---- linear layers, norms, elementwise ------------------------------------------------------
+
+  linearBackward(dy: Tensor, x: Tensor, weight: Tensor, withBias: boolean): { dx: Tensor; dWeight: Tensor; dBias: Tensor | null } {
+    const be = this.be;
+    const [outF, inF] = weight.shape;
+    if (width(x) !== inF || width(dy) !== outF || rowCount(x) !== rowCount(dy)) {
+      throw new Error(`linearBackward: dy [${dy.shape}], x [${x.shape}] and weight [${weight.shape}] disagree`);
+    }
+    const g = this.inAct(dy, 'linearBackward dy'), xx = this.inAct(x, 'linearBackward x'), w = this.inAct(weight, 'linearBackward weight');
+    const rows = rowCount(xx), type = this.act as GemmType;
+    const dx = be.alloc(x.shape);
+    // dx [rows, in] = dy [rows, out] · W [out, in]
+    this.gemm.gemm({ m: rows, n: inF, k: outF, a: g.ptr, aTrans: false, b: w.ptr, bTrans: false, c: dx.ptr, alpha: 1, beta: 0, inType: type, outType: type });
+    // dW [out, in] = dyᵀ · x, in float32
+    const dWeight = be.alloc([outF, inF], 'float32');
+    this.gemm.gemm({ m: outF, n: inF, k: rows, a: g.ptr, aTrans: true, b: xx.ptr, bTrans: false, c: dWeight.ptr, alpha: 1, beta: 0, inType: type, outType: 'float32' });
+    let dBias: CudaTensor | null = null;
+    if (withBias) {
+      dBias = be.alloc([outF], 'float32');
+      be.kernels.get('train_elementwise.cu', 'column_sums', be.defs()).launch([Math.ceil(outF / 256)], [256], [g.ptr, dBias.ptr, rows, outF]);
+    }
+    return { dx, dWeight, dBias };
+  }
+
+  layerNormBackward(dy: Tensor, x: Tensor, weight: Tensor, eps: number, withBias: boolean): { dx: Tensor; dWeight: Tensor; dBias: Tensor | null } {
+    const be = this.be;
+    const g = this.inAct(dy, 'layerNormBackward dy'), xx = this.inAct(x, 'layerNormBackward x'), w = this.inAct(weight, 'layerNormBackward weight');
+    const n = width(xx), rows = rowCount(xx);
+    if (width(g) !== n || rowCount(g) !== rows || elementCount(w.shape) !== n) throw new Error(`layerNormBackward: dy [${dy.shape}], x [${x.shape}], weight [${weight.shape}]`);
+    const dx = be.alloc(xx.shape);
+    const dWeight = this.zerosF32([n]), dBias = withBias ? this.zerosF32([n]) : null;
+    if (rows > 0) {
+      const blocks = Math.min(rows, be.device.multiprocessors * 4);
+      const threads = Math.min(1024, Math.max(32, Math.ceil(n / 4 / 32) * 32));
+      be.kernels.get('layernorm_backward.cu', 'layernorm_backward', be.defs()).launch([blocks], [threads],
+        [g.ptr, xx.ptr, w.ptr, dx.ptr, dWeight.ptr, dBias?.ptr ?? 0, rows, n, eps], 2 * n * 4);
+    }
+    return { dx, dWeight, dBias };
+  }
+
+  geluBackward(dy: Tensor, x: Tensor): Tensor {
+    const g = this.inAct(dy, 'geluBackward dy'), xx = this.inAct(x, 'geluBackward x'), n = elementCount(xx.shape);
+    if (elementCount(g.shape) !== n) throw new Error(`geluBackward: dy [${dy.shape}] for x [${x.shape}]`);
+    const out = this.be.alloc(xx.shape);
+    this.be.launch1d('train_elementwise.cu', 'gelu_backward', n, [g.ptr, xx.ptr, out.ptr, n]);
+    return out;
+  }
+
+  clampBackward(dy: Tensor, x: Tensor, limit: number): Tensor {
+    const g = this.inAct(dy, 'clampBackward dy'), xx = this.inAct(x, 'clampBackward x'), n = elementCount(xx.shape);
+    if (elementCount(g.shape) !== n) throw new Error(`clampBackward: dy [${dy.shape}] for x [${x.shape}]`);
+    const out = this.be.alloc(xx.shape);
+    this.be.launch1d('train_elementwise.cu', 'clamp_backward', n, [g.ptr, xx.ptr, out.ptr, limit, n]);
+    return out;
+  }
+
+  addColumnsInto(dst: Tensor, dy: Tensor, start: number): void {
+    const d = this.f32(dst, 'addColumnsInto dst'), s = this.floatSource(dy, 'addColumnsInto dy');
+    const w = width(d), n = width(s), rows = rowCount(s);
+    if (rows !== rowCount(d) || start < 0 || start + n > w) throw new Error(`addColumnsInto: [${dy.shape}] at column ${start} of [${dst.shape}]`);
+    this.be.launch1d('train_elementwise.cu', 'add_columns_into', rows * n, [d.ptr, s.ptr, rows, w, start, n], this.defsFor(s.dtype));
+  }
+
+  embeddingBackwardInto(dst: Tensor, ids: Tensor, dy: Tensor, factor: number): void {
+    const d = this.f32(dst, 'embeddingBackwardInto dst'), g = this.floatSource(dy, 'embeddingBackwardInto dy');
+    const i = asCuda(ids, 'embeddingBackwardInto ids');
+    if (i.dtype !== 'int32') throw new Error(`embeddingBackwardInto: ids are ${i.dtype}, expected int32`);
+    const [vocab, w] = d.shape, n = elementCount(i.shape);
+    if (width(g) !== w || rowCount(g) !== n) throw new Error(`embeddingBackwardInto: dy [${dy.shape}] for ${n} ids into [${dst.shape}]`);
+    this.be.launch1d('train_elementwise.cu', 'embedding_backward', n * w, [d.ptr, i.ptr, g.ptr, n, w, vocab, factor, this.be.errorFlag], this.defsFor(g.dtype));
+  }
+
+  addInto(dst: Tensor, src: Tensor, factor: number): void {
+    const d = this.f32(dst, 'addInto dst'), s = this.floatSource(src, 'addInto src'), n = elementCount(d.shape);
+    if (elementCount(s.shape) !== n) throw new Error(`addInto: [${src.shape}] into [${dst.shape}]`);
+    this.be.launch1d('train_elementwise.cu', 'add_into', n, [d.ptr, s.ptr, factor, n], this.defsFor(s.dtype));
+  }
+
+  scaleInPlace(dst: Tensor, factor: number): void {
+    const d = this.floatSource(dst, 'scaleInPlace'), n = elementCount(d.shape);
+    this.be.launch1d('train_elementwise.cu', 'scale_in_place', n, [d.ptr, factor, n], this.defsFor(d.dtype));
+  }
+
+  sumOfSquares(x: Tensor): number {
+    const s = this.floatSource(x, 'sumOfSquares'), n = elementCount(s.shape);
+    if (n === 0) return 0;
+    const scratch = this.doubles(), blocks = Math.min(REDUCE_BLOCKS, Math.ceil(n / 256));
+    const k = this.be.kernels;
+    k.get('train_elementwise.cu', 'sum_squares_partial', this.defsFor(s.dtype)).launch([blocks], [256], [s.ptr, n, scratch.ptr + 8]);
+    k.get('train_elementwise.cu', 'sum_doubles', this.defsFor(s.dtype)).launch([1], [256], [scratch.ptr + 8, blocks, scratch.ptr]);
+    const out = new Float64Array(1);
+    this.be.ctx.copyOut(out, scratch.ptr);
+    return out[0];
+  }
+
+  adamwStep(a: { param: Tensor; grad: Tensor; m: Tensor; v: Tensor; lr: number; beta1: number; beta2: number; eps: number; decay: number; step: number; computeCopy?: Tensor | null }): void {
+    const p = this.f32(a.param, 'adamwStep param'), g = this.f32(a.grad, 'adamwStep grad'), m = this.f32(a.m, 'adamwStep m'), v = this.f32(a.v, 'adamwStep v');
+    const n = elementCount(p.shape);
+    for (const [name, t] of [['grad', g], ['m', m], ['v', v]] as const) {
+      if (elementCount(t.shape) !== n) throw new Error(`adamwStep: ${name} [${t.shape}] for a parameter [${p.shape}]`);
+    }
+    const copy = a.computeCopy ? this.floatSource(a.computeCopy, 'adamwStep computeCopy') : null;
+    if (copy && elementCount(copy.shape) !== n) throw new Error(`adamwStep: compute copy [${copy.shape}] for a parameter [${p.shape}]`);
+    const stepSize = a.lr / (1 - a.beta1 ** a.step), bc2Sqrt = Math.sqrt(1 - a.beta2 ** a.step);
+    const defs = { MPT_BF16: false, COPY_BF16: copy?.dtype === 'bfloat16', COPY_F32: copy?.dtype === 'float32' };
+    this.be.launch1d('adamw.cu', 'adamw_step', n, [p.ptr, g.ptr, m.ptr, v.ptr, stepSize, a.beta1, a.beta2, a.eps, 1 - a.decay, bc2Sqrt, n, copy?.ptr ?? 0], defs);
+  }
+
+  // ---- the output layer fused with cross entropy -----------------------------------------------
+
+  crossEntropyWithOutput(args: { x: Tensor; table: Tensor; targets: Tensor; logitScale: number | null; lossScale: number; gradients: boolean }):
+    { lossSum: Tensor; count: number; dx: Tensor | null; dTable: Tensor | null } {
+    const be = this.be;
+    const x = this.inAct(args.x, 'crossEntropyWithOutput x'), table = this.inAct(args.table, 'crossEntropyWithOutput table');
+    const [vocab, d] = table.shape, n = rowCount(x);
+    if (width(x) !== d) throw new Error(`crossEntropyWithOutput: x [${args.x.shape}] against table [${args.table.shape}]`);
+    const targets = asCuda(args.targets, 'crossEntropyWithOutput targets');
+    if (targets.dtype !== 'int32' || elementCount(targets.shape) !== n) throw new Error(`crossEntropyWithOutput: ${elementCount(targets.shape)} ${targets.dtype} targets for ${n} rows`);
+    // The count (a host number) and the range check need the targets here: n int32s.
+    const hostTargets = be.download(targets) as Int32Array;
+    let count = 0;
+    for (const t of hostTargets) {
+      if (t >= vocab || t < -1) throw new RangeError(`cross entropy: target ${t} is outside the vocabulary of ${vocab}`);
+      if (t >= 0) count++;
+    }
+    const c = args.logitScale ?? 1, type = this.act as GemmType;
+    const blockRows = Math.max(1, Math.min(n, Math.floor(this.logitBlockElements / vocab)));
+    const losses = be.alloc([n], 'float32');
+    const dx = args.gradients ? be.alloc([n, d]) : null;
+    const dTable = args.gradients ? be.alloc([vocab, d], 'float32') : null;
+    if (dTable) be.ctx.fill32(dTable.ptr, 0, vocab * d);
+    be.scope(() => {
+      const logits = be.alloc([blockRows, vocab], 'float32');
+      const dz = args.gradients ? be.alloc([blockRows, vocab]) : null;
+      const es = type === 'bfloat16' ? 2 : 4;
+      for (let r0 = 0; r0 < n; r0 += blockRows) {
+        const rows = Math.min(blockRows, n - r0);
+        const xBlock = x.ptr + r0 * d * es;
+        // z = c · x·Wᵀ (float32)
+        this.gemm.gemm({ m: rows, n: vocab, k: d, a: xBlock, aTrans: false, b: table.ptr, bTrans: true, c: logits.ptr, alpha: c, beta: 0, inType: type, outType: 'float32' });
+        be.kernels.get('cross_entropy.cu', 'cross_entropy_rows', be.defs()).launch([rows], [1024],
+          [logits.ptr, targets.ptr + r0 * 4, losses.ptr + r0 * 4, dz?.ptr ?? 0, vocab, args.lossScale * c, args.gradients ? 1 : 0]);
+        if (!dz || !dx || !dTable) continue;
+        // dz is the gradient of the raw logits x·Wᵀ (lossScale·c folded in): dx = dz·W, dTable += dzᵀ·x
+        this.gemm.gemm({ m: rows, n: d, k: vocab, a: dz.ptr, aTrans: false, b: table.ptr, bTrans: false, c: dx.ptr + r0 * d * es, alpha: 1, beta: 0, inType: type, outType: type });
+        this.gemm.gemm({ m: vocab, n: d, k: rows, a: dz.ptr, aTrans: true, b: xBlock, bTrans: false, c: dTable.ptr, alpha: 1, beta: 1, inType: type, outType: 'float32' });
+      }
+    });
+    const lossSum = be.alloc([1], 'float32');
+    be.kernels.get('train_elementwise.cu', 'sum_floats', be.defs()).launch([1], [1024], [losses.ptr, n, lossSum.ptr]);
+    be.release(losses);
+    return { lossSum, count, dx, dTable };
+  }
+}

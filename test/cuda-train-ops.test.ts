@@ -1,0 +1,200 @@
+// Every CUDA training op against the CPU backend's (the reference) on fresh random inputs of awkward
+// sizes, in bfloat16 and float32: attention forward (with its log-sum-exp) and backward on both the
+// tensor-core and the scalar kernels, linear, LayerNorm, GELU and clamp backward, the fused output
+// layer with cross entropy (several row blocks), the embedding scatter-add, gradient accumulation,
+// scaling, the sum of squares and AdamW with its bf16 compute copy. Skipped where no GPU is usable.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { CpuBackend } from '../src/backend/cpu/index.js';
+import { cudaAvailable, CudaBackend } from '../src/backend/cuda/index.js';
+import { trainingBackend, type AttentionArgs, type Backend, type Tensor, type TrainingBackend } from '../src/backend/backend.js';
+import { bfloat16ToFloat32Array, float32ToBfloat16Array } from '../src/util/dtype.js';
+import { Rng } from '../src/util/random.js';
+
+const available = cudaAvailable();
+const skip = available.ok ? false : `no CUDA here: ${available.reason}`;
+const cpu = trainingBackend(new CpuBackend({ threads: 2 }));
+const backends = new Map<string, CudaBackend>();
+const cudaFor = (dtype: 'bfloat16' | 'float32') => {
+  let be = backends.get(dtype);
+  if (!be) backends.set(dtype, be = new CudaBackend({ dtype }));
+  return be;
+};
+after(() => { for (const be of backends.values()) be.synchronize(); });
+
+const rng = new Rng(Date.now() >>> 0); // fresh inputs every run
+const randn = (n: number, scale = 1) => Float32Array.from({ length: n }, () => rng.normal() * scale);
+const asStored = (x: Float32Array, dtype: string) => (dtype === 'bfloat16' ? bfloat16ToFloat32Array(float32ToBfloat16Array(x)) : x);
+
+function relErr(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  assert.equal(got.length, want.length, 'lengths differ');
+  let num = 0, den = 0;
+  for (let i = 0; i < got.length; i++) {
+    assert.ok(Number.isFinite(got[i]) || got[i] === want[i], `element ${i} is ${got[i]} (want ${want[i]})`);
+    if (got[i] === want[i]) continue; // equal infinities
+    num += (got[i] - want[i]) ** 2;
+    den += want[i] ** 2;
+  }
+  return Math.sqrt(num / Math.max(den, 1e-30));
+}
+function close(what: string, got: ArrayLike<number>, want: ArrayLike<number>, tolerance: number) {
+  const e = relErr(got, want);
+  assert.ok(e <= tolerance, `${what}: relative error ${e.toExponential(3)} > ${tolerance}`);
+}
+/** The same float data on both backends (bf16-rounded first for a bf16 GPU); CPU always float32. */
+function pair(be: CudaBackend, x: Float32Array, shape: number[]): [Tensor, Tensor] {
+  const v = asStored(x, be.activationDType);
+  return [be.upload(v, shape, be.activationDType), cpu.upload(v, shape, 'float32')];
+}
+const f32pair = (be: CudaBackend, x: Float32Array, shape: number[]): [Tensor, Tensor] => [be.upload(x, shape, 'float32'), cpu.upload(Float32Array.from(x), shape, 'float32')];
+const down = (be: Backend, t: Tensor) => be.download(t) as Float32Array;
+// bf16 outputs carry 8 bits of mantissa; gradients made from bf16 products carry their rounding too.
+const tol = (dtype: string, fp32: number, bf16 = 1e-2) => (dtype === 'bfloat16' ? bf16 : fp32);
+
+for (const dtype of ['bfloat16', 'float32'] as const) {
+  // Head sizes 32 and 128 take the tensor-core kernels in bf16; 24 always the scalar ones.
+  for (const [batch, t, heads, dHead] of [[2, 77, 3, 32], [1, 150, 2, 128], [2, 45, 2, 24]]) {
+    test(`cuda ${dtype}: attention for training and its backward, ${batch}×${t} tokens, ${heads} heads of ${dHead}`, { skip }, () => {
+      const be = cudaFor(dtype), g = trainingBackend(be), d = heads * dHead;
+      const slopes = Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads));
+      const [qg, qc] = pair(be, randn(batch * t * d), [batch, t, d]);
+      const [kg, kc] = pair(be, randn(batch * t * d), [batch, t, d]);
+      const [vg, vc] = pair(be, randn(batch * t * d), [batch, t, d]);
+      const [dg, dc] = pair(be, randn(batch * t * d), [batch, t, d]);
+      const args = (q: Tensor, k: Tensor, v: Tensor): AttentionArgs => ({ q, k, v, kvLen: t, nHeads: heads, scale: 1 / Math.sqrt(dHead), alibiSlopes: slopes, keyMask: null });
+      const fg = g.attentionForTraining(args(qg, kg, vg)), fc = cpu.attentionForTraining(args(qc, kc, vc));
+      close('out', down(be, fg.out), down(cpu, fc.out), tol(dtype, 1e-5));
+      close('logSumExp', down(be, fg.logSumExp), down(cpu, fc.logSumExp), 1e-5);
+      const bg = g.attentionBackward(args(qg, kg, vg), fg.out, fg.logSumExp, dg);
+      const bc = cpu.attentionBackward(args(qc, kc, vc), fc.out, fc.logSumExp, dc);
+      for (const name of ['dq', 'dk', 'dv'] as const) close(name, down(be, bg[name]), down(cpu, bc[name]), tol(dtype, 1e-5, 2e-2));
+    });
+  }
+
+  test(`cuda ${dtype}: attention with a key mask takes the scalar kernels and leaves masked keys out`, { skip }, () => {
+    const be = cudaFor(dtype), g = trainingBackend(be);
+    const batch = 2, t = 40, heads = 2, dHead = 32, d = heads * dHead;
+    const [qg, qc] = pair(be, randn(batch * t * d), [batch, t, d]);
+    const [kg, kc] = pair(be, randn(batch * t * d), [batch, t, d]);
+    const [vg, vc] = pair(be, randn(batch * t * d), [batch, t, d]);
+    const [dg, dc] = pair(be, randn(batch * t * d), [batch, t, d]);
+    const mask = Int32Array.from({ length: batch * t }, (_, i) => (i % 7 === 3 ? 0 : 1));
+    const mk = (b: Backend, q: Tensor, k: Tensor, v: Tensor): AttentionArgs => ({ q, k, v, kvLen: t, nHeads: heads, scale: 0.2, alibiSlopes: null, keyMask: b.upload(mask, [batch, t], 'int32') });
+    const ag = mk(be, qg, kg, vg), ac = mk(cpu, qc, kc, vc);
+    const fg = g.attentionForTraining(ag), fc = cpu.attentionForTraining(ac);
+    close('masked out', down(be, fg.out), down(cpu, fc.out), tol(dtype, 1e-5));
+    const bg = g.attentionBackward(ag, fg.out, fg.logSumExp, dg), bc = cpu.attentionBackward(ac, fc.out, fc.logSumExp, dc);
+    for (const name of ['dq', 'dk', 'dv'] as const) close(`masked ${name}`, down(be, bg[name]), down(cpu, bc[name]), tol(dtype, 1e-5, 2e-2));
+  });
+
+  test(`cuda ${dtype}: linear, LayerNorm, GELU and clamp backward`, { skip }, () => {
+    const be = cudaFor(dtype), g = trainingBackend(be);
+    const rows = 37, inF = 133, outF = 71;
+    const [dyg, dyc] = pair(be, randn(rows * outF), [rows, outF]);
+    const [xg, xc] = pair(be, randn(rows * inF), [rows, inF]);
+    const [wg, wc] = pair(be, randn(outF * inF, 0.1), [outF, inF]);
+    const lg = g.linearBackward(dyg, xg, wg, true), lc = cpu.linearBackward(dyc, xc, wc, true);
+    close('linear dx', down(be, lg.dx), down(cpu, lc.dx), tol(dtype, 1e-5));
+    close('linear dWeight', down(be, lg.dWeight), down(cpu, lc.dWeight), tol(dtype, 1e-5, 3e-3));
+    close('linear dBias', down(be, lg.dBias!), down(cpu, lc.dBias!), tol(dtype, 1e-5, 3e-3));
+    assert.equal(lg.dWeight.dtype, 'float32');
+    for (const n of [1003, 64]) {
+      const r = 29;
+      const [dy2g, dy2c] = pair(be, randn(r * n), [r, n]);
+      const [x2g, x2c] = pair(be, randn(r * n, 2), [r, n]);
+      const [w2g, w2c] = pair(be, Float32Array.from(randn(n, 0.3), (v) => 1 + v), [n]);
+      for (const withBias of [true, false]) {
+        const ng = g.layerNormBackward(dy2g, x2g, w2g, 1e-5, withBias), nc = cpu.layerNormBackward(dy2c, x2c, w2c, 1e-5, withBias);
+        close(`layerNorm dx (width ${n})`, down(be, ng.dx), down(cpu, nc.dx), tol(dtype, 1e-5));
+        close(`layerNorm dWeight (width ${n})`, down(be, ng.dWeight), down(cpu, nc.dWeight), tol(dtype, 1e-5, 3e-3));
+        assert.equal(ng.dBias === null, !withBias);
+        if (withBias) close(`layerNorm dBias (width ${n})`, down(be, ng.dBias!), down(cpu, nc.dBias!), tol(dtype, 1e-5, 3e-3));
+      }
+    }
+    const n = 29 * 1003;
+    const [ag, ac] = pair(be, randn(n, 2), [29, 1003]);
+    const [bg, bc] = pair(be, randn(n), [29, 1003]);
+    close('gelu backward', down(be, g.geluBackward(bg, ag)), down(cpu, cpu.geluBackward(bc, ac)), tol(dtype, 1e-6));
+    close('clamp backward', down(be, g.clampBackward(bg, ag, 1.3)), down(cpu, cpu.clampBackward(bc, ac, 1.3)), 0);
+  });
+
+  test(`cuda ${dtype}: the output layer fused with cross entropy, over several row blocks`, { skip }, () => {
+    const be = cudaFor(dtype), g = trainingBackend(be);
+    const n = 45, d = 72, vocab = 1001;
+    const [xg, xc] = pair(be, randn(n * d), [n, d]);
+    const [tg, tc] = pair(be, randn(vocab * d, 0.5), [vocab, d]);
+    const targets = Int32Array.from({ length: n }, (_, i) => (i % 9 === 4 ? -1 : Math.floor(rng.next() * vocab)));
+    be.training.logitBlockElements = 16 * vocab; // 3 blocks of 16 rows
+    try {
+      for (const logitScale of [null, 0.7]) {
+        const a = { logitScale, lossScale: 1 / 40, gradients: true };
+        const rg = g.crossEntropyWithOutput({ x: xg, table: tg, targets: be.upload(targets, [n], 'int32'), ...a });
+        const rc = cpu.crossEntropyWithOutput({ x: xc, table: tc, targets: cpu.upload(targets, [n], 'int32'), ...a });
+        assert.equal(rg.count, rc.count);
+        close(`loss sum (scale ${logitScale})`, down(be, rg.lossSum), down(cpu, rc.lossSum), tol(dtype, 1e-6, 1e-3));
+        close(`dx (scale ${logitScale})`, down(be, rg.dx!), down(cpu, rc.dx!), tol(dtype, 1e-5));
+        close(`dTable (scale ${logitScale})`, down(be, rg.dTable!), down(cpu, rc.dTable!), tol(dtype, 1e-5, 1e-2));
+      }
+      const lossOnly = g.crossEntropyWithOutput({ x: xg, table: tg, targets: be.upload(targets, [n], 'int32'), logitScale: null, lossScale: 1, gradients: false });
+      assert.equal(lossOnly.dx, null);
+      assert.throws(() => g.crossEntropyWithOutput({ x: xg, table: tg, targets: be.upload(Int32Array.from({ length: n }, () => vocab), [n], 'int32'), logitScale: null, lossScale: 1, gradients: false }),
+        /target 1001 is outside the vocabulary/);
+    } finally {
+      be.training.logitBlockElements = 1 << 28;
+    }
+  });
+
+  test(`cuda ${dtype}: embedding scatter-add, columns, accumulation, scaling and the sum of squares`, { skip }, () => {
+    const be = cudaFor(dtype), g = trainingBackend(be);
+    const vocab = 301, d = 37, n = 97;
+    const ids = Int32Array.from({ length: n }, () => Math.floor(rng.next() * 40)); // many repeats
+    const [eg, ec] = f32pair(be, randn(vocab * d), [vocab, d]);
+    const [dyg, dyc] = pair(be, randn(n * d), [n, d]);
+    g.embeddingBackwardInto(eg, be.upload(ids, [n], 'int32'), dyg, 0.3);
+    cpu.embeddingBackwardInto(ec, cpu.upload(ids, [n], 'int32'), dyc, 0.3);
+    close('embedding backward', down(be, eg), down(cpu, ec), 1e-6);
+    const [cg, cc] = f32pair(be, randn(n * 3 * d), [n, 3 * d]);
+    g.addColumnsInto(cg, dyg, d);
+    cpu.addColumnsInto(cc, dyc, d);
+    close('addColumnsInto', down(be, cg), down(cpu, cc), 1e-7);
+    const [sg, sc] = pair(be, randn(n * 3 * d), [n, 3 * d]);
+    g.addInto(cg, sg, -0.7);
+    cpu.addInto(cc, sc, -0.7);
+    close('addInto', down(be, cg), down(cpu, cc), 1e-6);
+    g.scaleInPlace(cg, 0.37);
+    cpu.scaleInPlace(cc, 0.37);
+    close('scaleInPlace', down(be, cg), down(cpu, cc), 1e-6);
+    const big = randn(1_000_003);
+    const [bg, bc] = f32pair(be, big, [1_000_003]);
+    const want = cpu.sumOfSquares(bc);
+    assert.ok(Math.abs(g.sumOfSquares(bg) - want) <= 1e-9 * want, 'sum of squares (float32)');
+    const [hg, hc] = pair(be, big, [1_000_003]);
+    const wantH = cpu.sumOfSquares(hc);
+    assert.ok(Math.abs(g.sumOfSquares(hg) - wantH) <= 1e-9 * wantH, `sum of squares (${dtype})`);
+  });
+
+  test(`cuda ${dtype}: AdamW steps on float32 masters refresh the compute copy`, { skip }, () => {
+    const be = cudaFor(dtype), g = trainingBackend(be);
+    const n = 10_007;
+    const [pg, pc] = f32pair(be, randn(n), [n]);
+    const [mg, mc] = f32pair(be, new Float32Array(n), [n]);
+    const [vg, vc] = f32pair(be, new Float32Array(n), [n]);
+    const copyG = be.zeros([n], be.activationDType), copyC = cpu.zeros([n], 'float32');
+    for (let step = 1; step <= 3; step++) {
+      const [gg, gc] = f32pair(be, randn(n, 1e-3), [n]);
+      const a = { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, decay: 1e-4, step };
+      g.adamwStep({ param: pg, grad: gg, m: mg, v: vg, computeCopy: copyG, ...a });
+      cpu.adamwStep({ param: pc, grad: gc, m: mc, v: vc, computeCopy: copyC, ...a });
+    }
+    close('param', down(be, pg), down(cpu, pc), 1e-6);
+    close('m', down(be, mg), down(cpu, mc), 1e-6);
+    close('v', down(be, vg), down(cpu, vc), 1e-6);
+    const master = down(be, pg);
+    assert.deepEqual(down(be, copyG), asStored(master, be.activationDType), 'compute copy = master rounded to its dtype');
+  });
+}
+
+test('the training ops are all there', { skip }, () => {
+  const g: TrainingBackend = trainingBackend(cudaFor('float32'));
+  assert.equal(typeof g.adamwStep, 'function');
+});
