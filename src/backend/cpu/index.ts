@@ -49,7 +49,9 @@ export class CpuBackend implements Backend {
   /** A float tensor on the wasm heap when there is one with room, else in an ordinary shared buffer. */
   private allocateWeight(shape: readonly number[], dtype: 'float32' | 'bfloat16'): CpuTensor {
     const data = this.heap?.array(dtype, elementCount(shape));
-    return data ? new CpuTensor(shape, dtype, data) : allocate(shape, dtype);
+    if (data) return new CpuTensor(shape, dtype, data);
+    if (this.heap) warnHeapFull();
+    return allocate(shape, dtype);
   }
 
   download(t: Tensor): Float32Array | Int32Array {
@@ -209,6 +211,13 @@ function floats(t: Tensor): Float32Array {
   const c = asCpu(t);
   if (c.data instanceof Float32Array) return c.data;
   return rowOf(c, 0, c.data.length);
+}
+
+let warnedHeapFull = false;
+function warnHeapFull(): void {
+  if (warnedHeapFull) return;
+  warnedHeapFull = true;
+  process.emitWarning('mpt: the 4 GiB WebAssembly heap is full; further weights use the slower JS kernels (bfloat16 weights take half the room)');
 }
 
 /** The pool's work units per GELU: 8 keeps up to 8192 elements on one thread (see gelu()). */
