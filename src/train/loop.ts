@@ -126,15 +126,18 @@ export async function train(s: RunSettings, source: BatchSource, options: TrainO
     }, { params: download(masters), m: download(optimizer.m), v: download(optimizer.v) }, shapes);
     pruneCheckpoints(s.saveFolder, s.keepCheckpoints);
   };
+  const evalBatches = source.validation ? source.validation.batches(s.evalBatchSize) : 0;
+  if (s.evalInterval && evalBatches === 0) {
+    log(`notice: no evaluation: the data has no validation batch of ${s.evalBatchSize} samples (prepare with a larger --val-fraction, or lower device_eval_batch_size)`);
+  }
   const evaluate = (step: number) => {
     if (!source.validation) return;
-    const available = source.validation.batches(s.evalBatchSize);
-    const n = Math.min(available, s.evalBatches ?? available);
+    const n = Math.min(evalBatches, s.evalBatches ?? evalBatches);
     if (n === 0) return;
     let sum = 0, count = 0;
     for (let i = 0; i < n; i++) {
       const b = source.validation.batch(i, s.evalBatchSize);
-      const r = lossAndGradients(graph, b.tokens, b.rows, null, 1);
+      const r = be.scope(() => lossAndGradients(graph, b.tokens, b.rows, null, 1)); // device tensors freed per batch (CUDA)
       sum += r.lossSum;
       count += r.count;
     }
@@ -148,16 +151,21 @@ export async function train(s: RunSettings, source: BatchSource, options: TrainO
   let windowStart = performance.now(), windowTokens = 0;
   const runStart = performance.now();
   for (let step = startStep; step < end; step++) {
-    const grads = zeroGradients(s.model, be);
     const tokensCounted = s.globalBatch * (s.seqLen - 1);
-    let lossSum = 0;
-    for (let micro = 0; micro < accumulation; micro++) {
-      const batch = source.batch(step, 0, 1, micro, s.microbatch);
-      lossSum += lossAndGradients(graph, batch.tokens, batch.rows, grads, 1 / tokensCounted).lossSum;
-    }
-    const gradNorm = clipGradNorm(be, grads, s.clipNorm);
     const lr = s.optimizer.lr * lrFactor(s.schedule, step);
-    optimizer.update(grads, lr);
+    // One scope a step: the step's gradients and activations go back to the device allocator (CUDA
+    // tensors are not garbage-collected); masters, copies and moments were made outside it.
+    const { lossSum, gradNorm } = be.scope(() => {
+      const grads = zeroGradients(s.model, be);
+      let sum = 0;
+      for (let micro = 0; micro < accumulation; micro++) {
+        const batch = source.batch(step, 0, 1, micro, s.microbatch);
+        sum += be.scope(() => lossAndGradients(graph, batch.tokens, batch.rows, grads, 1 / tokensCounted).lossSum);
+      }
+      const norm = clipGradNorm(be, grads, s.clipNorm);
+      optimizer.update(grads, lr);
+      return { lossSum: sum, gradNorm: norm };
+    });
     tokens += tokensPerBatch;
     windowTokens += tokensPerBatch;
     const loss = lossSum / tokensCounted;
