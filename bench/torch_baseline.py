@@ -18,12 +18,109 @@ p.add_argument('--new', type=int, default=128)
 p.add_argument('--prefill', type=int, default=2048)
 p.add_argument('--repeats', type=int, default=5)
 p.add_argument('--layers', type=int, default=24)
+p.add_argument('--train', choices=['eager', 'compile'], help='time training steps instead (see train_baseline)')
+p.add_argument('--microbatch', type=int, default=8)
+p.add_argument('--seq', type=int, default=2048)
+p.add_argument('--steps', type=int, default=5)
+p.add_argument('--warmup', type=int, default=3)
 args = p.parse_args()
 
 D, H, V, EPS = 2048, 16, 50432, 1e-5
 DH, HID, L = D // H, 4 * D, args.layers
 dev, dt = 'cuda', torch.bfloat16
 torch.manual_seed(0)
+
+
+def train_baseline(mode):
+    """Training steps for `mpt bench train`: the same model as an nn.Module with float32 parameters
+    (std 0.02, LayerNorm weights 1), bf16 autocast, fused AdamW, gradient clipping at 1.0, the tied
+    output layer and cross entropy over the whole batch's logits. Attention: `eager` through
+    F.scaled_dot_product_attention with the ALiBi + causal bias as a float mask; `compile` is
+    torch.compile of the model with FlexAttention and an ALiBi score_mod over a causal block mask.
+    Times `--steps` steps after `--warmup` with CUDA events (median); peak = max_memory_allocated."""
+    import torch.nn as nn
+    T, B = args.seq, args.microbatch
+    slopes_t = torch.tensor([2 ** (-8 * (h + 1) / H) for h in range(H)], device=dev, dtype=torch.float32)
+    if mode == 'compile':
+        from torch.nn.attention.flex_attention import flex_attention, create_block_mask
+        block_mask = create_block_mask(lambda b, h, q, kv: q >= kv, None, None, T, T, device=dev)
+
+        def alibi(score, b, h, q, kv):
+            return score + slopes_t[h] * (kv - q)
+        flex = torch.compile(flex_attention)
+        attend = lambda q, k, v: flex(q, k, v, score_mod=alibi, block_mask=block_mask)
+    else:
+        pos = torch.arange(T, device=dev)
+        bias = -(pos.view(T, 1) - pos.view(1, T)).float().view(1, 1, T, T) * slopes_t.view(1, H, 1, 1)
+        bias = bias.masked_fill((pos.view(1, T) > pos.view(T, 1)).view(1, 1, T, T), float('-inf')).to(dt)
+        attend = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln1, self.qln, self.kln, self.ln2 = (nn.LayerNorm(D, bias=False) for _ in range(4))
+            self.wqkv, self.out = nn.Linear(D, 3 * D, bias=False), nn.Linear(D, D, bias=False)
+            self.up, self.down = nn.Linear(D, HID, bias=False), nn.Linear(HID, D, bias=False)
+
+        def forward(self, x):
+            q, k, v = self.wqkv(self.ln1(x)).split(D, dim=-1)
+            q, k = self.qln(q), self.kln(k)
+            q, k, v = (y.reshape(B, T, H, DH).transpose(1, 2) for y in (q, k, v))
+            o = attend(q, k, v).transpose(1, 2).reshape(B, T, D)
+            x = x + self.out(o)
+            return x + self.down(F.gelu(self.up(self.ln2(x))))
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte = nn.Embedding(V, D)
+            self.blocks = nn.ModuleList(Block() for _ in range(L))
+            self.lnf = nn.LayerNorm(D, bias=False)
+
+        def forward(self, ids, targets):
+            x = self.wte(ids)
+            for b in self.blocks:
+                x = b(x)
+            logits = F.linear(self.lnf(x), self.wte.weight)
+            return F.cross_entropy(logits.view(-1, V).float(), targets.view(-1), ignore_index=-1)
+
+    model = Model().to(dev)
+    for name, prm in model.named_parameters():
+        if prm.dim() == 2:
+            nn.init.normal_(prm, std=0.02)
+    n_params = sum(p.numel() for p in model.parameters())
+    run = torch.compile(model) if mode == 'compile' else model
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, fused=True)
+
+    def step():
+        ids = torch.randint(2, V - 200, (B, T), device=dev)
+        targets = torch.cat([ids[:, 1:], torch.full((B, 1), -1, device=dev)], dim=1)
+        with torch.autocast('cuda', dtype=torch.bfloat16):
+            loss = run(ids, targets)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    torch.cuda.reset_peak_memory_stats()
+    times = []
+    for i in range(args.warmup + args.steps):
+        s = torch.cuda.Event(enable_timing=True); e = torch.cuda.Event(enable_timing=True)
+        s.record(); step(); e.record(); e.synchronize()
+        print(f'torch {mode} step {i + 1}: {s.elapsed_time(e):.1f} ms', file=sys.stderr)
+        if i >= args.warmup:
+            times.append(s.elapsed_time(e))
+    ms = statistics.median(times)
+    tps = B * T / (ms / 1000)
+    flops_seq = 3 * (2 * n_params * T + L * 4 * D * T * T)
+    print(json.dumps(dict(mode=mode, microbatch=B, seq=T, parameters=n_params, ms_per_step=ms, tokens_per_s=tps,
+                          mfu=tps / T * flops_seq / 989e12, peak_memory_bytes=torch.cuda.max_memory_allocated(),
+                          torch=torch.__version__, device=torch.cuda.get_device_name())))
+
+
+if args.train:
+    train_baseline(args.train)
+    sys.exit(0)
 
 
 def normal(*shape, mean=0.0, std=0.02):

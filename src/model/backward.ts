@@ -66,7 +66,9 @@ export function backward(graph: TrainingGraph, tape: Tape, dHidden: Tensor, grad
   };
 
   let dx = normBack(dHidden, tape.xFinal, p.lnF, 'lnF');
-  for (let layer = c.nLayers - 1; layer >= 0; layer--) {
+  for (let layer = c.nLayers - 1; layer >= 0; layer--) dx = be.scope(() => {
+    // One scope a layer: its temporaries (activation gradients, per-call weight gradients) go back to
+    // the device allocator before the next layer (CUDA; the CPU leaves them to the garbage collector).
     const a = tape.blocks[layer], block = p.blocks[layer], name = `blocks.${layer}`;
     // x = xMid + down(gelu(up(LN_2(xMid))))
     const dActivated = linearBack(dx, a.activated, block.down, `${name}.mlp.down`);
@@ -88,8 +90,8 @@ export function backward(graph: TrainingGraph, tape: Tape, dHidden: Tensor, grad
     be.addColumnsInto(dQkv, be.view(g.dv, [batch * t, d]), 2 * d);
     if (a.qkvRaw && c.clipQkv !== null) dQkv = be.clampBackward(dQkv, a.qkvRaw, c.clipQkv);
     const dLn1Out = linearBack(dQkv, a.ln1Out, block.wqkv, `${name}.attn.wqkv`);
-    dx = be.add(dxMid, normBack(dLn1Out, a.xIn, block.ln1, `${name}.ln1`));
-  }
+    return be.add(dxMid, normBack(dLn1Out, a.xIn, block.ln1, `${name}.ln1`));
+  });
   // MosaicGPT's embedding_fraction: (wte + wpe)·f + (wte + wpe).detach()·(1-f) lets only f of the gradient through.
   be.embeddingBackwardInto(grads.get('wte.weight')!, tape.ids, dx, c.embeddingFraction);
   if (tape.positions && p.wpe) be.embeddingBackwardInto(grads.get('wpe.weight')!, tape.positions, dx, c.embeddingFraction);

@@ -11,6 +11,7 @@ import { evalIclCommand } from './eval-icl.js';
 import { dataPrepareCommand } from './data-prepare.js';
 import { dataMergeCommand } from './data-merge.js';
 import { dataDemoCommand } from './data-demo.js';
+import { benchTrainCommand } from './bench-train.js';
 
 /** Every command of the CLI, in the order `mpt --help` lists them. One file per command. */
 export const commands: Command[] = [
@@ -21,6 +22,7 @@ export const commands: Command[] = [
   infoCommand,
   benchCommand,
   benchTokenizeCommand,
+  benchTrainCommand,
   trainCommand,
   exportCommand,
   evalPerplexityCommand,

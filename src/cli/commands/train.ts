@@ -1,12 +1,14 @@
 import type { Command } from '../main.js';
 import { trainFromYaml } from '../../train/from-yaml.js';
+import { readTrainConfig } from '../../train/config.js';
+import { selectBackend, type DeviceChoice } from '../../backend/select.js';
 import { UserError } from '../../util/errors.js';
 
 export const trainCommand: Command = {
   spec: {
     name: 'train',
     summary: 'Train or fine-tune a model from an llm-foundry style YAML',
-    usage: 'mpt train CONFIG.yaml [key=value …]',
+    usage: 'mpt train CONFIG.yaml [key=value …] [--device cpu|cuda|auto]',
     details: `
 Reads llm-foundry's keys: model (architecture keys of either format, or pretrained: FOLDER|HUB_NAME),
 tokenizer, train_loader, eval_loader, optimizer (decoupled_adamw | adamw), scheduler
@@ -16,11 +18,19 @@ max_duration, eval_interval, global_train_batch_size, device_train_microbatch_si
 autoresume. Durations take Composer units: 100ba, 2000000tok, 64sp, 1ep, 0.5dur.
 Overrides are dotted keys: mpt train yamls/tiny-cpu.yaml max_duration=20ba optimizer.lr=1e-3
 Metrics go to SAVE_FOLDER/metrics.jsonl with a loss plot beside it (loss.svg).`,
-    flags: {},
+    flags: {
+      device: { type: 'string', placeholder: 'D', default: 'cpu', description: 'cpu, cuda (bf16 compute under amp_bf16, float32 under fp32) or auto.' },
+    },
   },
   async run(args) {
     const [file, ...overrides] = args.positionals;
     if (!file) throw new UserError('mpt train: give the training YAML, e.g. mpt train yamls/tiny-cpu.yaml');
-    await trainFromYaml(file, overrides);
+    const device = args.flags.device as DeviceChoice;
+    if (device === 'cpu') { await trainFromYaml(file, overrides); return; }
+    const precision = readTrainConfig(file, overrides).settings.precision;
+    const { backend, note } = await selectBackend({ device, cudaDType: precision === 'amp_bf16' ? 'bfloat16' : 'float32' });
+    if (note) process.stderr.write(`mpt: ${note}\n`);
+    // MFU against the H100's dense bf16 peak (989 TFLOP/s) when on CUDA.
+    await trainFromYaml(file, overrides, { backend, peakFlops: backend.name === 'cuda' ? 989e12 : null });
   },
 };
