@@ -152,6 +152,9 @@ export function runTrainBench(o: TrainBenchOptions): TrainBenchResult {
     device: be.device.name, preset: presetName, parameters: parameterCount(c), microbatch: mb, seqLen: t, msPerStep: ms, stepsMs: times,
     tokensPerSecond, mfu, peakMemoryBytes, breakdown, torch: [],
   };
+  // Give the device memory back before the baselines run (they are child processes on the same card).
+  for (const map of [masters, copies, optimizer.m, optimizer.v]) for (const t of map.values()) be.release(t);
+  be.allocator.emptyCache();
   if (o.torch) {
     for (const mode of ['eager', 'compile']) {
       log(`running the PyTorch baseline (${mode}) …`);

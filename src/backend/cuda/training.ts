@@ -18,7 +18,7 @@ import type { CudaBackend } from './index.js';
 Object.assign(KERNEL_ARGS, {
   gelu_backward: 'pppq', clamp_backward: 'pppfq', add_columns_into: 'ppiiii', add_into: 'ppfq', scale_in_place: 'pfq',
   sum_squares_partial: 'pqp', sum_doubles: 'pip', sum_floats: 'pip', embedding_backward: 'pppiiifp', column_sums: 'ppii',
-  adamw_step: 'ppppffffffqp', layernorm_backward: 'pppppppiif', cross_entropy_rows: 'ppppifi',
+  adamw_step: 'ppppffffffqp', layernorm_backward: 'ppppppiif', cross_entropy_rows: 'ppppifi',
   flash_forward_lse: 'pppppppif', attention_forward_scalar: 'pppppppiiif', attention_row_dot: 'pppiiii',
   flash_backward_dq: 'pppppppppif', flash_backward_dkdv: 'ppppppppppif',
   attention_backward_dq_scalar: 'pppppppppiiif', attention_backward_dkdv_scalar: 'ppppppppppiiif',
