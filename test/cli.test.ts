@@ -91,7 +91,17 @@ test('bad flags and commands', () => {
   assertOneLineError(mpt('generate', '--model', tiny, '--temperature', 'hot', 'x'), /--temperature must be a number/);
   assertOneLineError(mpt('generate', '--bogus'), /bogus/);
   assertOneLineError(mpt('frobnicate'), /unknown command "frobnicate"/);
-  assertOneLineError(mpt('generate', 'hello'), /no --model given/);
+});
+
+test('without --model, generate runs the embedded default model', () => {
+  const r = mpt('generate', '--device', 'cpu', '--temperature', '0', '-n', '6', '--json', 'The history of');
+  assert.equal(r.code, 0, r.stderr);
+  const doc = JSON.parse(r.stdout);
+  assert.equal(doc.ids.length, 6);
+  assert.ok(doc.text.length > 0);
+  const info = JSON.parse(mpt('info', '--json').stdout);
+  assert.match(info.folder, /models\/mpt-demo$/);
+  assert.equal(info.weights_dtype, 'bfloat16');
 });
 
 test('--debug shows the stack trace', () => {

@@ -10,6 +10,7 @@ import type { MptConfig } from '../src/model/config.js';
 import { loadCheckpoint, latestCheckpoint } from '../src/train/checkpoint.js';
 import { exportCheckpoint } from '../src/train/export.js';
 import { trainFromYaml } from '../src/train/from-yaml.js';
+import { float32ToBfloat16Array } from '../src/util/dtype.js';
 import { fixture, projectRoot } from './fixtures.js';
 
 test('mpt export writes a folder that loads back with identical weights and logits', async () => {
@@ -44,6 +45,20 @@ test('mpt export writes a folder that loads back with identical weights and logi
     const a = backend.download(exported.forward(ids, exported.newCache(1, ids.length)));
     const b = backend.download(direct.forward(ids, direct.newCache(1, ids.length)));
     assert.deepEqual(a, b);
+
+    // bfloat16 export: every weight is the float32 master rounded to nearest even, and the config says so.
+    const half = join(dir, 'hf-bf16');
+    await exportCheckpoint(saveFolder, half, { dtype: 'bfloat16', tokenizerName: 'EleutherAI/gpt-neox-20b' });
+    const bf16 = await openModelFolder(half);
+    assert.equal(bf16.weightsDtype, 'bfloat16');
+    assert.equal(bf16.rawConfig.torch_dtype, 'bfloat16');
+    assert.equal(bf16.rawConfig.tokenizer_name, 'EleutherAI/gpt-neox-20b');
+    for (const [name, source] of bf16.tensors) {
+      const bits = new Uint16Array(new Uint8Array(await source.read()).buffer);
+      const master = tensors.params.get(name)!;
+      assert.deepEqual(bits, float32ToBfloat16Array(master), `${name} is the rounded master`);
+    }
+    await bf16.close();
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

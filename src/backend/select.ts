@@ -31,7 +31,9 @@ export async function selectBackend(options: BackendOptions): Promise<BackendCho
     return { backend: new cuda.CudaBackend({ dtype: options.cudaDType ?? 'bfloat16' }), note: device === 'auto' ? 'running on CUDA' : undefined };
   }
   if (device === 'cuda') throw new UserError(`--device cuda: no usable GPU (${available.reason})`);
-  return { backend: new CpuBackend({ threads: options.threads }), note: `no usable GPU (${available.reason}): running on the CPU` };
+  // The first clause of the reason is enough here; --device cuda shows all of it.
+  const why = (available.reason ?? 'unknown').split(/[;.]/)[0];
+  return { backend: new CpuBackend({ threads: options.threads }), note: `no usable GPU (${why}): running on the CPU` };
 }
 
 /** What the CUDA backend module offers (src/backend/cuda/index.ts). */

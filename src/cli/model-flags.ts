@@ -6,7 +6,7 @@ import { UserError } from '../util/errors.js';
 
 /** The flags every command that loads a model shares. */
 export const MODEL_FLAG: Record<string, FlagSpec> = {
-  model: { type: 'string', short: 'm', placeholder: 'M', description: 'Model folder (Hugging Face layout) or hub name, e.g. mosaicml/mpt-1b-redpajama-200b.' },
+  model: { type: 'string', short: 'm', placeholder: 'M', description: 'Model folder (Hugging Face layout) or hub name, e.g. mosaicml/mpt-1b-redpajama-200b (default: the small demo model that ships with mpt-ts, models/mpt-demo).' },
 };
 
 export const DEVICE_FLAGS: Record<string, FlagSpec> = {

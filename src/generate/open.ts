@@ -5,6 +5,7 @@ import { loadModel, type WeightDType } from '../model/load.js';
 import type { MptModel } from '../model/mpt.js';
 import { Tokenizer } from '../tokenizer/index.js';
 import { UserError } from '../util/errors.js';
+import { DEFAULT_MODEL_DIR, hasDefaultModel } from './default-model.js';
 
 export interface OpenOptions {
   /** A model folder or a Hugging Face hub name; undefined: the embedded default model. */
@@ -50,7 +51,9 @@ export async function openFolder(model: string | undefined): Promise<ModelFolder
   return openModelFolder(resolveModelName(model));
 }
 
-function resolveModelName(model: string | undefined): string {
+/** The model to open: the one named, else the embedded default model. */
+export function resolveModelName(model: string | undefined): string {
   if (model) return model;
-  throw new UserError('no --model given: pass a model folder or a Hugging Face name such as mosaicml/mpt-1b-redpajama-200b (mpt-ts has no embedded default model yet)');
+  if (hasDefaultModel()) return DEFAULT_MODEL_DIR;
+  throw new UserError(`no --model given and the embedded default model is missing (${DEFAULT_MODEL_DIR}): pass a model folder or a Hugging Face name such as mosaicml/mpt-1b-redpajama-200b`);
 }

@@ -4,6 +4,7 @@ import { writeSafetensors } from '../io/safetensors.js';
 import { sourceName } from '../io/weight-names.js';
 import { parameterShapes, type MptConfig } from '../model/config.js';
 import { writeFileAtomic } from '../util/atomic.js';
+import { float32ToBfloat16Array } from '../util/dtype.js';
 import { UserError } from '../util/errors.js';
 import { loadCheckpoint, resolveCheckpoint } from './checkpoint.js';
 
@@ -16,7 +17,15 @@ import { loadCheckpoint, resolveCheckpoint } from './checkpoint.js';
  */
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
 
-export async function exportCheckpoint(checkpoint: string, outDir: string): Promise<{ dir: string; format: 'mosaic_gpt' | 'mpt'; notes: string[] }> {
+export interface ExportOptions {
+  /** The weights' dtype on disk: float32 (the master weights as trained) or bfloat16 (half the size). */
+  dtype?: 'float32' | 'bfloat16';
+  /** config.json's `tokenizer_name` (a hub name such as EleutherAI/gpt-neox-20b); default: the run's tokenizer. */
+  tokenizerName?: string;
+}
+
+export async function exportCheckpoint(checkpoint: string, outDir: string, options: ExportOptions = {}): Promise<{ dir: string; format: 'mosaic_gpt' | 'mpt'; notes: string[] }> {
+  const dtype = options.dtype ?? 'float32';
   const dir = resolveCheckpoint(checkpoint);
   const { state, tensors } = await loadCheckpoint(dir);
   const config = state.run.config as MptConfig | undefined;
@@ -25,12 +34,15 @@ export async function exportCheckpoint(checkpoint: string, outDir: string): Prom
   const format = (config.alibi && config.alibiSlopes === 'power-of-two' && nonPowerOfTwo) || !config.tieWordEmbeddings ? 'mpt' : 'mosaic_gpt';
   mkdirSync(outDir, { recursive: true });
   const tokenizer = typeof state.run.tokenizer === 'string' ? state.run.tokenizer : null;
-  await writeFileAtomic(join(outDir, 'config.json'), JSON.stringify(format === 'mosaic_gpt' ? mosaicGptJson(config, tokenizer) : mptJson(config, tokenizer), null, 2) + '\n');
+  const tokenizerName = options.tokenizerName ?? tokenizer;
+  const json = format === 'mosaic_gpt' ? mosaicGptJson(config, tokenizerName) : mptJson(config, tokenizerName);
+  await writeFileAtomic(join(outDir, 'config.json'), JSON.stringify({ ...json, torch_dtype: dtype }, null, 2) + '\n');
   const shapes = parameterShapes(config);
   await writeSafetensors(join(outDir, 'model.safetensors'), [...shapes].map(([name, shape]) => {
     const data = tensors.params.get(name);
     if (!data) throw new UserError(`${dir}: the checkpoint has no ${name}`);
-    return { name: sourceName(format, name), dtype: 'float32' as const, shape, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+    const stored = dtype === 'bfloat16' ? float32ToBfloat16Array(data) : data;
+    return { name: sourceName(format, name), dtype, shape, data: new Uint8Array(stored.buffer, stored.byteOffset, stored.byteLength) };
   }), { format: 'pt', 'mpt-ts': `exported from ${basename(dir)} (step ${state.step})` });
   const notes: string[] = [];
   if (tokenizer && existsSync(tokenizer)) {

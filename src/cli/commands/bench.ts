@@ -1,11 +1,11 @@
 import { existsSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Command } from '../main.js';
 import { MODEL_FLAG } from '../model-flags.js';
 import { selectBackend, type DeviceChoice } from '../../backend/select.js';
 import { MPT_1B_REDPAJAMA_200B, parameterCount } from '../../model/config.js';
 import { openForInference } from '../../generate/open.js';
+import { DEFAULT_MODEL_DIR } from '../../generate/default-model.js';
 import { benchInference } from '../../bench/cpu-bench.js';
 import { randomBf16Model } from '../../bench/cpu-random-model.js';
 import { benchTokenize } from '../../bench/tokenize.js';
@@ -37,7 +37,7 @@ Record figures in bench/RESULTS.md with the card, date, commit and the baseline 
   async run(args) {
     const f = args.flags;
     const presetName = f.preset as string | undefined;
-    if (!presetName === !f.model) throw new UserError('mpt bench: give either --model M or --preset mpt-1b-redpajama-200b');
+    if (presetName && f.model) throw new UserError('mpt bench: give --model M or --preset mpt-1b-redpajama-200b, not both');
     const preset = presetName ? PRESETS[presetName as keyof typeof PRESETS] : undefined;
     if (presetName && !preset) throw new UserError(`unknown preset "${presetName}"; known: ${Object.keys(PRESETS).join(', ')}`);
     const device = f.device as DeviceChoice;
@@ -54,11 +54,11 @@ Record figures in bench/RESULTS.md with the card, date, commit and the baseline 
 
     const model = preset
       ? randomBf16Model(preset, backend)
-      : (await openForInference({ model: f.model as string, device: 'cpu', threads: f.threads as number | undefined })).model;
+      : (await openForInference({ model: f.model as string | undefined, device: 'cpu', threads: f.threads as number | undefined })).model;
     const result = await benchInference(model, {
       promptTokens: f['prompt-tokens'] as number, newTokens: (f['new-tokens'] as number | undefined) ?? 32, batch: f.batch as number,
     });
-    const report = { model: presetName ?? f.model, device: 'cpu', parameters: parameterCount(model.config), ...result };
+    const report = { model: presetName ?? f.model ?? 'the embedded default model (models/mpt-demo)', device: 'cpu', parameters: parameterCount(model.config), ...result };
     if (f.json) {
       process.stdout.write(JSON.stringify(report) + '\n');
       return;
@@ -79,7 +79,7 @@ export const benchTokenizeCommand: Command = {
     usage: 'mpt bench tokenize [--model M | --tokenizer FILE] [--files F …] [--threads N]',
     flags: {
       ...MODEL_FLAG,
-      tokenizer: { type: 'string', placeholder: 'FILE', description: 'A tokenizer.json (default: the model folder\'s, or the GPT-NeoX-20B one the project ships with its tests).' },
+      tokenizer: { type: 'string', placeholder: 'FILE', description: 'A tokenizer.json (default: the model folder\'s, or the GPT-NeoX-20B one of the embedded default model).' },
       files: { type: 'strings', placeholder: 'FILE', description: 'Text files to tokenize (repeatable; default: every text file in node_modules, ≥ 20 MB).' },
       'min-bytes': { type: 'integer', default: 20_000_000, description: 'Refuse to measure on less text than this.' },
       threads: { type: 'integer', placeholder: 'N', description: 'Threads for the parallel rows (default: all cores).' },
@@ -101,8 +101,7 @@ export const benchTokenizeCommand: Command = {
   },
 };
 
-/** The GPT-NeoX-20B tokenizer.json beside the project (../shared/fixtures), as the tests use. */
+/** The GPT-NeoX-20B tokenizer.json of the embedded default model. */
 function defaultTokenizer(): string {
-  const root = resolve(fileURLToPath(import.meta.url), '..', '..', '..', '..', '..');
-  return process.env.MPT_FIXTURES ? join(process.env.MPT_FIXTURES, 'mosaic-gpt-tiny', 'tokenizer.json') : join(root, '..', 'shared', 'fixtures', 'mosaic-gpt-tiny', 'tokenizer.json');
+  return join(DEFAULT_MODEL_DIR, 'tokenizer.json');
 }
