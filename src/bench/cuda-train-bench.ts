@@ -16,7 +16,7 @@ import { CudaEvent, Kernel } from '../backend/cuda/driver.js';
 import { TrainingGemm } from '../backend/cuda/training-gemm.js';
 import { CublasLt } from '../backend/cuda/cublaslt.js';
 import { lossAndGradients, zeroGradients } from '../model/backward.js';
-import { MPT_1B_REDPAJAMA_200B, parameterCount, parameterShapes, type MptConfig } from '../model/config.js';
+import { MPT_1B_REDPAJAMA_200B, parameterCount, parameterShapes, trainingFlopsPerSequence, type MptConfig } from '../model/config.js';
 import { structureParams } from '../model/params.js';
 import { TrainingGraph } from '../model/training-forward.js';
 import { AdamW, clipGradNorm } from '../train/optimizer.js';
@@ -52,10 +52,6 @@ export interface TrainBenchResult {
   torch: Array<Record<string, unknown>>;
 }
 
-/** llm-foundry's FLOPs of one sequence of T tokens. */
-export function flopsPerSequence(c: MptConfig, t: number): number {
-  return 3 * (2 * parameterCount(c) * t + c.nLayers * 4 * c.dModel * t * t);
-}
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
@@ -144,7 +140,7 @@ export function runTrainBench(o: TrainBenchOptions): TrainBenchResult {
   }
   const ms = median(times);
   const tokensPerSecond = (mb * t) / (ms / 1000);
-  const mfu = (tokensPerSecond / t) * flopsPerSequence(c, t) / PEAK_FLOPS;
+  const mfu = (tokensPerSecond / t) * trainingFlopsPerSequence(c, t) / PEAK_FLOPS;
   const peakMemoryBytes = be.allocator.stats().peak + 2 * (32 << 20); // + the two cuBLASLt workspaces
   log(`median step ${ms.toFixed(1)} ms: ${tokensPerSecond.toFixed(0)} tokens/s, MFU ${(100 * mfu).toFixed(1)}%, peak ${(peakMemoryBytes / 2 ** 30).toFixed(2)} GiB`);
   const breakdown = perKernel(be, () => step(batch()));

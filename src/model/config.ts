@@ -85,6 +85,13 @@ export function parameterShapes(c: MptConfig): Map<string, number[]> {
 export const parameterCount = (c: MptConfig): number =>
   [...parameterShapes(c).values()].reduce((sum, s) => sum + s.reduce((a, b) => a * b, 1), 0);
 
+/**
+ * Training FLOPs of one sequence of t tokens as llm-foundry counts them for MFU (BASELINES.md):
+ * forward and backward of every parameter, 6·N·t, plus attention's scores and mixing, 12·L·d·t².
+ */
+export const trainingFlopsPerSequence = (c: MptConfig, t: number): number =>
+  3 * (2 * parameterCount(c) * t + c.nLayers * 4 * c.dModel * t * t);
+
 /** The seed model, mosaicml/mpt-1b-redpajama-200b, exactly. */
 export const MPT_1B_REDPAJAMA_200B: MptConfig = {
   dModel: 2048, nHeads: 16, nLayers: 24, expansionRatio: 4, maxSeqLen: 2048, vocabSize: 50432,

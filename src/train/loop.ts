@@ -1,7 +1,7 @@
 import { trainingBackend, type Backend, type Tensor } from '../backend/backend.js';
 import { openModelFolder } from '../io/model-folder.js';
 import { lossAndGradients, zeroGradients } from '../model/backward.js';
-import { parameterCount, parameterShapes, type MptConfig } from '../model/config.js';
+import { parameterShapes, trainingFlopsPerSequence, type MptConfig } from '../model/config.js';
 import { loadModel } from '../model/load.js';
 import { paramsByName } from '../model/param-map.js';
 import { structureParams } from '../model/params.js';
@@ -64,8 +64,9 @@ export interface TrainResult {
 }
 
 /** Model FLOPs per token, as llm-foundry counts them: 6·N + the attention term 6·n_layers·d·seqLen. */
+/** Training FLOPs per token at this sequence length, as llm-foundry counts them for MFU. */
 export function flopsPerToken(config: MptConfig, seqLen: number): number {
-  return 6 * parameterCount(config) + 6 * config.nLayers * config.dModel * seqLen;
+  return trainingFlopsPerSequence(config, seqLen) / seqLen;
 }
 
 export async function train(s: RunSettings, source: BatchSource, options: TrainOptions): Promise<TrainResult> {
