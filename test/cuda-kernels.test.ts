@@ -145,6 +145,31 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     }
   });
 
+  test(`cuda ${dtype}: LayerNorm of the float32 stream fused into few-row GEMMs (layerNormMatmulInto)`, { skip }, () => {
+    const be = cudaFor(dtype);
+    be.fuseLayerNorm = true; // the fused kernel up to 8 rows in bf16, the two-kernel path beyond (and in float32)
+    for (const [rows, inF, outF] of [[1, 2048, 517], [5, 320, 100], [16, 2048, 35], [9, 256, 2048]]) {
+      const raw = Float32Array.from(randn(rows * inF), (v, i) => 3 * v + (i % 7) - 2); // rows off zero mean
+      const x = be.upload(raw, [rows, inF], 'float32') as CudaTensor;
+      const xc = cpu.upload(raw, [rows, inF], 'float32');
+      const [lwg, lwc] = pair(be, Float32Array.from(randn(inF), (v) => 1 + 0.3 * v), [inF]);
+      const [lbg, lbc] = pair(be, randn(inF, 0.5), [inF]);
+      const [wg, wc] = pair(be, randn(outF * inF, 0.05), [outF, inF]);
+      const [bg, bc] = pair(be, randn(outF), [outF]);
+      const what = `${rows}x${inF}x${outF}`;
+      const h = be.alloc([rows, inF]), y = be.alloc([rows, outF]);
+      const ln = { w: lwg as CudaTensor, b: lbg as CudaTensor, eps: 1e-5 };
+      const hRef = cpu.layerNorm(xc, lwc, lbc, 1e-5);
+      be.layerNormMatmulInto(x, ln, h, wg as CudaTensor, bg as CudaTensor, y, rows, false, true);
+      close(`gelu(LN(x)·Wᵀ + b) ${what}`, down(be, y), down(cpu, cpu.gelu(cpu.linear(hRef, wc, bc))), tol(dtype, 1e-5));
+      const yRaw = randn(rows * outF);
+      const yf = be.upload(yRaw, [rows, outF], 'float32') as CudaTensor;
+      be.layerNormMatmulInto(x, { ...ln, b: null }, h, wg as CudaTensor, null, yf, rows, true);
+      close(`float32 y += LN(x)·Wᵀ ${what}`, down(be, yf),
+        down(cpu, cpu.add(cpu.upload(yRaw, [rows, outF], 'float32'), cpu.linear(cpu.layerNorm(xc, lwc, null, 1e-5), wc, null))), tol(dtype, 1e-5));
+    }
+  });
+
   test(`cuda ${dtype}: fused QKV split + clamp + QK LayerNorm + cache write`, { skip }, () => {
     const be = cudaFor(dtype);
     const batch = 2, t = 13, d = 96, cap = 40, at = 7, clip = 0.8;

@@ -2,7 +2,9 @@
  * Fast MPT inference on CUDA: the same math as src/model/mpt.ts, laid out for the GPU.
  * - every activation buffer is planned once for (batch, capacity), so no step allocates;
  * - fused kernels: QKV split + clamp + QK LayerNorm + KV-cache write in one pass; the residual adds
- *   happen inside the out-projection and MLP-down GEMMs (cuBLASLt with beta = 1);
+ *   happen inside the out-projection and MLP-down GEMMs (cuBLASLt with beta = 1); ln_1 and ln_2 go
+ *   through layerNormMatmulInto, which can run them in the QKV and MLP-up GEMMs' prologue (off by
+ *   default: slower as measured, see CudaBackend.fuseLayerNorm);
  * - prefill attention on the tensor cores (flash_attention.cu), decode attention split along the keys;
  * - only the last position of each row gets logits, and the next token is chosen on the GPU;
  * - a decode step reads its position from device memory and writes its token where the next step reads
@@ -127,10 +129,8 @@ export class CudaDecoder {
     const mask = this.padded ? this.mask : null;
     for (let layer = 0; layer < p.blocks.length; layer++) {
       const blk = p.blocks[layer];
-      be.layerNormInto(buf.x, null, w(blk.ln1.weight), wb(blk.ln1), buf.h, rows, d, c.layerNormEps);
-      this.stage('layernorm');
-      be.matmulInto(buf.h, w(blk.wqkv.weight), wb(blk.wqkv), buf.qkv, rows, false);
-      this.stage('gemm_qkv');
+      be.layerNormMatmulInto(buf.x, { w: w(blk.ln1.weight), b: wb(blk.ln1), eps: c.layerNormEps }, buf.h, w(blk.wqkv.weight), wb(blk.wqkv), buf.qkv, rows, false);
+      this.stage('ln_gemm_qkv');
       const v8 = be.vectorRows(d, [buf.qkv]);
       be.kernels.get('qkv.cu', v8 ? 'qkv_split8' : 'qkv_split', be.defs()).launch([rows, 3], [v8 ? be.rowThreads8(d) : be.rowThreads(d)], [
         buf.qkv.ptr, buf.q.ptr, this.kCache[layer].ptr, this.vCache[layer].ptr,
@@ -148,10 +148,8 @@ export class CudaDecoder {
       this.stage(t > 1 ? 'attention_prefill' : 'attention_decode');
       be.matmulInto(buf.att, w(blk.out.weight), wb(blk.out), buf.x, rows, true);
       this.stage('gemm_out');
-      be.layerNormInto(buf.x, null, w(blk.ln2.weight), wb(blk.ln2), buf.h, rows, d, c.layerNormEps);
-      this.stage('layernorm');
-      be.matmulInto(buf.h, w(blk.up.weight), wb(blk.up), buf.up, rows, false, true);
-      this.stage('gemm_up_gelu');
+      be.layerNormMatmulInto(buf.x, { w: w(blk.ln2.weight), b: wb(blk.ln2), eps: c.layerNormEps }, buf.h, w(blk.up.weight), wb(blk.up), buf.up, rows, false, true);
+      this.stage('ln_gemm_up_gelu');
       be.matmulInto(buf.up, w(blk.down.weight), wb(blk.down), buf.x, rows, true);
       this.stage('gemm_down');
     }

@@ -315,7 +315,7 @@ export class CudaBackend implements Backend {
         const yF32 = y.dtype === 'float32';
         const tiles = rows > 8 ? 2 : 1;
         this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32 })
-          .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0],
+          .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0],
             plan.warps * 16 * 8 * tiles * 4);
         return;
       }
@@ -324,6 +324,38 @@ export class CudaBackend implements Backend {
       bias: b ? b.ptr : null, accumulate, dtype: this.activationDType, outDType: y.dtype === 'float32' ? 'float32' : this.activationDType });
     if (gelu) this.geluInPlace(y, rows * outF);
   }
+
+  /**
+   * y (+)= LayerNorm(x)·Wᵀ (+ b) (→ exact GELU) for the decoder, x its float32 residual stream. Up to 8
+   * bf16 rows can take skinny_gemm.cu with the LayerNorm in its prologue (one kernel instead of two; see
+   * fuseLayerNorm for why it is off by default); otherwise LayerNorm into `h`, then matmulInto.
+   */
+  layerNormMatmulInto(x: CudaTensor, ln: { w: CudaTensor; b: CudaTensor | null; eps: number }, h: CudaTensor,
+    w: CudaTensor, b: CudaTensor | null, y: CudaTensor, rows: number, accumulate: boolean, gelu = false): void {
+    if (rows === 0) return;
+    const [outF, inF] = w.shape;
+    const plan = this.skinny && this.fuseLayerNorm && this.activationDType === 'bfloat16' && rows <= 8 && x.dtype === 'float32'
+      && inF % 8 === 0 && [x, ln.w, ln.b].every((t) => !t || t.ptr % 16 === 0)
+      ? (this.skinnyShape ? { ...this.skinnyShape } : skinnyPlan(inF, outF, rows)) : null;
+    if (!plan || inF % (32 * plan.unroll * plan.warps) !== 0) {
+      this.layerNormInto(x, null, ln.w, ln.b, h, rows, inF, ln.eps);
+      this.matmulInto(h, w, b, y, rows, accumulate, gelu);
+      return;
+    }
+    // One row tile only: with 9–16 rows every block's statistics and its 66 KB of shared x cost more
+    // than the separate LayerNorm kernel (H100, 2026-11-27: batch 16 fell from 8,970 to 5,790 tokens/s).
+    const shared = plan.warps * 16 * 8 * 4 + rows * (inF + 32) * 2;
+    this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true })
+      .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0,
+        ln.w.ptr, ln.b?.ptr ?? 0, ln.eps], shared);
+  }
+
+  /**
+   * Whether layerNormMatmulInto fuses the LayerNorm into few-row GEMMs. Off by default: measured on the
+   * H100 (2026-11-27, bench/RESULTS-cuda.md) the fused decode step is slower (576 vs 612 tokens/s at
+   * batch 1), because every block's row statistics sit on its critical path; MPT_CUDA_FUSE_LN=1 turns it on.
+   */
+  fuseLayerNorm = process.env.MPT_CUDA_FUSE_LN === '1';
 
   private geluInPlace(y: CudaTensor, n: number): void {
     if (y.dtype === 'bfloat16' && n % 8 === 0 && y.ptr % 16 === 0) {

@@ -6,7 +6,18 @@
 // each x row per 32 k, and feeds them to two mmas: the k order inside the 32 is permuted the same way
 // for both operands (thread t's 8 values are k+8t … k+8t+7), which leaves the sum unchanged and makes
 // every load 16 bytes wide. The warps' partial tiles meet in shared memory, where the epilogue runs.
+//
+// With MPT_LN_X the kernel also does the LayerNorm before it (the decoder's ln_1 → QKV and ln_2 → up):
+// x is then the float32 residual stream, and each block normalizes its R rows into shared memory as
+// bf16 (what the separate layernorm kernel would have written) while its first weight loads are in
+// flight. Every block repeats the row statistics (R·K floats from L2): worth it only for a few rows
+// (index.ts fuses up to 8), where it replaces the launch and drain of a kernel of its own.
 typedef __nv_bfloat16 bf16;
+#ifdef MPT_LN_X
+typedef float XIN;
+#else
+typedef bf16 XIN;
+#endif
 #ifdef MPT_Y_F32
 typedef float YT;
 #else
@@ -25,8 +36,9 @@ __device__ __forceinline__ uint4 stream16(const bf16* p) {
   return v;
 }
 
-extern "C" __global__ void __launch_bounds__(256) skinny_gemm(const bf16* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ bias,
-                                       YT* __restrict__ y, int R, int K, int O, int accumulate, int gelu) {
+extern "C" __global__ void __launch_bounds__(256) skinny_gemm(const XIN* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ bias,
+                                       YT* __restrict__ y, int R, int K, int O, int accumulate, int gelu,
+                                       const bf16* __restrict__ lnw, const bf16* __restrict__ lnb, float eps) {  // LN: MPT_LN_X only
   extern __shared__ float red[];  // [warps][16][8·ROW_TILES]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int nw = blockDim.x >> 5, cols = 8 * ROW_TILES;
@@ -34,10 +46,6 @@ extern "C" __global__ void __launch_bounds__(256) skinny_gemm(const bf16* __rest
   const int kPer = K / nw, kBeg = warp * kPer, kEnd = kBeg + kPer;
   const bf16* wa = w + (long long)min(o0 + g, O - 1) * K + 8 * t;      // rows past O are read (clamped) and dropped
   const bf16* wb = w + (long long)min(o0 + g + 8, O - 1) * K + 8 * t;
-  const bf16* xr[ROW_TILES];
-  bool has[ROW_TILES];
-#pragma unroll
-  for (int n = 0; n < ROW_TILES; n++) { const int r = n * 8 + g; has[n] = r < R; xr[n] = x + (long long)(has[n] ? r : 0) * K + 8 * t; }
   float c[ROW_TILES][4];
 #pragma unroll
   for (int n = 0; n < ROW_TILES; n++) c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.f;
@@ -45,16 +53,85 @@ extern "C" __global__ void __launch_bounds__(256) skinny_gemm(const bf16* __rest
   // UNROLL steps of 32 k per group; the next group's loads are issued before this group's mmas, so a
   // warp always has two groups of loads in flight.
   uint4 A0[UNROLL], A1[UNROLL], B[UNROLL][ROW_TILES];
-  auto load = [&](int k, uint4 (&a0)[UNROLL], uint4 (&a1)[UNROLL], uint4 (&b)[UNROLL][ROW_TILES]) {
+  auto loadW = [&](int k, uint4 (&a0)[UNROLL], uint4 (&a1)[UNROLL]) {
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
       a0[u] = stream16(wa + k + 32 * u);
       a1[u] = stream16(wb + k + 32 * u);
+    }
+  };
+  loadW(kBeg, A0, A1);  // the weight stream starts before anything waits on x
+
+#ifdef MPT_LN_X
+  // LayerNorm of the R rows into xs [R][K + 32] bf16 (the padding staggers the rows over the banks).
+  // The whole block works on every row at once (one L2 round trip, not a warp a row in series): the
+  // row sums, then the mean squared deviations (as layernorm.cu), then the output; re-reads hit L1.
+  __shared__ float part[8][8 * ROW_TILES];  // [warp][row] partial sums, ≤ 8 warps
+  __shared__ float mean[8 * ROW_TILES], rstd[8 * ROW_TILES];
+  bf16* xs = reinterpret_cast<bf16*>(red + nw * 16 * cols);
+  const int xStride = K + 32;
+  float acc[8 * ROW_TILES];
+#pragma unroll
+  for (int r = 0; r < 8 * ROW_TILES; r++) acc[r] = 0.f;
+  for (int k = 4 * threadIdx.x; k < K; k += 4 * blockDim.x) {
+#pragma unroll
+    for (int r = 0; r < 8 * ROW_TILES; r++) if (r < R) {
+      const float4 v = *reinterpret_cast<const float4*>(x + (long long)r * K + k);
+      acc[r] += (v.x + v.y) + (v.z + v.w);
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < 8 * ROW_TILES; r++) if (r < R) { const float v = warp_sum(acc[r]); if (lane == 0) part[warp][r] = v; }
+  __syncthreads();
+  if (threadIdx.x < R) { float v = 0.f; for (int q = 0; q < nw; q++) v += part[q][threadIdx.x]; mean[threadIdx.x] = v / K; }
+  __syncthreads();
+#pragma unroll
+  for (int r = 0; r < 8 * ROW_TILES; r++) acc[r] = 0.f;
+  for (int k = 4 * threadIdx.x; k < K; k += 4 * blockDim.x) {
+#pragma unroll
+    for (int r = 0; r < 8 * ROW_TILES; r++) if (r < R) {
+      const float4 v = *reinterpret_cast<const float4*>(x + (long long)r * K + k);
+      const float m = mean[r], a = v.x - m, b = v.y - m, e = v.z - m, f = v.w - m;
+      acc[r] += (a * a + b * b) + (e * e + f * f);
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < 8 * ROW_TILES; r++) if (r < R) { const float v = warp_sum(acc[r]); if (lane == 0) part[warp][r] = v; }
+  __syncthreads();
+  if (threadIdx.x < R) { float v = 0.f; for (int q = 0; q < nw; q++) v += part[q][threadIdx.x]; rstd[threadIdx.x] = rsqrtf(v / K + eps); }
+  __syncthreads();
+  for (int k = 8 * threadIdx.x; k < K; k += 8 * blockDim.x) {
+    float wv[8], bv[8];
+    load8(lnw + k, wv);
+    if (lnb) load8(lnb + k, bv);
+#pragma unroll
+    for (int r = 0; r < 8 * ROW_TILES; r++) if (r < R) {
+      float v[8];
+      load8(x + (long long)r * K + k, v);
+#pragma unroll
+      for (int e = 0; e < 8; e++) v[e] = (v[e] - mean[r]) * rstd[r] * wv[e] + (lnb ? bv[e] : 0.f);
+      store8(xs + (long long)r * xStride + k, v);
+    }
+  }
+  __syncthreads();
+  const bf16* xBase = xs;
+#else
+  const bf16* xBase = x;
+  const int xStride = K;
+#endif
+  const bf16* xr[ROW_TILES];
+  bool has[ROW_TILES];
+#pragma unroll
+  for (int n = 0; n < ROW_TILES; n++) { const int r = n * 8 + g; has[n] = r < R; xr[n] = xBase + (long long)(has[n] ? r : 0) * xStride + 8 * t; }
+  auto loadX = [&](int k, uint4 (&b)[UNROLL][ROW_TILES]) {
+#pragma unroll
+    for (int u = 0; u < UNROLL; u++) {
 #pragma unroll
       for (int n = 0; n < ROW_TILES; n++) b[u][n] = has[n] ? *reinterpret_cast<const uint4*>(xr[n] + k + 32 * u) : make_uint4(0, 0, 0, 0);
     }
   };
-  load(kBeg, A0, A1, B);
+  auto load = [&](int k, uint4 (&a0)[UNROLL], uint4 (&a1)[UNROLL], uint4 (&b)[UNROLL][ROW_TILES]) { loadW(k, a0, a1); loadX(k, b); };
+  loadX(kBeg, B);
   for (int k = kBeg; k < kEnd; k += 32 * UNROLL) {
     uint4 N0[UNROLL], N1[UNROLL], NB[UNROLL][ROW_TILES];
     const bool more = k + 32 * UNROLL < kEnd;
