@@ -19,14 +19,13 @@ autoresume. Durations take Composer units: 100ba, 2000000tok, 64sp, 1ep, 0.5dur.
 Overrides are dotted keys: mpt train yamls/tiny-cpu.yaml max_duration=20ba optimizer.lr=1e-3
 Metrics go to SAVE_FOLDER/metrics.jsonl with a loss plot beside it (loss.svg).`,
     flags: {
-      device: { type: 'string', placeholder: 'D', default: 'cpu', description: 'cpu, cuda (bf16 compute under amp_bf16, float32 under fp32) or auto.' },
+      device: { type: 'string', placeholder: 'D', default: 'auto', description: 'cpu, cuda (bf16 compute under amp_bf16, float32 under fp32) or auto (CUDA when a GPU is usable).' },
     },
   },
   async run(args) {
     const [file, ...overrides] = args.positionals;
     if (!file) throw new UserError('mpt train: give the training YAML, e.g. mpt train yamls/tiny-cpu.yaml');
     const device = args.flags.device as DeviceChoice;
-    if (device === 'cpu') { await trainFromYaml(file, overrides); return; }
     const precision = readTrainConfig(file, overrides).settings.precision;
     const { backend, note } = await selectBackend({ device, cudaDType: precision === 'amp_bf16' ? 'bfloat16' : 'float32' });
     if (note) process.stderr.write(`mpt: ${note}\n`);
