@@ -7,6 +7,7 @@ import { CpuPool } from './pool.js';
 import { CpuTrainingOps } from './training.js';
 import { allocate, asCpu, CpuTensor } from './tensor.js';
 import { sharedHeap, type WasmHeap } from './wasm/heap.js';
+import { attentionOnHeap } from './wasm/attention-on-heap.js';
 import { linearOnHeap } from './wasm/linear-on-heap.js';
 
 /**
@@ -23,10 +24,13 @@ export class CpuBackend implements Backend {
   readonly activationDType: DType = 'float32';
   readonly pool: CpuPool;
   private readonly heap: WasmHeap | null;
+  /** Attention through the wasm kernels (wasm/attention-heads.ts); off with MPT_WASM_ATTENTION=0, to time the JS kernel beside them. */
+  private readonly wasmAttention: boolean;
 
   constructor(options: { threads?: number; wasm?: boolean } = {}) {
     this.pool = new CpuPool(options.threads);
     this.heap = options.wasm === false ? null : sharedHeap();
+    this.wasmAttention = this.heap !== null && process.env.MPT_WASM_ATTENTION !== '0';
   }
 
   /** Whether `t`'s storage is on the wasm heap (its linear layers take the SIMD path). */
@@ -64,9 +68,19 @@ export class CpuBackend implements Backend {
     return c.data.slice();
   }
 
-  /** bfloat16 zeros (weights to be filled in place) go to the wasm heap; float32 ones (KV caches) do not. */
+  /**
+   * bfloat16 zeros (weights to be filled in place) go to the wasm heap, and so do float32 ones of rank
+   * 3, [batch, capacity, d]: the KV caches (model/kv-cache.ts), which the attention kernel then reads in
+   * place instead of copying a layer's whole cache per step. Other float32 zeros (gradients, optimizer
+   * state) stay in ordinary buffers, leaving the heap's room to weights and caches.
+   */
   zeros(shape: readonly number[], dtype: DType = 'float32'): CpuTensor {
-    return dtype === 'bfloat16' ? this.allocateWeight(shape, dtype) : allocate(shape, dtype);
+    if (dtype === 'bfloat16') return this.allocateWeight(shape, dtype);
+    if (dtype === 'float32' && shape.length === 3 && this.wasmAttention) {
+      const data = this.heap?.array('float32', elementCount(shape));
+      if (data) return new CpuTensor(shape, dtype, data);
+    }
+    return allocate(shape, dtype);
   }
 
   view(t: Tensor, shape: readonly number[]): CpuTensor {
@@ -177,6 +191,7 @@ export class CpuBackend implements Backend {
       tq, capacity, kvLen: args.kvLen, nHeads: args.nHeads, dHead: d / args.nHeads,
       scale: args.scale, slopes: args.alibiSlopes,
     };
+    if (this.heap && this.wasmAttention && attentionOnHeap(this.heap, this.pool, { ...problem, batch })) return out;
     this.pool.run({ kind: 'attention', problem }, tq * args.kvLen * (d / args.nHeads));
     return out;
   }

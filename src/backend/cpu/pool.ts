@@ -1,6 +1,6 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { runTask, taskSize, type ParallelTask } from './kernels/index.js';
+import { runTask, taskSize, usesWasm, type ParallelTask } from './kernels/index.js';
 import { sharedHeap } from './wasm/heap.js';
 
 /**
@@ -30,7 +30,7 @@ export class CpuPool {
       return;
     }
     const workers = this.start();
-    if (task.kind === 'linear-wasm' && !this.workersHaveWasm) {
+    if (usesWasm(task) && !this.workersHaveWasm) {
       const heap = sharedHeap();
       if (!heap) throw new Error('a wasm task without a wasm heap');
       for (const worker of workers) worker.postMessage({ install: { module: heap.module, memory: heap.memory } });
@@ -39,9 +39,9 @@ export class CpuPool {
     const bounds = Array.from({ length: parts + 1 }, (_, i) => Math.round((i * items) / parts));
     Atomics.store(this.latch, 0, parts - 1);
     for (let i = 1; i < parts; i++) {
-      workers[i - 1].postMessage({ task, start: bounds[i], end: bounds[i + 1], latch: this.latch, errors: this.errors });
+      workers[i - 1].postMessage({ task, start: bounds[i], end: bounds[i + 1], part: i, latch: this.latch, errors: this.errors });
     }
-    runTask(task, bounds[0], bounds[1]);
+    runTask(task, bounds[0], bounds[1], 0);
     for (let left = Atomics.load(this.latch, 0); left !== 0; left = Atomics.load(this.latch, 0)) {
       Atomics.wait(this.latch, 0, left);
     }

@@ -6,7 +6,7 @@ import { installKernels } from './wasm/runtime.js';
  * A CPU worker: runs its share of a kernel on shared memory, then counts down the shared latch. Before
  * its first wasm task it is sent the heap's memory and the compiled kernels to instantiate over it.
  */
-interface Job { task: ParallelTask; start: number; end: number; latch: Int32Array; errors: Int32Array }
+interface Job { task: ParallelTask; start: number; end: number; part: number; latch: Int32Array; errors: Int32Array }
 interface Install { install: { module: WebAssembly.Module; memory: WebAssembly.Memory } }
 
 parentPort!.on('message', (message: Job | Install) => {
@@ -19,9 +19,9 @@ parentPort!.on('message', (message: Job | Install) => {
     }
     return;
   }
-  const { task, start, end, latch, errors } = message;
+  const { task, start, end, part, latch, errors } = message;
   try {
-    runTask(task, start, end);
+    runTask(task, start, end, part);
   } catch (error) {
     // The main thread is blocked on the latch and cannot receive a message now: count the failure
     // for it to see, and leave the details on stderr.

@@ -35,7 +35,7 @@ export function sleb(n: number): number[] {
 const SIMD_PREFIX = 0xfd;
 /** Opcodes after the 0xfd prefix (their LEB128 value). */
 const Simd = {
-  load: 0x00, store: 0x0b, i8x16Shuffle: 0x0d, f32x4Splat: 0x13, f32x4ExtractLane: 0x1f,
+  load: 0x00, load32Splat: 0x09, store: 0x0b, i8x16Shuffle: 0x0d, f32x4Splat: 0x13, f32x4ExtractLane: 0x1f,
   f32x4Add: 228, f32x4Mul: 230,
 } as const;
 
@@ -95,6 +95,8 @@ export class FunctionBuilder {
   /** v128.load with a constant byte offset; alignment hint 1 byte (rows need not be aligned). */
   v128Load(offset = 0): this { return this.simd(Simd.load, 0, ...uleb(offset)); }
   v128Store(offset = 0): this { return this.simd(Simd.store, 0, ...uleb(offset)); }
+  /** v128.load32_splat: one float32 from memory into all four lanes (alignment hint 4 bytes). */
+  v128Load32Splat(offset = 0): this { return this.simd(Simd.load32Splat, 2, ...uleb(offset)); }
   f32x4Splat(): this { return this.simd(Simd.f32x4Splat); }
   /** Bytes of the result from the 32 bytes of (first operand, second operand), by index. */
   i8x16Shuffle(lanes: readonly number[]): this {

@@ -1,4 +1,5 @@
-import { buildLinearModule } from './linear-module.js';
+import { attentionFunctions } from './attention-module.js';
+import { buildLinearModule, TILE_SHAPES } from './linear-module.js';
 import { installKernels } from './runtime.js';
 
 /**
@@ -38,7 +39,7 @@ export class WasmHeap {
 
   constructor(maxPages = MAX_PAGES) {
     this.memory = new WebAssembly.Memory({ initial: 1, maximum: maxPages, shared: true });
-    this.module = new WebAssembly.Module(buildLinearModule(maxPages));
+    this.module = new WebAssembly.Module(buildLinearModule(maxPages, TILE_SHAPES, attentionFunctions()));
     installKernels(this.module, this.memory);
   }
 

@@ -40,12 +40,13 @@ const INTERLEAVE_HIGH_16 = [8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15
 
 export const tileName = (kind: WeightKind, t: TileShape): string => `tile_${kind}_${t.rows}x${t.cols}`;
 
-export function buildLinearModule(maxPages: number, shapes: readonly TileShape[] = TILE_SHAPES): Uint8Array<ArrayBuffer> {
+/** The linear tiles, followed by `extra` functions (the attention kernels) in the same module. */
+export function buildLinearModule(maxPages: number, shapes: readonly TileShape[] = TILE_SHAPES, extra: readonly FunctionBuilder[] = []): Uint8Array<ArrayBuffer> {
   const functions: FunctionBuilder[] = [];
   for (const kind of ['bf16', 'f32'] as const) {
     for (const shape of shapes) functions.push(emitTile(kind, shape));
   }
-  return encodeModule(functions, { minPages: 1, maxPages });
+  return encodeModule([...functions, ...extra], { minPages: 1, maxPages });
 }
 
 function emitTile(kind: WeightKind, { rows, cols }: TileShape): FunctionBuilder {

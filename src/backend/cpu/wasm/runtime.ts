@@ -1,3 +1,4 @@
+import { PV_WIDTHS, pvName } from './attention-module.js';
 import { TILE_SHAPES, tileName, type WeightKind } from './linear-module.js';
 
 /**
@@ -5,9 +6,15 @@ import { TILE_SHAPES, tileName, type WeightKind } from './linear-module.js';
  * heap; a worker installs it from the module and memory the pool sends before its first wasm task.
  */
 export type TileFunction = (x: number, w: number, out: number, groups: number, inWidth: number, outWidth: number, tiles: number) => void;
+/** pv_<n>(p, v, vStride, out, keys, chunks): see attention-module.ts. */
+export type WeightedSumFunction = (p: number, v: number, vStride: number, out: number, keys: number, chunks: number) => void;
 
 export interface Kernels {
   tile(kind: WeightKind, rows: number, cols: number): TileFunction;
+  /** The weighted sum of value rows, `n` float32x4 (4·n dims) per chunk; n is one of PV_WIDTHS. */
+  weightedSum(n: number): WeightedSumFunction;
+  /** The heap as float32, viewed afresh (the memory may have grown since the last view). */
+  heapFloats(): Float32Array;
 }
 
 let installed: Kernels | null = null;
@@ -18,11 +25,22 @@ export function installKernels(module: WebAssembly.Module, memory: WebAssembly.M
   for (const kind of ['bf16', 'f32'] as const) {
     for (const shape of TILE_SHAPES) byName.set(tileName(kind, shape), exports[tileName(kind, shape)] as TileFunction);
   }
+  const sums = new Map<number, WeightedSumFunction>(PV_WIDTHS.map((n) => [n, exports[pvName(n)] as WeightedSumFunction]));
+  let view = new Float32Array(memory.buffer);
   installed = {
     tile(kind, rows, cols) {
       const f = byName.get(tileName(kind, { rows, cols }));
       if (!f) throw new Error(`no generated kernel ${tileName(kind, { rows, cols })}`);
       return f;
+    },
+    weightedSum(n) {
+      const f = sums.get(n);
+      if (!f) throw new Error(`no generated kernel ${pvName(n)}`);
+      return f;
+    },
+    heapFloats() {
+      if (view.buffer.byteLength !== memory.buffer.byteLength) view = new Float32Array(memory.buffer);
+      return view;
     },
   };
 }

@@ -1,0 +1,110 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { CpuBackend } from '../src/backend/cpu/index.js';
+import { attentionHead, type AttentionProblem } from '../src/backend/cpu/kernels/attention.js';
+import { allocate, CpuTensor } from '../src/backend/cpu/tensor.js';
+import { Rng } from '../src/util/random.js';
+
+/**
+ * The wasm attention path (src/backend/cpu/wasm/attention-*.ts) against the JS kernel with float64
+ * sums (kernels/attention.ts), on fresh random inputs of awkward sizes: head widths that leave tails
+ * for the 8-wide score tile and the 32/4-wide value sums, key counts that are multiples of nothing,
+ * one query (decode) and several (a prompt, and a chunk after a cache), ALiBi on and off, left padding,
+ * k and v on the wasm heap (read in place) and off it (copied in), one thread and two.
+ */
+
+interface Case { batch: number; nHeads: number; dHead: number; capacity: number; kvLen: number; tq: number; alibi: boolean; padded: boolean }
+
+function randomArray(rng: Rng, n: number, spread: number): Float32Array {
+  return Float32Array.from({ length: n }, () => (rng.next() * 2 - 1) * spread);
+}
+
+function run(c: Case, backend: CpuBackend, onHeap: boolean, seed: number) {
+  const rng = new Rng(seed);
+  const d = c.nHeads * c.dHead;
+  // Scores of a few units, as QK LayerNorm'd models have, so the softmax is neither flat nor one-hot.
+  const q = randomArray(rng, c.batch * c.tq * d, 2), kData = randomArray(rng, c.batch * c.capacity * d, 2), vData = randomArray(rng, c.batch * c.capacity * d, 1);
+  const k = onHeap ? backend.zeros([c.batch, c.capacity, d], 'float32') : allocate([c.batch, c.capacity, d], 'float32');
+  const v = onHeap ? backend.zeros([c.batch, c.capacity, d], 'float32') : allocate([c.batch, c.capacity, d], 'float32');
+  (k as CpuTensor).f32.set(kData);
+  (v as CpuTensor).f32.set(vData);
+  assert.equal(backend.onHeap(k), onHeap, 'the KV buffers are where this case wants them');
+  const slopes = c.alibi ? Float32Array.from({ length: c.nHeads }, (_, h) => 2 ** (-8 * (h + 1) / c.nHeads)) : null;
+  let mask: Int32Array | null = null;
+  if (c.padded) {
+    // Row b is left-padded by 3·b + 2 positions (row 0 too), so some queries of a prompt sit on padding.
+    mask = new Int32Array(c.batch * c.capacity);
+    for (let b = 0; b < c.batch; b++) for (let j = 0; j < c.capacity; j++) mask[b * c.capacity + j] = j < 3 * b + 2 ? 0 : 1;
+  }
+  const scale = 1 / Math.sqrt(c.dHead);
+  const qTensor = backend.upload(q, [c.batch, c.tq, d], 'float32');
+  const got = backend.download(backend.attention({
+    q: qTensor, k, v, kvLen: c.kvLen, nHeads: c.nHeads, scale, alibiSlopes: slopes,
+    keyMask: mask ? backend.upload(mask, [c.batch, c.capacity], 'int32') : null,
+  })) as Float32Array;
+
+  const want = new Float32Array(c.batch * c.tq * d);
+  const problem: AttentionProblem = { q, k: kData, v: vData, out: want, keyMask: mask, tq: c.tq, capacity: c.capacity, kvLen: c.kvLen, nHeads: c.nHeads, dHead: c.dHead, scale, slopes };
+  for (let b = 0; b < c.batch; b++) for (let h = 0; h < c.nHeads; h++) attentionHead(problem, b, h, 0, c.tq);
+  return { got, want };
+}
+
+/**
+ * Float32 rounding of the two sums: a score q·k (dHead products, |q·k|·scale ≤ 4·dHead·scale here)
+ * carries ~(dHead/8 + 4)·2⁻²⁴ of that (8 partial sums), which moves a softmax weight by as much relatively; the weighted sum of
+ * kvLen values (|v| ≤ 1) carries ~kvLen·2⁻²⁴. Each bound is the worst case of adding rounding errors;
+ * measured errors are far below it, and a wrong index or a lost term shows far above it.
+ */
+function tolerance(c: Case): number {
+  const eps = 2 ** -24;
+  return 4 * eps * ((c.dHead / 8 + 4) * 4 * c.dHead / Math.sqrt(c.dHead) + c.kvLen + 8);
+}
+
+const cases: Case[] = [
+  { batch: 2, nHeads: 3, dHead: 20, capacity: 41, kvLen: 37, tq: 1, alibi: true, padded: false },
+  { batch: 2, nHeads: 3, dHead: 20, capacity: 41, kvLen: 37, tq: 13, alibi: true, padded: true },
+  { batch: 2, nHeads: 3, dHead: 45, capacity: 50, kvLen: 50, tq: 50, alibi: false, padded: true },
+  { batch: 1, nHeads: 2, dHead: 128, capacity: 333, kvLen: 301, tq: 1, alibi: true, padded: true },
+  { batch: 1, nHeads: 5, dHead: 128, capacity: 333, kvLen: 301, tq: 7, alibi: false, padded: false },
+  { batch: 3, nHeads: 4, dHead: 16, capacity: 29, kvLen: 29, tq: 29, alibi: true, padded: true },
+  { batch: 1, nHeads: 1, dHead: 3, capacity: 9, kvLen: 5, tq: 2, alibi: true, padded: false },
+];
+
+for (const threads of [1, 2]) {
+  const backend = new CpuBackend({ threads });
+  for (const onHeap of [true, false]) {
+    test(`wasm attention matches the float64 JS kernel (${threads} thread${threads > 1 ? 's' : ''}, k/v ${onHeap ? 'on' : 'off'} the heap)`, () => {
+      cases.forEach((c, i) => {
+        const { got, want } = run(c, backend, onHeap, 1000 * threads + 10 * i + (onHeap ? 1 : 0));
+        const tol = tolerance(c);
+        let worst = 0;
+        for (let n = 0; n < want.length; n++) worst = Math.max(worst, Math.abs(got[n] - want[n]));
+        if (process.env.SHOW_ERRORS) console.log(i, worst.toExponential(2), tol.toExponential(2));
+        assert.ok(worst <= tol, `case ${JSON.stringify(c)}: max |error| ${worst.toExponential(2)} > ${tol.toExponential(2)}`);
+        assert.ok(want.some((x) => x !== 0), 'the reference is not all zeros');
+      });
+    });
+  }
+}
+
+test('a padded query gets zeros and a real one ignores padded keys, as the reference', () => {
+  const backend = new CpuBackend({ threads: 1 });
+  const c: Case = { batch: 1, nHeads: 2, dHead: 8, capacity: 6, kvLen: 6, tq: 6, alibi: true, padded: true };
+  const { got, want } = run(c, backend, true, 7);
+  const d = c.nHeads * c.dHead;
+  assert.ok(got.subarray(0, 2 * d).every((x) => x === 0), 'the two padding positions give zeros');
+  for (let n = 0; n < want.length; n++) assert.ok(Math.abs(got[n] - want[n]) <= tolerance(c));
+});
+
+test('with MPT_WASM_ATTENTION=0 the JS kernel runs, and KV caches stay off the heap', () => {
+  const saved = process.env.MPT_WASM_ATTENTION;
+  process.env.MPT_WASM_ATTENTION = '0';
+  try {
+    const backend = new CpuBackend({ threads: 1 });
+    assert.equal(backend.onHeap(backend.zeros([1, 4, 8], 'float32')), false);
+  } finally {
+    if (saved === undefined) delete process.env.MPT_WASM_ATTENTION;
+    else process.env.MPT_WASM_ATTENTION = saved;
+  }
+  assert.equal(new CpuBackend({ threads: 1 }).onHeap(new CpuBackend({ threads: 1 }).zeros([1, 4, 8], 'float32')), true);
+});
