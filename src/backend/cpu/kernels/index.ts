@@ -1,6 +1,7 @@
 import { attentionHead, type AttentionProblem } from './attention.js';
 import { geluRange } from './gelu-fast.js';
 import { linearColumns } from './linear.js';
+import { attentionDecodeWasm, decodeItemCount, type WasmDecodeAttentionTask } from '../wasm/attention-decode.js';
 import { attentionItemsWasm, itemCount, type WasmAttentionTask } from '../wasm/attention-heads.js';
 import { linearColumnsWasm, type WasmLinearTask } from '../wasm/linear-columns.js';
 
@@ -14,16 +15,18 @@ export type ParallelTask =
   | { kind: 'attention'; problem: AttentionProblem }
   | { kind: 'gelu'; x: Float32Array; out: Float32Array }
   | WasmLinearTask
-  | WasmAttentionTask;
+  | WasmAttentionTask
+  | WasmDecodeAttentionTask;
 
 /** The kinds that run generated wasm kernels: a worker must have them installed first. */
-export const usesWasm = (task: ParallelTask): boolean => task.kind === 'linear-wasm' || task.kind === 'attention-wasm';
+export const usesWasm = (task: ParallelTask): boolean => task.kind === 'linear-wasm' || task.kind === 'attention-wasm' || task.kind === 'attention-decode-wasm';
 
 /** How many independent pieces a task splits into (output columns, batch × head pairs or blocks of their queries, or elements). */
 export function taskSize(task: ParallelTask): number {
   if (task.kind === 'attention') return task.problem.out.length / (task.problem.tq * task.problem.dHead);
   if (task.kind === 'gelu') return task.x.length;
   if (task.kind === 'attention-wasm') return itemCount(task);
+  if (task.kind === 'attention-decode-wasm') return decodeItemCount(task);
   return task.outWidth;
 }
 
@@ -42,6 +45,10 @@ export function runTask(task: ParallelTask, start: number, end: number, part = 0
   }
   if (task.kind === 'attention-wasm') {
     attentionItemsWasm(task, start, end, part);
+    return;
+  }
+  if (task.kind === 'attention-decode-wasm') {
+    attentionDecodeWasm(task, start, end, part);
     return;
   }
   const p = task.problem;

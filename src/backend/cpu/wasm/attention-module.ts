@@ -19,8 +19,99 @@ import { FunctionBuilder } from './emitter.js';
 export const PV_WIDTHS = [8, 1] as const;
 export const pvName = (n: number): string => `pv_${n}`;
 
+/**
+ * Decode reads the KV cache differently: a head's slice of a key row is 512 bytes every 8 KB (d_model
+ * 2048), a new 4 KB page per key, where the hardware prefetchers stop; walking one head at a time
+ * measured latency-bound (6 GB/s on one core). The `_heads` kernels walk the keys in the outer loop and
+ * the heads inside it, so each key row is read front to back:
+ *
+ *   qk_heads(q, k, out, heads, groups, headBytes, kStride, outStride, keys)
+ *     out[h · outStride + 4j] = Σ_{e < 8·groups} q[h, e] · k[j, h, e]   (q, k: head h at + h·headBytes)
+ *   pv_heads_<n>(p, v, acc, heads, chunks, headBytes, pStride, vStride, keys)
+ *     acc[h, e] += Σ_j p[h · pStride + 4j] · v[j, h, e] for e < 4·n·chunks  (acc in memory, added to)
+ */
+export const PV_HEADS_WIDTHS = [4, 1] as const;
+export const pvHeadsName = (n: number): string => `pv_heads_${n}`;
+export const QK_HEADS = 'qk_heads';
+
 export function attentionFunctions(): FunctionBuilder[] {
-  return PV_WIDTHS.map(emitWeightedSum);
+  return [...PV_WIDTHS.map(emitWeightedSum), emitScoresAcrossHeads(), ...PV_HEADS_WIDTHS.map(emitWeightedSumAcrossHeads)];
+}
+
+function emitScoresAcrossHeads(): FunctionBuilder {
+  const f = new FunctionBuilder(QK_HEADS, ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32']);
+  const [q, k, out, heads, groups, headBytes, kStride, outStride, keys] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+  const h = f.local('i32'), g = f.local('i32'), qh = f.local('i32'), kh = f.local('i32'), oh = f.local('i32');
+  const qq = f.local('i32'), kk = f.local('i32');
+  const acc0 = f.local('v128'), acc1 = f.local('v128'), sum = f.local('v128');
+  const { add, countedLoop } = loopHelpers(f);
+
+  countedLoop(keys, () => {
+    f.get(q).set(qh);
+    f.get(k).set(kh);
+    f.get(out).set(oh);
+    f.get(heads).set(h);
+    countedLoop(h, () => {
+      f.f32(0).f32x4Splat().set(acc0);
+      f.f32(0).f32x4Splat().set(acc1);
+      f.get(groups).set(g);
+      f.get(qh).set(qq);
+      f.get(kh).set(kk);
+      countedLoop(g, () => {
+        f.get(acc0).get(qq).v128Load().get(kk).v128Load().f32x4Mul().f32x4Add().set(acc0);
+        f.get(acc1).get(qq).v128Load(16).get(kk).v128Load(16).f32x4Mul().f32x4Add().set(acc1);
+        add(qq, () => f.i32(32));
+        add(kk, () => f.i32(32));
+      });
+      // The four lanes of (low half + high half), summed pairwise, as the linear tiles do.
+      f.get(acc0).get(acc1).f32x4Add().set(sum);
+      f.get(oh);
+      f.get(sum).f32x4ExtractLane(0).get(sum).f32x4ExtractLane(1).f32Add();
+      f.get(sum).f32x4ExtractLane(2).get(sum).f32x4ExtractLane(3).f32Add();
+      f.f32Add().f32Store();
+      add(qh, () => f.get(headBytes));
+      add(kh, () => f.get(headBytes));
+      add(oh, () => f.get(outStride));
+    });
+    add(k, () => f.get(kStride));
+    add(out, () => f.i32(4));
+  });
+  return f;
+}
+
+function emitWeightedSumAcrossHeads(n: number): FunctionBuilder {
+  const f = new FunctionBuilder(pvHeadsName(n), ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32']);
+  const [p, v, acc, heads, chunks, headBytes, pStride, vStride, keys] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+  const h = f.local('i32'), c = f.local('i32'), ph = f.local('i32'), vh = f.local('i32'), ah = f.local('i32');
+  const vc = f.local('i32'), ac = f.local('i32');
+  const weight = f.local('v128');
+  const { add, countedLoop } = loopHelpers(f);
+
+  countedLoop(keys, () => {
+    f.get(p).set(ph);
+    f.get(v).set(vh);
+    f.get(acc).set(ah);
+    f.get(heads).set(h);
+    countedLoop(h, () => {
+      f.get(ph).v128Load32Splat().set(weight);
+      f.get(vh).set(vc);
+      f.get(ah).set(ac);
+      f.get(chunks).set(c);
+      countedLoop(c, () => {
+        for (let i = 0; i < n; i++) {
+          f.get(ac).get(ac).v128Load(16 * i).get(weight).get(vc).v128Load(16 * i).f32x4Mul().f32x4Add().v128Store(16 * i);
+        }
+        add(vc, () => f.i32(16 * n));
+        add(ac, () => f.i32(16 * n));
+      });
+      add(ph, () => f.get(pStride));
+      add(vh, () => f.get(headBytes));
+      add(ah, () => f.get(headBytes));
+    });
+    add(p, () => f.i32(4));
+    add(v, () => f.get(vStride));
+  });
+  return f;
 }
 
 function emitWeightedSum(n: number): FunctionBuilder {
@@ -60,4 +151,18 @@ function emitWeightedSum(n: number): FunctionBuilder {
     });
   });
   return f;
+}
+
+/** `pointer += by()`, and `while (counter-- > 0) body()` (nothing when the counter starts at 0). */
+function loopHelpers(f: FunctionBuilder) {
+  const add = (pointer: number, by: () => void) => { f.get(pointer); by(); f.i32Add().set(pointer); };
+  const countedLoop = (counter: number, body: () => void) => f.block(() => {
+    f.get(counter).i32Eqz().brIf(0);
+    f.loop(() => {
+      body();
+      f.get(counter).i32(1).i32Sub().set(counter);
+      f.get(counter).brIf(0);
+    });
+  });
+  return { add, countedLoop };
 }

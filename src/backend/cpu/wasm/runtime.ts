@@ -1,4 +1,4 @@
-import { PV_WIDTHS, pvName } from './attention-module.js';
+import { PV_HEADS_WIDTHS, PV_WIDTHS, pvHeadsName, pvName, QK_HEADS } from './attention-module.js';
 import { TILE_SHAPES, tileName, type WeightKind } from './linear-module.js';
 
 /**
@@ -8,11 +8,17 @@ import { TILE_SHAPES, tileName, type WeightKind } from './linear-module.js';
 export type TileFunction = (x: number, w: number, out: number, groups: number, inWidth: number, outWidth: number, tiles: number) => void;
 /** pv_<n>(p, v, vStride, out, keys, chunks): see attention-module.ts. */
 export type WeightedSumFunction = (p: number, v: number, vStride: number, out: number, keys: number, chunks: number) => void;
+/** qk_heads and pv_heads_<n>: see attention-module.ts. */
+export type ScoresAcrossHeadsFunction = (q: number, k: number, out: number, heads: number, groups: number, headBytes: number, kStride: number, outStride: number, keys: number) => void;
+export type WeightedSumAcrossHeadsFunction = (p: number, v: number, acc: number, heads: number, chunks: number, headBytes: number, pStride: number, vStride: number, keys: number) => void;
 
 export interface Kernels {
   tile(kind: WeightKind, rows: number, cols: number): TileFunction;
   /** The weighted sum of value rows, `n` float32x4 (4·n dims) per chunk; n is one of PV_WIDTHS. */
   weightedSum(n: number): WeightedSumFunction;
+  scoresAcrossHeads: ScoresAcrossHeadsFunction;
+  /** n is one of PV_HEADS_WIDTHS. */
+  weightedSumAcrossHeads(n: number): WeightedSumAcrossHeadsFunction;
   /** The heap as float32, viewed afresh (the memory may have grown since the last view). */
   heapFloats(): Float32Array;
 }
@@ -26,6 +32,7 @@ export function installKernels(module: WebAssembly.Module, memory: WebAssembly.M
     for (const shape of TILE_SHAPES) byName.set(tileName(kind, shape), exports[tileName(kind, shape)] as TileFunction);
   }
   const sums = new Map<number, WeightedSumFunction>(PV_WIDTHS.map((n) => [n, exports[pvName(n)] as WeightedSumFunction]));
+  const headSums = new Map<number, WeightedSumAcrossHeadsFunction>(PV_HEADS_WIDTHS.map((n) => [n, exports[pvHeadsName(n)] as WeightedSumAcrossHeadsFunction]));
   let view = new Float32Array(memory.buffer);
   installed = {
     tile(kind, rows, cols) {
@@ -36,6 +43,12 @@ export function installKernels(module: WebAssembly.Module, memory: WebAssembly.M
     weightedSum(n) {
       const f = sums.get(n);
       if (!f) throw new Error(`no generated kernel ${pvName(n)}`);
+      return f;
+    },
+    scoresAcrossHeads: exports[QK_HEADS] as ScoresAcrossHeadsFunction,
+    weightedSumAcrossHeads(n) {
+      const f = headSums.get(n);
+      if (!f) throw new Error(`no generated kernel ${pvHeadsName(n)}`);
       return f;
     },
     heapFloats() {
