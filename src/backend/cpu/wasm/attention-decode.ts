@@ -46,7 +46,7 @@ export function attentionDecodeWasm(task: WasmDecodeAttentionTask, start: number
   const groups = dHead >> 3;
   const fours = dHead >> 4, ones = (dHead >> 2) & 3, summed = dHead & ~3;
   const scores = task.scratch + part * task.partBytes;
-  const scoresIndex = scores >> 2;
+  const scoresIndex = scores / 4;
 
   for (let item = start; item < end; item++) {
     const c = item % chunks, row = Math.floor(item / chunks);
@@ -54,7 +54,7 @@ export function attentionDecodeWasm(task: WasmDecodeAttentionTask, start: number
     const pos = kvLen - tq + t, j0 = c * KEY_CHUNK;
     const keys = Math.min(j0 + KEY_CHUNK, pos + 1) - j0;
     const acc = task.acc + item * d * 4;
-    heap.fill(0, acc >> 2, (acc >> 2) + d);
+    heap.fill(0, acc / 4, (acc / 4) + d);
     if (keys <= 0) { // this query's keys end before the chunk
       for (let h = 0; h < nHeads; h++) { stats[(item * nHeads + h) * 2] = -Infinity; stats[(item * nHeads + h) * 2 + 1] = 0; }
       continue;
@@ -66,7 +66,7 @@ export function attentionDecodeWasm(task: WasmDecodeAttentionTask, start: number
       for (let h = 0; h < nHeads; h++) {
         for (let j = 0; j < keys; j++) {
           let s = heap[scoresIndex + h * KEY_CHUNK + j];
-          for (let e = groups * 8; e < dHead; e++) s += heap[(q >> 2) + h * dHead + e] * heap[(kRow >> 2) + j * d + h * dHead + e];
+          for (let e = groups * 8; e < dHead; e++) s += heap[(q / 4) + h * dHead + e] * heap[(kRow / 4) + j * d + h * dHead + e];
           heap[scoresIndex + h * KEY_CHUNK + j] = s;
         }
       }
@@ -95,8 +95,8 @@ export function attentionDecodeWasm(task: WasmDecodeAttentionTask, start: number
     for (let h = 0; h < nHeads; h++) {
       for (let e = summed; e < dHead; e++) {
         let s = 0;
-        for (let j = 0; j < keys; j++) s += heap[scoresIndex + h * KEY_CHUNK + j] * heap[(vRow >> 2) + j * d + h * dHead + e];
-        heap[(acc >> 2) + h * dHead + e] = s;
+        for (let j = 0; j < keys; j++) s += heap[scoresIndex + h * KEY_CHUNK + j] * heap[(vRow / 4) + j * d + h * dHead + e];
+        heap[(acc / 4) + h * dHead + e] = s;
       }
     }
   }
@@ -124,7 +124,7 @@ export function combineDecodePartials(task: WasmDecodeAttentionTask, heap: Float
       }
       for (let e = 0; e < dHead; e++) {
         let s = 0;
-        for (let c = 0; c < chunks; c++) s += weights[c] * heap[(task.acc >> 2) + (row * chunks + c) * d + h * dHead + e];
+        for (let c = 0; c < chunks; c++) s += weights[c] * heap[(task.acc / 4) + (row * chunks + c) * d + h * dHead + e];
         out[o + e] = s / total;
       }
     }

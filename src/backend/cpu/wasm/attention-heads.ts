@@ -56,7 +56,7 @@ export function attentionItemsWasm(task: WasmAttentionTask, start: number, end: 
   const summed = wide * WIDE_CHUNK + narrow * NARROW_CHUNK;
   const scores = task.scratch + part * task.partBytes; // [ROWS_PER_ITEM][capacity]
   const sums = scores + ROWS_PER_ITEM * capacity * 4; // [ROWS_PER_ITEM][dHead]
-  const sumsIndex = sums >> 2;
+  const sumsIndex = sums / 4;
 
   for (let item = start; item < end; item++) {
     const pair = Math.floor(item / blocks), t0 = (item % blocks) * ROWS_PER_ITEM;
@@ -68,11 +68,11 @@ export function attentionItemsWasm(task: WasmAttentionTask, start: number, end: 
     const kAddress = task.k + (b * kvRows * d + h * dHead) * 4;
     const vAddress = task.v + (b * kvRows * d + h * dHead) * 4;
     k.tile('f32', rows, 1)(qAddress, kAddress, scores, groups, d, capacity, keys);
-    if (tail < dHead) addTailProducts(heap, qAddress >> 2, kAddress >> 2, scores >> 2, rows, keys, d, capacity, tail, dHead);
+    if (tail < dHead) addTailProducts(heap, qAddress / 4, kAddress / 4, scores / 4, rows, keys, d, capacity, tail, dHead);
 
     for (let r = 0; r < rows; r++) {
       const t = t0 + r, pos = kvLen - tq + t;
-      const row = (scores >> 2) + r * capacity;
+      const row = (scores / 4) + r * capacity;
       const outOffset = (b * tq + t) * d + h * dHead;
       const sum = softmaxWeights(heap, row, pos, scale, slopes ? slopes[h] : 0, keyMask, b * capacity);
       if (sum === 0) { // no real key (a padding position): zeros, as the reference
@@ -80,13 +80,13 @@ export function attentionItemsWasm(task: WasmAttentionTask, start: number, end: 
         continue;
       }
       const rowSums = sums + r * dHead * 4;
-      const pAddress = row << 2;
+      const pAddress = row * 4;
       if (wide > 0) k.weightedSum(8)(pAddress, vAddress, d * 4, rowSums, pos + 1, wide);
       if (narrow > 0) k.weightedSum(1)(pAddress, vAddress + wide * WIDE_CHUNK * 4, d * 4, rowSums + wide * WIDE_CHUNK * 4, pos + 1, narrow);
       const base = (sumsIndex + r * dHead);
       for (let e = summed; e < dHead; e++) {
         let s = 0;
-        for (let j = 0; j <= pos; j++) s += heap[row + j] * heap[(vAddress >> 2) + j * d + e];
+        for (let j = 0; j <= pos; j++) s += heap[row + j] * heap[(vAddress / 4) + j * d + e];
         heap[base + e] = s;
       }
       const inverse = 1 / sum;

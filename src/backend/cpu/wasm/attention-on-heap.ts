@@ -1,7 +1,8 @@
 import type { CpuPool } from '../pool.js';
-import { combineDecodePartials, decodeItemCount, decodeScratchBytesPerPart, KEY_CHUNK, type WasmDecodeAttentionTask } from './attention-decode.js';
+import { combineDecodePartials, decodeScratchBytesPerPart, KEY_CHUNK, type WasmDecodeAttentionTask } from './attention-decode.js';
 import { ROWS_PER_ITEM, scratchBytesPerPart, type WasmAttentionTask } from './attention-heads.js';
 import type { WasmHeap } from './heap.js';
+import { kernels } from './runtime.js';
 
 /**
  * Attention through the wasm kernels: one or two queries (decode) split along the keys
@@ -60,7 +61,7 @@ export function attentionOnHeap(heap: WasmHeap, pool: CpuPool, a: HeapAttention)
     };
     // Work per item: its keys' products with every head's query, for the scores and again for v.
     pool.run(task, 2 * KEY_CHUNK * d);
-    combineDecodePartials(task, heap.float32View(0, (task.acc >> 2) + decodeItemCount(task) * d), a.out);
+    combineDecodePartials(task, kernels().heapFloats(), a.out);
     return true;
   }
   const task: WasmAttentionTask = { kind: 'attention-wasm', ...shared, out: a.out, scratch: parts, partBytes };
