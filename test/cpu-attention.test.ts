@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { CpuBackend } from '../src/backend/cpu/index.js';
+import { kernels } from '../src/backend/cpu/wasm/runtime.js';
+import { sharedHeap } from '../src/backend/cpu/wasm/heap.js';
 import { run, tolerance, type Case } from './cpu-attention-cases.js';
 
 /**
@@ -58,4 +60,37 @@ test('with MPT_WASM_ATTENTION=0 the JS kernel runs, and KV caches stay off the h
     else process.env.MPT_WASM_ATTENTION = saved;
   }
   assert.equal(new CpuBackend({ threads: 1 }).onHeap(new CpuBackend({ threads: 1 }).zeros([1, 4, 8], 'float32')), true);
+});
+
+test('the wasm softmax passes: biased scores and their max, exp within a few float32 ulps', () => {
+  const heap = sharedHeap();
+  if (!heap) return; // no wasm here: nothing to test
+  const n = 4000;
+  const row = heap.array('float32', n) as Float32Array;
+  const raw = Float32Array.from({ length: n }, (_, j) => Math.sin(j * 0.37) * 300);
+  row.set(raw);
+  // float32 parameters, as the kernel receives them (the attention tests cover their rounding).
+  const scale = Math.fround(0.3), slope = Math.fround(0.01), pos = n - 1;
+  const max = kernels().biasedScores(heap.addressOf(row)!, n / 4, scale, slope, pos);
+  let wantMax = -Infinity;
+  for (let j = 0; j < n; j++) {
+    const scaled = raw[j] * scale, bias = (j - pos) * slope, s = scaled + bias;
+    // Three float32 roundings: the product, the bias and their sum, each of half an ulp of its terms.
+    assert.ok(Math.abs(row[j] - s) <= 2 ** -23 * (Math.abs(scaled) + Math.abs(bias)), `s_${j}: ${row[j]} vs ${s}`);
+    wantMax = Math.max(wantMax, row[j]);
+  }
+  assert.equal(max, wantMax);
+  const scores = row.slice();
+  kernels().expShifted(heap.addressOf(row)!, n / 4, max);
+  let worstUlps = 0;
+  for (let j = 0; j < n; j++) {
+    // The difference in float32, as the kernel takes it: that rounding is the attention tests' business.
+    const x = Math.fround(scores[j] - max);
+    const want = Math.exp(x);
+    if (x < -87) { assert.ok(row[j] <= 1.7e-38 && row[j] >= 0, `exp(${x}) came out ${row[j]}`); continue; }
+    worstUlps = Math.max(worstUlps, Math.abs(row[j] - want) / (want * 2 ** -23));
+  }
+  assert.ok(worstUlps <= 4, `exp is ${worstUlps.toFixed(2)} ulps off`);
+  if (process.env.SHOW_ERRORS) console.log('exp worst ulps', worstUlps);
+  heap.releaseArray(row);
 });

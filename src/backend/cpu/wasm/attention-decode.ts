@@ -1,3 +1,4 @@
+import { softmaxRow } from './attention-softmax.js';
 import { kernels } from './runtime.js';
 
 /**
@@ -30,7 +31,9 @@ export interface WasmDecodeAttentionTask {
   partBytes: number;
 }
 
+/** Keys per work item (a multiple of 4: the softmax pads rows to whole float32x4). */
 export const KEY_CHUNK = 128;
+const rowStats = new Float64Array(2);
 
 export const decodeItemCount = (task: Pick<WasmDecodeAttentionTask, 'batch' | 'tq' | 'chunks'>): number => task.batch * task.tq * task.chunks;
 
@@ -73,22 +76,9 @@ export function attentionDecodeWasm(task: WasmDecodeAttentionTask, start: number
     }
     for (let h = 0; h < nHeads; h++) {
       const at = (item * nHeads + h) * 2;
-      const slope = slopes ? slopes[h] : 0, first = scoresIndex + h * KEY_CHUNK;
-      let max = -Infinity;
-      for (let j = 0; j < keys; j++) {
-        if (keyMask && keyMask[b * capacity + j0 + j] === 0) continue;
-        const s = heap[first + j] * scale - (pos - j0 - j) * slope;
-        if (s > max) max = s;
-      }
-      let sum = 0;
-      for (let j = 0; j < keys; j++) {
-        if (max === -Infinity || (keyMask && keyMask[b * capacity + j0 + j] === 0)) { heap[first + j] = 0; continue; }
-        const p = Math.fround(Math.exp(heap[first + j] * scale - (pos - j0 - j) * slope - max));
-        heap[first + j] = p;
-        sum += p;
-      }
-      stats[at] = max;
-      stats[at + 1] = sum;
+      softmaxRow(k, heap, scoresIndex + h * KEY_CHUNK, keys, scale, slopes ? slopes[h] : 0, pos - j0, keyMask, b * capacity + j0, rowStats);
+      stats[at] = rowStats[0];
+      stats[at + 1] = rowStats[1];
     }
     if (fours > 0) k.weightedSumAcrossHeads(4)(scores, vRow, acc, nHeads, fours, dHead * 4, KEY_CHUNK * 4, d * 4, keys);
     if (ones > 0) k.weightedSumAcrossHeads(1)(scores, vRow + fours * 64, acc + fours * 64, nHeads, ones, dHead * 4, KEY_CHUNK * 4, d * 4, keys);
@@ -107,14 +97,15 @@ export function combineDecodePartials(task: WasmDecodeAttentionTask, heap: Float
   const { batch, tq, nHeads, dHead, chunks, stats } = task;
   const d = nHeads * dHead;
   const weights = new Float64Array(chunks);
+  // Built here, then copied into `out` at once (one memory copy).
+  const result = new Float32Array(out.length);
   for (let row = 0; row < batch * tq; row++) {
     for (let h = 0; h < nHeads; h++) {
       let max = -Infinity;
       for (let c = 0; c < chunks; c++) max = Math.max(max, stats[((row * chunks + c) * nHeads + h) * 2]);
       const o = row * d + h * dHead;
       if (max === -Infinity) { // no real key (a padding position): zeros, as the reference
-        out.fill(0, o, o + dHead);
-        continue;
+        continue; // `result` starts at zero
       }
       let total = 0;
       for (let c = 0; c < chunks; c++) {
@@ -125,8 +116,9 @@ export function combineDecodePartials(task: WasmDecodeAttentionTask, heap: Float
       for (let e = 0; e < dHead; e++) {
         let s = 0;
         for (let c = 0; c < chunks; c++) s += weights[c] * heap[(task.acc / 4) + (row * chunks + c) * d + h * dHead + e];
-        out[o + e] = s / total;
+        result[o + e] = s / total;
       }
     }
   }
+  out.set(result);
 }

@@ -1,3 +1,4 @@
+import { softmaxRow } from './attention-softmax.js';
 import { kernels } from './runtime.js';
 
 /**
@@ -6,10 +7,9 @@ import { kernels } from './runtime.js';
  *   scores  s_ij = q_i·k_j            a generated linear tile (3, 2 or 1 query rows × one key row per
  *                                     step), its row stride set to d_model and its sum cut to one
  *                                     head's dims, so it reads q and k in place
- *   softmax p_ij = exp(scale·s_ij − (pos_i − j)·slope − max)   in JS, float64, stored as float32
+ *   softmax p_ij = exp(scale·s_ij − (pos_i − j)·slope − max)   attention-softmax.ts
  *   output  o_i = Σ_j p_ij · v_j / Σ_j p_ij                     pv_8 / pv_1 (attention-module.ts)
- * One work item is one (batch row, head) pair and a block of up to 3 query rows; a decode step
- * (tq = 1) has one item per pair.
+ * One work item is one (batch row, head) pair and a block of up to 3 query rows.
  */
 export interface WasmAttentionTask {
   kind: 'attention-wasm';
@@ -35,6 +35,7 @@ export interface WasmAttentionTask {
 export const ROWS_PER_ITEM = 3;
 /** Dims per pv_8 chunk and per pv_1 chunk. */
 const WIDE_CHUNK = 32, NARROW_CHUNK = 4;
+const rowStats = new Float64Array(2);
 
 export function itemCount(task: Pick<WasmAttentionTask, 'batch' | 'nHeads' | 'tq'>): number {
   return task.batch * task.nHeads * Math.ceil(task.tq / ROWS_PER_ITEM);
@@ -42,7 +43,12 @@ export function itemCount(task: Pick<WasmAttentionTask, 'batch' | 'nHeads' | 'tq
 
 /** Scratch bytes one thread needs: a row of scores per query row of an item, and its output sums. */
 export function scratchBytesPerPart(capacity: number, dHead: number): number {
-  return Math.ceil((ROWS_PER_ITEM * (capacity + dHead) * 4) / 64) * 64;
+  return Math.ceil((ROWS_PER_ITEM * (scoreStride(capacity) + dHead) * 4) / 64) * 64;
+}
+
+/** Floats per row of scores: the softmax works on whole float32x4, so rows are padded to a multiple of 4. */
+function scoreStride(capacity: number): number {
+  return Math.ceil(capacity / 4) * 4;
 }
 
 export function attentionItemsWasm(task: WasmAttentionTask, start: number, end: number, part: number): void {
@@ -54,9 +60,9 @@ export function attentionItemsWasm(task: WasmAttentionTask, start: number, end: 
   const groups = dHead >> 3, tail = groups * 8;
   const wide = Math.floor(dHead / WIDE_CHUNK), narrow = Math.floor((dHead - wide * WIDE_CHUNK) / NARROW_CHUNK);
   const summed = wide * WIDE_CHUNK + narrow * NARROW_CHUNK;
-  const scores = task.scratch + part * task.partBytes; // [ROWS_PER_ITEM][capacity]
-  const sums = scores + ROWS_PER_ITEM * capacity * 4; // [ROWS_PER_ITEM][dHead]
-  const sumsIndex = sums / 4;
+  const stride = scoreStride(capacity);
+  const scores = task.scratch + part * task.partBytes; // [ROWS_PER_ITEM][stride]
+  const sums = scores + ROWS_PER_ITEM * stride * 4; // [ROWS_PER_ITEM][dHead]
 
   for (let item = start; item < end; item++) {
     const pair = Math.floor(item / blocks), t0 = (item % blocks) * ROWS_PER_ITEM;
@@ -67,64 +73,41 @@ export function attentionItemsWasm(task: WasmAttentionTask, start: number, end: 
     const qAddress = task.q + ((b * tq + t0) * d + h * dHead) * 4;
     const kAddress = task.k + (b * kvRows * d + h * dHead) * 4;
     const vAddress = task.v + (b * kvRows * d + h * dHead) * 4;
-    k.tile('f32', rows, 1)(qAddress, kAddress, scores, groups, d, capacity, keys);
-    if (tail < dHead) addTailProducts(heap, qAddress / 4, kAddress / 4, scores / 4, rows, keys, d, capacity, tail, dHead);
+    k.tile('f32', rows, 1)(qAddress, kAddress, scores, groups, d, stride, keys);
+    if (tail < dHead) addTailProducts(heap, qAddress / 4, kAddress / 4, scores / 4, rows, keys, d, stride, tail, dHead);
 
     for (let r = 0; r < rows; r++) {
       const t = t0 + r, pos = kvLen - tq + t;
-      const row = (scores / 4) + r * capacity;
+      const row = (scores / 4) + r * stride;
       const outOffset = (b * tq + t) * d + h * dHead;
-      const sum = softmaxWeights(heap, row, pos, scale, slopes ? slopes[h] : 0, keyMask, b * capacity);
+      const sumsAddress = sums + r * dHead * 4, sumsIndex = sumsAddress / 4;
+      softmaxRow(k, heap, row, pos + 1, scale, slopes ? slopes[h] : 0, pos, keyMask, b * capacity, rowStats);
+      const sum = rowStats[1];
       if (sum === 0) { // no real key (a padding position): zeros, as the reference
         out.fill(0, outOffset, outOffset + dHead);
         continue;
       }
-      const rowSums = sums + r * dHead * 4;
       const pAddress = row * 4;
-      if (wide > 0) k.weightedSum(8)(pAddress, vAddress, d * 4, rowSums, pos + 1, wide);
-      if (narrow > 0) k.weightedSum(1)(pAddress, vAddress + wide * WIDE_CHUNK * 4, d * 4, rowSums + wide * WIDE_CHUNK * 4, pos + 1, narrow);
-      const base = (sumsIndex + r * dHead);
+      if (wide > 0) k.weightedSum(8)(pAddress, vAddress, d * 4, sumsAddress, pos + 1, wide);
+      if (narrow > 0) k.weightedSum(1)(pAddress, vAddress + wide * WIDE_CHUNK * 4, d * 4, sumsAddress + wide * WIDE_CHUNK * 4, pos + 1, narrow);
       for (let e = summed; e < dHead; e++) {
         let s = 0;
         for (let j = 0; j <= pos; j++) s += heap[row + j] * heap[(vAddress / 4) + j * d + e];
-        heap[base + e] = s;
+        heap[sumsIndex + e] = s;
       }
       const inverse = 1 / sum;
-      for (let e = 0; e < dHead; e++) out[outOffset + e] = heap[base + e] * inverse;
+      for (let e = 0; e < dHead; e++) out[outOffset + e] = heap[sumsIndex + e] * inverse;
     }
   }
 }
 
-/**
- * Turn raw scores q·k_j (j ≤ pos) at heap[row …] into unnormalised softmax weights in place, padded
- * and future keys 0, and return their sum (0 when no key is real). The scaled, biased scores are
- * recomputed in float64 in the second pass rather than stored: storing them as float32 would round them.
- */
-function softmaxWeights(heap: Float32Array, row: number, pos: number, scale: number, slope: number, keyMask: Int32Array | null, maskOffset: number): number {
-  let max = -Infinity;
-  for (let j = 0; j <= pos; j++) {
-    if (keyMask && keyMask[maskOffset + j] === 0) continue;
-    const s = heap[row + j] * scale - (pos - j) * slope;
-    if (s > max) max = s;
-  }
-  if (max === -Infinity) return 0;
-  let sum = 0;
-  for (let j = 0; j <= pos; j++) {
-    if (keyMask && keyMask[maskOffset + j] === 0) { heap[row + j] = 0; continue; }
-    const p = Math.fround(Math.exp(heap[row + j] * scale - (pos - j) * slope - max));
-    heap[row + j] = p;
-    sum += p;
-  }
-  return sum;
-}
-
 /** The dims the 8-wide tile leaves out (dHead % 8), added to each score in float64. */
-function addTailProducts(heap: Float32Array, q: number, k: number, scores: number, rows: number, keys: number, d: number, capacity: number, from: number, dHead: number): void {
+function addTailProducts(heap: Float32Array, q: number, k: number, scores: number, rows: number, keys: number, d: number, stride: number, from: number, dHead: number): void {
   for (let r = 0; r < rows; r++) {
     for (let j = 0; j < keys; j++) {
-      let s = heap[scores + r * capacity + j];
+      let s = heap[scores + r * stride + j];
       for (let e = from; e < dHead; e++) s += heap[q + r * d + e] * heap[k + j * d + e];
-      heap[scores + r * capacity + j] = s;
+      heap[scores + r * stride + j] = s;
     }
   }
 }

@@ -34,8 +34,87 @@ export const PV_HEADS_WIDTHS = [4, 1] as const;
 export const pvHeadsName = (n: number): string => `pv_heads_${n}`;
 export const QK_HEADS = 'qk_heads';
 
+/**
+ * The softmax's two passes over a row of raw scores, 4 at a time (the caller pads the row with −∞ to
+ * a multiple of 4 and puts −∞ on padded keys), in place:
+ *   biased_scores(row, vectors, scale, slope, pos) → max_j s_j,  s_j = raw_j·scale + (j − pos)·slope
+ *   exp_shifted(row, vectors, max):  p_j = exp(s_j − max)
+ * The JS kernel did these in float64 with Math.exp, which measured a third to two thirds of the wasm
+ * path's time; here they are float32: s_j takes one rounding more than the raw score's own (which
+ * already carries dHead/8 of them), and exp is within a few float32 ulps:
+ *   x = max(x, −87) (exp(−87) is still a normal float32; below it the weight is negligible anyway),
+ *   x = n·ln2 + r with n = nearest(x·log2 e) and ln2 split in two (Cody–Waite) so r is exact enough,
+ *   exp(r) by its Taylor series to r⁷ (|r| ≤ ln2/2: the next term is < 2⁻²⁷ relative),
+ *   2ⁿ built in the exponent bits: (n + 127) << 23.
+ */
+export const BIASED_SCORES = 'biased_scores';
+export const EXP_SHIFTED = 'exp_shifted';
+
 export function attentionFunctions(): FunctionBuilder[] {
-  return [...PV_WIDTHS.map(emitWeightedSum), emitScoresAcrossHeads(), ...PV_HEADS_WIDTHS.map(emitWeightedSumAcrossHeads)];
+  return [
+    ...PV_WIDTHS.map(emitWeightedSum), emitScoresAcrossHeads(), ...PV_HEADS_WIDTHS.map(emitWeightedSumAcrossHeads),
+    emitBiasedScores(), emitExpShifted(),
+  ];
+}
+
+function emitBiasedScores(): FunctionBuilder {
+  const f = new FunctionBuilder(BIASED_SCORES, ['i32', 'i32', 'f32', 'f32', 'f32'], ['f32']);
+  const [row, vectors, scale, slope, pos] = [0, 1, 2, 3, 4];
+  const j = f.local('v128'), posV = f.local('v128'), scaleV = f.local('v128'), slopeV = f.local('v128');
+  const four = f.local('v128'), max = f.local('v128'), s = f.local('v128');
+  const { add, countedLoop } = loopHelpers(f);
+  f.f32(0).f32x4Splat().f32(1).f32x4ReplaceLane(1).f32(2).f32x4ReplaceLane(2).f32(3).f32x4ReplaceLane(3).set(j);
+  f.get(pos).f32x4Splat().set(posV);
+  f.get(scale).f32x4Splat().set(scaleV);
+  f.get(slope).f32x4Splat().set(slopeV);
+  f.f32(4).f32x4Splat().set(four);
+  f.f32(-Infinity).f32x4Splat().set(max);
+  countedLoop(vectors, () => {
+    f.get(row).v128Load().get(scaleV).f32x4Mul();
+    f.get(j).get(posV).f32x4Sub().get(slopeV).f32x4Mul();
+    f.f32x4Add().set(s);
+    f.get(row).get(s).v128Store();
+    f.get(max).get(s).f32x4Max().set(max);
+    f.get(j).get(four).f32x4Add().set(j);
+    add(row, () => f.i32(16));
+  });
+  f.get(max).f32x4ExtractLane(0).get(max).f32x4ExtractLane(1).f32Max();
+  f.get(max).f32x4ExtractLane(2).get(max).f32x4ExtractLane(3).f32Max();
+  f.f32Max();
+  return f;
+}
+
+const LOG2_E = 1.4426950408889634;
+/** ln 2 = LN2_HIGH + LN2_LOW, the high part with few enough bits that n·LN2_HIGH is exact in float32. */
+const LN2_HIGH = 0.693359375, LN2_LOW = -2.12194440e-4;
+const EXP_FLOOR = -87;
+
+function emitExpShifted(): FunctionBuilder {
+  const f = new FunctionBuilder(EXP_SHIFTED, ['i32', 'i32', 'f32']);
+  const [row, vectors, max] = [0, 1, 2];
+  const maxV = f.local('v128'), x = f.local('v128'), n = f.local('v128'), r = f.local('v128'), poly = f.local('v128');
+  const { add, countedLoop } = loopHelpers(f);
+  f.get(max).f32x4Splat().set(maxV);
+  const splat = (value: number) => f.f32(value).f32x4Splat();
+  countedLoop(vectors, () => {
+    f.get(row).v128Load().get(maxV).f32x4Sub();
+    splat(EXP_FLOOR).f32x4Max().set(x);
+    f.get(x); splat(LOG2_E); f.f32x4Mul().f32x4Nearest().set(n);
+    f.get(x).get(n); splat(LN2_HIGH); f.f32x4Mul().f32x4Sub();
+    f.get(n); splat(LN2_LOW); f.f32x4Mul().f32x4Sub().set(r);
+    // Horner: 1 + r(1 + r/2(1 + r/3(… (1 + r/7)))), as Σ r^k / k! with the coefficients in float32.
+    splat(1 / 5040).set(poly);
+    for (const c of [1 / 720, 1 / 120, 1 / 24, 1 / 6, 1 / 2, 1, 1]) {
+      f.get(poly).get(r).f32x4Mul(); splat(c); f.f32x4Add().set(poly);
+    }
+    // × 2ⁿ: the float32 whose exponent field is n + 127 and mantissa 0.
+    f.get(row);
+    f.get(poly);
+    f.get(n).i32x4TruncSatF32x4S().i32(127).i32x4Splat().i32x4Add().i32(23).i32x4Shl();
+    f.f32x4Mul().v128Store();
+    add(row, () => f.i32(16));
+  });
+  return f;
 }
 
 function emitScoresAcrossHeads(): FunctionBuilder {

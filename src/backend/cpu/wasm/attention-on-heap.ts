@@ -35,7 +35,8 @@ export function attentionOnHeap(heap: WasmHeap, pool: CpuPool, a: HeapAttention)
   const accBytes = decode ? align(batch * tq * chunks * d * 4) : 0;
   const partBytes = decode ? decodeScratchBytesPerPart(nHeads) : scratchBytesPerPart(capacity, dHead);
   const total = qBytes + 2 * kvBytes + accBytes + pool.threads * partBytes;
-  if (total > MAX_SCRATCH_BYTES) return false;
+  // The softmax turns padded keys into −∞ scores: that needs a positive scale (0 or less never occurs in MPT).
+  if (total > MAX_SCRATCH_BYTES || !(a.scale > 0)) return false;
   const scratch = heap.scratch(total);
   if (scratch === null) return false;
 

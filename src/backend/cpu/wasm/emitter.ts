@@ -37,6 +37,8 @@ const SIMD_PREFIX = 0xfd;
 const Simd = {
   load: 0x00, load32Splat: 0x09, store: 0x0b, i8x16Shuffle: 0x0d, f32x4Splat: 0x13, f32x4ExtractLane: 0x1f,
   f32x4Add: 228, f32x4Mul: 230,
+  f32x4ReplaceLane: 0x20, i32x4Splat: 0x11, f32x4Nearest: 0x6a, i32x4Shl: 0xab, i32x4Add: 0xae,
+  f32x4Sub: 0xe5, f32x4Max: 0xe9, i32x4TruncSatF32x4S: 0xf8,
 } as const;
 
 /** One function body: declare locals, then append instructions. Methods return `this` to chain. */
@@ -73,6 +75,7 @@ export class FunctionBuilder {
   i32Mul(): this { return this.emit(0x6c); }
   i32Eqz(): this { return this.emit(0x45); }
   f32Add(): this { return this.emit(0x92); }
+  f32Max(): this { return this.emit(0x97); }
   /** f32.store with a constant byte offset (alignment hint 4 bytes). */
   f32Store(offset = 0): this { return this.emit(0x38, 2, ...uleb(offset)); }
 
@@ -106,6 +109,17 @@ export class FunctionBuilder {
   f32x4ExtractLane(lane: number): this { return this.simd(Simd.f32x4ExtractLane, lane); }
   f32x4Add(): this { return this.simd(Simd.f32x4Add); }
   f32x4Mul(): this { return this.simd(Simd.f32x4Mul); }
+  f32x4Sub(): this { return this.simd(Simd.f32x4Sub); }
+  f32x4Max(): this { return this.simd(Simd.f32x4Max); }
+  /** Round each lane to the nearest integer, ties to even. */
+  f32x4Nearest(): this { return this.simd(Simd.f32x4Nearest); }
+  f32x4ReplaceLane(lane: number): this { return this.simd(Simd.f32x4ReplaceLane, lane); }
+  i32x4Splat(): this { return this.simd(Simd.i32x4Splat); }
+  i32x4Add(): this { return this.simd(Simd.i32x4Add); }
+  /** Shift each lane left by the i32 on top of the stack. */
+  i32x4Shl(): this { return this.simd(Simd.i32x4Shl); }
+  /** float32 lanes to int32 lanes, truncating (saturating: NaN gives 0, out of range the nearest bound). */
+  i32x4TruncSatF32x4S(): this { return this.simd(Simd.i32x4TruncSatF32x4S); }
 
   /** The function's code-section entry: local declarations (run-length grouped) then the body. */
   encodeBody(): number[] {

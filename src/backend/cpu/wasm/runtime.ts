@@ -1,4 +1,4 @@
-import { PV_HEADS_WIDTHS, PV_WIDTHS, pvHeadsName, pvName, QK_HEADS } from './attention-module.js';
+import { BIASED_SCORES, EXP_SHIFTED, PV_HEADS_WIDTHS, PV_WIDTHS, pvHeadsName, pvName, QK_HEADS } from './attention-module.js';
 import { TILE_SHAPES, tileName, type WeightKind } from './linear-module.js';
 
 /**
@@ -17,6 +17,9 @@ export interface Kernels {
   /** The weighted sum of value rows, `n` float32x4 (4·n dims) per chunk; n is one of PV_WIDTHS. */
   weightedSum(n: number): WeightedSumFunction;
   scoresAcrossHeads: ScoresAcrossHeadsFunction;
+  /** biased_scores(row, vectors, scale, slope, pos) → max and exp_shifted(row, vectors, max): see attention-module.ts. */
+  biasedScores: (row: number, vectors: number, scale: number, slope: number, pos: number) => number;
+  expShifted: (row: number, vectors: number, max: number) => void;
   /** n is one of PV_HEADS_WIDTHS. */
   weightedSumAcrossHeads(n: number): WeightedSumAcrossHeadsFunction;
   /** The heap as float32, viewed afresh (the memory may have grown since the last view). */
@@ -46,6 +49,8 @@ export function installKernels(module: WebAssembly.Module, memory: WebAssembly.M
       return f;
     },
     scoresAcrossHeads: exports[QK_HEADS] as ScoresAcrossHeadsFunction,
+    biasedScores: exports[BIASED_SCORES] as Kernels['biasedScores'],
+    expShifted: exports[EXP_SHIFTED] as Kernels['expShifted'],
     weightedSumAcrossHeads(n) {
       const f = headSums.get(n);
       if (!f) throw new Error(`no generated kernel ${pvHeadsName(n)}`);
