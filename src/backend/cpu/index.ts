@@ -17,7 +17,9 @@ import { linearOnHeap } from './wasm/linear-on-heap.js';
  * The fast path: uploaded float tensors (weights) and bfloat16 zeros live on the wasm heap
  * (wasm/heap.ts) when it has room, and a linear layer whose weight is there runs generated SIMD
  * kernels (wasm/linear-module.ts) instead of the JS loops in kernels/linear.ts, which stay the
- * reference the fast path is tested against. `{ wasm: false }` or MPT_WASM=0 keeps everything in JS.
+ * reference the fast path is tested against. KV caches go to the heap too, and attention runs generated
+ * SIMD kernels over them in place (wasm/attention-on-heap.ts; kernels/attention.ts is its reference).
+ * `{ wasm: false }` or MPT_WASM=0 keeps everything in JS; MPT_WASM_ATTENTION=0 only attention.
  */
 export class CpuBackend implements Backend {
   readonly name = 'cpu' as const;
