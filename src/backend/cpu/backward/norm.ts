@@ -1,3 +1,5 @@
+import { rowStatistics } from '../kernels/norm.js';
+
 /**
  * Gradients of LayerNorm y = x̂·w + b with x̂ = (x − mean)·rstd, per row of width n:
  *   dx = rstd · (g − mean(g) − x̂ · mean(g·x̂))   where g = dy·w
@@ -13,13 +15,7 @@ export function layerNormBackward(
   const xhat = new Float64Array(n);
   for (let r = 0; r < rows; r++) {
     const o = r * n;
-    let mean = 0;
-    for (let i = 0; i < n; i++) mean += x[o + i];
-    mean /= n;
-    let variance = 0;
-    for (let i = 0; i < n; i++) { const c = x[o + i] - mean; variance += c * c; }
-    variance /= n;
-    const rstd = 1 / Math.sqrt(variance + eps);
+    const { mean, rstd } = rowStatistics(x, o, n, eps);
     let meanG = 0, meanGX = 0;
     for (let i = 0; i < n; i++) {
       xhat[i] = (x[o + i] - mean) * rstd;
