@@ -8,8 +8,6 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CpuBackend } from '../src/backend/cpu/index.js';
-import { openModelFolder } from '../src/io/model-folder.js';
-import { loadModel } from '../src/model/load.js';
 import type { MptModel } from '../src/model/mpt.js';
 import { Tokenizer } from '../src/tokenizer/index.js';
 import { buildItems, evaluateIclTasks, loadIclTasks, readIclDataset, type IclResult } from '../src/eval/index.js';
@@ -18,23 +16,13 @@ import { PythonIntSet } from '../src/eval/icl/python-int-set.js';
 import { fewshotIndices } from '../src/eval/icl/fewshot.js';
 import { ConfigError, FormatError, UserError } from '../src/util/errors.js';
 import { fixture, projectRoot } from './fixtures.js';
+import { fixtureModel } from './fixture-model.js';
 
 const tiny = fixture('mosaic-gpt-tiny');
 const data = join(projectRoot, 'test', 'data', 'eval');
 const backend = new CpuBackend();
 const tokenizer = Tokenizer.fromFolder(tiny);
-let cached: MptModel | undefined;
-
-async function model(): Promise<MptModel> {
-  if (cached) return cached;
-  const folder = await openModelFolder(tiny);
-  try {
-    cached = await loadModel(folder, backend);
-  } finally {
-    await folder.close();
-  }
-  return cached;
-}
+const model = (): Promise<MptModel> => fixtureModel('mosaic-gpt-tiny', backend);
 
 /** Few-shot indices llm-foundry draws with fewshot_random_seed 1234, recorded from CPython 3.11. */
 const CPYTHON_SHOTS: Record<string, number[][]> = {

@@ -6,8 +6,6 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CpuBackend } from '../src/backend/cpu/index.js';
-import { openModelFolder } from '../src/io/model-folder.js';
-import { loadModel } from '../src/model/load.js';
 import type { MptModel } from '../src/model/mpt.js';
 import { TrainingGraph } from '../src/model/training-forward.js';
 import { lossAndGradients } from '../src/model/backward.js';
@@ -15,24 +13,14 @@ import { Tokenizer } from '../src/tokenizer/index.js';
 import { evaluatePerplexity, readEvalTokens, slidingWindows } from '../src/eval/index.js';
 import { FormatError, UserError } from '../src/util/errors.js';
 import { fixture, projectRoot } from './fixtures.js';
+import { fixtureModel } from './fixture-model.js';
 
 const tiny = fixture('mosaic-gpt-tiny');
 const reference = JSON.parse(readFileSync(join(tiny, 'reference.json'), 'utf8'));
 const data = join(projectRoot, 'test', 'data', 'eval');
 const backend = new CpuBackend();
 const tokenizer = Tokenizer.fromFolder(tiny);
-let cached: MptModel | undefined;
-
-async function model(): Promise<MptModel> {
-  if (cached) return cached;
-  const folder = await openModelFolder(tiny);
-  try {
-    cached = await loadModel(folder, backend);
-  } finally {
-    await folder.close();
-  }
-  return cached;
-}
+const model = (): Promise<MptModel> => fixtureModel('mosaic-gpt-tiny', backend);
 
 /** −log p(ids[j] | ids[<j]) for j ≥ from, one window alone (batch 1, no padding), log-softmax by hand. */
 function windowLossByHand(m: MptModel, ids: Int32Array, from: number): { sum: number; count: number } {

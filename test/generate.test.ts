@@ -1,20 +1,16 @@
 // Sampling and generation: the options behave as documented, on the tiny fixture model.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CpuBackend } from '../src/backend/cpu/index.js';
-import { openModelFolder } from '../src/io/model-folder.js';
-import { loadModel } from '../src/model/load.js';
 import { generate, type GenerateOptions } from '../src/generate/generate.js';
 import { argmax, sampleToken, topLogits } from '../src/generate/sampling.js';
 import { StopWatcher } from '../src/generate/stop.js';
 import { Tokenizer } from '../src/tokenizer/index.js';
 import { Rng } from '../src/util/random.js';
 import { fixture } from './fixtures.js';
+import { fixtureModel } from './fixture-model.js';
 
 const dir = fixture('mosaic-gpt-tiny');
-const folder = await openModelFolder(dir);
-const model = await loadModel(folder, new CpuBackend());
-await folder.close();
+const model = await fixtureModel('mosaic-gpt-tiny');
 const tokenizer = Tokenizer.fromFolder(dir);
 const prompt = tokenizer.encode('The quick brown fox');
 const base: GenerateOptions = { maxNewTokens: 12, temperature: 0.9, topP: 0.95, eosId: tokenizer.eosId };
