@@ -1,56 +1,15 @@
 // Every CUDA kernel against its CPU twin (the CPU backend, or a plain function here where the CPU
 // backend has no such op) on fresh random inputs of awkward sizes, in bfloat16 and float32.
 // Skipped, with the reason, where no CUDA device is usable.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CpuBackend } from '../src/backend/cpu/index.js';
-import { cudaAvailable, CudaBackend, type CudaTensor } from '../src/backend/cuda/index.js';
-import type { Backend, Tensor } from '../src/backend/backend.js';
-import { bfloat16ToFloat32Array, float32ToBfloat16Array } from '../src/util/dtype.js';
-import { Rng } from '../src/util/random.js';
+import type { CudaTensor } from '../src/backend/cuda/index.js';
 import { argmax } from '../src/generate/sampling.js';
 import { sampleTwin } from './cuda-twins.js';
+import { close, cpu, cudaFor, down, pair, randn, rng, skip } from './cuda-harness.js';
 
-const available = cudaAvailable();
-const skip = available.ok ? false : `no CUDA here: ${available.reason}`;
-const cpu = new CpuBackend({ threads: 2 });
-const backends = new Map<string, CudaBackend>();
-const cudaFor = (dtype: 'bfloat16' | 'float32') => {
-  let be = backends.get(dtype);
-  if (!be) backends.set(dtype, be = new CudaBackend({ dtype }));
-  return be;
-};
-after(() => { for (const be of backends.values()) be.synchronize(); });
-
-const rng = new Rng(Date.now() >>> 0); // fresh inputs every run
-const randn = (n: number, scale = 1) => Float32Array.from({ length: n }, () => rng.normal() * scale);
-/** The values the GPU will see: bf16-rounded when it computes in bf16. */
-const asStored = (x: Float32Array, dtype: string) => (dtype === 'bfloat16' ? bfloat16ToFloat32Array(float32ToBfloat16Array(x)) : x);
-
-function relErr(got: ArrayLike<number>, want: ArrayLike<number>): number {
-  assert.equal(got.length, want.length, 'lengths differ');
-  let num = 0, den = 0;
-  for (let i = 0; i < got.length; i++) {
-    assert.ok(Number.isFinite(got[i]), `element ${i} is ${got[i]}`);
-    num += (got[i] - want[i]) ** 2;
-    den += want[i] ** 2;
-  }
-  return Math.sqrt(num / Math.max(den, 1e-30));
-}
 // bf16 storage rounds each output to 8 bits of mantissa (relative 2^-9); float32 is far tighter.
 const tol = (dtype: string, fp32 = 2e-5) => (dtype === 'bfloat16' ? 1e-2 : fp32);
-
-function close(what: string, got: ArrayLike<number>, want: ArrayLike<number>, tolerance: number) {
-  const e = relErr(got, want);
-  assert.ok(e <= tolerance, `${what}: relative error ${e.toExponential(3)} > ${tolerance}`);
-}
-
-/** The same float data on both backends (bf16-rounded first for a bf16 GPU). */
-function pair(be: CudaBackend, x: Float32Array, shape: number[]): [Tensor, Tensor] {
-  const v = asStored(x, be.activationDType);
-  return [be.upload(v, shape, be.activationDType), cpu.upload(v, shape, 'float32')];
-}
-const down = (be: Backend, t: Tensor) => be.download(t) as Float32Array;
 
 for (const dtype of ['bfloat16', 'float32'] as const) {
   test(`cuda ${dtype}: embedding gathers rows and refuses ids out of range`, { skip }, () => {

@@ -1,0 +1,56 @@
+// What the CUDA twin tests share: the skip reason where no GPU is usable, one CUDA backend per
+// compute dtype, the CPU reference backend, fresh random inputs every run, and relative-error checks.
+import { after } from 'node:test';
+import assert from 'node:assert/strict';
+import { CpuBackend } from '../src/backend/cpu/index.js';
+import { cudaAvailable, CudaBackend } from '../src/backend/cuda/index.js';
+import { trainingBackend, type Backend, type Tensor } from '../src/backend/backend.js';
+import { bfloat16ToFloat32Array, float32ToBfloat16Array } from '../src/util/dtype.js';
+import { Rng } from '../src/util/random.js';
+
+const available = cudaAvailable();
+export const skip = available.ok ? false : `no CUDA here: ${available.reason}`;
+export const cpu = trainingBackend(new CpuBackend({ threads: 2 }));
+
+const backends = new Map<string, CudaBackend>();
+export const cudaFor = (dtype: 'bfloat16' | 'float32') => {
+  let be = backends.get(dtype);
+  if (!be) backends.set(dtype, be = new CudaBackend({ dtype }));
+  return be;
+};
+after(() => { for (const be of backends.values()) be.synchronize(); });
+
+export const rng = new Rng(Date.now() >>> 0); // fresh inputs every run
+export const randn = (n: number, scale = 1) => Float32Array.from({ length: n }, () => rng.normal() * scale);
+/** The values the GPU will see: bf16-rounded when it computes in bf16. */
+export const asStored = (x: Float32Array, dtype: string) => (dtype === 'bfloat16' ? bfloat16ToFloat32Array(float32ToBfloat16Array(x)) : x);
+
+/**
+ * ‖got − want‖ / ‖want‖, asserting every element is finite — or, with `equalInfinities`, an
+ * infinity equal to the reference's (a fully masked row's log-sum-exp).
+ */
+export function relErr(got: ArrayLike<number>, want: ArrayLike<number>, equalInfinities = false): number {
+  assert.equal(got.length, want.length, 'lengths differ');
+  let num = 0, den = 0;
+  for (let i = 0; i < got.length; i++) {
+    const same = equalInfinities && got[i] === want[i];
+    assert.ok(Number.isFinite(got[i]) || same, `element ${i} is ${got[i]} (want ${want[i]})`);
+    if (same) continue;
+    num += (got[i] - want[i]) ** 2;
+    den += want[i] ** 2;
+  }
+  return Math.sqrt(num / Math.max(den, 1e-30));
+}
+
+export function close(what: string, got: ArrayLike<number>, want: ArrayLike<number>, tolerance: number, equalInfinities = false) {
+  const e = relErr(got, want, equalInfinities);
+  assert.ok(e <= tolerance, `${what}: relative error ${e.toExponential(3)} > ${tolerance}`);
+}
+
+/** The same float data on both backends (bf16-rounded first for a bf16 GPU); the CPU always float32. */
+export function pair(be: CudaBackend, x: Float32Array, shape: number[]): [Tensor, Tensor] {
+  const v = asStored(x, be.activationDType);
+  return [be.upload(v, shape, be.activationDType), cpu.upload(v, shape, 'float32')];
+}
+
+export const down = (be: Backend, t: Tensor) => be.download(t) as Float32Array;
