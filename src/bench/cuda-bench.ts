@@ -213,32 +213,27 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
   {
     const dec = be.createDecoder(c, params, slopes, 1, prefillTokens + 1);
     const prompt = randomPrompt(1, prefillTokens, c.vocabSize, 3);
-    const times: number[] = [];
-    for (let r = 0; r < repeats + 2; r++) {
-      const a = new CudaEvent(be.ctx), b = new CudaEvent(be.ctx);
-      be.synchronize();
-      a.record();
-      dec.prefill(prompt, null, { temperature: 0 });
-      b.record();
-      const ms = b.since(a);
-      if (r > 1) times.push(ms);
-      a.destroy(); b.destroy();
-    }
+    // Milliseconds of each prefill between CUDA events, after two warm-up runs.
+    const timePrefill = (): number[] => {
+      const times: number[] = [];
+      for (let r = 0; r < repeats + 2; r++) {
+        const a = new CudaEvent(be.ctx), b = new CudaEvent(be.ctx);
+        be.synchronize();
+        a.record();
+        dec.prefill(prompt, null, { temperature: 0 });
+        b.record();
+        if (r > 1) times.push(b.since(a));
+        a.destroy(); b.destroy();
+      }
+      return times;
+    };
+    const times = timePrefill();
     result.prefill.ms = median(times);
     log(`prefill ${prefillTokens} tokens: ${result.prefill.ms.toFixed(2)} ms (runs ${times.map((x) => x.toFixed(2)).join(', ')})`);
     result.breakdown.prefill = breakdown(be, dec, () => dec.prefill(prompt, null, { temperature: 0 }));
     // The flash kernel bounded for 2 blocks an SM instead of 3 (more registers, fewer resident warps).
     be.flashMinBlocks = 2;
-    const alt: number[] = [];
-    for (let r = 0; r < repeats + 2; r++) {
-      const a = new CudaEvent(be.ctx), b = new CudaEvent(be.ctx);
-      be.synchronize();
-      a.record();
-      dec.prefill(prompt, null, { temperature: 0 });
-      b.record();
-      if (r > 1) alt.push(b.since(a));
-      a.destroy(); b.destroy();
-    }
+    const alt = timePrefill();
     be.flashMinBlocks = 3;
     log(`prefill ${prefillTokens} tokens with the flash kernel at 2 blocks an SM: ${median(alt).toFixed(2)} ms (runs ${alt.map((x) => x.toFixed(2)).join(', ')})`);
     dec.release();
