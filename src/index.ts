@@ -2,7 +2,7 @@
  * mpt-ts as a library: open a model, tokenize, generate, train and evaluate from TypeScript.
  * The CLI (`mpt`) is a thin layer over exactly these.
  */
-export { openForInference, openFolder, tokenizerOf, type OpenModel, type OpenOptions } from './generate/open.js';
+export { openForInference, openFolder, openTokenizer, tokenizerOf, type OpenModel, type OpenOptions } from './generate/open.js';
 export { generate, type GenerateOptions, type GenerateResult, type FinishReason } from './generate/generate.js';
 export { sampleToken, argmax, topLogits, type SamplingOptions } from './generate/sampling.js';
 export { Tokenizer, TokenizerPool, encodeParallel } from './tokenizer/index.js';

@@ -46,6 +46,21 @@ export async function tokenizerOf(folder: ModelFolder): Promise<Tokenizer> {
   return Tokenizer.fromFile(await tokenizerFileFor(folder));
 }
 
+/** The tokenizer.json of a model (folder, hub name, or the default model) without loading its weights. */
+export async function tokenizerFileOf(model: string | undefined): Promise<string> {
+  const folder = await openFolder(model);
+  try {
+    return await tokenizerFileFor(folder);
+  } finally {
+    await folder.close();
+  }
+}
+
+/** The tokenizer of a model without loading its weights. */
+export async function openTokenizer(model: string | undefined): Promise<Tokenizer> {
+  return Tokenizer.fromFile(await tokenizerFileOf(model));
+}
+
 /** Only the folder's headers: for commands that need no weights (tokenize, info). */
 export async function openFolder(model: string | undefined): Promise<ModelFolder> {
   return openModelFolder(resolveModelName(model));

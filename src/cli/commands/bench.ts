@@ -1,11 +1,9 @@
 import { existsSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
 import type { Command } from '../main.js';
 import { MODEL_FLAG } from '../model-flags.js';
 import { selectBackend, type DeviceChoice } from '../../backend/select.js';
 import { MPT_1B_REDPAJAMA_200B, parameterCount } from '../../model/config.js';
-import { openForInference } from '../../generate/open.js';
-import { DEFAULT_MODEL_DIR } from '../../generate/default-model.js';
+import { openForInference, tokenizerFileOf } from '../../generate/open.js';
 import { benchInference } from '../../bench/cpu-bench.js';
 import { randomBf16Model } from '../../bench/cpu-random-model.js';
 import { benchTokenize } from '../../bench/tokenize.js';
@@ -90,7 +88,7 @@ export const benchTokenizeCommand: Command = {
   },
   async run(args) {
     const f = args.flags;
-    const tokenizerJson = (f.tokenizer as string | undefined) ?? (f.model ? join(resolve(f.model as string), 'tokenizer.json') : defaultTokenizer());
+    const tokenizerJson = (f.tokenizer as string | undefined) ?? await tokenizerFileOf(f.model as string | undefined);
     if (!existsSync(tokenizerJson) || !statSync(tokenizerJson).isFile()) throw new UserError(`${tokenizerJson}: no such tokenizer.json`);
     const result = await benchTokenize({
       tokenizerJson, files: f.files as string[] | undefined, minBytes: f['min-bytes'] as number,
@@ -100,8 +98,3 @@ export const benchTokenizeCommand: Command = {
     if (f.json) process.stdout.write(JSON.stringify(result) + '\n');
   },
 };
-
-/** The GPT-NeoX-20B tokenizer.json of the embedded default model. */
-function defaultTokenizer(): string {
-  return join(DEFAULT_MODEL_DIR, 'tokenizer.json');
-}

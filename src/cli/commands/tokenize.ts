@@ -1,18 +1,8 @@
 import type { Command } from '../main.js';
 import { MODEL_FLAG, readStdin } from '../model-flags.js';
 import { parseIds } from '../args.js';
-import { openFolder, tokenizerOf as folderTokenizer } from '../../generate/open.js';
-import type { Tokenizer } from '../../tokenizer/index.js';
+import { openTokenizer } from '../../generate/open.js';
 import { UserError } from '../../util/errors.js';
-
-async function tokenizerOf(model: string | undefined): Promise<Tokenizer> {
-  const folder = await openFolder(model);
-  try {
-    return await folderTokenizer(folder);
-  } finally {
-    await folder.close();
-  }
-}
 
 export const tokenizeCommand: Command = {
   spec: {
@@ -25,7 +15,7 @@ export const tokenizeCommand: Command = {
     },
   },
   async run(args) {
-    const tokenizer = await tokenizerOf(args.flags.model as string | undefined);
+    const tokenizer = await openTokenizer(args.flags.model as string | undefined);
     const text = args.positionals.length > 0 ? args.positionals.join(' ') : await readStdin();
     const ids = tokenizer.encode(text);
     process.stdout.write((args.flags.json ? JSON.stringify({ ids }) : ids.join(',')) + '\n');
@@ -45,7 +35,7 @@ export const detokenizeCommand: Command = {
   async run(args) {
     if (args.positionals.length === 0) throw new UserError('mpt detokenize: give the ids, e.g. mpt detokenize --model M 510,3158');
     const ids = parseIds(args.positionals.join(','), 'ids');
-    const tokenizer = await tokenizerOf(args.flags.model as string | undefined);
+    const tokenizer = await openTokenizer(args.flags.model as string | undefined);
     const text = tokenizer.decode(ids);
     process.stdout.write(args.flags.json ? JSON.stringify({ text }) + '\n' : text + '\n');
   },
