@@ -81,6 +81,22 @@ test('sampling: top-k and top-p keep only the best tokens; repetition penalty wo
   assert.deepEqual(topLogits(logits, 3), [[1, 5], [3, 4], [2, 3]]);
 });
 
+test('top-p on a large vocabulary draws exactly from the nucleus a full sort gives', () => {
+  const rng = new Rng(11);
+  const logits = Float32Array.from({ length: 5000 }, () => rng.normal() * 4);
+  const temperature = 0.7, topP = 0.5;
+  // The reference: sort everything, keep the shortest best-first prefix reaching half the mass.
+  const order = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a] || a - b);
+  const w = order.map((id) => Math.exp((logits[id] - logits[order[0]]) / temperature));
+  const total = w.reduce((a, b) => a + b, 0);
+  const nucleus = new Set<number>();
+  for (let i = 0, mass = 0; mass < topP * total; mass += w[i++]) nucleus.add(order[i]);
+  const drawn = new Set(Array.from({ length: 4000 }, () => sampleToken(logits, { temperature, topP }, rng)));
+  for (const id of drawn) assert.ok(nucleus.has(id), `token ${id} is outside the nucleus`);
+  assert.ok(nucleus.size > 1 && nucleus.size < 60, `a nucleus of ${nucleus.size} tokens`);
+  assert.deepEqual([...drawn].sort((a, b) => a - b), [...nucleus].sort((a, b) => a - b), 'every nucleus member is drawn');
+});
+
 test('stop strings are held back until they can no longer match', () => {
   const w = new StopWatcher(['END']);
   assert.equal(w.push('abc E'), 'abc ');

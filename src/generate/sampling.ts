@@ -23,14 +23,27 @@ export function sampleToken(logits: Float32Array, options: SamplingOptions, rng:
   }
   if (options.temperature <= 0) return argmax(scores);
 
-  // Candidates sorted by score; top-k and top-p only ever shorten this list.
-  let candidates = Array.from(scores.keys()).sort((a, b) => scores[b] - scores[a] || a - b);
-  const topK = options.topK ?? 0;
-  if (topK > 0) candidates = candidates.slice(0, topK);
-  const max = scores[candidates[0]];
-  let probs = candidates.map((id) => Math.exp((scores[id] - max) / options.temperature));
-  let total = probs.reduce((a, b) => a + b, 0);
-  const topP = options.topP ?? 1;
+  // Candidates best first (ties: lower id first); top-k and top-p only ever shorten this list. Sorting
+  // all 50k scores per token would cost more than a small model's forward, so only a set known to
+  // hold every survivor is sorted: the k best, or the tokens above a weight that keeps ≥ p of the mass.
+  const temperature = options.temperature;
+  const max = scores[argmax(scores)];
+  const weight = (id: number) => Math.exp((scores[id] - max) / temperature);
+  const topK = options.topK ?? 0, topP = options.topP ?? 1;
+  let candidates: number[];
+  let total: number;
+  if (topK > 0) {
+    candidates = topLogits(scores, topK).map(([id]) => id);
+    total = candidates.reduce((sum, id) => sum + weight(id), 0);
+  } else {
+    const weights = scores.map((_, id) => weight(id));
+    total = weights.reduce((a, b) => a + b, 0);
+    const floor = topP < 1 ? nucleusFloor(weights, topP * total, total) : 0;
+    candidates = [];
+    for (let id = 0; id < weights.length; id++) if (weights[id] >= floor) candidates.push(id);
+    if (topP < 1) candidates.sort((a, b) => scores[b] - scores[a] || a - b);
+  }
+  let probs = candidates.map(weight);
   if (topP < 1) {
     let cumulative = 0, keep = 0;
     while (keep < probs.length && cumulative < topP * total) cumulative += probs[keep++];
@@ -44,6 +57,16 @@ export function sampleToken(logits: Float32Array, options: SamplingOptions, rng:
     if (u < 0) return candidates[i];
   }
   return candidates[candidates.length - 1];
+}
+
+/**
+ * A weight t such that the tokens weighing at least t carry at least `mass` of `total`: then every
+ * member of the nucleus (the shortest best-first prefix reaching `mass`) weighs at least t, so
+ * filtering by t keeps them all. t = (total − mass)/n works: the tokens below it weigh less than
+ * n·t = total − mass together.
+ */
+function nucleusFloor(weights: Float64Array, mass: number, total: number): number {
+  return (total - mass) / weights.length;
 }
 
 export function argmax(values: ArrayLike<number>): number {
