@@ -36,17 +36,12 @@ export async function selectBackend(options: BackendOptions): Promise<BackendCho
   return { backend: new CpuBackend({ threads: options.threads }), note: `no usable GPU (${why}): running on the CPU` };
 }
 
-/** What the CUDA backend module offers (src/backend/cuda/index.ts). */
-interface CudaModule {
-  cudaAvailable(): { ok: boolean; reason?: string };
-  CudaBackend: new (options: { dtype: 'bfloat16' | 'float32' }) => Backend;
-}
-
-async function loadCuda(): Promise<CudaModule> {
-  const path = './cuda/index.js'; // a variable: the CPU-only build must not depend on it at compile time
+/** The CUDA backend module, or a stand-in that says why it could not load (no koffi build, say). */
+async function loadCuda(): Promise<Pick<typeof import('./cuda/index.js'), 'cudaAvailable' | 'CudaBackend'>> {
   try {
-    return (await import(path)) as CudaModule;
+    return await import('./cuda/index.js');
   } catch (error) {
-    return { cudaAvailable: () => ({ ok: false, reason: `the CUDA backend failed to load: ${(error as Error).message}` }), CudaBackend: undefined as never };
+    const reason = `the CUDA backend failed to load: ${(error as Error).message}`;
+    return { cudaAvailable: () => ({ ok: false, reason }), CudaBackend: undefined as never };
   }
 }
