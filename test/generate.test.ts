@@ -105,3 +105,32 @@ test('stop strings are held back until they can no longer match', () => {
   assert.equal(w.push(' then END more'), ' then ');
   assert.equal(w.stopped, true);
 });
+
+test('a backend\'s fused decoder is used when it runs the model; refusal falls back, a failure does not', async () => {
+  const { CpuBackend } = await import('../src/backend/cpu/index.js');
+  const { DecoderUnsupported } = await import('../src/backend/backend.js');
+  const { openModelFolder } = await import('../src/io/model-folder.js');
+  const { loadModel } = await import('../src/model/load.js');
+  let mode: 'decoder' | 'refuse' | 'fail' = 'decoder';
+  // A decoder that always picks token 7: generation's tokens show which path ran.
+  class WithDecoder extends CpuBackend {
+    createDecoder(_c: unknown, _p: unknown, _s: unknown, batch: number) {
+      if (mode === 'refuse') throw new DecoderUnsupported('not this model');
+      if (mode === 'fail') throw new Error('out of device memory');
+      const sevens = () => new Int32Array(batch).fill(7);
+      return { prefill: sevens, step: sevens, release: () => {} };
+    }
+  }
+  const folder = await openModelFolder(fixture('mosaic-gpt-tiny'));
+  const probe = await loadModel(folder, new WithDecoder());
+  await folder.close();
+  const greedy = { ...base, temperature: 0, maxNewTokens: 5 };
+  const [fused] = await generate(probe, tokenizer, [prompt], greedy);
+  assert.deepEqual(fused.ids, [7, 7, 7, 7, 7]);
+  mode = 'refuse';
+  const [fallback] = await generate(probe, tokenizer, [prompt], greedy);
+  const [generic] = await generate(model, tokenizer, [prompt], greedy);
+  assert.deepEqual(fallback.ids, generic.ids);
+  mode = 'fail';
+  await assert.rejects(generate(probe, tokenizer, [prompt], greedy), /out of device memory/);
+});

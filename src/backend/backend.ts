@@ -26,6 +26,14 @@ export interface DeviceSampling {
   seed?: number;
 }
 
+/** A fused decoder's refusal of a model it does not run: the generic forward serves it instead. */
+export class DecoderUnsupported extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DecoderUnsupported';
+  }
+}
+
 /** A backend's fused generator over a preallocated KV cache of `batch` rows. */
 export interface Decoder {
   /** Left-padded prompts [batch, t] (mask 1 real, 0 padding; null: all real) → the first new token of each row. */
@@ -105,7 +113,8 @@ export interface Backend {
   /**
    * Optional: a fused generation path for a whole model (CUDA: activations planned once, the decode
    * step captured as a graph, tokens chosen on the device). Backends without one generate through
-   * the model's generic forward. Throws for models it does not run (the caller falls back).
+   * the model's generic forward. Throws DecoderUnsupported, before allocating anything, for models
+   * it does not run (the caller then uses the generic forward); any other error is a real failure.
    */
   createDecoder?(config: MptConfig, params: MptParams, slopes: Float32Array | null, batch: number, capacity: number): Decoder;
 }

@@ -1,4 +1,5 @@
 import type { MptModel } from '../model/mpt.js';
+import { DecoderUnsupported } from '../backend/backend.js';
 import { alibiSlopes } from '../model/config.js';
 import { UserError } from '../util/errors.js';
 import { Rng } from '../util/random.js';
@@ -136,7 +137,8 @@ function tokenSource(model: MptModel, batch: number, capacity: number, options: 
 function fusedDecoder(model: MptModel, batch: number, capacity: number) {
   try {
     return model.backend.createDecoder!(model.config, model.params, model.config.alibi ? alibiSlopes(model.config) : null, batch, capacity);
-  } catch {
-    return null;
+  } catch (error) {
+    if (error instanceof DecoderUnsupported) return null;
+    throw error;
   }
 }

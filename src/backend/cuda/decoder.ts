@@ -13,11 +13,10 @@
  * The weights are the model's own tensors (structurally the same as src/model/params.ts' MptParams).
  */
 import type { MptConfig } from '../../model/config.js';
-import type { Tensor } from '../backend.js';
+import { DecoderUnsupported, type Tensor } from '../backend.js';
 import type { CudaGraph } from './driver.js';
 import type { CudaBackend } from './index.js';
 import { asCuda, type CudaTensor } from './tensor.js';
-import { UserError } from '../../util/errors.js';
 
 interface Affine { weight: Tensor; bias: Tensor | null }
 export interface DecoderParams {
@@ -71,6 +70,11 @@ export class CudaDecoder {
 
   constructor(private readonly be: CudaBackend, config: MptConfig, private readonly p: DecoderParams, slopes: Float32Array | null,
     readonly batch: number, readonly capacity: number, private readonly options: DecoderOptions = {}) {
+    // Refuse what this path does not run before allocating anything: the caller falls back.
+    if (p.wpe) throw new DecoderUnsupported('the fused CUDA decoder runs ALiBi models; models with learned positions use the generic path');
+    if (be.activationDType === 'bfloat16' && [p.lnF.bias, ...p.blocks.flatMap((b) => [b.out.bias, b.down.bias])].some((x) => x)) {
+      throw new DecoderUnsupported('the fused CUDA decoder does not run models with biases in bfloat16 yet: use the generic path');
+    }
     this.c = config;
     this.d = config.dModel;
     this.hidden = asCuda(p.blocks[0].up.weight, 'decoder').shape[0];
@@ -87,9 +91,6 @@ export class CudaDecoder {
     this.logits = own(be.alloc([batch, config.vocabSize], 'float32'));
     this.lastRows = own(be.alloc([batch, this.d], 'float32'));
     this.finalH = own(be.alloc([batch, this.d]));
-    if (be.activationDType === 'bfloat16' && [p.lnF.bias, ...p.blocks.flatMap((b) => [b.out.bias, b.down.bias])].some((x) => x)) {
-      throw new UserError('the fused CUDA decoder does not run models with biases in bfloat16 yet: use the generic path');
-    }
     this.slopes = slopes ? be.slopesOnDevice(slopes) : null;
     this.step1 = this.buffers(1);
     const blocks = batch * config.nHeads;
@@ -197,7 +198,6 @@ export class CudaDecoder {
     const t = ids.length / this.batch;
     if (!Number.isInteger(t) || t < 1) throw new Error(`prefill: ${ids.length} ids do not make ${this.batch} rows`);
     if (t + 1 > this.capacity) throw new Error(`prefill: ${t} positions and a next one exceed the cache's ${this.capacity}`);
-    if (this.p.wpe) throw new Error('the CUDA decoder runs ALiBi models; models with learned positions use the generic path');
     this.sampling = sampling;
     this.length = 0;
     this.hostMask.fill(1);
