@@ -28,7 +28,7 @@
 export { prepareDataset, tokenizerJsonPath, type PrepareOptions, type PrepareResult } from './prepare.js';
 export { mergeParts } from './merge.js';
 export { readManifest, type DatasetManifest, type SourceStats, type SplitStats, type Split } from './manifest.js';
-export { openMixture, type Mixture, type Batch, type ValidationSet } from './mixture.js';
+export { openMixture, openValidationSplit, type Mixture, type Batch, type ValidationSet } from './mixture.js';
 export { loadMixtureConfig, parseMixtureConfig, resolveWeights, PRESETS, DEFAULT_PRESET, type MixtureConfig } from './mixture-config.js';
 export { MixtureSchedule, type Draw } from './schedule.js';
 export { listInputs, parseShardSpec, assignFiles, REDPAJAMA_SOURCES } from './sources.js';

@@ -73,18 +73,8 @@ export function openMixture(config: MixtureConfig): Mixture {
   const counts = resolved.names.map((n) => manifest.sources[n]?.train.samples ?? 0);
   const schedule = new MixtureSchedule(resolved.probabilities, counts, config.seed);
   const readers = resolved.names.map((n) => new ShardReader(config.dataset, manifest.sources[n]?.train.shards ?? [], seqLen));
-  const scratch = new Uint16Array(seqLen);
-
-  const rowsToBatch = (draws: Draw[], readerOf: (d: Draw) => ShardReader, names: string[]): Batch => {
-    const tokens = new Int32Array(draws.length * seqLen);
-    draws.forEach((d, row) => {
-      readerOf(d).read(d.index, scratch);
-      tokens.set(scratch, row * seqLen);
-    });
-    return { tokens, rows: draws.length, seqLen, sources: draws.map((d) => names[d.source]!), draws };
-  };
-
-  const validation = openValidation(config.dataset, manifest, rowsToBatch);
+  const rowsToBatch = batchReader(seqLen);
+  const validation = openValidation(config.dataset, manifest);
   return {
     manifest, seqLen, globalBatch: config.globalBatch, sourceNames: resolved.names, probabilities: resolved.probabilities,
     samplesPerEpoch: Object.fromEntries(resolved.names.map((n, s) => [n, counts[s]!])), notices, validation,
@@ -119,11 +109,30 @@ export function slice(step: number, globalBatch: number, rank: number, worldSize
   return { start, rows };
 }
 
-function openValidation(
-  root: string,
-  manifest: DatasetManifest,
-  rowsToBatch: (draws: Draw[], readerOf: (d: Draw) => ShardReader, names: string[]) => Batch,
-): ValidationSet & { close(): void } {
+/**
+ * Only the held-out split of a prepared dataset (all its sources, in the fixed order above), for an
+ * evaluation that reads a dataset other than the training mixture's (llm-foundry's eval_loader).
+ */
+export function openValidationSplit(dataset: string): ValidationSet & { seqLen: number; close(): void } {
+  const manifest = readManifest(dataset);
+  return { ...openValidation(dataset, manifest), seqLen: manifest.seqLen };
+}
+
+/** Reads drawn rows out of their shards into one batch. */
+function batchReader(seqLen: number): (draws: Draw[], readerOf: (d: Draw) => ShardReader, names: string[]) => Batch {
+  const scratch = new Uint16Array(seqLen);
+  return (draws, readerOf, names) => {
+    const tokens = new Int32Array(draws.length * seqLen);
+    draws.forEach((d, row) => {
+      readerOf(d).read(d.index, scratch);
+      tokens.set(scratch, row * seqLen);
+    });
+    return { tokens, rows: draws.length, seqLen, sources: draws.map((d) => names[d.source]!), draws };
+  };
+}
+
+function openValidation(root: string, manifest: DatasetManifest): ValidationSet & { close(): void } {
+  const rowsToBatch = batchReader(manifest.seqLen);
   const names = Object.keys(manifest.sources).sort();
   const readers = names.map((n) => new ShardReader(root, manifest.sources[n]!.val.shards, manifest.seqLen));
   const starts: number[] = [];

@@ -15,6 +15,13 @@ export interface TokenBatch {
   seqLen: number;
 }
 
+/** Held-out samples served in one fixed order, so every evaluation sees the same batches. */
+export interface EvalSet {
+  /** Whole batches of batchSize samples (a remainder is not served). */
+  batches(batchSize: number): number;
+  batch(index: number, batchSize: number): TokenBatch;
+}
+
 export interface BatchSource {
   seqLen: number;
   /** Training samples in one epoch, when that is defined. */
@@ -22,7 +29,7 @@ export interface BatchSource {
   /** The rows of optimizer step `step` for rank `rank` of `worldSize`, microbatch `microbatchIndex` of `microbatch` rows. */
   batch(step: number, rank: number, worldSize: number, microbatchIndex: number, microbatch: number): TokenBatch;
   /** Held-out batches in a fixed order; null without a validation split. */
-  validation: { batches(batchSize: number): number; batch(index: number, batchSize: number): TokenBatch } | null;
+  validation: EvalSet | null;
   /** Things to tell the person once (weights normalized, sources unused). */
   notices: string[];
   close(): void;
@@ -71,15 +78,31 @@ export function byteTextSource(options: { paths: string[]; seqLen: number; globa
       }
       return { tokens, rows: microbatch, seqLen };
     },
-    validation: valWindows === 0 ? null : {
-      batches: (batchSize) => Math.floor(valWindows / batchSize),
-      batch(index, batchSize) {
-        const tokens = new Int32Array(batchSize * seqLen);
-        for (let r = 0; r < batchSize; r++) window(trainWindows + index * batchSize + r, tokens, r * seqLen);
-        return { tokens, rows: batchSize, seqLen };
-      },
-    },
+    validation: valWindows === 0 ? null : windowSet(bytes, seqLen, trainWindows, valWindows),
     close() {},
+  };
+}
+
+/** Every seqLen-byte window of the text files, in order, as held-out samples (a `bytes` eval_loader). */
+export function byteTextEvalSet(options: { paths: string[]; seqLen: number; maxBytes?: number }): EvalSet & { samples: number } {
+  const bytes = readTextBytes(options.paths, options.maxBytes ?? 64 * 1024 * 1024);
+  const windows = Math.floor(bytes.length / options.seqLen);
+  if (windows < 1) throw new UserError(`the evaluation text holds ${bytes.length} bytes: not one ${options.seqLen}-byte sample (${options.paths.join(', ')})`);
+  return { ...windowSet(bytes, options.seqLen, 0, windows), samples: windows };
+}
+
+/** Windows [first, first + count) of the bytes as an EvalSet. */
+function windowSet(bytes: Uint8Array, seqLen: number, first: number, count: number): EvalSet {
+  return {
+    batches: (batchSize) => Math.floor(count / batchSize),
+    batch(index, batchSize) {
+      const tokens = new Int32Array(batchSize * seqLen);
+      for (let r = 0; r < batchSize; r++) {
+        const w = first + index * batchSize + r;
+        for (let i = 0; i < seqLen; i++) tokens[r * seqLen + i] = bytes[w * seqLen + i];
+      }
+      return { tokens, rows: batchSize, seqLen };
+    },
   };
 }
 

@@ -39,6 +39,8 @@ export interface ParsedTrainConfig {
   alphaI: number;
   alphaF: number;
   trainLoader: Obj;
+  /** llm-foundry's eval_loader, or null: evaluate on the training data's held-out split. */
+  evalLoader: Obj | null;
   tokenizer: string | null;
   file: string;
 }
@@ -111,6 +113,7 @@ export function parseTrainConfig(raw: Obj, file: string): ParsedTrainConfig {
   return {
     file,
     trainLoader,
+    evalLoader: raw.eval_loader === undefined || raw.eval_loader === null ? null : obj(raw.eval_loader, where('eval_loader')),
     tokenizer,
     scheduleKind,
     alphaI: num(scheduler.alpha ?? scheduler.alpha_i, 1, where('scheduler.alpha_i')),

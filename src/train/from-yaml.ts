@@ -3,7 +3,7 @@ import type { Backend } from '../backend/backend.js';
 import { openModelFolder } from '../io/model-folder.js';
 import { ConfigError } from '../util/errors.js';
 import { readTrainConfig, resolveRun } from './config.js';
-import { openTrainData } from './data-source.js';
+import { openEvalData, openTrainData } from './data-source.js';
 import { train, type TrainOptions, type TrainResult } from './loop.js';
 
 /** `mpt train CONFIG.yaml [key=value …]` as a library call: parse, open the data, run. */
@@ -22,11 +22,15 @@ export async function trainFromYaml(
   }
   const s = parsed.settings;
   const source = openTrainData(parsed.trainLoader, file, s.seqLen, s.globalBatch, s.seed, s.model.vocabSize);
+  let evalSet: ReturnType<typeof openEvalData> | null = null;
   try {
+    evalSet = parsed.evalLoader ? openEvalData(parsed.evalLoader, file, s.seqLen, s.model.vocabSize) : null;
     const run = resolveRun(parsed, source.samplesPerEpoch);
     const backend: Backend = options.backend ?? new CpuBackend();
-    return await train(run, source, { ...options, backend });
+    const data = evalSet ? { ...source, validation: evalSet, notices: [...source.notices, `evaluation: ${evalSet.samples} samples of the eval_loader`] } : source;
+    return await train(run, data, { ...options, backend });
   } finally {
     source.close();
+    evalSet?.close();
   }
 }

@@ -16,6 +16,8 @@ tokenizer, train_loader, eval_loader, optimizer (decoupled_adamw | adamw), sched
 max_duration, eval_interval, global_train_batch_size, device_train_microbatch_size, precision
 (fp32 | amp_bf16), seed, save_folder, save_interval, save_num_checkpoints_to_keep, load_path,
 autoresume. Durations take Composer units: 100ba, 2000000tok, 64sp, 1ep, 0.5dur.
+eval_loader (name: text with dataset.local + split: val, or name: bytes with dataset.paths) sets what
+every evaluation scores; without it, the training data's own held-out split is scored.
 Overrides are dotted keys: mpt train yamls/tiny-cpu.yaml max_duration=20ba optimizer.lr=1e-3
 Metrics go to SAVE_FOLDER/metrics.jsonl with a loss plot beside it (loss.svg).`,
     flags: {
