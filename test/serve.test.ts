@@ -7,7 +7,9 @@ import { spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { generate, type GenerateOptions } from '../src/generate/generate.js';
 import { MptServer } from '../src/serve/index.js';
-import { CHAT_STOP, renderChat } from '../src/serve/chat-template.js';
+import { CHAT_STOP, hasOwnChatTemplate, renderChat } from '../src/serve/chat-template.js';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { Tokenizer } from '../src/tokenizer/index.js';
 import { fixture, projectRoot } from './fixtures.js';
 import { fixtureModel } from './fixture-model.js';
@@ -223,8 +225,9 @@ test('requests that arrive together and share settings run as one batch, with th
   assert.equal(seeded[0].json.choices[0].text, seeded[1].json.choices[0].text);
 });
 
-test('with an API key, /v1 needs the Bearer token; /health does not', async () => {
-  const locked = new MptServer({ model, tokenizer, modelId: 'tiny', apiKey: 'sesame', log: () => {} });
+test('with an API key, /v1 needs the Bearer token; /health does not; CORS only when allowed', async () => {
+  assert.equal((await fetch(url + '/v1/models')).headers.get('access-control-allow-origin'), null);
+  const locked = new MptServer({ model, tokenizer, modelId: 'tiny', apiKey: 'sesame', allowOrigin: 'https://app.example', log: () => {} });
   const base = await locked.listen(0);
   try {
     const none = await fetch(base + '/v1/models');
@@ -233,9 +236,22 @@ test('with an API key, /v1 needs the Bearer token; /health does not', async () =
     assert.equal((await fetch(base + '/v1/models', { headers: { Authorization: 'Bearer wrong' } })).status, 401);
     assert.equal((await fetch(base + '/v1/models', { headers: { Authorization: 'Bearer sesame' } })).status, 200);
     assert.equal((await fetch(base + '/health')).status, 200);
+    // A browser's preflight carries no credentials; the answer to the real request carries the origin, errors too.
+    const preflight = await fetch(base + '/v1/chat/completions', { method: 'OPTIONS' });
+    assert.equal(preflight.status, 204);
+    assert.equal(preflight.headers.get('access-control-allow-methods'), 'POST, OPTIONS');
+    assert.match(preflight.headers.get('access-control-allow-headers') ?? '', /Authorization/);
+    assert.equal(none.headers.get('access-control-allow-origin'), 'https://app.example');
   } finally {
     await locked.close();
   }
+});
+
+test('a model folder\'s own chat_template is detected (to say it is not used)', () => {
+  assert.equal(hasOwnChatTemplate(dir), false);
+  const withTemplate = mkdtempSync(join(tmpdir(), 'mpt-serve-'));
+  writeFileSync(join(withTemplate, 'tokenizer_config.json'), JSON.stringify({ chat_template: '{% for m in messages %}{{ m.content }}{% endfor %}' }));
+  assert.equal(hasOwnChatTemplate(withTemplate), true);
 });
 
 test('close() lets a running stream finish, then stops listening', async () => {

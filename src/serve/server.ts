@@ -32,6 +32,11 @@ export interface ServeOptions {
   apiKey?: string;
   /** Largest request body accepted, in bytes (default 2 MiB). */
   maxBodyBytes?: number;
+  /**
+   * CORS: the origin browsers may call from (`*` for any), for web pages that use the API directly.
+   * Unset: no CORS headers, so browsers keep other sites' pages from calling a local server.
+   */
+  allowOrigin?: string;
   /** Where the one line per request goes (default: stderr). */
   log?: (line: string) => void;
 }
@@ -62,6 +67,7 @@ export class MptServer {
   private readonly active = new Set<ServerResponse>();
   private readonly log: (line: string) => void;
   private closing: Promise<void> | null = null;
+  private readonly started = Math.floor(Date.now() / 1000);
 
   constructor(private readonly options: ServeOptions) {
     const { model, tokenizer } = options;
@@ -118,7 +124,7 @@ export class MptServer {
   }
 
   private modelCard() {
-    return { id: this.served.id, object: 'model', created: 0, owned_by: 'mpt-ts', max_model_len: this.served.maxSeqLen };
+    return { id: this.served.id, object: 'model', created: this.started, owned_by: 'mpt-ts', max_model_len: this.served.maxSeqLen };
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -131,6 +137,11 @@ export class MptServer {
     });
     const path = new URL(req.url ?? '/', 'http://localhost').pathname.replace(/\/+$/, '') || '/';
     const method = req.method ?? 'GET';
+    const origin = this.options.allowOrigin;
+    if (origin) {
+      res.setHeader('Access-Control-Allow-Origin', origin);
+      if (origin !== '*') res.setHeader('Vary', 'Origin');
+    }
     let usage: Usage | void = undefined;
     let note = '';
     try {
@@ -140,6 +151,10 @@ export class MptServer {
       }
       const { route, name } = this.route(path);
       if (!route) throw new ApiError(404, `invalid URL (${method} ${path}): this server has ${[...this.routes.keys()].join(', ')}`, 'invalid_request_error', null, 'unknown_url');
+      if (method === 'OPTIONS' && this.options.allowOrigin) {
+        this.preflight(res, Object.keys(route.methods));
+        return;
+      }
       const handler = route.methods[method];
       if (!handler) {
         res.setHeader('Allow', Object.keys(route.methods).join(', '));
@@ -184,6 +199,16 @@ export class MptServer {
       };
     }
     return { name: path };
+  }
+
+  /** A browser's CORS preflight: which methods and headers the real request may use. Not logged. */
+  private preflight(res: ServerResponse, methods: string[]): void {
+    res.writeHead(204, {
+      'Access-Control-Allow-Methods': [...methods, 'OPTIONS'].join(', '),
+      'Access-Control-Allow-Headers': 'Authorization, Content-Type',
+      'Access-Control-Max-Age': '600',
+    });
+    res.end();
   }
 
   private authorize(req: IncomingMessage, res: ServerResponse): void {

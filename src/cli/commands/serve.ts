@@ -2,7 +2,7 @@ import { basename } from 'node:path';
 import type { Command } from '../main.js';
 import { DEVICE_FLAGS, MODEL_FLAG, openOptions } from '../model-flags.js';
 import { openForInference } from '../../generate/open.js';
-import { MptServer } from '../../serve/index.js';
+import { hasOwnChatTemplate, MptServer } from '../../serve/index.js';
 import { UserError } from '../../util/errors.js';
 
 export const serveCommand: Command = {
@@ -18,6 +18,7 @@ export const serveCommand: Command = {
       'max-tokens-default': { type: 'integer', placeholder: 'N', default: 256, description: 'max_tokens for requests that give none (capped by what the context leaves).' },
       'max-batch': { type: 'integer', placeholder: 'N', default: 8, description: 'Most prompts run together: per request, and waiting requests with the same settings joined into one batch (1: one at a time).' },
       'api-key': { type: 'string', placeholder: 'KEY', description: 'Require "Authorization: Bearer KEY" on /v1/* (default: $MPT_API_KEY; unset: no check).' },
+      'allow-origin': { type: 'string', placeholder: 'ORIGIN', description: 'Let web pages from ORIGIN (e.g. http://localhost:5173, or * for any) call the API from a browser (CORS). Default: no CORS.' },
       ...DEVICE_FLAGS,
     },
     details: `Endpoints:
@@ -47,8 +48,12 @@ Examples:
     if (apiKey === '') throw new UserError('--api-key is empty: give a key, or leave it out to serve without one');
     const model = f.model as string | undefined;
     const modelId = (f['served-model-name'] as string | undefined) ?? (model ?? 'mpt-demo');
-    const { model: loaded, tokenizer } = await openForInference(openOptions(args));
-    const server = new MptServer({ model: loaded, tokenizer, modelId, maxTokensDefault, maxBatch, apiKey });
+    const { model: loaded, tokenizer, folder } = await openForInference(openOptions(args));
+    if (hasOwnChatTemplate(folder.dir)) {
+      process.stderr.write('mpt: note: the model\'s tokenizer_config.json has a chat_template; /v1/chat/completions uses mpt-ts\'s plain-text template instead (see --help)\n');
+    }
+    const allowOrigin = f['allow-origin'] as string | undefined;
+    const server = new MptServer({ model: loaded, tokenizer, modelId, maxTokensDefault, maxBatch, apiKey, allowOrigin });
     let url: string;
     try {
       url = await server.listen(port, f.host as string);
