@@ -101,7 +101,7 @@ export function completionPrompts(body: Body, served: ServedModel): number[][] {
   else if (Array.isArray(value) && value.length > 0 && value.every((p) => Array.isArray(p))) prompts = value.map((p, i) => tokenIds(p as unknown[], `prompt[${i}]`, served));
   else throw badField('prompt', `prompt must be a string, a list of strings, a list of token ids or a list of lists of token ids, got ${describe(value)}`, 'invalid_type');
   if (prompts.length > served.maxPromptsPerRequest) {
-    throw badField('prompt', `at most ${served.maxPromptsPerRequest} prompts per request, got ${prompts.length}`);
+    throw badField('prompt', `at most ${served.maxPromptsPerRequest} prompt${served.maxPromptsPerRequest === 1 ? '' : 's'} per request (the server's --max-batch), got ${prompts.length}`);
   }
   prompts.forEach((p, i) => {
     if (p.length === 0) throw badField('prompt', prompts.length > 1 ? `prompt ${i} is empty (no tokens)` : 'the prompt is empty (no tokens)');

@@ -185,7 +185,13 @@ export class MptServer {
     if (exact) return { route: exact, name: path };
     // GET /v1/models/{id}: the one model, or 404 for any other name (ids may contain slashes).
     if (path.startsWith('/v1/models/')) {
-      const id = decodeURIComponent(path.slice('/v1/models/'.length));
+      const raw = path.slice('/v1/models/'.length);
+      let id: string;
+      try {
+        id = decodeURIComponent(raw);
+      } catch {
+        id = raw; // malformed %-escapes: no model has such a name, so the lookup below answers 404
+      }
       return {
         name: '/v1/models/{model}',
         route: {
