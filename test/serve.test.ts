@@ -117,6 +117,18 @@ test('a stop string ends the text just before it, with finish_reason "stop"', as
   assert.equal(events.at(-1).choices[0].finish_reason, 'stop');
 });
 
+test('a reply that ends with EOS keeps the text held back as a possible stop string', async () => {
+  const free = await greedy(tokenizer.encode(prompt));
+  const k = free.ids.findIndex((id, i) => i >= 2 && free.ids.indexOf(id) === i); // a token first seen at k ≥ 2
+  const last = tokenizer.decode([free.ids[k - 1]]);
+  assert.ok(last.length > 0);
+  // EOS right after a token whose text begins a stop string: that text was held back, and is the reply's end.
+  const [r] = await generate(model, tokenizer, [tokenizer.encode(prompt)], { maxNewTokens: 12, temperature: 0, eosId: free.ids[k], stop: [last + '\u0000never'] });
+  assert.equal(r.finishReason, 'eos');
+  assert.deepEqual(r.ids, free.ids.slice(0, k));
+  assert.equal(r.text, tokenizer.decode(free.ids.slice(0, k)));
+});
+
 test('chat: the plain-text template, the reply as generate gives it, streamed the same', async () => {
   const messages = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Hello.' }, { role: 'user', content: [{ type: 'text', text: 'Name a fox.' }] }];
   const rendered = renderChat([...messages.slice(0, 3), { role: 'user', content: 'Name a fox.' }] as any);

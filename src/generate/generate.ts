@@ -100,7 +100,8 @@ export async function generate(model: MptModel, tokenizer: TextDecoding, prompts
     source.release();
   }
   return rows.map((row, b) => {
-    if (!row.finish) emit(b, row.stops.push(row.decoder.flush()) + row.stops.flush());
+    // A stop string ends the text where it starts; otherwise (length, EOS) what was held back is text too.
+    if (row.finish !== 'stop') emit(b, row.stops.push(row.decoder.flush()) + row.stops.flush());
     return { ids: row.ids, text: row.text, finishReason: row.finish ?? 'length' };
   });
 }
