@@ -24,6 +24,8 @@ export interface GenerateOptions extends SamplingOptions {
   onText?: (row: number, text: string) => void;
   /** Called once if the run goes past max_seq_len (allowed) or was cut short by it. */
   onWarning?: (message: string) => void;
+  /** Stops the run between steps (a server's client went away): generate rejects with the signal's reason. */
+  signal?: AbortSignal;
 }
 
 export type FinishReason = 'eos' | 'stop' | 'length';
@@ -80,6 +82,7 @@ export async function generate(model: MptModel, tokenizer: TextDecoding, prompts
   const source = tokenSource(model, batch, longest + Math.max(steps, 0), options, rng, rows.map((r) => r.seen));
   try {
     for (let step = 0; step < steps; step++) {
+      options.signal?.throwIfAborted();
       const next = step === 0 ? source.first(ids, mask) : source.next();
       rows.forEach((row, b) => {
         if (row.finish) return; // finished rows keep running (batch shape) but their tokens are ignored
@@ -97,7 +100,8 @@ export async function generate(model: MptModel, tokenizer: TextDecoding, prompts
     source.release();
   }
   return rows.map((row, b) => {
-    if (!row.finish) emit(b, row.stops.push(row.decoder.flush()) + row.stops.flush());
+    // A stop string ends the text where it starts; otherwise (length, EOS) what was held back is text too.
+    if (row.finish !== 'stop') emit(b, row.stops.push(row.decoder.flush()) + row.stops.flush());
     return { ids: row.ids, text: row.text, finishReason: row.finish ?? 'length' };
   });
 }

@@ -1,5 +1,6 @@
 import type { Command } from '../main.js';
 import { generateCommand } from './generate.js';
+import { serveCommand } from './serve.js';
 import { forwardCommand } from './forward.js';
 import { detokenizeCommand, tokenizeCommand } from './tokenize.js';
 import { infoCommand } from './info.js';
@@ -16,6 +17,7 @@ import { benchTrainCommand } from './bench-train.js';
 /** Every command of the CLI, in the order `mpt --help` lists them. One file per command. */
 export const commands: Command[] = [
   generateCommand,
+  serveCommand,
   forwardCommand,
   tokenizeCommand,
   detokenizeCommand,

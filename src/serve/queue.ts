@@ -1,0 +1,130 @@
+import { generate, type GenerateOptions, type GenerateResult, type TextDecoding } from '../generate/generate.js';
+import type { MptModel } from '../model/mpt.js';
+
+/** One request's share of the work: its prompts (rows) and its generation settings. */
+export interface Job {
+  prompts: number[][];
+  options: Omit<GenerateOptions, 'onText' | 'signal' | 'onWarning' | 'allowBeyondMaxSeqLen'>;
+  /** Streaming: each row's new text (rows numbered within this job). */
+  onText?: (row: number, text: string) => void;
+  /** Aborted when the client goes away: the job's rows stop (its whole run, unless it shares one). */
+  signal: AbortSignal;
+}
+
+/**
+ * Requests take turns at the one model, in arrival order. When the model frees up, the first waiting
+ * job runs, and other waiting jobs join its batch (one left-padded `generate` call) when that cannot
+ * change what any of them gets:
+ * - the same settings (max_tokens, stop, sampling), since `generate` takes one set for all rows;
+ * - no seed, or greedy: a seeded sampler draws rows from one random stream, so a seeded request's
+ *   text would depend on who shared its batch;
+ * - the longest prompt plus max_tokens fits the context, so no row is cut short by another's length.
+ * A job whose client has gone stops its run, or, in a shared run, only drops its rows' text.
+ */
+export class GenerationQueue {
+  private readonly waiting: { job: Job; resolve: (r: GenerateResult[]) => void; reject: (e: unknown) => void }[] = [];
+  private running: Promise<void> | null = null;
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(private readonly model: MptModel, private readonly tokenizer: TextDecoding, private readonly maxBatchRows: number) {}
+
+  submit(job: Job): Promise<GenerateResult[]> {
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ job, resolve, reject });
+      this.pump();
+    });
+  }
+
+  /** Jobs waiting or running. */
+  get size(): number {
+    return this.waiting.length + (this.running ? 1 : 0);
+  }
+
+  /** Resolves once nothing is waiting or running (for a graceful shutdown). */
+  idle(): Promise<void> {
+    if (this.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private pump(): void {
+    if (this.running) return;
+    // Jobs whose clients left while waiting never run.
+    for (let i = this.waiting.length - 1; i >= 0; i--) {
+      const entry = this.waiting[i];
+      if (entry.job.signal.aborted) { this.waiting.splice(i, 1); entry.reject(entry.job.signal.reason); }
+    }
+    if (this.waiting.length === 0) {
+      for (const wake of this.idleWaiters.splice(0)) wake();
+      return;
+    }
+    const batch = this.takeBatch();
+    this.running = this.run(batch).finally(() => {
+      this.running = null;
+      this.pump();
+    });
+  }
+
+  private takeBatch() {
+    const first = this.waiting.shift()!;
+    const batch = [first];
+    if (!shareable(first.job)) return batch;
+    const key = settingsKey(first.job);
+    let rows = first.job.prompts.length;
+    let longest = Math.max(...first.job.prompts.map((p) => p.length));
+    for (let i = 0; i < this.waiting.length; ) {
+      const { job } = this.waiting[i];
+      const jobLongest = Math.max(...job.prompts.map((p) => p.length));
+      const fits = Math.max(longest, jobLongest) + job.options.maxNewTokens <= this.model.config.maxSeqLen;
+      if (shareable(job) && settingsKey(job) === key && fits && rows + job.prompts.length <= this.maxBatchRows) {
+        batch.push(this.waiting.splice(i, 1)[0]);
+        rows += job.prompts.length;
+        longest = Math.max(longest, jobLongest);
+      } else {
+        i++;
+      }
+    }
+    return batch;
+  }
+
+  private async run(batch: { job: Job; resolve: (r: GenerateResult[]) => void; reject: (e: unknown) => void }[]): Promise<void> {
+    // Rows of the shared run: job j owns rows offsets[j] … offsets[j] + its prompt count - 1.
+    const offsets: number[] = [];
+    const owner: number[] = [];
+    batch.forEach(({ job }, j) => {
+      offsets.push(owner.length);
+      for (let i = 0; i < job.prompts.length; i++) owner.push(j);
+    });
+    // The run stops only when every job in it has been abandoned.
+    const controller = new AbortController();
+    const abandonIfAllGone = () => {
+      if (batch.every(({ job }) => job.signal.aborted)) controller.abort(batch[0].job.signal.reason);
+    };
+    batch.forEach(({ job }) => job.signal.addEventListener('abort', abandonIfAllGone));
+    abandonIfAllGone();
+    try {
+      const results = await generate(this.model, this.tokenizer, batch.flatMap(({ job }) => job.prompts), {
+        ...batch[0].job.options,
+        signal: controller.signal,
+        onText: (row, text) => {
+          const { job } = batch[owner[row]];
+          if (!job.signal.aborted) job.onText?.(row - offsets[owner[row]], text);
+        },
+      });
+      batch.forEach(({ job, resolve, reject }, j) => {
+        if (job.signal.aborted) reject(job.signal.reason);
+        else resolve(results.slice(offsets[j], offsets[j] + job.prompts.length));
+      });
+    } catch (error) {
+      for (const { reject } of batch) reject(error);
+    } finally {
+      batch.forEach(({ job }) => job.signal.removeEventListener('abort', abandonIfAllGone));
+    }
+  }
+}
+
+const shareable = (job: Job) => job.options.temperature === 0 || job.options.seed === undefined;
+
+function settingsKey(job: Job): string {
+  const o = job.options;
+  return JSON.stringify([o.maxNewTokens, o.temperature, o.topK ?? 0, o.topP ?? 1, o.repetitionPenalty ?? 1, o.eosId, o.stop ?? []]);
+}

@@ -1,0 +1,304 @@
+// `mpt serve`: the OpenAI-compatible server answers as `generate` does, streams the same text, and
+// refuses bad requests with OpenAI-shaped errors and the right status codes. Tiny fixture model, port 0.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { request as httpRequest } from 'node:http';
+import { spawn, spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { generate, type GenerateOptions } from '../src/generate/generate.js';
+import { MptServer } from '../src/serve/index.js';
+import { CHAT_STOP, hasOwnChatTemplate, renderChat } from '../src/serve/chat-template.js';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { Tokenizer } from '../src/tokenizer/index.js';
+import { fixture, projectRoot } from './fixtures.js';
+import { fixtureModel } from './fixture-model.js';
+
+const dir = fixture('mosaic-gpt-tiny');
+const model = await fixtureModel('mosaic-gpt-tiny');
+const tokenizer = Tokenizer.fromFolder(dir);
+const logLines: string[] = [];
+const server = new MptServer({ model, tokenizer, modelId: 'tiny', maxTokensDefault: 16, maxBatch: 4, maxBodyBytes: 64 * 1024, log: (l) => logLines.push(l) });
+const url = await server.listen(0);
+after(() => server.close());
+
+const greedy = (prompt: number[], extra: Partial<GenerateOptions> = {}) =>
+  generate(model, tokenizer, [prompt], { maxNewTokens: 12, temperature: 0, eosId: tokenizer.eosId, ...extra }).then((r) => r[0]);
+
+async function post(path: string, body: unknown, headers: Record<string, string> = {}) {
+  const res = await fetch(url + path, { method: 'POST', body: typeof body === 'string' ? body : JSON.stringify(body), headers: { 'Content-Type': 'application/json', ...headers } });
+  return { status: res.status, headers: res.headers, json: await res.json() as any };
+}
+
+/** A streamed response's events, parsed; the last must be [DONE]. */
+async function stream(path: string, body: object): Promise<any[]> {
+  const res = await fetch(url + path, { method: 'POST', body: JSON.stringify({ ...body, stream: true }) });
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get('content-type') ?? '', /^text\/event-stream/);
+  const events = (await res.text()).split('\n\n').filter((e) => e !== '').map((e) => {
+    assert.match(e, /^data: /);
+    return e.slice('data: '.length);
+  });
+  assert.equal(events.pop(), '[DONE]');
+  return events.map((e) => JSON.parse(e));
+}
+
+function assertError(r: { status: number; json: any }, status: number, param: string | null, message: RegExp) {
+  assert.equal(r.status, status, JSON.stringify(r.json));
+  assert.deepEqual(Object.keys(r.json.error).sort(), ['code', 'message', 'param', 'type']);
+  assert.equal(r.json.error.param, param);
+  assert.match(r.json.error.message, message);
+}
+
+const prompt = 'The quick brown fox';
+
+test('GET /v1/models lists the served model; /health answers', async () => {
+  const models = await (await fetch(url + '/v1/models')).json() as any;
+  assert.equal(models.object, 'list');
+  assert.deepEqual(models.data.map((m: any) => [m.id, m.object, m.max_model_len]), [['tiny', 'model', 256]]);
+  assert.equal(((await (await fetch(url + '/v1/models/tiny')).json()) as any).id, 'tiny');
+  assert.equal((await fetch(url + '/v1/models/gpt-4')).status, 404);
+  const health = await fetch(url + '/health');
+  assert.equal(health.status, 200);
+  assert.deepEqual(await health.json(), { status: 'ok' });
+});
+
+test('a greedy completion is what generate gives for the same prompt: tokens, text, usage', async () => {
+  const ids = tokenizer.encode(prompt);
+  const expected = await greedy(ids);
+  const r = await post('/v1/completions', { model: 'tiny', prompt, max_tokens: 12, temperature: 0, return_token_ids: true });
+  assert.equal(r.status, 200);
+  assert.equal(r.json.object, 'text_completion');
+  assert.match(r.json.id, /^cmpl-/);
+  const [choice] = r.json.choices;
+  assert.deepEqual(choice.token_ids, expected.ids);
+  assert.equal(choice.text, expected.text);
+  assert.equal(choice.finish_reason, 'length');
+  assert.deepEqual(r.json.usage, { prompt_tokens: ids.length, completion_tokens: 12, total_tokens: ids.length + 12 });
+  // The same prompt as token ids; and without max_tokens, the server's default (16).
+  const byIds = await post('/v1/completions', { prompt: ids, max_tokens: 12, temperature: 0 });
+  assert.equal(byIds.json.choices[0].text, expected.text);
+  const byDefault = await post('/v1/completions', { prompt, temperature: 0 });
+  assert.equal(byDefault.json.usage.completion_tokens, 16);
+});
+
+test('several prompts (strings or id lists) get one choice each, as each alone', async () => {
+  const texts = [prompt, 'def fib(n):\n    return', 'Hello'];
+  const alone = await Promise.all(texts.map((t) => greedy(tokenizer.encode(t), { maxNewTokens: 8 })));
+  const r = await post('/v1/completions', { prompt: texts, max_tokens: 8, temperature: 0 });
+  assert.deepEqual(r.json.choices.map((c: any) => [c.index, c.text]), alone.map((a, i) => [i, a.text]));
+  assert.equal(r.json.usage.completion_tokens, alone.reduce((n, a) => n + a.ids.length, 0));
+  const byIds = await post('/v1/completions', { prompt: texts.map((t) => tokenizer.encode(t)), max_tokens: 8, temperature: 0 });
+  assert.deepEqual(byIds.json.choices.map((c: any) => c.text), alone.map((a) => a.text));
+});
+
+test('streamed chunks concatenate to the non-streamed text; usage comes last when asked', async () => {
+  const body = { prompt, max_tokens: 20, temperature: 0.9, seed: 3 };
+  const whole = await post('/v1/completions', body);
+  const events = await stream('/v1/completions', { ...body, stream_options: { include_usage: true } });
+  const usage = events.pop();
+  assert.deepEqual(usage.choices, []);
+  assert.deepEqual(usage.usage, whole.json.usage);
+  const pieces = events.filter((e) => e.choices[0].finish_reason === null);
+  assert.ok(pieces.length > 1, 'the text comes in several chunks');
+  assert.equal(pieces.map((e) => e.choices[0].text).join(''), whole.json.choices[0].text);
+  assert.equal(events.at(-1).choices[0].finish_reason, whole.json.choices[0].finish_reason);
+  assert.ok(events.every((e) => e.object === 'text_completion' && e.id === events[0].id && e.usage === null));
+});
+
+test('a stop string ends the text just before it, with finish_reason "stop"', async () => {
+  const free = await greedy(tokenizer.encode(prompt));
+  const stop = tokenizer.decode(free.ids.slice(4, 6));
+  const r = await post('/v1/completions', { prompt, max_tokens: 12, temperature: 0, stop: ['never appears', stop] });
+  assert.equal(r.json.choices[0].finish_reason, 'stop');
+  assert.equal(r.json.choices[0].text, free.text.slice(0, free.text.indexOf(stop)));
+  const events = await stream('/v1/completions', { prompt, max_tokens: 12, temperature: 0, stop });
+  assert.equal(events.map((e) => e.choices[0].text).join(''), r.json.choices[0].text);
+  assert.equal(events.at(-1).choices[0].finish_reason, 'stop');
+});
+
+test('a reply that ends with EOS keeps the text held back as a possible stop string', async () => {
+  const free = await greedy(tokenizer.encode(prompt));
+  const k = free.ids.findIndex((id, i) => i >= 2 && free.ids.indexOf(id) === i); // a token first seen at k ≥ 2
+  const last = tokenizer.decode([free.ids[k - 1]]);
+  assert.ok(last.length > 0);
+  // EOS right after a token whose text begins a stop string: that text was held back, and is the reply's end.
+  const [r] = await generate(model, tokenizer, [tokenizer.encode(prompt)], { maxNewTokens: 12, temperature: 0, eosId: free.ids[k], stop: [last + '\u0000never'] });
+  assert.equal(r.finishReason, 'eos');
+  assert.deepEqual(r.ids, free.ids.slice(0, k));
+  assert.equal(r.text, tokenizer.decode(free.ids.slice(0, k)));
+});
+
+test('chat: the plain-text template, the reply as generate gives it, streamed the same', async () => {
+  const messages = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Hello.' }, { role: 'user', content: [{ type: 'text', text: 'Name a fox.' }] }];
+  const rendered = renderChat([...messages.slice(0, 3), { role: 'user', content: 'Name a fox.' }] as any);
+  assert.equal(rendered, 'Be brief.\n\nUser: Hi\n\nAssistant: Hello.\n\nUser: Name a fox.\n\nAssistant:');
+  const expected = await greedy(tokenizer.encode(rendered), { stop: [CHAT_STOP] });
+  const r = await post('/v1/chat/completions', { model: 'tiny', messages, max_tokens: 12, temperature: 0 });
+  assert.equal(r.status, 200);
+  assert.equal(r.json.object, 'chat.completion');
+  assert.deepEqual(r.json.choices[0].message, { role: 'assistant', content: expected.text.trimStart() });
+  assert.equal(r.json.usage.prompt_tokens, tokenizer.encode(rendered).length);
+  assert.equal(r.json.usage.completion_tokens, expected.ids.length);
+  const events = await stream('/v1/chat/completions', { messages, max_tokens: 12, temperature: 0 });
+  assert.deepEqual(events[0].choices[0].delta, { role: 'assistant', content: '' });
+  assert.ok(events.every((e) => e.object === 'chat.completion.chunk'));
+  assert.equal(events.map((e) => e.choices[0].delta.content ?? '').join(''), r.json.choices[0].message.content);
+  assert.equal(events.at(-1).choices[0].finish_reason, r.json.choices[0].finish_reason);
+});
+
+test('bad requests get OpenAI-shaped errors with the right status', async () => {
+  assertError(await post('/v1/completions', '{"prompt": "x",'), 400, null, /not valid JSON/);
+  assertError(await post('/v1/completions', '[1, 2]'), 400, null, /JSON object/);
+  assertError(await post('/v1/completions', { max_tokens: 3 }), 400, 'prompt', /required/);
+  assertError(await post('/v1/completions', { prompt: 'x', temperature: 'hot' }), 400, 'temperature', /must be a number/);
+  assertError(await post('/v1/completions', { prompt: 'x', max_tokens: 2.5 }), 400, 'max_tokens', /integer/);
+  assertError(await post('/v1/completions', { prompt: 'x', stream: 'yes' }), 400, 'stream', /true or false/);
+  assertError(await post('/v1/completions', { prompt: 'x', stop: [1] }), 400, 'stop', /strings/);
+  assertError(await post('/v1/completions', { prompt: 'x', top_p: 0 }), 400, 'top_p', /> 0/);
+  assertError(await post('/v1/completions', { prompt: 'x', max_token: 3 }), 400, 'max_token', /unrecognized/);
+  assertError(await post('/v1/completions', { prompt: [1, 99999] }), 400, 'prompt', /99999 is not a token id/);
+  assertError(await post('/v1/completions', { prompt: 'x', n: 2 }), 400, 'n', /not supported/);
+  assertError(await post('/v1/completions', { prompt: 'x', logprobs: 1 }), 400, 'logprobs', /not supported/);
+  assertError(await post('/v1/completions', { prompt: 'x', echo: true }), 400, 'echo', /not supported/);
+  assertError(await post('/v1/completions', { prompt: 'x', model: 'gpt-4' }), 404, 'model', /`gpt-4` does not exist/);
+  assertError(await post('/v1/completions', { prompt: new Array(300).fill(510) }), 400, 'prompt', /maximum context length is 256 tokens/);
+  const tooMuch = await post('/v1/completions', { prompt: new Array(250).fill(510), max_tokens: 10 });
+  assertError(tooMuch, 400, 'max_tokens', /you requested 260 \(250 in the prompt, 10 for the completion\)/);
+  assert.equal(tooMuch.json.error.code, 'context_length_exceeded');
+  assertError(await post('/v1/completions', { prompt: 'x'.repeat(100_000) }), 413, null, /larger than the server's limit/);
+  assertError(await post('/v1/completions', { prompt: ['a', 'b', 'c', 'd', 'e'] }), 400, 'prompt', /at most 4 prompts/);
+  assertError(await post('/v1/chat/completions', { messages: [] }), 400, 'messages', /non-empty/);
+  assertError(await post('/v1/chat/completions', { messages: [{ role: 'robot', content: 'x' }] }), 400, 'messages[0].role', /must be/);
+  assertError(await post('/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }], tools: [{ type: 'function' }] }), 400, 'tools', /not supported/);
+  const get = await fetch(url + '/v1/completions');
+  assert.equal(get.status, 405);
+  assert.equal(get.headers.get('allow'), 'POST');
+  assert.match(((await get.json()) as any).error.message, /GET is not allowed/);
+  const missing = await fetch(url + '/v2/anything');
+  assert.equal(missing.status, 404);
+  assert.match(((await missing.json()) as any).error.message, /invalid URL/);
+  // Neutral values of unsupported knobs are accepted (clients send them by default).
+  const neutral = await post('/v1/completions', { prompt: 'x', max_tokens: 1, n: 1, echo: false, logprobs: null, presence_penalty: 0, logit_bias: {}, user: 'u1' });
+  assert.equal(neutral.status, 200);
+});
+
+test('one log line per request: method, path, status, tokens, ms', async () => {
+  logLines.length = 0;
+  await post('/v1/completions', { prompt, max_tokens: 3, temperature: 0 });
+  await post('/v1/completions', { prompt: 'x', n: 2 });
+  assert.equal(logLines.length, 2);
+  assert.match(logLines[0], /^\S+Z POST \/v1\/completions 200 4\+3 tokens \d+ ms$/);
+  assert.match(logLines[1], /POST \/v1\/completions 400 \d+ ms \(n other than 1/);
+});
+
+/** Count the model's forward calls (one per generation step of a batch) while `body` runs. */
+async function countingSteps<T>(body: () => Promise<T>): Promise<{ value: T; steps: number }> {
+  const forward = model.forward;
+  let steps = 0;
+  model.forward = function (...args: Parameters<typeof forward>) { steps++; return forward.apply(this, args); };
+  try {
+    const value = await body();
+    await server.queue.idle();
+    return { value, steps };
+  } finally {
+    model.forward = forward;
+  }
+}
+
+test('a client that disconnects mid-stream stops its generation', async () => {
+  logLines.length = 0;
+  const maxTokens = 200;
+  // Greedy, and known to run all 200 steps when left alone (no EOS), so a short run means the abort worked.
+  assert.equal((await greedy(tokenizer.encode(prompt), { maxNewTokens: maxTokens })).ids.length, maxTokens);
+  const { steps } = await countingSteps(() => new Promise<void>((resolve, reject) => {
+    const req = httpRequest(url + '/v1/completions', { method: 'POST' }, (res) => {
+      res.once('data', () => { req.destroy(); setTimeout(resolve, 50); });
+    });
+    req.on('error', () => {});
+    req.end(JSON.stringify({ prompt, max_tokens: maxTokens, temperature: 0, stream: true }));
+    setTimeout(() => reject(new Error('no data streamed')), 10_000).unref();
+  }));
+  await server.queue.idle();
+  assert.ok(steps < maxTokens / 2, `generation ran ${steps} of ${maxTokens} steps after the client left`);
+  assert.match(logLines.join('\n'), /POST \/v1\/completions 499 \d+ ms \(client closed the connection\)/);
+});
+
+test('requests that arrive together and share settings run as one batch, with the same answers', async () => {
+  const texts = ['The quick brown fox', 'Once upon a time', 'def main():'];
+  const alone = await Promise.all(texts.map((t) => greedy(tokenizer.encode(t), { maxNewTokens: 10 })));
+  const { value, steps } = await countingSteps(() =>
+    Promise.all(texts.map((t) => post('/v1/completions', { prompt: t, max_tokens: 10, temperature: 0 }))));
+  assert.deepEqual(value.map((r) => r.json.choices[0].text), alone.map((a) => a.text));
+  // The first runs alone (the model was free); the other two wait and then share one run.
+  assert.ok(steps <= 20, `${steps} steps for three 10-token requests: expected two runs`);
+  // Seeded sampling never shares a batch, so the same seed gives the same text side by side.
+  const seeded = await Promise.all([1, 2].map(() => post('/v1/completions', { prompt, max_tokens: 10, temperature: 1, seed: 42 })));
+  assert.equal(seeded[0].json.choices[0].text, seeded[1].json.choices[0].text);
+});
+
+test('with an API key, /v1 needs the Bearer token; /health does not; CORS only when allowed', async () => {
+  assert.equal((await fetch(url + '/v1/models')).headers.get('access-control-allow-origin'), null);
+  const locked = new MptServer({ model, tokenizer, modelId: 'tiny', apiKey: 'sesame', allowOrigin: 'https://app.example', log: () => {} });
+  const base = await locked.listen(0);
+  try {
+    const none = await fetch(base + '/v1/models');
+    assert.equal(none.status, 401);
+    assert.equal(((await none.json()) as any).error.code, 'invalid_api_key');
+    assert.equal((await fetch(base + '/v1/models', { headers: { Authorization: 'Bearer wrong' } })).status, 401);
+    assert.equal((await fetch(base + '/v1/models', { headers: { Authorization: 'Bearer sesame' } })).status, 200);
+    assert.equal((await fetch(base + '/health')).status, 200);
+    // A browser's preflight carries no credentials; the answer to the real request carries the origin, errors too.
+    const preflight = await fetch(base + '/v1/chat/completions', { method: 'OPTIONS' });
+    assert.equal(preflight.status, 204);
+    assert.equal(preflight.headers.get('access-control-allow-methods'), 'POST, OPTIONS');
+    assert.match(preflight.headers.get('access-control-allow-headers') ?? '', /Authorization/);
+    assert.equal(none.headers.get('access-control-allow-origin'), 'https://app.example');
+  } finally {
+    await locked.close();
+  }
+});
+
+test('a model folder\'s own chat_template is detected (to say it is not used)', () => {
+  assert.equal(hasOwnChatTemplate(dir), false);
+  const withTemplate = mkdtempSync(join(tmpdir(), 'mpt-serve-'));
+  writeFileSync(join(withTemplate, 'tokenizer_config.json'), JSON.stringify({ chat_template: '{% for m in messages %}{{ m.content }}{% endfor %}' }));
+  assert.equal(hasOwnChatTemplate(withTemplate), true);
+});
+
+test('close() lets a running stream finish, then stops listening', async () => {
+  const closing = new MptServer({ model, tokenizer, modelId: 'tiny', log: () => {} });
+  const base = await closing.listen(0);
+  const res = await fetch(base + '/v1/completions', { method: 'POST', body: JSON.stringify({ prompt, max_tokens: 40, temperature: 0, stream: true }) });
+  const closed = closing.close();
+  const text = await res.text();
+  assert.match(text, /"finish_reason":"length"[^]*data: \[DONE\]\n\n$/);
+  await closed;
+  await assert.rejects(fetch(base + '/health'));
+});
+
+test('mpt serve --help; mpt serve prints its URL, serves, and exits 0 on SIGTERM', async () => {
+  const mpt = join(projectRoot, 'bin', 'mpt.js');
+  const help = spawnSync(process.execPath, [mpt, 'serve', '--help'], { encoding: 'utf8' });
+  assert.equal(help.status, 0);
+  assert.match(help.stdout, /--api-key KEY/);
+  assert.match(help.stdout, /POST \/v1\/chat\/completions/);
+  const child = spawn(process.execPath, [mpt, 'serve', '--model', dir, '--device', 'cpu', '--port', '0', '--served-model-name', 'tiny-cli'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += d; });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const base = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = /serving tiny-cli .* at (http:\/\/\S+)\/v1/.exec(out);
+      if (m) resolve(m[1]);
+    });
+    child.on('exit', () => reject(new Error(`mpt serve exited: ${stderr}`)));
+  });
+  const r = await fetch(base + '/v1/completions', { method: 'POST', body: JSON.stringify({ model: 'tiny-cli', prompt, max_tokens: 12, temperature: 0 }) });
+  assert.equal(((await r.json()) as any).choices[0].text, (await greedy(tokenizer.encode(prompt))).text);
+  child.kill('SIGTERM');
+  assert.equal(await exited, 0);
+  assert.match(stderr, /POST \/v1\/completions 200/);
+});
