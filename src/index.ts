@@ -14,6 +14,7 @@ export { openModelFolder, type ModelFolder, type TensorSource } from './io/model
 export { selectBackend, type DeviceChoice } from './backend/select.js';
 export { CpuBackend } from './backend/cpu/index.js';
 export type { Backend, Tensor, DType } from './backend/backend.js';
+export { MptServer, type ServeOptions } from './serve/index.js';
 export { trainFromYaml } from './train/from-yaml.js';
 export { exportCheckpoint } from './train/export.js';
 export { evaluatePerplexity, evaluateIclTasks, loadIclTasks } from './eval/index.js';
