@@ -157,6 +157,17 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
   return out;
 }
 
+/** Other settings of the decode step, timed beside the default: [label, apply → undo]. */
+function decodeVariants(be: CudaBackend): [string, () => () => void][] {
+  const toggle = (label: string, get: () => boolean, put: (v: boolean) => void): [string, () => () => void] =>
+    [label, () => { const was = get(); put(!was); return () => put(was); }];
+  return [
+    toggle(`programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, () => be.ctx.pdl, (v) => { be.ctx.pdl = v; }),
+    toggle(`L2 weight prefetch ${be.prefetchWeights ? 'off' : 'on'}`, () => be.prefetchWeights, (v) => { be.prefetchWeights = v; }),
+    toggle(`LayerNorm ${be.fuseLayerNorm ? 'as kernels of their own' : 'fused into the GEMM prologue'}`, () => be.fuseLayerNorm, (v) => { be.fuseLayerNorm = v; }),
+  ];
+}
+
 export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
   const log = options.log ?? ((line: string) => process.stderr.write(line + '\n'));
   const presetName = options.preset ?? 'mpt-1b-redpajama-200b';
@@ -191,13 +202,14 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
     return { ms: median(times), times };
   };
   for (const batch of options.batches ?? [1, 16]) {
-    // The other LayerNorm placement in the same run (fused into the QKV / MLP-up GEMMs, or kernels of
-    // their own), then the default's figure, which is the one reported.
-    const byDefault = be.fuseLayerNorm;
-    be.fuseLayerNorm = !byDefault;
-    const other = timeDecode(batch);
-    be.fuseLayerNorm = byDefault;
-    log(`decode batch ${batch}, LayerNorm ${byDefault ? 'as kernels of their own' : 'fused into the GEMMs'}: ${(batch * newTokens / (other.ms / 1000)).toFixed(0)} tokens/s (${(other.ms / newTokens).toFixed(3)} ms/step; runs ${other.times.map((x) => x.toFixed(1)).join(', ')} ms)`);
+    // Variants of the decode step in the same run (each a fresh decoder and graph), then the default's
+    // figure, which is the one reported.
+    for (const [label, set] of decodeVariants(be)) {
+      const undo = set();
+      const other = timeDecode(batch);
+      undo();
+      log(`decode batch ${batch}, ${label}: ${(batch * newTokens / (other.ms / 1000)).toFixed(0)} tokens/s (${(other.ms / newTokens).toFixed(3)} ms/step; runs ${other.times.map((x) => x.toFixed(1)).join(', ')} ms)`);
+    }
     const { ms, times } = timeDecode(batch);
     result.decode.push({ batch, tokensPerSecond: (batch * newTokens) / (ms / 1000), msPerStep: ms / newTokens });
     log(`decode batch ${batch}: ${(batch * newTokens / (ms / 1000)).toFixed(0)} tokens/s (${(ms / newTokens).toFixed(3)} ms/step; runs ${times.map((x) => x.toFixed(1)).join(', ')} ms)`);

@@ -314,7 +314,7 @@ export class CudaBackend implements Backend {
       if (plan) {
         const yF32 = y.dtype === 'float32';
         const tiles = rows > 8 ? 2 : 1;
-        this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32 })
+        this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32, SKINNY_NO_PREFETCH: !this.prefetchWeights })
           .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0],
             plan.warps * 16 * 8 * tiles * 4);
         return;
@@ -345,7 +345,8 @@ export class CudaBackend implements Backend {
     // One row tile only: with 9–16 rows every block's statistics and its 66 KB of shared x cost more
     // than the separate LayerNorm kernel (H100, 2026-11-27: batch 16 fell from 8,970 to 5,790 tokens/s).
     const shared = plan.warps * 16 * 8 * 4 + rows * (inF + 32) * 2;
-    this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true })
+    this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
+      SKINNY_NO_PREFETCH: !this.prefetchWeights })
       .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0,
         ln.w.ptr, ln.b?.ptr ?? 0, ln.eps], shared);
   }
@@ -370,6 +371,13 @@ export class CudaBackend implements Backend {
 
   /** A fixed skinny GEMM shape instead of skinnyPlan's choice (benchmarks compare variants). */
   skinnyShape: { warps: number; unroll: number } | null = null;
+
+  /**
+   * Whether skinny_gemm.cu prefetches each warp's whole weight slice into L2 before it waits for the
+   * kernel before it (so the weight stream overlaps that kernel under programmatic dependent launch).
+   * MPT_CUDA_PREFETCH=0 turns it off (comparisons).
+   */
+  prefetchWeights = process.env.MPT_CUDA_PREFETCH !== '0';
 
   /** Whether few-row GEMMs use skinny_gemm.cu (true) or always cuBLASLt (for comparisons). */
   skinny = process.env.MPT_CUDA_SKINNY !== '0';

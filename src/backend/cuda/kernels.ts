@@ -20,6 +20,17 @@ export const KERNEL_ARGS: Record<string, string> = {
   fill_normal: 'pqqff', skinny_gemm: 'ppppiiiiippf', argmax_rows: 'ppii', sample_rows: 'ppiififqpi',
 };
 
+/**
+ * Kernels that begin with griddepcontrol.wait (pdl_wait in common.cuh) before they read or write
+ * anything an earlier kernel touches, in every thread: only these may be launched with programmatic
+ * dependent launch (a kernel without the wait could run ahead of the one it depends on). They also
+ * call pdl_trigger, so the kernel after them can be scheduled early. The decode step uses only these.
+ */
+export const DEPENDENT_LAUNCH = new Set([
+  'gather_rows', 'gather_rows_f32', 'scale', 'advance', 'layernorm', 'layernorm8', 'qkv_split', 'qkv_split8',
+  'attention_decode', 'attention_combine', 'skinny_gemm', 'argmax_rows', 'sample_rows',
+]);
+
 /** The folder of the .cu sources: $MPT_KERNELS, else src/backend/cuda/kernels of this package. */
 export function kernelFolder(): string {
   if (process.env.MPT_KERNELS) return process.env.MPT_KERNELS;
@@ -65,7 +76,7 @@ export class KernelCache {
     }
     const kinds = KERNEL_ARGS[name];
     if (!kinds) throw new Error(`kernel ${name} has no argument list in KERNEL_ARGS`);
-    const kernel = new Kernel(this.ctx, name, moduleFunction(module, name), kinds);
+    const kernel = new Kernel(this.ctx, name, moduleFunction(module, name), kinds, DEPENDENT_LAUNCH.has(name));
     this.kernels.set(kernelKey, kernel);
     return kernel;
   }

@@ -10,6 +10,24 @@ typedef __nv_bfloat16 T;
 #else
 typedef float T;
 #endif
+// Programmatic dependent launch (sm_90+; no-ops before). pdl_wait: block until the kernels this one
+// depends on have finished and their writes are visible (returns at once when the kernel was launched
+// without the attribute). Every thread of a kernel in DEPENDENT_LAUNCH (kernels.ts) runs it before its
+// first access to memory another kernel writes, so a finished kernel implies a finished predecessor.
+// pdl_trigger: let the next kernel's blocks be scheduled now (they wait in their own pdl_wait).
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+// Both, at the start of a kernel that has nothing to do before its inputs are ready.
+__device__ __forceinline__ void pdl_begin() { pdl_wait(); pdl_trigger(); }
+
 __device__ __forceinline__ float ld(const float x) { return x; }
 __device__ __forceinline__ float ld(const __nv_bfloat16 x) { return __bfloat162float(x); }
 template <typename U> __device__ __forceinline__ U st(float x);

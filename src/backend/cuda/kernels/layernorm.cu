@@ -12,6 +12,7 @@ typedef T XT;
 
 extern "C" __global__ void layernorm(XT* __restrict__ x, const XT* __restrict__ residual, const T* __restrict__ w,
                                      const T* __restrict__ b, T* __restrict__ out, int d, float eps) {
+  pdl_begin();  // DEPENDENT_LAUNCH (kernels.ts)
   const long long row = blockIdx.x;
   XT* xr = x + row * d;
   float v[NPER];
@@ -50,6 +51,7 @@ extern "C" __global__ void layernorm(XT* __restrict__ x, const XT* __restrict__ 
 // The same for d % 8 == 0 with 16-byte accesses: thread i holds chunks i and i + blockDim.x of 8 values.
 extern "C" __global__ void layernorm8(XT* __restrict__ x, const XT* __restrict__ residual, const T* __restrict__ w,
                                       const T* __restrict__ b, T* __restrict__ out, int d, float eps) {
+  pdl_begin();  // DEPENDENT_LAUNCH (kernels.ts)
   const long long row = blockIdx.x;
   const int chunks = d / 8;
   XT* xr = x + row * d;

@@ -61,6 +61,20 @@ extern "C" __global__ void __launch_bounds__(256) skinny_gemm(const XIN* __restr
     }
   };
   loadW(kBeg, A0, A1);  // the weight stream starts before anything waits on x
+#ifndef SKINNY_NO_PREFETCH
+  // The rest of this warp's weight slice into L2 (a 128-byte line = 64 k of a row; the 4 threads of a
+  // row pair take every 4th line), so that under programmatic dependent launch the whole weight stream
+  // overlaps the kernels before this one; the main loop then reads it from L2.
+  {
+    const bf16* ra = wa - 8 * t, *rb = wb - 8 * t;
+    for (int k = kBeg + 32 * UNROLL + 64 * t; k < kEnd; k += 256) {
+      asm volatile("prefetch.global.L2 [%0];" :: "l"(ra + k));
+      asm volatile("prefetch.global.L2 [%0];" :: "l"(rb + k));
+    }
+  }
+#endif
+  // Weights are constant; x, y and the bias may come from the kernels before (DEPENDENT_LAUNCH).
+  pdl_begin();
 
 #ifdef MPT_LN_X
   // LayerNorm of the R rows into xs [R][K + 32] bf16 (the padding staggers the rows over the banks).
