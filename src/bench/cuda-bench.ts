@@ -163,6 +163,8 @@ function decodeVariants(be: CudaBackend): [string, () => () => void][] {
     [label, () => { const was = get(); put(!was); return () => put(was); }];
   return [
     toggle(`programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, () => be.ctx.pdl, (v) => { be.ctx.pdl = v; }),
+    toggle('small kernels trigger the next launch after their wait', () => 'PDL_TRIGGER_LATE' in be.kernels.globalDefines,
+      (v) => { be.kernels.globalDefines = v ? { PDL_TRIGGER_LATE: true } : {}; }),
     toggle(`L2 weight prefetch ${be.prefetchWeights ? 'off' : 'on'}`, () => be.prefetchWeights, (v) => { be.prefetchWeights = v; }),
     toggle(`LayerNorm ${be.fuseLayerNorm ? 'as kernels of their own' : 'fused into the GEMM prologue'}`, () => be.fuseLayerNorm, (v) => { be.fuseLayerNorm = v; }),
   ];

@@ -314,7 +314,7 @@ export class CudaBackend implements Backend {
       if (plan) {
         const yF32 = y.dtype === 'float32';
         const tiles = rows > 8 ? 2 : 1;
-        this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32, SKINNY_NO_PREFETCH: !this.prefetchWeights })
+        this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32, SKINNY_PREFETCH: this.prefetchWeights })
           .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0],
             plan.warps * 16 * 8 * tiles * 4);
         return;
@@ -346,7 +346,7 @@ export class CudaBackend implements Backend {
     // than the separate LayerNorm kernel (H100, 2026-11-27: batch 16 fell from 8,970 to 5,790 tokens/s).
     const shared = plan.warps * 16 * 8 * 4 + rows * (inF + 32) * 2;
     this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
-      SKINNY_NO_PREFETCH: !this.prefetchWeights })
+      SKINNY_PREFETCH: this.prefetchWeights })
       .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0,
         ln.w.ptr, ln.b?.ptr ?? 0, ln.eps], shared);
   }
@@ -375,9 +375,10 @@ export class CudaBackend implements Backend {
   /**
    * Whether skinny_gemm.cu prefetches each warp's whole weight slice into L2 before it waits for the
    * kernel before it (so the weight stream overlaps that kernel under programmatic dependent launch).
-   * MPT_CUDA_PREFETCH=0 turns it off (comparisons).
+   * Off by default: measured slower on the H100 (2026-11-27, batch 1: 619 against 644 tokens/s with
+   * PDL); MPT_CUDA_PREFETCH=1 turns it on (comparisons).
    */
-  prefetchWeights = process.env.MPT_CUDA_PREFETCH !== '0';
+  prefetchWeights = process.env.MPT_CUDA_PREFETCH === '1';
 
   /** Whether few-row GEMMs use skinny_gemm.cu (true) or always cuBLASLt (for comparisons). */
   skinny = process.env.MPT_CUDA_SKINNY !== '0';

@@ -58,8 +58,11 @@ export class KernelCache {
 
   constructor(private readonly ctx: CudaContext) {}
 
+  /** Defines added to every kernel compiled from now on (benchmark variants). */
+  globalDefines: Record<string, string | number | boolean> = {};
+
   get(file: string, name: string, defines: Record<string, string | number | boolean>): Kernel {
-    const defs = Object.entries(defines).filter(([, v]) => v !== false)
+    const defs = Object.entries({ ...this.globalDefines, ...defines }).filter(([, v]) => v !== false)
       .map(([k, v]) => (v === true ? `-D${k}` : `-D${k}=${v}`)).sort();
     const kernelKey = `${file}:${name}:${defs.join(' ')}`;
     const found = this.kernels.get(kernelKey);

@@ -25,8 +25,17 @@ __device__ __forceinline__ void pdl_trigger() {
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
-// Both, at the start of a kernel that has nothing to do before its inputs are ready.
-__device__ __forceinline__ void pdl_begin() { pdl_wait(); pdl_trigger(); }
+// Both, at the start of a small kernel that has nothing to do before its inputs are ready. The trigger
+// comes first, so the kernel after it (a GEMM) is scheduled at once and issues its weight loads while
+// this one waits and runs; a GEMM triggers only after its own wait, which bounds how far launches run
+// ahead (PDL_TRIGGER_LATE: small kernels trigger after their wait too, for comparison).
+__device__ __forceinline__ void pdl_begin() {
+#ifdef PDL_TRIGGER_LATE
+  pdl_wait(); pdl_trigger();
+#else
+  pdl_trigger(); pdl_wait();
+#endif
+}
 
 __device__ __forceinline__ float ld(const float x) { return x; }
 __device__ __forceinline__ float ld(const __nv_bfloat16 x) { return __bfloat162float(x); }

@@ -61,7 +61,7 @@ extern "C" __global__ void __launch_bounds__(256) skinny_gemm(const XIN* __restr
     }
   };
   loadW(kBeg, A0, A1);  // the weight stream starts before anything waits on x
-#ifndef SKINNY_NO_PREFETCH
+#ifdef SKINNY_PREFETCH
   // The rest of this warp's weight slice into L2 (a 128-byte line = 64 k of a row; the 4 threads of a
   // row pair take every 4th line), so that under programmatic dependent launch the whole weight stream
   // overlaps the kernels before this one; the main loop then reads it from L2.
@@ -74,7 +74,8 @@ extern "C" __global__ void __launch_bounds__(256) skinny_gemm(const XIN* __restr
   }
 #endif
   // Weights are constant; x, y and the bias may come from the kernels before (DEPENDENT_LAUNCH).
-  pdl_begin();
+  pdl_wait();
+  pdl_trigger();
 
 #ifdef MPT_LN_X
   // LayerNorm of the R rows into xs [R][K + 32] bf16 (the padding staggers the rows over the banks).
