@@ -104,26 +104,47 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     }
   });
 
-  test(`cuda ${dtype}: LayerNorm of the float32 stream fused into few-row GEMMs (layerNormMatmulInto)`, { skip }, () => {
+  test(`cuda ${dtype}: row statistics from a GEMM's epilogue, and the LayerNorm they feed fused into the next GEMM`, { skip }, () => {
+    // The decoder's pattern: a GEMM adds into the float32 stream x and writes its row statistics; the
+    // next GEMM normalizes x with them in its prologue (bf16, up to fuseLayerNormRows rows; beyond that,
+    // and in float32, the LayerNorm kernel and a plain GEMM).
     const be = cudaFor(dtype);
-    be.fuseLayerNorm = true; // the fused kernel up to 8 rows in bf16, the two-kernel path beyond (and in float32)
-    for (const [rows, inF, outF] of [[1, 2048, 517], [5, 320, 100], [16, 2048, 35], [9, 256, 2048]]) {
+    const statsHere = dtype === 'bfloat16';
+    for (const [rows, inF, outF, mid] of [[1, 2048, 517, 96], [5, 320, 100, 64], [16, 2048, 35, 160], [9, 256, 2048, 32], [3, 8192, 48, 128]]) {
+      const what = `${rows}x${inF}x${outF}`;
       const raw = Float32Array.from(randn(rows * inF), (v, i) => 3 * v + (i % 7) - 2); // rows off zero mean
       const x = be.upload(raw, [rows, inF], 'float32') as CudaTensor;
-      const xc = cpu.upload(raw, [rows, inF], 'float32');
+      const [ag, ac] = pair(be, randn(rows * mid), [rows, mid]);
+      const [pg, pc] = pair(be, randn(inF * mid, 0.3), [inF, mid]);
+      const stats = statsHere ? be.alloc([rows, inF / 8], 'float32') : null;
+      assert.equal(be.rowStatsFrom(rows, mid, inF), statsHere, 'row statistics where skinny_gemm.cu runs');
+      be.matmulInto(ag as CudaTensor, pg as CudaTensor, null, x, rows, true, false, { statsOut: stats });
+      const xSum = down(cpu, cpu.add(cpu.upload(raw, [rows, inF], 'float32'), cpu.linear(ac, pc, null)));
+      close(`x += a·Pᵀ ${what}`, down(be, x), xSum, 1e-5);
+      if (stats) {
+        // Each (row, 16 columns): mean and sum of squared deviations of the float32 values written.
+        const got = down(be, stats), xs = down(be, x), want = new Float32Array(got.length);
+        for (let r = 0; r < rows; r++) for (let tile = 0; tile < inF / 16; tile++) {
+          const v = xs.subarray(r * inF + tile * 16, r * inF + tile * 16 + 16);
+          const m = v.reduce((a, b) => a + b, 0) / 16;
+          want[(r * inF / 16 + tile) * 2] = m;
+          want[(r * inF / 16 + tile) * 2 + 1] = v.reduce((a, b) => a + (b - m) ** 2, 0);
+        }
+        close(`row statistics ${what}`, got, want, 1e-5);
+      }
+      const xc = cpu.upload(xSum, [rows, inF], 'float32');
       const [lwg, lwc] = pair(be, Float32Array.from(randn(inF), (v) => 1 + 0.3 * v), [inF]);
       const [lbg, lbc] = pair(be, randn(inF, 0.5), [inF]);
       const [wg, wc] = pair(be, randn(outF * inF, 0.05), [outF, inF]);
       const [bg, bc] = pair(be, randn(outF), [outF]);
-      const what = `${rows}x${inF}x${outF}`;
       const h = be.alloc([rows, inF]), y = be.alloc([rows, outF]);
       const ln = { w: lwg as CudaTensor, b: lbg as CudaTensor, eps: 1e-5 };
       const hRef = cpu.layerNorm(xc, lwc, lbc, 1e-5);
-      be.layerNormMatmulInto(x, ln, h, wg as CudaTensor, bg as CudaTensor, y, rows, false, true);
+      be.layerNormMatmulInto(x, ln, h, wg as CudaTensor, bg as CudaTensor, y, rows, false, true, stats);
       close(`gelu(LN(x)·Wᵀ + b) ${what}`, down(be, y), down(cpu, cpu.gelu(cpu.linear(hRef, wc, bc))), tol(dtype, 1e-5));
       const yRaw = randn(rows * outF);
       const yf = be.upload(yRaw, [rows, outF], 'float32') as CudaTensor;
-      be.layerNormMatmulInto(x, { ...ln, b: null }, h, wg as CudaTensor, null, yf, rows, true);
+      be.layerNormMatmulInto(x, { ...ln, b: null }, h, wg as CudaTensor, null, yf, rows, true, false, stats);
       close(`float32 y += LN(x)·Wᵀ ${what}`, down(be, yf),
         down(cpu, cpu.add(cpu.upload(yRaw, [rows, outF], 'float32'), cpu.linear(cpu.layerNorm(xc, lwc, null, 1e-5), wc, null))), tol(dtype, 1e-5));
     }

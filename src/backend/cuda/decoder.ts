@@ -2,9 +2,11 @@
  * Fast MPT inference on CUDA: the same math as src/model/mpt.ts, laid out for the GPU.
  * - every activation buffer is planned once for (batch, capacity), so no step allocates;
  * - fused kernels: QKV split + clamp + QK LayerNorm + KV-cache write in one pass; the residual adds
- *   happen inside the out-projection and MLP-down GEMMs (cuBLASLt with beta = 1); ln_1 and ln_2 go
- *   through layerNormMatmulInto, which can run them in the QKV and MLP-up GEMMs' prologue (off by
- *   default: slower as measured, see CudaBackend.fuseLayerNorm);
+ *   happen inside the out-projection and MLP-down GEMMs (their epilogue, or cuBLASLt with beta = 1);
+ * - in a decode step (few rows, skinny_gemm.cu) those two GEMMs also write the row statistics of the
+ *   residual stream, so ln_2, the next layer's ln_1 and ln_f run in the prologue of the GEMM after them
+ *   (layerNormMatmulInto) instead of as kernels of their own; every kernel of the step is launched with
+ *   programmatic dependent launch, so each GEMM's weight stream starts while the kernels before it run;
  * - prefill attention on the tensor cores (flash_attention.cu), decode attention split along the keys;
  * - only the last position of each row gets logits, and the next token is chosen on the GPU;
  * - a decode step reads its position from device memory and writes its token where the next step reads
@@ -108,6 +110,8 @@ export class CudaDecoder {
       x: own([rows, this.d], 'float32'), h: own([rows, this.d]), qkv: own([rows, 3 * this.d]), q: own([rows, this.d]),
       att: own([rows, this.d]), up: own([rows, this.hidden]),
       last: own([this.batch], 'int32'),
+      // float32 [rows, d/16, 2]: per-16-column mean and M2 of the residual stream (skinny GEMMs only)
+      stats: be.rowStatsFrom(rows, this.hidden, this.d) && be.rowStatsFrom(rows, this.d, this.d) ? own([rows, this.d / 8], 'float32') : null,
     };
   }
 
@@ -130,7 +134,9 @@ export class CudaDecoder {
     const mask = this.padded ? this.mask : null;
     for (let layer = 0; layer < p.blocks.length; layer++) {
       const blk = p.blocks[layer];
-      be.layerNormMatmulInto(buf.x, { w: w(blk.ln1.weight), b: wb(blk.ln1), eps: c.layerNormEps }, buf.h, w(blk.wqkv.weight), wb(blk.wqkv), buf.qkv, rows, false);
+      // buf.stats holds the stream's statistics once a GEMM has added into it (not after the embedding).
+      be.layerNormMatmulInto(buf.x, { w: w(blk.ln1.weight), b: wb(blk.ln1), eps: c.layerNormEps }, buf.h, w(blk.wqkv.weight), wb(blk.wqkv), buf.qkv, rows, false,
+        false, layer > 0 ? buf.stats : null);
       this.stage('ln_gemm_qkv');
       const v8 = be.vectorRows(d, [buf.qkv]);
       be.kernels.get('qkv.cu', v8 ? 'qkv_split8' : 'qkv_split', be.defs()).launch([rows, 3], [v8 ? be.rowThreads8(d) : be.rowThreads(d)], [
@@ -147,11 +153,12 @@ export class CudaDecoder {
         nHeads: c.nHeads, dHead: d / c.nHeads, qStride: d, kvStride: d, oStride: d, scale: c.softmaxScale ?? 1 / Math.sqrt(d / c.nHeads),
       });
       this.stage(t > 1 ? 'attention_prefill' : 'attention_decode');
-      be.matmulInto(buf.att, w(blk.out.weight), wb(blk.out), buf.x, rows, true);
+      be.matmulInto(buf.att, w(blk.out.weight), wb(blk.out), buf.x, rows, true, false, { statsOut: buf.stats });
       this.stage('gemm_out');
-      be.layerNormMatmulInto(buf.x, { w: w(blk.ln2.weight), b: wb(blk.ln2), eps: c.layerNormEps }, buf.h, w(blk.up.weight), wb(blk.up), buf.up, rows, false, true);
+      be.layerNormMatmulInto(buf.x, { w: w(blk.ln2.weight), b: wb(blk.ln2), eps: c.layerNormEps }, buf.h, w(blk.up.weight), wb(blk.up), buf.up, rows, false, true,
+        buf.stats);
       this.stage('ln_gemm_up_gelu');
-      be.matmulInto(buf.up, w(blk.down.weight), wb(blk.down), buf.x, rows, true);
+      be.matmulInto(buf.up, w(blk.down.weight), wb(blk.down), buf.x, rows, true, false, { statsOut: buf.stats });
       this.stage('gemm_down');
     }
     if (this.allLogits) {
@@ -168,8 +175,8 @@ export class CudaDecoder {
       be.launch1d('elementwise.cu', 'gather_rows', this.batch * d, [buf.x.ptr, buf.last.ptr, this.lastRows.ptr, this.batch, d, rows, be.errorFlag], { MPT_BF16: false });
       src = this.lastRows;
     }
-    be.layerNormInto(src, null, w(p.lnF.weight), wb(p.lnF), this.finalH, this.batch, d, c.layerNormEps);
-    be.matmulInto(this.finalH, w(p.lmHead ?? p.wte), null, this.logits, this.batch, false);
+    be.layerNormMatmulInto(src, { w: w(p.lnF.weight), b: wb(p.lnF), eps: c.layerNormEps }, this.finalH, w(p.lmHead ?? p.wte), null, this.logits, this.batch, false,
+      false, t === 1 && p.blocks.length > 0 ? buf.stats : null);
     if (c.logitScale !== null) {
       be.launch1d('elementwise.cu', 'scale', this.batch * c.vocabSize, [this.logits.ptr, this.logits.ptr, c.logitScale, this.batch * c.vocabSize], { MPT_BF16: false });
     }
@@ -248,7 +255,7 @@ export class CudaDecoder {
   }
 
   private drop(buf: ReturnType<CudaDecoder['buffers']>): void {
-    for (const x of [buf.ids, buf.x, buf.h, buf.qkv, buf.q, buf.att, buf.up, buf.last]) {
+    for (const x of [buf.ids, buf.x, buf.h, buf.qkv, buf.q, buf.att, buf.up, buf.last, ...(buf.stats ? [buf.stats] : [])]) {
       this.be.release(x);
       this.owned.splice(this.owned.indexOf(x), 1);
     }

@@ -301,24 +301,47 @@ export class CudaBackend implements Backend {
   }
 
   /**
+   * The skinny_gemm.cu block shape for a rows × inF → outF GEMM, or null where cuBLASLt runs it (not
+   * bf16, more than 16 rows, skinny GEMMs off, or K that no shape divides).
+   */
+  private skinnyFor(rows: number, inF: number, outF: number): { warps: number; unroll: number } | null {
+    if (!this.skinny || this.activationDType !== 'bfloat16' || rows > 16) return null;
+    const plan = this.skinnyShape ? { ...this.skinnyShape } : skinnyPlan(inF, outF, rows);
+    if (plan && inF % (32 * plan.unroll * plan.warps) !== 0) throw new Error(`skinny GEMM: K ${inF} does not split as ${plan.warps} warps × ${plan.unroll}`);
+    return plan;
+  }
+
+  /**
+   * Whether matmulInto can write row statistics (`statsOut`) for these shapes: the few-row bf16 GEMMs
+   * of skinny_gemm.cu with outF % 16 == 0.
+   */
+  rowStatsFrom(rows: number, inF: number, outF: number): boolean {
+    return outF % 16 === 0 && this.skinnyFor(rows, inF, outF) !== null;
+  }
+
+  /**
    * y (+)= x · Wᵀ (+ b) (→ exact GELU with `gelu`); y may be float32 on a bf16 backend (residual
    * stream, logits). Up to 16 rows in bf16 go to skinny_gemm.cu (decode: the weights are streamed once,
-   * GELU fused); the rest to cuBLASLt.
+   * GELU fused); the rest to cuBLASLt. `statsOut` (float32 [rows, outF/16, 2], only where rowStatsFrom
+   * says so): each row's per-16-column mean and M2 of the values written, for layerNormMatmulInto.
+   * `clip` > 0: the stored values clamped to ±clip (skinny path only, as statsOut).
    */
-  matmulInto(x: CudaTensor, w: CudaTensor, b: CudaTensor | null, y: CudaTensor, rows: number, accumulate: boolean, gelu = false): void {
+  matmulInto(x: CudaTensor, w: CudaTensor, b: CudaTensor | null, y: CudaTensor, rows: number, accumulate: boolean, gelu = false,
+    extra: { statsOut?: CudaTensor | null; clip?: number } = {}): void {
     if (rows === 0) return;
     const [outF, inF] = w.shape;
-    if (this.skinny && this.activationDType === 'bfloat16' && rows <= 16) {
-      const plan = this.skinnyShape ? { ...this.skinnyShape } : skinnyPlan(inF, outF, rows);
-      if (plan && inF % (32 * plan.unroll * plan.warps) !== 0) throw new Error(`skinny GEMM: K ${inF} does not split as ${plan.warps} warps × ${plan.unroll}`);
-      if (plan) {
-        const yF32 = y.dtype === 'float32';
-        const tiles = rows > 8 ? 2 : 1;
-        this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32, SKINNY_PREFETCH: this.prefetchWeights })
-          .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0],
-            plan.warps * 16 * 8 * tiles * 4);
-        return;
-      }
+    const plan = this.skinnyFor(rows, inF, outF);
+    const statsOut = extra.statsOut ?? null, clip = extra.clip ?? 0;
+    if ((statsOut || clip > 0) && (!plan || outF % 16 !== 0)) {
+      throw new Error(`matmulInto: row statistics or clamping asked of a ${rows}×${inF}→${outF} GEMM that skinny_gemm.cu does not run`);
+    }
+    if (plan) {
+      const yF32 = y.dtype === 'float32';
+      const tiles = rows > 8 ? 2 : 1;
+      this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32, SKINNY_PREFETCH: this.prefetchWeights })
+        .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
+          0, statsOut?.ptr ?? 0, clip], plan.warps * 16 * 8 * tiles * 4);
+      return;
     }
     this.blas.matmul({ rows, inFeatures: inF, outFeatures: outF, x: x.ptr, w: w.ptr, y: y.ptr,
       bias: b ? b.ptr : null, accumulate, dtype: this.activationDType, outDType: y.dtype === 'float32' ? 'float32' : this.activationDType });
@@ -326,37 +349,39 @@ export class CudaBackend implements Backend {
   }
 
   /**
-   * y (+)= LayerNorm(x)·Wᵀ (+ b) (→ exact GELU) for the decoder, x its float32 residual stream. Up to 8
-   * bf16 rows can take skinny_gemm.cu with the LayerNorm in its prologue (one kernel instead of two; see
-   * fuseLayerNorm for why it is off by default); otherwise LayerNorm into `h`, then matmulInto.
+   * y (+)= LayerNorm(x)·Wᵀ (+ b) (→ exact GELU) for the decoder, x its float32 residual stream. With
+   * `statsIn` (x's row statistics from the matmulInto that last added into it) and up to
+   * fuseLayerNormRows bf16 rows, skinny_gemm.cu normalizes x in its prologue: one kernel instead of two.
+   * Otherwise LayerNorm into `h`, then matmulInto. `extra` as matmulInto's.
    */
   layerNormMatmulInto(x: CudaTensor, ln: { w: CudaTensor; b: CudaTensor | null; eps: number }, h: CudaTensor,
-    w: CudaTensor, b: CudaTensor | null, y: CudaTensor, rows: number, accumulate: boolean, gelu = false): void {
+    w: CudaTensor, b: CudaTensor | null, y: CudaTensor, rows: number, accumulate: boolean, gelu = false,
+    statsIn: CudaTensor | null = null, extra: { statsOut?: CudaTensor | null; clip?: number } = {}): void {
     if (rows === 0) return;
     const [outF, inF] = w.shape;
-    const plan = this.skinny && this.fuseLayerNorm && this.activationDType === 'bfloat16' && rows <= 8 && x.dtype === 'float32'
-      && inF % 8 === 0 && [x, ln.w, ln.b].every((t) => !t || t.ptr % 16 === 0)
-      ? (this.skinnyShape ? { ...this.skinnyShape } : skinnyPlan(inF, outF, rows)) : null;
-    if (!plan || inF % (32 * plan.unroll * plan.warps) !== 0) {
+    const plan = statsIn && this.fuseLayerNorm && rows <= this.fuseLayerNormRows && x.dtype === 'float32' && inF % 16 === 0
+      && [x, ln.w, ln.b].every((t) => !t || t.ptr % 16 === 0) ? this.skinnyFor(rows, inF, outF) : null;
+    if (!plan) {
       this.layerNormInto(x, null, ln.w, ln.b, h, rows, inF, ln.eps);
-      this.matmulInto(h, w, b, y, rows, accumulate, gelu);
+      this.matmulInto(h, w, b, y, rows, accumulate, gelu, extra);
       return;
     }
-    // One row tile only: with 9–16 rows every block's statistics and its 66 KB of shared x cost more
-    // than the separate LayerNorm kernel (H100, 2026-11-27: batch 16 fell from 8,970 to 5,790 tokens/s).
+    const statsOut = extra.statsOut ?? null, clip = extra.clip ?? 0;
+    if ((statsOut || clip > 0) && outF % 16 !== 0) throw new Error(`layerNormMatmulInto: row statistics of ${outF} outputs (not a multiple of 16)`);
     const shared = plan.warps * 16 * 8 * 4 + rows * (inF + 32) * 2;
     this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
       SKINNY_PREFETCH: this.prefetchWeights })
       .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0,
-        ln.w.ptr, ln.b?.ptr ?? 0, ln.eps], shared);
+        ln.w.ptr, ln.b?.ptr ?? 0, ln.eps, statsIn!.ptr, statsOut?.ptr ?? 0, clip], shared);
   }
 
   /**
-   * Whether layerNormMatmulInto fuses the LayerNorm into few-row GEMMs. Off by default: measured on the
-   * H100 (2026-11-27, bench/RESULTS-cuda.md) the fused decode step is slower (576 vs 612 tokens/s at
-   * batch 1), because every block's row statistics sit on its critical path; MPT_CUDA_FUSE_LN=1 turns it on.
+   * Whether layerNormMatmulInto fuses the LayerNorm into few-row GEMMs when row statistics are given
+   * (MPT_CUDA_FUSE_LN=0 turns it off), and up to how many rows: each block reads all its rows of the
+   * float32 stream from L2, which at 16 rows costs more than the separate kernel.
    */
-  fuseLayerNorm = process.env.MPT_CUDA_FUSE_LN === '1';
+  fuseLayerNorm = process.env.MPT_CUDA_FUSE_LN !== '0';
+  fuseLayerNormRows = 8;
 
   private geluInPlace(y: CudaTensor, n: number): void {
     if (y.dtype === 'bfloat16' && n % 8 === 0 && y.ptr % 16 === 0) {

@@ -17,7 +17,7 @@ export const KERNEL_ARGS: Record<string, string> = {
   qkv_split: 'ppppppppiiipifif', qkv_split8: 'ppppppppiiipifif',
   attention_decode: 'pppppppiiipiiiif', attention_combine: 'ppiiii',
   flash_attention: 'ppppppiiiiiif',
-  fill_normal: 'pqqff', skinny_gemm: 'ppppiiiiippf', argmax_rows: 'ppii', sample_rows: 'ppiififqpi',
+  fill_normal: 'pqqff', skinny_gemm: 'ppppiiiiippfppf', argmax_rows: 'ppii', sample_rows: 'ppiififqpi',
 };
 
 /**
