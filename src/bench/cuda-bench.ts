@@ -161,10 +161,15 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
 function decodeVariants(be: CudaBackend): [string, () => () => void][] {
   const toggle = (label: string, get: () => boolean, put: (v: boolean) => void): [string, () => () => void] =>
     [label, () => { const was = get(); put(!was); return () => put(was); }];
+  const define = (label: string, name: string): [string, () => () => void] => [label, () => {
+    be.kernels.globalDefines = { ...be.kernels.globalDefines, [name]: true };
+    return () => { const { [name]: _, ...rest } = be.kernels.globalDefines; be.kernels.globalDefines = rest; };
+  }];
   return [
     toggle(`programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, () => be.ctx.pdl, (v) => { be.ctx.pdl = v; }),
-    toggle('small kernels trigger the next launch after their wait', () => 'PDL_TRIGGER_LATE' in be.kernels.globalDefines,
-      (v) => { be.kernels.globalDefines = v ? { PDL_TRIGGER_LATE: true } : {}; }),
+    define('small kernels trigger the next launch after their wait', 'PDL_TRIGGER_LATE'),
+    define('GEMMs trigger the next launch before their wait', 'PDL_GEMM_EARLY'),
+    toggle(`QKV split ${be.foldQkvSplit ? 'as a kernel of its own' : 'folded into decode attention'}`, () => be.foldQkvSplit, (v) => { be.foldQkvSplit = v; }),
     toggle(`L2 weight prefetch ${be.prefetchWeights ? 'off' : 'on'}`, () => be.prefetchWeights, (v) => { be.prefetchWeights = v; }),
     toggle(`LayerNorm ${be.fuseLayerNorm ? 'as kernels of their own' : 'fused into the GEMM prologue'}`, () => be.fuseLayerNorm, (v) => { be.fuseLayerNorm = v; }),
   ];

@@ -112,6 +112,8 @@ export class CudaDecoder {
       last: own([this.batch], 'int32'),
       // float32 [rows, d/16, 2]: per-16-column mean and M2 of the residual stream (skinny GEMMs only)
       stats: be.rowStatsFrom(rows, this.hidden, this.d) && be.rowStatsFrom(rows, this.d, this.d) ? own([rows, this.d / 8], 'float32') : null,
+      // float32 [rows, 3d/16, 2]: the same of the QKV GEMM's output, for attention with the split folded in
+      qkvStats: t === 1 && be.activationDType === 'bfloat16' && be.rowStatsFrom(rows, this.d, 3 * this.d) ? own([rows, 3 * this.d / 8], 'float32') : null,
     };
   }
 
@@ -135,23 +137,38 @@ export class CudaDecoder {
     for (let layer = 0; layer < p.blocks.length; layer++) {
       const blk = p.blocks[layer];
       // buf.stats holds the stream's statistics once a GEMM has added into it (not after the embedding).
-      be.layerNormMatmulInto(buf.x, { w: w(blk.ln1.weight), b: wb(blk.ln1), eps: c.layerNormEps }, buf.h, w(blk.wqkv.weight), wb(blk.wqkv), buf.qkv, rows, false,
-        false, layer > 0 ? buf.stats : null);
-      this.stage('ln_gemm_qkv');
-      const v8 = be.vectorRows(d, [buf.qkv]);
-      be.kernels.get('qkv.cu', v8 ? 'qkv_split8' : 'qkv_split', be.defs()).launch([rows, 3], [v8 ? be.rowThreads8(d) : be.rowThreads(d)], [
-        buf.qkv.ptr, buf.q.ptr, this.kCache[layer].ptr, this.vCache[layer].ptr,
-        blk.qLn ? w(blk.qLn.weight).ptr : 0, blk.qLn?.bias ? w(blk.qLn.bias).ptr : 0,
-        blk.kLn ? w(blk.kLn.weight).ptr : 0, blk.kLn?.bias ? w(blk.kLn.bias).ptr : 0,
-        t, d, this.capacity, posDev ? this.position.ptr : 0, posDev ? 0 : this.length,
-        c.clipQkv ?? 0, blk.qLn && blk.kLn ? 1 : 0, c.layerNormEps]);
-      this.stage('qkv_split');
-      be.attentionInto({
-        q: buf.q, k: this.kCache[layer], v: this.vCache[layer], out: buf.att, mask, slopes: this.slopes,
-        batch: this.batch, tq: t, capacity: this.capacity, kvLen: posDev ? t : this.length + t, kvLenDev: posDev ? this.position.ptr : 0,
-        splits: posDev ? this.decodeSplits : undefined,
-        nHeads: c.nHeads, dHead: d / c.nHeads, qStride: d, kvStride: d, oStride: d, scale: c.softmaxScale ?? 1 / Math.sqrt(d / c.nHeads),
-      });
+      const ln1 = { w: w(blk.ln1.weight), b: wb(blk.ln1), eps: c.layerNormEps };
+      const fold = posDev && buf.qkvStats !== null && be.foldQkvSplit;
+      if (fold) {
+        // A decode step: the QKV GEMM clamps and writes row statistics; attention does the split.
+        be.layerNormMatmulInto(buf.x, ln1, buf.h, w(blk.wqkv.weight), wb(blk.wqkv), buf.qkv, rows, false, false, layer > 0 ? buf.stats : null,
+          { statsOut: buf.qkvStats, clip: c.clipQkv ?? 0 });
+        this.stage('ln_gemm_qkv');
+        const qkLn = blk.qLn && blk.kLn;
+        be.decodeAttentionQkvInto({
+          qkv: buf.qkv, stats: buf.qkvStats!, qLn: qkLn ? { w: w(blk.qLn!.weight), b: wb(blk.qLn!) } : null, kLn: qkLn ? { w: w(blk.kLn!.weight), b: wb(blk.kLn!) } : null,
+          kCache: this.kCache[layer], vCache: this.vCache[layer], mask, slopes: this.slopes, out: buf.att, batch: this.batch, capacity: this.capacity,
+          posDev: this.position.ptr, nHeads: c.nHeads, dHead: d / c.nHeads, eps: c.layerNormEps, scale: c.softmaxScale ?? 1 / Math.sqrt(d / c.nHeads),
+          splits: this.decodeSplits,
+        });
+      } else {
+        be.layerNormMatmulInto(buf.x, ln1, buf.h, w(blk.wqkv.weight), wb(blk.wqkv), buf.qkv, rows, false, false, layer > 0 ? buf.stats : null);
+        this.stage('ln_gemm_qkv');
+        const v8 = be.vectorRows(d, [buf.qkv]);
+        be.kernels.get('qkv.cu', v8 ? 'qkv_split8' : 'qkv_split', be.defs()).launch([rows, 3], [v8 ? be.rowThreads8(d) : be.rowThreads(d)], [
+          buf.qkv.ptr, buf.q.ptr, this.kCache[layer].ptr, this.vCache[layer].ptr,
+          blk.qLn ? w(blk.qLn.weight).ptr : 0, blk.qLn?.bias ? w(blk.qLn.bias).ptr : 0,
+          blk.kLn ? w(blk.kLn.weight).ptr : 0, blk.kLn?.bias ? w(blk.kLn.bias).ptr : 0,
+          t, d, this.capacity, posDev ? this.position.ptr : 0, posDev ? 0 : this.length,
+          c.clipQkv ?? 0, blk.qLn && blk.kLn ? 1 : 0, c.layerNormEps]);
+        this.stage('qkv_split');
+        be.attentionInto({
+          q: buf.q, k: this.kCache[layer], v: this.vCache[layer], out: buf.att, mask, slopes: this.slopes,
+          batch: this.batch, tq: t, capacity: this.capacity, kvLen: posDev ? t : this.length + t, kvLenDev: posDev ? this.position.ptr : 0,
+          splits: posDev ? this.decodeSplits : undefined,
+          nHeads: c.nHeads, dHead: d / c.nHeads, qStride: d, kvStride: d, oStride: d, scale: c.softmaxScale ?? 1 / Math.sqrt(d / c.nHeads),
+        });
+      }
       this.stage(t > 1 ? 'attention_prefill' : 'attention_decode');
       be.matmulInto(buf.att, w(blk.out.weight), wb(blk.out), buf.x, rows, true, false, { statsOut: buf.stats });
       this.stage('gemm_out');
@@ -255,7 +272,8 @@ export class CudaDecoder {
   }
 
   private drop(buf: ReturnType<CudaDecoder['buffers']>): void {
-    for (const x of [buf.ids, buf.x, buf.h, buf.qkv, buf.q, buf.att, buf.up, buf.last, ...(buf.stats ? [buf.stats] : [])]) {
+    for (const x of [buf.ids, buf.x, buf.h, buf.qkv, buf.q, buf.att, buf.up, buf.last, buf.stats, buf.qkvStats]) {
+      if (!x) continue;
       this.be.release(x);
       this.owned.splice(this.owned.indexOf(x), 1);
     }

@@ -505,17 +505,7 @@ export class CudaBackend implements Backend {
     }
     const blocks = a.batch * a.tq * a.nHeads;
     const splits = a.splits ?? Math.max(1, Math.min(32, Math.ceil(2 * this.ctx.device.multiprocessors / blocks), Math.ceil(a.kvLen / 128)));
-    let partialPtr = 0;
-    if (splits > 1) {
-      const need = blocks * splits * (2 + a.dHead);
-      if (!this.partial || elementCount(this.partial.shape) < need) {
-        if (this.partial) this.release(this.partial);
-        const scopes = this.scopes.splice(0);
-        this.partial = this.alloc([need], 'float32');
-        this.scopes.push(...scopes);
-      }
-      partialPtr = this.partial.ptr;
-    }
+    const partialPtr = splits > 1 ? this.partialBuffer(blocks * splits * (2 + a.dHead)).ptr : 0;
     const defs = this.defs({ HEAD_DIM: a.dHead });
     this.kernels.get('attention.cu', 'attention_decode', defs).launch([splits, a.nHeads, a.batch * a.tq], [128],
       [a.q.ptr, a.k.ptr, a.v.ptr, a.mask?.ptr ?? 0, a.slopes?.ptr ?? 0, a.out.ptr, partialPtr, a.tq, a.nHeads, a.capacity,
@@ -524,6 +514,50 @@ export class CudaBackend implements Backend {
       this.kernels.get('attention.cu', 'attention_combine', defs).launch([a.nHeads, a.batch * a.tq], [Math.ceil(a.dHead / 32) * 32],
         [partialPtr, a.out.ptr, a.tq, a.nHeads, splits, a.oStride]);
     }
+  }
+
+  /**
+   * A decode step's attention with the QKV split folded in (decode_attention.cu): `qkv` [batch, 3d] from
+   * a skinny GEMM that clamped it and wrote its row statistics `stats` ([batch, 3d/16, 2]); q and k get
+   * their QK LayerNorm (qLn/kLn, or none) from those, the new k and v go into the caches at position
+   * *posDev, and the heads attend over keys 0..*posDev into `out` [batch, d].
+   */
+  decodeAttentionQkvInto(a: {
+    qkv: CudaTensor; stats: CudaTensor; qLn: { w: CudaTensor; b: CudaTensor | null } | null; kLn: { w: CudaTensor; b: CudaTensor | null } | null;
+    kCache: CudaTensor; vCache: CudaTensor; mask: CudaTensor | null; slopes: CudaTensor | null; out: CudaTensor;
+    batch: number; capacity: number; posDev: number; nHeads: number; dHead: number; eps: number; scale: number; splits: number;
+  }): void {
+    const d = a.nHeads * a.dHead;
+    if (d % 16 !== 0) throw new Error(`decodeAttentionQkvInto: width ${d} is not a multiple of 16`);
+    if (!a.qLn !== !a.kLn) throw new Error('decodeAttentionQkvInto: QK LayerNorm needs both q and k weights');
+    const splits = Math.max(1, a.splits);
+    const partialPtr = splits > 1 ? this.partialBuffer(a.batch * a.nHeads * splits * (2 + a.dHead)).ptr : 0;
+    const defs = this.defs({ HEAD_DIM: a.dHead });
+    this.kernels.get('decode_attention.cu', 'attention_decode_qkv', defs).launch([splits, a.nHeads, a.batch], [256], [
+      a.qkv.ptr, a.stats.ptr, a.qLn?.w.ptr ?? 0, a.qLn?.b?.ptr ?? 0, a.kLn?.w.ptr ?? 0, a.kLn?.b?.ptr ?? 0,
+      a.kCache.ptr, a.vCache.ptr, a.mask?.ptr ?? 0, a.slopes?.ptr ?? 0, a.out.ptr, partialPtr,
+      d, a.nHeads, a.capacity, a.posDev, a.qLn ? 1 : 0, a.eps, a.scale]);
+    if (splits > 1) {
+      this.kernels.get('attention.cu', 'attention_combine', defs).launch([a.nHeads, a.batch], [Math.ceil(a.dHead / 32) * 32],
+        [partialPtr, a.out.ptr, 1, a.nHeads, splits, d]);
+    }
+  }
+
+  /**
+   * Whether the decoder's bf16 decode step folds the QKV split into its attention kernel
+   * (decodeAttentionQkvInto); MPT_CUDA_FOLD_SPLIT=0 keeps qkv.cu's kernel (comparisons).
+   */
+  foldQkvSplit = process.env.MPT_CUDA_FOLD_SPLIT !== '0';
+
+  /** The float32 scratch of split attention, grown to `n` values when needed (outside every scope). */
+  private partialBuffer(n: number): CudaTensor {
+    if (!this.partial || elementCount(this.partial.shape) < n) {
+      if (this.partial) this.release(this.partial);
+      const scopes = this.scopes.splice(0);
+      this.partial = this.alloc([n], 'float32');
+      this.scopes.push(...scopes);
+    }
+    return this.partial;
   }
 
   // ---- training ops (training.ts) -------------------------------------------------------------

@@ -15,7 +15,7 @@ export const KERNEL_ARGS: Record<string, string> = {
   columns: 'ppiiii', gather_rows: 'pppiiip', gather_rows_f32: 'pppiiip', write_rows: 'ppiiiipi', advance: 'pi',
   layernorm: 'pppppif', layernorm8: 'pppppif',
   qkv_split: 'ppppppppiiipifif', qkv_split8: 'ppppppppiiipifif',
-  attention_decode: 'pppppppiiipiiiif', attention_combine: 'ppiiii',
+  attention_decode: 'pppppppiiipiiiif', attention_combine: 'ppiiii', attention_decode_qkv: 'ppppppppppppiiipiff',
   flash_attention: 'ppppppiiiiiif',
   fill_normal: 'pqqff', skinny_gemm: 'ppppiiiiippfppf', argmax_rows: 'ppii', sample_rows: 'ppiififqpi',
 };
@@ -28,7 +28,7 @@ export const KERNEL_ARGS: Record<string, string> = {
  */
 export const DEPENDENT_LAUNCH = new Set([
   'gather_rows', 'gather_rows_f32', 'scale', 'advance', 'layernorm', 'layernorm8', 'qkv_split', 'qkv_split8',
-  'attention_decode', 'attention_combine', 'skinny_gemm', 'argmax_rows', 'sample_rows',
+  'attention_decode', 'attention_combine', 'attention_decode_qkv', 'skinny_gemm', 'argmax_rows', 'sample_rows',
 ]);
 
 /** The folder of the .cu sources: $MPT_KERNELS, else src/backend/cuda/kernels of this package. */

@@ -73,6 +73,19 @@ __device__ float block_max(float v) {
   return warp_max(v);
 }
 
+// Mean and 1/sqrt(var + eps) of a row of `width` values from its per-16-column (mean, M2) pairs
+// (skinny_gemm.cu's statsOut), merged by one warp in a fixed order: every lane gets the result.
+__device__ __forceinline__ void merge_row_stats(const float2* p, int tiles, int width, float eps, float& mean, float& rstd) {
+  const int lane = threadIdx.x & 31;
+  float s = 0.f;
+  for (int i = lane; i < tiles; i += 32) s += p[i].x;
+  const float m = warp_sum(s) / tiles;
+  float q = 0.f;
+  for (int i = lane; i < tiles; i += 32) { const float2 v = p[i]; const float dm = v.x - m; q += v.y + 16.f * dm * dm; }
+  mean = m;
+  rstd = rsqrtf(warp_sum(q) / width + eps);
+}
+
 // 8 consecutive values as floats, with 16-byte accesses (p 16-byte aligned).
 __device__ __forceinline__ void load8(const float* p, float* v) {
   const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];

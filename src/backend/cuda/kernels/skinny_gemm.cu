@@ -82,25 +82,27 @@ extern "C" __global__ void __launch_bounds__(256) skinny_gemm(const XIN* __restr
     }
   }
 #endif
-  // Weights are constant; x, y and the bias may come from the kernels before (DEPENDENT_LAUNCH).
+  // Weights are constant; x, y and the bias may come from the kernels before (DEPENDENT_LAUNCH). The
+  // trigger after the wait keeps launches from running ahead past this GEMM (PDL_GEMM_EARLY: before it,
+  // so whole chains of kernels can be resident and streaming their first weights, for comparison).
+#ifdef PDL_GEMM_EARLY
+  pdl_trigger();
+  pdl_wait();
+#else
   pdl_wait();
   pdl_trigger();
+#endif
 
 #ifdef MPT_LN_X
   // LayerNorm of the R rows into xs [R][K + 32] bf16 (the padding staggers the rows over the banks).
-  // A warp a row merges the row's K/16 statistics pairs (fixed order: lane-strided sums, then warp_sum).
+  // A warp a row merges the row's K/16 statistics pairs (merge_row_stats, common.cuh).
   __shared__ float mean[8 * ROW_TILES], rstd[8 * ROW_TILES];
   bf16* xs = reinterpret_cast<bf16*>(red + nw * 16 * cols);
-  const int xStride = K + 32, tilesK = K / 16;
+  const int xStride = K + 32;
   for (int r = warp; r < R; r += nw) {
-    const float2* p = statsIn + (long long)r * tilesK;
-    float sm = 0.f;
-    for (int i = lane; i < tilesK; i += 32) sm += p[i].x;
-    const float m = warp_sum(sm) / tilesK;
-    float q = 0.f;
-    for (int i = lane; i < tilesK; i += 32) { const float2 v = p[i]; const float dm = v.x - m; q += v.y + 16.f * dm * dm; }
-    q = warp_sum(q);
-    if (lane == 0) { mean[r] = m; rstd[r] = rsqrtf(q / K + eps); }
+    float m, rs;
+    merge_row_stats(statsIn + (long long)r * (K / 16), K / 16, K, eps, m, rs);
+    if (lane == 0) { mean[r] = m; rstd[r] = rs; }
   }
   __syncthreads();
   for (int k = 8 * threadIdx.x; k < K; k += 8 * blockDim.x) {
