@@ -140,13 +140,24 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       const h = be.alloc([rows, inF]), y = be.alloc([rows, outF]);
       const ln = { w: lwg as CudaTensor, b: lbg as CudaTensor, eps: 1e-5 };
       const hRef = cpu.layerNorm(xc, lwc, lbc, 1e-5);
-      be.layerNormMatmulInto(x, ln, h, wg as CudaTensor, bg as CudaTensor, y, rows, false, true, stats);
-      close(`gelu(LN(x)·Wᵀ + b) ${what}`, down(be, y), down(cpu, cpu.gelu(cpu.linear(hRef, wc, bc))), tol(dtype, 1e-5));
-      const yRaw = randn(rows * outF);
-      const yf = be.upload(yRaw, [rows, outF], 'float32') as CudaTensor;
-      be.layerNormMatmulInto(x, { ...ln, b: null }, h, wg as CudaTensor, null, yf, rows, true, false, stats);
-      close(`float32 y += LN(x)·Wᵀ ${what}`, down(be, yf),
-        down(cpu, cpu.add(cpu.upload(yRaw, [rows, outF], 'float32'), cpu.linear(cpu.layerNorm(xc, lwc, null, 1e-5), wc, null))), tol(dtype, 1e-5));
+      // The three ways: in the GEMM's prologue (≤ fuseLayerNormRows rows), a kernel normalizing from the
+      // statistics, a kernel computing its own.
+      const saved = [be.fuseLayerNorm, be.layerNormFromStats] as const;
+      for (const [fuse, fromStats, how] of [[true, true, 'prologue'], [false, true, 'stats kernel'], [false, false, 'plain kernel']] as const) {
+        be.fuseLayerNorm = fuse;
+        be.layerNormFromStats = fromStats;
+        try {
+          be.layerNormMatmulInto(x, ln, h, wg as CudaTensor, bg as CudaTensor, y, rows, false, true, stats);
+          close(`gelu(LN(x)·Wᵀ + b) ${what}, ${how}`, down(be, y), down(cpu, cpu.gelu(cpu.linear(hRef, wc, bc))), tol(dtype, 1e-5));
+          const yRaw = randn(rows * outF);
+          const yf = be.upload(yRaw, [rows, outF], 'float32') as CudaTensor;
+          be.layerNormMatmulInto(x, { ...ln, b: null }, h, wg as CudaTensor, null, yf, rows, true, false, stats);
+          close(`float32 y += LN(x)·Wᵀ ${what}, ${how}`, down(be, yf),
+            down(cpu, cpu.add(cpu.upload(yRaw, [rows, outF], 'float32'), cpu.linear(cpu.layerNorm(xc, lwc, null, 1e-5), wc, null))), tol(dtype, 1e-5));
+        } finally {
+          [be.fuseLayerNorm, be.layerNormFromStats] = saved;
+        }
+      }
     }
   });
 
@@ -192,7 +203,8 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     const mask = new Int32Array(batch * cap).fill(1);
     for (let j = 0; j < 6; j++) mask[cap + j] = 0; // row 1 is left-padded
     const slopes = Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads));
-    for (const [splits, qkLn] of [[1, true], [3, true], [2, false]] as const) {
+    const counters = be.zeros([batch * heads], 'int32') as CudaTensor, partial = be.alloc([batch * heads * 7 * (2 + dHead)], 'float32');
+    for (const [splits, qkLn] of [[1, true], [3, true], [2, false], [7, true]] as const) {
       const [kg, kRef] = pair(be, kOld, [batch, cap, d]);
       const [vg, vRef] = pair(be, vOld, [batch, cap, d]);
       const posDev = be.upload(Int32Array.of(pos), [1], 'int32') as CudaTensor;
@@ -201,7 +213,9 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
         qkv, stats, qLn: qkLn ? { w: qwg as CudaTensor, b: qbg as CudaTensor } : null, kLn: qkLn ? { w: kwg as CudaTensor, b: kbg as CudaTensor } : null,
         kCache: kg as CudaTensor, vCache: vg as CudaTensor, mask: be.upload(mask, [batch, cap], 'int32') as CudaTensor,
         slopes: be.slopesOnDevice(slopes), out, batch, capacity: cap, posDev: posDev.ptr, nHeads: heads, dHead, eps, scale: 1 / Math.sqrt(dHead), splits,
+        partial, counters,
       });
+      assert.ok(down(be, counters).every((v) => v === 0), 'the split counters are left at zero');
       let q = cpu.columns(qkvSeen, 0, d), k = cpu.columns(qkvSeen, d, d);
       if (qkLn) { q = cpu.layerNorm(q, qwc, qbc, eps); k = cpu.layerNorm(k, kwc, kbc, eps); }
       cpu.writeRows(kRef, cpu.view(k, [batch, 1, d]), pos);

@@ -145,7 +145,7 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
     const s = time(true), cb = time(false);
     out[name] = { skinnyUs: s, cublasUs: cb, skinnyGBs: bytes / s / 1e3, cublasGBs: bytes / cb / 1e3 };
     // Other block shapes of skinny_gemm.cu, for tuning (µs per GEMM).
-    for (const warps of [4, 8]) for (const unroll of [2, 4]) {
+    for (const warps of rows <= 8 ? [4, 8, 16] : [4, 8]) for (const unroll of [2, 4]) {
       if (w.shape[1] % (32 * warps * unroll) !== 0) continue;
       be.skinnyShape = { warps, unroll };
       (out[name] as Record<string, number>)[`w${warps}u${unroll}`] = time(true);
@@ -168,10 +168,13 @@ function decodeVariants(be: CudaBackend): [string, () => () => void][] {
   return [
     toggle(`programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, () => be.ctx.pdl, (v) => { be.ctx.pdl = v; }),
     define('small kernels trigger the next launch after their wait', 'PDL_TRIGGER_LATE'),
-    define('GEMMs trigger the next launch before their wait', 'PDL_GEMM_EARLY'),
+    define('GEMMs trigger the next launch after their wait', 'PDL_GEMM_LATE'),
     toggle(`QKV split ${be.foldQkvSplit ? 'as a kernel of its own' : 'folded into decode attention'}`, () => be.foldQkvSplit, (v) => { be.foldQkvSplit = v; }),
+    toggle(`16 warps a block in the out / down GEMMs ${be.wideSkinny ? 'off' : 'on'}`, () => be.wideSkinny, (v) => { be.wideSkinny = v; }),
     toggle(`L2 weight prefetch ${be.prefetchWeights ? 'off' : 'on'}`, () => be.prefetchWeights, (v) => { be.prefetchWeights = v; }),
     toggle(`LayerNorm ${be.fuseLayerNorm ? 'as kernels of their own' : 'fused into the GEMM prologue'}`, () => be.fuseLayerNorm, (v) => { be.fuseLayerNorm = v; }),
+    toggle(`LayerNorm kernels ${be.layerNormFromStats ? 'computing their own statistics' : 'from the GEMMs\' row statistics'}`, () => be.layerNormFromStats,
+      (v) => { be.layerNormFromStats = v; }),
   ];
 }
 

@@ -49,11 +49,13 @@ const THREADS = 256;
  * Warps a block and k-steps per load group for skinny_gemm.cu: about 2048 warps over the chip, and
  * K divisible by 32·unroll·warps; null when K does not divide (then cuBLASLt runs it).
  */
-function skinnyPlan(inF: number, outF: number, rows: number): { warps: number; unroll: number } | null {
+function skinnyPlan(inF: number, outF: number, rows: number, wide: boolean): { warps: number; unroll: number } | null {
   const tiles = Math.ceil(outF / 16);
   // Measured on the H100 (bench gemm table, 2026-11-27): one row tile wants 8 warps below ~400 output
   // tiles and 4 above; two row tiles (9–16 rows) 4 warps from 384 tiles, and half the unroll at ~512.
-  const want = rows > 8 ? (tiles >= 384 ? 4 : 8) : Math.min(8, Math.max(4, 2 ** Math.ceil(Math.log2(Math.max(1, 2048 / tiles))))); // ≤ 256 threads
+  // `wide`: one row tile and no more blocks than SMs (the out-projection and MLP-down GEMMs): 16 warps,
+  // one block an SM with twice the loads in flight (the kernel fits 128 registers a thread).
+  const want = rows > 8 ? (tiles >= 384 ? 4 : 8) : wide ? 16 : Math.min(8, Math.max(4, 2 ** Math.ceil(Math.log2(Math.max(1, 2048 / tiles))))); // ≤ 256 threads
   const unrolls = rows > 8 && tiles >= 512 && tiles < 1024 ? [2, 1] : [4, 2, 1];
   for (const unroll of unrolls) {
     for (let warps = want; warps >= 1; warps /= 2) if (inF % (32 * unroll * warps) === 0) return { warps, unroll };
@@ -306,7 +308,8 @@ export class CudaBackend implements Backend {
    */
   private skinnyFor(rows: number, inF: number, outF: number): { warps: number; unroll: number } | null {
     if (!this.skinny || this.activationDType !== 'bfloat16' || rows > 16) return null;
-    const plan = this.skinnyShape ? { ...this.skinnyShape } : skinnyPlan(inF, outF, rows);
+    const plan = this.skinnyShape ? { ...this.skinnyShape }
+      : skinnyPlan(inF, outF, rows, this.wideSkinny && rows <= 8 && Math.ceil(outF / 16) <= this.ctx.device.multiprocessors);
     if (plan && inF % (32 * plan.unroll * plan.warps) !== 0) throw new Error(`skinny GEMM: K ${inF} does not split as ${plan.warps} warps × ${plan.unroll}`);
     return plan;
   }
@@ -362,7 +365,12 @@ export class CudaBackend implements Backend {
     const plan = statsIn && this.fuseLayerNorm && rows <= this.fuseLayerNormRows && x.dtype === 'float32' && inF % 16 === 0
       && [x, ln.w, ln.b].every((t) => !t || t.ptr % 16 === 0) ? this.skinnyFor(rows, inF, outF) : null;
     if (!plan) {
-      this.layerNormInto(x, null, ln.w, ln.b, h, rows, inF, ln.eps);
+      if (statsIn && this.layerNormFromStats && x.dtype === 'float32' && inF % 16 === 0 && this.vectorRows(inF, [x, ln.w, ln.b, h])) {
+        this.kernels.get('layernorm.cu', 'layernorm_stats8', this.defs())
+          .launch([rows], [this.rowThreads8(inF)], [x.ptr, statsIn.ptr, ln.w.ptr, ln.b?.ptr ?? 0, h.ptr, inF, ln.eps]);
+      } else {
+        this.layerNormInto(x, null, ln.w, ln.b, h, rows, inF, ln.eps);
+      }
       this.matmulInto(h, w, b, y, rows, accumulate, gelu, extra);
       return;
     }
@@ -370,18 +378,27 @@ export class CudaBackend implements Backend {
     if ((statsOut || clip > 0) && outF % 16 !== 0) throw new Error(`layerNormMatmulInto: row statistics of ${outF} outputs (not a multiple of 16)`);
     const shared = plan.warps * 16 * 8 * 4 + rows * (inF + 32) * 2;
     this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
-      SKINNY_PREFETCH: this.prefetchWeights })
+      SKINNY_PREFETCH: this.prefetchWeights, SKINNY_THREADS: plan.warps > 8 ? 512 : false })
       .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0,
         ln.w.ptr, ln.b?.ptr ?? 0, ln.eps, statsIn!.ptr, statsOut?.ptr ?? 0, clip], shared);
   }
 
   /**
-   * Whether layerNormMatmulInto fuses the LayerNorm into few-row GEMMs when row statistics are given
-   * (MPT_CUDA_FUSE_LN=0 turns it off), and up to how many rows: each block reads all its rows of the
-   * float32 stream from L2, which at 16 rows costs more than the separate kernel.
+   * Whether layerNormMatmulInto fuses the LayerNorm into few-row GEMMs when row statistics are given,
+   * and up to how many rows. Off by default (MPT_CUDA_FUSE_LN=1 turns it on): measured on the H100
+   * (2026-11-27, batch 1) 2% slower a decode step than a LayerNorm kernel of its own under programmatic
+   * dependent launch, even with the statistics precomputed — every block re-reads the same rows and
+   * statistics from L2 before its first mma, while a separate kernel does it once as the GEMM's first
+   * weights stream in.
    */
-  fuseLayerNorm = process.env.MPT_CUDA_FUSE_LN !== '0';
+  fuseLayerNorm = process.env.MPT_CUDA_FUSE_LN === '1';
   fuseLayerNormRows = 8;
+  /**
+   * Whether layerNormMatmulInto, when it does not fuse, normalizes from the given row statistics
+   * (layernorm_stats8: no reduction over the row, no barrier) instead of the plain LayerNorm kernel;
+   * MPT_CUDA_LN_STATS=0 turns it off (comparisons).
+   */
+  layerNormFromStats = process.env.MPT_CUDA_LN_STATS !== '0';
 
   private geluInPlace(y: CudaTensor, n: number): void {
     if (y.dtype === 'bfloat16' && n % 8 === 0 && y.ptr % 16 === 0) {
@@ -404,6 +421,12 @@ export class CudaBackend implements Backend {
    * PDL); MPT_CUDA_PREFETCH=1 turns it on (comparisons).
    */
   prefetchWeights = process.env.MPT_CUDA_PREFETCH === '1';
+
+  /**
+   * Whether few-row GEMMs (≤ 8 rows) with no more output tiles than SMs run 16 warps a block instead of
+   * 8 (skinnyPlan's `wide`); MPT_CUDA_WIDE_SKINNY=0 turns it off (comparisons).
+   */
+  wideSkinny = process.env.MPT_CUDA_WIDE_SKINNY !== '0';
 
   /** Whether few-row GEMMs use skinny_gemm.cu (true) or always cuBLASLt (for comparisons). */
   skinny = process.env.MPT_CUDA_SKINNY !== '0';
@@ -520,27 +543,28 @@ export class CudaBackend implements Backend {
    * A decode step's attention with the QKV split folded in (decode_attention.cu): `qkv` [batch, 3d] from
    * a skinny GEMM that clamped it and wrote its row statistics `stats` ([batch, 3d/16, 2]); q and k get
    * their QK LayerNorm (qLn/kLn, or none) from those, the new k and v go into the caches at position
-   * *posDev, and the heads attend over keys 0..*posDev into `out` [batch, d].
+   * *posDev, and the heads attend over keys 0..*posDev into `out` [batch, d]. With splits > 1 the keys
+   * are shared among that many blocks a head, which merge through `partial` (float32, ≥ batch·heads·
+   * splits·(2 + dHead)) and `counters` (int32 [batch·heads], zero, left zero) inside the same kernel.
    */
   decodeAttentionQkvInto(a: {
     qkv: CudaTensor; stats: CudaTensor; qLn: { w: CudaTensor; b: CudaTensor | null } | null; kLn: { w: CudaTensor; b: CudaTensor | null } | null;
     kCache: CudaTensor; vCache: CudaTensor; mask: CudaTensor | null; slopes: CudaTensor | null; out: CudaTensor;
-    batch: number; capacity: number; posDev: number; nHeads: number; dHead: number; eps: number; scale: number; splits: number;
+    batch: number; capacity: number; posDev: number; nHeads: number; dHead: number; eps: number; scale: number;
+    splits: number; partial: CudaTensor | null; counters: CudaTensor | null;
   }): void {
     const d = a.nHeads * a.dHead;
     if (d % 16 !== 0) throw new Error(`decodeAttentionQkvInto: width ${d} is not a multiple of 16`);
     if (!a.qLn !== !a.kLn) throw new Error('decodeAttentionQkvInto: QK LayerNorm needs both q and k weights');
     const splits = Math.max(1, a.splits);
-    const partialPtr = splits > 1 ? this.partialBuffer(a.batch * a.nHeads * splits * (2 + a.dHead)).ptr : 0;
-    const defs = this.defs({ HEAD_DIM: a.dHead });
-    this.kernels.get('decode_attention.cu', 'attention_decode_qkv', defs).launch([splits, a.nHeads, a.batch], [256], [
-      a.qkv.ptr, a.stats.ptr, a.qLn?.w.ptr ?? 0, a.qLn?.b?.ptr ?? 0, a.kLn?.w.ptr ?? 0, a.kLn?.b?.ptr ?? 0,
-      a.kCache.ptr, a.vCache.ptr, a.mask?.ptr ?? 0, a.slopes?.ptr ?? 0, a.out.ptr, partialPtr,
-      d, a.nHeads, a.capacity, a.posDev, a.qLn ? 1 : 0, a.eps, a.scale]);
-    if (splits > 1) {
-      this.kernels.get('attention.cu', 'attention_combine', defs).launch([a.nHeads, a.batch], [Math.ceil(a.dHead / 32) * 32],
-        [partialPtr, a.out.ptr, 1, a.nHeads, splits, d]);
+    if (splits > 1 && (!a.partial || !a.counters || elementCount(a.partial.shape) < a.batch * a.nHeads * splits * (2 + a.dHead)
+      || elementCount(a.counters.shape) < a.batch * a.nHeads)) {
+      throw new Error(`decodeAttentionQkvInto: ${splits} splits need partial and counters buffers of their size`);
     }
+    this.kernels.get('decode_attention.cu', 'attention_decode_qkv', this.defs({ HEAD_DIM: a.dHead })).launch([splits, a.nHeads, a.batch], [256], [
+      a.qkv.ptr, a.stats.ptr, a.qLn?.w.ptr ?? 0, a.qLn?.b?.ptr ?? 0, a.kLn?.w.ptr ?? 0, a.kLn?.b?.ptr ?? 0,
+      a.kCache.ptr, a.vCache.ptr, a.mask?.ptr ?? 0, a.slopes?.ptr ?? 0, a.out.ptr, splits > 1 ? a.partial!.ptr : 0, splits > 1 ? a.counters!.ptr : 0,
+      d, a.nHeads, a.capacity, a.posDev, a.qLn ? 1 : 0, a.eps, a.scale]);
   }
 
   /**

@@ -13,9 +13,9 @@ import { Kernel, loadModule, moduleFunction, type CudaContext } from './driver.j
 export const KERNEL_ARGS: Record<string, string> = {
   f32_to_t: 'ppq', t_to_f32: 'ppq', bf16_to_t: 'ppq', add: 'pppq', scale: 'ppfq', clamp: 'ppfq', gelu: 'ppq', gelu_bf16x8: 'ppq',
   columns: 'ppiiii', gather_rows: 'pppiiip', gather_rows_f32: 'pppiiip', write_rows: 'ppiiiipi', advance: 'pi',
-  layernorm: 'pppppif', layernorm8: 'pppppif',
+  layernorm: 'pppppif', layernorm8: 'pppppif', layernorm_stats8: 'pppppif',
   qkv_split: 'ppppppppiiipifif', qkv_split8: 'ppppppppiiipifif',
-  attention_decode: 'pppppppiiipiiiif', attention_combine: 'ppiiii', attention_decode_qkv: 'ppppppppppppiiipiff',
+  attention_decode: 'pppppppiiipiiiif', attention_combine: 'ppiiii', attention_decode_qkv: 'pppppppppppppiiipiff',
   flash_attention: 'ppppppiiiiiif',
   fill_normal: 'pqqff', skinny_gemm: 'ppppiiiiippfppf', argmax_rows: 'ppii', sample_rows: 'ppiififqpi',
 };
@@ -27,7 +27,7 @@ export const KERNEL_ARGS: Record<string, string> = {
  * call pdl_trigger, so the kernel after them can be scheduled early. The decode step uses only these.
  */
 export const DEPENDENT_LAUNCH = new Set([
-  'gather_rows', 'gather_rows_f32', 'scale', 'advance', 'layernorm', 'layernorm8', 'qkv_split', 'qkv_split8',
+  'gather_rows', 'gather_rows_f32', 'scale', 'advance', 'layernorm', 'layernorm8', 'layernorm_stats8', 'qkv_split', 'qkv_split8',
   'attention_decode', 'attention_combine', 'attention_decode_qkv', 'skinny_gemm', 'argmax_rows', 'sample_rows',
 ]);
 

@@ -27,8 +27,8 @@ __device__ __forceinline__ void pdl_trigger() {
 }
 // Both, at the start of a small kernel that has nothing to do before its inputs are ready. The trigger
 // comes first, so the kernel after it (a GEMM) is scheduled at once and issues its weight loads while
-// this one waits and runs; a GEMM triggers only after its own wait, which bounds how far launches run
-// ahead (PDL_TRIGGER_LATE: small kernels trigger after their wait too, for comparison).
+// this one waits and runs (PDL_TRIGGER_LATE: after the wait, for comparison). Launches can run ahead
+// only as far as the machine holds the blocks: a trigger fires once every block of its grid has run it.
 __device__ __forceinline__ void pdl_begin() {
 #ifdef PDL_TRIGGER_LATE
   pdl_wait(); pdl_trigger();

@@ -12,7 +12,9 @@
 // The loop: each warp takes every NW-th key of the block's share, U keys at a time (their loads all
 // issued before any is used), q·k by a warp reduction, an online softmax (max m, sum l, weighted sum of
 // v); the warps merge in shared memory. One split writes `out`; several write (m, l, acc) to `partial`
-// in attention_combine's layout (attention.cu), which merges them. HEAD_DIM is a compile-time option.
+// and count themselves in counters[b·heads + h] (zero between launches): the last split of a head to
+// arrive merges all of them in split order (so the result does not depend on arrival order), writes
+// `out` and resets the counter. HEAD_DIM is a compile-time option.
 #define NW 8
 #define U 4
 #define EPL ((HEAD_DIM + 31) / 32)
@@ -20,7 +22,7 @@
 extern "C" __global__ void __launch_bounds__(NW * 32) attention_decode_qkv(
     const T* __restrict__ qkv, const float2* __restrict__ stats, const T* qw, const T* qb, const T* kw, const T* kb,
     T* __restrict__ kCache, T* __restrict__ vCache, const int* __restrict__ mask, const float* __restrict__ slopes,
-    T* __restrict__ out, float* __restrict__ partial, int d, int nHeads, int capacity, const int* posDev, int qkLn,
+    T* __restrict__ out, float* __restrict__ partial, int* __restrict__ counters, int d, int nHeads, int capacity, const int* posDev, int qkLn,
     float eps, float scale) {
   pdl_begin();  // DEPENDENT_LAUNCH (kernels.ts)
   const int split = blockIdx.x, nSplits = gridDim.x, h = blockIdx.y, b = blockIdx.z;
@@ -129,10 +131,33 @@ extern "C" __global__ void __launch_bounds__(NW * 32) attention_decode_qkv(
     const float inv = lAll > 0.f ? 1.f / lAll : 0.f;
 #pragma unroll
     for (int e = 0; e < EPL; e++) { const int c = lane * EPL + e; if (c < HEAD_DIM) o[c] = st<T>(a[e] * inv); }
-  } else {
-    float* p = partial + (((long long)b * nHeads + h) * nSplits + split) * (2 + HEAD_DIM);
-    if (lane == 0) { p[0] = mAll; p[1] = lAll; }
-#pragma unroll
-    for (int e = 0; e < EPL; e++) { const int c = lane * EPL + e; if (c < HEAD_DIM) p[2 + c] = a[e]; }
+    return;
   }
+  float* mine = partial + (((long long)b * nHeads + h) * nSplits + split) * (2 + HEAD_DIM);
+  if (lane == 0) { mine[0] = mAll; mine[1] = lAll; }
+#pragma unroll
+  for (int e = 0; e < EPL; e++) { const int c = lane * EPL + e; if (c < HEAD_DIM) mine[2 + c] = a[e]; }
+  __threadfence();  // this split's partial is visible device-wide before it is counted
+  int arrived = 0;
+  if (lane == 0) arrived = atomicAdd(counters + b * nHeads + h, 1);
+  if (__shfl_sync(0xffffffffu, arrived, 0) != nSplits - 1) return;
+  __threadfence();
+  const float* all = partial + ((long long)b * nHeads + h) * nSplits * (2 + HEAD_DIM);
+  float mMax = -INFINITY;
+  for (int s = 0; s < nSplits; s++) mMax = fmaxf(mMax, __ldcg(all + s * (2 + HEAD_DIM)));
+  float lSum = 0.f, o[EPL];
+#pragma unroll
+  for (int e = 0; e < EPL; e++) o[e] = 0.f;
+  for (int s = 0; s < nSplits; s++) {
+    const float* ps = all + s * (2 + HEAD_DIM);
+    const float ms = __ldcg(ps);
+    const float f = ms == -INFINITY ? 0.f : __expf(ms - mMax);
+    lSum += __ldcg(ps + 1) * f;
+#pragma unroll
+    for (int e = 0; e < EPL; e++) { const int c = lane * EPL + e; if (c < HEAD_DIM) o[e] += __ldcg(ps + 2 + c) * f; }
+  }
+  T* dst = out + (long long)b * d + h * HEAD_DIM;
+#pragma unroll
+  for (int e = 0; e < EPL; e++) { const int c = lane * EPL + e; if (c < HEAD_DIM) dst[c] = st<T>(lSum > 0.f ? o[e] / lSum : 0.f); }
+  if (lane == 0) counters[b * nHeads + h] = 0;
 }
