@@ -58,8 +58,12 @@ export class KernelCache {
 
   constructor(private readonly ctx: CudaContext) {}
 
-  /** Defines added to every kernel compiled from now on (benchmark variants). */
-  globalDefines: Record<string, string | number | boolean> = {};
+  /**
+   * Defines added to every kernel compiled from now on (benchmark variants); starts from
+   * $MPT_CUDA_DEFINES, comma-separated names (e.g. PDL_GEMM_LATE,PDL_TRIGGER_LATE).
+   */
+  globalDefines: Record<string, string | number | boolean> = Object.fromEntries(
+    (process.env.MPT_CUDA_DEFINES ?? '').split(',').map((x) => x.trim()).filter((x) => /^[A-Z_][A-Z0-9_]*$/.test(x)).map((x) => [x, true]));
 
   get(file: string, name: string, defines: Record<string, string | number | boolean>): Kernel {
     const defs = Object.entries({ ...this.globalDefines, ...defines }).filter(([, v]) => v !== false)
