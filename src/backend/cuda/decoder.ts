@@ -4,9 +4,11 @@
  * - fused kernels: QKV split + clamp + QK LayerNorm + KV-cache write in one pass; the residual adds
  *   happen inside the out-projection and MLP-down GEMMs (their epilogue, or cuBLASLt with beta = 1);
  * - in a decode step (few rows, skinny_gemm.cu) those two GEMMs also write the row statistics of the
- *   residual stream, so ln_2, the next layer's ln_1 and ln_f run in the prologue of the GEMM after them
- *   (layerNormMatmulInto) instead of as kernels of their own; every kernel of the step is launched with
- *   programmatic dependent launch, so each GEMM's weight stream starts while the kernels before it run;
+ *   residual stream, so ln_2, the next layer's ln_1 and ln_f normalize without reductions over the row
+ *   (layerNormMatmulInto: a barrier-free kernel by default, or the next GEMM's prologue); the QKV GEMM
+ *   clamps and writes the statistics of q and k, and the QKV split runs inside the decode attention
+ *   kernel (decode_attention.cu); every kernel of the step is launched with programmatic dependent
+ *   launch, so each GEMM's weight stream starts while the kernels before it run;
  * - prefill attention on the tensor cores (flash_attention.cu), decode attention split along the keys;
  * - only the last position of each row gets logits, and the next token is chosen on the GPU;
  * - a decode step reads its position from device memory and writes its token where the next step reads
