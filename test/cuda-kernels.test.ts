@@ -104,28 +104,60 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     }
   });
 
-  test(`cuda ${dtype}: LayerNorm of the float32 stream fused into few-row GEMMs (layerNormMatmulInto)`, { skip }, () => {
+  test(`cuda ${dtype}: row statistics from a GEMM's epilogue, and the LayerNorm they feed fused into the next GEMM`, { skip }, () => {
+    // The decoder's pattern: a GEMM adds into the float32 stream x and writes its row statistics; the
+    // next GEMM normalizes x with them in its prologue (bf16, up to fuseLayerNormRows rows; beyond that,
+    // and in float32, the LayerNorm kernel and a plain GEMM).
     const be = cudaFor(dtype);
-    be.fuseLayerNorm = true; // the fused kernel up to 8 rows in bf16, the two-kernel path beyond (and in float32)
-    for (const [rows, inF, outF] of [[1, 2048, 517], [5, 320, 100], [16, 2048, 35], [9, 256, 2048]]) {
+    const statsHere = dtype === 'bfloat16';
+    for (const [rows, inF, outF, mid] of [[1, 2048, 517, 96], [5, 320, 100, 64], [16, 2048, 35, 160], [9, 256, 2048, 32], [3, 8192, 48, 128]]) {
+      const what = `${rows}x${inF}x${outF}`;
       const raw = Float32Array.from(randn(rows * inF), (v, i) => 3 * v + (i % 7) - 2); // rows off zero mean
       const x = be.upload(raw, [rows, inF], 'float32') as CudaTensor;
-      const xc = cpu.upload(raw, [rows, inF], 'float32');
+      const [ag, ac] = pair(be, randn(rows * mid), [rows, mid]);
+      const [pg, pc] = pair(be, randn(inF * mid, 0.3), [inF, mid]);
+      const stats = statsHere ? be.alloc([rows, inF / 8], 'float32') : null;
+      assert.equal(be.rowStatsFrom(rows, mid, inF), statsHere, 'row statistics where skinny_gemm.cu runs');
+      be.matmulInto(ag as CudaTensor, pg as CudaTensor, null, x, rows, true, false, { statsOut: stats });
+      const xSum = down(cpu, cpu.add(cpu.upload(raw, [rows, inF], 'float32'), cpu.linear(ac, pc, null)));
+      close(`x += a·Pᵀ ${what}`, down(be, x), xSum, 1e-5);
+      if (stats) {
+        // Each (row, 16 columns): mean and sum of squared deviations of the float32 values written.
+        const got = down(be, stats), xs = down(be, x), want = new Float32Array(got.length);
+        for (let r = 0; r < rows; r++) for (let tile = 0; tile < inF / 16; tile++) {
+          const v = xs.subarray(r * inF + tile * 16, r * inF + tile * 16 + 16);
+          const m = v.reduce((a, b) => a + b, 0) / 16;
+          want[(r * inF / 16 + tile) * 2] = m;
+          want[(r * inF / 16 + tile) * 2 + 1] = v.reduce((a, b) => a + (b - m) ** 2, 0);
+        }
+        close(`row statistics ${what}`, got, want, 1e-5);
+      }
+      const xc = cpu.upload(xSum, [rows, inF], 'float32');
       const [lwg, lwc] = pair(be, Float32Array.from(randn(inF), (v) => 1 + 0.3 * v), [inF]);
       const [lbg, lbc] = pair(be, randn(inF, 0.5), [inF]);
       const [wg, wc] = pair(be, randn(outF * inF, 0.05), [outF, inF]);
       const [bg, bc] = pair(be, randn(outF), [outF]);
-      const what = `${rows}x${inF}x${outF}`;
       const h = be.alloc([rows, inF]), y = be.alloc([rows, outF]);
       const ln = { w: lwg as CudaTensor, b: lbg as CudaTensor, eps: 1e-5 };
       const hRef = cpu.layerNorm(xc, lwc, lbc, 1e-5);
-      be.layerNormMatmulInto(x, ln, h, wg as CudaTensor, bg as CudaTensor, y, rows, false, true);
-      close(`gelu(LN(x)·Wᵀ + b) ${what}`, down(be, y), down(cpu, cpu.gelu(cpu.linear(hRef, wc, bc))), tol(dtype, 1e-5));
-      const yRaw = randn(rows * outF);
-      const yf = be.upload(yRaw, [rows, outF], 'float32') as CudaTensor;
-      be.layerNormMatmulInto(x, { ...ln, b: null }, h, wg as CudaTensor, null, yf, rows, true);
-      close(`float32 y += LN(x)·Wᵀ ${what}`, down(be, yf),
-        down(cpu, cpu.add(cpu.upload(yRaw, [rows, outF], 'float32'), cpu.linear(cpu.layerNorm(xc, lwc, null, 1e-5), wc, null))), tol(dtype, 1e-5));
+      // The three ways: in the GEMM's prologue (≤ fuseLayerNormRows rows), a kernel normalizing from the
+      // statistics, a kernel computing its own.
+      const saved = [be.fuseLayerNorm, be.layerNormFromStats] as const;
+      for (const [fuse, fromStats, how] of [[true, true, 'prologue'], [false, true, 'stats kernel'], [false, false, 'plain kernel']] as const) {
+        be.fuseLayerNorm = fuse;
+        be.layerNormFromStats = fromStats;
+        try {
+          be.layerNormMatmulInto(x, ln, h, wg as CudaTensor, bg as CudaTensor, y, rows, false, true, stats);
+          close(`gelu(LN(x)·Wᵀ + b) ${what}, ${how}`, down(be, y), down(cpu, cpu.gelu(cpu.linear(hRef, wc, bc))), tol(dtype, 1e-5));
+          const yRaw = randn(rows * outF);
+          const yf = be.upload(yRaw, [rows, outF], 'float32') as CudaTensor;
+          be.layerNormMatmulInto(x, { ...ln, b: null }, h, wg as CudaTensor, null, yf, rows, true, false, stats);
+          close(`float32 y += LN(x)·Wᵀ ${what}, ${how}`, down(be, yf),
+            down(cpu, cpu.add(cpu.upload(yRaw, [rows, outF], 'float32'), cpu.linear(cpu.layerNorm(xc, lwc, null, 1e-5), wc, null))), tol(dtype, 1e-5));
+        } finally {
+          [be.fuseLayerNorm, be.layerNormFromStats] = saved;
+        }
+      }
     }
   });
 
@@ -151,6 +183,49 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       close(`${kernel}: q`, down(be, q), down(cpu, qRef), tol(dtype, 1e-5));
       close(`${kernel}: k cache`, down(be, kc), down(cpu, kcRef), tol(dtype, 1e-5));
       close(`${kernel}: v cache`, down(be, vc), down(cpu, vcRef), tol(dtype, 1e-7));
+    }
+  });
+
+  if (dtype === 'bfloat16') test(`cuda ${dtype}: decode attention with the QKV split folded in (clamp and row statistics from the QKV GEMM)`, { skip }, () => {
+    const be = cudaFor(dtype);
+    const batch = 3, heads = 3, dHead = 64, d = heads * dHead, K = 96, cap = 50, pos = 37, clip = 0.8, eps = 1e-5;
+    const [xg, xc] = pair(be, randn(batch * K), [batch, K]);
+    const [wg, wc] = pair(be, randn(3 * d * K, 0.15), [3 * d, K]);
+    const qkv = be.alloc([batch, 3 * d]), stats = be.alloc([batch, (3 * d) / 8], 'float32');
+    be.matmulInto(xg as CudaTensor, wg as CudaTensor, null, qkv, batch, false, false, { statsOut: stats, clip });
+    close('clamp(x·Wᵀ) from the epilogue', down(be, qkv), down(cpu, cpu.clamp(cpu.linear(xc, wc, null), clip)), tol(dtype));
+    const qkvSeen = cpu.upload(down(be, qkv), [batch, 3 * d], 'float32');
+    const [qwg, qwc] = pair(be, Float32Array.from(randn(d), (v) => 1 + 0.3 * v), [d]);
+    const [kwg, kwc] = pair(be, Float32Array.from(randn(d), (v) => 1 + 0.3 * v), [d]);
+    const [qbg, qbc] = pair(be, randn(d, 0.2), [d]);
+    const [kbg, kbc] = pair(be, randn(d, 0.2), [d]);
+    const kOld = randn(batch * cap * d), vOld = randn(batch * cap * d);
+    const mask = new Int32Array(batch * cap).fill(1);
+    for (let j = 0; j < 6; j++) mask[cap + j] = 0; // row 1 is left-padded
+    const slopes = Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads));
+    const counters = be.zeros([batch * heads], 'int32') as CudaTensor, partial = be.alloc([batch * heads * 7 * (2 + dHead)], 'float32');
+    for (const [splits, qkLn] of [[1, true], [3, true], [2, false], [7, true]] as const) {
+      const [kg, kRef] = pair(be, kOld, [batch, cap, d]);
+      const [vg, vRef] = pair(be, vOld, [batch, cap, d]);
+      const posDev = be.upload(Int32Array.of(pos), [1], 'int32') as CudaTensor;
+      const out = be.alloc([batch, d]);
+      be.decodeAttentionQkvInto({
+        qkv, stats, qLn: qkLn ? { w: qwg as CudaTensor, b: qbg as CudaTensor } : null, kLn: qkLn ? { w: kwg as CudaTensor, b: kbg as CudaTensor } : null,
+        kCache: kg as CudaTensor, vCache: vg as CudaTensor, mask: be.upload(mask, [batch, cap], 'int32') as CudaTensor,
+        slopes: be.slopesOnDevice(slopes), out, batch, capacity: cap, posDev: posDev.ptr, nHeads: heads, dHead, eps, scale: 1 / Math.sqrt(dHead), splits,
+        partial, counters,
+      });
+      assert.ok(down(be, counters).every((v) => v === 0), 'the split counters are left at zero');
+      let q = cpu.columns(qkvSeen, 0, d), k = cpu.columns(qkvSeen, d, d);
+      if (qkLn) { q = cpu.layerNorm(q, qwc, qbc, eps); k = cpu.layerNorm(k, kwc, kbc, eps); }
+      cpu.writeRows(kRef, cpu.view(k, [batch, 1, d]), pos);
+      cpu.writeRows(vRef, cpu.view(cpu.columns(qkvSeen, 2 * d, d), [batch, 1, d]), pos);
+      const what = `${splits} split(s), QK LayerNorm ${qkLn ? 'on' : 'off'}`;
+      close(`k cache, ${what}`, down(be, kg), down(cpu, kRef), tol(dtype, 1e-5));
+      close(`v cache, ${what}`, down(be, vg), down(cpu, vRef), 1e-7);
+      const want = cpu.attention({ q: cpu.view(q, [batch, 1, d]), k: kRef, v: vRef, kvLen: pos + 1, nHeads: heads, scale: 1 / Math.sqrt(dHead),
+        alibiSlopes: slopes, keyMask: cpu.upload(mask, [batch, cap], 'int32') });
+      close(`attention, ${what}`, down(be, out), down(cpu, want), tol(dtype, 1e-5));
     }
   });
 

@@ -85,6 +85,29 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     if (dtype === 'float32') assert.deepEqual(tokens, reference.greedy_24_with_cache, 'greedy tokens, fused decoder with graphs');
   });
 
+  test(`cuda ${dtype}: the captured decode step gives the same logits bit for bit with and without programmatic dependent launch`, { skip }, async () => {
+    // The kernels are deterministic (fixed reduction orders, no atomics), so any difference is a kernel
+    // that read its input before the kernel writing it had finished (a missing griddepcontrol.wait).
+    const be = new CudaBackend({ dtype });
+    const model = await load(fixture('mosaic-gpt-tiny'), be);
+    const ids = reference.prompt_ids as number[];
+    const run = (pdl: boolean) => {
+      be.ctx.pdl = pdl;
+      const dec = decoderFor(be, model, 2, ids.length + 24);
+      const out: Float32Array[] = [];
+      dec.prefill(Int32Array.from([...ids, ...ids.slice().reverse()]), null, { temperature: 0 });
+      for (let s = 0; s < 20; s++) { dec.step(); out.push(dec.lastLogits()); }
+      assert.ok(dec.graphCaptured);
+      dec.release();
+      return out;
+    };
+    const pdlAllowed = be.ctx.pdl;
+    const plain = run(false), dependent = run(pdlAllowed);
+    be.ctx.pdl = pdlAllowed;
+    console.log(`cuda ${dtype}: programmatic dependent launch ${pdlAllowed ? 'on' : 'unavailable (compared with itself)'}`);
+    plain.forEach((l, s) => assert.ok(l.every((v, i) => Object.is(v, dependent[s][i])), `step ${s}: logits differ`));
+  });
+
   test(`cuda ${dtype}: the generic Backend path (src/model) on CUDA`, { skip }, async () => {
     const be = new CudaBackend({ dtype });
     const model = await load(fixture('mosaic-gpt-tiny'), be);

@@ -145,7 +145,7 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
     const s = time(true), cb = time(false);
     out[name] = { skinnyUs: s, cublasUs: cb, skinnyGBs: bytes / s / 1e3, cublasGBs: bytes / cb / 1e3 };
     // Other block shapes of skinny_gemm.cu, for tuning (µs per GEMM).
-    for (const warps of [4, 8]) for (const unroll of [2, 4]) {
+    for (const warps of rows <= 8 ? [4, 8, 16] : [4, 8]) for (const unroll of [2, 4]) {
       if (w.shape[1] % (32 * warps * unroll) !== 0) continue;
       be.skinnyShape = { warps, unroll };
       (out[name] as Record<string, number>)[`w${warps}u${unroll}`] = time(true);
@@ -155,6 +155,27 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
   be.skinny = saved;
   for (const t of [x, yb, yh, yf]) be.release(t);
   return out;
+}
+
+/** Other settings of the decode step, timed beside the default: [label, apply → undo]. */
+function decodeVariants(be: CudaBackend): [string, () => () => void][] {
+  const toggle = (label: string, get: () => boolean, put: (v: boolean) => void): [string, () => () => void] =>
+    [label, () => { const was = get(); put(!was); return () => put(was); }];
+  const define = (label: string, name: string): [string, () => () => void] => [label, () => {
+    be.kernels.globalDefines = { ...be.kernels.globalDefines, [name]: true };
+    return () => { const { [name]: _, ...rest } = be.kernels.globalDefines; be.kernels.globalDefines = rest; };
+  }];
+  return [
+    toggle(`programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, () => be.ctx.pdl, (v) => { be.ctx.pdl = v; }),
+    define('small kernels trigger the next launch after their wait', 'PDL_TRIGGER_LATE'),
+    define('GEMMs trigger the next launch after their wait', 'PDL_GEMM_LATE'),
+    toggle(`QKV split ${be.foldQkvSplit ? 'as a kernel of its own' : 'folded into decode attention'}`, () => be.foldQkvSplit, (v) => { be.foldQkvSplit = v; }),
+    toggle(`16 warps a block in the out / down GEMMs ${be.wideSkinny ? 'off' : 'on'}`, () => be.wideSkinny, (v) => { be.wideSkinny = v; }),
+    toggle(`L2 weight prefetch ${be.prefetchWeights ? 'off' : 'on'}`, () => be.prefetchWeights, (v) => { be.prefetchWeights = v; }),
+    toggle(`LayerNorm ${be.fuseLayerNorm ? 'as kernels of their own' : 'fused into the GEMM prologue'}`, () => be.fuseLayerNorm, (v) => { be.fuseLayerNorm = v; }),
+    toggle(`LayerNorm kernels ${be.layerNormFromStats ? 'computing their own statistics' : 'from the GEMMs\' row statistics'}`, () => be.layerNormFromStats,
+      (v) => { be.layerNormFromStats = v; }),
+  ];
 }
 
 export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
@@ -191,13 +212,14 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
     return { ms: median(times), times };
   };
   for (const batch of options.batches ?? [1, 16]) {
-    // The other LayerNorm placement in the same run (fused into the QKV / MLP-up GEMMs, or kernels of
-    // their own), then the default's figure, which is the one reported.
-    const byDefault = be.fuseLayerNorm;
-    be.fuseLayerNorm = !byDefault;
-    const other = timeDecode(batch);
-    be.fuseLayerNorm = byDefault;
-    log(`decode batch ${batch}, LayerNorm ${byDefault ? 'as kernels of their own' : 'fused into the GEMMs'}: ${(batch * newTokens / (other.ms / 1000)).toFixed(0)} tokens/s (${(other.ms / newTokens).toFixed(3)} ms/step; runs ${other.times.map((x) => x.toFixed(1)).join(', ')} ms)`);
+    // Variants of the decode step in the same run (each a fresh decoder and graph), then the default's
+    // figure, which is the one reported.
+    for (const [label, set] of decodeVariants(be)) {
+      const undo = set();
+      const other = timeDecode(batch);
+      undo();
+      log(`decode batch ${batch}, ${label}: ${(batch * newTokens / (other.ms / 1000)).toFixed(0)} tokens/s (${(other.ms / newTokens).toFixed(3)} ms/step; runs ${other.times.map((x) => x.toFixed(1)).join(', ')} ms)`);
+    }
     const { ms, times } = timeDecode(batch);
     result.decode.push({ batch, tokensPerSecond: (batch * newTokens) / (ms / 1000), msPerStep: ms / newTokens });
     log(`decode batch ${batch}: ${(batch * newTokens / (ms / 1000)).toFixed(0)} tokens/s (${(ms / newTokens).toFixed(3)} ms/step; runs ${times.map((x) => x.toFixed(1)).join(', ')} ms)`);

@@ -2,9 +2,13 @@
  * Fast MPT inference on CUDA: the same math as src/model/mpt.ts, laid out for the GPU.
  * - every activation buffer is planned once for (batch, capacity), so no step allocates;
  * - fused kernels: QKV split + clamp + QK LayerNorm + KV-cache write in one pass; the residual adds
- *   happen inside the out-projection and MLP-down GEMMs (cuBLASLt with beta = 1); ln_1 and ln_2 go
- *   through layerNormMatmulInto, which can run them in the QKV and MLP-up GEMMs' prologue (off by
- *   default: slower as measured, see CudaBackend.fuseLayerNorm);
+ *   happen inside the out-projection and MLP-down GEMMs (their epilogue, or cuBLASLt with beta = 1);
+ * - in a decode step (few rows, skinny_gemm.cu) those two GEMMs also write the row statistics of the
+ *   residual stream, so ln_2, the next layer's ln_1 and ln_f normalize without reductions over the row
+ *   (layerNormMatmulInto: a barrier-free kernel by default, or the next GEMM's prologue); the QKV GEMM
+ *   clamps and writes the statistics of q and k, and the QKV split runs inside the decode attention
+ *   kernel (decode_attention.cu); every kernel of the step is launched with programmatic dependent
+ *   launch, so each GEMM's weight stream starts while the kernels before it run;
  * - prefill attention on the tensor cores (flash_attention.cu), decode attention split along the keys;
  * - only the last position of each row gets logits, and the next token is chosen on the GPU;
  * - a decode step reads its position from device memory and writes its token where the next step reads
@@ -95,8 +99,17 @@ export class CudaDecoder {
     this.step1 = this.buffers(1);
     const blocks = batch * config.nHeads;
     this.decodeSplits = Math.max(1, Math.min(32, Math.ceil(2 * be.device.multiprocessors / blocks), Math.ceil(capacity / 256)));
+    // The folded decode attention merges its splits in-kernel, so it can afford more: about 32 keys a
+    // block (one pass of its 8 warps × 4 keys) up to 4 blocks an SM.
+    const heads = config.nHeads, dHead = this.d / heads;
+    this.foldSplits = Math.max(1, Math.min(32, Math.ceil(capacity / 32), Math.ceil(4 * be.device.multiprocessors / blocks)));
+    this.foldPartial = this.foldSplits > 1 ? own(be.alloc([batch * heads * this.foldSplits * (2 + dHead)], 'float32')) : null;
+    this.foldCounters = this.foldSplits > 1 ? own(be.zeros([batch * heads], 'int32') as CudaTensor) : null;
   }
   private readonly decodeSplits: number;
+  private readonly foldSplits: number;
+  private readonly foldPartial: CudaTensor | null;
+  private readonly foldCounters: CudaTensor | null;
 
   /** Activation buffers for t new positions of every row. */
   private buffers(t: number) {
@@ -108,6 +121,10 @@ export class CudaDecoder {
       x: own([rows, this.d], 'float32'), h: own([rows, this.d]), qkv: own([rows, 3 * this.d]), q: own([rows, this.d]),
       att: own([rows, this.d]), up: own([rows, this.hidden]),
       last: own([this.batch], 'int32'),
+      // float32 [rows, d/16, 2]: per-16-column mean and M2 of the residual stream (skinny GEMMs only)
+      stats: be.rowStatsFrom(rows, this.hidden, this.d) && be.rowStatsFrom(rows, this.d, this.d) ? own([rows, this.d / 8], 'float32') : null,
+      // float32 [rows, 3d/16, 2]: the same of the QKV GEMM's output, for attention with the split folded in
+      qkvStats: t === 1 && be.activationDType === 'bfloat16' && be.rowStatsFrom(rows, this.d, 3 * this.d) ? own([rows, 3 * this.d / 8], 'float32') : null,
     };
   }
 
@@ -130,28 +147,46 @@ export class CudaDecoder {
     const mask = this.padded ? this.mask : null;
     for (let layer = 0; layer < p.blocks.length; layer++) {
       const blk = p.blocks[layer];
-      be.layerNormMatmulInto(buf.x, { w: w(blk.ln1.weight), b: wb(blk.ln1), eps: c.layerNormEps }, buf.h, w(blk.wqkv.weight), wb(blk.wqkv), buf.qkv, rows, false);
-      this.stage('ln_gemm_qkv');
-      const v8 = be.vectorRows(d, [buf.qkv]);
-      be.kernels.get('qkv.cu', v8 ? 'qkv_split8' : 'qkv_split', be.defs()).launch([rows, 3], [v8 ? be.rowThreads8(d) : be.rowThreads(d)], [
-        buf.qkv.ptr, buf.q.ptr, this.kCache[layer].ptr, this.vCache[layer].ptr,
-        blk.qLn ? w(blk.qLn.weight).ptr : 0, blk.qLn?.bias ? w(blk.qLn.bias).ptr : 0,
-        blk.kLn ? w(blk.kLn.weight).ptr : 0, blk.kLn?.bias ? w(blk.kLn.bias).ptr : 0,
-        t, d, this.capacity, posDev ? this.position.ptr : 0, posDev ? 0 : this.length,
-        c.clipQkv ?? 0, blk.qLn && blk.kLn ? 1 : 0, c.layerNormEps]);
-      this.stage('qkv_split');
-      be.attentionInto({
-        q: buf.q, k: this.kCache[layer], v: this.vCache[layer], out: buf.att, mask, slopes: this.slopes,
-        batch: this.batch, tq: t, capacity: this.capacity, kvLen: posDev ? t : this.length + t, kvLenDev: posDev ? this.position.ptr : 0,
-        splits: posDev ? this.decodeSplits : undefined,
-        nHeads: c.nHeads, dHead: d / c.nHeads, qStride: d, kvStride: d, oStride: d, scale: c.softmaxScale ?? 1 / Math.sqrt(d / c.nHeads),
-      });
+      // buf.stats holds the stream's statistics once a GEMM has added into it (not after the embedding).
+      const ln1 = { w: w(blk.ln1.weight), b: wb(blk.ln1), eps: c.layerNormEps };
+      const fold = posDev && buf.qkvStats !== null && be.foldQkvSplit;
+      if (fold) {
+        // A decode step: the QKV GEMM clamps and writes row statistics; attention does the split.
+        be.layerNormMatmulInto(buf.x, ln1, buf.h, w(blk.wqkv.weight), wb(blk.wqkv), buf.qkv, rows, false, false, layer > 0 ? buf.stats : null,
+          { statsOut: buf.qkvStats, clip: c.clipQkv ?? 0 });
+        this.stage('ln_gemm_qkv');
+        const qkLn = blk.qLn && blk.kLn;
+        be.decodeAttentionQkvInto({
+          qkv: buf.qkv, stats: buf.qkvStats!, qLn: qkLn ? { w: w(blk.qLn!.weight), b: wb(blk.qLn!) } : null, kLn: qkLn ? { w: w(blk.kLn!.weight), b: wb(blk.kLn!) } : null,
+          kCache: this.kCache[layer], vCache: this.vCache[layer], mask, slopes: this.slopes, out: buf.att, batch: this.batch, capacity: this.capacity,
+          posDev: this.position.ptr, nHeads: c.nHeads, dHead: d / c.nHeads, eps: c.layerNormEps, scale: c.softmaxScale ?? 1 / Math.sqrt(d / c.nHeads),
+          splits: this.foldSplits, partial: this.foldPartial, counters: this.foldCounters,
+        });
+      } else {
+        be.layerNormMatmulInto(buf.x, ln1, buf.h, w(blk.wqkv.weight), wb(blk.wqkv), buf.qkv, rows, false, false, layer > 0 ? buf.stats : null);
+        this.stage('ln_gemm_qkv');
+        const v8 = be.vectorRows(d, [buf.qkv]);
+        be.kernels.get('qkv.cu', v8 ? 'qkv_split8' : 'qkv_split', be.defs()).launch([rows, 3], [v8 ? be.rowThreads8(d) : be.rowThreads(d)], [
+          buf.qkv.ptr, buf.q.ptr, this.kCache[layer].ptr, this.vCache[layer].ptr,
+          blk.qLn ? w(blk.qLn.weight).ptr : 0, blk.qLn?.bias ? w(blk.qLn.bias).ptr : 0,
+          blk.kLn ? w(blk.kLn.weight).ptr : 0, blk.kLn?.bias ? w(blk.kLn.bias).ptr : 0,
+          t, d, this.capacity, posDev ? this.position.ptr : 0, posDev ? 0 : this.length,
+          c.clipQkv ?? 0, blk.qLn && blk.kLn ? 1 : 0, c.layerNormEps]);
+        this.stage('qkv_split');
+        be.attentionInto({
+          q: buf.q, k: this.kCache[layer], v: this.vCache[layer], out: buf.att, mask, slopes: this.slopes,
+          batch: this.batch, tq: t, capacity: this.capacity, kvLen: posDev ? t : this.length + t, kvLenDev: posDev ? this.position.ptr : 0,
+          splits: posDev ? this.decodeSplits : undefined,
+          nHeads: c.nHeads, dHead: d / c.nHeads, qStride: d, kvStride: d, oStride: d, scale: c.softmaxScale ?? 1 / Math.sqrt(d / c.nHeads),
+        });
+      }
       this.stage(t > 1 ? 'attention_prefill' : 'attention_decode');
-      be.matmulInto(buf.att, w(blk.out.weight), wb(blk.out), buf.x, rows, true);
+      be.matmulInto(buf.att, w(blk.out.weight), wb(blk.out), buf.x, rows, true, false, { statsOut: buf.stats });
       this.stage('gemm_out');
-      be.layerNormMatmulInto(buf.x, { w: w(blk.ln2.weight), b: wb(blk.ln2), eps: c.layerNormEps }, buf.h, w(blk.up.weight), wb(blk.up), buf.up, rows, false, true);
+      be.layerNormMatmulInto(buf.x, { w: w(blk.ln2.weight), b: wb(blk.ln2), eps: c.layerNormEps }, buf.h, w(blk.up.weight), wb(blk.up), buf.up, rows, false, true,
+        buf.stats);
       this.stage('ln_gemm_up_gelu');
-      be.matmulInto(buf.up, w(blk.down.weight), wb(blk.down), buf.x, rows, true);
+      be.matmulInto(buf.up, w(blk.down.weight), wb(blk.down), buf.x, rows, true, false, { statsOut: buf.stats });
       this.stage('gemm_down');
     }
     if (this.allLogits) {
@@ -168,8 +203,8 @@ export class CudaDecoder {
       be.launch1d('elementwise.cu', 'gather_rows', this.batch * d, [buf.x.ptr, buf.last.ptr, this.lastRows.ptr, this.batch, d, rows, be.errorFlag], { MPT_BF16: false });
       src = this.lastRows;
     }
-    be.layerNormInto(src, null, w(p.lnF.weight), wb(p.lnF), this.finalH, this.batch, d, c.layerNormEps);
-    be.matmulInto(this.finalH, w(p.lmHead ?? p.wte), null, this.logits, this.batch, false);
+    be.layerNormMatmulInto(src, { w: w(p.lnF.weight), b: wb(p.lnF), eps: c.layerNormEps }, this.finalH, w(p.lmHead ?? p.wte), null, this.logits, this.batch, false,
+      false, t === 1 && p.blocks.length > 0 ? buf.stats : null);
     if (c.logitScale !== null) {
       be.launch1d('elementwise.cu', 'scale', this.batch * c.vocabSize, [this.logits.ptr, this.logits.ptr, c.logitScale, this.batch * c.vocabSize], { MPT_BF16: false });
     }
@@ -248,7 +283,8 @@ export class CudaDecoder {
   }
 
   private drop(buf: ReturnType<CudaDecoder['buffers']>): void {
-    for (const x of [buf.ids, buf.x, buf.h, buf.qkv, buf.q, buf.att, buf.up, buf.last]) {
+    for (const x of [buf.ids, buf.x, buf.h, buf.qkv, buf.q, buf.att, buf.up, buf.last, buf.stats, buf.qkvStats]) {
+      if (!x) continue;
       this.be.release(x);
       this.owned.splice(this.owned.indexOf(x), 1);
     }

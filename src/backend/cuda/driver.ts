@@ -58,6 +58,7 @@ const PROTOTYPES = [
   'int cuModuleGetFunction(void *fn, uint64_t module, const char *name)',
   'int cuFuncSetAttribute(uint64_t fn, int attrib, int value)',
   'int cuLaunchKernel(uint64_t f, uint gx, uint gy, uint gz, uint bx, uint by, uint bz, uint shmem, uint64_t stream, void *params, void *extra)',
+  'int cuLaunchKernelEx(void *config, uint64_t f, void *params, void *extra)',
   'int cuStreamBeginCapture_v2(uint64_t stream, int mode)',
   'int cuStreamEndCapture(uint64_t stream, void *graph)',
   'int cuGraphInstantiateWithFlags(void *exec, uint64_t graph, uint64_t flags)',
@@ -117,6 +118,7 @@ export const CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN = 97;
 export const CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
 export const CU_STREAM_NON_BLOCKING = 1;
 export const CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1;
+export const CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6;
 
 export interface DeviceInfo {
   ordinal: number;
@@ -135,6 +137,12 @@ export class CudaContext {
   readonly stream: number;
   /** True while a graph capture is under way on the stream. */
   capturing = false;
+  /**
+   * Launch the kernels that support it with programmatic dependent launch (Hopper and later): such a
+   * kernel may start while the one before it drains, and waits for it inside (griddepcontrol.wait).
+   * MPT_CUDA_PDL=0 turns it off (comparisons).
+   */
+  pdl: boolean;
 
   constructor(ordinal = 0) {
     cu('cuInit', 0);
@@ -158,6 +166,7 @@ export class CudaContext {
     this.context = cuHandle('cuDevicePrimaryCtxRetain', dev);
     cu('cuCtxSetCurrent', this.context);
     this.stream = cuHandle('cuStreamCreate', CU_STREAM_NON_BLOCKING);
+    this.pdl = this.device.major >= 9 && process.env.MPT_CUDA_PDL !== '0';
   }
 
   synchronize(): void {
@@ -258,12 +267,51 @@ export class LaunchArgs {
   }
 }
 
-/** A loaded module's kernel, launched on the context's stream. */
+/**
+ * The CUlaunchConfig of cuLaunchKernelEx with one CUlaunchAttribute (programmatic stream
+ * serialization), in native memory written once per launch. Layout (cuda.h, 64-bit):
+ * CUlaunchConfig { uint gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes
+ * (0..27); CUstream hStream @32; CUlaunchAttribute *attrs @40; uint numAttrs @48 } = 56 bytes, then at
+ * 56 the CUlaunchAttribute { CUlaunchAttributeID id @0; 4 bytes padding; union value[64] @8 } = 72 bytes,
+ * whose value for this attribute is `int programmaticStreamSerializationAllowed` at its start.
+ */
+class LaunchConfig {
+  private static readonly BYTES = 56 + 72;
+  private readonly block = koffi.alloc('uint64', LaunchConfig.BYTES / 8);
+  private readonly view: DataView;
+
+  constructor() {
+    this.view = new DataView(koffi.view(this.block, LaunchConfig.BYTES));
+    for (let o = 0; o < LaunchConfig.BYTES; o += 4) this.view.setUint32(o, 0, true);
+    const base = koffi.address(this.block);
+    this.view.setBigUint64(40, base + 56n, true);          // attrs
+    this.view.setUint32(48, 1, true);                      // numAttrs
+    this.view.setUint32(56, CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, true);
+    this.view.setInt32(56 + 8, 1, true);                   // programmaticStreamSerializationAllowed
+  }
+
+  fill(grid: readonly number[], block: readonly number[], sharedBytes: number, stream: number): unknown {
+    const v = this.view;
+    v.setUint32(0, grid[0], true); v.setUint32(4, grid[1] ?? 1, true); v.setUint32(8, grid[2] ?? 1, true);
+    v.setUint32(12, block[0], true); v.setUint32(16, block[1] ?? 1, true); v.setUint32(20, block[2] ?? 1, true);
+    v.setUint32(24, sharedBytes, true);
+    v.setBigUint64(32, BigInt(stream), true);
+    return this.block;
+  }
+}
+
+/**
+ * A loaded module's kernel, launched on the context's stream. `dependentLaunch`: the kernel starts
+ * with griddepcontrol.wait (before touching anything an earlier kernel writes), so it may be launched
+ * with programmatic dependent launch when the context allows it.
+ */
 export class Kernel {
   private static readonly args = new LaunchArgs();
+  private static config: LaunchConfig | null = null;
   private dynamicShared = 0;
 
-  constructor(private readonly ctx: CudaContext, readonly name: string, readonly handle: number, readonly argKinds: string) {}
+  constructor(private readonly ctx: CudaContext, readonly name: string, readonly handle: number, readonly argKinds: string,
+    readonly dependentLaunch = false) {}
 
   /** Allow more than 48 KB of dynamic shared memory (asked once per size). */
   reserveShared(bytes: number): void {
@@ -276,8 +324,14 @@ export class Kernel {
   launch(grid: readonly number[], block: readonly number[], values: readonly number[], sharedBytes = 0): void {
     const params = Kernel.args.pack(this.argKinds, values);
     this.reserveShared(sharedBytes);
-    const code = driver().fns.cuLaunchKernel(this.handle, grid[0], grid[1] ?? 1, grid[2] ?? 1,
-      block[0], block[1] ?? 1, block[2] ?? 1, sharedBytes, this.ctx.stream, params, null) as number;
+    let code: number;
+    if (this.dependentLaunch && this.ctx.pdl) {
+      const config = (Kernel.config ??= new LaunchConfig()).fill(grid, block, sharedBytes, this.ctx.stream);
+      code = driver().fns.cuLaunchKernelEx(config, this.handle, params, null) as number;
+    } else {
+      code = driver().fns.cuLaunchKernel(this.handle, grid[0], grid[1] ?? 1, grid[2] ?? 1,
+        block[0], block[1] ?? 1, block[2] ?? 1, sharedBytes, this.ctx.stream, params, null) as number;
+    }
     if (code !== 0) throw new CudaError(`cuLaunchKernel(${this.name})`, code, errorMeaning(code));
   }
 }

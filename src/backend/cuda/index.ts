@@ -49,11 +49,13 @@ const THREADS = 256;
  * Warps a block and k-steps per load group for skinny_gemm.cu: about 2048 warps over the chip, and
  * K divisible by 32·unroll·warps; null when K does not divide (then cuBLASLt runs it).
  */
-function skinnyPlan(inF: number, outF: number, rows: number): { warps: number; unroll: number } | null {
+function skinnyPlan(inF: number, outF: number, rows: number, wide: boolean): { warps: number; unroll: number } | null {
   const tiles = Math.ceil(outF / 16);
   // Measured on the H100 (bench gemm table, 2026-11-27): one row tile wants 8 warps below ~400 output
   // tiles and 4 above; two row tiles (9–16 rows) 4 warps from 384 tiles, and half the unroll at ~512.
-  const want = rows > 8 ? (tiles >= 384 ? 4 : 8) : Math.min(8, Math.max(4, 2 ** Math.ceil(Math.log2(Math.max(1, 2048 / tiles))))); // ≤ 256 threads
+  // `wide`: one row tile and no more blocks than SMs (the out-projection and MLP-down GEMMs): 16 warps,
+  // one block an SM with twice the loads in flight (the kernel fits 128 registers a thread).
+  const want = rows > 8 ? (tiles >= 384 ? 4 : 8) : wide ? 16 : Math.min(8, Math.max(4, 2 ** Math.ceil(Math.log2(Math.max(1, 2048 / tiles))))); // ≤ 256 threads
   const unrolls = rows > 8 && tiles >= 512 && tiles < 1024 ? [2, 1] : [4, 2, 1];
   for (const unroll of unrolls) {
     for (let warps = want; warps >= 1; warps /= 2) if (inF % (32 * unroll * warps) === 0) return { warps, unroll };
@@ -301,24 +303,49 @@ export class CudaBackend implements Backend {
   }
 
   /**
+   * The skinny_gemm.cu block shape for a rows × inF → outF GEMM, or null where cuBLASLt runs it (not
+   * bf16, more than 16 rows, skinny GEMMs off, or K that no shape divides).
+   */
+  private skinnyFor(rows: number, inF: number, outF: number): { warps: number; unroll: number } | null {
+    if (!this.skinny || this.activationDType !== 'bfloat16' || rows > 16) return null;
+    const plan = this.skinnyShape ? { ...this.skinnyShape }
+      : skinnyPlan(inF, outF, rows, this.wideSkinny && rows <= 8 && Math.ceil(outF / 16) <= this.ctx.device.multiprocessors);
+    if (plan && inF % (32 * plan.unroll * plan.warps) !== 0) throw new Error(`skinny GEMM: K ${inF} does not split as ${plan.warps} warps × ${plan.unroll}`);
+    return plan;
+  }
+
+  /**
+   * Whether matmulInto can write row statistics (`statsOut`) for these shapes: the few-row bf16 GEMMs
+   * of skinny_gemm.cu with outF % 16 == 0.
+   */
+  rowStatsFrom(rows: number, inF: number, outF: number): boolean {
+    return outF % 16 === 0 && this.skinnyFor(rows, inF, outF) !== null;
+  }
+
+  /**
    * y (+)= x · Wᵀ (+ b) (→ exact GELU with `gelu`); y may be float32 on a bf16 backend (residual
    * stream, logits). Up to 16 rows in bf16 go to skinny_gemm.cu (decode: the weights are streamed once,
-   * GELU fused); the rest to cuBLASLt.
+   * GELU fused); the rest to cuBLASLt. `statsOut` (float32 [rows, outF/16, 2], only where rowStatsFrom
+   * says so): each row's per-16-column mean and M2 of the values written, for layerNormMatmulInto.
+   * `clip` > 0: the stored values clamped to ±clip (skinny path only, as statsOut).
    */
-  matmulInto(x: CudaTensor, w: CudaTensor, b: CudaTensor | null, y: CudaTensor, rows: number, accumulate: boolean, gelu = false): void {
+  matmulInto(x: CudaTensor, w: CudaTensor, b: CudaTensor | null, y: CudaTensor, rows: number, accumulate: boolean, gelu = false,
+    extra: { statsOut?: CudaTensor | null; clip?: number } = {}): void {
     if (rows === 0) return;
     const [outF, inF] = w.shape;
-    if (this.skinny && this.activationDType === 'bfloat16' && rows <= 16) {
-      const plan = this.skinnyShape ? { ...this.skinnyShape } : skinnyPlan(inF, outF, rows);
-      if (plan && inF % (32 * plan.unroll * plan.warps) !== 0) throw new Error(`skinny GEMM: K ${inF} does not split as ${plan.warps} warps × ${plan.unroll}`);
-      if (plan) {
-        const yF32 = y.dtype === 'float32';
-        const tiles = rows > 8 ? 2 : 1;
-        this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32 })
-          .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0],
-            plan.warps * 16 * 8 * tiles * 4);
-        return;
-      }
+    const plan = this.skinnyFor(rows, inF, outF);
+    const statsOut = extra.statsOut ?? null, clip = extra.clip ?? 0;
+    if ((statsOut || clip > 0) && (!plan || outF % 16 !== 0)) {
+      throw new Error(`matmulInto: row statistics or clamping asked of a ${rows}×${inF}→${outF} GEMM that skinny_gemm.cu does not run`);
+    }
+    if (plan) {
+      const yF32 = y.dtype === 'float32';
+      const tiles = rows > 8 ? 2 : 1;
+      this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32, SKINNY_PREFETCH: this.prefetchWeights,
+        SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
+        .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
+          0, statsOut?.ptr ?? 0, clip], plan.warps * 16 * 8 * tiles * 4);
+      return;
     }
     this.blas.matmul({ rows, inFeatures: inF, outFeatures: outF, x: x.ptr, w: w.ptr, y: y.ptr,
       bias: b ? b.ptr : null, accumulate, dtype: this.activationDType, outDType: y.dtype === 'float32' ? 'float32' : this.activationDType });
@@ -326,36 +353,53 @@ export class CudaBackend implements Backend {
   }
 
   /**
-   * y (+)= LayerNorm(x)·Wᵀ (+ b) (→ exact GELU) for the decoder, x its float32 residual stream. Up to 8
-   * bf16 rows can take skinny_gemm.cu with the LayerNorm in its prologue (one kernel instead of two; see
-   * fuseLayerNorm for why it is off by default); otherwise LayerNorm into `h`, then matmulInto.
+   * y (+)= LayerNorm(x)·Wᵀ (+ b) (→ exact GELU) for the decoder, x its float32 residual stream. With
+   * `statsIn` (x's row statistics from the matmulInto that last added into it) and up to
+   * fuseLayerNormRows bf16 rows, skinny_gemm.cu normalizes x in its prologue: one kernel instead of two.
+   * Otherwise LayerNorm into `h`, then matmulInto. `extra` as matmulInto's.
    */
   layerNormMatmulInto(x: CudaTensor, ln: { w: CudaTensor; b: CudaTensor | null; eps: number }, h: CudaTensor,
-    w: CudaTensor, b: CudaTensor | null, y: CudaTensor, rows: number, accumulate: boolean, gelu = false): void {
+    w: CudaTensor, b: CudaTensor | null, y: CudaTensor, rows: number, accumulate: boolean, gelu = false,
+    statsIn: CudaTensor | null = null, extra: { statsOut?: CudaTensor | null; clip?: number } = {}): void {
     if (rows === 0) return;
     const [outF, inF] = w.shape;
-    const plan = this.skinny && this.fuseLayerNorm && this.activationDType === 'bfloat16' && rows <= 8 && x.dtype === 'float32'
-      && inF % 8 === 0 && [x, ln.w, ln.b].every((t) => !t || t.ptr % 16 === 0)
-      ? (this.skinnyShape ? { ...this.skinnyShape } : skinnyPlan(inF, outF, rows)) : null;
-    if (!plan || inF % (32 * plan.unroll * plan.warps) !== 0) {
-      this.layerNormInto(x, null, ln.w, ln.b, h, rows, inF, ln.eps);
-      this.matmulInto(h, w, b, y, rows, accumulate, gelu);
+    const plan = statsIn && this.fuseLayerNorm && rows <= this.fuseLayerNormRows && x.dtype === 'float32' && inF % 16 === 0
+      && [x, ln.w, ln.b].every((t) => !t || t.ptr % 16 === 0) ? this.skinnyFor(rows, inF, outF) : null;
+    if (!plan) {
+      if (statsIn && this.layerNormFromStats && x.dtype === 'float32' && inF % 16 === 0 && this.vectorRows(inF, [x, ln.w, ln.b, h])) {
+        this.kernels.get('layernorm.cu', 'layernorm_stats8', this.defs())
+          .launch([rows], [this.rowThreads8(inF)], [x.ptr, statsIn.ptr, ln.w.ptr, ln.b?.ptr ?? 0, h.ptr, inF, ln.eps]);
+      } else {
+        this.layerNormInto(x, null, ln.w, ln.b, h, rows, inF, ln.eps);
+      }
+      this.matmulInto(h, w, b, y, rows, accumulate, gelu, extra);
       return;
     }
-    // One row tile only: with 9–16 rows every block's statistics and its 66 KB of shared x cost more
-    // than the separate LayerNorm kernel (H100, 2026-11-27: batch 16 fell from 8,970 to 5,790 tokens/s).
+    const statsOut = extra.statsOut ?? null, clip = extra.clip ?? 0;
+    if ((statsOut || clip > 0) && outF % 16 !== 0) throw new Error(`layerNormMatmulInto: row statistics of ${outF} outputs (not a multiple of 16)`);
     const shared = plan.warps * 16 * 8 * 4 + rows * (inF + 32) * 2;
-    this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true })
+    this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
+      SKINNY_PREFETCH: this.prefetchWeights, SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
       .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0,
-        ln.w.ptr, ln.b?.ptr ?? 0, ln.eps], shared);
+        ln.w.ptr, ln.b?.ptr ?? 0, ln.eps, statsIn!.ptr, statsOut?.ptr ?? 0, clip], shared);
   }
 
   /**
-   * Whether layerNormMatmulInto fuses the LayerNorm into few-row GEMMs. Off by default: measured on the
-   * H100 (2026-11-27, bench/RESULTS-cuda.md) the fused decode step is slower (576 vs 612 tokens/s at
-   * batch 1), because every block's row statistics sit on its critical path; MPT_CUDA_FUSE_LN=1 turns it on.
+   * Whether layerNormMatmulInto fuses the LayerNorm into few-row GEMMs when row statistics are given,
+   * and up to how many rows. Off by default (MPT_CUDA_FUSE_LN=1 turns it on): measured on the H100
+   * (2026-11-27, batch 1) 2% slower a decode step than a LayerNorm kernel of its own under programmatic
+   * dependent launch, even with the statistics precomputed — every block re-reads the same rows and
+   * statistics from L2 before its first mma, while a separate kernel does it once as the GEMM's first
+   * weights stream in.
    */
   fuseLayerNorm = process.env.MPT_CUDA_FUSE_LN === '1';
+  fuseLayerNormRows = 8;
+  /**
+   * Whether layerNormMatmulInto, when it does not fuse, normalizes from the given row statistics
+   * (layernorm_stats8: no reduction over the row, no barrier) instead of the plain LayerNorm kernel;
+   * MPT_CUDA_LN_STATS=0 turns it off (comparisons).
+   */
+  layerNormFromStats = process.env.MPT_CUDA_LN_STATS !== '0';
 
   private geluInPlace(y: CudaTensor, n: number): void {
     if (y.dtype === 'bfloat16' && n % 8 === 0 && y.ptr % 16 === 0) {
@@ -370,6 +414,20 @@ export class CudaBackend implements Backend {
 
   /** A fixed skinny GEMM shape instead of skinnyPlan's choice (benchmarks compare variants). */
   skinnyShape: { warps: number; unroll: number } | null = null;
+
+  /**
+   * Whether skinny_gemm.cu prefetches each warp's whole weight slice into L2 before it waits for the
+   * kernel before it (so the weight stream overlaps that kernel under programmatic dependent launch).
+   * Off by default: measured slower on the H100 (2026-11-27, batch 1: 619 against 644 tokens/s with
+   * PDL); MPT_CUDA_PREFETCH=1 turns it on (comparisons).
+   */
+  prefetchWeights = process.env.MPT_CUDA_PREFETCH === '1';
+
+  /**
+   * Whether few-row GEMMs (≤ 8 rows) with no more output tiles than SMs run 16 warps a block instead of
+   * 8 (skinnyPlan's `wide`); MPT_CUDA_WIDE_SKINNY=0 turns it off (comparisons).
+   */
+  wideSkinny = process.env.MPT_CUDA_WIDE_SKINNY !== '0';
 
   /** Whether few-row GEMMs use skinny_gemm.cu (true) or always cuBLASLt (for comparisons). */
   skinny = process.env.MPT_CUDA_SKINNY !== '0';
@@ -471,17 +529,7 @@ export class CudaBackend implements Backend {
     }
     const blocks = a.batch * a.tq * a.nHeads;
     const splits = a.splits ?? Math.max(1, Math.min(32, Math.ceil(2 * this.ctx.device.multiprocessors / blocks), Math.ceil(a.kvLen / 128)));
-    let partialPtr = 0;
-    if (splits > 1) {
-      const need = blocks * splits * (2 + a.dHead);
-      if (!this.partial || elementCount(this.partial.shape) < need) {
-        if (this.partial) this.release(this.partial);
-        const scopes = this.scopes.splice(0);
-        this.partial = this.alloc([need], 'float32');
-        this.scopes.push(...scopes);
-      }
-      partialPtr = this.partial.ptr;
-    }
+    const partialPtr = splits > 1 ? this.partialBuffer(blocks * splits * (2 + a.dHead)).ptr : 0;
     const defs = this.defs({ HEAD_DIM: a.dHead });
     this.kernels.get('attention.cu', 'attention_decode', defs).launch([splits, a.nHeads, a.batch * a.tq], [128],
       [a.q.ptr, a.k.ptr, a.v.ptr, a.mask?.ptr ?? 0, a.slopes?.ptr ?? 0, a.out.ptr, partialPtr, a.tq, a.nHeads, a.capacity,
@@ -490,6 +538,51 @@ export class CudaBackend implements Backend {
       this.kernels.get('attention.cu', 'attention_combine', defs).launch([a.nHeads, a.batch * a.tq], [Math.ceil(a.dHead / 32) * 32],
         [partialPtr, a.out.ptr, a.tq, a.nHeads, splits, a.oStride]);
     }
+  }
+
+  /**
+   * A decode step's attention with the QKV split folded in (decode_attention.cu): `qkv` [batch, 3d] from
+   * a skinny GEMM that clamped it and wrote its row statistics `stats` ([batch, 3d/16, 2]); q and k get
+   * their QK LayerNorm (qLn/kLn, or none) from those, the new k and v go into the caches at position
+   * *posDev, and the heads attend over keys 0..*posDev into `out` [batch, d]. With splits > 1 the keys
+   * are shared among that many blocks a head, which merge through `partial` (float32, ≥ batch·heads·
+   * splits·(2 + dHead)) and `counters` (int32 [batch·heads], zero, left zero) inside the same kernel.
+   */
+  decodeAttentionQkvInto(a: {
+    qkv: CudaTensor; stats: CudaTensor; qLn: { w: CudaTensor; b: CudaTensor | null } | null; kLn: { w: CudaTensor; b: CudaTensor | null } | null;
+    kCache: CudaTensor; vCache: CudaTensor; mask: CudaTensor | null; slopes: CudaTensor | null; out: CudaTensor;
+    batch: number; capacity: number; posDev: number; nHeads: number; dHead: number; eps: number; scale: number;
+    splits: number; partial: CudaTensor | null; counters: CudaTensor | null;
+  }): void {
+    const d = a.nHeads * a.dHead;
+    if (d % 16 !== 0) throw new Error(`decodeAttentionQkvInto: width ${d} is not a multiple of 16`);
+    if (!a.qLn !== !a.kLn) throw new Error('decodeAttentionQkvInto: QK LayerNorm needs both q and k weights');
+    const splits = Math.max(1, a.splits);
+    if (splits > 1 && (!a.partial || !a.counters || elementCount(a.partial.shape) < a.batch * a.nHeads * splits * (2 + a.dHead)
+      || elementCount(a.counters.shape) < a.batch * a.nHeads)) {
+      throw new Error(`decodeAttentionQkvInto: ${splits} splits need partial and counters buffers of their size`);
+    }
+    this.kernels.get('decode_attention.cu', 'attention_decode_qkv', this.defs({ HEAD_DIM: a.dHead })).launch([splits, a.nHeads, a.batch], [256], [
+      a.qkv.ptr, a.stats.ptr, a.qLn?.w.ptr ?? 0, a.qLn?.b?.ptr ?? 0, a.kLn?.w.ptr ?? 0, a.kLn?.b?.ptr ?? 0,
+      a.kCache.ptr, a.vCache.ptr, a.mask?.ptr ?? 0, a.slopes?.ptr ?? 0, a.out.ptr, splits > 1 ? a.partial!.ptr : 0, splits > 1 ? a.counters!.ptr : 0,
+      d, a.nHeads, a.capacity, a.posDev, a.qLn ? 1 : 0, a.eps, a.scale]);
+  }
+
+  /**
+   * Whether the decoder's bf16 decode step folds the QKV split into its attention kernel
+   * (decodeAttentionQkvInto); MPT_CUDA_FOLD_SPLIT=0 keeps qkv.cu's kernel (comparisons).
+   */
+  foldQkvSplit = process.env.MPT_CUDA_FOLD_SPLIT !== '0';
+
+  /** The float32 scratch of split attention, grown to `n` values when needed (outside every scope). */
+  private partialBuffer(n: number): CudaTensor {
+    if (!this.partial || elementCount(this.partial.shape) < n) {
+      if (this.partial) this.release(this.partial);
+      const scopes = this.scopes.splice(0);
+      this.partial = this.alloc([n], 'float32');
+      this.scopes.push(...scopes);
+    }
+    return this.partial;
   }
 
   // ---- training ops (training.ts) -------------------------------------------------------------

@@ -13,12 +13,23 @@ import { Kernel, loadModule, moduleFunction, type CudaContext } from './driver.j
 export const KERNEL_ARGS: Record<string, string> = {
   f32_to_t: 'ppq', t_to_f32: 'ppq', bf16_to_t: 'ppq', add: 'pppq', scale: 'ppfq', clamp: 'ppfq', gelu: 'ppq', gelu_bf16x8: 'ppq',
   columns: 'ppiiii', gather_rows: 'pppiiip', gather_rows_f32: 'pppiiip', write_rows: 'ppiiiipi', advance: 'pi',
-  layernorm: 'pppppif', layernorm8: 'pppppif',
+  layernorm: 'pppppif', layernorm8: 'pppppif', layernorm_stats8: 'pppppif',
   qkv_split: 'ppppppppiiipifif', qkv_split8: 'ppppppppiiipifif',
-  attention_decode: 'pppppppiiipiiiif', attention_combine: 'ppiiii',
+  attention_decode: 'pppppppiiipiiiif', attention_combine: 'ppiiii', attention_decode_qkv: 'pppppppppppppiiipiff',
   flash_attention: 'ppppppiiiiiif',
-  fill_normal: 'pqqff', skinny_gemm: 'ppppiiiiippf', argmax_rows: 'ppii', sample_rows: 'ppiififqpi',
+  fill_normal: 'pqqff', skinny_gemm: 'ppppiiiiippfppf', argmax_rows: 'ppii', sample_rows: 'ppiififqpi',
 };
+
+/**
+ * Kernels that begin with griddepcontrol.wait (pdl_wait in common.cuh) before they read or write
+ * anything an earlier kernel touches, in every thread: only these may be launched with programmatic
+ * dependent launch (a kernel without the wait could run ahead of the one it depends on). They also
+ * call pdl_trigger, so the kernel after them can be scheduled early. The decode step uses only these.
+ */
+export const DEPENDENT_LAUNCH = new Set([
+  'gather_rows', 'gather_rows_f32', 'scale', 'advance', 'layernorm', 'layernorm8', 'layernorm_stats8', 'qkv_split', 'qkv_split8',
+  'attention_decode', 'attention_combine', 'attention_decode_qkv', 'skinny_gemm', 'argmax_rows', 'sample_rows',
+]);
 
 /** The folder of the .cu sources: $MPT_KERNELS, else src/backend/cuda/kernels of this package. */
 export function kernelFolder(): string {
@@ -47,8 +58,15 @@ export class KernelCache {
 
   constructor(private readonly ctx: CudaContext) {}
 
+  /**
+   * Defines added to every kernel compiled from now on (benchmark variants); starts from
+   * $MPT_CUDA_DEFINES, comma-separated names (e.g. PDL_GEMM_LATE,PDL_TRIGGER_LATE).
+   */
+  globalDefines: Record<string, string | number | boolean> = Object.fromEntries(
+    (process.env.MPT_CUDA_DEFINES ?? '').split(',').map((x) => x.trim()).filter((x) => /^[A-Z_][A-Z0-9_]*$/.test(x)).map((x) => [x, true]));
+
   get(file: string, name: string, defines: Record<string, string | number | boolean>): Kernel {
-    const defs = Object.entries(defines).filter(([, v]) => v !== false)
+    const defs = Object.entries({ ...this.globalDefines, ...defines }).filter(([, v]) => v !== false)
       .map(([k, v]) => (v === true ? `-D${k}` : `-D${k}=${v}`)).sort();
     const kernelKey = `${file}:${name}:${defs.join(' ')}`;
     const found = this.kernels.get(kernelKey);
@@ -65,7 +83,7 @@ export class KernelCache {
     }
     const kinds = KERNEL_ARGS[name];
     if (!kinds) throw new Error(`kernel ${name} has no argument list in KERNEL_ARGS`);
-    const kernel = new Kernel(this.ctx, name, moduleFunction(module, name), kinds);
+    const kernel = new Kernel(this.ctx, name, moduleFunction(module, name), kinds, DEPENDENT_LAUNCH.has(name));
     this.kernels.set(kernelKey, kernel);
     return kernel;
   }

@@ -18,6 +18,7 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32) attention_decode(
     const float* __restrict__ slopes, T* __restrict__ out, float* __restrict__ partial,
     int tq, int nHeads, int capacity, const int* kvLenDev, int kvLenHost,
     int qStride, int kvStride, int oStride, float scale) {
+  pdl_begin();  // DEPENDENT_LAUNCH (kernels.ts)
   const int split = blockIdx.x, nSplits = gridDim.x, h = blockIdx.y;
   const int bq = blockIdx.z, b = bq / tq, i = bq - b * tq;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -93,6 +94,7 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32) attention_decode(
 // Merge the splits' (m, l, acc): grid (heads, batch·tq), HEAD_DIM threads (rounded up to 32).
 extern "C" __global__ void attention_combine(const float* __restrict__ partial, T* __restrict__ out,
                                              int tq, int nHeads, int nSplits, int oStride) {
+  pdl_begin();  // DEPENDENT_LAUNCH (kernels.ts)
   const int h = blockIdx.x, bq = blockIdx.y, b = bq / tq, i = bq - b * tq, c = threadIdx.x;
   const float* p = partial + ((long long)bq * nHeads + h) * nSplits * (2 + HEAD_DIM);
   float m = -INFINITY;

@@ -10,6 +10,33 @@ typedef __nv_bfloat16 T;
 #else
 typedef float T;
 #endif
+// Programmatic dependent launch (sm_90+; no-ops before). pdl_wait: block until the kernels this one
+// depends on have finished and their writes are visible (returns at once when the kernel was launched
+// without the attribute). Every thread of a kernel in DEPENDENT_LAUNCH (kernels.ts) runs it before its
+// first access to memory another kernel writes, so a finished kernel implies a finished predecessor.
+// pdl_trigger: let the next kernel's blocks be scheduled now (they wait in their own pdl_wait).
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+// Both, at the start of a small kernel that has nothing to do before its inputs are ready. The trigger
+// comes first, so the kernel after it (a GEMM) is scheduled at once and issues its weight loads while
+// this one waits and runs (PDL_TRIGGER_LATE: after the wait, for comparison). Launches can run ahead
+// only as far as the machine holds the blocks: a trigger fires once every block of its grid has run it.
+__device__ __forceinline__ void pdl_begin() {
+#ifdef PDL_TRIGGER_LATE
+  pdl_wait(); pdl_trigger();
+#else
+  pdl_trigger(); pdl_wait();
+#endif
+}
+
 __device__ __forceinline__ float ld(const float x) { return x; }
 __device__ __forceinline__ float ld(const __nv_bfloat16 x) { return __bfloat162float(x); }
 template <typename U> __device__ __forceinline__ U st(float x);
@@ -44,6 +71,19 @@ __device__ float block_max(float v) {
   __syncthreads();
   v = lane < nw ? part[lane] : -INFINITY;
   return warp_max(v);
+}
+
+// Mean and 1/sqrt(var + eps) of a row of `width` values from its per-16-column (mean, M2) pairs
+// (skinny_gemm.cu's statsOut), merged by one warp in a fixed order: every lane gets the result.
+__device__ __forceinline__ void merge_row_stats(const float2* p, int tiles, int width, float eps, float& mean, float& rstd) {
+  const int lane = threadIdx.x & 31;
+  float s = 0.f;
+  for (int i = lane; i < tiles; i += 32) s += p[i].x;
+  const float m = warp_sum(s) / tiles;
+  float q = 0.f;
+  for (int i = lane; i < tiles; i += 32) { const float2 v = p[i]; const float dm = v.x - m; q += v.y + 16.f * dm * dm; }
+  mean = m;
+  rstd = rsqrtf(warp_sum(q) / width + eps);
 }
 
 // 8 consecutive values as floats, with 16-byte accesses (p 16-byte aligned).

@@ -16,6 +16,7 @@ extern "C" __global__ void add(const T* __restrict__ a, const T* __restrict__ b,
     out[i] = st<T>(ld(a[i]) + ld(b[i]));
 }
 extern "C" __global__ void scale(const T* __restrict__ x, T* __restrict__ out, float f, long long n) {
+  pdl_begin();  // DEPENDENT_LAUNCH (kernels.ts)
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
     out[i] = st<T>(ld(x[i]) * f);
 }
@@ -42,6 +43,7 @@ extern "C" __global__ void columns(const T* __restrict__ x, T* __restrict__ out,
 // in error[0..1] = {1, id}, which the host reads at its next download.
 extern "C" __global__ void gather_rows(const T* __restrict__ table, const int* __restrict__ ids, T* __restrict__ out,
                                        int n, int width, int vocab, int* error) {
+  pdl_begin();  // DEPENDENT_LAUNCH (kernels.ts)
   long long total = (long long)n * width;
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
     int r = (int)(i / width), c = (int)(i - (long long)r * width);
@@ -67,6 +69,7 @@ extern "C" __global__ void write_rows(T* __restrict__ dst, const T* __restrict__
 }
 // counter[0] += by (the device-side position of a captured decode step).
 extern "C" __global__ void advance(int* counter, int by) {
+  pdl_begin();  // DEPENDENT_LAUNCH (kernels.ts)
   if (threadIdx.x == 0 && blockIdx.x == 0) counter[0] += by;
 }
 // out[i] = mean + std·N(0,1) from a hash of (seed, i) (Box–Muller): random weights for benchmarks,
@@ -87,6 +90,7 @@ extern "C" __global__ void fill_normal(T* __restrict__ out, long long n, unsigne
 // out[i, :] = float(table[ids[i], :]): the embedding into the float32 residual stream of the bf16 decoder.
 extern "C" __global__ void gather_rows_f32(const T* __restrict__ table, const int* __restrict__ ids, float* __restrict__ out,
                                            int n, int width, int vocab, int* error) {
+  pdl_begin();  // DEPENDENT_LAUNCH (kernels.ts)
   long long total = (long long)n * width;
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
     int r = (int)(i / width), c = (int)(i - (long long)r * width);

@@ -12,6 +12,7 @@ typedef T XT;
 
 extern "C" __global__ void layernorm(XT* __restrict__ x, const XT* __restrict__ residual, const T* __restrict__ w,
                                      const T* __restrict__ b, T* __restrict__ out, int d, float eps) {
+  pdl_begin();  // DEPENDENT_LAUNCH (kernels.ts)
   const long long row = blockIdx.x;
   XT* xr = x + row * d;
   float v[NPER];
@@ -50,6 +51,7 @@ extern "C" __global__ void layernorm(XT* __restrict__ x, const XT* __restrict__ 
 // The same for d % 8 == 0 with 16-byte accesses: thread i holds chunks i and i + blockDim.x of 8 values.
 extern "C" __global__ void layernorm8(XT* __restrict__ x, const XT* __restrict__ residual, const T* __restrict__ w,
                                       const T* __restrict__ b, T* __restrict__ out, int d, float eps) {
+  pdl_begin();  // DEPENDENT_LAUNCH (kernels.ts)
   const long long row = blockIdx.x;
   const int chunks = d / 8;
   XT* xr = x + row * d;
@@ -83,6 +85,36 @@ extern "C" __global__ void layernorm8(XT* __restrict__ x, const XT* __restrict__
     }
   }
   const float rstd = rsqrtf(block_sum(q) / d + eps);
+#pragma unroll
+  for (int j = 0; j < 2; j++) {
+    const int c = threadIdx.x + j * blockDim.x;
+    if (c < chunks) {
+      float wv[8], bv[8], y[8];
+      load8(w + 8 * c, wv);
+      if (b) load8(b + 8 * c, bv);
+#pragma unroll
+      for (int e = 0; e < 8; e++) y[e] = (v[j][e] - mean) * rstd * wv[e] + (b ? bv[e] : 0.f);
+      store8(out + row * d + 8 * c, y);
+    }
+  }
+}
+
+// LayerNorm of the float32 stream from its row statistics (skinny_gemm.cu statsOut: per-16-column mean
+// and M2), d % 16 == 0, 16-byte accesses as layernorm8: each warp merges the statistics itself
+// (merge_row_stats), so there is no reduction over the row and no barrier.
+extern "C" __global__ void layernorm_stats8(const float* __restrict__ x, const float2* __restrict__ stats, const T* __restrict__ w,
+                                            const T* __restrict__ b, T* __restrict__ out, int d, float eps) {
+  pdl_begin();  // DEPENDENT_LAUNCH (kernels.ts)
+  const long long row = blockIdx.x;
+  const int chunks = d / 8;
+  float v[2][8];
+#pragma unroll
+  for (int j = 0; j < 2; j++) {
+    const int c = threadIdx.x + j * blockDim.x;
+    if (c < chunks) load8(x + row * d + 8 * c, v[j]);
+  }
+  float mean, rstd;
+  merge_row_stats(stats + row * (d / 16), d / 16, d, eps, mean, rstd);
 #pragma unroll
   for (int j = 0; j < 2; j++) {
     const int c = threadIdx.x + j * blockDim.x;

@@ -7,6 +7,7 @@
 extern "C" __global__ void qkv_split(const T* __restrict__ qkv, T* __restrict__ qOut, T* __restrict__ kCache, T* __restrict__ vCache,
                                      const T* qw, const T* qb, const T* kw, const T* kb, int t, int d, int capacity,
                                      const int* atDev, int atHost, float clip, int qkLn, float eps) {
+  pdl_begin();  // DEPENDENT_LAUNCH (kernels.ts)
   const long long row = blockIdx.x;
   const int part = blockIdx.y;
   const int bIdx = (int)(row / t), j = (int)(row - (long long)bIdx * t);
@@ -53,6 +54,7 @@ extern "C" __global__ void qkv_split(const T* __restrict__ qkv, T* __restrict__ 
 extern "C" __global__ void qkv_split8(const T* __restrict__ qkv, T* __restrict__ qOut, T* __restrict__ kCache, T* __restrict__ vCache,
                                       const T* qw, const T* qb, const T* kw, const T* kb, int t, int d, int capacity,
                                       const int* atDev, int atHost, float clip, int qkLn, float eps) {
+  pdl_begin();  // DEPENDENT_LAUNCH (kernels.ts)
   const long long row = blockIdx.x;
   const int part = blockIdx.y, chunks = d / 8;
   const int bIdx = (int)(row / t), j0 = (int)(row - (long long)bIdx * t);

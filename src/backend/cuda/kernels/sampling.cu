@@ -13,6 +13,7 @@ __device__ __forceinline__ unsigned order_key(float x) {
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS) argmax_rows(const T* __restrict__ logits, int* __restrict__ out, int vocab, int rowStride) {
+  pdl_begin();  // DEPENDENT_LAUNCH (kernels.ts)
   const T* x = logits + (long long)blockIdx.x * rowStride;
   float best = -INFINITY; int bi = 0x7fffffff;
   for (int i = threadIdx.x; i < vocab; i += THREADS) {
@@ -82,6 +83,7 @@ __device__ unsigned radix_select(const T* x, int vocab, float invT, float m, uns
 
 extern "C" __global__ void __launch_bounds__(THREADS) sample_rows(const T* __restrict__ logits, int* __restrict__ out, int vocab,
     int rowStride, float temperature, int topK, float topP, unsigned long long seed, const int* stepDev, int stepHost) {
+  pdl_begin();  // DEPENDENT_LAUNCH (kernels.ts)
   const int row = blockIdx.x;
   const T* x = logits + (long long)row * rowStride;
   const float invT = 1.f / temperature;

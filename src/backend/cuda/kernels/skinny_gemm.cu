@@ -7,11 +7,19 @@
 // for both operands (thread t's 8 values are k+8t … k+8t+7), which leaves the sum unchanged and makes
 // every load 16 bytes wide. The warps' partial tiles meet in shared memory, where the epilogue runs.
 //
-// With MPT_LN_X the kernel also does the LayerNorm before it (the decoder's ln_1 → QKV and ln_2 → up):
-// x is then the float32 residual stream, and each block normalizes its R rows into shared memory as
-// bf16 (what the separate layernorm kernel would have written) while its first weight loads are in
-// flight. Every block repeats the row statistics (R·K floats from L2): worth it only for a few rows
-// (index.ts fuses up to 8), where it replaces the launch and drain of a kernel of its own.
+// Row statistics for the LayerNorm after a GEMM, without a kernel of their own (decode): with
+// `statsOut` the epilogue writes, for every row r and this block's 16 outputs, the mean and the sum of
+// squared deviations (M2) of the values it stored, as float2 statsOut[r·(O/16) + blockIdx.x] (O % 16 == 0).
+// A consumer merges a row's O/16 pairs in a fixed order (Chan et al.: M2 = Σ M2_t + 16·Σ (mean_t − mean)²),
+// so the result is deterministic and needs no second pass over the row. `clip` > 0 clamps the stored
+// values to ±clip after rounding (clip_qkv), as the original clamps the rounded QKV output.
+//
+// With MPT_LN_X the kernel also does the LayerNorm before it (the decoder's ln_1 → QKV, ln_2 → up,
+// ln_f → logits): x is then the float32 residual stream, `statsIn` its row statistics (written by the
+// GEMM that last added into it), and each block normalizes its R rows into shared memory as bf16 (what
+// the layernorm kernel would have written) while its first weight loads are in flight: one L2 round
+// trip for the statistics and one for x, no reductions over x. (Computing the statistics in every
+// block instead was measured slower than a LayerNorm kernel of its own: bench/RESULTS-cuda.md.)
 typedef __nv_bfloat16 bf16;
 #ifdef MPT_LN_X
 typedef float XIN;
@@ -36,9 +44,14 @@ __device__ __forceinline__ uint4 stream16(const bf16* p) {
   return v;
 }
 
-extern "C" __global__ void __launch_bounds__(256) skinny_gemm(const XIN* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ bias,
+// SKINNY_THREADS (512): 16 warps a block, at most 128 registers a thread (ROW_TILES 1 fits).
+#ifndef SKINNY_THREADS
+#define SKINNY_THREADS 256
+#endif
+extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const XIN* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ bias,
                                        YT* __restrict__ y, int R, int K, int O, int accumulate, int gelu,
-                                       const bf16* __restrict__ lnw, const bf16* __restrict__ lnb, float eps) {  // LN: MPT_LN_X only
+                                       const bf16* __restrict__ lnw, const bf16* __restrict__ lnb, float eps,  // MPT_LN_X only
+                                       const float2* __restrict__ statsIn, float2* __restrict__ statsOut, float clip) {
   extern __shared__ float red[];  // [warps][16][8·ROW_TILES]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int nw = blockDim.x >> 5, cols = 8 * ROW_TILES;
@@ -61,44 +74,41 @@ extern "C" __global__ void __launch_bounds__(256) skinny_gemm(const XIN* __restr
     }
   };
   loadW(kBeg, A0, A1);  // the weight stream starts before anything waits on x
+#ifdef SKINNY_PREFETCH
+  // The rest of this warp's weight slice into L2 (a 128-byte line = 64 k of a row; the 4 threads of a
+  // row pair take every 4th line), so that under programmatic dependent launch the whole weight stream
+  // overlaps the kernels before this one; the main loop then reads it from L2.
+  {
+    const bf16* ra = wa - 8 * t, *rb = wb - 8 * t;
+    for (int k = kBeg + 32 * UNROLL + 64 * t; k < kEnd; k += 256) {
+      asm volatile("prefetch.global.L2 [%0];" :: "l"(ra + k));
+      asm volatile("prefetch.global.L2 [%0];" :: "l"(rb + k));
+    }
+  }
+#endif
+  // Weights are constant; x, y and the bias may come from the kernels before (DEPENDENT_LAUNCH). The
+  // trigger comes before the wait, so the kernels after this one are scheduled while it runs (the next
+  // GEMM's first weight loads overlap this one's tail: measured 5% faster a decode step than triggering
+  // after the wait, which PDL_GEMM_LATE restores for comparison).
+#ifdef PDL_GEMM_LATE
+  pdl_wait();
+  pdl_trigger();
+#else
+  pdl_trigger();
+  pdl_wait();
+#endif
 
 #ifdef MPT_LN_X
   // LayerNorm of the R rows into xs [R][K + 32] bf16 (the padding staggers the rows over the banks).
-  // The whole block works on every row at once (one L2 round trip, not a warp a row in series): the
-  // row sums, then the mean squared deviations (as layernorm.cu), then the output; re-reads hit L1.
-  __shared__ float part[8][8 * ROW_TILES];  // [warp][row] partial sums, ≤ 8 warps
+  // A warp a row merges the row's K/16 statistics pairs (merge_row_stats, common.cuh).
   __shared__ float mean[8 * ROW_TILES], rstd[8 * ROW_TILES];
   bf16* xs = reinterpret_cast<bf16*>(red + nw * 16 * cols);
   const int xStride = K + 32;
-  float acc[8 * ROW_TILES];
-#pragma unroll
-  for (int r = 0; r < 8 * ROW_TILES; r++) acc[r] = 0.f;
-  for (int k = 4 * threadIdx.x; k < K; k += 4 * blockDim.x) {
-#pragma unroll
-    for (int r = 0; r < 8 * ROW_TILES; r++) if (r < R) {
-      const float4 v = *reinterpret_cast<const float4*>(x + (long long)r * K + k);
-      acc[r] += (v.x + v.y) + (v.z + v.w);
-    }
+  for (int r = warp; r < R; r += nw) {
+    float m, rs;
+    merge_row_stats(statsIn + (long long)r * (K / 16), K / 16, K, eps, m, rs);
+    if (lane == 0) { mean[r] = m; rstd[r] = rs; }
   }
-#pragma unroll
-  for (int r = 0; r < 8 * ROW_TILES; r++) if (r < R) { const float v = warp_sum(acc[r]); if (lane == 0) part[warp][r] = v; }
-  __syncthreads();
-  if (threadIdx.x < R) { float v = 0.f; for (int q = 0; q < nw; q++) v += part[q][threadIdx.x]; mean[threadIdx.x] = v / K; }
-  __syncthreads();
-#pragma unroll
-  for (int r = 0; r < 8 * ROW_TILES; r++) acc[r] = 0.f;
-  for (int k = 4 * threadIdx.x; k < K; k += 4 * blockDim.x) {
-#pragma unroll
-    for (int r = 0; r < 8 * ROW_TILES; r++) if (r < R) {
-      const float4 v = *reinterpret_cast<const float4*>(x + (long long)r * K + k);
-      const float m = mean[r], a = v.x - m, b = v.y - m, e = v.z - m, f = v.w - m;
-      acc[r] += (a * a + b * b) + (e * e + f * f);
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < 8 * ROW_TILES; r++) if (r < R) { const float v = warp_sum(acc[r]); if (lane == 0) part[warp][r] = v; }
-  __syncthreads();
-  if (threadIdx.x < R) { float v = 0.f; for (int q = 0; q < nw; q++) v += part[q][threadIdx.x]; rstd[threadIdx.x] = rsqrtf(v / K + eps); }
   __syncthreads();
   for (int k = 8 * threadIdx.x; k < K; k += 8 * blockDim.x) {
     float wv[8], bv[8];
@@ -162,15 +172,33 @@ extern "C" __global__ void __launch_bounds__(256) skinny_gemm(const XIN* __restr
     mine[(g + 8) * cols + n * 8 + 2 * t + 1] = c[n][3];
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < 16 * R; i += blockDim.x) {
-    const int ol = i % 16, r = i / 16, o = o0 + ol;
-    if (o >= O) continue;
-    float s = 0.f;
-    for (int q = 0; q < nw; q++) s += red[q * 16 * cols + ol * cols + r];
-    if (bias) s += __bfloat162float(bias[o]);
-    if (gelu) s = 0.5f * s * (1.f + erff(s * 0.70710678118654752f));
-    YT* dst = y + (long long)r * O + o;
-    if (accumulate) s += ld(*dst);
-    *dst = st<YT>(s);
+  // Half-warp h of the loop holds row r's 16 outputs (blockDim is a multiple of 32, 16·R of 16), so
+  // the statistics are half-warp shuffles; the loop bound is warp-uniform for them.
+  const int tilesO = O / 16;
+  for (int base = 0; base < 16 * R; base += blockDim.x) {
+    const int i = base + threadIdx.x, ol = i % 16, r = i / 16, o = o0 + ol;
+    const bool valid = i < 16 * R && o < O;
+    float v = 0.f;
+    if (valid) {
+      float s = 0.f;
+      for (int q = 0; q < nw; q++) s += red[q * 16 * cols + ol * cols + r];
+      if (bias) s += __bfloat162float(bias[o]);
+      if (gelu) s = 0.5f * s * (1.f + erff(s * 0.70710678118654752f));
+      YT* dst = y + (long long)r * O + o;
+      if (accumulate) s += ld(*dst);
+      v = ld(st<YT>(s));
+      if (clip > 0.f) v = fminf(fmaxf(v, -clip), clip);
+      *dst = st<YT>(v);
+    }
+    if (statsOut) {  // uniform over the block
+      float sum = v;
+#pragma unroll
+      for (int m = 8; m > 0; m >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, m);
+      const float mu = sum * (1.f / 16.f), dv = valid ? v - mu : 0.f;
+      float m2 = dv * dv;
+#pragma unroll
+      for (int m = 8; m > 0; m >>= 1) m2 += __shfl_xor_sync(0xffffffffu, m2, m);
+      if (valid && ol == 0) statsOut[(long long)r * tilesO + blockIdx.x] = make_float2(mu, m2);
+    }
   }
 }
