@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { CudaTensor } from '../src/backend/cuda/index.js';
 import { argmax } from '../src/generate/sampling.js';
-import { sampleTwin } from './cuda-twins.js';
+import { sampleTwinCandidates } from './cuda-twins.js';
 import { close, cpu, cudaFor, down, pair, randn, rng, skip } from './cuda-harness.js';
 
 // bf16 storage rounds each output to 8 bits of mantissa (relative 2^-9); float32 is far tighter.
@@ -283,8 +283,10 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
         const seed = 1234 + step * 7;
         const got = be.sample(logits, { ...s, seed, step });
         for (let r = 0; r < rows; r++) {
-          const want = sampleTwin(seen.subarray(r * vocab, (r + 1) * vocab), s, seed, r, step);
-          assert.equal(got[r], want, `sample ${JSON.stringify(s)} step ${step} row ${r}`);
+          // Exact, unless the draw falls within float32 rounding (1e-5 of the mass) of a boundary between two tokens.
+          const fair = sampleTwinCandidates(seen.subarray(r * vocab, (r + 1) * vocab), s, seed, r, step, 1e-5);
+          assert.ok(fair.length <= 3, `the tolerance window holds ${fair.length} tokens: too wide to test anything`);
+          assert.ok(fair.includes(got[r]), `sample ${JSON.stringify(s)} step ${step} row ${r}: got ${got[r]}, the twin allows ${fair}`);
         }
       }
     }

@@ -18,9 +18,14 @@ export function uniformFor(seed: number, row: number, step: number): number {
 /**
  * sample_rows on the CPU: scores x/T; keep values ≥ the k-th largest (k > 0), then values ≥ the smallest
  * value of the shortest best-first prefix whose mass reaches top_p of the kept mass; draw u·mass and
- * walk the kept tokens in vocabulary order.
+ * walk the kept tokens in vocabulary order. Returns that pick first, then any other kept token whose
+ * share of the cumulative mass lies within `relTol`·mass of the drawn target: the kernel sums float32
+ * __expf terms in a parallel scan, the twin float64 exp in order, so a target that close to a boundary
+ * between two kept tokens may land on either side; anywhere else the answer is one token.
  */
-export function sampleTwin(logits: Float32Array, s: { temperature: number; topK: number; topP: number }, seed: number, row: number, step: number): number {
+export function sampleTwinCandidates(
+  logits: Float32Array, s: { temperature: number; topK: number; topP: number }, seed: number, row: number, step: number, relTol: number,
+): number[] {
   const x = Float32Array.from(logits, (v) => v * Math.fround(1 / s.temperature));
   const sorted = Array.from(x).sort((a, b) => b - a);
   const max = sorted[0];
@@ -37,13 +42,18 @@ export function sampleTwin(logits: Float32Array, s: { temperature: number; topK:
   }
   let total = 0;
   for (const v of x) if (v >= floor) total += Math.exp(v - max);
-  const target = uniformFor(seed, row, step) * total;
-  let cum = 0, last = -1;
+  const target = uniformFor(seed, row, step) * total, tol = relTol * total;
+  let cum = 0, last = -1, pick = -1;
+  const near: number[] = [];
   for (let i = 0; i < x.length; i++) {
     if (x[i] < floor) continue;
+    const before = cum;
     cum += Math.exp(x[i] - max);
     last = i;
-    if (cum > target) return i;
+    if (pick < 0 && cum > target) pick = i;
+    if (cum > target - tol && before <= target + tol) near.push(i);
+    if (before > target + tol) break;
   }
-  return last;
+  if (pick < 0) pick = last;
+  return [pick, ...near.filter((i) => i !== pick)];
 }
