@@ -39,3 +39,131 @@ extern "C" __global__ void layernorm_backward(const T* __restrict__ dy, const T*
     if (db) atomicAdd(db + i, part[n + i]);
   }
 }
+
+// The same gradients for rows of width n % 8 == 0, one warp a row, 16-byte accesses; dx + residual is
+// written (the residual stream's gradient around the norm, when `residual` is not null) and the row
+// sums for dw (and db with LN_BIAS) are kept per lane in registers (a lane always owns the same columns:
+// chunks lane, lane + 32, …, LN_CH of them), then summed over the block's warps in a fixed order and
+// written to partial[block, n] (and partial[gridDim.x + block, n] for db): layernorm_dw_sum adds those
+// into the float32 accumulators, block by block in order. No atomics: the result is deterministic.
+// x, dy and w are read once for the statistics and the sums, and dy and w again (from L1/L2) for dx.
+#ifndef LN_CH
+#define LN_CH 1
+#endif
+extern "C" __global__ void __launch_bounds__(128) layernorm_backward_rows(const T* __restrict__ dy, const T* __restrict__ x,
+    const T* __restrict__ w, const T* __restrict__ residual, T* __restrict__ dx, float* __restrict__ partial, int rows, int n, float eps) {
+  extern __shared__ float acc[];  // [n] dw (and [n, 2n) db): the block's sums
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5, chunks = n >> 3;
+  float dw[LN_CH][8];
+#ifdef LN_BIAS
+  float db[LN_CH][8];
+#endif
+#pragma unroll
+  for (int j = 0; j < LN_CH; j++)
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+      dw[j][e] = 0.f;
+#ifdef LN_BIAS
+      db[j][e] = 0.f;
+#endif
+    }
+  for (long long r = (long long)blockIdx.x * warps + warp; r < rows; r += (long long)gridDim.x * warps) {
+    const T* xr = x + r * n;
+    const T* dyr = dy + r * n;
+    float xh[LN_CH][8];
+    float s = 0.f;
+#pragma unroll
+    for (int j = 0; j < LN_CH; j++) {
+      const int c = lane + 32 * j;
+      if (c < chunks) {
+        load8(xr + 8 * c, xh[j]);
+#pragma unroll
+        for (int e = 0; e < 8; e++) s += xh[j][e];
+      }
+    }
+    const float mean = warp_sum(s) / n;
+    float q = 0.f;
+#pragma unroll
+    for (int j = 0; j < LN_CH; j++) {
+      if (lane + 32 * j < chunks) {
+#pragma unroll
+        for (int e = 0; e < 8; e++) { const float u = xh[j][e] - mean; q += u * u; }
+      }
+    }
+    const float rstd = rsqrtf(warp_sum(q) / n + eps);
+    float sg = 0.f, sgx = 0.f;
+#pragma unroll
+    for (int j = 0; j < LN_CH; j++) {
+      const int c = lane + 32 * j;
+      if (c < chunks) {
+        float d[8], wv[8];
+        load8(dyr + 8 * c, d);
+        load8(w + 8 * c, wv);
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+          const float h = (xh[j][e] - mean) * rstd, g = d[e] * wv[e];
+          xh[j][e] = h;
+          sg += g;
+          sgx += g * h;
+          dw[j][e] += d[e] * h;
+#ifdef LN_BIAS
+          db[j][e] += d[e];
+#endif
+        }
+      }
+    }
+    const float meanG = warp_sum(sg) / n, meanGX = warp_sum(sgx) / n;
+#pragma unroll
+    for (int j = 0; j < LN_CH; j++) {
+      const int c = lane + 32 * j;
+      if (c < chunks) {
+        float d[8], wv[8], res[8], o[8];
+        load8(dyr + 8 * c, d);
+        load8(w + 8 * c, wv);
+        if (residual) load8(residual + r * n + 8 * c, res);
+#pragma unroll
+        for (int e = 0; e < 8; e++) o[e] = rstd * (d[e] * wv[e] - meanG - xh[j][e] * meanGX) + (residual ? res[e] : 0.f);
+        store8(dx + r * n + 8 * c, o);
+      }
+    }
+  }
+  // The block's sums: warp 0 writes, warps 1, 2, … add in turn.
+  for (int wp = 0; wp < warps; wp++) {
+    if (warp == wp) {
+#pragma unroll
+      for (int j = 0; j < LN_CH; j++) {
+        const int c = lane + 32 * j;
+        if (c < chunks) {
+#pragma unroll
+          for (int e = 0; e < 8; e++) {
+            acc[8 * c + e] = wp == 0 ? dw[j][e] : acc[8 * c + e] + dw[j][e];
+#ifdef LN_BIAS
+            acc[n + 8 * c + e] = wp == 0 ? db[j][e] : acc[n + 8 * c + e] + db[j][e];
+#endif
+          }
+        }
+      }
+    }
+    __syncthreads();
+  }
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    partial[(long long)blockIdx.x * n + i] = acc[i];
+#ifdef LN_BIAS
+    partial[(long long)(gridDim.x + blockIdx.x) * n + i] = acc[n + i];
+#endif
+  }
+}
+
+// dw[i] += Σ_b partial[b, i] over `blocks` block sums, in block order (and db[i] from the next `blocks` rows).
+extern "C" __global__ void layernorm_dw_sum(const float* __restrict__ partial, int blocks, int n, float* __restrict__ dw, float* __restrict__ db) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  float s = 0.f;
+  for (int b = 0; b < blocks; b++) s += partial[(long long)b * n + i];
+  dw[i] += s;
+  if (db) {
+    float t = 0.f;
+    for (int b = 0; b < blocks; b++) t += partial[(long long)(blocks + b) * n + i];
+    db[i] += t;
+  }
+}
