@@ -12,7 +12,7 @@
 import { execFileSync } from 'node:child_process';
 import { elementCount } from '../backend/backend.js';
 import { CudaBackend } from '../backend/cuda/index.js';
-import { CudaEvent, Kernel } from '../backend/cuda/driver.js';
+import { CudaContext, CudaEvent, Kernel } from '../backend/cuda/driver.js';
 import { TrainingGemm } from '../backend/cuda/training-gemm.js';
 import { CublasLt } from '../backend/cuda/cublaslt.js';
 import { lossAndGradients, zeroGradients } from '../model/backward.js';
@@ -75,7 +75,8 @@ function perKernel(be: CudaBackend, fn: () => void): Array<{ name: string; ms: n
   const undo = [
     wrap(Kernel.prototype, 'launch', (k: Kernel) => k.name),
     wrap(TrainingGemm.prototype, 'gemm', (_s, [g]) => `gemm ${g.aTrans ? 'T' : 'N'}${g.bTrans ? 'T' : 'N'} ${g.m}×${g.n}×${g.k} ${g.outType === 'float32' ? '→f32' : ''}`),
-    wrap(CublasLt.prototype, 'matmul', (_s, [m]) => `gemm x·Wᵀ ${m.rows}×${m.outFeatures}×${m.inFeatures}`),
+    wrap(CublasLt.prototype, 'matmul', (_s, [m]) => `gemm x·Wᵀ ${m.rows}×${m.outFeatures}×${m.inFeatures}${m.accumulate ? ' +=' : ''}`),
+    wrap(CudaContext.prototype, 'copyDevice', () => 'device-to-device copy'),
   ];
   try { fn(); } finally { for (const u of undo) u(); }
   be.synchronize();

@@ -18,7 +18,7 @@ import type { CudaBackend } from './index.js';
 Object.assign(KERNEL_ARGS, {
   gelu_backward: 'pppq', clamp_backward: 'pppfq', add_columns_into: 'ppiiii', add_into: 'ppfq', scale_in_place: 'pfq',
   sum_squares_partial: 'pqp', sum_doubles: 'pip', sum_floats: 'pip', embedding_backward: 'pppiiifp', column_sums: 'ppii',
-  adamw_step: 'ppppffffffqp', layernorm_backward: 'ppppppiif', layernorm_backward_rows: 'pppppppiif', layernorm_dw_sum: 'piipp',
+  adamw_step: 'ppppffffffqp', layernorm_backward: 'ppppppiif', layernorm_backward_rows: 'ppppppiif', layernorm_dw_sum: 'piipp',
   gelu_backward8: 'pppq', cross_entropy_rows: 'ppppifi',
   flash_forward_lse: 'pppppppif', attention_forward_scalar: 'pppppppiiif', attention_row_dot: 'pppiiii',
   flash_backward_dq: 'pppppppppif', flash_backward_dkdv: 'ppppppppppif',
@@ -224,9 +224,7 @@ export class CudaTrainingOps {
       const threads = Math.min(1024, Math.max(32, Math.ceil(n / 4 / 32) * 32));
       be.kernels.get('layernorm_backward.cu', 'layernorm_backward', be.defs()).launch([Math.min(rows, be.device.multiprocessors * 4)], [threads],
         [g.ptr, xx.ptr, w.ptr, dx.ptr, dW.ptr, dB?.ptr ?? 0, rows, n, a.eps], 2 * n * 4);
-      if (!res) return dx;
-      this.addInto(dx, res, 1);
-      return dx;
+      return res ? be.add(dx, res) : dx;
     }
     const warps = CudaTrainingOps.LN_WARPS;
     const blocks = Math.min(Math.ceil(rows / warps), be.device.multiprocessors * 3);
