@@ -66,11 +66,11 @@ export function backward(graph: TrainingGraph, tape: Tape, dHidden: Tensor, grad
     // One scope a layer: its temporaries (activation gradients, recomputed activations) go back to the
     // device allocator before the next layer (CUDA; the CPU leaves them to the garbage collector).
     const a = tape.blocks[layer], block = p.blocks[layer], name = `blocks.${layer}`;
-    // x = xMid + down(gelu(up(LN_2(xMid)))): LN_2's output and GELU's are recomputed here.
-    const activated = be.gelu(a.up);
-    const dActivated = linearBack(dx, activated, block.down, `${name}.mlp.down`);
-    be.release(activated);
+    // x = xMid + down(gelu(up(LN_2(xMid)))): LN_2's output is recomputed here.
+    const dActivated = linearBack(dx, a.activated, block.down, `${name}.mlp.down`);
+    be.release(a.activated);
     const dUp = be.geluBackward(dActivated, a.up);
+    be.release(a.up);
     be.release(dActivated);
     const dLn2Out = linearBack(dUp, graph.norm(a.xMid, block.ln2), block.up, `${name}.mlp.up`);
     be.release(dUp);
@@ -99,7 +99,7 @@ export function backward(graph: TrainingGraph, tape: Tape, dHidden: Tensor, grad
     });
     const dxIn = normBack(dLn1Out!, a.xIn, block.ln1, `${name}.ln1`, dxMid);
     // This block's tape is spent (xIn is the previous block's output, which its own backward does not read).
-    for (const tensor of new Set([a.xIn, a.qPre, a.kPre, a.q, a.k, a.v, a.attended, a.logSumExp, a.xMid, a.up])) be.release(tensor);
+    for (const tensor of new Set([a.xIn, a.qPre, a.kPre, a.q, a.k, a.v, a.attended, a.logSumExp, a.xMid, a.up, a.activated])) be.release(tensor);
     if (a.qkvRaw) for (const tensor of Object.values(a.qkvRaw)) be.release(tensor);
     return dxIn;
   });

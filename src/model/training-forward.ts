@@ -5,9 +5,8 @@ import type { Affine, MptParams } from './params.js';
 /**
  * The forward pass for training: the same math as MptModel.forward (DESIGN.md, "The model, exactly")
  * over whole sequences without a KV cache, keeping what the backward pass needs (the tape).
- * What is cheap to make again is not kept: LN_1 and LN_2 outputs (one LayerNorm from xIn or xMid) and
- * GELU's output (from `up`) are recomputed by the backward, a block's other temporaries are released
- * when the block ends, and q, k, v come from the three row blocks of Wqkv as three contiguous tensors
+ * What is cheap to make again is not kept: LN_1's and LN_2's outputs (one LayerNorm pass from xIn or
+ * xMid) are recomputed by the backward, a block's other temporaries are released when the block ends, and q, k, v come from the three row blocks of Wqkv as three contiguous tensors
  * (the layout attention reads), so no fused QKV is kept beside them and no column is copied.
  */
 export interface QkvTensors { q: Tensor; k: Tensor; v: Tensor }
@@ -26,8 +25,9 @@ export interface BlockTape {
   attended: Tensor;
   logSumExp: Tensor;
   xMid: Tensor;
-  /** MLP up projection, before GELU. */
+  /** MLP up projection and GELU of it: GELU's backward reads the first, down's weight gradient the second. */
   up: Tensor;
+  activated: Tensor;
 }
 
 export interface Tape {
@@ -114,8 +114,9 @@ export class TrainingGraph {
         const attended = be.view(out, [batch * t, d]);
         const xMid = this.residual(xIn, attended, block.out);
         const up = this.affine(this.norm(xMid, block.ln2), block.up);
-        const xOut = this.residual(xMid, be.gelu(up), block.down);
-        const tape: BlockTape = { xIn, qkvRaw: clip === null ? null : raw, qPre, kPre, q, k, v, attended, logSumExp, xMid, up };
+        const activated = be.gelu(up);
+        const xOut = this.residual(xMid, activated, block.down);
+        const tape: BlockTape = { xIn, qkvRaw: clip === null ? null : raw, qPre, kPre, q, k, v, attended, logSumExp, xMid, up, activated };
         return { tape, xOut };
       });
       blocks.push(tape);

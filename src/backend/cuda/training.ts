@@ -19,7 +19,7 @@ Object.assign(KERNEL_ARGS, {
   gelu_backward: 'pppq', clamp_backward: 'pppfq', add_columns_into: 'ppiiii', add_into: 'ppfq', scale_in_place: 'pfq',
   sum_squares_partial: 'pqp', sum_doubles: 'pip', sum_floats: 'pip', embedding_backward: 'pppiiifp', column_sums: 'ppii',
   adamw_step: 'ppppffffffqp', layernorm_backward: 'ppppppiif', layernorm_backward_rows: 'ppppppiif', layernorm_dw_sum: 'piipp',
-  gelu_backward8: 'pppq', cross_entropy_rows: 'ppppifi',
+  gelu_backward8: 'pppq', sum_squares_partial4: 'pqp', cross_entropy_rows: 'ppppifi',
   flash_forward_lse: 'pppppppif', attention_forward_scalar: 'pppppppiiif', attention_row_dot: 'pppiiii',
   flash_backward_dq: 'pppppppppif', flash_backward_dkdv: 'ppppppppppif',
   attention_backward_dq_scalar: 'pppppppppiiif', attention_backward_dkdv_scalar: 'ppppppppppiiif',
@@ -204,8 +204,13 @@ export class CudaTrainingOps {
     return dx;
   }
 
-  /** Warps a block of layernorm_backward_rows, and its blocks an SM (bounded by its ~170 registers a thread). */
+  /** Warps a block of layernorm_backward_rows. */
   private static readonly LN_WARPS = 4;
+  /**
+   * Its blocks an SM, which bounds its registers (__launch_bounds__): 3 fits ~165 registers without
+   * spills, 4 forces 128 with a few spills to L1. The grid is one wave of that many. MPT_LN_MIN_BLOCKS picks.
+   */
+  lnMinBlocks = Number(process.env.MPT_LN_MIN_BLOCKS ?? 3);
 
   layerNormBackwardInto(a: { dy: Tensor; x: Tensor; weight: Tensor; eps: number; dWeight: Tensor; dBias: Tensor | null; residual?: Tensor | null }): Tensor {
     const be = this.be;
@@ -227,12 +232,13 @@ export class CudaTrainingOps {
       return res ? be.add(dx, res) : dx;
     }
     const warps = CudaTrainingOps.LN_WARPS;
-    const blocks = Math.min(Math.ceil(rows / warps), be.device.multiprocessors * 3);
+    const perSM = dB ? 2 : this.lnMinBlocks; // with a bias: twice the accumulators, ~230 registers
+    const blocks = Math.min(Math.ceil(rows / warps), be.device.multiprocessors * perSM);
     const partial = be.alloc([(dB ? 2 : 1) * blocks, n], 'float32');
-    const defs = be.defs({ LN_CH: chunks, LN_BIAS: dB !== null });
+    const defs = be.defs({ LN_CH: chunks, LN_BIAS: dB !== null, LN_MIN_BLOCKS: perSM });
     be.kernels.get('layernorm_backward.cu', 'layernorm_backward_rows', defs).launch([blocks], [32 * warps],
       [g.ptr, xx.ptr, w.ptr, res?.ptr ?? 0, dx.ptr, partial.ptr, rows, n, a.eps], (dB ? 2 : 1) * n * 4);
-    be.kernels.get('layernorm_backward.cu', 'layernorm_dw_sum', defs).launch([Math.ceil(n / 128)], [128], [partial.ptr, blocks, n, dW.ptr, dB?.ptr ?? 0]);
+    be.kernels.get('layernorm_backward.cu', 'layernorm_dw_sum', defs).launch([Math.ceil(n / 32)], [256], [partial.ptr, blocks, n, dW.ptr, dB?.ptr ?? 0]);
     be.release(partial); // stream-ordered: the next user of this block runs after the sum
     return dx;
   }
@@ -307,7 +313,8 @@ export class CudaTrainingOps {
     if (n === 0) return 0;
     const scratch = this.doubles(), blocks = Math.min(REDUCE_BLOCKS, Math.ceil(n / 256));
     const k = this.be.kernels;
-    k.get('train_elementwise.cu', 'sum_squares_partial', this.defsFor(s.dtype)).launch([blocks], [256], [s.ptr, n, scratch.ptr + 8]);
+    const vector = s.dtype === 'float32' && s.ptr % 16 === 0; // the gradients: float32 from the allocator, 512-byte aligned
+    k.get('train_elementwise.cu', vector ? 'sum_squares_partial4' : 'sum_squares_partial', this.defsFor(s.dtype)).launch([blocks], [256], [s.ptr, n, scratch.ptr + 8]);
     k.get('train_elementwise.cu', 'sum_doubles', this.defsFor(s.dtype)).launch([1], [256], [scratch.ptr + 8, blocks, scratch.ptr]);
     const out = new Float64Array(1);
     this.be.ctx.copyOut(out, scratch.ptr);
