@@ -155,7 +155,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     const [xg, xc] = pair(be, randn(n * d), [n, d]);
     const [tg, tc] = pair(be, randn(vocab * d, 0.5), [vocab, d]);
     const targets = Int32Array.from({ length: n }, (_, i) => (i % 9 === 4 ? -1 : Math.floor(rng.next() * vocab)));
-    be.training.logitBlockElements = 16 * vocab; // 3 blocks of 16 rows
+    be.training.logitBlockElements = 16 * vocab; // at most 16 rows a block: 3 blocks of 15
     try {
       for (const logitScale of [null, 0.7]) {
         const a = { logitScale, lossScale: 1 / 40, gradients: true };
