@@ -210,6 +210,13 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     const [hg, hc] = pair(be, big, [1_000_003]);
     const wantH = cpu.sumOfSquares(hc);
     assert.ok(Math.abs(g.sumOfSquares(hg) - wantH) <= 1e-9 * wantH, `sum of squares (${dtype})`);
+    // All at once (one round trip): float32 of several sizes (one under a block, one with a tail of 3) and the activation dtype.
+    const parts = [1_000_003, 7, 2048, 70_001].map((m) => f32pair(be, randn(m), [m]));
+    const gs = [...parts.map(([a]) => a), hg, be.zeros([0], 'float32')], cs = [...parts.map(([, b]) => b), hc, cpu.zeros([0], 'float32')];
+    const wantAll = cpu.sumOfSquaresAll(cs);
+    assert.ok(Math.abs(wantAll - cs.reduce((sum, t) => sum + cpu.sumOfSquares(t), 0)) <= 1e-12 * wantAll, 'CPU: all at once = the sum of each');
+    assert.ok(Math.abs(g.sumOfSquaresAll(gs) - wantAll) <= 1e-9 * wantAll, `sum of squares of ${gs.length} tensors at once`);
+    assert.equal(g.sumOfSquaresAll([]), 0);
   });
 
   test(`cuda ${dtype}: AdamW steps on float32 masters refresh the compute copy`, { skip }, () => {

@@ -188,6 +188,11 @@ export interface TrainingOps {
   /** Σ x² of a float tensor, accumulated in float64, as a host number (the global gradient norm). */
   sumOfSquares(x: Tensor): number;
   /**
+   * Σ x² over all the tensors, accumulated in float64: the same number as summing `sumOfSquares` over
+   * them, with one device round trip instead of one a tensor (a model has hundreds of gradients).
+   */
+  sumOfSquaresAll(xs: readonly Tensor[]): number;
+  /**
    * One AdamW step on a float32 master parameter and its float32 moments, in place, as torch:
    *   param ← param · (1 - decay);  m ← β1·m + (1-β1)·g;  v ← β2·v + (1-β2)·g²
    *   param ← param - lr/(1-β1^step) · m / (sqrt(v)/sqrt(1-β2^step) + eps)
@@ -206,7 +211,7 @@ export type TrainingBackend = Backend & TrainingOps;
 const TRAINING_OPS: ReadonlyArray<keyof TrainingOps> = [
   'attentionForTraining', 'attentionBackward', 'linearBackward', 'layerNormBackward', 'geluBackward', 'clampBackward',
   'linearBackwardInto', 'layerNormBackwardInto', 'linearResidual', 'rowBlock',
-  'addColumnsInto', 'embeddingBackwardInto', 'crossEntropyWithOutput', 'addInto', 'scaleInPlace', 'sumOfSquares', 'adamwStep',
+  'addColumnsInto', 'embeddingBackwardInto', 'crossEntropyWithOutput', 'addInto', 'scaleInPlace', 'sumOfSquares', 'sumOfSquaresAll', 'adamwStep',
 ];
 
 /** The backend as a TrainingBackend, or an error naming the ops it lacks. */

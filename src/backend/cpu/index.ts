@@ -224,6 +224,7 @@ export class CpuBackend implements Backend {
   addInto(dst: Tensor, src: Tensor, factor: number) { this.training.addInto(dst, src, factor); }
   scaleInPlace(dst: Tensor, factor: number) { this.training.scaleInPlace(dst, factor); }
   sumOfSquares(x: Tensor) { return this.training.sumOfSquares(x); }
+  sumOfSquaresAll(xs: readonly Tensor[]) { return this.training.sumOfSquaresAll(xs); }
   adamwStep(args: Parameters<CpuTrainingOps['adamwStep']>[0]) { this.training.adamwStep(args); }
 }
 

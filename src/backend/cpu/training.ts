@@ -130,6 +130,10 @@ export class CpuTrainingOps {
     return sum;
   }
 
+  sumOfSquaresAll(xs: readonly Tensor[]): number {
+    return xs.reduce((sum, x) => sum + this.sumOfSquares(x), 0);
+  }
+
   adamwStep(a: { param: Tensor; grad: Tensor; m: Tensor; v: Tensor; lr: number; beta1: number; beta2: number; eps: number; decay: number; step: number; computeCopy?: Tensor | null }): void {
     const param = f32(a.param);
     for (const [name, t] of [['grad', a.grad], ['m', a.m], ['v', a.v]] as const) {

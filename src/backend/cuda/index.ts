@@ -512,6 +512,7 @@ export class CudaBackend implements Backend {
   addInto(dst: Tensor, src: Tensor, factor: number) { this.training.addInto(dst, src, factor); }
   scaleInPlace(dst: Tensor, factor: number) { this.training.scaleInPlace(dst, factor); }
   sumOfSquares(x: Tensor) { return this.training.sumOfSquares(x); }
+  sumOfSquaresAll(xs: readonly Tensor[]) { return this.training.sumOfSquaresAll(xs); }
   adamwStep(args: Parameters<CudaTrainingOps['adamwStep']>[0]) { this.training.adamwStep(args); }
 
   /** A tensor outside every scope, kept until released by hand (buffers that live with the backend). */

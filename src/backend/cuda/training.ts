@@ -64,9 +64,13 @@ export class CudaTrainingOps {
   private zerosF32(shape: readonly number[]): CudaTensor {
     return this.be.zeros(shape, 'float32') as CudaTensor;
   }
-  /** A float64 scratch buffer for reductions (kept for the backend's life). */
-  private doubles(): CudaTensor {
-    if (!this.scratch) this.scratch = this.be.persistent([2 * (REDUCE_BLOCKS + 1)], "float32");
+  /** A float64 scratch buffer of at least `count` values for reductions (kept for the backend's life, grown when needed). */
+  private doubles(count = REDUCE_BLOCKS + 1): CudaTensor {
+    if (this.scratch && elementCount(this.scratch.shape) < 2 * count) {
+      this.be.release(this.scratch);
+      this.scratch = null;
+    }
+    if (!this.scratch) this.scratch = this.be.persistent([2 * count], 'float32');
     return this.scratch;
   }
 
@@ -310,13 +314,24 @@ export class CudaTrainingOps {
   }
 
   sumOfSquares(x: Tensor): number {
-    const s = this.floatSource(x, 'sumOfSquares'), n = elementCount(s.shape);
-    if (n === 0) return 0;
-    const scratch = this.doubles(), blocks = Math.min(REDUCE_BLOCKS, Math.ceil(n / 256));
-    const k = this.be.kernels;
-    const vector = s.dtype === 'float32' && s.ptr % 16 === 0; // the gradients: float32 from the allocator, 512-byte aligned
-    k.get('train_elementwise.cu', vector ? 'sum_squares_partial4' : 'sum_squares_partial', this.defsFor(s.dtype)).launch([blocks], [256], [s.ptr, n, scratch.ptr + 8]);
-    k.get('train_elementwise.cu', 'sum_doubles', this.defsFor(s.dtype)).launch([1], [256], [scratch.ptr + 8, blocks, scratch.ptr]);
+    return this.sumOfSquaresAll([x]);
+  }
+
+  /** Each tensor's block partials go to their own slots of one scratch buffer; one sum of all slots, one copy out. */
+  sumOfSquaresAll(xs: readonly Tensor[]): number {
+    const sources = xs.map((x) => this.floatSource(x, 'sumOfSquares')).filter((s) => elementCount(s.shape) > 0);
+    const blocksOf = sources.map((s) => Math.min(REDUCE_BLOCKS, Math.ceil(elementCount(s.shape) / 256)));
+    const slots = blocksOf.reduce((a, b) => a + b, 0);
+    if (slots === 0) return 0;
+    const scratch = this.doubles(slots + 1), k = this.be.kernels;
+    let slot = 1;
+    sources.forEach((s, i) => {
+      const vector = s.dtype === 'float32' && s.ptr % 16 === 0; // the gradients: float32 from the allocator, 512-byte aligned
+      k.get('train_elementwise.cu', vector ? 'sum_squares_partial4' : 'sum_squares_partial', this.defsFor(s.dtype))
+        .launch([blocksOf[i]], [256], [s.ptr, elementCount(s.shape), scratch.ptr + 8 * slot]);
+      slot += blocksOf[i];
+    });
+    k.get('train_elementwise.cu', 'sum_doubles', this.defsFor('float32')).launch([1], [1024], [scratch.ptr + 8, slots, scratch.ptr]);
     const out = new Float64Array(1);
     this.be.ctx.copyOut(out, scratch.ptr);
     return out[0];
