@@ -87,16 +87,17 @@ export function backward(graph: TrainingGraph, tape: Tape, dHidden: Tensor, grad
       dk = be.clampBackward(dk, a.qkvRaw.k, c.clipQkv);
       dv = be.clampBackward(dv, a.qkvRaw.v, c.clipQkv);
     }
-    // dLn1Out = Σ over q, k, v of d· W·; each part's weight gradient is its row block of Wqkv's.
+    // dLn1Out = dq·Wq + dk·Wk + dv·Wv, summed in one tensor (LN_1's output recomputed for the weight
+    // gradients); each part's weight gradient lands in its row block of Wqkv's.
     const ln1Out = graph.norm(a.xIn, block.ln1), wqkv = `${name}.attn.wqkv`;
     let dLn1Out: Tensor | null = null;
-    [dq, dk, dv].forEach((dy, i) => {
+    for (const [i, dy] of [dq, dk, dv].entries()) {
       const part = graph.qkvPart(block.wqkv, i);
       dLn1Out = be.linearBackwardInto({
         dy, x: ln1Out, weight: part.weight, dWeight: be.rowBlock(grad(`${wqkv}.weight`), i * d, d),
         dBias: part.bias ? be.rowBlock(grad(`${wqkv}.bias`), i * d, d) : null, dxInto: dLn1Out,
       });
-    });
+    }
     const dxIn = normBack(dLn1Out!, a.xIn, block.ln1, `${name}.ln1`, dxMid);
     // This block's tape is spent (xIn is the previous block's output, which its own backward does not read).
     for (const tensor of new Set([a.xIn, a.qPre, a.kPre, a.q, a.k, a.v, a.attended, a.logSumExp, a.xMid, a.up, a.activated])) be.release(tensor);
