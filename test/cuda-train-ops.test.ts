@@ -82,13 +82,80 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     close('clamp backward', down(be, g.clampBackward(bg, ag, 1.3)), down(cpu, cpu.clampBackward(bc, ac, 1.3)), 0);
   });
 
+  test(`cuda ${dtype}: accumulating linear backward over a weight's row blocks, and linear with its residual`, { skip }, () => {
+    const be = cudaFor(dtype), g = trainingBackend(be);
+    const rows = 45, inF = 136, o = 40; // a weight [3·o, inF] used as three row blocks, as the model uses Wqkv
+    const [xg, xc] = pair(be, randn(rows * inF), [rows, inF]);
+    const [wg, wc] = pair(be, randn(3 * o * inF, 0.1), [3 * o, inF]);
+    const prior = randn(3 * o * inF), priorB = randn(3 * o);
+    const [dWg, dWc] = f32pair(be, prior, [3 * o, inF]);
+    const [dBg, dBc] = f32pair(be, priorB, [3 * o]);
+    const dys = [0, 1, 2].map(() => pair(be, randn(rows * o), [rows, o]));
+    let dxg: Tensor | null = null, dxc: Tensor | null = null;
+    dys.forEach(([dyg, dyc], p) => {
+      dxg = g.linearBackwardInto({ dy: dyg, x: xg, weight: g.rowBlock(wg, p * o, o), dWeight: g.rowBlock(dWg, p * o, o), dBias: g.rowBlock(dBg, p * o, o), dxInto: dxg });
+      dxc = cpu.linearBackwardInto({ dy: dyc, x: xc, weight: cpu.rowBlock(wc, p * o, o), dWeight: cpu.rowBlock(dWc, p * o, o), dBias: cpu.rowBlock(dBc, p * o, o), dxInto: dxc });
+    });
+    close('dx summed over the row blocks', down(be, dxg!), down(cpu, dxc!), tol(dtype, 1e-5));
+    close('dWeight accumulated', down(be, dWg), down(cpu, dWc), tol(dtype, 1e-6, 1e-3));
+    close('dBias accumulated', down(be, dBg), down(cpu, dBc), tol(dtype, 1e-6, 1e-3));
+    for (const r of [7, 45]) { // 7 rows: the few-row GEMM path
+      const [x2g, x2c] = pair(be, randn(r * inF), [r, inF]);
+      const [resg, resc] = pair(be, randn(r * 3 * o), [r, 3 * o]);
+      const [bg, bc] = pair(be, randn(3 * o), [3 * o]);
+      close(`linearResidual (${r} rows)`, down(be, g.linearResidual(x2g, wg, bg, resg)), down(cpu, cpu.linearResidual(x2c, wc, bc, resc)), tol(dtype, 1e-6));
+    }
+  });
+
+  test(`cuda ${dtype}: accumulating LayerNorm backward with the residual gradient, row-per-warp and fallback kernels`, { skip }, () => {
+    const be = cudaFor(dtype), g = trainingBackend(be);
+    // Widths: 24 (one chunk a lane, most lanes idle), 776 (a partial last round of chunks), 2048 (the model's),
+    // 1003 (odd: the block-per-row fallback); 61 and 613 rows spread unevenly over warps and blocks.
+    for (const [r, n] of [[61, 24], [613, 776], [61, 2048], [37, 1003]]) {
+      const [dyg, dyc] = pair(be, randn(r * n), [r, n]);
+      const [xg, xc] = pair(be, randn(r * n, 2), [r, n]);
+      const [wg, wc] = pair(be, Float32Array.from(randn(n, 0.3), (v) => 1 + v), [n]);
+      const [resg, resc] = pair(be, randn(r * n), [r, n]);
+      for (const withBias of [false, true]) {
+        const prior = randn(n), priorB = randn(n);
+        const [dWg, dWc] = f32pair(be, prior, [n]);
+        const [dBg, dBc] = f32pair(be, priorB, [n]);
+        for (const residual of [null, 'residual'] as const) {
+          const a = { eps: 1e-5 };
+          const dxg = g.layerNormBackwardInto({ dy: dyg, x: xg, weight: wg, dWeight: dWg, dBias: withBias ? dBg : null, residual: residual && resg, ...a });
+          const dxc = cpu.layerNormBackwardInto({ dy: dyc, x: xc, weight: wc, dWeight: dWc, dBias: withBias ? dBc : null, residual: residual && resc, ...a });
+          const what = `${r}×${n}${withBias ? ', bias' : ''}${residual ? ', residual' : ''}`;
+          close(`layerNorm dx (${what})`, down(be, dxg), down(cpu, dxc), tol(dtype, 1e-5));
+          close(`layerNorm dWeight accumulated (${what})`, down(be, dWg), down(cpu, dWc), tol(dtype, 1e-5, 3e-3));
+          close(`layerNorm dBias (${what})`, down(be, dBg), down(cpu, dBc), tol(dtype, 1e-5, 3e-3));
+        }
+      }
+    }
+    // The row-per-warp kernel is deterministic: the same inputs give the same bits.
+    const [dyg, , ] = pair(be, randn(613 * 776), [613, 776]);
+    const [xg] = pair(be, randn(613 * 776), [613, 776]);
+    const [wg] = pair(be, randn(776), [776]);
+    const runs = [0, 1].map(() => {
+      const dW = be.zeros([776], 'float32');
+      g.layerNormBackwardInto({ dy: dyg, x: xg, weight: wg, eps: 1e-5, dWeight: dW, dBias: null });
+      return down(be, dW);
+    });
+    assert.deepEqual(runs[0], runs[1], 'dWeight differs between two identical runs');
+    // GELU backward on the 16-byte path (8 values a thread) and its scalar tail-free twin at an odd size.
+    for (const n of [8 * 1001, 1001]) {
+      const [ag, ac] = pair(be, randn(n, 2), [n]);
+      const [bg, bc] = pair(be, randn(n), [n]);
+      close(`gelu backward (${n})`, down(be, g.geluBackward(bg, ag)), down(cpu, cpu.geluBackward(bc, ac)), tol(dtype, 1e-6));
+    }
+  });
+
   test(`cuda ${dtype}: the output layer fused with cross entropy, over several row blocks`, { skip }, () => {
     const be = cudaFor(dtype), g = trainingBackend(be);
     const n = 45, d = 72, vocab = 1001;
     const [xg, xc] = pair(be, randn(n * d), [n, d]);
     const [tg, tc] = pair(be, randn(vocab * d, 0.5), [vocab, d]);
     const targets = Int32Array.from({ length: n }, (_, i) => (i % 9 === 4 ? -1 : Math.floor(rng.next() * vocab)));
-    be.training.logitBlockElements = 16 * vocab; // 3 blocks of 16 rows
+    be.training.logitBlockElements = 16 * vocab; // at most 16 rows a block: 3 blocks of 15
     try {
       for (const logitScale of [null, 0.7]) {
         const a = { logitScale, lossScale: 1 / 40, gradients: true };
@@ -99,6 +166,14 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
         close(`dx (scale ${logitScale})`, down(be, rg.dx!), down(cpu, rc.dx!), tol(dtype, 1e-5));
         close(`dTable (scale ${logitScale})`, down(be, rg.dTable!), down(cpu, rc.dTable!), tol(dtype, 1e-5, 1e-2));
       }
+      // dTableInto: the table's gradient added into an accumulator that already holds values.
+      const prior = randn(vocab * d);
+      const [ig, ic] = f32pair(be, prior, [vocab, d]);
+      const a = { logitScale: 0.7, lossScale: 1 / 40, gradients: true };
+      const rg = g.crossEntropyWithOutput({ x: xg, table: tg, targets: be.upload(targets, [n], 'int32'), dTableInto: ig, ...a });
+      const rc = cpu.crossEntropyWithOutput({ x: xc, table: tc, targets: cpu.upload(targets, [n], 'int32'), dTableInto: ic, ...a });
+      assert.equal(rg.dTable, ig);
+      close('dTable into an accumulator', down(be, ig), down(cpu, ic), tol(dtype, 1e-6, 1e-3));
       const lossOnly = g.crossEntropyWithOutput({ x: xg, table: tg, targets: be.upload(targets, [n], 'int32'), logitScale: null, lossScale: 1, gradients: false });
       assert.equal(lossOnly.dx, null);
       assert.throws(() => g.crossEntropyWithOutput({ x: xg, table: tg, targets: be.upload(Int32Array.from({ length: n }, () => vocab), [n], 'int32'), logitScale: null, lossScale: 1, gradients: false }),
@@ -135,6 +210,13 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     const [hg, hc] = pair(be, big, [1_000_003]);
     const wantH = cpu.sumOfSquares(hc);
     assert.ok(Math.abs(g.sumOfSquares(hg) - wantH) <= 1e-9 * wantH, `sum of squares (${dtype})`);
+    // All at once (one round trip): float32 of several sizes (one under a block, one with a tail of 3) and the activation dtype.
+    const parts = [1_000_003, 7, 2048, 70_001].map((m) => f32pair(be, randn(m), [m]));
+    const gs = [...parts.map(([a]) => a), hg, be.zeros([0], 'float32')], cs = [...parts.map(([, b]) => b), hc, cpu.zeros([0], 'float32')];
+    const wantAll = cpu.sumOfSquaresAll(cs);
+    assert.ok(Math.abs(wantAll - cs.reduce((sum, t) => sum + cpu.sumOfSquares(t), 0)) <= 1e-12 * wantAll, 'CPU: all at once = the sum of each');
+    assert.ok(Math.abs(g.sumOfSquaresAll(gs) - wantAll) <= 1e-9 * wantAll, `sum of squares of ${gs.length} tensors at once`);
+    assert.equal(g.sumOfSquaresAll([]), 0);
   });
 
   test(`cuda ${dtype}: AdamW steps on float32 masters refresh the compute copy`, { skip }, () => {

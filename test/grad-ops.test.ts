@@ -64,6 +64,46 @@ test('layer norm backward (weight and bias)', () => {
   checkGradient('db', b, values(g.dBias!), loss);
 });
 
+test('accumulating linear backward over row blocks of one weight, and linear with its residual add', () => {
+  // y = x · Wᵀ + b with W [3·o, i] used as three row blocks, as the model uses Wqkv: the gradients of
+  // Σ r_p · y_p over the parts p must land in W's row blocks and sum in one dx (dxInto), on top of
+  // what the accumulators already hold.
+  const rows = 5, inW = 7, o = 3;
+  const x = randn(rows * inW), w = randn(3 * o * inW), b = randn(3 * o), rs = [0, 1, 2].map(() => randn(rows * o));
+  const prior = randn(3 * o * inW), priorB = randn(3 * o);
+  const dW = up(Float32Array.from(prior), [3 * o, inW]), dB = up(Float32Array.from(priorB), [3 * o]);
+  const loss = () => rs.reduce((s, r, p) => s + dot(values(be.linear(up(x, [rows, inW]), be.rowBlock(up(w, [3 * o, inW]), p * o, o),
+    be.rowBlock(up(b, [3 * o]), p * o, o))), r), 0);
+  let dx: Tensor | null = null;
+  const wt = up(w, [3 * o, inW]), xt = up(x, [rows, inW]);
+  rs.forEach((r, p) => {
+    dx = be.linearBackwardInto({ dy: up(r, [rows, o]), x: xt, weight: be.rowBlock(wt, p * o, o), dWeight: be.rowBlock(dW, p * o, o), dBias: be.rowBlock(dB, p * o, o), dxInto: dx });
+  });
+  checkGradient('dx', x, values(dx!), loss);
+  checkGradient('dW', w, values(dW).map((v, i) => v - prior[i]), loss);
+  checkGradient('db', b, values(dB).map((v, i) => v - priorB[i]), loss);
+  // linearResidual is residual + linear: its gradients are the residual's identity and linear's.
+  const res = randn(rows * 3 * o), rr = randn(rows * 3 * o);
+  const lossR = () => dot(values(be.linearResidual(up(x, [rows, inW]), up(w, [3 * o, inW]), up(b, [3 * o]), up(res, [rows, 3 * o]))), rr);
+  checkGradient('residual', res, rr, lossR);
+  const g = be.linearBackward(up(rr, [rows, 3 * o]), up(x, [rows, inW]), up(w, [3 * o, inW]), true);
+  checkGradient('linearResidual dx', x, values(g.dx), lossR);
+  checkGradient('linearResidual dW', w, values(g.dWeight), lossR);
+});
+
+test('accumulating layer norm backward with the residual gradient added', () => {
+  const rows = 3, n = 11;
+  const x = randn(rows * n), w = randn(n), b = randn(n), r = randn(rows * n), res = randn(rows * n);
+  const prior = randn(n), priorB = randn(n);
+  const dW = up(Float32Array.from(prior), [n]), dB = up(Float32Array.from(priorB), [n]);
+  // L = Σ r·LN(x) + Σ res·x: the residual stream's gradient res flows around the norm into dx.
+  const loss = () => dot(values(be.layerNorm(up(x, [rows, n]), up(w, [n]), up(b, [n]), 1e-5)), r) + dot(x, res);
+  const dx = be.layerNormBackwardInto({ dy: up(r, [rows, n]), x: up(x, [rows, n]), weight: up(w, [n]), eps: 1e-5, dWeight: dW, dBias: dB, residual: up(res, [rows, n]) });
+  checkGradient('dx', x, values(dx), loss);
+  checkGradient('dw', w, values(dW).map((v, i) => v - prior[i]), loss);
+  checkGradient('db', b, values(dB).map((v, i) => v - priorB[i]), loss);
+});
+
 test('GELU and clamp backward', () => {
   const x = randn(40, 2), r = randn(40);
   checkGradient('gelu', x, values(be.geluBackward(up(r, [40]), up(x, [40]))), () => dot(values(be.gelu(up(x, [40]))), r));

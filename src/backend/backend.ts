@@ -146,6 +146,22 @@ export interface TrainingOps {
   linearBackward(dy: Tensor, x: Tensor, weight: Tensor, withBias: boolean): { dx: Tensor; dWeight: Tensor; dBias: Tensor | null };
   /** Gradients of `layerNorm` (recomputing mean and variance from x): dx, dWeight and, when `withBias`, dBias. */
   layerNormBackward(dy: Tensor, x: Tensor, weight: Tensor, eps: number, withBias: boolean): { dx: Tensor; dWeight: Tensor; dBias: Tensor | null };
+  /**
+   * `linearBackward` for the training step, accumulating: dWeight (+ dBias) += the parameter gradients
+   * (float32, in place: the GEMM adds into the accumulator, no temporary), and dx = dy · W returned, or
+   * added into `dxInto` (activation dtype, in place) when given — the sum over the three row blocks of
+   * a fused QKV weight, for one.
+   */
+  linearBackwardInto(a: { dy: Tensor; x: Tensor; weight: Tensor; dWeight: Tensor; dBias: Tensor | null; dxInto?: Tensor | null }): Tensor;
+  /**
+   * `layerNormBackward` for the training step: dWeight (+ dBias) += the parameter gradients (float32, in
+   * place) and returns dx + `residual` (the gradient of the residual stream around the norm, when given).
+   */
+  layerNormBackwardInto(a: { dy: Tensor; x: Tensor; weight: Tensor; eps: number; dWeight: Tensor; dBias: Tensor | null; residual?: Tensor | null }): Tensor;
+  /** residual + x · weightᵀ (+ bias): a linear layer and the residual add around it in one op (forward). */
+  linearResidual(x: Tensor, weight: Tensor, bias: Tensor | null, residual: Tensor): Tensor;
+  /** Rows [start, start + count) of a tensor (along its first dimension) as a view sharing its storage. */
+  rowBlock(t: Tensor, start: number, count: number): Tensor;
   /** dy · GELU'(x) for the exact GELU: Φ(x) + x·φ(x). */
   geluBackward(dy: Tensor, x: Tensor): Tensor;
   /** Gradient of `clamp`: dy where -limit ≤ x ≤ limit (as torch.clamp), 0 elsewhere. */
@@ -162,6 +178,8 @@ export interface TrainingOps {
    */
   crossEntropyWithOutput(args: {
     x: Tensor; table: Tensor; targets: Tensor; logitScale: number | null; lossScale: number; gradients: boolean;
+    /** float32 [vocab, d]: with gradients, dTable is added into it (in place) and returned as dTable. */
+    dTableInto?: Tensor | null;
   }): { lossSum: Tensor; count: number; dx: Tensor | null; dTable: Tensor | null };
   /** dst += factor · src, elementwise (dst float32, in place): gradient accumulation. */
   addInto(dst: Tensor, src: Tensor, factor: number): void;
@@ -169,6 +187,11 @@ export interface TrainingOps {
   scaleInPlace(dst: Tensor, factor: number): void;
   /** Σ x² of a float tensor, accumulated in float64, as a host number (the global gradient norm). */
   sumOfSquares(x: Tensor): number;
+  /**
+   * Σ x² over all the tensors, accumulated in float64: the same number as summing `sumOfSquares` over
+   * them, with one device round trip instead of one a tensor (a model has hundreds of gradients).
+   */
+  sumOfSquaresAll(xs: readonly Tensor[]): number;
   /**
    * One AdamW step on a float32 master parameter and its float32 moments, in place, as torch:
    *   param ← param · (1 - decay);  m ← β1·m + (1-β1)·g;  v ← β2·v + (1-β2)·g²
@@ -187,7 +210,8 @@ export type TrainingBackend = Backend & TrainingOps;
 
 const TRAINING_OPS: ReadonlyArray<keyof TrainingOps> = [
   'attentionForTraining', 'attentionBackward', 'linearBackward', 'layerNormBackward', 'geluBackward', 'clampBackward',
-  'addColumnsInto', 'embeddingBackwardInto', 'crossEntropyWithOutput', 'addInto', 'scaleInPlace', 'sumOfSquares', 'adamwStep',
+  'linearBackwardInto', 'layerNormBackwardInto', 'linearResidual', 'rowBlock',
+  'addColumnsInto', 'embeddingBackwardInto', 'crossEntropyWithOutput', 'addInto', 'scaleInPlace', 'sumOfSquares', 'sumOfSquaresAll', 'adamwStep',
 ];
 
 /** The backend as a TrainingBackend, or an error naming the ops it lacks. */

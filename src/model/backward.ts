@@ -35,62 +35,74 @@ export function lossAndGradients(
   const be = graph.backend, c = graph.config, p = graph.params;
   const tape = graph.forward(ids, batch);
   const targets = be.upload(nextTokenTargets(ids, batch), [ids.length], 'int32');
+  const tableGrad = grads?.get(p.lmHead ? 'lmHead.weight' : 'wte.weight') ?? null;
   const ce = be.crossEntropyWithOutput({
-    x: tape.hidden, table: p.lmHead ?? p.wte, targets, logitScale: c.logitScale, lossScale, gradients: grads !== null,
+    x: tape.hidden, table: p.lmHead ?? p.wte, targets, logitScale: c.logitScale, lossScale, gradients: grads !== null, dTableInto: tableGrad,
   });
   const lossSum = (be.download(ce.lossSum) as Float32Array)[0];
-  if (grads) {
-    be.addInto(grads.get(p.lmHead ? 'lmHead.weight' : 'wte.weight')!, ce.dTable!, 1);
-    backward(graph, tape, ce.dx!, grads);
-  }
+  if (grads) backward(graph, tape, ce.dx!, grads);
   return { lossSum, count: ce.count };
 }
 
-/** Propagate dHidden (the gradient of LN_f's output) down to the embeddings, adding into `grads`. */
+/**
+ * Propagate dHidden (the gradient of LN_f's output) down to the embeddings, adding into `grads`.
+ * Each block's tape is released once its gradients are made, so the backward pass's memory shrinks
+ * as it goes; the tape cannot be used again afterwards.
+ */
 export function backward(graph: TrainingGraph, tape: Tape, dHidden: Tensor, grads: Gradients): void {
   const be = graph.backend, c = graph.config, p = graph.params;
   const { batch, seqLen: t } = tape;
   const d = c.dModel;
-  const add = (name: string, g: Tensor | null) => { if (g) be.addInto(grads.get(name)!, g, 1); };
-  const normBack = (dy: Tensor, x: Tensor, n: Affine, name: string): Tensor => {
-    const g = be.layerNormBackward(dy, x, n.weight, c.layerNormEps, n.bias !== null);
-    add(`${name}.weight`, g.dWeight);
-    add(`${name}.bias`, g.dBias);
-    return g.dx;
-  };
-  const linearBack = (dy: Tensor, x: Tensor, l: Affine, name: string): Tensor => {
-    const g = be.linearBackward(dy, x, l.weight, l.bias !== null);
-    add(`${name}.weight`, g.dWeight);
-    add(`${name}.bias`, g.dBias);
-    return g.dx;
-  };
+  const grad = (name: string): Tensor => grads.get(name)!;
+  const biasGrad = (name: string, l: Affine): Tensor | null => (l.bias ? grad(`${name}.bias`) : null);
+  /** dx of LayerNorm, plus `residual` (the gradient that flows around the norm) when given. */
+  const normBack = (dy: Tensor, x: Tensor, n: Affine, name: string, residual: Tensor | null = null): Tensor =>
+    be.layerNormBackwardInto({ dy, x, weight: n.weight, eps: c.layerNormEps, dWeight: grad(`${name}.weight`), dBias: biasGrad(name, n), residual });
+  const linearBack = (dy: Tensor, x: Tensor, l: Affine, name: string): Tensor =>
+    be.linearBackwardInto({ dy, x, weight: l.weight, dWeight: grad(`${name}.weight`), dBias: biasGrad(name, l) });
 
   let dx = normBack(dHidden, tape.xFinal, p.lnF, 'lnF');
   for (let layer = c.nLayers - 1; layer >= 0; layer--) dx = be.scope(() => {
-    // One scope a layer: its temporaries (activation gradients, per-call weight gradients) go back to
-    // the device allocator before the next layer (CUDA; the CPU leaves them to the garbage collector).
+    // One scope a layer: its temporaries (activation gradients, recomputed activations) go back to the
+    // device allocator before the next layer (CUDA; the CPU leaves them to the garbage collector).
     const a = tape.blocks[layer], block = p.blocks[layer], name = `blocks.${layer}`;
-    // x = xMid + down(gelu(up(LN_2(xMid))))
+    // x = xMid + down(gelu(up(LN_2(xMid)))): LN_2's output is recomputed here.
     const dActivated = linearBack(dx, a.activated, block.down, `${name}.mlp.down`);
+    be.release(a.activated);
     const dUp = be.geluBackward(dActivated, a.up);
-    const dLn2Out = linearBack(dUp, a.ln2Out, block.up, `${name}.mlp.up`);
-    const dxMid = be.add(dx, normBack(dLn2Out, a.xMid, block.ln2, `${name}.ln2`));
-    // xMid = xIn + out(attention(q_LN(q), k_LN(k), v)),  q,k,v = clip(LN_1(xIn) · Wqkvᵀ)
+    be.release(a.up);
+    be.release(dActivated);
+    const dLn2Out = linearBack(dUp, graph.norm(a.xMid, block.ln2), block.up, `${name}.mlp.up`);
+    be.release(dUp);
+    const dxMid = normBack(dLn2Out, a.xMid, block.ln2, `${name}.ln2`, dx);
+    // xMid = xIn + out(attention(q_LN(q), k_LN(k), v)),  q,k,v = clip(LN_1(xIn) · W{q,k,v}ᵀ)
     const dAttended = linearBack(dxMid, a.attended, block.out, `${name}.attn.out`);
     const args = graph.attentionArgs(a.q, a.k, a.v, batch, t);
     const g = be.attentionBackward(args, be.view(a.attended, [batch, t, d]), a.logSumExp, be.view(dAttended, [batch, t, d]));
-    let dq = be.view(g.dq, [batch * t, d]), dk = be.view(g.dk, [batch * t, d]);
-    if (block.qLn && block.kLn) {
-      dq = normBack(dq, a.qPre, block.qLn, `${name}.attn.qLn`);
-      dk = normBack(dk, a.kPre, block.kLn, `${name}.attn.kLn`);
+    let dq = be.view(g.dq, [batch * t, d]), dk = be.view(g.dk, [batch * t, d]), dv = be.view(g.dv, [batch * t, d]);
+    if (block.qLn) dq = normBack(dq, a.qPre, block.qLn, `${name}.attn.qLn`);
+    if (block.kLn) dk = normBack(dk, a.kPre, block.kLn, `${name}.attn.kLn`);
+    if (a.qkvRaw && c.clipQkv !== null) {
+      dq = be.clampBackward(dq, a.qkvRaw.q, c.clipQkv);
+      dk = be.clampBackward(dk, a.qkvRaw.k, c.clipQkv);
+      dv = be.clampBackward(dv, a.qkvRaw.v, c.clipQkv);
     }
-    let dQkv = be.zeros([batch * t, 3 * d], 'float32');
-    be.addColumnsInto(dQkv, dq, 0);
-    be.addColumnsInto(dQkv, dk, d);
-    be.addColumnsInto(dQkv, be.view(g.dv, [batch * t, d]), 2 * d);
-    if (a.qkvRaw && c.clipQkv !== null) dQkv = be.clampBackward(dQkv, a.qkvRaw, c.clipQkv);
-    const dLn1Out = linearBack(dQkv, a.ln1Out, block.wqkv, `${name}.attn.wqkv`);
-    return be.add(dxMid, normBack(dLn1Out, a.xIn, block.ln1, `${name}.ln1`));
+    // dLn1Out = dq·Wq + dk·Wk + dv·Wv, summed in one tensor (LN_1's output recomputed for the weight
+    // gradients); each part's weight gradient lands in its row block of Wqkv's.
+    const ln1Out = graph.norm(a.xIn, block.ln1), wqkv = `${name}.attn.wqkv`;
+    let dLn1Out: Tensor | null = null;
+    for (const [i, dy] of [dq, dk, dv].entries()) {
+      const part = graph.qkvPart(block.wqkv, i);
+      dLn1Out = be.linearBackwardInto({
+        dy, x: ln1Out, weight: part.weight, dWeight: be.rowBlock(grad(`${wqkv}.weight`), i * d, d),
+        dBias: part.bias ? be.rowBlock(grad(`${wqkv}.bias`), i * d, d) : null, dxInto: dLn1Out,
+      });
+    }
+    const dxIn = normBack(dLn1Out!, a.xIn, block.ln1, `${name}.ln1`, dxMid);
+    // This block's tape is spent (xIn is the previous block's output, which its own backward does not read).
+    for (const tensor of new Set([a.xIn, a.qPre, a.kPre, a.q, a.k, a.v, a.attended, a.logSumExp, a.xMid, a.up, a.activated])) be.release(tensor);
+    if (a.qkvRaw) for (const tensor of Object.values(a.qkvRaw)) be.release(tensor);
+    return dxIn;
   });
   // MosaicGPT's embedding_fraction: (wte + wpe)·f + (wte + wpe).detach()·(1-f) lets only f of the gradient through.
   be.embeddingBackwardInto(grads.get('wte.weight')!, tape.ids, dx, c.embeddingFraction);

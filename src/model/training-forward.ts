@@ -5,14 +5,17 @@ import type { Affine, MptParams } from './params.js';
 /**
  * The forward pass for training: the same math as MptModel.forward (DESIGN.md, "The model, exactly")
  * over whole sequences without a KV cache, keeping what the backward pass needs (the tape).
- * llm.c's habit: each layer's inputs are saved, nothing is recomputed except attention's softmax.
+ * What is cheap to make again is not kept: LN_1's and LN_2's outputs (one LayerNorm pass from xIn or
+ * xMid) are recomputed by the backward, a block's other temporaries are released when the block ends, and q, k, v come from the three row blocks of Wqkv as three contiguous tensors
+ * (the layout attention reads), so no fused QKV is kept beside them and no column is copied.
  */
+export interface QkvTensors { q: Tensor; k: Tensor; v: Tensor }
+
 export interface BlockTape {
   xIn: Tensor;
-  ln1Out: Tensor;
-  /** q,k,v before clip_qkv (only with clipping; the clamp's gradient needs it). */
-  qkvRaw: Tensor | null;
-  /** q and k before QK LayerNorm (the same as q and k without it). */
+  /** q, k, v before clip_qkv (only with clipping; the clamp's gradient needs them). */
+  qkvRaw: QkvTensors | null;
+  /** q and k before QK LayerNorm (the same tensors as q and k without it). */
   qPre: Tensor;
   kPre: Tensor;
   q: Tensor;
@@ -22,7 +25,7 @@ export interface BlockTape {
   attended: Tensor;
   logSumExp: Tensor;
   xMid: Tensor;
-  ln2Out: Tensor;
+  /** MLP up projection and GELU of it: GELU's backward reads the first, down's weight gradient the second. */
   up: Tensor;
   activated: Tensor;
 }
@@ -67,6 +70,22 @@ export class TrainingGraph {
     return this.backend.linear(x, l.weight, l.bias);
   }
 
+  /** Row block i (0: q, 1: k, 2: v) of the fused Wqkv [3·d, d] and of its bias, as an Affine of its own. */
+  qkvPart(l: Affine, i: number): Affine {
+    const be = this.backend, d = this.config.dModel;
+    return { weight: be.rowBlock(l.weight, i * d, d), bias: l.bias ? be.rowBlock(l.bias, i * d, d) : null };
+  }
+
+  /** q, k, v = a · Wqkvᵀ split in three, each computed into its own contiguous tensor. */
+  qkv(a: Tensor, wqkv: Affine): QkvTensors {
+    return { q: this.affine(a, this.qkvPart(wqkv, 0)), k: this.affine(a, this.qkvPart(wqkv, 1)), v: this.affine(a, this.qkvPart(wqkv, 2)) };
+  }
+
+  /** x + l(a): the residual add folded into the linear layer. */
+  residual(x: Tensor, a: Tensor, l: Affine): Tensor {
+    return this.backend.linearResidual(a, l.weight, l.bias, x);
+  }
+
   /** ids: [batch, t] row-major token ids. */
   forward(ids: Int32Array, batch: number): Tape {
     const { backend: be, config: c, params: p } = this;
@@ -84,24 +103,24 @@ export class TrainingGraph {
     const blocks: BlockTape[] = [];
     for (const block of p.blocks) {
       const xIn = x;
-      const ln1Out = this.norm(xIn, block.ln1);
-      let qkv = this.affine(ln1Out, block.wqkv);
-      let qkvRaw: Tensor | null = null;
-      if (c.clipQkv !== null) {
-        qkvRaw = qkv;
-        qkv = be.clamp(qkv, c.clipQkv);
-      }
-      const qPre = be.columns(qkv, 0, d), kPre = be.columns(qkv, d, d), v = be.columns(qkv, 2 * d, d);
-      const q = block.qLn ? this.norm(qPre, block.qLn) : qPre;
-      const k = block.kLn ? this.norm(kPre, block.kLn) : kPre;
-      const { out, logSumExp } = be.attentionForTraining(this.attentionArgs(q, k, v, batch, t));
-      const attended = be.view(out, [batch * t, d]);
-      const xMid = be.add(xIn, this.affine(attended, block.out));
-      const ln2Out = this.norm(xMid, block.ln2);
-      const up = this.affine(ln2Out, block.up);
-      const activated = be.gelu(up);
-      x = be.add(xMid, this.affine(activated, block.down));
-      blocks.push({ xIn, ln1Out, qkvRaw, qPre, kPre, q, k, v, attended, logSumExp, xMid, ln2Out, up, activated });
+      // One scope a block: what the tape does not keep (LN outputs, GELU's output) is released at its end.
+      const { tape, xOut } = be.scope(() => {
+        const raw = this.qkv(this.norm(xIn, block.ln1), block.wqkv);
+        const clip = c.clipQkv;
+        const { q: qPre, k: kPre, v } = clip === null ? raw : { q: be.clamp(raw.q, clip), k: be.clamp(raw.k, clip), v: be.clamp(raw.v, clip) };
+        const q = block.qLn ? this.norm(qPre, block.qLn) : qPre;
+        const k = block.kLn ? this.norm(kPre, block.kLn) : kPre;
+        const { out, logSumExp } = be.attentionForTraining(this.attentionArgs(q, k, v, batch, t));
+        const attended = be.view(out, [batch * t, d]);
+        const xMid = this.residual(xIn, attended, block.out);
+        const up = this.affine(this.norm(xMid, block.ln2), block.up);
+        const activated = be.gelu(up);
+        const xOut = this.residual(xMid, activated, block.down);
+        const tape: BlockTape = { xIn, qkvRaw: clip === null ? null : raw, qPre, kPre, q, k, v, attended, logSumExp, xMid, up, activated };
+        return { tape, xOut };
+      });
+      blocks.push(tape);
+      x = xOut;
     }
     return { batch, seqLen: t, ids: idTensor, positions, blocks, xFinal: x, hidden: this.norm(x, p.lnF) };
   }

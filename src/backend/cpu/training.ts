@@ -43,6 +43,32 @@ export class CpuTrainingOps {
     return { dx: wrap(x.shape, g.dx), dWeight: wrap([n], g.dWeight), dBias: g.dBias ? wrap([n], g.dBias) : null };
   }
 
+  linearBackwardInto(a: { dy: Tensor; x: Tensor; weight: Tensor; dWeight: Tensor; dBias: Tensor | null; dxInto?: Tensor | null }): CpuTensor {
+    const g = this.linearBackward(a.dy, a.x, a.weight, a.dBias !== null);
+    this.addInto(a.dWeight, g.dWeight, 1);
+    if (a.dBias) this.addInto(a.dBias, g.dBias!, 1);
+    if (!a.dxInto) return g.dx;
+    this.addInto(a.dxInto, g.dx, 1);
+    return asCpu(a.dxInto);
+  }
+
+  layerNormBackwardInto(a: { dy: Tensor; x: Tensor; weight: Tensor; eps: number; dWeight: Tensor; dBias: Tensor | null; residual?: Tensor | null }): CpuTensor {
+    const g = this.layerNormBackward(a.dy, a.x, a.weight, a.eps, a.dBias !== null);
+    this.addInto(a.dWeight, g.dWeight, 1);
+    if (a.dBias) this.addInto(a.dBias, g.dBias!, 1);
+    if (a.residual) this.addInto(g.dx, a.residual, 1);
+    return g.dx;
+  }
+
+  /** Rows of a float or int tensor along its first dimension, sharing its (shared) memory. */
+  rowBlock(t: Tensor, start: number, count: number): CpuTensor {
+    const c = asCpu(t), rows = c.shape[0], per = c.data.length / Math.max(rows, 1);
+    if (c.shape.length < 1 || !Number.isInteger(start) || !Number.isInteger(count) || start < 0 || count < 0 || start + count > rows) {
+      throw new Error(`rowBlock: rows [${start}, ${start + count}) of a tensor [${c.shape}]`);
+    }
+    return new CpuTensor([count, ...c.shape.slice(1)], c.dtype, c.data.subarray(start * per, (start + count) * per));
+  }
+
   geluBackward(dy: Tensor, x: Tensor): CpuTensor {
     return wrap(x.shape, geluBackward(f32(dy), f32(x)));
   }
@@ -69,7 +95,7 @@ export class CpuTrainingOps {
     }
   }
 
-  crossEntropyWithOutput(args: { x: Tensor; table: Tensor; targets: Tensor; logitScale: number | null; lossScale: number; gradients: boolean }):
+  crossEntropyWithOutput(args: { x: Tensor; table: Tensor; targets: Tensor; logitScale: number | null; lossScale: number; gradients: boolean; dTableInto?: Tensor | null }):
     { lossSum: CpuTensor; count: number; dx: CpuTensor | null; dTable: CpuTensor | null } {
     const [vocab, d] = args.table.shape;
     const n = rowCount(args.x);
@@ -77,10 +103,12 @@ export class CpuTrainingOps {
     const targets = asCpu(args.targets).data as Int32Array;
     if (targets.length !== n) throw new Error(`crossEntropyWithOutput: ${targets.length} targets for ${n} rows`);
     const r = crossEntropyWithOutput(this.pool, f32(args.x), weightData(args.table), targets, n, d, vocab, args.logitScale ?? 1, args.lossScale, args.gradients);
-    return {
-      lossSum: wrap([1], Float32Array.of(r.lossSum)), count: r.count,
-      dx: r.dx ? wrap([n, d], r.dx) : null, dTable: r.dTable ? wrap([vocab, d], r.dTable) : null,
-    };
+    let dTable = r.dTable ? wrap([vocab, d], r.dTable) : null;
+    if (dTable && args.dTableInto) {
+      this.addInto(args.dTableInto, dTable, 1);
+      dTable = asCpu(args.dTableInto);
+    }
+    return { lossSum: wrap([1], Float32Array.of(r.lossSum)), count: r.count, dx: r.dx ? wrap([n, d], r.dx) : null, dTable };
   }
 
   addInto(dst: Tensor, src: Tensor, factor: number): void {
@@ -100,6 +128,10 @@ export class CpuTrainingOps {
     let sum = 0;
     for (let i = 0; i < d.length; i++) sum += d[i] * d[i];
     return sum;
+  }
+
+  sumOfSquaresAll(xs: readonly Tensor[]): number {
+    return xs.reduce((sum, x) => sum + this.sumOfSquares(x), 0);
   }
 
   adamwStep(a: { param: Tensor; grad: Tensor; m: Tensor; v: Tensor; lr: number; beta1: number; beta2: number; eps: number; decay: number; step: number; computeCopy?: Tensor | null }): void {

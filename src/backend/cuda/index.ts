@@ -593,6 +593,10 @@ export class CudaBackend implements Backend {
   attentionBackward(args: AttentionArgs, out: Tensor, logSumExp: Tensor, dOut: Tensor) { return this.training.attentionBackward(args, out, logSumExp, dOut); }
   linearBackward(dy: Tensor, x: Tensor, weight: Tensor, withBias: boolean) { return this.training.linearBackward(dy, x, weight, withBias); }
   layerNormBackward(dy: Tensor, x: Tensor, weight: Tensor, eps: number, withBias: boolean) { return this.training.layerNormBackward(dy, x, weight, eps, withBias); }
+  linearBackwardInto(a: Parameters<CudaTrainingOps['linearBackwardInto']>[0]) { return this.training.linearBackwardInto(a); }
+  layerNormBackwardInto(a: Parameters<CudaTrainingOps['layerNormBackwardInto']>[0]) { return this.training.layerNormBackwardInto(a); }
+  linearResidual(x: Tensor, weight: Tensor, bias: Tensor | null, residual: Tensor) { return this.training.linearResidual(x, weight, bias, residual); }
+  rowBlock(t: Tensor, start: number, count: number) { return this.training.rowBlock(t, start, count); }
   geluBackward(dy: Tensor, x: Tensor) { return this.training.geluBackward(dy, x); }
   clampBackward(dy: Tensor, x: Tensor, limit: number) { return this.training.clampBackward(dy, x, limit); }
   addColumnsInto(dst: Tensor, dy: Tensor, start: number) { this.training.addColumnsInto(dst, dy, start); }
@@ -601,6 +605,7 @@ export class CudaBackend implements Backend {
   addInto(dst: Tensor, src: Tensor, factor: number) { this.training.addInto(dst, src, factor); }
   scaleInPlace(dst: Tensor, factor: number) { this.training.scaleInPlace(dst, factor); }
   sumOfSquares(x: Tensor) { return this.training.sumOfSquares(x); }
+  sumOfSquaresAll(xs: readonly Tensor[]) { return this.training.sumOfSquaresAll(xs); }
   adamwStep(args: Parameters<CudaTrainingOps['adamwStep']>[0]) { this.training.adamwStep(args); }
 
   /** A tensor outside every scope, kept until released by hand (buffers that live with the backend). */
