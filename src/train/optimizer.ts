@@ -62,9 +62,8 @@ export class AdamW {
  * Returns the norm before clipping.
  */
 export function clipGradNorm(backend: TrainingBackend, grads: Map<string, Tensor>, maxNorm: number | null): number {
-  let sum = 0;
-  for (const g of grads.values()) sum += backend.sumOfSquares(g);
-  const norm = Math.sqrt(sum);
+  // One reduction over all gradients: on CUDA one round trip to the host instead of one per tensor.
+  const norm = Math.sqrt(backend.sumOfSquaresAll([...grads.values()]));
   if (maxNorm !== null) {
     const coef = maxNorm / (norm + 1e-6);
     if (coef < 1) for (const g of grads.values()) backend.scaleInPlace(g, coef);
