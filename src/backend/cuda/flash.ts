@@ -1,0 +1,76 @@
+/**
+ * Launches of the tensor-core flash attention kernels (kernels/flash_attention.cu, flash_backward.cu),
+ * shared by prefill (index.ts attentionInto) and training (training.ts): one place knows each
+ * kernel's grid, block, shared memory and compile-time shape, and which shape is the default.
+ */
+import type { KernelCache } from './kernels.js';
+
+/** A compile-time shape of flash_forward: `mt` m16 tiles a warp, `warps` a block, keys a tile, blocks an SM. */
+export interface FlashForwardShape { mt: 1 | 2; warps: 4 | 8; keys: 32 | 64; minBlocks: number }
+
+/**
+ * The default forward shapes, for training (batch × heads blocks of long rows) and for prefill (often
+ * one sequence: fewer, shorter-lived blocks). Chosen on the H100 by `node
+ * dist/src/bench/cuda-attention-bench.js --variants`, which times the candidates side by side
+ * (bench/RESULTS-attention.md).
+ */
+export const FLASH_TRAIN_SHAPE: FlashForwardShape = { mt: 1, warps: 4, keys: 64, minBlocks: 2 };
+export const FLASH_PREFILL_SHAPE: FlashForwardShape = { mt: 1, warps: 4, keys: 64, minBlocks: 3 };
+
+/** The shapes the benchmark compares and the tests check (the defaults among them). */
+export const FLASH_FORWARD_SHAPES: readonly FlashForwardShape[] = [
+  { mt: 1, warps: 4, keys: 64, minBlocks: 2 }, { mt: 1, warps: 4, keys: 64, minBlocks: 3 }, { mt: 1, warps: 4, keys: 32, minBlocks: 3 },
+  { mt: 1, warps: 8, keys: 64, minBlocks: 1 }, { mt: 2, warps: 4, keys: 64, minBlocks: 2 }, { mt: 2, warps: 4, keys: 32, minBlocks: 2 },
+  { mt: 2, warps: 8, keys: 32, minBlocks: 1 },
+];
+
+/** Key columns each backward step works on at once (16, 32 or 64). */
+export const FLASH_BACKWARD_CHUNK_DEFAULT = 32;
+
+export interface FlashForwardArgs {
+  q: number; k: number; v: number; mask: number; slopes: number; out: number; lse: number;
+  batch: number; nHeads: number; dHead: number; tq: number; capacity: number; kvLen: number;
+  qStride: number; kvStride: number; oStride: number; scale: number;
+}
+
+/** Whether flash_forward takes this case: bf16, head size a multiple of 16 up to 256, 16-byte rows. */
+export function flashForwardFits(dHead: number, qStride: number, kvStride: number, oStride: number): boolean {
+  return dHead % 16 === 0 && dHead <= 256 && qStride % 8 === 0 && kvStride % 8 === 0 && oStride % 2 === 0;
+}
+
+function rowBytes(dHead: number): number {
+  return (dHead + 8) * 2;
+}
+
+/** Shared memory of flash_forward: two stages of K and V tiles, and the block's Q rows when mt = 2. */
+export function flashForwardSharedBytes(dHead: number, s: FlashForwardShape): number {
+  const qRows = s.mt > 1 ? s.warps * 16 * s.mt : 0;
+  return (2 * 2 * s.keys + qRows) * rowBytes(dHead);
+}
+
+/** Causal (ALiBi or not, left-padding mask or not) attention forward on the tensor cores; lse optional. */
+export function launchFlashForward(kernels: KernelCache, a: FlashForwardArgs, s: FlashForwardShape): void {
+  // mt = 2 holds 2 × 64 accumulators a thread: anything below 255 registers would spill.
+  const minBlocks = s.mt > 1 ? Math.min(s.minBlocks, 2) : s.minBlocks;
+  const defs = { MPT_BF16: true, HEAD_DIM: a.dHead, FLASH_MT: s.mt, FLASH_WARPS: s.warps, FLASH_BK: s.keys, FLASH_MIN_BLOCKS: minBlocks };
+  const rows = s.warps * 16 * s.mt;
+  kernels.get('flash_attention.cu', 'flash_forward', defs).launch(
+    [a.batch * a.nHeads, Math.ceil(a.tq / rows)], [s.warps * 32],
+    [a.q, a.k, a.v, a.mask, a.slopes, a.out, a.lse, a.tq, a.capacity, a.kvLen, a.qStride, a.kvStride, a.oStride, a.nHeads, a.scale],
+    flashForwardSharedBytes(a.dHead, s));
+}
+
+export interface FlashBackwardArgs {
+  q: number; k: number; v: number; dOut: number; lse: number; D: number; slopes: number;
+  dq: number; dk: number; dv: number; batch: number; t: number; nHeads: number; dHead: number; scale: number;
+}
+
+/** dq, then dk and dv, of causal attention with queries = keys (rows [batch, t, nHeads·dHead]). */
+export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, chunk = FLASH_BACKWARD_CHUNK_DEFAULT): void {
+  const defs = { MPT_BF16: true, HEAD_DIM: a.dHead, BWD_CHUNK: chunk }, row = rowBytes(a.dHead);
+  const grid = [a.batch * a.nHeads, Math.ceil(a.t / 64)];
+  kernels.get('flash_backward.cu', 'flash_backward_dq', defs).launch(grid, [128],
+    [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dq, a.t, a.nHeads, a.scale], 2 * 2 * 64 * row);
+  kernels.get('flash_backward.cu', 'flash_backward_dkdv', defs).launch(grid, [128],
+    [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dk, a.dv, a.t, a.nHeads, a.scale], 6 * 64 * row + 4 * 64 * 4);
+}
