@@ -85,10 +85,10 @@ function main(argv: string[]): void {
   };
   const rowDot = () => be.kernels.get('flash_attention.cu', 'attention_row_dot', { MPT_BF16: true }).launch(
     [Math.ceil(8 * t * heads / 8)], [256], [x8.dOut.ptr, out8.ptr, D8.ptr, 8, t, heads, dHead]);
-  const bwd = (chunk: number) => launchFlashBackward(be.kernels, {
+  const bwd = (chunk: number, parts: 'both' | 'dq' | 'dkdv' = 'both') => launchFlashBackward(be.kernels, {
     q: x8.q.ptr, k: x8.k.ptr, v: x8.v.ptr, dOut: x8.dOut.ptr, lse: lse8.ptr, D: D8.ptr, slopes,
     dq: dq.ptr, dk: dk.ptr, dv: dv.ptr, batch: 8, t, nHeads: heads, dHead, scale,
-  }, chunk);
+  }, chunk, parts);
   const label = (s: FlashForwardShape) => `${s.mt * 16} rows a warp, ${s.warps} warps, ${s.keys}-key tiles, ${s.minBlocks} blocks/SM`;
 
   log('-- current kernels (defaults of flash.ts)');
@@ -98,6 +98,9 @@ function main(argv: string[]): void {
   rowDot();
   timeIt('backward row term D = dO·O, batch 8', 0, rowDot);
   const bw = timeIt(`backward dq + dk/dv, batch 8, ${FLASH_BACKWARD_CHUNK_DEFAULT}-key chunks`, 2.5 * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT));
+  // dq does 3 of the 5 products' worth (S, dP, dQ), dk/dv 4 (S, dP, dV, dK): FLOPs as actually computed.
+  timeIt(`  of which dq (3 products, as computed)`, 1.5 * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT, 'dq'));
+  timeIt(`  of which dk/dv (4 products, as computed)`, 2 * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT, 'dkdv'));
   log(`backward / forward (batch 8): ${(bw.ms / tr.ms).toFixed(2)}×; per layer ×24: prefill ${(24 * pre.ms).toFixed(2)} ms, training fwd ${(24 * tr.ms).toFixed(2)} ms, bwd ${(24 * bw.ms).toFixed(2)} ms`);
 
   if (flag('--variants')) {

@@ -66,11 +66,16 @@ export interface FlashBackwardArgs {
 }
 
 /** dq, then dk and dv, of causal attention with queries = keys (rows [batch, t, nHeads·dHead]). */
-export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, chunk = FLASH_BACKWARD_CHUNK_DEFAULT): void {
+export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, chunk = FLASH_BACKWARD_CHUNK_DEFAULT,
+  parts: 'both' | 'dq' | 'dkdv' = 'both'): void {
   const defs = { MPT_BF16: true, HEAD_DIM: a.dHead, BWD_CHUNK: chunk }, row = rowBytes(a.dHead);
   const grid = [a.batch * a.nHeads, Math.ceil(a.t / 64)];
-  kernels.get('flash_backward.cu', 'flash_backward_dq', defs).launch(grid, [128],
-    [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dq, a.t, a.nHeads, a.scale], 2 * 2 * 64 * row);
-  kernels.get('flash_backward.cu', 'flash_backward_dkdv', defs).launch(grid, [128],
-    [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dk, a.dv, a.t, a.nHeads, a.scale], 6 * 64 * row + 4 * 64 * 4);
+  if (parts !== 'dkdv') {
+    kernels.get('flash_backward.cu', 'flash_backward_dq', defs).launch(grid, [128],
+      [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dq, a.t, a.nHeads, a.scale], 2 * 2 * 64 * row);
+  }
+  if (parts !== 'dq') {
+    kernels.get('flash_backward.cu', 'flash_backward_dkdv', defs).launch(grid, [128],
+      [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dk, a.dv, a.t, a.nHeads, a.scale], 6 * 64 * row + 4 * 64 * 4);
+  }
 }

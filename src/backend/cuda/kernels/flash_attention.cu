@@ -141,9 +141,13 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, FLASH_MIN_BLOCKS) flash
     }
     asm volatile("cp.async.commit_group;\n" ::: "memory");
   };
-  if (kEnd > 0) loadTile(0, 0);
-  for (int k0 = 0, it = 0; k0 < kEnd; k0 += BK, it++) {
-    if (k0 + BK < kEnd) loadTile((it + 1) & 1, k0 + BK);
+  // Key tiles from the diagonal back to 0: a row's largest scores (ALiBi peaks on the diagonal) come
+  // first, so later tiles rarely raise the running max and the rescale of O is mostly skipped.
+  const int nTiles = (kEnd + BK - 1) / BK;
+  if (nTiles > 0) loadTile(0, (nTiles - 1) * BK);
+  for (int it = 0; it < nTiles; it++) {
+    const int k0 = (nTiles - 1 - it) * BK;
+    if (it + 1 < nTiles) loadTile((it + 1) & 1, k0 - BK);
     else asm volatile("cp.async.commit_group;\n" ::: "memory");
     asm volatile("cp.async.wait_group 1;\n" ::: "memory");
     __syncthreads();
@@ -173,20 +177,32 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, FLASH_MIN_BLOCKS) flash
           }
         }
       }
-      // Scale, bias, mask (in log2 units). The ALiBi term −slope·(pos − j) = slope·(k0 + 2·t4 − pos) +
-      // slope·(8n + (e & 1)): one base per row and tile, a compile-time multiple of the slope per element.
+      // Scale, bias, mask (in log2 units). The ALiBi term −slope·(pos − j) is slope·(j − warpFirst) less
+      // slope·(pos − warpFirst): the second part is constant along a row, so it cancels in the softmax
+      // and only the lse puts it back. The first is one value per key column, shared by the thread's
+      // 2·MT rows: one FFMA a score.
       const bool needMask = mask || k0 + BK - 1 > warpFirst || k0 + BK > kvLen;
+      float colBias[BK / 8][2];
+      {
+        const float base = slope2 * (float)(k0 - warpFirst + 2 * t4);
+#pragma unroll
+        for (int n = 0; n < BK / 8; n++) {
+          colBias[n][0] = fmaf(slope2, (float)(n * 8), base);
+          colBias[n][1] = fmaf(slope2, (float)(n * 8 + 1), base);
+        }
+      }
+      bool sameMax = true;
+      float alpha[MT][2];
 #pragma unroll
       for (int m = 0; m < MT; m++) {
         const int pos0 = warpFirst + m * 16 + g, pos1 = pos0 + 8;
-        const float base0 = slope2 * (float)(k0 + 2 * t4 - pos0), base1 = slope2 * (float)(k0 + 2 * t4 - pos1);
         float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
         for (int n = 0; n < BK / 8; n++) {
 #pragma unroll
           for (int e = 0; e < 4; e++) {
             const int j = k0 + n * 8 + 2 * t4 + (e & 1);
-            float x = fmaf(slope2, (float)(n * 8 + (e & 1)), fmaf(s[m][n][e], scale2, e < 2 ? base0 : base1));
+            float x = fmaf(s[m][n][e], scale2, colBias[n][e & 1]);
             if (needMask) {
               if (j > (e < 2 ? pos0 : pos1) || j >= kvLen) x = -INFINITY;
               else if (mask && mask[kvBase + j] == 0) x = -1e30f;
@@ -201,10 +217,10 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, FLASH_MIN_BLOCKS) flash
         // A row with nothing visible yet keeps max −∞; subtract 0 then, so exp2 gives 0 and not NaN.
         const float u0 = n0 == -INFINITY ? 0.f : n0, u1 = n1 == -INFINITY ? 0.f : n1;
         const float a0 = fast_exp2(mrow[m][0] - u0), a1 = fast_exp2(mrow[m][1] - u1);
+        sameMax = sameMax && n0 == mrow[m][0] && n1 == mrow[m][1];
         mrow[m][0] = n0; mrow[m][1] = n1;
         lrow[m][0] *= a0; lrow[m][1] *= a1;
-#pragma unroll
-        for (int n = 0; n < DTILES; n++) { o[m][n][0] *= a0; o[m][n][1] *= a0; o[m][n][2] *= a1; o[m][n][3] *= a1; }
+        alpha[m][0] = a0; alpha[m][1] = a1;
         // P = exp2(S − max) in place (the quad's partial sums meet at the end).
 #pragma unroll
         for (int n = 0; n < BK / 8; n++) {
@@ -215,6 +231,14 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, FLASH_MIN_BLOCKS) flash
             lrow[m][e >> 1] += x;
           }
         }
+      }
+      if (!__all_sync(0xffffffffu, sameMax)) {  // warp-uniform: some row's max moved, rescale O
+#pragma unroll
+        for (int m = 0; m < MT; m++)
+#pragma unroll
+          for (int n = 0; n < DTILES; n++) {
+            o[m][n][0] *= alpha[m][0]; o[m][n][1] *= alpha[m][0]; o[m][n][2] *= alpha[m][1]; o[m][n][3] *= alpha[m][1];
+          }
       }
       // O += P·V: a C tile of 16 rows × 16 keys, packed to bf16, is the A fragment of the product;
       // V is read with ldmatrix.trans (keys are the reduction dimension).
@@ -261,8 +285,9 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, FLASH_MIN_BLOCKS) flash
     // lse in natural-log units: (max + log2 Σ) · ln 2, from the exact log2 (not the approximate ex2).
     if (lse && t4 == 0) {
       float* lr = lse + ((long long)b * nHeads + h) * tq;
-      if (r0 < tq) lr[r0] = l0 > 0.f ? (mrow[m][0] + log2f(l0)) * LN2 : -INFINITY;
-      if (r1 < tq) lr[r1] = l1 > 0.f ? (mrow[m][1] + log2f(l1)) * LN2 : -INFINITY;
+      const float shift0 = slope2 * (float)(m * 16 + g), shift1 = slope2 * (float)(m * 16 + g + 8);  // slope·(pos − warpFirst)
+      if (r0 < tq) lr[r0] = l0 > 0.f ? (mrow[m][0] - shift0 + log2f(l0)) * LN2 : -INFINITY;
+      if (r1 < tq) lr[r1] = l1 > 0.f ? (mrow[m][1] - shift1 + log2f(l1)) * LN2 : -INFINITY;
     }
   }
 }

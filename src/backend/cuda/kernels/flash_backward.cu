@@ -124,7 +124,10 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dq(
   load_rows_a(da, dOut + base, rw, t, stride, lane);
   const float* lrow = lse + ((long long)b * nHeads + h) * t;
   const float* drow = D + ((long long)b * nHeads + h) * t;
-  const float L0 = r0 < t ? lrow[r0] * LOG2E : INFINITY, L1 = r1 < t ? lrow[r1] * LOG2E : INFINITY;
+  // slope·(j − i) − lse_i (log2 units) = slope·(j − rw) − [lse_i + slope·(i − rw)]: a term per key column,
+  // shared by the thread's two rows, and a term per row (L0, L1) for the whole kernel.
+  const float L0 = r0 < t ? fmaf(lrow[r0], LOG2E, slope2 * (float)g) : INFINITY;
+  const float L1 = r1 < t ? fmaf(lrow[r1], LOG2E, slope2 * (float)(g + 8)) : INFINITY;
   const float D0 = r0 < t ? drow[r0] : 0.f, D1 = r1 < t ? drow[r1] : 0.f;
   float acc[DTILES][4];
 #pragma unroll
@@ -161,12 +164,14 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dq(
         }
       }
       const bool needMask = kc + CH - 1 > rw || kc + CH > t;
+      const float colBase = slope2 * (float)(kc + 2 * t4 - rw);
 #pragma unroll
       for (int n = 0; n < CH / 8; n++) {
+        const float cb0 = fmaf(slope2, (float)(n * 8), colBase), cb1 = fmaf(slope2, (float)(n * 8 + 1), colBase);
 #pragma unroll
         for (int e = 0; e < 4; e++) {
           const int j = kc + n * 8 + 2 * t4 + (e & 1), i = e < 2 ? r0 : r1;
-          float p = fast_exp2(fmaf(s[n][e], scale2, slope2 * (float)(j - i)) - (e < 2 ? L0 : L1));
+          float p = fast_exp2(fmaf(s[n][e], scale2, (e & 1) ? cb1 : cb0) - (e < 2 ? L0 : L1));
           if (needMask && (j > i || j >= t)) p = 0.f;
           s[n][e] = p * (dp[n][e] - (e < 2 ? D0 : D1));  // ds
         }
@@ -208,12 +213,15 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dkdv(
   const float* drow = D + ((long long)b * nHeads + h) * t;
   const int k0 = kTile * BT, kw = k0 + warp * 16, j0 = kw + g, j1 = j0 + 8;
   const bool warpLive = kw < t;
+  const float kb0 = slope2 * (float)(j0 - k0), kb1 = slope2 * (float)(j1 - k0);  // the per-key ALiBi terms
 
   auto loadStage = [&](int stage, int q0) {
     load_pair(tiles[stage][0], tiles[stage][1], q + base, dOut + base, q0, t, stride);
     for (int r = threadIdx.x; r < BT; r += NWARP * 32) {
       const bool ok = q0 + r < t;
-      rowTerms[stage][0][r] = ok ? lrow[q0 + r] * LOG2E : INFINITY;  // exp2(x − ∞) = 0: rows past t add nothing
+      // slope·(j − i) − lse_i (log2 units) = slope·(j − k0) − [lse_i + slope·(i − k0)]: the bracket per
+      // query, here; the first term per key, in registers. exp2(x − ∞) = 0: rows past t add nothing.
+      rowTerms[stage][0][r] = ok ? fmaf(lrow[q0 + r], LOG2E, slope2 * (float)(q0 + r - k0)) : INFINITY;
       rowTerms[stage][1][r] = ok ? drow[q0 + r] : 0.f;
     }
   };
@@ -260,13 +268,15 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dkdv(
       const bool needMask = qc < kw + 15 || qc + CH > t;
 #pragma unroll
       for (int n = 0; n < CH / 8; n++) {
+        const int col0 = c0 + n * 8 + 2 * t4;
+        const float2 lq = *reinterpret_cast<const float2*>(&Ls[col0]), dq2 = *reinterpret_cast<const float2*>(&Dr[col0]);
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-          const int col = c0 + n * 8 + 2 * t4 + (e & 1), i = q0 + col, j = e < 2 ? j0 : j1;
-          float x = fast_exp2(fmaf(st[n][e], scale2, slope2 * (float)(j - i)) - Ls[col]);
+          const int col = col0 + (e & 1), i = q0 + col, j = e < 2 ? j0 : j1;
+          float x = fast_exp2(fmaf(st[n][e], scale2, e < 2 ? kb0 : kb1) - ((e & 1) ? lq.y : lq.x));
           if (needMask && (j > i || i >= t)) x = 0.f;
-          st[n][e] = x;                      // p
-          dpt[n][e] = x * (dpt[n][e] - Dr[col]);  // ds
+          st[n][e] = x;                                            // p
+          dpt[n][e] = x * (dpt[n][e] - ((e & 1) ? dq2.y : dq2.x));  // ds
         }
       }
 #pragma unroll
