@@ -89,7 +89,8 @@ function main(argv: string[]): void {
     q: x8.q.ptr, k: x8.k.ptr, v: x8.v.ptr, dOut: x8.dOut.ptr, lse: lse8.ptr, D: D8.ptr, slopes,
     dq: dq.ptr, dk: dk.ptr, dv: dv.ptr, batch: 8, t, nHeads: heads, dHead, scale,
   }, chunk, parts);
-  const label = (s: FlashForwardShape) => `${s.mt * 16} rows a warp, ${s.warps} warps, ${s.keys}-key tiles, ${s.minBlocks} blocks/SM`;
+  const label = (s: FlashForwardShape) => `${s.mt * 16} rows a warp, ${s.warps} warps, ${s.keys}-key tiles, ${s.minBlocks} blocks/SM`
+    + `${s.pipe ? ', pipelined' : ''}${s.headMajor ? ', head-major grid' : ''}`;
 
   log('-- current kernels (defaults of flash.ts)');
   const pre = timeIt(`forward, batch 1 (prefill), ${label(FLASH_PREFILL_SHAPE)}`, fwdFlops(1), () => fwd(1, FLASH_PREFILL_SHAPE));

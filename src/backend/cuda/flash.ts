@@ -5,8 +5,12 @@
  */
 import type { KernelCache } from './kernels.js';
 
-/** A compile-time shape of flash_forward: `mt` m16 tiles a warp, `warps` a block, keys a tile, blocks an SM. */
-export interface FlashForwardShape { mt: 1 | 2; warps: 4 | 8; keys: 32 | 64; minBlocks: number }
+/**
+ * A compile-time shape of flash_forward: `mt` m16 tiles a warp, `warps` a block, keys a tile, blocks an
+ * SM; `pipe`: the next tile's scores issued before this tile's softmax; `headMajor`: a head's query
+ * tiles launched together (else the longest tiles of all heads first).
+ */
+export interface FlashForwardShape { mt: 1 | 2; warps: 4 | 8; keys: 32 | 64; minBlocks: number; pipe?: boolean; headMajor?: boolean }
 
 /**
  * The default forward shapes, for training (batch × heads blocks of long rows) and for prefill (often
@@ -21,11 +25,13 @@ export const FLASH_PREFILL_SHAPE: FlashForwardShape = { mt: 1, warps: 4, keys: 6
 export const FLASH_FORWARD_SHAPES: readonly FlashForwardShape[] = [
   { mt: 1, warps: 4, keys: 64, minBlocks: 2 }, { mt: 1, warps: 4, keys: 64, minBlocks: 3 }, { mt: 1, warps: 4, keys: 32, minBlocks: 3 },
   { mt: 1, warps: 8, keys: 64, minBlocks: 1 }, { mt: 2, warps: 4, keys: 64, minBlocks: 2 }, { mt: 2, warps: 4, keys: 32, minBlocks: 2 },
-  { mt: 2, warps: 8, keys: 32, minBlocks: 1 },
+  { mt: 1, warps: 4, keys: 64, minBlocks: 2, pipe: true }, { mt: 1, warps: 4, keys: 32, minBlocks: 3, pipe: true },
+  { mt: 2, warps: 4, keys: 32, minBlocks: 2, pipe: true },
+  { mt: 1, warps: 4, keys: 64, minBlocks: 2, headMajor: true }, { mt: 2, warps: 4, keys: 64, minBlocks: 2, headMajor: true },
 ];
 
 /** Key columns each backward step works on at once (16, 32 or 64). */
-export const FLASH_BACKWARD_CHUNK_DEFAULT = 32;
+export const FLASH_BACKWARD_CHUNK_DEFAULT = 64;
 
 export interface FlashForwardArgs {
   q: number; k: number; v: number; mask: number; slopes: number; out: number; lse: number;
@@ -52,10 +58,13 @@ export function flashForwardSharedBytes(dHead: number, s: FlashForwardShape): nu
 export function launchFlashForward(kernels: KernelCache, a: FlashForwardArgs, s: FlashForwardShape): void {
   // mt = 2 holds 2 × 64 accumulators a thread: anything below 255 registers would spill.
   const minBlocks = s.mt > 1 ? Math.min(s.minBlocks, 2) : s.minBlocks;
-  const defs = { MPT_BF16: true, HEAD_DIM: a.dHead, FLASH_MT: s.mt, FLASH_WARPS: s.warps, FLASH_BK: s.keys, FLASH_MIN_BLOCKS: minBlocks };
-  const rows = s.warps * 16 * s.mt;
+  const defs = {
+    MPT_BF16: true, HEAD_DIM: a.dHead, FLASH_MT: s.mt, FLASH_WARPS: s.warps, FLASH_BK: s.keys, FLASH_MIN_BLOCKS: minBlocks,
+    FLASH_PIPE: s.pipe ?? false, FLASH_HEAD_MAJOR: s.headMajor ?? false,
+  };
+  const tiles = Math.ceil(a.tq / (s.warps * 16 * s.mt));
   kernels.get('flash_attention.cu', 'flash_forward', defs).launch(
-    [a.batch * a.nHeads, Math.ceil(a.tq / rows)], [s.warps * 32],
+    s.headMajor ? [tiles, a.batch * a.nHeads] : [a.batch * a.nHeads, tiles], [s.warps * 32],
     [a.q, a.k, a.v, a.mask, a.slopes, a.out, a.lse, a.tq, a.capacity, a.kvLen, a.qStride, a.kvStride, a.oStride, a.nHeads, a.scale],
     flashForwardSharedBytes(a.dHead, s));
 }

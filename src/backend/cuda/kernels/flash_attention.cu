@@ -28,6 +28,12 @@
 #ifndef FLASH_WARPS
 #define FLASH_WARPS 4
 #endif
+#ifndef FLASH_HEAD_MAJOR
+#define FLASH_HEAD_MAJOR 0
+#endif
+#ifndef FLASH_PIPE
+#define FLASH_PIPE 0
+#endif
 #ifndef FLASH_MIN_BLOCKS
 #define FLASH_MIN_BLOCKS 2
 #endif
@@ -72,7 +78,7 @@ __device__ __forceinline__ unsigned pack2(float lo, float hi) {
   return *reinterpret_cast<unsigned*>(&v);
 }
 
-// Grid (batch·heads, ceil(tq / BQ)), NWARP·32 threads; dynamic shared memory 2 stages × (K, V) tiles
+// Grid (batch·heads, ceil(tq / BQ)) or, FLASH_HEAD_MAJOR, (ceil(tq / BQ), batch·heads); NWARP·32 threads; dynamic shared memory 2 stages × (K, V) tiles
 // of BK × ROW bf16, plus BQ × ROW for Q when Q_IN_SMEM. Query i sits at position kvLen − tq + i; keys
 // are rows [0, kvLen) of a [batch, capacity] cache. lse may be null (prefill).
 extern "C" __global__ void __launch_bounds__(NWARP * 32, FLASH_MIN_BLOCKS) flash_forward(
@@ -81,9 +87,14 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, FLASH_MIN_BLOCKS) flash
     int tq, int capacity, int kvLen, int qStride, int kvStride, int oStride, int nHeads, float scale) {
   extern __shared__ __align__(16) unsigned char smemRaw[];
   bf16 (*tiles)[2][BK][ROW] = reinterpret_cast<bf16 (*)[2][BK][ROW]>(smemRaw);  // [stage][K or V][row][col]
-  // Longest tiles first over the whole grid (y is the slowest index): the causal tail stays short.
-  const int qTile = gridDim.y - 1 - blockIdx.y;
-  const int h = blockIdx.x % nHeads, b = blockIdx.x / nHeads;
+#if FLASH_HEAD_MAJOR
+  // Grid (query tiles, batch·heads): a head's tiles run side by side (its K/V stay in L2), longest first.
+  const int qTile = gridDim.x - 1 - blockIdx.x, bh = blockIdx.y;
+#else
+  // Grid (batch·heads, query tiles): longest tiles first over the whole grid (y is the slowest index).
+  const int qTile = gridDim.y - 1 - blockIdx.y, bh = blockIdx.x;
+#endif
+  const int h = bh % nHeads, b = bh / nHeads;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const int q0 = qTile * BQ, wRow = q0 + warp * 16 * MT;  // the block's and this warp's first rows
   const int offset = kvLen - tq;                         // position of query 0
@@ -131,142 +142,193 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, FLASH_MIN_BLOCKS) flash
   const int warpFirst = offset + wRow;                     // this warp's first and last positions
   const int warpLast = offset + min(wRow + 16 * MT, tq) - 1;
   const bool warpLive = wRow < tq;
-  auto loadTile = [&](int stage, int k0) {
+  auto loadK = [&](int stage, int k0) {  // a K tile (rows ≥ kvLen zero-filled), no commit
     for (int idx = threadIdx.x; idx < BK * (HEAD_DIM / 8); idx += NWARP * 32) {
       const int r = idx / (HEAD_DIM / 8), c = (idx - r * (HEAD_DIM / 8)) * 8;
       const bool ok = k0 + r < kvLen;
-      const long long off = (kvBase + (ok ? k0 + r : 0)) * kvStride + h * HEAD_DIM + c;
-      cp_async16(&tiles[stage][0][r][c], k + off, ok);
-      cp_async16(&tiles[stage][1][r][c], v + off, ok);
+      cp_async16(&tiles[stage][0][r][c], k + (kvBase + (ok ? k0 + r : 0)) * kvStride + h * HEAD_DIM + c, ok);
     }
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
   };
-  // Key tiles from the diagonal back to 0: a row's largest scores (ALiBi peaks on the diagonal) come
-  // first, so later tiles rarely raise the running max and the rescale of O is mostly skipped.
-  const int nTiles = (kEnd + BK - 1) / BK;
-  if (nTiles > 0) loadTile(0, (nTiles - 1) * BK);
-  for (int it = 0; it < nTiles; it++) {
-    const int k0 = (nTiles - 1 - it) * BK;
-    if (it + 1 < nTiles) loadTile((it + 1) & 1, k0 - BK);
-    else asm volatile("cp.async.commit_group;\n" ::: "memory");
-    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
-    __syncthreads();
-    if (warpLive && k0 <= warpLast) {  // warp-uniform: some key of the tile is visible to some row of the warp
-      const bf16 (*Ks)[ROW] = tiles[it & 1][0];
-      const bf16 (*Vs)[ROW] = tiles[it & 1][1];
+  auto loadV = [&](int stage, int k0) {
+    for (int idx = threadIdx.x; idx < BK * (HEAD_DIM / 8); idx += NWARP * 32) {
+      const int r = idx / (HEAD_DIM / 8), c = (idx - r * (HEAD_DIM / 8)) * 8;
+      const bool ok = k0 + r < kvLen;
+      cp_async16(&tiles[stage][1][r][c], v + (kvBase + (ok ? k0 + r : 0)) * kvStride + h * HEAD_DIM + c, ok);
+    }
+  };
+  auto commit = [] { asm volatile("cp.async.commit_group;\n" ::: "memory"); };
+  // Whether some key of the tile at k0 is visible to some row of this warp (warp-uniform).
+  auto visible = [&](int k0) { return warpLive && k0 <= warpLast; };
 
-      // S = Q·Kᵀ, MT·16 rows × 64 keys; one ldmatrix.x4 of K gives the B fragments of two key n-tiles.
-      float s[MT][BK / 8][4];
+  auto scores = [&](float (&s)[MT][BK / 8][4], const bf16 (*Ks)[ROW]) {
+    // S = Q·Kᵀ, MT·16 rows × 64 keys; one ldmatrix.x4 of K gives the B fragments of two key n-tiles.
+#pragma unroll
+    for (int m = 0; m < MT; m++)
+#pragma unroll
+      for (int n = 0; n < BK / 8; n++) s[m][n][0] = s[m][n][1] = s[m][n][2] = s[m][n][3] = 0.f;
+#pragma unroll
+    for (int d = 0; d < DSTEPS; d++) {
+      unsigned a[MT][4];
+#pragma unroll
+      for (int m = 0; m < MT; m++) QFRAG(m, d, a[m]);
+#pragma unroll
+      for (int n = 0; n < BK / 8; n += 2) {
+        unsigned b0, b1, b2, b3;
+        ldsm_x4(&Ks[n * 8 + (lane >> 4) * 8 + (lane & 7)][d * 16 + ((lane >> 3) & 1) * 8], b0, b1, b2, b3);
+#pragma unroll
+        for (int m = 0; m < MT; m++) {
+          mma16816(s[m][n], a[m], b0, b1);
+          mma16816(s[m][n + 1], a[m], b2, b3);
+        }
+      }
+    }
+  };
+
+  // Softmax of one tile's scores (online: running max and sum) and O += P·V.
+  auto consume = [&](float (&s)[MT][BK / 8][4], const bf16 (*Vs)[ROW], int k0) {
+    // Scale, bias, mask (in log2 units). The ALiBi term −slope·(pos − j) is slope·(j − warpFirst) less
+    // slope·(pos − warpFirst): the second part is constant along a row, so it cancels in the softmax
+    // and only the lse puts it back. The first is one value per key column, shared by the thread's
+    // 2·MT rows: one FFMA a score.
+    const bool needMask = mask || k0 + BK - 1 > warpFirst || k0 + BK > kvLen;
+    float colBias[BK / 8][2];
+    {
+      const float base = slope2 * (float)(k0 - warpFirst + 2 * t4);
+#pragma unroll
+      for (int n = 0; n < BK / 8; n++) {
+        colBias[n][0] = fmaf(slope2, (float)(n * 8), base);
+        colBias[n][1] = fmaf(slope2, (float)(n * 8 + 1), base);
+      }
+    }
+    bool sameMax = true;
+    float alpha[MT][2];
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+      const int pos0 = warpFirst + m * 16 + g, pos1 = pos0 + 8;
+      float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+      for (int n = 0; n < BK / 8; n++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int j = k0 + n * 8 + 2 * t4 + (e & 1);
+          float x = fmaf(s[m][n][e], scale2, colBias[n][e & 1]);
+          if (needMask) {
+            if (j > (e < 2 ? pos0 : pos1) || j >= kvLen) x = -INFINITY;
+            else if (mask && mask[kvBase + j] == 0) x = -1e30f;
+          }
+          s[m][n][e] = x;
+          if (e < 2) mx0 = fmaxf(mx0, x); else mx1 = fmaxf(mx1, x);
+        }
+      }
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1)); mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1)); mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+      const float n0 = fmaxf(mrow[m][0], mx0), n1 = fmaxf(mrow[m][1], mx1);
+      // A row with nothing visible yet keeps max −∞; subtract 0 then, so exp2 gives 0 and not NaN.
+      const float u0 = n0 == -INFINITY ? 0.f : n0, u1 = n1 == -INFINITY ? 0.f : n1;
+      const float a0 = fast_exp2(mrow[m][0] - u0), a1 = fast_exp2(mrow[m][1] - u1);
+      sameMax = sameMax && n0 == mrow[m][0] && n1 == mrow[m][1];
+      mrow[m][0] = n0; mrow[m][1] = n1;
+      lrow[m][0] *= a0; lrow[m][1] *= a1;
+      alpha[m][0] = a0; alpha[m][1] = a1;
+      // P = exp2(S − max) in place (the quad's partial sums meet at the end).
+#pragma unroll
+      for (int n = 0; n < BK / 8; n++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const float x = fast_exp2(s[m][n][e] - (e < 2 ? u0 : u1));
+          s[m][n][e] = x;
+          lrow[m][e >> 1] += x;
+        }
+      }
+    }
+    if (!__all_sync(0xffffffffu, sameMax)) {  // warp-uniform: some row's max moved, rescale O
 #pragma unroll
       for (int m = 0; m < MT; m++)
 #pragma unroll
-        for (int n = 0; n < BK / 8; n++) s[m][n][0] = s[m][n][1] = s[m][n][2] = s[m][n][3] = 0.f;
-#pragma unroll
-      for (int d = 0; d < DSTEPS; d++) {
-        unsigned a[MT][4];
-#pragma unroll
-        for (int m = 0; m < MT; m++) QFRAG(m, d, a[m]);
-#pragma unroll
-        for (int n = 0; n < BK / 8; n += 2) {
-          unsigned b0, b1, b2, b3;
-          ldsm_x4(&Ks[n * 8 + (lane >> 4) * 8 + (lane & 7)][d * 16 + ((lane >> 3) & 1) * 8], b0, b1, b2, b3);
-#pragma unroll
-          for (int m = 0; m < MT; m++) {
-            mma16816(s[m][n], a[m], b0, b1);
-            mma16816(s[m][n + 1], a[m], b2, b3);
-          }
+        for (int n = 0; n < DTILES; n++) {
+          o[m][n][0] *= alpha[m][0]; o[m][n][1] *= alpha[m][0]; o[m][n][2] *= alpha[m][1]; o[m][n][3] *= alpha[m][1];
         }
-      }
-      // Scale, bias, mask (in log2 units). The ALiBi term −slope·(pos − j) is slope·(j − warpFirst) less
-      // slope·(pos − warpFirst): the second part is constant along a row, so it cancels in the softmax
-      // and only the lse puts it back. The first is one value per key column, shared by the thread's
-      // 2·MT rows: one FFMA a score.
-      const bool needMask = mask || k0 + BK - 1 > warpFirst || k0 + BK > kvLen;
-      float colBias[BK / 8][2];
-      {
-        const float base = slope2 * (float)(k0 - warpFirst + 2 * t4);
+    }
+    // O += P·V: a C tile of 16 rows × 16 keys, packed to bf16, is the A fragment of the product;
+    // V is read with ldmatrix.trans (keys are the reduction dimension).
 #pragma unroll
-        for (int n = 0; n < BK / 8; n++) {
-          colBias[n][0] = fmaf(slope2, (float)(n * 8), base);
-          colBias[n][1] = fmaf(slope2, (float)(n * 8 + 1), base);
-        }
-      }
-      bool sameMax = true;
-      float alpha[MT][2];
+    for (int ks = 0; ks < BK / 16; ks++) {
+      unsigned pa[MT][4];
 #pragma unroll
       for (int m = 0; m < MT; m++) {
-        const int pos0 = warpFirst + m * 16 + g, pos1 = pos0 + 8;
-        float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-        for (int n = 0; n < BK / 8; n++) {
-#pragma unroll
-          for (int e = 0; e < 4; e++) {
-            const int j = k0 + n * 8 + 2 * t4 + (e & 1);
-            float x = fmaf(s[m][n][e], scale2, colBias[n][e & 1]);
-            if (needMask) {
-              if (j > (e < 2 ? pos0 : pos1) || j >= kvLen) x = -INFINITY;
-              else if (mask && mask[kvBase + j] == 0) x = -1e30f;
-            }
-            s[m][n][e] = x;
-            if (e < 2) mx0 = fmaxf(mx0, x); else mx1 = fmaxf(mx1, x);
-          }
-        }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1)); mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1)); mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-        const float n0 = fmaxf(mrow[m][0], mx0), n1 = fmaxf(mrow[m][1], mx1);
-        // A row with nothing visible yet keeps max −∞; subtract 0 then, so exp2 gives 0 and not NaN.
-        const float u0 = n0 == -INFINITY ? 0.f : n0, u1 = n1 == -INFINITY ? 0.f : n1;
-        const float a0 = fast_exp2(mrow[m][0] - u0), a1 = fast_exp2(mrow[m][1] - u1);
-        sameMax = sameMax && n0 == mrow[m][0] && n1 == mrow[m][1];
-        mrow[m][0] = n0; mrow[m][1] = n1;
-        lrow[m][0] *= a0; lrow[m][1] *= a1;
-        alpha[m][0] = a0; alpha[m][1] = a1;
-        // P = exp2(S − max) in place (the quad's partial sums meet at the end).
-#pragma unroll
-        for (int n = 0; n < BK / 8; n++) {
-#pragma unroll
-          for (int e = 0; e < 4; e++) {
-            const float x = fast_exp2(s[m][n][e] - (e < 2 ? u0 : u1));
-            s[m][n][e] = x;
-            lrow[m][e >> 1] += x;
-          }
-        }
+        pa[m][0] = pack2(s[m][2 * ks][0], s[m][2 * ks][1]);
+        pa[m][1] = pack2(s[m][2 * ks][2], s[m][2 * ks][3]);
+        pa[m][2] = pack2(s[m][2 * ks + 1][0], s[m][2 * ks + 1][1]);
+        pa[m][3] = pack2(s[m][2 * ks + 1][2], s[m][2 * ks + 1][3]);
       }
-      if (!__all_sync(0xffffffffu, sameMax)) {  // warp-uniform: some row's max moved, rescale O
 #pragma unroll
-        for (int m = 0; m < MT; m++)
-#pragma unroll
-          for (int n = 0; n < DTILES; n++) {
-            o[m][n][0] *= alpha[m][0]; o[m][n][1] *= alpha[m][0]; o[m][n][2] *= alpha[m][1]; o[m][n][3] *= alpha[m][1];
-          }
-      }
-      // O += P·V: a C tile of 16 rows × 16 keys, packed to bf16, is the A fragment of the product;
-      // V is read with ldmatrix.trans (keys are the reduction dimension).
-#pragma unroll
-      for (int ks = 0; ks < BK / 16; ks++) {
-        unsigned pa[MT][4];
+      for (int dn = 0; dn < HEAD_DIM / 16; dn++) {
+        const int mat = lane >> 3;
+        unsigned v0, v1, v2, v3;
+        ldsm_x4_trans(&Vs[ks * 16 + (mat & 1) * 8 + (lane & 7)][dn * 16 + (mat >> 1) * 8], v0, v1, v2, v3);
 #pragma unroll
         for (int m = 0; m < MT; m++) {
-          pa[m][0] = pack2(s[m][2 * ks][0], s[m][2 * ks][1]);
-          pa[m][1] = pack2(s[m][2 * ks][2], s[m][2 * ks][3]);
-          pa[m][2] = pack2(s[m][2 * ks + 1][0], s[m][2 * ks + 1][1]);
-          pa[m][3] = pack2(s[m][2 * ks + 1][2], s[m][2 * ks + 1][3]);
-        }
-#pragma unroll
-        for (int dn = 0; dn < HEAD_DIM / 16; dn++) {
-          const int mat = lane >> 3;
-          unsigned v0, v1, v2, v3;
-          ldsm_x4_trans(&Vs[ks * 16 + (mat & 1) * 8 + (lane & 7)][dn * 16 + (mat >> 1) * 8], v0, v1, v2, v3);
-#pragma unroll
-          for (int m = 0; m < MT; m++) {
-            mma16816(o[m][2 * dn], pa[m], v0, v1);
-            mma16816(o[m][2 * dn + 1], pa[m], v2, v3);
-          }
+          mma16816(o[m][2 * dn], pa[m], v0, v1);
+          mma16816(o[m][2 * dn + 1], pa[m], v2, v3);
         }
       }
     }
+  };
+
+  // Key tiles from the diagonal back to 0: a row's largest scores (ALiBi peaks on the diagonal) come
+  // first, so later tiles rarely raise the running max and the rescale of O is mostly skipped.
+  const int nTiles = (kEnd + BK - 1) / BK, kFirst = (nTiles - 1) * BK;
+#if FLASH_PIPE
+  // Software-pipelined: the scores of tile it+1 are issued before the softmax of tile it, so the tensor
+  // cores have work while the warp does the softmax. K and V have separate two-stage rings: at step it,
+  // K(it+1) and V(it) are in use while V(it+1) and K(it+2) load.
+  float sc[MT][BK / 8][4];
+  if (nTiles > 0) {
+    loadK(0, kFirst); commit();
+    if (nTiles > 1) loadK(1, kFirst - BK);
+    loadV(0, kFirst); commit();
+    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+    __syncthreads();
+    if (visible(kFirst)) scores(sc, tiles[0][0]);
+    __syncthreads();  // K stage 0 is refilled next
+  }
+  for (int it = 0; it < nTiles; it++) {
+    const int k0 = kFirst - it * BK;
+    if (it + 1 < nTiles) loadV((it + 1) & 1, k0 - BK);
+    if (it + 2 < nTiles) loadK(it & 1, k0 - 2 * BK);
+    commit();
+    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+    __syncthreads();
+    float sn[MT][BK / 8][4];
+    const bool nextVisible = it + 1 < nTiles && visible(k0 - BK);
+    if (nextVisible) scores(sn, tiles[(it + 1) & 1][0]);
+    if (visible(k0)) consume(sc, tiles[it & 1][1], k0);
+    if (nextVisible) {
+#pragma unroll
+      for (int m = 0; m < MT; m++)
+#pragma unroll
+        for (int n = 0; n < BK / 8; n++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) sc[m][n][e] = sn[m][n][e];
+    }
+    __syncthreads();  // V(it) and K(it+1) stages are refilled next
+  }
+#else
+  if (nTiles > 0) { loadK(0, kFirst); loadV(0, kFirst); commit(); }
+  for (int it = 0; it < nTiles; it++) {
+    const int k0 = kFirst - it * BK;
+    if (it + 1 < nTiles) { loadK((it + 1) & 1, k0 - BK); loadV((it + 1) & 1, k0 - BK); }
+    commit();
+    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+    __syncthreads();
+    if (visible(k0)) {
+      float s[MT][BK / 8][4];
+      scores(s, tiles[it & 1][0]);
+      consume(s, tiles[it & 1][1], k0);
+    }
     __syncthreads();  // this stage is refilled by the next iteration's prefetch
   }
+#endif
   bf16* oBase = out + (long long)b * tq * oStride + h * HEAD_DIM;
   const float LN2 = 0.6931471805599453f;
 #pragma unroll
