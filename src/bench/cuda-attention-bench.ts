@@ -24,7 +24,7 @@ import { CudaBackend, type CudaTensor } from '../backend/cuda/index.js';
 import { CudaEvent } from '../backend/cuda/driver.js';
 import { KERNEL_ARGS, KernelCache } from '../backend/cuda/kernels.js';
 import {
-  FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_FORWARD_SHAPES, FLASH_PREFILL_SHAPE, FLASH_TRAIN_SHAPE,
+  FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_FORWARD_SHAPES, FLASH_TRAIN_SHAPE, flashPrefillShape,
   launchFlashBackward, launchFlashForward, type FlashForwardShape,
 } from '../backend/cuda/flash.js';
 import { alibiSlopes, MPT_1B_REDPAJAMA_200B } from '../model/config.js';
@@ -92,6 +92,7 @@ function main(argv: string[]): void {
   const label = (s: FlashForwardShape) => `${s.mt * 16} rows a warp, ${s.warps} warps, ${s.keys}-key tiles, ${s.minBlocks} blocks/SM`
     + `${s.pipe ? ', pipelined' : ''}${s.headMajor ? ', head-major grid' : ''}`;
 
+  const FLASH_PREFILL_SHAPE = flashPrefillShape(dHead);
   log('-- current kernels (defaults of flash.ts)');
   const pre = timeIt(`forward, batch 1 (prefill), ${label(FLASH_PREFILL_SHAPE)}`, fwdFlops(1), () => fwd(1, FLASH_PREFILL_SHAPE));
   const tr = timeIt(`forward + lse, batch 8 (training), ${label(FLASH_TRAIN_SHAPE)}`, fwdFlops(8), () => fwd(8, FLASH_TRAIN_SHAPE));

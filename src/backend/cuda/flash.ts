@@ -13,13 +13,23 @@ import type { KernelCache } from './kernels.js';
 export interface FlashForwardShape { mt: 1 | 2; warps: 4 | 8; keys: 32 | 64; minBlocks: number; pipe?: boolean; headMajor?: boolean }
 
 /**
- * The default forward shapes, for training (batch × heads blocks of long rows) and for prefill (often
- * one sequence: fewer, shorter-lived blocks). Chosen on the H100 by `node
- * dist/src/bench/cuda-attention-bench.js --variants`, which times the candidates side by side
- * (bench/RESULTS-attention.md).
+ * The default forward shapes, chosen on the H100 by `node dist/src/bench/cuda-attention-bench.js
+ * --variants`, which times the candidates side by side (bench/RESULTS-attention.md). Training (batch ×
+ * heads blocks of 2048 rows): 32 rows a warp, Q in shared memory. Prefill (often one sequence: a grid
+ * of few blocks): 16 rows a warp, Q in registers, software-pipelined.
  */
-export const FLASH_TRAIN_SHAPE: FlashForwardShape = { mt: 1, warps: 4, keys: 64, minBlocks: 2 };
-export const FLASH_PREFILL_SHAPE: FlashForwardShape = { mt: 1, warps: 4, keys: 64, minBlocks: 3 };
+export const FLASH_TRAIN_SHAPE: FlashForwardShape = { mt: 2, warps: 4, keys: 64, minBlocks: 2 };
+export const FLASH_PREFILL_SHAPE: FlashForwardShape = { mt: 1, warps: 4, keys: 64, minBlocks: 2, pipe: true };
+
+/**
+ * The prefill shape for a head size and a bound of blocks an SM: the pipelined kernel holds two tiles of
+ * scores (about 244 registers at head size 128), so heads over 128 or a bound over 2 blocks take the
+ * plain loop.
+ */
+export function flashPrefillShape(dHead: number, minBlocks = FLASH_PREFILL_SHAPE.minBlocks): FlashForwardShape {
+  const pipe = (FLASH_PREFILL_SHAPE.pipe ?? false) && dHead <= 128 && minBlocks <= 2;
+  return { ...FLASH_PREFILL_SHAPE, minBlocks, pipe };
+}
 
 /** The shapes the benchmark compares and the tests check (the defaults among them). */
 export const FLASH_FORWARD_SHAPES: readonly FlashForwardShape[] = [

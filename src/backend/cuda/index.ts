@@ -13,7 +13,7 @@ import type { MptConfig } from '../../model/config.js';
 import { CudaDecoder, type DecoderOptions, type DecoderParams } from './decoder.js';
 import { asCuda, bytesPer, CudaTensor, DeviceBlock } from './tensor.js';
 import { CudaTrainingOps } from './training.js';
-import { FLASH_PREFILL_SHAPE, launchFlashForward } from './flash.js';
+import { FLASH_PREFILL_SHAPE, flashPrefillShape, launchFlashForward } from './flash.js';
 
 export { CudaTensor } from './tensor.js';
 export { CudaError } from './driver.js';
@@ -366,7 +366,7 @@ export class CudaBackend implements Backend {
     }
   }
 
-  /** Blocks an SM the prefill flash kernel's registers are bounded for (flash.ts; capped at 2 for 32-row warps). */
+  /** Blocks an SM the prefill flash kernel's registers are bounded for (flash.ts: over 2, no pipelining). */
   flashMinBlocks = FLASH_PREFILL_SHAPE.minBlocks;
 
   /** A fixed skinny GEMM shape instead of skinnyPlan's choice (benchmarks compare variants). */
@@ -468,7 +468,7 @@ export class CudaBackend implements Backend {
         q: a.q.ptr, k: a.k.ptr, v: a.v.ptr, mask: a.mask?.ptr ?? 0, slopes: a.slopes?.ptr ?? 0, out: a.out.ptr, lse: 0,
         batch: a.batch, nHeads: a.nHeads, dHead: a.dHead, tq: a.tq, capacity: a.capacity, kvLen: a.kvLen,
         qStride: a.qStride, kvStride: a.kvStride, oStride: a.oStride, scale: a.scale,
-      }, { ...FLASH_PREFILL_SHAPE, minBlocks: this.flashMinBlocks });
+      }, flashPrefillShape(a.dHead, this.flashMinBlocks));
       return;
     }
     const blocks = a.batch * a.tq * a.nHeads;

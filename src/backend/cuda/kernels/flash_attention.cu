@@ -191,35 +191,35 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, FLASH_MIN_BLOCKS) flash
     // and only the lse puts it back. The first is one value per key column, shared by the thread's
     // 2·MT rows: one FFMA a score.
     const bool needMask = mask || k0 + BK - 1 > warpFirst || k0 + BK > kvLen;
-    float colBias[BK / 8][2];
-    {
-      const float base = slope2 * (float)(k0 - warpFirst + 2 * t4);
+    // Key columns outer, rows inner: a column's bias is live for one step only (registers go to O).
+    float mx[MT][2];
 #pragma unroll
-      for (int n = 0; n < BK / 8; n++) {
-        colBias[n][0] = fmaf(slope2, (float)(n * 8), base);
-        colBias[n][1] = fmaf(slope2, (float)(n * 8 + 1), base);
+    for (int m = 0; m < MT; m++) mx[m][0] = mx[m][1] = -INFINITY;
+    const float base = slope2 * (float)(k0 - warpFirst + 2 * t4);
+#pragma unroll
+    for (int n = 0; n < BK / 8; n++) {
+      const float cb0 = fmaf(slope2, (float)(n * 8), base), cb1 = fmaf(slope2, (float)(n * 8 + 1), base);
+#pragma unroll
+      for (int m = 0; m < MT; m++) {
+        const int pos0 = warpFirst + m * 16 + g, pos1 = pos0 + 8;
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int j = k0 + n * 8 + 2 * t4 + (e & 1);
+          float x = fmaf(s[m][n][e], scale2, (e & 1) ? cb1 : cb0);
+          if (needMask) {
+            if (j > (e < 2 ? pos0 : pos1) || j >= kvLen) x = -INFINITY;
+            else if (mask && mask[kvBase + j] == 0) x = -1e30f;
+          }
+          s[m][n][e] = x;
+          mx[m][e >> 1] = fmaxf(mx[m][e >> 1], x);
+        }
       }
     }
     bool sameMax = true;
     float alpha[MT][2];
 #pragma unroll
     for (int m = 0; m < MT; m++) {
-      const int pos0 = warpFirst + m * 16 + g, pos1 = pos0 + 8;
-      float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-      for (int n = 0; n < BK / 8; n++) {
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int j = k0 + n * 8 + 2 * t4 + (e & 1);
-          float x = fmaf(s[m][n][e], scale2, colBias[n][e & 1]);
-          if (needMask) {
-            if (j > (e < 2 ? pos0 : pos1) || j >= kvLen) x = -INFINITY;
-            else if (mask && mask[kvBase + j] == 0) x = -1e30f;
-          }
-          s[m][n][e] = x;
-          if (e < 2) mx0 = fmaxf(mx0, x); else mx1 = fmaxf(mx1, x);
-        }
-      }
+      float mx0 = mx[m][0], mx1 = mx[m][1];
       mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1)); mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
       mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1)); mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
       const float n0 = fmaxf(mrow[m][0], mx0), n1 = fmaxf(mrow[m][1], mx1);
