@@ -44,14 +44,14 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
   // Every compile-time shape of the tensor-core kernels (flash.ts), not only the defaults: 32-row
   // warps with Q in shared memory, 8-warp blocks, 32-key tiles, backward chunks of 16, 32 and 64 keys.
   if (dtype === 'bfloat16') {
-    test('cuda bfloat16: every flash forward shape and backward chunk matches the CPU, with and without ALiBi', { skip }, () => {
+    test('cuda bfloat16: every flash forward shape, backward chunk and dq mode matches the CPU, with and without ALiBi', { skip }, () => {
       const be = cudaFor(dtype), g = trainingBackend(be), ops = be.training;
       const batch = 2, t = 203, heads = 2, dHead = 128, d = heads * dHead;
       const [qg, qc] = pair(be, randn(batch * t * d), [batch, t, d]);
       const [kg, kc] = pair(be, randn(batch * t * d), [batch, t, d]);
       const [vg, vc] = pair(be, randn(batch * t * d), [batch, t, d]);
       const [dg, dc] = pair(be, randn(batch * t * d), [batch, t, d]);
-      const saved = { shape: ops.flashShape, chunk: ops.flashBackwardChunk };
+      const saved = { shape: ops.flashShape, chunk: ops.flashBackwardChunk, stored: ops.flashBackwardStoredDs };
       try {
         for (const alibi of [true, false]) {
           const slopes = alibi ? Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads)) : null;
@@ -67,15 +67,20 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
           }
           ops.flashShape = saved.shape;
           const fg = g.attentionForTraining(args(qg, kg, vg));
-          for (const chunk of [16, 32, 64]) {
-            ops.flashBackwardChunk = chunk;
-            const bg = g.attentionBackward(args(qg, kg, vg), fg.out, fg.logSumExp, dg);
-            for (const name of ['dq', 'dk', 'dv'] as const) close(`${name}, chunk ${chunk}${alibi ? '' : ', no ALiBi'}`, down(be, bg[name]), down(cpu, bc[name]), 2e-2);
+          for (const stored of [false, true]) {
+            for (const chunk of [16, 32, 64]) {
+              ops.flashBackwardChunk = chunk;
+              ops.flashBackwardStoredDs = stored;
+              const bg = g.attentionBackward(args(qg, kg, vg), fg.out, fg.logSumExp, dg);
+              const what = `chunk ${chunk}, dq ${stored ? 'from stored ds' : 'recomputed'}${alibi ? '' : ', no ALiBi'}`;
+              for (const name of ['dq', 'dk', 'dv'] as const) close(`${name}, ${what}`, down(be, bg[name]), down(cpu, bc[name]), 2e-2);
+            }
           }
         }
       } finally {
         ops.flashShape = saved.shape;
         ops.flashBackwardChunk = saved.chunk;
+        ops.flashBackwardStoredDs = saved.stored;
       }
     });
   }

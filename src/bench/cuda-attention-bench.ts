@@ -24,7 +24,7 @@ import { CudaBackend, type CudaTensor } from '../backend/cuda/index.js';
 import { CudaEvent } from '../backend/cuda/driver.js';
 import { KERNEL_ARGS, KernelCache } from '../backend/cuda/kernels.js';
 import {
-  FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_FORWARD_SHAPES, FLASH_TRAIN_SHAPE, flashPrefillShape,
+  FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_BACKWARD_STORED_DS, FLASH_FORWARD_SHAPES, FLASH_TRAIN_SHAPE, flashBackwardScratchElements, flashPrefillShape,
   launchFlashBackward, launchFlashForward, type FlashForwardShape,
 } from '../backend/cuda/flash.js';
 import { alibiSlopes, MPT_1B_REDPAJAMA_200B } from '../model/config.js';
@@ -85,10 +85,12 @@ function main(argv: string[]): void {
   };
   const rowDot = () => be.kernels.get('flash_attention.cu', 'attention_row_dot', { MPT_BF16: true }).launch(
     [Math.ceil(8 * t * heads / 8)], [256], [x8.dOut.ptr, out8.ptr, D8.ptr, 8, t, heads, dHead]);
-  const bwd = (chunk: number, parts: 'both' | 'dq' | 'dkdv' = 'both') => launchFlashBackward(be.kernels, {
+  const dsScratch = be.alloc([flashBackwardScratchElements(8, heads, t)], 'bfloat16');
+  const bwd = (chunk: number, parts: 'both' | 'dq' | 'dkdv' = 'both', stored = FLASH_BACKWARD_STORED_DS) => launchFlashBackward(be.kernels, {
     q: x8.q.ptr, k: x8.k.ptr, v: x8.v.ptr, dOut: x8.dOut.ptr, lse: lse8.ptr, D: D8.ptr, slopes,
-    dq: dq.ptr, dk: dk.ptr, dv: dv.ptr, batch: 8, t, nHeads: heads, dHead, scale,
+    dq: dq.ptr, dk: dk.ptr, dv: dv.ptr, batch: 8, t, nHeads: heads, dHead, scale, ds: stored ? dsScratch.ptr : 0,
   }, chunk, parts);
+  const mode = (stored: boolean) => (stored ? 'dq from stored ds' : 'dq recomputed');
   const label = (s: FlashForwardShape) => `${s.mt * 16} rows a warp, ${s.warps} warps, ${s.keys}-key tiles, ${s.minBlocks} blocks/SM`
     + `${s.pipe ? ', pipelined' : ''}${s.headMajor ? ', head-major grid' : ''}`;
 
@@ -99,10 +101,10 @@ function main(argv: string[]): void {
   fwd(8, FLASH_TRAIN_SHAPE);
   rowDot();
   timeIt('backward row term D = dO·O, batch 8', 0, rowDot);
-  const bw = timeIt(`backward dq + dk/dv, batch 8, ${FLASH_BACKWARD_CHUNK_DEFAULT}-key chunks`, 2.5 * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT));
-  // dq does 3 of the 5 products' worth (S, dP, dQ), dk/dv 4 (S, dP, dV, dK): FLOPs as actually computed.
-  timeIt(`  of which dq (3 products, as computed)`, 1.5 * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT, 'dq'));
-  timeIt(`  of which dk/dv (4 products, as computed)`, 2 * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT, 'dkdv'));
+  const bw = timeIt(`backward dq + dk/dv, batch 8, ${FLASH_BACKWARD_CHUNK_DEFAULT}-key chunks, ${mode(FLASH_BACKWARD_STORED_DS)}`, 2.5 * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT));
+  // Products as actually computed: dk/dv 4 (S, dP, dV, dK); dq 3 (S, dP, dQ) recomputed or 1 from stored ds.
+  timeIt('  of which dk/dv (4 products, as computed)', 2 * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT, 'dkdv'));
+  timeIt(`  of which dq (${FLASH_BACKWARD_STORED_DS ? 1 : 3} products, as computed)`, (FLASH_BACKWARD_STORED_DS ? 0.5 : 1.5) * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT, 'dq'));
   log(`backward / forward (batch 8): ${(bw.ms / tr.ms).toFixed(2)}×; per layer ×24: prefill ${(24 * pre.ms).toFixed(2)} ms, training fwd ${(24 * tr.ms).toFixed(2)} ms, bwd ${(24 * bw.ms).toFixed(2)} ms`);
 
   if (flag('--variants')) {
@@ -113,7 +115,9 @@ function main(argv: string[]): void {
     }
     fwd(8, FLASH_TRAIN_SHAPE);
     log('-- backward chunks');
-    for (const chunk of [16, 32, 64]) timeIt(`  backward, batch 8, ${chunk}-key chunks`, 2.5 * fwdFlops(8), () => bwd(chunk));
+    for (const stored of [false, true]) {
+      for (const chunk of [16, 32, 64]) timeIt(`  backward, batch 8, ${chunk}-key chunks, ${mode(stored)}`, 2.5 * fwdFlops(8), () => bwd(chunk, 'both', stored));
+    }
   }
 
   const before = value('--before');

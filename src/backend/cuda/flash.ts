@@ -43,6 +43,9 @@ export const FLASH_FORWARD_SHAPES: readonly FlashForwardShape[] = [
 /** Key columns each backward step works on at once (16, 32 or 64). */
 export const FLASH_BACKWARD_CHUNK_DEFAULT = 64;
 
+/** Whether the backward stores dsᵀ for dq (flashBackwardScratchElements) rather than recomputing it. */
+export const FLASH_BACKWARD_STORED_DS = true;
+
 export interface FlashForwardArgs {
   q: number; k: number; v: number; mask: number; slopes: number; out: number; lse: number;
   batch: number; nHeads: number; dHead: number; tq: number; capacity: number; kvLen: number;
@@ -82,19 +85,45 @@ export function launchFlashForward(kernels: KernelCache, a: FlashForwardArgs, s:
 export interface FlashBackwardArgs {
   q: number; k: number; v: number; dOut: number; lse: number; D: number; slopes: number;
   dq: number; dk: number; dv: number; batch: number; t: number; nHeads: number; dHead: number; scale: number;
+  /** bf16 scratch of flashBackwardScratchElements: dk/dv store dsᵀ there and dq reads it; 0: dq recomputes S and dP. */
+  ds?: number;
 }
 
-/** dq, then dk and dv, of causal attention with queries = keys (rows [batch, t, nHeads·dHead]). */
+/**
+ * bf16 elements of the dsᵀ scratch: a 64 × 64 tile per causal (query tile, key tile) pair of each
+ * (batch, head) — 553 MB at batch 8, 16 heads, t = 2048 — used by one layer's backward at a time.
+ */
+export function flashBackwardScratchElements(batch: number, nHeads: number, t: number): number {
+  const tiles = Math.ceil(t / 64);
+  return batch * nHeads * (tiles * (tiles + 1) / 2) * 64 * 64;
+}
+
+/**
+ * dq, dk and dv of causal attention with queries = keys (rows [batch, t, nHeads·dHead]). With `ds`:
+ * dk/dv first, storing dsᵀ, then dq from it (4 + 1 products); without: dq recomputing S and dP, then
+ * dk/dv (3 + 4 products). Both are deterministic (no atomics).
+ */
 export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, chunk = FLASH_BACKWARD_CHUNK_DEFAULT,
   parts: 'both' | 'dq' | 'dkdv' = 'both'): void {
   const defs = { MPT_BF16: true, HEAD_DIM: a.dHead, BWD_CHUNK: chunk }, row = rowBytes(a.dHead);
   const grid = [a.batch * a.nHeads, Math.ceil(a.t / 64)];
-  if (parts !== 'dkdv') {
-    kernels.get('flash_backward.cu', 'flash_backward_dq', defs).launch(grid, [128],
-      [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dq, a.t, a.nHeads, a.scale], 2 * 2 * 64 * row);
-  }
-  if (parts !== 'dq') {
-    kernels.get('flash_backward.cu', 'flash_backward_dkdv', defs).launch(grid, [128],
-      [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dk, a.dv, a.t, a.nHeads, a.scale], 6 * 64 * row + 4 * 64 * 4);
+  const ds = a.ds ?? 0;
+  const dq = () => {
+    if (ds) {
+      kernels.get('flash_backward.cu', 'flash_backward_dq_stored', defs).launch(grid, [128],
+        [a.k, ds, a.dq, a.t, a.nHeads, a.scale], 2 * 64 * row + 2 * 64 * (64 + 8) * 2);
+    } else {
+      kernels.get('flash_backward.cu', 'flash_backward_dq', defs).launch(grid, [128],
+        [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dq, a.t, a.nHeads, a.scale], 2 * 2 * 64 * row);
+    }
+  };
+  const dkdv = () => kernels.get('flash_backward.cu', 'flash_backward_dkdv', defs).launch(grid, [128],
+    [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dk, a.dv, ds, a.t, a.nHeads, a.scale], 6 * 64 * row + 4 * 64 * 4);
+  if (ds) {
+    if (parts !== 'dq') dkdv();
+    if (parts !== 'dkdv') dq();
+  } else {
+    if (parts !== 'dkdv') dq();
+    if (parts !== 'dq') dkdv();
   }
 }

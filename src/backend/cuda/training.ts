@@ -11,7 +11,10 @@
  */
 import { elementCount, rowCount, width, type AttentionArgs, type Tensor } from '../backend.js';
 import { KERNEL_ARGS } from './kernels.js';
-import { FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_TRAIN_SHAPE, launchFlashBackward, launchFlashForward, type FlashForwardShape } from './flash.js';
+import {
+  FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_BACKWARD_STORED_DS, FLASH_TRAIN_SHAPE, flashBackwardScratchElements, launchFlashBackward, launchFlashForward,
+  type FlashForwardShape,
+} from './flash.js';
 import { TrainingGemm, type GemmType } from './training-gemm.js';
 import { asCuda, type CudaTensor } from './tensor.js';
 import type { CudaBackend } from './index.js';
@@ -32,6 +35,8 @@ export class CudaTrainingOps {
   /** The tensor-core attention kernels' compile-time shapes (flash.ts; benchmarks compare others). */
   flashShape: FlashForwardShape = FLASH_TRAIN_SHAPE;
   flashBackwardChunk = FLASH_BACKWARD_CHUNK_DEFAULT;
+  /** dq from the dsᵀ that dk/dv store (a transient bf16 scratch) instead of recomputing S and dP. */
+  flashBackwardStoredDs = FLASH_BACKWARD_STORED_DS;
   /** Logit elements of one cross-entropy block (float32): 256 Mi = 1 GiB; tests lower it to get several blocks. */
   logitBlockElements = 1 << 28;
 
@@ -117,10 +122,14 @@ export class CudaTrainingOps {
       [g.ptr, o.ptr, D.ptr, batch, t, args.nHeads, dHead]);
     const dq = be.alloc([batch, t, d]), dk = be.alloc([batch, t, d]), dv = be.alloc([batch, t, d]);
     if (fast) {
+      // dsᵀ scratch (flash.ts) for this call only: released as soon as dq is queued, so the next layer's
+      // backward reuses the same block.
+      const ds = this.flashBackwardStoredDs ? be.alloc([flashBackwardScratchElements(batch, args.nHeads, t)], 'bfloat16') : null;
       launchFlashBackward(be.kernels, {
         q: q.ptr, k: k.ptr, v: v.ptr, dOut: g.ptr, lse: lse.ptr, D: D.ptr, slopes, dq: dq.ptr, dk: dk.ptr, dv: dv.ptr,
-        batch, t, nHeads: args.nHeads, dHead, scale: args.scale,
+        batch, t, nHeads: args.nHeads, dHead, scale: args.scale, ds: ds?.ptr ?? 0,
       }, this.flashBackwardChunk);
+      if (ds) be.release(ds);
     } else {
       const sgrid = [Math.ceil(t / 4), args.nHeads, batch];
       be.kernels.get('flash_backward.cu', 'attention_backward_dq_scalar', be.defs()).launch(sgrid, [128],

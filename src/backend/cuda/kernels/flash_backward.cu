@@ -193,12 +193,78 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dq(
   }
 }
 
+// Offset of the stored dsᵀ tile of (query tile qt, key tile kt ≤ qt) of one (batch, head): the causal
+// pairs of a head in order qt(qt+1)/2 + kt, 64 × 64 bf16 each ([key][query]).
+__device__ __forceinline__ long long dsTile(int bh, int qt, int kt, int t) {
+  const long long tiles = (long long)(t + BT - 1) / BT, pairs = tiles * (tiles + 1) / 2;
+  return ((long long)bh * pairs + (long long)qt * (qt + 1) / 2 + kt) * BT * BT;
+}
+
+// dq from the dsᵀ tiles flash_backward_dkdv stored (run it first): dq_i = scale Σ_j ds_ij k_j, the only
+// product left, so nothing is recomputed. Grid (batch·nHeads, ceil(t/64)), 128 threads; shared 2 stages
+// × (K tile, dsᵀ tile). The dsᵀ tile [key][query] gives the A fragments (rows = queries) by
+// ldmatrix.trans. Deterministic: every dq row is one block's sum, in key order.
+#define DSROW (BT + 8)
+extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dq_stored(
+    const bf16* __restrict__ k, const bf16* __restrict__ ds, bf16* __restrict__ dq, int t, int nHeads, float scale) {
+  extern __shared__ __align__(16) unsigned char smemRaw[];
+  bf16 (*Kt)[BT][ROW] = reinterpret_cast<bf16 (*)[BT][ROW]>(smemRaw);                          // [stage]
+  bf16 (*St)[BT][DSROW] = reinterpret_cast<bf16 (*)[BT][DSROW]>(smemRaw + 2 * BT * ROW * 2);     // [stage][key][query]
+  const int qTile = gridDim.y - 1 - blockIdx.y;
+  const int bh = blockIdx.x, h = bh % nHeads, b = bh / nHeads, stride = nHeads * HEAD_DIM;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  const long long base = (long long)b * t * stride + h * HEAD_DIM;
+  const int q0 = qTile * BT, r0 = q0 + warp * 16 + g, r1 = r0 + 8;
+  auto load = [&](int stage, int kt) {
+    const int k0 = kt * BT;
+    for (int idx = threadIdx.x; idx < BT * (HEAD_DIM / 8); idx += NWARP * 32) {
+      const int r = idx / (HEAD_DIM / 8), c = (idx - r * (HEAD_DIM / 8)) * 8;
+      const bool ok = k0 + r < t;
+      cp_async16(&Kt[stage][r][c], k + base + (long long)(ok ? k0 + r : 0) * stride + c, ok);
+    }
+    const bf16* src = ds + dsTile(bh, qTile, kt, t);
+    for (int idx = threadIdx.x; idx < BT * (BT / 8); idx += NWARP * 32) {
+      const int r = idx / (BT / 8), c = (idx - r * (BT / 8)) * 8;
+      cp_async16(&St[stage][r][c], src + r * BT + c, true);
+    }
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+  };
+  float acc[DTILES][4];
+#pragma unroll
+  for (int n = 0; n < DTILES; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+  load(0, 0);
+  for (int kt = 0; kt <= qTile; kt++) {
+    if (kt + 1 <= qTile) load((kt + 1) & 1, kt + 1);
+    else asm volatile("cp.async.commit_group;\n" ::: "memory");
+    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+    __syncthreads();
+    const bf16 (*Ks)[ROW] = Kt[kt & 1];
+    const bf16 (*Ss)[DSROW] = St[kt & 1];
+#pragma unroll
+    for (int kk = 0; kk < BT / 16; kk++) {
+      // A fragment (16 queries × 16 keys) from [key][query]: matrix mi holds keys kk·16 + (mi >> 1)·8,
+      // queries warp·16 + (mi & 1)·8, transposed on the way.
+      const int mi = lane >> 3;
+      unsigned a[4];
+      ldsm_x4(&Ss[kk * 16 + (mi >> 1) * 8 + (lane & 7)][warp * 16 + (mi & 1) * 8], a[0], a[1], a[2], a[3], true);
+      p_times_tile(acc, a, Ks, kk * 16, lane);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int n = 0; n < DTILES; n++) {
+    const int c = n * 8 + 2 * t4;
+    if (r0 < t) *reinterpret_cast<__nv_bfloat162*>(dq + base + (long long)r0 * stride + c) = __floats2bfloat162_rn(acc[n][0] * scale, acc[n][1] * scale);
+    if (r1 < t) *reinterpret_cast<__nv_bfloat162*>(dq + base + (long long)r1 * stride + c) = __floats2bfloat162_rn(acc[n][2] * scale, acc[n][3] * scale);
+  }
+}
+
 // dk and dv for 64 keys a block: grid (batch·nHeads, ceil(t/64)), 128 threads. Shared: this block's K
 // and V rows (A fragments by ldmatrix at each use), 2 stages × (Q, dO) tiles, and each stage's lse and D.
 extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dkdv(
     const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, const bf16* __restrict__ dOut,
     const float* __restrict__ lse, const float* __restrict__ D, const float* __restrict__ slopes,
-    bf16* __restrict__ dk, bf16* __restrict__ dv, int t, int nHeads, float scale) {
+    bf16* __restrict__ dk, bf16* __restrict__ dv, bf16* __restrict__ dsOut, int t, int nHeads, float scale) {
   extern __shared__ __align__(16) unsigned char smemRaw[];
   bf16 (*own)[BT][ROW] = reinterpret_cast<bf16 (*)[BT][ROW]>(smemRaw);                          // [K or V][row][col]
   bf16 (*tiles)[2][BT][ROW] = reinterpret_cast<bf16 (*)[2][BT][ROW]>(smemRaw + 2 * BT * ROW * 2);  // [stage][Q or dO]
@@ -245,7 +311,19 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dkdv(
 #pragma unroll 1
     for (int c0 = 0; c0 < BT; c0 += CH) {
       const int qc = q0 + c0;
-      if (!warpLive || qc + CH - 1 < kw) continue;  // every query of the chunk before every key of the warp
+      if (!warpLive || qc + CH - 1 < kw) {  // every query of the chunk before every key of the warp
+        if (dsOut) {  // the stored tile must still read as zeros there (flash_backward_dq_stored reads it whole)
+          bf16* tileDs = dsOut + dsTile(b * nHeads + h, q0 / BT, kTile, t) + (warp * 16 + g) * BT + c0 + 2 * t4;
+#pragma unroll
+          for (int kk = 0; kk < CH / 16; kk++) {
+            *reinterpret_cast<unsigned*>(tileDs + kk * 16) = 0u;
+            *reinterpret_cast<unsigned*>(tileDs + 8 * BT + kk * 16) = 0u;
+            *reinterpret_cast<unsigned*>(tileDs + kk * 16 + 8) = 0u;
+            *reinterpret_cast<unsigned*>(tileDs + 8 * BT + kk * 16 + 8) = 0u;
+          }
+        }
+        continue;
+      }
       float st[CH / 8][4], dpt[CH / 8][4];  // transposed: rows = keys, columns = queries
 #pragma unroll
       for (int n = 0; n < CH / 8; n++) st[n][0] = st[n][1] = st[n][2] = st[n][3] = dpt[n][0] = dpt[n][1] = dpt[n][2] = dpt[n][3] = 0.f;
@@ -286,6 +364,13 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dkdv(
         pack_a(sa, dpt, kk);
         p_times_tile(dvAcc, pa, Ds, c0 + kk * 16, lane);
         p_times_tile(dkAcc, sa, Qs, c0 + kk * 16, lane);
+        if (dsOut) {  // dsᵀ as bf16, [key][query] of the (query tile, key tile) pair: the products dq needs
+          bf16* tileDs = dsOut + dsTile(b * nHeads + h, q0 / BT, kTile, t) + (warp * 16 + g) * BT + c0 + kk * 16 + 2 * t4;
+          *reinterpret_cast<unsigned*>(tileDs) = sa[0];
+          *reinterpret_cast<unsigned*>(tileDs + 8 * BT) = sa[1];
+          *reinterpret_cast<unsigned*>(tileDs + 8) = sa[2];
+          *reinterpret_cast<unsigned*>(tileDs + 8 * BT + 8) = sa[3];
+        }
       }
     }
     __syncthreads();
