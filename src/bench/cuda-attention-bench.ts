@@ -86,15 +86,18 @@ function main(argv: string[]): void {
   const rowDot = () => be.kernels.get('flash_attention.cu', 'attention_row_dot', { MPT_BF16: true }).launch(
     [Math.ceil(8 * t * heads / 8)], [256], [x8.dOut.ptr, out8.ptr, D8.ptr, 8, t, heads, dHead]);
   const dsScratch = be.alloc([flashBackwardScratchElements(8, heads, t)], 'bfloat16');
-  const bwd = (chunk: number, parts: 'both' | 'dq' | 'dkdv' = 'both', stored = FLASH_BACKWARD_STORED_DS) => launchFlashBackward(be.kernels, {
+  const bwd = (chunk: number, parts: 'both' | 'dq' | 'dkdv' = 'both', stored = FLASH_BACKWARD_STORED_DS, dqBlocks = 4) => launchFlashBackward(be.kernels, {
     q: x8.q.ptr, k: x8.k.ptr, v: x8.v.ptr, dOut: x8.dOut.ptr, lse: lse8.ptr, D: D8.ptr, slopes,
     dq: dq.ptr, dk: dk.ptr, dv: dv.ptr, batch: 8, t, nHeads: heads, dHead, scale, ds: stored ? dsScratch.ptr : 0,
-  }, chunk, parts);
+  }, chunk, parts, dqBlocks);
   const mode = (stored: boolean) => (stored ? 'dq from stored ds' : 'dq recomputed');
   const label = (s: FlashForwardShape) => `${s.mt * 16} rows a warp, ${s.warps} warps, ${s.keys}-key tiles, ${s.minBlocks} blocks/SM`
     + `${s.pipe ? ', pipelined' : ''}${s.headMajor ? ', head-major grid' : ''}`;
 
   const FLASH_PREFILL_SHAPE = flashPrefillShape(dHead);
+  // Warm-up of the whole GPU (clocks ramp for a while) before the first figure.
+  for (let i = 0; i < 60; i++) fwd(8, FLASH_TRAIN_SHAPE);
+  be.synchronize();
   log('-- current kernels (defaults of flash.ts)');
   const pre = timeIt(`forward, batch 1 (prefill), ${label(FLASH_PREFILL_SHAPE)}`, fwdFlops(1), () => fwd(1, FLASH_PREFILL_SHAPE));
   const tr = timeIt(`forward + lse, batch 8 (training), ${label(FLASH_TRAIN_SHAPE)}`, fwdFlops(8), () => fwd(8, FLASH_TRAIN_SHAPE));
@@ -118,6 +121,11 @@ function main(argv: string[]): void {
     for (const stored of [false, true]) {
       for (const chunk of [16, 32, 64]) timeIt(`  backward, batch 8, ${chunk}-key chunks, ${mode(stored)}`, 2.5 * fwdFlops(8), () => bwd(chunk, 'both', stored));
     }
+    timeIt('  backward, batch 8, 64-key chunks, dq from stored ds bounded for 2 blocks/SM', 2.5 * fwdFlops(8), () => bwd(64, 'both', true, 2));
+    timeIt('  dq alone from stored ds, 4 blocks/SM', 0.5 * fwdFlops(8), () => bwd(64, 'dq', true, 4));
+    timeIt('  dq alone from stored ds, 2 blocks/SM', 0.5 * fwdFlops(8), () => bwd(64, 'dq', true, 2));
+    timeIt('  dk/dv alone, no ds stored', 2 * fwdFlops(8), () => bwd(64, 'dkdv', false));
+    timeIt('  dq alone, recomputed (3 products)', 1.5 * fwdFlops(8), () => bwd(64, 'dq', false));
   }
 
   const before = value('--before');
@@ -130,7 +138,10 @@ function main(argv: string[]): void {
     const prefill = old.get('flash_attention.cu', 'flash_attention', { MPT_BF16: true, HEAD_DIM: dHead, FLASH_MIN_BLOCKS: 3 });
     const lseKernel = old.get('flash_train.cu', 'flash_forward_lse', { MPT_BF16: true, HEAD_DIM: dHead });
     const dqKernel = old.get('flash_backward.cu', 'flash_backward_dq', { MPT_BF16: true, HEAD_DIM: dHead });
+    const current = KERNEL_ARGS.flash_backward_dkdv;
+    KERNEL_ARGS.flash_backward_dkdv = 'ppppppppppif';  // the old dk/dv kernel had no dsᵀ output
     const dkdvKernel = old.get('flash_backward.cu', 'flash_backward_dkdv', { MPT_BF16: true, HEAD_DIM: dHead });
+    KERNEL_ARGS.flash_backward_dkdv = current;
     if (saved === undefined) delete process.env.MPT_KERNELS; else process.env.MPT_KERNELS = saved;
     const oldOut1 = be.alloc([1, t, d]), oldOut8 = be.alloc([8, t, d]), oldDq = be.alloc([8, t, d]), oldDk = be.alloc([8, t, d]), oldDv = be.alloc([8, t, d]);
     const grid = (batch: number) => [Math.ceil(t / 64), heads, batch];

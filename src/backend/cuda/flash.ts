@@ -104,8 +104,8 @@ export function flashBackwardScratchElements(batch: number, nHeads: number, t: n
  * dk/dv (3 + 4 products). Both are deterministic (no atomics).
  */
 export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, chunk = FLASH_BACKWARD_CHUNK_DEFAULT,
-  parts: 'both' | 'dq' | 'dkdv' = 'both'): void {
-  const defs = { MPT_BF16: true, HEAD_DIM: a.dHead, BWD_CHUNK: chunk }, row = rowBytes(a.dHead);
+  parts: 'both' | 'dq' | 'dkdv' = 'both', dqStoredMinBlocks = 4): void {
+  const defs = { MPT_BF16: true, HEAD_DIM: a.dHead, BWD_CHUNK: chunk, DQS_MIN_BLOCKS: dqStoredMinBlocks }, row = rowBytes(a.dHead);
   const grid = [a.batch * a.nHeads, Math.ceil(a.t / 64)];
   const ds = a.ds ?? 0;
   const dq = () => {

@@ -205,7 +205,10 @@ __device__ __forceinline__ long long dsTile(int bh, int qt, int kt, int t) {
 // × (K tile, dsᵀ tile). The dsᵀ tile [key][query] gives the A fragments (rows = queries) by
 // ldmatrix.trans. Deterministic: every dq row is one block's sum, in key order.
 #define DSROW (BT + 8)
-extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dq_stored(
+#ifndef DQS_MIN_BLOCKS
+#define DQS_MIN_BLOCKS 4  // one product a tile: memory-bound, so more blocks in flight (≤ 128 registers, 53 KB shared)
+#endif
+extern "C" __global__ void __launch_bounds__(NWARP * 32, DQS_MIN_BLOCKS) flash_backward_dq_stored(
     const bf16* __restrict__ k, const bf16* __restrict__ ds, bf16* __restrict__ dq, int t, int nHeads, float scale) {
   extern __shared__ __align__(16) unsigned char smemRaw[];
   bf16 (*Kt)[BT][ROW] = reinterpret_cast<bf16 (*)[BT][ROW]>(smemRaw);                          // [stage]
