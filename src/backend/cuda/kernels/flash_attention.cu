@@ -15,7 +15,10 @@
 // the softmax is online in log2 units (scale and ALiBi slope folded into exp2), so T×T never exists.
 // Q stays in registers when a warp has one m-tile, in shared memory (ldmatrix) when it has two (the
 // registers go to the accumulators). Tiles wholly visible to a warp skip the mask; tiles wholly
-// hidden from a warp (past its last row, on the causal diagonal) skip the work.
+// hidden from a warp (past its last row, on the causal diagonal) skip the work. FLASH_PIPE issues the
+// next tile's scores before this tile's softmax (two score tiles in registers); FLASH_HEAD_MAJOR
+// launches a head's query tiles together instead of the longest tiles of all heads first. flash.ts
+// holds the shapes in use and bench/RESULTS-attention.md their timings.
 //
 // Fragment layouts of m16n8k16 (lane = 4·g + t): A regs {(g, 2t..), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..)};
 // B regs {(k 2t.., n g), (k 2t+8.., n g)}; C {(g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1)}.
