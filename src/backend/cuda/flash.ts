@@ -52,11 +52,6 @@ export interface FlashForwardArgs {
   qStride: number; kvStride: number; oStride: number; scale: number;
 }
 
-/** Whether flash_forward takes this case: bf16, head size a multiple of 16 up to 256, 16-byte rows. */
-export function flashForwardFits(dHead: number, qStride: number, kvStride: number, oStride: number): boolean {
-  return dHead % 16 === 0 && dHead <= 256 && qStride % 8 === 0 && kvStride % 8 === 0 && oStride % 2 === 0;
-}
-
 function rowBytes(dHead: number): number {
   return (dHead + 8) * 2;
 }
