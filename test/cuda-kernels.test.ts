@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { CudaTensor } from '../src/backend/cuda/index.js';
 import { argmax } from '../src/generate/sampling.js';
+import { FLASH_FORWARD_SHAPES, launchFlashForward } from '../src/backend/cuda/flash.js';
 import { sampleTwinCandidates } from './cuda-twins.js';
 import { close, cpu, cudaFor, down, pair, randn, rng, skip } from './cuda-harness.js';
 
@@ -237,6 +238,8 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     { name: 'decode, long cache', batch: 3, tq: 1, kvLen: 301, cap: 333, heads: 4, dHead: 128, alibi: true, pad: 5 },
     { name: 'chunk after cache, no ALiBi', batch: 2, tq: 5, kvLen: 200, cap: 210, heads: 4, dHead: 16, alibi: false, pad: 0 },
     { name: 'prefill, no ALiBi, head 16', batch: 1, tq: 45, kvLen: 45, cap: 50, heads: 4, dHead: 16, alibi: false, pad: 3 },
+    { name: 'prefill, no ALiBi, head 128', batch: 2, tq: 130, kvLen: 130, cap: 140, heads: 2, dHead: 128, alibi: false, pad: 0 },
+    { name: 'prefill, 2048 tokens', batch: 1, tq: 2048, kvLen: 2048, cap: 2048, heads: 2, dHead: 128, alibi: true, pad: 0 },
   ];
   for (const c of cases) {
     test(`cuda ${dtype}: attention ${c.name}`, { skip }, () => {
@@ -264,6 +267,35 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
         slopes: slopes ? be.slopesOnDevice(slopes) : null, batch: c.batch, tq: c.tq, capacity: c.cap, kvLen: c.kvLen, kvLenDev: 0,
         nHeads: c.heads, dHead: c.dHead, qStride: d, kvStride: d, oStride: d, scale: args.scale, splits: 3, forceDecode: true });
       close(`attention ${c.name}, split decode kernel`, real(down(be, out)), real(want), tol(dtype, 1e-5));
+    });
+  }
+
+  // Every compile-time shape of flash_forward (flash.ts) on what only prefill has: queries after a cache
+  // (positions offset by kvLen − tq), left padding, a cache larger than kvLen; with and without ALiBi.
+  if (dtype === 'bfloat16') {
+    test('cuda bfloat16: every flash forward shape does a padded prefill chunk after a cache', { skip }, () => {
+      const be = cudaFor(dtype);
+      const batch = 2, tq = 150, kvLen = 211, cap = 230, heads = 2, dHead = 128, d = heads * dHead, pad = 13;
+      const [qg, qc] = pair(be, randn(batch * tq * d), [batch, tq, d]);
+      const [kg, kc] = pair(be, randn(batch * cap * d), [batch, cap, d]);
+      const [vg, vc] = pair(be, randn(batch * cap * d), [batch, cap, d]);
+      const mask = new Int32Array(batch * cap).fill(1);
+      for (let j = 0; j < pad; j++) mask[cap + j] = 0; // the second sequence is left-padded
+      const maskG = be.upload(mask, [batch, cap], 'int32') as CudaTensor;
+      for (const alibi of [true, false]) {
+        const slopes = alibi ? Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads)) : null;
+        const args = { kvLen, nHeads: heads, scale: 1 / Math.sqrt(dHead), alibiSlopes: slopes };
+        const want = down(cpu, cpu.attention({ ...args, q: qc, k: kc, v: vc, keyMask: cpu.upload(mask, [batch, cap], 'int32') }));
+        for (const shape of FLASH_FORWARD_SHAPES) {
+          const out = be.alloc([batch, tq, d]);
+          launchFlashForward(be.kernels, {
+            q: (qg as CudaTensor).ptr, k: (kg as CudaTensor).ptr, v: (vg as CudaTensor).ptr, mask: maskG.ptr,
+            slopes: slopes ? be.slopesOnDevice(slopes).ptr : 0, out: out.ptr, lse: 0, batch, nHeads: heads, dHead, tq,
+            capacity: cap, kvLen, qStride: d, kvStride: d, oStride: d, scale: args.scale,
+          }, shape);
+          close(`flash_forward ${JSON.stringify(shape)}${alibi ? '' : ', no ALiBi'}`, down(be, out), want, tol(dtype));
+        }
+      }
     });
   }
 

@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { CudaBackend } from '../src/backend/cuda/index.js';
 import { trainingBackend, type AttentionArgs, type Backend, type Tensor, type TrainingBackend } from '../src/backend/backend.js';
+import { FLASH_FORWARD_SHAPES } from '../src/backend/cuda/flash.js';
 import { asStored, close as closeTo, cpu, cudaFor, down, pair, randn, rng, skip } from './cuda-harness.js';
 
 // Training outputs may hold infinities where the reference does (a fully masked row's log-sum-exp).
@@ -16,11 +17,16 @@ const f32pair = (be: CudaBackend, x: Float32Array, shape: number[]): [Tensor, Te
 const tol = (dtype: string, fp32: number, bf16 = 1e-2) => (dtype === 'bfloat16' ? bf16 : fp32);
 
 for (const dtype of ['bfloat16', 'float32'] as const) {
-  // Head sizes 32 and 128 take the tensor-core kernels in bf16; 24 always the scalar ones.
-  for (const [batch, t, heads, dHead] of [[2, 77, 3, 32], [1, 150, 2, 128], [2, 45, 2, 24]]) {
-    test(`cuda ${dtype}: attention for training and its backward, ${batch}×${t} tokens, ${heads} heads of ${dHead}`, { skip }, () => {
+  // Head sizes 32 and 128 take the tensor-core kernels in bf16; 24 always the scalar ones. Sizes that are
+  // not multiples of the tiles (64 and 128 rows), a whole 2048-token sequence, batch > 1, and learned-
+  // position models (no ALiBi).
+  const attentionCases: Array<[number, number, number, number, boolean]> = [
+    [2, 77, 3, 32, true], [1, 150, 2, 128, true], [2, 45, 2, 24, true], [2, 130, 2, 128, true], [2, 130, 2, 128, false], [1, 2048, 2, 128, true],
+  ];
+  for (const [batch, t, heads, dHead, alibi] of attentionCases) {
+    test(`cuda ${dtype}: attention for training and its backward, ${batch}×${t} tokens, ${heads} heads of ${dHead}${alibi ? '' : ', no ALiBi'}`, { skip }, () => {
       const be = cudaFor(dtype), g = trainingBackend(be), d = heads * dHead;
-      const slopes = Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads));
+      const slopes = alibi ? Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads)) : null;
       const [qg, qc] = pair(be, randn(batch * t * d), [batch, t, d]);
       const [kg, kc] = pair(be, randn(batch * t * d), [batch, t, d]);
       const [vg, vc] = pair(be, randn(batch * t * d), [batch, t, d]);
@@ -32,6 +38,50 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       const bg = g.attentionBackward(args(qg, kg, vg), fg.out, fg.logSumExp, dg);
       const bc = cpu.attentionBackward(args(qc, kc, vc), fc.out, fc.logSumExp, dc);
       for (const name of ['dq', 'dk', 'dv'] as const) close(name, down(be, bg[name]), down(cpu, bc[name]), tol(dtype, 1e-5, 2e-2));
+    });
+  }
+
+  // Every compile-time shape of the tensor-core kernels (flash.ts), not only the defaults: 32-row
+  // warps with Q in shared memory, 8-warp blocks, 32-key tiles, backward chunks of 16, 32 and 64 keys.
+  if (dtype === 'bfloat16') {
+    test('cuda bfloat16: every flash forward shape, backward chunk and dq mode matches the CPU, with and without ALiBi', { skip }, () => {
+      const be = cudaFor(dtype), g = trainingBackend(be), ops = be.training;
+      const batch = 2, t = 203, heads = 2, dHead = 128, d = heads * dHead;
+      const [qg, qc] = pair(be, randn(batch * t * d), [batch, t, d]);
+      const [kg, kc] = pair(be, randn(batch * t * d), [batch, t, d]);
+      const [vg, vc] = pair(be, randn(batch * t * d), [batch, t, d]);
+      const [dg, dc] = pair(be, randn(batch * t * d), [batch, t, d]);
+      const saved = { shape: ops.flashShape, chunk: ops.flashBackwardChunk, stored: ops.flashBackwardStoredDs };
+      try {
+        for (const alibi of [true, false]) {
+          const slopes = alibi ? Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads)) : null;
+          const args = (q: Tensor, k: Tensor, v: Tensor): AttentionArgs => ({ q, k, v, kvLen: t, nHeads: heads, scale: 1 / Math.sqrt(dHead), alibiSlopes: slopes, keyMask: null });
+          const fc = cpu.attentionForTraining(args(qc, kc, vc));
+          const bc = cpu.attentionBackward(args(qc, kc, vc), fc.out, fc.logSumExp, dc);
+          for (const shape of FLASH_FORWARD_SHAPES) {
+            ops.flashShape = shape;
+            const fg = g.attentionForTraining(args(qg, kg, vg));
+            const what = `${JSON.stringify(shape)}${alibi ? '' : ', no ALiBi'}`;
+            close(`out ${what}`, down(be, fg.out), down(cpu, fc.out), 1e-2);
+            close(`logSumExp ${what}`, down(be, fg.logSumExp), down(cpu, fc.logSumExp), 1e-5);
+          }
+          ops.flashShape = saved.shape;
+          const fg = g.attentionForTraining(args(qg, kg, vg));
+          for (const stored of [false, true]) {
+            for (const chunk of [16, 32, 64]) {
+              ops.flashBackwardChunk = chunk;
+              ops.flashBackwardStoredDs = stored;
+              const bg = g.attentionBackward(args(qg, kg, vg), fg.out, fg.logSumExp, dg);
+              const what = `chunk ${chunk}, dq ${stored ? 'from stored ds' : 'recomputed'}${alibi ? '' : ', no ALiBi'}`;
+              for (const name of ['dq', 'dk', 'dv'] as const) close(`${name}, ${what}`, down(be, bg[name]), down(cpu, bc[name]), 2e-2);
+            }
+          }
+        }
+      } finally {
+        ops.flashShape = saved.shape;
+        ops.flashBackwardChunk = saved.chunk;
+        ops.flashBackwardStoredDs = saved.stored;
+      }
     });
   }
 

@@ -13,6 +13,7 @@ import type { MptConfig } from '../../model/config.js';
 import { CudaDecoder, type DecoderOptions, type DecoderParams } from './decoder.js';
 import { asCuda, bytesPer, CudaTensor, DeviceBlock } from './tensor.js';
 import { CudaTrainingOps } from './training.js';
+import { FLASH_PREFILL_SHAPE, flashPrefillShape, launchFlashForward } from './flash.js';
 
 export { CudaTensor } from './tensor.js';
 export { CudaError } from './driver.js';
@@ -409,8 +410,8 @@ export class CudaBackend implements Backend {
     }
   }
 
-  /** Blocks an SM the flash kernel's registers are bounded for (3: ≤ 170 registers; 2: no spills). */
-  flashMinBlocks = 3;
+  /** Blocks an SM the prefill flash kernel's registers are bounded for (flash.ts: over 2, no pipelining). */
+  flashMinBlocks = FLASH_PREFILL_SHAPE.minBlocks;
 
   /** A fixed skinny GEMM shape instead of skinnyPlan's choice (benchmarks compare variants). */
   skinnyShape: { warps: number; unroll: number } | null = null;
@@ -521,10 +522,11 @@ export class CudaBackend implements Backend {
     const flash = !a.forceDecode && this.activationDType === 'bfloat16' && a.dHead % 16 === 0 && a.dHead <= 256 && a.tq >= 16
       && a.kvLenDev === 0 && a.qStride % 8 === 0 && a.kvStride % 8 === 0 && a.oStride % 2 === 0;
     if (flash) {
-      this.kernels.get('flash_attention.cu', 'flash_attention', { MPT_BF16: true, HEAD_DIM: a.dHead, FLASH_MIN_BLOCKS: this.flashMinBlocks }).launch(
-        [Math.ceil(a.tq / 64), a.nHeads, a.batch], [128],
-        [a.q.ptr, a.k.ptr, a.v.ptr, a.mask?.ptr ?? 0, a.slopes?.ptr ?? 0, a.out.ptr, a.tq, a.capacity, a.kvLen,
-          a.qStride, a.kvStride, a.oStride, a.scale], 2 * 2 * 64 * (a.dHead + 8) * 2);
+      launchFlashForward(this.kernels, {
+        q: a.q.ptr, k: a.k.ptr, v: a.v.ptr, mask: a.mask?.ptr ?? 0, slopes: a.slopes?.ptr ?? 0, out: a.out.ptr, lse: 0,
+        batch: a.batch, nHeads: a.nHeads, dHead: a.dHead, tq: a.tq, capacity: a.capacity, kvLen: a.kvLen,
+        qStride: a.qStride, kvStride: a.kvStride, oStride: a.oStride, scale: a.scale,
+      }, flashPrefillShape(a.dHead, this.flashMinBlocks));
       return;
     }
     const blocks = a.batch * a.tq * a.nHeads;

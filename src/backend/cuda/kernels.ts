@@ -16,7 +16,8 @@ export const KERNEL_ARGS: Record<string, string> = {
   layernorm: 'pppppif', layernorm8: 'pppppif', layernorm_stats8: 'pppppif',
   qkv_split: 'ppppppppiiipifif', qkv_split8: 'ppppppppiiipifif',
   attention_decode: 'pppppppiiipiiiif', attention_combine: 'ppiiii', attention_decode_qkv: 'pppppppppppppiiipiff',
-  flash_attention: 'ppppppiiiiiif',
+  flash_forward: 'pppppppiiiiiiif', flash_backward_dq: 'pppppppppif', flash_backward_dkdv: 'pppppppppppif',
+  flash_backward_dq_stored: 'pppiif',
   fill_normal: 'pqqff', skinny_gemm: 'ppppiiiiippfppf', argmax_rows: 'ppii', sample_rows: 'ppiififqpi',
 };
 

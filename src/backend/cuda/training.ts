@@ -1,6 +1,6 @@
 /**
  * The CUDA backend's training ops (the Backend interface documents each one). Kernels:
- * kernels/flash_train.cu (attention forward with its log-sum-exp), kernels/flash_backward.cu,
+ * kernels/flash_attention.cu (attention forward with its log-sum-exp, launched through flash.ts), kernels/flash_backward.cu,
  * kernels/layernorm_backward.cu, kernels/cross_entropy.cu, kernels/adamw.cu and
  * kernels/train_elementwise.cu; GEMMs through cuBLASLt (training-gemm.ts).
  *
@@ -11,6 +11,10 @@
  */
 import { elementCount, rowCount, width, type AttentionArgs, type Tensor } from '../backend.js';
 import { KERNEL_ARGS } from './kernels.js';
+import {
+  FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_BACKWARD_STORED_DS, FLASH_TRAIN_SHAPE, flashBackwardScratchElements, launchFlashBackward, launchFlashForward,
+  type FlashForwardShape,
+} from './flash.js';
 import { TrainingGemm, type GemmType } from './training-gemm.js';
 import { asCuda, CudaTensor } from './tensor.js';
 import type { CudaBackend } from './index.js';
@@ -20,8 +24,7 @@ Object.assign(KERNEL_ARGS, {
   sum_squares_partial: 'pqp', sum_doubles: 'pip', sum_floats: 'pip', embedding_backward: 'pppiiifp', column_sums: 'ppii',
   adamw_step: 'ppppffffffqp', layernorm_backward: 'ppppppiif', layernorm_backward_rows: 'ppppppiif', layernorm_dw_sum: 'piipp',
   gelu_backward8: 'pppq', sum_squares_partial4: 'pqp', cross_entropy_rows: 'ppppifi',
-  flash_forward_lse: 'pppppppif', attention_forward_scalar: 'pppppppiiif', attention_row_dot: 'pppiiii',
-  flash_backward_dq: 'pppppppppif', flash_backward_dkdv: 'ppppppppppif',
+  attention_forward_scalar: 'pppppppiiif', attention_row_dot: 'pppiiii',
   attention_backward_dq_scalar: 'pppppppppiiif', attention_backward_dkdv_scalar: 'ppppppppppiiif',
 });
 
@@ -30,6 +33,11 @@ const REDUCE_BLOCKS = 264;
 export class CudaTrainingOps {
   readonly gemm: TrainingGemm;
   private scratch: CudaTensor | null = null;
+  /** The tensor-core attention kernels' compile-time shapes (flash.ts; benchmarks compare others). */
+  flashShape: FlashForwardShape = FLASH_TRAIN_SHAPE;
+  flashBackwardChunk = FLASH_BACKWARD_CHUNK_DEFAULT;
+  /** dq from the dsᵀ that dk/dv store (a transient bf16 scratch) instead of recomputing S and dP. */
+  flashBackwardStoredDs = FLASH_BACKWARD_STORED_DS;
   /** Logit elements of one cross-entropy block (float32): 256 Mi = 1 GiB; tests lower it to get several blocks. */
   logitBlockElements = 1 << 28;
 
@@ -95,11 +103,12 @@ export class CudaTrainingOps {
     const out = be.alloc([batch, t, d]);
     const lse = be.alloc([batch, args.nHeads, t], 'float32');
     if (fast) {
-      be.kernels.get('flash_train.cu', 'flash_forward_lse', { MPT_BF16: true, HEAD_DIM: dHead }).launch(
-        [Math.ceil(t / 64), args.nHeads, batch], [128], [q.ptr, k.ptr, v.ptr, slopes, out.ptr, lse.ptr, t, args.nHeads, args.scale],
-        2 * 2 * 64 * (dHead + 8) * 2);
+      launchFlashForward(be.kernels, {
+        q: q.ptr, k: k.ptr, v: v.ptr, mask: 0, slopes, out: out.ptr, lse: lse.ptr, batch, nHeads: args.nHeads, dHead,
+        tq: t, capacity: t, kvLen: t, qStride: d, kvStride: d, oStride: d, scale: args.scale,
+      }, this.flashShape);
     } else {
-      be.kernels.get('flash_train.cu', 'attention_forward_scalar', be.defs()).launch([Math.ceil(t / 4), args.nHeads, batch], [128],
+      be.kernels.get('flash_attention.cu', 'attention_forward_scalar', be.defs()).launch([Math.ceil(t / 4), args.nHeads, batch], [128],
         [q.ptr, k.ptr, v.ptr, mask, slopes, out.ptr, lse.ptr, t, args.nHeads, dHead, args.scale]);
     }
     return { out, logSumExp: lse };
@@ -114,16 +123,18 @@ export class CudaTrainingOps {
     const mask = args.keyMask ? asCuda(args.keyMask, 'attention keyMask').ptr : 0;
     const D = be.alloc([batch, args.nHeads, t], 'float32');
     const rows = batch * t * args.nHeads;
-    be.kernels.get('flash_train.cu', 'attention_row_dot', be.defs()).launch([Math.ceil(rows / 8)], [256],
+    be.kernels.get('flash_attention.cu', 'attention_row_dot', be.defs()).launch([Math.ceil(rows / 8)], [256],
       [g.ptr, o.ptr, D.ptr, batch, t, args.nHeads, dHead]);
     const dq = be.alloc([batch, t, d]), dk = be.alloc([batch, t, d]), dv = be.alloc([batch, t, d]);
-    const grid = [Math.ceil(t / 64), args.nHeads, batch];
     if (fast) {
-      const defs = { MPT_BF16: true, HEAD_DIM: dHead }, row = dHead + 8;
-      be.kernels.get('flash_backward.cu', 'flash_backward_dq', defs).launch(grid, [128],
-        [q.ptr, k.ptr, v.ptr, g.ptr, lse.ptr, D.ptr, slopes, dq.ptr, t, args.nHeads, args.scale], 2 * 2 * 64 * row * 2);
-      be.kernels.get('flash_backward.cu', 'flash_backward_dkdv', defs).launch(grid, [128],
-        [q.ptr, k.ptr, v.ptr, g.ptr, lse.ptr, D.ptr, slopes, dk.ptr, dv.ptr, t, args.nHeads, args.scale], 6 * 64 * row * 2 + 4 * 64 * 4);
+      // dsᵀ scratch (flash.ts) for this call only: released as soon as dq is queued, so the next layer's
+      // backward reuses the same block.
+      const ds = this.flashBackwardStoredDs ? be.alloc([flashBackwardScratchElements(batch, args.nHeads, t)], 'bfloat16') : null;
+      launchFlashBackward(be.kernels, {
+        q: q.ptr, k: k.ptr, v: v.ptr, dOut: g.ptr, lse: lse.ptr, D: D.ptr, slopes, dq: dq.ptr, dk: dk.ptr, dv: dv.ptr,
+        batch, t, nHeads: args.nHeads, dHead, scale: args.scale, ds: ds?.ptr ?? 0,
+      }, this.flashBackwardChunk);
+      if (ds) be.release(ds);
     } else {
       const sgrid = [Math.ceil(t / 4), args.nHeads, batch];
       be.kernels.get('flash_backward.cu', 'attention_backward_dq_scalar', be.defs()).launch(sgrid, [128],

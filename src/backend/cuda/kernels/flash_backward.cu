@@ -2,9 +2,9 @@
 // log-sum-exp (nothing t×t is kept), ALiBi and the causal mask inside the kernels.
 //   p_ij = exp(scale·q_i·k_j − (i − j)·slope − lse_i),  D_i = dO_i·o_i (attention_row_dot)
 //   dv_j = Σ_i p_ij dO_i,  ds_ij = p_ij (dO_i·v_j − D_i),  dq_i = scale Σ_j ds_ij k_j,  dk_j = scale Σ_i ds_ij q_i
-// Two kernels, neither with atomics (as Triton's fused-attention tutorial splits it): one owns 64 keys
-// and walks the queries at or after them (dk, dv), the other owns 64 queries and walks the keys at or
-// before them (dq); each recomputes the scores it needs.
+// Two kernels, neither with atomics (deterministic; as Triton's fused-attention tutorial splits it): one
+// owns 64 keys and walks the queries at or after them (dk, dv), the other owns 64 queries and walks the
+// keys at or before them (dq); each recomputes the scores it needs.
 //
 // Tensor-core versions (bf16, HEAD_DIM a multiple of 16): 4 warps, a warp owns 16 rows of its block's
 // 64; mma.sync m16n8k16 with fp32 accumulators. Fragment layouts (lane = 4·g + t): A {(g, 2t..),
@@ -12,11 +12,21 @@
 // (g+8, 2t), (g+8, 2t+1)}. A C tile of 16 rows × 16 columns (two n-tiles) is, packed to bf16, the A
 // fragment of the next product: that is how P and dS feed dV, dK and dQ. Tiles whose rows are the
 // reduction dimension are read with ldmatrix.trans.
+//
+// Each streamed tile of 64 rows is worked in chunks of BWD_CHUNK columns (16, 32 or 64): the scores
+// and dP of a whole chunk are computed before any is used, so 2·BWD_CHUNK/8 independent mma chains
+// keep the tensor pipe busy (one 16-column chunk at a time left four chains of eight dependent mmas).
+// The dk/dv kernel reads its own K and V fragments from shared memory at each use, so the registers
+// go to the dk, dv accumulators and the chunk's scores.
 #define BT 64
 #define NWARP 4
 #ifndef HEAD_DIM
 #define HEAD_DIM 16
 #endif
+#ifndef BWD_CHUNK
+#define BWD_CHUNK 32
+#endif
+#define CH BWD_CHUNK
 #define ROW (HEAD_DIM + 8)
 #define DSTEPS (HEAD_DIM / 16)
 #define DTILES (HEAD_DIM / 8)
@@ -45,27 +55,13 @@ __device__ __forceinline__ unsigned pack2(float lo, float hi) {
   __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<unsigned*>(&v);
 }
-// c[2][4] += A(16 rows × 16 of the reduction) · B where B's rows [n0, n0+16) of a [n][k] shared tile
-// are the two n-tiles (k = the head dimension): acc over all DSTEPS of the head.
-__device__ __forceinline__ void rows_times_tile(float (*c)[4], const unsigned (*a)[4], const bf16 (*tile)[ROW], int n0, int lane) {
-#pragma unroll
-  for (int hh = 0; hh < 2; hh++) {
-    c[hh][0] = c[hh][1] = c[hh][2] = c[hh][3] = 0.f;
-#pragma unroll
-    for (int d = 0; d < DSTEPS; d += 2) {
-      unsigned b0, b1, b2, b3;
-      if (d + 1 < DSTEPS) {
-        ldsm_x4(&tile[n0 + hh * 8 + (lane & 7)][d * 16 + (lane >> 3) * 8], b0, b1, b2, b3, false);
-        mma16816(c[hh], a[d], b0, b1);
-        mma16816(c[hh], a[d + 1], b2, b3);
-      } else {
-        const int g = lane >> 2, t4 = lane & 3;
-        b0 = *reinterpret_cast<const unsigned*>(&tile[n0 + hh * 8 + g][d * 16 + 2 * t4]);
-        b1 = *reinterpret_cast<const unsigned*>(&tile[n0 + hh * 8 + g][d * 16 + 2 * t4 + 8]);
-        mma16816(c[hh], a[d], b0, b1);
-      }
-    }
-  }
+// The A fragment of a 16 × 16 block of a shared [row][ROW] tile at (r0, c0).
+__device__ __forceinline__ void a_frag(unsigned* a, const bf16 (*tile)[ROW], int r0, int c0, int lane) {
+  ldsm_x4(&tile[r0 + (lane & 15)][c0 + (lane >> 4) * 8], a[0], a[1], a[2], a[3], false);
+}
+// The B fragments (one k-step of 16 at column c0) of two n-tiles: rows [n0, n0+16) of a shared [n][k] tile.
+__device__ __forceinline__ void b_frags2(unsigned* b, const bf16 (*tile)[ROW], int n0, int c0, int lane) {
+  ldsm_x4(&tile[n0 + (lane >> 4) * 8 + (lane & 7)][c0 + ((lane >> 3) & 1) * 8], b[0], b[1], b[2], b[3], false);
 }
 // acc[DTILES][4] += P(16 rows × 16 tile rows k0..k0+15, packed A) · tile[k0..k0+15][0..HEAD_DIM).
 __device__ __forceinline__ void p_times_tile(float (*acc)[4], const unsigned* pa, const bf16 (*tile)[ROW], int k0, int lane) {
@@ -77,6 +73,13 @@ __device__ __forceinline__ void p_times_tile(float (*acc)[4], const unsigned* pa
     mma16816(acc[2 * dn], pa, v0, v1);
     mma16816(acc[2 * dn + 1], pa, v2, v3);
   }
+}
+// Columns [2kk·8, 2kk·8 + 16) of a C block, packed to bf16: the A fragment of the next product.
+__device__ __forceinline__ void pack_a(unsigned* a, const float (*c)[4], int kk) {
+  a[0] = pack2(c[2 * kk][0], c[2 * kk][1]);
+  a[1] = pack2(c[2 * kk][2], c[2 * kk][3]);
+  a[2] = pack2(c[2 * kk + 1][0], c[2 * kk + 1][1]);
+  a[3] = pack2(c[2 * kk + 1][2], c[2 * kk + 1][3]);
 }
 // The A fragments of 16 rows (all of the head) of a global [.., stride] matrix; rows ≥ t read as 0.
 __device__ __forceinline__ void load_rows_a(unsigned (*a)[4], const bf16* base, int r0, int t, int stride, int lane) {
@@ -102,15 +105,15 @@ __device__ __forceinline__ void load_pair(bf16 (*x)[ROW], bf16 (*y)[ROW], const 
   asm volatile("cp.async.commit_group;\n" ::: "memory");
 }
 
-// dq for 64 queries a block: grid (ceil(t/64), nHeads, batch), 128 threads, shared 2 stages × (K, V).
+// dq for 64 queries a block: grid (batch·nHeads, ceil(t/64)), 128 threads, shared 2 stages × (K, V).
 extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dq(
     const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, const bf16* __restrict__ dOut,
     const float* __restrict__ lse, const float* __restrict__ D, const float* __restrict__ slopes, bf16* __restrict__ dq,
     int t, int nHeads, float scale) {
   extern __shared__ __align__(16) unsigned char smemRaw[];
   bf16 (*tiles)[2][BT][ROW] = reinterpret_cast<bf16 (*)[2][BT][ROW]>(smemRaw);
-  const int qTile = gridDim.x - 1 - blockIdx.x;
-  const int h = blockIdx.y, b = blockIdx.z, stride = nHeads * HEAD_DIM;
+  const int qTile = gridDim.y - 1 - blockIdx.y;  // longest tiles first over the whole grid
+  const int h = blockIdx.x % nHeads, b = blockIdx.x / nHeads, stride = nHeads * HEAD_DIM;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const float LOG2E = 1.4426950408889634f;
   const float slope2 = slopes ? slopes[h] * LOG2E : 0.f, scale2 = scale * LOG2E;
@@ -121,13 +124,17 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dq(
   load_rows_a(da, dOut + base, rw, t, stride, lane);
   const float* lrow = lse + ((long long)b * nHeads + h) * t;
   const float* drow = D + ((long long)b * nHeads + h) * t;
-  const float L0 = r0 < t ? lrow[r0] * LOG2E : INFINITY, L1 = r1 < t ? lrow[r1] * LOG2E : INFINITY;
+  // slope·(j − i) − lse_i (log2 units) = slope·(j − rw) − [lse_i + slope·(i − rw)]: a term per key column,
+  // shared by the thread's two rows, and a term per row (L0, L1) for the whole kernel.
+  const float L0 = r0 < t ? fmaf(lrow[r0], LOG2E, slope2 * (float)g) : INFINITY;
+  const float L1 = r1 < t ? fmaf(lrow[r1], LOG2E, slope2 * (float)(g + 8)) : INFINITY;
   const float D0 = r0 < t ? drow[r0] : 0.f, D1 = r1 < t ? drow[r1] : 0.f;
   float acc[DTILES][4];
 #pragma unroll
   for (int n = 0; n < DTILES; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
 
   const int kEnd = min(q0 + BT, t);
+  const bool warpLive = rw < t;
   load_pair(tiles[0][0], tiles[0][1], k + base, v + base, 0, t, stride);
   for (int k0 = 0, it = 0; k0 < kEnd; k0 += BT, it++) {
     if (k0 + BT < kEnd) load_pair(tiles[(it + 1) & 1][0], tiles[(it + 1) & 1][1], k + base, v + base, k0 + BT, t, stride);
@@ -136,25 +143,45 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dq(
     __syncthreads();
     const bf16 (*Ks)[ROW] = tiles[it & 1][0];
     const bf16 (*Vs)[ROW] = tiles[it & 1][1];
-    const bool needMask = k0 + BT - 1 > rw || k0 + BT > t;
 #pragma unroll 1
-    for (int ks = 0; ks < BT / 16; ks++) {  // not unrolled: the registers go to the accumulators
-      float s[2][4], dp[2][4];
-      rows_times_tile(s, qa, Ks, ks * 16, lane);
-      rows_times_tile(dp, da, Vs, ks * 16, lane);
-      float ds[2][4];
+    for (int c0 = 0; c0 < BT; c0 += CH) {
+      const int kc = k0 + c0;
+      if (!warpLive || kc > rw + 15) continue;  // every key of the chunk after every row of the warp
+      float s[CH / 8][4], dp[CH / 8][4];
 #pragma unroll
-      for (int hh = 0; hh < 2; hh++) {
+      for (int n = 0; n < CH / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.f;
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int j = k0 + ks * 16 + hh * 8 + 2 * t4 + (e & 1), i = e < 2 ? r0 : r1;
-          float p = fast_exp2(fmaf(s[hh][e], scale2, slope2 * (float)(j - i)) - (e < 2 ? L0 : L1));
-          if (needMask && (j > i || j >= t)) p = 0.f;
-          ds[hh][e] = p * (dp[hh][e] - (e < 2 ? D0 : D1));
+      for (int d = 0; d < DSTEPS; d++) {
+#pragma unroll
+        for (int n = 0; n < CH / 8; n += 2) {
+          unsigned bk[4], bv[4];
+          b_frags2(bk, Ks, c0 + n * 8, d * 16, lane);
+          b_frags2(bv, Vs, c0 + n * 8, d * 16, lane);
+          mma16816(s[n], qa[d], bk[0], bk[1]);
+          mma16816(s[n + 1], qa[d], bk[2], bk[3]);
+          mma16816(dp[n], da[d], bv[0], bv[1]);
+          mma16816(dp[n + 1], da[d], bv[2], bv[3]);
         }
       }
-      const unsigned pa[4] = {pack2(ds[0][0], ds[0][1]), pack2(ds[0][2], ds[0][3]), pack2(ds[1][0], ds[1][1]), pack2(ds[1][2], ds[1][3])};
-      p_times_tile(acc, pa, Ks, ks * 16, lane);
+      const bool needMask = kc + CH - 1 > rw || kc + CH > t;
+      const float colBase = slope2 * (float)(kc + 2 * t4 - rw);
+#pragma unroll
+      for (int n = 0; n < CH / 8; n++) {
+        const float cb0 = fmaf(slope2, (float)(n * 8), colBase), cb1 = fmaf(slope2, (float)(n * 8 + 1), colBase);
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int j = kc + n * 8 + 2 * t4 + (e & 1), i = e < 2 ? r0 : r1;
+          float p = fast_exp2(fmaf(s[n][e], scale2, (e & 1) ? cb1 : cb0) - (e < 2 ? L0 : L1));
+          if (needMask && (j > i || j >= t)) p = 0.f;
+          s[n][e] = p * (dp[n][e] - (e < 2 ? D0 : D1));  // ds
+        }
+      }
+#pragma unroll
+      for (int kk = 0; kk < CH / 16; kk++) {
+        unsigned pa[4];
+        pack_a(pa, s, kk);
+        p_times_tile(acc, pa, Ks, c0 + kk * 16, lane);
+      }
     }
     __syncthreads();
   }
@@ -166,18 +193,87 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dq(
   }
 }
 
-// dk and dv for 64 keys a block: grid (ceil(t/64), nHeads, batch), 128 threads. Shared: this block's K
-// and V rows (read as A fragments with ldmatrix), 2 stages × (Q, dO) tiles, and each stage's lse and D.
+// Offset of the stored dsᵀ tile of (query tile qt, key tile kt ≤ qt) of one (batch, head): the causal
+// pairs of a head in order qt(qt+1)/2 + kt, 64 × 64 bf16 each ([key][query]).
+__device__ __forceinline__ long long dsTile(int bh, int qt, int kt, int t) {
+  const long long tiles = (long long)(t + BT - 1) / BT, pairs = tiles * (tiles + 1) / 2;
+  return ((long long)bh * pairs + (long long)qt * (qt + 1) / 2 + kt) * BT * BT;
+}
+
+// dq from the dsᵀ tiles flash_backward_dkdv stored (run it first): dq_i = scale Σ_j ds_ij k_j, the only
+// product left, so nothing is recomputed. Grid (batch·nHeads, ceil(t/64)), 128 threads; shared 2 stages
+// × (K tile, dsᵀ tile). The dsᵀ tile [key][query] gives the A fragments (rows = queries) by
+// ldmatrix.trans. Deterministic: every dq row is one block's sum, in key order.
+#define DSROW (BT + 8)
+#ifndef DQS_MIN_BLOCKS
+#define DQS_MIN_BLOCKS 4  // one product a tile: memory-bound, so more blocks in flight (≤ 128 registers, 53 KB shared)
+#endif
+extern "C" __global__ void __launch_bounds__(NWARP * 32, DQS_MIN_BLOCKS) flash_backward_dq_stored(
+    const bf16* __restrict__ k, const bf16* __restrict__ ds, bf16* __restrict__ dq, int t, int nHeads, float scale) {
+  extern __shared__ __align__(16) unsigned char smemRaw[];
+  bf16 (*Kt)[BT][ROW] = reinterpret_cast<bf16 (*)[BT][ROW]>(smemRaw);                          // [stage]
+  bf16 (*St)[BT][DSROW] = reinterpret_cast<bf16 (*)[BT][DSROW]>(smemRaw + 2 * BT * ROW * 2);     // [stage][key][query]
+  const int qTile = gridDim.y - 1 - blockIdx.y;
+  const int bh = blockIdx.x, h = bh % nHeads, b = bh / nHeads, stride = nHeads * HEAD_DIM;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  const long long base = (long long)b * t * stride + h * HEAD_DIM;
+  const int q0 = qTile * BT, r0 = q0 + warp * 16 + g, r1 = r0 + 8;
+  auto load = [&](int stage, int kt) {
+    const int k0 = kt * BT;
+    for (int idx = threadIdx.x; idx < BT * (HEAD_DIM / 8); idx += NWARP * 32) {
+      const int r = idx / (HEAD_DIM / 8), c = (idx - r * (HEAD_DIM / 8)) * 8;
+      const bool ok = k0 + r < t;
+      cp_async16(&Kt[stage][r][c], k + base + (long long)(ok ? k0 + r : 0) * stride + c, ok);
+    }
+    const bf16* src = ds + dsTile(bh, qTile, kt, t);
+    for (int idx = threadIdx.x; idx < BT * (BT / 8); idx += NWARP * 32) {
+      const int r = idx / (BT / 8), c = (idx - r * (BT / 8)) * 8;
+      cp_async16(&St[stage][r][c], src + r * BT + c, true);
+    }
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+  };
+  float acc[DTILES][4];
+#pragma unroll
+  for (int n = 0; n < DTILES; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+  load(0, 0);
+  for (int kt = 0; kt <= qTile; kt++) {
+    if (kt + 1 <= qTile) load((kt + 1) & 1, kt + 1);
+    else asm volatile("cp.async.commit_group;\n" ::: "memory");
+    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+    __syncthreads();
+    const bf16 (*Ks)[ROW] = Kt[kt & 1];
+    const bf16 (*Ss)[DSROW] = St[kt & 1];
+#pragma unroll
+    for (int kk = 0; kk < BT / 16; kk++) {
+      // A fragment (16 queries × 16 keys) from [key][query]: matrix mi holds keys kk·16 + (mi >> 1)·8,
+      // queries warp·16 + (mi & 1)·8, transposed on the way.
+      const int mi = lane >> 3;
+      unsigned a[4];
+      ldsm_x4(&Ss[kk * 16 + (mi >> 1) * 8 + (lane & 7)][warp * 16 + (mi & 1) * 8], a[0], a[1], a[2], a[3], true);
+      p_times_tile(acc, a, Ks, kk * 16, lane);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int n = 0; n < DTILES; n++) {
+    const int c = n * 8 + 2 * t4;
+    if (r0 < t) *reinterpret_cast<__nv_bfloat162*>(dq + base + (long long)r0 * stride + c) = __floats2bfloat162_rn(acc[n][0] * scale, acc[n][1] * scale);
+    if (r1 < t) *reinterpret_cast<__nv_bfloat162*>(dq + base + (long long)r1 * stride + c) = __floats2bfloat162_rn(acc[n][2] * scale, acc[n][3] * scale);
+  }
+}
+
+// dk and dv for 64 keys a block: grid (batch·nHeads, ceil(t/64)), 128 threads. Shared: this block's K
+// and V rows (A fragments by ldmatrix at each use), 2 stages × (Q, dO) tiles, and each stage's lse and D.
 extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dkdv(
     const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, const bf16* __restrict__ dOut,
     const float* __restrict__ lse, const float* __restrict__ D, const float* __restrict__ slopes,
-    bf16* __restrict__ dk, bf16* __restrict__ dv, int t, int nHeads, float scale) {
+    bf16* __restrict__ dk, bf16* __restrict__ dv, bf16* __restrict__ dsOut, int t, int nHeads, float scale) {
   extern __shared__ __align__(16) unsigned char smemRaw[];
   bf16 (*own)[BT][ROW] = reinterpret_cast<bf16 (*)[BT][ROW]>(smemRaw);                          // [K or V][row][col]
   bf16 (*tiles)[2][BT][ROW] = reinterpret_cast<bf16 (*)[2][BT][ROW]>(smemRaw + 2 * BT * ROW * 2);  // [stage][Q or dO]
   float (*rowTerms)[2][BT] = reinterpret_cast<float (*)[2][BT]>(smemRaw + 6 * BT * ROW * 2);      // [stage][lse·log2e or D]
-  const int kTile = blockIdx.x;  // diagonal-first order does not matter here: every key tile walks to t
-  const int h = blockIdx.y, b = blockIdx.z, stride = nHeads * HEAD_DIM;
+  const int kTile = blockIdx.y;  // key tile 0 walks every query tile: the longest start first
+  const int h = blockIdx.x % nHeads, b = blockIdx.x / nHeads, stride = nHeads * HEAD_DIM;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const float LOG2E = 1.4426950408889634f;
   const float slope2 = slopes ? slopes[h] * LOG2E : 0.f, scale2 = scale * LOG2E;
@@ -185,12 +281,16 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dkdv(
   const float* lrow = lse + ((long long)b * nHeads + h) * t;
   const float* drow = D + ((long long)b * nHeads + h) * t;
   const int k0 = kTile * BT, kw = k0 + warp * 16, j0 = kw + g, j1 = j0 + 8;
+  const bool warpLive = kw < t;
+  const float kb0 = slope2 * (float)(j0 - k0), kb1 = slope2 * (float)(j1 - k0);  // the per-key ALiBi terms
 
   auto loadStage = [&](int stage, int q0) {
     load_pair(tiles[stage][0], tiles[stage][1], q + base, dOut + base, q0, t, stride);
     for (int r = threadIdx.x; r < BT; r += NWARP * 32) {
       const bool ok = q0 + r < t;
-      rowTerms[stage][0][r] = ok ? lrow[q0 + r] * LOG2E : INFINITY;  // exp2(x − ∞) = 0: rows past t add nothing
+      // slope·(j − i) − lse_i (log2 units) = slope·(j − k0) − [lse_i + slope·(i − k0)]: the bracket per
+      // query, here; the first term per key, in registers. exp2(x − ∞) = 0: rows past t add nothing.
+      rowTerms[stage][0][r] = ok ? fmaf(lrow[q0 + r], LOG2E, slope2 * (float)(q0 + r - k0)) : INFINITY;
       rowTerms[stage][1][r] = ok ? drow[q0 + r] : 0.f;
     }
   };
@@ -211,35 +311,70 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dkdv(
     const bf16 (*Ds)[ROW] = tiles[it & 1][1];
     const float* Ls = rowTerms[it & 1][0];
     const float* Dr = rowTerms[it & 1][1];
-    // This warp's K and V rows as A fragments, from shared memory (registers go to the accumulators).
-    unsigned ka[DSTEPS][4], va[DSTEPS][4];
-#pragma unroll
-    for (int d = 0; d < DSTEPS; d++) {
-      ldsm_x4(&own[0][warp * 16 + (lane & 15)][d * 16 + (lane >> 4) * 8], ka[d][0], ka[d][1], ka[d][2], ka[d][3], false);
-      ldsm_x4(&own[1][warp * 16 + (lane & 15)][d * 16 + (lane >> 4) * 8], va[d][0], va[d][1], va[d][2], va[d][3], false);
-    }
-    const bool needMask = q0 < kw + 15 || q0 + BT > t;
 #pragma unroll 1
-    for (int ks = 0; ks < BT / 16; ks++) {
-      float st[2][4], dpt[2][4];  // transposed: rows = keys, columns = queries
-      rows_times_tile(st, ka, Qs, ks * 16, lane);
-      rows_times_tile(dpt, va, Ds, ks * 16, lane);
-      float p[2][4], ds[2][4];
+    for (int c0 = 0; c0 < BT; c0 += CH) {
+      const int qc = q0 + c0;
+      if (!warpLive || qc + CH - 1 < kw) {  // every query of the chunk before every key of the warp
+        if (dsOut) {  // the stored tile must still read as zeros there (flash_backward_dq_stored reads it whole)
+          bf16* tileDs = dsOut + dsTile(b * nHeads + h, q0 / BT, kTile, t) + (warp * 16 + g) * BT + c0 + 2 * t4;
 #pragma unroll
-      for (int hh = 0; hh < 2; hh++) {
+          for (int kk = 0; kk < CH / 16; kk++) {
+            *reinterpret_cast<unsigned*>(tileDs + kk * 16) = 0u;
+            *reinterpret_cast<unsigned*>(tileDs + 8 * BT + kk * 16) = 0u;
+            *reinterpret_cast<unsigned*>(tileDs + kk * 16 + 8) = 0u;
+            *reinterpret_cast<unsigned*>(tileDs + 8 * BT + kk * 16 + 8) = 0u;
+          }
+        }
+        continue;
+      }
+      float st[CH / 8][4], dpt[CH / 8][4];  // transposed: rows = keys, columns = queries
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int col = ks * 16 + hh * 8 + 2 * t4 + (e & 1), i = q0 + col, j = e < 2 ? j0 : j1;
-          float x = fast_exp2(fmaf(st[hh][e], scale2, slope2 * (float)(j - i)) - Ls[col]);
-          if (needMask && (j > i || i >= t)) x = 0.f;
-          p[hh][e] = x;
-          ds[hh][e] = x * (dpt[hh][e] - Dr[col]);
+      for (int n = 0; n < CH / 8; n++) st[n][0] = st[n][1] = st[n][2] = st[n][3] = dpt[n][0] = dpt[n][1] = dpt[n][2] = dpt[n][3] = 0.f;
+#pragma unroll
+      for (int d = 0; d < DSTEPS; d++) {
+        unsigned ka[4], va[4];
+        a_frag(ka, own[0], warp * 16, d * 16, lane);
+        a_frag(va, own[1], warp * 16, d * 16, lane);
+#pragma unroll
+        for (int n = 0; n < CH / 8; n += 2) {
+          unsigned bq[4], bd[4];
+          b_frags2(bq, Qs, c0 + n * 8, d * 16, lane);
+          b_frags2(bd, Ds, c0 + n * 8, d * 16, lane);
+          mma16816(st[n], ka, bq[0], bq[1]);
+          mma16816(st[n + 1], ka, bq[2], bq[3]);
+          mma16816(dpt[n], va, bd[0], bd[1]);
+          mma16816(dpt[n + 1], va, bd[2], bd[3]);
         }
       }
-      const unsigned pa[4] = {pack2(p[0][0], p[0][1]), pack2(p[0][2], p[0][3]), pack2(p[1][0], p[1][1]), pack2(p[1][2], p[1][3])};
-      const unsigned sa[4] = {pack2(ds[0][0], ds[0][1]), pack2(ds[0][2], ds[0][3]), pack2(ds[1][0], ds[1][1]), pack2(ds[1][2], ds[1][3])};
-      p_times_tile(dvAcc, pa, Ds, ks * 16, lane);
-      p_times_tile(dkAcc, sa, Qs, ks * 16, lane);
+      const bool needMask = qc < kw + 15 || qc + CH > t;
+#pragma unroll
+      for (int n = 0; n < CH / 8; n++) {
+        const int col0 = c0 + n * 8 + 2 * t4;
+        const float2 lq = *reinterpret_cast<const float2*>(&Ls[col0]), dq2 = *reinterpret_cast<const float2*>(&Dr[col0]);
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int col = col0 + (e & 1), i = q0 + col, j = e < 2 ? j0 : j1;
+          float x = fast_exp2(fmaf(st[n][e], scale2, e < 2 ? kb0 : kb1) - ((e & 1) ? lq.y : lq.x));
+          if (needMask && (j > i || i >= t)) x = 0.f;
+          st[n][e] = x;                                            // p
+          dpt[n][e] = x * (dpt[n][e] - ((e & 1) ? dq2.y : dq2.x));  // ds
+        }
+      }
+#pragma unroll
+      for (int kk = 0; kk < CH / 16; kk++) {
+        unsigned pa[4], sa[4];
+        pack_a(pa, st, kk);
+        pack_a(sa, dpt, kk);
+        p_times_tile(dvAcc, pa, Ds, c0 + kk * 16, lane);
+        p_times_tile(dkAcc, sa, Qs, c0 + kk * 16, lane);
+        if (dsOut) {  // dsᵀ as bf16, [key][query] of the (query tile, key tile) pair: the products dq needs
+          bf16* tileDs = dsOut + dsTile(b * nHeads + h, q0 / BT, kTile, t) + (warp * 16 + g) * BT + c0 + kk * 16 + 2 * t4;
+          *reinterpret_cast<unsigned*>(tileDs) = sa[0];
+          *reinterpret_cast<unsigned*>(tileDs + 8 * BT) = sa[1];
+          *reinterpret_cast<unsigned*>(tileDs + 8) = sa[2];
+          *reinterpret_cast<unsigned*>(tileDs + 8 * BT + 8) = sa[3];
+        }
+      }
     }
     __syncthreads();
   }

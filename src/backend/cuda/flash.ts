@@ -1,0 +1,124 @@
+/**
+ * Launches of the tensor-core flash attention kernels (kernels/flash_attention.cu, flash_backward.cu),
+ * shared by prefill (index.ts attentionInto) and training (training.ts): one place knows each
+ * kernel's grid, block, shared memory and compile-time shape, and which shape is the default.
+ */
+import type { KernelCache } from './kernels.js';
+
+/**
+ * A compile-time shape of flash_forward: `mt` m16 tiles a warp, `warps` a block, keys a tile, blocks an
+ * SM; `pipe`: the next tile's scores issued before this tile's softmax; `headMajor`: a head's query
+ * tiles launched together (else the longest tiles of all heads first).
+ */
+export interface FlashForwardShape { mt: 1 | 2; warps: 4 | 8; keys: 32 | 64; minBlocks: number; pipe?: boolean; headMajor?: boolean }
+
+/**
+ * The default forward shapes, chosen on the H100 by `node dist/src/bench/cuda-attention-bench.js
+ * --variants`, which times the candidates side by side (bench/RESULTS-attention.md). Training (batch ×
+ * heads blocks of 2048 rows): 32 rows a warp, Q in shared memory. Prefill (often one sequence: a grid
+ * of few blocks): 16 rows a warp, Q in registers, software-pipelined.
+ */
+export const FLASH_TRAIN_SHAPE: FlashForwardShape = { mt: 2, warps: 4, keys: 64, minBlocks: 2 };
+export const FLASH_PREFILL_SHAPE: FlashForwardShape = { mt: 1, warps: 4, keys: 64, minBlocks: 2, pipe: true };
+
+/**
+ * The prefill shape for a head size and a bound of blocks an SM: the pipelined kernel holds two tiles of
+ * scores (about 244 registers at head size 128), so heads over 128 or a bound over 2 blocks take the
+ * plain loop.
+ */
+export function flashPrefillShape(dHead: number, minBlocks = FLASH_PREFILL_SHAPE.minBlocks): FlashForwardShape {
+  const pipe = (FLASH_PREFILL_SHAPE.pipe ?? false) && dHead <= 128 && minBlocks <= 2;
+  return { ...FLASH_PREFILL_SHAPE, minBlocks, pipe };
+}
+
+/** The shapes the benchmark compares and the tests check (the defaults among them). */
+export const FLASH_FORWARD_SHAPES: readonly FlashForwardShape[] = [
+  { mt: 1, warps: 4, keys: 64, minBlocks: 2 }, { mt: 1, warps: 4, keys: 64, minBlocks: 3 }, { mt: 1, warps: 4, keys: 32, minBlocks: 3 },
+  { mt: 1, warps: 8, keys: 64, minBlocks: 1 }, { mt: 2, warps: 4, keys: 64, minBlocks: 2 }, { mt: 2, warps: 4, keys: 32, minBlocks: 2 },
+  { mt: 1, warps: 4, keys: 64, minBlocks: 2, pipe: true }, { mt: 1, warps: 4, keys: 32, minBlocks: 3, pipe: true },
+  { mt: 2, warps: 4, keys: 32, minBlocks: 2, pipe: true },
+  { mt: 1, warps: 4, keys: 64, minBlocks: 2, headMajor: true }, { mt: 2, warps: 4, keys: 64, minBlocks: 2, headMajor: true },
+];
+
+/** Key columns each backward step works on at once (16, 32 or 64). */
+export const FLASH_BACKWARD_CHUNK_DEFAULT = 64;
+
+/** Whether the backward stores dsᵀ for dq (flashBackwardScratchElements) rather than recomputing it. */
+export const FLASH_BACKWARD_STORED_DS = true;
+
+export interface FlashForwardArgs {
+  q: number; k: number; v: number; mask: number; slopes: number; out: number; lse: number;
+  batch: number; nHeads: number; dHead: number; tq: number; capacity: number; kvLen: number;
+  qStride: number; kvStride: number; oStride: number; scale: number;
+}
+
+function rowBytes(dHead: number): number {
+  return (dHead + 8) * 2;
+}
+
+/** Shared memory of flash_forward: two stages of K and V tiles, and the block's Q rows when mt = 2. */
+export function flashForwardSharedBytes(dHead: number, s: FlashForwardShape): number {
+  const qRows = s.mt > 1 ? s.warps * 16 * s.mt : 0;
+  return (2 * 2 * s.keys + qRows) * rowBytes(dHead);
+}
+
+/** Causal (ALiBi or not, left-padding mask or not) attention forward on the tensor cores; lse optional. */
+export function launchFlashForward(kernels: KernelCache, a: FlashForwardArgs, s: FlashForwardShape): void {
+  // mt = 2 holds 2 × 64 accumulators a thread: anything below 255 registers would spill.
+  const minBlocks = s.mt > 1 ? Math.min(s.minBlocks, 2) : s.minBlocks;
+  const defs = {
+    MPT_BF16: true, HEAD_DIM: a.dHead, FLASH_MT: s.mt, FLASH_WARPS: s.warps, FLASH_BK: s.keys, FLASH_MIN_BLOCKS: minBlocks,
+    FLASH_PIPE: s.pipe ?? false, FLASH_HEAD_MAJOR: s.headMajor ?? false,
+  };
+  const tiles = Math.ceil(a.tq / (s.warps * 16 * s.mt));
+  kernels.get('flash_attention.cu', 'flash_forward', defs).launch(
+    s.headMajor ? [tiles, a.batch * a.nHeads] : [a.batch * a.nHeads, tiles], [s.warps * 32],
+    [a.q, a.k, a.v, a.mask, a.slopes, a.out, a.lse, a.tq, a.capacity, a.kvLen, a.qStride, a.kvStride, a.oStride, a.nHeads, a.scale],
+    flashForwardSharedBytes(a.dHead, s));
+}
+
+export interface FlashBackwardArgs {
+  q: number; k: number; v: number; dOut: number; lse: number; D: number; slopes: number;
+  dq: number; dk: number; dv: number; batch: number; t: number; nHeads: number; dHead: number; scale: number;
+  /** bf16 scratch of flashBackwardScratchElements: dk/dv store dsᵀ there and dq reads it; 0: dq recomputes S and dP. */
+  ds?: number;
+}
+
+/**
+ * bf16 elements of the dsᵀ scratch: a 64 × 64 tile per causal (query tile, key tile) pair of each
+ * (batch, head) — 553 MB at batch 8, 16 heads, t = 2048 — used by one layer's backward at a time.
+ */
+export function flashBackwardScratchElements(batch: number, nHeads: number, t: number): number {
+  const tiles = Math.ceil(t / 64);
+  return batch * nHeads * (tiles * (tiles + 1) / 2) * 64 * 64;
+}
+
+/**
+ * dq, dk and dv of causal attention with queries = keys (rows [batch, t, nHeads·dHead]). With `ds`:
+ * dk/dv first, storing dsᵀ, then dq from it (4 + 1 products); without: dq recomputing S and dP, then
+ * dk/dv (3 + 4 products). Both are deterministic (no atomics).
+ */
+export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, chunk = FLASH_BACKWARD_CHUNK_DEFAULT,
+  parts: 'both' | 'dq' | 'dkdv' = 'both', dqStoredMinBlocks = 4): void {
+  const defs = { MPT_BF16: true, HEAD_DIM: a.dHead, BWD_CHUNK: chunk, DQS_MIN_BLOCKS: dqStoredMinBlocks }, row = rowBytes(a.dHead);
+  const grid = [a.batch * a.nHeads, Math.ceil(a.t / 64)];
+  const ds = a.ds ?? 0;
+  const dq = () => {
+    if (ds) {
+      kernels.get('flash_backward.cu', 'flash_backward_dq_stored', defs).launch(grid, [128],
+        [a.k, ds, a.dq, a.t, a.nHeads, a.scale], 2 * 64 * row + 2 * 64 * (64 + 8) * 2);
+    } else {
+      kernels.get('flash_backward.cu', 'flash_backward_dq', defs).launch(grid, [128],
+        [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dq, a.t, a.nHeads, a.scale], 2 * 2 * 64 * row);
+    }
+  };
+  const dkdv = () => kernels.get('flash_backward.cu', 'flash_backward_dkdv', defs).launch(grid, [128],
+    [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dk, a.dv, ds, a.t, a.nHeads, a.scale], 6 * 64 * row + 4 * 64 * 4);
+  if (ds) {
+    if (parts !== 'dq') dkdv();
+    if (parts !== 'dkdv') dq();
+  } else {
+    if (parts !== 'dkdv') dq();
+    if (parts !== 'dq') dkdv();
+  }
+}

@@ -1,0 +1,193 @@
+/**
+ * The causal ALiBi flash attention kernels alone, on the 1.3B preset's shapes (16 heads of 128, 2048
+ * positions): the forward at batch 1 as prefill runs it (no lse) and at batch 8 as training runs it
+ * (with lse), and the backward (dq, then dk and dv) at batch 8. CUDA events around each launch, after
+ * a warm-up; medians. Inputs are random normal (never zeros).
+ *
+ * TFLOP/s count the causal half of the products: forward 4·b·h·t²·d / 2 (17.2 GFLOP a layer at batch
+ * 1), backward 2.5 × the forward (five products against two), the convention of FlashAttention's
+ * papers, whatever extra products a kernel recomputes.
+ *
+ *   node dist/src/bench/cuda-attention-bench.js [--variants] [--before DIR] [--torch bench/attention_torch.py]
+ *        [--reps N] [--json FILE]
+ *
+ * --variants  also times every compile-time shape of flash.ts (forward shapes, backward chunks).
+ * --before    times the kernels of an earlier commit from DIR (flash_attention.cu with the old
+ *             13-argument prefill kernel, flash_train.cu, flash_backward.cu and common.cuh of commit
+ *             c66ba8e: `git show c66ba8e:src/backend/cuda/kernels/FILE`), for before/after in one run.
+ * --torch     runs the PyTorch script on the same shapes (SDPA with the ALiBi bias, SDPA flash without
+ *             ALiBi, FlexAttention with an ALiBi score_mod) and prints its figures beside ours.
+ */
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { CudaBackend, type CudaTensor } from '../backend/cuda/index.js';
+import { CudaEvent } from '../backend/cuda/driver.js';
+import { KERNEL_ARGS, KernelCache } from '../backend/cuda/kernels.js';
+import {
+  FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_BACKWARD_STORED_DS, FLASH_FORWARD_SHAPES, FLASH_TRAIN_SHAPE, flashBackwardScratchElements, flashPrefillShape,
+  launchFlashBackward, launchFlashForward, type FlashForwardShape,
+} from '../backend/cuda/flash.js';
+import { alibiSlopes, MPT_1B_REDPAJAMA_200B } from '../model/config.js';
+import { UserError } from '../util/errors.js';
+
+// The earlier kernels' argument lists (only --before launches them).
+Object.assign(KERNEL_ARGS, { flash_attention: 'ppppppiiiiiif', flash_forward_lse: 'pppppppif' });
+
+interface Row { name: string; ms: number; tflops: number }
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+function main(argv: string[]): void {
+  const flag = (name: string) => argv.includes(name);
+  const value = (name: string) => { const i = argv.indexOf(name); return i >= 0 ? argv[i + 1] : undefined; };
+  if (flag('--help')) {
+    process.stdout.write('usage: node dist/src/bench/cuda-attention-bench.js [--variants] [--before DIR] [--torch SCRIPT] [--reps N] [--json FILE]\n');
+    return;
+  }
+  const reps = Number(value('--reps') ?? 20);
+  if (!Number.isInteger(reps) || reps < 3) throw new UserError(`--reps must be an integer ≥ 3, got ${value('--reps')}`);
+  const c = MPT_1B_REDPAJAMA_200B, heads = c.nHeads, dHead = c.dModel / c.nHeads, t = c.maxSeqLen, d = c.dModel;
+  const scale = 1 / Math.sqrt(dHead);
+  const be = new CudaBackend({ dtype: 'bfloat16' });
+  const log = (line: string) => process.stdout.write(line + '\n');
+  log(`device: ${be.device.name}; ${heads} heads of ${dHead}, t = ${t}, causal, ALiBi in the kernel; median of ${reps} after warm-up`);
+
+  const fwdFlops = (batch: number) => 4 * batch * heads * t * t * dHead / 2;
+  const rows: Row[] = [];
+  const timeIt = (name: string, flops: number, fn: () => void): Row => {
+    for (let i = 0; i < 3; i++) fn();
+    const a = new CudaEvent(be.ctx), b = new CudaEvent(be.ctx), ms: number[] = [];
+    for (let i = 0; i < reps; i++) {
+      a.record(); fn(); b.record();
+      ms.push(b.since(a));
+    }
+    a.destroy(); b.destroy();
+    const row = { name, ms: median(ms), tflops: flops / (median(ms) * 1e9) };
+    rows.push(row);
+    log(`${name.padEnd(58)} ${row.ms.toFixed(3).padStart(8)} ms ${row.tflops.toFixed(1).padStart(7)} TFLOP/s`);
+    return row;
+  };
+
+  const slopes = be.slopesOnDevice(alibiSlopes(c)).ptr;
+  let seed = 7;
+  const normal = (batch: number) => be.randomNormal([batch, t, d], seed++, 0, 1);
+  const x8 = { q: normal(8), k: normal(8), v: normal(8), dOut: normal(8) };
+  const x1 = { q: normal(1), k: normal(1), v: normal(1) };
+  const out8 = be.alloc([8, t, d]), out1 = be.alloc([1, t, d]);
+  const lse8 = be.alloc([8, heads, t], 'float32'), D8 = be.alloc([8, heads, t], 'float32');
+  const dq = be.alloc([8, t, d]), dk = be.alloc([8, t, d]), dv = be.alloc([8, t, d]);
+  const fwd = (batch: 1 | 8, shape: FlashForwardShape) => {
+    const x = batch === 1 ? x1 : x8;
+    launchFlashForward(be.kernels, {
+      q: x.q.ptr, k: x.k.ptr, v: x.v.ptr, mask: 0, slopes, out: (batch === 1 ? out1 : out8).ptr, lse: batch === 1 ? 0 : lse8.ptr,
+      batch, nHeads: heads, dHead, tq: t, capacity: t, kvLen: t, qStride: d, kvStride: d, oStride: d, scale,
+    }, shape);
+  };
+  const rowDot = () => be.kernels.get('flash_attention.cu', 'attention_row_dot', { MPT_BF16: true }).launch(
+    [Math.ceil(8 * t * heads / 8)], [256], [x8.dOut.ptr, out8.ptr, D8.ptr, 8, t, heads, dHead]);
+  const dsScratch = be.alloc([flashBackwardScratchElements(8, heads, t)], 'bfloat16');
+  const bwd = (chunk: number, parts: 'both' | 'dq' | 'dkdv' = 'both', stored = FLASH_BACKWARD_STORED_DS, dqBlocks = 4) => launchFlashBackward(be.kernels, {
+    q: x8.q.ptr, k: x8.k.ptr, v: x8.v.ptr, dOut: x8.dOut.ptr, lse: lse8.ptr, D: D8.ptr, slopes,
+    dq: dq.ptr, dk: dk.ptr, dv: dv.ptr, batch: 8, t, nHeads: heads, dHead, scale, ds: stored ? dsScratch.ptr : 0,
+  }, chunk, parts, dqBlocks);
+  const mode = (stored: boolean) => (stored ? 'dq from stored ds' : 'dq recomputed');
+  const label = (s: FlashForwardShape) => `${s.mt * 16} rows a warp, ${s.warps} warps, ${s.keys}-key tiles, ${s.minBlocks} blocks/SM`
+    + `${s.pipe ? ', pipelined' : ''}${s.headMajor ? ', head-major grid' : ''}`;
+
+  const FLASH_PREFILL_SHAPE = flashPrefillShape(dHead);
+  // Warm-up of the whole GPU (clocks ramp for a while) before the first figure.
+  for (let i = 0; i < 60; i++) fwd(8, FLASH_TRAIN_SHAPE);
+  be.synchronize();
+  log('-- current kernels (defaults of flash.ts)');
+  const pre = timeIt(`forward, batch 1 (prefill), ${label(FLASH_PREFILL_SHAPE)}`, fwdFlops(1), () => fwd(1, FLASH_PREFILL_SHAPE));
+  const tr = timeIt(`forward + lse, batch 8 (training), ${label(FLASH_TRAIN_SHAPE)}`, fwdFlops(8), () => fwd(8, FLASH_TRAIN_SHAPE));
+  fwd(8, FLASH_TRAIN_SHAPE);
+  rowDot();
+  timeIt('backward row term D = dO·O, batch 8', 0, rowDot);
+  const bw = timeIt(`backward dq + dk/dv, batch 8, ${FLASH_BACKWARD_CHUNK_DEFAULT}-key chunks, ${mode(FLASH_BACKWARD_STORED_DS)}`, 2.5 * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT));
+  // Products as actually computed: dk/dv 4 (S, dP, dV, dK); dq 3 (S, dP, dQ) recomputed or 1 from stored ds.
+  timeIt('  of which dk/dv (4 products, as computed)', 2 * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT, 'dkdv'));
+  timeIt(`  of which dq (${FLASH_BACKWARD_STORED_DS ? 1 : 3} products, as computed)`, (FLASH_BACKWARD_STORED_DS ? 0.5 : 1.5) * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT, 'dq'));
+  log(`backward / forward (batch 8): ${(bw.ms / tr.ms).toFixed(2)}×; per layer ×24: prefill ${(24 * pre.ms).toFixed(2)} ms, training fwd ${(24 * tr.ms).toFixed(2)} ms, bwd ${(24 * bw.ms).toFixed(2)} ms`);
+
+  if (flag('--variants')) {
+    log('-- forward shapes');
+    for (const s of FLASH_FORWARD_SHAPES) {
+      timeIt(`  forward, batch 1, ${label(s)}`, fwdFlops(1), () => fwd(1, s));
+      timeIt(`  forward + lse, batch 8, ${label(s)}`, fwdFlops(8), () => fwd(8, s));
+    }
+    fwd(8, FLASH_TRAIN_SHAPE);
+    log('-- backward chunks');
+    for (const stored of [false, true]) {
+      for (const chunk of [16, 32, 64]) timeIt(`  backward, batch 8, ${chunk}-key chunks, ${mode(stored)}`, 2.5 * fwdFlops(8), () => bwd(chunk, 'both', stored));
+    }
+    timeIt('  backward, batch 8, 64-key chunks, dq from stored ds bounded for 2 blocks/SM', 2.5 * fwdFlops(8), () => bwd(64, 'both', true, 2));
+    timeIt('  dq alone from stored ds, 4 blocks/SM', 0.5 * fwdFlops(8), () => bwd(64, 'dq', true, 4));
+    timeIt('  dq alone from stored ds, 2 blocks/SM', 0.5 * fwdFlops(8), () => bwd(64, 'dq', true, 2));
+    timeIt('  dk/dv alone, no ds stored', 2 * fwdFlops(8), () => bwd(64, 'dkdv', false));
+    timeIt('  dq alone, recomputed (3 products)', 1.5 * fwdFlops(8), () => bwd(64, 'dq', false));
+  }
+
+  const before = value('--before');
+  if (before) {
+    log(`-- kernels of the earlier commit, from ${before}`);
+    const saved = process.env.MPT_KERNELS;
+    process.env.MPT_KERNELS = before;
+    const old = new KernelCache(be.ctx);
+    const smem = 2 * 2 * 64 * (dHead + 8) * 2, row = dHead + 8;
+    const prefill = old.get('flash_attention.cu', 'flash_attention', { MPT_BF16: true, HEAD_DIM: dHead, FLASH_MIN_BLOCKS: 3 });
+    const lseKernel = old.get('flash_train.cu', 'flash_forward_lse', { MPT_BF16: true, HEAD_DIM: dHead });
+    const dqKernel = old.get('flash_backward.cu', 'flash_backward_dq', { MPT_BF16: true, HEAD_DIM: dHead });
+    const current = KERNEL_ARGS.flash_backward_dkdv;
+    KERNEL_ARGS.flash_backward_dkdv = 'ppppppppppif';  // the old dk/dv kernel had no dsᵀ output
+    const dkdvKernel = old.get('flash_backward.cu', 'flash_backward_dkdv', { MPT_BF16: true, HEAD_DIM: dHead });
+    KERNEL_ARGS.flash_backward_dkdv = current;
+    if (saved === undefined) delete process.env.MPT_KERNELS; else process.env.MPT_KERNELS = saved;
+    const oldOut1 = be.alloc([1, t, d]), oldOut8 = be.alloc([8, t, d]), oldDq = be.alloc([8, t, d]), oldDk = be.alloc([8, t, d]), oldDv = be.alloc([8, t, d]);
+    const grid = (batch: number) => [Math.ceil(t / 64), heads, batch];
+    const p0 = timeIt('before: forward, batch 1 (prefill kernel)', fwdFlops(1), () => prefill.launch(grid(1), [128],
+      [x1.q.ptr, x1.k.ptr, x1.v.ptr, 0, slopes, oldOut1.ptr, t, t, t, d, d, d, scale], smem));
+    const oldLse = be.alloc([8, heads, t], 'float32');
+    const t0 = timeIt('before: forward + lse, batch 8 (flash_forward_lse)', fwdFlops(8), () => lseKernel.launch(grid(8), [128],
+      [x8.q.ptr, x8.k.ptr, x8.v.ptr, slopes, oldOut8.ptr, oldLse.ptr, t, heads, scale], smem));
+    const b0 = timeIt('before: backward dq + dk/dv, batch 8', 2.5 * fwdFlops(8), () => {
+      dqKernel.launch(grid(8), [128], [x8.q.ptr, x8.k.ptr, x8.v.ptr, x8.dOut.ptr, lse8.ptr, D8.ptr, slopes, oldDq.ptr, t, heads, scale], 2 * 2 * 64 * row * 2);
+      dkdvKernel.launch(grid(8), [128], [x8.q.ptr, x8.k.ptr, x8.v.ptr, x8.dOut.ptr, lse8.ptr, D8.ptr, slopes, oldDk.ptr, oldDv.ptr, t, heads, scale], 6 * 64 * row * 2 + 4 * 64 * 4);
+    });
+    log(`speed-up: prefill forward ${(p0.ms / pre.ms).toFixed(2)}×, training forward ${(t0.ms / tr.ms).toFixed(2)}×, backward ${(b0.ms / bw.ms).toFixed(2)}×`);
+    // The same inputs through both: the outputs must agree to bf16 rounding (the tests check the math).
+    fwd(1, FLASH_PREFILL_SHAPE); fwd(8, FLASH_TRAIN_SHAPE); bwd(FLASH_BACKWARD_CHUNK_DEFAULT);
+    const diff = (a: CudaTensor, b: CudaTensor) => {
+      const x = be.download(a), y = be.download(b);
+      let m = 0, s = 0;
+      for (let i = 0; i < x.length; i++) { m = Math.max(m, Math.abs(x[i] - y[i])); s = Math.max(s, Math.abs(y[i])); }
+      return `max |new − old| ${m.toExponential(2)} (max |old| ${s.toFixed(2)})`;
+    };
+    log(`check: prefill out ${diff(out1, oldOut1)}; training out ${diff(out8, oldOut8)}; lse ${diff(lse8, oldLse)}`);
+    log(`check: dq ${diff(dq, oldDq)}; dk ${diff(dk, oldDk)}; dv ${diff(dv, oldDv)}`);
+  }
+
+  let torch: unknown = null;
+  const script = value('--torch');
+  if (script) {
+    try {
+      const text = execFileSync('python3', [script, '--reps', String(reps)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 });
+      process.stdout.write(text.split('\n').filter((l) => !l.startsWith('{')).join('\n') + '\n');
+      const line = text.trim().split('\n').filter((l) => l.startsWith('{')).pop();
+      torch = line ? JSON.parse(line) : null;
+    } catch (error) {
+      log(`torch: failed: ${(error as Error).message.split('\n')[0]}`);
+    }
+  }
+  const json = value('--json');
+  if (json) writeFileSync(json, JSON.stringify({ device: be.device.name, reps, rows, torch }, null, 1));
+}
+
+if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
+  try {
+    main(process.argv.slice(2));
+  } catch (error) {
+    if (error instanceof UserError) { process.stderr.write(`error: ${error.message}\n`); process.exit(2); }
+    throw error;
+  }
+}
