@@ -172,7 +172,7 @@ export function runTrainBench(o: TrainBenchOptions): TrainBenchResult {
   log(`median step ${ms.toFixed(1)} ms: ${tokensPerSecond.toFixed(0)} tokens/s, MFU ${(100 * mfu).toFixed(1)}%, peak ${(peakMemoryBytes / 2 ** 30).toFixed(2)} GiB`);
   const breakdown = perKernel(be, () => step(batch()));
   const gradNorm = timeGradNorm(be, c);
-  log(`global gradient norm's Σ g² over ${gradNorm.tensors} gradients: ${gradNorm.perTensorMs.toFixed(2)} ms one round trip a tensor (clipGradNorm today), ${gradNorm.allAtOnceMs.toFixed(2)} ms all at once (sumOfSquaresAll)`);
+  log(`global gradient norm's Σ g² over ${gradNorm.tensors} gradients: ${gradNorm.perTensorMs.toFixed(2)} ms one round trip a tensor, ${gradNorm.allAtOnceMs.toFixed(2)} ms all at once (sumOfSquaresAll, what clipGradNorm does)`);
   const result: TrainBenchResult = {
     device: be.device.name, preset: presetName, parameters: parameterCount(c), microbatch: mb, seqLen: t, msPerStep: ms, stepsMs: times,
     tokensPerSecond, mfu, peakMemoryBytes, breakdown, gradNorm, torch: [],
