@@ -547,12 +547,14 @@ export class CudaBackend implements Backend {
    * *posDev, and the heads attend over keys 0..*posDev into `out` [batch, d]. With splits > 1 the keys
    * are shared among that many blocks a head, which merge through `partial` (float32, ≥ batch·heads·
    * splits·(2 + dHead)) and `counters` (int32 [batch·heads], zero, left zero) inside the same kernel.
+   * `perSplit` > 0: only ceil((*posDev + 1) / perSplit) of the splits work (chosen on the device each
+   * step, so a graph replays it as the context grows); 0 or absent: all of them.
    */
   decodeAttentionQkvInto(a: {
     qkv: CudaTensor; stats: CudaTensor; qLn: { w: CudaTensor; b: CudaTensor | null } | null; kLn: { w: CudaTensor; b: CudaTensor | null } | null;
     kCache: CudaTensor; vCache: CudaTensor; mask: CudaTensor | null; slopes: CudaTensor | null; out: CudaTensor;
     batch: number; capacity: number; posDev: number; nHeads: number; dHead: number; eps: number; scale: number;
-    splits: number; partial: CudaTensor | null; counters: CudaTensor | null;
+    splits: number; partial: CudaTensor | null; counters: CudaTensor | null; perSplit?: number;
   }): void {
     const d = a.nHeads * a.dHead;
     if (d % 16 !== 0) throw new Error(`decodeAttentionQkvInto: width ${d} is not a multiple of 16`);
@@ -565,8 +567,16 @@ export class CudaBackend implements Backend {
     this.kernels.get('decode_attention.cu', 'attention_decode_qkv', this.defs({ HEAD_DIM: a.dHead })).launch([splits, a.nHeads, a.batch], [256], [
       a.qkv.ptr, a.stats.ptr, a.qLn?.w.ptr ?? 0, a.qLn?.b?.ptr ?? 0, a.kLn?.w.ptr ?? 0, a.kLn?.b?.ptr ?? 0,
       a.kCache.ptr, a.vCache.ptr, a.mask?.ptr ?? 0, a.slopes?.ptr ?? 0, a.out.ptr, splits > 1 ? a.partial!.ptr : 0, splits > 1 ? a.counters!.ptr : 0,
-      d, a.nHeads, a.capacity, a.posDev, a.qLn ? 1 : 0, a.eps, a.scale]);
+      d, a.nHeads, a.capacity, a.posDev, a.qLn ? 1 : 0, a.eps, a.scale, Math.max(0, a.perSplit ?? 0)]);
   }
+
+  /**
+   * Keys a split of the folded decode attention takes before another split joins (its perSplit): 128
+   * = two passes of its 8 warps × 8 keys, so a context of up to 128 positions runs as one block a head
+   * with no merge. MPT_CUDA_FOLD_KEYS overrides it; 0 spreads the keys over a grid sized from the
+   * batch and the SMs, as before (comparisons).
+   */
+  foldKeysPerSplit = process.env.MPT_CUDA_FOLD_KEYS !== undefined ? Number(process.env.MPT_CUDA_FOLD_KEYS) : 128;
 
   /**
    * Whether the decoder's bf16 decode step folds the QKV split into its attention kernel

@@ -74,6 +74,13 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
     }
   };
   loadW(kBeg, A0, A1);  // the weight stream starts before anything waits on x
+#ifdef SKINNY_PRE2
+  // A second group of weight loads in flight before the wait as well (twice the registers held across
+  // it), so more of the block's slice streams under the kernels before this one.
+  uint4 P0[UNROLL], P1[UNROLL];
+  const bool pre2 = kBeg + 32 * UNROLL < kEnd;
+  if (pre2) loadW(kBeg + 32 * UNROLL, P0, P1);
+#endif
 #ifdef SKINNY_PREFETCH
   // The rest of this warp's weight slice into L2 (a 128-byte line = 64 k of a row; the 4 threads of a
   // row pair take every 4th line), so that under programmatic dependent launch the whole weight stream
@@ -145,7 +152,15 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
   for (int k = kBeg; k < kEnd; k += 32 * UNROLL) {
     uint4 N0[UNROLL], N1[UNROLL], NB[UNROLL][ROW_TILES];
     const bool more = k + 32 * UNROLL < kEnd;
+#ifdef SKINNY_PRE2
+    if (more && k == kBeg) {
+#pragma unroll
+      for (int u = 0; u < UNROLL; u++) { N0[u] = P0[u]; N1[u] = P1[u]; }
+      loadX(k + 32 * UNROLL, NB);
+    } else if (more) load(k + 32 * UNROLL, N0, N1, NB);
+#else
     if (more) load(k + 32 * UNROLL, N0, N1, NB);
+#endif
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
 #pragma unroll
