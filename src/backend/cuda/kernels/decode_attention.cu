@@ -8,7 +8,8 @@
 // rounded to T as qkv_split would store them; every warp merges them itself, so no barrier comes first.
 //
 // Latency, not work, is what this kernel costs at small batch (a few hundred keys), so it keeps the
-// chain of dependent memory round trips after griddepcontrol.wait short:
+// chain of dependent memory round trips after griddepcontrol.wait short (the QK LayerNorm weights are
+// loaded before it as well):
 // - the keys before pos come from earlier steps, which finished before this step's first kernel
 //   (the embedding gather is launched without programmatic serialization: kernels.ts), so each warp
 //   issues its first U keys' loads BEFORE the wait, under the QKV GEMM that precedes this kernel;
@@ -89,6 +90,17 @@ extern "C" __global__ void __launch_bounds__(NW * 32) attention_decode_qkv(
     }
   };
   loadKeys(j0 + warp);
+  // The QK LayerNorm's weights: constants too.
+  float qwv[EPL], qbv[EPL], kwv[EPL], kbv[EPL];
+#pragma unroll
+  for (int e = 0; e < EPL; e++) {
+    const int c = lane * EPL + e, col = h * HEAD_DIM + c;
+    const bool ok = qkLn && c < HEAD_DIM, okK = ok && holdsPos && warp == 0;
+    qwv[e] = ok ? ld(qw[col]) : 0.f;
+    qbv[e] = ok && qb ? ld(qb[col]) : 0.f;
+    kwv[e] = okK ? ld(kw[col]) : 0.f;
+    kbv[e] = okK && kb ? ld(kb[col]) : 0.f;
+  }
   pdl_wait();  // DEPENDENT_LAUNCH (kernels.ts): qkv and its statistics are the QKV GEMM's
 
   const T* row = qkv + (long long)b * 3 * d;
@@ -102,7 +114,7 @@ extern "C" __global__ void __launch_bounds__(NW * 32) attention_decode_qkv(
     float x = 0.f;
     if (c < HEAD_DIM) {
       x = ld(row[col]);
-      if (qkLn) x = ld(st<T>((x - qMean) * qRstd * ld(qw[col]) + (qb ? ld(qb[col]) : 0.f)));
+      if (qkLn) x = ld(st<T>((x - qMean) * qRstd * qwv[e] + qbv[e]));
     }
     qv[e] = x * scale;
   }
@@ -157,7 +169,7 @@ extern "C" __global__ void __launch_bounds__(NW * 32) attention_decode_qkv(
       vv[e] = 0.f;
       if (c < HEAD_DIM) {
         float k = ld(row[d + col]);
-        if (qkLn) k = (k - kMean) * kRstd * ld(kw[col]) + (kb ? ld(kb[col]) : 0.f);
+        if (qkLn) k = (k - kMean) * kRstd * kwv[e] + kbv[e];
         const T kT = st<T>(k), vT = row[2 * d + col];
         kCache[at + col] = kT;
         vCache[at + col] = vT;
