@@ -166,7 +166,7 @@ function decodeVariants(be: CudaBackend): [string, () => () => void][] {
     return () => { const { [name]: _, ...rest } = be.kernels.globalDefines; be.kernels.globalDefines = rest; };
   }];
   const keysPerSplit = (n: number): [string, () => () => void] => [
-    n > 0 ? `folded attention: ${n} keys a split` : 'folded attention: keys spread over the grid (no perSplit)',
+    n > 0 ? `folded attention: ${n} keys a split` : 'folded attention: keys spread over the grid (perSplit 0)',
     () => { const was = be.foldKeysPerSplit; be.foldKeysPerSplit = n; return () => { be.foldKeysPerSplit = was; }; }];
   // (Earlier variants — triggers after the wait, 16-warp GEMMs off, L2 prefetch, LayerNorm fused or
   // computing its own statistics — were measured in the runs bench/RESULTS-cuda.md records; their
@@ -174,9 +174,9 @@ function decodeVariants(be: CudaBackend): [string, () => () => void][] {
   return [
     toggle(`programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, () => be.ctx.pdl, (v) => { be.ctx.pdl = v; }),
     toggle(`QKV split ${be.foldQkvSplit ? 'as a kernel of its own' : 'folded into decode attention'}`, () => be.foldQkvSplit, (v) => { be.foldQkvSplit = v; }),
-    ...[0, 64, 256].filter((n) => n !== be.foldKeysPerSplit).map(keysPerSplit),
+    ...[0, 64, 128, 256].map(keysPerSplit),
     define('folded attention: 4 keys a warp in flight (8 default)', 'ATT_U', 4),
-    define('GEMMs: two weight groups in flight before the wait', 'SKINNY_PRE2'),
+    toggle(`QKV GEMM at batch ≤ 8 with ${be.qkvFourWarps ? '8' : '4'} warps a block`, () => be.qkvFourWarps, (v) => { be.qkvFourWarps = v; }),
   ];
 }
 

@@ -103,7 +103,7 @@ export class CudaDecoder {
     // a split, decode_attention.cu), so the grid is sized for a full cache; without perSplit it spreads
     // the keys over about 32 a block up to 4 blocks an SM (merged in-kernel).
     const heads = config.nHeads, dHead = this.d / heads;
-    this.foldPerSplit = be.foldKeysPerSplit;
+    this.foldPerSplit = be.foldPerSplitFor(blocks);
     this.foldSplits = this.foldPerSplit > 0 ? Math.max(1, Math.min(32, Math.ceil(capacity / this.foldPerSplit)))
       : Math.max(1, Math.min(32, Math.ceil(capacity / 32), Math.ceil(4 * be.device.multiprocessors / blocks)));
     this.foldPartial = this.foldSplits > 1 ? own(be.alloc([batch * heads * this.foldSplits * (2 + dHead)], 'float32')) : null;

@@ -74,13 +74,6 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
     }
   };
   loadW(kBeg, A0, A1);  // the weight stream starts before anything waits on x
-#ifdef SKINNY_PRE2
-  // A second group of weight loads in flight before the wait as well (twice the registers held across
-  // it), so more of the block's slice streams under the kernels before this one.
-  uint4 P0[UNROLL], P1[UNROLL];
-  const bool pre2 = kBeg + 32 * UNROLL < kEnd;
-  if (pre2) loadW(kBeg + 32 * UNROLL, P0, P1);
-#endif
 #ifdef SKINNY_PREFETCH
   // The rest of this warp's weight slice into L2 (a 128-byte line = 64 k of a row; the 4 threads of a
   // row pair take every 4th line), so that under programmatic dependent launch the whole weight stream
@@ -93,6 +86,8 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
     }
   }
 #endif
+  // (A second group of weight loads before the wait, SKINNY_PRE2, was measured slower: 734 against 810
+  // tokens/s at batch 1 — 158 registers a thread halve the resident blocks. bench/RESULTS-cuda.md.)
   // Weights are constant; x, y and the bias may come from the kernels before (DEPENDENT_LAUNCH). The
   // trigger comes before the wait, so the kernels after this one are scheduled while it runs (the next
   // GEMM's first weight loads overlap this one's tail: measured 5% faster a decode step than triggering
@@ -152,15 +147,7 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
   for (int k = kBeg; k < kEnd; k += 32 * UNROLL) {
     uint4 N0[UNROLL], N1[UNROLL], NB[UNROLL][ROW_TILES];
     const bool more = k + 32 * UNROLL < kEnd;
-#ifdef SKINNY_PRE2
-    if (more && k == kBeg) {
-#pragma unroll
-      for (int u = 0; u < UNROLL; u++) { N0[u] = P0[u]; N1[u] = P1[u]; }
-      loadX(k + 32 * UNROLL, NB);
-    } else if (more) load(k + 32 * UNROLL, N0, N1, NB);
-#else
     if (more) load(k + 32 * UNROLL, N0, N1, NB);
-#endif
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
 #pragma unroll
