@@ -189,44 +189,55 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
 
   if (dtype === 'bfloat16') test(`cuda ${dtype}: decode attention with the QKV split folded in (clamp and row statistics from the QKV GEMM)`, { skip }, () => {
     const be = cudaFor(dtype);
-    const batch = 3, heads = 3, dHead = 64, d = heads * dHead, K = 96, cap = 50, pos = 37, clip = 0.8, eps = 1e-5;
-    const [xg, xc] = pair(be, randn(batch * K), [batch, K]);
-    const [wg, wc] = pair(be, randn(3 * d * K, 0.15), [3 * d, K]);
-    const qkv = be.alloc([batch, 3 * d]), stats = be.alloc([batch, (3 * d) / 8], 'float32');
-    be.matmulInto(xg as CudaTensor, wg as CudaTensor, null, qkv, batch, false, false, { statsOut: stats, clip });
-    close('clamp(x·Wᵀ) from the epilogue', down(be, qkv), down(cpu, cpu.clamp(cpu.linear(xc, wc, null), clip)), tol(dtype));
-    const qkvSeen = cpu.upload(down(be, qkv), [batch, 3 * d], 'float32');
-    const [qwg, qwc] = pair(be, Float32Array.from(randn(d), (v) => 1 + 0.3 * v), [d]);
-    const [kwg, kwc] = pair(be, Float32Array.from(randn(d), (v) => 1 + 0.3 * v), [d]);
-    const [qbg, qbc] = pair(be, randn(d, 0.2), [d]);
-    const [kbg, kbc] = pair(be, randn(d, 0.2), [d]);
-    const kOld = randn(batch * cap * d), vOld = randn(batch * cap * d);
-    const mask = new Int32Array(batch * cap).fill(1);
-    for (let j = 0; j < 6; j++) mask[cap + j] = 0; // row 1 is left-padded
-    const slopes = Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads));
-    const counters = be.zeros([batch * heads], 'int32') as CudaTensor, partial = be.alloc([batch * heads * 7 * (2 + dHead)], 'float32');
-    for (const [splits, qkLn] of [[1, true], [3, true], [2, false], [7, true]] as const) {
-      const [kg, kRef] = pair(be, kOld, [batch, cap, d]);
-      const [vg, vRef] = pair(be, vOld, [batch, cap, d]);
-      const posDev = be.upload(Int32Array.of(pos), [1], 'int32') as CudaTensor;
-      const out = be.alloc([batch, d]);
-      be.decodeAttentionQkvInto({
-        qkv, stats, qLn: qkLn ? { w: qwg as CudaTensor, b: qbg as CudaTensor } : null, kLn: qkLn ? { w: kwg as CudaTensor, b: kbg as CudaTensor } : null,
-        kCache: kg as CudaTensor, vCache: vg as CudaTensor, mask: be.upload(mask, [batch, cap], 'int32') as CudaTensor,
-        slopes: be.slopesOnDevice(slopes), out, batch, capacity: cap, posDev: posDev.ptr, nHeads: heads, dHead, eps, scale: 1 / Math.sqrt(dHead), splits,
-        partial, counters,
-      });
-      assert.ok(down(be, counters).every((v) => v === 0), 'the split counters are left at zero');
-      let q = cpu.columns(qkvSeen, 0, d), k = cpu.columns(qkvSeen, d, d);
-      if (qkLn) { q = cpu.layerNorm(q, qwc, qbc, eps); k = cpu.layerNorm(k, kwc, kbc, eps); }
-      cpu.writeRows(kRef, cpu.view(k, [batch, 1, d]), pos);
-      cpu.writeRows(vRef, cpu.view(cpu.columns(qkvSeen, 2 * d, d), [batch, 1, d]), pos);
-      const what = `${splits} split(s), QK LayerNorm ${qkLn ? 'on' : 'off'}`;
-      close(`k cache, ${what}`, down(be, kg), down(cpu, kRef), tol(dtype, 1e-5));
-      close(`v cache, ${what}`, down(be, vg), down(cpu, vRef), 1e-7);
-      const want = cpu.attention({ q: cpu.view(q, [batch, 1, d]), k: kRef, v: vRef, kvLen: pos + 1, nHeads: heads, scale: 1 / Math.sqrt(dHead),
-        alibiSlopes: slopes, keyMask: cpu.upload(mask, [batch, cap], 'int32') });
-      close(`attention, ${what}`, down(be, out), down(cpu, want), tol(dtype, 1e-5));
+    // Head sizes of 2, 4 and 3 values a lane (the last without vector loads); contexts of one pass of
+    // the 8 warps × 8 keys and of several; splits over the whole grid (perSplit 0) and chosen from the
+    // context (only some of the grid working, or one block with no merge).
+    const shapes = [
+      { heads: 3, dHead: 64, cap: 50, pos: 37, runs: [[1, 0, true], [3, 0, true], [2, 0, false], [7, 0, true], [7, 16, true], [2, 128, true], [4, 8, false]] },
+      { heads: 2, dHead: 128, cap: 150, pos: 137, runs: [[1, 0, true], [3, 64, true], [3, 128, false]] },
+      { heads: 2, dHead: 72, cap: 100, pos: 90, runs: [[1, 0, false], [5, 20, true]] },
+    ] as const;
+    for (const { heads, dHead, cap, pos, runs } of shapes) {
+      const batch = 3, d = heads * dHead, K = 96, clip = 0.8, eps = 1e-5;
+      const [xg, xc] = pair(be, randn(batch * K), [batch, K]);
+      const [wg, wc] = pair(be, randn(3 * d * K, 0.15), [3 * d, K]);
+      const qkv = be.alloc([batch, 3 * d]), stats = be.alloc([batch, (3 * d) / 8], 'float32');
+      be.matmulInto(xg as CudaTensor, wg as CudaTensor, null, qkv, batch, false, false, { statsOut: stats, clip });
+      close('clamp(x·Wᵀ) from the epilogue', down(be, qkv), down(cpu, cpu.clamp(cpu.linear(xc, wc, null), clip)), tol(dtype));
+      const qkvSeen = cpu.upload(down(be, qkv), [batch, 3 * d], 'float32');
+      const [qwg, qwc] = pair(be, Float32Array.from(randn(d), (v) => 1 + 0.3 * v), [d]);
+      const [kwg, kwc] = pair(be, Float32Array.from(randn(d), (v) => 1 + 0.3 * v), [d]);
+      const [qbg, qbc] = pair(be, randn(d, 0.2), [d]);
+      const [kbg, kbc] = pair(be, randn(d, 0.2), [d]);
+      const kOld = randn(batch * cap * d), vOld = randn(batch * cap * d);
+      const mask = new Int32Array(batch * cap).fill(1);
+      for (let j = 0; j < 6; j++) mask[cap + j] = 0; // row 1 is left-padded
+      const slopes = Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads));
+      const maxSplits = Math.max(...runs.map((r) => r[0]));
+      const counters = be.zeros([batch * heads], 'int32') as CudaTensor, partial = be.alloc([batch * heads * maxSplits * (2 + dHead)], 'float32');
+      for (const [splits, perSplit, qkLn] of runs) {
+        const [kg, kRef] = pair(be, kOld, [batch, cap, d]);
+        const [vg, vRef] = pair(be, vOld, [batch, cap, d]);
+        const posDev = be.upload(Int32Array.of(pos), [1], 'int32') as CudaTensor;
+        const out = be.alloc([batch, d]);
+        be.decodeAttentionQkvInto({
+          qkv, stats, qLn: qkLn ? { w: qwg as CudaTensor, b: qbg as CudaTensor } : null, kLn: qkLn ? { w: kwg as CudaTensor, b: kbg as CudaTensor } : null,
+          kCache: kg as CudaTensor, vCache: vg as CudaTensor, mask: be.upload(mask, [batch, cap], 'int32') as CudaTensor,
+          slopes: be.slopesOnDevice(slopes), out, batch, capacity: cap, posDev: posDev.ptr, nHeads: heads, dHead, eps, scale: 1 / Math.sqrt(dHead), splits,
+          partial, counters, perSplit,
+        });
+        assert.ok(down(be, counters).every((v) => v === 0), 'the split counters are left at zero');
+        let q = cpu.columns(qkvSeen, 0, d), k = cpu.columns(qkvSeen, d, d);
+        if (qkLn) { q = cpu.layerNorm(q, qwc, qbc, eps); k = cpu.layerNorm(k, kwc, kbc, eps); }
+        cpu.writeRows(kRef, cpu.view(k, [batch, 1, d]), pos);
+        cpu.writeRows(vRef, cpu.view(cpu.columns(qkvSeen, 2 * d, d), [batch, 1, d]), pos);
+        const what = `head ${dHead}, ${pos + 1} keys, ${splits} split(s) of ${perSplit || 'all the'} keys, QK LayerNorm ${qkLn ? 'on' : 'off'}`;
+        close(`k cache, ${what}`, down(be, kg), down(cpu, kRef), tol(dtype, 1e-5));
+        close(`v cache, ${what}`, down(be, vg), down(cpu, vRef), 1e-7);
+        const want = cpu.attention({ q: cpu.view(q, [batch, 1, d]), k: kRef, v: vRef, kvLen: pos + 1, nHeads: heads, scale: 1 / Math.sqrt(dHead),
+          alibiSlopes: slopes, keyMask: cpu.upload(mask, [batch, cap], 'int32') });
+        close(`attention, ${what}`, down(be, out), down(cpu, want), tol(dtype, 1e-5));
+      }
     }
   });
 

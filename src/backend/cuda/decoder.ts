@@ -99,15 +99,19 @@ export class CudaDecoder {
     this.step1 = this.buffers(1);
     const blocks = batch * config.nHeads;
     this.decodeSplits = Math.max(1, Math.min(32, Math.ceil(2 * be.device.multiprocessors / blocks), Math.ceil(capacity / 256)));
-    // The folded decode attention merges its splits in-kernel, so it can afford more: about 32 keys a
-    // block (one pass of its 8 warps × 4 keys) up to 4 blocks an SM.
+    // The folded decode attention chooses its working splits each step from the context (perSplit keys
+    // a split, decode_attention.cu), so the grid is sized for a full cache; without perSplit it spreads
+    // the keys over about 32 a block up to 4 blocks an SM (merged in-kernel).
     const heads = config.nHeads, dHead = this.d / heads;
-    this.foldSplits = Math.max(1, Math.min(32, Math.ceil(capacity / 32), Math.ceil(4 * be.device.multiprocessors / blocks)));
+    this.foldPerSplit = be.foldPerSplitFor(blocks);
+    this.foldSplits = this.foldPerSplit > 0 ? Math.max(1, Math.min(32, Math.ceil(capacity / this.foldPerSplit)))
+      : Math.max(1, Math.min(32, Math.ceil(capacity / 32), Math.ceil(4 * be.device.multiprocessors / blocks)));
     this.foldPartial = this.foldSplits > 1 ? own(be.alloc([batch * heads * this.foldSplits * (2 + dHead)], 'float32')) : null;
     this.foldCounters = this.foldSplits > 1 ? own(be.zeros([batch * heads], 'int32') as CudaTensor) : null;
   }
   private readonly decodeSplits: number;
   private readonly foldSplits: number;
+  private readonly foldPerSplit: number;
   private readonly foldPartial: CudaTensor | null;
   private readonly foldCounters: CudaTensor | null;
 
@@ -160,7 +164,7 @@ export class CudaDecoder {
           qkv: buf.qkv, stats: buf.qkvStats!, qLn: qkLn ? { w: w(blk.qLn!.weight), b: wb(blk.qLn!) } : null, kLn: qkLn ? { w: w(blk.kLn!.weight), b: wb(blk.kLn!) } : null,
           kCache: this.kCache[layer], vCache: this.vCache[layer], mask, slopes: this.slopes, out: buf.att, batch: this.batch, capacity: this.capacity,
           posDev: this.position.ptr, nHeads: c.nHeads, dHead: d / c.nHeads, eps: c.layerNormEps, scale: c.softmaxScale ?? 1 / Math.sqrt(d / c.nHeads),
-          splits: this.foldSplits, partial: this.foldPartial, counters: this.foldCounters,
+          splits: this.foldSplits, partial: this.foldPartial, counters: this.foldCounters, perSplit: this.foldPerSplit,
         });
       } else {
         be.layerNormMatmulInto(buf.x, ln1, buf.h, w(blk.wqkv.weight), wb(blk.wqkv), buf.qkv, rows, false, false, layer > 0 ? buf.stats : null);

@@ -50,13 +50,14 @@ const THREADS = 256;
  * Warps a block and k-steps per load group for skinny_gemm.cu: about 2048 warps over the chip, and
  * K divisible by 32·unroll·warps; null when K does not divide (then cuBLASLt runs it).
  */
-function skinnyPlan(inF: number, outF: number, rows: number, wide: boolean): { warps: number; unroll: number } | null {
+function skinnyPlan(inF: number, outF: number, rows: number, wide: boolean, fewer = false): { warps: number; unroll: number } | null {
   const tiles = Math.ceil(outF / 16);
   // Measured on the H100 (bench gemm table, 2026-11-27): one row tile wants 8 warps below ~400 output
   // tiles and 4 above; two row tiles (9–16 rows) 4 warps from 384 tiles, and half the unroll at ~512.
   // `wide`: one row tile and no more blocks than SMs (the out-projection and MLP-down GEMMs): 16 warps,
   // one block an SM with twice the loads in flight (the kernel fits 128 registers a thread).
-  const want = rows > 8 ? (tiles >= 384 ? 4 : 8) : wide ? 16 : Math.min(8, Math.max(4, 2 ** Math.ceil(Math.log2(Math.max(1, 2048 / tiles))))); // ≤ 256 threads
+  const want = rows > 8 ? (tiles >= 384 ? 4 : 8) : wide ? 16 : fewer && tiles >= 384 ? 4
+    : Math.min(8, Math.max(4, 2 ** Math.ceil(Math.log2(Math.max(1, 2048 / tiles))))); // ≤ 256 threads
   const unrolls = rows > 8 && tiles >= 512 && tiles < 1024 ? [2, 1] : [4, 2, 1];
   for (const unroll of unrolls) {
     for (let warps = want; warps >= 1; warps /= 2) if (inF % (32 * unroll * warps) === 0) return { warps, unroll };
@@ -310,7 +311,7 @@ export class CudaBackend implements Backend {
   private skinnyFor(rows: number, inF: number, outF: number): { warps: number; unroll: number } | null {
     if (!this.skinny || this.activationDType !== 'bfloat16' || rows > 16) return null;
     const plan = this.skinnyShape ? { ...this.skinnyShape }
-      : skinnyPlan(inF, outF, rows, this.wideSkinny && rows <= 8 && Math.ceil(outF / 16) <= this.ctx.device.multiprocessors);
+      : skinnyPlan(inF, outF, rows, this.wideSkinny && rows <= 8 && Math.ceil(outF / 16) <= this.ctx.device.multiprocessors, this.qkvFourWarps);
     if (plan && inF % (32 * plan.unroll * plan.warps) !== 0) throw new Error(`skinny GEMM: K ${inF} does not split as ${plan.warps} warps × ${plan.unroll}`);
     return plan;
   }
@@ -429,6 +430,14 @@ export class CudaBackend implements Backend {
    * 8 (skinnyPlan's `wide`); MPT_CUDA_WIDE_SKINNY=0 turns it off (comparisons).
    */
   wideSkinny = process.env.MPT_CUDA_WIDE_SKINNY !== '0';
+
+  /**
+   * Whether one-row-tile GEMMs of 384 or more output tiles take 4 warps a block (only the 1B model's
+   * QKV GEMM changes: up and logits had 4 already) instead of 8: its 384 blocks all resident at once
+   * (4 an SM at 128 registers a thread) rather than in 2 waves; measured alone
+   * 9.5 against 10.2 µs (H100, bench GEMM table). MPT_CUDA_QKV_WARPS=8 turns it off (comparisons).
+   */
+  qkvFourWarps = process.env.MPT_CUDA_QKV_WARPS !== '8';
 
   /** Whether few-row GEMMs use skinny_gemm.cu (true) or always cuBLASLt (for comparisons). */
   skinny = process.env.MPT_CUDA_SKINNY !== '0';
@@ -549,12 +558,14 @@ export class CudaBackend implements Backend {
    * *posDev, and the heads attend over keys 0..*posDev into `out` [batch, d]. With splits > 1 the keys
    * are shared among that many blocks a head, which merge through `partial` (float32, ≥ batch·heads·
    * splits·(2 + dHead)) and `counters` (int32 [batch·heads], zero, left zero) inside the same kernel.
+   * `perSplit` > 0: only ceil((*posDev + 1) / perSplit) of the splits work (chosen on the device each
+   * step, so a graph replays it as the context grows); 0 or absent: all of them.
    */
   decodeAttentionQkvInto(a: {
     qkv: CudaTensor; stats: CudaTensor; qLn: { w: CudaTensor; b: CudaTensor | null } | null; kLn: { w: CudaTensor; b: CudaTensor | null } | null;
     kCache: CudaTensor; vCache: CudaTensor; mask: CudaTensor | null; slopes: CudaTensor | null; out: CudaTensor;
     batch: number; capacity: number; posDev: number; nHeads: number; dHead: number; eps: number; scale: number;
-    splits: number; partial: CudaTensor | null; counters: CudaTensor | null;
+    splits: number; partial: CudaTensor | null; counters: CudaTensor | null; perSplit?: number;
   }): void {
     const d = a.nHeads * a.dHead;
     if (d % 16 !== 0) throw new Error(`decodeAttentionQkvInto: width ${d} is not a multiple of 16`);
@@ -567,7 +578,22 @@ export class CudaBackend implements Backend {
     this.kernels.get('decode_attention.cu', 'attention_decode_qkv', this.defs({ HEAD_DIM: a.dHead })).launch([splits, a.nHeads, a.batch], [256], [
       a.qkv.ptr, a.stats.ptr, a.qLn?.w.ptr ?? 0, a.qLn?.b?.ptr ?? 0, a.kLn?.w.ptr ?? 0, a.kLn?.b?.ptr ?? 0,
       a.kCache.ptr, a.vCache.ptr, a.mask?.ptr ?? 0, a.slopes?.ptr ?? 0, a.out.ptr, splits > 1 ? a.partial!.ptr : 0, splits > 1 ? a.counters!.ptr : 0,
-      d, a.nHeads, a.capacity, a.posDev, a.qLn ? 1 : 0, a.eps, a.scale]);
+      d, a.nHeads, a.capacity, a.posDev, a.qLn ? 1 : 0, a.eps, a.scale, Math.max(0, a.perSplit ?? 0)]);
+  }
+
+  /**
+   * Keys a split of the folded decode attention takes before another split joins (its perSplit); null:
+   * foldPerSplitFor's choice (128 = two passes of its 8 warps × 8 keys, so a context of up to 128
+   * positions runs as one block a head with no merge). MPT_CUDA_FOLD_KEYS sets it; 0 spreads the keys
+   * over a grid sized from the batch and the SMs, as before (comparisons).
+   */
+  foldKeysPerSplit: number | null = process.env.MPT_CUDA_FOLD_KEYS !== undefined ? Number(process.env.MPT_CUDA_FOLD_KEYS) : null;
+
+  /** perSplit for a decode step of `blocks` = batch·heads (foldKeysPerSplit when set): 128 while the heads
+   * leave SMs idle (batch 1: 16 blocks), 256 once they fill the chip (batch 16: 256 blocks), where a merge
+   * costs more than the second pass it saves (H100: 10,869 against 10,690 tokens/s; batch 1 within noise). */
+  foldPerSplitFor(blocks: number): number {
+    return this.foldKeysPerSplit ?? (blocks >= this.device.multiprocessors ? 256 : 128);
   }
 
   /**

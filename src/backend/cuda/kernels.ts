@@ -15,7 +15,7 @@ export const KERNEL_ARGS: Record<string, string> = {
   columns: 'ppiiii', gather_rows: 'pppiiip', gather_rows_f32: 'pppiiip', write_rows: 'ppiiiipi', advance: 'pi',
   layernorm: 'pppppif', layernorm8: 'pppppif', layernorm_stats8: 'pppppif',
   qkv_split: 'ppppppppiiipifif', qkv_split8: 'ppppppppiiipifif',
-  attention_decode: 'pppppppiiipiiiif', attention_combine: 'ppiiii', attention_decode_qkv: 'pppppppppppppiiipiff',
+  attention_decode: 'pppppppiiipiiiif', attention_combine: 'ppiiii', attention_decode_qkv: 'pppppppppppppiiipiffi',
   flash_forward: 'pppppppiiiiiiif', flash_backward_dq: 'pppppppppif', flash_backward_dkdv: 'pppppppppppif',
   flash_backward_dq_stored: 'pppiif',
   fill_normal: 'pqqff', skinny_gemm: 'ppppiiiiippfppf', argmax_rows: 'ppii', sample_rows: 'ppiififqpi',
@@ -25,10 +25,14 @@ export const KERNEL_ARGS: Record<string, string> = {
  * Kernels that begin with griddepcontrol.wait (pdl_wait in common.cuh) before they read or write
  * anything an earlier kernel touches, in every thread: only these may be launched with programmatic
  * dependent launch (a kernel without the wait could run ahead of the one it depends on). They also
- * call pdl_trigger, so the kernel after them can be scheduled early. The decode step uses only these.
+ * call pdl_trigger, so the kernel after them can be scheduled early. The decode step uses only these,
+ * but for its first kernel: gather_rows_f32 (the embedding) is left out on purpose, so that it starts
+ * only once everything before it in the stream has finished — the previous step included. The kernels
+ * of a step may then read, before their own wait, what earlier steps wrote (decode_attention.cu loads
+ * the cached keys under the QKV GEMM).
  */
 export const DEPENDENT_LAUNCH = new Set([
-  'gather_rows', 'gather_rows_f32', 'scale', 'advance', 'layernorm', 'layernorm8', 'layernorm_stats8', 'qkv_split', 'qkv_split8',
+  'gather_rows', 'scale', 'advance', 'layernorm', 'layernorm8', 'layernorm_stats8', 'qkv_split', 'qkv_split8',
   'attention_decode', 'attention_combine', 'attention_decode_qkv', 'skinny_gemm', 'argmax_rows', 'sample_rows',
 ]);
 

@@ -90,7 +90,7 @@ extern "C" __global__ void fill_normal(T* __restrict__ out, long long n, unsigne
 // out[i, :] = float(table[ids[i], :]): the embedding into the float32 residual stream of the bf16 decoder.
 extern "C" __global__ void gather_rows_f32(const T* __restrict__ table, const int* __restrict__ ids, float* __restrict__ out,
                                            int n, int width, int vocab, int* error) {
-  pdl_begin();  // DEPENDENT_LAUNCH (kernels.ts)
+  pdl_begin();  // launched without programmatic serialization (kernels.ts), so the wait returns at once; the trigger lets the next kernel start early
   long long total = (long long)n * width;
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
     int r = (int)(i / width), c = (int)(i - (long long)r * width);

@@ -104,9 +104,21 @@ extern "C" __global__ void layernorm8(XT* __restrict__ x, const XT* __restrict__
 // (merge_row_stats), so there is no reduction over the row and no barrier.
 extern "C" __global__ void layernorm_stats8(const float* __restrict__ x, const float2* __restrict__ stats, const T* __restrict__ w,
                                             const T* __restrict__ b, T* __restrict__ out, int d, float eps) {
-  pdl_begin();  // DEPENDENT_LAUNCH (kernels.ts)
   const long long row = blockIdx.x;
   const int chunks = d / 8;
+  // The LayerNorm's weights are constants: loaded before the wait, so that after it only x and the
+  // statistics are a round trip away.
+  pdl_trigger();
+  float wv[2][8], bv[2][8];
+#pragma unroll
+  for (int j = 0; j < 2; j++) {
+    const int c = threadIdx.x + j * blockDim.x;
+    if (c < chunks) {
+      load8(w + 8 * c, wv[j]);
+      if (b) load8(b + 8 * c, bv[j]);
+    }
+  }
+  pdl_wait();  // DEPENDENT_LAUNCH (kernels.ts)
   float v[2][8];
 #pragma unroll
   for (int j = 0; j < 2; j++) {
@@ -119,11 +131,9 @@ extern "C" __global__ void layernorm_stats8(const float* __restrict__ x, const f
   for (int j = 0; j < 2; j++) {
     const int c = threadIdx.x + j * blockDim.x;
     if (c < chunks) {
-      float wv[8], bv[8], y[8];
-      load8(w + 8 * c, wv);
-      if (b) load8(b + 8 * c, bv);
+      float y[8];
 #pragma unroll
-      for (int e = 0; e < 8; e++) y[e] = (v[j][e] - mean) * rstd * wv[e] + (b ? bv[e] : 0.f);
+      for (int e = 0; e < 8; e++) y[e] = (v[j][e] - mean) * rstd * wv[j][e] + (b ? bv[j][e] : 0.f);
       store8(out + row * d + 8 * c, y);
     }
   }

@@ -86,6 +86,8 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
     }
   }
 #endif
+  // (A second group of weight loads before the wait, SKINNY_PRE2, was measured slower: 734 against 810
+  // tokens/s at batch 1 — 158 registers a thread halve the resident blocks. bench/RESULTS-cuda.md.)
   // Weights are constant; x, y and the bias may come from the kernels before (DEPENDENT_LAUNCH). The
   // trigger comes before the wait, so the kernels after this one are scheduled while it runs (the next
   // GEMM's first weight loads overlap this one's tail: measured 5% faster a decode step than triggering
