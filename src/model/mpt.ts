@@ -46,8 +46,11 @@ export class MptModel {
       if (p.wpe) x = be.add(x, be.embedding(be.upload(cache.positions(t), [batch * t], 'int32'), p.wpe));
       const keyMask = cache.keyMask(cache.length + t);
       p.blocks.forEach((block, layer) => {
-        x = be.add(x, this.attention(block, layer, x, cache, batch, t, keyMask));
-        x = be.add(x, this.mlp(block, x));
+        // A scope a block: its activations are dead once the residual stream has moved on.
+        x = be.scope(() => {
+          const mid = be.add(x, this.attention(block, layer, x, cache, batch, t, keyMask));
+          return be.add(mid, this.mlp(block, mid));
+        });
       });
       if (options.logits === 'last') x = be.rows(x, Array.from({ length: batch }, (_, b) => b * t + t - 1));
       x = this.norm(x, p.lnF);

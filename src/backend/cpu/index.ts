@@ -6,6 +6,7 @@ import { layerNormRows } from './kernels/norm.js';
 import { CpuPool } from './pool.js';
 import { CpuTrainingOps } from './training.js';
 import { allocate, asCpu, CpuTensor } from './tensor.js';
+import { BufferRecycler, recyclingScope } from './recycler.js';
 import { sharedHeap, type WasmHeap } from './wasm/heap.js';
 import { attentionOnHeap } from './wasm/attention-on-heap.js';
 import { linearOnHeap } from './wasm/linear-on-heap.js';
@@ -28,6 +29,7 @@ export class CpuBackend implements Backend {
   private readonly heap: WasmHeap | null;
   /** Attention through the wasm kernels (wasm/attention-heads.ts); off with MPT_WASM_ATTENTION=0, to time the JS kernel beside them. */
   private readonly wasmAttention: boolean;
+  private readonly recycler = new BufferRecycler();
 
   constructor(options: { threads?: number; wasm?: boolean } = {}) {
     this.pool = new CpuPool(options.threads);
@@ -90,8 +92,12 @@ export class CpuBackend implements Backend {
     return new CpuTensor(shape, t.dtype, asCpu(t).data);
   }
 
+  /**
+   * Activations allocated inside `fn` and not reachable from its result go back to a recycler for the
+   * next allocations of their size (recycler.ts); weights and caches on the wasm heap are not touched.
+   */
   scope<T>(fn: () => T): T {
-    return fn();
+    return recyclingScope(this.recycler, fn, reachableBuffers);
   }
 
   /** Frees heap storage now; everything else is the garbage collector's. */
@@ -253,4 +259,18 @@ function rowOf(t: CpuTensor, row: number, d: number): Float32Array {
     return out;
   }
   return (t.data as Float32Array).subarray(row * d, (row + 1) * d);
+}
+
+/** The buffers of the tensors in a scope's result (a tensor, or arrays, maps and plain objects of them). */
+function reachableBuffers(result: unknown): Set<ArrayBufferLike> {
+  const keep = new Set<ArrayBufferLike>();
+  const visit = (v: unknown, depth: number): void => {
+    if (depth > 6 || v === null || typeof v !== 'object') return;
+    if (v instanceof CpuTensor) { keep.add(v.data.buffer); return; }
+    if (Array.isArray(v)) { for (const x of v) visit(x, depth + 1); return; }
+    if (v instanceof Map) { for (const x of v.values()) visit(x, depth + 1); return; }
+    if (Object.getPrototypeOf(v) === Object.prototype) for (const x of Object.values(v)) visit(x, depth + 1);
+  };
+  visit(result, 0);
+  return keep;
 }

@@ -1,5 +1,6 @@
 import type { DType, Tensor } from '../backend.js';
 import { elementCount } from '../backend.js';
+import { innermostFrame } from './recycler.js';
 
 /** Float32 and int32 tensors hold their values; bfloat16 tensors (weights only) hold raw bits. */
 export type CpuData = Float32Array | Uint16Array | Int32Array;
@@ -16,14 +17,19 @@ export class CpuTensor implements Tensor {
   }
 }
 
+/**
+ * A zero-filled tensor in shared memory. Inside `CpuBackend.scope` the buffer may be one a finished
+ * scope recycled (recycler.ts), and the scope records it so that it is recycled in turn once dead.
+ */
 export function allocate(shape: readonly number[], dtype: DType): CpuTensor {
   const n = elementCount(shape);
-  switch (dtype) {
-    case 'float32': return new CpuTensor(shape, dtype, new Float32Array(new SharedArrayBuffer(4 * n)));
-    case 'int32': return new CpuTensor(shape, dtype, new Int32Array(new SharedArrayBuffer(4 * n)));
-    case 'bfloat16': return new CpuTensor(shape, dtype, new Uint16Array(new SharedArrayBuffer(2 * n)));
-    case 'float16': throw new Error('the CPU backend stores float16 as float32: convert on upload');
-  }
+  if (dtype === 'float16') throw new Error('the CPU backend stores float16 as float32: convert on upload');
+  const bytes = (dtype === 'bfloat16' ? 2 : 4) * n;
+  const frame = innermostFrame();
+  const buffer = frame?.recycler.take(bytes) ?? new SharedArrayBuffer(bytes);
+  const data = dtype === 'float32' ? new Float32Array(buffer) : dtype === 'int32' ? new Int32Array(buffer) : new Uint16Array(buffer);
+  frame?.allocated.push(data);
+  return new CpuTensor(shape, dtype, data);
 }
 
 export function asCpu(t: Tensor): CpuTensor {
