@@ -215,7 +215,8 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       const slopes = Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads));
       const maxSplits = Math.max(...runs.map((r) => r[0]));
       const counters = be.zeros([batch * heads], 'int32') as CudaTensor, partial = be.alloc([batch * heads * maxSplits * (2 + dHead)], 'float32');
-      for (const [splits, perSplit, qkLn] of runs) {
+      // 8 keys a warp in flight (batch 1's choice) and 4 (batch 16's).
+      for (const keysInFlight of [8, 4]) for (const [splits, perSplit, qkLn] of runs) {
         const [kg, kRef] = pair(be, kOld, [batch, cap, d]);
         const [vg, vRef] = pair(be, vOld, [batch, cap, d]);
         const posDev = be.upload(Int32Array.of(pos), [1], 'int32') as CudaTensor;
@@ -224,14 +225,14 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
           qkv, stats, qLn: qkLn ? { w: qwg as CudaTensor, b: qbg as CudaTensor } : null, kLn: qkLn ? { w: kwg as CudaTensor, b: kbg as CudaTensor } : null,
           kCache: kg as CudaTensor, vCache: vg as CudaTensor, mask: be.upload(mask, [batch, cap], 'int32') as CudaTensor,
           slopes: be.slopesOnDevice(slopes), out, batch, capacity: cap, posDev: posDev.ptr, nHeads: heads, dHead, eps, scale: 1 / Math.sqrt(dHead), splits,
-          partial, counters, perSplit,
+          partial, counters, perSplit, keysInFlight,
         });
         assert.ok(down(be, counters).every((v) => v === 0), 'the split counters are left at zero');
         let q = cpu.columns(qkvSeen, 0, d), k = cpu.columns(qkvSeen, d, d);
         if (qkLn) { q = cpu.layerNorm(q, qwc, qbc, eps); k = cpu.layerNorm(k, kwc, kbc, eps); }
         cpu.writeRows(kRef, cpu.view(k, [batch, 1, d]), pos);
         cpu.writeRows(vRef, cpu.view(cpu.columns(qkvSeen, 2 * d, d), [batch, 1, d]), pos);
-        const what = `head ${dHead}, ${pos + 1} keys, ${splits} split(s) of ${perSplit || 'all the'} keys, QK LayerNorm ${qkLn ? 'on' : 'off'}`;
+        const what = `head ${dHead}, ${pos + 1} keys, ${splits} split(s) of ${perSplit || 'all the'} keys, QK LayerNorm ${qkLn ? 'on' : 'off'}, ${keysInFlight} keys in flight`;
         close(`k cache, ${what}`, down(be, kg), down(cpu, kRef), tol(dtype, 1e-5));
         close(`v cache, ${what}`, down(be, vg), down(cpu, vRef), 1e-7);
         const want = cpu.attention({ q: cpu.view(q, [batch, 1, d]), k: kRef, v: vRef, kvLen: pos + 1, nHeads: heads, scale: 1 / Math.sqrt(dHead),

@@ -175,7 +175,10 @@ function decodeVariants(be: CudaBackend): [string, () => () => void][] {
     toggle(`programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, () => be.ctx.pdl, (v) => { be.ctx.pdl = v; }),
     toggle(`QKV split ${be.foldQkvSplit ? 'as a kernel of its own' : 'folded into decode attention'}`, () => be.foldQkvSplit, (v) => { be.foldQkvSplit = v; }),
     ...[0, 64, 128, 256].map(keysPerSplit),
-    define('folded attention: 4 keys a warp in flight (8 default)', 'ATT_U', 4),
+    ...([4, 8] as const).map((u): [string, () => () => void] => [`folded attention: ${u} keys a warp in flight at every batch (default: 4 at batch 16, 8 at batch 1)`,
+      () => { const was = be.foldKeysInFlight; be.foldKeysInFlight = u; return () => { be.foldKeysInFlight = was; }; }]),
+    toggle(`pipelined step() ${be.pipelineDecode ? 'off' : 'on'} (the host waits for each step's tokens before the next is enqueued)`,
+      () => be.pipelineDecode, (v) => { be.pipelineDecode = v; }),
     toggle(`QKV GEMM at batch ≤ 8 with ${be.qkvFourWarps ? '8' : '4'} warps a block`, () => be.qkvFourWarps, (v) => { be.qkvFourWarps = v; }),
   ];
 }
@@ -225,6 +228,22 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
     const { ms, times } = timeDecode(batch);
     result.decode.push({ batch, tokensPerSecond: (batch * newTokens) / (ms / 1000), msPerStep: ms / newTokens });
     log(`decode batch ${batch}: ${(batch * newTokens / (ms / 1000)).toFixed(0)} tokens/s (${(ms / newTokens).toFixed(3)} ms/step; runs ${times.map((x) => x.toFixed(1)).join(', ')} ms)`);
+    {
+      // The host gap: the same steps enqueued back to back with one read at the end (the GPU's own pace).
+      const dec = be.createDecoder(c, params, slopes, batch, promptTokens + newTokens + 1);
+      const floor: number[] = [];
+      for (let r = 0; r < repeats + 1; r++) {
+        dec.prefill(randomPrompt(batch, promptTokens, c.vocabSize, 7 + r), null, { temperature: 0 });
+        be.synchronize();
+        const t0 = process.hrtime.bigint();
+        for (let s = 0; s < newTokens; s++) dec.enqueueStep();
+        dec.readIds();
+        if (r > 0) floor.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      }
+      dec.release();
+      const f = median(floor);
+      log(`decode batch ${batch}, ${newTokens} steps back to back, one read at the end: ${(batch * newTokens / (f / 1000)).toFixed(0)} tokens/s (${(f / newTokens).toFixed(3)} ms/step; runs ${floor.map((x) => x.toFixed(1)).join(', ')} ms)`);
+    }
     const dec = be.createDecoder(c, params, slopes, batch, promptTokens + newTokens + 1);
     // Breakdown of one decode step inside a graph (event nodes between stages).
     dec.prefill(randomPrompt(batch, promptTokens, c.vocabSize, 99), null, { temperature: 0 });

@@ -566,6 +566,8 @@ export class CudaBackend implements Backend {
     kCache: CudaTensor; vCache: CudaTensor; mask: CudaTensor | null; slopes: CudaTensor | null; out: CudaTensor;
     batch: number; capacity: number; posDev: number; nHeads: number; dHead: number; eps: number; scale: number;
     splits: number; partial: CudaTensor | null; counters: CudaTensor | null; perSplit?: number;
+    /** Keys a warp loads before using any (ATT_U: 8 by default; 4 halves the registers). */
+    keysInFlight?: number;
   }): void {
     const d = a.nHeads * a.dHead;
     if (d % 16 !== 0) throw new Error(`decodeAttentionQkvInto: width ${d} is not a multiple of 16`);
@@ -575,7 +577,7 @@ export class CudaBackend implements Backend {
       || elementCount(a.counters.shape) < a.batch * a.nHeads)) {
       throw new Error(`decodeAttentionQkvInto: ${splits} splits need partial and counters buffers of their size`);
     }
-    this.kernels.get('decode_attention.cu', 'attention_decode_qkv', this.defs({ HEAD_DIM: a.dHead })).launch([splits, a.nHeads, a.batch], [256], [
+    this.kernels.get('decode_attention.cu', 'attention_decode_qkv', this.defs({ HEAD_DIM: a.dHead, ...(a.keysInFlight ? { ATT_U: a.keysInFlight } : {}) })).launch([splits, a.nHeads, a.batch], [256], [
       a.qkv.ptr, a.stats.ptr, a.qLn?.w.ptr ?? 0, a.qLn?.b?.ptr ?? 0, a.kLn?.w.ptr ?? 0, a.kLn?.b?.ptr ?? 0,
       a.kCache.ptr, a.vCache.ptr, a.mask?.ptr ?? 0, a.slopes?.ptr ?? 0, a.out.ptr, splits > 1 ? a.partial!.ptr : 0, splits > 1 ? a.counters!.ptr : 0,
       d, a.nHeads, a.capacity, a.posDev, a.qLn ? 1 : 0, a.eps, a.scale, Math.max(0, a.perSplit ?? 0)]);
@@ -595,6 +597,19 @@ export class CudaBackend implements Backend {
   foldPerSplitFor(blocks: number): number {
     return this.foldKeysPerSplit ?? (blocks >= this.device.multiprocessors ? 256 : 128);
   }
+
+  /**
+   * Keys a warp of the folded decode attention has in flight (ATT_U) for `blocks` = batch·heads: 4 once
+   * the heads fill the chip (batch 16: 70 instead of 128 registers, more resident blocks; H100 +1–1.3%
+   * in two runs), 8 below (batch 1: a tie). foldKeysInFlight (MPT_CUDA_ATT_U) sets it for every batch.
+   */
+  foldKeysInFlightFor(blocks: number): number {
+    return this.foldKeysInFlight ?? (blocks >= this.device.multiprocessors ? 4 : 8);
+  }
+  foldKeysInFlight: 4 | 8 | null = process.env.MPT_CUDA_ATT_U === '4' ? 4 : process.env.MPT_CUDA_ATT_U === '8' ? 8 : null;
+
+  /** Whether decoders keep one step ahead in step() (decoder.ts); MPT_CUDA_PIPELINE=0 turns it off (comparisons). */
+  pipelineDecode = process.env.MPT_CUDA_PIPELINE !== '0';
 
   /**
    * Whether the decoder's bf16 decode step folds the QKV split into its attention kernel
