@@ -145,8 +145,9 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
     const s = time(true), cb = time(false);
     out[name] = { skinnyUs: s, cublasUs: cb, skinnyGBs: bytes / s / 1e3, cublasGBs: bytes / cb / 1e3 };
     // Other block shapes of skinny_gemm.cu, for tuning (µs per GEMM).
-    for (const warps of rows <= 8 ? [4, 8, 16] : [4, 8]) for (const unroll of [2, 4]) {
-      if (w.shape[1] % (32 * warps * unroll) !== 0) continue;
+    // (Two row tiles at 16 warps only up to unroll 2: 128 registers a thread is the bound at 512 threads.)
+    for (const warps of [4, 8, 16]) for (const unroll of rows <= 8 ? [2, 4] : [1, 2, 4]) {
+      if (w.shape[1] % (32 * warps * unroll) !== 0 || (rows > 8 && warps === 16 && unroll > 2)) continue;
       be.skinnyShape = { warps, unroll };
       (out[name] as Record<string, number>)[`w${warps}u${unroll}`] = time(true);
       be.skinnyShape = null;
@@ -177,6 +178,7 @@ function decodeVariants(be: CudaBackend): [string, () => () => void][] {
     ...[0, 64, 128, 256].map(keysPerSplit),
     ...([4, 8] as const).map((u): [string, () => () => void] => [`folded attention: ${u} keys a warp in flight at every batch (default: 4 at batch 16, 8 at batch 1)`,
       () => { const was = be.foldKeysInFlight; be.foldKeysInFlight = u; return () => { be.foldKeysInFlight = was; }; }]),
+    toggle(`9–16-row out and down GEMMs at ${be.wideSkinny16 ? '8 warps, unroll 4' : '16 warps, unroll 2'}`, () => be.wideSkinny16, (v) => { be.wideSkinny16 = v; }),
     toggle(`pipelined step() ${be.pipelineDecode ? 'off' : 'on'} (the host waits for each step's tokens before the next is enqueued)`,
       () => be.pipelineDecode, (v) => { be.pipelineDecode = v; }),
     toggle(`QKV GEMM at batch ≤ 8 with ${be.qkvFourWarps ? '8' : '4'} warps a block`, () => be.qkvFourWarps, (v) => { be.qkvFourWarps = v; }),

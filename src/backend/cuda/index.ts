@@ -311,6 +311,7 @@ export class CudaBackend implements Backend {
   private skinnyFor(rows: number, inF: number, outF: number): { warps: number; unroll: number } | null {
     if (!this.skinny || this.activationDType !== 'bfloat16' || rows > 16) return null;
     const plan = this.skinnyShape ? { ...this.skinnyShape }
+      : rows > 8 && this.wideSkinny16 && Math.ceil(outF / 16) <= this.ctx.device.multiprocessors && inF % (32 * 2 * 16) === 0 ? { warps: 16, unroll: 2 }
       : skinnyPlan(inF, outF, rows, this.wideSkinny && rows <= 8 && Math.ceil(outF / 16) <= this.ctx.device.multiprocessors, this.qkvFourWarps);
     if (plan && inF % (32 * plan.unroll * plan.warps) !== 0) throw new Error(`skinny GEMM: K ${inF} does not split as ${plan.warps} warps × ${plan.unroll}`);
     return plan;
@@ -430,6 +431,12 @@ export class CudaBackend implements Backend {
    * 8 (skinnyPlan's `wide`); MPT_CUDA_WIDE_SKINNY=0 turns it off (comparisons).
    */
   wideSkinny = process.env.MPT_CUDA_WIDE_SKINNY !== '0';
+  /**
+   * The same for two row tiles (9–16 rows): 16 warps at unroll 2 (128 registers, no spills, ptxas 13.0)
+   * instead of 8 warps at unroll 4 (166 registers); the same loads in flight a block, more warps to
+   * hide them. MPT_CUDA_WIDE_SKINNY16=1 turns it on (comparisons).
+   */
+  wideSkinny16 = process.env.MPT_CUDA_WIDE_SKINNY16 === '1';
 
   /**
    * Whether one-row-tile GEMMs of 384 or more output tiles take 4 warps a block (only the 1B model's
