@@ -434,7 +434,9 @@ export class CudaBackend implements Backend {
   /**
    * The same for two row tiles (9–16 rows): 16 warps at unroll 2 (128 registers, no spills, ptxas 13.0)
    * instead of 8 warps at unroll 4 (166 registers); the same loads in flight a block, more warps to
-   * hide them. MPT_CUDA_WIDE_SKINNY16=1 turns it on (comparisons).
+   * hide them. Off: measured on the H100 (2026-11-27) alone out 5.4 against 5.8 µs, down 14.3 against
+   * 14.1, but the batch-16 step slower (11,088 against 11,145 tokens/s) — a block then holds a whole
+   * SM's registers, so the next kernel cannot start early under PDL. MPT_CUDA_WIDE_SKINNY16=1 turns it on.
    */
   wideSkinny16 = process.env.MPT_CUDA_WIDE_SKINNY16 === '1';
 
@@ -608,7 +610,8 @@ export class CudaBackend implements Backend {
   /**
    * Keys a warp of the folded decode attention has in flight (ATT_U) for `blocks` = batch·heads: 4 once
    * the heads fill the chip (batch 16: 70 instead of 128 registers, more resident blocks; H100 +1–1.3%
-   * in two runs), 8 below (batch 1: a tie). foldKeysInFlight (MPT_CUDA_ATT_U) sets it for every batch.
+   * in three runs, the last 11,136 against 10,993 tokens/s), 8 below (batch 1: 833 against 827, a tie).
+   * foldKeysInFlight (MPT_CUDA_ATT_U) sets it for every batch.
    */
   foldKeysInFlightFor(blocks: number): number {
     return this.foldKeysInFlight ?? (blocks >= this.device.multiprocessors ? 4 : 8);
