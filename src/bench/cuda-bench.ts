@@ -162,10 +162,6 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
 function decodeVariants(be: CudaBackend): [string, () => () => void][] {
   const toggle = (label: string, get: () => boolean, put: (v: boolean) => void): [string, () => () => void] =>
     [label, () => { const was = get(); put(!was); return () => put(was); }];
-  const define = (label: string, name: string, value: string | number | true = true): [string, () => () => void] => [label, () => {
-    be.kernels.globalDefines = { ...be.kernels.globalDefines, [name]: value };
-    return () => { const { [name]: _, ...rest } = be.kernels.globalDefines; be.kernels.globalDefines = rest; };
-  }];
   const keysPerSplit = (n: number): [string, () => () => void] => [
     n > 0 ? `folded attention: ${n} keys a split` : 'folded attention: keys spread over the grid (perSplit 0)',
     () => { const was = be.foldKeysPerSplit; be.foldKeysPerSplit = n; return () => { be.foldKeysPerSplit = was; }; }];
