@@ -90,11 +90,14 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
 
   test(`cuda ${dtype}: few-row GEMMs (skinny_gemm.cu in bf16) with bias, fused GELU, accumulation, float32 y`, { skip }, () => {
     const be = cudaFor(dtype);
-    for (const [rows, inF, outF] of [[1, 2048, 517], [5, 320, 100], [16, 8192, 35], [9, 2048, 2048]]) {
+    // 9–16 rows also at 16 warps, unroll 2 (wideSkinny16), where the outputs fit one block an SM.
+    for (const wide16 of [false, true]) for (const [rows, inF, outF] of [[1, 2048, 517], [5, 320, 100], [16, 8192, 35], [9, 2048, 2048]]) {
+      if (wide16 && rows <= 8) continue;
+      be.wideSkinny16 = wide16;
       const [xg, xc] = pair(be, randn(rows * inF), [rows, inF]);
       const [wg, wc] = pair(be, randn(outF * inF, 0.05), [outF, inF]);
       const [bg, bc] = pair(be, randn(outF), [outF]);
-      const what = `${rows}x${inF}x${outF}`;
+      const what = `${rows}x${inF}x${outF}${wide16 ? ', 16 warps' : ''}`;
       const y = be.alloc([rows, outF]);
       be.matmulInto(xg as CudaTensor, wg as CudaTensor, bg as CudaTensor, y, rows, false, true);
       close(`gelu(x·Wᵀ + b) ${what}`, down(be, y), down(cpu, cpu.gelu(cpu.linear(xc, wc, bc))), tol(dtype, 1e-5));
@@ -103,6 +106,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       be.matmulInto(xg as CudaTensor, wg as CudaTensor, null, yf, rows, true);
       close(`float32 y += x·Wᵀ ${what}`, down(be, yf), down(cpu, cpu.add(cpu.upload(raw, [rows, outF], 'float32'), cpu.linear(xc, wc, null))), 1e-5);
     }
+    be.wideSkinny16 = false;
   });
 
   test(`cuda ${dtype}: row statistics from a GEMM's epilogue, and the LayerNorm they feed fused into the next GEMM`, { skip }, () => {
@@ -215,7 +219,8 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       const slopes = Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads));
       const maxSplits = Math.max(...runs.map((r) => r[0]));
       const counters = be.zeros([batch * heads], 'int32') as CudaTensor, partial = be.alloc([batch * heads * maxSplits * (2 + dHead)], 'float32');
-      for (const [splits, perSplit, qkLn] of runs) {
+      // 8 keys a warp in flight (batch 1's choice) and 4 (batch 16's).
+      for (const keysInFlight of [8, 4]) for (const [splits, perSplit, qkLn] of runs) {
         const [kg, kRef] = pair(be, kOld, [batch, cap, d]);
         const [vg, vRef] = pair(be, vOld, [batch, cap, d]);
         const posDev = be.upload(Int32Array.of(pos), [1], 'int32') as CudaTensor;
@@ -224,14 +229,14 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
           qkv, stats, qLn: qkLn ? { w: qwg as CudaTensor, b: qbg as CudaTensor } : null, kLn: qkLn ? { w: kwg as CudaTensor, b: kbg as CudaTensor } : null,
           kCache: kg as CudaTensor, vCache: vg as CudaTensor, mask: be.upload(mask, [batch, cap], 'int32') as CudaTensor,
           slopes: be.slopesOnDevice(slopes), out, batch, capacity: cap, posDev: posDev.ptr, nHeads: heads, dHead, eps, scale: 1 / Math.sqrt(dHead), splits,
-          partial, counters, perSplit,
+          partial, counters, perSplit, keysInFlight,
         });
         assert.ok(down(be, counters).every((v) => v === 0), 'the split counters are left at zero');
         let q = cpu.columns(qkvSeen, 0, d), k = cpu.columns(qkvSeen, d, d);
         if (qkLn) { q = cpu.layerNorm(q, qwc, qbc, eps); k = cpu.layerNorm(k, kwc, kbc, eps); }
         cpu.writeRows(kRef, cpu.view(k, [batch, 1, d]), pos);
         cpu.writeRows(vRef, cpu.view(cpu.columns(qkvSeen, 2 * d, d), [batch, 1, d]), pos);
-        const what = `head ${dHead}, ${pos + 1} keys, ${splits} split(s) of ${perSplit || 'all the'} keys, QK LayerNorm ${qkLn ? 'on' : 'off'}`;
+        const what = `head ${dHead}, ${pos + 1} keys, ${splits} split(s) of ${perSplit || 'all the'} keys, QK LayerNorm ${qkLn ? 'on' : 'off'}, ${keysInFlight} keys in flight`;
         close(`k cache, ${what}`, down(be, kg), down(cpu, kRef), tol(dtype, 1e-5));
         close(`v cache, ${what}`, down(be, vg), down(cpu, vRef), 1e-7);
         const want = cpu.attention({ q: cpu.view(q, [batch, 1, d]), k: kRef, v: vRef, kvLen: pos + 1, nHeads: heads, scale: 1 / Math.sqrt(dHead),

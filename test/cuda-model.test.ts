@@ -165,3 +165,69 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     else console.log(`cuda bf16 fixture, bf16 compute: greedy ${JSON.stringify(tokens)}`);
   });
 }
+
+for (const dtype of ['bfloat16', 'float32'] as const) {
+  test(`cuda ${dtype}: step() run one step ahead gives the same tokens and logits as the unpipelined step, and stops at capacity`, { skip }, async () => {
+    const be = new CudaBackend({ dtype });
+    const model = await load(fixture('mosaic-gpt-tiny'), be);
+    const ids = reference.prompt_ids as number[];
+    const prompt = Int32Array.from([...ids, ...ids.slice().reverse()]);
+    const steps = 30, capacity = ids.length + steps; // room for exactly `steps` steps after the prefill
+    for (const sampling of [{ temperature: 0 }, { temperature: 0.9, topK: 20, topP: 0.95, seed: 1234 }]) {
+      const run = (pipeline: boolean) => {
+        const dec = be.createDecoder(model.config, model.params, alibiSlopes(model.config), 2, capacity, { pipeline });
+        const tokens: number[][] = [Array.from(dec.prefill(prompt, null, sampling))];
+        const logits: Float32Array[] = [];
+        const ahead: boolean[] = [];
+        for (let s = 0; s < steps; s++) {
+          tokens.push(Array.from(dec.step()));
+          ahead.push(dec.steppedAhead);
+          logits.push(dec.lastLogits()); // the step's own logits, not those of the step run ahead
+          assert.deepEqual(Array.from(dec.readIds()), tokens[tokens.length - 1], 'readIds() gives the tokens step() returned');
+        }
+        assert.ok(dec.graphCaptured);
+        assert.throws(() => dec.step(), /positions are full/, 'a full cache refuses another step');
+        dec.release();
+        return { tokens, logits, ahead };
+      };
+      const plain = run(false), pipelined = run(true);
+      const what = `temperature ${sampling.temperature}`;
+      assert.ok(plain.ahead.every((a) => !a), `${what}: no step runs ahead without the pipeline`);
+      assert.deepEqual(pipelined.ahead, Array.from({ length: steps }, (_, s) => s < steps - 1), `${what}: one step ahead until the cache is full`);
+      assert.deepEqual(pipelined.tokens, plain.tokens, `${what}: tokens`);
+      plain.logits.forEach((l, s) => assert.ok(l.every((v, i) => Object.is(v, pipelined.logits[s][i])), `${what}, step ${s}: logits differ`));
+      if (sampling.temperature > 0) assert.ok(new Set(plain.tokens.map((t) => t[0])).size > 3, 'the sampled run is not degenerate');
+    }
+    // A run that stops early, a new prompt while a step runs ahead, and release() with one in flight.
+    const dec = be.createDecoder(model.config, model.params, alibiSlopes(model.config), 2, capacity);
+    const greedy = { temperature: 0 };
+    const first = [Array.from(dec.prefill(prompt, null, greedy))];
+    for (let s = 0; s < 5; s++) first.push(Array.from(dec.step()));
+    assert.ok(dec.steppedAhead);
+    const again = [Array.from(dec.prefill(prompt, null, greedy))];
+    for (let s = 0; s < 5; s++) again.push(Array.from(dec.step()));
+    assert.deepEqual(again, first, 'a prefill after a step run ahead starts over cleanly');
+    dec.release();
+  });
+
+  test(`cuda ${dtype}: generate() gives the same tokens with and without the pipelined step, stopping early at EOS`, { skip }, async () => {
+    const { generate } = await import('../src/generate/generate.js');
+    const be = new CudaBackend({ dtype });
+    const model = await load(fixture('mosaic-gpt-tiny'), be);
+    const tokenizer = { streamDecoder: () => ({ push: (id: number) => `${id} `, flush: () => '' }) };
+    const prompts = [reference.prompt_ids as number[], (reference.prompt_ids as number[]).slice(2)];
+    const run = async (pipeline: boolean, eosId: number | null) => {
+      be.pipelineDecode = pipeline;
+      try {
+        return await generate(model, tokenizer, prompts, { maxNewTokens: 20, eosId, temperature: 0.8, topK: 30, seed: 99 });
+      } finally { be.pipelineDecode = true; }
+    };
+    const plain = await run(false, null), pipelined = await run(true, null);
+    assert.deepEqual(pipelined.map((r) => r.ids), plain.map((r) => r.ids));
+    // EOS on a token the rows produce: both rows end before maxNewTokens, with one step already enqueued.
+    const eos = plain[0].ids[6];
+    const plainEos = await run(false, eos), pipelinedEos = await run(true, eos);
+    assert.equal(plainEos[0].finishReason, 'eos');
+    assert.deepEqual(pipelinedEos, plainEos);
+  });
+}

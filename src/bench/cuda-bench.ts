@@ -145,8 +145,9 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
     const s = time(true), cb = time(false);
     out[name] = { skinnyUs: s, cublasUs: cb, skinnyGBs: bytes / s / 1e3, cublasGBs: bytes / cb / 1e3 };
     // Other block shapes of skinny_gemm.cu, for tuning (µs per GEMM).
-    for (const warps of rows <= 8 ? [4, 8, 16] : [4, 8]) for (const unroll of [2, 4]) {
-      if (w.shape[1] % (32 * warps * unroll) !== 0) continue;
+    // (Two row tiles at 16 warps only up to unroll 2: 128 registers a thread is the bound at 512 threads.)
+    for (const warps of [4, 8, 16]) for (const unroll of rows <= 8 ? [2, 4] : [1, 2, 4]) {
+      if (w.shape[1] % (32 * warps * unroll) !== 0 || (rows > 8 && warps === 16 && unroll > 2)) continue;
       be.skinnyShape = { warps, unroll };
       (out[name] as Record<string, number>)[`w${warps}u${unroll}`] = time(true);
       be.skinnyShape = null;
@@ -161,10 +162,6 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
 function decodeVariants(be: CudaBackend): [string, () => () => void][] {
   const toggle = (label: string, get: () => boolean, put: (v: boolean) => void): [string, () => () => void] =>
     [label, () => { const was = get(); put(!was); return () => put(was); }];
-  const define = (label: string, name: string, value: string | number | true = true): [string, () => () => void] => [label, () => {
-    be.kernels.globalDefines = { ...be.kernels.globalDefines, [name]: value };
-    return () => { const { [name]: _, ...rest } = be.kernels.globalDefines; be.kernels.globalDefines = rest; };
-  }];
   const keysPerSplit = (n: number): [string, () => () => void] => [
     n > 0 ? `folded attention: ${n} keys a split` : 'folded attention: keys spread over the grid (perSplit 0)',
     () => { const was = be.foldKeysPerSplit; be.foldKeysPerSplit = n; return () => { be.foldKeysPerSplit = was; }; }];
@@ -175,7 +172,11 @@ function decodeVariants(be: CudaBackend): [string, () => () => void][] {
     toggle(`programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, () => be.ctx.pdl, (v) => { be.ctx.pdl = v; }),
     toggle(`QKV split ${be.foldQkvSplit ? 'as a kernel of its own' : 'folded into decode attention'}`, () => be.foldQkvSplit, (v) => { be.foldQkvSplit = v; }),
     ...[0, 64, 128, 256].map(keysPerSplit),
-    define('folded attention: 4 keys a warp in flight (8 default)', 'ATT_U', 4),
+    ...([4, 8] as const).map((u): [string, () => () => void] => [`folded attention: ${u} keys a warp in flight at every batch (default: 4 at batch 16, 8 at batch 1)`,
+      () => { const was = be.foldKeysInFlight; be.foldKeysInFlight = u; return () => { be.foldKeysInFlight = was; }; }]),
+    toggle(`9–16-row out and down GEMMs at ${be.wideSkinny16 ? '8 warps, unroll 4' : '16 warps, unroll 2'}`, () => be.wideSkinny16, (v) => { be.wideSkinny16 = v; }),
+    toggle(`pipelined step() ${be.pipelineDecode ? 'off' : 'on'} (the host waits for each step's tokens before the next is enqueued)`,
+      () => be.pipelineDecode, (v) => { be.pipelineDecode = v; }),
     toggle(`QKV GEMM at batch ≤ 8 with ${be.qkvFourWarps ? '8' : '4'} warps a block`, () => be.qkvFourWarps, (v) => { be.qkvFourWarps = v; }),
   ];
 }
@@ -225,6 +226,22 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
     const { ms, times } = timeDecode(batch);
     result.decode.push({ batch, tokensPerSecond: (batch * newTokens) / (ms / 1000), msPerStep: ms / newTokens });
     log(`decode batch ${batch}: ${(batch * newTokens / (ms / 1000)).toFixed(0)} tokens/s (${(ms / newTokens).toFixed(3)} ms/step; runs ${times.map((x) => x.toFixed(1)).join(', ')} ms)`);
+    {
+      // The host gap: the same steps enqueued back to back with one read at the end (the GPU's own pace).
+      const dec = be.createDecoder(c, params, slopes, batch, promptTokens + newTokens + 1);
+      const floor: number[] = [];
+      for (let r = 0; r < repeats + 1; r++) {
+        dec.prefill(randomPrompt(batch, promptTokens, c.vocabSize, 7 + r), null, { temperature: 0 });
+        be.synchronize();
+        const t0 = process.hrtime.bigint();
+        for (let s = 0; s < newTokens; s++) dec.enqueueStep();
+        dec.readIds();
+        if (r > 0) floor.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      }
+      dec.release();
+      const f = median(floor);
+      log(`decode batch ${batch}, ${newTokens} steps back to back, one read at the end: ${(batch * newTokens / (f / 1000)).toFixed(0)} tokens/s (${(f / newTokens).toFixed(3)} ms/step; runs ${floor.map((x) => x.toFixed(1)).join(', ')} ms)`);
+    }
     const dec = be.createDecoder(c, params, slopes, batch, promptTokens + newTokens + 1);
     // Breakdown of one decode step inside a graph (event nodes between stages).
     dec.prefill(randomPrompt(batch, promptTokens, c.vocabSize, 99), null, { temperature: 0 });

@@ -12,13 +12,17 @@
  * - prefill attention on the tensor cores (flash_attention.cu), decode attention split along the keys;
  * - only the last position of each row gets logits, and the next token is chosen on the GPU;
  * - a decode step reads its position from device memory and writes its token where the next step reads
- *   it, so after one eager step it is captured as a CUDA graph and replayed.
+ *   it, so after one eager step it is captured as a CUDA graph and replayed;
+ * - step() keeps one step ahead (pipeline): the next step is enqueued before the host waits for this
+ *   one's tokens (copied into pinned memory behind an event), so the GPU does not idle while the host
+ *   wakes up, hands the tokens on and launches the next graph. Each step's logits go to one of two
+ *   buffers in turn (one graph for each), so the step ahead never overwrites what lastLogits() reads.
  *
  * The weights are the model's own tensors (structurally the same as src/model/params.ts' MptParams).
  */
 import type { MptConfig } from '../../model/config.js';
 import { DecoderUnsupported, type Tensor } from '../backend.js';
-import type { CudaGraph } from './driver.js';
+import { CU_EVENT_DISABLE_TIMING, CudaEvent, PinnedBuffer, type CudaGraph } from './driver.js';
 import type { CudaBackend } from './index.js';
 import { asCuda, type CudaTensor } from './tensor.js';
 
@@ -43,6 +47,13 @@ export interface GpuSampling {
 export interface DecoderOptions {
   /** Capture the decode step as a CUDA graph (default true; models with learned positions never are). */
   graphs?: boolean;
+  /**
+   * step() enqueues the following step before it waits for this one's tokens (default: the backend's
+   * pipelineDecode, on unless MPT_CUDA_PIPELINE=0). The step ahead is exactly the step the next call
+   * would run (its input tokens are already on the device; sampling seeds depend on the position), so
+   * results are the same; a run that stops early leaves one step of work unused.
+   */
+  pipeline?: boolean;
 }
 
 type Stage = (name: string) => void;
@@ -58,14 +69,28 @@ export class CudaDecoder {
   private readonly position: CudaTensor;   // int32 [1]: positions filled, read by the decode step
   private readonly mask: CudaTensor;       // int32 [batch, capacity]
   private readonly hostMask: Int32Array;
-  private readonly logits: CudaTensor;     // [batch, vocab]
+  private logits: CudaTensor;              // [batch, vocab]: the buffer the forward being enqueued writes
+  private readonly logitsPair: [CudaTensor, CudaTensor]; // alternate steps write alternate buffers
+  private logitsTurn = 0;                  // which of logitsPair the next forward writes
+  private shownLogits: CudaTensor;         // the logits of the step whose tokens were returned last
   private readonly lastRows: CudaTensor;   // float32 [batch, d]: each row's last position of the residual stream
   private readonly finalH: CudaTensor;     // [batch, d]: LN_f of lastRows
   private readonly slopes: CudaTensor | null;
   private readonly step1: ReturnType<CudaDecoder['buffers']>;
   private padded = false;
   private sampling: GpuSampling = { temperature: 0 };
-  private graph: CudaGraph | null = null;
+  private graphs: [CudaGraph | null, CudaGraph | null] = [null, null]; // one per logits buffer
+  private readonly pipeline: boolean;
+  /** One decode step is enqueued beyond the one whose tokens were returned last (step()'s pipeline). */
+  private ahead = false;
+  /** enqueueStep() ran since the tokens were last read: readIds() must fetch them. */
+  private unread = false;
+  private lastIds: Int32Array;
+  /** [batch] token ids, then the backend's 2-int error flag, copied in after each step. */
+  private readonly pinned: PinnedBuffer;
+  private readonly pinnedIds: Int32Array;
+  private readonly pinnedFlag: Int32Array;
+  private readonly readback: CudaEvent;
   private eagerSteps = 0;
   private graphKey = '';
   length = 0;
@@ -92,7 +117,9 @@ export class CudaDecoder {
     this.hostMask = new Int32Array(batch * capacity).fill(1);
     // Logits and the residual stream are float32 whatever the compute dtype (as under torch autocast,
     // where the residual adds happen in float32): bf16 logits would be off by up to 1/64 at |logit| ≈ 4.
-    this.logits = own(be.alloc([batch, config.vocabSize], 'float32'));
+    this.logitsPair = [own(be.alloc([batch, config.vocabSize], 'float32')), own(be.alloc([batch, config.vocabSize], 'float32'))];
+    this.logits = this.shownLogits = this.logitsPair[0];
+    this.lastIds = new Int32Array(batch);
     this.lastRows = own(be.alloc([batch, this.d], 'float32'));
     this.finalH = own(be.alloc([batch, this.d]));
     this.slopes = slopes ? be.slopesOnDevice(slopes) : null;
@@ -108,7 +135,14 @@ export class CudaDecoder {
       : Math.max(1, Math.min(32, Math.ceil(capacity / 32), Math.ceil(4 * be.device.multiprocessors / blocks)));
     this.foldPartial = this.foldSplits > 1 ? own(be.alloc([batch * heads * this.foldSplits * (2 + dHead)], 'float32')) : null;
     this.foldCounters = this.foldSplits > 1 ? own(be.zeros([batch * heads], 'int32') as CudaTensor) : null;
+    this.foldKeysInFlight = be.foldKeysInFlightFor(blocks);
+    this.pipeline = options.pipeline ?? be.pipelineDecode;
+    this.pinned = new PinnedBuffer(4 * (batch + 2), 'the decoder\'s token read-back');
+    this.pinnedIds = new Int32Array(this.pinned.view, 0, batch);
+    this.pinnedFlag = new Int32Array(this.pinned.view, 4 * batch, 2);
+    this.readback = new CudaEvent(be.ctx, CU_EVENT_DISABLE_TIMING);
   }
+  private readonly foldKeysInFlight: number;
   private readonly decodeSplits: number;
   private readonly foldSplits: number;
   private readonly foldPerSplit: number;
@@ -165,6 +199,7 @@ export class CudaDecoder {
           kCache: this.kCache[layer], vCache: this.vCache[layer], mask, slopes: this.slopes, out: buf.att, batch: this.batch, capacity: this.capacity,
           posDev: this.position.ptr, nHeads: c.nHeads, dHead: d / c.nHeads, eps: c.layerNormEps, scale: c.softmaxScale ?? 1 / Math.sqrt(d / c.nHeads),
           splits: this.foldSplits, partial: this.foldPartial, counters: this.foldCounters, perSplit: this.foldPerSplit,
+          keysInFlight: this.foldKeysInFlight,
         });
       } else {
         be.layerNormMatmulInto(buf.x, ln1, buf.h, w(blk.wqkv.weight), wb(blk.wqkv), buf.qkv, rows, false, false, layer > 0 ? buf.stats : null);
@@ -237,6 +272,8 @@ export class CudaDecoder {
     const t = ids.length / this.batch;
     if (!Number.isInteger(t) || t < 1) throw new Error(`prefill: ${ids.length} ids do not make ${this.batch} rows`);
     if (t + 1 > this.capacity) throw new Error(`prefill: ${t} positions and a next one exceed the cache's ${this.capacity}`);
+    this.settle();
+    this.ahead = false;
     this.sampling = sampling;
     this.length = 0;
     this.hostMask.fill(1);
@@ -252,8 +289,7 @@ export class CudaDecoder {
     // The captured step bakes in the sampling settings and whether a mask is read: recapture on change.
     const key = `${JSON.stringify(sampling)}:${this.padded}`;
     if (key !== this.graphKey) {
-      this.graph?.destroy();
-      this.graph = null;
+      this.destroyGraphs();
       this.eagerSteps = 0;
       this.graphKey = key;
     }
@@ -263,6 +299,7 @@ export class CudaDecoder {
     if (all) this.allLogits = this.be.alloc([this.batch * t, this.c.vocabSize], 'float32');
     let logits: Float32Array | null = null;
     try {
+      this.turnLogits();
       this.forward(buf, buf.ids.ptr, false);
       if (this.allLogits) logits = this.be.download(this.allLogits) as Float32Array;
     } finally {
@@ -271,6 +308,8 @@ export class CudaDecoder {
     }
     this.length = t;
     this.be.ctx.fill32(this.position.ptr, t, 1);
+    this.shownLogits = this.logits;
+    this.unread = true;
     return { ids: this.readIds(), logits };
   }
 
@@ -294,20 +333,38 @@ export class CudaDecoder {
     }
   }
 
-  /** Enqueue one decode step (the tokens chosen last become the input); no host sync. */
-  enqueueStep(): void {
+  /** The next forward writes the other logits buffer (and replays the other graph). */
+  private turnLogits(): void {
+    this.logits = this.logitsPair[this.logitsTurn];
+    this.logitsTurn ^= 1;
+  }
+
+  /** Enqueue one decode step after everything enqueued so far; no host sync. */
+  private enqueue(): void {
     if (this.length + 1 > this.capacity) throw new Error(`decode: the cache's ${this.capacity} positions are full`);
+    const turn = this.logitsTurn;
+    this.turnLogits();
     const useGraph = this.options.graphs !== false;
-    if (this.graph) {
-      this.graph.replay();
-    } else if (useGraph && this.eagerSteps >= 1) {
-      this.graph = this.be.captureGraph(() => this.decodeBody());
-      this.graph.replay();
+    let graph = this.graphs[turn];
+    if (!graph && useGraph && this.eagerSteps >= 1) graph = this.graphs[turn] = this.be.captureGraph(() => this.decodeBody());
+    if (graph) {
+      graph.replay();
     } else {
       this.decodeBody();
       this.eagerSteps++;
     }
     this.length += 1;
+  }
+
+  /**
+   * Enqueue one decode step (the tokens chosen last become the input) without reading its tokens:
+   * readIds() and lastLogits() give them (timing and checks). A step that step() ran ahead counts as this one.
+   */
+  enqueueStep(): void {
+    if (this.ahead) this.ahead = false;
+    else this.enqueue();
+    this.shownLogits = this.logits;
+    this.unread = true;
   }
 
   /** The decode step's work, enqueued as is (graph capture in benchmarks); advances the device position. */
@@ -318,27 +375,68 @@ export class CudaDecoder {
 
   /** One decode step; returns the next token of each row. */
   step(): Int32Array {
-    this.enqueueStep();
-    return this.readIds();
+    if (!this.ahead) this.enqueue();
+    const stepLogits = this.logits;
+    // Copy this step's tokens (and the error flag) out behind an event, then put the next step in the
+    // queue before waiting, as long as the cache has room for it.
+    const ctx = this.be.ctx;
+    ctx.copyOutAsync(this.pinned, this.nextIds.ptr, 4 * this.batch);
+    ctx.copyOutAsync(this.pinned, this.be.errorFlag, 8, 4 * this.batch);
+    this.readback.record();
+    this.ahead = this.pipeline && this.length + 1 <= this.capacity;
+    if (this.ahead) this.enqueue();
+    this.readback.synchronize();
+    this.shownLogits = stepLogits;
+    this.unread = false;
+    if (this.pinnedFlag[0] !== 0) this.be.checkErrors(); // throws, naming the bad id, and clears the flag
+    this.lastIds = this.pinnedIds.slice();
+    return this.lastIds.slice();
   }
 
+  /** The tokens chosen by the last step or prefill. */
   readIds(): Int32Array {
-    return this.be.download(this.nextIds) as Int32Array;
+    if (this.unread) {
+      this.lastIds = this.be.download(this.nextIds) as Int32Array;
+      this.unread = false;
+    }
+    return this.lastIds.slice();
   }
 
-  /** The logits [batch, vocab] of the last call, as float32 (for checks). */
+  /** The logits [batch, vocab] of the last step or prefill, as float32 (for checks); a step run ahead does not touch them. */
   lastLogits(): Float32Array {
-    return this.be.download(this.logits) as Float32Array;
+    return this.be.download(this.shownLogits) as Float32Array;
+  }
+
+  /** Wait for a step run ahead (before graphs or buffers go away, or a new prefill's setup). */
+  private settle(): void {
+    if (this.ahead) this.be.synchronize();
+  }
+
+  private destroyGraphs(): void {
+    this.settle();
+    for (const g of this.graphs) g?.destroy();
+    this.graphs = [null, null];
   }
 
   get graphCaptured(): boolean {
-    return this.graph !== null;
+    return this.graphs.some((g) => g !== null);
   }
 
+  /** Whether a decode step was enqueued ahead of the tokens returned last (tests). */
+  get steppedAhead(): boolean {
+    return this.ahead;
+  }
+
+  private released = false;
+
   release(): void {
-    this.graph?.destroy();
-    this.graph = null;
+    if (this.released) return;
+    this.released = true;
+    this.destroyGraphs();
+    this.ahead = false;
     for (const t of this.owned) this.be.release(t);
     this.owned.length = 0;
+    this.pinned.free();
+    this.readback.destroy();
   }
 }

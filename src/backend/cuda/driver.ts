@@ -41,6 +41,8 @@ const PROTOTYPES = [
   'int cuMemGetInfo_v2(_Out_ uint64_t *free, _Out_ uint64_t *total)',
   'int cuMemAlloc_v2(void *dptr, uint64_t bytes)',
   'int cuMemFree_v2(uint64_t dptr)',
+  'int cuMemAllocHost_v2(_Out_ void **pp, uint64_t bytes)',
+  'int cuMemFreeHost(void *p)',
   'int cuMemcpyHtoDAsync_v2(uint64_t dst, void *src, uint64_t bytes, uint64_t stream)',
   'int cuMemcpyDtoHAsync_v2(void *dst, uint64_t src, uint64_t bytes, uint64_t stream)',
   'int cuMemcpyDtoDAsync_v2(uint64_t dst, uint64_t src, uint64_t bytes, uint64_t stream)',
@@ -199,6 +201,12 @@ export class CudaContext {
     this.synchronize();
   }
 
+  /** Device → pinned host memory in stream order, without waiting (see PinnedBuffer; wait on an event). */
+  copyOutAsync(dst: PinnedBuffer, src: number, bytes: number, dstOffset = 0): void {
+    if (dstOffset < 0 || dstOffset + bytes > dst.bytes) throw new Error(`copyOutAsync: ${bytes} bytes at ${dstOffset} overrun a pinned buffer of ${dst.bytes}`);
+    cu('cuMemcpyDtoHAsync_v2', dst.address + BigInt(dstOffset), src, bytes, this.stream);
+  }
+
   copyDevice(dst: number, src: number, bytes: number): void {
     if (bytes > 0) cu('cuMemcpyDtoDAsync_v2', dst, src, bytes, this.stream);
   }
@@ -208,11 +216,43 @@ export class CudaContext {
   }
 }
 
-/** Timing with CUDA events on the context's stream. */
+/**
+ * Page-locked host memory (cuMemAllocHost): the only kind a device → host copy can fill asynchronously
+ * (into pageable memory the driver copies through a staging buffer and the call waits). Free it by hand.
+ */
+export class PinnedBuffer {
+  /** The host address (koffi passes it where the driver takes a void *). */
+  readonly address: bigint;
+  /** The same bytes as a JS buffer; read it only after an event recorded after the copy has completed. */
+  readonly view: ArrayBuffer;
+  private live = true;
+
+  constructor(readonly bytes: number, purpose: string) {
+    const out: unknown[] = [null];
+    const code = driver().fns.cuMemAllocHost_v2(out, bytes) as number;
+    if (code !== 0) throw new CudaError('cuMemAllocHost_v2', code, `could not pin ${bytes} bytes of host memory for ${purpose}: ${errorMeaning(code)}`);
+    this.address = BigInt(out[0] as bigint | number);
+    this.view = koffi.view(this.address, bytes);
+  }
+
+  free(): void {
+    if (!this.live) return;
+    this.live = false;
+    cu('cuMemFreeHost', this.address);
+  }
+}
+
+export const CU_EVENT_DISABLE_TIMING = 2;
+
+/** Timing (or, with CU_EVENT_DISABLE_TIMING, cheaper host waits) with CUDA events on the context's stream. */
 export class CudaEvent {
   readonly handle: number;
-  constructor(private readonly ctx: CudaContext) {
-    this.handle = cuHandle('cuEventCreate', 0);
+  constructor(private readonly ctx: CudaContext, flags = 0) {
+    this.handle = cuHandle('cuEventCreate', flags);
+  }
+  /** Block the host until the work recorded before this event has completed. */
+  synchronize(): void {
+    cu('cuEventSynchronize', this.handle);
   }
   /** Record on the stream; inside a graph capture this becomes an event node that times each replay. */
   record(): void {

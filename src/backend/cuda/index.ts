@@ -311,6 +311,7 @@ export class CudaBackend implements Backend {
   private skinnyFor(rows: number, inF: number, outF: number): { warps: number; unroll: number } | null {
     if (!this.skinny || this.activationDType !== 'bfloat16' || rows > 16) return null;
     const plan = this.skinnyShape ? { ...this.skinnyShape }
+      : rows > 8 && this.wideSkinny16 && Math.ceil(outF / 16) <= this.ctx.device.multiprocessors && inF % (32 * 2 * 16) === 0 ? { warps: 16, unroll: 2 }
       : skinnyPlan(inF, outF, rows, this.wideSkinny && rows <= 8 && Math.ceil(outF / 16) <= this.ctx.device.multiprocessors, this.qkvFourWarps);
     if (plan && inF % (32 * plan.unroll * plan.warps) !== 0) throw new Error(`skinny GEMM: K ${inF} does not split as ${plan.warps} warps × ${plan.unroll}`);
     return plan;
@@ -430,6 +431,14 @@ export class CudaBackend implements Backend {
    * 8 (skinnyPlan's `wide`); MPT_CUDA_WIDE_SKINNY=0 turns it off (comparisons).
    */
   wideSkinny = process.env.MPT_CUDA_WIDE_SKINNY !== '0';
+  /**
+   * The same for two row tiles (9–16 rows): 16 warps at unroll 2 (128 registers, no spills, ptxas 13.0)
+   * instead of 8 warps at unroll 4 (166 registers); the same loads in flight a block, more warps to
+   * hide them. Off: measured on the H100 (2026-11-27) alone out 5.4 against 5.8 µs, down 14.3 against
+   * 14.1, but the batch-16 step slower (11,088 against 11,145 tokens/s) — a block then holds a whole
+   * SM's registers, so the next kernel cannot start early under PDL. MPT_CUDA_WIDE_SKINNY16=1 turns it on.
+   */
+  wideSkinny16 = process.env.MPT_CUDA_WIDE_SKINNY16 === '1';
 
   /**
    * Whether one-row-tile GEMMs of 384 or more output tiles take 4 warps a block (only the 1B model's
@@ -566,6 +575,8 @@ export class CudaBackend implements Backend {
     kCache: CudaTensor; vCache: CudaTensor; mask: CudaTensor | null; slopes: CudaTensor | null; out: CudaTensor;
     batch: number; capacity: number; posDev: number; nHeads: number; dHead: number; eps: number; scale: number;
     splits: number; partial: CudaTensor | null; counters: CudaTensor | null; perSplit?: number;
+    /** Keys a warp loads before using any (ATT_U: 8 by default; 4 halves the registers). */
+    keysInFlight?: number;
   }): void {
     const d = a.nHeads * a.dHead;
     if (d % 16 !== 0) throw new Error(`decodeAttentionQkvInto: width ${d} is not a multiple of 16`);
@@ -575,7 +586,7 @@ export class CudaBackend implements Backend {
       || elementCount(a.counters.shape) < a.batch * a.nHeads)) {
       throw new Error(`decodeAttentionQkvInto: ${splits} splits need partial and counters buffers of their size`);
     }
-    this.kernels.get('decode_attention.cu', 'attention_decode_qkv', this.defs({ HEAD_DIM: a.dHead })).launch([splits, a.nHeads, a.batch], [256], [
+    this.kernels.get('decode_attention.cu', 'attention_decode_qkv', this.defs({ HEAD_DIM: a.dHead, ...(a.keysInFlight ? { ATT_U: a.keysInFlight } : {}) })).launch([splits, a.nHeads, a.batch], [256], [
       a.qkv.ptr, a.stats.ptr, a.qLn?.w.ptr ?? 0, a.qLn?.b?.ptr ?? 0, a.kLn?.w.ptr ?? 0, a.kLn?.b?.ptr ?? 0,
       a.kCache.ptr, a.vCache.ptr, a.mask?.ptr ?? 0, a.slopes?.ptr ?? 0, a.out.ptr, splits > 1 ? a.partial!.ptr : 0, splits > 1 ? a.counters!.ptr : 0,
       d, a.nHeads, a.capacity, a.posDev, a.qLn ? 1 : 0, a.eps, a.scale, Math.max(0, a.perSplit ?? 0)]);
@@ -595,6 +606,20 @@ export class CudaBackend implements Backend {
   foldPerSplitFor(blocks: number): number {
     return this.foldKeysPerSplit ?? (blocks >= this.device.multiprocessors ? 256 : 128);
   }
+
+  /**
+   * Keys a warp of the folded decode attention has in flight (ATT_U) for `blocks` = batch·heads: 4 once
+   * the heads fill the chip (batch 16: 70 instead of 128 registers, more resident blocks; H100 +1–1.3%
+   * in three runs, the last 11,136 against 10,993 tokens/s), 8 below (batch 1: 833 against 827, a tie).
+   * foldKeysInFlight (MPT_CUDA_ATT_U) sets it for every batch.
+   */
+  foldKeysInFlightFor(blocks: number): number {
+    return this.foldKeysInFlight ?? (blocks >= this.device.multiprocessors ? 4 : 8);
+  }
+  foldKeysInFlight: 4 | 8 | null = process.env.MPT_CUDA_ATT_U === '4' ? 4 : process.env.MPT_CUDA_ATT_U === '8' ? 8 : null;
+
+  /** Whether decoders keep one step ahead in step() (decoder.ts); MPT_CUDA_PIPELINE=0 turns it off (comparisons). */
+  pipelineDecode = process.env.MPT_CUDA_PIPELINE !== '0';
 
   /**
    * Whether the decoder's bf16 decode step folds the QKV split into its attention kernel
