@@ -134,3 +134,30 @@ test('a backend\'s fused decoder is used when it runs the model; refusal falls b
   mode = 'fail';
   await assert.rejects(generate(probe, tokenizer, [prompt], greedy), /out of device memory/);
 });
+
+test('onRowDone reports each row once, as soon as it ends, with the result generate returns', async () => {
+  const greedyOf = (p: number[], stop?: string[]) => generate(model, tokenizer, [p], { maxNewTokens: 30, temperature: 0, eosId: null, stop }).then((r) => r[0]);
+  const a = tokenizer.encode('Once upon a time'), b = tokenizer.encode('def main():');
+  const aloneA = await greedyOf(a), aloneB = await greedyOf(b);
+  // A stop string that A's text reaches early and B's never does.
+  const stop = [5, 6, 7, 8, 9, 10].map((k) => aloneA.text.slice(k, k + 4)).find((s) => s.trim().length > 0 && !aloneB.text.includes(s));
+  assert.ok(stop, 'no usable stop string in the fixture text');
+  let steps = 0;
+  const forward = model.forward;
+  model.forward = function (...args: Parameters<typeof forward>) { steps++; return forward.apply(this, args); };
+  const seen: { row: number; steps: number; result: unknown }[] = [];
+  try {
+    const results = await generate(model, tokenizer, [a, b], {
+      maxNewTokens: 30, temperature: 0, eosId: null, stop: [stop], onRowDone: (row, result) => seen.push({ row, steps, result }),
+    });
+    assert.deepEqual(seen.map((s) => s.row), [0, 1]);
+    assert.equal(seen[0].result, results[0]);
+    assert.equal(seen[1].result, results[1]);
+    assert.equal(results[0].finishReason, 'stop');
+    assert.equal(results[1].finishReason, 'length');
+    assert.ok(seen[0].steps < seen[1].steps, `row 0 ended at step ${seen[0].steps}, reported before the run's end (${seen[1].steps})`);
+    assert.equal(results[0].text, (await greedyOf(a, [stop])).text);
+  } finally {
+    model.forward = forward;
+  }
+});

@@ -237,6 +237,35 @@ test('requests that arrive together and share settings run as one batch, with th
   assert.equal(seeded[0].json.choices[0].text, seeded[1].json.choices[0].text);
 });
 
+test('in a shared run, a request whose rows have ended is answered before the run ends', async () => {
+  const [a, b] = ['Once upon a time', 'def main():'];
+  const aloneA = await greedy(tokenizer.encode(a), { maxNewTokens: 30 }), aloneB = await greedy(tokenizer.encode(b), { maxNewTokens: 30 });
+  const stop = [5, 6, 7, 8, 9, 10].map((k) => aloneA.text.slice(k, k + 4)).find((x) => x.trim().length > 0 && !aloneB.text.includes(x));
+  assert.ok(stop, 'no usable stop string in the fixture text');
+  const answered: { which: string; steps: number }[] = [];
+  let stepsNow = () => 0;
+  const { steps } = await countingSteps(async () => {
+    const forward = model.forward;
+    let n = 0;
+    model.forward = function (...args: Parameters<typeof forward>) { n++; return forward.apply(this, args); };
+    stepsNow = () => n;
+    try {
+      const blocker = post('/v1/completions', { prompt, max_tokens: 4, temperature: 0 }); // runs alone; a and b then share a run
+      const ask = (which: string, text: string) => post('/v1/completions', { prompt: text, max_tokens: 30, temperature: 0, stop: [stop] })
+        .then((r) => { answered.push({ which, steps: stepsNow() }); return r; });
+      const [ra, rb] = await Promise.all([ask('a', a), ask('b', b), blocker]);
+      assert.equal(ra.json.choices[0].finish_reason, 'stop');
+      assert.equal(rb.json.choices[0].finish_reason, 'length');
+      assert.equal(rb.json.choices[0].text, aloneB.text.slice(0, rb.json.choices[0].text.length));
+    } finally {
+      model.forward = forward;
+    }
+  });
+  assert.deepEqual(answered.map((x) => x.which), ['a', 'b']);
+  assert.ok(answered[0].steps < answered[1].steps, `a answered after ${answered[0].steps} steps, b after ${answered[1].steps}`);
+  assert.ok(steps <= 4 + 30, `${steps} steps: a and b should have shared one run`);
+});
+
 test('with an API key, /v1 needs the Bearer token; /health does not; CORS only when allowed', async () => {
   assert.equal((await fetch(url + '/v1/models')).headers.get('access-control-allow-origin'), null);
   const locked = new MptServer({ model, tokenizer, modelId: 'tiny', apiKey: 'sesame', allowOrigin: 'https://app.example', log: () => {} });

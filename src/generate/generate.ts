@@ -26,6 +26,11 @@ export interface GenerateOptions extends SamplingOptions {
   onWarning?: (message: string) => void;
   /** Stops the run between steps (a server's client went away): generate rejects with the signal's reason. */
   signal?: AbortSignal;
+  /**
+   * Called once per row as soon as it ends (EOS or a stop string: while other rows of the batch run on;
+   * length: at the end), with the row's final result — a server can answer that request at once.
+   */
+  onRowDone?: (row: number, result: GenerateResult) => void;
 }
 
 export type FinishReason = 'eos' | 'stop' | 'length';
@@ -78,6 +83,15 @@ export async function generate(model: MptModel, tokenizer: TextDecoding, prompts
     rows[row].text += text;
     options.onText?.(row, text);
   };
+  const results: GenerateResult[] = new Array(batch);
+  const finish = (b: number, reason: FinishReason) => {
+    const row = rows[b];
+    row.finish = reason;
+    // A stop string ends the text where it starts; otherwise (length, EOS) what was held back is text too.
+    if (reason !== 'stop') emit(b, row.stops.push(row.decoder.flush()) + row.stops.flush());
+    results[b] = { ids: row.ids, text: row.text, finishReason: reason };
+    options.onRowDone?.(b, results[b]);
+  };
 
   const source = tokenSource(model, batch, longest + Math.max(steps, 0), options, rng, rows.map((r) => r.seen));
   try {
@@ -87,11 +101,11 @@ export async function generate(model: MptModel, tokenizer: TextDecoding, prompts
       rows.forEach((row, b) => {
         if (row.finish) return; // finished rows keep running (batch shape) but their tokens are ignored
         const id = next[b];
-        if (options.eosId !== null && id === options.eosId) { row.finish = 'eos'; return; }
+        if (options.eosId !== null && id === options.eosId) { finish(b, 'eos'); return; }
         row.ids.push(id);
         row.seen.add(id);
         emit(b, row.stops.push(row.decoder.push(id)));
-        if (row.stops.stopped) row.finish = 'stop';
+        if (row.stops.stopped) finish(b, 'stop');
       });
       if (rows.every((r) => r.finish)) break;
       await new Promise((resolve) => setImmediate(resolve)); // let servers and streams breathe
@@ -99,11 +113,8 @@ export async function generate(model: MptModel, tokenizer: TextDecoding, prompts
   } finally {
     source.release();
   }
-  return rows.map((row, b) => {
-    // A stop string ends the text where it starts; otherwise (length, EOS) what was held back is text too.
-    if (row.finish !== 'stop') emit(b, row.stops.push(row.decoder.flush()) + row.stops.flush());
-    return { ids: row.ids, text: row.text, finishReason: row.finish ?? 'length' };
-  });
+  rows.forEach((row, b) => { if (!row.finish) finish(b, 'length'); });
+  return results;
 }
 
 /** Where each step's tokens come from: the backend's fused decoder, or the model's forward and host sampling. */

@@ -101,6 +101,9 @@ export class GenerationQueue {
     };
     batch.forEach(({ job }) => job.signal.addEventListener('abort', abandonIfAllGone));
     abandonIfAllGone();
+    // A job is answered as soon as all its rows have ended, not when the whole shared run does.
+    const done: GenerateResult[][] = batch.map(({ job }) => new Array(job.prompts.length));
+    const left = batch.map(({ job }) => job.prompts.length);
     try {
       const results = await generate(this.model, this.tokenizer, batch.flatMap(({ job }) => job.prompts), {
         ...batch[0].job.options,
@@ -108,6 +111,11 @@ export class GenerationQueue {
         onText: (row, text) => {
           const { job } = batch[owner[row]];
           if (!job.signal.aborted) job.onText?.(row - offsets[owner[row]], text);
+        },
+        onRowDone: (row, result) => {
+          const j = owner[row], { job, resolve } = batch[j];
+          done[j][row - offsets[j]] = result;
+          if (--left[j] === 0 && !job.signal.aborted) resolve(done[j]);
         },
       });
       batch.forEach(({ job, resolve, reject }, j) => {
