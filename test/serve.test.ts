@@ -159,8 +159,6 @@ test('bad requests get OpenAI-shaped errors with the right status', async () => 
   assertError(await post('/v1/completions', { prompt: 'x', max_token: 3 }), 400, 'max_token', /unrecognized/);
   assertError(await post('/v1/completions', { prompt: [1, 99999] }), 400, 'prompt', /99999 is not a token id/);
   assertError(await post('/v1/completions', { prompt: 'x', n: 2 }), 400, 'n', /not supported/);
-  assertError(await post('/v1/completions', { prompt: 'x', logprobs: 1 }), 400, 'logprobs', /not supported/);
-  assertError(await post('/v1/completions', { prompt: 'x', echo: true }), 400, 'echo', /not supported/);
   assertError(await post('/v1/completions', { prompt: 'x', model: 'gpt-4' }), 404, 'model', /`gpt-4` does not exist/);
   assertError(await post('/v1/completions', { prompt: new Array(300).fill(510) }), 400, 'prompt', /maximum context length is 256 tokens/);
   const tooMuch = await post('/v1/completions', { prompt: new Array(250).fill(510), max_tokens: 10 });
@@ -330,4 +328,147 @@ test('mpt serve --help; mpt serve prints its URL, serves, and exits 0 on SIGTERM
   child.kill('SIGTERM');
   assert.equal(await exited, 0);
   assert.match(stderr, /POST \/v1\/completions 200/);
+});
+
+/** log-softmax of the model's logits at every position of `ids`, in float64, from one plain forward (no padding). */
+function logSoftmaxAt(ids: number[]): (position: number) => Float64Array {
+  const cache = model.newCache(1, ids.length);
+  const logits = model.backend.download(model.forward(Int32Array.from(ids), cache, { logits: 'all', attentionMask: null })) as Float32Array;
+  cache.release();
+  const vocab = model.config.vocabSize;
+  return (p) => {
+    const row = Float64Array.from(logits.subarray(p * vocab, (p + 1) * vocab));
+    const max = Math.max(...row);
+    const logSum = Math.log(row.reduce((sum, v) => sum + Math.exp(v - max), 0));
+    return row.map((v) => v - max - logSum);
+  };
+}
+
+/** The k largest values of a row, largest first. */
+const largest = (row: Float64Array, k: number) => [...row].sort((a, b) => b - a).slice(0, k);
+
+/** `ids[j]`'s logprob and top map (k best) in a completions logprobs object agree with the forward pass at position j - 1. */
+function assertScored(lp: any, i: number, ids: number[], j: number, k: number, at: (p: number) => Float64Array) {
+  const row = at(j - 1);
+  assert.ok(Math.abs(lp.token_logprobs[i] - row[ids[j]]) < 1e-6, `token ${i}: ${lp.token_logprobs[i]} vs ${row[ids[j]]}`);
+  const values = Object.values(lp.top_logprobs[i]) as number[];
+  const best = largest(row, k);
+  // The k best, plus the token itself when it is not among them (keys are token texts, which may repeat).
+  assert.ok(values.length <= k + 1, `${values.length} entries for k = ${k}`);
+  const sorted = [...values].sort((a, b) => b - a);
+  best.forEach((v, r) => assert.ok(Math.abs(sorted[r] - v) < 1e-6 || values.length < k, `rank ${r}: ${sorted[r]} vs ${v}`));
+  assert.ok(values.some((v) => Math.abs(v - row[ids[j]]) < 1e-6), 'the actual token is in top_logprobs');
+  if (row[ids[j]] === best[0]) assert.equal(Math.max(...values), lp.token_logprobs[i], 'the argmax token is the top entry');
+}
+
+test('echo + logprobs with max_tokens 0 scores the prompt as the model does; batched prompts as each alone', async () => {
+  const texts = ['The quick brown fox jumps over the lazy dog', 'naïve café 🦊 ok'];
+  const prompts = texts.map((t) => tokenizer.encode(t));
+  const k = 3;
+  const r = await post('/v1/completions', { prompt: prompts, echo: true, logprobs: k, max_tokens: 0, temperature: 0 });
+  assert.equal(r.status, 200, JSON.stringify(r.json));
+  assert.deepEqual(r.json.usage, { prompt_tokens: prompts[0].length + prompts[1].length, completion_tokens: 0, total_tokens: prompts[0].length + prompts[1].length });
+  r.json.choices.forEach((choice: any, c: number) => {
+    const ids = prompts[c];
+    const at = logSoftmaxAt(ids);
+    assert.equal(choice.text, texts[c]);
+    const lp = choice.logprobs;
+    assert.deepEqual(Object.keys(lp), ['tokens', 'token_logprobs', 'top_logprobs', 'text_offset']);
+    assert.equal(lp.tokens.length, ids.length);
+    assert.equal(lp.token_logprobs[0], null);
+    assert.equal(lp.top_logprobs[0], null);
+    for (let j = 1; j < ids.length; j++) assertScored(lp, j, ids, j, k, at);
+    // Offsets: where each token's text starts in the returned text.
+    assert.equal(lp.text_offset[0], 0);
+    lp.tokens.forEach((token: string, i: number) => {
+      if (i > 0) assert.ok(lp.text_offset[i] >= lp.text_offset[i - 1]);
+      if (!token.startsWith('bytes:')) assert.equal(choice.text.slice(lp.text_offset[i], lp.text_offset[i] + token.length), token, `token ${i}`);
+    });
+  });
+  // The emoji is split over byte tokens, spelt bytes:\xNN as OpenAI does.
+  assert.ok(r.json.choices[1].logprobs.tokens.some((t: string) => /^bytes:(\\x[0-9a-f]{2})+$/.test(t)));
+});
+
+test('logprobs of generated tokens are the model\'s (raw logits), whatever the sampling settings', async () => {
+  const ids = tokenizer.encode(prompt);
+  for (const body of [{ temperature: 0 }, { temperature: 1.7, top_k: 4, seed: 7, repetition_penalty: 1.3 }]) {
+    const r = await post('/v1/completions', { prompt, max_tokens: 6, logprobs: 2, return_token_ids: true, ...body });
+    assert.equal(r.status, 200, JSON.stringify(r.json));
+    const [choice] = r.json.choices;
+    const all = [...ids, ...choice.token_ids];
+    const at = logSoftmaxAt(all);
+    const lp = choice.logprobs;
+    assert.equal(lp.tokens.length, choice.token_ids.length);
+    choice.token_ids.forEach((_: number, i: number) => assertScored(lp, i, all, ids.length + i, 2, at));
+    assert.equal(lp.text_offset[0], 0);
+    lp.tokens.forEach((token: string, i: number) => {
+      if (!token.startsWith('bytes:')) assert.equal(choice.text.slice(lp.text_offset[i], lp.text_offset[i] + token.length), token);
+    });
+  }
+});
+
+test('lm-eval-harness loglikelihood: echo, logprobs 1, max_tokens 1 on token ids; context + continuation scored', async () => {
+  const context = tokenizer.encode('The quick brown'), continuation = tokenizer.encode(' fox jumps');
+  const ids = [...context, ...continuation];
+  const r = await post('/v1/completions', { model: 'tiny', prompt: [ids], temperature: 0, max_tokens: 1, logprobs: 1, seed: 1234, echo: true });
+  assert.equal(r.status, 200, JSON.stringify(r.json));
+  const lp = r.json.choices[0].logprobs;
+  assert.equal(lp.token_logprobs.length, ids.length + 1); // the prompt and the one generated token
+  assert.equal(r.json.choices[0].text.slice(0, tokenizer.decode(ids).length), tokenizer.decode(ids));
+  // What the harness computes: the continuation's log-likelihood and whether greedy decoding gives it.
+  const scored = lp.token_logprobs.slice(context.length, -1) as number[];
+  const tops = lp.top_logprobs.slice(context.length, -1) as Record<string, number>[];
+  const at = logSoftmaxAt(ids);
+  const expected = continuation.reduce((sum, id, i) => sum + at(context.length + i - 1)[id], 0);
+  assert.ok(Math.abs(scored.reduce((a, b) => a + b, 0) - expected) < 1e-6);
+  const greedy = continuation.every((id, i) => { const row = at(context.length + i - 1); return row[id] === Math.max(...row); });
+  assert.equal(scored.every((v, i) => v === Math.max(...Object.values(tops[i]))), greedy);
+});
+
+test('chat logprobs: each generated token with its bytes and exactly top_logprobs alternatives', async () => {
+  const messages = [{ role: 'user', content: 'Name a fox.' }];
+  const r = await post('/v1/chat/completions', { messages, max_tokens: 5, temperature: 0, logprobs: true, top_logprobs: 2, return_token_ids: true });
+  assert.equal(r.status, 200, JSON.stringify(r.json));
+  const [choice] = r.json.choices;
+  const ids = tokenizer.encode(renderChat(messages as any));
+  const at = logSoftmaxAt([...ids, ...choice.token_ids]);
+  const content = choice.logprobs.content;
+  assert.equal(content.length, r.json.usage.completion_tokens);
+  content.forEach((t: any, i: number) => {
+    const row = at(ids.length + i - 1);
+    const id = choice.token_ids[i];
+    assert.deepEqual(t.bytes, [...tokenizer.tokenBytes(id)]);
+    assert.ok(Math.abs(t.logprob - row[id]) < 1e-6);
+    assert.equal(t.top_logprobs.length, 2);
+    largest(row, 2).forEach((v, r) => assert.ok(Math.abs(t.top_logprobs[r].logprob - v) < 1e-6));
+    assert.equal(t.top_logprobs[0].token, t.token, 'greedy: the chosen token is the best');
+  });
+  // Without logprobs the field stays null.
+  const plain = await post('/v1/chat/completions', { messages, max_tokens: 2, temperature: 0, logprobs: false });
+  assert.equal(plain.json.choices[0].logprobs, null);
+});
+
+test('bad logprobs / echo requests are refused by name', async () => {
+  assertError(await post('/v1/completions', { prompt: 'x', logprobs: -1 }), 400, 'logprobs', /≥ 0/);
+  assertError(await post('/v1/completions', { prompt: 'x', logprobs: 21 }), 400, 'logprobs', /≤ 20/);
+  assertError(await post('/v1/completions', { prompt: 'x', logprobs: 1.5 }), 400, 'logprobs', /integer/);
+  assertError(await post('/v1/completions', { prompt: 'x', logprobs: true }), 400, 'logprobs', /must be a number/);
+  assertError(await post('/v1/completions', { prompt: 'x', echo: 'yes' }), 400, 'echo', /true or false/);
+  assertError(await post('/v1/completions', { prompt: 'x', max_tokens: 0 }), 400, 'max_tokens', /0 is allowed only with echo/);
+  assertError(await post('/v1/completions', { prompt: 'x', logprobs: 1, stream: true }), 400, 'logprobs', /logprobs with stream is not supported/);
+  assertError(await post('/v1/completions', { prompt: 'x', echo: true, stream: true }), 400, 'echo', /echo with stream is not supported/);
+  const chat = { messages: [{ role: 'user', content: 'x' }] };
+  assertError(await post('/v1/chat/completions', { ...chat, echo: true }), 400, 'echo', /unrecognized/);
+  assertError(await post('/v1/chat/completions', { ...chat, top_logprobs: 2 }), 400, 'top_logprobs', /needs logprobs: true/);
+  assertError(await post('/v1/chat/completions', { ...chat, logprobs: true, top_logprobs: 21 }), 400, 'top_logprobs', /≤ 20/);
+  assertError(await post('/v1/chat/completions', { ...chat, logprobs: 1 }), 400, 'logprobs', /true or false/);
+  assertError(await post('/v1/chat/completions', { ...chat, logprobs: true, stream: true }), 400, 'logprobs', /with stream is not supported/);
+  assertError(await post('/v1/chat/completions', { ...chat, max_tokens: 0 }), 400, 'max_tokens', /≥ 1/);
+  // Echo alone returns the prompt before the completion; a full-context prompt can still be scored.
+  const echoed = await post('/v1/completions', { prompt, echo: true, max_tokens: 3, temperature: 0 });
+  assert.equal(echoed.json.choices[0].text, prompt + (await greedy(tokenizer.encode(prompt), { maxNewTokens: 3 })).text);
+  assert.equal(echoed.json.choices[0].logprobs, null);
+  const full = await post('/v1/completions', { prompt: new Array(256).fill(510), echo: true, logprobs: 0, max_tokens: 0 });
+  assert.equal(full.status, 200, JSON.stringify(full.json));
+  assert.equal(full.json.choices[0].logprobs.tokens.length, 256);
 });

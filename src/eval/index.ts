@@ -7,8 +7,9 @@
  *   loadIclTasks(tasksYaml, onWarning?) → IclTaskConfig[]
  *   evaluateIclTasks(model, tokenizer, tasks, { batchSize?, maxTokens?, onProgress? }) → IclResult[]
  *   scoreSpans(model, [{ ids, from }], options) → [{ logProb, tokens, greedy }]   (the shared primitive)
+ *   spanTokenLogProbs(model, [{ ids, from }], k, options) → per span token { id, logProb, top: k best }
  */
-export { scoreSpans, type SpanRequest, type SpanScore, type ScoreOptions } from './score.js';
+export { scoreSpans, spanTokenLogProbs, type SpanRequest, type SpanScore, type ScoreOptions } from './score.js';
 export { slidingWindows, type Window, type WindowOptions } from './windows.js';
 export { readEvalTokens, type EvalTokens, type ReadEvalOptions } from './perplexity-data.js';
 export { evaluatePerplexity, type PerplexityOptions, type PerplexityResult } from './perplexity.js';

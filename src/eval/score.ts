@@ -1,4 +1,5 @@
 import type { MptModel } from '../model/mpt.js';
+import { tokenLogProbs, type TokenLogProbs } from '../util/log-probs.js';
 import { tokenLogProb } from './token-log-prob.js';
 
 /**
@@ -41,6 +42,38 @@ const PAD_ID = 0;
  * gathered on the device and downloaded. Results come back in the order of `requests`.
  */
 export function scoreSpans(model: MptModel, requests: readonly SpanRequest[], options: ScoreOptions = {}): SpanScore[] {
+  const results: SpanScore[] = requests.map((r) => ({ logProb: 0, tokens: r.ids.length - r.from, greedy: true }));
+  visitSpanLogits(model, requests, options, (i, j, row) => {
+    const scored = tokenLogProb(row, requests[i]!.ids[j]!);
+    results[i]!.logProb += scored.logProb;
+    results[i]!.greedy &&= scored.isArgmax;
+  });
+  return results;
+}
+
+/**
+ * Per-token scores of each span, for a server's `echo` + `logprobs`: entry j − from of request i is
+ * log p(ids[j] | ids[< j]) with the k most likely tokens at that position. Batched as scoreSpans.
+ */
+export function spanTokenLogProbs(model: MptModel, requests: readonly SpanRequest[], k: number, options: ScoreOptions = {}): TokenLogProbs[][] {
+  const results: TokenLogProbs[][] = requests.map((r) => new Array(r.ids.length - r.from));
+  visitSpanLogits(model, requests, options, (i, j, row) => {
+    const r = requests[i]!;
+    results[i]![j - r.from] = tokenLogProbs(row, r.ids[j]!, k);
+  });
+  return results;
+}
+
+/**
+ * Run every request through the model, several per forward pass: requests are sorted by length
+ * (longest first) so each batch wastes little on padding, left-padded to the batch's longest, and run
+ * with an attention mask (a padded row gives the logits it gives alone). Only the logits of span
+ * positions are gathered on the device and downloaded; `visit(i, j, row)` gets the logits predicting
+ * ids[j] of request i, for every span position j in order.
+ */
+function visitSpanLogits(
+  model: MptModel, requests: readonly SpanRequest[], options: ScoreOptions, visit: (request: number, position: number, row: Float32Array) => void,
+): void {
   const maxRows = Math.max(1, options.maxRows ?? 8);
   const maxTokens = Math.max(1, options.maxTokens ?? 4096);
   const { maxSeqLen, vocabSize, alibi } = model.config;
@@ -49,21 +82,19 @@ export function scoreSpans(model: MptModel, requests: readonly SpanRequest[], op
     if (r.ids.length > maxSeqLen && !alibi) throw new RangeError(`request ${i}: ${r.ids.length} tokens exceed max_seq_len ${maxSeqLen}`);
   });
   const order = requests.map((_, i) => i).sort((a, b) => requests[b]!.ids.length - requests[a]!.ids.length || a - b);
-  const results: SpanScore[] = new Array(requests.length);
   let done = 0;
   for (let at = 0; at < order.length;) {
     const longest = requests[order[at]!]!.ids.length;
     const rows = Math.max(1, Math.min(maxRows, Math.floor(maxTokens / longest), order.length - at));
     const batch = order.slice(at, at + rows);
-    scoreBatch(model, batch.map((i) => requests[i]!), longest, vocabSize).forEach((score, k) => { results[batch[k]!] = score; });
+    visitBatch(model, batch.map((i) => requests[i]!), longest, vocabSize, (k, j, row) => visit(batch[k]!, j, row));
     at += rows;
     done += rows;
     options.onProgress?.(done);
   }
-  return results;
 }
 
-function scoreBatch(model: MptModel, batch: SpanRequest[], t: number, vocab: number): SpanScore[] {
+function visitBatch(model: MptModel, batch: SpanRequest[], t: number, vocab: number, visit: (k: number, position: number, row: Float32Array) => void): void {
   const be = model.backend;
   const rows = batch.length;
   const ids = new Int32Array(rows * t).fill(PAD_ID);
@@ -98,14 +129,10 @@ function scoreBatch(model: MptModel, batch: SpanRequest[], t: number, vocab: num
     cache.release();
   }
   let k = 0;
-  return batch.map((r) => {
-    let logProb = 0, greedy = true;
+  batch.forEach((r, b) => {
     for (let j = r.from; j < r.ids.length; j++, k++) {
       const row = whole ? gather[k]! : k;
-      const scored = tokenLogProb(picked.subarray(row * vocab, (row + 1) * vocab), r.ids[j]!);
-      logProb += scored.logProb;
-      greedy &&= scored.isArgmax;
+      visit(b, j, picked.subarray(row * vocab, (row + 1) * vocab));
     }
-    return { logProb, tokens: r.ids.length - r.from, greedy };
   });
 }

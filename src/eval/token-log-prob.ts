@@ -1,3 +1,5 @@
+import { logProbOf, logSoftmaxNorm } from '../util/log-probs.js';
+
 /**
  * Log-probability of one token under one row of logits: logit[target] - log Σ exp(logits), with the
  * sum in float64 after subtracting the row's maximum (so no exp overflows). Also whether the target is
@@ -11,12 +13,6 @@ export interface TokenLogProb {
 export function tokenLogProb(row: Float32Array, target: number): TokenLogProb {
   const n = row.length;
   if (!(target >= 0 && target < n)) throw new RangeError(`target token ${target} outside the ${n} logits`);
-  let max = -Infinity, argmax = 0;
-  for (let i = 0; i < n; i++) {
-    const v = row[i]!;
-    if (v > max) { max = v; argmax = i; }
-  }
-  let sum = 0;
-  for (let i = 0; i < n; i++) sum += Math.exp(row[i]! - max);
-  return { logProb: row[target]! - max - Math.log(sum), isArgmax: argmax === target };
+  const norm = logSoftmaxNorm(row);
+  return { logProb: logProbOf(row, target, norm), isArgmax: norm.argmax === target };
 }

@@ -2,6 +2,7 @@ import type { MptModel } from '../model/mpt.js';
 import { DecoderUnsupported } from '../backend/backend.js';
 import { alibiSlopes } from '../model/config.js';
 import { UserError } from '../util/errors.js';
+import { tokenLogProbs, type TokenLogProbs } from '../util/log-probs.js';
 import { Rng } from '../util/random.js';
 import { sampleToken, type SamplingOptions } from './sampling.js';
 import { StopWatcher } from './stop.js';
@@ -31,6 +32,13 @@ export interface GenerateOptions extends SamplingOptions {
    * length: at the end), with the row's final result — a server can answer that request at once.
    */
   onRowDone?: (row: number, result: GenerateResult) => void;
+  /**
+   * Report each generated token's log-probability and the k most likely tokens at its step (0: the
+   * token's own only). These are of the model's distribution — log-softmax of the raw logits — not of
+   * the one sampled from after repetition penalty, temperature, top-k and top-p (as vLLM reports by
+   * default, and as scoring the same text afterwards gives). Runs on the host path (logits downloaded).
+   */
+  logprobs?: number;
 }
 
 export type FinishReason = 'eos' | 'stop' | 'length';
@@ -39,6 +47,8 @@ export interface GenerateResult {
   ids: number[];
   text: string;
   finishReason: FinishReason;
+  /** With options.logprobs: one entry per id in `ids` (a final EOS, not in `ids`, has none). */
+  logprobs?: TokenLogProbs[];
 }
 
 /**
@@ -75,7 +85,7 @@ export async function generate(model: MptModel, tokenizer: TextDecoding, prompts
   });
   const rng = new Rng(options.seed ?? Math.floor(Math.random() * 2 ** 32));
   const rows = prompts.map((prompt) => ({
-    seen: new Set(prompt), ids: [] as number[], text: '', finish: null as FinishReason | null,
+    seen: new Set(prompt), ids: [] as number[], logprobs: [] as TokenLogProbs[], text: '', finish: null as FinishReason | null,
     decoder: tokenizer.streamDecoder(), stops: new StopWatcher(options.stop ?? []),
   }));
   const emit = (row: number, text: string) => {
@@ -89,7 +99,7 @@ export async function generate(model: MptModel, tokenizer: TextDecoding, prompts
     row.finish = reason;
     // A stop string ends the text where it starts; otherwise (length, EOS) what was held back is text too.
     if (reason !== 'stop') emit(b, row.stops.push(row.decoder.flush()) + row.stops.flush());
-    results[b] = { ids: row.ids, text: row.text, finishReason: reason };
+    results[b] = { ids: row.ids, text: row.text, finishReason: reason, ...(options.logprobs !== undefined ? { logprobs: row.logprobs } : {}) };
     options.onRowDone?.(b, results[b]);
   };
 
@@ -103,6 +113,7 @@ export async function generate(model: MptModel, tokenizer: TextDecoding, prompts
         const id = next[b];
         if (options.eosId !== null && id === options.eosId) { finish(b, 'eos'); return; }
         row.ids.push(id);
+        if (source.logprobs) row.logprobs.push(source.logprobs[b]!);
         row.seen.add(id);
         emit(b, row.stops.push(row.decoder.push(id)));
         if (row.stops.stopped) finish(b, 'stop');
@@ -124,12 +135,16 @@ interface TokenSource {
   /** Feed back the tokens chosen last; the next token of each row. */
   next(): Int32Array;
   release(): void;
+  /** With options.logprobs: each row's scores of the tokens `first`/`next` returned last. */
+  logprobs?: TokenLogProbs[];
 }
 
 function tokenSource(model: MptModel, batch: number, capacity: number, options: GenerateOptions, rng: Rng, seen: Set<number>[]): TokenSource {
   const penalty = options.repetitionPenalty ?? 1;
-  // The fused decoder samples on the device with fixed settings: no repetition penalty there.
-  if (model.backend.createDecoder && penalty === 1) {
+  const topLogprobs = options.logprobs;
+  // The fused decoder samples on the device with fixed settings: no repetition penalty there, and it
+  // never hands back logits, so a request for logprobs takes the host path too.
+  if (model.backend.createDecoder && penalty === 1 && topLogprobs === undefined) {
     const decoder = fusedDecoder(model, batch, capacity);
     if (decoder) {
       const sampling = { temperature: options.temperature, topK: options.topK, topP: options.topP, seed: rng.nextUint32() };
@@ -138,14 +153,18 @@ function tokenSource(model: MptModel, batch: number, capacity: number, options: 
   }
   const cache = model.newCache(batch, capacity);
   let last = new Int32Array(batch);
+  const source: TokenSource = {
+    first: (ids, mask) => run(ids, mask), next: () => run(last, null), release: () => cache.release(),
+  };
   const run = (ids: Int32Array, mask: Int32Array | null): Int32Array => {
     const logits = model.backend.download(model.forward(ids, cache, { logits: 'last', attentionMask: mask })) as Float32Array;
     const vocab = model.config.vocabSize;
-    last = Int32Array.from({ length: batch }, (_, b) =>
-      sampleToken(logits.subarray(b * vocab, (b + 1) * vocab), options, rng, penalty !== 1 ? seen[b] : []));
+    const rowOf = (b: number) => logits.subarray(b * vocab, (b + 1) * vocab);
+    last = Int32Array.from({ length: batch }, (_, b) => sampleToken(rowOf(b), options, rng, penalty !== 1 ? seen[b] : []));
+    if (topLogprobs !== undefined) source.logprobs = Array.from(last, (id, b) => tokenLogProbs(rowOf(b), id, topLogprobs));
     return last;
   };
-  return { first: (ids, mask) => run(ids, mask), next: () => run(last, null), release: () => cache.release() };
+  return source;
 }
 
 /** The backend's fused decoder for this model, or null when it does not run this kind of model. */

@@ -1,6 +1,7 @@
 import { badField, unsupported } from './api-error.js';
 import { CHAT_STOP, renderChat, type ChatMessage } from './chat-template.js';
-import { describe, onlyNeutral, optionalInteger, refuseUnknown, type Body } from './fields.js';
+import { describe, onlyNeutral, optionalBoolean, optionalInteger, refuseUnknown, type Body } from './fields.js';
+import { MAX_LOGPROBS } from './logprobs.js';
 import { checkModel, commonRequest, COMMON_FIELDS, type GenerationRequest, type ServedModel } from './requests.js';
 
 const FIELDS = [
@@ -12,8 +13,9 @@ const FIELDS = [
 export function parseChatRequest(body: Body, served: ServedModel): GenerationRequest {
   refuseUnknown(body, FIELDS);
   checkModel(body, served);
-  onlyNeutral(body, 'logprobs', (v) => v === false, 'logprobs');
-  onlyNeutral(body, 'top_logprobs', () => false, 'top_logprobs');
+  const logprobs = optionalBoolean(body, 'logprobs') ?? false;
+  const top = optionalInteger(body, 'top_logprobs', { min: 0, max: MAX_LOGPROBS });
+  if (top !== undefined && !logprobs) throw badField('top_logprobs', 'top_logprobs needs logprobs: true');
   onlyNeutral(body, 'response_format', (v) => isObject(v) && v.type === 'text', 'response_format other than {"type": "text"}');
   onlyNeutral(body, 'tools', (v) => Array.isArray(v) && v.length === 0, 'tools (function calling)');
   onlyNeutral(body, 'tool_choice', (v) => v === 'none', 'tool_choice');
@@ -26,6 +28,9 @@ export function parseChatRequest(body: Body, served: ServedModel): GenerationReq
   const prompt = served.encode(renderChat(chatMessages(body.messages)));
   const request = commonRequest(body, served, [prompt], field);
   request.stop = [...request.stop, CHAT_STOP];
+  // As for completions: streamed pieces do not line up with tokens, so logprobs are not streamed.
+  if (request.stream && logprobs) throw unsupported('logprobs', 'logprobs with stream');
+  if (logprobs) request.logprobs = top ?? 0;
   return request;
 }
 

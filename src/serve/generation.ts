@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import type { GenerateResult } from '../generate/generate.js';
 import { ApiError } from './api-error.js';
-import type { GenerationQueue, Job } from './queue.js';
+import { decodeWithOffsets, type EchoedPrompt, type TokenTexts } from './logprobs.js';
+import type { GenerationQueue, Job, JobResult } from './queue.js';
 import type { GenerationRequest } from './requests.js';
 import type { Shape, Usage } from './shapes.js';
 import { EventStream } from './sse.js';
@@ -11,6 +12,8 @@ export interface GenerationContext {
   queue: GenerationQueue;
   modelId: string;
   eosId: number | null;
+  /** For echo and logprobs: the prompt's text and each token's text. */
+  tokenizer: TokenTexts;
 }
 
 /**
@@ -29,15 +32,17 @@ export async function answerGeneration(
     options: {
       maxNewTokens: request.maxTokens, temperature: request.temperature, topK: request.topK, topP: request.topP,
       repetitionPenalty: request.repetitionPenalty, seed: request.seed, stop: request.stop, eosId: context.eosId,
+      ...(request.logprobs !== undefined ? { logprobs: request.logprobs } : {}),
     },
     signal,
+    ...(request.echo && request.logprobs !== undefined ? { promptLogprobs: request.logprobs } : {}),
   };
   const trimmers = request.prompts.map(() => (trimLeadingSpace ? leadingSpaceTrimmer() : (text: string) => text));
 
   if (!request.stream) {
     const results = await context.queue.submit(job);
     const usage = usageOf(request, results);
-    const choices = results.map((r, i) => shape.choice(i, trimmers[i](r.text), r, request.returnTokenIds));
+    const choices = results.map((r, i) => finishedChoice(shape, request, context.tokenizer, i, trimmers[i](r.text), r));
     sendJson(res, 200, { ...head, object: shape.object, choices, usage });
     return usage;
   }
@@ -68,6 +73,17 @@ export async function answerGeneration(
   if (request.includeUsage) events.send({ ...head, object: shape.chunkObject, choices: [], usage });
   events.end();
   return usage;
+}
+
+/**
+ * A non-streamed choice: with echo, the text starts with the prompt's (decoded from its tokens); with
+ * logprobs, the endpoint's logprobs object replaces the null.
+ */
+function finishedChoice(shape: Shape, request: GenerationRequest, tokenizer: TokenTexts, index: number, text: string, result: JobResult): object {
+  const prompt: EchoedPrompt | undefined = request.echo ? { ids: request.prompts[index]!, text: decodeWithOffsets(tokenizer, request.prompts[index]!).text, scores: result.promptLogprobs ?? [] } : undefined;
+  const choice = shape.choice(index, prompt ? prompt.text + text : text, result, request.returnTokenIds);
+  if (request.logprobs === undefined) return choice;
+  return { ...choice, logprobs: shape.logprobs(tokenizer, result, text, prompt) };
 }
 
 function usageOf(request: GenerationRequest, results: GenerateResult[]): Usage {

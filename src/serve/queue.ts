@@ -1,5 +1,7 @@
+import { spanTokenLogProbs } from '../eval/score.js';
 import { generate, type GenerateOptions, type GenerateResult, type TextDecoding } from '../generate/generate.js';
 import type { MptModel } from '../model/mpt.js';
+import type { TokenLogProbs } from '../util/log-probs.js';
 
 /** One request's share of the work: its prompts (rows) and its generation settings. */
 export interface Job {
@@ -9,7 +11,16 @@ export interface Job {
   onText?: (row: number, text: string) => void;
   /** Aborted when the client goes away: the job's rows stop (its whole run, unless it shares one). */
   signal: AbortSignal;
+  /** Score the prompts too (echo + logprobs), with this many alternatives per token. */
+  promptLogprobs?: number;
 }
+
+/** A row's generation, and with `promptLogprobs` the scores of its prompt tokens after the first. */
+export interface JobResult extends GenerateResult {
+  promptLogprobs?: TokenLogProbs[];
+}
+
+type Entry = { job: Job; resolve: (r: JobResult[]) => void; reject: (e: unknown) => void };
 
 /**
  * Requests take turns at the one model, in arrival order. When the model frees up, the first waiting
@@ -22,13 +33,13 @@ export interface Job {
  * A job whose client has gone stops its run, or, in a shared run, only drops its rows' text.
  */
 export class GenerationQueue {
-  private readonly waiting: { job: Job; resolve: (r: GenerateResult[]) => void; reject: (e: unknown) => void }[] = [];
+  private readonly waiting: Entry[] = [];
   private running: Promise<void> | null = null;
   private idleWaiters: (() => void)[] = [];
 
   constructor(private readonly model: MptModel, private readonly tokenizer: TextDecoding, private readonly maxBatchRows: number) {}
 
-  submit(job: Job): Promise<GenerateResult[]> {
+  submit(job: Job): Promise<JobResult[]> {
     return new Promise((resolve, reject) => {
       this.waiting.push({ job, resolve, reject });
       this.pump();
@@ -86,7 +97,7 @@ export class GenerationQueue {
     return batch;
   }
 
-  private async run(batch: { job: Job; resolve: (r: GenerateResult[]) => void; reject: (e: unknown) => void }[]): Promise<void> {
+  private async run(batch: Entry[]): Promise<void> {
     // Rows of the shared run: job j owns rows offsets[j] … offsets[j] + its prompt count - 1.
     const offsets: number[] = [];
     const owner: number[] = [];
@@ -102,10 +113,14 @@ export class GenerationQueue {
     batch.forEach(({ job }) => job.signal.addEventListener('abort', abandonIfAllGone));
     abandonIfAllGone();
     // A job is answered as soon as all its rows have ended, not when the whole shared run does.
-    const done: GenerateResult[][] = batch.map(({ job }) => new Array(job.prompts.length));
+    const done: JobResult[][] = batch.map(({ job }) => new Array(job.prompts.length));
     const left = batch.map(({ job }) => job.prompts.length);
     try {
-      const results = await generate(this.model, this.tokenizer, batch.flatMap(({ job }) => job.prompts), {
+      const prompts = batch.flatMap(({ job }) => job.prompts);
+      // Prompt scores first (one batched forward over the prompts, the same settings key for all jobs here).
+      const scores = promptScores(this.model, prompts, batch[0].job.promptLogprobs);
+      const withScores = (row: number, result: GenerateResult): JobResult => (scores ? { ...result, promptLogprobs: scores[row] } : result);
+      const generated = await generate(this.model, this.tokenizer, prompts, {
         ...batch[0].job.options,
         signal: controller.signal,
         onText: (row, text) => {
@@ -114,10 +129,11 @@ export class GenerationQueue {
         },
         onRowDone: (row, result) => {
           const j = owner[row], { job, resolve } = batch[j];
-          done[j][row - offsets[j]] = result;
+          done[j][row - offsets[j]] = withScores(row, result);
           if (--left[j] === 0 && !job.signal.aborted) resolve(done[j]);
         },
       });
+      const results = generated.map((result, row) => withScores(row, result));
       batch.forEach(({ job, resolve, reject }, j) => {
         if (job.signal.aborted) reject(job.signal.reason);
         else resolve(results.slice(offsets[j], offsets[j] + job.prompts.length));
@@ -134,5 +150,20 @@ const shareable = (job: Job) => job.options.temperature === 0 || job.options.see
 
 function settingsKey(job: Job): string {
   const o = job.options;
-  return JSON.stringify([o.maxNewTokens, o.temperature, o.topK ?? 0, o.topP ?? 1, o.repetitionPenalty ?? 1, o.eosId, o.stop ?? []]);
+  return JSON.stringify([
+    o.maxNewTokens, o.temperature, o.topK ?? 0, o.topP ?? 1, o.repetitionPenalty ?? 1, o.eosId, o.stop ?? [], o.logprobs ?? null, job.promptLogprobs ?? null,
+  ]);
+}
+
+/**
+ * Each prompt's token scores after its first token (a one-token prompt has none), or null when not
+ * asked. A forward pass of its own, through eval's span scorer, so generation keeps its usual path.
+ */
+function promptScores(model: MptModel, prompts: number[][], k: number | undefined): TokenLogProbs[][] | null {
+  if (k === undefined) return null;
+  const scored = prompts.map((ids, row) => ({ ids, row })).filter(({ ids }) => ids.length > 1);
+  const spans = spanTokenLogProbs(model, scored.map(({ ids }) => ({ ids, from: 1 })), k);
+  const scores: TokenLogProbs[][] = prompts.map(() => []);
+  scored.forEach(({ row }, i) => { scores[row] = spans[i]!; });
+  return scores;
 }

@@ -29,6 +29,10 @@ export interface GenerationRequest {
   includeUsage: boolean;
   /** Extension (as in vLLM): each choice also carries its generated `token_ids`. */
   returnTokenIds: boolean;
+  /** Log-probabilities asked for, with this many alternatives per token (undefined: none). */
+  logprobs?: number;
+  /** Completions' `echo`: the returned text (and logprobs) start with the prompt's. */
+  echo: boolean;
 }
 
 /** Fields both endpoints share: sampling, limits, streaming, and the neutral-only OpenAI knobs. */
@@ -45,7 +49,7 @@ export function checkModel(body: Body, served: ServedModel): void {
 }
 
 /** The shared fields of a completion or chat request, for the given prompts. */
-export function commonRequest(body: Body, served: ServedModel, prompts: number[][], maxTokensField = 'max_tokens'): GenerationRequest {
+export function commonRequest(body: Body, served: ServedModel, prompts: number[][], maxTokensField = 'max_tokens', zeroTokensAllowed = false): GenerationRequest {
   onlyNeutral(body, 'n', (v) => v === 1, 'n other than 1 (several choices per prompt)');
   onlyNeutral(body, 'presence_penalty', (v) => v === 0, 'presence_penalty (use repetition_penalty)');
   onlyNeutral(body, 'frequency_penalty', (v) => v === 0, 'frequency_penalty (use repetition_penalty)');
@@ -67,8 +71,11 @@ export function commonRequest(body: Body, served: ServedModel, prompts: number[]
     stream,
     includeUsage: usage,
     returnTokenIds: optionalBoolean(body, 'return_token_ids') ?? false,
+    echo: false,
   };
-  request.maxTokens = maxTokensFor(prompts, optionalInteger(body, maxTokensField, { min: 1 }), served, maxTokensField);
+  const asked = optionalInteger(body, maxTokensField, { min: 0 });
+  if (asked === 0 && !zeroTokensAllowed) throw badField(maxTokensField, `${maxTokensField} must be ≥ 1, got 0 (0 is allowed only with echo on /v1/completions, to score the prompt alone)`);
+  request.maxTokens = maxTokensFor(prompts, asked, served, maxTokensField);
   return request;
 }
 
@@ -80,6 +87,7 @@ function maxTokensFor(prompts: number[][], asked: number | undefined, served: Se
   const longest = Math.max(...prompts.map((p) => p.length));
   const limit = served.maxSeqLen;
   const which = prompts.length > 1 ? `the longest prompt has ${longest} tokens` : `the prompt has ${longest} tokens`;
+  if (asked === 0 && longest <= limit) return 0; // echo only: the prompt is scored, nothing generated
   if (longest >= limit) {
     throw new ApiError(400, `this model's maximum context length is ${limit} tokens, but ${which}, which leaves no room for a completion`, 'invalid_request_error', 'prompt', 'context_length_exceeded');
   }

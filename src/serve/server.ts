@@ -17,6 +17,8 @@ import { chatShape, completionShape, type Usage } from './shapes.js';
 export interface ServeTokenizer extends TextDecoding {
   encode(text: string): number[];
   eosId: number | null;
+  /** A token's bytes (logprobs name each token by its text); throws for an id with no token. */
+  tokenBytes(id: number): Uint8Array;
 }
 
 export interface ServeOptions {
@@ -82,7 +84,7 @@ export class MptServer {
       maxPromptsPerRequest: maxBatch,
       encode: (text) => tokenizer.encode(text),
     };
-    this.context = { queue: this.queue, modelId: options.modelId, eosId: tokenizer.eosId };
+    this.context = { queue: this.queue, modelId: options.modelId, eosId: tokenizer.eosId, tokenizer };
     this.log = options.log ?? ((line) => process.stderr.write(line + '\n'));
     this.routes = new Map<string, Route>([
       ['/health', { methods: { GET: async (_req, res) => sendJson(res, 200, { status: 'ok' }) } }],

@@ -1,4 +1,5 @@
 import type { FinishReason, GenerateResult } from '../generate/generate.js';
+import { chatLogprobs, completionLogprobs, type EchoedPrompt, type TokenTexts } from './logprobs.js';
 
 /**
  * The JSON shapes of OpenAI's two generation endpoints. /v1/completions returns `text` per choice;
@@ -20,6 +21,8 @@ export interface Shape {
   opening(index: number): object | null;
   piece(index: number, text: string): object;
   closing(index: number, result: GenerateResult, tokenIds: boolean): object;
+  /** A finished choice's `logprobs` object (`text`: the choice's generated text; `prompt`: with echo). */
+  logprobs(tokenizer: TokenTexts, result: GenerateResult, text: string, prompt?: EchoedPrompt): object;
 }
 
 /** `eos` and a stop string are both "stop" to OpenAI clients; running out of max_tokens is "length". */
@@ -35,6 +38,7 @@ export const completionShape: Shape = {
   opening: () => null,
   piece: (index, text) => ({ index, text, logprobs: null, finish_reason: null }),
   closing: (index, result, tokenIds) => ({ index, text: '', logprobs: null, finish_reason: finishReason(result.finishReason), ...ids(result, tokenIds) }),
+  logprobs: completionLogprobs,
 };
 
 export const chatShape: Shape = {
@@ -47,4 +51,5 @@ export const chatShape: Shape = {
   opening: (index) => ({ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }),
   piece: (index, text) => ({ index, delta: { content: text }, logprobs: null, finish_reason: null }),
   closing: (index, result, tokenIds) => ({ index, delta: {}, logprobs: null, finish_reason: finishReason(result.finishReason), ...ids(result, tokenIds) }),
+  logprobs: (tokenizer, result) => chatLogprobs(tokenizer, result),
 };
