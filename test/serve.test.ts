@@ -472,3 +472,36 @@ test('bad logprobs / echo requests are refused by name', async () => {
   assert.equal(full.status, 200, JSON.stringify(full.json));
   assert.equal(full.json.choices[0].logprobs.tokens.length, 256);
 });
+
+test('logprobs take the host path even where the backend has a fused decoder (it never hands back logits)', async () => {
+  let asked = 0;
+  const backend = Object.create(model.backend, { createDecoder: { value: () => { asked++; throw new Error('the fused decoder was used'); } } });
+  const withDecoder = Object.create(model, { backend: { value: backend } });
+  const ids = tokenizer.encode(prompt);
+  const [r] = await generate(withDecoder, tokenizer, [ids], { maxNewTokens: 4, temperature: 0, eosId: null, logprobs: 1 });
+  assert.equal(asked, 0);
+  assert.equal(r.logprobs?.length, 4);
+  assert.deepEqual(r.ids, (await greedy(ids, { maxNewTokens: 4, eosId: null })).ids);
+  await assert.rejects(generate(withDecoder, tokenizer, [ids], { maxNewTokens: 4, temperature: 0, eosId: null }), /fused decoder was used/);
+});
+
+test('echo + logprobs requests that arrive together share one run and get what each gets alone', async () => {
+  const texts = ['Once upon a time', 'def main():\n    print(1)'];
+  const body = (t: string) => ({ prompt: t, echo: true, logprobs: 2, max_tokens: 1, temperature: 0 });
+  const alone: any[] = [];
+  for (const t of texts) alone.push((await post('/v1/completions', body(t))).json.choices[0]);
+  const { value, steps } = await countingSteps(() => Promise.all([
+    post('/v1/completions', { prompt, max_tokens: 3, temperature: 0 }), // runs alone; the two below then share a run
+    ...texts.map((t) => post('/v1/completions', body(t))),
+  ]));
+  value.slice(1).forEach((r, i) => {
+    const [got, want] = [r.json.choices[0], alone[i]];
+    assert.equal(got.text, want.text);
+    assert.deepEqual(got.logprobs.tokens, want.logprobs.tokens);
+    assert.deepEqual(got.logprobs.text_offset, want.logprobs.text_offset);
+    assert.deepEqual(got.logprobs.token_logprobs, want.logprobs.token_logprobs);
+    assert.deepEqual(got.logprobs.top_logprobs, want.logprobs.top_logprobs);
+  });
+  // 3 steps for the first; one scoring pass and one generation step for the shared run.
+  assert.equal(steps, 3 + 2);
+});
