@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { generate, type GenerateOptions } from '../src/generate/generate.js';
 import { MptServer } from '../src/serve/index.js';
 import { CHAT_STOP, hasOwnChatTemplate, renderChat } from '../src/serve/chat-template.js';
+import { OrderedMap, toJson } from '../src/serve/ordered-json.js';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { Tokenizer } from '../src/tokenizer/index.js';
@@ -504,4 +505,11 @@ test('echo + logprobs requests that arrive together share one run and get what e
   });
   // 3 steps for the first; one scoring pass and one generation step for the shared run.
   assert.equal(steps, 3 + 2);
+});
+
+test('response JSON: top_logprobs maps keep their best-first order, integer-like keys too; the rest as JSON.stringify', () => {
+  const top = new OrderedMap([[' the', -0.5], ['1', -1.25], ['bytes:\\xe2', -2], ['0', -3]]);
+  assert.equal(toJson({ top_logprobs: [null, top] }), '{"top_logprobs":[null,{" the":-0.5,"1":-1.25,"bytes:\\\\xe2":-2,"0":-3}]}');
+  const plain = { a: 1, b: [1, undefined, null, 'x\u2028"é', NaN, { c: undefined, d: -0, e: 1e-300 }], f: undefined, error: { toJSON: () => ({ message: 'm' }) }, 7: true };
+  assert.equal(toJson(plain), JSON.stringify(plain));
 });

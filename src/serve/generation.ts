@@ -6,6 +6,7 @@ import { decodeWithOffsets, type EchoedPrompt, type TokenTexts } from './logprob
 import type { GenerationQueue, Job, JobResult } from './queue.js';
 import type { GenerationRequest } from './requests.js';
 import type { Shape, Usage } from './shapes.js';
+import { toJson } from './ordered-json.js';
 import { EventStream } from './sse.js';
 
 export interface GenerationContext {
@@ -105,7 +106,7 @@ function leadingSpaceTrimmer(): (text: string) => string {
 
 export function sendJson(res: ServerResponse, status: number, body: object, headers: Record<string, string> = {}): void {
   if (res.headersSent || res.destroyed) return;
-  const text = JSON.stringify(body);
+  const text = toJson(body); // JSON.stringify's text, but logprobs maps keep their best-first order
   res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text), ...headers });
   res.end(text);
 }

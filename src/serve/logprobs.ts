@@ -1,5 +1,6 @@
 import type { GenerateResult, TextDecoding } from '../generate/generate.js';
 import type { TokenLogProbs } from '../util/log-probs.js';
+import { OrderedMap } from './ordered-json.js';
 
 /**
  * The `logprobs` objects of OpenAI's two endpoints, built from per-token scores.
@@ -7,8 +8,8 @@ import type { TokenLogProbs } from '../util/log-probs.js';
  * Legacy completions: `{tokens, token_logprobs, top_logprobs, text_offset}`, one entry per token of
  * the returned text (the prompt's too with `echo`). The first prompt token has no context, so its
  * token_logprob and top_logprobs are null (as OpenAI and vLLM return). top_logprobs[i] maps token
- * text → logprob for the k most likely tokens plus the actual one (so up to k + 1 entries, as OpenAI
- * documents); text_offset[i] is where token i's text starts in the returned text (a token that only
+ * text → logprob for the k most likely tokens, best first, plus the actual one (so up to k + 1 entries,
+ * as OpenAI documents; written in that order, see OrderedMap); text_offset[i] is where token i's text starts in the returned text (a token that only
  * completes a character begun by the one before starts where that character does; tokens cut off by
  * a stop string start at the text's end).
  *
@@ -27,7 +28,7 @@ export interface TokenTexts extends TextDecoding {
 export interface CompletionLogprobs {
   tokens: string[];
   token_logprobs: (number | null)[];
-  top_logprobs: (Record<string, number> | null)[];
+  top_logprobs: (OrderedMap<number> | null)[];
   text_offset: number[];
 }
 
@@ -74,14 +75,14 @@ export function decodeWithOffsets(tokenizer: TokenTexts, ids: readonly number[],
 
 /** One token's entries: its text, its logprob, and the top map (k best, then the token itself if not among them). */
 function entry(tokenizer: TokenTexts, scored: TokenLogProbs) {
-  const top: Record<string, number> = {};
+  const top = new Map<string, number>();
   for (const alt of scored.top) {
     const key = tokenText(tokenizer, alt.id).text;
-    if (!(key in top)) top[key] = alt.logProb; // two ids may share a text: the likelier one speaks for it
+    if (!top.has(key)) top.set(key, alt.logProb); // two ids may share a text: the likelier one speaks for it
   }
   const own = tokenText(tokenizer, scored.id).text;
-  if (!(own in top)) top[own] = scored.logProb;
-  return { token: own, logprob: scored.logProb, top };
+  if (!top.has(own)) top.set(own, scored.logProb);
+  return { token: own, logprob: scored.logProb, top: new OrderedMap([...top]) };
 }
 
 /** With echo: the prompt's ids, the scores of its tokens after the first, and its decoded text. */
