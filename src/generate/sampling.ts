@@ -1,4 +1,5 @@
 import type { Rng } from '../util/random.js';
+import { bestIds } from '../util/log-probs.js';
 
 export interface SamplingOptions {
   /** 0 means greedy (argmax). */
@@ -77,14 +78,5 @@ export function argmax(values: ArrayLike<number>): number {
 
 /** The k largest [id, logit] pairs of one row, best first (ties: the lower id first). */
 export function topLogits(row: ArrayLike<number>, k: number): [number, number][] {
-  const best: [number, number][] = [];
-  for (let id = 0; id < row.length; id++) {
-    const v = row[id];
-    if (best.length === k && v <= best[k - 1][1]) continue;
-    let at = best.length;
-    while (at > 0 && best[at - 1][1] < v) at--;
-    best.splice(at, 0, [id, v]);
-    if (best.length > k) best.pop();
-  }
-  return best;
+  return bestIds(row, k).map((id) => [id, row[id]!]);
 }

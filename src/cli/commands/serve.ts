@@ -24,13 +24,17 @@ export const serveCommand: Command = {
     details: `Endpoints:
   GET  /v1/models             the served model
   POST /v1/completions        prompt: a string, strings, token ids or lists of ids; max_tokens,
-                              temperature, top_p, top_k, repetition_penalty, seed, stop, stream
+                              temperature, top_p, top_k, repetition_penalty, seed, stop, stream,
+                              echo and logprobs (0–20; log-softmax of the raw logits; not streamed),
+                              so lm-evaluation-harness's local-completions can score prompts
   POST /v1/chat/completions   messages, rendered with a plain-text template ("User: …", "Assistant: …",
-                              a system message on top); generation stops at "\\nUser:"
+                              a system message on top); generation stops at "\\nUser:";
+                              logprobs: true with top_logprobs
   GET  /health                200 while serving
-Not supported (refused by name): n > 1, echo, logprobs, suffix, best_of, logit_bias, presence and
-frequency penalties (use repetition_penalty), tools.
-Requests run in arrival order, one batch at a time; a client that disconnects stops its generation.
+Not supported (refused by name): n > 1, suffix, best_of, logit_bias, presence and frequency
+penalties (use repetition_penalty), tools, stream together with echo or logprobs.
+Requests run in arrival order, one batch at a time (each answered when its own rows end); a client
+that disconnects stops its generation.
 Ctrl-C (SIGINT) or SIGTERM finishes the requests in progress, then exits; a second one exits at once.
 
 Examples:
