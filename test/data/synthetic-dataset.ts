@@ -35,3 +35,21 @@ export function sampleTokens(source: number, index: number, seqLen: number, val 
   t[2] = Math.floor(index / 65536);
   return t;
 }
+
+/** A prepared dataset of one source whose training samples are exactly `rows` (each seqLen tokens), in order. */
+export function datasetOfRows(source: string, rows: number[][]): string {
+  const seqLen = rows[0]!.length;
+  const root = mkdtempSync(join(tmpdir(), 'mpt-data-rows-'));
+  const manifest: DatasetManifest = { format: MANIFEST_FORMAT, tokenizerHash: 'rows', eosId: 0, seqLen, dtype: 'uint16le', valFraction: 0, parts: 1, sources: {} };
+  const stats = { train: emptySplit(), val: emptySplit(), badLines: 0 };
+  const writer = new ShardWriter(root, `${source}/train.part-00000-of-00001`, seqLen, 1 << 20);
+  for (const row of rows) writer.write(Uint16Array.from(row));
+  stats.train.shards = writer.finish();
+  stats.train.samples = rows.length;
+  stats.train.documents = rows.length;
+  stats.train.documentTokens = rows.length * (seqLen - 1); // one document a sample, its EOS included
+  stats.val.shards = new ShardWriter(root, `${source}/val.part-00000-of-00001`, seqLen, 1 << 20).finish();
+  manifest.sources[source] = stats;
+  writeFileSync(join(root, MANIFEST_FILE), JSON.stringify(manifest));
+  return root;
+}
