@@ -120,7 +120,7 @@ export class GenerationQueue {
       // Prompt scores first (one batched forward over the prompts, the same settings key for all jobs here).
       const scores = promptScores(this.model, prompts, batch[0].job.promptLogprobs);
       const withScores = (row: number, result: GenerateResult): JobResult => (scores ? { ...result, promptLogprobs: scores[row] } : result);
-      const generated = await generate(this.model, this.tokenizer, prompts, {
+      await generate(this.model, this.tokenizer, prompts, {
         ...batch[0].job.options,
         signal: controller.signal,
         onText: (row, text) => {
@@ -133,11 +133,8 @@ export class GenerationQueue {
           if (--left[j] === 0 && !job.signal.aborted) resolve(done[j]);
         },
       });
-      const results = generated.map((result, row) => withScores(row, result));
-      batch.forEach(({ job, resolve, reject }, j) => {
-        if (job.signal.aborted) reject(job.signal.reason);
-        else resolve(results.slice(offsets[j], offsets[j] + job.prompts.length));
-      });
+      // Every row has reported through onRowDone, so every job still wanted has its answer.
+      for (const { job, reject } of batch) if (job.signal.aborted) reject(job.signal.reason);
     } catch (error) {
       for (const { reject } of batch) reject(error);
     } finally {
