@@ -1,3 +1,5 @@
+import { attentionHead, type AttentionProblem } from '../kernels/attention.js';
+
 /**
  * Attention for training, per (batch row, head), over a whole sequence (queries = keys = t positions):
  *   s_ij = scale · q_i·k_j − (i − j)·slope   for j ≤ i (and key j not padding)
@@ -15,44 +17,16 @@ export interface TrainingAttentionProblem {
 
 const visible = (p: TrainingAttentionProblem, b: number, j: number) => !p.keyMask || p.keyMask[b * p.t + j] !== 0;
 
-/** out [batch, t, d] and logSumExp [batch, nHeads, t]. A query that sees no key gets zeros and lse −∞. */
+/**
+ * out [batch, t, d] and logSumExp [batch, nHeads, t]: the inference kernel's math (kernels/attention.ts)
+ * with the whole sequence as queries and keys. A query that sees no key gets zeros and lse −∞.
+ */
 export function attentionForward(p: TrainingAttentionProblem): { out: Float32Array; logSumExp: Float32Array } {
-  const { q, k, v, batch, t, nHeads, dHead, scale, slopes } = p;
-  const d = nHeads * dHead;
-  const out = new Float32Array(batch * t * d);
+  const { batch, t, nHeads, dHead } = p;
+  const out = new Float32Array(batch * t * nHeads * dHead);
   const logSumExp = new Float32Array(batch * nHeads * t);
-  const scores = new Float64Array(t);
-  const acc = new Float64Array(dHead);
-  for (let b = 0; b < batch; b++) {
-    for (let h = 0; h < nHeads; h++) {
-      const slope = slopes ? slopes[h] : 0;
-      for (let i = 0; i < t; i++) {
-        const qo = (b * t + i) * d + h * dHead;
-        let max = -Infinity;
-        for (let j = 0; j <= i; j++) {
-          if (!visible(p, b, j)) { scores[j] = -Infinity; continue; }
-          const ko = (b * t + j) * d + h * dHead;
-          let s = 0;
-          for (let e = 0; e < dHead; e++) s += q[qo + e] * k[ko + e];
-          scores[j] = s * scale - (i - j) * slope;
-          if (scores[j] > max) max = scores[j];
-        }
-        const lseIndex = (b * nHeads + h) * t + i;
-        if (max === -Infinity) { logSumExp[lseIndex] = -Infinity; continue; }
-        let sum = 0;
-        acc.fill(0);
-        for (let j = 0; j <= i; j++) {
-          if (scores[j] === -Infinity) continue;
-          const w = Math.exp(scores[j] - max);
-          sum += w;
-          const vo = (b * t + j) * d + h * dHead;
-          for (let e = 0; e < dHead; e++) acc[e] += w * v[vo + e];
-        }
-        for (let e = 0; e < dHead; e++) out[qo + e] = acc[e] / sum;
-        logSumExp[lseIndex] = max + Math.log(sum);
-      }
-    }
-  }
+  const problem: AttentionProblem = { ...p, out, logSumExp, tq: t, capacity: t, kvLen: t };
+  for (let b = 0; b < batch; b++) for (let h = 0; h < nHeads; h++) attentionHead(problem, b, h, 0, t);
   return { out, logSumExp };
 }
 

@@ -9,6 +9,8 @@ export interface AttentionProblem {
   q: Float32Array; k: Float32Array; v: Float32Array; out: Float32Array; keyMask: Int32Array | null;
   tq: number; capacity: number; kvLen: number; nHeads: number; dHead: number;
   scale: number; slopes: Float32Array | null;
+  /** When given, [batch, nHeads, tq]: each query's log Σ_j exp(s_j) (−∞ without a real key), for training. */
+  logSumExp?: Float32Array;
 }
 
 export function attentionHead(p: AttentionProblem, b: number, h: number, t0: number, t1: number): void {
@@ -32,8 +34,10 @@ export function attentionHead(p: AttentionProblem, b: number, h: number, t0: num
     }
     acc.fill(0);
     const outOffset = (b * tq + t) * d + h * dHead;
+    const lseIndex = (b * nHeads + h) * tq + t;
     if (max === -Infinity) {
       for (let e = 0; e < dHead; e++) out[outOffset + e] = 0;
+      if (p.logSumExp) p.logSumExp[lseIndex] = -Infinity;
       continue;
     }
     let sum = 0;
@@ -45,5 +49,6 @@ export function attentionHead(p: AttentionProblem, b: number, h: number, t0: num
       for (let e = 0; e < dHead; e++) acc[e] += weight * v[vOffset + e];
     }
     for (let e = 0; e < dHead; e++) out[outOffset + e] = acc[e] / sum;
+    if (p.logSumExp) p.logSumExp[lseIndex] = max + Math.log(sum);
   }
 }
