@@ -4,7 +4,6 @@
 // bf16 weights and activations, float32 gradients) the loss within 2e-2. Skipped without a GPU.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { cudaAvailable, CudaBackend } from '../src/backend/cuda/index.js';
 import { trainingBackend } from '../src/backend/backend.js';
 import { openModelFolder } from '../src/io/model-folder.js';
@@ -14,23 +13,10 @@ import { lossAndGradients, zeroGradients } from '../src/model/backward.js';
 import { paramsByName } from '../src/model/param-map.js';
 import { TrainingGraph } from '../src/model/training-forward.js';
 import { AdamW, clipGradNorm } from '../src/train/optimizer.js';
-import { fixture } from './fixtures.js';
-
-interface Reference {
-  train: { input_ids: number[][]; loss: number; grad_total_norm: number; grads: Record<string, { norm: number; index: number[]; value: number[] }> };
-  adamw: {
-    lr: number; betas: [number, number]; eps: number; weight_decay: number; clip_grad_norm: number;
-    params_after_first_step_at_grad_index: Record<string, number[]>; losses_steps_2_to_6: number[];
-  };
-}
+import { ids, lossesOfSteps2To6, ref, referenceDir as dir, rows, tokens } from './training-reference.js';
 
 const available = cudaAvailable();
 const skip = available.ok ? false : `no CUDA here: ${available.reason}`;
-const dir = fixture('mosaic-gpt-tiny');
-const ref = JSON.parse(readFileSync(`${dir}/reference.json`, 'utf8')) as Reference;
-const rows = ref.train.input_ids;
-const ids = Int32Array.from(rows.flat());
-const tokens = rows.length * (rows[0].length - 1);
 const TOL = 1e-3;
 
 test('cuda float32: loss, gradients, the first AdamW step and the losses of steps 2–6 match the original code', { skip }, async () => {
@@ -79,14 +65,7 @@ test('cuda float32: loss, gradients, the first AdamW step and the losses of step
   }
   assert.ok(Math.sqrt(num / den) <= 2e-2, `the first update differs from the reference's by ${(100 * Math.sqrt(num / den)).toFixed(2)}%`);
 
-  const losses: number[] = [];
-  for (let step = 2; step <= 6; step++) {
-    const g = zeroGradients(model.config, backend);
-    const r = lossAndGradients(graph, ids, rows.length, g, 1 / tokens);
-    losses.push(r.lossSum / r.count);
-    clipGradNorm(be, g, a.clip_grad_norm);
-    optimizer.update(g, a.lr);
-  }
+  const losses = lossesOfSteps2To6(graph, model.config, backend, be, optimizer);
   losses.forEach((loss, i) => {
     assert.ok(Math.abs(loss - a.losses_steps_2_to_6[i]) <= TOL, `loss of step ${i + 2}: ${loss} vs ${a.losses_steps_2_to_6[i]}`);
   });
@@ -102,8 +81,7 @@ test('cuda bf16 (amp_bf16): the loss is within 2e-2 and the gradients are finite
   const grads = zeroGradients(model.config, backend);
   const { lossSum, count } = lossAndGradients(graph, ids, rows.length, grads, 1 / tokens);
   assert.ok(Math.abs(lossSum / count - ref.train.loss) <= 2e-2, `bf16 loss ${lossSum / count} vs ${ref.train.loss}`);
-  let sum = 0;
-  for (const g of grads.values()) sum += be.sumOfSquares(g);
+  const sum = be.sumOfSquaresAll([...grads.values()]);
   assert.ok(Number.isFinite(sum) && sum > 0, `bf16 gradient norm² ${sum}`);
   // Not asserted (no stated tolerance): how far bf16 gradients land from the float32 reference.
   process.stderr.write(`bf16 loss ${(lossSum / count).toFixed(5)} vs ${ref.train.loss.toFixed(5)}; grad norm ${Math.sqrt(sum).toFixed(5)} vs ${ref.train.grad_total_norm.toFixed(5)}\n`);

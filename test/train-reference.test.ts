@@ -1,6 +1,5 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { CpuBackend } from '../src/backend/cpu/index.js';
 import { trainingBackend } from '../src/backend/backend.js';
 import { openModelFolder } from '../src/io/model-folder.js';
@@ -10,22 +9,12 @@ import { lossAndGradients, zeroGradients } from '../src/model/backward.js';
 import { paramsByName } from '../src/model/param-map.js';
 import { TrainingGraph } from '../src/model/training-forward.js';
 import { AdamW, clipGradNorm } from '../src/train/optimizer.js';
-import { fixture } from './fixtures.js';
+import { ids, lossesOfSteps2To6, ref, referenceDir as dir, rows, tokens } from './training-reference.js';
 
 /**
  * The CPU training path against the original MosaicGPT code (fixtures README, `train` and `adamw`):
  * loss, the global gradient norm, sampled gradients, the first AdamW step and the losses after it.
  */
-interface Reference {
-  train: { input_ids: number[][]; loss: number; grad_total_norm: number; grads: Record<string, { norm: number; index: number[]; value: number[] }> };
-  adamw: {
-    lr: number; betas: [number, number]; eps: number; weight_decay: number; clip_grad_norm: number;
-    params_after_first_step_at_grad_index: Record<string, number[]>; losses_steps_2_to_6: number[];
-  };
-}
-
-const dir = fixture('mosaic-gpt-tiny');
-const ref = JSON.parse(readFileSync(`${dir}/reference.json`, 'utf8')) as Reference;
 
 test('float32 loss, gradients and AdamW steps match the original code', async () => {
   const backend = new CpuBackend();
@@ -34,9 +23,6 @@ test('float32 loss, gradients and AdamW steps match the original code', async ()
   await folder.close();
   const graph = new TrainingGraph(model.config, backend, model.params);
   const be = trainingBackend(backend);
-  const rows = ref.train.input_ids;
-  const ids = Int32Array.from(rows.flat());
-  const tokens = rows.length * (rows[0].length - 1);
 
   const grads = zeroGradients(model.config, backend);
   const { lossSum, count } = lossAndGradients(graph, ids, rows.length, grads, 1 / tokens);
@@ -77,14 +63,7 @@ test('float32 loss, gradients and AdamW steps match the original code', async ()
     });
   }
 
-  const losses: number[] = [];
-  for (let step = 2; step <= 6; step++) {
-    const g = zeroGradients(model.config, backend);
-    const r = lossAndGradients(graph, ids, rows.length, g, 1 / tokens);
-    losses.push(r.lossSum / r.count);
-    clipGradNorm(be, g, a.clip_grad_norm);
-    optimizer.update(g, a.lr);
-  }
+  const losses = lossesOfSteps2To6(graph, model.config, backend, be, optimizer);
   losses.forEach((loss, i) => {
     const expected = a.losses_steps_2_to_6[i];
     assert.ok(Math.abs(loss - expected) <= 1e-4, `loss of step ${i + 2}: ${loss} vs ${expected}`);
