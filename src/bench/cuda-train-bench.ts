@@ -47,8 +47,6 @@ export interface TrainBenchResult {
   tokensPerSecond: number;
   mfu: number;
   peakMemoryBytes: number;
-  /** Wall milliseconds of the gradient norm's Σ g²: a device round trip a tensor, and one for all (median of 5). */
-  gradNorm: { tensors: number; perTensorMs: number; allAtOnceMs: number };
   /** Device milliseconds of one step by kernel (or GEMM shape), largest first. */
   breakdown: Array<{ name: string; ms: number; calls: number }>;
   torch: Array<Record<string, unknown>>;
@@ -94,29 +92,6 @@ function perKernel(be: CudaBackend, fn: () => void): Array<{ name: string; ms: n
   return [...totals].map(([name, v]) => ({ name, ...v })).sort((x, y) => y.ms - x.ms);
 }
 
-/** The gradient norm's two ways on gradient-sized random tensors (wall clock: the round trips are the cost). */
-function timeGradNorm(be: CudaBackend, c: MptConfig): { tensors: number; perTensorMs: number; allAtOnceMs: number } {
-  return be.scope(() => {
-    const grads = [...parameterShapes(c)].map(([, shape], i) => {
-      const g = be.alloc(shape, 'float32'), n = elementCount(shape);
-      be.kernels.get('elementwise.cu', 'fill_normal', { MPT_BF16: false }).launch([Math.min(Math.ceil(n / 256), 2048)], [256], [g.ptr, n, 1000 + i, 0, 1e-4]);
-      return g;
-    });
-    const time = (fn: () => number) => {
-      const ms: number[] = [];
-      for (let i = 0; i < 6; i++) {
-        be.synchronize();
-        const t0 = performance.now();
-        fn();
-        ms.push(performance.now() - t0);
-      }
-      return median(ms.slice(1));
-    };
-    const perTensorMs = time(() => grads.reduce((s, g) => s + be.sumOfSquares(g), 0));
-    const allAtOnceMs = time(() => be.sumOfSquaresAll(grads));
-    return { tensors: grads.length, perTensorMs, allAtOnceMs };
-  });
-}
 
 export function runTrainBench(o: TrainBenchOptions): TrainBenchResult {
   const log = o.log ?? ((line: string) => process.stderr.write(line + '\n'));
@@ -171,11 +146,9 @@ export function runTrainBench(o: TrainBenchOptions): TrainBenchResult {
   const peakMemoryBytes = be.allocator.stats().peak + 2 * (32 << 20); // + the two cuBLASLt workspaces
   log(`median step ${ms.toFixed(1)} ms: ${tokensPerSecond.toFixed(0)} tokens/s, MFU ${(100 * mfu).toFixed(1)}%, peak ${(peakMemoryBytes / 2 ** 30).toFixed(2)} GiB`);
   const breakdown = perKernel(be, () => step(batch()));
-  const gradNorm = timeGradNorm(be, c);
-  log(`global gradient norm's Σ g² over ${gradNorm.tensors} gradients: ${gradNorm.perTensorMs.toFixed(2)} ms one round trip a tensor, ${gradNorm.allAtOnceMs.toFixed(2)} ms all at once (sumOfSquaresAll, what clipGradNorm does)`);
   const result: TrainBenchResult = {
     device: be.device.name, preset: presetName, parameters: parameterCount(c), microbatch: mb, seqLen: t, msPerStep: ms, stepsMs: times,
-    tokensPerSecond, mfu, peakMemoryBytes, breakdown, gradNorm, torch: [],
+    tokensPerSecond, mfu, peakMemoryBytes, breakdown, torch: [],
   };
   // Give the device memory back before the baselines run (they are child processes on the same card).
   for (const map of [masters, copies, optimizer.m, optimizer.v]) for (const t of map.values()) be.release(t);
@@ -209,7 +182,6 @@ export function formatTrainBench(r: TrainBenchResult): string {
     const tps = t.tokens_per_s as number;
     lines.push(`torch ${String(t.mode).padEnd(7)} ${tps.toFixed(0)} tokens/s, MFU ${(100 * (t.mfu as number)).toFixed(1)}%, peak ${gib(t.peak_memory_bytes as number)}; mpt-ts/torch ${(r.tokensPerSecond / tps).toFixed(2)}×`);
   }
-  lines.push(`grad norm    Σ g² of ${r.gradNorm.tensors} gradients: ${r.gradNorm.perTensorMs.toFixed(2)} ms a round trip a tensor, ${r.gradNorm.allAtOnceMs.toFixed(2)} ms all at once`);
   const total = r.breakdown.reduce((s, b) => s + b.ms, 0);
   lines.push(`one step by kernel (events around each launch; ${total.toFixed(1)} ms of device time in kernels and GEMMs):`);
   for (const b of r.breakdown.slice(0, 30)) lines.push(`  ${b.ms.toFixed(2).padStart(9)} ms ${(100 * b.ms / total).toFixed(1).padStart(5)}%  ${String(b.calls).padStart(5)}×  ${b.name}`);
