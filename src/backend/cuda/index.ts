@@ -140,28 +140,26 @@ export class CudaBackend implements Backend {
     return result!;
   }
 
+  /**
+   * Float32 values stored as bf16, or bf16 bits as float32: staged as they are and converted on the
+   * device, the staging block going straight back to the cache.
+   */
+  private uploadConverted(data: Float32Array | Uint16Array, shape: readonly number[], dtype: 'bfloat16' | 'float32'): CudaTensor {
+    const n = data.length, toBf16 = dtype === 'bfloat16';
+    const staging = this.allocator.alloc(data.byteLength);
+    this.ctx.copyIn(staging, data);
+    const out = this.alloc(shape, dtype);
+    this.launch1d('elementwise.cu', toBf16 ? 'f32_to_t' : 'bf16_to_t', n, [staging, out.ptr, n], { MPT_BF16: toBf16 });
+    this.ctx.synchronize();
+    this.allocator.release(staging);
+    return out;
+  }
+
   upload(data: HostArray, shape: readonly number[], dtype: DType): Tensor {
     const n = elementCount(shape);
     if (data.length !== n) throw new Error(`upload: ${data.length} values for shape [${shape.join(', ')}] (${n} elements)`);
-    if (dtype === 'bfloat16' && data instanceof Float32Array) {
-      // Convert on the device: the float32 staging block goes straight back to the cache.
-      const staging = this.allocator.alloc(n * 4);
-      this.ctx.copyIn(staging, data);
-      const out = this.alloc(shape, 'bfloat16');
-      this.launch1d('elementwise.cu', 'f32_to_t', n, [staging, out.ptr, n], { MPT_BF16: true });
-      this.ctx.synchronize();
-      this.allocator.release(staging);
-      return out;
-    }
-    if (dtype === 'float32' && data instanceof Uint16Array) {
-      // bf16 bits up to float32 on the device.
-      const staging = this.allocator.alloc(n * 2);
-      this.ctx.copyIn(staging, data);
-      const out = this.alloc(shape, 'float32');
-      this.launch1d('elementwise.cu', 'bf16_to_t', n, [staging, out.ptr, n], { MPT_BF16: false });
-      this.ctx.synchronize();
-      this.allocator.release(staging);
-      return out;
+    if ((dtype === 'bfloat16' && data instanceof Float32Array) || (dtype === 'float32' && data instanceof Uint16Array)) {
+      return this.uploadConverted(data, shape, dtype);
     }
     const expected = dtype === 'int32' ? Int32Array : dtype === 'float32' ? Float32Array : Uint16Array;
     if (!(data instanceof expected)) throw new Error(`upload: ${data.constructor.name} cannot be stored as ${dtype}`);
