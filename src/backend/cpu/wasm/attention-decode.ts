@@ -1,4 +1,5 @@
 import { softmaxRow } from './attention-softmax.js';
+import type { WasmAttentionInputs } from './attention-heads.js';
 import { kernels } from './runtime.js';
 
 /**
@@ -11,24 +12,15 @@ import { kernels } from './runtime.js';
  * chunks of a query on the main thread: out = Σ_c acc_c·e^(m_c − M) / Σ_c l_c·e^(m_c − M), M = max_c m_c.
  * The per-element math is kernels/attention.ts's, which this is tested against.
  */
-export interface WasmDecodeAttentionTask {
+/** The scratch of a part holds its scores, float32 [nHeads][KEY_CHUNK]. */
+export interface WasmDecodeAttentionTask extends WasmAttentionInputs {
   kind: 'attention-decode-wasm';
-  /** Heap byte addresses: q float32 [batch, tq, d]; k and v float32 [batch, kvRows, d]. */
-  q: number; k: number; v: number; kvRows: number;
-  /** [batch, capacity]: 1 for a real token, 0 for padding; null when nothing is padded. */
-  keyMask: Int32Array | null;
-  capacity: number;
-  batch: number; tq: number; kvLen: number; nHeads: number; dHead: number;
-  scale: number; slopes: Float32Array | null;
   /** Key chunks per query: ceil(kvLen / KEY_CHUNK). */
   chunks: number;
   /** Heap byte address of the partial sums, float32 [item][nHeads][dHead]. */
   acc: number;
   /** Per item and head: the max m and the sum l, [item][nHeads][2]. */
   stats: Float64Array;
-  /** Heap byte address of part 0's scores, float32 [nHeads][KEY_CHUNK]; part i's is `partBytes` on. */
-  scratch: number;
-  partBytes: number;
 }
 
 /** Keys per work item (a multiple of 4: the softmax pads rows to whole float32x4). */

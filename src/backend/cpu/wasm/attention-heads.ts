@@ -11,24 +11,29 @@ import { kernels } from './runtime.js';
  *   output  o_i = Σ_j p_ij · v_j / Σ_j p_ij                     pv_8 / pv_1 (attention-module.ts)
  * One work item is one (batch row, head) pair and a block of up to 3 query rows.
  */
-export interface WasmAttentionTask {
-  kind: 'attention-wasm';
+/** What both wasm attention tasks (this one and attention-decode.ts's) are given. */
+export interface WasmAttentionInputs {
   /** Heap byte address of q, float32 [batch, tq, d]. */
   q: number;
   /** Heap byte addresses of k and v, float32 [batch, kvRows, d]; rows [0, kvLen) of each batch row are read. */
   k: number;
   v: number;
   kvRows: number;
-  /** Where the results go: float32 [batch, tq, d] in ordinary (shared) memory. */
-  out: Float32Array;
   /** [batch, capacity]: 1 for a real token, 0 for padding; null when nothing is padded. */
   keyMask: Int32Array | null;
   capacity: number;
   batch: number; tq: number; kvLen: number; nHeads: number; dHead: number;
   scale: number; slopes: Float32Array | null;
-  /** Heap byte address of part 0's scratch (scores and sums); part i's is `partBytes` further on. */
+  /** Heap byte address of part 0's scratch; part i's is `partBytes` further on. */
   scratch: number;
   partBytes: number;
+}
+
+/** The scratch of a part holds its scores and sums. */
+export interface WasmAttentionTask extends WasmAttentionInputs {
+  kind: 'attention-wasm';
+  /** Where the results go: float32 [batch, tq, d] in ordinary (shared) memory. */
+  out: Float32Array;
 }
 
 /** Query rows per work item: the tallest linear tile. */
