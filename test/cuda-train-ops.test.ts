@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import type { CudaBackend } from '../src/backend/cuda/index.js';
 import { trainingBackend, type AttentionArgs, type Backend, type Tensor, type TrainingBackend } from '../src/backend/backend.js';
 import { FLASH_FORWARD_SHAPES } from '../src/backend/cuda/flash.js';
+import { gemmTuning, tuningLog } from '../src/backend/cuda/cublaslt-api.js';
 import { asStored, close as closeTo, cpu, cudaFor, down, pair, randn, rng, skip } from './cuda-harness.js';
 
 // Training outputs may hold infinities where the reference does (a fully masked row's log-sum-exp).
@@ -155,6 +156,34 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       const [bg, bc] = pair(be, randn(3 * o), [3 * o]);
       close(`linearResidual (${r} rows)`, down(be, g.linearResidual(x2g, wg, bg, resg)), down(cpu, cpu.linearResidual(x2c, wc, bc, resc)), tol(dtype, 1e-6));
     }
+  });
+
+  test(`cuda ${dtype}: GEMMs timed among the heuristic's candidates on first use add into their outputs once`, { skip }, () => {
+    const be = cudaFor(dtype), g = trainingBackend(be);
+    // Shapes no other test uses (the choice is kept per process and shape), all tuned (minFlops 0).
+    const rows = 93 + (dtype === 'bfloat16' ? 0 : 2), inF = 152, outF = 88;
+    const [xg, xc] = pair(be, randn(rows * inF), [rows, inF]);
+    const [wg, wc] = pair(be, randn(outF * inF, 0.1), [outF, inF]);
+    const [dWg, dWc] = f32pair(be, randn(outF * inF), [outF, inF]);
+    const [dxg, dxc] = pair(be, randn(rows * inF), [rows, inF]);
+    const before = tuningLog.length, saved = gemmTuning.minFlops;
+    gemmTuning.minFlops = 0;
+    try {
+      for (let call = 0; call < 2; call++) { // the first call tunes, the second reuses the choice: both add once
+        const [dyg, dyc] = pair(be, randn(rows * outF), [rows, outF]);
+        g.linearBackwardInto({ dy: dyg, x: xg, weight: wg, dWeight: dWg, dBias: null, dxInto: dxg });
+        cpu.linearBackwardInto({ dy: dyc, x: xc, weight: wc, dWeight: dWc, dBias: null, dxInto: dxc });
+      }
+      close('dx accumulated twice', down(be, dxg), down(cpu, dxc), tol(dtype, 1e-5));
+      close('dWeight accumulated twice', down(be, dWg), down(cpu, dWc), tol(dtype, 1e-6, 1e-3));
+      const [resg, resc] = pair(be, randn(rows * outF), [rows, outF]);
+      const resBefore = down(be, resg);
+      close('linearResidual (tuned)', down(be, g.linearResidual(xg, wg, null, resg)), down(cpu, cpu.linearResidual(xc, wc, null, resc)), tol(dtype, 1e-6));
+      assert.deepEqual(down(be, resg), resBefore, 'the residual (C) is read, not written');
+    } finally {
+      gemmTuning.minFlops = saved;
+    }
+    if (gemmTuning.enabled) assert.ok(tuningLog.length >= before + 3, `${tuningLog.length - before} GEMM shapes tuned, expected 3 (dx, dW, linear + residual)`);
   });
 
   test(`cuda ${dtype}: accumulating LayerNorm backward with the residual gradient, row-per-warp and fallback kernels`, { skip }, () => {

@@ -5,7 +5,7 @@
  * algorithm per shape and launches matmuls.
  */
 import { loadLibrary } from './libraries.js';
-import { cu, type CudaContext } from './driver.js';
+import { cu, CudaEvent, type CudaContext } from './driver.js';
 
 const STATUS: Record<number, string> = {
   0: 'CUBLAS_STATUS_SUCCESS', 1: 'CUBLAS_STATUS_NOT_INITIALIZED', 3: 'CUBLAS_STATUS_ALLOC_FAILED',
@@ -90,6 +90,31 @@ export function setAttribute(desc: number, attr: number, buf: Buffer, what: stri
   check(`cublasLtMatmulDescSetAttribute(${what})`, lt().cublasLtMatmulDescSetAttribute(desc, attr, buf, buf.length));
 }
 
+/**
+ * Choosing among the heuristic's algorithms by timing them (GemmTuning). The heuristic's first pick is
+ * not always the fastest for our shapes (H100, 2026-11-27: the accumulating dx GEMM NN 16384×2048×2048
+ * ran at ~660 TFLOP/s against ~720 for x·Wᵀ of the same size), so a GEMM of at least `minFlops` times
+ * up to `candidates` of them once, on the first call with its shape, and keeps the fastest for the
+ * process. The heuristic's first stays unless another is faster by more than `margin`: a near tie
+ * must not flip the choice (and with it the low bits of the results) between runs. MPT_GEMM_TUNE=0
+ * switches this off (the heuristic's first everywhere, as before).
+ */
+export const gemmTuning = {
+  enabled: process.env.MPT_GEMM_TUNE !== '0',
+  minFlops: 2 ** 33,
+  candidates: 16,
+  margin: 0.02,
+  /** Timed launches a candidate, after one untimed. */
+  reps: 3,
+};
+
+/** What one shape's tuning found (for the benchmark's report). */
+export interface TuningRecord { what: string; candidates: number; chosen: number; firstMs: number; bestMs: number }
+
+/** Algorithms chosen so far in this process, by shape key (front end, types, transposes, sizes, epilogue). */
+const chosenAlgorithms = new Map<string, Buffer>();
+export const tuningLog: TuningRecord[] = [];
+
 /** One cuBLASLt handle on a stream, with its workspace and a preference capped to it. */
 export class LtHandle {
   private readonly handle: number;
@@ -108,20 +133,87 @@ export class LtHandle {
     this.workspace = Number(p[0]);
   }
 
-  /** The heuristic's best algorithm for D = op(A)·op(B) (+ C) with these layouts (C and D share one). */
-  algorithm(desc: number, a: number, b: number, c: number, what: string): Buffer {
-    const results = Buffer.alloc(HEURISTIC_RESULT_BYTES * 4);
+  /** Up to `count` algorithms the heuristic offers for D = op(A)·op(B) (+ C), best first (C and D share a layout). */
+  candidates(desc: number, a: number, b: number, c: number, what: string, count = 1): Buffer[] {
+    const results = Buffer.alloc(HEURISTIC_RESULT_BYTES * count);
     const returned = [0];
     check(`cublasLtMatmulAlgoGetHeuristic(${what})`,
-      lt().cublasLtMatmulAlgoGetHeuristic(this.handle, desc, a, b, c, c, this.pref, 4, results, returned));
-    if (returned[0] < 1) throw new CublasError(`cublasLtMatmulAlgoGetHeuristic(${what})`, 15, 'no algorithm for this shape');
-    return Buffer.from(results.subarray(0, 64));
+      lt().cublasLtMatmulAlgoGetHeuristic(this.handle, desc, a, b, c, c, this.pref, count, results, returned));
+    const algos: Buffer[] = [];
+    for (let i = 0; i < returned[0]; i++) {
+      const r = results.subarray(i * HEURISTIC_RESULT_BYTES, (i + 1) * HEURISTIC_RESULT_BYTES);
+      if (r.readInt32LE(72) === 0) algos.push(Buffer.from(r.subarray(0, 64))); // state (after algo and workspaceSize): success
+    }
+    if (algos.length < 1) throw new CublasError(`cublasLtMatmulAlgoGetHeuristic(${what})`, 15, 'no algorithm for this shape');
+    return algos;
   }
 
-  /** D = alpha·op(A)·op(B) + beta·C, in place (C = D), on the context's stream. */
+  /** The heuristic's best algorithm. */
+  algorithm(desc: number, a: number, b: number, c: number, what: string): Buffer {
+    return this.candidates(desc, a, b, c, what)[0];
+  }
+
+  /**
+   * The algorithm for one shape: the process's earlier choice for `key`, else (a GEMM of at least
+   * gemmTuning.minFlops, tuning on, not inside a graph capture) the fastest of the heuristic's
+   * candidates, else its first. `trial(algo)` launches the GEMM with that algorithm on the real
+   * inputs, writing only where the real call will write again (an output it overwrites, or scratch).
+   */
+  choose(key: string, flops: number, desc: number, a: number, b: number, c: number, what: string, trial: (algo: Buffer) => void): Buffer {
+    const known = chosenAlgorithms.get(key);
+    if (known) return known;
+    const tune = gemmTuning.enabled && flops >= gemmTuning.minFlops && !this.ctx.capturing;
+    const algos = this.candidates(desc, a, b, c, what, tune ? gemmTuning.candidates : 1);
+    let algo = algos[0];
+    if (tune) { // timed even when the heuristic offers one: the trials run the path the real call takes
+      const times = algos.map((candidate) => this.time(candidate, trial));
+      let best = 0;
+      times.forEach((t, i) => { if (t < times[best]) best = i; });
+      if (!(times[best] < times[0] * (1 - gemmTuning.margin))) best = 0;
+      algo = algos[best];
+      tuningLog.push({ what, candidates: algos.length, chosen: best, firstMs: times[0], bestMs: times[best] });
+    }
+    chosenAlgorithms.set(key, algo);
+    return algo;
+  }
+
+  /** Milliseconds a launch with this algorithm takes (mean of gemmTuning.reps after one warm-up); Infinity if it fails. */
+  private time(algo: Buffer, trial: (algo: Buffer) => void): number {
+    const start = new CudaEvent(this.ctx), end = new CudaEvent(this.ctx);
+    try {
+      trial(algo);
+      start.record();
+      for (let i = 0; i < gemmTuning.reps; i++) trial(algo);
+      end.record();
+      return end.since(start) / gemmTuning.reps;
+    } catch (e) {
+      if (e instanceof CublasError) return Infinity; // a candidate this launch refuses: not a choice
+      throw e;
+    } finally {
+      start.destroy();
+      end.destroy();
+    }
+  }
+
+  /** Device scratch for trials that must not write the real output (freed by the caller with freeScratch). */
+  scratch(bytes: number): number {
+    const p = new BigUint64Array(1);
+    cu('cuMemAlloc_v2', p, bytes);
+    return Number(p[0]);
+  }
+
+  freeScratch(ptr: number): void {
+    this.ctx.synchronize();
+    cu('cuMemFree_v2', ptr);
+  }
+
+  /**
+   * D = alpha·op(A)·op(B) + beta·C on the context's stream; D is C (in place) unless given. C and D
+   * share one layout: a separate D saves copying C into the output first.
+   */
   matmul(what: string, desc: number, algo: Buffer, alpha: Float32Array, A: number, aLayout: number, B: number, bLayout: number,
-    beta: Float32Array, C: number, cLayout: number): void {
-    check(`cublasLtMatmul(${what})`, lt().cublasLtMatmul(this.handle, desc, alpha, A, aLayout, B, bLayout, beta, C, cLayout, C, cLayout,
+    beta: Float32Array, C: number, cLayout: number, D = C): void {
+    check(`cublasLtMatmul(${what})`, lt().cublasLtMatmul(this.handle, desc, alpha, A, aLayout, B, bLayout, beta, C, cLayout, D, cLayout,
       algo, this.workspace, this.workspaceBytes, this.ctx.stream));
   }
 }

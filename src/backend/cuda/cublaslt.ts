@@ -1,8 +1,10 @@
 /**
  * cuBLASLt: y = x · Wᵀ (+ bias) (+ y when accumulating) for row-major x [rows, in], W [out, in],
  * y [rows, out]; bf16 operands with fp32 accumulation, or plain fp32 (no TF32) for checking.
- * Accumulating into y (beta = 1, C = D) is the epilogue that saves the residual add's pass.
- * Descriptors and the heuristic's algorithm are made once per shape and kept.
+ * Accumulating into y (beta = 1, C = D) is the epilogue that saves the residual add's pass; with
+ * `residual` the GEMM reads it as C and writes the sum to y (no copy of the residual into y first).
+ * Descriptors are made once per shape and kept; the algorithm is the fastest of the heuristic's
+ * candidates for big GEMMs (LtHandle.choose), timed on the first call (an accumulating one into scratch).
  *
  * Column-major view: y [rows,out] row-major is yᵀ [out, rows]; yᵀ = W · xᵀ, with W read as the
  * transpose of its column-major [in, out] storage ("TN" GEMM: m = out, n = rows, k = in).
@@ -25,17 +27,20 @@ export interface MatmulArgs {
   bias: number | null;
   /** y += x · Wᵀ instead of y = x · Wᵀ. */
   accumulate: boolean;
+  /** y = residual + x · Wᵀ (+ bias): residual [rows, out] of y's type, read as C (accumulate must be false). */
+  residual?: number | null;
   dtype: 'bfloat16' | 'float32';
   /** y's type: float32 with bf16 operands gives fp32 logits and a fp32 residual stream. */
   outDType?: 'bfloat16' | 'float32';
 }
 
 interface Plan {
+  key: string;
   desc: number;
   a: number;
   b: number;
   c: number;
-  algo: Buffer;
+  algo: Buffer | null;
   biasSlot: Buffer | null;
   lastBias: number;
 }
@@ -52,7 +57,8 @@ export class CublasLt {
 
   private plan(a: MatmulArgs): Plan {
     const outType = (a.outDType ?? a.dtype) === 'bfloat16' ? CUDA_R_16BF : CUDA_R_32F;
-    const key = `${a.dtype}>${a.outDType ?? a.dtype}:${a.rows}:${a.inFeatures}:${a.outFeatures}:${a.bias !== null}:${a.accumulate}`;
+    const addsC = a.accumulate || !!a.residual;
+    const key = `linear:${a.dtype}>${a.outDType ?? a.dtype}:${a.rows}:${a.inFeatures}:${a.outFeatures}:${a.bias !== null}:${addsC}`;
     let plan = this.plans.get(key);
     if (plan) return plan;
     const type = a.dtype === 'bfloat16' ? CUDA_R_16BF : CUDA_R_32F;
@@ -67,8 +73,7 @@ export class CublasLt {
     const layoutA = create('cublasLtMatrixLayoutCreate', type, a.inFeatures, a.outFeatures, a.inFeatures);
     const layoutB = create('cublasLtMatrixLayoutCreate', type, a.inFeatures, a.rows, a.inFeatures);
     const layoutC = create('cublasLtMatrixLayoutCreate', outType, a.outFeatures, a.rows, a.outFeatures);
-    const algo = this.lt.algorithm(desc, layoutA, layoutB, layoutC, key);
-    plan = { desc, a: layoutA, b: layoutB, c: layoutC, algo, biasSlot, lastBias: a.bias ?? 0 };
+    plan = { key, desc, a: layoutA, b: layoutB, c: layoutC, algo: null, biasSlot, lastBias: a.bias ?? 0 };
     this.plans.set(key, plan);
     return plan;
   }
@@ -81,7 +86,23 @@ export class CublasLt {
       setAttribute(plan.desc, DESC_BIAS_POINTER, plan.biasSlot!, 'BIAS_POINTER');
       plan.lastBias = a.bias;
     }
-    this.lt.matmul(`${a.rows}x${a.inFeatures} · ${a.outFeatures}x${a.inFeatures}ᵀ, ${a.dtype}`, plan.desc, plan.algo, this.one,
-      a.w, plan.a, a.x, plan.b, a.accumulate ? this.one : this.zero, a.y, plan.c);
+    if (a.residual && a.accumulate) throw new CublasError('cublasLtMatmul', 7, 'accumulate and residual together');
+    const what = `${a.rows}x${a.inFeatures} · ${a.outFeatures}x${a.inFeatures}ᵀ, ${a.dtype}${a.accumulate ? ', accumulating' : a.residual ? ', + residual' : ''}`;
+    const beta = a.accumulate || a.residual ? this.one : this.zero, c = a.residual || a.y;
+    plan.algo ??= this.choose(plan, a, what, beta, c);
+    this.lt.matmul(what, plan.desc, plan.algo, this.one, a.w, plan.a, a.x, plan.b, beta, c, plan.c, a.y);
+  }
+
+  /** The plan's algorithm; trials of an accumulating GEMM (C = y) write scratch, so y is added into once. */
+  private choose(plan: Plan, a: MatmulArgs, what: string, beta: Float32Array, c: number): Buffer {
+    let scratch = 0;
+    try {
+      return this.lt.choose(plan.key, 2 * a.rows * a.inFeatures * a.outFeatures, plan.desc, plan.a, plan.b, plan.c, what, (algo) => {
+        if (a.accumulate && !scratch) scratch = this.lt.scratch(a.rows * a.outFeatures * ((a.outDType ?? a.dtype) === 'bfloat16' ? 2 : 4));
+        this.lt.matmul(what, plan.desc, algo, this.one, a.w, plan.a, a.x, plan.b, beta, c, plan.c, a.accumulate ? scratch : a.y);
+      });
+    } finally {
+      if (scratch) this.lt.freeScratch(scratch);
+    }
   }
 }

@@ -7,7 +7,9 @@
  *
  * Row-major X [r, c] is column-major Xᵀ with leading dimension c, so C = op(A)·op(B) is computed as the
  * column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: cuBLAS's first operand is B, its second A, m and n swap.
- * Descriptors and the heuristic's algorithm are made once per shape and kept.
+ * Descriptors are made once per shape and kept; the algorithm is the fastest of the heuristic's
+ * candidates for big GEMMs (LtHandle.choose), timed on the first call: an accumulating GEMM (beta ≠ 0)
+ * is timed reading the real C and writing scratch, so the gradient is added into once.
  */
 import type { CudaContext } from './driver.js';
 import { create, CUDA_R_16BF, CUDA_R_32F, LtHandle, matmulDesc } from './cublaslt-api.js';
@@ -23,7 +25,7 @@ export interface GemmArgs {
   inType: GemmType; outType: GemmType;
 }
 
-interface Plan { desc: number; la: number; lb: number; lc: number; algo: Buffer }
+interface Plan { key: string; desc: number; la: number; lb: number; lc: number; algo: Buffer | null }
 
 export class TrainingGemm {
   private readonly lt: LtHandle;
@@ -36,7 +38,7 @@ export class TrainingGemm {
   }
 
   private plan(g: GemmArgs): Plan {
-    const key = `${g.m}:${g.n}:${g.k}:${g.aTrans}:${g.bTrans}:${g.inType}>${g.outType}`;
+    const key = `gemm:${g.m}:${g.n}:${g.k}:${g.aTrans}:${g.bTrans}:${g.inType}>${g.outType}:${g.beta !== 0 ? 'acc' : ''}`;
     let plan = this.plans.get(key);
     if (plan) return plan;
     const tin = g.inType === 'bfloat16' ? CUDA_R_16BF : CUDA_R_32F, tout = g.outType === 'bfloat16' ? CUDA_R_16BF : CUDA_R_32F;
@@ -45,7 +47,7 @@ export class TrainingGemm {
     const la = g.bTrans ? create('cublasLtMatrixLayoutCreate', tin, g.k, g.n, g.k) : create('cublasLtMatrixLayoutCreate', tin, g.n, g.k, g.n);
     const lb = g.aTrans ? create('cublasLtMatrixLayoutCreate', tin, g.m, g.k, g.m) : create('cublasLtMatrixLayoutCreate', tin, g.k, g.m, g.k);
     const lc = create('cublasLtMatrixLayoutCreate', tout, g.n, g.m, g.n);
-    plan = { desc, la, lb, lc, algo: this.lt.algorithm(desc, la, lb, lc, key) };
+    plan = { key, desc, la, lb, lc, algo: null };
     this.plans.set(key, plan);
     return plan;
   }
@@ -55,7 +57,21 @@ export class TrainingGemm {
     const plan = this.plan(g);
     this.alpha[0] = g.alpha;
     this.beta[0] = g.beta;
-    this.lt.matmul(`${g.m}x${g.n}x${g.k}, ${g.aTrans ? 'T' : 'N'}${g.bTrans ? 'T' : 'N'}, ${g.inType}>${g.outType}`,
-      plan.desc, plan.algo, this.alpha, g.b, plan.la, g.a, plan.lb, this.beta, g.c, plan.lc);
+    const what = `${g.m}x${g.n}x${g.k}, ${g.aTrans ? 'T' : 'N'}${g.bTrans ? 'T' : 'N'}, ${g.inType}>${g.outType}${g.beta !== 0 ? ', accumulating' : ''}`;
+    plan.algo ??= this.choose(plan, g, what);
+    this.lt.matmul(what, plan.desc, plan.algo, this.alpha, g.b, plan.la, g.a, plan.lb, this.beta, g.c, plan.lc);
+  }
+
+  /** The plan's algorithm; trials of an accumulating GEMM read the real C and write scratch. */
+  private choose(plan: Plan, g: GemmArgs, what: string): Buffer {
+    let scratch = 0;
+    try {
+      return this.lt.choose(plan.key, 2 * g.m * g.n * g.k, plan.desc, plan.la, plan.lb, plan.lc, what, (algo) => {
+        if (g.beta !== 0 && !scratch) scratch = this.lt.scratch(g.m * g.n * (g.outType === 'bfloat16' ? 2 : 4));
+        this.lt.matmul(what, plan.desc, algo, this.alpha, g.b, plan.la, g.a, plan.lb, this.beta, g.c, plan.lc, g.beta !== 0 ? scratch : g.c);
+      });
+    } finally {
+      if (scratch) this.lt.freeScratch(scratch);
+    }
   }
 }

@@ -259,15 +259,23 @@ export class CudaTrainingOps {
     return dx;
   }
 
-  /** residual + x·Wᵀ (+ b): the residual copied into the output, then the GEMM adds into it (beta = 1). */
+  /**
+   * residual + x·Wᵀ (+ b). cuBLASLt reads the residual as C and writes the sum to a new output (C ≠ D);
+   * up to 16 rows in bf16 (the few-row GEMMs of skinny_gemm.cu, which only add in place) the residual
+   * is copied into the output first and the GEMM adds into it.
+   */
   linearResidual(x: Tensor, weight: Tensor, bias: Tensor | null, residual: Tensor): Tensor {
     const be = this.be;
     const xx = this.inAct(x, 'linearResidual x'), w = this.inAct(weight, 'linearResidual weight'), r = this.inAct(residual, 'linearResidual residual');
     const [outF, inF] = w.shape, rows = rowCount(xx);
     if (width(xx) !== inF || width(r) !== outF || rowCount(r) !== rows) throw new Error(`linearResidual: x [${x.shape}], weight [${weight.shape}], residual [${residual.shape}]`);
-    const out = be.alloc(r.shape);
-    be.ctx.copyDevice(out.ptr, r.ptr, elementCount(r.shape) * (this.act === 'bfloat16' ? 2 : 4));
-    be.matmulInto(xx, w, bias ? this.inAct(bias, 'linearResidual bias') : null, out, rows, true);
+    const out = be.alloc(r.shape), b = bias ? this.inAct(bias, 'linearResidual bias') : null;
+    if (rows > 16 || this.act !== 'bfloat16') {
+      if (rows > 0) be.blas.matmul({ rows, inFeatures: inF, outFeatures: outF, x: xx.ptr, w: w.ptr, y: out.ptr, bias: b?.ptr ?? null, accumulate: false, residual: r.ptr, dtype: this.act as GemmType });
+      return out;
+    }
+    be.ctx.copyDevice(out.ptr, r.ptr, elementCount(r.shape) * 2);
+    be.matmulInto(xx, w, b, out, rows, true);
     return out;
   }
 
