@@ -204,14 +204,22 @@ export interface TrainingOps {
     param: Tensor; grad: Tensor; m: Tensor; v: Tensor; lr: number; beta1: number; beta2: number; eps: number;
     decay: number; step: number; computeCopy?: Tensor | null;
   }): void;
+  /**
+   * `adamwStep` on every parameter of `tensors` with one set of hyperparameters: the same values as
+   * one adamwStep each (CUDA: one launch for all of them instead of one a parameter).
+   */
+  adamwStepAll(args: { tensors: readonly AdamwTensors[]; lr: number; beta1: number; beta2: number; eps: number; decay: number; step: number }): void;
 }
+
+/** One parameter's AdamW operands: the float32 master, its gradient and moments, and the optional compute copy. */
+export interface AdamwTensors { param: Tensor; grad: Tensor; m: Tensor; v: Tensor; computeCopy?: Tensor | null }
 
 export type TrainingBackend = Backend & TrainingOps;
 
 const TRAINING_OPS: ReadonlyArray<keyof TrainingOps> = [
   'attentionForTraining', 'attentionBackward', 'linearBackward', 'layerNormBackward', 'geluBackward', 'clampBackward',
   'linearBackwardInto', 'layerNormBackwardInto', 'linearResidual', 'rowBlock',
-  'addColumnsInto', 'embeddingBackwardInto', 'crossEntropyWithOutput', 'addInto', 'scaleInPlace', 'sumOfSquares', 'sumOfSquaresAll', 'adamwStep',
+  'addColumnsInto', 'embeddingBackwardInto', 'crossEntropyWithOutput', 'addInto', 'scaleInPlace', 'sumOfSquares', 'sumOfSquaresAll', 'adamwStep', 'adamwStepAll',
 ];
 
 /** The backend as a TrainingBackend, or an error naming the ops it lacks. */

@@ -45,14 +45,13 @@ export class AdamW {
     this.step++;
     const { kind, betas, eps, weightDecay } = this.settings;
     const decay = weightDecay === 0 ? 0 : kind === 'adamw' ? lr * weightDecay : weightDecay * (lr / this.settings.lr);
-    for (const [name, param] of this.params) {
+    const tensors = [...this.params].map(([name, param]) => {
       const grad = grads.get(name);
       if (!grad) throw new Error(`AdamW: no gradient for ${name}`);
-      this.backend.adamwStep({
-        param, grad, m: this.m.get(name)!, v: this.v.get(name)!, lr, beta1: betas[0], beta2: betas[1], eps, decay,
-        step: this.step, computeCopy: this.computeCopies?.get(name) ?? null,
-      });
-    }
+      return { param, grad, m: this.m.get(name)!, v: this.v.get(name)!, computeCopy: this.computeCopies?.get(name) ?? null };
+    });
+    // All parameters at once (CUDA: one launch, not one a parameter).
+    this.backend.adamwStepAll({ tensors, lr, beta1: betas[0], beta2: betas[1], eps, decay, step: this.step });
   }
 }
 

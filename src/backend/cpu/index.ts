@@ -232,6 +232,7 @@ export class CpuBackend implements Backend {
   sumOfSquares(x: Tensor) { return this.training.sumOfSquares(x); }
   sumOfSquaresAll(xs: readonly Tensor[]) { return this.training.sumOfSquaresAll(xs); }
   adamwStep(args: Parameters<CpuTrainingOps['adamwStep']>[0]) { this.training.adamwStep(args); }
+  adamwStepAll(args: Parameters<CpuTrainingOps['adamwStepAll']>[0]) { this.training.adamwStepAll(args); }
 }
 
 /** A small parameter (LayerNorm weight, bias) as float32, widening bfloat16 bits. */

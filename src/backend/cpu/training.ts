@@ -1,4 +1,4 @@
-import type { AttentionArgs, Tensor } from '../backend.js';
+import type { AdamwTensors, AttentionArgs, Tensor } from '../backend.js';
 import { rowCount, width } from '../backend.js';
 import { adamwStep, refreshCopy } from './backward/adamw.js';
 import { attentionBackward, attentionForward, type TrainingAttentionProblem } from './backward/attention.js';
@@ -141,6 +141,11 @@ export class CpuTrainingOps {
     }
     adamwStep(param, f32(a.grad), f32(a.m), f32(a.v), a.lr, a.beta1, a.beta2, a.eps, a.decay, a.step);
     if (a.computeCopy) refreshCopy(param, asCpu(a.computeCopy).data as Float32Array | Uint16Array);
+  }
+
+  adamwStepAll(a: { tensors: readonly AdamwTensors[]; lr: number; beta1: number; beta2: number; eps: number; decay: number; step: number }): void {
+    const { tensors, ...hyper } = a;
+    for (const t of tensors) this.adamwStep({ ...t, ...hyper });
   }
 }
 

@@ -658,6 +658,7 @@ export class CudaBackend implements Backend {
   sumOfSquares(x: Tensor) { return this.training.sumOfSquares(x); }
   sumOfSquaresAll(xs: readonly Tensor[]) { return this.training.sumOfSquaresAll(xs); }
   adamwStep(args: Parameters<CudaTrainingOps['adamwStep']>[0]) { this.training.adamwStep(args); }
+  adamwStepAll(args: Parameters<CudaTrainingOps['adamwStepAll']>[0]) { this.training.adamwStepAll(args); }
 
   /** A tensor outside every scope, kept until released by hand (buffers that live with the backend). */
   persistent(shape: readonly number[], dtype: DType = this.activationDType): CudaTensor {

@@ -9,7 +9,7 @@
  * accumulator in float32. Inputs in another float dtype are converted to the activation dtype first.
  * This is the generic path: each op allocates its outputs through the caching allocator.
  */
-import { elementCount, rowCount, width, type AttentionArgs, type Tensor } from '../backend.js';
+import { elementCount, rowCount, width, type AdamwTensors, type AttentionArgs, type Tensor } from '../backend.js';
 import { KERNEL_ARGS } from './kernels.js';
 import {
   FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_BACKWARD_STORED_DS, FLASH_TRAIN_SHAPE, flashBackwardScratchElements, launchFlashBackward, launchFlashForward,
@@ -22,7 +22,7 @@ import type { CudaBackend } from './index.js';
 Object.assign(KERNEL_ARGS, {
   gelu_backward: 'pppq', clamp_backward: 'pppfq', add_columns_into: 'ppiiii', add_into: 'ppfq', scale_in_place: 'pfq',
   sum_squares_partial: 'pqp', sum_doubles: 'pip', sum_floats: 'pip', embedding_backward: 'pppiiifp', column_sums: 'ppii',
-  adamw_step: 'ppppffffffqp', layernorm_backward: 'ppppppiif', layernorm_backward_rows: 'ppppppiif', layernorm_dw_sum: 'piipp',
+  adamw_step: 'ppppffffffqp', adamw_multi: 'ppffffff', layernorm_backward: 'ppppppiif', layernorm_backward_rows: 'ppppppiif', layernorm_dw_sum: 'piipp',
   gelu_backward8: 'pppq', sum_squares_partial4: 'pqp', cross_entropy_rows: 'ppppifi',
   attention_forward_scalar: 'pppppppiiif', attention_row_dot: 'pppiiii',
   attention_backward_dq_scalar: 'pppppppppiiif', attention_backward_dkdv_scalar: 'ppppppppppiiif',
@@ -356,7 +356,8 @@ export class CudaTrainingOps {
     return out[0];
   }
 
-  adamwStep(a: { param: Tensor; grad: Tensor; m: Tensor; v: Tensor; lr: number; beta1: number; beta2: number; eps: number; decay: number; step: number; computeCopy?: Tensor | null }): void {
+  /** One parameter's AdamW operands, checked: float32 master, gradient and moments of one size, the copy of that size. */
+  private adamwOperands(a: AdamwTensors) {
     const p = this.f32(a.param, 'adamwStep param'), g = this.f32(a.grad, 'adamwStep grad'), m = this.f32(a.m, 'adamwStep m'), v = this.f32(a.v, 'adamwStep v');
     const n = elementCount(p.shape);
     for (const [name, t] of [['grad', g], ['m', m], ['v', v]] as const) {
@@ -364,9 +365,59 @@ export class CudaTrainingOps {
     }
     const copy = a.computeCopy ? this.floatSource(a.computeCopy, 'adamwStep computeCopy') : null;
     if (copy && elementCount(copy.shape) !== n) throw new Error(`adamwStep: compute copy [${copy.shape}] for a parameter [${p.shape}]`);
-    const stepSize = a.lr / (1 - a.beta1 ** a.step), bc2Sqrt = Math.sqrt(1 - a.beta2 ** a.step);
+    return { p, g, m, v, copy, n };
+  }
+
+  private static adamwScalars(a: { lr: number; beta1: number; beta2: number; eps: number; decay: number; step: number }): number[] {
+    return [a.lr / (1 - a.beta1 ** a.step), a.beta1, a.beta2, a.eps, 1 - a.decay, Math.sqrt(1 - a.beta2 ** a.step)];
+  }
+
+  adamwStep(a: AdamwTensors & { lr: number; beta1: number; beta2: number; eps: number; decay: number; step: number }): void {
+    const { p, g, m, v, copy, n } = this.adamwOperands(a);
     const defs = { MPT_BF16: false, COPY_BF16: copy?.dtype === 'bfloat16', COPY_F32: copy?.dtype === 'float32' };
-    this.be.launch1d('adamw.cu', 'adamw_step', n, [p.ptr, g.ptr, m.ptr, v.ptr, stepSize, a.beta1, a.beta2, a.eps, 1 - a.decay, bc2Sqrt, n, copy?.ptr ?? 0], defs);
+    this.be.launch1d('adamw.cu', 'adamw_step', n, [p.ptr, g.ptr, m.ptr, v.ptr, ...CudaTrainingOps.adamwScalars(a), n, copy?.ptr ?? 0], defs);
+  }
+
+  /** Elements a block of adamw_multi updates. */
+  private static readonly ADAMW_CHUNK = 4096;
+  /** adamw_multi's tensor and chunk tables on the device, kept while the same tensors come back (every step). */
+  private adamwTables: { key: string; tensors: CudaTensor; chunks: CudaTensor; count: number } | null = null;
+
+  /**
+   * One adamw_multi launch for all the parameters (16-byte accesses; one launch instead of one a
+   * parameter). Tensors not 16-byte aligned, or compute copies of mixed dtypes, take adamwStep each.
+   */
+  adamwStepAll(a: { tensors: readonly AdamwTensors[]; lr: number; beta1: number; beta2: number; eps: number; decay: number; step: number }): void {
+    const { tensors, ...hyper } = a;
+    const ops = tensors.map((t) => this.adamwOperands(t)).filter((o) => o.n > 0);
+    if (ops.length === 0) return;
+    const copyTypes = new Set(ops.map((o) => o.copy?.dtype ?? null));
+    const copyType = [...copyTypes].find((t) => t !== null) ?? null;
+    const aligned = ops.every((o) => [o.p, o.g, o.m, o.v, o.copy].every((t) => !t || t.ptr % 16 === 0));
+    if (!aligned || (copyTypes.size > 1 && !(copyTypes.size === 2 && copyTypes.has(null)))) {
+      for (const t of tensors) this.adamwStep({ ...t, ...hyper });
+      return;
+    }
+    const chunk = CudaTrainingOps.ADAMW_CHUNK;
+    const key = ops.map((o) => `${o.p.ptr},${o.g.ptr},${o.m.ptr},${o.v.ptr},${o.copy?.ptr ?? 0},${o.n}`).join(';');
+    if (this.adamwTables?.key !== key) {
+      if (this.adamwTables) { this.be.release(this.adamwTables.tensors); this.be.release(this.adamwTables.chunks); }
+      // struct AdamwTensor { float* p; const float* g; float* m; float* v; void* copy; long long n; }: 6 × 8 bytes.
+      const table = new BigInt64Array(6 * ops.length);
+      const chunkList: number[] = [];
+      ops.forEach((o, i) => {
+        table.set([o.p.ptr, o.g.ptr, o.m.ptr, o.v.ptr, o.copy?.ptr ?? 0, o.n].map(BigInt), 6 * i);
+        for (let c = 0; c * chunk < o.n; c++) chunkList.push(i, c);
+      });
+      const chunks = Int32Array.from(chunkList);
+      const tensorsOnDevice = this.be.persistent([table.length * 2], 'int32'), chunksOnDevice = this.be.persistent([chunks.length], 'int32');
+      this.be.ctx.copyIn(tensorsOnDevice.ptr, table);
+      this.be.ctx.copyIn(chunksOnDevice.ptr, chunks);
+      this.adamwTables = { key, tensors: tensorsOnDevice, chunks: chunksOnDevice, count: chunks.length / 2 };
+    }
+    const defs = { MPT_BF16: false, COPY_BF16: copyType === 'bfloat16', COPY_F32: copyType === 'float32', ADAMW_CHUNK: chunk };
+    this.be.kernels.get('adamw.cu', 'adamw_multi', defs).launch([this.adamwTables.count], [256],
+      [this.adamwTables.tensors.ptr, this.adamwTables.chunks.ptr, ...CudaTrainingOps.adamwScalars(hyper)]);
   }
 
   // ---- the output layer fused with cross entropy -----------------------------------------------
