@@ -15,6 +15,7 @@ import { CudaBackend } from '../backend/cuda/index.js';
 import { CudaContext, CudaEvent, Kernel } from '../backend/cuda/driver.js';
 import { TrainingGemm } from '../backend/cuda/training-gemm.js';
 import { CublasLt } from '../backend/cuda/cublaslt.js';
+import { tuningLog, type TuningRecord } from '../backend/cuda/cublaslt-api.js';
 import { lossAndGradients, zeroGradients } from '../model/backward.js';
 import { MPT_1B_REDPAJAMA_200B, parameterCount, parameterShapes, trainingFlopsPerSequence, type MptConfig } from '../model/config.js';
 import { structureParams } from '../model/params.js';
@@ -49,6 +50,8 @@ export interface TrainBenchResult {
   peakMemoryBytes: number;
   /** Device milliseconds of one step by kernel (or GEMM shape), largest first. */
   breakdown: Array<{ name: string; ms: number; calls: number }>;
+  /** The GEMM shapes whose algorithm was chosen by timing (cublaslt-api.ts): the heuristic's first against the chosen. */
+  tuning: TuningRecord[];
   torch: Array<Record<string, unknown>>;
 }
 
@@ -75,7 +78,7 @@ function perKernel(be: CudaBackend, fn: () => void): Array<{ name: string; ms: n
   const undo = [
     wrap(Kernel.prototype, 'launch', (k: Kernel) => k.name),
     wrap(TrainingGemm.prototype, 'gemm', (_s, [g]) => `gemm ${g.aTrans ? 'T' : 'N'}${g.bTrans ? 'T' : 'N'} ${g.m}×${g.n}×${g.k} ${g.outType === 'float32' ? '→f32' : ''}`),
-    wrap(CublasLt.prototype, 'matmul', (_s, [m]) => `gemm x·Wᵀ ${m.rows}×${m.outFeatures}×${m.inFeatures}${m.accumulate ? ' +=' : ''}`),
+    wrap(CublasLt.prototype, 'matmul', (_s, [m]) => `gemm x·Wᵀ ${m.rows}×${m.outFeatures}×${m.inFeatures}${m.accumulate ? ' +=' : m.residual ? ' + residual' : ''}`),
     wrap(CudaContext.prototype, 'copyDevice', () => 'device-to-device copy'),
   ];
   try { fn(); } finally { for (const u of undo) u(); }
@@ -148,7 +151,7 @@ export function runTrainBench(o: TrainBenchOptions): TrainBenchResult {
   const breakdown = perKernel(be, () => step(batch()));
   const result: TrainBenchResult = {
     device: be.device.name, preset: presetName, parameters: parameterCount(c), microbatch: mb, seqLen: t, msPerStep: ms, stepsMs: times,
-    tokensPerSecond, mfu, peakMemoryBytes, breakdown, torch: [],
+    tokensPerSecond, mfu, peakMemoryBytes, breakdown, tuning: [...tuningLog], torch: [],
   };
   // Give the device memory back before the baselines run (they are child processes on the same card).
   for (const map of [masters, copies, optimizer.m, optimizer.v]) for (const t of map.values()) be.release(t);
@@ -185,5 +188,11 @@ export function formatTrainBench(r: TrainBenchResult): string {
   const total = r.breakdown.reduce((s, b) => s + b.ms, 0);
   lines.push(`one step by kernel (events around each launch; ${total.toFixed(1)} ms of device time in kernels and GEMMs):`);
   for (const b of r.breakdown.slice(0, 30)) lines.push(`  ${b.ms.toFixed(2).padStart(9)} ms ${(100 * b.ms / total).toFixed(1).padStart(5)}%  ${String(b.calls).padStart(5)}×  ${b.name}`);
+  if (r.tuning.length > 0) {
+    lines.push(`GEMM algorithms chosen by timing the heuristic's candidates (first use of each shape; ms a call):`);
+    for (const t of r.tuning) {
+      lines.push(`  ${t.what}: ${t.candidates} candidates, #${t.chosen} ${t.bestMs.toFixed(3)} ms against the heuristic's first ${t.firstMs.toFixed(3)} ms`);
+    }
+  }
   return lines.join('\n');
 }
