@@ -140,22 +140,16 @@ export interface TrainingOps {
    */
   attentionBackward(args: AttentionArgs, out: Tensor, logSumExp: Tensor, dOut: Tensor): { dq: Tensor; dk: Tensor; dv: Tensor };
   /**
-   * Gradients of `linear`: dx = dy · W ([.., in]), dWeight = Σ_rows dyᵀ · x ([out, in]) and, when
-   * `withBias`, dBias = Σ_rows dy ([out]).
-   */
-  linearBackward(dy: Tensor, x: Tensor, weight: Tensor, withBias: boolean): { dx: Tensor; dWeight: Tensor; dBias: Tensor | null };
-  /** Gradients of `layerNorm` (recomputing mean and variance from x): dx, dWeight and, when `withBias`, dBias. */
-  layerNormBackward(dy: Tensor, x: Tensor, weight: Tensor, eps: number, withBias: boolean): { dx: Tensor; dWeight: Tensor; dBias: Tensor | null };
-  /**
-   * `linearBackward` for the training step, accumulating: dWeight (+ dBias) += the parameter gradients
-   * (float32, in place: the GEMM adds into the accumulator, no temporary), and dx = dy · W returned, or
+   * Gradients of `linear`, accumulating: dWeight += Σ_rows dyᵀ · x ([out, in]) and dBias += Σ_rows dy
+   * ([out]) (float32, in place: the GEMM adds into the accumulator, no temporary), and dx = dy · W returned, or
    * added into `dxInto` (activation dtype, in place) when given — the sum over the three row blocks of
    * a fused QKV weight, for one.
    */
   linearBackwardInto(a: { dy: Tensor; x: Tensor; weight: Tensor; dWeight: Tensor; dBias: Tensor | null; dxInto?: Tensor | null }): Tensor;
   /**
-   * `layerNormBackward` for the training step: dWeight (+ dBias) += the parameter gradients (float32, in
-   * place) and returns dx + `residual` (the gradient of the residual stream around the norm, when given).
+   * Gradients of `layerNorm` (mean and variance recomputed from x): dWeight (+ dBias) += the parameter
+   * gradients (float32, in place) and returns dx + `residual` (the gradient of the residual stream
+   * around the norm, when given).
    */
   layerNormBackwardInto(a: { dy: Tensor; x: Tensor; weight: Tensor; eps: number; dWeight: Tensor; dBias: Tensor | null; residual?: Tensor | null }): Tensor;
   /** residual + x · weightᵀ (+ bias): a linear layer and the residual add around it in one op (forward). */
@@ -166,8 +160,6 @@ export interface TrainingOps {
   geluBackward(dy: Tensor, x: Tensor): Tensor;
   /** Gradient of `clamp`: dy where -limit ≤ x ≤ limit (as torch.clamp), 0 elsewhere. */
   clampBackward(dy: Tensor, x: Tensor, limit: number): Tensor;
-  /** Gradient of `columns`: dst[.., start : start + width(dy)] += dy (dst is float32, in place). */
-  addColumnsInto(dst: Tensor, dy: Tensor, start: number): void;
   /** Gradient of `embedding`: dst[ids[i]] += factor · dy[i] for every row i (dst [vocab, d] float32, in place). */
   embeddingBackwardInto(dst: Tensor, ids: Tensor, dy: Tensor, factor: number): void;
   /**
@@ -217,9 +209,9 @@ export interface AdamwTensors { param: Tensor; grad: Tensor; m: Tensor; v: Tenso
 export type TrainingBackend = Backend & TrainingOps;
 
 const TRAINING_OPS: ReadonlyArray<keyof TrainingOps> = [
-  'attentionForTraining', 'attentionBackward', 'linearBackward', 'layerNormBackward', 'geluBackward', 'clampBackward',
+  'attentionForTraining', 'attentionBackward', 'geluBackward', 'clampBackward',
   'linearBackwardInto', 'layerNormBackwardInto', 'linearResidual', 'rowBlock',
-  'addColumnsInto', 'embeddingBackwardInto', 'crossEntropyWithOutput', 'addInto', 'scaleInPlace', 'sumOfSquares', 'sumOfSquaresAll', 'adamwStep', 'adamwStepAll',
+  'embeddingBackwardInto', 'crossEntropyWithOutput', 'addInto', 'scaleInPlace', 'sumOfSquares', 'sumOfSquaresAll', 'adamwStep', 'adamwStepAll',
 ];
 
 /** The backend as a TrainingBackend, or an error naming the ops it lacks. */

@@ -28,7 +28,8 @@ export class CpuTrainingOps {
     return { dq: wrap(args.q.shape, g.dq), dk: wrap(args.q.shape, g.dk), dv: wrap(args.q.shape, g.dv) };
   }
 
-  linearBackward(dy: Tensor, x: Tensor, weight: Tensor, withBias: boolean): { dx: CpuTensor; dWeight: CpuTensor; dBias: CpuTensor | null } {
+  /** The gradients of `linear` as new tensors (linearBackwardInto adds them where they go). */
+  private linearBackward(dy: Tensor, x: Tensor, weight: Tensor, withBias: boolean): { dx: CpuTensor; dWeight: CpuTensor; dBias: CpuTensor | null } {
     const [outWidth, inWidth] = weight.shape;
     if (width(x) !== inWidth || width(dy) !== outWidth || rowCount(x) !== rowCount(dy)) {
       throw new Error(`linearBackward: dy [${dy.shape}], x [${x.shape}] and weight [${weight.shape}] disagree`);
@@ -37,7 +38,8 @@ export class CpuTrainingOps {
     return { dx: wrap(x.shape, g.dx), dWeight: wrap(weight.shape, g.dWeight), dBias: g.dBias ? wrap([outWidth], g.dBias) : null };
   }
 
-  layerNormBackward(dy: Tensor, x: Tensor, weight: Tensor, eps: number, withBias: boolean): { dx: CpuTensor; dWeight: CpuTensor; dBias: CpuTensor | null } {
+  /** The gradients of `layerNorm` as new tensors (layerNormBackwardInto adds them where they go). */
+  private layerNormBackward(dy: Tensor, x: Tensor, weight: Tensor, eps: number, withBias: boolean): { dx: CpuTensor; dWeight: CpuTensor; dBias: CpuTensor | null } {
     const n = width(x);
     const g = layerNormBackward(f32(dy), f32(x), widen(weightData(weight)), rowCount(x), n, eps, withBias);
     return { dx: wrap(x.shape, g.dx), dWeight: wrap([n], g.dWeight), dBias: g.dBias ? wrap([n], g.dBias) : null };
@@ -75,13 +77,6 @@ export class CpuTrainingOps {
 
   clampBackward(dy: Tensor, x: Tensor, limit: number): CpuTensor {
     return wrap(x.shape, clampBackward(f32(dy), f32(x), limit));
-  }
-
-  addColumnsInto(dst: Tensor, dy: Tensor, start: number): void {
-    const w = width(dst), n = width(dy), rows = rowCount(dy);
-    if (rows !== rowCount(dst) || start + n > w) throw new Error(`addColumnsInto: [${dy.shape}] at column ${start} of [${dst.shape}]`);
-    const d = f32(dst), s = f32(dy);
-    for (let r = 0; r < rows; r++) for (let i = 0; i < n; i++) d[r * w + start + i] += s[r * n + i];
   }
 
   embeddingBackwardInto(dst: Tensor, ids: Tensor, dy: Tensor, factor: number): void {

@@ -642,15 +642,12 @@ export class CudaBackend implements Backend {
   get training(): CudaTrainingOps { return this.trainingOps ??= new CudaTrainingOps(this); }
   attentionForTraining(args: AttentionArgs) { return this.training.attentionForTraining(args); }
   attentionBackward(args: AttentionArgs, out: Tensor, logSumExp: Tensor, dOut: Tensor) { return this.training.attentionBackward(args, out, logSumExp, dOut); }
-  linearBackward(dy: Tensor, x: Tensor, weight: Tensor, withBias: boolean) { return this.training.linearBackward(dy, x, weight, withBias); }
-  layerNormBackward(dy: Tensor, x: Tensor, weight: Tensor, eps: number, withBias: boolean) { return this.training.layerNormBackward(dy, x, weight, eps, withBias); }
   linearBackwardInto(a: Parameters<CudaTrainingOps['linearBackwardInto']>[0]) { return this.training.linearBackwardInto(a); }
   layerNormBackwardInto(a: Parameters<CudaTrainingOps['layerNormBackwardInto']>[0]) { return this.training.layerNormBackwardInto(a); }
   linearResidual(x: Tensor, weight: Tensor, bias: Tensor | null, residual: Tensor) { return this.training.linearResidual(x, weight, bias, residual); }
   rowBlock(t: Tensor, start: number, count: number) { return this.training.rowBlock(t, start, count); }
   geluBackward(dy: Tensor, x: Tensor) { return this.training.geluBackward(dy, x); }
   clampBackward(dy: Tensor, x: Tensor, limit: number) { return this.training.clampBackward(dy, x, limit); }
-  addColumnsInto(dst: Tensor, dy: Tensor, start: number) { this.training.addColumnsInto(dst, dy, start); }
   embeddingBackwardInto(dst: Tensor, ids: Tensor, dy: Tensor, factor: number) { this.training.embeddingBackwardInto(dst, ids, dy, factor); }
   crossEntropyWithOutput(args: Parameters<CudaTrainingOps['crossEntropyWithOutput']>[0]) { return this.training.crossEntropyWithOutput(args); }
   addInto(dst: Tensor, src: Tensor, factor: number) { this.training.addInto(dst, src, factor); }

@@ -20,7 +20,7 @@ import { asCuda, CudaTensor } from './tensor.js';
 import type { CudaBackend } from './index.js';
 
 Object.assign(KERNEL_ARGS, {
-  gelu_backward: 'pppq', clamp_backward: 'pppfq', add_columns_into: 'ppiiii', add_into: 'ppfq', scale_in_place: 'pfq',
+  gelu_backward: 'pppq', clamp_backward: 'pppfq', add_into: 'ppfq', scale_in_place: 'pfq',
   sum_squares_partial: 'pqp', sum_doubles: 'pip', sum_floats: 'pip', embedding_backward: 'pppiiifp', column_sums: 'ppii',
   adamw_step: 'ppppffffffqp', adamw_multi: 'ppffffff', layernorm_backward: 'ppppppiif', layernorm_backward_rows: 'ppppppiif', layernorm_dw_sum: 'piipp',
   gelu_backward8: 'pppq', sum_squares_partial4: 'pqp', cross_entropy_rows: 'ppppifi',
@@ -68,9 +68,6 @@ export class CudaTrainingOps {
     const c = asCuda(t, what);
     if (c.dtype !== 'float32' && c.dtype !== 'bfloat16') throw new Error(`${what}: expected a float tensor, got ${c.dtype}`);
     return c;
-  }
-  private zerosF32(shape: readonly number[]): CudaTensor {
-    return this.be.zeros(shape, 'float32') as CudaTensor;
   }
   /** A float64 scratch buffer of at least `count` values for reductions (kept for the backend's life, grown when needed). */
   private doubles(count = REDUCE_BLOCKS + 1): CudaTensor {
@@ -146,44 +143,6 @@ export class CudaTrainingOps {
   }
 
   // ---- linear layers, norms, elementwise ------------------------------------------------------
-
-  linearBackward(dy: Tensor, x: Tensor, weight: Tensor, withBias: boolean): { dx: Tensor; dWeight: Tensor; dBias: Tensor | null } {
-    const be = this.be;
-    const [outF, inF] = weight.shape;
-    if (width(x) !== inF || width(dy) !== outF || rowCount(x) !== rowCount(dy)) {
-      throw new Error(`linearBackward: dy [${dy.shape}], x [${x.shape}] and weight [${weight.shape}] disagree`);
-    }
-    const g = this.inAct(dy, 'linearBackward dy'), xx = this.inAct(x, 'linearBackward x'), w = this.inAct(weight, 'linearBackward weight');
-    const rows = rowCount(xx), type = this.act as GemmType;
-    const dx = be.alloc(x.shape);
-    // dx [rows, in] = dy [rows, out] · W [out, in]
-    this.gemm.gemm({ m: rows, n: inF, k: outF, a: g.ptr, aTrans: false, b: w.ptr, bTrans: false, c: dx.ptr, alpha: 1, beta: 0, inType: type, outType: type });
-    // dW [out, in] = dyᵀ · x, in float32
-    const dWeight = be.alloc([outF, inF], 'float32');
-    this.gemm.gemm({ m: outF, n: inF, k: rows, a: g.ptr, aTrans: true, b: xx.ptr, bTrans: false, c: dWeight.ptr, alpha: 1, beta: 0, inType: type, outType: 'float32' });
-    let dBias: CudaTensor | null = null;
-    if (withBias) {
-      dBias = be.alloc([outF], 'float32');
-      be.kernels.get('train_elementwise.cu', 'column_sums', be.defs()).launch([Math.ceil(outF / 256)], [256], [g.ptr, dBias.ptr, rows, outF]);
-    }
-    return { dx, dWeight, dBias };
-  }
-
-  layerNormBackward(dy: Tensor, x: Tensor, weight: Tensor, eps: number, withBias: boolean): { dx: Tensor; dWeight: Tensor; dBias: Tensor | null } {
-    const be = this.be;
-    const g = this.inAct(dy, 'layerNormBackward dy'), xx = this.inAct(x, 'layerNormBackward x'), w = this.inAct(weight, 'layerNormBackward weight');
-    const n = width(xx), rows = rowCount(xx);
-    if (width(g) !== n || rowCount(g) !== rows || elementCount(w.shape) !== n) throw new Error(`layerNormBackward: dy [${dy.shape}], x [${x.shape}], weight [${weight.shape}]`);
-    const dx = be.alloc(xx.shape);
-    const dWeight = this.zerosF32([n]), dBias = withBias ? this.zerosF32([n]) : null;
-    if (rows > 0) {
-      const blocks = Math.min(rows, be.device.multiprocessors * 4);
-      const threads = Math.min(1024, Math.max(32, Math.ceil(n / 4 / 32) * 32));
-      be.kernels.get('layernorm_backward.cu', 'layernorm_backward', be.defs()).launch([blocks], [threads],
-        [g.ptr, xx.ptr, w.ptr, dx.ptr, dWeight.ptr, dBias?.ptr ?? 0, rows, n, eps], 2 * n * 4);
-    }
-    return { dx, dWeight, dBias };
-  }
 
   /**
    * dx = dy·W (or dxInto += dy·W) and dWeight += dyᵀ·x: both GEMMs accumulate in place (beta = 1), so
@@ -303,13 +262,6 @@ export class CudaTrainingOps {
     const out = this.be.alloc(xx.shape);
     this.be.launch1d('train_elementwise.cu', 'clamp_backward', n, [g.ptr, xx.ptr, out.ptr, limit, n]);
     return out;
-  }
-
-  addColumnsInto(dst: Tensor, dy: Tensor, start: number): void {
-    const d = this.f32(dst, 'addColumnsInto dst'), s = this.floatSource(dy, 'addColumnsInto dy');
-    const w = width(d), n = width(s), rows = rowCount(s);
-    if (rows !== rowCount(d) || start < 0 || start + n > w) throw new Error(`addColumnsInto: [${dy.shape}] at column ${start} of [${dst.shape}]`);
-    this.be.launch1d('train_elementwise.cu', 'add_columns_into', rows * n, [d.ptr, s.ptr, rows, w, start, n], this.defsFor(s.dtype));
   }
 
   embeddingBackwardInto(dst: Tensor, ids: Tensor, dy: Tensor, factor: number): void {

@@ -19,14 +19,6 @@ extern "C" __global__ void clamp_backward(const T* __restrict__ dy, const T* __r
     out[i] = (v >= -limit && v <= limit) ? dy[i] : st<T>(0.f);
   }
 }
-// dst[r, start + c] += src[r, c] for c < width (dst float32 [rows, dstWidth]).
-extern "C" __global__ void add_columns_into(float* __restrict__ dst, const T* __restrict__ src, int rows, int dstWidth, int start, int width) {
-  GRID_STRIDE(i, (long long)rows * width) {
-    const long long r = i / width;
-    const int c = (int)(i - r * width);
-    dst[r * dstWidth + start + c] += ld(src[i]);
-  }
-}
 // dst += factor·src (dst float32).
 extern "C" __global__ void add_into(float* __restrict__ dst, const T* __restrict__ src, float factor, long long n) {
   GRID_STRIDE(i, n) dst[i] = fmaf(factor, ld(src[i]), dst[i]);
