@@ -23,7 +23,7 @@ Object.assign(KERNEL_ARGS, {
   gelu_backward: 'pppq', clamp_backward: 'pppfq', add_into: 'ppfq', scale_in_place: 'pfq',
   sum_squares_partial: 'pqp', sum_doubles: 'pip', sum_floats: 'pip', embedding_backward: 'pppiiifp', column_sums: 'ppii',
   adamw_step: 'ppppffffffqp', adamw_multi: 'ppffffff', layernorm_backward: 'ppppppiif', layernorm_backward_rows: 'ppppppiif', layernorm_dw_sum: 'piipp',
-  gelu_backward8: 'pppq', sum_squares_partial4: 'pqp', cross_entropy_rows: 'ppppifi',
+  gelu_backward8: 'pppq', sum_squares_partial4: 'pqp', cross_entropy_rows: 'ppppifi', cross_entropy_rows_smem: 'ppppifi',
   attention_forward_scalar: 'pppppppiiif', attention_row_dot: 'pppiiii',
   attention_backward_dq_scalar: 'pppppppppiiif', attention_backward_dkdv_scalar: 'ppppppppppiiif',
 });
@@ -40,6 +40,8 @@ export class CudaTrainingOps {
   flashBackwardStoredDs = FLASH_BACKWARD_STORED_DS;
   /** Logit elements of one cross-entropy block (float32): 256 Mi = 1 GiB; tests lower it to get several blocks. */
   logitBlockElements = 1 << 28;
+  /** cross_entropy_rows_smem (the row read once, held in shared memory) where the vocabulary allows; false: the two-pass kernel (tests). */
+  crossEntropyRowInShared = true;
 
   constructor(private readonly be: CudaBackend) {
     this.gemm = new TrainingGemm(be.ctx);
@@ -400,6 +402,8 @@ export class CudaTrainingOps {
     // The table's gradient accumulates over row blocks (beta = 1): straight into the caller's accumulator when given.
     const dTable = into ?? (args.gradients ? be.alloc([vocab, d], 'float32') : null);
     if (dTable && !into) be.ctx.fill32(dTable.ptr, 0, vocab * d);
+    // A row of logits in shared memory (read once) where it fits, beside block_sum's and block_max's 256 bytes each.
+    const rowInShared = this.crossEntropyRowInShared && vocab % 4 === 0 && 4 * vocab + 1024 <= be.device.sharedMemoryOptin;
     be.scope(() => {
       const logits = be.alloc([blockRows, vocab], 'float32');
       const dz = args.gradients ? be.alloc([blockRows, vocab]) : null;
@@ -409,8 +413,8 @@ export class CudaTrainingOps {
         const xBlock = x.ptr + r0 * d * es;
         // z = c · x·Wᵀ (float32)
         this.gemm.gemm({ m: rows, n: vocab, k: d, a: xBlock, aTrans: false, b: table.ptr, bTrans: true, c: logits.ptr, alpha: c, beta: 0, inType: type, outType: 'float32' });
-        be.kernels.get('cross_entropy.cu', 'cross_entropy_rows', be.defs()).launch([rows], [1024],
-          [logits.ptr, targets.ptr + r0 * 4, losses.ptr + r0 * 4, dz?.ptr ?? 0, vocab, args.lossScale * c, args.gradients ? 1 : 0]);
+        be.kernels.get('cross_entropy.cu', rowInShared ? 'cross_entropy_rows_smem' : 'cross_entropy_rows', be.defs()).launch([rows], [1024],
+          [logits.ptr, targets.ptr + r0 * 4, losses.ptr + r0 * 4, dz?.ptr ?? 0, vocab, args.lossScale * c, args.gradients ? 1 : 0], rowInShared ? 4 * vocab : 0);
         if (!dz || !dx || !dTable) continue;
         // dz is the gradient of the raw logits x·Wᵀ (lossScale·c folded in): dx = dz·W, dTable += dzᵀ·x
         this.gemm.gemm({ m: rows, n: d, k: vocab, a: dz.ptr, aTrans: false, b: table.ptr, bTrans: false, c: dx.ptr + r0 * d * es, alpha: 1, beta: 0, inType: type, outType: type });
