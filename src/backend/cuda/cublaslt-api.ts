@@ -103,7 +103,7 @@ export const gemmTuning = {
   enabled: process.env.MPT_GEMM_TUNE !== '0',
   minFlops: 2 ** 33,
   candidates: 16,
-  margin: 0.02,
+  margin: 0.03,
   /** Timed launches a candidate, after one untimed. */
   reps: 3,
 };

@@ -334,8 +334,14 @@ export class CudaTrainingOps {
 
   /** Elements a block of adamw_multi updates. */
   private static readonly ADAMW_CHUNK = 4096;
-  /** adamw_multi's tensor and chunk tables on the device, kept while the same tensors come back (every step). */
-  private adamwTables: { key: string; tensors: CudaTensor; chunks: CudaTensor; count: number } | null = null;
+  /**
+   * adamw_multi's tables on the device. The chunk table depends on the tensors' sizes only and is kept
+   * (320K chunks for 1.3B parameters: building it on the host after the grad norm's round trip left the
+   * GPU idle ~20 ms a step); the tensor table (48 bytes a tensor) is uploaded in stream order whenever
+   * the pointers change (the gradients come from the caching allocator each step).
+   */
+  private adamwChunks: { key: string; chunks: CudaTensor; count: number } | null = null;
+  private adamwTensors: { key: string; table: CudaTensor } | null = null;
 
   /**
    * One adamw_multi launch for all the parameters (16-byte accesses; one launch instead of one a
@@ -353,25 +359,35 @@ export class CudaTrainingOps {
       return;
     }
     const chunk = CudaTrainingOps.ADAMW_CHUNK;
-    const key = ops.map((o) => `${o.p.ptr},${o.g.ptr},${o.m.ptr},${o.v.ptr},${o.copy?.ptr ?? 0},${o.n}`).join(';');
-    if (this.adamwTables?.key !== key) {
-      if (this.adamwTables) { this.be.release(this.adamwTables.tensors); this.be.release(this.adamwTables.chunks); }
+    const sizes = ops.map((o) => o.n).join(',');
+    if (this.adamwChunks?.key !== sizes) {
+      if (this.adamwChunks) this.be.release(this.adamwChunks.chunks);
+      let count = 0;
+      for (const o of ops) count += Math.ceil(o.n / chunk);
+      const chunks = new Int32Array(2 * count);
+      let at = 0;
+      ops.forEach((o, i) => { for (let c = 0; c * chunk < o.n; c++, at += 2) { chunks[at] = i; chunks[at + 1] = c; } });
+      const onDevice = this.be.persistent([chunks.length], 'int32');
+      this.be.ctx.copyInAsync(onDevice.ptr, chunks);
+      this.adamwChunks = { key: sizes, chunks: onDevice, count };
+    }
+    const pointers = ops.map((o) => `${o.p.ptr},${o.g.ptr},${o.m.ptr},${o.v.ptr},${o.copy?.ptr ?? 0}`).join(';') + `|${sizes}`;
+    if (this.adamwTensors?.key !== pointers) {
       // struct AdamwTensor { float* p; const float* g; float* m; float* v; void* copy; long long n; }: 6 × 8 bytes.
       const table = new BigInt64Array(6 * ops.length);
-      const chunkList: number[] = [];
-      ops.forEach((o, i) => {
-        table.set([o.p.ptr, o.g.ptr, o.m.ptr, o.v.ptr, o.copy?.ptr ?? 0, o.n].map(BigInt), 6 * i);
-        for (let c = 0; c * chunk < o.n; c++) chunkList.push(i, c);
-      });
-      const chunks = Int32Array.from(chunkList);
-      const tensorsOnDevice = this.be.persistent([table.length * 2], 'int32'), chunksOnDevice = this.be.persistent([chunks.length], 'int32');
-      this.be.ctx.copyIn(tensorsOnDevice.ptr, table);
-      this.be.ctx.copyIn(chunksOnDevice.ptr, chunks);
-      this.adamwTables = { key, tensors: tensorsOnDevice, chunks: chunksOnDevice, count: chunks.length / 2 };
+      ops.forEach((o, i) => table.set([o.p.ptr, o.g.ptr, o.m.ptr, o.v.ptr, o.copy?.ptr ?? 0, o.n].map(BigInt), 6 * i));
+      if (this.adamwTensors && elementCount(this.adamwTensors.table.shape) !== 2 * table.length) {
+        this.be.release(this.adamwTensors.table);
+        this.adamwTensors = null;
+      }
+      const onDevice = this.adamwTensors?.table ?? this.be.persistent([2 * table.length], 'int32');
+      // In stream order: the previous adamw_multi has read the old table before this copy lands.
+      this.be.ctx.copyInAsync(onDevice.ptr, table);
+      this.adamwTensors = { key: pointers, table: onDevice };
     }
     const defs = { MPT_BF16: false, COPY_BF16: copyType === 'bfloat16', COPY_F32: copyType === 'float32', ADAMW_CHUNK: chunk };
-    this.be.kernels.get('adamw.cu', 'adamw_multi', defs).launch([this.adamwTables.count], [256],
-      [this.adamwTables.tensors.ptr, this.adamwTables.chunks.ptr, ...CudaTrainingOps.adamwScalars(hyper)]);
+    this.be.kernels.get('adamw.cu', 'adamw_multi', defs).launch([this.adamwChunks.count], [256],
+      [this.adamwTensors.table.ptr, this.adamwChunks.chunks.ptr, ...CudaTrainingOps.adamwScalars(hyper)]);
   }
 
   // ---- the output layer fused with cross entropy -----------------------------------------------

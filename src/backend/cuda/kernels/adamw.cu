@@ -40,6 +40,9 @@ extern "C" __global__ void adamw_step(float* __restrict__ param, const float* __
 // consecutive elements a thread with 16-byte accesses (8-byte for the bf16 copy). Every pointer is
 // 16-byte aligned (the host checks); a tensor's last partial group of four is done one by one.
 struct AdamwTensor { float* p; const float* g; float* m; float* v; void* copy; long long n; };
+#ifndef ADAMW_CHUNK
+#define ADAMW_CHUNK 4096
+#endif
 
 extern "C" __global__ void __launch_bounds__(256) adamw_multi(const AdamwTensor* __restrict__ tensors, const int2* __restrict__ chunks,
                                                             float stepSize, float beta1, float beta2, float eps, float keep, float bc2Sqrt) {
