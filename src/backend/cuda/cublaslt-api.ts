@@ -6,6 +6,7 @@
  */
 import { loadLibrary } from './libraries.js';
 import { cu, CudaEvent, type CudaContext } from './driver.js';
+import { GemmChoices, gemmChoicesFile } from './gemm-choices.js';
 
 const STATUS: Record<number, string> = {
   0: 'CUBLAS_STATUS_SUCCESS', 1: 'CUBLAS_STATUS_NOT_INITIALIZED', 3: 'CUBLAS_STATUS_ALLOC_FAILED',
@@ -30,6 +31,7 @@ export function lt(): Record<string, Fn> {
   fns = {};
   for (const proto of [
     'int cublasLtCreate(void *handle)',
+    'size_t cublasLtGetVersion()',
     'int cublasLtMatmulDescCreate(void *desc, int computeType, int scaleType)',
     'int cublasLtMatmulDescSetAttribute(uint64_t desc, int attr, void *buf, size_t size)',
     'int cublasLtMatrixLayoutCreate(void *layout, int type, uint64_t rows, uint64_t cols, int64_t ld)',
@@ -106,6 +108,8 @@ export const gemmTuning = {
   margin: 0.03,
   /** Timed launches a candidate, after one untimed. */
   reps: 3,
+  /** Take (and keep) choices stored on disk by earlier processes (gemm-choices.ts); off: time every shape anew. */
+  stored: true,
 };
 
 /** What one shape's tuning found (for the benchmark's report). */
@@ -113,6 +117,8 @@ export interface TuningRecord { what: string; candidates: number; chosen: number
 
 /** Algorithms chosen so far in this process, by shape key (front end, types, transposes, sizes, epilogue). */
 const chosenAlgorithms = new Map<string, Buffer>();
+/** Tuned choices on disk, per device name and cuBLASLt version (opened on the first tuned shape). */
+let storedChoices: GemmChoices | null = null;
 export const tuningLog: TuningRecord[] = [];
 
 /** One cuBLASLt handle on a stream, with its workspace and a preference capped to it. */
@@ -155,8 +161,8 @@ export class LtHandle {
 
   /**
    * The algorithm for one shape: the process's earlier choice for `key`, else (a GEMM of at least
-   * gemmTuning.minFlops, tuning on, not inside a graph capture) the fastest of the heuristic's
-   * candidates, else its first. `trial(algo)` launches the GEMM with that algorithm on the real
+   * gemmTuning.minFlops, tuning on, not inside a graph capture) the choice stored on disk by an earlier
+   * process (gemm-choices.ts) or, failing that, the fastest of the heuristic's candidates, else its first. `trial(algo)` launches the GEMM with that algorithm on the real
    * inputs, writing only where the real call will write again (an output it overwrites, or scratch).
    */
   choose(key: string, flops: number, desc: number, a: number, b: number, c: number, what: string, trial: (algo: Buffer) => void): Buffer {
@@ -165,13 +171,21 @@ export class LtHandle {
     const tune = gemmTuning.enabled && flops >= gemmTuning.minFlops && !this.ctx.capturing;
     const algos = this.candidates(desc, a, b, c, what, tune ? gemmTuning.candidates : 1);
     let algo = algos[0];
-    if (tune) { // timed even when the heuristic offers one: the trials run the path the real call takes
-      const times = algos.map((candidate) => this.time(candidate, trial));
-      let best = 0;
-      times.forEach((t, i) => { if (t < times[best]) best = i; });
-      if (!(times[best] < times[0] * (1 - gemmTuning.margin))) best = 0;
-      algo = algos[best];
-      tuningLog.push({ what, candidates: algos.length, chosen: best, firstMs: times[0], bestMs: times[best] });
+    if (tune) {
+      storedChoices ??= new GemmChoices(gemmChoicesFile(this.ctx.device.name, Number(lt().cublasLtGetVersion())));
+      // An earlier process's choice, if the heuristic still offers it: the same algorithm in every run.
+      const stored = gemmTuning.stored ? storedChoices.get(key) : undefined;
+      const offered = stored && algos.find((candidate) => candidate.equals(stored));
+      if (offered) algo = offered;
+      else { // timed even when the heuristic offers one: the trials run the path the real call takes
+        const times = algos.map((candidate) => this.time(candidate, trial));
+        let best = 0;
+        times.forEach((t, i) => { if (t < times[best]) best = i; });
+        if (!(times[best] < times[0] * (1 - gemmTuning.margin))) best = 0;
+        algo = algos[best];
+        tuningLog.push({ what, candidates: algos.length, chosen: best, firstMs: times[0], bestMs: times[best] });
+        storedChoices.set(key, algo);
+      }
     }
     chosenAlgorithms.set(key, algo);
     return algo;
