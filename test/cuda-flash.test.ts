@@ -1,7 +1,7 @@
 // The tensor-core attention backward (flash.ts, kernels/flash_backward.cu) in every tiling it has,
-// against the CPU backend's attention backward (the reference) on fresh random inputs: dk/dv blocks of
-// 64 and 128 keys, dq from the stored dsᵀ in blocks of 64 and 128 queries, and dq recomputed. Sizes
-// that are not multiples of 64 or 128 rows, head sizes 32 and 128, batch > 1, with and without ALiBi.
+// against the CPU backend's attention backward (the reference) on fresh random inputs: dq from the
+// stored dsᵀ in blocks of 128 and 256 queries with 2 and 3 stages, and dq recomputed. Sizes that are
+// not multiples of 64, 128 or 256 rows, head sizes 32 and 128, batch > 1, with and without ALiBi.
 // The dsᵀ scratch is filled with NaN first, so a block the dk/dv kernel fails to write poisons dq. The
 // backward must be deterministic: a second run gives the same bits. Skipped where no GPU is usable.
 import { test } from 'node:test';
@@ -15,8 +15,8 @@ import { close, cpu, cudaFor, down, pair, randn, skip } from './cuda-harness.js'
 
 // [batch, t, heads, head size, ALiBi]
 const cases: Array<[number, number, number, number, boolean]> = [
-  [2, 200, 2, 128, true],   // 200: 4 tiles of 64 (the last partial), 2 blocks of 128 (the last partial)
-  [1, 320, 2, 128, false],  // 320: 5 whole tiles of 64, a 128-row block with a single 64-row tile
+  [2, 200, 2, 128, true],   // 200: 4 tiles of 64 (the last partial), 2 blocks of 128 (the last partial), 1 of 256
+  [1, 320, 2, 128, false],  // 320: 5 whole tiles of 64, a 128-row block with a single 64-row tile, 256 + 64
   [2, 130, 3, 32, true],    // 130: a block of 128 with 2 live rows, head size 32
   [1, 77, 1, 128, true],    // fewer rows than one block
 ];
@@ -53,11 +53,12 @@ for (const [batch, t, heads, dHead, alibi] of cases) {
     };
     const modes: Array<[FlashBackwardTiling, boolean, number]> = [
       ...FLASH_BACKWARD_TILINGS.map((x): [FlashBackwardTiling, boolean, number] => [x, true, 64]),
-      [{ dkdvKeys: 128, dqQueries: 128 }, true, 16],
-      [{ dkdvKeys: 128, dqQueries: 64 }, false, 32],
+      [{ dqQueries: 256, dqStages: 3 }, true, 16],
+      [{ dqQueries: 128, dqStages: 2 }, true, 32],
+      [{ dqQueries: 128, dqStages: 2 }, false, 32],
     ];
     for (const [tiling, stored, chunk] of modes) {
-      const what = `${tiling.dkdvKeys}-key dk/dv, ${stored ? `dq from stored ds in ${tiling.dqQueries}-query blocks` : 'dq recomputed'}, chunk ${chunk}`;
+      const what = `${stored ? `dq from stored ds in ${tiling.dqQueries}-query blocks, ${tiling.dqStages} stages` : 'dq recomputed'}, chunk ${chunk}`;
       const got = run(tiling, stored, chunk);
       for (const name of ['dq', 'dk', 'dv'] as const) close(`${name}, ${what}`, got[name], down(cpu, want[name]), 2e-2);
       const again = run(tiling, stored, chunk);

@@ -14,7 +14,7 @@
  * --variants  also times every compile-time shape of flash.ts (forward shapes, backward chunks and tilings).
  * --before    times the kernels of an earlier commit from DIR (common.cuh, flash_attention.cu and
  *             flash_backward.cu of commit b6e5d97: `git show b6e5d97:src/backend/cuda/kernels/FILE`),
- *             launched as that commit did (64-key dk/dv and 64-query dq blocks, dsᵀ stored row-major),
+ *             launched as that commit did (64-query dq blocks, dsᵀ stored row-major),
  *             for before/after in one run.
  * --torch     runs the PyTorch script on the same shapes (SDPA with the ALiBi bias, SDPA flash without
  *             ALiBi, FlexAttention with an ALiBi score_mod) and prints its figures beside ours.
@@ -88,7 +88,7 @@ function main(argv: string[]): void {
     q: x8.q.ptr, k: x8.k.ptr, v: x8.v.ptr, dOut: x8.dOut.ptr, lse: lse8.ptr, D: D8.ptr, slopes,
     dq: dq.ptr, dk: dk.ptr, dv: dv.ptr, batch: 8, t, nHeads: heads, dHead, scale, ds: stored ? dsScratch.ptr : 0,
   }, chunk, parts, tiling);
-  const tilingLabel = (x: FlashBackwardTiling) => `${x.dkdvKeys}-key dk/dv blocks, ${x.dqQueries}-query dq blocks`;
+  const tilingLabel = (x: FlashBackwardTiling) => `dq blocks of ${x.dqQueries} queries, ${x.dqStages} stages`;
   const mode = (stored: boolean) => (stored ? 'dq from stored ds' : 'dq recomputed');
   const label = (s: FlashForwardShape) => `${s.mt * 16} rows a warp, ${s.warps} warps, ${s.keys}-key tiles, ${s.minBlocks} blocks/SM`
     + `${s.pipe ? ', pipelined' : ''}${s.headMajor ? ', head-major grid' : ''}`;
@@ -120,15 +120,13 @@ function main(argv: string[]): void {
     for (const stored of [false, true]) {
       for (const chunk of [16, 32, 64]) timeIt(`  backward, batch 8, ${chunk}-key chunks, ${mode(stored)}`, 2.5 * fwdFlops(8), () => bwd(chunk, 'both', stored));
     }
-    log('-- backward tilings (64-key chunks, dq from stored ds)');
+    log('-- backward tilings of the stored-ds dq pass (64-key chunks)');
     for (const tiling of FLASH_BACKWARD_TILINGS) {
       timeIt(`  backward, batch 8, ${tilingLabel(tiling)}`, 2.5 * fwdFlops(8), () => bwd(64, 'both', true, tiling));
-      timeIt(`    dk/dv storing ds, ${tiling.dkdvKeys}-key blocks`, 2 * fwdFlops(8), () => bwd(64, 'dkdv', true, tiling));
-      timeIt(`    dq alone from stored ds, ${tiling.dqQueries}-query blocks`, 0.5 * fwdFlops(8), () => bwd(64, 'dq', true, tiling));
+      timeIt(`    dq alone from stored ds, ${tilingLabel(tiling)}`, 0.5 * fwdFlops(8), () => bwd(64, 'dq', true, tiling));
     }
-    for (const dkdvKeys of [64, 128] as const) {
-      timeIt(`  dk/dv alone, no ds stored, ${dkdvKeys}-key blocks`, 2 * fwdFlops(8), () => bwd(64, 'dkdv', false, { ...FLASH_BACKWARD_TILING, dkdvKeys }));
-    }
+    timeIt('  dk/dv storing ds', 2 * fwdFlops(8), () => bwd(64, 'dkdv', true));
+    timeIt('  dk/dv alone, no ds stored', 2 * fwdFlops(8), () => bwd(64, 'dkdv', false));
     timeIt('  dq alone, recomputed (3 products)', 1.5 * fwdFlops(8), () => bwd(64, 'dq', false));
   }
 

@@ -94,24 +94,23 @@ export function flashBackwardScratchElements(batch: number, nHeads: number, t: n
 }
 
 /**
- * The tiling of the backward: keys a dk/dv block (64: 4 warps, 2 blocks an SM; 128: 8 warps, 1 block an
- * SM, each Q and dO tile read once for twice the keys) and queries a block of the stored-ds dq pass
- * (64: 4 warps, 4 blocks an SM; 128: 8 warps, 2 blocks an SM, each K tile read once for two query tiles).
+ * The tiling of the stored-ds dq pass (memory-bound): queries a block (128: 8 warps, 2 blocks an SM;
+ * 256: 16 warps, 1 block an SM; each K tile is read once for all of them) and key tiles in flight.
  */
-export interface FlashBackwardTiling { dkdvKeys: 64 | 128; dqQueries: 64 | 128 }
+export interface FlashBackwardTiling { dqQueries: 128 | 256; dqStages: 2 | 3 }
 
 export const FLASH_BACKWARD_TILINGS: readonly FlashBackwardTiling[] = [
-  { dkdvKeys: 64, dqQueries: 64 }, { dkdvKeys: 128, dqQueries: 64 }, { dkdvKeys: 64, dqQueries: 128 }, { dkdvKeys: 128, dqQueries: 128 },
+  { dqQueries: 128, dqStages: 2 }, { dqQueries: 128, dqStages: 3 }, { dqQueries: 256, dqStages: 2 }, { dqQueries: 256, dqStages: 3 },
 ];
 
-/** The default tiling (bench/RESULTS-attention.md). MPT_FLASH_BWD_TILING=KEYSxQUERIES: A/B switch while measuring. */
-export const FLASH_BACKWARD_TILING: FlashBackwardTiling = tilingFromEnv() ?? { dkdvKeys: 128, dqQueries: 128 };
+/** The default tiling (bench/RESULTS-attention.md). MPT_FLASH_BWD_TILING=QUERIESxSTAGES: A/B switch while measuring. */
+export const FLASH_BACKWARD_TILING: FlashBackwardTiling = tilingFromEnv() ?? { dqQueries: 128, dqStages: 2 };
 
 function tilingFromEnv(): FlashBackwardTiling | null {
   const v = process.env.MPT_FLASH_BWD_TILING;
   if (!v) return null;
-  const found = FLASH_BACKWARD_TILINGS.find((x) => `${x.dkdvKeys}x${x.dqQueries}` === v);
-  if (!found) throw new Error(`MPT_FLASH_BWD_TILING must be one of ${FLASH_BACKWARD_TILINGS.map((x) => `${x.dkdvKeys}x${x.dqQueries}`).join(', ')}, got ${v}`);
+  const found = FLASH_BACKWARD_TILINGS.find((x) => `${x.dqQueries}x${x.dqStages}` === v);
+  if (!found) throw new Error(`MPT_FLASH_BWD_TILING must be one of ${FLASH_BACKWARD_TILINGS.map((x) => `${x.dqQueries}x${x.dqStages}`).join(', ')}, got ${v}`);
   return found;
 }
 
@@ -122,23 +121,21 @@ function tilingFromEnv(): FlashBackwardTiling | null {
  */
 export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, chunk = FLASH_BACKWARD_CHUNK_DEFAULT,
   parts: 'both' | 'dq' | 'dkdv' = 'both', tiling: FlashBackwardTiling = FLASH_BACKWARD_TILING): void {
-  const { dkdvKeys, dqQueries } = tiling;
-  const defs = {
-    MPT_BF16: true, HEAD_DIM: a.dHead, BWD_CHUNK: chunk, DKDV_KEYS: dkdvKeys, DQS_QUERIES: dqQueries, DQS_MIN_BLOCKS: dqQueries === 64 ? 4 : 2,
-  };
-  const row = rowBytes(a.dHead), bh = a.batch * a.nHeads;
+  const { dqQueries, dqStages } = tiling;
+  const defs = { MPT_BF16: true, HEAD_DIM: a.dHead, BWD_CHUNK: chunk, DQS_QUERIES: dqQueries, DQS_STAGES: dqStages };
+  const row = rowBytes(a.dHead), grid = [a.batch * a.nHeads, Math.ceil(a.t / 64)];
   const ds = a.ds ?? 0;
   const dq = () => {
     if (ds) {
-      kernels.get('flash_backward.cu', 'flash_backward_dq_stored', defs).launch([bh, Math.ceil(a.t / dqQueries)], [dqQueries / 16 * 32],
-        [a.k, ds, a.dq, a.t, a.nHeads, a.scale], 2 * 64 * row + 2 * dqQueries * 64 * 2);
+      kernels.get('flash_backward.cu', 'flash_backward_dq_stored', defs).launch([a.batch * a.nHeads, Math.ceil(a.t / dqQueries)], [dqQueries / 16 * 32],
+        [a.k, ds, a.dq, a.t, a.nHeads, a.scale], dqStages * (64 * row + dqQueries * 64 * 2));
     } else {
-      kernels.get('flash_backward.cu', 'flash_backward_dq', defs).launch([bh, Math.ceil(a.t / 64)], [128],
+      kernels.get('flash_backward.cu', 'flash_backward_dq', defs).launch(grid, [128],
         [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dq, a.t, a.nHeads, a.scale], 2 * 2 * 64 * row);
     }
   };
-  const dkdv = () => kernels.get('flash_backward.cu', 'flash_backward_dkdv', defs).launch([bh, Math.ceil(a.t / dkdvKeys)], [dkdvKeys / 16 * 32],
-    [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dk, a.dv, ds, a.t, a.nHeads, a.scale], (2 * dkdvKeys + 4 * 64) * row + 4 * 64 * 4);
+  const dkdv = () => kernels.get('flash_backward.cu', 'flash_backward_dkdv', defs).launch(grid, [128],
+    [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dk, a.dv, ds, a.t, a.nHeads, a.scale], 6 * 64 * row + 4 * 64 * 4);
   if (ds) {
     if (parts !== 'dq') dkdv();
     if (parts !== 'dkdv') dq();

@@ -209,23 +209,24 @@ __device__ __forceinline__ long long dsTile(int bh, int qt, int kt, int t) {
 }
 
 // dq from the dsᵀ tiles flash_backward_dkdv stored (run it first): dq_i = scale Σ_j ds_ij k_j, the only
-// product left, so nothing is recomputed. DQS_QUERIES (64 or 128) queries a block, a warp 16 of them;
-// grid (batch·nHeads, ceil(t/DQS_QUERIES)). Shared: 2 stages × (K tile, the dsᵀ tile of each of the
-// block's query tiles); a 128-query block reads each K tile once for two query tiles. Deterministic:
-// every dq row is one warp's sum, in key order.
+// product left, so nothing is recomputed. DQS_QUERIES (128 or 256) queries a block, a warp 16 of them;
+// grid (batch·nHeads, ceil(t/DQS_QUERIES)). Memory-bound: each K tile is read once for the block's 2 or
+// 4 query tiles (64-query blocks, reading it for each, ran 25 % slower), and DQS_STAGES (2 or 3) key
+// tiles are in flight. Shared: stages × (K tile, the dsᵀ tile of each of the block's query tiles).
+// Deterministic: every dq row is one warp's sum, in key order.
 #ifndef DQS_QUERIES
-#define DQS_QUERIES 64
+#define DQS_QUERIES 128
 #endif
-#ifndef DQS_MIN_BLOCKS
-#define DQS_MIN_BLOCKS 4  // one product a tile: memory-bound, so more blocks in flight (≤ 128 registers)
+#ifndef DQS_STAGES
+#define DQS_STAGES 2
 #endif
 #define DQS_WARPS (DQS_QUERIES / 16)
 #define DQS_QTILES (DQS_QUERIES / BT)
-extern "C" __global__ void __launch_bounds__(DQS_WARPS * 32, DQS_MIN_BLOCKS) flash_backward_dq_stored(
+extern "C" __global__ void __launch_bounds__(DQS_WARPS * 32, 256 / DQS_QUERIES) flash_backward_dq_stored(
     const bf16* __restrict__ k, const bf16* __restrict__ ds, bf16* __restrict__ dq, int t, int nHeads, float scale) {
   extern __shared__ __align__(16) unsigned char smemRaw[];
   bf16 (*Kt)[BT][ROW] = reinterpret_cast<bf16 (*)[BT][ROW]>(smemRaw);                                       // [stage]
-  bf16 (*St)[DQS_QTILES][BT * BT] = reinterpret_cast<bf16 (*)[DQS_QTILES][BT * BT]>(smemRaw + 2 * BT * ROW * 2);  // [stage][query tile]
+  bf16 (*St)[DQS_QTILES][BT * BT] = reinterpret_cast<bf16 (*)[DQS_QTILES][BT * BT]>(smemRaw + DQS_STAGES * BT * ROW * 2);  // [stage][query tile]
   const int bh = blockIdx.x, h = bh % nHeads, b = bh / nHeads, stride = nHeads * HEAD_DIM;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const long long base = (long long)b * t * stride + h * HEAD_DIM;
@@ -234,19 +235,22 @@ extern "C" __global__ void __launch_bounds__(DQS_WARPS * 32, DQS_MIN_BLOCKS) fla
   const int qtLast = min(qt0 + DQS_QTILES, tiles) - 1;
   const int myQt = qt0 + warp / 4, qb = warp & 3;  // the warp's query tile and its 16-row block in it
   const int r0 = qt0 * BT + warp * 16 + g, r1 = r0 + 8;
-  auto load = [&](int stage, int kt) {
-    const int k0 = kt * BT;
-    for (int idx = threadIdx.x; idx < BT * (HEAD_DIM / 8); idx += blockDim.x) {
-      const int r = idx / (HEAD_DIM / 8), c = (idx - r * (HEAD_DIM / 8)) * 8;
-      const bool ok = k0 + r < t;
-      cp_async16(&Kt[stage][r][c], k + base + (long long)(ok ? k0 + r : 0) * stride + c, ok);
-    }
+  // Key tile kt into stage kt % DQS_STAGES (nothing past the last: an empty group keeps the count).
+  auto load = [&](int kt) {
+    const int stage = kt % DQS_STAGES, k0 = kt * BT;
+    if (kt <= qtLast) {
+      for (int idx = threadIdx.x; idx < BT * (HEAD_DIM / 8); idx += blockDim.x) {
+        const int r = idx / (HEAD_DIM / 8), c = (idx - r * (HEAD_DIM / 8)) * 8;
+        const bool ok = k0 + r < t;
+        cp_async16(&Kt[stage][r][c], k + base + (long long)(ok ? k0 + r : 0) * stride + c, ok);
+      }
 #pragma unroll
-    for (int hq = 0; hq < DQS_QTILES; hq++) {
-      const int qt = qt0 + hq;
-      if (qt > qtLast || kt > qt) continue;  // no such pair: that query tile's warps skip this key tile
-      const bf16* src = ds + dsTile(bh, qt, kt, t);
-      for (int idx = threadIdx.x; idx < BT * BT / 8; idx += blockDim.x) cp_async16(&St[stage][hq][idx * 8], src + idx * 8, true);
+      for (int hq = 0; hq < DQS_QTILES; hq++) {
+        const int qt = qt0 + hq;
+        if (qt > qtLast || kt > qt) continue;  // no such pair: that query tile's warps skip this key tile
+        const bf16* src = ds + dsTile(bh, qt, kt, t);
+        for (int idx = threadIdx.x; idx < BT * BT / 8; idx += blockDim.x) cp_async16(&St[stage][hq][idx * 8], src + idx * 8, true);
+      }
     }
     asm volatile("cp.async.commit_group;\n" ::: "memory");
   };
@@ -256,15 +260,15 @@ extern "C" __global__ void __launch_bounds__(DQS_WARPS * 32, DQS_MIN_BLOCKS) fla
   // The A fragment (16 queries × 16 keys) is the transpose of the stored one: its registers 0..3 are
   // the stored registers 0, 2, 1, 3 (keys 0-7 / 8-15 × queries 0-7 / 8-15), one 8 × 8 matrix each.
   const int mi = lane >> 3, stored = ((mi & 1) << 1) | (mi >> 1);
-  load(0, 0);
+#pragma unroll
+  for (int s = 0; s < DQS_STAGES - 1; s++) load(s);
   for (int kt = 0; kt <= qtLast; kt++) {
-    if (kt + 1 <= qtLast) load((kt + 1) & 1, kt + 1);
-    else asm volatile("cp.async.commit_group;\n" ::: "memory");
-    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+    load(kt + DQS_STAGES - 1);
+    asm volatile("cp.async.wait_group %0;\n" :: "n"(DQS_STAGES - 1) : "memory");
     __syncthreads();
     if (kt <= myQt && myQt <= qtLast) {
-      const bf16 (*Ks)[ROW] = Kt[kt & 1];
-      const bf16* Ss = St[kt & 1][warp / 4] + qb * DS_BLOCK + stored * 64 + (lane & 7) * 8;
+      const bf16 (*Ks)[ROW] = Kt[kt % DQS_STAGES];
+      const bf16* Ss = St[kt % DQS_STAGES][warp / 4] + qb * DS_BLOCK + stored * 64 + (lane & 7) * 8;
 #pragma unroll
       for (int kk = 0; kk < BT / 16; kk++) {
         unsigned a[4];
@@ -282,23 +286,19 @@ extern "C" __global__ void __launch_bounds__(DQS_WARPS * 32, DQS_MIN_BLOCKS) fla
   }
 }
 
-// dk and dv for DKDV_KEYS (64 or 128) keys a block, a warp 16 of them: grid (batch·nHeads,
-// ceil(t/DKDV_KEYS)). The block walks the 64-query tiles at or after its first key; a 128-key block
-// (8 warps, FlashAttention-2's shape for head 128) reads each Q and dO tile from L2 once for twice the
-// keys. Shared: this block's K and V rows (A fragments by ldmatrix at each use), 2 stages × (Q, dO)
-// tiles, and each stage's lse and D.
-#ifndef DKDV_KEYS
-#define DKDV_KEYS 64
-#endif
-#define DKDV_WARPS (DKDV_KEYS / 16)
-extern "C" __global__ void __launch_bounds__(DKDV_WARPS * 32, 128 / DKDV_KEYS) flash_backward_dkdv(
+// dk and dv for 64 keys a block, a warp 16 of them: grid (batch·nHeads, ceil(t/64)), 128 threads. The
+// block walks the 64-query tiles at or after its keys. Shared: this block's K and V rows (A fragments by
+// ldmatrix at each use), 2 stages × (Q, dO) tiles, and each stage's lse and D. (128 keys a block at 8
+// warps, one block an SM, reads each Q and dO tile once for twice the keys but ran 10 % slower:
+// bench/RESULTS-attention.md.)
+extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dkdv(
     const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, const bf16* __restrict__ dOut,
     const float* __restrict__ lse, const float* __restrict__ D, const float* __restrict__ slopes,
     bf16* __restrict__ dk, bf16* __restrict__ dv, bf16* __restrict__ dsOut, int t, int nHeads, float scale) {
   extern __shared__ __align__(16) unsigned char smemRaw[];
-  bf16 (*own)[DKDV_KEYS][ROW] = reinterpret_cast<bf16 (*)[DKDV_KEYS][ROW]>(smemRaw);                         // [K or V][row][col]
-  bf16 (*tiles)[2][BT][ROW] = reinterpret_cast<bf16 (*)[2][BT][ROW]>(smemRaw + 2 * DKDV_KEYS * ROW * 2);     // [stage][Q or dO]
-  float (*rowTerms)[2][BT] = reinterpret_cast<float (*)[2][BT]>(smemRaw + (2 * DKDV_KEYS + 4 * BT) * ROW * 2);  // [stage][lse·log2e or D]
+  bf16 (*own)[BT][ROW] = reinterpret_cast<bf16 (*)[BT][ROW]>(smemRaw);                          // [K or V][row][col]
+  bf16 (*tiles)[2][BT][ROW] = reinterpret_cast<bf16 (*)[2][BT][ROW]>(smemRaw + 2 * BT * ROW * 2);  // [stage][Q or dO]
+  float (*rowTerms)[2][BT] = reinterpret_cast<float (*)[2][BT]>(smemRaw + 6 * BT * ROW * 2);      // [stage][lse·log2e or D]
   const int kTile = blockIdx.y;  // key tile 0 walks every query tile: the longest start first
   const int bh = blockIdx.x, h = bh % nHeads, b = bh / nHeads, stride = nHeads * HEAD_DIM;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
@@ -307,8 +307,7 @@ extern "C" __global__ void __launch_bounds__(DKDV_WARPS * 32, 128 / DKDV_KEYS) f
   const long long base = (long long)b * t * stride + h * HEAD_DIM;
   const float* lrow = lse + (long long)bh * t;
   const float* drow = D + (long long)bh * t;
-  const int k0 = kTile * DKDV_KEYS, kw = k0 + warp * 16, j0 = kw + g, j1 = j0 + 8;
-  const int myKt = kw / BT, kb = warp & 3;  // the warp's 64-key tile and its 16-key block in it (dsᵀ layout)
+  const int k0 = kTile * BT, kw = k0 + warp * 16, j0 = kw + g, j1 = j0 + 8;
   const bool warpLive = kw < t;
   const float kb0 = slope2 * (float)(j0 - k0), kb1 = slope2 * (float)(j1 - k0);  // the per-key ALiBi terms
 
@@ -322,7 +321,7 @@ extern "C" __global__ void __launch_bounds__(DKDV_WARPS * 32, 128 / DKDV_KEYS) f
       rowTerms[stage][1][r] = ok ? drow[q0 + r] : 0.f;
     }
   };
-  load_pair(own[0], own[1], k + base, v + base, k0, t, stride, DKDV_KEYS);
+  load_pair(own[0], own[1], k + base, v + base, k0, t, stride);
   loadStage(0, k0);
   float dkAcc[DTILES][4], dvAcc[DTILES][4];
 #pragma unroll
@@ -339,13 +338,12 @@ extern "C" __global__ void __launch_bounds__(DKDV_WARPS * 32, 128 / DKDV_KEYS) f
     const bf16 (*Ds)[ROW] = tiles[it & 1][1];
     const float* Ls = rowTerms[it & 1][0];
     const float* Dr = rowTerms[it & 1][1];
-    // This warp's blocks of the stored dsᵀ pair (query tile, the warp's key tile), if the pair is causal.
-    bf16* tileDs = dsOut && myKt <= q0 / BT ? dsOut + dsTile(bh, q0 / BT, myKt, t) + kb * 4 * DS_BLOCK + 2 * lane : nullptr;
 #pragma unroll 1
     for (int c0 = 0; c0 < BT; c0 += CH) {
       const int qc = q0 + c0;
       if (!warpLive || qc + CH - 1 < kw) {  // every query of the chunk before every key of the warp
-        if (tileDs) {  // the stored blocks must still read as zeros (flash_backward_dq_stored reads them whole)
+        if (dsOut) {  // the stored blocks must still read as zeros (flash_backward_dq_stored reads them whole)
+          bf16* tileDs = dsOut + dsTile(bh, q0 / BT, kTile, t) + warp * 4 * DS_BLOCK + 2 * lane;
 #pragma unroll
           for (int kk = 0; kk < CH / 16; kk++) {
 #pragma unroll
@@ -394,7 +392,8 @@ extern "C" __global__ void __launch_bounds__(DKDV_WARPS * 32, 128 / DKDV_KEYS) f
         pack_a(sa, dpt, kk);
         p_times_tile(dvAcc, pa, Ds, c0 + kk * 16, lane);
         p_times_tile(dkAcc, sa, Qs, c0 + kk * 16, lane);
-        if (tileDs) {  // dsᵀ as bf16, in the fragment layout above: the products dq needs
+        if (dsOut) {  // dsᵀ as bf16, in the fragment layout above (this warp's 16 keys): the products dq needs
+          bf16* tileDs = dsOut + dsTile(bh, q0 / BT, kTile, t) + warp * 4 * DS_BLOCK + 2 * lane;
 #pragma unroll
           for (int r = 0; r < 4; r++) *reinterpret_cast<unsigned*>(tileDs + (c0 / 16 + kk) * DS_BLOCK + r * 64) = sa[r];
         }
