@@ -1,7 +1,8 @@
 // The tensor-core attention backward (flash.ts, kernels/flash_backward.cu) in every tiling it has,
 // against the CPU backend's attention backward (the reference) on fresh random inputs: dq from the
-// stored dsᵀ in blocks of 128 and 256 queries with 2 and 3 stages, and dq recomputed. Sizes that are
-// not multiples of 64, 128 or 256 rows, head sizes 32 and 128, batch > 1, with and without ALiBi.
+// stored dsᵀ in blocks of 128 and 256 queries with 2 and 3 stages, dq recomputed, and dk/dv with two
+// warps for each 16 keys. Sizes that are not multiples of 64, 128 or 256 rows, head sizes 32 and 128,
+// batch > 1, with and without ALiBi.
 // The dsᵀ scratch is filled with NaN first, so a block the dk/dv kernel fails to write poisons dq. The
 // backward must be deterministic: a second run gives the same bits. Skipped where no GPU is usable.
 import { test } from 'node:test';
@@ -56,9 +57,13 @@ for (const [batch, t, heads, dHead, alibi] of cases) {
       [{ dqQueries: 256, dqStages: 3 }, true, 16],
       [{ dqQueries: 128, dqStages: 2 }, true, 32],
       [{ dqQueries: 128, dqStages: 2 }, false, 32],
+      [{ dqQueries: 128, dqStages: 2, dkdvSplit: true }, true, 16],
+      [{ dqQueries: 128, dqStages: 2, dkdvSplit: true }, true, 32],
+      [{ dqQueries: 128, dqStages: 2, dkdvSplit: true }, true, 64],
+      [{ dqQueries: 128, dqStages: 2, dkdvSplit: true }, false, 32],
     ];
     for (const [tiling, stored, chunk] of modes) {
-      const what = `${stored ? `dq from stored ds in ${tiling.dqQueries}-query blocks, ${tiling.dqStages} stages` : 'dq recomputed'}, chunk ${chunk}`;
+      const what = `${tiling.dkdvSplit ? 'dk/dv split, ' : ''}${stored ? `dq from stored ds in ${tiling.dqQueries}-query blocks, ${tiling.dqStages} stages` : 'dq recomputed'}, chunk ${chunk}`;
       const got = run(tiling, stored, chunk);
       for (const name of ['dq', 'dk', 'dv'] as const) close(`${name}, ${what}`, got[name], down(cpu, want[name]), 2e-2);
       const again = run(tiling, stored, chunk);

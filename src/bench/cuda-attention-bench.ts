@@ -88,7 +88,7 @@ function main(argv: string[]): void {
     q: x8.q.ptr, k: x8.k.ptr, v: x8.v.ptr, dOut: x8.dOut.ptr, lse: lse8.ptr, D: D8.ptr, slopes,
     dq: dq.ptr, dk: dk.ptr, dv: dv.ptr, batch: 8, t, nHeads: heads, dHead, scale, ds: stored ? dsScratch.ptr : 0,
   }, chunk, parts, tiling);
-  const tilingLabel = (x: FlashBackwardTiling) => `dq blocks of ${x.dqQueries} queries, ${x.dqStages} stages`;
+  const tilingLabel = (x: FlashBackwardTiling) => `dq blocks of ${x.dqQueries} queries, ${x.dqStages} stages${x.dkdvSplit ? ', dk/dv split' : ''}`;
   const mode = (stored: boolean) => (stored ? 'dq from stored ds' : 'dq recomputed');
   const label = (s: FlashForwardShape) => `${s.mt * 16} rows a warp, ${s.warps} warps, ${s.keys}-key tiles, ${s.minBlocks} blocks/SM`
     + `${s.pipe ? ', pipelined' : ''}${s.headMajor ? ', head-major grid' : ''}`;
@@ -126,6 +126,11 @@ function main(argv: string[]): void {
       timeIt(`    dq alone from stored ds, ${tilingLabel(tiling)}`, 0.5 * fwdFlops(8), () => bwd(64, 'dq', true, tiling));
     }
     timeIt('  dk/dv storing ds', 2 * fwdFlops(8), () => bwd(64, 'dkdv', true));
+    for (const chunk of [16, 32, 64]) {
+      const split = { ...FLASH_BACKWARD_TILING, dkdvSplit: true };
+      timeIt(`  backward, batch 8, ${chunk}-key chunks, dk/dv split between 2 warps a 16 keys`, 2.5 * fwdFlops(8), () => bwd(chunk, 'both', true, split));
+      timeIt(`    dk/dv storing ds, split, ${chunk}-key chunks`, 2 * fwdFlops(8), () => bwd(chunk, 'dkdv', true, split));
+    }
     timeIt('  dk/dv alone, no ds stored', 2 * fwdFlops(8), () => bwd(64, 'dkdv', false));
     timeIt('  dq alone, recomputed (3 products)', 1.5 * fwdFlops(8), () => bwd(64, 'dq', false));
   }

@@ -94,24 +94,26 @@ export function flashBackwardScratchElements(batch: number, nHeads: number, t: n
 }
 
 /**
- * The tiling of the stored-ds dq pass (memory-bound): queries a block (128: 8 warps, 2 blocks an SM;
- * 256: 16 warps, 1 block an SM; each K tile is read once for all of them) and key tiles in flight.
+ * The tiling of the backward. The stored-ds dq pass (memory-bound): queries a block (128: 8 warps, 2
+ * blocks an SM; 256: 16 warps, 1 block an SM; each K tile is read once for all of them) and key tiles
+ * in flight. `dkdvSplit`: dk/dv with two warps for each 16 keys (one for S, P and dV, one for dP, dS
+ * and dK; 256 threads, ≤ 128 registers) instead of one.
  */
-export interface FlashBackwardTiling { dqQueries: 128 | 256; dqStages: 2 | 3 }
+export interface FlashBackwardTiling { dqQueries: 128 | 256; dqStages: 2 | 3; dkdvSplit?: boolean }
 
 export const FLASH_BACKWARD_TILINGS: readonly FlashBackwardTiling[] = [
   { dqQueries: 128, dqStages: 2 }, { dqQueries: 128, dqStages: 3 }, { dqQueries: 256, dqStages: 2 }, { dqQueries: 256, dqStages: 3 },
 ];
 
-/** The default tiling (bench/RESULTS-attention.md). MPT_FLASH_BWD_TILING=QUERIESxSTAGES: A/B switch while measuring. */
+/** The default tiling (bench/RESULTS-attention.md). MPT_FLASH_BWD_TILING=QUERIESxSTAGES[+split]: A/B switch while measuring. */
 export const FLASH_BACKWARD_TILING: FlashBackwardTiling = tilingFromEnv() ?? { dqQueries: 128, dqStages: 2 };
 
 function tilingFromEnv(): FlashBackwardTiling | null {
   const v = process.env.MPT_FLASH_BWD_TILING;
   if (!v) return null;
-  const found = FLASH_BACKWARD_TILINGS.find((x) => `${x.dqQueries}x${x.dqStages}` === v);
-  if (!found) throw new Error(`MPT_FLASH_BWD_TILING must be one of ${FLASH_BACKWARD_TILINGS.map((x) => `${x.dqQueries}x${x.dqStages}`).join(', ')}, got ${v}`);
-  return found;
+  const m = /^(128|256)x(2|3)(\+split)?$/.exec(v);
+  if (!m) throw new Error(`MPT_FLASH_BWD_TILING must be QUERIESxSTAGES[+split] (QUERIES 128 or 256, STAGES 2 or 3), got ${v}`);
+  return { dqQueries: Number(m[1]) as 128 | 256, dqStages: Number(m[2]) as 2 | 3, dkdvSplit: m[3] !== undefined };
 }
 
 /**
@@ -122,7 +124,8 @@ function tilingFromEnv(): FlashBackwardTiling | null {
 export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, chunk = FLASH_BACKWARD_CHUNK_DEFAULT,
   parts: 'both' | 'dq' | 'dkdv' = 'both', tiling: FlashBackwardTiling = FLASH_BACKWARD_TILING): void {
   const { dqQueries, dqStages } = tiling;
-  const defs = { MPT_BF16: true, HEAD_DIM: a.dHead, BWD_CHUNK: chunk, DQS_QUERIES: dqQueries, DQS_STAGES: dqStages };
+  const split = tiling.dkdvSplit ?? false;
+  const defs = { MPT_BF16: true, HEAD_DIM: a.dHead, BWD_CHUNK: chunk, DQS_QUERIES: dqQueries, DQS_STAGES: dqStages, DKDV_SPLIT: split };
   const row = rowBytes(a.dHead), grid = [a.batch * a.nHeads, Math.ceil(a.t / 64)];
   const ds = a.ds ?? 0;
   const dq = () => {
@@ -134,8 +137,9 @@ export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, 
         [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dq, a.t, a.nHeads, a.scale], 2 * 2 * 64 * row);
     }
   };
-  const dkdv = () => kernels.get('flash_backward.cu', 'flash_backward_dkdv', defs).launch(grid, [128],
-    [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dk, a.dv, ds, a.t, a.nHeads, a.scale], 6 * 64 * row + 4 * 64 * 4);
+  // Shared: K, V and 2 stages of Q, dO tiles, 2 stages of lse and D; split: each pair's P (float32).
+  const dkdv = () => kernels.get('flash_backward.cu', 'flash_backward_dkdv', defs).launch(grid, [split ? 256 : 128],
+    [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dk, a.dv, ds, a.t, a.nHeads, a.scale], 6 * 64 * row + 4 * 64 * 4 + (split ? 4 * 16 * chunk * 4 : 0));
   if (ds) {
     if (parts !== 'dq') dkdv();
     if (parts !== 'dkdv') dq();
