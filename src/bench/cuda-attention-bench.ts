@@ -11,7 +11,7 @@
  *   node dist/src/bench/cuda-attention-bench.js [--variants] [--before DIR] [--torch bench/attention_torch.py]
  *        [--reps N] [--json FILE]
  *
- * --variants  also times every compile-time shape of flash.ts (forward shapes, backward chunks and tilings).
+ * --variants  also times every compile-time shape of flash.ts (forward shapes, backward chunks and modes).
  * --before    times the kernels of an earlier commit from DIR (common.cuh, flash_attention.cu and
  *             flash_backward.cu of commit b6e5d97: `git show b6e5d97:src/backend/cuda/kernels/FILE`),
  *             launched as that commit did (64-query dq blocks, dsᵀ stored row-major),
@@ -25,8 +25,8 @@ import { CudaBackend, type CudaTensor } from '../backend/cuda/index.js';
 import { CudaEvent } from '../backend/cuda/driver.js';
 import { KernelCache } from '../backend/cuda/kernels.js';
 import {
-  FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_BACKWARD_STORED_DS, FLASH_BACKWARD_TILING, FLASH_BACKWARD_TILINGS, FLASH_FORWARD_SHAPES, FLASH_TRAIN_SHAPE,
-  flashBackwardScratchElements, flashPrefillShape, launchFlashBackward, launchFlashForward, type FlashBackwardTiling, type FlashForwardShape,
+  FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_BACKWARD_STORED_DS, FLASH_FORWARD_SHAPES, FLASH_TRAIN_SHAPE, flashBackwardScratchElements, flashPrefillShape,
+  launchFlashBackward, launchFlashForward, type FlashForwardShape,
 } from '../backend/cuda/flash.js';
 import { alibiSlopes, MPT_1B_REDPAJAMA_200B } from '../model/config.js';
 import { UserError } from '../util/errors.js';
@@ -84,11 +84,10 @@ function main(argv: string[]): void {
   const rowDot = () => be.kernels.get('flash_attention.cu', 'attention_row_dot', { MPT_BF16: true }).launch(
     [Math.ceil(8 * t * heads / 8)], [256], [x8.dOut.ptr, out8.ptr, D8.ptr, 8, t, heads, dHead]);
   const dsScratch = be.alloc([flashBackwardScratchElements(8, heads, t)], 'bfloat16');
-  const bwd = (chunk: number, parts: 'both' | 'dq' | 'dkdv' = 'both', stored = FLASH_BACKWARD_STORED_DS, tiling = FLASH_BACKWARD_TILING) => launchFlashBackward(be.kernels, {
+  const bwd = (chunk: number, parts: 'both' | 'dq' | 'dkdv' = 'both', stored = FLASH_BACKWARD_STORED_DS) => launchFlashBackward(be.kernels, {
     q: x8.q.ptr, k: x8.k.ptr, v: x8.v.ptr, dOut: x8.dOut.ptr, lse: lse8.ptr, D: D8.ptr, slopes,
     dq: dq.ptr, dk: dk.ptr, dv: dv.ptr, batch: 8, t, nHeads: heads, dHead, scale, ds: stored ? dsScratch.ptr : 0,
-  }, chunk, parts, tiling);
-  const tilingLabel = (x: FlashBackwardTiling) => `dq blocks of ${x.dqQueries} queries, ${x.dqStages} stages${x.dkdvSplit ? ', dk/dv split' : ''}`;
+  }, chunk, parts);
   const mode = (stored: boolean) => (stored ? 'dq from stored ds' : 'dq recomputed');
   const label = (s: FlashForwardShape) => `${s.mt * 16} rows a warp, ${s.warps} warps, ${s.keys}-key tiles, ${s.minBlocks} blocks/SM`
     + `${s.pipe ? ', pipelined' : ''}${s.headMajor ? ', head-major grid' : ''}`;
@@ -103,7 +102,7 @@ function main(argv: string[]): void {
   fwd(8, FLASH_TRAIN_SHAPE);
   rowDot();
   timeIt('backward row term D = dO·O, batch 8', 0, rowDot);
-  const bw = timeIt(`backward dq + dk/dv, batch 8, ${FLASH_BACKWARD_CHUNK_DEFAULT}-key chunks, ${mode(FLASH_BACKWARD_STORED_DS)}, ${tilingLabel(FLASH_BACKWARD_TILING)}`, 2.5 * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT));
+  const bw = timeIt(`backward dq + dk/dv, batch 8, ${FLASH_BACKWARD_CHUNK_DEFAULT}-key chunks, ${mode(FLASH_BACKWARD_STORED_DS)}`, 2.5 * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT));
   // Products as actually computed: dk/dv 4 (S, dP, dV, dK); dq 3 (S, dP, dQ) recomputed or 1 from stored ds.
   timeIt('  of which dk/dv (4 products, as computed)', 2 * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT, 'dkdv'));
   timeIt(`  of which dq (${FLASH_BACKWARD_STORED_DS ? 1 : 3} products, as computed)`, (FLASH_BACKWARD_STORED_DS ? 0.5 : 1.5) * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT, 'dq'));
@@ -120,17 +119,8 @@ function main(argv: string[]): void {
     for (const stored of [false, true]) {
       for (const chunk of [16, 32, 64]) timeIt(`  backward, batch 8, ${chunk}-key chunks, ${mode(stored)}`, 2.5 * fwdFlops(8), () => bwd(chunk, 'both', stored));
     }
-    log('-- backward tilings of the stored-ds dq pass (64-key chunks)');
-    for (const tiling of FLASH_BACKWARD_TILINGS) {
-      timeIt(`  backward, batch 8, ${tilingLabel(tiling)}`, 2.5 * fwdFlops(8), () => bwd(64, 'both', true, tiling));
-      timeIt(`    dq alone from stored ds, ${tilingLabel(tiling)}`, 0.5 * fwdFlops(8), () => bwd(64, 'dq', true, tiling));
-    }
+    timeIt('  dq alone from stored ds (1 product)', 0.5 * fwdFlops(8), () => bwd(64, 'dq', true));
     timeIt('  dk/dv storing ds', 2 * fwdFlops(8), () => bwd(64, 'dkdv', true));
-    for (const chunk of [16, 32, 64]) {
-      const split = { ...FLASH_BACKWARD_TILING, dkdvSplit: true };
-      timeIt(`  backward, batch 8, ${chunk}-key chunks, dk/dv split between 2 warps a 16 keys`, 2.5 * fwdFlops(8), () => bwd(chunk, 'both', true, split));
-      timeIt(`    dk/dv storing ds, split, ${chunk}-key chunks`, 2 * fwdFlops(8), () => bwd(chunk, 'dkdv', true, split));
-    }
     timeIt('  dk/dv alone, no ds stored', 2 * fwdFlops(8), () => bwd(64, 'dkdv', false));
     timeIt('  dq alone, recomputed (3 products)', 1.5 * fwdFlops(8), () => bwd(64, 'dq', false));
   }

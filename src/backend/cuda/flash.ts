@@ -94,52 +94,27 @@ export function flashBackwardScratchElements(batch: number, nHeads: number, t: n
 }
 
 /**
- * The tiling of the backward. The stored-ds dq pass (memory-bound): queries a block (128: 8 warps, 2
- * blocks an SM; 256: 16 warps, 1 block an SM; each K tile is read once for all of them) and key tiles
- * in flight. `dkdvSplit`: dk/dv with two warps for each 16 keys (one for S, P and dV, one for dP, dS
- * and dK; 256 threads, ≤ 128 registers) instead of one.
- */
-export interface FlashBackwardTiling { dqQueries: 128 | 256; dqStages: 2 | 3; dkdvSplit?: boolean }
-
-export const FLASH_BACKWARD_TILINGS: readonly FlashBackwardTiling[] = [
-  { dqQueries: 128, dqStages: 2 }, { dqQueries: 128, dqStages: 3 }, { dqQueries: 256, dqStages: 2 }, { dqQueries: 256, dqStages: 3 },
-];
-
-/** The default tiling (bench/RESULTS-attention.md). MPT_FLASH_BWD_TILING=QUERIESxSTAGES[+split]: A/B switch while measuring. */
-export const FLASH_BACKWARD_TILING: FlashBackwardTiling = tilingFromEnv() ?? { dqQueries: 128, dqStages: 2 };
-
-function tilingFromEnv(): FlashBackwardTiling | null {
-  const v = process.env.MPT_FLASH_BWD_TILING;
-  if (!v) return null;
-  const m = /^(128|256)x(2|3)(\+split)?$/.exec(v);
-  if (!m) throw new Error(`MPT_FLASH_BWD_TILING must be QUERIESxSTAGES[+split] (QUERIES 128 or 256, STAGES 2 or 3), got ${v}`);
-  return { dqQueries: Number(m[1]) as 128 | 256, dqStages: Number(m[2]) as 2 | 3, dkdvSplit: m[3] !== undefined };
-}
-
-/**
  * dq, dk and dv of causal attention with queries = keys (rows [batch, t, nHeads·dHead]). With `ds`:
  * dk/dv first, storing dsᵀ, then dq from it (4 + 1 products); without: dq recomputing S and dP, then
  * dk/dv (3 + 4 products). Both are deterministic (no atomics).
  */
 export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, chunk = FLASH_BACKWARD_CHUNK_DEFAULT,
-  parts: 'both' | 'dq' | 'dkdv' = 'both', tiling: FlashBackwardTiling = FLASH_BACKWARD_TILING): void {
-  const { dqQueries, dqStages } = tiling;
-  const split = tiling.dkdvSplit ?? false;
-  const defs = { MPT_BF16: true, HEAD_DIM: a.dHead, BWD_CHUNK: chunk, DQS_QUERIES: dqQueries, DQS_STAGES: dqStages, DKDV_SPLIT: split };
+  parts: 'both' | 'dq' | 'dkdv' = 'both'): void {
+  const defs = { MPT_BF16: true, HEAD_DIM: a.dHead, BWD_CHUNK: chunk };
   const row = rowBytes(a.dHead), grid = [a.batch * a.nHeads, Math.ceil(a.t / 64)];
   const ds = a.ds ?? 0;
   const dq = () => {
-    if (ds) {
-      kernels.get('flash_backward.cu', 'flash_backward_dq_stored', defs).launch([a.batch * a.nHeads, Math.ceil(a.t / dqQueries)], [dqQueries / 16 * 32],
-        [a.k, ds, a.dq, a.t, a.nHeads, a.scale], dqStages * (64 * row + dqQueries * 64 * 2));
+    if (ds) {  // 128 queries a block: 256 threads; shared 2 stages × (K tile, two dsᵀ tiles)
+      kernels.get('flash_backward.cu', 'flash_backward_dq_stored', defs).launch([a.batch * a.nHeads, Math.ceil(a.t / 128)], [256],
+        [a.k, ds, a.dq, a.t, a.nHeads, a.scale], 2 * (64 * row + 2 * 64 * 64 * 2));
     } else {
       kernels.get('flash_backward.cu', 'flash_backward_dq', defs).launch(grid, [128],
         [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dq, a.t, a.nHeads, a.scale], 2 * 2 * 64 * row);
     }
   };
-  // Shared: K, V and 2 stages of Q, dO tiles, 2 stages of lse and D; split: each pair's P (float32).
-  const dkdv = () => kernels.get('flash_backward.cu', 'flash_backward_dkdv', defs).launch(grid, [split ? 256 : 128],
-    [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dk, a.dv, ds, a.t, a.nHeads, a.scale], 6 * 64 * row + 4 * 64 * 4 + (split ? 4 * 16 * chunk * 4 : 0));
+  // Shared: K, V and 2 stages of Q, dO tiles, 2 stages of lse and D.
+  const dkdv = () => kernels.get('flash_backward.cu', 'flash_backward_dkdv', defs).launch(grid, [128],
+    [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dk, a.dv, ds, a.t, a.nHeads, a.scale], 6 * 64 * row + 4 * 64 * 4);
   if (ds) {
     if (parts !== 'dq') dkdv();
     if (parts !== 'dkdv') dq();

@@ -7,7 +7,7 @@
 // keys at or before them (dq); each recomputes the scores it needs.
 //
 // Tensor-core versions (bf16, HEAD_DIM a multiple of 16): 4 warps, a warp owns 16 rows of its block's
-// 64; mma.sync m16n8k16 with fp32 accumulators. Fragment layouts (lane = 4·g + t): A {(g, 2t..),
+// 64 (the stored-ds dq pass: 8 warps, 128 rows); mma.sync m16n8k16 with fp32 accumulators. Fragment layouts (lane = 4·g + t): A {(g, 2t..),
 // (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..)}, B {(k 2t.., n g), (k 2t+8.., n g)}, C {(g, 2t), (g, 2t+1),
 // (g+8, 2t), (g+8, 2t+1)}. A C tile of 16 rows × 16 columns (two n-tiles) is, packed to bf16, the A
 // fragment of the next product: that is how P and dS feed dV, dK and dQ. Tiles whose rows are the
@@ -209,20 +209,16 @@ __device__ __forceinline__ long long dsTile(int bh, int qt, int kt, int t) {
 }
 
 // dq from the dsᵀ tiles flash_backward_dkdv stored (run it first): dq_i = scale Σ_j ds_ij k_j, the only
-// product left, so nothing is recomputed. DQS_QUERIES (128 or 256) queries a block, a warp 16 of them;
-// grid (batch·nHeads, ceil(t/DQS_QUERIES)). Memory-bound: each K tile is read once for the block's 2 or
-// 4 query tiles (64-query blocks, reading it for each, ran 25 % slower), and DQS_STAGES (2 or 3) key
-// tiles are in flight. Shared: stages × (K tile, the dsᵀ tile of each of the block's query tiles).
+// product left, so nothing is recomputed. 128 queries a block (two 64-row tiles), a warp 16 of them;
+// grid (batch·nHeads, ceil(t/128)), 256 threads. Memory-bound: each K tile is read once for both query
+// tiles (64-query blocks, reading it for each, ran 10-25 % slower; 256-query blocks or 3 stages were no
+// faster: bench/RESULTS-attention.md). Shared: 2 stages × (K tile, the dsᵀ tile of each query tile).
 // Deterministic: every dq row is one warp's sum, in key order.
-#ifndef DQS_QUERIES
 #define DQS_QUERIES 128
-#endif
-#ifndef DQS_STAGES
 #define DQS_STAGES 2
-#endif
 #define DQS_WARPS (DQS_QUERIES / 16)
 #define DQS_QTILES (DQS_QUERIES / BT)
-extern "C" __global__ void __launch_bounds__(DQS_WARPS * 32, 256 / DQS_QUERIES) flash_backward_dq_stored(
+extern "C" __global__ void __launch_bounds__(DQS_WARPS * 32, 2) flash_backward_dq_stored(
     const bf16* __restrict__ k, const bf16* __restrict__ ds, bf16* __restrict__ dq, int t, int nHeads, float scale) {
   extern __shared__ __align__(16) unsigned char smemRaw[];
   bf16 (*Kt)[BT][ROW] = reinterpret_cast<bf16 (*)[BT][ROW]>(smemRaw);                                       // [stage]
@@ -286,156 +282,6 @@ extern "C" __global__ void __launch_bounds__(DQS_WARPS * 32, 256 / DQS_QUERIES) 
   }
 }
 
-#ifdef DKDV_SPLIT
-// dk and dv with the work of each 16 keys split between two warps (a variant, DKDV_SPLIT): warp A
-// (warps 0-3) computes S = K·Qᵀ, P and dV += P·dO; warp B (warps 4-7, the same keys) computes
-// dP = V·dOᵀ, takes P from A through shared memory (float32, as A holds it), forms dS, stores dsᵀ and
-// dK += dS·Q. Each warp holds one accumulator (64 registers at head size 128 instead of 128), so 16
-// warps an SM fit (2 blocks of 256 threads, ≤ 128 registers) where the plain kernel has 8. A pair hands
-// P over through one buffer with two named barriers: FULL (A arrives after writing, B waits before
-// reading) and EMPTY (B arrives after reading, A waits before writing the next chunk).
-__device__ __forceinline__ void bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" :: "r"(id), "r"(n) : "memory"); }
-__device__ __forceinline__ void bar_arrive(int id, int n) { asm volatile("bar.arrive %0, %1;\n" :: "r"(id), "r"(n) : "memory"); }
-extern "C" __global__ void __launch_bounds__(2 * NWARP * 32, 2) flash_backward_dkdv(
-    const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, const bf16* __restrict__ dOut,
-    const float* __restrict__ lse, const float* __restrict__ D, const float* __restrict__ slopes,
-    bf16* __restrict__ dk, bf16* __restrict__ dv, bf16* __restrict__ dsOut, int t, int nHeads, float scale) {
-  extern __shared__ __align__(16) unsigned char smemRaw[];
-  bf16 (*own)[BT][ROW] = reinterpret_cast<bf16 (*)[BT][ROW]>(smemRaw);                          // [K or V][row][col]
-  bf16 (*tiles)[2][BT][ROW] = reinterpret_cast<bf16 (*)[2][BT][ROW]>(smemRaw + 2 * BT * ROW * 2);  // [stage][Q or dO]
-  float (*rowTerms)[2][BT] = reinterpret_cast<float (*)[2][BT]>(smemRaw + 6 * BT * ROW * 2);      // [stage][lse·log2e or D]
-  float* xbuf = reinterpret_cast<float*>(smemRaw + 6 * BT * ROW * 2 + 4 * BT * 4);                // [pair][16 × CH]
-  const int kTile = blockIdx.y;
-  const int bh = blockIdx.x, h = bh % nHeads, b = bh / nHeads, stride = nHeads * HEAD_DIM;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
-  const int pair = warp & (NWARP - 1), roleB = warp >= NWARP;
-  const int FULL = 1 + pair, EMPTY = 1 + NWARP + pair;
-  float* xp = xbuf + pair * 16 * CH + lane * 4;  // float4 n of this lane at xp[n·128]
-  const float LOG2E = 1.4426950408889634f;
-  const float slope2 = slopes ? slopes[h] * LOG2E : 0.f, scale2 = scale * LOG2E;
-  const long long base = (long long)b * t * stride + h * HEAD_DIM;
-  const float* lrow = lse + (long long)bh * t;
-  const float* drow = D + (long long)bh * t;
-  const int k0 = kTile * BT, kw = k0 + pair * 16, j0 = kw + g, j1 = j0 + 8;
-  const bool warpLive = kw < t;
-  const float kb0 = slope2 * (float)(j0 - k0), kb1 = slope2 * (float)(j1 - k0);
-
-  auto loadStage = [&](int stage, int q0) {
-    load_pair(tiles[stage][0], tiles[stage][1], q + base, dOut + base, q0, t, stride);
-    for (int r = threadIdx.x; r < BT; r += blockDim.x) {
-      const bool ok = q0 + r < t;
-      rowTerms[stage][0][r] = ok ? fmaf(lrow[q0 + r], LOG2E, slope2 * (float)(q0 + r - k0)) : INFINITY;
-      rowTerms[stage][1][r] = ok ? drow[q0 + r] : 0.f;
-    }
-  };
-  load_pair(own[0], own[1], k + base, v + base, k0, t, stride);
-  loadStage(0, k0);
-  float acc[DTILES][4];  // A: dv, B: dk
-#pragma unroll
-  for (int n = 0; n < DTILES; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
-  if (roleB) bar_arrive(EMPTY, 64);  // the buffer starts empty
-  for (int q0 = k0, it = 0; q0 < t; q0 += BT, it++) {
-    if (q0 + BT < t) loadStage((it + 1) & 1, q0 + BT);
-    else asm volatile("cp.async.commit_group;\n" ::: "memory");
-    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
-    __syncthreads();
-    const bf16 (*Qs)[ROW] = tiles[it & 1][0];
-    const bf16 (*Ds)[ROW] = tiles[it & 1][1];
-    const float* Ls = rowTerms[it & 1][0];
-    const float* Dr = rowTerms[it & 1][1];
-#pragma unroll 1
-    for (int c0 = 0; c0 < BT; c0 += CH) {
-      const int qc = q0 + c0;
-      if (!warpLive || qc + CH - 1 < kw) {  // the same for both warps of the pair
-        if (roleB && dsOut) {
-          bf16* tileDs = dsOut + dsTile(bh, q0 / BT, kTile, t) + pair * 4 * DS_BLOCK + 2 * lane;
-#pragma unroll
-          for (int kk = 0; kk < CH / 16; kk++) {
-#pragma unroll
-            for (int r = 0; r < 4; r++) *reinterpret_cast<unsigned*>(tileDs + (c0 / 16 + kk) * DS_BLOCK + r * 64) = 0u;
-          }
-        }
-        continue;
-      }
-      float x[CH / 8][4];  // A: S then P; B: dP then dS (rows = keys, columns = queries)
-#pragma unroll
-      for (int n = 0; n < CH / 8; n++) x[n][0] = x[n][1] = x[n][2] = x[n][3] = 0.f;
-      const bf16 (*mine)[ROW] = roleB ? own[1] : own[0];
-      const bf16 (*other)[ROW] = roleB ? Ds : Qs;
-#pragma unroll
-      for (int d = 0; d < DSTEPS; d++) {
-        unsigned a[4];
-        a_frag(a, mine, pair * 16, d * 16, lane);
-#pragma unroll
-        for (int n = 0; n < CH / 8; n += 2) {
-          unsigned bb[4];
-          b_frags2(bb, other, c0 + n * 8, d * 16, lane);
-          mma16816(x[n], a, bb[0], bb[1]);
-          mma16816(x[n + 1], a, bb[2], bb[3]);
-        }
-      }
-      const bool needMask = qc < kw + 15 || qc + CH > t;
-      if (!roleB) {
-#pragma unroll
-        for (int n = 0; n < CH / 8; n++) {
-          const int col0 = c0 + n * 8 + 2 * t4;
-          const float2 lq = *reinterpret_cast<const float2*>(&Ls[col0]);
-#pragma unroll
-          for (int e = 0; e < 4; e++) {
-            const int i = q0 + col0 + (e & 1), j = e < 2 ? j0 : j1;
-            float p = fast_exp2(fmaf(x[n][e], scale2, e < 2 ? kb0 : kb1) - ((e & 1) ? lq.y : lq.x));
-            if (needMask && (j > i || i >= t)) p = 0.f;
-            x[n][e] = p;
-          }
-        }
-        bar_sync(EMPTY, 64);
-#pragma unroll
-        for (int n = 0; n < CH / 8; n++) *reinterpret_cast<float4*>(xp + n * 128) = make_float4(x[n][0], x[n][1], x[n][2], x[n][3]);
-        bar_arrive(FULL, 64);
-#pragma unroll
-        for (int kk = 0; kk < CH / 16; kk++) {
-          unsigned pa[4];
-          pack_a(pa, x, kk);
-          p_times_tile(acc, pa, Ds, c0 + kk * 16, lane);
-        }
-      } else {
-        bar_sync(FULL, 64);
-#pragma unroll
-        for (int n = 0; n < CH / 8; n++) {
-          const float4 p = *reinterpret_cast<const float4*>(xp + n * 128);
-          const float2 dq2 = *reinterpret_cast<const float2*>(&Dr[c0 + n * 8 + 2 * t4]);
-          x[n][0] = p.x * (x[n][0] - dq2.x);
-          x[n][1] = p.y * (x[n][1] - dq2.y);
-          x[n][2] = p.z * (x[n][2] - dq2.x);
-          x[n][3] = p.w * (x[n][3] - dq2.y);
-        }
-        bar_arrive(EMPTY, 64);
-        bf16* tileDs = dsOut ? dsOut + dsTile(bh, q0 / BT, kTile, t) + pair * 4 * DS_BLOCK + 2 * lane : nullptr;
-#pragma unroll
-        for (int kk = 0; kk < CH / 16; kk++) {
-          unsigned sa[4];
-          pack_a(sa, x, kk);
-          p_times_tile(acc, sa, Qs, c0 + kk * 16, lane);
-          if (tileDs) {
-#pragma unroll
-            for (int r = 0; r < 4; r++) *reinterpret_cast<unsigned*>(tileDs + (c0 / 16 + kk) * DS_BLOCK + r * 64) = sa[r];
-          }
-        }
-      }
-    }
-    __syncthreads();
-  }
-  if (!roleB) bar_sync(EMPTY, 64);  // B's last arrival: every barrier ends balanced
-  bf16* out = roleB ? dk : dv;
-  const float f = roleB ? scale : 1.f;
-#pragma unroll
-  for (int n = 0; n < DTILES; n++) {
-    const int c = n * 8 + 2 * t4;
-    if (j0 < t) *reinterpret_cast<__nv_bfloat162*>(out + base + (long long)j0 * stride + c) = __floats2bfloat162_rn(acc[n][0] * f, acc[n][1] * f);
-    if (j1 < t) *reinterpret_cast<__nv_bfloat162*>(out + base + (long long)j1 * stride + c) = __floats2bfloat162_rn(acc[n][2] * f, acc[n][3] * f);
-  }
-}
-#else
 // dk and dv for 64 keys a block, a warp 16 of them: grid (batch·nHeads, ceil(t/64)), 128 threads. The
 // block walks the 64-query tiles at or after its keys. Shared: this block's K and V rows (A fragments by
 // ldmatrix at each use), 2 stages × (Q, dO) tiles, and each stage's lse and D. (128 keys a block at 8
@@ -564,8 +410,6 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dkdv(
     }
   }
 }
-
-#endif  // DKDV_SPLIT
 
 // Scalar versions (any T, head size ≤ 256, optional key mask: masked keys get no probability).
 // dq: one warp a query; a lane a key of each 32, then the lanes' ds broadcast to add ds·k rows.
