@@ -128,10 +128,11 @@ function main(argv: string[]): void {
   const before = value('--before');
   if (before) {
     log(`-- kernels of the earlier commit, from ${before}`);
+    // KernelCache reads $MPT_KERNELS when it compiles (at the first launch of each kernel), not when it is
+    // made: it stays pointed at DIR until every old kernel has been timed.
     const saved = process.env.MPT_KERNELS;
     process.env.MPT_KERNELS = before;
     const old = new KernelCache(be.ctx);
-    if (saved === undefined) delete process.env.MPT_KERNELS; else process.env.MPT_KERNELS = saved;
     const row = (dHead + 8) * 2, bwdDefs = { MPT_BF16: true, HEAD_DIM: dHead, BWD_CHUNK: 64, DQS_MIN_BLOCKS: 4 };
     const oldDkdv = old.get('flash_backward.cu', 'flash_backward_dkdv', bwdDefs);
     const oldDq = old.get('flash_backward.cu', 'flash_backward_dq_stored', bwdDefs);
@@ -153,6 +154,7 @@ function main(argv: string[]): void {
         6 * 64 * row + 4 * 64 * 4);
       oldDq.launch(grid, [128], [x8.k.ptr, dsScratch.ptr, oldDqOut.ptr, t, heads, scale], 2 * 64 * row + 2 * 64 * (64 + 8) * 2);
     });
+    if (saved === undefined) delete process.env.MPT_KERNELS; else process.env.MPT_KERNELS = saved;
     log(`speed-up: prefill forward ${(p0.ms / pre.ms).toFixed(2)}×, training forward ${(t0.ms / tr.ms).toFixed(2)}×, backward ${(b0.ms / bw.ms).toFixed(2)}×`);
     // The same inputs through both: the outputs must agree to bf16 rounding (the tests check the math).
     fwd(1, FLASH_PREFILL_SHAPE); fwd(8, FLASH_TRAIN_SHAPE); bwd(FLASH_BACKWARD_CHUNK_DEFAULT);

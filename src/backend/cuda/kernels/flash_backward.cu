@@ -7,11 +7,11 @@
 // keys at or before them (dq); each recomputes the scores it needs.
 //
 // Tensor-core versions (bf16, HEAD_DIM a multiple of 16): 4 warps, a warp owns 16 rows of its block's
-// 64 (the stored-ds dq pass: 8 warps, 128 rows); mma.sync m16n8k16 with fp32 accumulators. Fragment layouts (lane = 4·g + t): A {(g, 2t..),
-// (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..)}, B {(k 2t.., n g), (k 2t+8.., n g)}, C {(g, 2t), (g, 2t+1),
-// (g+8, 2t), (g+8, 2t+1)}. A C tile of 16 rows × 16 columns (two n-tiles) is, packed to bf16, the A
-// fragment of the next product: that is how P and dS feed dV, dK and dQ. Tiles whose rows are the
-// reduction dimension are read with ldmatrix.trans.
+// 64 (the stored-ds dq pass: 8 warps, 128 rows); mma.sync m16n8k16 with fp32 accumulators. Fragment
+// layouts (lane = 4·g + t): A {(g, 2t..), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..)}, B {(k 2t.., n g),
+// (k 2t+8.., n g)}, C {(g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1)}. A C tile of 16 rows × 16 columns
+// (two n-tiles) is, packed to bf16, the A fragment of the next product: that is how P and dS feed dV,
+// dK and dQ. Tiles whose rows are the reduction dimension are read with ldmatrix.trans.
 //
 // Each streamed tile of 64 rows is worked in chunks of BWD_CHUNK columns (16, 32 or 64): the scores
 // and dP of a whole chunk are computed before any is used, so 2·BWD_CHUNK/8 independent mma chains
@@ -93,10 +93,10 @@ __device__ __forceinline__ void load_rows_a(unsigned (*a)[4], const bf16* base, 
     a[s][3] = rb < t ? *reinterpret_cast<const unsigned*>(base + (long long)rb * stride + c + 8) : 0u;
   }
 }
-// Two tiles of `rows` rows × HEAD_DIM into shared memory (cp.async by the whole block, zero-filled past
-// t), one commit group.
-__device__ __forceinline__ void load_pair(bf16 (*x)[ROW], bf16 (*y)[ROW], const bf16* xg, const bf16* yg, int r0, int t, int stride, int rows = BT) {
-  for (int idx = threadIdx.x; idx < rows * (HEAD_DIM / 8); idx += blockDim.x) {
+// Two tiles of 64 rows × HEAD_DIM into shared memory (cp.async by the whole block, zero-filled past t),
+// one commit group.
+__device__ __forceinline__ void load_pair(bf16 (*x)[ROW], bf16 (*y)[ROW], const bf16* xg, const bf16* yg, int r0, int t, int stride) {
+  for (int idx = threadIdx.x; idx < BT * (HEAD_DIM / 8); idx += blockDim.x) {
     const int r = idx / (HEAD_DIM / 8), c = (idx - r * (HEAD_DIM / 8)) * 8;
     const bool ok = r0 + r < t;
     const long long off = (long long)(ok ? r0 + r : 0) * stride + c;
