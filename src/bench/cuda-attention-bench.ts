@@ -11,10 +11,11 @@
  *   node dist/src/bench/cuda-attention-bench.js [--variants] [--before DIR] [--torch bench/attention_torch.py]
  *        [--reps N] [--json FILE]
  *
- * --variants  also times every compile-time shape of flash.ts (forward shapes, backward chunks).
- * --before    times the kernels of an earlier commit from DIR (flash_attention.cu with the old
- *             13-argument prefill kernel, flash_train.cu, flash_backward.cu and common.cuh of commit
- *             c66ba8e: `git show c66ba8e:src/backend/cuda/kernels/FILE`), for before/after in one run.
+ * --variants  also times every compile-time shape of flash.ts (forward shapes, backward chunks and modes).
+ * --before    times the kernels of an earlier commit from DIR (common.cuh, flash_attention.cu and
+ *             flash_backward.cu of commit b6e5d97: `git show b6e5d97:src/backend/cuda/kernels/FILE`),
+ *             launched as that commit did (64-query dq blocks, dsᵀ stored row-major),
+ *             for before/after in one run.
  * --torch     runs the PyTorch script on the same shapes (SDPA with the ALiBi bias, SDPA flash without
  *             ALiBi, FlexAttention with an ALiBi score_mod) and prints its figures beside ours.
  */
@@ -22,16 +23,13 @@ import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { CudaBackend, type CudaTensor } from '../backend/cuda/index.js';
 import { CudaEvent } from '../backend/cuda/driver.js';
-import { KERNEL_ARGS, KernelCache } from '../backend/cuda/kernels.js';
+import { KernelCache } from '../backend/cuda/kernels.js';
 import {
   FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_BACKWARD_STORED_DS, FLASH_FORWARD_SHAPES, FLASH_TRAIN_SHAPE, flashBackwardScratchElements, flashPrefillShape,
   launchFlashBackward, launchFlashForward, type FlashForwardShape,
 } from '../backend/cuda/flash.js';
 import { alibiSlopes, MPT_1B_REDPAJAMA_200B } from '../model/config.js';
 import { UserError } from '../util/errors.js';
-
-// The earlier kernels' argument lists (only --before launches them).
-Object.assign(KERNEL_ARGS, { flash_attention: 'ppppppiiiiiif', flash_forward_lse: 'pppppppif' });
 
 interface Row { name: string; ms: number; tflops: number }
 
@@ -86,10 +84,10 @@ function main(argv: string[]): void {
   const rowDot = () => be.kernels.get('flash_attention.cu', 'attention_row_dot', { MPT_BF16: true }).launch(
     [Math.ceil(8 * t * heads / 8)], [256], [x8.dOut.ptr, out8.ptr, D8.ptr, 8, t, heads, dHead]);
   const dsScratch = be.alloc([flashBackwardScratchElements(8, heads, t)], 'bfloat16');
-  const bwd = (chunk: number, parts: 'both' | 'dq' | 'dkdv' = 'both', stored = FLASH_BACKWARD_STORED_DS, dqBlocks = 4) => launchFlashBackward(be.kernels, {
+  const bwd = (chunk: number, parts: 'both' | 'dq' | 'dkdv' = 'both', stored = FLASH_BACKWARD_STORED_DS) => launchFlashBackward(be.kernels, {
     q: x8.q.ptr, k: x8.k.ptr, v: x8.v.ptr, dOut: x8.dOut.ptr, lse: lse8.ptr, D: D8.ptr, slopes,
     dq: dq.ptr, dk: dk.ptr, dv: dv.ptr, batch: 8, t, nHeads: heads, dHead, scale, ds: stored ? dsScratch.ptr : 0,
-  }, chunk, parts, dqBlocks);
+  }, chunk, parts);
   const mode = (stored: boolean) => (stored ? 'dq from stored ds' : 'dq recomputed');
   const label = (s: FlashForwardShape) => `${s.mt * 16} rows a warp, ${s.warps} warps, ${s.keys}-key tiles, ${s.minBlocks} blocks/SM`
     + `${s.pipe ? ', pipelined' : ''}${s.headMajor ? ', head-major grid' : ''}`;
@@ -121,9 +119,8 @@ function main(argv: string[]): void {
     for (const stored of [false, true]) {
       for (const chunk of [16, 32, 64]) timeIt(`  backward, batch 8, ${chunk}-key chunks, ${mode(stored)}`, 2.5 * fwdFlops(8), () => bwd(chunk, 'both', stored));
     }
-    timeIt('  backward, batch 8, 64-key chunks, dq from stored ds bounded for 2 blocks/SM', 2.5 * fwdFlops(8), () => bwd(64, 'both', true, 2));
-    timeIt('  dq alone from stored ds, 4 blocks/SM', 0.5 * fwdFlops(8), () => bwd(64, 'dq', true, 4));
-    timeIt('  dq alone from stored ds, 2 blocks/SM', 0.5 * fwdFlops(8), () => bwd(64, 'dq', true, 2));
+    timeIt('  dq alone from stored ds (1 product)', 0.5 * fwdFlops(8), () => bwd(64, 'dq', true));
+    timeIt('  dk/dv storing ds', 2 * fwdFlops(8), () => bwd(64, 'dkdv', true));
     timeIt('  dk/dv alone, no ds stored', 2 * fwdFlops(8), () => bwd(64, 'dkdv', false));
     timeIt('  dq alone, recomputed (3 products)', 1.5 * fwdFlops(8), () => bwd(64, 'dq', false));
   }
@@ -131,29 +128,33 @@ function main(argv: string[]): void {
   const before = value('--before');
   if (before) {
     log(`-- kernels of the earlier commit, from ${before}`);
+    // KernelCache reads $MPT_KERNELS when it compiles (at the first launch of each kernel), not when it is
+    // made: it stays pointed at DIR until every old kernel has been timed.
     const saved = process.env.MPT_KERNELS;
     process.env.MPT_KERNELS = before;
     const old = new KernelCache(be.ctx);
-    const smem = 2 * 2 * 64 * (dHead + 8) * 2, row = dHead + 8;
-    const prefill = old.get('flash_attention.cu', 'flash_attention', { MPT_BF16: true, HEAD_DIM: dHead, FLASH_MIN_BLOCKS: 3 });
-    const lseKernel = old.get('flash_train.cu', 'flash_forward_lse', { MPT_BF16: true, HEAD_DIM: dHead });
-    const dqKernel = old.get('flash_backward.cu', 'flash_backward_dq', { MPT_BF16: true, HEAD_DIM: dHead });
-    const current = KERNEL_ARGS.flash_backward_dkdv;
-    KERNEL_ARGS.flash_backward_dkdv = 'ppppppppppif';  // the old dk/dv kernel had no dsᵀ output
-    const dkdvKernel = old.get('flash_backward.cu', 'flash_backward_dkdv', { MPT_BF16: true, HEAD_DIM: dHead });
-    KERNEL_ARGS.flash_backward_dkdv = current;
-    if (saved === undefined) delete process.env.MPT_KERNELS; else process.env.MPT_KERNELS = saved;
-    const oldOut1 = be.alloc([1, t, d]), oldOut8 = be.alloc([8, t, d]), oldDq = be.alloc([8, t, d]), oldDk = be.alloc([8, t, d]), oldDv = be.alloc([8, t, d]);
-    const grid = (batch: number) => [Math.ceil(t / 64), heads, batch];
-    const p0 = timeIt('before: forward, batch 1 (prefill kernel)', fwdFlops(1), () => prefill.launch(grid(1), [128],
-      [x1.q.ptr, x1.k.ptr, x1.v.ptr, 0, slopes, oldOut1.ptr, t, t, t, d, d, d, scale], smem));
-    const oldLse = be.alloc([8, heads, t], 'float32');
-    const t0 = timeIt('before: forward + lse, batch 8 (flash_forward_lse)', fwdFlops(8), () => lseKernel.launch(grid(8), [128],
-      [x8.q.ptr, x8.k.ptr, x8.v.ptr, slopes, oldOut8.ptr, oldLse.ptr, t, heads, scale], smem));
-    const b0 = timeIt('before: backward dq + dk/dv, batch 8', 2.5 * fwdFlops(8), () => {
-      dqKernel.launch(grid(8), [128], [x8.q.ptr, x8.k.ptr, x8.v.ptr, x8.dOut.ptr, lse8.ptr, D8.ptr, slopes, oldDq.ptr, t, heads, scale], 2 * 2 * 64 * row * 2);
-      dkdvKernel.launch(grid(8), [128], [x8.q.ptr, x8.k.ptr, x8.v.ptr, x8.dOut.ptr, lse8.ptr, D8.ptr, slopes, oldDk.ptr, oldDv.ptr, t, heads, scale], 6 * 64 * row * 2 + 4 * 64 * 4);
+    const row = (dHead + 8) * 2, bwdDefs = { MPT_BF16: true, HEAD_DIM: dHead, BWD_CHUNK: 64, DQS_MIN_BLOCKS: 4 };
+    const oldDkdv = old.get('flash_backward.cu', 'flash_backward_dkdv', bwdDefs);
+    const oldDq = old.get('flash_backward.cu', 'flash_backward_dq_stored', bwdDefs);
+    const oldOut1 = be.alloc([1, t, d]), oldOut8 = be.alloc([8, t, d]), oldLse = be.alloc([8, heads, t], 'float32');
+    const oldDqOut = be.alloc([8, t, d]), oldDk = be.alloc([8, t, d]), oldDv = be.alloc([8, t, d]);
+    // The forward's launch is unchanged since that commit: flash.ts launches the old source.
+    const oldFwd = (batch: 1 | 8, shape: FlashForwardShape) => {
+      const x = batch === 1 ? x1 : x8;
+      launchFlashForward(old, {
+        q: x.q.ptr, k: x.k.ptr, v: x.v.ptr, mask: 0, slopes, out: (batch === 1 ? oldOut1 : oldOut8).ptr, lse: batch === 1 ? 0 : oldLse.ptr,
+        batch, nHeads: heads, dHead, tq: t, capacity: t, kvLen: t, qStride: d, kvStride: d, oStride: d, scale,
+      }, shape);
+    };
+    const grid = [8 * heads, Math.ceil(t / 64)];
+    const p0 = timeIt('before: forward, batch 1 (prefill)', fwdFlops(1), () => oldFwd(1, FLASH_PREFILL_SHAPE));
+    const t0 = timeIt('before: forward + lse, batch 8 (training)', fwdFlops(8), () => oldFwd(8, FLASH_TRAIN_SHAPE));
+    const b0 = timeIt('before: backward dk/dv storing ds + dq from it, batch 8', 2.5 * fwdFlops(8), () => {
+      oldDkdv.launch(grid, [128], [x8.q.ptr, x8.k.ptr, x8.v.ptr, x8.dOut.ptr, lse8.ptr, D8.ptr, slopes, oldDk.ptr, oldDv.ptr, dsScratch.ptr, t, heads, scale],
+        6 * 64 * row + 4 * 64 * 4);
+      oldDq.launch(grid, [128], [x8.k.ptr, dsScratch.ptr, oldDqOut.ptr, t, heads, scale], 2 * 64 * row + 2 * 64 * (64 + 8) * 2);
     });
+    if (saved === undefined) delete process.env.MPT_KERNELS; else process.env.MPT_KERNELS = saved;
     log(`speed-up: prefill forward ${(p0.ms / pre.ms).toFixed(2)}×, training forward ${(t0.ms / tr.ms).toFixed(2)}×, backward ${(b0.ms / bw.ms).toFixed(2)}×`);
     // The same inputs through both: the outputs must agree to bf16 rounding (the tests check the math).
     fwd(1, FLASH_PREFILL_SHAPE); fwd(8, FLASH_TRAIN_SHAPE); bwd(FLASH_BACKWARD_CHUNK_DEFAULT);
@@ -164,7 +165,7 @@ function main(argv: string[]): void {
       return `max |new − old| ${m.toExponential(2)} (max |old| ${s.toFixed(2)})`;
     };
     log(`check: prefill out ${diff(out1, oldOut1)}; training out ${diff(out8, oldOut8)}; lse ${diff(lse8, oldLse)}`);
-    log(`check: dq ${diff(dq, oldDq)}; dk ${diff(dk, oldDk)}; dv ${diff(dv, oldDv)}`);
+    log(`check: dq ${diff(dq, oldDqOut)}; dk ${diff(dk, oldDk)}; dv ${diff(dv, oldDv)}`);
   }
 
   let torch: unknown = null;

@@ -99,19 +99,20 @@ export function flashBackwardScratchElements(batch: number, nHeads: number, t: n
  * dk/dv (3 + 4 products). Both are deterministic (no atomics).
  */
 export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, chunk = FLASH_BACKWARD_CHUNK_DEFAULT,
-  parts: 'both' | 'dq' | 'dkdv' = 'both', dqStoredMinBlocks = 4): void {
-  const defs = { MPT_BF16: true, HEAD_DIM: a.dHead, BWD_CHUNK: chunk, DQS_MIN_BLOCKS: dqStoredMinBlocks }, row = rowBytes(a.dHead);
-  const grid = [a.batch * a.nHeads, Math.ceil(a.t / 64)];
+  parts: 'both' | 'dq' | 'dkdv' = 'both'): void {
+  const defs = { MPT_BF16: true, HEAD_DIM: a.dHead, BWD_CHUNK: chunk };
+  const row = rowBytes(a.dHead), grid = [a.batch * a.nHeads, Math.ceil(a.t / 64)];
   const ds = a.ds ?? 0;
   const dq = () => {
-    if (ds) {
-      kernels.get('flash_backward.cu', 'flash_backward_dq_stored', defs).launch(grid, [128],
-        [a.k, ds, a.dq, a.t, a.nHeads, a.scale], 2 * 64 * row + 2 * 64 * (64 + 8) * 2);
+    if (ds) {  // 128 queries a block: 256 threads; shared 2 stages × (K tile, two dsᵀ tiles)
+      kernels.get('flash_backward.cu', 'flash_backward_dq_stored', defs).launch([a.batch * a.nHeads, Math.ceil(a.t / 128)], [256],
+        [a.k, ds, a.dq, a.t, a.nHeads, a.scale], 2 * (64 * row + 2 * 64 * 64 * 2));
     } else {
       kernels.get('flash_backward.cu', 'flash_backward_dq', defs).launch(grid, [128],
         [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dq, a.t, a.nHeads, a.scale], 2 * 2 * 64 * row);
     }
   };
+  // Shared: K, V and 2 stages of Q, dO tiles, 2 stages of lse and D.
   const dkdv = () => kernels.get('flash_backward.cu', 'flash_backward_dkdv', defs).launch(grid, [128],
     [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dk, a.dv, ds, a.t, a.nHeads, a.scale], 6 * 64 * row + 4 * 64 * 4);
   if (ds) {

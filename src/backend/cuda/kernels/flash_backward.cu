@@ -7,11 +7,11 @@
 // keys at or before them (dq); each recomputes the scores it needs.
 //
 // Tensor-core versions (bf16, HEAD_DIM a multiple of 16): 4 warps, a warp owns 16 rows of its block's
-// 64; mma.sync m16n8k16 with fp32 accumulators. Fragment layouts (lane = 4·g + t): A {(g, 2t..),
-// (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..)}, B {(k 2t.., n g), (k 2t+8.., n g)}, C {(g, 2t), (g, 2t+1),
-// (g+8, 2t), (g+8, 2t+1)}. A C tile of 16 rows × 16 columns (two n-tiles) is, packed to bf16, the A
-// fragment of the next product: that is how P and dS feed dV, dK and dQ. Tiles whose rows are the
-// reduction dimension are read with ldmatrix.trans.
+// 64 (the stored-ds dq pass: 8 warps, 128 rows); mma.sync m16n8k16 with fp32 accumulators. Fragment
+// layouts (lane = 4·g + t): A {(g, 2t..), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..)}, B {(k 2t.., n g),
+// (k 2t+8.., n g)}, C {(g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1)}. A C tile of 16 rows × 16 columns
+// (two n-tiles) is, packed to bf16, the A fragment of the next product: that is how P and dS feed dV,
+// dK and dQ. Tiles whose rows are the reduction dimension are read with ldmatrix.trans.
 //
 // Each streamed tile of 64 rows is worked in chunks of BWD_CHUNK columns (16, 32 or 64): the scores
 // and dP of a whole chunk are computed before any is used, so 2·BWD_CHUNK/8 independent mma chains
@@ -93,9 +93,10 @@ __device__ __forceinline__ void load_rows_a(unsigned (*a)[4], const bf16* base, 
     a[s][3] = rb < t ? *reinterpret_cast<const unsigned*>(base + (long long)rb * stride + c + 8) : 0u;
   }
 }
-// Two tiles of 64 rows × HEAD_DIM into shared memory (cp.async, zero-filled past t), one commit group.
+// Two tiles of 64 rows × HEAD_DIM into shared memory (cp.async by the whole block, zero-filled past t),
+// one commit group.
 __device__ __forceinline__ void load_pair(bf16 (*x)[ROW], bf16 (*y)[ROW], const bf16* xg, const bf16* yg, int r0, int t, int stride) {
-  for (int idx = threadIdx.x; idx < BT * (HEAD_DIM / 8); idx += NWARP * 32) {
+  for (int idx = threadIdx.x; idx < BT * (HEAD_DIM / 8); idx += blockDim.x) {
     const int r = idx / (HEAD_DIM / 8), c = (idx - r * (HEAD_DIM / 8)) * 8;
     const bool ok = r0 + r < t;
     const long long off = (long long)(ok ? r0 + r : 0) * stride + c;
@@ -193,64 +194,83 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dq(
   }
 }
 
-// Offset of the stored dsᵀ tile of (query tile qt, key tile kt ≤ qt) of one (batch, head): the causal
-// pairs of a head in order qt(qt+1)/2 + kt, 64 × 64 bf16 each ([key][query]).
+// The stored dsᵀ (flash_backward_dkdv writes it, flash_backward_dq_stored reads it): per (batch, head) the
+// causal (query tile qt, key tile kt ≤ qt) pairs of 64 × 64 in order qt(qt+1)/2 + kt. Inside a pair,
+// 16 blocks of 16 keys × 16 queries, block (kb, qb) at (4·kb + qb)·DS_BLOCK elements, each kept as the
+// dk/dv warp holds it: its A fragment (rows = keys), register r of lane l at r·64 + 2l. So a warp
+// stores one register of all its lanes as 128 contiguous bytes (whole sectors; a [key][query] row
+// layout wrote 16-byte pieces of 8 rows a store), and each register's 64 values are an 8 × 8 matrix
+// with 16-byte rows (lanes 4g..4g+3 hold row g), which ldmatrix.trans reads back as the A fragment of
+// ds (rows = queries) without bank conflicts.
+#define DS_BLOCK 256
 __device__ __forceinline__ long long dsTile(int bh, int qt, int kt, int t) {
   const long long tiles = (long long)(t + BT - 1) / BT, pairs = tiles * (tiles + 1) / 2;
   return ((long long)bh * pairs + (long long)qt * (qt + 1) / 2 + kt) * BT * BT;
 }
 
 // dq from the dsᵀ tiles flash_backward_dkdv stored (run it first): dq_i = scale Σ_j ds_ij k_j, the only
-// product left, so nothing is recomputed. Grid (batch·nHeads, ceil(t/64)), 128 threads; shared 2 stages
-// × (K tile, dsᵀ tile). The dsᵀ tile [key][query] gives the A fragments (rows = queries) by
-// ldmatrix.trans. Deterministic: every dq row is one block's sum, in key order.
-#define DSROW (BT + 8)
-#ifndef DQS_MIN_BLOCKS
-#define DQS_MIN_BLOCKS 4  // one product a tile: memory-bound, so more blocks in flight (≤ 128 registers, 53 KB shared)
-#endif
-extern "C" __global__ void __launch_bounds__(NWARP * 32, DQS_MIN_BLOCKS) flash_backward_dq_stored(
+// product left, so nothing is recomputed. 128 queries a block (two 64-row tiles), a warp 16 of them;
+// grid (batch·nHeads, ceil(t/128)), 256 threads. Memory-bound: each K tile is read once for both query
+// tiles (64-query blocks, reading it for each, ran 10-25 % slower; 256-query blocks or 3 stages were no
+// faster: bench/RESULTS-attention.md). Shared: 2 stages × (K tile, the dsᵀ tile of each query tile).
+// Deterministic: every dq row is one warp's sum, in key order.
+#define DQS_QUERIES 128
+#define DQS_STAGES 2
+#define DQS_WARPS (DQS_QUERIES / 16)
+#define DQS_QTILES (DQS_QUERIES / BT)
+extern "C" __global__ void __launch_bounds__(DQS_WARPS * 32, 2) flash_backward_dq_stored(
     const bf16* __restrict__ k, const bf16* __restrict__ ds, bf16* __restrict__ dq, int t, int nHeads, float scale) {
   extern __shared__ __align__(16) unsigned char smemRaw[];
-  bf16 (*Kt)[BT][ROW] = reinterpret_cast<bf16 (*)[BT][ROW]>(smemRaw);                          // [stage]
-  bf16 (*St)[BT][DSROW] = reinterpret_cast<bf16 (*)[BT][DSROW]>(smemRaw + 2 * BT * ROW * 2);     // [stage][key][query]
-  const int qTile = gridDim.y - 1 - blockIdx.y;
+  bf16 (*Kt)[BT][ROW] = reinterpret_cast<bf16 (*)[BT][ROW]>(smemRaw);                                       // [stage]
+  bf16 (*St)[DQS_QTILES][BT * BT] = reinterpret_cast<bf16 (*)[DQS_QTILES][BT * BT]>(smemRaw + DQS_STAGES * BT * ROW * 2);  // [stage][query tile]
   const int bh = blockIdx.x, h = bh % nHeads, b = bh / nHeads, stride = nHeads * HEAD_DIM;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const long long base = (long long)b * t * stride + h * HEAD_DIM;
-  const int q0 = qTile * BT, r0 = q0 + warp * 16 + g, r1 = r0 + 8;
-  auto load = [&](int stage, int kt) {
-    const int k0 = kt * BT;
-    for (int idx = threadIdx.x; idx < BT * (HEAD_DIM / 8); idx += NWARP * 32) {
-      const int r = idx / (HEAD_DIM / 8), c = (idx - r * (HEAD_DIM / 8)) * 8;
-      const bool ok = k0 + r < t;
-      cp_async16(&Kt[stage][r][c], k + base + (long long)(ok ? k0 + r : 0) * stride + c, ok);
-    }
-    const bf16* src = ds + dsTile(bh, qTile, kt, t);
-    for (int idx = threadIdx.x; idx < BT * (BT / 8); idx += NWARP * 32) {
-      const int r = idx / (BT / 8), c = (idx - r * (BT / 8)) * 8;
-      cp_async16(&St[stage][r][c], src + r * BT + c, true);
+  const int tiles = (t + BT - 1) / BT;
+  const int qt0 = (gridDim.y - 1 - blockIdx.y) * DQS_QTILES;  // longest walks first over the whole grid
+  const int qtLast = min(qt0 + DQS_QTILES, tiles) - 1;
+  const int myQt = qt0 + warp / 4, qb = warp & 3;  // the warp's query tile and its 16-row block in it
+  const int r0 = qt0 * BT + warp * 16 + g, r1 = r0 + 8;
+  // Key tile kt into stage kt % DQS_STAGES (nothing past the last: an empty group keeps the count).
+  auto load = [&](int kt) {
+    const int stage = kt % DQS_STAGES, k0 = kt * BT;
+    if (kt <= qtLast) {
+      for (int idx = threadIdx.x; idx < BT * (HEAD_DIM / 8); idx += blockDim.x) {
+        const int r = idx / (HEAD_DIM / 8), c = (idx - r * (HEAD_DIM / 8)) * 8;
+        const bool ok = k0 + r < t;
+        cp_async16(&Kt[stage][r][c], k + base + (long long)(ok ? k0 + r : 0) * stride + c, ok);
+      }
+#pragma unroll
+      for (int hq = 0; hq < DQS_QTILES; hq++) {
+        const int qt = qt0 + hq;
+        if (qt > qtLast || kt > qt) continue;  // no such pair: that query tile's warps skip this key tile
+        const bf16* src = ds + dsTile(bh, qt, kt, t);
+        for (int idx = threadIdx.x; idx < BT * BT / 8; idx += blockDim.x) cp_async16(&St[stage][hq][idx * 8], src + idx * 8, true);
+      }
     }
     asm volatile("cp.async.commit_group;\n" ::: "memory");
   };
   float acc[DTILES][4];
 #pragma unroll
   for (int n = 0; n < DTILES; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
-  load(0, 0);
-  for (int kt = 0; kt <= qTile; kt++) {
-    if (kt + 1 <= qTile) load((kt + 1) & 1, kt + 1);
-    else asm volatile("cp.async.commit_group;\n" ::: "memory");
-    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
-    __syncthreads();
-    const bf16 (*Ks)[ROW] = Kt[kt & 1];
-    const bf16 (*Ss)[DSROW] = St[kt & 1];
+  // The A fragment (16 queries × 16 keys) is the transpose of the stored one: its registers 0..3 are
+  // the stored registers 0, 2, 1, 3 (keys 0-7 / 8-15 × queries 0-7 / 8-15), one 8 × 8 matrix each.
+  const int mi = lane >> 3, stored = ((mi & 1) << 1) | (mi >> 1);
 #pragma unroll
-    for (int kk = 0; kk < BT / 16; kk++) {
-      // A fragment (16 queries × 16 keys) from [key][query]: matrix mi holds keys kk·16 + (mi >> 1)·8,
-      // queries warp·16 + (mi & 1)·8, transposed on the way.
-      const int mi = lane >> 3;
-      unsigned a[4];
-      ldsm_x4(&Ss[kk * 16 + (mi >> 1) * 8 + (lane & 7)][warp * 16 + (mi & 1) * 8], a[0], a[1], a[2], a[3], true);
-      p_times_tile(acc, a, Ks, kk * 16, lane);
+  for (int s = 0; s < DQS_STAGES - 1; s++) load(s);
+  for (int kt = 0; kt <= qtLast; kt++) {
+    load(kt + DQS_STAGES - 1);
+    asm volatile("cp.async.wait_group %0;\n" :: "n"(DQS_STAGES - 1) : "memory");
+    __syncthreads();
+    if (kt <= myQt && myQt <= qtLast) {
+      const bf16 (*Ks)[ROW] = Kt[kt % DQS_STAGES];
+      const bf16* Ss = St[kt % DQS_STAGES][warp / 4] + qb * DS_BLOCK + stored * 64 + (lane & 7) * 8;
+#pragma unroll
+      for (int kk = 0; kk < BT / 16; kk++) {
+        unsigned a[4];
+        ldsm_x4(Ss + kk * 4 * DS_BLOCK, a[0], a[1], a[2], a[3], true);
+        p_times_tile(acc, a, Ks, kk * 16, lane);
+      }
     }
     __syncthreads();
   }
@@ -262,8 +282,11 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, DQS_MIN_BLOCKS) flash_b
   }
 }
 
-// dk and dv for 64 keys a block: grid (batch·nHeads, ceil(t/64)), 128 threads. Shared: this block's K
-// and V rows (A fragments by ldmatrix at each use), 2 stages × (Q, dO) tiles, and each stage's lse and D.
+// dk and dv for 64 keys a block, a warp 16 of them: grid (batch·nHeads, ceil(t/64)), 128 threads. The
+// block walks the 64-query tiles at or after its keys. Shared: this block's K and V rows (A fragments by
+// ldmatrix at each use), 2 stages × (Q, dO) tiles, and each stage's lse and D. (128 keys a block at 8
+// warps, one block an SM, reads each Q and dO tile once for twice the keys but ran 10 % slower:
+// bench/RESULTS-attention.md.)
 extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dkdv(
     const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, const bf16* __restrict__ dOut,
     const float* __restrict__ lse, const float* __restrict__ D, const float* __restrict__ slopes,
@@ -273,20 +296,20 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dkdv(
   bf16 (*tiles)[2][BT][ROW] = reinterpret_cast<bf16 (*)[2][BT][ROW]>(smemRaw + 2 * BT * ROW * 2);  // [stage][Q or dO]
   float (*rowTerms)[2][BT] = reinterpret_cast<float (*)[2][BT]>(smemRaw + 6 * BT * ROW * 2);      // [stage][lse·log2e or D]
   const int kTile = blockIdx.y;  // key tile 0 walks every query tile: the longest start first
-  const int h = blockIdx.x % nHeads, b = blockIdx.x / nHeads, stride = nHeads * HEAD_DIM;
+  const int bh = blockIdx.x, h = bh % nHeads, b = bh / nHeads, stride = nHeads * HEAD_DIM;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const float LOG2E = 1.4426950408889634f;
   const float slope2 = slopes ? slopes[h] * LOG2E : 0.f, scale2 = scale * LOG2E;
   const long long base = (long long)b * t * stride + h * HEAD_DIM;
-  const float* lrow = lse + ((long long)b * nHeads + h) * t;
-  const float* drow = D + ((long long)b * nHeads + h) * t;
+  const float* lrow = lse + (long long)bh * t;
+  const float* drow = D + (long long)bh * t;
   const int k0 = kTile * BT, kw = k0 + warp * 16, j0 = kw + g, j1 = j0 + 8;
   const bool warpLive = kw < t;
   const float kb0 = slope2 * (float)(j0 - k0), kb1 = slope2 * (float)(j1 - k0);  // the per-key ALiBi terms
 
   auto loadStage = [&](int stage, int q0) {
     load_pair(tiles[stage][0], tiles[stage][1], q + base, dOut + base, q0, t, stride);
-    for (int r = threadIdx.x; r < BT; r += NWARP * 32) {
+    for (int r = threadIdx.x; r < BT; r += blockDim.x) {
       const bool ok = q0 + r < t;
       // slope·(j − i) − lse_i (log2 units) = slope·(j − k0) − [lse_i + slope·(i − k0)]: the bracket per
       // query, here; the first term per key, in registers. exp2(x − ∞) = 0: rows past t add nothing.
@@ -315,14 +338,12 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dkdv(
     for (int c0 = 0; c0 < BT; c0 += CH) {
       const int qc = q0 + c0;
       if (!warpLive || qc + CH - 1 < kw) {  // every query of the chunk before every key of the warp
-        if (dsOut) {  // the stored tile must still read as zeros there (flash_backward_dq_stored reads it whole)
-          bf16* tileDs = dsOut + dsTile(b * nHeads + h, q0 / BT, kTile, t) + (warp * 16 + g) * BT + c0 + 2 * t4;
+        if (dsOut) {  // the stored blocks must still read as zeros (flash_backward_dq_stored reads them whole)
+          bf16* tileDs = dsOut + dsTile(bh, q0 / BT, kTile, t) + warp * 4 * DS_BLOCK + 2 * lane;
 #pragma unroll
           for (int kk = 0; kk < CH / 16; kk++) {
-            *reinterpret_cast<unsigned*>(tileDs + kk * 16) = 0u;
-            *reinterpret_cast<unsigned*>(tileDs + 8 * BT + kk * 16) = 0u;
-            *reinterpret_cast<unsigned*>(tileDs + kk * 16 + 8) = 0u;
-            *reinterpret_cast<unsigned*>(tileDs + 8 * BT + kk * 16 + 8) = 0u;
+#pragma unroll
+            for (int r = 0; r < 4; r++) *reinterpret_cast<unsigned*>(tileDs + (c0 / 16 + kk) * DS_BLOCK + r * 64) = 0u;
           }
         }
         continue;
@@ -367,12 +388,10 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dkdv(
         pack_a(sa, dpt, kk);
         p_times_tile(dvAcc, pa, Ds, c0 + kk * 16, lane);
         p_times_tile(dkAcc, sa, Qs, c0 + kk * 16, lane);
-        if (dsOut) {  // dsᵀ as bf16, [key][query] of the (query tile, key tile) pair: the products dq needs
-          bf16* tileDs = dsOut + dsTile(b * nHeads + h, q0 / BT, kTile, t) + (warp * 16 + g) * BT + c0 + kk * 16 + 2 * t4;
-          *reinterpret_cast<unsigned*>(tileDs) = sa[0];
-          *reinterpret_cast<unsigned*>(tileDs + 8 * BT) = sa[1];
-          *reinterpret_cast<unsigned*>(tileDs + 8) = sa[2];
-          *reinterpret_cast<unsigned*>(tileDs + 8 * BT + 8) = sa[3];
+        if (dsOut) {  // dsᵀ as bf16, in the fragment layout above (this warp's 16 keys): the products dq needs
+          bf16* tileDs = dsOut + dsTile(bh, q0 / BT, kTile, t) + warp * 4 * DS_BLOCK + 2 * lane;
+#pragma unroll
+          for (int r = 0; r < 4; r++) *reinterpret_cast<unsigned*>(tileDs + (c0 / 16 + kk) * DS_BLOCK + r * 64) = sa[r];
         }
       }
     }

@@ -1,0 +1,63 @@
+// The tensor-core attention backward (flash.ts, kernels/flash_backward.cu) in each mode and chunk,
+// against the CPU backend's attention backward (the reference) on fresh random inputs: dk/dv storing
+// dsᵀ and dq from it in 128-query blocks (chunks of 16, 32 and 64 keys), and dq recomputed. Sizes that
+// are not multiples of 64 or 128 rows, head sizes 32 and 128, batch > 1, with and without ALiBi. The
+// dsᵀ scratch is filled with NaN first, so a block the dk/dv kernel fails to write poisons dq. The
+// backward must be deterministic: a second run gives the same bits. Skipped where no GPU is usable.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { CudaTensor } from '../src/backend/cuda/index.js';
+import { trainingBackend, type AttentionArgs, type Tensor } from '../src/backend/backend.js';
+import { flashBackwardScratchElements, launchFlashBackward } from '../src/backend/cuda/flash.js';
+import { close, cpu, cudaFor, down, pair, randn, skip } from './cuda-harness.js';
+
+// [batch, t, heads, head size, ALiBi]
+const cases: Array<[number, number, number, number, boolean]> = [
+  [2, 200, 2, 128, true],   // 200: 4 tiles of 64 (the last partial), 2 blocks of 128 (the last partial)
+  [1, 320, 2, 128, false],  // 320: 5 whole tiles of 64, a 128-row block with a single 64-row tile
+  [2, 130, 3, 32, true],    // 130: a block of 128 with 2 live rows, head size 32
+  [1, 77, 1, 128, true],    // fewer rows than one block
+];
+
+for (const [batch, t, heads, dHead, alibi] of cases) {
+  test(`cuda bfloat16: flash backward, every mode and chunk, ${batch}×${t} tokens, ${heads} heads of ${dHead}${alibi ? '' : ', no ALiBi'}`, { skip }, () => {
+    const be = cudaFor('bfloat16'), g = trainingBackend(be), d = heads * dHead, scale = 1 / Math.sqrt(dHead);
+    const slopes = alibi ? Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads)) : null;
+    const [qg, qc] = pair(be, randn(batch * t * d), [batch, t, d]);
+    const [kg, kc] = pair(be, randn(batch * t * d), [batch, t, d]);
+    const [vg, vc] = pair(be, randn(batch * t * d), [batch, t, d]);
+    const [dg, dc] = pair(be, randn(batch * t * d), [batch, t, d]);
+    const args = (q: Tensor, k: Tensor, v: Tensor): AttentionArgs => ({ q, k, v, kvLen: t, nHeads: heads, scale, alibiSlopes: slopes, keyMask: null });
+    const fc = cpu.attentionForTraining(args(qc, kc, vc));
+    const want = cpu.attentionBackward(args(qc, kc, vc), fc.out, fc.logSumExp, dc);
+    // The GPU's own forward and row term D = dO·o, as training.ts feeds the backward.
+    const fg = g.attentionForTraining(args(qg, kg, vg));
+    const ptr = (x: Tensor) => (x as CudaTensor).ptr;
+    const D = be.alloc([batch, heads, t], 'float32');
+    be.kernels.get('flash_attention.cu', 'attention_row_dot', { MPT_BF16: true }).launch([Math.ceil(batch * t * heads / 8)], [256],
+      [ptr(dg), ptr(fg.out), D.ptr, batch, t, heads, dHead]);
+    const scratch = flashBackwardScratchElements(batch, heads, t);
+    const run = (stored: boolean, chunk: number) => {
+      const ds = stored ? be.upload(new Float32Array(scratch).fill(NaN), [scratch], 'bfloat16') as CudaTensor : null;
+      const out = { dq: be.alloc([batch, t, d]), dk: be.alloc([batch, t, d]), dv: be.alloc([batch, t, d]) };
+      launchFlashBackward(be.kernels, {
+        q: ptr(qg), k: ptr(kg), v: ptr(vg), dOut: ptr(dg), lse: ptr(fg.logSumExp), D: D.ptr, slopes: slopes ? be.slopesOnDevice(slopes).ptr : 0,
+        dq: out.dq.ptr, dk: out.dk.ptr, dv: out.dv.ptr, batch, t, nHeads: heads, dHead, scale, ds: ds?.ptr ?? 0,
+      }, chunk);
+      const got = { dq: down(be, out.dq), dk: down(be, out.dk), dv: down(be, out.dv) };
+      if (ds) be.release(ds);
+      for (const x of Object.values(out)) be.release(x);
+      return got;
+    };
+    const modes: Array<[boolean, number]> = [[true, 64], [true, 32], [true, 16], [false, 64], [false, 32]];
+    for (const [stored, chunk] of modes) {
+      const what = `${stored ? 'dq from stored ds' : 'dq recomputed'}, chunk ${chunk}`;
+      const got = run(stored, chunk);
+      for (const name of ['dq', 'dk', 'dv'] as const) close(`${name}, ${what}`, got[name], down(cpu, want[name]), 2e-2);
+      const again = run(stored, chunk);
+      for (const name of ['dq', 'dk', 'dv'] as const) {
+        assert.ok(got[name].every((x, i) => Object.is(x, again[name][i])), `${name}, ${what}: a second run differs (not deterministic)`);
+      }
+    }
+  });
+}
