@@ -90,14 +90,18 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
 
   test(`cuda ${dtype}: few-row GEMMs (skinny_gemm.cu in bf16) with bias, fused GELU, accumulation, float32 y`, { skip }, () => {
     const be = cudaFor(dtype);
-    // 9–16 rows also at 16 warps, unroll 2 (wideSkinny16), where the outputs fit one block an SM.
-    for (const wide16 of [false, true]) for (const [rows, inF, outF] of [[1, 2048, 517], [5, 320, 100], [16, 8192, 35], [9, 2048, 2048]]) {
-      if (wide16 && rows <= 8) continue;
-      be.wideSkinny16 = wide16;
+    // 9–16 rows also at 16 warps, unroll 2 and 4 (wideSkinny16), where the outputs fit one block an SM;
+    // every shape with x in registers and through shared memory (skinnyXAsync).
+    const saved = [be.skinnyXAsync, be.wide16Shape] as const;
+    for (const xAsync of [true, false]) for (const wide16 of [0, 2, 4]) for (const [rows, inF, outF] of [[1, 2048, 517], [5, 320, 100], [16, 8192, 35], [9, 2048, 2048], [16, 2048, 2048], [12, 96, 40]]) {
+      if (wide16 && (rows <= 8 || inF % (32 * 16 * wide16) !== 0 || (wide16 === 4 && !xAsync))) continue;
+      be.wideSkinny16 = wide16 > 0;
+      be.wide16Shape = { warps: 16, unroll: wide16 || 2 };
+      be.skinnyXAsync = xAsync;
       const [xg, xc] = pair(be, randn(rows * inF), [rows, inF]);
       const [wg, wc] = pair(be, randn(outF * inF, 0.05), [outF, inF]);
       const [bg, bc] = pair(be, randn(outF), [outF]);
-      const what = `${rows}x${inF}x${outF}${wide16 ? ', 16 warps' : ''}`;
+      const what = `${rows}x${inF}x${outF}${wide16 ? `, 16 warps × unroll ${wide16}` : ''}${xAsync ? ', x through shared memory' : ''}`;
       const y = be.alloc([rows, outF]);
       be.matmulInto(xg as CudaTensor, wg as CudaTensor, bg as CudaTensor, y, rows, false, true);
       close(`gelu(x·Wᵀ + b) ${what}`, down(be, y), down(cpu, cpu.gelu(cpu.linear(xc, wc, bc))), tol(dtype, 1e-5));
@@ -107,6 +111,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       close(`float32 y += x·Wᵀ ${what}`, down(be, yf), down(cpu, cpu.add(cpu.upload(raw, [rows, outF], 'float32'), cpu.linear(xc, wc, null))), 1e-5);
     }
     be.wideSkinny16 = false;
+    [be.skinnyXAsync, be.wide16Shape] = saved;
   });
 
   test(`cuda ${dtype}: row statistics from a GEMM's epilogue, and the LayerNorm they feed fused into the next GEMM`, { skip }, () => {

@@ -144,14 +144,19 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
     const bytes = w.shape[0] * w.shape[1] * 2;
     const s = time(true), cb = time(false);
     out[name] = { skinnyUs: s, cublasUs: cb, skinnyGBs: bytes / s / 1e3, cublasGBs: bytes / cb / 1e3 };
-    // Other block shapes of skinny_gemm.cu, for tuning (µs per GEMM).
-    // (Two row tiles at 16 warps only up to unroll 2: 128 registers a thread is the bound at 512 threads.)
-    for (const warps of [4, 8, 16]) for (const unroll of rows <= 8 ? [2, 4] : [1, 2, 4]) {
-      if (w.shape[1] % (32 * warps * unroll) !== 0 || (rows > 8 && warps === 16 && unroll > 2)) continue;
+    // Other block shapes of skinny_gemm.cu, for tuning (µs per GEMM), with x through shared memory
+    // (SKINNY_X_ASYNC) and, suffix r, in registers. (Two row tiles at 16 warps with x in registers only
+    // up to unroll 2: 128 registers a thread is the bound at 512 threads; unroll 8 only through shared memory.)
+    const asyncWas = be.skinnyXAsync;
+    for (const xAsync of [true, false]) for (const warps of [4, 8, 16]) for (const unroll of rows <= 8 ? [2, 4] : [1, 2, 4, 8]) {
+      if (w.shape[1] % (32 * warps * unroll) !== 0 || (!xAsync && rows > 8 && warps === 16 && unroll > 2) || (!xAsync && unroll > 4)) continue;
+      if (xAsync && rows > 8 && warps === 16 && unroll > 4) continue;
       be.skinnyShape = { warps, unroll };
-      (out[name] as Record<string, number>)[`w${warps}u${unroll}`] = time(true);
+      be.skinnyXAsync = xAsync;
+      (out[name] as Record<string, number>)[`w${warps}u${unroll}${xAsync ? '' : 'r'}`] = time(true);
       be.skinnyShape = null;
     }
+    be.skinnyXAsync = asyncWas;
   }
   be.skinny = saved;
   for (const t of [x, yb, yh, yf]) be.release(t);
@@ -162,22 +167,19 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
 function decodeVariants(be: CudaBackend): [string, () => () => void][] {
   const toggle = (label: string, get: () => boolean, put: (v: boolean) => void): [string, () => () => void] =>
     [label, () => { const was = get(); put(!was); return () => put(was); }];
-  const keysPerSplit = (n: number): [string, () => () => void] => [
-    n > 0 ? `folded attention: ${n} keys a split` : 'folded attention: keys spread over the grid (perSplit 0)',
-    () => { const was = be.foldKeysPerSplit; be.foldKeysPerSplit = n; return () => { be.foldKeysPerSplit = was; }; }];
   // (Earlier variants — triggers after the wait, 16-warp GEMMs off, L2 prefetch, LayerNorm fused or
-  // computing its own statistics — were measured in the runs bench/RESULTS-cuda.md records; their
+  // computing its own statistics, the folded attention's keys a split and keys in flight, the pipelined
+  // step, the QKV GEMM's warps — were measured in the runs bench/RESULTS-cuda.md records; their
   // switches remain, and are left out here to keep the device run short.)
   return [
     toggle(`programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, () => be.ctx.pdl, (v) => { be.ctx.pdl = v; }),
-    toggle(`QKV split ${be.foldQkvSplit ? 'as a kernel of its own' : 'folded into decode attention'}`, () => be.foldQkvSplit, (v) => { be.foldQkvSplit = v; }),
-    ...[0, 64, 128, 256].map(keysPerSplit),
-    ...([4, 8] as const).map((u): [string, () => () => void] => [`folded attention: ${u} keys a warp in flight at every batch (default: 4 at batch 16, 8 at batch 1)`,
-      () => { const was = be.foldKeysInFlight; be.foldKeysInFlight = u; return () => { be.foldKeysInFlight = was; }; }]),
+    toggle(`GEMM x fragments ${be.skinnyXAsync ? 'in registers' : 'through shared memory (cp.async)'}`, () => be.skinnyXAsync, (v) => { be.skinnyXAsync = v; }),
     toggle(`9–16-row out and down GEMMs at ${be.wideSkinny16 ? '8 warps, unroll 4' : '16 warps, unroll 2'}`, () => be.wideSkinny16, (v) => { be.wideSkinny16 = v; }),
-    toggle(`pipelined step() ${be.pipelineDecode ? 'off' : 'on'} (the host waits for each step's tokens before the next is enqueued)`,
-      () => be.pipelineDecode, (v) => { be.pipelineDecode = v; }),
-    toggle(`QKV GEMM at batch ≤ 8 with ${be.qkvFourWarps ? '8' : '4'} warps a block`, () => be.qkvFourWarps, (v) => { be.qkvFourWarps = v; }),
+    ['9–16-row out and down GEMMs at 16 warps, unroll 4 (x through shared memory)', () => {
+      const was = [be.wideSkinny16, be.wide16Shape, be.skinnyXAsync] as const;
+      be.wideSkinny16 = true; be.wide16Shape = { warps: 16, unroll: 4 }; be.skinnyXAsync = true;
+      return () => { [be.wideSkinny16, be.wide16Shape, be.skinnyXAsync] = was; };
+    }],
   ];
 }
 
@@ -314,7 +316,7 @@ export function formatResult(r: CudaBenchResult): string {
   for (const [k, v] of Object.entries(r.gemms)) {
     lines.push('', `decode GEMMs, ${k}: µs per GEMM and weight GB/s`, '| GEMM | skinny_gemm µs | GB/s | cuBLASLt µs | GB/s | skinny variants (warps, unroll: µs) |', '| --- | --- | --- | --- | --- | --- |');
     for (const [name, g] of Object.entries(v)) {
-      const variants = Object.entries(g).filter(([k]) => /^w\d+u\d+$/.test(k)).map(([k, us]) => `${k} ${(us as number).toFixed(1)}`).join(', ');
+      const variants = Object.entries(g).filter(([k]) => /^w\d+u\d+r?$/.test(k)).map(([k, us]) => `${k} ${(us as number).toFixed(1)}`).join(', ');
       lines.push(`| ${name} | ${g.skinnyUs.toFixed(1)} | ${g.skinnyGBs.toFixed(0)} | ${g.cublasUs.toFixed(1)} | ${g.cublasGBs.toFixed(0)} | ${variants} |`);
     }
   }

@@ -309,7 +309,7 @@ export class CudaBackend implements Backend {
   private skinnyFor(rows: number, inF: number, outF: number): { warps: number; unroll: number } | null {
     if (!this.skinny || this.activationDType !== 'bfloat16' || rows > 16) return null;
     const plan = this.skinnyShape ? { ...this.skinnyShape }
-      : rows > 8 && this.wideSkinny16 && Math.ceil(outF / 16) <= this.ctx.device.multiprocessors && inF % (32 * 2 * 16) === 0 ? { warps: 16, unroll: 2 }
+      : rows > 8 && this.wideSkinny16 && Math.ceil(outF / 16) <= this.ctx.device.multiprocessors && inF % (32 * this.wide16Shape.unroll * this.wide16Shape.warps) === 0 ? { ...this.wide16Shape }
       : skinnyPlan(inF, outF, rows, this.wideSkinny && rows <= 8 && Math.ceil(outF / 16) <= this.ctx.device.multiprocessors, this.qkvFourWarps);
     if (plan && inF % (32 * plan.unroll * plan.warps) !== 0) throw new Error(`skinny GEMM: K ${inF} does not split as ${plan.warps} warps × ${plan.unroll}`);
     return plan;
@@ -342,10 +342,12 @@ export class CudaBackend implements Backend {
     if (plan) {
       const yF32 = y.dtype === 'float32';
       const tiles = rows > 8 ? 2 : 1;
+      // SKINNY_X_ASYNC: each thread's x fragments of two load groups in shared memory (16 bytes each).
+      const xSlots = this.skinnyXAsync ? plan.warps * 2 * plan.unroll * tiles * 32 * 16 : 0;
       this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32, SKINNY_PREFETCH: this.prefetchWeights,
-        SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
+        SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false, SKINNY_X_ASYNC: this.skinnyXAsync })
         .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
-          0, statsOut?.ptr ?? 0, clip], plan.warps * 16 * 8 * tiles * 4);
+          0, statsOut?.ptr ?? 0, clip], plan.warps * 16 * 8 * tiles * 4 + xSlots);
       return;
     }
     this.blas.matmul({ rows, inFeatures: inF, outFeatures: outF, x: x.ptr, w: w.ptr, y: y.ptr,
@@ -437,6 +439,8 @@ export class CudaBackend implements Backend {
    * SM's registers, so the next kernel cannot start early under PDL. MPT_CUDA_WIDE_SKINNY16=1 turns it on.
    */
   wideSkinny16 = process.env.MPT_CUDA_WIDE_SKINNY16 === '1';
+  /** The block shape wideSkinny16 gives (16 warps × unroll 4 needs x through shared memory: skinnyXAsync). */
+  wide16Shape = { warps: 16, unroll: 2 };
 
   /**
    * Whether one-row-tile GEMMs of 384 or more output tiles take 4 warps a block (only the 1B model's
@@ -445,6 +449,13 @@ export class CudaBackend implements Backend {
    * 9.5 against 10.2 µs (H100, bench GEMM table). MPT_CUDA_QKV_WARPS=8 turns it off (comparisons).
    */
   qkvFourWarps = process.env.MPT_CUDA_QKV_WARPS !== '8';
+
+  /**
+   * Whether skinny_gemm.cu (not its LayerNorm prologue form) prefetches x through shared memory with
+   * cp.async instead of registers (SKINNY_X_ASYNC): 110 instead of 166 registers a thread at two row
+   * tiles, unroll 4. MPT_CUDA_X_ASYNC=0 turns it off (comparisons).
+   */
+  skinnyXAsync = process.env.MPT_CUDA_X_ASYNC !== '0';
 
   /** Whether few-row GEMMs use skinny_gemm.cu (true) or always cuBLASLt (for comparisons). */
   skinny = process.env.MPT_CUDA_SKINNY !== '0';

@@ -44,6 +44,15 @@ __device__ __forceinline__ uint4 stream16(const bf16* p) {
   return v;
 }
 
+// 16 bytes global → shared without a register (sm_80+); `bytes` 0 zero-fills the destination. .ca: the
+// line stays in L1 for the other blocks on the SM, which read the same x.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int bytes) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" :: "r"(d), "l"(src), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N) : "memory"); }
+
 // SKINNY_THREADS (512): 16 warps a block, at most 128 registers a thread (ROW_TILES 1 fits).
 #ifndef SKINNY_THREADS
 #define SKINNY_THREADS 256
@@ -65,7 +74,7 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
 
   // UNROLL steps of 32 k per group; the next group's loads are issued before this group's mmas, so a
   // warp always has two groups of loads in flight.
-  uint4 A0[UNROLL], A1[UNROLL], B[UNROLL][ROW_TILES];
+  uint4 A0[UNROLL], A1[UNROLL];
   auto loadW = [&](int k, uint4 (&a0)[UNROLL], uint4 (&a1)[UNROLL]) {
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
@@ -135,6 +144,50 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
   bool has[ROW_TILES];
 #pragma unroll
   for (int n = 0; n < ROW_TILES; n++) { const int r = n * 8 + g; has[n] = r < R; xr[n] = xBase + (long long)(has[n] ? r : 0) * xStride + 8 * t; }
+#if defined(SKINNY_X_ASYNC) && !defined(MPT_LN_X)
+  // x goes through shared memory with cp.async instead of registers: the next group's x fragments
+  // are in flight without holding 4·UNROLL·ROW_TILES registers (32 at two row tiles, unroll 4), so
+  // more blocks fit an SM and more weight bytes are in flight. Each thread copies exactly the 16
+  // bytes it later reads (its own slots: no barrier, only cp.async.wait_group), .ca keeps x in L1
+  // for the other blocks of the SM; rows past R are zero-filled (source size 0).
+  uint4* slots = reinterpret_cast<uint4*>(red + nw * 16 * cols) + warp * (2 * UNROLL * ROW_TILES * 32) + lane;
+  auto issueX = [&](int k, int s) {
+#pragma unroll
+    for (int u = 0; u < UNROLL; u++) {
+#pragma unroll
+      for (int n = 0; n < ROW_TILES; n++) cp_async16(slots + ((s * UNROLL + u) * ROW_TILES + n) * 32, xr[n] + (has[n] ? k + 32 * u : 0), has[n] ? 16 : 0);
+    }
+    cp_async_commit();
+  };
+  issueX(kBeg, 0);
+  int slot = 0;
+  for (int k = kBeg; k < kEnd; k += 32 * UNROLL) {
+    uint4 N0[UNROLL], N1[UNROLL];
+    const bool more = k + 32 * UNROLL < kEnd;
+    if (more) {
+      loadW(k + 32 * UNROLL, N0, N1);
+      issueX(k + 32 * UNROLL, slot ^ 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+#pragma unroll
+    for (int u = 0; u < UNROLL; u++) {
+#pragma unroll
+      for (int n = 0; n < ROW_TILES; n++) {
+        const uint4 b = slots[((slot * UNROLL + u) * ROW_TILES + n) * 32];
+        mma16816(c[n], A0[u].x, A1[u].x, A0[u].y, A1[u].y, b.x, b.y);
+        mma16816(c[n], A0[u].z, A1[u].z, A0[u].w, A1[u].w, b.z, b.w);
+      }
+    }
+    if (more) {
+#pragma unroll
+      for (int u = 0; u < UNROLL; u++) { A0[u] = N0[u]; A1[u] = N1[u]; }
+    }
+    slot ^= 1;
+  }
+#else
+  uint4 B[UNROLL][ROW_TILES];
   auto loadX = [&](int k, uint4 (&b)[UNROLL][ROW_TILES]) {
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
@@ -165,6 +218,7 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
       }
     }
   }
+#endif
   float* mine = red + warp * 16 * cols;
 #pragma unroll
   for (int n = 0; n < ROW_TILES; n++) {
