@@ -92,16 +92,20 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     const be = cudaFor(dtype);
     // 9–16 rows also at 16 warps, unroll 2 and 4 (wideSkinny16), where the outputs fit one block an SM;
     // every shape with x in registers and through shared memory (skinnyXAsync).
-    const saved = [be.skinnyXAsync, be.wide16Shape] as const;
-    for (const xAsync of [true, false]) for (const wide16 of [0, 2, 4]) for (const [rows, inF, outF] of [[1, 2048, 517], [5, 320, 100], [16, 8192, 35], [9, 2048, 2048], [16, 2048, 2048], [12, 96, 40]]) {
+    // K split over clusters of 2 and 4 blocks where the outputs fit the SMs (K = 96 does not split in
+    // 4, nor 320 at every shape: those fall back to one block a tile).
+    const saved = [be.skinnyXAsync, be.wide16Shape, be.skinnySplit] as const;
+    for (const split of [1, 2, 4]) for (const xAsync of [true, false]) for (const wide16 of [0, 2, 4]) for (const [rows, inF, outF] of [[1, 2048, 517], [5, 320, 100], [16, 8192, 35], [9, 2048, 2048], [16, 2048, 2048], [12, 96, 40]]) {
       if (wide16 && (rows <= 8 || inF % (32 * 16 * wide16) !== 0 || (wide16 === 4 && !xAsync))) continue;
+      if (split > 1 && (wide16 || !xAsync)) continue;
       be.wideSkinny16 = wide16 > 0;
       be.wide16Shape = { warps: 16, unroll: wide16 || 2 };
       be.skinnyXAsync = xAsync;
+      be.skinnySplit = split;
       const [xg, xc] = pair(be, randn(rows * inF), [rows, inF]);
       const [wg, wc] = pair(be, randn(outF * inF, 0.05), [outF, inF]);
       const [bg, bc] = pair(be, randn(outF), [outF]);
-      const what = `${rows}x${inF}x${outF}${wide16 ? `, 16 warps × unroll ${wide16}` : ''}${xAsync ? ', x through shared memory' : ''}`;
+      const what = `${rows}x${inF}x${outF}${wide16 ? `, 16 warps × unroll ${wide16}` : ''}${xAsync ? ', x through shared memory' : ''}${split > 1 ? `, K split over ${split} blocks` : ''}`;
       const y = be.alloc([rows, outF]);
       be.matmulInto(xg as CudaTensor, wg as CudaTensor, bg as CudaTensor, y, rows, false, true);
       close(`gelu(x·Wᵀ + b) ${what}`, down(be, y), down(cpu, cpu.gelu(cpu.linear(xc, wc, bc))), tol(dtype, 1e-5));
@@ -111,7 +115,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       close(`float32 y += x·Wᵀ ${what}`, down(be, yf), down(cpu, cpu.add(cpu.upload(raw, [rows, outF], 'float32'), cpu.linear(xc, wc, null))), 1e-5);
     }
     be.wideSkinny16 = false;
-    [be.skinnyXAsync, be.wide16Shape] = saved;
+    [be.skinnyXAsync, be.wide16Shape, be.skinnySplit] = saved;
   });
 
   test(`cuda ${dtype}: row statistics from a GEMM's epilogue, and the LayerNorm they feed fused into the next GEMM`, { skip }, () => {
@@ -120,8 +124,11 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     // and in float32, the LayerNorm kernel and a plain GEMM).
     const be = cudaFor(dtype);
     const statsHere = dtype === 'bfloat16';
-    for (const [rows, inF, outF, mid] of [[1, 2048, 517, 96], [5, 320, 100, 64], [16, 2048, 35, 160], [9, 256, 2048, 32], [3, 8192, 48, 128]]) {
-      const what = `${rows}x${inF}x${outF}`;
+    const splitWas = be.skinnySplit;
+    // The statistics also from GEMMs with K split over clusters of 2 blocks (the leader's epilogue).
+    for (const split of [1, 2]) for (const [rows, inF, outF, mid] of [[1, 2048, 517, 96], [5, 320, 100, 64], [16, 2048, 35, 160], [9, 256, 2048, 32], [3, 8192, 48, 128]]) {
+      be.skinnySplit = split;
+      const what = `${rows}x${inF}x${outF}${split > 1 ? ', K split over 2 blocks' : ''}`;
       const raw = Float32Array.from(randn(rows * inF), (v, i) => 3 * v + (i % 7) - 2); // rows off zero mean
       const x = be.upload(raw, [rows, inF], 'float32') as CudaTensor;
       const [ag, ac] = pair(be, randn(rows * mid), [rows, mid]);
@@ -169,6 +176,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
         }
       }
     }
+    be.skinnySplit = splitWas;
   });
 
   test(`cuda ${dtype}: fused QKV split + clamp + QK LayerNorm + cache write`, { skip }, () => {

@@ -156,6 +156,20 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
       (out[name] as Record<string, number>)[`w${warps}u${unroll}${xAsync ? '' : 'r'}`] = time(true);
       be.skinnyShape = null;
     }
+    // K split over clusters of 2 or 4 blocks (suffix s2, s4; x through shared memory) where the tiles fit the SMs.
+    if (Math.ceil(w.shape[0] / 16) <= be.device.multiprocessors) {
+      for (const split of [2, 4]) for (const warps of [2, 4, 8, 16]) for (const unroll of [2, 4]) {
+        if (w.shape[1] % (32 * warps * unroll * split) !== 0 || (rows > 8 && warps === 16 && unroll > 4)) continue;
+        be.skinnyShape = { warps, unroll, split };
+        try {
+          (out[name] as Record<string, number>)[`w${warps}u${unroll}s${split}`] = time(true);
+        } catch (error) {
+          process.stderr.write(`GEMM ${name} w${warps}u${unroll}s${split}: failed: ${error instanceof Error ? error.message : String(error)}\n`);
+        } finally {
+          be.skinnyShape = null;
+        }
+      }
+    }
     be.skinnyXAsync = asyncWas;
   }
   be.skinny = saved;
@@ -175,6 +189,8 @@ function decodeVariants(be: CudaBackend): [string, () => () => void][] {
     toggle(`programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, () => be.ctx.pdl, (v) => { be.ctx.pdl = v; }),
     toggle(`GEMM x fragments ${be.skinnyXAsync ? 'in registers' : 'through shared memory (cp.async)'}`, () => be.skinnyXAsync, (v) => { be.skinnyXAsync = v; }),
     toggle(`9–16-row out and down GEMMs at ${be.wideSkinny16 ? '8 warps, unroll 4' : '16 warps, unroll 2'}`, () => be.wideSkinny16, (v) => { be.wideSkinny16 = v; }),
+    ...[2, 4].map((n): [string, () => () => void] => [`out and down GEMMs with K split over clusters of ${n} blocks`,
+      () => { const was = be.skinnySplit; be.skinnySplit = n; return () => { be.skinnySplit = was; }; }]),
     ['9–16-row out and down GEMMs at 16 warps, unroll 4 (x through shared memory)', () => {
       const was = [be.wideSkinny16, be.wide16Shape, be.skinnyXAsync] as const;
       be.wideSkinny16 = true; be.wide16Shape = { warps: 16, unroll: 4 }; be.skinnyXAsync = true;
@@ -221,8 +237,15 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
     // figure, which is the one reported.
     for (const [label, set] of decodeVariants(be)) {
       const undo = set();
-      const other = timeDecode(batch);
-      undo();
+      let other: { ms: number; times: number[] };
+      try {
+        other = timeDecode(batch);
+      } catch (error) { // a variant the device refuses (launch attributes) is reported, not fatal
+        log(`decode batch ${batch}, ${label}: failed: ${error instanceof Error ? error.message : String(error)}`);
+        continue;
+      } finally {
+        undo();
+      }
       log(`decode batch ${batch}, ${label}: ${(batch * newTokens / (other.ms / 1000)).toFixed(0)} tokens/s (${(other.ms / newTokens).toFixed(3)} ms/step; runs ${other.times.map((x) => x.toFixed(1)).join(', ')} ms)`);
     }
     const { ms, times } = timeDecode(batch);
@@ -316,7 +339,7 @@ export function formatResult(r: CudaBenchResult): string {
   for (const [k, v] of Object.entries(r.gemms)) {
     lines.push('', `decode GEMMs, ${k}: µs per GEMM and weight GB/s`, '| GEMM | skinny_gemm µs | GB/s | cuBLASLt µs | GB/s | skinny variants (warps, unroll: µs) |', '| --- | --- | --- | --- | --- | --- |');
     for (const [name, g] of Object.entries(v)) {
-      const variants = Object.entries(g).filter(([k]) => /^w\d+u\d+r?$/.test(k)).map(([k, us]) => `${k} ${(us as number).toFixed(1)}`).join(', ');
+      const variants = Object.entries(g).filter(([k]) => /^w\d+u\d+(r|s\d)?$/.test(k)).map(([k, us]) => `${k} ${(us as number).toFixed(1)}`).join(', ');
       lines.push(`| ${name} | ${g.skinnyUs.toFixed(1)} | ${g.skinnyGBs.toFixed(0)} | ${g.cublasUs.toFixed(1)} | ${g.cublasGBs.toFixed(0)} | ${variants} |`);
     }
   }

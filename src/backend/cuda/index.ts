@@ -306,12 +306,25 @@ export class CudaBackend implements Backend {
    * The skinny_gemm.cu block shape for a rows × inF → outF GEMM, or null where cuBLASLt runs it (not
    * bf16, more than 16 rows, skinny GEMMs off, or K that no shape divides).
    */
-  private skinnyFor(rows: number, inF: number, outF: number): { warps: number; unroll: number } | null {
+  private skinnyFor(rows: number, inF: number, outF: number, splitK = false): { warps: number; unroll: number; split?: number } | null {
     if (!this.skinny || this.activationDType !== 'bfloat16' || rows > 16) return null;
-    const plan = this.skinnyShape ? { ...this.skinnyShape }
+    if (splitK && !this.skinnyShape && this.skinnySplit > 1 && this.ctx.device.major >= 9 && Math.ceil(outF / 16) <= this.ctx.device.multiprocessors) {
+      // Split K over clusters of skinnySplit blocks: the same warps a tile as without, spread over the
+      // cluster's blocks (more, smaller blocks an SM), unroll halved where K does not divide.
+      const base = this.skinnyFor(rows, inF, outF);
+      const S = this.skinnySplit;
+      if (base) {
+        for (let unroll = base.unroll; unroll >= 1; unroll /= 2) {
+          for (let warps = Math.max(1, base.warps / S); warps >= 1; warps /= 2) if (inF % (32 * unroll * warps * S) === 0) return { warps, unroll, split: S };
+        }
+      }
+    }
+    const plan: { warps: number; unroll: number; split?: number } | null = this.skinnyShape ? { ...this.skinnyShape }
       : rows > 8 && this.wideSkinny16 && Math.ceil(outF / 16) <= this.ctx.device.multiprocessors && inF % (32 * this.wide16Shape.unroll * this.wide16Shape.warps) === 0 ? { ...this.wide16Shape }
       : skinnyPlan(inF, outF, rows, this.wideSkinny && rows <= 8 && Math.ceil(outF / 16) <= this.ctx.device.multiprocessors, this.qkvFourWarps);
-    if (plan && inF % (32 * plan.unroll * plan.warps) !== 0) throw new Error(`skinny GEMM: K ${inF} does not split as ${plan.warps} warps × ${plan.unroll}`);
+    if (plan && inF % (32 * plan.unroll * plan.warps * (plan.split ?? 1)) !== 0) {
+      throw new Error(`skinny GEMM: K ${inF} does not split as ${plan.split ?? 1} blocks × ${plan.warps} warps × ${plan.unroll}`);
+    }
     return plan;
   }
 
@@ -334,7 +347,7 @@ export class CudaBackend implements Backend {
     extra: { statsOut?: CudaTensor | null; clip?: number } = {}): void {
     if (rows === 0) return;
     const [outF, inF] = w.shape;
-    const plan = this.skinnyFor(rows, inF, outF);
+    const plan = this.skinnyFor(rows, inF, outF, true);
     const statsOut = extra.statsOut ?? null, clip = extra.clip ?? 0;
     if ((statsOut || clip > 0) && (!plan || outF % 16 !== 0)) {
       throw new Error(`matmulInto: row statistics or clamping asked of a ${rows}×${inF}→${outF} GEMM that skinny_gemm.cu does not run`);
@@ -346,8 +359,8 @@ export class CudaBackend implements Backend {
       const xSlots = this.skinnyXAsync ? plan.warps * 2 * plan.unroll * tiles * 32 * 16 : 0;
       this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32, SKINNY_PREFETCH: this.prefetchWeights,
         SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false, SKINNY_X_ASYNC: this.skinnyXAsync })
-        .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
-          0, statsOut?.ptr ?? 0, clip], plan.warps * 16 * 8 * tiles * 4 + xSlots);
+        .launch([Math.ceil(outF / 16) * (plan.split ?? 1)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
+          0, statsOut?.ptr ?? 0, clip], plan.warps * 16 * 8 * tiles * 4 + xSlots, plan.split ?? 1);
       return;
     }
     this.blas.matmul({ rows, inFeatures: inF, outFeatures: outF, x: x.ptr, w: w.ptr, y: y.ptr,
@@ -415,8 +428,16 @@ export class CudaBackend implements Backend {
   /** Blocks an SM the prefill flash kernel's registers are bounded for (flash.ts: over 2, no pipelining). */
   flashMinBlocks = FLASH_PREFILL_SHAPE.minBlocks;
 
-  /** A fixed skinny GEMM shape instead of skinnyPlan's choice (benchmarks compare variants). */
-  skinnyShape: { warps: number; unroll: number } | null = null;
+  /** A fixed skinny GEMM shape instead of skinnyPlan's choice (benchmarks compare variants); split: blocks a cluster. */
+  skinnyShape: { warps: number; unroll: number; split?: number } | null = null;
+
+  /**
+   * Blocks a thread-block cluster for the few-row GEMMs with no more output tiles than SMs (out and
+   * down: 128 tiles of 16 outputs): each block takes 1/skinnySplit of K and the cluster's leader sums
+   * the partials through distributed shared memory (skinny_gemm.cu); 1 = no clusters. sm_90+ only.
+   * MPT_CUDA_SKINNY_SPLIT=n sets it.
+   */
+  skinnySplit = Number(process.env.MPT_CUDA_SKINNY_SPLIT ?? 1);
 
   /**
    * Whether skinny_gemm.cu prefetches each warp's whole weight slice into L2 before it waits for the

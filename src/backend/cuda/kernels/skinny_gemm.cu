@@ -9,7 +9,7 @@
 //
 // Row statistics for the LayerNorm after a GEMM, without a kernel of their own (decode): with
 // `statsOut` the epilogue writes, for every row r and this block's 16 outputs, the mean and the sum of
-// squared deviations (M2) of the values it stored, as float2 statsOut[r·(O/16) + blockIdx.x] (O % 16 == 0).
+// squared deviations (M2) of the values it stored, as float2 statsOut[r·(O/16) + o0/16] (O % 16 == 0).
 // A consumer merges a row's O/16 pairs in a fixed order (Chan et al.: M2 = Σ M2_t + 16·Σ (mean_t − mean)²),
 // so the result is deterministic and needs no second pass over the row. `clip` > 0 clamps the stored
 // values to ±clip after rounding (clip_qkv), as the original clamps the rounded QKV output.
@@ -53,6 +53,43 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src, int bytes
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N) : "memory"); }
 
+// Thread-block clusters (sm_90): this block's rank and the cluster's size (0 and 1 without a cluster),
+// a full cluster barrier (release/acquire: shared-memory writes before it are visible to the other
+// blocks after it), and loads from another block's shared memory (distributed shared memory).
+__device__ __forceinline__ int cluster_size() {
+  unsigned n = 1;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm("mov.u32 %0, %%cluster_nctarank;" : "=r"(n));
+#endif
+  return n;
+}
+__device__ __forceinline__ int cluster_rank() {
+  unsigned r = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+#endif
+  return r;
+}
+__device__ __forceinline__ void cluster_sync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ unsigned map_shared_rank(unsigned addr, int rank) {
+  unsigned out = addr;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(out) : "r"(addr), "r"(rank));
+#endif
+  return out;
+}
+__device__ __forceinline__ float ld_shared_cluster(unsigned addr) {
+  float v = 0.f;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(addr) : "memory");
+#endif
+  return v;
+}
+
 // SKINNY_THREADS (512): 16 warps a block, at most 128 registers a thread (ROW_TILES 1 fits).
 #ifndef SKINNY_THREADS
 #define SKINNY_THREADS 256
@@ -64,8 +101,11 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
   extern __shared__ float red[];  // [warps][16][8·ROW_TILES]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int nw = blockDim.x >> 5, cols = 8 * ROW_TILES;
-  const int o0 = blockIdx.x * 16;
-  const int kPer = K / nw, kBeg = warp * kPer, kEnd = kBeg + kPer;
+  // Split K over a thread-block cluster (launched with a cluster dimension of S along x; S = 1
+  // without): the S blocks of a cluster share 16 outputs, block `rank` takes the rank-th K slice.
+  const int S = cluster_size(), rank = cluster_rank(), tile = blockIdx.x / S;
+  const int o0 = tile * 16;
+  const int kPer = K / (nw * S), kBeg = (rank * nw + warp) * kPer, kEnd = kBeg + kPer;
   const bf16* wa = w + (long long)min(o0 + g, O - 1) * K + 8 * t;      // rows past O are read (clamped) and dropped
   const bf16* wb = w + (long long)min(o0 + g + 8, O - 1) * K + 8 * t;
   float c[ROW_TILES][4];
@@ -228,6 +268,12 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
     mine[(g + 8) * cols + n * 8 + 2 * t + 1] = c[n][3];
   }
   __syncthreads();
+  // With a cluster, the leader (rank 0) sums every block's warp partials through distributed shared
+  // memory in a fixed order (blocks, then warps: deterministic, no atomics) and runs the epilogue; the
+  // others wait on a second cluster barrier so that their shared memory outlives the leader's reads.
+  const unsigned redAddr = static_cast<unsigned>(__cvta_generic_to_shared(red));
+  if (S > 1) cluster_sync();
+  if (rank != 0) { cluster_sync(); return; }
   // Half-warp h of the loop holds row r's 16 outputs (blockDim is a multiple of 32, 16·R of 16), so
   // the statistics are half-warp shuffles; the loop bound is warp-uniform for them.
   const int tilesO = O / 16;
@@ -237,7 +283,14 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
     float v = 0.f;
     if (valid) {
       float s = 0.f;
-      for (int q = 0; q < nw; q++) s += red[q * 16 * cols + ol * cols + r];
+      if (S == 1) {
+        for (int q = 0; q < nw; q++) s += red[q * 16 * cols + ol * cols + r];
+      } else {
+        for (int b = 0; b < S; b++) {
+          const unsigned base = map_shared_rank(redAddr, b);
+          for (int q = 0; q < nw; q++) s += ld_shared_cluster(base + 4 * (q * 16 * cols + ol * cols + r));
+        }
+      }
       if (bias) s += __bfloat162float(bias[o]);
       if (gelu) s = 0.5f * s * (1.f + erff(s * 0.70710678118654752f));
       YT* dst = y + (long long)r * O + o;
@@ -254,7 +307,8 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
       float m2 = dv * dv;
 #pragma unroll
       for (int m = 8; m > 0; m >>= 1) m2 += __shfl_xor_sync(0xffffffffu, m2, m);
-      if (valid && ol == 0) statsOut[(long long)r * tilesO + blockIdx.x] = make_float2(mu, m2);
+      if (valid && ol == 0) statsOut[(long long)r * tilesO + tile] = make_float2(mu, m2);
     }
   }
+  if (S > 1) cluster_sync();
 }
