@@ -144,59 +144,35 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
     const bytes = w.shape[0] * w.shape[1] * 2;
     const s = time(true), cb = time(false);
     out[name] = { skinnyUs: s, cublasUs: cb, skinnyGBs: bytes / s / 1e3, cublasGBs: bytes / cb / 1e3 };
-    // Other block shapes of skinny_gemm.cu, for tuning (µs per GEMM), with x through shared memory
-    // (SKINNY_X_ASYNC) and, suffix r, in registers. (Two row tiles at 16 warps with x in registers only
-    // up to unroll 2: 128 registers a thread is the bound at 512 threads; unroll 8 only through shared memory.)
-    const asyncWas = be.skinnyXAsync;
-    for (const xAsync of [true, false]) for (const warps of [4, 8, 16]) for (const unroll of rows <= 8 ? [2, 4] : [1, 2, 4, 8]) {
-      if (w.shape[1] % (32 * warps * unroll) !== 0 || (!xAsync && rows > 8 && warps === 16 && unroll > 2) || (!xAsync && unroll > 4)) continue;
-      if (xAsync && rows > 8 && warps === 16 && unroll > 4) continue;
-      be.skinnyShape = { warps, unroll };
-      be.skinnyXAsync = xAsync;
-      (out[name] as Record<string, number>)[`w${warps}u${unroll}${xAsync ? '' : 'r'}`] = time(true);
+    // Other block shapes of skinny_gemm.cu, for tuning (µs per GEMM); suffix o2: two 16-output tiles a
+    // block sharing each x fragment (OUT_TILES 2).
+    // (Two row tiles at 16 warps only up to unroll 2: 128 registers a thread is the bound at 512 threads.)
+    for (const outTiles of [1, 2]) for (const warps of outTiles > 1 ? [2, 4, 8] : [4, 8, 16]) for (const unroll of outTiles > 1 ? [1, 2] : rows <= 8 ? [2, 4] : [1, 2, 4]) {
+      if (w.shape[1] % (32 * warps * unroll) !== 0 || (rows > 8 && warps === 16 && unroll > 2)) continue;
+      be.skinnyShape = { warps, unroll, outTiles };
+      (out[name] as Record<string, number>)[`w${warps}u${unroll}${outTiles > 1 ? 'o2' : ''}`] = time(true);
       be.skinnyShape = null;
     }
-    // K split over clusters of 2 or 4 blocks (suffix s2, s4; x through shared memory) where the tiles fit the SMs.
-    if (Math.ceil(w.shape[0] / 16) <= be.device.multiprocessors) {
-      for (const split of [2, 4]) for (const warps of [2, 4, 8, 16]) for (const unroll of [2, 4]) {
-        if (w.shape[1] % (32 * warps * unroll * split) !== 0 || (rows > 8 && warps === 16 && unroll > 4)) continue;
-        be.skinnyShape = { warps, unroll, split };
-        try {
-          (out[name] as Record<string, number>)[`w${warps}u${unroll}s${split}`] = time(true);
-        } catch (error) {
-          process.stderr.write(`GEMM ${name} w${warps}u${unroll}s${split}: failed: ${error instanceof Error ? error.message : String(error)}\n`);
-        } finally {
-          be.skinnyShape = null;
-        }
-      }
-    }
-    be.skinnyXAsync = asyncWas;
   }
   be.skinny = saved;
   for (const t of [x, yb, yh, yf]) be.release(t);
   return out;
 }
 
-/** Other settings of the decode step, timed beside the default: [label, apply → undo]. */
-function decodeVariants(be: CudaBackend): [string, () => () => void][] {
-  const toggle = (label: string, get: () => boolean, put: (v: boolean) => void): [string, () => () => void] =>
-    [label, () => { const was = get(); put(!was); return () => put(was); }];
-  // (Earlier variants — triggers after the wait, 16-warp GEMMs off, L2 prefetch, LayerNorm fused or
-  // computing its own statistics, the folded attention's keys a split and keys in flight, the pipelined
-  // step, the QKV GEMM's warps — were measured in the runs bench/RESULTS-cuda.md records; their
-  // switches remain, and are left out here to keep the device run short.)
-  return [
-    toggle(`programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, () => be.ctx.pdl, (v) => { be.ctx.pdl = v; }),
-    toggle(`GEMM x fragments ${be.skinnyXAsync ? 'in registers' : 'through shared memory (cp.async)'}`, () => be.skinnyXAsync, (v) => { be.skinnyXAsync = v; }),
-    toggle(`9–16-row out and down GEMMs at ${be.wideSkinny16 ? '8 warps, unroll 4' : '16 warps, unroll 2'}`, () => be.wideSkinny16, (v) => { be.wideSkinny16 = v; }),
-    ...[2, 4].map((n): [string, () => () => void] => [`out and down GEMMs with K split over clusters of ${n} blocks`,
-      () => { const was = be.skinnySplit; be.skinnySplit = n; return () => { be.skinnySplit = was; }; }]),
-    ['9–16-row out and down GEMMs at 16 warps, unroll 4 (x through shared memory)', () => {
-      const was = [be.wideSkinny16, be.wide16Shape, be.skinnyXAsync] as const;
-      be.wideSkinny16 = true; be.wide16Shape = { warps: 16, unroll: 4 }; be.skinnyXAsync = true;
-      return () => { [be.wideSkinny16, be.wide16Shape, be.skinnyXAsync] = was; };
-    }],
-  ];
+/** Other settings of the decode step, timed beside the default: [label, apply → undo, smallest batch it changes]. */
+function decodeVariants(be: CudaBackend): [string, () => () => void, number][] {
+  // (Earlier variants — programmatic dependent launch off, triggers after the wait, 16-warp GEMMs at
+  // batch 16, L2 prefetch, LayerNorm fused or computing its own statistics, the folded attention's keys
+  // a split and keys in flight, the pipelined step, the QKV GEMM's warps, x through shared memory, K
+  // split over clusters — were measured in the runs bench/RESULTS-cuda.md records; the switches that
+  // remain are left out here to keep the device run short.)
+  const outTiles = (unroll: number): [string, () => () => void, number] => [
+    `9–16-row QKV, up and logits GEMMs at two output tiles a block, 4 warps × unroll ${unroll}`, () => {
+      const was = [be.skinnyOutTiles, be.outTilesUnroll] as const;
+      be.skinnyOutTiles = 2; be.outTilesUnroll = unroll;
+      return () => { [be.skinnyOutTiles, be.outTilesUnroll] = was; };
+    }, 9];
+  return [outTiles(1), outTiles(2)];
 }
 
 export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
@@ -235,12 +211,13 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
   for (const batch of options.batches ?? [1, 16]) {
     // Variants of the decode step in the same run (each a fresh decoder and graph), then the default's
     // figure, which is the one reported.
-    for (const [label, set] of decodeVariants(be)) {
+    for (const [label, set, fromBatch] of decodeVariants(be)) {
+      if (batch < fromBatch) continue;
       const undo = set();
       let other: { ms: number; times: number[] };
       try {
         other = timeDecode(batch);
-      } catch (error) { // a variant the device refuses (launch attributes) is reported, not fatal
+      } catch (error) { // a variant that fails is reported, not fatal
         log(`decode batch ${batch}, ${label}: failed: ${error instanceof Error ? error.message : String(error)}`);
         continue;
       } finally {
@@ -339,7 +316,7 @@ export function formatResult(r: CudaBenchResult): string {
   for (const [k, v] of Object.entries(r.gemms)) {
     lines.push('', `decode GEMMs, ${k}: µs per GEMM and weight GB/s`, '| GEMM | skinny_gemm µs | GB/s | cuBLASLt µs | GB/s | skinny variants (warps, unroll: µs) |', '| --- | --- | --- | --- | --- | --- |');
     for (const [name, g] of Object.entries(v)) {
-      const variants = Object.entries(g).filter(([k]) => /^w\d+u\d+(r|s\d)?$/.test(k)).map(([k, us]) => `${k} ${(us as number).toFixed(1)}`).join(', ');
+      const variants = Object.entries(g).filter(([k]) => /^w\d+u\d+(o2)?$/.test(k)).map(([k, us]) => `${k} ${(us as number).toFixed(1)}`).join(', ');
       lines.push(`| ${name} | ${g.skinnyUs.toFixed(1)} | ${g.skinnyGBs.toFixed(0)} | ${g.cublasUs.toFixed(1)} | ${g.cublasGBs.toFixed(0)} | ${variants} |`);
     }
   }

@@ -121,7 +121,6 @@ export const CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
 export const CU_STREAM_NON_BLOCKING = 1;
 export const CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1;
 export const CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6;
-export const CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION = 4;
 
 export interface DeviceInfo {
   ordinal: number;
@@ -309,41 +308,34 @@ export class LaunchArgs {
 }
 
 /**
- * The CUlaunchConfig of cuLaunchKernelEx with up to two CUlaunchAttributes (programmatic stream
- * serialization, a cluster dimension), in native memory written once per launch. Layout (cuda.h,
- * 64-bit): CUlaunchConfig { uint gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ,
- * sharedMemBytes (0..27); CUstream hStream @32; CUlaunchAttribute *attrs @40; uint numAttrs @48 } = 56
- * bytes, then from 56 the CUlaunchAttributes { CUlaunchAttributeID id @0; 4 bytes padding; union
- * value[64] @8 } = 72 bytes each. The serialization value is `int programmaticStreamSerializationAllowed`,
- * the cluster's `struct { uint x, y, z; } clusterDim`, each at the start of the union.
+ * The CUlaunchConfig of cuLaunchKernelEx with one CUlaunchAttribute (programmatic stream
+ * serialization), in native memory written once per launch. Layout (cuda.h, 64-bit):
+ * CUlaunchConfig { uint gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes
+ * (0..27); CUstream hStream @32; CUlaunchAttribute *attrs @40; uint numAttrs @48 } = 56 bytes, then at
+ * 56 the CUlaunchAttribute { CUlaunchAttributeID id @0; 4 bytes padding; union value[64] @8 } = 72 bytes,
+ * whose value for this attribute is `int programmaticStreamSerializationAllowed` at its start.
  */
 class LaunchConfig {
-  private static readonly BYTES = 56 + 2 * 72;
+  private static readonly BYTES = 56 + 72;
   private readonly block = koffi.alloc('uint64', LaunchConfig.BYTES / 8);
   private readonly view: DataView;
 
   constructor() {
     this.view = new DataView(koffi.view(this.block, LaunchConfig.BYTES));
     for (let o = 0; o < LaunchConfig.BYTES; o += 4) this.view.setUint32(o, 0, true);
-    this.view.setBigUint64(40, koffi.address(this.block) + 56n, true); // attrs
+    const base = koffi.address(this.block);
+    this.view.setBigUint64(40, base + 56n, true);          // attrs
+    this.view.setUint32(48, 1, true);                      // numAttrs
+    this.view.setUint32(56, CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, true);
+    this.view.setInt32(56 + 8, 1, true);                   // programmaticStreamSerializationAllowed
   }
 
-  fill(grid: readonly number[], block: readonly number[], sharedBytes: number, stream: number, pdl: boolean, cluster: number): unknown {
+  fill(grid: readonly number[], block: readonly number[], sharedBytes: number, stream: number): unknown {
     const v = this.view;
     v.setUint32(0, grid[0], true); v.setUint32(4, grid[1] ?? 1, true); v.setUint32(8, grid[2] ?? 1, true);
     v.setUint32(12, block[0], true); v.setUint32(16, block[1] ?? 1, true); v.setUint32(20, block[2] ?? 1, true);
     v.setUint32(24, sharedBytes, true);
     v.setBigUint64(32, BigInt(stream), true);
-    let n = 0;
-    const attr = (id: number, values: number[]) => {
-      const o = 56 + 72 * n++;
-      for (let b = 0; b < 72; b += 4) v.setUint32(o + b, 0, true);
-      v.setUint32(o, id, true);
-      values.forEach((x, i) => v.setUint32(o + 8 + 4 * i, x, true));
-    };
-    if (pdl) attr(CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, [1]);
-    if (cluster > 1) attr(CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION, [cluster, 1, 1]);
-    v.setUint32(48, n, true);                              // numAttrs
     return this.block;
   }
 }
@@ -369,17 +361,12 @@ export class Kernel {
     }
   }
 
-  /**
-   * `cluster` > 1: blocks go in thread-block clusters of that many along x (sm_90; grid[0] a multiple
-   * of it), which share their shared memory.
-   */
-  launch(grid: readonly number[], block: readonly number[], values: readonly number[], sharedBytes = 0, cluster = 1): void {
+  launch(grid: readonly number[], block: readonly number[], values: readonly number[], sharedBytes = 0): void {
     const params = Kernel.args.pack(this.argKinds, values);
     this.reserveShared(sharedBytes);
     let code: number;
-    const pdl = this.dependentLaunch && this.ctx.pdl;
-    if (pdl || cluster > 1) {
-      const config = (Kernel.config ??= new LaunchConfig()).fill(grid, block, sharedBytes, this.ctx.stream, pdl, cluster);
+    if (this.dependentLaunch && this.ctx.pdl) {
+      const config = (Kernel.config ??= new LaunchConfig()).fill(grid, block, sharedBytes, this.ctx.stream);
       code = driver().fns.cuLaunchKernelEx(config, this.handle, params, null) as number;
     } else {
       code = driver().fns.cuLaunchKernel(this.handle, grid[0], grid[1] ?? 1, grid[2] ?? 1,

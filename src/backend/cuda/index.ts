@@ -306,25 +306,14 @@ export class CudaBackend implements Backend {
    * The skinny_gemm.cu block shape for a rows × inF → outF GEMM, or null where cuBLASLt runs it (not
    * bf16, more than 16 rows, skinny GEMMs off, or K that no shape divides).
    */
-  private skinnyFor(rows: number, inF: number, outF: number, splitK = false): { warps: number; unroll: number; split?: number } | null {
+  private skinnyFor(rows: number, inF: number, outF: number): { warps: number; unroll: number; outTiles?: number } | null {
     if (!this.skinny || this.activationDType !== 'bfloat16' || rows > 16) return null;
-    if (splitK && !this.skinnyShape && this.skinnySplit > 1 && this.ctx.device.major >= 9 && Math.ceil(outF / 16) <= this.ctx.device.multiprocessors) {
-      // Split K over clusters of skinnySplit blocks: the same warps a tile as without, spread over the
-      // cluster's blocks (more, smaller blocks an SM), unroll halved where K does not divide.
-      const base = this.skinnyFor(rows, inF, outF);
-      const S = this.skinnySplit;
-      if (base) {
-        for (let unroll = base.unroll; unroll >= 1; unroll /= 2) {
-          for (let warps = Math.max(1, base.warps / S); warps >= 1; warps /= 2) if (inF % (32 * unroll * warps * S) === 0) return { warps, unroll, split: S };
-        }
-      }
-    }
-    const plan: { warps: number; unroll: number; split?: number } | null = this.skinnyShape ? { ...this.skinnyShape }
-      : rows > 8 && this.wideSkinny16 && Math.ceil(outF / 16) <= this.ctx.device.multiprocessors && inF % (32 * this.wide16Shape.unroll * this.wide16Shape.warps) === 0 ? { ...this.wide16Shape }
+    const plan: { warps: number; unroll: number; outTiles?: number } | null = this.skinnyShape ? { ...this.skinnyShape }
+      : rows > 8 && this.skinnyOutTiles > 1 && Math.ceil(outF / 16) >= 384 && inF % (32 * 4 * this.outTilesUnroll) === 0
+        ? { warps: 4, unroll: this.outTilesUnroll, outTiles: this.skinnyOutTiles }
+      : rows > 8 && this.wideSkinny16 && Math.ceil(outF / 16) <= this.ctx.device.multiprocessors && inF % (32 * 2 * 16) === 0 ? { warps: 16, unroll: 2 }
       : skinnyPlan(inF, outF, rows, this.wideSkinny && rows <= 8 && Math.ceil(outF / 16) <= this.ctx.device.multiprocessors, this.qkvFourWarps);
-    if (plan && inF % (32 * plan.unroll * plan.warps * (plan.split ?? 1)) !== 0) {
-      throw new Error(`skinny GEMM: K ${inF} does not split as ${plan.split ?? 1} blocks × ${plan.warps} warps × ${plan.unroll}`);
-    }
+    if (plan && inF % (32 * plan.unroll * plan.warps) !== 0) throw new Error(`skinny GEMM: K ${inF} does not split as ${plan.warps} warps × ${plan.unroll}`);
     return plan;
   }
 
@@ -347,7 +336,7 @@ export class CudaBackend implements Backend {
     extra: { statsOut?: CudaTensor | null; clip?: number } = {}): void {
     if (rows === 0) return;
     const [outF, inF] = w.shape;
-    const plan = this.skinnyFor(rows, inF, outF, true);
+    const plan = this.skinnyFor(rows, inF, outF);
     const statsOut = extra.statsOut ?? null, clip = extra.clip ?? 0;
     if ((statsOut || clip > 0) && (!plan || outF % 16 !== 0)) {
       throw new Error(`matmulInto: row statistics or clamping asked of a ${rows}×${inF}→${outF} GEMM that skinny_gemm.cu does not run`);
@@ -355,12 +344,11 @@ export class CudaBackend implements Backend {
     if (plan) {
       const yF32 = y.dtype === 'float32';
       const tiles = rows > 8 ? 2 : 1;
-      // SKINNY_X_ASYNC: each thread's x fragments of two load groups in shared memory (16 bytes each).
-      const xSlots = this.skinnyXAsync ? plan.warps * 2 * plan.unroll * tiles * 32 * 16 : 0;
+      const outTiles = plan.outTiles ?? 1;
       this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32, SKINNY_PREFETCH: this.prefetchWeights,
-        SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false, SKINNY_X_ASYNC: this.skinnyXAsync })
-        .launch([Math.ceil(outF / 16) * (plan.split ?? 1)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
-          0, statsOut?.ptr ?? 0, clip], plan.warps * 16 * 8 * tiles * 4 + xSlots, plan.split ?? 1);
+        SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false, OUT_TILES: outTiles > 1 ? outTiles : false })
+        .launch([Math.ceil(outF / (16 * outTiles))], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
+          0, statsOut?.ptr ?? 0, clip], plan.warps * 16 * outTiles * 8 * tiles * 4);
       return;
     }
     this.blas.matmul({ rows, inFeatures: inF, outFeatures: outF, x: x.ptr, w: w.ptr, y: y.ptr,
@@ -393,10 +381,11 @@ export class CudaBackend implements Backend {
     }
     const statsOut = extra.statsOut ?? null, clip = extra.clip ?? 0;
     if ((statsOut || clip > 0) && outF % 16 !== 0) throw new Error(`layerNormMatmulInto: row statistics of ${outF} outputs (not a multiple of 16)`);
-    const shared = plan.warps * 16 * 8 * 4 + rows * (inF + 32) * 2;
+    const outTiles = plan.outTiles ?? 1;
+    const shared = plan.warps * 16 * outTiles * 8 * 4 + rows * (inF + 32) * 2;
     this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
-      SKINNY_PREFETCH: this.prefetchWeights, SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
-      .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0,
+      SKINNY_PREFETCH: this.prefetchWeights, SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false, OUT_TILES: outTiles > 1 ? outTiles : false })
+      .launch([Math.ceil(outF / (16 * outTiles))], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0,
         ln.w.ptr, ln.b?.ptr ?? 0, ln.eps, statsIn!.ptr, statsOut?.ptr ?? 0, clip], shared);
   }
 
@@ -428,16 +417,16 @@ export class CudaBackend implements Backend {
   /** Blocks an SM the prefill flash kernel's registers are bounded for (flash.ts: over 2, no pipelining). */
   flashMinBlocks = FLASH_PREFILL_SHAPE.minBlocks;
 
-  /** A fixed skinny GEMM shape instead of skinnyPlan's choice (benchmarks compare variants); split: blocks a cluster. */
-  skinnyShape: { warps: number; unroll: number; split?: number } | null = null;
+  /** A fixed skinny GEMM shape instead of skinnyPlan's choice (benchmarks compare variants); outTiles: 16-output tiles a block. */
+  skinnyShape: { warps: number; unroll: number; outTiles?: number } | null = null;
 
   /**
-   * Blocks a thread-block cluster for the few-row GEMMs with no more output tiles than SMs (out and
-   * down: 128 tiles of 16 outputs): each block takes 1/skinnySplit of K and the cluster's leader sums
-   * the partials through distributed shared memory (skinny_gemm.cu); 1 = no clusters. sm_90+ only.
-   * MPT_CUDA_SKINNY_SPLIT=n sets it.
+   * 16-output tiles a block (skinny_gemm.cu OUT_TILES) for 9–16 rows and 384 or more tiles (QKV, up,
+   * logits): at 2 each x fragment feeds two output tiles, halving the x bytes read a weight byte, at
+   * 4 warps × unroll outTilesUnroll. 1 = off. MPT_CUDA_OUT_TILES=2 turns it on (comparisons).
    */
-  skinnySplit = Number(process.env.MPT_CUDA_SKINNY_SPLIT ?? 1);
+  skinnyOutTiles = Number(process.env.MPT_CUDA_OUT_TILES ?? 1);
+  outTilesUnroll = 1;
 
   /**
    * Whether skinny_gemm.cu prefetches each warp's whole weight slice into L2 before it waits for the
@@ -460,8 +449,6 @@ export class CudaBackend implements Backend {
    * SM's registers, so the next kernel cannot start early under PDL. MPT_CUDA_WIDE_SKINNY16=1 turns it on.
    */
   wideSkinny16 = process.env.MPT_CUDA_WIDE_SKINNY16 === '1';
-  /** The block shape wideSkinny16 gives (16 warps × unroll 4 needs x through shared memory: skinnyXAsync). */
-  wide16Shape = { warps: 16, unroll: 2 };
 
   /**
    * Whether one-row-tile GEMMs of 384 or more output tiles take 4 warps a block (only the 1B model's
@@ -470,13 +457,6 @@ export class CudaBackend implements Backend {
    * 9.5 against 10.2 µs (H100, bench GEMM table). MPT_CUDA_QKV_WARPS=8 turns it off (comparisons).
    */
   qkvFourWarps = process.env.MPT_CUDA_QKV_WARPS !== '8';
-
-  /**
-   * Whether skinny_gemm.cu (not its LayerNorm prologue form) prefetches x through shared memory with
-   * cp.async instead of registers (SKINNY_X_ASYNC): 110 instead of 166 registers a thread at two row
-   * tiles, unroll 4. MPT_CUDA_X_ASYNC=0 turns it off (comparisons).
-   */
-  skinnyXAsync = process.env.MPT_CUDA_X_ASYNC !== '0';
 
   /** Whether few-row GEMMs use skinny_gemm.cu (true) or always cuBLASLt (for comparisons). */
   skinny = process.env.MPT_CUDA_SKINNY !== '0';

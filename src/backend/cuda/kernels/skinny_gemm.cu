@@ -2,14 +2,14 @@
 // GEMMs of a decode step, which only stream the weights. bf16 operands, fp32 accumulation on the
 // tensor cores (mma.sync m16n8k16: 16 outputs × 8 rows a tile), y bf16 or float32 (MPT_Y_F32).
 //
-// A block owns 16 outputs; its warps split K. Each thread loads 16 bytes of two weight rows and of
+// A block owns 16 outputs (16·OUT_TILES); its warps split K. Each thread loads 16 bytes of two weight rows and of
 // each x row per 32 k, and feeds them to two mmas: the k order inside the 32 is permuted the same way
 // for both operands (thread t's 8 values are k+8t … k+8t+7), which leaves the sum unchanged and makes
 // every load 16 bytes wide. The warps' partial tiles meet in shared memory, where the epilogue runs.
 //
 // Row statistics for the LayerNorm after a GEMM, without a kernel of their own (decode): with
 // `statsOut` the epilogue writes, for every row r and this block's 16 outputs, the mean and the sum of
-// squared deviations (M2) of the values it stored, as float2 statsOut[r·(O/16) + o0/16] (O % 16 == 0).
+// squared deviations (M2) of the values it stored, as float2 statsOut[r·(O/16) + o/16] for output o (O % 16 == 0).
 // A consumer merges a row's O/16 pairs in a fixed order (Chan et al.: M2 = Σ M2_t + 16·Σ (mean_t − mean)²),
 // so the result is deterministic and needs no second pass over the row. `clip` > 0 clamps the stored
 // values to ±clip after rounding (clip_qkv), as the original clamps the rounded QKV output.
@@ -44,52 +44,11 @@ __device__ __forceinline__ uint4 stream16(const bf16* p) {
   return v;
 }
 
-// 16 bytes global → shared without a register (sm_80+); `bytes` 0 zero-fills the destination. .ca: the
-// line stays in L1 for the other blocks on the SM, which read the same x.
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, int bytes) {
-  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" :: "r"(d), "l"(src), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N) : "memory"); }
-
-// Thread-block clusters (sm_90): this block's rank and the cluster's size (0 and 1 without a cluster),
-// a full cluster barrier (release/acquire: shared-memory writes before it are visible to the other
-// blocks after it), and loads from another block's shared memory (distributed shared memory).
-__device__ __forceinline__ int cluster_size() {
-  unsigned n = 1;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm("mov.u32 %0, %%cluster_nctarank;" : "=r"(n));
+// OUT_TILES (2): a block owns 32 outputs and each x fragment feeds the mmas of both 16-output tiles,
+// which halves the x bytes a weight byte costs (16 rows: x is as many bytes as the weights otherwise).
+#ifndef OUT_TILES
+#define OUT_TILES 1
 #endif
-  return n;
-}
-__device__ __forceinline__ int cluster_rank() {
-  unsigned r = 0;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-#endif
-  return r;
-}
-__device__ __forceinline__ void cluster_sync() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ unsigned map_shared_rank(unsigned addr, int rank) {
-  unsigned out = addr;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(out) : "r"(addr), "r"(rank));
-#endif
-  return out;
-}
-__device__ __forceinline__ float ld_shared_cluster(unsigned addr) {
-  float v = 0.f;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(addr) : "memory");
-#endif
-  return v;
-}
-
 // SKINNY_THREADS (512): 16 warps a block, at most 128 registers a thread (ROW_TILES 1 fits).
 #ifndef SKINNY_THREADS
 #define SKINNY_THREADS 256
@@ -98,28 +57,34 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
                                        YT* __restrict__ y, int R, int K, int O, int accumulate, int gelu,
                                        const bf16* __restrict__ lnw, const bf16* __restrict__ lnb, float eps,  // MPT_LN_X only
                                        const float2* __restrict__ statsIn, float2* __restrict__ statsOut, float clip) {
-  extern __shared__ float red[];  // [warps][16][8·ROW_TILES]
+  extern __shared__ float red[];  // [warps][16·OUT_TILES][8·ROW_TILES]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int nw = blockDim.x >> 5, cols = 8 * ROW_TILES;
-  // Split K over a thread-block cluster (launched with a cluster dimension of S along x; S = 1
-  // without): the S blocks of a cluster share 16 outputs, block `rank` takes the rank-th K slice.
-  const int S = cluster_size(), rank = cluster_rank(), tile = blockIdx.x / S;
-  const int o0 = tile * 16;
-  const int kPer = K / (nw * S), kBeg = (rank * nw + warp) * kPer, kEnd = kBeg + kPer;
-  const bf16* wa = w + (long long)min(o0 + g, O - 1) * K + 8 * t;      // rows past O are read (clamped) and dropped
-  const bf16* wb = w + (long long)min(o0 + g + 8, O - 1) * K + 8 * t;
-  float c[ROW_TILES][4];
+  const int o0 = blockIdx.x * 16 * OUT_TILES;
+  const int kPer = K / nw, kBeg = warp * kPer, kEnd = kBeg + kPer;
+  const bf16* wa[OUT_TILES], *wb[OUT_TILES];
 #pragma unroll
-  for (int n = 0; n < ROW_TILES; n++) c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.f;
+  for (int m = 0; m < OUT_TILES; m++) {
+    wa[m] = w + (long long)min(o0 + 16 * m + g, O - 1) * K + 8 * t;      // rows past O are read (clamped) and dropped
+    wb[m] = w + (long long)min(o0 + 16 * m + g + 8, O - 1) * K + 8 * t;
+  }
+  float c[OUT_TILES][ROW_TILES][4];
+#pragma unroll
+  for (int m = 0; m < OUT_TILES; m++)
+#pragma unroll
+    for (int n = 0; n < ROW_TILES; n++) c[m][n][0] = c[m][n][1] = c[m][n][2] = c[m][n][3] = 0.f;
 
   // UNROLL steps of 32 k per group; the next group's loads are issued before this group's mmas, so a
   // warp always has two groups of loads in flight.
-  uint4 A0[UNROLL], A1[UNROLL];
-  auto loadW = [&](int k, uint4 (&a0)[UNROLL], uint4 (&a1)[UNROLL]) {
+  uint4 A0[OUT_TILES][UNROLL], A1[OUT_TILES][UNROLL], B[UNROLL][ROW_TILES];
+  auto loadW = [&](int k, uint4 (&a0)[OUT_TILES][UNROLL], uint4 (&a1)[OUT_TILES][UNROLL]) {
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
-      a0[u] = stream16(wa + k + 32 * u);
-      a1[u] = stream16(wb + k + 32 * u);
+#pragma unroll
+      for (int m = 0; m < OUT_TILES; m++) {
+        a0[m][u] = stream16(wa[m] + k + 32 * u);
+        a1[m][u] = stream16(wb[m] + k + 32 * u);
+      }
     }
   };
   loadW(kBeg, A0, A1);  // the weight stream starts before anything waits on x
@@ -128,10 +93,13 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
   // row pair take every 4th line), so that under programmatic dependent launch the whole weight stream
   // overlaps the kernels before this one; the main loop then reads it from L2.
   {
-    const bf16* ra = wa - 8 * t, *rb = wb - 8 * t;
-    for (int k = kBeg + 32 * UNROLL + 64 * t; k < kEnd; k += 256) {
-      asm volatile("prefetch.global.L2 [%0];" :: "l"(ra + k));
-      asm volatile("prefetch.global.L2 [%0];" :: "l"(rb + k));
+#pragma unroll
+    for (int m = 0; m < OUT_TILES; m++) {
+      const bf16* ra = wa[m] - 8 * t, *rb = wb[m] - 8 * t;
+      for (int k = kBeg + 32 * UNROLL + 64 * t; k < kEnd; k += 256) {
+        asm volatile("prefetch.global.L2 [%0];" :: "l"(ra + k));
+        asm volatile("prefetch.global.L2 [%0];" :: "l"(rb + k));
+      }
     }
   }
 #endif
@@ -184,50 +152,6 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
   bool has[ROW_TILES];
 #pragma unroll
   for (int n = 0; n < ROW_TILES; n++) { const int r = n * 8 + g; has[n] = r < R; xr[n] = xBase + (long long)(has[n] ? r : 0) * xStride + 8 * t; }
-#if defined(SKINNY_X_ASYNC) && !defined(MPT_LN_X)
-  // x goes through shared memory with cp.async instead of registers: the next group's x fragments
-  // are in flight without holding 4·UNROLL·ROW_TILES registers (32 at two row tiles, unroll 4), so
-  // more blocks fit an SM and more weight bytes are in flight. Each thread copies exactly the 16
-  // bytes it later reads (its own slots: no barrier, only cp.async.wait_group), .ca keeps x in L1
-  // for the other blocks of the SM; rows past R are zero-filled (source size 0).
-  uint4* slots = reinterpret_cast<uint4*>(red + nw * 16 * cols) + warp * (2 * UNROLL * ROW_TILES * 32) + lane;
-  auto issueX = [&](int k, int s) {
-#pragma unroll
-    for (int u = 0; u < UNROLL; u++) {
-#pragma unroll
-      for (int n = 0; n < ROW_TILES; n++) cp_async16(slots + ((s * UNROLL + u) * ROW_TILES + n) * 32, xr[n] + (has[n] ? k + 32 * u : 0), has[n] ? 16 : 0);
-    }
-    cp_async_commit();
-  };
-  issueX(kBeg, 0);
-  int slot = 0;
-  for (int k = kBeg; k < kEnd; k += 32 * UNROLL) {
-    uint4 N0[UNROLL], N1[UNROLL];
-    const bool more = k + 32 * UNROLL < kEnd;
-    if (more) {
-      loadW(k + 32 * UNROLL, N0, N1);
-      issueX(k + 32 * UNROLL, slot ^ 1);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-#pragma unroll
-    for (int u = 0; u < UNROLL; u++) {
-#pragma unroll
-      for (int n = 0; n < ROW_TILES; n++) {
-        const uint4 b = slots[((slot * UNROLL + u) * ROW_TILES + n) * 32];
-        mma16816(c[n], A0[u].x, A1[u].x, A0[u].y, A1[u].y, b.x, b.y);
-        mma16816(c[n], A0[u].z, A1[u].z, A0[u].w, A1[u].w, b.z, b.w);
-      }
-    }
-    if (more) {
-#pragma unroll
-      for (int u = 0; u < UNROLL; u++) { A0[u] = N0[u]; A1[u] = N1[u]; }
-    }
-    slot ^= 1;
-  }
-#else
-  uint4 B[UNROLL][ROW_TILES];
   auto loadX = [&](int k, uint4 (&b)[UNROLL][ROW_TILES]) {
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
@@ -235,62 +159,57 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
       for (int n = 0; n < ROW_TILES; n++) b[u][n] = has[n] ? *reinterpret_cast<const uint4*>(xr[n] + k + 32 * u) : make_uint4(0, 0, 0, 0);
     }
   };
-  auto load = [&](int k, uint4 (&a0)[UNROLL], uint4 (&a1)[UNROLL], uint4 (&b)[UNROLL][ROW_TILES]) { loadW(k, a0, a1); loadX(k, b); };
+  auto load = [&](int k, uint4 (&a0)[OUT_TILES][UNROLL], uint4 (&a1)[OUT_TILES][UNROLL], uint4 (&b)[UNROLL][ROW_TILES]) { loadW(k, a0, a1); loadX(k, b); };
   loadX(kBeg, B);
   for (int k = kBeg; k < kEnd; k += 32 * UNROLL) {
-    uint4 N0[UNROLL], N1[UNROLL], NB[UNROLL][ROW_TILES];
+    uint4 N0[OUT_TILES][UNROLL], N1[OUT_TILES][UNROLL], NB[UNROLL][ROW_TILES];
     const bool more = k + 32 * UNROLL < kEnd;
     if (more) load(k + 32 * UNROLL, N0, N1, NB);
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
 #pragma unroll
-      for (int n = 0; n < ROW_TILES; n++) {
-        mma16816(c[n], A0[u].x, A1[u].x, A0[u].y, A1[u].y, B[u][n].x, B[u][n].y);
-        mma16816(c[n], A0[u].z, A1[u].z, A0[u].w, A1[u].w, B[u][n].z, B[u][n].w);
+      for (int m = 0; m < OUT_TILES; m++) {
+#pragma unroll
+        for (int n = 0; n < ROW_TILES; n++) {
+          mma16816(c[m][n], A0[m][u].x, A1[m][u].x, A0[m][u].y, A1[m][u].y, B[u][n].x, B[u][n].y);
+          mma16816(c[m][n], A0[m][u].z, A1[m][u].z, A0[m][u].w, A1[m][u].w, B[u][n].z, B[u][n].w);
+        }
       }
     }
     if (more) {
 #pragma unroll
       for (int u = 0; u < UNROLL; u++) {
-        A0[u] = N0[u]; A1[u] = N1[u];
+#pragma unroll
+        for (int m = 0; m < OUT_TILES; m++) { A0[m][u] = N0[m][u]; A1[m][u] = N1[m][u]; }
 #pragma unroll
         for (int n = 0; n < ROW_TILES; n++) B[u][n] = NB[u][n];
       }
     }
   }
-#endif
-  float* mine = red + warp * 16 * cols;
+  const int outs = 16 * OUT_TILES;
+  float* mine = red + warp * outs * cols;
 #pragma unroll
-  for (int n = 0; n < ROW_TILES; n++) {
-    mine[g * cols + n * 8 + 2 * t] = c[n][0];
-    mine[g * cols + n * 8 + 2 * t + 1] = c[n][1];
-    mine[(g + 8) * cols + n * 8 + 2 * t] = c[n][2];
-    mine[(g + 8) * cols + n * 8 + 2 * t + 1] = c[n][3];
+  for (int m = 0; m < OUT_TILES; m++) {
+#pragma unroll
+    for (int n = 0; n < ROW_TILES; n++) {
+      float* p = mine + 16 * m * cols;
+      p[g * cols + n * 8 + 2 * t] = c[m][n][0];
+      p[g * cols + n * 8 + 2 * t + 1] = c[m][n][1];
+      p[(g + 8) * cols + n * 8 + 2 * t] = c[m][n][2];
+      p[(g + 8) * cols + n * 8 + 2 * t + 1] = c[m][n][3];
+    }
   }
   __syncthreads();
-  // With a cluster, the leader (rank 0) sums every block's warp partials through distributed shared
-  // memory in a fixed order (blocks, then warps: deterministic, no atomics) and runs the epilogue; the
-  // others wait on a second cluster barrier so that their shared memory outlives the leader's reads.
-  const unsigned redAddr = static_cast<unsigned>(__cvta_generic_to_shared(red));
-  if (S > 1) cluster_sync();
-  if (rank != 0) { cluster_sync(); return; }
-  // Half-warp h of the loop holds row r's 16 outputs (blockDim is a multiple of 32, 16·R of 16), so
-  // the statistics are half-warp shuffles; the loop bound is warp-uniform for them.
+  // Half-warp h of the loop holds 16 outputs (output tile m) of row r (blockDim is a multiple of 32,
+  // 16·R of 16), so the statistics are half-warp shuffles; the loop bound is warp-uniform for them.
   const int tilesO = O / 16;
-  for (int base = 0; base < 16 * R; base += blockDim.x) {
-    const int i = base + threadIdx.x, ol = i % 16, r = i / 16, o = o0 + ol;
-    const bool valid = i < 16 * R && o < O;
+  for (int base = 0; base < outs * R; base += blockDim.x) {
+    const int i = base + threadIdx.x, mt = OUT_TILES == 1 ? 0 : i / (16 * R), r = OUT_TILES == 1 ? i / 16 : (i / 16) % R, ol = 16 * mt + i % 16, o = o0 + ol;
+    const bool valid = i < outs * R && o < O;
     float v = 0.f;
     if (valid) {
       float s = 0.f;
-      if (S == 1) {
-        for (int q = 0; q < nw; q++) s += red[q * 16 * cols + ol * cols + r];
-      } else {
-        for (int b = 0; b < S; b++) {
-          const unsigned base = map_shared_rank(redAddr, b);
-          for (int q = 0; q < nw; q++) s += ld_shared_cluster(base + 4 * (q * 16 * cols + ol * cols + r));
-        }
-      }
+      for (int q = 0; q < nw; q++) s += red[q * outs * cols + ol * cols + r];
       if (bias) s += __bfloat162float(bias[o]);
       if (gelu) s = 0.5f * s * (1.f + erff(s * 0.70710678118654752f));
       YT* dst = y + (long long)r * O + o;
@@ -307,8 +226,7 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
       float m2 = dv * dv;
 #pragma unroll
       for (int m = 8; m > 0; m >>= 1) m2 += __shfl_xor_sync(0xffffffffu, m2, m);
-      if (valid && ol == 0) statsOut[(long long)r * tilesO + tile] = make_float2(mu, m2);
+      if (valid && ol % 16 == 0) statsOut[(long long)r * tilesO + blockIdx.x * OUT_TILES + mt] = make_float2(mu, m2);
     }
   }
-  if (S > 1) cluster_sync();
 }
