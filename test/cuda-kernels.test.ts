@@ -107,31 +107,6 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       close(`float32 y += x·Wᵀ ${what}`, down(be, yf), down(cpu, cpu.add(cpu.upload(raw, [rows, outF], 'float32'), cpu.linear(xc, wc, null))), 1e-5);
     }
     be.wideSkinny16 = false;
-    // Two 16-output tiles a block (OUT_TILES 2): chosen for 9–16 rows at 384 or more tiles (6160 outputs:
-    // the last block holds one tile), and forced for other row counts and outputs that end mid-block.
-    const savedOut = [be.skinnyOutTiles, be.outTilesUnroll] as const;
-    for (const [rows, inF, outF, shape] of [[9, 128, 6160, null], [16, 256, 6160, null], [12, 512, 6144, null], [1, 2048, 517, { warps: 4, unroll: 2 }],
-      [5, 320, 100, { warps: 2, unroll: 1 }], [16, 8192, 35, { warps: 8, unroll: 2 }], [13, 96, 40, { warps: 1, unroll: 1 }]] as const) {
-      for (const unroll of shape ? [shape.unroll] : [1, 2]) {
-        if (!shape && inF % (32 * 4 * unroll) !== 0) continue;
-        be.skinnyOutTiles = 2;
-        be.outTilesUnroll = unroll;
-        be.skinnyShape = shape ? { ...shape, outTiles: 2 } : null;
-        const [xg, xc] = pair(be, randn(rows * inF), [rows, inF]);
-        const [wg, wc] = pair(be, randn(outF * inF, 0.05), [outF, inF]);
-        const [bg, bc] = pair(be, randn(outF), [outF]);
-        const what = `${rows}x${inF}x${outF}, two output tiles a block, unroll ${unroll}`;
-        const y = be.alloc([rows, outF]);
-        be.matmulInto(xg as CudaTensor, wg as CudaTensor, bg as CudaTensor, y, rows, false, true);
-        close(`gelu(x·Wᵀ + b) ${what}`, down(be, y), down(cpu, cpu.gelu(cpu.linear(xc, wc, bc))), tol(dtype, 1e-5));
-        const raw = randn(rows * outF);
-        const yf = be.upload(raw, [rows, outF], 'float32') as CudaTensor;
-        be.matmulInto(xg as CudaTensor, wg as CudaTensor, null, yf, rows, true);
-        close(`float32 y += x·Wᵀ ${what}`, down(be, yf), down(cpu, cpu.add(cpu.upload(raw, [rows, outF], 'float32'), cpu.linear(xc, wc, null))), 1e-5);
-      }
-    }
-    be.skinnyShape = null;
-    [be.skinnyOutTiles, be.outTilesUnroll] = savedOut;
   });
 
   test(`cuda ${dtype}: row statistics from a GEMM's epilogue, and the LayerNorm they feed fused into the next GEMM`, { skip }, () => {
@@ -140,12 +115,8 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     // and in float32, the LayerNorm kernel and a plain GEMM).
     const be = cudaFor(dtype);
     const statsHere = dtype === 'bfloat16';
-    const outTilesWas = be.skinnyOutTiles;
-    // The last shape's first GEMM (12 rows, 385 tiles of 16) runs at two output tiles a block when asked.
-    for (const [rows, inF, outF, mid, outTiles] of [[1, 2048, 517, 96, 1], [5, 320, 100, 64, 1], [16, 2048, 35, 160, 1], [9, 256, 2048, 32, 1], [3, 8192, 48, 128, 1],
-      [12, 6160, 40, 128, 2]]) {
-      be.skinnyOutTiles = outTiles;
-      const what = `${rows}x${inF}x${outF}${outTiles > 1 ? ', two output tiles a block' : ''}`;
+    for (const [rows, inF, outF, mid] of [[1, 2048, 517, 96], [5, 320, 100, 64], [16, 2048, 35, 160], [9, 256, 2048, 32], [3, 8192, 48, 128]]) {
+      const what = `${rows}x${inF}x${outF}`;
       const raw = Float32Array.from(randn(rows * inF), (v, i) => 3 * v + (i % 7) - 2); // rows off zero mean
       const x = be.upload(raw, [rows, inF], 'float32') as CudaTensor;
       const [ag, ac] = pair(be, randn(rows * mid), [rows, mid]);
@@ -193,7 +164,6 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
         }
       }
     }
-    be.skinnyOutTiles = outTilesWas;
   });
 
   test(`cuda ${dtype}: fused QKV split + clamp + QK LayerNorm + cache write`, { skip }, () => {

@@ -144,13 +144,12 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
     const bytes = w.shape[0] * w.shape[1] * 2;
     const s = time(true), cb = time(false);
     out[name] = { skinnyUs: s, cublasUs: cb, skinnyGBs: bytes / s / 1e3, cublasGBs: bytes / cb / 1e3 };
-    // Other block shapes of skinny_gemm.cu, for tuning (µs per GEMM); suffix o2: two 16-output tiles a
-    // block sharing each x fragment (OUT_TILES 2).
+    // Other block shapes of skinny_gemm.cu, for tuning (µs per GEMM).
     // (Two row tiles at 16 warps only up to unroll 2: 128 registers a thread is the bound at 512 threads.)
-    for (const outTiles of [1, 2]) for (const warps of outTiles > 1 ? [2, 4, 8] : [4, 8, 16]) for (const unroll of outTiles > 1 ? [1, 2] : rows <= 8 ? [2, 4] : [1, 2, 4]) {
+    for (const warps of [4, 8, 16]) for (const unroll of rows <= 8 ? [2, 4] : [1, 2, 4]) {
       if (w.shape[1] % (32 * warps * unroll) !== 0 || (rows > 8 && warps === 16 && unroll > 2)) continue;
-      be.skinnyShape = { warps, unroll, outTiles };
-      (out[name] as Record<string, number>)[`w${warps}u${unroll}${outTiles > 1 ? 'o2' : ''}`] = time(true);
+      be.skinnyShape = { warps, unroll };
+      (out[name] as Record<string, number>)[`w${warps}u${unroll}`] = time(true);
       be.skinnyShape = null;
     }
   }
@@ -159,20 +158,16 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
   return out;
 }
 
-/** Other settings of the decode step, timed beside the default: [label, apply → undo, smallest batch it changes]. */
-function decodeVariants(be: CudaBackend): [string, () => () => void, number][] {
-  // (Earlier variants — programmatic dependent launch off, triggers after the wait, 16-warp GEMMs at
-  // batch 16, L2 prefetch, LayerNorm fused or computing its own statistics, the folded attention's keys
-  // a split and keys in flight, the pipelined step, the QKV GEMM's warps, x through shared memory, K
-  // split over clusters — were measured in the runs bench/RESULTS-cuda.md records; the switches that
-  // remain are left out here to keep the device run short.)
-  const outTiles = (unroll: number): [string, () => () => void, number] => [
-    `9–16-row QKV, up and logits GEMMs at two output tiles a block, 4 warps × unroll ${unroll}`, () => {
-      const was = [be.skinnyOutTiles, be.outTilesUnroll] as const;
-      be.skinnyOutTiles = 2; be.outTilesUnroll = unroll;
-      return () => { [be.skinnyOutTiles, be.outTilesUnroll] = was; };
-    }, 9];
-  return [outTiles(1), outTiles(2)];
+/** Other settings of the decode step, timed beside the default: [label, apply → undo]. */
+function decodeVariants(be: CudaBackend): [string, () => () => void][] {
+  // Only programmatic dependent launch off, as a standing check that it still pays. (The other
+  // variants — triggers after the wait, 16-warp GEMMs at batch 16, L2 prefetch, LayerNorm fused or
+  // computing its own statistics, the folded attention's keys a split and keys in flight, the pipelined
+  // step, the QKV GEMM's warps — were measured in the runs bench/RESULTS-cuda.md records and their
+  // switches remain; they are left out here to keep the device run short.)
+  return [
+    [`programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, () => { const was = be.ctx.pdl; be.ctx.pdl = !was; return () => { be.ctx.pdl = was; }; }],
+  ];
 }
 
 export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
@@ -211,18 +206,10 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
   for (const batch of options.batches ?? [1, 16]) {
     // Variants of the decode step in the same run (each a fresh decoder and graph), then the default's
     // figure, which is the one reported.
-    for (const [label, set, fromBatch] of decodeVariants(be)) {
-      if (batch < fromBatch) continue;
+    for (const [label, set] of decodeVariants(be)) {
       const undo = set();
-      let other: { ms: number; times: number[] };
-      try {
-        other = timeDecode(batch);
-      } catch (error) { // a variant that fails is reported, not fatal
-        log(`decode batch ${batch}, ${label}: failed: ${error instanceof Error ? error.message : String(error)}`);
-        continue;
-      } finally {
-        undo();
-      }
+      const other = timeDecode(batch);
+      undo();
       log(`decode batch ${batch}, ${label}: ${(batch * newTokens / (other.ms / 1000)).toFixed(0)} tokens/s (${(other.ms / newTokens).toFixed(3)} ms/step; runs ${other.times.map((x) => x.toFixed(1)).join(', ')} ms)`);
     }
     const { ms, times } = timeDecode(batch);
@@ -316,7 +303,7 @@ export function formatResult(r: CudaBenchResult): string {
   for (const [k, v] of Object.entries(r.gemms)) {
     lines.push('', `decode GEMMs, ${k}: µs per GEMM and weight GB/s`, '| GEMM | skinny_gemm µs | GB/s | cuBLASLt µs | GB/s | skinny variants (warps, unroll: µs) |', '| --- | --- | --- | --- | --- | --- |');
     for (const [name, g] of Object.entries(v)) {
-      const variants = Object.entries(g).filter(([k]) => /^w\d+u\d+(o2)?$/.test(k)).map(([k, us]) => `${k} ${(us as number).toFixed(1)}`).join(', ');
+      const variants = Object.entries(g).filter(([k]) => /^w\d+u\d+$/.test(k)).map(([k, us]) => `${k} ${(us as number).toFixed(1)}`).join(', ');
       lines.push(`| ${name} | ${g.skinnyUs.toFixed(1)} | ${g.skinnyGBs.toFixed(0)} | ${g.cublasUs.toFixed(1)} | ${g.cublasGBs.toFixed(0)} | ${variants} |`);
     }
   }

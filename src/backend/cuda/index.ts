@@ -306,11 +306,9 @@ export class CudaBackend implements Backend {
    * The skinny_gemm.cu block shape for a rows × inF → outF GEMM, or null where cuBLASLt runs it (not
    * bf16, more than 16 rows, skinny GEMMs off, or K that no shape divides).
    */
-  private skinnyFor(rows: number, inF: number, outF: number): { warps: number; unroll: number; outTiles?: number } | null {
+  private skinnyFor(rows: number, inF: number, outF: number): { warps: number; unroll: number } | null {
     if (!this.skinny || this.activationDType !== 'bfloat16' || rows > 16) return null;
-    const plan: { warps: number; unroll: number; outTiles?: number } | null = this.skinnyShape ? { ...this.skinnyShape }
-      : rows > 8 && this.skinnyOutTiles > 1 && Math.ceil(outF / 16) >= 384 && inF % (32 * 4 * this.outTilesUnroll) === 0
-        ? { warps: 4, unroll: this.outTilesUnroll, outTiles: this.skinnyOutTiles }
+    const plan = this.skinnyShape ? { ...this.skinnyShape }
       : rows > 8 && this.wideSkinny16 && Math.ceil(outF / 16) <= this.ctx.device.multiprocessors && inF % (32 * 2 * 16) === 0 ? { warps: 16, unroll: 2 }
       : skinnyPlan(inF, outF, rows, this.wideSkinny && rows <= 8 && Math.ceil(outF / 16) <= this.ctx.device.multiprocessors, this.qkvFourWarps);
     if (plan && inF % (32 * plan.unroll * plan.warps) !== 0) throw new Error(`skinny GEMM: K ${inF} does not split as ${plan.warps} warps × ${plan.unroll}`);
@@ -344,11 +342,10 @@ export class CudaBackend implements Backend {
     if (plan) {
       const yF32 = y.dtype === 'float32';
       const tiles = rows > 8 ? 2 : 1;
-      const outTiles = plan.outTiles ?? 1;
       this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32, SKINNY_PREFETCH: this.prefetchWeights,
-        SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false, OUT_TILES: outTiles > 1 ? outTiles : false })
-        .launch([Math.ceil(outF / (16 * outTiles))], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
-          0, statsOut?.ptr ?? 0, clip], plan.warps * 16 * outTiles * 8 * tiles * 4);
+        SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
+        .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
+          0, statsOut?.ptr ?? 0, clip], plan.warps * 16 * 8 * tiles * 4);
       return;
     }
     this.blas.matmul({ rows, inFeatures: inF, outFeatures: outF, x: x.ptr, w: w.ptr, y: y.ptr,
@@ -381,11 +378,10 @@ export class CudaBackend implements Backend {
     }
     const statsOut = extra.statsOut ?? null, clip = extra.clip ?? 0;
     if ((statsOut || clip > 0) && outF % 16 !== 0) throw new Error(`layerNormMatmulInto: row statistics of ${outF} outputs (not a multiple of 16)`);
-    const outTiles = plan.outTiles ?? 1;
-    const shared = plan.warps * 16 * outTiles * 8 * 4 + rows * (inF + 32) * 2;
+    const shared = plan.warps * 16 * 8 * 4 + rows * (inF + 32) * 2;
     this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
-      SKINNY_PREFETCH: this.prefetchWeights, SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false, OUT_TILES: outTiles > 1 ? outTiles : false })
-      .launch([Math.ceil(outF / (16 * outTiles))], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0,
+      SKINNY_PREFETCH: this.prefetchWeights, SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
+      .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0,
         ln.w.ptr, ln.b?.ptr ?? 0, ln.eps, statsIn!.ptr, statsOut?.ptr ?? 0, clip], shared);
   }
 
@@ -417,16 +413,8 @@ export class CudaBackend implements Backend {
   /** Blocks an SM the prefill flash kernel's registers are bounded for (flash.ts: over 2, no pipelining). */
   flashMinBlocks = FLASH_PREFILL_SHAPE.minBlocks;
 
-  /** A fixed skinny GEMM shape instead of skinnyPlan's choice (benchmarks compare variants); outTiles: 16-output tiles a block. */
-  skinnyShape: { warps: number; unroll: number; outTiles?: number } | null = null;
-
-  /**
-   * 16-output tiles a block (skinny_gemm.cu OUT_TILES) for 9–16 rows and 384 or more tiles (QKV, up,
-   * logits): at 2 each x fragment feeds two output tiles, halving the x bytes read a weight byte, at
-   * 4 warps × unroll outTilesUnroll. 1 = off. MPT_CUDA_OUT_TILES=2 turns it on (comparisons).
-   */
-  skinnyOutTiles = Number(process.env.MPT_CUDA_OUT_TILES ?? 1);
-  outTilesUnroll = 1;
+  /** A fixed skinny GEMM shape instead of skinnyPlan's choice (benchmarks compare variants). */
+  skinnyShape: { warps: number; unroll: number } | null = null;
 
   /**
    * Whether skinny_gemm.cu prefetches each warp's whole weight slice into L2 before it waits for the

@@ -2,14 +2,14 @@
 // GEMMs of a decode step, which only stream the weights. bf16 operands, fp32 accumulation on the
 // tensor cores (mma.sync m16n8k16: 16 outputs × 8 rows a tile), y bf16 or float32 (MPT_Y_F32).
 //
-// A block owns 16 outputs (16·OUT_TILES); its warps split K. Each thread loads 16 bytes of two weight rows and of
+// A block owns 16 outputs; its warps split K. Each thread loads 16 bytes of two weight rows and of
 // each x row per 32 k, and feeds them to two mmas: the k order inside the 32 is permuted the same way
 // for both operands (thread t's 8 values are k+8t … k+8t+7), which leaves the sum unchanged and makes
 // every load 16 bytes wide. The warps' partial tiles meet in shared memory, where the epilogue runs.
 //
 // Row statistics for the LayerNorm after a GEMM, without a kernel of their own (decode): with
 // `statsOut` the epilogue writes, for every row r and this block's 16 outputs, the mean and the sum of
-// squared deviations (M2) of the values it stored, as float2 statsOut[r·(O/16) + o/16] for output o (O % 16 == 0).
+// squared deviations (M2) of the values it stored, as float2 statsOut[r·(O/16) + blockIdx.x] (O % 16 == 0).
 // A consumer merges a row's O/16 pairs in a fixed order (Chan et al.: M2 = Σ M2_t + 16·Σ (mean_t − mean)²),
 // so the result is deterministic and needs no second pass over the row. `clip` > 0 clamps the stored
 // values to ±clip after rounding (clip_qkv), as the original clamps the rounded QKV output.
@@ -44,11 +44,6 @@ __device__ __forceinline__ uint4 stream16(const bf16* p) {
   return v;
 }
 
-// OUT_TILES (2): a block owns 32 outputs and each x fragment feeds the mmas of both 16-output tiles,
-// which halves the x bytes a weight byte costs (16 rows: x is as many bytes as the weights otherwise).
-#ifndef OUT_TILES
-#define OUT_TILES 1
-#endif
 // SKINNY_THREADS (512): 16 warps a block, at most 128 registers a thread (ROW_TILES 1 fits).
 #ifndef SKINNY_THREADS
 #define SKINNY_THREADS 256
@@ -57,34 +52,25 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
                                        YT* __restrict__ y, int R, int K, int O, int accumulate, int gelu,
                                        const bf16* __restrict__ lnw, const bf16* __restrict__ lnb, float eps,  // MPT_LN_X only
                                        const float2* __restrict__ statsIn, float2* __restrict__ statsOut, float clip) {
-  extern __shared__ float red[];  // [warps][16·OUT_TILES][8·ROW_TILES]
+  extern __shared__ float red[];  // [warps][16][8·ROW_TILES]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int nw = blockDim.x >> 5, cols = 8 * ROW_TILES;
-  const int o0 = blockIdx.x * 16 * OUT_TILES;
+  const int o0 = blockIdx.x * 16;
   const int kPer = K / nw, kBeg = warp * kPer, kEnd = kBeg + kPer;
-  const bf16* wa[OUT_TILES], *wb[OUT_TILES];
+  const bf16* wa = w + (long long)min(o0 + g, O - 1) * K + 8 * t;      // rows past O are read (clamped) and dropped
+  const bf16* wb = w + (long long)min(o0 + g + 8, O - 1) * K + 8 * t;
+  float c[ROW_TILES][4];
 #pragma unroll
-  for (int m = 0; m < OUT_TILES; m++) {
-    wa[m] = w + (long long)min(o0 + 16 * m + g, O - 1) * K + 8 * t;      // rows past O are read (clamped) and dropped
-    wb[m] = w + (long long)min(o0 + 16 * m + g + 8, O - 1) * K + 8 * t;
-  }
-  float c[OUT_TILES][ROW_TILES][4];
-#pragma unroll
-  for (int m = 0; m < OUT_TILES; m++)
-#pragma unroll
-    for (int n = 0; n < ROW_TILES; n++) c[m][n][0] = c[m][n][1] = c[m][n][2] = c[m][n][3] = 0.f;
+  for (int n = 0; n < ROW_TILES; n++) c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.f;
 
   // UNROLL steps of 32 k per group; the next group's loads are issued before this group's mmas, so a
   // warp always has two groups of loads in flight.
-  uint4 A0[OUT_TILES][UNROLL], A1[OUT_TILES][UNROLL], B[UNROLL][ROW_TILES];
-  auto loadW = [&](int k, uint4 (&a0)[OUT_TILES][UNROLL], uint4 (&a1)[OUT_TILES][UNROLL]) {
+  uint4 A0[UNROLL], A1[UNROLL], B[UNROLL][ROW_TILES];
+  auto loadW = [&](int k, uint4 (&a0)[UNROLL], uint4 (&a1)[UNROLL]) {
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
-#pragma unroll
-      for (int m = 0; m < OUT_TILES; m++) {
-        a0[m][u] = stream16(wa[m] + k + 32 * u);
-        a1[m][u] = stream16(wb[m] + k + 32 * u);
-      }
+      a0[u] = stream16(wa + k + 32 * u);
+      a1[u] = stream16(wb + k + 32 * u);
     }
   };
   loadW(kBeg, A0, A1);  // the weight stream starts before anything waits on x
@@ -93,13 +79,10 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
   // row pair take every 4th line), so that under programmatic dependent launch the whole weight stream
   // overlaps the kernels before this one; the main loop then reads it from L2.
   {
-#pragma unroll
-    for (int m = 0; m < OUT_TILES; m++) {
-      const bf16* ra = wa[m] - 8 * t, *rb = wb[m] - 8 * t;
-      for (int k = kBeg + 32 * UNROLL + 64 * t; k < kEnd; k += 256) {
-        asm volatile("prefetch.global.L2 [%0];" :: "l"(ra + k));
-        asm volatile("prefetch.global.L2 [%0];" :: "l"(rb + k));
-      }
+    const bf16* ra = wa - 8 * t, *rb = wb - 8 * t;
+    for (int k = kBeg + 32 * UNROLL + 64 * t; k < kEnd; k += 256) {
+      asm volatile("prefetch.global.L2 [%0];" :: "l"(ra + k));
+      asm volatile("prefetch.global.L2 [%0];" :: "l"(rb + k));
     }
   }
 #endif
@@ -159,57 +142,48 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
       for (int n = 0; n < ROW_TILES; n++) b[u][n] = has[n] ? *reinterpret_cast<const uint4*>(xr[n] + k + 32 * u) : make_uint4(0, 0, 0, 0);
     }
   };
-  auto load = [&](int k, uint4 (&a0)[OUT_TILES][UNROLL], uint4 (&a1)[OUT_TILES][UNROLL], uint4 (&b)[UNROLL][ROW_TILES]) { loadW(k, a0, a1); loadX(k, b); };
+  auto load = [&](int k, uint4 (&a0)[UNROLL], uint4 (&a1)[UNROLL], uint4 (&b)[UNROLL][ROW_TILES]) { loadW(k, a0, a1); loadX(k, b); };
   loadX(kBeg, B);
   for (int k = kBeg; k < kEnd; k += 32 * UNROLL) {
-    uint4 N0[OUT_TILES][UNROLL], N1[OUT_TILES][UNROLL], NB[UNROLL][ROW_TILES];
+    uint4 N0[UNROLL], N1[UNROLL], NB[UNROLL][ROW_TILES];
     const bool more = k + 32 * UNROLL < kEnd;
     if (more) load(k + 32 * UNROLL, N0, N1, NB);
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
 #pragma unroll
-      for (int m = 0; m < OUT_TILES; m++) {
-#pragma unroll
-        for (int n = 0; n < ROW_TILES; n++) {
-          mma16816(c[m][n], A0[m][u].x, A1[m][u].x, A0[m][u].y, A1[m][u].y, B[u][n].x, B[u][n].y);
-          mma16816(c[m][n], A0[m][u].z, A1[m][u].z, A0[m][u].w, A1[m][u].w, B[u][n].z, B[u][n].w);
-        }
+      for (int n = 0; n < ROW_TILES; n++) {
+        mma16816(c[n], A0[u].x, A1[u].x, A0[u].y, A1[u].y, B[u][n].x, B[u][n].y);
+        mma16816(c[n], A0[u].z, A1[u].z, A0[u].w, A1[u].w, B[u][n].z, B[u][n].w);
       }
     }
     if (more) {
 #pragma unroll
       for (int u = 0; u < UNROLL; u++) {
-#pragma unroll
-        for (int m = 0; m < OUT_TILES; m++) { A0[m][u] = N0[m][u]; A1[m][u] = N1[m][u]; }
+        A0[u] = N0[u]; A1[u] = N1[u];
 #pragma unroll
         for (int n = 0; n < ROW_TILES; n++) B[u][n] = NB[u][n];
       }
     }
   }
-  const int outs = 16 * OUT_TILES;
-  float* mine = red + warp * outs * cols;
+  float* mine = red + warp * 16 * cols;
 #pragma unroll
-  for (int m = 0; m < OUT_TILES; m++) {
-#pragma unroll
-    for (int n = 0; n < ROW_TILES; n++) {
-      float* p = mine + 16 * m * cols;
-      p[g * cols + n * 8 + 2 * t] = c[m][n][0];
-      p[g * cols + n * 8 + 2 * t + 1] = c[m][n][1];
-      p[(g + 8) * cols + n * 8 + 2 * t] = c[m][n][2];
-      p[(g + 8) * cols + n * 8 + 2 * t + 1] = c[m][n][3];
-    }
+  for (int n = 0; n < ROW_TILES; n++) {
+    mine[g * cols + n * 8 + 2 * t] = c[n][0];
+    mine[g * cols + n * 8 + 2 * t + 1] = c[n][1];
+    mine[(g + 8) * cols + n * 8 + 2 * t] = c[n][2];
+    mine[(g + 8) * cols + n * 8 + 2 * t + 1] = c[n][3];
   }
   __syncthreads();
-  // Half-warp h of the loop holds 16 outputs (output tile m) of row r (blockDim is a multiple of 32,
-  // 16·R of 16), so the statistics are half-warp shuffles; the loop bound is warp-uniform for them.
+  // Half-warp h of the loop holds row r's 16 outputs (blockDim is a multiple of 32, 16·R of 16), so
+  // the statistics are half-warp shuffles; the loop bound is warp-uniform for them.
   const int tilesO = O / 16;
-  for (int base = 0; base < outs * R; base += blockDim.x) {
-    const int i = base + threadIdx.x, mt = OUT_TILES == 1 ? 0 : i / (16 * R), r = OUT_TILES == 1 ? i / 16 : (i / 16) % R, ol = 16 * mt + i % 16, o = o0 + ol;
-    const bool valid = i < outs * R && o < O;
+  for (int base = 0; base < 16 * R; base += blockDim.x) {
+    const int i = base + threadIdx.x, ol = i % 16, r = i / 16, o = o0 + ol;
+    const bool valid = i < 16 * R && o < O;
     float v = 0.f;
     if (valid) {
       float s = 0.f;
-      for (int q = 0; q < nw; q++) s += red[q * outs * cols + ol * cols + r];
+      for (int q = 0; q < nw; q++) s += red[q * 16 * cols + ol * cols + r];
       if (bias) s += __bfloat162float(bias[o]);
       if (gelu) s = 0.5f * s * (1.f + erff(s * 0.70710678118654752f));
       YT* dst = y + (long long)r * O + o;
@@ -226,7 +200,7 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
       float m2 = dv * dv;
 #pragma unroll
       for (int m = 8; m > 0; m >>= 1) m2 += __shfl_xor_sync(0xffffffffu, m2, m);
-      if (valid && ol % 16 == 0) statsOut[(long long)r * tilesO + blockIdx.x * OUT_TILES + mt] = make_float2(mu, m2);
+      if (valid && ol == 0) statsOut[(long long)r * tilesO + blockIdx.x] = make_float2(mu, m2);
     }
   }
 }
