@@ -160,13 +160,18 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
 
 /** Other settings of the decode step, timed beside the default: [label, apply → undo]. */
 function decodeVariants(be: CudaBackend): [string, () => () => void][] {
-  // Only programmatic dependent launch off, as a standing check that it still pays. (The other
-  // variants — triggers after the wait, 16-warp GEMMs at batch 16, L2 prefetch, LayerNorm fused or
-  // computing its own statistics, the folded attention's keys a split and keys in flight, the pipelined
-  // step, the QKV GEMM's warps — were measured in the runs bench/RESULTS-cuda.md records and their
-  // switches remain; they are left out here to keep the device run short.)
+  // Programmatic dependent launch off (a standing check that it still pays) and the LayerNorm fused
+  // into the next GEMM. (The other variants — triggers after the wait, 16-warp GEMMs at batch 16, L2
+  // prefetch, the LayerNorm computing its own statistics, the folded attention's keys a split and keys
+  // in flight, the pipelined step, the QKV GEMM's warps — were measured in the runs
+  // bench/RESULTS-cuda.md records and their switches remain; they are left out here to keep the
+  // device run short.)
+  const toggle = (label: string, get: () => boolean, put: (v: boolean) => void): [string, () => () => void] =>
+    [label, () => { const was = get(); put(!was); return () => put(was); }];
   return [
-    [`programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, () => { const was = be.ctx.pdl; be.ctx.pdl = !was; return () => { be.ctx.pdl = was; }; }],
+    toggle(`programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, () => be.ctx.pdl, (v) => { be.ctx.pdl = v; }),
+    toggle(`LayerNorm ${be.fuseLayerNorm ? 'as a kernel of its own' : 'in the next GEMM\'s prologue, each warp its K slice'} (≤ ${be.fuseLayerNormRows} rows)`,
+      () => be.fuseLayerNorm, (v) => { be.fuseLayerNorm = v; }),
   ];
 }
 

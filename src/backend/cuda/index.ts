@@ -378,8 +378,10 @@ export class CudaBackend implements Backend {
     }
     const statsOut = extra.statsOut ?? null, clip = extra.clip ?? 0;
     if ((statsOut || clip > 0) && outF % 16 !== 0) throw new Error(`layerNormMatmulInto: row statistics of ${outF} outputs (not a multiple of 16)`);
-    const shared = plan.warps * 16 * 8 * 4 + rows * (inF + 32) * 2;
+    // Each warp's normalized K slice, [rows][inF / warps + 32] bf16, after the partial tiles.
+    const shared = plan.warps * 16 * 8 * 4 + rows * (inF + 32 * plan.warps) * 2;
     this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
+      LN_CHUNKS: Math.ceil(inF / plan.warps / 256),
       SKINNY_PREFETCH: this.prefetchWeights, SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
       .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0,
         ln.w.ptr, ln.b?.ptr ?? 0, ln.eps, statsIn!.ptr, statsOut?.ptr ?? 0, clip], shared);
