@@ -170,7 +170,7 @@ function decodeVariants(be: CudaBackend): [string, () => () => void][] {
     [label, () => { const was = get(); put(!was); return () => put(was); }];
   return [
     toggle(`programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, () => be.ctx.pdl, (v) => { be.ctx.pdl = v; }),
-    toggle(`LayerNorm ${be.fuseLayerNorm ? 'as a kernel of its own' : 'in the next GEMM\'s prologue, each warp its K slice'} (≤ ${be.fuseLayerNormRows} rows)`,
+    toggle(`LayerNorm ${be.fuseLayerNorm ? 'as a kernel of its own' : 'in the next GEMM\'s prologue, each warp its K slice'} (at most ${be.fuseLayerNormRows} row${be.fuseLayerNormRows > 1 ? 's' : ''})`,
       () => be.fuseLayerNorm, (v) => { be.fuseLayerNorm = v; }),
   ];
 }
