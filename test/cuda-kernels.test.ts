@@ -147,10 +147,12 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       const hRef = cpu.layerNorm(xc, lwc, lbc, 1e-5);
       // The three ways: in the GEMM's prologue (≤ fuseLayerNormRows rows), a kernel normalizing from the
       // statistics, a kernel computing its own.
-      const saved = [be.fuseLayerNorm, be.layerNormFromStats] as const;
+      // The prologue at up to 8 rows here (the default fuses only one), so that several rows are checked.
+      const saved = [be.fuseLayerNorm, be.layerNormFromStats, be.fuseLayerNormRows] as const;
       for (const [fuse, fromStats, how] of [[true, true, 'prologue'], [false, true, 'stats kernel'], [false, false, 'plain kernel']] as const) {
         be.fuseLayerNorm = fuse;
         be.layerNormFromStats = fromStats;
+        be.fuseLayerNormRows = 8;
         try {
           be.layerNormMatmulInto(x, ln, h, wg as CudaTensor, bg as CudaTensor, y, rows, false, true, stats);
           close(`gelu(LN(x)·Wᵀ + b) ${what}, ${how}`, down(be, y), down(cpu, cpu.gelu(cpu.linear(hRef, wc, bc))), tol(dtype, 1e-5));
@@ -160,7 +162,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
           close(`float32 y += LN(x)·Wᵀ ${what}, ${how}`, down(be, yf),
             down(cpu, cpu.add(cpu.upload(yRaw, [rows, outF], 'float32'), cpu.linear(cpu.layerNorm(xc, lwc, null, 1e-5), wc, null))), tol(dtype, 1e-5));
         } finally {
-          [be.fuseLayerNorm, be.layerNormFromStats] = saved;
+          [be.fuseLayerNorm, be.layerNormFromStats, be.fuseLayerNormRows] = saved;
         }
       }
     }

@@ -160,24 +160,18 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
 
 /** Other settings of the decode step, timed beside the default: [label, apply → undo]. */
 function decodeVariants(be: CudaBackend): [string, () => () => void][] {
+  // Programmatic dependent launch off (a standing check that it still pays) and the LayerNorm fused
+  // into the next GEMM. (The other variants — triggers after the wait, 16-warp GEMMs at batch 16, L2
+  // prefetch, the LayerNorm computing its own statistics, the folded attention's keys a split and keys
+  // in flight, the pipelined step, the QKV GEMM's warps — were measured in the runs
+  // bench/RESULTS-cuda.md records and their switches remain; they are left out here to keep the
+  // device run short.)
   const toggle = (label: string, get: () => boolean, put: (v: boolean) => void): [string, () => () => void] =>
     [label, () => { const was = get(); put(!was); return () => put(was); }];
-  const keysPerSplit = (n: number): [string, () => () => void] => [
-    n > 0 ? `folded attention: ${n} keys a split` : 'folded attention: keys spread over the grid (perSplit 0)',
-    () => { const was = be.foldKeysPerSplit; be.foldKeysPerSplit = n; return () => { be.foldKeysPerSplit = was; }; }];
-  // (Earlier variants — triggers after the wait, 16-warp GEMMs off, L2 prefetch, LayerNorm fused or
-  // computing its own statistics — were measured in the runs bench/RESULTS-cuda.md records; their
-  // switches remain, and are left out here to keep the device run short.)
   return [
     toggle(`programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, () => be.ctx.pdl, (v) => { be.ctx.pdl = v; }),
-    toggle(`QKV split ${be.foldQkvSplit ? 'as a kernel of its own' : 'folded into decode attention'}`, () => be.foldQkvSplit, (v) => { be.foldQkvSplit = v; }),
-    ...[0, 64, 128, 256].map(keysPerSplit),
-    ...([4, 8] as const).map((u): [string, () => () => void] => [`folded attention: ${u} keys a warp in flight at every batch (default: 4 at batch 16, 8 at batch 1)`,
-      () => { const was = be.foldKeysInFlight; be.foldKeysInFlight = u; return () => { be.foldKeysInFlight = was; }; }]),
-    toggle(`9–16-row out and down GEMMs at ${be.wideSkinny16 ? '8 warps, unroll 4' : '16 warps, unroll 2'}`, () => be.wideSkinny16, (v) => { be.wideSkinny16 = v; }),
-    toggle(`pipelined step() ${be.pipelineDecode ? 'off' : 'on'} (the host waits for each step's tokens before the next is enqueued)`,
-      () => be.pipelineDecode, (v) => { be.pipelineDecode = v; }),
-    toggle(`QKV GEMM at batch ≤ 8 with ${be.qkvFourWarps ? '8' : '4'} warps a block`, () => be.qkvFourWarps, (v) => { be.qkvFourWarps = v; }),
+    toggle(`LayerNorm ${be.fuseLayerNorm ? 'as a kernel of its own' : 'in the next GEMM\'s prologue, each warp its K slice'} (at most ${be.fuseLayerNormRows} row${be.fuseLayerNormRows > 1 ? 's' : ''})`,
+      () => be.fuseLayerNorm, (v) => { be.fuseLayerNorm = v; }),
   ];
 }
 

@@ -378,23 +378,26 @@ export class CudaBackend implements Backend {
     }
     const statsOut = extra.statsOut ?? null, clip = extra.clip ?? 0;
     if ((statsOut || clip > 0) && outF % 16 !== 0) throw new Error(`layerNormMatmulInto: row statistics of ${outF} outputs (not a multiple of 16)`);
-    const shared = plan.warps * 16 * 8 * 4 + rows * (inF + 32) * 2;
+    // Each warp's normalized K slice, [rows][inF / warps + 32] bf16, after the partial tiles.
+    const shared = plan.warps * 16 * 8 * 4 + rows * (inF + 32 * plan.warps) * 2;
     this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
+      LN_CHUNKS: Math.ceil(inF / plan.warps / 256),
       SKINNY_PREFETCH: this.prefetchWeights, SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
       .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0,
         ln.w.ptr, ln.b?.ptr ?? 0, ln.eps, statsIn!.ptr, statsOut?.ptr ?? 0, clip], shared);
   }
 
   /**
-   * Whether layerNormMatmulInto fuses the LayerNorm into few-row GEMMs when row statistics are given,
-   * and up to how many rows. Off by default (MPT_CUDA_FUSE_LN=1 turns it on): measured on the H100
-   * (2026-11-27, batch 1) 2% slower a decode step than a LayerNorm kernel of its own under programmatic
-   * dependent launch, even with the statistics precomputed — every block re-reads the same rows and
-   * statistics from L2 before its first mma, while a separate kernel does it once as the GEMM's first
-   * weights stream in.
+   * Whether layerNormMatmulInto fuses the LayerNorm into few-row GEMMs when row statistics are given
+   * (each warp normalizes its own K slice in the GEMM's prologue, skinny_gemm.cu), and up to how many
+   * rows. On by default (MPT_CUDA_FUSE_LN=0 turns it off): measured on the H100 (2026-11-27, batch 1)
+   * 839 against 827 tokens/s with a LayerNorm kernel of its own — one kernel boundary fewer before
+   * the QKV, up and logits GEMMs. Only one row by default: that is what was measured, and the prologue
+   * takes an L2 round trip a row, one after the other, so several rows may well lose to the kernel.
+   * (An earlier prologue in which every block normalized all of K behind two barriers was 2% slower.)
    */
-  fuseLayerNorm = process.env.MPT_CUDA_FUSE_LN === '1';
-  fuseLayerNormRows = 8;
+  fuseLayerNorm = process.env.MPT_CUDA_FUSE_LN !== '0';
+  fuseLayerNormRows = 1;
   /**
    * Whether layerNormMatmulInto, when it does not fuse, normalizes from the given row statistics
    * (layernorm_stats8: no reduction over the row, no barrier) instead of the plain LayerNorm kernel;

@@ -16,10 +16,10 @@
 //
 // With MPT_LN_X the kernel also does the LayerNorm before it (the decoder's ln_1 → QKV, ln_2 → up,
 // ln_f → logits): x is then the float32 residual stream, `statsIn` its row statistics (written by the
-// GEMM that last added into it), and each block normalizes its R rows into shared memory as bf16 (what
-// the layernorm kernel would have written) while its first weight loads are in flight: one L2 round
-// trip for the statistics and one for x, no reductions over x. (Computing the statistics in every
-// block instead was measured slower than a LayerNorm kernel of its own: bench/RESULTS-cuda.md.)
+// GEMM that last added into it), and each warp normalizes its K slice of the R rows into shared memory
+// as bf16 (what the layernorm kernel would have written) while its first weight loads are in flight:
+// one L2 round trip for the statistics and x together, no reductions over x. (Computing the statistics
+// in every block instead was measured slower than a LayerNorm kernel of its own: bench/RESULTS-cuda.md.)
 typedef __nv_bfloat16 bf16;
 #ifdef MPT_LN_X
 typedef float XIN;
@@ -101,35 +101,42 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
 #endif
 
 #ifdef MPT_LN_X
-  // LayerNorm of the R rows into xs [R][K + 32] bf16 (the padding staggers the rows over the banks).
-  // A warp a row merges the row's K/16 statistics pairs (merge_row_stats, common.cuh).
-  __shared__ float mean[8 * ROW_TILES], rstd[8 * ROW_TILES];
-  bf16* xs = reinterpret_cast<bf16*>(red + nw * 16 * cols);
-  const int xStride = K + 32;
-  for (int r = warp; r < R; r += nw) {
+  // Each warp normalizes only the K slice it multiplies, into its own xs [R][kPer + 32] bf16 (the
+  // padding staggers the rows over the banks): no block barrier, no work done twice in a block. Per
+  // row, the x slice, the LayerNorm weights and the row's K/16 statistics pairs (merged by the warp,
+  // merge_row_stats in common.cuh) are loaded together: one L2 round trip before the first mma.
+  // (The block-wide form — every block normalizing all of K behind two barriers — was measured slower
+  // than a LayerNorm kernel of its own; bench/RESULTS-cuda.md.) LN_CHUNKS: ceil(kPer / 256).
+  const int xStride = kPer + 32, xOff = kBeg;
+  bf16* xs = reinterpret_cast<bf16*>(red + nw * 16 * cols) + (long long)warp * R * xStride;
+  for (int r = 0; r < R; r++) {
+    float v[LN_CHUNKS][8], wv[LN_CHUNKS][8], bv[LN_CHUNKS][8];
+#pragma unroll
+    for (int q = 0; q < LN_CHUNKS; q++) {
+      const int kk = 8 * lane + 256 * q;
+      if (kk < kPer) {
+        load8(x + (long long)r * K + kBeg + kk, v[q]);
+        load8(lnw + kBeg + kk, wv[q]);
+        if (lnb) load8(lnb + kBeg + kk, bv[q]);
+      }
+    }
     float m, rs;
     merge_row_stats(statsIn + (long long)r * (K / 16), K / 16, K, eps, m, rs);
-    if (lane == 0) { mean[r] = m; rstd[r] = rs; }
-  }
-  __syncthreads();
-  for (int k = 8 * threadIdx.x; k < K; k += 8 * blockDim.x) {
-    float wv[8], bv[8];
-    load8(lnw + k, wv);
-    if (lnb) load8(lnb + k, bv);
 #pragma unroll
-    for (int r = 0; r < 8 * ROW_TILES; r++) if (r < R) {
-      float v[8];
-      load8(x + (long long)r * K + k, v);
+    for (int q = 0; q < LN_CHUNKS; q++) {
+      const int kk = 8 * lane + 256 * q;
+      if (kk < kPer) {
 #pragma unroll
-      for (int e = 0; e < 8; e++) v[e] = (v[e] - mean[r]) * rstd[r] * wv[e] + (lnb ? bv[e] : 0.f);
-      store8(xs + (long long)r * xStride + k, v);
+        for (int e = 0; e < 8; e++) v[q][e] = (v[q][e] - m) * rs * wv[q][e] + (lnb ? bv[q][e] : 0.f);
+        store8(xs + (long long)r * xStride + kk, v[q]);
+      }
     }
   }
-  __syncthreads();
+  __syncwarp();
   const bf16* xBase = xs;
 #else
   const bf16* xBase = x;
-  const int xStride = K;
+  const int xStride = K, xOff = 0;
 #endif
   const bf16* xr[ROW_TILES];
   bool has[ROW_TILES];
@@ -139,7 +146,7 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
 #pragma unroll
-      for (int n = 0; n < ROW_TILES; n++) b[u][n] = has[n] ? *reinterpret_cast<const uint4*>(xr[n] + k + 32 * u) : make_uint4(0, 0, 0, 0);
+      for (int n = 0; n < ROW_TILES; n++) b[u][n] = has[n] ? *reinterpret_cast<const uint4*>(xr[n] + (k - xOff) + 32 * u) : make_uint4(0, 0, 0, 0);
     }
   };
   auto load = [&](int k, uint4 (&a0)[UNROLL], uint4 (&a1)[UNROLL], uint4 (&b)[UNROLL][ROW_TILES]) { loadW(k, a0, a1); loadX(k, b); };
