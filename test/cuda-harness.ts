@@ -44,7 +44,22 @@ export function relErr(got: ArrayLike<number>, want: ArrayLike<number>, equalInf
 
 export function close(what: string, got: ArrayLike<number>, want: ArrayLike<number>, tolerance: number, equalInfinities = false) {
   const e = relErr(got, want, equalInfinities);
-  assert.ok(e <= tolerance, `${what}: relative error ${e.toExponential(3)} > ${tolerance}`);
+  if (!(e <= tolerance)) assert.fail(`${what}: relative error ${e.toExponential(3)} > ${tolerance}; ${whereOff(got, want)}`);
+}
+
+/** Where two arrays part (for a failure message): how many elements are far off, the first and the worst. */
+function whereOff(got: ArrayLike<number>, want: ArrayLike<number>): string {
+  let sq = 0;
+  for (let i = 0; i < want.length; i++) sq += want[i] ** 2;
+  const rms = Math.sqrt(sq / Math.max(want.length, 1));
+  let far = 0, first = -1, worst = 0;
+  for (let i = 0; i < got.length; i++) {
+    const d = Math.abs(got[i] - want[i]);
+    if (!(d <= 0.1 * (Math.abs(want[i]) + rms))) { far++; if (first < 0) first = i; }
+    if (!(d <= Math.abs(got[worst] - want[worst]))) worst = i;
+  }
+  const at = (i: number) => `[${i}] ${got[i]} vs ${want[i]}`;
+  return `${far} of ${got.length} elements off by over 10% (first ${first < 0 ? 'none' : at(first)}), worst ${at(worst)}`;
 }
 
 /** The same float data on both backends (bf16-rounded first for a bf16 GPU); the CPU always float32. */
