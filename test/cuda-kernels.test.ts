@@ -90,14 +90,11 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
 
   test(`cuda ${dtype}: few-row GEMMs (skinny_gemm.cu in bf16) with bias, fused GELU, accumulation, float32 y`, { skip }, () => {
     const be = cudaFor(dtype);
-    // 9–16 rows also at 16 warps, unroll 2 (wideSkinny16), where the outputs fit one block an SM.
-    for (const wide16 of [false, true]) for (const [rows, inF, outF] of [[1, 2048, 517], [5, 320, 100], [16, 8192, 35], [9, 2048, 2048]]) {
-      if (wide16 && rows <= 8) continue;
-      be.wideSkinny16 = wide16;
+    for (const [rows, inF, outF] of [[1, 2048, 517], [5, 320, 100], [16, 8192, 35], [9, 2048, 2048]]) {
       const [xg, xc] = pair(be, randn(rows * inF), [rows, inF]);
       const [wg, wc] = pair(be, randn(outF * inF, 0.05), [outF, inF]);
       const [bg, bc] = pair(be, randn(outF), [outF]);
-      const what = `${rows}x${inF}x${outF}${wide16 ? ', 16 warps' : ''}`;
+      const what = `${rows}x${inF}x${outF}`;
       const y = be.alloc([rows, outF]);
       be.matmulInto(xg as CudaTensor, wg as CudaTensor, bg as CudaTensor, y, rows, false, true);
       close(`gelu(x·Wᵀ + b) ${what}`, down(be, y), down(cpu, cpu.gelu(cpu.linear(xc, wc, bc))), tol(dtype, 1e-5));
@@ -106,7 +103,6 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       be.matmulInto(xg as CudaTensor, wg as CudaTensor, null, yf, rows, true);
       close(`float32 y += x·Wᵀ ${what}`, down(be, yf), down(cpu, cpu.add(cpu.upload(raw, [rows, outF], 'float32'), cpu.linear(xc, wc, null))), 1e-5);
     }
-    be.wideSkinny16 = false;
   });
 
   test(`cuda ${dtype}: row statistics from a GEMM's epilogue, and the LayerNorm they feed fused into the next GEMM`, { skip }, () => {

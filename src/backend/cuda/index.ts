@@ -309,7 +309,6 @@ export class CudaBackend implements Backend {
   private skinnyFor(rows: number, inF: number, outF: number): { warps: number; unroll: number } | null {
     if (!this.skinny || this.activationDType !== 'bfloat16' || rows > 16) return null;
     const plan = this.skinnyShape ? { ...this.skinnyShape }
-      : rows > 8 && this.wideSkinny16 && Math.ceil(outF / 16) <= this.ctx.device.multiprocessors && inF % (32 * 2 * 16) === 0 ? { warps: 16, unroll: 2 }
       : skinnyPlan(inF, outF, rows, this.wideSkinny && rows <= 8 && Math.ceil(outF / 16) <= this.ctx.device.multiprocessors, this.qkvFourWarps);
     if (plan && inF % (32 * plan.unroll * plan.warps) !== 0) throw new Error(`skinny GEMM: K ${inF} does not split as ${plan.warps} warps × ${plan.unroll}`);
     return plan;
@@ -342,7 +341,7 @@ export class CudaBackend implements Backend {
     if (plan) {
       const yF32 = y.dtype === 'float32';
       const tiles = rows > 8 ? 2 : 1;
-      this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32, SKINNY_PREFETCH: this.prefetchWeights,
+      this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32,
         SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
         .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
           0, statsOut?.ptr ?? 0, clip], plan.warps * 16 * 8 * tiles * 4);
@@ -382,7 +381,7 @@ export class CudaBackend implements Backend {
     const shared = plan.warps * 16 * 8 * 4 + rows * (inF + 32 * plan.warps) * 2;
     this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
       LN_CHUNKS: Math.ceil(inF / plan.warps / 256),
-      SKINNY_PREFETCH: this.prefetchWeights, SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
+      SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
       .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0,
         ln.w.ptr, ln.b?.ptr ?? 0, ln.eps, statsIn!.ptr, statsOut?.ptr ?? 0, clip], shared);
   }
@@ -420,26 +419,10 @@ export class CudaBackend implements Backend {
   skinnyShape: { warps: number; unroll: number } | null = null;
 
   /**
-   * Whether skinny_gemm.cu prefetches each warp's whole weight slice into L2 before it waits for the
-   * kernel before it (so the weight stream overlaps that kernel under programmatic dependent launch).
-   * Off by default: measured slower on the H100 (2026-11-27, batch 1: 619 against 644 tokens/s with
-   * PDL); MPT_CUDA_PREFETCH=1 turns it on (comparisons).
-   */
-  prefetchWeights = process.env.MPT_CUDA_PREFETCH === '1';
-
-  /**
    * Whether few-row GEMMs (≤ 8 rows) with no more output tiles than SMs run 16 warps a block instead of
    * 8 (skinnyPlan's `wide`); MPT_CUDA_WIDE_SKINNY=0 turns it off (comparisons).
    */
   wideSkinny = process.env.MPT_CUDA_WIDE_SKINNY !== '0';
-  /**
-   * The same for two row tiles (9–16 rows): 16 warps at unroll 2 (128 registers, no spills, ptxas 13.0)
-   * instead of 8 warps at unroll 4 (166 registers); the same loads in flight a block, more warps to
-   * hide them. Off: measured on the H100 (2026-11-27) alone out 5.4 against 5.8 µs, down 14.3 against
-   * 14.1, but the batch-16 step slower (11,088 against 11,145 tokens/s) — a block then holds a whole
-   * SM's registers, so the next kernel cannot start early under PDL. MPT_CUDA_WIDE_SKINNY16=1 turns it on.
-   */
-  wideSkinny16 = process.env.MPT_CUDA_WIDE_SKINNY16 === '1';
 
   /**
    * Whether one-row-tile GEMMs of 384 or more output tiles take 4 warps a block (only the 1B model's

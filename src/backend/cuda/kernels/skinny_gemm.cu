@@ -74,18 +74,8 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
     }
   };
   loadW(kBeg, A0, A1);  // the weight stream starts before anything waits on x
-#ifdef SKINNY_PREFETCH
-  // The rest of this warp's weight slice into L2 (a 128-byte line = 64 k of a row; the 4 threads of a
-  // row pair take every 4th line), so that under programmatic dependent launch the whole weight stream
-  // overlaps the kernels before this one; the main loop then reads it from L2.
-  {
-    const bf16* ra = wa - 8 * t, *rb = wb - 8 * t;
-    for (int k = kBeg + 32 * UNROLL + 64 * t; k < kEnd; k += 256) {
-      asm volatile("prefetch.global.L2 [%0];" :: "l"(ra + k));
-      asm volatile("prefetch.global.L2 [%0];" :: "l"(rb + k));
-    }
-  }
-#endif
+  // (Prefetching the rest of the warp's weight slice into L2 here was measured slower: 619 against
+  // 644 tokens/s at batch 1 with PDL. bench/RESULTS-cuda.md.)
   // (A second group of weight loads before the wait, SKINNY_PRE2, was measured slower: 734 against 810
   // tokens/s at batch 1 — 158 registers a thread halve the resident blocks. bench/RESULTS-cuda.md.)
   // Weights are constant; x, y and the bias may come from the kernels before (DEPENDENT_LAUNCH). The
