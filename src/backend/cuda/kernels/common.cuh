@@ -1,6 +1,16 @@
 // Prepended to every kernel source by kernels.ts. T is the storage type of activations and weights:
 // __nv_bfloat16 when MPT_BF16 is defined, else float. Arithmetic is always in float.
 #include <cuda_bf16.h>
+// MPT_COHERENT_LOADS (a diagnostic, set through $MPT_CUDA_DEFINES): without __restrict__ the compiler
+// no longer turns loads from `const T* __restrict__` inputs into non-coherent ld.global.nc, whose
+// contract is data that stays read-only while the kernel lives. Under programmatic dependent launch a
+// kernel starts while the kernel before it still writes those inputs (it reads them only after
+// griddepcontrol.wait). Comparing the twin tests and the decode bench with and without this tells
+// whether the non-coherent path matters here (bench/RESULTS-cuda.md, the intermittent LN + GEMM failure).
+// The weights' explicit ld.global.nc (skinny_gemm.cu stream16) are not affected.
+#ifdef MPT_COHERENT_LOADS
+#define __restrict__
+#endif
 // NVRTC has no <math.h>: INFINITY by its bits.
 #ifndef INFINITY
 #define INFINITY __int_as_float(0x7f800000)
