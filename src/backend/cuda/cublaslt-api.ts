@@ -162,10 +162,13 @@ export class LtHandle {
   /**
    * The algorithm for one shape: the process's earlier choice for `key`, else (a GEMM of at least
    * gemmTuning.minFlops, tuning on, not inside a graph capture) the choice stored on disk by an earlier
-   * process (gemm-choices.ts) or, failing that, the fastest of the heuristic's candidates, else its first. `trial(algo)` launches the GEMM with that algorithm on the real
-   * inputs, writing only where the real call will write again (an output it overwrites, or scratch).
+   * process (gemm-choices.ts) or, failing that, the fastest of the heuristic's candidates, else its
+   * first. `launch(algo, d)` runs the GEMM on the real inputs with that algorithm, writing D at `d`
+   * (its own output when `d` is undefined). A GEMM whose output is also its C (accumulating) must not
+   * run more than once into it: give `scratchBytes`, the output's size, and the trials write scratch.
    */
-  choose(key: string, flops: number, desc: number, a: number, b: number, c: number, what: string, trial: (algo: Buffer) => void): Buffer {
+  choose(key: string, flops: number, desc: number, a: number, b: number, c: number, what: string,
+    launch: (algo: Buffer, d?: number) => void, scratchBytes = 0): Buffer {
     const known = chosenAlgorithms.get(key);
     if (known) return known;
     const tune = gemmTuning.enabled && flops >= gemmTuning.minFlops && !this.ctx.capturing;
@@ -178,7 +181,7 @@ export class LtHandle {
       const offered = stored && algos.find((candidate) => candidate.equals(stored));
       if (offered) algo = offered;
       else { // timed even when the heuristic offers one: the trials run the path the real call takes
-        const times = algos.map((candidate) => this.time(candidate, trial));
+        const times = this.timeEach(algos, launch, scratchBytes);
         let best = 0;
         times.forEach((t, i) => { if (t < times[best]) best = i; });
         if (!(times[best] < times[0] * (1 - gemmTuning.margin))) best = 0;
@@ -191,34 +194,33 @@ export class LtHandle {
     return algo;
   }
 
-  /** Milliseconds a launch with this algorithm takes (mean of gemmTuning.reps after one warm-up); Infinity if it fails. */
-  private time(algo: Buffer, trial: (algo: Buffer) => void): number {
+  /** Milliseconds a launch with each algorithm takes (mean of gemmTuning.reps after one warm-up); Infinity where it fails. */
+  private timeEach(algos: Buffer[], launch: (algo: Buffer, d?: number) => void, scratchBytes: number): number[] {
+    const p = new BigUint64Array(1);
+    if (scratchBytes > 0) cu('cuMemAlloc_v2', p, scratchBytes);
+    const d = scratchBytes > 0 ? Number(p[0]) : undefined;
     const start = new CudaEvent(this.ctx), end = new CudaEvent(this.ctx);
     try {
-      trial(algo);
-      start.record();
-      for (let i = 0; i < gemmTuning.reps; i++) trial(algo);
-      end.record();
-      return end.since(start) / gemmTuning.reps;
-    } catch (e) {
-      if (e instanceof CublasError) return Infinity; // a candidate this launch refuses: not a choice
-      throw e;
+      return algos.map((algo) => {
+        try {
+          launch(algo, d);
+          start.record();
+          for (let i = 0; i < gemmTuning.reps; i++) launch(algo, d);
+          end.record();
+          return end.since(start) / gemmTuning.reps;
+        } catch (e) {
+          if (e instanceof CublasError) return Infinity; // a candidate this launch refuses: not a choice
+          throw e;
+        }
+      });
     } finally {
       start.destroy();
       end.destroy();
+      if (d !== undefined) {
+        this.ctx.synchronize();
+        cu('cuMemFree_v2', d);
+      }
     }
-  }
-
-  /** Device scratch for trials that must not write the real output (freed by the caller with freeScratch). */
-  scratch(bytes: number): number {
-    const p = new BigUint64Array(1);
-    cu('cuMemAlloc_v2', p, bytes);
-    return Number(p[0]);
-  }
-
-  freeScratch(ptr: number): void {
-    this.ctx.synchronize();
-    cu('cuMemFree_v2', ptr);
   }
 
   /**

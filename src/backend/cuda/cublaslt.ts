@@ -89,20 +89,11 @@ export class CublasLt {
     if (a.residual && a.accumulate) throw new CublasError('cublasLtMatmul', 7, 'accumulate and residual together');
     const what = `${a.rows}x${a.inFeatures} · ${a.outFeatures}x${a.inFeatures}ᵀ, ${a.dtype}${a.accumulate ? ', accumulating' : a.residual ? ', + residual' : ''}`;
     const beta = a.accumulate || a.residual ? this.one : this.zero, c = a.residual || a.y;
-    plan.algo ??= this.choose(plan, a, what, beta, c);
-    this.lt.matmul(what, plan.desc, plan.algo, this.one, a.w, plan.a, a.x, plan.b, beta, c, plan.c, a.y);
-  }
-
-  /** The plan's algorithm; trials of an accumulating GEMM (C = y) write scratch, so y is added into once. */
-  private choose(plan: Plan, a: MatmulArgs, what: string, beta: Float32Array, c: number): Buffer {
-    let scratch = 0;
-    try {
-      return this.lt.choose(plan.key, 2 * a.rows * a.inFeatures * a.outFeatures, plan.desc, plan.a, plan.b, plan.c, what, (algo) => {
-        if (a.accumulate && !scratch) scratch = this.lt.scratch(a.rows * a.outFeatures * ((a.outDType ?? a.dtype) === 'bfloat16' ? 2 : 4));
-        this.lt.matmul(what, plan.desc, algo, this.one, a.w, plan.a, a.x, plan.b, beta, c, plan.c, a.accumulate ? scratch : a.y);
-      });
-    } finally {
-      if (scratch) this.lt.freeScratch(scratch);
-    }
+    const launch = (algo: Buffer, d = a.y) => this.lt.matmul(what, plan.desc, algo, this.one, a.w, plan.a, a.x, plan.b, beta, c, plan.c, d);
+    // Trials of an accumulating GEMM (C = y) write scratch, so y is added into once.
+    const outBytes = a.rows * a.outFeatures * ((a.outDType ?? a.dtype) === 'bfloat16' ? 2 : 4);
+    plan.algo ??= this.lt.choose(plan.key, 2 * a.rows * a.inFeatures * a.outFeatures, plan.desc, plan.a, plan.b, plan.c, what, launch,
+      a.accumulate ? outBytes : 0);
+    launch(plan.algo);
   }
 }

@@ -58,20 +58,10 @@ export class TrainingGemm {
     this.alpha[0] = g.alpha;
     this.beta[0] = g.beta;
     const what = `${g.m}x${g.n}x${g.k}, ${g.aTrans ? 'T' : 'N'}${g.bTrans ? 'T' : 'N'}, ${g.inType}>${g.outType}${g.beta !== 0 ? ', accumulating' : ''}`;
-    plan.algo ??= this.choose(plan, g, what);
-    this.lt.matmul(what, plan.desc, plan.algo, this.alpha, g.b, plan.la, g.a, plan.lb, this.beta, g.c, plan.lc);
-  }
-
-  /** The plan's algorithm; trials of an accumulating GEMM read the real C and write scratch. */
-  private choose(plan: Plan, g: GemmArgs, what: string): Buffer {
-    let scratch = 0;
-    try {
-      return this.lt.choose(plan.key, 2 * g.m * g.n * g.k, plan.desc, plan.la, plan.lb, plan.lc, what, (algo) => {
-        if (g.beta !== 0 && !scratch) scratch = this.lt.scratch(g.m * g.n * (g.outType === 'bfloat16' ? 2 : 4));
-        this.lt.matmul(what, plan.desc, algo, this.alpha, g.b, plan.la, g.a, plan.lb, this.beta, g.c, plan.lc, g.beta !== 0 ? scratch : g.c);
-      });
-    } finally {
-      if (scratch) this.lt.freeScratch(scratch);
-    }
+    const launch = (algo: Buffer, d = g.c) => this.lt.matmul(what, plan.desc, algo, this.alpha, g.b, plan.la, g.a, plan.lb, this.beta, g.c, plan.lc, d);
+    // Trials of an accumulating GEMM read the real C and write scratch, so the gradient is added into once.
+    plan.algo ??= this.lt.choose(plan.key, 2 * g.m * g.n * g.k, plan.desc, plan.la, plan.lb, plan.lc, what, launch,
+      g.beta !== 0 ? g.m * g.n * (g.outType === 'bfloat16' ? 2 : 4) : 0);
+    launch(plan.algo);
   }
 }
