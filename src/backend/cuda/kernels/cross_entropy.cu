@@ -1,19 +1,25 @@
 // Cross entropy over one block of rows of logits z [rows, vocab] (float32, already times the logit
 // scale): one thread block a row. loss[r] = logsumexp(z_r) − z_r[target_r] (0 for target −1); with
 // gradients, dz[r, j] = k·(softmax(z_r)_j − [j = target_r]) stored in T (0 for ignored rows), the
-// gradient of the raw logits x·Wᵀ when k = lossScale·logitScale. One pass keeps a running (max, sum)
-// per thread; a second writes dz.
+// gradient of the raw logits x·Wᵀ when k = lossScale·logitScale.
+
+// A row whose target is −1 (not predicted) adds nothing: loss 0 and, with gradients, dz 0. True for such
+// a row (the block then returns).
+__device__ __forceinline__ bool ignored_row(int target, float* loss, T* dzr, int vocab, int gradients) {
+  if (target >= 0) return false;
+  if (threadIdx.x == 0) *loss = 0.f;
+  if (gradients) for (int j = threadIdx.x; j < vocab; j += blockDim.x) dzr[j] = st<T>(0.f);
+  return true;
+}
+
+// One pass keeps a running (max, sum) per thread; a second writes dz.
 extern "C" __global__ void cross_entropy_rows(const float* __restrict__ z, const int* __restrict__ targets, float* __restrict__ loss,
                                               T* __restrict__ dz, int vocab, float k, int gradients) {
   const int r = blockIdx.x;
   const float* zr = z + (long long)r * vocab;
   const int target = targets[r];
   T* dzr = dz + (long long)r * vocab;
-  if (target < 0) {
-    if (threadIdx.x == 0) loss[r] = 0.f;
-    if (gradients) for (int j = threadIdx.x; j < vocab; j += blockDim.x) dzr[j] = st<T>(0.f);
-    return;
-  }
+  if (ignored_row(target, loss + r, dzr, vocab, gradients)) return;
   float m = -INFINITY, s = 0.f;
   for (int j = threadIdx.x; j < vocab; j += blockDim.x) {
     const float x = zr[j];
@@ -42,11 +48,7 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_rows_smem(const
   const float4* zr = reinterpret_cast<const float4*>(z + (long long)r * vocab);
   const int target = targets[r];
   T* dzr = dz + (long long)r * vocab;
-  if (target < 0) {
-    if (threadIdx.x == 0) loss[r] = 0.f;
-    if (gradients) for (int j = threadIdx.x; j < vocab; j += blockDim.x) dzr[j] = st<T>(0.f);
-    return;
-  }
+  if (ignored_row(target, loss + r, dzr, vocab, gradients)) return;
   float m = -INFINITY, s = 0.f;
   for (int j = threadIdx.x; j < n4; j += blockDim.x) {
     const float4 x = __ldcs(zr + j);
