@@ -93,6 +93,17 @@ __device__ __forceinline__ void load_rows_a(unsigned (*a)[4], const bf16* base, 
     a[s][3] = rb < t ? *reinterpret_cast<const unsigned*>(base + (long long)rb * stride + c + 8) : 0u;
   }
 }
+// The other way: a C tile of 16 rows (ra = the warp's first row + g, rb = ra + 8) × HEAD_DIM, times
+// `scale`, as bf16 into a global [.., stride] matrix; rows ≥ t are dropped.
+__device__ __forceinline__ void store_rows_c(bf16* base, const float (*acc)[4], int ra, int rb, int t, int stride, float scale, int lane) {
+  const int t4 = lane & 3;
+#pragma unroll
+  for (int n = 0; n < DTILES; n++) {
+    const int c = n * 8 + 2 * t4;
+    if (ra < t) *reinterpret_cast<__nv_bfloat162*>(base + (long long)ra * stride + c) = __floats2bfloat162_rn(acc[n][0] * scale, acc[n][1] * scale);
+    if (rb < t) *reinterpret_cast<__nv_bfloat162*>(base + (long long)rb * stride + c) = __floats2bfloat162_rn(acc[n][2] * scale, acc[n][3] * scale);
+  }
+}
 // Two tiles of 64 rows × HEAD_DIM into shared memory (cp.async by the whole block, zero-filled past t),
 // one commit group.
 __device__ __forceinline__ void load_pair(bf16 (*x)[ROW], bf16 (*y)[ROW], const bf16* xg, const bf16* yg, int r0, int t, int stride) {
@@ -186,12 +197,7 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dq(
     }
     __syncthreads();
   }
-#pragma unroll
-  for (int n = 0; n < DTILES; n++) {
-    const int c = n * 8 + 2 * t4;
-    if (r0 < t) *reinterpret_cast<__nv_bfloat162*>(dq + base + (long long)r0 * stride + c) = __floats2bfloat162_rn(acc[n][0] * scale, acc[n][1] * scale);
-    if (r1 < t) *reinterpret_cast<__nv_bfloat162*>(dq + base + (long long)r1 * stride + c) = __floats2bfloat162_rn(acc[n][2] * scale, acc[n][3] * scale);
-  }
+  store_rows_c(dq + base, acc, r0, r1, t, stride, scale, lane);
 }
 
 // The stored dsᵀ (flash_backward_dkdv writes it, flash_backward_dq_stored reads it): per (batch, head) the
@@ -274,12 +280,7 @@ extern "C" __global__ void __launch_bounds__(DQS_WARPS * 32, 2) flash_backward_d
     }
     __syncthreads();
   }
-#pragma unroll
-  for (int n = 0; n < DTILES; n++) {
-    const int c = n * 8 + 2 * t4;
-    if (r0 < t) *reinterpret_cast<__nv_bfloat162*>(dq + base + (long long)r0 * stride + c) = __floats2bfloat162_rn(acc[n][0] * scale, acc[n][1] * scale);
-    if (r1 < t) *reinterpret_cast<__nv_bfloat162*>(dq + base + (long long)r1 * stride + c) = __floats2bfloat162_rn(acc[n][2] * scale, acc[n][3] * scale);
-  }
+  store_rows_c(dq + base, acc, r0, r1, t, stride, scale, lane);
 }
 
 // dk and dv for 64 keys a block, a warp 16 of them: grid (batch·nHeads, ceil(t/64)), 128 threads. The
@@ -397,18 +398,8 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dkdv(
     }
     __syncthreads();
   }
-#pragma unroll
-  for (int n = 0; n < DTILES; n++) {
-    const int c = n * 8 + 2 * t4;
-    if (j0 < t) {
-      *reinterpret_cast<__nv_bfloat162*>(dk + base + (long long)j0 * stride + c) = __floats2bfloat162_rn(dkAcc[n][0] * scale, dkAcc[n][1] * scale);
-      *reinterpret_cast<__nv_bfloat162*>(dv + base + (long long)j0 * stride + c) = __floats2bfloat162_rn(dvAcc[n][0], dvAcc[n][1]);
-    }
-    if (j1 < t) {
-      *reinterpret_cast<__nv_bfloat162*>(dk + base + (long long)j1 * stride + c) = __floats2bfloat162_rn(dkAcc[n][2] * scale, dkAcc[n][3] * scale);
-      *reinterpret_cast<__nv_bfloat162*>(dv + base + (long long)j1 * stride + c) = __floats2bfloat162_rn(dvAcc[n][2], dvAcc[n][3]);
-    }
-  }
+  store_rows_c(dk + base, dkAcc, j0, j1, t, stride, scale, lane);
+  store_rows_c(dv + base, dvAcc, j0, j1, t, stride, 1.f, lane);
 }
 
 // Scalar versions (any T, head size ≤ 256, optional key mask: masked keys get no probability).
