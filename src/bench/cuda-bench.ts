@@ -193,21 +193,32 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
   };
   be.allocator.resetPeak();
 
-  /** Median wall time of `newTokens` decode steps after a prompt (a fresh decoder, so a fresh graph). */
-  const timeDecode = (batch: number): { ms: number; times: number[] } => {
+  /**
+   * Median wall time of `newTokens` decode steps after a prompt (a fresh decoder, so a fresh graph):
+   * each step reading its tokens back, as streaming does, or (`backToBack`) all enqueued with one read
+   * at the end, the GPU's own pace.
+   */
+  const timeDecode = (batch: number, backToBack = false): { ms: number; times: number[] } => {
     const dec = be.createDecoder(c, params, slopes, batch, promptTokens + newTokens + 1);
     const times: number[] = [];
     for (let r = 0; r < repeats + 1; r++) {
       dec.prefill(randomPrompt(batch, promptTokens, c.vocabSize, 7 + r), null, { temperature: 0 });
       be.synchronize();
       const t0 = process.hrtime.bigint();
-      for (let s = 0; s < newTokens; s++) dec.step(); // each step reads its tokens back, as streaming does
+      if (backToBack) {
+        for (let s = 0; s < newTokens; s++) dec.enqueueStep();
+        dec.readIds();
+      } else {
+        for (let s = 0; s < newTokens; s++) dec.step();
+      }
       const ms = Number(process.hrtime.bigint() - t0) / 1e6;
       if (r > 0) times.push(ms); // the first run compiles, captures and warms up
     }
     dec.release();
     return { ms: median(times), times };
   };
+  const logDecode = (batch: number, label: string, { ms, times }: { ms: number; times: number[] }) =>
+    log(`decode batch ${batch}${label}: ${(batch * newTokens / (ms / 1000)).toFixed(0)} tokens/s (${(ms / newTokens).toFixed(3)} ms/step; runs ${times.map((x) => x.toFixed(1)).join(', ')} ms)`);
   for (const batch of options.batches ?? [1, 16]) {
     // Variants of the decode step in the same run (each a fresh decoder and graph), then the default's
     // figure, which is the one reported.
@@ -215,27 +226,13 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
       const undo = set();
       const other = timeDecode(batch);
       undo();
-      log(`decode batch ${batch}, ${label}: ${(batch * newTokens / (other.ms / 1000)).toFixed(0)} tokens/s (${(other.ms / newTokens).toFixed(3)} ms/step; runs ${other.times.map((x) => x.toFixed(1)).join(', ')} ms)`);
+      logDecode(batch, `, ${label}`, other);
     }
-    const { ms, times } = timeDecode(batch);
-    result.decode.push({ batch, tokensPerSecond: (batch * newTokens) / (ms / 1000), msPerStep: ms / newTokens });
-    log(`decode batch ${batch}: ${(batch * newTokens / (ms / 1000)).toFixed(0)} tokens/s (${(ms / newTokens).toFixed(3)} ms/step; runs ${times.map((x) => x.toFixed(1)).join(', ')} ms)`);
-    {
-      // The host gap: the same steps enqueued back to back with one read at the end (the GPU's own pace).
-      const dec = be.createDecoder(c, params, slopes, batch, promptTokens + newTokens + 1);
-      const floor: number[] = [];
-      for (let r = 0; r < repeats + 1; r++) {
-        dec.prefill(randomPrompt(batch, promptTokens, c.vocabSize, 7 + r), null, { temperature: 0 });
-        be.synchronize();
-        const t0 = process.hrtime.bigint();
-        for (let s = 0; s < newTokens; s++) dec.enqueueStep();
-        dec.readIds();
-        if (r > 0) floor.push(Number(process.hrtime.bigint() - t0) / 1e6);
-      }
-      dec.release();
-      const f = median(floor);
-      log(`decode batch ${batch}, ${newTokens} steps back to back, one read at the end: ${(batch * newTokens / (f / 1000)).toFixed(0)} tokens/s (${(f / newTokens).toFixed(3)} ms/step; runs ${floor.map((x) => x.toFixed(1)).join(', ')} ms)`);
-    }
+    const timed = timeDecode(batch);
+    result.decode.push({ batch, tokensPerSecond: (batch * newTokens) / (timed.ms / 1000), msPerStep: timed.ms / newTokens });
+    logDecode(batch, '', timed);
+    // The host gap: the same steps enqueued back to back with one read at the end.
+    logDecode(batch, `, ${newTokens} steps back to back, one read at the end`, timeDecode(batch, true));
     const dec = be.createDecoder(c, params, slopes, batch, promptTokens + newTokens + 1);
     // Breakdown of one decode step inside a graph (event nodes between stages).
     dec.prefill(randomPrompt(batch, promptTokens, c.vocabSize, 99), null, { temperature: 0 });
