@@ -4,14 +4,10 @@
 // With COPY_BF16 (or COPY_F32) the compute copy is refreshed from the new master value in the same pass.
 struct AdamwHyper { float stepSize, beta1, beta2, eps, keep, bc2Sqrt; };
 
-__device__ __forceinline__ float adamw_one(float& p, float g, float& m, float& v, const AdamwHyper& h) {
-  const float mi = h.beta1 * m + (1.f - h.beta1) * g;
-  const float vi = h.beta2 * v + (1.f - h.beta2) * g * g;
-  m = mi;
-  v = vi;
-  const float kept = p * h.keep;
-  p = kept - h.stepSize * mi / (sqrtf(vi) / h.bc2Sqrt + h.eps);
-  return p;
+__device__ __forceinline__ void adamw_one(float& p, float g, float& m, float& v, const AdamwHyper& h) {
+  m = h.beta1 * m + (1.f - h.beta1) * g;
+  v = h.beta2 * v + (1.f - h.beta2) * g * g;
+  p = p * h.keep - h.stepSize * m / (sqrtf(v) / h.bc2Sqrt + h.eps);
 }
 
 __device__ __forceinline__ void store_copy(void* copy, long long i, float value) {
@@ -22,16 +18,21 @@ __device__ __forceinline__ void store_copy(void* copy, long long i, float value)
 #endif
 }
 
+// Element i of one tensor, read, stepped and written back (with its compute copy).
+__device__ __forceinline__ void adamw_element(float* param, const float* grad, float* m, float* v, void* copy, long long i, const AdamwHyper& h) {
+  float p = param[i], mi = m[i], vi = v[i];
+  adamw_one(p, grad[i], mi, vi, h);
+  m[i] = mi;
+  v[i] = vi;
+  param[i] = p;
+  if (copy) store_copy(copy, i, p);
+}
+
 extern "C" __global__ void adamw_step(float* __restrict__ param, const float* __restrict__ grad, float* __restrict__ m, float* __restrict__ v,
                                       float stepSize, float beta1, float beta2, float eps, float keep, float bc2Sqrt, long long n, void* copy) {
   const AdamwHyper h{stepSize, beta1, beta2, eps, keep, bc2Sqrt};
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-    float p = param[i], mi = m[i], vi = v[i];
-    const float out = adamw_one(p, grad[i], mi, vi, h);
-    m[i] = mi;
-    v[i] = vi;
-    param[i] = out;
-    if (copy) store_copy(copy, i, out);
+    adamw_element(param, grad, m, v, copy, i, h);
   }
 }
 
@@ -74,14 +75,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_multi(const AdamwTensor*
 #endif
       }
     } else {
-      for (long long j = i; j < end; j++) {
-        float p = t.p[j], m = t.m[j], v = t.v[j];
-        const float out = adamw_one(p, t.g[j], m, v, h);
-        t.m[j] = m;
-        t.v[j] = v;
-        t.p[j] = out;
-        if (t.copy) store_copy(t.copy, j, out);
-      }
+      for (long long j = i; j < end; j++) adamw_element(t.p, t.g, t.m, t.v, t.copy, j, h);
     }
   }
 }
