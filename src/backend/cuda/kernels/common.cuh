@@ -1,14 +1,15 @@
 // Prepended to every kernel source by kernels.ts. T is the storage type of activations and weights:
 // __nv_bfloat16 when MPT_BF16 is defined, else float. Arithmetic is always in float.
 #include <cuda_bf16.h>
-// MPT_COHERENT_LOADS (a diagnostic, set through $MPT_CUDA_DEFINES): without __restrict__ the compiler
-// no longer turns loads from `const T* __restrict__` inputs into non-coherent ld.global.nc, whose
-// contract is data that stays read-only while the kernel lives. Under programmatic dependent launch a
-// kernel starts while the kernel before it still writes those inputs (it reads them only after
-// griddepcontrol.wait). Comparing the twin tests and the decode bench with and without this tells
-// whether the non-coherent path matters here (bench/RESULTS-cuda.md, the intermittent LN + GEMM failure).
-// The weights' explicit ld.global.nc (skinny_gemm.cu stream16) are not affected.
-#ifdef MPT_COHERENT_LOADS
+// Every kernel is compiled without __restrict__, so loads from `const T* __restrict__` inputs stay
+// coherent ld.global instead of the non-coherent ld.global.nc the compiler would otherwise choose: that
+// path's contract is data that stays read-only while the kernel lives, and under programmatic dependent
+// launch a kernel starts while the kernel before it still writes its inputs (it reads them only after
+// griddepcontrol.wait), so the non-coherent path gives no guarantee of seeing those writes. (The suspect of
+// a rare LayerNorm + GEMM twin failure, bench/RESULTS-cuda.md; test/cuda-pdl.test.ts did not reproduce it
+// either way.) Only the weights, constant for the whole run, are streamed non-coherently, by explicit
+// ld.global.nc (skinny_gemm.cu stream16). MPT_NC_LOADS keeps __restrict__ (comparisons only).
+#ifndef MPT_NC_LOADS
 #define __restrict__
 #endif
 // NVRTC has no <math.h>: INFINITY by its bits.
