@@ -1,7 +1,7 @@
-// LayerNorm forward and backward kernels side by side at the training shape (bf16 [16384, 2048], the
-// mpt-1b step's LN_1, LN_2, QK-LN and LN_f calls): median milliseconds a call over CUDA events after a
-// warm-up, the bandwidth that makes, and each variant's results against the first one's (the kernel
-// being replaced). Run on a GPU: node dist/bench/tools/layernorm-ab.js [rows] [width]
+// LayerNorm backward shapes side by side at the training shape (bf16 [16384, 2048], the mpt-1b step's
+// LN_1, LN_2, QK-LN and LN_f calls), and the forward layernorm8: median milliseconds a call over CUDA
+// events after a warm-up, the bandwidth that makes, each shape's results against the first one's (the
+// default) and whether a repeat gives the same bits. Run on a GPU: node dist/bench/tools/layernorm-ab.js [rows] [width]
 import { CudaBackend } from '../../src/backend/cuda/index.js';
 import { CudaEvent } from '../../src/backend/cuda/driver.js';
 import type { CudaTensor } from '../../src/backend/cuda/tensor.js';
@@ -45,15 +45,12 @@ be.synchronize();
 
 // ---- backward ----
 type Variant = { name: string; set: () => void };
-const teams = (teamMax: number, blockThreads: number, threadsPerSM: number, prefetch: boolean): Variant => ({
-  name: `teams ≤${teamMax} thr/row, ${blockThreads} thr/block, ${threadsPerSM} thr/SM${prefetch ? ', prefetch' : ''}`,
-  set: () => { ops.lnTeams = { use: true, teamMax, blockThreads, threadsPerSM, prefetch }; },
+const teams = (teamMax: number, blockThreads: number, threadsPerSM: number): Variant => ({
+  name: `≤${teamMax} threads a row, ${blockThreads} a block, ${threadsPerSM} an SM`,
+  set: () => { ops.lnTeams = { teamMax, blockThreads, threadsPerSM }; },
 });
-const variants: Variant[] = [
-  { name: 'rows (before: warp a row, 4 blocks/SM)', set: () => { ops.lnTeams = { ...ops.lnTeams, use: false }; ops.lnMinBlocks = 4; } },
-  teams(256, 1024, 1024, true), teams(256, 1024, 1024, false), teams(256, 512, 1024, true), teams(256, 256, 1024, true),
-  teams(256, 512, 512, true), teams(256, 256, 2048, true), teams(256, 1024, 2048, true), teams(128, 512, 512, true), teams(128, 1024, 1024, true),
-];
+const defaults = { ...ops.lnTeams };
+const variants: Variant[] = [teams(defaults.teamMax, defaults.blockThreads, defaults.threadsPerSM), teams(256, 1024, 1024), teams(256, 256, 1024), teams(256, 512, 512), teams(128, 512, 512)];
 const bytes = { residual: 8 * count, plain: 6 * count }; // bf16 x, dy (+ residual) read, dx written
 let reference: { dx: Float32Array; dW: Float32Array; dxRes: Float32Array } | null = null;
 console.log(`LayerNorm backward, bf16 [${rows}, ${n}] (floor at 3.0 TB/s: ${(bytes.residual / 3e9).toFixed(4)} ms with residual, ${(bytes.plain / 3e9).toFixed(4)} without)`);
@@ -79,36 +76,10 @@ for (const v of variants) {
   console.log(`${v.name.padEnd(56)} residual ${msRes.toFixed(4)} ms (${gbs(bytes.residual, msRes)}), plain ${msPlain.toFixed(4)} ms (${gbs(bytes.plain, msPlain)}); ` +
     `vs first: dx ${relErr(r1.dx, reference.dx).toExponential(2)}, dx+res ${relErr(withRes, reference.dxRes).toExponential(2)}, dW ${relErr(r1.dW, reference.dW).toExponential(2)}; repeat ${same ? 'bit-identical' : 'DIFFERS'}`);
 }
-ops.lnTeams = { use: true, teamMax: 256, blockThreads: 1024, threadsPerSM: 1024, prefetch: true };
+ops.lnTeams = defaults;
 
-// ---- forward: layernorm8 as before (LN_FWD_V1) against the version in the file, bit for bit ----
-console.log(`LayerNorm forward layernorm8, bf16 [${rows}, ${n}] (floor at 3.0 TB/s: ${(4 * count / 3e9).toFixed(4)} ms)`);
-const fwd: Array<{ name: string; defs: Record<string, number> }> = [
-  { name: 'layernorm8 before (block_sum, floats)', defs: { LN_FWD_V1: 1 } },
-  { name: 'layernorm8 stored chunks, 2 barriers', defs: {} },
-  { name: 'layernorm8 stored chunks, 2 barriers, ≤32 registers', defs: { LN_FWD_MIN_BLOCKS: 2 } },
-];
-const outs: Float32Array[] = [];
-for (const f of fwd) {
-  const k = be.kernels.get('layernorm.cu', 'layernorm8', be.defs({ MPT_X_F32: false, ...f.defs }));
-  const out = be.alloc([rows, n]);
-  const ms = time(() => k.launch([rows], [be.rowThreads8(n)], [x.ptr, 0, w.ptr, 0, out.ptr, n, eps]));
-  outs.push(down(out));
-  be.release(out);
-  const identical = outs[outs.length - 1].every((value, i) => Object.is(value, outs[0][i]));
-  console.log(`${f.name.padEnd(56)} ${ms.toFixed(4)} ms (${gbs(4 * count, ms)}); ${identical ? 'bit-identical to the first' : 'DIFFERS from the first'}`);
-}
-// The decoder's forms (few rows, a residual added in place, the float32 stream): before and after, bit for bit.
-for (const f32 of [false, true]) for (const r of [1, 7, 300]) {
-  const results = fwd.slice(0, 2).map((f) => {
-    const xs = random([r, n], 0.2, 1, f32 ? 'float32' : 'bfloat16'), rs = random([r, n], 0, 1, f32 ? 'float32' : 'bfloat16'), out = be.alloc([r, n]);
-    seed -= 2; // the same inputs for both versions
-    be.kernels.get('layernorm.cu', 'layernorm8', be.defs({ MPT_X_F32: f32, ...f.defs })).launch([r], [be.rowThreads8(n)], [xs.ptr, rs.ptr, w.ptr, w.ptr, out.ptr, n, eps]);
-    const got = [down(out), down(xs)];
-    for (const t of [xs, rs, out]) be.release(t);
-    return got;
-  });
-  seed += 2;
-  const same = results[0].every((a, i) => a.every((value, j) => Object.is(value, results[1][i][j])));
-  console.log(`decode form ${r} rows, ${f32 ? 'float32' : 'bf16'} stream, residual and bias: out and x ${same ? 'bit-identical' : 'DIFFER'} before/after`);
-}
+// ---- forward: layernorm8 as the training forward launches it (a block a row) ----
+const out = be.alloc([rows, n]);
+const layernorm8 = be.kernels.get('layernorm.cu', 'layernorm8', be.defs({ MPT_X_F32: false }));
+const ms = time(() => layernorm8.launch([rows], [be.rowThreads8(n)], [x.ptr, 0, w.ptr, 0, out.ptr, n, eps]));
+console.log(`LayerNorm forward layernorm8, bf16 [${rows}, ${n}]: ${ms.toFixed(4)} ms (${gbs(4 * count, ms)}; floor at 3.0 TB/s: ${(4 * count / 3e9).toFixed(4)} ms)`);

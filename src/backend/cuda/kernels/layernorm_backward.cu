@@ -40,167 +40,24 @@ extern "C" __global__ void layernorm_backward(const T* __restrict__ dy, const T*
   }
 }
 
-// The same gradients for rows of width n % 8 == 0, one warp a row, 16-byte accesses; dx + residual is
-// written (the residual stream's gradient around the norm, when `residual` is not null) and the row
-// sums for dw (and db with LN_BIAS) are kept per lane in registers (a lane always owns the same columns:
-// chunks lane, lane + 32, …, LN_CH of them), then summed over the block's warps in a fixed order and
-// written to partial[block, n] (and partial[gridDim.x + block, n] for db): layernorm_dw_sum adds those
-// into the float32 accumulators, block by block in order. No atomics: the result is deterministic.
-// x is read once (held in registers as stored), dy and w once for the sums and again (from L1/L2) for dx.
-#ifndef LN_CH
-#define LN_CH 1
-#endif
-// Blocks an SM the registers are bounded for (3: ~165 registers, no spills; 4: 128, a few spills to L1).
-#ifndef LN_MIN_BLOCKS
-#define LN_MIN_BLOCKS 3
-#endif
-// A chunk of 8 values as stored (one 16-byte word in bf16, two in float32): the row's x is held this
-// way between passes, so bf16 rows cost half the registers of floats (more blocks an SM).
+// A chunk of 8 values as stored (one 16-byte word in bf16, two in float32): rows are held this way
+// between passes, so bf16 rows cost half the registers of floats.
 struct Chunk { uint4 u[sizeof(T) / 2]; };
 __device__ __forceinline__ void unpack8(const Chunk& c, float* v) { load8(reinterpret_cast<const T*>(&c), v); }
 
-extern "C" __global__ void __launch_bounds__(128, LN_MIN_BLOCKS) layernorm_backward_rows(const T* __restrict__ dy, const T* __restrict__ x,
-    const T* __restrict__ w, const T* __restrict__ residual, T* __restrict__ dx, float* __restrict__ partial, int rows, int n, float eps) {
-  extern __shared__ float acc[];  // [n] dw (and [n, 2n) db): the block's sums
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5, chunks = n >> 3;
-  float dw[LN_CH][8];
-#ifdef LN_BIAS
-  float db[LN_CH][8];
-#endif
-#pragma unroll
-  for (int j = 0; j < LN_CH; j++)
-#pragma unroll
-    for (int e = 0; e < 8; e++) {
-      dw[j][e] = 0.f;
-#ifdef LN_BIAS
-      db[j][e] = 0.f;
-#endif
-    }
-  for (long long r = (long long)blockIdx.x * warps + warp; r < rows; r += (long long)gridDim.x * warps) {
-    const T* xr = x + r * n;
-    const T* dyr = dy + r * n;
-    Chunk xc[LN_CH];
-    float s = 0.f;
-#pragma unroll
-    for (int j = 0; j < LN_CH; j++) {
-      const int c = lane + 32 * j;
-      if (c < chunks) {
-        xc[j] = *reinterpret_cast<const Chunk*>(xr + 8 * c);
-        float v[8];
-        unpack8(xc[j], v);
-#pragma unroll
-        for (int e = 0; e < 8; e++) s += v[e];
-      }
-    }
-    const float mean = warp_sum(s) / n;
-    float q = 0.f;
-#pragma unroll
-    for (int j = 0; j < LN_CH; j++) {
-      if (lane + 32 * j < chunks) {
-        float v[8];
-        unpack8(xc[j], v);
-#pragma unroll
-        for (int e = 0; e < 8; e++) { const float u = v[e] - mean; q += u * u; }
-      }
-    }
-    const float rstd = rsqrtf(warp_sum(q) / n + eps);
-    float sg = 0.f, sgx = 0.f;
-#pragma unroll
-    for (int j = 0; j < LN_CH; j++) {
-      const int c = lane + 32 * j;
-      if (c < chunks) {
-        float v[8], d[8], wv[8];
-        unpack8(xc[j], v);
-        load8(dyr + 8 * c, d);
-        load8(w + 8 * c, wv);
-#pragma unroll
-        for (int e = 0; e < 8; e++) {
-          const float h = (v[e] - mean) * rstd, g = d[e] * wv[e];
-          sg += g;
-          sgx += g * h;
-          dw[j][e] += d[e] * h;
-#ifdef LN_BIAS
-          db[j][e] += d[e];
-#endif
-        }
-      }
-    }
-    const float meanG = warp_sum(sg) / n, meanGX = warp_sum(sgx) / n;
-#pragma unroll
-    for (int j = 0; j < LN_CH; j++) {
-      const int c = lane + 32 * j;
-      if (c < chunks) {
-        float v[8], d[8], wv[8], res[8], o[8];
-        unpack8(xc[j], v);
-        load8(dyr + 8 * c, d);
-        load8(w + 8 * c, wv);
-        if (residual) load8(residual + r * n + 8 * c, res);
-#pragma unroll
-        for (int e = 0; e < 8; e++) o[e] = rstd * (d[e] * wv[e] - meanG - (v[e] - mean) * rstd * meanGX) + (residual ? res[e] : 0.f);
-        store8(dx + r * n + 8 * c, o);
-      }
-    }
-  }
-  // The block's sums: warp 0 writes, warps 1, 2, … add in turn.
-  for (int wp = 0; wp < warps; wp++) {
-    if (warp == wp) {
-#pragma unroll
-      for (int j = 0; j < LN_CH; j++) {
-        const int c = lane + 32 * j;
-        if (c < chunks) {
-#pragma unroll
-          for (int e = 0; e < 8; e++) {
-            acc[8 * c + e] = wp == 0 ? dw[j][e] : acc[8 * c + e] + dw[j][e];
-#ifdef LN_BIAS
-            acc[n + 8 * c + e] = wp == 0 ? db[j][e] : acc[n + 8 * c + e] + db[j][e];
-#endif
-          }
-        }
-      }
-    }
-    __syncthreads();
-  }
-  for (int i = threadIdx.x; i < n; i += blockDim.x) {
-    partial[(long long)blockIdx.x * n + i] = acc[i];
-#ifdef LN_BIAS
-    partial[(long long)(gridDim.x + blockIdx.x) * n + i] = acc[n + i];
-#endif
-  }
-}
-
-// dw[i] += Σ_b partial[b, i] over `blocks` block sums (and db[i] from the next `blocks` rows). A thread
-// block takes 32 columns; its 8 warps sum every 8th block sum (warp s: s, s + 8, …), then warp 0 adds
-// the 8 in order: fixed order, so deterministic, with 8× the loads in flight of a thread a column.
-extern "C" __global__ void layernorm_dw_sum(const float* __restrict__ partial, int blocks, int n, float* __restrict__ dw, float* __restrict__ db) {
-  __shared__ float part[2][8][32];
-  const int lane = threadIdx.x & 31, s = threadIdx.x >> 5, i = blockIdx.x * 32 + lane;
-  float a = 0.f, c = 0.f;
-  if (i < n) {
-    for (int b = s; b < blocks; b += 8) {
-      a += partial[(long long)b * n + i];
-      if (db) c += partial[(long long)(blocks + b) * n + i];
-    }
-  }
-  part[0][s][lane] = a;
-  part[1][s][lane] = c;
-  __syncthreads();
-  if (s != 0 || i >= n) return;
-  float ta = 0.f, tc = 0.f;
-#pragma unroll
-  for (int k = 0; k < 8; k++) { ta += part[0][k][lane]; tc += part[1][k][lane]; }
-  dw[i] += ta;
-  if (db) db[i] += tc;
-}
-
-// The same gradients, n % 8 == 0, for long rows: LN_TEAM threads share a row (thread t owns chunks
+// The same gradients for rows of width n % 8 == 0 with 16-byte accesses; dx + residual is written (the
+// residual stream's gradient around the norm, when `residual` is not null) and dw (and db with LN_BIAS)
+// go to partial[block, n] (and partial[gridDim.x + block, n]), which layernorm_dw_sum adds into the
+// float32 accumulators: no atomics, deterministic. x, dy and the residual are read once, held in
+// registers as stored; w once a block. LN_TEAM threads share a row (thread t owns chunks
 // t, t + LN_TEAM, …: LN_CH of them, so its dw/db columns stay the same for every row and sum in
 // registers), and LN_TEAMS teams make a block, each on its own rows: team k of block b takes rows
 // b·LN_TEAMS + k, then + gridDim.x·LN_TEAMS, …. One team barrier a row (a named barrier of LN_TEAM
 // threads, so the teams of a block never wait for each other): everything the row needs comes from one
 // reduction of four sums taken around a shift K = x[row, 0] (so that Σu² − (Σu)²/n does not cancel):
 //   u = x − K: Σu, Σu², Σg, Σg·u  (g = dy·w)  →  mean − K, rstd, mean(g), mean(g·x̂)
-// With LN_PREFETCH the next row's x, dy (and residual) are loaded before this row's work, so a team
-// keeps a row's loads in flight through its reduction. At the end the block's teams add their sums in
+// The next row's x, dy (and residual) are loaded before this row's work, so a team keeps a row's loads
+// in flight through its reduction and barrier. At the end the block's teams add their sums in
 // team order into one partial row; layernorm_dw_sum adds the partials in block order: deterministic.
 #ifndef LN_TEAM
 #define LN_TEAM 256
@@ -208,8 +65,11 @@ extern "C" __global__ void layernorm_dw_sum(const float* __restrict__ partial, i
 #ifndef LN_TEAMS
 #define LN_TEAMS 4
 #endif
-#ifndef LN_PREFETCH
-#define LN_PREFETCH 1
+#ifndef LN_CH
+#define LN_CH 1
+#endif
+#ifndef LN_MIN_BLOCKS
+#define LN_MIN_BLOCKS 1
 #endif
 #define LN_TEAM_WARPS (LN_TEAM / 32)
 
@@ -263,8 +123,11 @@ __device__ __forceinline__ void ln_team_sync(int team) {
 extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) layernorm_backward_teams(const T* __restrict__ dy, const T* __restrict__ x,
     const T* __restrict__ w, const T* __restrict__ residual, T* __restrict__ dx, float* __restrict__ partial, int rows, int n, float eps) {
   extern __shared__ float acc[];  // [n] dw (and [n, 2n) db): the block's sums, team by team
+#if LN_TEAM > 32
   __shared__ float4 red[LN_TEAMS][2][LN_TEAM_WARPS];  // per warp: Σu, Σu², Σg, Σg·u (two rows alternate)
-  const int team = threadIdx.x / LN_TEAM, t = threadIdx.x % LN_TEAM, lane = threadIdx.x & 31, warp = t >> 5, chunks = n >> 3;
+  const int lane = threadIdx.x & 31, warp = (threadIdx.x % LN_TEAM) >> 5;
+#endif
+  const int team = threadIdx.x / LN_TEAM, t = threadIdx.x % LN_TEAM, chunks = n >> 3;
   const float inv_n = 1.f / n;
   float dw[LN_CH][8];
 #ifdef LN_BIAS
@@ -284,18 +147,11 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
   }
   const long long stride = (long long)gridDim.x * LN_TEAMS;
   long long r = (long long)blockIdx.x * LN_TEAMS + team;
-#if LN_PREFETCH
   LnRow a;
   if (r < rows) ln_load_row(a, dy, x, residual, r, n, t);
-#endif
   for (int parity = 0; r < rows; r += stride, parity ^= 1) {
-#if LN_PREFETCH
-    LnRow b;
+    LnRow b;  // the next row, in flight during this one
     if (r + stride < rows) ln_load_row(b, dy, x, residual, r + stride, n, t);
-#else
-    LnRow a;
-    ln_load_row(a, dy, x, residual, r, n, t);
-#endif
     float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
     for (int j = 0; j < LN_CH; j++) {
@@ -349,9 +205,7 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
         store8(dx + r * n + 8 * c, o);
       }
     }
-#if LN_PREFETCH
     a = b;
-#endif
   }
   // The block's sums: team 0 writes, teams 1, 2, … add in turn, the last one into the partial row.
   for (int k = 0; k < LN_TEAMS; k++) {
@@ -375,4 +229,28 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
     }
     if (LN_TEAMS > 1) __syncthreads();
   }
+}
+
+// dw[i] += Σ_b partial[b, i] over `blocks` block sums (and db[i] from the next `blocks` rows). A thread
+// block takes 32 columns; its 8 warps sum every 8th block sum (warp s: s, s + 8, …), then warp 0 adds
+// the 8 in order: fixed order, so deterministic, with 8× the loads in flight of a thread a column.
+extern "C" __global__ void layernorm_dw_sum(const float* __restrict__ partial, int blocks, int n, float* __restrict__ dw, float* __restrict__ db) {
+  __shared__ float part[2][8][32];
+  const int lane = threadIdx.x & 31, s = threadIdx.x >> 5, i = blockIdx.x * 32 + lane;
+  float a = 0.f, c = 0.f;
+  if (i < n) {
+    for (int b = s; b < blocks; b += 8) {
+      a += partial[(long long)b * n + i];
+      if (db) c += partial[(long long)(blocks + b) * n + i];
+    }
+  }
+  part[0][s][lane] = a;
+  part[1][s][lane] = c;
+  __syncthreads();
+  if (s != 0 || i >= n) return;
+  float ta = 0.f, tc = 0.f;
+#pragma unroll
+  for (int k = 0; k < 8; k++) { ta += part[0][k][lane]; tc += part[1][k][lane]; }
+  dw[i] += ta;
+  if (db) db[i] += tc;
 }
