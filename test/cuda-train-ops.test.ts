@@ -192,11 +192,14 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     if (gemmTuning.enabled) assert.ok(tuningLog.length >= before + 3, `${tuningLog.length - before} GEMM shapes tuned, expected 3 (dx, dW, linear + residual)`);
   });
 
-  test(`cuda ${dtype}: accumulating LayerNorm backward with the residual gradient, row-per-warp and fallback kernels`, { skip }, () => {
+  test(`cuda ${dtype}: accumulating LayerNorm backward with the residual gradient, row-team and fallback kernels`, { skip }, () => {
     const be = cudaFor(dtype), g = trainingBackend(be);
-    // Widths: 24 (one chunk a lane, most lanes idle), 776 (a partial last round of chunks), 2048 (the model's),
-    // 1003 (odd: the block-per-row fallback); 61 and 613 rows spread unevenly over warps and blocks.
-    for (const [r, n] of [[61, 24], [613, 776], [61, 2048], [37, 1003]]) {
+    // Widths (the default shape, lnTeams): 24 (a team of one warp, most lanes idle, 8 teams a block), 776
+    // (97 chunks: a team of 128 threads, some idle, 4 teams), 2048 (the model's: 256 threads, 2 teams), 4104
+    // (3 chunks a thread: one team of 192 a block), 1003 (odd: the block-per-row fallback); 61 and 613 rows
+    // spread unevenly over teams and blocks; 1501 rows of 2048 give most teams 3 rows (the next row loaded
+    // during this one's work) and the last few 2.
+    for (const [r, n] of [[61, 24], [613, 776], [61, 2048], [1501, 2048], [45, 4104], [37, 1003]]) {
       const [dyg, dyc] = pair(be, randn(r * n), [r, n]);
       const [xg, xc] = pair(be, randn(r * n, 2), [r, n]);
       const [wg, wc] = pair(be, Float32Array.from(randn(n, 0.3), (v) => 1 + v), [n]);
@@ -216,16 +219,21 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
         }
       }
     }
-    // The row-per-warp kernel is deterministic: the same inputs give the same bits.
-    const [dyg, , ] = pair(be, randn(613 * 776), [613, 776]);
-    const [xg] = pair(be, randn(613 * 776), [613, 776]);
-    const [wg] = pair(be, randn(776), [776]);
-    const runs = [0, 1].map(() => {
-      const dW = be.zeros([776], 'float32');
-      g.layerNormBackwardInto({ dy: dyg, x: xg, weight: wg, eps: 1e-5, dWeight: dW, dBias: null });
-      return down(be, dW);
-    });
-    assert.deepEqual(runs[0], runs[1], 'dWeight differs between two identical runs');
+    // The row-team kernel is deterministic: the same inputs give the same bits (dx and dWeight), at a
+    // width with idle threads and at the model's with several rows a team.
+    for (const [r, n] of [[613, 776], [1501, 2048]]) {
+      const [dyg] = pair(be, randn(r * n), [r, n]);
+      const [xg] = pair(be, randn(r * n), [r, n]);
+      const [resg] = pair(be, randn(r * n), [r, n]);
+      const [wg] = pair(be, randn(n), [n]);
+      const runs = [0, 1].map(() => {
+        const dW = be.zeros([n], 'float32');
+        const dx = g.layerNormBackwardInto({ dy: dyg, x: xg, weight: wg, eps: 1e-5, dWeight: dW, dBias: null, residual: resg });
+        return [down(be, dx), down(be, dW)];
+      });
+      assert.deepEqual(runs[0][1], runs[1][1], `dWeight differs between two identical runs (${r}×${n})`);
+      assert.deepEqual(runs[0][0], runs[1][0], `dx differs between two identical runs (${r}×${n})`);
+    }
     // GELU backward on the 16-byte path (8 values a thread) and its scalar tail-free twin at an odd size.
     for (const n of [8 * 1001, 1001]) {
       const [ag, ac] = pair(be, randn(n, 2), [n]);

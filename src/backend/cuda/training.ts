@@ -22,7 +22,7 @@ import type { CudaBackend } from './index.js';
 Object.assign(KERNEL_ARGS, {
   gelu_backward: 'pppq', clamp_backward: 'pppfq', add_into: 'ppfq', scale_in_place: 'pfq',
   sum_squares_partial: 'pqp', sum_doubles: 'pip', sum_floats: 'pip', embedding_backward: 'pppiiifp', column_sums: 'ppii',
-  adamw_step: 'ppppffffffqp', adamw_multi: 'ppffffff', layernorm_backward: 'ppppppiif', layernorm_backward_rows: 'ppppppiif', layernorm_dw_sum: 'piipp',
+  adamw_step: 'ppppffffffqp', adamw_multi: 'ppffffff', layernorm_backward: 'ppppppiif', layernorm_backward_teams: 'ppppppiif', layernorm_dw_sum: 'piipp',
   gelu_backward8: 'pppq', sum_squares_partial4: 'pqp', cross_entropy_rows: 'ppppifi', cross_entropy_rows_smem: 'ppppifi',
   attention_forward_scalar: 'pppppppiiif', attention_row_dot: 'pppiiii',
   attention_backward_dq_scalar: 'pppppppppiiif', attention_backward_dkdv_scalar: 'ppppppppppiiif',
@@ -180,14 +180,13 @@ export class CudaTrainingOps {
     return dx;
   }
 
-  /** Warps a block of layernorm_backward_rows. */
-  private static readonly LN_WARPS = 4;
   /**
-   * Its blocks an SM, which bounds its registers (__launch_bounds__): 3 fits ~165 registers without
-   * spills, 4 forces 128 with a few spills to L1. The grid is one wave of that many. MPT_LN_MIN_BLOCKS picks;
-   * 4 measured faster (H100, 2026-11-27, microbatch 8: 13.09 vs 13.79 ms for the step's 97 calls).
+   * layernorm_backward_teams' shape: threads that share a row at most (its 8-value chunks spread over
+   * them), threads a block (teams of a row each) and threads an SM its registers are bounded for (64 a
+   * thread at 1024). Measured at the training shape (H100, bf16 [16384, 2048], bench/tools/layernorm-ab.ts;
+   * bench/RESULTS-cuda-train.md): 512 a block, 1024 an SM fastest, 2048 an SM (32 registers) 3× slower.
    */
-  lnMinBlocks = Number(process.env.MPT_LN_MIN_BLOCKS ?? 4);
+  lnTeams = { teamMax: 256, blockThreads: 512, threadsPerSM: 1024 };
 
   layerNormBackwardInto(a: { dy: Tensor; x: Tensor; weight: Tensor; eps: number; dWeight: Tensor; dBias: Tensor | null; residual?: Tensor | null }): Tensor {
     const be = this.be;
@@ -200,22 +199,29 @@ export class CudaTrainingOps {
     if (res && (width(res) !== n || rowCount(res) !== rows)) throw new Error(`layerNormBackwardInto: residual [${res.shape}] for x [${xx.shape}]`);
     const dx = be.alloc(xx.shape);
     if (rows === 0) return dx;
-    const chunks = Math.ceil(n / 256);
-    if (n % 8 !== 0 || chunks > 8 || ![g, xx, w, res, dx].every((t) => !t || t.ptr % 16 === 0)) {
+    // At most 8 chunks of 8 values a thread (LN_CH): registers.
+    const perThread = Math.ceil(n / 8 / this.lnTeams.teamMax);
+    if (n % 8 !== 0 || perThread > 8 || ![g, xx, w, res, dx].every((t) => !t || t.ptr % 16 === 0)) {
       // The block-per-row kernel: it adds its sums into dWeight (and dBias) with atomics.
       const threads = Math.min(1024, Math.max(32, Math.ceil(n / 4 / 32) * 32));
       be.kernels.get('layernorm_backward.cu', 'layernorm_backward', be.defs()).launch([Math.min(rows, be.device.multiprocessors * 4)], [threads],
         [g.ptr, xx.ptr, w.ptr, dx.ptr, dW.ptr, dB?.ptr ?? 0, rows, n, a.eps], 2 * n * 4);
       return res ? be.add(dx, res) : dx;
     }
-    const warps = CudaTrainingOps.LN_WARPS;
-    const perSM = dB ? 2 : this.lnMinBlocks; // with a bias: twice the accumulators, ~230 registers
-    const blocks = Math.min(Math.ceil(rows / warps), be.device.multiprocessors * perSM);
-    const partial = be.alloc([(dB ? 2 : 1) * blocks, n], 'float32');
-    const defs = be.defs({ LN_CH: chunks, LN_BIAS: dB !== null, LN_MIN_BLOCKS: perSM });
-    be.kernels.get('layernorm_backward.cu', 'layernorm_backward_rows', defs).launch([blocks], [32 * warps],
-      [g.ptr, xx.ptr, w.ptr, res?.ptr ?? 0, dx.ptr, partial.ptr, rows, n, a.eps], (dB ? 2 : 1) * n * 4);
-    be.kernels.get('layernorm_backward.cu', 'layernorm_dw_sum', defs).launch([Math.ceil(n / 32)], [256], [partial.ptr, blocks, n, dW.ptr, dB?.ptr ?? 0]);
+    const sums = dB ? 2 : 1;
+    // A team of at most teamMax threads a row; a thread of several chunks holds several times the
+    // registers, so fewer threads a block and an SM.
+    const c = this.lnTeams, team = Math.min(c.teamMax, Math.ceil(n / 8 / perThread / 32) * 32);
+    const teams = Math.max(1, Math.min(8, Math.floor(c.blockThreads / perThread / team)));
+    const minBlocks = Math.max(1, Math.floor(c.threadsPerSM / perThread / (team * teams)));
+    // One wave, and every team the same number of rows (within one): no partial last wave of rows.
+    const perTeam = Math.ceil(rows / (teams * be.device.multiprocessors * minBlocks));
+    const blocks = Math.ceil(rows / (teams * perTeam));
+    const partial = be.alloc([sums * blocks, n], 'float32');
+    const defs = be.defs({ LN_CH: perThread, LN_TEAM: team, LN_TEAMS: teams, LN_MIN_BLOCKS: minBlocks, LN_BIAS: dB !== null });
+    be.kernels.get('layernorm_backward.cu', 'layernorm_backward_teams', defs).launch([blocks], [team * teams],
+      [g.ptr, xx.ptr, w.ptr, res?.ptr ?? 0, dx.ptr, partial.ptr, rows, n, a.eps], teams > 1 ? sums * n * 4 : 0);
+    be.kernels.get('layernorm_backward.cu', 'layernorm_dw_sum', be.defs()).launch([Math.ceil(n / 32)], [256], [partial.ptr, blocks, n, dW.ptr, dB?.ptr ?? 0]);
     be.release(partial); // stream-ordered: the next user of this block runs after the sum
     return dx;
   }

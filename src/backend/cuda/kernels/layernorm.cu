@@ -48,52 +48,79 @@ extern "C" __global__ void layernorm(XT* __restrict__ x, const XT* __restrict__ 
   }
 }
 
-// The same for d % 8 == 0 with 16-byte accesses: thread i holds chunks i and i + blockDim.x of 8 values.
-extern "C" __global__ void layernorm8(XT* __restrict__ x, const XT* __restrict__ residual, const T* __restrict__ w,
+// 8 values as stored (16 bytes of bf16, 32 of float): the row is held this way between its passes, so
+// a bf16 row costs half the registers of floats (more blocks an SM, more of the row in flight).
+template <typename U> struct Stored8 { uint4 u[sizeof(U) / 2]; };
+template <typename U> __device__ __forceinline__ void unpack_stored8(const Stored8<U>& c, float* v) { load8(reinterpret_cast<const U*>(&c), v); }
+
+// block_sum's arithmetic (each warp's sum, then the warps' sums added by warp_sum) with its own shared
+// slots, so a block that reduces twice into different slots needs one barrier a reduction, not two.
+__device__ __forceinline__ float block_sum_into(float v, float* part) {
+  v = warp_sum(v);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+  if (lane == 0) part[warp] = v;
+  __syncthreads();
+  v = lane < nw ? part[lane] : 0.f;
+  return warp_sum(v);
+}
+
+// The same for d % 8 == 0 with 16-byte accesses: thread i holds chunks i and i + blockDim.x of 8 values
+// as stored, and w's, loaded with x before the reductions (b, rare, after them); two barriers a row.
+// The arithmetic and its order are those of the float-register, block_sum version it replaced (its
+// outputs bit-identical at 1 to 16384 rows: bench/RESULTS-cuda-train.md), in fewer registers and barriers.
+extern "C" __global__ void __launch_bounds__(1024, 1) layernorm8(XT* __restrict__ x, const XT* __restrict__ residual, const T* __restrict__ w,
                                       const T* __restrict__ b, T* __restrict__ out, int d, float eps) {
+  __shared__ float part[2][32];
   pdl_begin();  // DEPENDENT_LAUNCH (kernels.ts)
   const long long row = blockIdx.x;
   const int chunks = d / 8;
   XT* xr = x + row * d;
-  float v[2][8];
+  Stored8<XT> xc[2];
+  Stored8<T> wc[2];
   float s = 0.f;
 #pragma unroll
   for (int j = 0; j < 2; j++) {
     const int c = threadIdx.x + j * blockDim.x;
-#pragma unroll
-    for (int e = 0; e < 8; e++) v[j][e] = 0.f;
     if (c < chunks) {
-      load8(xr + 8 * c, v[j]);
+      xc[j] = *reinterpret_cast<const Stored8<XT>*>(xr + 8 * c);
+      wc[j] = *reinterpret_cast<const Stored8<T>*>(w + 8 * c);
+      float v[8];
+      unpack_stored8(xc[j], v);
       if (residual) {
         float r[8];
         load8(residual + row * d + 8 * c, r);
 #pragma unroll
-        for (int e = 0; e < 8; e++) v[j][e] = ld(st<XT>(v[j][e] + r[e]));
-        store8(xr + 8 * c, v[j]);
+        for (int e = 0; e < 8; e++) v[e] += r[e];
+        store8(reinterpret_cast<XT*>(&xc[j]), v);  // rounded to XT as stored
+        *reinterpret_cast<Stored8<XT>*>(xr + 8 * c) = xc[j];
+        unpack_stored8(xc[j], v);
       }
 #pragma unroll
-      for (int e = 0; e < 8; e++) s += v[j][e];
+      for (int e = 0; e < 8; e++) s += v[e];
     }
   }
-  const float mean = block_sum(s) / d;
+  const float mean = block_sum_into(s, part[0]) / d;
   float q = 0.f;
 #pragma unroll
   for (int j = 0; j < 2; j++) {
     if (threadIdx.x + j * blockDim.x < chunks) {
+      float v[8];
+      unpack_stored8(xc[j], v);
 #pragma unroll
-      for (int e = 0; e < 8; e++) { const float u = v[j][e] - mean; q += u * u; }
+      for (int e = 0; e < 8; e++) { const float u = v[e] - mean; q += u * u; }
     }
   }
-  const float rstd = rsqrtf(block_sum(q) / d + eps);
+  const float rstd = rsqrtf(block_sum_into(q, part[1]) / d + eps);
 #pragma unroll
   for (int j = 0; j < 2; j++) {
     const int c = threadIdx.x + j * blockDim.x;
     if (c < chunks) {
-      float wv[8], bv[8], y[8];
-      load8(w + 8 * c, wv);
+      float v[8], wv[8], bv[8], y[8];
+      unpack_stored8(xc[j], v);
+      unpack_stored8(wc[j], wv);
       if (b) load8(b + 8 * c, bv);
 #pragma unroll
-      for (int e = 0; e < 8; e++) y[e] = (v[j][e] - mean) * rstd * wv[e] + (b ? bv[e] : 0.f);
+      for (int e = 0; e < 8; e++) y[e] = (v[e] - mean) * rstd * wv[e] + (b ? bv[e] : 0.f);
       store8(out + row * d + 8 * c, y);
     }
   }

@@ -40,35 +40,103 @@ extern "C" __global__ void layernorm_backward(const T* __restrict__ dy, const T*
   }
 }
 
-// The same gradients for rows of width n % 8 == 0, one warp a row, 16-byte accesses; dx + residual is
-// written (the residual stream's gradient around the norm, when `residual` is not null) and the row
-// sums for dw (and db with LN_BIAS) are kept per lane in registers (a lane always owns the same columns:
-// chunks lane, lane + 32, …, LN_CH of them), then summed over the block's warps in a fixed order and
-// written to partial[block, n] (and partial[gridDim.x + block, n] for db): layernorm_dw_sum adds those
-// into the float32 accumulators, block by block in order. No atomics: the result is deterministic.
-// x is read once (held in registers as stored), dy and w once for the sums and again (from L1/L2) for dx.
-#ifndef LN_CH
-#define LN_CH 1
-#endif
-// Blocks an SM the registers are bounded for (3: ~165 registers, no spills; 4: 128, a few spills to L1).
-#ifndef LN_MIN_BLOCKS
-#define LN_MIN_BLOCKS 3
-#endif
-// A chunk of 8 values as stored (one 16-byte word in bf16, two in float32): the row's x is held this
-// way between passes, so bf16 rows cost half the registers of floats (more blocks an SM).
+// A chunk of 8 values as stored (one 16-byte word in bf16, two in float32): rows are held this way
+// between passes, so bf16 rows cost half the registers of floats.
 struct Chunk { uint4 u[sizeof(T) / 2]; };
 __device__ __forceinline__ void unpack8(const Chunk& c, float* v) { load8(reinterpret_cast<const T*>(&c), v); }
 
-extern "C" __global__ void __launch_bounds__(128, LN_MIN_BLOCKS) layernorm_backward_rows(const T* __restrict__ dy, const T* __restrict__ x,
+// The same gradients for rows of width n % 8 == 0 with 16-byte accesses; dx + residual is written (the
+// residual stream's gradient around the norm, when `residual` is not null) and dw (and db with LN_BIAS)
+// go to partial[block, n] (and partial[gridDim.x + block, n]), which layernorm_dw_sum adds into the
+// float32 accumulators: no atomics, deterministic. x, dy and the residual are read once, held in
+// registers as stored; w once a block. LN_TEAM threads share a row (thread t owns chunks
+// t, t + LN_TEAM, …: LN_CH of them, so its dw/db columns stay the same for every row and sum in
+// registers), and LN_TEAMS teams make a block, each on its own rows: team k of block b takes rows
+// b·LN_TEAMS + k, then + gridDim.x·LN_TEAMS, …. One team barrier a row (a named barrier of LN_TEAM
+// threads, so the teams of a block never wait for each other): everything the row needs comes from one
+// reduction of four sums taken around a shift K = x[row, 0] (so that Σu² − (Σu)²/n does not cancel):
+//   u = x − K: Σu, Σu², Σg, Σg·u  (g = dy·w)  →  mean − K, rstd, mean(g), mean(g·x̂)
+// The next row's x, dy (and residual) are loaded before this row's work, so a team keeps a row's loads
+// in flight through its reduction and barrier. At the end the block's teams add their sums in
+// team order into one partial row; layernorm_dw_sum adds the partials in block order: deterministic.
+#ifndef LN_TEAM
+#define LN_TEAM 256
+#endif
+#ifndef LN_TEAMS
+#define LN_TEAMS 4
+#endif
+#ifndef LN_CH
+#define LN_CH 1
+#endif
+#ifndef LN_MIN_BLOCKS
+#define LN_MIN_BLOCKS 1
+#endif
+#define LN_TEAM_WARPS (LN_TEAM / 32)
+
+// What one thread reads of a row: its chunks of x, dy and the residual as stored, and the shift.
+struct LnRow {
+  Chunk x[LN_CH], dy[LN_CH], res[LN_CH];
+  float k;
+};
+
+__device__ __forceinline__ void ln_load_row(LnRow& a, const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ residual,
+                                            long long r, int n, int t) {
+  const long long o = r * n;
+  a.k = ld(x[o]);
+#pragma unroll
+  for (int j = 0; j < LN_CH; j++) {
+    const int c = t + LN_TEAM * j;
+    if (c < (n >> 3)) {
+      a.x[j] = *reinterpret_cast<const Chunk*>(x + o + 8 * c);
+      a.dy[j] = *reinterpret_cast<const Chunk*>(dy + o + 8 * c);
+      if (residual) a.res[j] = *reinterpret_cast<const Chunk*>(residual + o + 8 * c);
+    }
+  }
+}
+
+// The team's barrier: a named barrier of its LN_TEAM threads (ids 1…, 0 is __syncthreads'), or the warp.
+// Barrier ids are immediates (a register id makes ptxas reserve all 16); LN_TEAMS ≤ 8.
+template <int ID> __device__ __forceinline__ void ln_bar() { asm volatile("bar.sync %0, %1;" ::"n"(ID), "n"(LN_TEAM) : "memory"); }
+__device__ __forceinline__ void ln_team_sync(int team) {
+#if LN_TEAM == 32
+  __syncwarp();
+#elif LN_TEAMS == 1
+  __syncthreads();
+#else
+  switch (team) {
+    case 0: ln_bar<1>(); break;
+    case 1: ln_bar<2>(); break;
+#if LN_TEAMS > 2
+    case 2: ln_bar<3>(); break;
+    case 3: ln_bar<4>(); break;
+#endif
+#if LN_TEAMS > 4
+    case 4: ln_bar<5>(); break;
+    case 5: ln_bar<6>(); break;
+    case 6: ln_bar<7>(); break;
+    case 7: ln_bar<8>(); break;
+#endif
+  }
+#endif
+}
+
+extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) layernorm_backward_teams(const T* __restrict__ dy, const T* __restrict__ x,
     const T* __restrict__ w, const T* __restrict__ residual, T* __restrict__ dx, float* __restrict__ partial, int rows, int n, float eps) {
-  extern __shared__ float acc[];  // [n] dw (and [n, 2n) db): the block's sums
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5, chunks = n >> 3;
+  extern __shared__ float acc[];  // [n] dw (and [n, 2n) db): the block's sums, team by team
+#if LN_TEAM > 32
+  __shared__ float4 red[LN_TEAMS][2][LN_TEAM_WARPS];  // per warp: Σu, Σu², Σg, Σg·u (two rows alternate)
+  const int lane = threadIdx.x & 31, warp = (threadIdx.x % LN_TEAM) >> 5;
+#endif
+  const int team = threadIdx.x / LN_TEAM, t = threadIdx.x % LN_TEAM, chunks = n >> 3;
+  const float inv_n = 1.f / n;
   float dw[LN_CH][8];
 #ifdef LN_BIAS
   float db[LN_CH][8];
 #endif
+  Chunk wc[LN_CH];
 #pragma unroll
-  for (int j = 0; j < LN_CH; j++)
+  for (int j = 0; j < LN_CH; j++) {
+    if (t + LN_TEAM * j < chunks) wc[j] = *reinterpret_cast<const Chunk*>(w + 8 * (t + LN_TEAM * j));
 #pragma unroll
     for (int e = 0; e < 8; e++) {
       dw[j][e] = 0.f;
@@ -76,95 +144,90 @@ extern "C" __global__ void __launch_bounds__(128, LN_MIN_BLOCKS) layernorm_backw
       db[j][e] = 0.f;
 #endif
     }
-  for (long long r = (long long)blockIdx.x * warps + warp; r < rows; r += (long long)gridDim.x * warps) {
-    const T* xr = x + r * n;
-    const T* dyr = dy + r * n;
-    Chunk xc[LN_CH];
-    float s = 0.f;
+  }
+  const long long stride = (long long)gridDim.x * LN_TEAMS;
+  long long r = (long long)blockIdx.x * LN_TEAMS + team;
+  LnRow a;
+  if (r < rows) ln_load_row(a, dy, x, residual, r, n, t);
+  for (int parity = 0; r < rows; r += stride, parity ^= 1) {
+    LnRow b;  // the next row, in flight during this one
+    if (r + stride < rows) ln_load_row(b, dy, x, residual, r + stride, n, t);
+    float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
     for (int j = 0; j < LN_CH; j++) {
-      const int c = lane + 32 * j;
-      if (c < chunks) {
-        xc[j] = *reinterpret_cast<const Chunk*>(xr + 8 * c);
-        float v[8];
-        unpack8(xc[j], v);
-#pragma unroll
-        for (int e = 0; e < 8; e++) s += v[e];
-      }
-    }
-    const float mean = warp_sum(s) / n;
-    float q = 0.f;
-#pragma unroll
-    for (int j = 0; j < LN_CH; j++) {
-      if (lane + 32 * j < chunks) {
-        float v[8];
-        unpack8(xc[j], v);
-#pragma unroll
-        for (int e = 0; e < 8; e++) { const float u = v[e] - mean; q += u * u; }
-      }
-    }
-    const float rstd = rsqrtf(warp_sum(q) / n + eps);
-    float sg = 0.f, sgx = 0.f;
-#pragma unroll
-    for (int j = 0; j < LN_CH; j++) {
-      const int c = lane + 32 * j;
-      if (c < chunks) {
+      if (t + LN_TEAM * j < chunks) {
         float v[8], d[8], wv[8];
-        unpack8(xc[j], v);
-        load8(dyr + 8 * c, d);
-        load8(w + 8 * c, wv);
+        unpack8(a.x[j], v);
+        unpack8(a.dy[j], d);
+        unpack8(wc[j], wv);
 #pragma unroll
         for (int e = 0; e < 8; e++) {
-          const float h = (v[e] - mean) * rstd, g = d[e] * wv[e];
-          sg += g;
-          sgx += g * h;
+          const float u = v[e] - a.k, g = d[e] * wv[e];
+          s.x += u;
+          s.y += u * u;
+          s.z += g;
+          s.w += g * u;
+        }
+      }
+    }
+    s.x = warp_sum(s.x); s.y = warp_sum(s.y); s.z = warp_sum(s.z); s.w = warp_sum(s.w);
+#if LN_TEAM > 32
+    if (lane == 0) red[team][parity][warp] = s;
+    ln_team_sync(team);
+    s = red[team][parity][0];
+#pragma unroll
+    for (int i = 1; i < LN_TEAM_WARPS; i++) {
+      const float4 p = red[team][parity][i];
+      s.x += p.x; s.y += p.y; s.z += p.z; s.w += p.w;
+    }
+#endif
+    const float mu = s.x * inv_n;  // mean − K
+    const float rstd = rsqrtf(fmaxf(s.y * inv_n - mu * mu, 0.f) + eps);
+    const float meanG = s.z * inv_n, meanGX = rstd * (s.w * inv_n - mu * meanG);
+#pragma unroll
+    for (int j = 0; j < LN_CH; j++) {
+      const int c = t + LN_TEAM * j;
+      if (c < chunks) {
+        float v[8], d[8], wv[8], res[8], o[8];
+        unpack8(a.x[j], v);
+        unpack8(a.dy[j], d);
+        unpack8(wc[j], wv);
+        if (residual) unpack8(a.res[j], res);
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+          const float h = (v[e] - a.k - mu) * rstd;
+          o[e] = rstd * (d[e] * wv[e] - meanG - h * meanGX) + (residual ? res[e] : 0.f);
           dw[j][e] += d[e] * h;
 #ifdef LN_BIAS
           db[j][e] += d[e];
 #endif
         }
-      }
-    }
-    const float meanG = warp_sum(sg) / n, meanGX = warp_sum(sgx) / n;
-#pragma unroll
-    for (int j = 0; j < LN_CH; j++) {
-      const int c = lane + 32 * j;
-      if (c < chunks) {
-        float v[8], d[8], wv[8], res[8], o[8];
-        unpack8(xc[j], v);
-        load8(dyr + 8 * c, d);
-        load8(w + 8 * c, wv);
-        if (residual) load8(residual + r * n + 8 * c, res);
-#pragma unroll
-        for (int e = 0; e < 8; e++) o[e] = rstd * (d[e] * wv[e] - meanG - (v[e] - mean) * rstd * meanGX) + (residual ? res[e] : 0.f);
         store8(dx + r * n + 8 * c, o);
       }
     }
+    a = b;
   }
-  // The block's sums: warp 0 writes, warps 1, 2, … add in turn.
-  for (int wp = 0; wp < warps; wp++) {
-    if (warp == wp) {
+  // The block's sums: team 0 writes, teams 1, 2, … add in turn, the last one into the partial row.
+  for (int k = 0; k < LN_TEAMS; k++) {
+    if (team == k) {
 #pragma unroll
       for (int j = 0; j < LN_CH; j++) {
-        const int c = lane + 32 * j;
+        const int c = t + LN_TEAM * j;
         if (c < chunks) {
 #pragma unroll
           for (int e = 0; e < 8; e++) {
-            acc[8 * c + e] = wp == 0 ? dw[j][e] : acc[8 * c + e] + dw[j][e];
+            const int i = 8 * c + e;
+            const float sw = k == 0 ? dw[j][e] : acc[i] + dw[j][e];
+            if (k == LN_TEAMS - 1) partial[(long long)blockIdx.x * n + i] = sw; else acc[i] = sw;
 #ifdef LN_BIAS
-            acc[n + 8 * c + e] = wp == 0 ? db[j][e] : acc[n + 8 * c + e] + db[j][e];
+            const float sb = k == 0 ? db[j][e] : acc[n + i] + db[j][e];
+            if (k == LN_TEAMS - 1) partial[(long long)(gridDim.x + blockIdx.x) * n + i] = sb; else acc[n + i] = sb;
 #endif
           }
         }
       }
     }
-    __syncthreads();
-  }
-  for (int i = threadIdx.x; i < n; i += blockDim.x) {
-    partial[(long long)blockIdx.x * n + i] = acc[i];
-#ifdef LN_BIAS
-    partial[(long long)(gridDim.x + blockIdx.x) * n + i] = acc[n + i];
-#endif
+    if (LN_TEAMS > 1) __syncthreads();
   }
 }
 
