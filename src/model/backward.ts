@@ -1,7 +1,7 @@
 import type { Backend, Tensor } from '../backend/backend.js';
 import { parameterShapes, type MptConfig } from './config.js';
 import type { Affine, MptParams } from './params.js';
-import { nextTokenTargets, TrainingGraph, type Tape } from './training-forward.js';
+import { nextTokenTargets, TrainingGraph, waitFreeOps, type Tape } from './training-forward.js';
 
 /**
  * The backward pass of the MPT decoder, block by block in reverse, written against the Backend.
@@ -32,16 +32,37 @@ export interface LossResult {
 export function lossAndGradients(
   graph: TrainingGraph, ids: Int32Array, batch: number, grads: Gradients | null, lossScale: number,
 ): LossResult {
-  const be = graph.backend, c = graph.config, p = graph.params;
-  const tape = graph.forward(ids, batch);
-  const targets = be.upload(nextTokenTargets(ids, batch), [ids.length], 'int32');
-  const tableGrad = grads?.get(p.lmHead ? 'lmHead.weight' : 'wte.weight') ?? null;
-  const ce = be.crossEntropyWithOutput({
-    x: tape.hidden, table: p.lmHead ?? p.wte, targets, logitScale: c.logitScale, lossScale, gradients: grads !== null, dTableInto: tableGrad,
-  });
-  const lossSum = (be.download(ce.lossSum) as Float32Array)[0];
+  const { tape, ce } = forwardAndLoss(graph, ids, batch, grads, lossScale);
+  const lossSum = (graph.backend.download(ce.lossSum) as Float32Array)[0];
   if (grads) backward(graph, tape, ce.dx!, grads);
   return { lossSum, count: ce.count };
+}
+
+/**
+ * lossAndGradients with the summed loss left on the device ([1] float32, in the caller's scope): with
+ * a backend's wait-free ops (waitFreeOps) nothing here waits for the device, so the host queues the
+ * backward while the forward still runs.
+ */
+export function lossAndGradientsOnDevice(
+  graph: TrainingGraph, ids: Int32Array, batch: number, grads: Gradients | null, lossScale: number,
+): { lossSum: Tensor; count: number } {
+  const { tape, ce } = forwardAndLoss(graph, ids, batch, grads, lossScale);
+  if (grads) backward(graph, tape, ce.dx!, grads);
+  return { lossSum: ce.lossSum, count: ce.count };
+}
+
+/** The forward pass and the output layer with cross entropy (its gradient dx when `grads` is given). */
+function forwardAndLoss(graph: TrainingGraph, ids: Int32Array, batch: number, grads: Gradients | null, lossScale: number) {
+  const be = graph.backend, c = graph.config, p = graph.params, waitFree = waitFreeOps(be);
+  const tape = graph.forward(ids, batch);
+  const hostTargets = nextTokenTargets(ids, batch);
+  const tableGrad = grads?.get(p.lmHead ? 'lmHead.weight' : 'wte.weight') ?? null;
+  const common = { x: tape.hidden, table: p.lmHead ?? p.wte, logitScale: c.logitScale, lossScale, gradients: grads !== null, dTableInto: tableGrad };
+  // With wait-free ops the targets go up without a wait and are checked and counted from the host copy.
+  const ce = waitFree
+    ? waitFree.crossEntropyWithOutput({ ...common, targets: waitFree.uploadAsync(hostTargets, [ids.length]), hostTargets })
+    : be.crossEntropyWithOutput({ ...common, targets: be.upload(hostTargets, [ids.length], 'int32') });
+  return { tape, ce };
 }
 
 /**

@@ -70,6 +70,17 @@ extern "C" __global__ void sum_doubles(const double* __restrict__ partial, int c
   acc = block_sum_double(acc);
   if (threadIdx.x == 0) out[0] = acc;
 }
+// The global gradient norm and the clipping factor from Σ g² (sum_doubles' result), on the device so
+// that no step waits for the host: out64[0] = norm = sqrt(Σ g²) and outFactor[0] = maxNorm / (norm + 1e-6)
+// when that is below 1, else 1 (no maximum: maxNorm < 0) — torch's clip_grad_norm_, in float64 as the
+// host path computes it, the factor rounded to float32 as scale_in_place receives it.
+extern "C" __global__ void grad_clip_factor(const double* __restrict__ sumSquares, double maxNorm, double* __restrict__ out64, float* __restrict__ outFactor) {
+  if (blockIdx.x != 0 || threadIdx.x != 0) return;
+  const double norm = sqrt(sumSquares[0]);
+  const double coef = maxNorm / (norm + 1e-6);
+  out64[0] = norm;
+  outFactor[0] = (maxNorm >= 0.0 && coef < 1.0) ? (float)coef : 1.f;
+}
 // out[0] = Σ x (float64 accumulation) of float32 x: the summed loss.
 extern "C" __global__ void sum_floats(const float* __restrict__ x, int n, float* __restrict__ out) {
   double acc = 0.0;
