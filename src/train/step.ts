@@ -82,16 +82,16 @@ export class TrainStep {
    */
   settle(): StepResult[] {
     if (this.waitFree && this.queued.length > 0) {
+      const queued = this.queued.splice(0); // spent even when settle throws (a bad token id)
       const values = this.waitFree.settle();
       let at = 0;
-      for (const q of this.queued) {
+      for (const q of queued) {
         // Σ over microbatches in order, in float64, as the other path adds its host numbers.
         let sum = 0;
         for (let i = 0; i < q.microbatches; i++) sum += values[at++];
         this.known.push({ step: q.step, lossSum: sum, gradNorm: values[at++] });
       }
-      if (at !== values.length) throw new Error(`TrainStep: ${values.length} values came back for ${this.queued.length} steps (${at} expected)`);
-      this.queued.length = 0;
+      if (at !== values.length) throw new Error(`TrainStep: ${values.length} values came back for ${queued.length} steps (${at} expected)`);
     }
     return this.known.splice(0);
   }

@@ -502,13 +502,12 @@ export class CudaTrainingOps {
    * download does, when a kernel recorded a token id outside the vocabulary since the last check.
    */
   settle(): number[] {
-    this.be.checkErrors();
-    const out = this.staged.map((type, i) => {
+    const types = this.staged.splice(0); // spent even when the check below throws
+    this.be.checkErrors(); // one wait: the staged copies have landed after it
+    return types.map((type, i) => {
       const view = new DataView(this.stagedChunks[Math.floor(i / STAGED_PER_CHUNK)].view), o = 8 * (i % STAGED_PER_CHUNK);
       return type === 'float64' ? view.getFloat64(o, true) : view.getFloat32(o, true);
     });
-    this.staged.length = 0;
-    return out;
   }
 
   // ---- the output layer fused with cross entropy -----------------------------------------------
