@@ -23,8 +23,14 @@ export interface DeviceScalar { tensor: Tensor; offset: number; type: 'float32' 
 export interface WaitFreeTrainingOps {
   /** int32 host values → a new device tensor, in stream order without waiting for the device. */
   uploadAsync(data: Int32Array, shape: readonly number[]): Tensor;
-  /** crossEntropyWithOutput taking the targets' host copy, so that it need not download them. */
-  crossEntropyWithOutput(args: Parameters<TrainingBackend['crossEntropyWithOutput']>[0] & { hostTargets: Int32Array }): ReturnType<TrainingBackend['crossEntropyWithOutput']>;
+  /**
+   * crossEntropyWithOutput taking the targets' host copy, so that it need not download them;
+   * `overwriteDTable`: dTableInto holds stale values and is written, not added to.
+   */
+  crossEntropyWithOutput(args: Parameters<TrainingBackend['crossEntropyWithOutput']>[0] & { hostTargets: Int32Array; overwriteDTable: boolean }):
+    ReturnType<TrainingBackend['crossEntropyWithOutput']>;
+  /** linearBackwardInto; `overwriteDWeight`: dWeight holds stale values and gets dyᵀ·x written, not added (no zeroing first). */
+  linearBackwardInto(a: Parameters<TrainingBackend['linearBackwardInto']>[0] & { overwriteDWeight: boolean }): Tensor;
   /** Set to zero in place (gradients kept from step to step). */
   zeroInPlace(ts: readonly Tensor[]): void;
   /** The global gradient norm (float64) and the clipping factor min(1, maxNorm/(norm + 1e-6)) (float32), on the device. */
@@ -41,7 +47,7 @@ export interface WaitFreeTrainingOps {
 export function waitFreeOps(backend: Backend): WaitFreeTrainingOps | null {
   const ops = (backend as { training?: Partial<WaitFreeTrainingOps> & { waitFree?: boolean } }).training;
   if (!ops || ops.waitFree !== true) return null;
-  const needed: Array<keyof WaitFreeTrainingOps> = ['uploadAsync', 'crossEntropyWithOutput', 'zeroInPlace', 'gradNormOnDevice', 'adamwStepAll', 'stage', 'settle'];
+  const needed: Array<keyof WaitFreeTrainingOps> = ['uploadAsync', 'crossEntropyWithOutput', 'linearBackwardInto', 'zeroInPlace', 'gradNormOnDevice', 'adamwStepAll', 'stage', 'settle'];
   return needed.every((name) => typeof ops[name] === 'function') ? (ops as WaitFreeTrainingOps) : null;
 }
 

@@ -13,10 +13,11 @@ export interface StepResult { step: number; lossSum: number; gradNorm: number }
  * One optimizer step: the gradients of every microbatch accumulated, clipped by their global norm,
  * and an AdamW update. Two paths with the same numbers:
  * - wait-free (a backend with WaitFreeTrainingOps, CUDA): nothing in a step waits for the device. The
- *   gradients are kept from step to step (zeroed in place: the same addresses every step), the loss
- *   sums and the norm stay on the device and are copied out in stream order, the clipping factor is
- *   applied inside AdamW; `settle()` reads the results of all the steps queued since its last call
- *   with one wait (the training loop calls it once per log interval).
+ *   gradients are kept from step to step (the same addresses every step) and the first microbatch
+ *   writes over them (lossAndGradientsOnDevice's staleGradients: no pass zeroing 5 GB), the loss sums
+ *   and the norm stay on the device and are copied out in stream order, the clipping factor is applied
+ *   inside AdamW; `settle()` reads the results of all the steps queued since its last call with one
+ *   wait (the training loop calls it once per log interval).
  * - otherwise (the CPU; CUDA with the wait-free ops switched off for comparisons) each step returns its
  *   results at once, as it always has.
  */
@@ -61,11 +62,11 @@ export class TrainStep {
     }
     const grads = this.grads!, all = [...grads.values()];
     be.scope(() => {
-      ops.zeroInPlace(all);
       for (let micro = 0; micro < microbatches; micro++) {
         const b = batch(micro);
         be.scope(() => {
-          const { lossSum } = lossAndGradientsOnDevice(graph, b.tokens, b.rows, grads, lossScale);
+          // The first microbatch writes over the last step's gradients (no pass zeroing them all).
+          const { lossSum } = lossAndGradientsOnDevice(graph, b.tokens, b.rows, grads, lossScale, micro === 0);
           ops.stage([{ tensor: lossSum, offset: 0, type: 'float32' }]); // copied out before the scope frees it (stream order)
         });
       }

@@ -167,7 +167,11 @@ export class CudaTrainingOps {
    * dx = dy·W (or dxInto += dy·W) and dWeight += dyᵀ·x: both GEMMs accumulate in place (beta = 1), so
    * no per-call gradient tensor and no separate add pass.
    */
-  linearBackwardInto(a: { dy: Tensor; x: Tensor; weight: Tensor; dWeight: Tensor; dBias: Tensor | null; dxInto?: Tensor | null }): Tensor {
+  /**
+   * `overwriteDWeight` (beyond the Backend interface; WaitFreeTrainingOps): dWeight holds stale values
+   * and gets dyᵀ·x written (GEMM beta 0) instead of added, so it needs no zeroing first.
+   */
+  linearBackwardInto(a: { dy: Tensor; x: Tensor; weight: Tensor; dWeight: Tensor; dBias: Tensor | null; dxInto?: Tensor | null; overwriteDWeight?: boolean }): Tensor {
     const be = this.be;
     const [outF, inF] = a.weight.shape;
     if (width(a.x) !== inF || width(a.dy) !== outF || rowCount(a.x) !== rowCount(a.dy)) {
@@ -187,7 +191,7 @@ export class CudaTrainingOps {
       dx = be.alloc(a.x.shape);
     }
     this.gemm.gemm({ m: rows, n: inF, k: outF, a: g.ptr, aTrans: false, b: w.ptr, bTrans: false, c: dx.ptr, alpha: 1, beta: a.dxInto ? 1 : 0, inType: type, outType: type });
-    this.gemm.gemm({ m: outF, n: inF, k: rows, a: g.ptr, aTrans: true, b: xx.ptr, bTrans: false, c: dW.ptr, alpha: 1, beta: 1, inType: type, outType: 'float32' });
+    this.gemm.gemm({ m: outF, n: inF, k: rows, a: g.ptr, aTrans: true, b: xx.ptr, bTrans: false, c: dW.ptr, alpha: 1, beta: a.overwriteDWeight ? 0 : 1, inType: type, outType: 'float32' });
     if (dB) {
       const sums = be.alloc([outF], 'float32');
       be.kernels.get('train_elementwise.cu', 'column_sums', be.defs()).launch([Math.ceil(outF / 256)], [256], [g.ptr, sums.ptr, rows, outF]);
@@ -515,10 +519,11 @@ export class CudaTrainingOps {
   /**
    * `hostTargets`: the caller's host copy of `targets` (beyond the Backend interface): checked and
    * counted here instead of downloading the targets, which would wait for the device (the forward).
+   * `overwriteDTable`: dTableInto holds stale values; the first row block's GEMM writes it (beta 0).
    */
   crossEntropyWithOutput(args: {
     x: Tensor; table: Tensor; targets: Tensor; logitScale: number | null; lossScale: number; gradients: boolean; dTableInto?: Tensor | null;
-    hostTargets?: Int32Array | null;
+    hostTargets?: Int32Array | null; overwriteDTable?: boolean;
   }): { lossSum: Tensor; count: number; dx: Tensor | null; dTable: Tensor | null } {
     const be = this.be;
     const x = this.inAct(args.x, 'crossEntropyWithOutput x'), table = this.inAct(args.table, 'crossEntropyWithOutput table');
@@ -545,6 +550,9 @@ export class CudaTrainingOps {
     // The table's gradient accumulates over row blocks (beta = 1): straight into the caller's accumulator when given.
     const dTable = into ?? (args.gradients ? be.alloc([vocab, d], 'float32') : null);
     if (dTable && !into) be.ctx.fill32(dTable.ptr, 0, vocab * d);
+    // A table the caller says is stale: the first row block writes it instead of adding (zeroed if there is none).
+    const writeFirst = into !== null && args.overwriteDTable === true;
+    if (writeFirst && n === 0) be.ctx.fill32(into.ptr, 0, vocab * d);
     // A row of logits in shared memory (read once) where it fits, beside block_sum's and block_max's 256 bytes each.
     const rowInShared = this.crossEntropyRowInShared && vocab % 4 === 0 && 4 * vocab + 1024 <= be.device.sharedMemoryOptin;
     be.scope(() => {
@@ -561,7 +569,7 @@ export class CudaTrainingOps {
         if (!dz || !dx || !dTable) continue;
         // dz is the gradient of the raw logits x·Wᵀ (lossScale·c folded in): dx = dz·W, dTable += dzᵀ·x
         this.gemm.gemm({ m: rows, n: d, k: vocab, a: dz.ptr, aTrans: false, b: table.ptr, bTrans: false, c: dx.ptr + r0 * d * es, alpha: 1, beta: 0, inType: type, outType: type });
-        this.gemm.gemm({ m: vocab, n: d, k: rows, a: dz.ptr, aTrans: true, b: xBlock, bTrans: false, c: dTable.ptr, alpha: 1, beta: 1, inType: type, outType: 'float32' });
+        this.gemm.gemm({ m: vocab, n: d, k: rows, a: dz.ptr, aTrans: true, b: xBlock, bTrans: false, c: dTable.ptr, alpha: 1, beta: writeFirst && r0 === 0 ? 0 : 1, inType: type, outType: 'float32' });
       }
     });
     const lossSum = be.alloc([1], 'float32');
