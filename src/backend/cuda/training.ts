@@ -23,7 +23,7 @@ import type { CudaBackend } from './index.js';
 Object.assign(KERNEL_ARGS, {
   gelu_backward: 'pppq', clamp_backward: 'pppfq', add_into: 'ppfq', scale_in_place: 'pfq',
   sum_squares_partial: 'pqp', sum_doubles: 'pip', sum_floats: 'pip', embedding_backward: 'pppiiifp', column_sums: 'ppii',
-  adamw_step: 'ppppffffffqpp', adamw_multi: 'ppffffffp', grad_clip_factor: 'pdpp', layernorm_backward: 'ppppppiif', layernorm_backward_rows: 'ppppppiif', layernorm_dw_sum: 'piipp',
+  adamw_step: 'ppppffffffqpp', adamw_multi: 'ppffffffp', grad_clip_factor: 'pdpp', sum_squares_multi: 'ppip', layernorm_backward: 'ppppppiif', layernorm_backward_rows: 'ppppppiif', layernorm_dw_sum: 'piipp',
   gelu_backward8: 'pppq', sum_squares_partial4: 'pqp', cross_entropy_rows: 'ppppifi', cross_entropy_rows_smem: 'ppppifi',
   attention_forward_scalar: 'pppppppiiif', attention_row_dot: 'pppiiii',
   attention_backward_dq_scalar: 'pppppppppiiif', attention_backward_dkdv_scalar: 'ppppppppppiiif',
@@ -320,9 +320,18 @@ export class CudaTrainingOps {
     return out[0];
   }
 
+  /** Elements a chunk of sum_squares_multi (a block takes whole chunks). */
+  private static readonly SQUARES_CHUNK = 65536;
+  /** sum_squares_multi's tables on the device, rebuilt when the sizes (chunks) or the pointers (tensors) change. */
+  private squaresChunks: { key: string; chunks: CudaTensor; count: number } | null = null;
+  private squaresTensors: { key: string; table: CudaTensor } | null = null;
+  /** One sum_squares_multi launch for all the tensors instead of one sum_squares_partial4 each; false: one each (comparisons). */
+  squaresInOneLaunch = process.env.MPT_SQUARES_MULTI !== '0';
+
   /** Σ x² over the tensors into the float64 scratch's first slot (its device address), in stream order; null when there is nothing to sum. */
   private enqueueSumOfSquares(xs: readonly Tensor[]): number | null {
     const sources = xs.map((x) => this.floatSource(x, 'sumOfSquares')).filter((s) => elementCount(s.shape) > 0);
+    if (sources.length > 1 && this.squaresInOneLaunch && sources.every((s) => s.dtype === 'float32' && s.ptr % 16 === 0)) return this.enqueueSquaresMulti(sources);
     const blocksOf = sources.map((s) => Math.min(REDUCE_BLOCKS, Math.ceil(elementCount(s.shape) / 256)));
     const slots = blocksOf.reduce((a, b) => a + b, 0);
     if (slots === 0) return null;
@@ -335,6 +344,41 @@ export class CudaTrainingOps {
       slot += blocksOf[i];
     });
     k.get('train_elementwise.cu', 'sum_doubles', this.defsFor('float32')).launch([1], [1024], [scratch.ptr + 8, slots, scratch.ptr]);
+    return scratch.ptr;
+  }
+
+  /** enqueueSumOfSquares for float32 tensors at 16-byte aligned addresses (the gradients): one launch over a chunk table. */
+  private enqueueSquaresMulti(sources: readonly CudaTensor[]): number {
+    const chunk = CudaTrainingOps.SQUARES_CHUNK, sizes = sources.map((s) => elementCount(s.shape)).join(',');
+    if (this.squaresChunks?.key !== sizes) {
+      if (this.squaresChunks) this.be.release(this.squaresChunks.chunks);
+      let count = 0;
+      for (const s of sources) count += Math.ceil(elementCount(s.shape) / chunk);
+      const chunks = new Int32Array(2 * count);
+      let at = 0;
+      sources.forEach((s, i) => { for (let c = 0; c * chunk < elementCount(s.shape); c++, at += 2) { chunks[at] = i; chunks[at + 1] = c; } });
+      const onDevice = this.be.persistent([chunks.length], 'int32');
+      this.copyInStaged(onDevice.ptr, chunks);
+      this.squaresChunks = { key: sizes, chunks: onDevice, count };
+    }
+    const pointers = sources.map((s) => s.ptr).join(',') + `|${sizes}`;
+    if (this.squaresTensors?.key !== pointers) {
+      // struct SquaresTensor { const float* x; long long n; }: 2 × 8 bytes.
+      const table = new BigInt64Array(2 * sources.length);
+      sources.forEach((s, i) => table.set([BigInt(s.ptr), BigInt(elementCount(s.shape))], 2 * i));
+      if (this.squaresTensors && elementCount(this.squaresTensors.table.shape) !== 2 * table.length) {
+        this.be.release(this.squaresTensors.table);
+        this.squaresTensors = null;
+      }
+      const onDevice = this.squaresTensors?.table ?? this.be.persistent([2 * table.length], 'int32');
+      this.copyInStaged(onDevice.ptr, table); // in stream order: the previous launch has read the old table
+      this.squaresTensors = { key: pointers, table: onDevice };
+    }
+    const blocks = Math.min(this.squaresChunks.count, 4 * this.be.device.multiprocessors);
+    const scratch = this.doubles(blocks + 1), k = this.be.kernels;
+    k.get('train_elementwise.cu', 'sum_squares_multi', this.defsFor('float32', { SQ_CHUNK: chunk })).launch([blocks], [256],
+      [this.squaresTensors.table.ptr, this.squaresChunks.chunks.ptr, this.squaresChunks.count, scratch.ptr + 8]);
+    k.get('train_elementwise.cu', 'sum_doubles', this.defsFor('float32')).launch([1], [1024], [scratch.ptr + 8, blocks, scratch.ptr]);
     return scratch.ptr;
   }
 
@@ -442,19 +486,24 @@ export class CudaTrainingOps {
   uploadAsync(data: Int32Array, shape: readonly number[]): Tensor {
     if (data.length !== elementCount(shape)) throw new Error(`uploadAsync: ${data.length} values for shape [${shape.join(', ')}]`);
     const out = this.be.alloc(shape, 'int32');
-    if (data.length === 0) return out;
+    this.copyInStaged(out.ptr, data);
+    return out;
+  }
+
+  /** Host bytes → device address `dst` in stream order without waiting, through the ring of pinned buffers. */
+  private copyInStaged(dst: number, data: ArrayBufferView): void {
+    if (data.byteLength === 0) return;
     if (this.staging.length < STAGING_SLOTS) this.staging.push({ buffer: null, copied: new CudaEvent(this.be.ctx, 2 /* CU_EVENT_DISABLE_TIMING */) });
     const slot = this.staging[this.stagingNext % this.staging.length];
     this.stagingNext++;
     slot.copied.synchronize(); // at once unless this slot's last copy is still queued
     if (!slot.buffer || slot.buffer.bytes < data.byteLength) {
       slot.buffer?.free();
-      slot.buffer = new PinnedBuffer(Math.max(data.byteLength, 1 << 16), 'training uploads (token ids, targets)');
+      slot.buffer = new PinnedBuffer(Math.max(data.byteLength, 1 << 16), 'training uploads (token ids, targets, tables)');
     }
-    new Int32Array(slot.buffer.view, 0, data.length).set(data);
-    this.be.ctx.copyInPinned(out.ptr, slot.buffer, data.byteLength);
+    new Uint8Array(slot.buffer.view, 0, data.byteLength).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    this.be.ctx.copyInPinned(dst, slot.buffer, data.byteLength);
     slot.copied.record();
-    return out;
   }
 
   /** Every tensor set to zero in place (memset, stream order): gradients kept from step to step. */
