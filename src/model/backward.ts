@@ -70,6 +70,34 @@ export function overwrittenGradients(graph: TrainingGraph): Set<string> {
   return names;
 }
 
+/**
+ * Gradients to keep from step to step for lossAndGradientsOnDevice's staleGradients path: those it
+ * zeroes each step (not in overwrittenGradients: LayerNorm weights, biases, …) are views into one
+ * float32 block, adjacent where their sizes allow (each starts at a multiple of 128 values, 512 bytes),
+ * so that zeroing them all is one memset instead of one a tensor. `owned`: the tensors to release.
+ */
+export function keptGradients(graph: TrainingGraph): { grads: Gradients; owned: Tensor[] } {
+  const be = graph.backend, overwrite = overwrittenGradients(graph), shapes = parameterShapes(graph.config);
+  const align = (n: number) => Math.ceil(n / 128) * 128;
+  let total = 0;
+  for (const [name, shape] of shapes) if (!overwrite.has(name)) total += align(shape.reduce((a, b) => a * b, 1));
+  const packed = total > 0 ? be.zeros([total], 'float32') : null;
+  const grads: Gradients = new Map(), owned: Tensor[] = packed ? [packed] : [];
+  let at = 0;
+  for (const [name, shape] of shapes) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (overwrite.has(name)) {
+      const g = be.zeros(shape, 'float32');
+      grads.set(name, g);
+      owned.push(g);
+    } else {
+      grads.set(name, be.view(be.rowBlock(packed!, at, n), shape));
+      at += align(n);
+    }
+  }
+  return { grads, owned };
+}
+
 /** The forward pass and the output layer with cross entropy (its gradient dx when `grads` is given). */
 function forwardAndLoss(graph: TrainingGraph, ids: Int32Array, batch: number, grads: Gradients | null, lossScale: number, overwrite: Set<string> | null = null) {
   const be = graph.backend, c = graph.config, p = graph.params, waitFree = waitFreeOps(be);

@@ -1,5 +1,5 @@
-import type { TrainingBackend } from '../backend/backend.js';
-import { lossAndGradients, lossAndGradientsOnDevice, zeroGradients, type Gradients } from '../model/backward.js';
+import type { Tensor, TrainingBackend } from '../backend/backend.js';
+import { keptGradients, lossAndGradients, lossAndGradientsOnDevice, zeroGradients, type Gradients } from '../model/backward.js';
 import { waitFreeOps, type TrainingGraph, type WaitFreeTrainingOps } from '../model/training-forward.js';
 import { AdamW, clipGradNorm } from './optimizer.js';
 
@@ -23,8 +23,9 @@ export interface StepResult { step: number; lossSum: number; gradNorm: number }
  */
 export class TrainStep {
   private readonly waitFree: WaitFreeTrainingOps | null;
-  /** The wait-free path's gradients, kept for the life of this object (made outside any scope). */
+  /** The wait-free path's gradients, kept for the life of this object (made outside any scope), and the tensors that hold them. */
   private readonly grads: Gradients | null;
+  private readonly owned: Tensor[];
   /** Results known on the host, and the steps whose results are still on their way (wait-free). */
   private readonly known: StepResult[] = [];
   private readonly queued: Array<{ step: number; microbatches: number }> = [];
@@ -32,7 +33,9 @@ export class TrainStep {
   constructor(private readonly be: TrainingBackend, private readonly graph: TrainingGraph, private readonly optimizer: AdamW,
     private readonly clipNorm: number | null) {
     this.waitFree = waitFreeOps(be);
-    this.grads = this.waitFree ? zeroGradients(graph.config, be) : null;
+    const kept = this.waitFree ? keptGradients(graph) : null;
+    this.grads = kept?.grads ?? null;
+    this.owned = kept?.owned ?? [];
   }
 
   get isWaitFree(): boolean { return this.waitFree !== null; }
@@ -99,6 +102,6 @@ export class TrainStep {
 
   /** Give the kept gradients back to the device allocator. */
   dispose(): void {
-    if (this.grads) for (const g of this.grads.values()) this.be.release(g);
+    for (const t of this.owned) this.be.release(t);
   }
 }

@@ -506,13 +506,22 @@ export class CudaTrainingOps {
     slot.copied.record();
   }
 
-  /** Every tensor set to zero in place (memset, stream order): gradients kept from step to step. */
+  /**
+   * Every tensor set to zero in place (memset, stream order): gradients kept from step to step. Tensors
+   * that lie end to end in memory (views packed into one block: backward.ts keptGradients) take one memset.
+   */
   zeroInPlace(ts: readonly Tensor[]): void {
-    for (const t of ts) {
+    const ranges = ts.map((t) => {
       const c = asCuda(t, 'zeroInPlace');
       const bytes = elementCount(c.shape) * (c.dtype === 'bfloat16' || c.dtype === 'float16' ? 2 : 4);
-      if (bytes % 4 === 0 && c.ptr % 4 === 0) this.be.ctx.fill32(c.ptr, 0, bytes / 4);
-      else throw new Error(`zeroInPlace: a ${c.dtype} tensor [${c.shape}] that is not made of whole 4-byte words`);
+      if (bytes % 4 !== 0 || c.ptr % 4 !== 0) throw new Error(`zeroInPlace: a ${c.dtype} tensor [${c.shape}] that is not made of whole 4-byte words`);
+      return { start: c.ptr, end: c.ptr + bytes };
+    }).sort((a, b) => a.start - b.start);
+    for (let i = 0; i < ranges.length;) {
+      let end = ranges[i].end, j = i + 1;
+      while (j < ranges.length && ranges[j].start <= end) end = Math.max(end, ranges[j++].end); // adjacent or overlapping
+      this.be.ctx.fill32(ranges[i].start, 0, (end - ranges[i].start) / 4);
+      i = j;
     }
   }
 
