@@ -119,6 +119,7 @@ test('cuda float32, wait-free steps (src/train/step.ts): six steps on the refere
     return { results, waits, after };
   };
   const waiting = await sixSteps(false), waitFree = await sixSteps(true);
+  backend.training.waitFree = true;
   assert.equal(waitFree.waits, 0, 'the wait-free steps 2–6 synchronized with the device while being queued');
   assert.ok(waiting.waits >= 5, `the waiting path synchronized only ${waiting.waits} times in steps 2–6 (the comparison would not compare anything)`);
   assert.deepEqual(waitFree.results.map((r) => r.step), [1, 2, 3, 4, 5, 6]);
@@ -157,4 +158,42 @@ test('cuda, wait-free steps: a token id outside the vocabulary is reported when 
   stepper.run(1, 1, () => ({ tokens: bad, rows: rows.length }), 1e-3, 1 / tokens);
   assert.throws(() => stepper.settle(), new RegExp(`token id ${model.config.vocabSize + 5} is outside the vocabulary`));
   stepper.dispose();
+});
+
+test('cuda float32, wait-free steps with two microbatches a step: the second adds onto the gradients the first wrote over, as the waiting path accumulates', { skip }, async () => {
+  const backend = new CudaBackend({ dtype: 'float32' });
+  const be = trainingBackend(backend);
+  const a = ref.adamw;
+  const width = rows[0].length;
+  // The reference batch's two rows as two microbatches of one row: the step's loss is their mean over both.
+  const micro = (i: number) => ({ tokens: ids.slice(i * width, (i + 1) * width), rows: 1 });
+  const threeSteps = async (waitFree: boolean) => {
+    backend.training.waitFree = waitFree;
+    const folder = await openModelFolder(dir);
+    const model = await loadModel(folder, backend, { dtype: 'float32' });
+    await folder.close();
+    const params = paramsByName(model.config, model.params);
+    const optimizer = new AdamW(be, { kind: 'adamw', lr: a.lr, betas: a.betas, eps: a.eps, weightDecay: a.weight_decay }, params);
+    const stepper = new TrainStep(be, new TrainingGraph(model.config, backend, model.params), optimizer, a.clip_grad_norm);
+    for (let step = 1; step <= 3; step++) stepper.run(step, 2, micro, a.lr, 1 / tokens);
+    const results = stepper.settle();
+    stepper.dispose();
+    return { results, after: new Map([...params].map(([n, t]) => [n, be.download(t) as Float32Array])) };
+  };
+  const waiting = await threeSteps(false), waitFree = await threeSteps(true);
+  backend.training.waitFree = true;
+  // Step 1 is the reference's first step (the same batch, its gradient summed over two microbatches).
+  assert.ok(Math.abs(waitFree.results[0].lossSum / tokens - ref.train.loss) <= TOL, `loss ${waitFree.results[0].lossSum / tokens} vs ${ref.train.loss}`);
+  assert.ok(Math.abs(waitFree.results[0].gradNorm - ref.train.grad_total_norm) <= TOL * ref.train.grad_total_norm, `grad norm ${waitFree.results[0].gradNorm} vs ${ref.train.grad_total_norm}`);
+  waitFree.results.forEach((r, i) => {
+    const other = waiting.results[i];
+    assert.ok(Math.abs(r.lossSum - other.lossSum) <= 1e-6 * Math.abs(other.lossSum), `step ${i + 1}: loss sum ${r.lossSum} wait-free vs ${other.lossSum} waiting`);
+    assert.ok(Math.abs(r.gradNorm - other.gradNorm) <= 1e-6 * other.gradNorm, `step ${i + 1}: grad norm ${r.gradNorm} wait-free vs ${other.gradNorm} waiting`);
+  });
+  let worst = 0;
+  for (const [name, values] of waitFree.after) {
+    const other = waiting.after.get(name)!;
+    values.forEach((v, i) => { worst = Math.max(worst, Math.abs(v - other[i])); });
+  }
+  assert.ok(worst <= 1e-6, `parameters after three steps differ from the waiting path's by up to ${worst}`);
 });

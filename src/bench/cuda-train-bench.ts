@@ -74,6 +74,8 @@ export interface TrainBenchResult {
   breakdown: Array<{ name: string; ms: number; calls: number }>;
   /** The default step path first, then (unless compare is false) the other one, measured in the same run. */
   modes: ModeResult[];
+  /** Σ g² over the gradients' sizes (with its round trip): one sum_squares_multi launch, and one launch a tensor (median ms). */
+  gradNormMs: { oneLaunch: number; perTensor: number };
   /** The GEMM shapes whose algorithm was chosen by timing (cublaslt-api.ts): the heuristic's first against the chosen. */
   tuning: TuningRecord[];
   torch: Array<Record<string, unknown>>;
@@ -230,6 +232,17 @@ export function runTrainBench(o: TrainBenchOptions): TrainBenchResult {
   });
   ops.waitFree = primary === 'wait-free';
   for (const stepper of steppers.values()) stepper.dispose();
+  // The gradient norm's reduction over tensors of the gradients' sizes (the float32 masters), in one
+  // launch and in one launch a tensor, alternating: events around each, median of 5.
+  const squares = new Map<string, number[]>([['one launch', []], ['one a tensor', []]]);
+  const tensors = [...masters.values()];
+  for (let i = 0; i < 10; i++) {
+    const way = i % 2 === 0 ? 'one launch' : 'one a tensor';
+    ops.squaresInOneLaunch = way === 'one launch';
+    squares.get(way)!.push(timed(() => be.sumOfSquaresAll(tensors)));
+  }
+  ops.squaresInOneLaunch = true;
+  const gradNormMs = { oneLaunch: median(squares.get('one launch')!), perTensor: median(squares.get('one a tensor')!) };
   const main = comparison[0], ms = main.medianMs;
   const tokensPerSecond = (mb * t) / (ms / 1000);
   const mfu = (tokensPerSecond / t) * trainingFlopsPerSequence(c, t) / PEAK_FLOPS;
@@ -237,7 +250,7 @@ export function runTrainBench(o: TrainBenchOptions): TrainBenchResult {
   log(`median step ${ms.toFixed(1)} ms: ${tokensPerSecond.toFixed(0)} tokens/s, MFU ${(100 * mfu).toFixed(1)}%, peak ${(peakMemoryBytes / 2 ** 30).toFixed(2)} GiB`);
   const result: TrainBenchResult = {
     device: be.device.name, preset: presetName, parameters: parameterCount(c), microbatch: mb, seqLen: t, msPerStep: ms, stepsMs: main.stepsMs,
-    tokensPerSecond, mfu, peakMemoryBytes, breakdown: main.breakdown, modes: comparison, tuning: [...tuningLog], torch: [],
+    tokensPerSecond, mfu, peakMemoryBytes, breakdown: main.breakdown, modes: comparison, gradNormMs, tuning: [...tuningLog], torch: [],
   };
   // Give the device memory back before the baselines run (they are child processes on the same card).
   for (const map of [masters, copies, optimizer.m, optimizer.v]) for (const t of map.values()) be.release(t);
@@ -276,6 +289,17 @@ export function formatTrainBench(r: TrainBenchResult): string {
     lines.push(`  one step with events around each operation: ${m.kernelsMs.toFixed(1)} ms in operations, ${m.gapMs.toFixed(1)} ms idle between ${m.gaps + 1} of them, ${m.spanMs.toFixed(1)} ms first to last; longest gaps:`);
     for (const g of m.topGaps) lines.push(`    ${g.ms.toFixed(3).padStart(7)} ms  after ${g.after}, before ${g.before}${g.hostWaits ? ` (${g.hostWaits} host wait${g.hostWaits > 1 ? 's' : ''} between)` : ''}`);
   }
+  if (r.modes.length > 1) {
+    const [main, other] = r.modes, mine = new Map(main.breakdown.map((b) => [b.name, b]));
+    const names = new Set([...main.breakdown, ...other.breakdown].map((b) => b.name));
+    const differences = [...names].map((name) => {
+      const a = mine.get(name), b = other.breakdown.find((x) => x.name === name);
+      return { name, a: a?.ms ?? 0, b: b?.ms ?? 0, ca: a?.calls ?? 0, cb: b?.calls ?? 0 };
+    }).filter((d) => Math.abs(d.a - d.b) >= 0.1 || d.ca !== d.cb).sort((x, y) => Math.abs(y.a - y.b) - Math.abs(x.a - x.b));
+    lines.push(`operations that differ, ${main.mode} against ${other.mode} (ms in one step, calls):`);
+    for (const d of differences.slice(0, 14)) lines.push(`  ${d.a.toFixed(2).padStart(8)} ms ${String(d.ca).padStart(4)}×  vs ${d.b.toFixed(2).padStart(8)} ms ${String(d.cb).padStart(4)}×  ${d.name}`);
+  }
+  lines.push(`gradient norm (Σ g² of ${(r.parameters / 1e9).toFixed(2)}B float32 values and its read-back): one launch ${r.gradNormMs.oneLaunch.toFixed(2)} ms, one launch a tensor ${r.gradNormMs.perTensor.toFixed(2)} ms (median of 5 each)`);
   const total = r.breakdown.reduce((s, b) => s + b.ms, 0);
   lines.push(`one step by kernel (events around each launch; ${total.toFixed(1)} ms of device time in kernels and GEMMs):`);
   for (const b of r.breakdown.slice(0, 30)) lines.push(`  ${b.ms.toFixed(2).padStart(9)} ms ${(100 * b.ms / total).toFixed(1).padStart(5)}%  ${String(b.calls).padStart(5)}×  ${b.name}`);
