@@ -5,6 +5,9 @@
  * compute copies) — with tokens/s, MFU, peak GPU memory and a per-kernel breakdown of one step, and
  * the PyTorch baselines (bench/torch_baseline.py --train: eager SDPA with an ALiBi bias, and
  * torch.compile + FlexAttention with an ALiBi score_mod) run in the same command on the same card.
+ * The step is src/train/step.ts's; unless `compare` is false its other path (wait-free / waiting for
+ * the device inside each step) is timed too, alternating step by step, with the idle time between a
+ * step's operations (perKernel) for each.
  *
  * MFU counts llm-foundry's FLOPs per sequence, 3·(2·n_params·T + n_layers·4·d_model·T²), over 989
  * TFLOP/s (the H100 SXM's dense bf16 peak), as BASELINES.md does.

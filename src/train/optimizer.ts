@@ -43,8 +43,8 @@ export class AdamW {
 
   /**
    * One update with learning rate `lr` (the scheduled value) from the (already clipped) gradients, or,
-   * with `gradScale` (wait-free backends: the clipping factor of WaitFreeTrainingOps.gradNormOnDevice), from the gradients times that
-   * device value, applied as they are read.
+   * with `gradScale` (wait-free backends: WaitFreeTrainingOps.gradNormOnDevice's clipping factor), from
+   * the gradients times that device value, applied as they are read.
    */
   update(grads: Map<string, Tensor>, lr: number, gradScale: DeviceScalar | null = null): void {
     this.step++;
