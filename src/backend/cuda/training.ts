@@ -165,11 +165,9 @@ export class CudaTrainingOps {
 
   /**
    * dx = dy·W (or dxInto += dy·W) and dWeight += dyᵀ·x: both GEMMs accumulate in place (beta = 1), so
-   * no per-call gradient tensor and no separate add pass.
-   */
-  /**
-   * `overwriteDWeight` (beyond the Backend interface; WaitFreeTrainingOps): dWeight holds stale values
-   * and gets dyᵀ·x written (GEMM beta 0) instead of added, so it needs no zeroing first.
+   * no per-call gradient tensor and no separate add pass. `overwriteDWeight` (beyond the Backend
+   * interface; WaitFreeTrainingOps): dWeight holds stale values and gets dyᵀ·x written (beta 0) instead
+   * of added, so it needs no zeroing first.
    */
   linearBackwardInto(a: { dy: Tensor; x: Tensor; weight: Tensor; dWeight: Tensor; dBias: Tensor | null; dxInto?: Tensor | null; overwriteDWeight?: boolean }): Tensor {
     const be = this.be;
