@@ -13,6 +13,8 @@ import { lossAndGradients, zeroGradients } from '../src/model/backward.js';
 import { paramsByName } from '../src/model/param-map.js';
 import { TrainingGraph } from '../src/model/training-forward.js';
 import { AdamW, clipGradNorm } from '../src/train/optimizer.js';
+import { TrainStep } from '../src/train/step.js';
+import { CudaContext } from '../src/backend/cuda/driver.js';
 import { ids, lossesOfSteps2To6, ref, referenceDir as dir, rows, tokens } from './training-reference.js';
 
 const available = cudaAvailable();
@@ -85,4 +87,113 @@ test('cuda bf16 (amp_bf16): the loss is within 2e-2 and the gradients are finite
   assert.ok(Number.isFinite(sum) && sum > 0, `bf16 gradient norm² ${sum}`);
   // Not asserted (no stated tolerance): how far bf16 gradients land from the float32 reference.
   process.stderr.write(`bf16 loss ${(lossSum / count).toFixed(5)} vs ${ref.train.loss.toFixed(5)}; grad norm ${Math.sqrt(sum).toFixed(5)} vs ${ref.train.grad_total_norm.toFixed(5)}\n`);
+});
+
+test('cuda float32, wait-free steps (src/train/step.ts): six steps on the reference batch give its losses and first grad norm, the same as the waiting path, and never wait inside a step', { skip }, async () => {
+  const backend = new CudaBackend({ dtype: 'float32' });
+  const be = trainingBackend(backend);
+  const a = ref.adamw;
+  /** Six steps of TrainStep on the fixture batch from the checkpoint's weights; the host waits counted while they are queued. */
+  const sixSteps = async (waitFree: boolean) => {
+    backend.training.waitFree = waitFree;
+    const folder = await openModelFolder(dir);
+    const model = await loadModel(folder, backend, { dtype: 'float32' });
+    await folder.close();
+    const params = paramsByName(model.config, model.params);
+    const optimizer = new AdamW(be, { kind: 'adamw', lr: a.lr, betas: a.betas, eps: a.eps, weightDecay: a.weight_decay }, params);
+    const stepper = new TrainStep(be, new TrainingGraph(model.config, backend, model.params), optimizer, a.clip_grad_norm);
+    assert.equal(stepper.isWaitFree, waitFree);
+    const run = (step: number) => stepper.run(step, 1, () => ({ tokens: ids, rows: rows.length }), a.lr, 1 / tokens);
+    run(1); // the first step also uploads what is made once (the ALiBi slopes) and compiles the kernels
+    const original = CudaContext.prototype.synchronize;
+    let waits = 0;
+    CudaContext.prototype.synchronize = function (this: CudaContext) { waits++; original.call(this); };
+    try {
+      for (let step = 2; step <= 6; step++) run(step);
+    } finally {
+      CudaContext.prototype.synchronize = original;
+    }
+    const results = stepper.settle();
+    stepper.dispose();
+    const after = new Map([...params].map(([n, t]) => [n, be.download(t) as Float32Array]));
+    return { results, waits, after };
+  };
+  const waiting = await sixSteps(false), waitFree = await sixSteps(true);
+  backend.training.waitFree = true;
+  assert.equal(waitFree.waits, 0, 'the wait-free steps 2–6 synchronized with the device while being queued');
+  assert.ok(waiting.waits >= 5, `the waiting path synchronized only ${waiting.waits} times in steps 2–6 (the comparison would not compare anything)`);
+  assert.deepEqual(waitFree.results.map((r) => r.step), [1, 2, 3, 4, 5, 6]);
+  const expected = [ref.train.loss, ...a.losses_steps_2_to_6];
+  waitFree.results.forEach((r, i) => {
+    const loss = r.lossSum / tokens;
+    assert.ok(Math.abs(loss - expected[i]) <= TOL, `wait-free loss of step ${i + 1}: ${loss} vs ${expected[i]}`);
+    const other = waiting.results[i];
+    assert.ok(Math.abs(r.lossSum - other.lossSum) <= 1e-6 * Math.abs(other.lossSum), `step ${i + 1}: loss sum ${r.lossSum} wait-free vs ${other.lossSum} waiting`);
+    assert.ok(Math.abs(r.gradNorm - other.gradNorm) <= 1e-6 * other.gradNorm, `step ${i + 1}: grad norm ${r.gradNorm} wait-free vs ${other.gradNorm} waiting`);
+  });
+  const norm = waitFree.results[0].gradNorm;
+  assert.ok(Math.abs(norm - ref.train.grad_total_norm) <= TOL * ref.train.grad_total_norm, `grad norm ${norm} vs ${ref.train.grad_total_norm}`);
+  assert.ok(norm > a.clip_grad_norm, 'the reference batch should clip (its norm exceeds the maximum), so that the folded clipping is exercised');
+  // After six clipped updates the parameters agree with the waiting path's (clip as its own pass, then AdamW).
+  let worst = 0;
+  for (const [name, values] of waitFree.after) {
+    const other = waiting.after.get(name)!;
+    values.forEach((v, i) => { worst = Math.max(worst, Math.abs(v - other[i])); });
+  }
+  assert.ok(worst <= 1e-6, `parameters after six steps differ from the waiting path's by up to ${worst}`);
+});
+
+test('cuda, wait-free steps: a token id outside the vocabulary is reported when the results are read', { skip }, async () => {
+  const backend = new CudaBackend({ dtype: 'float32' });
+  const be = trainingBackend(backend);
+  assert.equal(backend.training.waitFree, true, 'the wait-free path is the default (MPT_TRAIN_WAIT_FREE unset)');
+  const folder = await openModelFolder(dir);
+  const model = await loadModel(folder, backend, { dtype: 'float32' });
+  await folder.close();
+  const params = paramsByName(model.config, model.params);
+  const optimizer = new AdamW(be, { kind: 'adamw', lr: 1e-3, betas: [0.9, 0.95], eps: 1e-8, weightDecay: 0 }, params);
+  const stepper = new TrainStep(be, new TrainingGraph(model.config, backend, model.params), optimizer, 1);
+  const bad = Int32Array.from(ids);
+  bad[0] = model.config.vocabSize + 5; // first of its row: no target names it, only the embedding sees it
+  stepper.run(1, 1, () => ({ tokens: bad, rows: rows.length }), 1e-3, 1 / tokens);
+  assert.throws(() => stepper.settle(), new RegExp(`token id ${model.config.vocabSize + 5} is outside the vocabulary`));
+  stepper.dispose();
+});
+
+test('cuda float32, wait-free steps with two microbatches a step: the second adds onto the gradients the first wrote over, as the waiting path accumulates', { skip }, async () => {
+  const backend = new CudaBackend({ dtype: 'float32' });
+  const be = trainingBackend(backend);
+  const a = ref.adamw;
+  const width = rows[0].length;
+  // The reference batch's two rows as two microbatches of one row: the step's loss is their mean over both.
+  const micro = (i: number) => ({ tokens: ids.slice(i * width, (i + 1) * width), rows: 1 });
+  const threeSteps = async (waitFree: boolean) => {
+    backend.training.waitFree = waitFree;
+    const folder = await openModelFolder(dir);
+    const model = await loadModel(folder, backend, { dtype: 'float32' });
+    await folder.close();
+    const params = paramsByName(model.config, model.params);
+    const optimizer = new AdamW(be, { kind: 'adamw', lr: a.lr, betas: a.betas, eps: a.eps, weightDecay: a.weight_decay }, params);
+    const stepper = new TrainStep(be, new TrainingGraph(model.config, backend, model.params), optimizer, a.clip_grad_norm);
+    for (let step = 1; step <= 3; step++) stepper.run(step, 2, micro, a.lr, 1 / tokens);
+    const results = stepper.settle();
+    stepper.dispose();
+    return { results, after: new Map([...params].map(([n, t]) => [n, be.download(t) as Float32Array])) };
+  };
+  const waiting = await threeSteps(false), waitFree = await threeSteps(true);
+  backend.training.waitFree = true;
+  // Step 1 is the reference's first step (the same batch, its gradient summed over two microbatches).
+  assert.ok(Math.abs(waitFree.results[0].lossSum / tokens - ref.train.loss) <= TOL, `loss ${waitFree.results[0].lossSum / tokens} vs ${ref.train.loss}`);
+  assert.ok(Math.abs(waitFree.results[0].gradNorm - ref.train.grad_total_norm) <= TOL * ref.train.grad_total_norm, `grad norm ${waitFree.results[0].gradNorm} vs ${ref.train.grad_total_norm}`);
+  waitFree.results.forEach((r, i) => {
+    const other = waiting.results[i];
+    assert.ok(Math.abs(r.lossSum - other.lossSum) <= 1e-6 * Math.abs(other.lossSum), `step ${i + 1}: loss sum ${r.lossSum} wait-free vs ${other.lossSum} waiting`);
+    assert.ok(Math.abs(r.gradNorm - other.gradNorm) <= 1e-6 * other.gradNorm, `step ${i + 1}: grad norm ${r.gradNorm} wait-free vs ${other.gradNorm} waiting`);
+  });
+  let worst = 0;
+  for (const [name, values] of waitFree.after) {
+    const other = waiting.after.get(name)!;
+    values.forEach((v, i) => { worst = Math.max(worst, Math.abs(v - other[i])); });
+  }
+  assert.ok(worst <= 1e-6, `parameters after three steps differ from the waiting path's by up to ${worst}`);
 });

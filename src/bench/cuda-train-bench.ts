@@ -5,6 +5,9 @@
  * compute copies) — with tokens/s, MFU, peak GPU memory and a per-kernel breakdown of one step, and
  * the PyTorch baselines (bench/torch_baseline.py --train: eager SDPA with an ALiBi bias, and
  * torch.compile + FlexAttention with an ALiBi score_mod) run in the same command on the same card.
+ * The step is src/train/step.ts's; unless `compare` is false its other path (wait-free / waiting for
+ * the device inside each step) is timed too, alternating step by step, with the idle time between a
+ * step's operations (perKernel) for each.
  *
  * MFU counts llm-foundry's FLOPs per sequence, 3·(2·n_params·T + n_layers·4·d_model·T²), over 989
  * TFLOP/s (the H100 SXM's dense bf16 peak), as BASELINES.md does.
@@ -16,11 +19,11 @@ import { CudaContext, CudaEvent, Kernel } from '../backend/cuda/driver.js';
 import { TrainingGemm } from '../backend/cuda/training-gemm.js';
 import { CublasLt } from '../backend/cuda/cublaslt.js';
 import { tuningLog, type TuningRecord } from '../backend/cuda/cublaslt-api.js';
-import { lossAndGradients, zeroGradients } from '../model/backward.js';
 import { MPT_1B_REDPAJAMA_200B, parameterCount, parameterShapes, trainingFlopsPerSequence, type MptConfig } from '../model/config.js';
 import { structureParams } from '../model/params.js';
 import { TrainingGraph } from '../model/training-forward.js';
-import { AdamW, clipGradNorm } from '../train/optimizer.js';
+import { AdamW } from '../train/optimizer.js';
+import { TrainStep, type StepResult } from '../train/step.js';
 import { UserError } from '../util/errors.js';
 
 export const TRAIN_PRESETS: Record<string, MptConfig> = { 'mpt-1b-redpajama-200b': MPT_1B_REDPAJAMA_200B };
@@ -35,6 +38,28 @@ export interface TrainBenchOptions {
   /** bench/torch_baseline.py to run for the baselines; null: none. */
   torch?: string | null;
   log?: (line: string) => void;
+  /** Also time the other step path (wait-free / waiting), alternating with the default one; default true. */
+  compare?: boolean;
+}
+
+/** wait-free: nothing in a step waits for the device (src/train/step.ts); waiting: the loss, targets and gradient norm are read back inside each step. */
+export type StepMode = 'wait-free' | 'waiting';
+
+export interface ModeResult {
+  mode: StepMode;
+  /** Each timed step alone (events around it; the host waited for the previous one), and their median. */
+  stepsMs: number[];
+  medianMs: number;
+  /** Milliseconds a step over `steps` steps queued back to back (events around all of them). */
+  backToBackMs: number;
+  peakBytes: number;
+  /** One step with events around every operation: the sum of the operations, first to last, and the idle time between them. */
+  kernelsMs: number;
+  spanMs: number;
+  gapMs: number;
+  gaps: number;
+  topGaps: StepGap[];
+  breakdown: Array<{ name: string; ms: number; calls: number }>;
 }
 
 export interface TrainBenchResult {
@@ -48,8 +73,12 @@ export interface TrainBenchResult {
   tokensPerSecond: number;
   mfu: number;
   peakMemoryBytes: number;
-  /** Device milliseconds of one step by kernel (or GEMM shape), largest first. */
+  /** Device milliseconds of one step by kernel (or GEMM shape), largest first (the default path's). */
   breakdown: Array<{ name: string; ms: number; calls: number }>;
+  /** The default step path first, then (unless compare is false) the other one, measured in the same run. */
+  modes: ModeResult[];
+  /** Σ g² over the gradients' sizes (with its round trip): one sum_squares_multi launch, and one launch a tensor (median ms). */
+  gradNormMs: { oneLaunch: number; perTensor: number };
   /** The GEMM shapes whose algorithm was chosen by timing (cublaslt-api.ts): the heuristic's first against the chosen. */
   tuning: TuningRecord[];
   torch: Array<Record<string, unknown>>;
@@ -58,43 +87,67 @@ export interface TrainBenchResult {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-/** Time every kernel launch and GEMM of `fn` with events around each (one eager run). */
-function perKernel(be: CudaBackend, fn: () => void): Array<{ name: string; ms: number; calls: number }> {
-  const marks: Array<{ name: string; a: CudaEvent; b: CudaEvent }> = [];
+/** Where the device sat idle between two consecutive operations of a step (events around each). */
+export interface StepGap { ms: number; after: string; before: string; hostWaits: number }
+
+/**
+ * Time every kernel launch, GEMM, memset and device copy of `fn` with events around each (one eager
+ * run), and the idle time between consecutive ones: a gap is the device waiting for the host (a
+ * launch not yet made, a host round trip in between: `hostWaits` counts the stream synchronizations
+ * the host made there) plus the launch latency itself. The events add a little to every gap.
+ */
+function perKernel(be: CudaBackend, fn: () => void): { breakdown: Array<{ name: string; ms: number; calls: number }>; gaps: StepGap[]; spanMs: number } {
+  const marks: Array<{ name: string; a: CudaEvent; b: CudaEvent; waitsBefore: number }> = [];
   const pool: CudaEvent[] = [];
   const event = () => pool.pop() ?? new CudaEvent(be.ctx);
+  let waits = 0, depth = 0;
   const wrap = <T extends object>(proto: T, method: keyof T, label: (self: any, args: any[]) => string) => {
     const original = proto[method] as unknown as (...a: unknown[]) => unknown;
     (proto as any)[method] = function (this: unknown, ...args: unknown[]) {
-      const a = event(), b = event();
+      if (depth > 0) return original.apply(this, args); // an op made of other timed ops (zeros → memset) is timed once
+      const a = event(), b = event(), waitsBefore = waits;
       a.record();
-      const r = original.apply(this, args);
+      depth++;
+      let r: unknown;
+      try { r = original.apply(this, args); } finally { depth--; }
       b.record();
-      marks.push({ name: label(this, args), a, b });
+      marks.push({ name: label(this, args), a, b, waitsBefore });
       return r;
     };
     return () => { (proto as any)[method] = original; };
   };
+  const syncOriginal = CudaContext.prototype.synchronize;
+  CudaContext.prototype.synchronize = function (this: CudaContext) { waits++; syncOriginal.call(this); };
   const undo = [
     wrap(Kernel.prototype, 'launch', (k: Kernel) => k.name),
     wrap(TrainingGemm.prototype, 'gemm', (_s, [g]) => `gemm ${g.aTrans ? 'T' : 'N'}${g.bTrans ? 'T' : 'N'} ${g.m}×${g.n}×${g.k} ${g.outType === 'float32' ? '→f32' : ''}`),
     wrap(CublasLt.prototype, 'matmul', (_s, [m]) => `gemm x·Wᵀ ${m.rows}×${m.outFeatures}×${m.inFeatures}${m.accumulate ? ' +=' : m.residual ? ' + residual' : ''}`),
     wrap(CudaContext.prototype, 'copyDevice', () => 'device-to-device copy'),
+    wrap(CudaContext.prototype, 'fill32', () => 'memset (zeroing)'),
+    wrap(CudaContext.prototype, 'copyIn', () => 'host→device copy (waits)'),
+    wrap(CudaContext.prototype, 'copyInPinned', () => 'host→device copy (pinned)'),
+    wrap(CudaContext.prototype, 'copyInAsync', () => 'host→device copy (pageable, async)'),
+    wrap(CudaContext.prototype, 'copyOut', () => 'device→host copy (waits)'),
+    wrap(CudaContext.prototype, 'copyOutAsync', () => 'device→host copy (pinned)'),
+    wrap(CudaBackend.prototype, 'zeros', () => 'memset (zeroing)'),
+    () => { CudaContext.prototype.synchronize = syncOriginal; },
   ];
   try { fn(); } finally { for (const u of undo) u(); }
   be.synchronize();
   const totals = new Map<string, { ms: number; calls: number }>();
-  for (const m of marks) {
+  const gaps: StepGap[] = [];
+  marks.forEach((m, i) => {
     const e = totals.get(m.name) ?? { ms: 0, calls: 0 };
     e.ms += m.b.since(m.a);
     e.calls++;
     totals.set(m.name, e);
-    m.a.destroy(); m.b.destroy();
-  }
+    if (i > 0) gaps.push({ ms: m.a.since(marks[i - 1].b), after: marks[i - 1].name, before: m.name, hostWaits: m.waitsBefore - marks[i - 1].waitsBefore });
+  });
+  const spanMs = marks.length > 0 ? marks[marks.length - 1].b.since(marks[0].a) : 0;
+  for (const m of marks) { m.a.destroy(); m.b.destroy(); }
   for (const e of pool) e.destroy();
-  return [...totals].map(([name, v]) => ({ name, ...v })).sort((x, y) => y.ms - x.ms);
+  return { breakdown: [...totals].map(([name, v]) => ({ name, ...v })).sort((x, y) => y.ms - x.ms), gaps, spanMs };
 }
-
 
 export function runTrainBench(o: TrainBenchOptions): TrainBenchResult {
   const log = o.log ?? ((line: string) => process.stderr.write(line + '\n'));
@@ -124,34 +177,83 @@ export function runTrainBench(o: TrainBenchOptions): TrainBenchResult {
   be.synchronize();
   let s = 12345;
   const batch = () => Int32Array.from({ length: mb * t }, () => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return 2 + (s % (c.vocabSize - 200)); });
-  const step = (ids: Int32Array) => be.scope(() => {
-    const grads = zeroGradients(c, be);
-    be.scope(() => lossAndGradients(graph, ids, mb, grads, 1 / (mb * (t - 1))));
-    clipGradNorm(be, grads, 1);
-    optimizer.update(grads, 1e-4);
-  });
-  be.allocator.resetPeak();
-  const times: number[] = [];
-  for (let i = 0; i < warmup + steps; i++) {
+  // The step of `mpt train` (src/train/step.ts) in the default path, and, for the comparison, the other
+  // one (wait-free: nothing in a step waits for the device; waiting: the loss, the targets and the
+  // gradient norm read back inside every step, as before). Both update the same weights.
+  const ops = be.training, primary: StepMode = ops.waitFree ? 'wait-free' : 'waiting';
+  const modes: StepMode[] = o.compare === false ? [primary] : [primary, primary === 'wait-free' ? 'waiting' : 'wait-free'];
+  const steppers = new Map(modes.map((mode) => {
+    ops.waitFree = mode === 'wait-free';
+    return [mode, new TrainStep(be, graph, optimizer, 1)] as const;
+  }));
+  let stepNumber = 0;
+  const runStep = (mode: StepMode) => {
+    ops.waitFree = mode === 'wait-free';
     const ids = batch();
+    steppers.get(mode)!.run(++stepNumber, 1, () => ({ tokens: ids, rows: mb }), 1e-4, 1 / (mb * (t - 1)));
+  };
+  const timed = (fn: () => void) => {
     const a = new CudaEvent(be.ctx), b = new CudaEvent(be.ctx);
     a.record();
-    step(ids);
+    fn();
     b.record();
     const ms = b.since(a);
-    if (i >= warmup) times.push(ms);
-    log(`step ${i + 1}${i < warmup ? ' (warm-up)' : ''}: ${ms.toFixed(1)} ms`);
     a.destroy(); b.destroy();
+    return ms;
+  };
+  const perMode = new Map(modes.map((mode) => [mode, { stepsMs: [] as number[], peak: 0, last: null as StepResult | null }]));
+  // Step by step, the modes alternating (and their order too), each step timed alone with events.
+  for (let i = 0; i < warmup + steps; i++) {
+    for (const mode of i % 2 === 0 ? modes : [...modes].reverse()) {
+      const m = perMode.get(mode)!;
+      be.allocator.resetPeak();
+      const ms = timed(() => runStep(mode));
+      m.last = steppers.get(mode)!.settle().pop() ?? null;
+      m.peak = Math.max(m.peak, be.allocator.stats().peak);
+      if (i >= warmup) m.stepsMs.push(ms);
+      log(`step ${i + 1}${i < warmup ? ' (warm-up)' : ''} ${mode}: ${ms.toFixed(1)} ms (loss ${((m.last?.lossSum ?? NaN) / (mb * (t - 1))).toFixed(4)}, grad norm ${m.last?.gradNorm.toFixed(4)})`);
+    }
   }
-  const ms = median(times);
+  // Back to back, as the training loop runs them between two log lines: one pair of events around all.
+  const backToBack = new Map(modes.map((mode) => {
+    const ms = timed(() => { for (let i = 0; i < steps; i++) runStep(mode); }) / steps;
+    steppers.get(mode)!.settle();
+    log(`${steps} steps back to back, ${mode}: ${ms.toFixed(1)} ms a step`);
+    return [mode, ms] as const;
+  }));
+  const comparison: ModeResult[] = modes.map((mode) => {
+    const m = perMode.get(mode)!;
+    ops.waitFree = mode === 'wait-free';
+    const timeline = perKernel(be, () => runStep(mode));
+    steppers.get(mode)!.settle();
+    const kernelsMs = timeline.breakdown.reduce((sum, b) => sum + b.ms, 0);
+    return {
+      mode, stepsMs: m.stepsMs, medianMs: median(m.stepsMs), backToBackMs: backToBack.get(mode)!, peakBytes: m.peak + 2 * (32 << 20), // + the two cuBLASLt workspaces
+      kernelsMs, spanMs: timeline.spanMs, gapMs: timeline.gaps.reduce((sum, g) => sum + g.ms, 0), gaps: timeline.gaps.length,
+      topGaps: [...timeline.gaps].sort((x, y) => y.ms - x.ms).slice(0, 8), breakdown: timeline.breakdown,
+    };
+  });
+  ops.waitFree = primary === 'wait-free';
+  for (const stepper of steppers.values()) stepper.dispose();
+  // The gradient norm's reduction over tensors of the gradients' sizes (the float32 masters), in one
+  // launch and in one launch a tensor, alternating: events around each, median of 5.
+  const squares = new Map<string, number[]>([['one launch', []], ['one a tensor', []]]);
+  const tensors = [...masters.values()];
+  for (let i = 0; i < 10; i++) {
+    const way = i % 2 === 0 ? 'one launch' : 'one a tensor';
+    ops.squaresInOneLaunch = way === 'one launch';
+    squares.get(way)!.push(timed(() => be.sumOfSquaresAll(tensors)));
+  }
+  ops.squaresInOneLaunch = true;
+  const gradNormMs = { oneLaunch: median(squares.get('one launch')!), perTensor: median(squares.get('one a tensor')!) };
+  const main = comparison[0], ms = main.medianMs;
   const tokensPerSecond = (mb * t) / (ms / 1000);
   const mfu = (tokensPerSecond / t) * trainingFlopsPerSequence(c, t) / PEAK_FLOPS;
-  const peakMemoryBytes = be.allocator.stats().peak + 2 * (32 << 20); // + the two cuBLASLt workspaces
+  const peakMemoryBytes = main.peakBytes;
   log(`median step ${ms.toFixed(1)} ms: ${tokensPerSecond.toFixed(0)} tokens/s, MFU ${(100 * mfu).toFixed(1)}%, peak ${(peakMemoryBytes / 2 ** 30).toFixed(2)} GiB`);
-  const breakdown = perKernel(be, () => step(batch()));
   const result: TrainBenchResult = {
-    device: be.device.name, preset: presetName, parameters: parameterCount(c), microbatch: mb, seqLen: t, msPerStep: ms, stepsMs: times,
-    tokensPerSecond, mfu, peakMemoryBytes, breakdown, tuning: [...tuningLog], torch: [],
+    device: be.device.name, preset: presetName, parameters: parameterCount(c), microbatch: mb, seqLen: t, msPerStep: ms, stepsMs: main.stepsMs,
+    tokensPerSecond, mfu, peakMemoryBytes, breakdown: main.breakdown, modes: comparison, gradNormMs, tuning: [...tuningLog], torch: [],
   };
   // Give the device memory back before the baselines run (they are child processes on the same card).
   for (const map of [masters, copies, optimizer.m, optimizer.v]) for (const t of map.values()) be.release(t);
@@ -185,6 +287,22 @@ export function formatTrainBench(r: TrainBenchResult): string {
     const tps = t.tokens_per_s as number;
     lines.push(`torch ${String(t.mode).padEnd(7)} ${tps.toFixed(0)} tokens/s, MFU ${(100 * (t.mfu as number)).toFixed(1)}%, peak ${gib(t.peak_memory_bytes as number)}; mpt-ts/torch ${(r.tokensPerSecond / tps).toFixed(2)}×`);
   }
+  for (const m of r.modes) {
+    lines.push(`step, ${m.mode.padEnd(9)} ${m.medianMs.toFixed(1)} ms median of ${m.stepsMs.length} (${m.stepsMs.map((x) => x.toFixed(1)).join(', ')}); back to back ${m.backToBackMs.toFixed(1)} ms; peak ${gib(m.peakBytes)}`);
+    lines.push(`  one step with events around each operation: ${m.kernelsMs.toFixed(1)} ms in operations, ${m.gapMs.toFixed(1)} ms idle between ${m.gaps + 1} of them, ${m.spanMs.toFixed(1)} ms first to last; longest gaps:`);
+    for (const g of m.topGaps) lines.push(`    ${g.ms.toFixed(3).padStart(7)} ms  after ${g.after}, before ${g.before}${g.hostWaits ? ` (${g.hostWaits} host wait${g.hostWaits > 1 ? 's' : ''} between)` : ''}`);
+  }
+  if (r.modes.length > 1) {
+    const [main, other] = r.modes, mine = new Map(main.breakdown.map((b) => [b.name, b]));
+    const names = new Set([...main.breakdown, ...other.breakdown].map((b) => b.name));
+    const differences = [...names].map((name) => {
+      const a = mine.get(name), b = other.breakdown.find((x) => x.name === name);
+      return { name, a: a?.ms ?? 0, b: b?.ms ?? 0, ca: a?.calls ?? 0, cb: b?.calls ?? 0 };
+    }).filter((d) => Math.abs(d.a - d.b) >= 0.1 || d.ca !== d.cb).sort((x, y) => Math.abs(y.a - y.b) - Math.abs(x.a - x.b));
+    lines.push(`operations that differ, ${main.mode} against ${other.mode} (ms in one step, calls):`);
+    for (const d of differences.slice(0, 14)) lines.push(`  ${d.a.toFixed(2).padStart(8)} ms ${String(d.ca).padStart(4)}×  vs ${d.b.toFixed(2).padStart(8)} ms ${String(d.cb).padStart(4)}×  ${d.name}`);
+  }
+  lines.push(`gradient norm (Σ g² of ${(r.parameters / 1e9).toFixed(2)}B float32 values and its read-back): one launch ${r.gradNormMs.oneLaunch.toFixed(2)} ms, one launch a tensor ${r.gradNormMs.perTensor.toFixed(2)} ms (median of 5 each)`);
   const total = r.breakdown.reduce((s, b) => s + b.ms, 0);
   lines.push(`one step by kernel (events around each launch; ${total.toFixed(1)} ms of device time in kernels and GEMMs):`);
   for (const b of r.breakdown.slice(0, 30)) lines.push(`  ${b.ms.toFixed(2).padStart(9)} ms ${(100 * b.ms / total).toFixed(1).padStart(5)}%  ${String(b.calls).padStart(5)}×  ${b.name}`);

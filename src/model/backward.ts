@@ -1,7 +1,7 @@
 import type { Backend, Tensor } from '../backend/backend.js';
 import { parameterShapes, type MptConfig } from './config.js';
 import type { Affine, MptParams } from './params.js';
-import { nextTokenTargets, TrainingGraph, type Tape } from './training-forward.js';
+import { nextTokenTargets, TrainingGraph, waitFreeOps, type Tape } from './training-forward.js';
 
 /**
  * The backward pass of the MPT decoder, block by block in reverse, written against the Backend.
@@ -32,16 +32,86 @@ export interface LossResult {
 export function lossAndGradients(
   graph: TrainingGraph, ids: Int32Array, batch: number, grads: Gradients | null, lossScale: number,
 ): LossResult {
-  const be = graph.backend, c = graph.config, p = graph.params;
-  const tape = graph.forward(ids, batch);
-  const targets = be.upload(nextTokenTargets(ids, batch), [ids.length], 'int32');
-  const tableGrad = grads?.get(p.lmHead ? 'lmHead.weight' : 'wte.weight') ?? null;
-  const ce = be.crossEntropyWithOutput({
-    x: tape.hidden, table: p.lmHead ?? p.wte, targets, logitScale: c.logitScale, lossScale, gradients: grads !== null, dTableInto: tableGrad,
-  });
-  const lossSum = (be.download(ce.lossSum) as Float32Array)[0];
+  const { tape, ce } = forwardAndLoss(graph, ids, batch, grads, lossScale);
+  const lossSum = (graph.backend.download(ce.lossSum) as Float32Array)[0];
   if (grads) backward(graph, tape, ce.dx!, grads);
   return { lossSum, count: ce.count };
+}
+
+/**
+ * lossAndGradients with the summed loss left on the device ([1] float32, in the caller's scope): with
+ * a backend's wait-free ops (waitFreeOps) nothing here waits for the device, so the host queues the
+ * backward while the forward still runs. `staleGradients` (wait-free ops only): `grads` holds old values
+ * instead of zeros (a step's first microbatch): the gradients a GEMM makes whole (overwrittenGradients)
+ * are written, not added to, and only the others are zeroed first — no pass over all of them.
+ */
+export function lossAndGradientsOnDevice(
+  graph: TrainingGraph, ids: Int32Array, batch: number, grads: Gradients | null, lossScale: number, staleGradients = false,
+): { lossSum: Tensor; count: number } {
+  const waitFree = waitFreeOps(graph.backend);
+  if (staleGradients && (!waitFree || !grads)) throw new Error('lossAndGradientsOnDevice: stale gradients need gradients and a backend with wait-free ops');
+  const overwrite = staleGradients ? overwrittenGradients(graph) : null;
+  if (waitFree && grads && overwrite) waitFree.zeroInPlace([...grads].filter(([name]) => !overwrite.has(name)).map(([, g]) => g));
+  const { tape, ce } = forwardAndLoss(graph, ids, batch, grads, lossScale, overwrite);
+  if (grads) backward(graph, tape, ce.dx!, grads, overwrite);
+  return { lossSum: ce.lossSum, count: ce.count };
+}
+
+/**
+ * The gradients whose first write in a backward pass covers all of them with one GEMM: the linear
+ * layers' weights (Wqkv by its three row blocks) and the output table (the cross entropy's first row
+ * block, before the input embedding adds into it when tied).
+ */
+export function overwrittenGradients(graph: TrainingGraph): Set<string> {
+  const p = graph.params, names = new Set<string>([p.lmHead ? 'lmHead.weight' : 'wte.weight']);
+  p.blocks.forEach((_, i) => {
+    for (const layer of ['attn.wqkv', 'attn.out', 'mlp.up', 'mlp.down']) names.add(`blocks.${i}.${layer}.weight`);
+  });
+  return names;
+}
+
+/**
+ * Gradients to keep from step to step for lossAndGradientsOnDevice's staleGradients path: those it
+ * zeroes each step (not in overwrittenGradients: LayerNorm weights, biases, …) are views into one
+ * float32 block, adjacent where their sizes allow (each starts at a multiple of 128 values, 512 bytes),
+ * so that zeroing them all is one memset instead of one a tensor. `owned`: the tensors to release.
+ */
+export function keptGradients(graph: TrainingGraph): { grads: Gradients; owned: Tensor[] } {
+  const be = graph.backend, overwrite = overwrittenGradients(graph), shapes = parameterShapes(graph.config);
+  const align = (n: number) => Math.ceil(n / 128) * 128;
+  let total = 0;
+  for (const [name, shape] of shapes) if (!overwrite.has(name)) total += align(shape.reduce((a, b) => a * b, 1));
+  const packed = total > 0 ? be.zeros([total], 'float32') : null;
+  const grads: Gradients = new Map(), owned: Tensor[] = packed ? [packed] : [];
+  let at = 0;
+  for (const [name, shape] of shapes) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (overwrite.has(name)) {
+      const g = be.zeros(shape, 'float32');
+      grads.set(name, g);
+      owned.push(g);
+    } else {
+      grads.set(name, be.view(be.rowBlock(packed!, at, n), shape));
+      at += align(n);
+    }
+  }
+  return { grads, owned };
+}
+
+/** The forward pass and the output layer with cross entropy (its gradient dx when `grads` is given). */
+function forwardAndLoss(graph: TrainingGraph, ids: Int32Array, batch: number, grads: Gradients | null, lossScale: number, overwrite: Set<string> | null = null) {
+  const be = graph.backend, c = graph.config, p = graph.params, waitFree = waitFreeOps(be);
+  const tape = graph.forward(ids, batch);
+  const hostTargets = nextTokenTargets(ids, batch);
+  const tableGrad = grads?.get(p.lmHead ? 'lmHead.weight' : 'wte.weight') ?? null;
+  const common = { x: tape.hidden, table: p.lmHead ?? p.wte, logitScale: c.logitScale, lossScale, gradients: grads !== null, dTableInto: tableGrad };
+  // With wait-free ops the targets go up without a wait and are checked and counted from the host copy.
+  const ce = waitFree
+    ? waitFree.crossEntropyWithOutput({
+      ...common, targets: waitFree.uploadAsync(hostTargets, [ids.length]), hostTargets, overwriteDTable: overwrite?.has(p.lmHead ? 'lmHead.weight' : 'wte.weight') ?? false,
+    })
+    : be.crossEntropyWithOutput({ ...common, targets: be.upload(hostTargets, [ids.length], 'int32') });
+  return { tape, ce };
 }
 
 /**
@@ -49,8 +119,13 @@ export function lossAndGradients(
  * Each block's tape is released once its gradients are made, so the backward pass's memory shrinks
  * as it goes; the tape cannot be used again afterwards.
  */
-export function backward(graph: TrainingGraph, tape: Tape, dHidden: Tensor, grads: Gradients): void {
+export function backward(graph: TrainingGraph, tape: Tape, dHidden: Tensor, grads: Gradients, overwrite: Set<string> | null = null): void {
   const be = graph.backend, c = graph.config, p = graph.params;
+  const waitFree = overwrite ? waitFreeOps(be) : null;
+  if (overwrite && !waitFree) throw new Error('backward: overwriting stale gradients needs a backend with wait-free ops');
+  /** linearBackwardInto, writing dWeight instead of adding when it is one of the stale gradients to overwrite. */
+  const linearInto = (a: Parameters<typeof be.linearBackwardInto>[0], weightName: string): Tensor =>
+    waitFree && overwrite!.has(weightName) ? waitFree.linearBackwardInto({ ...a, overwriteDWeight: true }) : be.linearBackwardInto(a);
   const { batch, seqLen: t } = tape;
   const d = c.dModel;
   const grad = (name: string): Tensor => grads.get(name)!;
@@ -59,7 +134,7 @@ export function backward(graph: TrainingGraph, tape: Tape, dHidden: Tensor, grad
   const normBack = (dy: Tensor, x: Tensor, n: Affine, name: string, residual: Tensor | null = null): Tensor =>
     be.layerNormBackwardInto({ dy, x, weight: n.weight, eps: c.layerNormEps, dWeight: grad(`${name}.weight`), dBias: biasGrad(name, n), residual });
   const linearBack = (dy: Tensor, x: Tensor, l: Affine, name: string): Tensor =>
-    be.linearBackwardInto({ dy, x, weight: l.weight, dWeight: grad(`${name}.weight`), dBias: biasGrad(name, l) });
+    linearInto({ dy, x, weight: l.weight, dWeight: grad(`${name}.weight`), dBias: biasGrad(name, l) }, `${name}.weight`);
 
   let dx = normBack(dHidden, tape.xFinal, p.lnF, 'lnF');
   for (let layer = c.nLayers - 1; layer >= 0; layer--) dx = be.scope(() => {
@@ -93,10 +168,10 @@ export function backward(graph: TrainingGraph, tape: Tape, dHidden: Tensor, grad
     let dLn1Out: Tensor | null = null;
     for (const [i, dy] of [dq, dk, dv].entries()) {
       const part = graph.qkvPart(block.wqkv, i);
-      dLn1Out = be.linearBackwardInto({
+      dLn1Out = linearInto({
         dy, x: ln1Out, weight: part.weight, dWeight: be.rowBlock(grad(`${wqkv}.weight`), i * d, d),
         dBias: part.bias ? be.rowBlock(grad(`${wqkv}.bias`), i * d, d) : null, dxInto: dLn1Out,
-      });
+      }, `${wqkv}.weight`);
     }
     const dxIn = normBack(dLn1Out!, a.xIn, block.ln1, `${name}.ln1`, dxMid);
     // This block's tape is spent (xIn is the previous block's output, which its own backward does not read).

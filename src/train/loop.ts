@@ -1,6 +1,6 @@
 import { trainingBackend, type Backend, type Tensor } from '../backend/backend.js';
 import { openModelFolder } from '../io/model-folder.js';
-import { lossAndGradients, zeroGradients } from '../model/backward.js';
+import { lossAndGradients } from '../model/backward.js';
 import { parameterShapes, trainingFlopsPerSequence, type MptConfig } from '../model/config.js';
 import { loadModel } from '../model/load.js';
 import { paramsByName } from '../model/param-map.js';
@@ -12,8 +12,9 @@ import type { BatchSource } from './batches.js';
 import { latestCheckpoint, loadCheckpoint, pruneCheckpoints, resolveCheckpoint, saveCheckpoint } from './checkpoint.js';
 import { initialWeights, type InitSettings } from './init.js';
 import { formatEvalLine, formatTrainLine, MetricsLog, type EvalRecord, type TrainRecord } from './metrics.js';
-import { AdamW, clipGradNorm, type OptimizerSettings } from './optimizer.js';
+import { AdamW, type OptimizerSettings } from './optimizer.js';
 import { lrFactor, type Schedule } from './schedule.js';
+import { TrainStep } from './step.js';
 
 /** Everything a run needs, resolved from the YAML (src/train/config.ts): counts are in batches. */
 export interface RunSettings {
@@ -149,37 +150,32 @@ export async function train(s: RunSettings, source: BatchSource, options: TrainO
   };
 
   const end = Math.min(s.maxBatches, options.stopAtStep ?? Infinity);
+  const tokensCounted = s.globalBatch * (s.seqLen - 1);
+  const trainStep = new TrainStep(be, graph, optimizer, s.clipNorm);
   let windowStart = performance.now(), windowTokens = 0;
   const runStart = performance.now();
+  /** The results that came back (trainStep.settle: on CUDA they are read once per log interval), in step order. */
+  const settle = () => {
+    const done = trainStep.settle();
+    for (const r of done) result.losses.push({ step: r.step, loss: r.lossSum / tokensCounted });
+    return done;
+  };
   for (let step = startStep; step < end; step++) {
-    const tokensCounted = s.globalBatch * (s.seqLen - 1);
     const lr = s.optimizer.lr * lrFactor(s.schedule, step);
-    // One scope a step: the step's gradients and activations go back to the device allocator (CUDA
-    // tensors are not garbage-collected); masters, copies and moments were made outside it.
-    const { lossSum, gradNorm } = be.scope(() => {
-      const grads = zeroGradients(s.model, be);
-      let sum = 0;
-      for (let micro = 0; micro < accumulation; micro++) {
-        const batch = source.batch(step, 0, 1, micro, s.microbatch);
-        sum += be.scope(() => lossAndGradients(graph, batch.tokens, batch.rows, grads, 1 / tokensCounted).lossSum);
-      }
-      const norm = clipGradNorm(be, grads, s.clipNorm);
-      optimizer.update(grads, lr);
-      return { lossSum: sum, gradNorm: norm };
-    });
+    trainStep.run(step + 1, accumulation, (micro) => source.batch(step, 0, 1, micro, s.microbatch), lr, 1 / tokensCounted);
     tokens += tokensPerBatch;
     windowTokens += tokensPerBatch;
-    const loss = lossSum / tokensCounted;
-    result.losses.push({ step: step + 1, loss });
     result.endStep = step + 1;
 
     const done = step + 1;
+    const evalNow = !!s.evalInterval && done % s.evalInterval === 0, saveNow = !!s.saveInterval && done % s.saveInterval === 0;
     if (done % s.logInterval === 0 || done === end) {
+      const last = settle().pop()!;
       const seconds = (performance.now() - windowStart) / 1000;
       const rate = windowTokens / Math.max(seconds, 1e-9);
       const elapsed = (performance.now() - runStart) / 1000;
       const record: TrainRecord = {
-        kind: 'train', step: done, tokens, loss, lr, gradNorm, tokensPerSecond: rate,
+        kind: 'train', step: done, tokens, loss: last.lossSum / tokensCounted, lr, gradNorm: last.gradNorm, tokensPerSecond: rate,
         mfu: options.peakFlops ? (rate * flops) / options.peakFlops : null,
         etaSeconds: (elapsed / (done - startStep)) * (s.maxBatches - done),
       };
@@ -187,10 +183,14 @@ export async function train(s: RunSettings, source: BatchSource, options: TrainO
       log(formatTrainLine(record, s.maxBatches));
       windowStart = performance.now();
       windowTokens = 0;
+    } else if (evalNow || saveNow) {
+      settle(); // a bad token id surfaces before an eval or a checkpoint, not after
     }
-    if (s.evalInterval && done % s.evalInterval === 0) evaluate(done);
-    if (s.saveInterval && done % s.saveInterval === 0) await save(done);
+    if (evalNow) evaluate(done);
+    if (saveNow) await save(done);
   }
+  settle();
+  trainStep.dispose();
   if (result.endStep === s.maxBatches && result.endStep > startStep) {
     if (!s.evalInterval || result.endStep % s.evalInterval !== 0) evaluate(result.endStep);
     if (!s.saveInterval || result.endStep % s.saveInterval !== 0) await save(result.endStep);

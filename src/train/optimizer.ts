@@ -1,4 +1,5 @@
 import type { Tensor, TrainingBackend } from '../backend/backend.js';
+import { waitFreeOps, type DeviceScalar } from '../model/training-forward.js';
 
 /**
  * AdamW on float32 master weights with float32 moments, in the two flavours llm-foundry offers:
@@ -40,8 +41,12 @@ export class AdamW {
     }
   }
 
-  /** One update with learning rate `lr` (the scheduled value) from the (already clipped) gradients. */
-  update(grads: Map<string, Tensor>, lr: number): void {
+  /**
+   * One update with learning rate `lr` (the scheduled value) from the (already clipped) gradients, or,
+   * with `gradScale` (wait-free backends: WaitFreeTrainingOps.gradNormOnDevice's clipping factor), from
+   * the gradients times that device value, applied as they are read.
+   */
+  update(grads: Map<string, Tensor>, lr: number, gradScale: DeviceScalar | null = null): void {
     this.step++;
     const { kind, betas, eps, weightDecay } = this.settings;
     const decay = weightDecay === 0 ? 0 : kind === 'adamw' ? lr * weightDecay : weightDecay * (lr / this.settings.lr);
@@ -51,7 +56,14 @@ export class AdamW {
       return { param, grad, m: this.m.get(name)!, v: this.v.get(name)!, computeCopy: this.computeCopies?.get(name) ?? null };
     });
     // All parameters at once (CUDA: one launch, not one a parameter).
-    this.backend.adamwStepAll({ tensors, lr, beta1: betas[0], beta2: betas[1], eps, decay, step: this.step });
+    const args = { tensors, lr, beta1: betas[0], beta2: betas[1], eps, decay, step: this.step };
+    if (gradScale === null) {
+      this.backend.adamwStepAll(args);
+    } else {
+      const waitFree = waitFreeOps(this.backend);
+      if (!waitFree) throw new Error(`AdamW: a device gradient scale on the ${this.backend.name} backend, which has no wait-free ops`);
+      waitFree.adamwStepAll({ ...args, gradScale });
+    }
   }
 }
 

@@ -54,6 +54,7 @@ const PROTOTYPES = [
   'int cuEventRecord(uint64_t event, uint64_t stream)',
   'int cuEventRecordWithFlags(uint64_t event, uint64_t stream, uint flags)',
   'int cuEventSynchronize(uint64_t event)',
+  'int cuEventQuery(uint64_t event)',
   'int cuEventElapsedTime_v2(_Out_ float *ms, uint64_t start, uint64_t end)',
   'int cuEventDestroy_v2(uint64_t event)',
   'int cuModuleLoadData(void *module, void *image)',
@@ -207,6 +208,12 @@ export class CudaContext {
     cu('cuMemcpyDtoHAsync_v2', dst.address + BigInt(dstOffset), src, bytes, this.stream);
   }
 
+  /** Pinned host memory → device in stream order, without waiting (the caller keeps `src` unchanged until an event after this copy completes). */
+  copyInPinned(dst: number, src: PinnedBuffer, bytes: number): void {
+    if (bytes > src.bytes) throw new Error(`copyInPinned: ${bytes} bytes from a pinned buffer of ${src.bytes}`);
+    if (bytes > 0) cu('cuMemcpyHtoDAsync_v2', dst, src.address, bytes, this.stream);
+  }
+
   copyDevice(dst: number, src: number, bytes: number): void {
     if (bytes > 0) cu('cuMemcpyDtoDAsync_v2', dst, src, bytes, this.stream);
   }
@@ -259,6 +266,13 @@ export class CudaEvent {
     if (this.ctx.capturing) cu('cuEventRecordWithFlags', this.handle, this.ctx.stream, 1); // CU_EVENT_RECORD_EXTERNAL
     else cu('cuEventRecord', this.handle, this.ctx.stream);
   }
+  /** Whether the work recorded before this event has completed (true for an event never recorded), without waiting. */
+  done(): boolean {
+    const code = driver().fns.cuEventQuery(this.handle) as number;
+    if (code === 0) return true;
+    if (code === 600) return false; // CUDA_ERROR_NOT_READY
+    throw new CudaError('cuEventQuery', code, errorMeaning(code));
+  }
   /** Milliseconds from `start` to this event (waits for this event). */
   since(start: CudaEvent): number {
     cu('cuEventSynchronize', this.handle);
@@ -289,7 +303,7 @@ export class LaunchArgs {
     for (let i = 0; i < LaunchArgs.MAX; i++) ptrView.setBigUint64(i * 8, base + BigInt(i * 8), true);
   }
 
-  /** Write the arguments: `p` pointer (number), `i` int32, `u` uint32, `f` float32, `q` int64. */
+  /** Write the arguments: `p` pointer (number), `i` int32, `u` uint32, `f` float32, `d` float64, `q` int64. */
   pack(kinds: string, values: readonly number[]): unknown {
     if (kinds.length !== values.length) throw new Error(`kernel argument kinds ${kinds} do not match ${values.length} values`);
     for (let i = 0; i < values.length; i++) {
@@ -300,6 +314,7 @@ export class LaunchArgs {
         case 'i': this.view.setInt32(o, v, true); break;
         case 'u': this.view.setUint32(o, v >>> 0, true); break;
         case 'f': this.view.setFloat32(o, v, true); break;
+        case 'd': this.view.setFloat64(o, v, true); break;
         default: throw new Error(`unknown kernel argument kind ${kinds[i]}`);
       }
     }

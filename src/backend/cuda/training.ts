@@ -17,18 +17,27 @@ import {
 } from './flash.js';
 import { TrainingGemm, type GemmType } from './training-gemm.js';
 import { asCuda, CudaTensor } from './tensor.js';
+import { CudaEvent, PinnedBuffer } from './driver.js';
 import type { CudaBackend } from './index.js';
 
 Object.assign(KERNEL_ARGS, {
   gelu_backward: 'pppq', clamp_backward: 'pppfq', add_into: 'ppfq', scale_in_place: 'pfq',
   sum_squares_partial: 'pqp', sum_doubles: 'pip', sum_floats: 'pip', embedding_backward: 'pppiiifp', column_sums: 'ppii',
-  adamw_step: 'ppppffffffqp', adamw_multi: 'ppffffff', layernorm_backward: 'ppppppiif', layernorm_backward_teams: 'ppppppiif', layernorm_dw_sum: 'piipp',
+  adamw_step: 'ppppffffffqpp', adamw_multi: 'ppffffffp', grad_clip_factor: 'pdpp', sum_squares_multi: 'ppip', layernorm_backward: 'ppppppiif', layernorm_backward_teams: 'ppppppiif', layernorm_dw_sum: 'piipp',
   gelu_backward8: 'pppq', sum_squares_partial4: 'pqp', cross_entropy_rows: 'ppppifi', cross_entropy_rows_smem: 'ppppifi',
   attention_forward_scalar: 'pppppppiiif', attention_row_dot: 'pppiiii',
   attention_backward_dq_scalar: 'pppppppppiiif', attention_backward_dkdv_scalar: 'ppppppppppiiif',
 });
 
 const REDUCE_BLOCKS = 264;
+
+/** A float32 or float64 value at a byte offset of a device tensor: what a step leaves on the device to be read later. */
+export interface DeviceScalar { tensor: Tensor; offset: number; type: 'float32' | 'float64' }
+
+/** Pinned staging buffers uploadAsync cycles through (each reused once the copy out of it has completed). */
+const STAGING_SLOTS = 8;
+/** Values a pinned chunk of stage() holds (8 bytes each). */
+const STAGED_PER_CHUNK = 512;
 
 export class CudaTrainingOps {
   readonly gemm: TrainingGemm;
@@ -42,6 +51,14 @@ export class CudaTrainingOps {
   logitBlockElements = 1 << 28;
   /** cross_entropy_rows_smem (the row read once, held in shared memory) where the vocabulary allows; false: the two-pass kernel (tests). */
   crossEntropyRowInShared = true;
+
+  /**
+   * Whether the model and the training loop take the wait-free path (src/model/training-forward.ts,
+   * `waitFreeOps`): uploads through pinned memory, the targets checked on the host, the loss and the
+   * gradient norm left on the device, clipping folded into AdamW. false: the path that reads the loss
+   * and the norm back every step (comparisons; MPT_TRAIN_WAIT_FREE=0).
+   */
+  waitFree = process.env.MPT_TRAIN_WAIT_FREE !== '0';
 
   constructor(private readonly be: CudaBackend) {
     this.gemm = new TrainingGemm(be.ctx);
@@ -148,9 +165,11 @@ export class CudaTrainingOps {
 
   /**
    * dx = dy·W (or dxInto += dy·W) and dWeight += dyᵀ·x: both GEMMs accumulate in place (beta = 1), so
-   * no per-call gradient tensor and no separate add pass.
+   * no per-call gradient tensor and no separate add pass. `overwriteDWeight` (beyond the Backend
+   * interface; WaitFreeTrainingOps): dWeight holds stale values and gets dyᵀ·x written (beta 0) instead
+   * of added, so it needs no zeroing first.
    */
-  linearBackwardInto(a: { dy: Tensor; x: Tensor; weight: Tensor; dWeight: Tensor; dBias: Tensor | null; dxInto?: Tensor | null }): Tensor {
+  linearBackwardInto(a: { dy: Tensor; x: Tensor; weight: Tensor; dWeight: Tensor; dBias: Tensor | null; dxInto?: Tensor | null; overwriteDWeight?: boolean }): Tensor {
     const be = this.be;
     const [outF, inF] = a.weight.shape;
     if (width(a.x) !== inF || width(a.dy) !== outF || rowCount(a.x) !== rowCount(a.dy)) {
@@ -170,7 +189,7 @@ export class CudaTrainingOps {
       dx = be.alloc(a.x.shape);
     }
     this.gemm.gemm({ m: rows, n: inF, k: outF, a: g.ptr, aTrans: false, b: w.ptr, bTrans: false, c: dx.ptr, alpha: 1, beta: a.dxInto ? 1 : 0, inType: type, outType: type });
-    this.gemm.gemm({ m: outF, n: inF, k: rows, a: g.ptr, aTrans: true, b: xx.ptr, bTrans: false, c: dW.ptr, alpha: 1, beta: 1, inType: type, outType: 'float32' });
+    this.gemm.gemm({ m: outF, n: inF, k: rows, a: g.ptr, aTrans: true, b: xx.ptr, bTrans: false, c: dW.ptr, alpha: 1, beta: a.overwriteDWeight ? 0 : 1, inType: type, outType: 'float32' });
     if (dB) {
       const sums = be.alloc([outF], 'float32');
       be.kernels.get('train_elementwise.cu', 'column_sums', be.defs()).launch([Math.ceil(outF / 256)], [256], [g.ptr, sums.ptr, rows, outF]);
@@ -298,10 +317,28 @@ export class CudaTrainingOps {
 
   /** Each tensor's block partials go to their own slots of one scratch buffer; one sum of all slots, one copy out. */
   sumOfSquaresAll(xs: readonly Tensor[]): number {
+    const sum = this.enqueueSumOfSquares(xs);
+    if (sum === null) return 0;
+    const out = new Float64Array(1);
+    this.be.ctx.copyOut(out, sum);
+    return out[0];
+  }
+
+  /** Elements a chunk of sum_squares_multi (a block takes whole chunks). */
+  private static readonly SQUARES_CHUNK = 65536;
+  /** sum_squares_multi's tables on the device, rebuilt when the sizes (chunks) or the pointers (tensors) change. */
+  private squaresChunks: { key: string; chunks: CudaTensor; count: number } | null = null;
+  private squaresTensors: { key: string; table: CudaTensor } | null = null;
+  /** One sum_squares_multi launch for all the tensors instead of one sum_squares_partial4 each; false: one each (comparisons). */
+  squaresInOneLaunch = process.env.MPT_SQUARES_MULTI !== '0';
+
+  /** Σ x² over the tensors into the float64 scratch's first slot (its device address), in stream order; null when there is nothing to sum. */
+  private enqueueSumOfSquares(xs: readonly Tensor[]): number | null {
     const sources = xs.map((x) => this.floatSource(x, 'sumOfSquares')).filter((s) => elementCount(s.shape) > 0);
+    if (sources.length > 1 && this.squaresInOneLaunch && sources.every((s) => s.dtype === 'float32' && s.ptr % 16 === 0)) return this.enqueueSquaresMulti(sources);
     const blocksOf = sources.map((s) => Math.min(REDUCE_BLOCKS, Math.ceil(elementCount(s.shape) / 256)));
     const slots = blocksOf.reduce((a, b) => a + b, 0);
-    if (slots === 0) return 0;
+    if (slots === 0) return null;
     const scratch = this.doubles(slots + 1), k = this.be.kernels;
     let slot = 1;
     sources.forEach((s, i) => {
@@ -311,9 +348,42 @@ export class CudaTrainingOps {
       slot += blocksOf[i];
     });
     k.get('train_elementwise.cu', 'sum_doubles', this.defsFor('float32')).launch([1], [1024], [scratch.ptr + 8, slots, scratch.ptr]);
-    const out = new Float64Array(1);
-    this.be.ctx.copyOut(out, scratch.ptr);
-    return out[0];
+    return scratch.ptr;
+  }
+
+  /** enqueueSumOfSquares for float32 tensors at 16-byte aligned addresses (the gradients): one launch over a chunk table. */
+  private enqueueSquaresMulti(sources: readonly CudaTensor[]): number {
+    const chunk = CudaTrainingOps.SQUARES_CHUNK, sizes = sources.map((s) => elementCount(s.shape)).join(',');
+    if (this.squaresChunks?.key !== sizes) {
+      if (this.squaresChunks) this.be.release(this.squaresChunks.chunks);
+      let count = 0;
+      for (const s of sources) count += Math.ceil(elementCount(s.shape) / chunk);
+      const chunks = new Int32Array(2 * count);
+      let at = 0;
+      sources.forEach((s, i) => { for (let c = 0; c * chunk < elementCount(s.shape); c++, at += 2) { chunks[at] = i; chunks[at + 1] = c; } });
+      const onDevice = this.be.persistent([chunks.length], 'int32');
+      this.copyInStaged(onDevice.ptr, chunks);
+      this.squaresChunks = { key: sizes, chunks: onDevice, count };
+    }
+    const pointers = sources.map((s) => s.ptr).join(',') + `|${sizes}`;
+    if (this.squaresTensors?.key !== pointers) {
+      // struct SquaresTensor { const float* x; long long n; }: 2 × 8 bytes.
+      const table = new BigInt64Array(2 * sources.length);
+      sources.forEach((s, i) => table.set([BigInt(s.ptr), BigInt(elementCount(s.shape))], 2 * i));
+      if (this.squaresTensors && elementCount(this.squaresTensors.table.shape) !== 2 * table.length) {
+        this.be.release(this.squaresTensors.table);
+        this.squaresTensors = null;
+      }
+      const onDevice = this.squaresTensors?.table ?? this.be.persistent([2 * table.length], 'int32');
+      this.copyInStaged(onDevice.ptr, table); // in stream order: the previous launch has read the old table
+      this.squaresTensors = { key: pointers, table: onDevice };
+    }
+    const blocks = Math.min(this.squaresChunks.count, 4 * this.be.device.multiprocessors);
+    const scratch = this.doubles(blocks + 1), k = this.be.kernels;
+    k.get('train_elementwise.cu', 'sum_squares_multi', this.defsFor('float32', { SQ_CHUNK: chunk })).launch([blocks], [256],
+      [this.squaresTensors.table.ptr, this.squaresChunks.chunks.ptr, this.squaresChunks.count, scratch.ptr + 8]);
+    k.get('train_elementwise.cu', 'sum_doubles', this.defsFor('float32')).launch([1], [1024], [scratch.ptr + 8, blocks, scratch.ptr]);
+    return scratch.ptr;
   }
 
   /** One parameter's AdamW operands, checked: float32 master, gradient and moments of one size, the copy of that size. */
@@ -332,10 +402,18 @@ export class CudaTrainingOps {
     return [a.lr / (1 - a.beta1 ** a.step), a.beta1, a.beta2, a.eps, 1 - a.decay, Math.sqrt(1 - a.beta2 ** a.step)];
   }
 
-  adamwStep(a: AdamwTensors & { lr: number; beta1: number; beta2: number; eps: number; decay: number; step: number }): void {
+  adamwStep(a: AdamwTensors & { lr: number; beta1: number; beta2: number; eps: number; decay: number; step: number; gradScale?: DeviceScalar | null }): void {
     const { p, g, m, v, copy, n } = this.adamwOperands(a);
     const defs = { MPT_BF16: false, COPY_BF16: copy?.dtype === 'bfloat16', COPY_F32: copy?.dtype === 'float32' };
-    this.be.launch1d('adamw.cu', 'adamw_step', n, [p.ptr, g.ptr, m.ptr, v.ptr, ...CudaTrainingOps.adamwScalars(a), n, copy?.ptr ?? 0], defs);
+    this.be.launch1d('adamw.cu', 'adamw_step', n, [p.ptr, g.ptr, m.ptr, v.ptr, ...CudaTrainingOps.adamwScalars(a), n, copy?.ptr ?? 0, this.gradScalePointer(a.gradScale)], defs);
+  }
+
+  /** The device address of a clipping factor (gradNormOnDevice's), 0 for none. */
+  private gradScalePointer(s: DeviceScalar | null | undefined): number {
+    if (!s) return 0;
+    const stats = asCuda(s.tensor, 'adamw gradScale');
+    if (s.type !== 'float32' || stats.dtype !== 'float32' || elementCount(stats.shape) * 4 < s.offset + 4 || s.offset % 4 !== 0) throw new Error(`adamw gradScale: float32 at byte ${s.offset} of a ${stats.dtype} tensor [${stats.shape}]`);
+    return stats.ptr + s.offset;
   }
 
   /** Elements a block of adamw_multi updates. */
@@ -353,15 +431,15 @@ export class CudaTrainingOps {
    * One adamw_multi launch for all the parameters (16-byte accesses; one launch instead of one a
    * parameter). Tensors not 16-byte aligned, or compute copies of mixed dtypes, take adamwStep each.
    */
-  adamwStepAll(a: { tensors: readonly AdamwTensors[]; lr: number; beta1: number; beta2: number; eps: number; decay: number; step: number }): void {
-    const { tensors, ...hyper } = a;
+  adamwStepAll(a: { tensors: readonly AdamwTensors[]; lr: number; beta1: number; beta2: number; eps: number; decay: number; step: number; gradScale?: DeviceScalar | null }): void {
+    const { tensors, gradScale, ...hyper } = a;
     const ops = tensors.map((t) => this.adamwOperands(t)).filter((o) => o.n > 0);
     if (ops.length === 0) return;
     const copyTypes = new Set(ops.map((o) => o.copy?.dtype ?? null));
     const copyType = [...copyTypes].find((t) => t !== null) ?? null;
     const aligned = ops.every((o) => [o.p, o.g, o.m, o.v, o.copy].every((t) => !t || t.ptr % 16 === 0));
     if (!aligned || (copyTypes.size > 1 && !(copyTypes.size === 2 && copyTypes.has(null)))) {
-      for (const t of tensors) this.adamwStep({ ...t, ...hyper });
+      for (const t of tensors) this.adamwStep({ ...t, ...hyper, gradScale });
       return;
     }
     const chunk = CudaTrainingOps.ADAMW_CHUNK;
@@ -393,13 +471,122 @@ export class CudaTrainingOps {
     }
     const defs = { MPT_BF16: false, COPY_BF16: copyType === 'bfloat16', COPY_F32: copyType === 'float32', ADAMW_CHUNK: chunk };
     this.be.kernels.get('adamw.cu', 'adamw_multi', defs).launch([this.adamwChunks.count], [256],
-      [this.adamwTensors.table.ptr, this.adamwChunks.chunks.ptr, ...CudaTrainingOps.adamwScalars(hyper)]);
+      [this.adamwTensors.table.ptr, this.adamwChunks.chunks.ptr, ...CudaTrainingOps.adamwScalars(hyper), this.gradScalePointer(gradScale)]);
+  }
+
+  // ---- a training step that never waits for the device (training-forward.ts: WaitFreeTrainingOps) --
+
+  private readonly staging: Array<{ buffer: PinnedBuffer | null; copied: CudaEvent }> = [];
+  private stagingNext = 0;
+  /** stage()'s pinned chunks, and the type of each value staged since the last settle(). */
+  private readonly stagedChunks: PinnedBuffer[] = [];
+  private readonly staged: Array<'float32' | 'float64'> = [];
+
+  /**
+   * int32 host values → a new device tensor (in the current scope), in stream order without waiting:
+   * staged through a ring of pinned buffers, each reused once the copy out of it has completed (a host
+   * more than STAGING_SLOTS uploads ahead of the device waits there).
+   */
+  uploadAsync(data: Int32Array, shape: readonly number[]): Tensor {
+    if (data.length !== elementCount(shape)) throw new Error(`uploadAsync: ${data.length} values for shape [${shape.join(', ')}]`);
+    const out = this.be.alloc(shape, 'int32');
+    this.copyInStaged(out.ptr, data);
+    return out;
+  }
+
+  /** Host bytes → device address `dst` in stream order without waiting, through the ring of pinned buffers. */
+  private copyInStaged(dst: number, data: ArrayBufferView): void {
+    if (data.byteLength === 0) return;
+    if (this.staging.length < STAGING_SLOTS) this.staging.push({ buffer: null, copied: new CudaEvent(this.be.ctx, 2 /* CU_EVENT_DISABLE_TIMING */) });
+    const slot = this.staging[this.stagingNext % this.staging.length];
+    this.stagingNext++;
+    slot.copied.synchronize(); // at once unless this slot's last copy is still queued
+    if (!slot.buffer || slot.buffer.bytes < data.byteLength) {
+      slot.buffer?.free();
+      slot.buffer = new PinnedBuffer(Math.max(data.byteLength, 1 << 16), 'training uploads (token ids, targets, tables)');
+    }
+    new Uint8Array(slot.buffer.view, 0, data.byteLength).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    this.be.ctx.copyInPinned(dst, slot.buffer, data.byteLength);
+    slot.copied.record();
+  }
+
+  /**
+   * Every tensor set to zero in place (memset, stream order): gradients kept from step to step. Tensors
+   * that lie end to end in memory (views packed into one block: backward.ts keptGradients) take one memset.
+   */
+  zeroInPlace(ts: readonly Tensor[]): void {
+    const ranges = ts.map((t) => {
+      const c = asCuda(t, 'zeroInPlace');
+      const bytes = elementCount(c.shape) * (c.dtype === 'bfloat16' || c.dtype === 'float16' ? 2 : 4);
+      if (bytes % 4 !== 0 || c.ptr % 4 !== 0) throw new Error(`zeroInPlace: a ${c.dtype} tensor [${c.shape}] that is not made of whole 4-byte words`);
+      return { start: c.ptr, end: c.ptr + bytes };
+    }).sort((a, b) => a.start - b.start);
+    for (let i = 0; i < ranges.length;) {
+      let end = ranges[i].end, j = i + 1;
+      while (j < ranges.length && ranges[j].start <= end) end = Math.max(end, ranges[j++].end); // adjacent or overlapping
+      this.be.ctx.fill32(ranges[i].start, 0, (end - ranges[i].start) / 4);
+      i = j;
+    }
+  }
+
+  /**
+   * The global gradient norm and torch's clipping factor (min(1, maxNorm / (norm + 1e-6)); 1 without
+   * maxNorm), computed on the device: nothing is read back. Pass `factor` to adamwStepAll as gradScale.
+   */
+  gradNormOnDevice(grads: readonly Tensor[], maxNorm: number | null): { norm: DeviceScalar; factor: DeviceScalar } {
+    const stats = this.be.alloc([4], 'float32'); // float64 norm at byte 0, float32 factor at byte 8
+    const sum = this.enqueueSumOfSquares(grads);
+    if (sum === null) {
+      this.be.ctx.fill32(stats.ptr, 0, 2);
+      this.be.ctx.fill32(stats.ptr + 8, 0x3f800000, 1); // 1.0f
+    } else {
+      this.be.kernels.get('train_elementwise.cu', 'grad_clip_factor', this.defsFor('float32')).launch([1], [32], [sum, maxNorm ?? -1, stats.ptr, stats.ptr + 8]);
+    }
+    return { norm: { tensor: stats, offset: 0, type: 'float64' }, factor: { tensor: stats, offset: 8, type: 'float32' } };
+  }
+
+  /**
+   * Copy the values to host memory in stream order (no wait): settle() returns them. For a step's
+   * results (loss sums, gradient norm), read once per log interval instead of once a step.
+   */
+  stage(values: readonly DeviceScalar[]): void {
+    const ctx = this.be.ctx;
+    for (const v of values) {
+      const c = asCuda(v.tensor, 'stage'), size = v.type === 'float64' ? 8 : 4;
+      if (v.offset < 0 || v.offset % size !== 0 || v.offset + size > elementCount(c.shape) * (c.dtype === 'bfloat16' ? 2 : 4)) {
+        throw new Error(`stage: a ${v.type} at byte ${v.offset} of a ${c.dtype} tensor [${c.shape}]`);
+      }
+      const at = this.staged.length, chunk = Math.floor(at / STAGED_PER_CHUNK);
+      if (chunk === this.stagedChunks.length) this.stagedChunks.push(new PinnedBuffer(8 * STAGED_PER_CHUNK, 'training results (losses, gradient norms)'));
+      ctx.copyOutAsync(this.stagedChunks[chunk], c.ptr + v.offset, size, 8 * (at % STAGED_PER_CHUNK));
+      this.staged.push(v.type);
+    }
+  }
+
+  /**
+   * The values staged since the last call, in order, after one wait for the device. Throws, as
+   * download does, when a kernel recorded a token id outside the vocabulary since the last check.
+   */
+  settle(): number[] {
+    const types = this.staged.splice(0); // spent even when the check below throws
+    this.be.checkErrors(); // one wait: the staged copies have landed after it
+    return types.map((type, i) => {
+      const view = new DataView(this.stagedChunks[Math.floor(i / STAGED_PER_CHUNK)].view), o = 8 * (i % STAGED_PER_CHUNK);
+      return type === 'float64' ? view.getFloat64(o, true) : view.getFloat32(o, true);
+    });
   }
 
   // ---- the output layer fused with cross entropy -----------------------------------------------
 
-  crossEntropyWithOutput(args: { x: Tensor; table: Tensor; targets: Tensor; logitScale: number | null; lossScale: number; gradients: boolean; dTableInto?: Tensor | null }):
-    { lossSum: Tensor; count: number; dx: Tensor | null; dTable: Tensor | null } {
+  /**
+   * `hostTargets`: the caller's host copy of `targets` (beyond the Backend interface): checked and
+   * counted here instead of downloading the targets, which would wait for the device (the forward).
+   * `overwriteDTable`: dTableInto holds stale values; the first row block's GEMM writes it (beta 0).
+   */
+  crossEntropyWithOutput(args: {
+    x: Tensor; table: Tensor; targets: Tensor; logitScale: number | null; lossScale: number; gradients: boolean; dTableInto?: Tensor | null;
+    hostTargets?: Int32Array | null; overwriteDTable?: boolean;
+  }): { lossSum: Tensor; count: number; dx: Tensor | null; dTable: Tensor | null } {
     const be = this.be;
     const x = this.inAct(args.x, 'crossEntropyWithOutput x'), table = this.inAct(args.table, 'crossEntropyWithOutput table');
     const [vocab, d] = table.shape, n = rowCount(x);
@@ -407,7 +594,8 @@ export class CudaTrainingOps {
     const targets = asCuda(args.targets, 'crossEntropyWithOutput targets');
     if (targets.dtype !== 'int32' || elementCount(targets.shape) !== n) throw new Error(`crossEntropyWithOutput: ${elementCount(targets.shape)} ${targets.dtype} targets for ${n} rows`);
     // The count (a host number) and the range check need the targets here: n int32s.
-    const hostTargets = be.download(targets) as Int32Array;
+    if (args.hostTargets && args.hostTargets.length !== n) throw new Error(`crossEntropyWithOutput: ${args.hostTargets.length} host targets for ${n} rows`);
+    const hostTargets = args.hostTargets ?? (be.download(targets) as Int32Array);
     let count = 0;
     for (const t of hostTargets) {
       if (t >= vocab || t < -1) throw new RangeError(`cross entropy: target ${t} is outside the vocabulary of ${vocab}`);
@@ -424,6 +612,9 @@ export class CudaTrainingOps {
     // The table's gradient accumulates over row blocks (beta = 1): straight into the caller's accumulator when given.
     const dTable = into ?? (args.gradients ? be.alloc([vocab, d], 'float32') : null);
     if (dTable && !into) be.ctx.fill32(dTable.ptr, 0, vocab * d);
+    // A table the caller says is stale: the first row block writes it instead of adding (zeroed if there is none).
+    const writeFirst = into !== null && args.overwriteDTable === true;
+    if (writeFirst && n === 0) be.ctx.fill32(into.ptr, 0, vocab * d);
     // A row of logits in shared memory (read once) where it fits, beside block_sum's and block_max's 256 bytes each.
     const rowInShared = this.crossEntropyRowInShared && vocab % 4 === 0 && 4 * vocab + 1024 <= be.device.sharedMemoryOptin;
     be.scope(() => {
@@ -440,7 +631,7 @@ export class CudaTrainingOps {
         if (!dz || !dx || !dTable) continue;
         // dz is the gradient of the raw logits x·Wᵀ (lossScale·c folded in): dx = dz·W, dTable += dzᵀ·x
         this.gemm.gemm({ m: rows, n: d, k: vocab, a: dz.ptr, aTrans: false, b: table.ptr, bTrans: false, c: dx.ptr + r0 * d * es, alpha: 1, beta: 0, inType: type, outType: type });
-        this.gemm.gemm({ m: vocab, n: d, k: rows, a: dz.ptr, aTrans: true, b: xBlock, bTrans: false, c: dTable.ptr, alpha: 1, beta: 1, inType: type, outType: 'float32' });
+        this.gemm.gemm({ m: vocab, n: d, k: rows, a: dz.ptr, aTrans: true, b: xBlock, bTrans: false, c: dTable.ptr, alpha: 1, beta: writeFirst && r0 === 0 ? 0 : 1, inType: type, outType: 'float32' });
       }
     });
     const lossSum = be.alloc([1], 'float32');

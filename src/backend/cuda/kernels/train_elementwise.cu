@@ -64,11 +64,56 @@ extern "C" __global__ void sum_squares_partial4(const float* __restrict__ x, lon
   acc = block_sum_double(acc);
   if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
+// Σ x² over many float32 tensors in one launch (the global gradient norm: one launch, not one a
+// tensor): a table of tensors (16-byte aligned, the host checks) and of chunks (tensor, chunk index);
+// block b adds chunks b, b + gridDim.x, … in that order (deterministic) and writes its partial, which
+// sum_doubles adds. A thread has four float4 loads in flight; a tensor's last partial group of four is
+// done element by element.
+struct SquaresTensor { const float* x; long long n; };
+#ifndef SQ_CHUNK
+#define SQ_CHUNK 65536
+#endif
+__device__ __forceinline__ double squares4(const float4 v) { return (double)v.x * v.x + (double)v.y * v.y + (double)v.z * v.z + (double)v.w * v.w; }
+extern "C" __global__ void __launch_bounds__(256) sum_squares_multi(const SquaresTensor* __restrict__ tensors, const int2* __restrict__ chunks, int count,
+                                                                  double* __restrict__ partial) {
+  double acc = 0.0;
+  for (int c = blockIdx.x; c < count; c += gridDim.x) {
+    const int2 ch = chunks[c];
+    const SquaresTensor t = tensors[ch.x];
+    const long long start = (long long)ch.y * SQ_CHUNK, end = min(start + (long long)SQ_CHUNK, t.n);
+    const long long step = 4LL * blockDim.x;
+    long long i = start + 4LL * threadIdx.x;
+    for (; i + 3 * step + 4 <= end; i += 4 * step) {
+      float4 v[4];
+#pragma unroll
+      for (int u = 0; u < 4; u++) v[u] = __ldg(reinterpret_cast<const float4*>(t.x + i + u * step));
+#pragma unroll
+      for (int u = 0; u < 4; u++) acc += squares4(v[u]);
+    }
+    for (; i < end; i += step) {
+      if (i + 4 <= end) acc += squares4(__ldg(reinterpret_cast<const float4*>(t.x + i)));
+      else for (long long j = i; j < end; j++) acc += (double)t.x[j] * t.x[j];
+    }
+  }
+  acc = block_sum_double(acc);
+  if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
 extern "C" __global__ void sum_doubles(const double* __restrict__ partial, int count, double* __restrict__ out) {
   double acc = 0.0;
   for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partial[i];
   acc = block_sum_double(acc);
   if (threadIdx.x == 0) out[0] = acc;
+}
+// The global gradient norm and the clipping factor from Σ g² (sum_doubles' result), on the device so
+// that no step waits for the host: out64[0] = norm = sqrt(Σ g²) and outFactor[0] = maxNorm / (norm + 1e-6)
+// when that is below 1, else 1 (no maximum: maxNorm < 0) — torch's clip_grad_norm_, in float64 as the
+// host path computes it, the factor rounded to float32 as scale_in_place receives it.
+extern "C" __global__ void grad_clip_factor(const double* __restrict__ sumSquares, double maxNorm, double* __restrict__ out64, float* __restrict__ outFactor) {
+  if (blockIdx.x != 0 || threadIdx.x != 0) return;
+  const double norm = sqrt(sumSquares[0]);
+  const double coef = maxNorm / (norm + 1e-6);
+  out64[0] = norm;
+  outFactor[0] = (maxNorm >= 0.0 && coef < 1.0) ? (float)coef : 1.f;
 }
 // out[0] = Σ x (float64 accumulation) of float32 x: the summed loss.
 extern "C" __global__ void sum_floats(const float* __restrict__ x, int n, float* __restrict__ out) {
