@@ -25,7 +25,7 @@ import { CudaBackend, type CudaTensor } from '../backend/cuda/index.js';
 import { CudaEvent } from '../backend/cuda/driver.js';
 import { KernelCache } from '../backend/cuda/kernels.js';
 import {
-  FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_BACKWARD_STORED_DS, FLASH_FORWARD_SHAPES, FLASH_TRAIN_SHAPE, flashBackwardScratchElements, flashPrefillShape,
+  FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_BACKWARD_STORED_DS, FLASH_FORWARD_SHAPES, FLASH_TRAIN_SHAPE, flashBackwardScratchElements, flashPrefillShape, flashShapeLabel,
   launchFlashBackward, launchFlashForward, type FlashForwardShape,
 } from '../backend/cuda/flash.js';
 import { alibiSlopes, MPT_1B_REDPAJAMA_200B } from '../model/config.js';
@@ -89,8 +89,7 @@ function main(argv: string[]): void {
     dq: dq.ptr, dk: dk.ptr, dv: dv.ptr, batch: 8, t, nHeads: heads, dHead, scale, ds: stored ? dsScratch.ptr : 0,
   }, chunk, parts);
   const mode = (stored: boolean) => (stored ? 'dq from stored ds' : 'dq recomputed');
-  const label = (s: FlashForwardShape) => `${s.mt * 16} rows a warp, ${s.warps} warps, ${s.keys}-key tiles, ${s.minBlocks} blocks/SM`
-    + `${s.pipe ? ', pipelined' : ''}${s.headMajor ? ', head-major grid' : ''}`;
+  const label = flashShapeLabel;
 
   const FLASH_PREFILL_SHAPE = flashPrefillShape(dHead);
   // Warm-up of the whole GPU (clocks ramp for a while) before the first figure.
@@ -113,6 +112,20 @@ function main(argv: string[]): void {
     for (const s of FLASH_FORWARD_SHAPES) {
       timeIt(`  forward, batch 1, ${label(s)}`, fwdFlops(1), () => fwd(1, s));
       timeIt(`  forward + lse, batch 8, ${label(s)}`, fwdFlops(8), () => fwd(8, s));
+    }
+    // Every wgmma shape against the mma.sync kernel on the same inputs (the tests check the math): the
+    // outputs must agree to bf16 rounding, the lse to float32 rounding of bf16 products.
+    const mmaTrain: FlashForwardShape = { mt: 2, warps: 4, keys: 64, minBlocks: 2 };
+    fwd(1, flashPrefillShape(dHead)); fwd(8, mmaTrain);
+    const ref1 = be.download(out1), ref8 = be.download(out8), refLse = be.download(lse8);
+    const maxDiff = (x: ArrayLike<number>, y: ArrayLike<number>) => {
+      let m = 0;
+      for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i] - y[i]));
+      return m.toExponential(2);
+    };
+    for (const s of FLASH_FORWARD_SHAPES.filter((x) => 'wgmma' in x)) {
+      fwd(1, s); fwd(8, s);
+      log(`  check ${label(s)}: max |wgmma − mma| prefill out ${maxDiff(be.download(out1), ref1)}, training out ${maxDiff(be.download(out8), ref8)}, lse ${maxDiff(be.download(lse8), refLse)}`);
     }
     fwd(8, FLASH_TRAIN_SHAPE);
     log('-- backward chunks');
