@@ -23,22 +23,31 @@ export interface FlashWgmmaShape { wgmma: true; warpgroups: 1 | 2 | 3; keys: 64 
 export type FlashForwardShape = FlashMmaShape | FlashWgmmaShape;
 
 /**
- * The default forward shapes, chosen on the H100 by `node dist/src/bench/cuda-attention-bench.js
- * --variants`, which times the candidates side by side (bench/RESULTS-attention.md). Training (batch ×
- * heads blocks of 2048 rows): 32 rows a warp, Q in shared memory. Prefill (often one sequence: a grid
- * of few blocks): 16 rows a warp, Q in registers, software-pipelined.
+ * The mma.sync shapes that were the defaults before the wgmma kernel, and are its fallback (chips other
+ * than sm_90a, head sizes other than 64 and 128). Training (batch × heads blocks of 2048 rows): 32 rows a
+ * warp, Q in shared memory. Prefill (often one sequence: a grid of few blocks): 16 rows a warp, Q in
+ * registers, software-pipelined.
  */
-export const FLASH_TRAIN_SHAPE: FlashForwardShape = { mt: 2, warps: 4, keys: 64, minBlocks: 2 };
+export const FLASH_TRAIN_MMA_SHAPE: FlashMmaShape = { mt: 2, warps: 4, keys: 64, minBlocks: 2 };
 export const FLASH_PREFILL_SHAPE: FlashMmaShape = { mt: 1, warps: 4, keys: 64, minBlocks: 2, pipe: true };
 
 /**
- * The prefill shape for a head size and a bound of blocks an SM: the pipelined kernel holds two tiles of
- * scores (about 244 registers at head size 128), so heads over 128 or a bound over 2 blocks take the
- * plain loop.
+ * The default forward shapes, chosen on the H100 by `node dist/src/bench/cuda-attention-bench.js
+ * --variants`, which times the candidates side by side (bench/RESULTS-attention.md): the wgmma kernel,
+ * 3 warpgroups (192 rows) a block with 64-key tiles for training, 2 warpgroups with 128-key tiles for
+ * prefill (whose grid is small: 16 heads × 16 blocks for one 2048-token prompt).
+ */
+export const FLASH_TRAIN_SHAPE: FlashForwardShape = { wgmma: true, warpgroups: 3, keys: 64, minBlocks: 1, fallback: FLASH_TRAIN_MMA_SHAPE };
+export const FLASH_PREFILL_WGMMA_SHAPE: FlashWgmmaShape = { wgmma: true, warpgroups: 2, keys: 128, minBlocks: 1, fallback: FLASH_PREFILL_SHAPE };
+
+/**
+ * The prefill shape for a head size and a bound of blocks an SM of the mma.sync fallback: the pipelined
+ * kernel holds two tiles of scores (about 244 registers at head size 128), so heads over 128 or a bound
+ * over 2 blocks take the plain loop. The wgmma kernel runs where it can (flash.ts launchFlashForward).
  */
 export function flashPrefillShape(dHead: number, minBlocks = FLASH_PREFILL_SHAPE.minBlocks): FlashForwardShape {
   const pipe = (FLASH_PREFILL_SHAPE.pipe ?? false) && dHead <= 128 && minBlocks <= 2;
-  return { ...FLASH_PREFILL_SHAPE, minBlocks, pipe };
+  return { ...FLASH_PREFILL_WGMMA_SHAPE, fallback: { ...FLASH_PREFILL_SHAPE, minBlocks, pipe } };
 }
 
 /** The shapes the benchmark compares and the tests check (the defaults among them). */
