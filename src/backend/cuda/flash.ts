@@ -33,11 +33,13 @@ export const FLASH_PREFILL_SHAPE: FlashMmaShape = { mt: 1, warps: 4, keys: 64, m
 
 /**
  * The default forward shapes, chosen on the H100 by `node dist/src/bench/cuda-attention-bench.js
- * --variants`, which times the candidates side by side (bench/RESULTS-attention.md): the wgmma kernel,
- * 3 warpgroups (192 rows) a block with 64-key tiles for training, 2 warpgroups with 128-key tiles for
- * prefill (whose grid is small: 16 heads × 16 blocks for one 2048-token prompt).
+ * --variants` (the candidates side by side) and the model's own benches (bench/RESULTS-attention.md).
+ * Prefill (a small grid: 16 heads × 16 blocks for one 2048-token prompt): the wgmma kernel, 2 warpgroups
+ * (128 rows) a block with 128-key tiles, 1.37× the mma.sync kernel. Training stays on mma.sync: the best
+ * wgmma shape (3 warpgroups, 64-key tiles, in FLASH_FORWARD_SHAPES) was 1.05–1.15× alone but not
+ * faster inside the training step.
  */
-export const FLASH_TRAIN_SHAPE: FlashForwardShape = { wgmma: true, warpgroups: 3, keys: 64, minBlocks: 1, fallback: FLASH_TRAIN_MMA_SHAPE };
+export const FLASH_TRAIN_SHAPE: FlashForwardShape = FLASH_TRAIN_MMA_SHAPE;
 export const FLASH_PREFILL_WGMMA_SHAPE: FlashWgmmaShape = { wgmma: true, warpgroups: 2, keys: 128, minBlocks: 1, fallback: FLASH_PREFILL_SHAPE };
 
 /**

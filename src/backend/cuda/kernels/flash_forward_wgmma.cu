@@ -12,13 +12,12 @@
 //                   the causal mask only where a tile crosses the diagonal (or the key end, or a key mask),
 //   O += P·V        wgmma m64nDk16 with P from registers (the S accumulator packed to bf16 is a valid A
 //                   fragment) and V the MN-major B operand (transposed by the instruction).
-// Within a warpgroup the products of two tiles overlap the softmax (FlashAttention-3's intra-warpgroup
-// pipelining): S(it) and P·V(it − 1) are issued back to back, and the softmax of tile it runs while
-// P·V(it − 1) is on the tensor cores; the other warpgroups' products fill the rest.
+// P·V is left running while the next tile's barrier, loads and S product are issued; the other
+// warpgroup's products fill the tensor cores during this one's softmax.
 //
 // Ring safety: tile it+1 is loaded (after the barrier of iteration it) into the stage of tile it−2, whose
-// last reader, P·V(it − 2), every warpgroup issued and waited for in iteration it − 1, before reaching
-// that barrier.
+// last reader, P·V of it−2, every warpgroup waited for (wgmma.wait_group 0 after S of it−1) before
+// reaching that barrier.
 //
 // Key tiles go from the diagonal back to 0, as in flash_attention.cu: a row's largest scores come first,
 // so the rescale of O is mostly skipped. The ALiBi term is taken relative to the warp's first row
@@ -189,13 +188,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, FWD_MIN_BLOCKS) flash_forw
 #pragma unroll
   for (int i = 0; i < HEAD_DIM / 2; i++) o[i] = 0.f;
   float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};  // rows g and g + 8: running max (log2), partial sums
-  float s[BK / 2];         // scores of this tile, then its probabilities (fp32)
-  unsigned p[BK / 16][4];  // the previous tile's probabilities as bf16 A fragments, read by its P·V
-  int pvStage = -1;        // stage of the tile whose P·V is still to be issued (−1: none; warpgroup-uniform)
+  unsigned p[BK / 16][4];  // P of the tile whose P·V may still run (read by the wgmma until its wait)
 
-  // Per visible tile, in one warpgroup: issue S(it) and then P·V(it − 1) back to back; wait for S(it)
-  // only, so the softmax of tile it runs on the CUDA cores while the tensor cores do P·V(it − 1); then
-  // wait for P·V(it − 1), rescale O by the moved max and pack P(it) for the next iteration.
   for (int it = 0; it < nTiles; it++) {
     const int k0 = kFirst - it * BK, stage = it % STAGES;
     asm volatile("cp.async.wait_group 0;\n" ::: "memory");
@@ -203,11 +197,13 @@ extern "C" __global__ void __launch_bounds__(THREADS, FWD_MIN_BLOCKS) flash_forw
     __syncthreads();  // tile it is in shared memory for everyone; every P·V of tile it − 2 has completed
     if (it + 1 < nTiles) loadKV((it + 1) % STAGES, k0 - BK);
     asm volatile("cp.async.commit_group;\n" ::: "memory");
-    // Warpgroup-uniform: nothing of this tile is visible to these rows. Only the first tiles (from the
-    // diagonal) can be hidden, before any P·V was issued.
-    if (!(wgLive && k0 <= wgLast)) continue;
 
-    const unsigned sK = sKV + 2 * stage * TILE_BYTES;
+    if (!(wgLive && k0 <= wgLast)) {  // warpgroup-uniform: nothing of this tile is visible to these rows
+      wg_wait<0>();
+      continue;
+    }
+    const unsigned sK = sKV + 2 * stage * TILE_BYTES, sV = sK + TILE_BYTES;
+    float s[BK / 2];
     wg_fence();
 #pragma unroll
     for (int kk = 0; kk < HEAD_DIM / 16; kk++) {
@@ -216,17 +212,11 @@ extern "C" __global__ void __launch_bounds__(THREADS, FWD_MIN_BLOCKS) flash_forw
                    wg_desc(sK + (kk >> 2) * BK * 128 + within, 16, 1024), kk > 0);
     }
     wg_commit();
-    if (pvStage >= 0) {
-      const unsigned sV = sKV + (2 * pvStage + 1) * TILE_BYTES;
-#pragma unroll
-      for (int kk = 0; kk < BK / 16; kk++) wgmma_rs<HEAD_DIM>(o, p[kk], wg_desc(sV + kk * 16 * 128, BK * 128, 1024));
-      wg_commit();
-      wg_wait<1>();  // S(it); P·V(it − 1) may still run
-    } else {
-      wg_wait<0>();
-    }
+    wg_wait<0>();  // S, and the previous tile's P·V
 #pragma unroll
     for (int i = 0; i < BK / 2; i++) wg_pin(s[i]);
+#pragma unroll
+    for (int i = 0; i < HEAD_DIM / 2; i++) wg_pin(o[i]);
 
     // Scale, bias, mask (log2 units): bias slope·(j − warpFirst), one value per key column.
     const bool needMask = mask || k0 + BK - 1 > warpFirst || k0 + BK > kvLen;
@@ -263,9 +253,6 @@ extern "C" __global__ void __launch_bounds__(THREADS, FWD_MIN_BLOCKS) flash_forw
       s[i] = x;
       lrow[(i >> 1) & 1] += x;
     }
-    wg_wait<0>();  // P·V(it − 1): O and the old P are free again
-#pragma unroll
-    for (int i = 0; i < HEAD_DIM / 2; i++) wg_pin(o[i]);
     if (!__all_sync(0xffffffffu, sameMax)) {  // warp-uniform: some row's max moved, rescale O
 #pragma unroll
       for (int i = 0; i < HEAD_DIM / 2; i++) o[i] *= (i & 2) ? a1 : a0;
@@ -277,10 +264,6 @@ extern "C" __global__ void __launch_bounds__(THREADS, FWD_MIN_BLOCKS) flash_forw
       p[kk][2] = pack2(s[8 * kk + 4], s[8 * kk + 5]);
       p[kk][3] = pack2(s[8 * kk + 6], s[8 * kk + 7]);
     }
-    pvStage = stage;
-  }
-  if (pvStage >= 0) {  // the last tile's P·V (no load follows: its stage stays intact)
-    const unsigned sV = sKV + (2 * pvStage + 1) * TILE_BYTES;
     wg_fence();
 #pragma unroll
     for (int kk = 0; kk < BK / 16; kk++) wgmma_rs<HEAD_DIM>(o, p[kk], wg_desc(sV + kk * 16 * 128, BK * 128, 1024));
