@@ -11,7 +11,8 @@
  *   node dist/src/bench/cuda-attention-bench.js [--variants] [--before DIR] [--torch bench/attention_torch.py]
  *        [--reps N] [--json FILE]
  *
- * --variants  also times every compile-time shape of flash.ts (forward shapes, backward chunks and modes).
+ * --variants  also times every compile-time shape of flash.ts (forward shapes, backward chunks and modes);
+ *             with --forward-only, the wgmma forward shapes alone (and their check against mma.sync).
  * --before    times the kernels of an earlier commit from DIR (common.cuh, flash_attention.cu and
  *             flash_backward.cu of commit b6e5d97: `git show b6e5d97:src/backend/cuda/kernels/FILE`),
  *             launched as that commit did (64-query dq blocks, dsᵀ stored row-major),
@@ -25,7 +26,7 @@ import { CudaBackend, type CudaTensor } from '../backend/cuda/index.js';
 import { CudaEvent } from '../backend/cuda/driver.js';
 import { KernelCache } from '../backend/cuda/kernels.js';
 import {
-  FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_BACKWARD_STORED_DS, FLASH_FORWARD_SHAPES, FLASH_TRAIN_SHAPE, flashBackwardScratchElements, flashPrefillShape,
+  FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_BACKWARD_STORED_DS, FLASH_FORWARD_SHAPES, FLASH_TRAIN_MMA_SHAPE, FLASH_TRAIN_SHAPE, flashBackwardScratchElements, flashPrefillShape, flashShapeLabel,
   launchFlashBackward, launchFlashForward, type FlashForwardShape,
 } from '../backend/cuda/flash.js';
 import { alibiSlopes, MPT_1B_REDPAJAMA_200B } from '../model/config.js';
@@ -39,7 +40,7 @@ function main(argv: string[]): void {
   const flag = (name: string) => argv.includes(name);
   const value = (name: string) => { const i = argv.indexOf(name); return i >= 0 ? argv[i + 1] : undefined; };
   if (flag('--help')) {
-    process.stdout.write('usage: node dist/src/bench/cuda-attention-bench.js [--variants] [--before DIR] [--torch SCRIPT] [--reps N] [--json FILE]\n');
+    process.stdout.write('usage: node dist/src/bench/cuda-attention-bench.js [--variants [--forward-only]] [--before DIR] [--torch SCRIPT] [--reps N] [--json FILE]\n');
     return;
   }
   const reps = Number(value('--reps') ?? 20);
@@ -89,8 +90,7 @@ function main(argv: string[]): void {
     dq: dq.ptr, dk: dk.ptr, dv: dv.ptr, batch: 8, t, nHeads: heads, dHead, scale, ds: stored ? dsScratch.ptr : 0,
   }, chunk, parts);
   const mode = (stored: boolean) => (stored ? 'dq from stored ds' : 'dq recomputed');
-  const label = (s: FlashForwardShape) => `${s.mt * 16} rows a warp, ${s.warps} warps, ${s.keys}-key tiles, ${s.minBlocks} blocks/SM`
-    + `${s.pipe ? ', pipelined' : ''}${s.headMajor ? ', head-major grid' : ''}`;
+  const label = flashShapeLabel;
 
   const FLASH_PREFILL_SHAPE = flashPrefillShape(dHead);
   // Warm-up of the whole GPU (clocks ramp for a while) before the first figure.
@@ -106,15 +106,36 @@ function main(argv: string[]): void {
   // Products as actually computed: dk/dv 4 (S, dP, dV, dK); dq 3 (S, dP, dQ) recomputed or 1 from stored ds.
   timeIt('  of which dk/dv (4 products, as computed)', 2 * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT, 'dkdv'));
   timeIt(`  of which dq (${FLASH_BACKWARD_STORED_DS ? 1 : 3} products, as computed)`, (FLASH_BACKWARD_STORED_DS ? 0.5 : 1.5) * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT, 'dq'));
+  // The mma.sync kernel that was the default before the wgmma one (and stays its fallback), same inputs.
+  const mmaPrefill = 'wgmma' in FLASH_PREFILL_SHAPE ? FLASH_PREFILL_SHAPE.fallback : FLASH_PREFILL_SHAPE;
+  const pre0 = timeIt(`before: forward, batch 1 (prefill), ${label(mmaPrefill)}`, fwdFlops(1), () => fwd(1, mmaPrefill));
+  const tr0 = timeIt(`before: forward + lse, batch 8 (training), ${label(FLASH_TRAIN_MMA_SHAPE)}`, fwdFlops(8), () => fwd(8, FLASH_TRAIN_MMA_SHAPE));
+  log(`speed-up over mma.sync: prefill forward ${(pre0.ms / pre.ms).toFixed(2)}×, training forward ${(tr0.ms / tr.ms).toFixed(2)}×`);
+  fwd(8, FLASH_TRAIN_SHAPE);  // the backward reads the default's lse
   log(`backward / forward (batch 8): ${(bw.ms / tr.ms).toFixed(2)}×; per layer ×24: prefill ${(24 * pre.ms).toFixed(2)} ms, training fwd ${(24 * tr.ms).toFixed(2)} ms, bwd ${(24 * bw.ms).toFixed(2)} ms`);
 
   if (flag('--variants')) {
     log('-- forward shapes');
-    for (const s of FLASH_FORWARD_SHAPES) {
+    for (const s of FLASH_FORWARD_SHAPES.filter((x) => !flag('--forward-only') || 'wgmma' in x)) {
       timeIt(`  forward, batch 1, ${label(s)}`, fwdFlops(1), () => fwd(1, s));
       timeIt(`  forward + lse, batch 8, ${label(s)}`, fwdFlops(8), () => fwd(8, s));
     }
+    // Every wgmma shape against the mma.sync kernel on the same inputs (the tests check the math): the
+    // outputs must agree to bf16 rounding, the lse to float32 rounding of bf16 products.
+    fwd(1, mmaPrefill); fwd(8, FLASH_TRAIN_MMA_SHAPE);
+    const ref1 = be.download(out1), ref8 = be.download(out8), refLse = be.download(lse8);
+    const maxDiff = (x: ArrayLike<number>, y: ArrayLike<number>) => {
+      let m = 0;
+      for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i] - y[i]));
+      return m.toExponential(2);
+    };
+    for (const s of FLASH_FORWARD_SHAPES.filter((x) => 'wgmma' in x)) {
+      fwd(1, s); fwd(8, s);
+      log(`  check ${label(s)}: max |wgmma − mma| prefill out ${maxDiff(be.download(out1), ref1)}, training out ${maxDiff(be.download(out8), ref8)}, lse ${maxDiff(be.download(lse8), refLse)}`);
+    }
     fwd(8, FLASH_TRAIN_SHAPE);
+  }
+  if (flag('--variants') && !flag('--forward-only')) {
     log('-- backward chunks');
     for (const stored of [false, true]) {
       for (const chunk of [16, 32, 64]) timeIt(`  backward, batch 8, ${chunk}-key chunks, ${mode(stored)}`, 2.5 * fwdFlops(8), () => bwd(chunk, 'both', stored));
@@ -147,8 +168,9 @@ function main(argv: string[]): void {
       }, shape);
     };
     const grid = [8 * heads, Math.ceil(t / 64)];
-    const p0 = timeIt('before: forward, batch 1 (prefill)', fwdFlops(1), () => oldFwd(1, FLASH_PREFILL_SHAPE));
-    const t0 = timeIt('before: forward + lse, batch 8 (training)', fwdFlops(8), () => oldFwd(8, FLASH_TRAIN_SHAPE));
+    // The earlier commit has only the mma.sync kernel: its shapes (the wgmma defaults' fallbacks).
+    const p0 = timeIt('before: forward, batch 1 (prefill)', fwdFlops(1), () => oldFwd(1, mmaPrefill));
+    const t0 = timeIt('before: forward + lse, batch 8 (training)', fwdFlops(8), () => oldFwd(8, FLASH_TRAIN_MMA_SHAPE));
     const b0 = timeIt('before: backward dk/dv storing ds + dq from it, batch 8', 2.5 * fwdFlops(8), () => {
       oldDkdv.launch(grid, [128], [x8.q.ptr, x8.k.ptr, x8.v.ptr, x8.dOut.ptr, lse8.ptr, D8.ptr, slopes, oldDk.ptr, oldDv.ptr, dsScratch.ptr, t, heads, scale],
         6 * 64 * row + 4 * 64 * 4);

@@ -1,34 +1,55 @@
 /**
- * Launches of the tensor-core flash attention kernels (kernels/flash_attention.cu, flash_backward.cu),
- * shared by prefill (index.ts attentionInto) and training (training.ts): one place knows each
- * kernel's grid, block, shared memory and compile-time shape, and which shape is the default.
+ * Launches of the tensor-core flash attention kernels (kernels/flash_attention.cu, flash_forward_wgmma.cu,
+ * flash_backward.cu), shared by prefill (index.ts attentionInto) and training (training.ts): one place
+ * knows each kernel's grid, block, shared memory and compile-time shape, and which shape is the default.
  */
-import type { KernelCache } from './kernels.js';
+import type { CudaContext } from './driver.js';
+import { architecture, type KernelCache } from './kernels.js';
 
 /**
- * A compile-time shape of flash_forward: `mt` m16 tiles a warp, `warps` a block, keys a tile, blocks an
- * SM; `pipe`: the next tile's scores issued before this tile's softmax; `headMajor`: a head's query
- * tiles launched together (else the longest tiles of all heads first).
+ * A compile-time shape of flash_forward in flash_attention.cu (mma.sync, any chip): `mt` m16 tiles a
+ * warp, `warps` a block, keys a tile, blocks an SM; `pipe`: the next tile's scores issued before this
+ * tile's softmax; `headMajor`: a head's query tiles launched together (else the longest tiles of all
+ * heads first).
  */
-export interface FlashForwardShape { mt: 1 | 2; warps: 4 | 8; keys: 32 | 64; minBlocks: number; pipe?: boolean; headMajor?: boolean }
+export interface FlashMmaShape { mt: 1 | 2; warps: 4 | 8; keys: 32 | 64; minBlocks: number; pipe?: boolean; headMajor?: boolean }
+
+/**
+ * A shape of flash_forward in flash_forward_wgmma.cu (warpgroup MMA, sm_90a, head sizes 64 and 128):
+ * `warpgroups` of 64 query rows a block, keys a tile, blocks an SM. Elsewhere `fallback` runs instead.
+ */
+export interface FlashWgmmaShape { wgmma: true; warpgroups: 1 | 2 | 3; keys: 64 | 128; minBlocks: number; fallback: FlashMmaShape }
+
+export type FlashForwardShape = FlashMmaShape | FlashWgmmaShape;
+
+/**
+ * The mma.sync shapes that were the defaults before the wgmma kernel, and are its fallback (chips other
+ * than sm_90a, head sizes other than 64 and 128). Training (batch × heads blocks of 2048 rows): 32 rows a
+ * warp, Q in shared memory. Prefill (often one sequence: a grid of few blocks): 16 rows a warp, Q in
+ * registers, software-pipelined.
+ */
+export const FLASH_TRAIN_MMA_SHAPE: FlashMmaShape = { mt: 2, warps: 4, keys: 64, minBlocks: 2 };
+export const FLASH_PREFILL_SHAPE: FlashMmaShape = { mt: 1, warps: 4, keys: 64, minBlocks: 2, pipe: true };
 
 /**
  * The default forward shapes, chosen on the H100 by `node dist/src/bench/cuda-attention-bench.js
- * --variants`, which times the candidates side by side (bench/RESULTS-attention.md). Training (batch ×
- * heads blocks of 2048 rows): 32 rows a warp, Q in shared memory. Prefill (often one sequence: a grid
- * of few blocks): 16 rows a warp, Q in registers, software-pipelined.
+ * --variants` (the candidates side by side) and the model's own benches (bench/RESULTS-attention.md).
+ * Prefill (a small grid: 16 heads × 16 blocks for one 2048-token prompt): the wgmma kernel, 2 warpgroups
+ * (128 rows) a block with 128-key tiles, 1.37× the mma.sync kernel. Training stays on mma.sync: the best
+ * wgmma shape (3 warpgroups, 64-key tiles, in FLASH_FORWARD_SHAPES) was 1.05–1.15× alone but not
+ * faster inside the training step.
  */
-export const FLASH_TRAIN_SHAPE: FlashForwardShape = { mt: 2, warps: 4, keys: 64, minBlocks: 2 };
-export const FLASH_PREFILL_SHAPE: FlashForwardShape = { mt: 1, warps: 4, keys: 64, minBlocks: 2, pipe: true };
+export const FLASH_TRAIN_SHAPE: FlashForwardShape = FLASH_TRAIN_MMA_SHAPE;
+export const FLASH_PREFILL_WGMMA_SHAPE: FlashWgmmaShape = { wgmma: true, warpgroups: 2, keys: 128, minBlocks: 1, fallback: FLASH_PREFILL_SHAPE };
 
 /**
- * The prefill shape for a head size and a bound of blocks an SM: the pipelined kernel holds two tiles of
- * scores (about 244 registers at head size 128), so heads over 128 or a bound over 2 blocks take the
- * plain loop.
+ * The prefill shape for a head size and a bound of blocks an SM of the mma.sync fallback: the pipelined
+ * kernel holds two tiles of scores (about 244 registers at head size 128), so heads over 128 or a bound
+ * over 2 blocks take the plain loop. The wgmma kernel runs where it can (flash.ts launchFlashForward).
  */
 export function flashPrefillShape(dHead: number, minBlocks = FLASH_PREFILL_SHAPE.minBlocks): FlashForwardShape {
   const pipe = (FLASH_PREFILL_SHAPE.pipe ?? false) && dHead <= 128 && minBlocks <= 2;
-  return { ...FLASH_PREFILL_SHAPE, minBlocks, pipe };
+  return { ...FLASH_PREFILL_WGMMA_SHAPE, fallback: { ...FLASH_PREFILL_SHAPE, minBlocks, pipe } };
 }
 
 /** The shapes the benchmark compares and the tests check (the defaults among them). */
@@ -38,6 +59,7 @@ export const FLASH_FORWARD_SHAPES: readonly FlashForwardShape[] = [
   { mt: 1, warps: 4, keys: 64, minBlocks: 2, pipe: true }, { mt: 1, warps: 4, keys: 32, minBlocks: 3, pipe: true },
   { mt: 2, warps: 4, keys: 32, minBlocks: 2, pipe: true },
   { mt: 1, warps: 4, keys: 64, minBlocks: 2, headMajor: true }, { mt: 2, warps: 4, keys: 64, minBlocks: 2, headMajor: true },
+  ...wgmmaShapes(),
 ];
 
 /** Key columns each backward step works on at once (16, 32 or 64). */
@@ -45,6 +67,23 @@ export const FLASH_BACKWARD_CHUNK_DEFAULT = 64;
 
 /** Whether the backward stores dsᵀ for dq (flashBackwardScratchElements) rather than recomputing it. */
 export const FLASH_BACKWARD_STORED_DS = true;
+
+/** The warpgroup-MMA shapes worth timing: 1 to 3 warpgroups a block, 64- or 128-key tiles. */
+function wgmmaShapes(): FlashWgmmaShape[] {
+  const fallback: FlashMmaShape = { mt: 1, warps: 4, keys: 64, minBlocks: 2, pipe: true };
+  return [
+    { wgmma: true, warpgroups: 1, keys: 64, minBlocks: 2, fallback }, { wgmma: true, warpgroups: 2, keys: 64, minBlocks: 1, fallback },
+    { wgmma: true, warpgroups: 3, keys: 64, minBlocks: 1, fallback }, { wgmma: true, warpgroups: 1, keys: 128, minBlocks: 1, fallback },
+    { wgmma: true, warpgroups: 2, keys: 128, minBlocks: 1, fallback },
+  ];
+}
+
+/** A one-line description of a shape (benchmark rows, test messages). */
+export function flashShapeLabel(s: FlashForwardShape): string {
+  if ('wgmma' in s) return `wgmma, ${s.warpgroups * 64} rows a block (${s.warpgroups} warpgroups), ${s.keys}-key tiles, ${s.minBlocks} blocks/SM`;
+  return `${s.mt * 16} rows a warp, ${s.warps} warps, ${s.keys}-key tiles, ${s.minBlocks} blocks/SM`
+    + `${s.pipe ? ', pipelined' : ''}${s.headMajor ? ', head-major grid' : ''}`;
+}
 
 export interface FlashForwardArgs {
   q: number; k: number; v: number; mask: number; slopes: number; out: number; lse: number;
@@ -56,14 +95,45 @@ function rowBytes(dHead: number): number {
   return (dHead + 8) * 2;
 }
 
-/** Shared memory of flash_forward: two stages of K and V tiles, and the block's Q rows when mt = 2. */
+/** The wgmma kernel keeps three stages of K and V tiles in flight: its ring (flash_forward_wgmma.cu). */
+const WGMMA_STAGES = 3;
+
+/**
+ * Shared memory of flash_forward. mma.sync: two stages of K and V tiles (rows padded by 8), and the
+ * block's Q rows when mt = 2. wgmma: Q, three stages of K and V (unpadded, swizzled), and 1 KB to align
+ * the base to the swizzle atom.
+ */
 export function flashForwardSharedBytes(dHead: number, s: FlashForwardShape): number {
+  if ('wgmma' in s) return (64 * s.warpgroups + WGMMA_STAGES * 2 * s.keys) * dHead * 2 + 1024;
   const qRows = s.mt > 1 ? s.warps * 16 * s.mt : 0;
   return (2 * 2 * s.keys + qRows) * rowBytes(dHead);
 }
 
+/**
+ * Whether the wgmma kernel can run for this head size on this device: sm_90a (the Hopper-only
+ * instructions) and a head of 64 or 128 (whole 128-byte swizzle rows, one wgmma N).
+ */
+export function wgmmaForwardUsable(kernels: KernelCache, dHead: number): boolean {
+  if (dHead !== 64 && dHead !== 128) return false;
+  // KernelCache keeps its context private; the architecture it compiles for decides.
+  const ctx = (kernels as unknown as { ctx?: CudaContext }).ctx;
+  return ctx !== undefined && architecture(ctx) === 'sm_90a';
+}
+
 /** Causal (ALiBi or not, left-padding mask or not) attention forward on the tensor cores; lse optional. */
-export function launchFlashForward(kernels: KernelCache, a: FlashForwardArgs, s: FlashForwardShape): void {
+export function launchFlashForward(kernels: KernelCache, a: FlashForwardArgs, shape: FlashForwardShape): void {
+  let s = shape;
+  if ('wgmma' in s) {
+    if (wgmmaForwardUsable(kernels, a.dHead)) {
+      const defs = { MPT_BF16: true, HEAD_DIM: a.dHead, FWD_WG: s.warpgroups, FWD_BK: s.keys, FWD_MIN_BLOCKS: s.minBlocks };
+      kernels.get('flash_forward_wgmma.cu', 'flash_forward', defs).launch(
+        [a.batch * a.nHeads, Math.ceil(a.tq / (64 * s.warpgroups))], [128 * s.warpgroups],
+        [a.q, a.k, a.v, a.mask, a.slopes, a.out, a.lse, a.tq, a.capacity, a.kvLen, a.qStride, a.kvStride, a.oStride, a.nHeads, a.scale],
+        flashForwardSharedBytes(a.dHead, s));
+      return;
+    }
+    s = s.fallback;
+  }
   // mt = 2 holds 2 × 64 accumulators a thread: anything below 255 registers would spill.
   const minBlocks = s.mt > 1 ? Math.min(s.minBlocks, 2) : s.minBlocks;
   const defs = {
