@@ -1,0 +1,204 @@
+// dk and dv of causal ALiBi attention on wgmma (sm_90a only; flash_backward.cu has the math, the mma.sync
+// version that other chips and head sizes use, and the dq pass that reads the dsᵀ stored here):
+//   p_ij = exp(scale·q_i·k_j − (i − j)·slope − lse_i),  D_i = dO_i·o_i (attention_row_dot)
+//   dv_j = Σ_i p_ij dO_i,  ds_ij = p_ij (dO_i·v_j − D_i),  dk_j = scale Σ_i ds_ij q_i
+// One block = one warpgroup (128 threads) owns 64 keys and walks the 64-query tiles at or after them
+// (grid (batch·nHeads, ceil(t/64)), 2 blocks an SM). K and V of the block sit in shared memory once; the
+// Q and dO tiles, with each query's lse and D terms, are double-buffered by cp.async. Each query tile:
+//   Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ   (wgmma m64n64k16, A and B from shared memory, K-major), issued together;
+//   Pᵀ = exp2(scaled Sᵀ + ALiBi − lse), causal mask, while dPᵀ is still running;  dSᵀ = Pᵀ∘(dPᵀ − D);
+//   dV += Pᵀ·dO and dK += dSᵀ·Q (m64nHEAD_DIMk16, A = Pᵀ / dSᵀ from registers — the accumulator fragment
+//   packed to bf16 — and B = the dO / Q tile read MN-major); dSᵀ stored for the dq pass meanwhile.
+// Warp w of the warpgroup owns keys 16w..16w+15 in every accumulator (wgmma.cuh), exactly the keys the
+// mma.sync kernel gives warp w, so dsᵀ leaves in the same fragment layout (flash_backward_ds.cuh).
+// Deterministic: every dk, dv row is one thread's sum in query order; no atomics.
+#include "wgmma.cuh"
+#include "flash_backward_ds.cuh"
+#ifndef HEAD_DIM
+#define HEAD_DIM 128
+#endif
+#if HEAD_DIM != 64 && HEAD_DIM != 128
+#error "flash_backward_dkdv_wgmma: HEAD_DIM must be 64 or 128"
+#endif
+#define WB_ROWS 64                            // keys a block, queries a tile
+#define WB_BLOCK_BYTES (WB_ROWS * 128)        // one 128-byte-swizzled column block of 64 bf16 columns
+#define WB_TILE_BYTES (WB_ROWS * HEAD_DIM * 2)  // a tile of 64 rows × HEAD_DIM
+#define WB_KSTEPS (HEAD_DIM / 16)             // k-steps of Sᵀ and dPᵀ
+typedef __nv_bfloat16 bf16;
+
+__device__ __forceinline__ void cp_async16_wg(unsigned dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<unsigned*>(&v);
+}
+
+// Rows [r0, r0 + 64) × HEAD_DIM of a global [.., stride] matrix into a swizzled tile at shared address
+// `tile` (rows ≥ t zero-filled). Consecutive threads take consecutive 16-byte chunks of a row.
+__device__ __forceinline__ void load_tile_sw128(unsigned tile, const bf16* src, int r0, int t, int stride) {
+  for (int idx = threadIdx.x; idx < WB_ROWS * HEAD_DIM / 8; idx += 128) {
+    const int r = idx / (HEAD_DIM / 8), c = idx - r * (HEAD_DIM / 8);
+    const bool ok = r0 + r < t;
+    cp_async16_wg(tile + (c >> 3) * WB_BLOCK_BYTES + sw128(r, c & 7), src + (long long)(ok ? r0 + r : 0) * stride + c * 8, ok);
+  }
+}
+
+// The wgmma's D fragment of 64 rows × HEAD_DIM (rows = this block's keys), times `scale`, as bf16 into a
+// global [.., stride] matrix; keys ≥ t are dropped.
+__device__ __forceinline__ void store_keys(bf16* base, const float (&acc)[HEAD_DIM / 2], int j0, int t, int stride, float scale) {
+  const int t4 = threadIdx.x & 3;
+#pragma unroll
+  for (int n = 0; n < HEAD_DIM / 8; n++) {
+    const int c = n * 8 + 2 * t4;
+    if (j0 < t) *reinterpret_cast<__nv_bfloat162*>(base + (long long)j0 * stride + c) = __floats2bfloat162_rn(acc[4 * n] * scale, acc[4 * n + 1] * scale);
+    if (j0 + 8 < t) *reinterpret_cast<__nv_bfloat162*>(base + (long long)(j0 + 8) * stride + c) = __floats2bfloat162_rn(acc[4 * n + 2] * scale, acc[4 * n + 3] * scale);
+  }
+}
+
+// acc[64 × HEAD_DIM] += A (registers, 64 × 16) · tile rows [16kk, 16kk + 16) read MN-major.
+__device__ __forceinline__ void wgmma_rows_times_tile(float (&acc)[HEAD_DIM / 2], const unsigned (&a)[4], unsigned tile, int kk) {
+  const wgmma_desc_t b = wgmma_desc(tile + kk * 16 * 128, WB_BLOCK_BYTES, 1024);
+#if HEAD_DIM == 128
+  wgmma_m64n128k16_rs<1>(acc, a, b, 1);
+#else
+  wgmma_m64n64k16_rs<1>(acc, a, b, 1);
+#endif
+}
+
+// Shared: K tile, V tile, 2 stages × (Q tile, dO tile), 2 stages × (lse term, D) of 64 queries; the
+// tiles 1024-byte aligned (the launch adds 1 KB for that).
+extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
+    const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, const bf16* __restrict__ dOut,
+    const float* __restrict__ lse, const float* __restrict__ D, const float* __restrict__ slopes,
+    bf16* __restrict__ dk, bf16* __restrict__ dv, bf16* __restrict__ dsOut, int t, int nHeads, float scale) {
+  extern __shared__ __align__(16) unsigned char smemRaw[];
+  const unsigned raw = (unsigned)__cvta_generic_to_shared(smemRaw), aligned = (raw + 1023u) & ~1023u;
+  const unsigned sK = aligned, sV = aligned + WB_TILE_BYTES;
+  auto sQ = [&](int stage) { return aligned + (2 + 2 * stage) * WB_TILE_BYTES; };
+  auto sDO = [&](int stage) { return aligned + (3 + 2 * stage) * WB_TILE_BYTES; };
+  float (*rowTerms)[2][WB_ROWS] = reinterpret_cast<float (*)[2][WB_ROWS]>(smemRaw + (aligned - raw) + 6 * WB_TILE_BYTES);  // [stage][lse term or D]
+
+  const int kTile = blockIdx.y;  // key tile 0 walks every query tile: the longest start first
+  const int bh = blockIdx.x, h = bh % nHeads, b = bh / nHeads, stride = nHeads * HEAD_DIM;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  const float LOG2E = 1.4426950408889634f;
+  const float slope2 = slopes ? slopes[h] * LOG2E : 0.f, scale2 = scale * LOG2E;
+  const long long base = (long long)b * t * stride + h * HEAD_DIM;
+  const float* lrow = lse + (long long)bh * t;
+  const float* drow = D + (long long)bh * t;
+  const int k0 = kTile * WB_ROWS, j0 = k0 + warp * 16 + g, j1 = j0 + 8;
+  const float kb0 = slope2 * (float)(j0 - k0), kb1 = slope2 * (float)(j1 - k0);  // the per-key ALiBi terms
+
+  auto loadStage = [&](int stage, int q0) {
+    load_tile_sw128(sQ(stage), q + base, q0, t, stride);
+    load_tile_sw128(sDO(stage), dOut + base, q0, t, stride);
+    for (int r = threadIdx.x; r < WB_ROWS; r += 128) {
+      const bool ok = q0 + r < t;
+      // slope·(j − i) − lse_i (log2 units) = slope·(j − k0) − [lse_i + slope·(i − k0)]: the bracket per
+      // query, here; the first term per key, in registers. exp2(x − ∞) = 0: rows past t add nothing.
+      rowTerms[stage][0][r] = ok ? fmaf(lrow[q0 + r], LOG2E, slope2 * (float)(q0 + r - k0)) : INFINITY;
+      rowTerms[stage][1][r] = ok ? drow[q0 + r] : 0.f;
+    }
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+  };
+  load_tile_sw128(sK, k + base, k0, t, stride);
+  load_tile_sw128(sV, v + base, k0, t, stride);
+  loadStage(0, k0);
+
+  float dvAcc[HEAD_DIM / 2], dkAcc[HEAD_DIM / 2];
+#pragma unroll
+  for (int i = 0; i < HEAD_DIM / 2; i++) dvAcc[i] = dkAcc[i] = 0.f;
+
+  for (int q0 = k0, it = 0; q0 < t; q0 += WB_ROWS, it++) {
+    const int stage = it & 1;
+    // The other stage was last read by the previous tile's products, all waited for before its barrier.
+    if (q0 + WB_ROWS < t) loadStage(stage ^ 1, q0 + WB_ROWS);
+    else asm volatile("cp.async.commit_group;\n" ::: "memory");
+    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+    fence_proxy_async();  // this thread's cp.async writes, visible to the wgmma reads after the barrier
+    __syncthreads();
+    const unsigned Qs = sQ(stage), Ds = sDO(stage);
+
+    // Sᵀ and dPᵀ (rows = keys, columns = queries), two commit groups.
+    float s[32], dp[32];
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < WB_KSTEPS; ks++) {
+      const unsigned off = (ks >> 2) * WB_BLOCK_BYTES + (ks & 3) * 32;
+      wgmma_m64n64k16_ss(s, wgmma_desc(sK + off, 16, 1024), wgmma_desc(Qs + off, 16, 1024), ks);
+    }
+    wgmma_commit();
+#pragma unroll
+    for (int ks = 0; ks < WB_KSTEPS; ks++) {
+      const unsigned off = (ks >> 2) * WB_BLOCK_BYTES + (ks & 3) * 32;
+      wgmma_m64n64k16_ss(dp, wgmma_desc(sV + off, 16, 1024), wgmma_desc(Ds + off, 16, 1024), ks);
+    }
+    wgmma_commit();
+
+    // Pᵀ while dPᵀ runs. Element e of column tile n: key j0 or j1 (e >> 1), query q0 + 8n + 2t4 + (e & 1).
+    wgmma_wait<1>();
+    wgmma_fence_regs(s);
+    const float* Ls = rowTerms[stage][0];
+    const float* Dr = rowTerms[stage][1];
+    const bool needMask = q0 == k0 || q0 + WB_ROWS > t;  // the diagonal tile, or rows past t
+#pragma unroll
+    for (int n = 0; n < 8; n++) {
+      const int col0 = n * 8 + 2 * t4;
+      const float2 lq = *reinterpret_cast<const float2*>(&Ls[col0]);
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int i = q0 + col0 + (e & 1), j = e < 2 ? j0 : j1;
+        float x = exp2_approx(fmaf(s[4 * n + e], scale2, e < 2 ? kb0 : kb1) - ((e & 1) ? lq.y : lq.x));
+        if (needMask && (j > i || i >= t)) x = 0.f;
+        s[4 * n + e] = x;
+      }
+    }
+    unsigned pa[4][4], sa[4][4];  // Pᵀ and dSᵀ as A fragments, 16 queries each
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+#pragma unroll
+      for (int r = 0; r < 4; r++) pa[kk][r] = pack_bf16(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
+    }
+    wgmma_wait<0>();
+    wgmma_fence_regs(dp);
+#pragma unroll
+    for (int n = 0; n < 8; n++) {
+      const float2 dq2 = *reinterpret_cast<const float2*>(&Dr[n * 8 + 2 * t4]);
+#pragma unroll
+      for (int e = 0; e < 4; e++) dp[4 * n + e] = s[4 * n + e] * (dp[4 * n + e] - ((e & 1) ? dq2.y : dq2.x));
+    }
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+#pragma unroll
+      for (int r = 0; r < 4; r++) sa[kk][r] = pack_bf16(dp[8 * kk + 2 * r], dp[8 * kk + 2 * r + 1]);
+    }
+
+    // dV += Pᵀ·dO, dK += dSᵀ·Q: one commit group; dsᵀ goes out while it runs.
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dvAcc, pa[kk], Ds, kk);
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dkAcc, sa[kk], Qs, kk);
+    wgmma_commit();
+    if (dsOut) {  // dsᵀ as bf16 in flash_backward_ds.cuh's fragment layout (this warp's 16 keys); masked blocks are zeros
+      bf16* tileDs = dsOut + dsTile(bh, q0 / WB_ROWS, kTile, t) + warp * 4 * DS_BLOCK + 2 * lane;
+#pragma unroll
+      for (int kk = 0; kk < 4; kk++) {
+#pragma unroll
+        for (int r = 0; r < 4; r++) *reinterpret_cast<unsigned*>(tileDs + kk * DS_BLOCK + r * 64) = sa[kk][r];
+      }
+    }
+    wgmma_wait<0>();
+    wgmma_fence_regs(dvAcc);
+    wgmma_fence_regs(dkAcc);
+    __syncthreads();
+  }
+  store_keys(dk + base, dkAcc, j0, t, stride, scale);
+  store_keys(dv + base, dvAcc, j0, t, stride, 1.f);
+}
