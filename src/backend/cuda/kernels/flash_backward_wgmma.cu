@@ -24,6 +24,9 @@
 #define WB_BLOCK_BYTES (WB_ROWS * 128)        // one 128-byte-swizzled column block of 64 bf16 columns
 #define WB_TILE_BYTES (WB_ROWS * HEAD_DIM * 2)  // a tile of 64 rows × HEAD_DIM
 #define WB_KSTEPS (HEAD_DIM / 16)             // k-steps of Sᵀ and dPᵀ
+#ifndef WB_PIPE
+#define WB_PIPE 2
+#endif
 typedef __nv_bfloat16 bf16;
 
 __device__ __forceinline__ void cp_async16_wg(unsigned dst, const void* src, bool valid) {
@@ -61,13 +64,15 @@ __device__ __forceinline__ void store_keys(bf16* base, const float (&acc)[HEAD_D
   }
 }
 
-// acc[64 × HEAD_DIM] += A (registers, 64 × 16) · tile rows [16kk, 16kk + 16) read MN-major.
-__device__ __forceinline__ void wgmma_rows_times_tile(float (&acc)[HEAD_DIM / 2], const unsigned (&a)[4], unsigned tile, int kk) {
+// acc[64 × HEAD_DIM] (+)= A (registers, 64 × 16) · tile rows [16kk, 16kk + 16) read MN-major;
+// accumulate = 0 overwrites acc (the first product: the accumulators are never zeroed by other
+// instructions, which would make ptxas serialize the wgmmas they stay in flight across).
+__device__ __forceinline__ void wgmma_rows_times_tile(float (&acc)[HEAD_DIM / 2], const unsigned (&a)[4], unsigned tile, int kk, int accumulate) {
   const wgmma_desc_t b = wgmma_desc(tile + kk * 16 * 128, WB_BLOCK_BYTES, 1024);
 #if HEAD_DIM == 128
-  wgmma_m64n128k16_rs<1>(acc, a, b, 1);
+  wgmma_m64n128k16_rs<1>(acc, a, b, accumulate);
 #else
-  wgmma_m64n64k16_rs<1>(acc, a, b, 1);
+  wgmma_m64n64k16_rs<1>(acc, a, b, accumulate);
 #endif
 }
 
@@ -82,7 +87,7 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
   const unsigned sK = aligned, sV = aligned + WB_TILE_BYTES;
   auto sQ = [&](int stage) { return aligned + (2 + 2 * stage) * WB_TILE_BYTES; };
   auto sDO = [&](int stage) { return aligned + (3 + 2 * stage) * WB_TILE_BYTES; };
-  float (*rowTerms)[2][WB_ROWS] = reinterpret_cast<float (*)[2][WB_ROWS]>(smemRaw + (aligned - raw) + 6 * WB_TILE_BYTES);  // [stage][lse term or D]
+  float (*rowTerms)[2][WB_ROWS] = reinterpret_cast<float (*)[2][WB_ROWS]>(smemRaw + (aligned - raw) + 6 * WB_TILE_BYTES);  // [stage][lse or D]
 
   const int kTile = blockIdx.y;  // key tile 0 walks every query tile: the longest start first
   const int bh = blockIdx.x, h = bh % nHeads, b = bh / nHeads, stride = nHeads * HEAD_DIM;
@@ -95,15 +100,15 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
   const int k0 = kTile * WB_ROWS, j0 = k0 + warp * 16 + g, j1 = j0 + 8;
   const float kb0 = slope2 * (float)(j0 - k0), kb1 = slope2 * (float)(j1 - k0);  // the per-key ALiBi terms
 
+  // Q and dO rows [q0, q0 + 64) and their lse and D into `stage`, one cp.async group (rows past t read
+  // as zeros: their probabilities are masked).
   auto loadStage = [&](int stage, int q0) {
     load_tile_sw128(sQ(stage), q + base, q0, t, stride);
     load_tile_sw128(sDO(stage), dOut + base, q0, t, stride);
-    for (int r = threadIdx.x; r < WB_ROWS; r += 128) {
-      const bool ok = q0 + r < t;
-      // slope·(j − i) − lse_i (log2 units) = slope·(j − k0) − [lse_i + slope·(i − k0)]: the bracket per
-      // query, here; the first term per key, in registers. exp2(x − ∞) = 0: rows past t add nothing.
-      rowTerms[stage][0][r] = ok ? fmaf(lrow[q0 + r], LOG2E, slope2 * (float)(q0 + r - k0)) : INFINITY;
-      rowTerms[stage][1][r] = ok ? drow[q0 + r] : 0.f;
+    if (threadIdx.x < 2 * WB_ROWS) {
+      const int r = threadIdx.x & (WB_ROWS - 1), which = threadIdx.x / WB_ROWS, row = q0 + r < t ? q0 + r : 0;
+      const unsigned dst = (unsigned)__cvta_generic_to_shared(&rowTerms[stage][which][r]);
+      asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" :: "r"(dst), "l"((which ? drow : lrow) + row), "r"(q0 + r < t ? 4 : 0) : "memory");
     }
     asm volatile("cp.async.commit_group;\n" ::: "memory");
   };
@@ -111,62 +116,55 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
   load_tile_sw128(sV, v + base, k0, t, stride);
   loadStage(0, k0);
 
-  float dvAcc[HEAD_DIM / 2], dkAcc[HEAD_DIM / 2];
-#pragma unroll
-  for (int i = 0; i < HEAD_DIM / 2; i++) dvAcc[i] = dkAcc[i] = 0.f;
+  float dvAcc[HEAD_DIM / 2], dkAcc[HEAD_DIM / 2];  // set by the first tile's products
 
-  for (int q0 = k0, it = 0; q0 < t; q0 += WB_ROWS, it++) {
-    const int stage = it & 1;
-    // The other stage was last read by the previous tile's products, all waited for before its barrier.
-    if (q0 + WB_ROWS < t) loadStage(stage ^ 1, q0 + WB_ROWS);
-    else asm volatile("cp.async.commit_group;\n" ::: "memory");
-    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
-    fence_proxy_async();  // this thread's cp.async writes, visible to the wgmma reads after the barrier
-    __syncthreads();
-    const unsigned Qs = sQ(stage), Ds = sDO(stage);
-
-    // Sᵀ and dPᵀ (rows = keys, columns = queries), two commit groups.
-    float s[32], dp[32];
+  // Sᵀ and dPᵀ (rows = keys, columns = queries) of the tile in `stage`: two commit groups.
+  float s[32], dp[32];
+  auto issueScores = [&](int stage) {
     wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < WB_KSTEPS; ks++) {
       const unsigned off = (ks >> 2) * WB_BLOCK_BYTES + (ks & 3) * 32;
-      wgmma_m64n64k16_ss(s, wgmma_desc(sK + off, 16, 1024), wgmma_desc(Qs + off, 16, 1024), ks);
+      wgmma_m64n64k16_ss(s, wgmma_desc(sK + off, 16, 1024), wgmma_desc(sQ(stage) + off, 16, 1024), ks);
     }
     wgmma_commit();
 #pragma unroll
     for (int ks = 0; ks < WB_KSTEPS; ks++) {
       const unsigned off = (ks >> 2) * WB_BLOCK_BYTES + (ks & 3) * 32;
-      wgmma_m64n64k16_ss(dp, wgmma_desc(sV + off, 16, 1024), wgmma_desc(Ds + off, 16, 1024), ks);
+      wgmma_m64n64k16_ss(dp, wgmma_desc(sV + off, 16, 1024), wgmma_desc(sDO(stage) + off, 16, 1024), ks);
     }
     wgmma_commit();
-
-    // Pᵀ while dPᵀ runs. Element e of column tile n: key j0 or j1 (e >> 1), query q0 + 8n + 2t4 + (e & 1).
-    wgmma_wait<1>();
-    wgmma_fence_regs(s);
+  };
+  // Pᵀ from Sᵀ in place, and packed as A fragments of 16 queries. Element e of column tile n: key j0 or
+  // j1 (e >> 1), query q0 + 8n + 2t4 + (e & 1).
+  unsigned pa[4][4], sa[4][4];
+  auto probabilities = [&](int stage, int q0) {
     const float* Ls = rowTerms[stage][0];
-    const float* Dr = rowTerms[stage][1];
     const bool needMask = q0 == k0 || q0 + WB_ROWS > t;  // the diagonal tile, or rows past t
 #pragma unroll
     for (int n = 0; n < 8; n++) {
       const int col0 = n * 8 + 2 * t4;
-      const float2 lq = *reinterpret_cast<const float2*>(&Ls[col0]);
+      // slope·(j − i) − lse_i (log2 units) = slope·(j − k0) − [lse_i + slope·(i − k0)]: the first term per
+      // key (kb0, kb1), the bracket per query.
+      const float2 lse2 = *reinterpret_cast<const float2*>(&Ls[col0]);
+      const float lq0 = fmaf(lse2.x, LOG2E, slope2 * (float)(q0 + col0 - k0)), lq1 = fmaf(lse2.y, LOG2E, slope2 * (float)(q0 + col0 + 1 - k0));
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         const int i = q0 + col0 + (e & 1), j = e < 2 ? j0 : j1;
-        float x = exp2_approx(fmaf(s[4 * n + e], scale2, e < 2 ? kb0 : kb1) - ((e & 1) ? lq.y : lq.x));
+        float x = exp2_approx(fmaf(s[4 * n + e], scale2, e < 2 ? kb0 : kb1) - ((e & 1) ? lq1 : lq0));
         if (needMask && (j > i || i >= t)) x = 0.f;
         s[4 * n + e] = x;
       }
     }
-    unsigned pa[4][4], sa[4][4];  // Pᵀ and dSᵀ as A fragments, 16 queries each
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) {
 #pragma unroll
       for (int r = 0; r < 4; r++) pa[kk][r] = pack_bf16(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
     }
-    wgmma_wait<0>();
-    wgmma_fence_regs(dp);
+  };
+  // dSᵀ = Pᵀ∘(dPᵀ − D), packed the same way.
+  auto scoreGradients = [&](int stage) {
+    const float* Dr = rowTerms[stage][1];
 #pragma unroll
     for (int n = 0; n < 8; n++) {
       const float2 dq2 = *reinterpret_cast<const float2*>(&Dr[n * 8 + 2 * t4]);
@@ -178,27 +176,94 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
 #pragma unroll
       for (int r = 0; r < 4; r++) sa[kk][r] = pack_bf16(dp[8 * kk + 2 * r], dp[8 * kk + 2 * r + 1]);
     }
+  };
+  // dsᵀ as bf16 in flash_backward_ds.cuh's fragment layout (this warp's 16 keys); masked blocks are zeros.
+  auto storeDs = [&](int q0) {
+    if (!dsOut) return;
+    bf16* tileDs = dsOut + dsTile(bh, q0 / WB_ROWS, kTile, t) + warp * 4 * DS_BLOCK + 2 * lane;
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+#pragma unroll
+      for (int r = 0; r < 4; r++) *reinterpret_cast<unsigned*>(tileDs + kk * DS_BLOCK + r * 64) = sa[kk][r];
+    }
+  };
 
+#if WB_PIPE == 2
+  // The tensor pipe gets dV, dK of one tile and Sᵀ, dPᵀ of the next back to back: a tile's scores are
+  // issued before the previous tile's dV and dK are waited for, and the next tile is loaded into that
+  // tile's stage once they are done. (Only dV and dK, read by nothing but wgmma, stay in flight across
+  // the loop's back edge: ptxas serializes every wgmma of the kernel when other instructions read
+  // registers of a wgmma issued in an earlier iteration.)
+  for (int q0 = k0, it = 0; q0 < t; q0 += WB_ROWS, it++) {
+    const int stage = it & 1;
+    asm volatile("cp.async.wait_group 0;\n" ::: "memory");  // this tile
+    fence_proxy_async();  // this thread's cp.async writes, visible to the wgmma reads after the barrier
+    __syncthreads();
+    issueScores(stage);
+    wgmma_wait<2>();  // the previous tile's dV and dK done
+    __syncthreads();  // ... in every warp: the other stage is free
+    if (q0 + WB_ROWS < t) loadStage(stage ^ 1, q0 + WB_ROWS);
+    wgmma_wait<1>();  // Sᵀ done; dPᵀ may run on
+    wgmma_fence_regs(s);
+    probabilities(stage, q0);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dvAcc, pa[kk], sDO(stage), kk, it > 0 || kk > 0);
+    wgmma_commit();
+    wgmma_wait<1>();  // dPᵀ done; dV may run on
+    wgmma_fence_regs(dp);
+    scoreGradients(stage);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dkAcc, sa[kk], sQ(stage), kk, it > 0 || kk > 0);
+    wgmma_commit();
+    storeDs(q0);
+  }
+  wgmma_wait<0>();
+  wgmma_fence_regs(dvAcc);
+  wgmma_fence_regs(dkAcc);
+#else
+  for (int q0 = k0, it = 0; q0 < t; q0 += WB_ROWS, it++) {
+    const int stage = it & 1;
+    // The other stage was last read by the previous tile's products, all waited for before its barrier.
+    if (q0 + WB_ROWS < t) loadStage(stage ^ 1, q0 + WB_ROWS);
+    else asm volatile("cp.async.commit_group;\n" ::: "memory");
+    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+    fence_proxy_async();  // this thread's cp.async writes, visible to the wgmma reads after the barrier
+    __syncthreads();
+    issueScores(stage);
+    wgmma_wait<1>();  // Sᵀ done; dPᵀ may run on
+    wgmma_fence_regs(s);
+    probabilities(stage, q0);
+#if WB_PIPE == 1
+    // dV += Pᵀ·dO issued before dPᵀ is waited for.
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dvAcc, pa[kk], sDO(stage), kk, it > 0 || kk > 0);
+    wgmma_commit();
+    wgmma_wait<1>();
+    wgmma_fence_regs(dp);
+    scoreGradients(stage);
+    wgmma_fence();
+#else
+    wgmma_wait<0>();
+    wgmma_fence_regs(dp);
+    scoreGradients(stage);
     // dV += Pᵀ·dO, dK += dSᵀ·Q: one commit group; dsᵀ goes out while it runs.
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dvAcc, pa[kk], Ds, kk);
+    for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dvAcc, pa[kk], sDO(stage), kk, it > 0 || kk > 0);
+#endif
 #pragma unroll
-    for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dkAcc, sa[kk], Qs, kk);
+    for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dkAcc, sa[kk], sQ(stage), kk, it > 0 || kk > 0);
     wgmma_commit();
-    if (dsOut) {  // dsᵀ as bf16 in flash_backward_ds.cuh's fragment layout (this warp's 16 keys); masked blocks are zeros
-      bf16* tileDs = dsOut + dsTile(bh, q0 / WB_ROWS, kTile, t) + warp * 4 * DS_BLOCK + 2 * lane;
-#pragma unroll
-      for (int kk = 0; kk < 4; kk++) {
-#pragma unroll
-        for (int r = 0; r < 4; r++) *reinterpret_cast<unsigned*>(tileDs + kk * DS_BLOCK + r * 64) = sa[kk][r];
-      }
-    }
+    storeDs(q0);
     wgmma_wait<0>();
     wgmma_fence_regs(dvAcc);
     wgmma_fence_regs(dkAcc);
     __syncthreads();
   }
+#endif
   store_keys(dk + base, dkAcc, j0, t, stride, scale);
   store_keys(dv + base, dvAcc, j0, t, stride, 1.f);
 }
