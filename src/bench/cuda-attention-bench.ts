@@ -125,37 +125,23 @@ function main(argv: string[]): void {
     timeIt('  dk/dv alone, no ds stored, wgmma', 2 * fwdFlops(8), () => bwd(64, 'dkdv', false, 'wgmma'));
     const best = (kernel: FlashDkdvKernel, i: 1 | 2) => Math.min(...pairs.filter((p) => p[0] === kernel).map((p) => p[i].ms));
     log(`speed-up of wgmma (best of two rounds): dk/dv ${(best('mma', 1) / best('wgmma', 1)).toFixed(2)}×, whole backward ${(best('mma', 2) / best('wgmma', 2)).toFixed(2)}×`);
-    // Schedules of the wgmma kernel (WB_PIPE in flash_backward_wgmma.cu; the source's default above),
-    // compiled through the cache's global defines.
-    const withPipe = (pipe: number | undefined, fn: () => void) => {
-      const defs = be.kernels.globalDefines;
-      if (pipe === undefined) delete defs.WB_PIPE; else defs.WB_PIPE = pipe;
-      try { fn(); } finally { delete defs.WB_PIPE; }
-    };
-    const pipes = [0, 1, 2];
-    for (let round = 0; round < 2; round++) {
-      for (const pipe of pipes) withPipe(pipe, () => timeIt(`  dk/dv storing ds, wgmma, WB_PIPE=${pipe}`, 2 * fwdFlops(8), () => bwd(64, 'dkdv', true, 'wgmma')));
-    }
-    // The same inputs through each: the outputs must agree with mma.sync's to bf16 rounding (the tests
+    // The same inputs through both: the outputs must agree with mma.sync's to bf16 rounding (the tests
     // check the math); both kernels sum in the same order, so they may agree to the bit.
     const reference = { dq: be.alloc([8, t, d]), dk: be.alloc([8, t, d]), dv: be.alloc([8, t, d]) };
     bwd(64, 'both', true, 'mma', reference);
-    const want = { dq: be.download(reference.dq), dk: be.download(reference.dk), dv: be.download(reference.dv) };
-    for (const pipe of [undefined, ...pipes]) {
-      withPipe(pipe, () => bwd(64, 'both', true, 'wgmma'));
-      const parts = (['dq', 'dk', 'dv'] as const).map((name) => {
-        const x = be.download(name === 'dq' ? dq : name === 'dk' ? dk : dv), y = want[name];
-        let m = 0, s = 0, num = 0, den = 0, differ = 0;
-        for (let i = 0; i < x.length; i++) {
-          const e = Math.abs(x[i] - y[i]);
-          if (!(e === 0)) differ++;
-          m = Math.max(m, e); s = Math.max(s, Math.abs(y[i]));
-          num += e * e; den += y[i] ** 2;
-        }
-        return `${name} ${differ} differ, max |Δ| ${m.toExponential(2)} (max ${s.toFixed(2)}), rel ${Math.sqrt(num / den).toExponential(2)}`;
-      });
-      log(`check wgmma${pipe === undefined ? ' (default)' : `, WB_PIPE=${pipe}`} against mma.sync: ${parts.join('; ')}`);
-    }
+    bwd(64, 'both', true, 'wgmma');
+    const parts = (['dq', 'dk', 'dv'] as const).map((name) => {
+      const x = be.download(name === 'dq' ? dq : name === 'dk' ? dk : dv), y = be.download(reference[name]);
+      let m = 0, s = 0, num = 0, den = 0, differ = 0;
+      for (let i = 0; i < x.length; i++) {
+        const e = Math.abs(x[i] - y[i]);
+        if (!(e === 0)) differ++;
+        m = Math.max(m, e); s = Math.max(s, Math.abs(y[i]));
+        num += e * e; den += y[i] ** 2;
+      }
+      return `${name} ${differ} differ, max |Δ| ${m.toExponential(2)} (max ${s.toFixed(2)}), rel ${Math.sqrt(num / den).toExponential(2)}`;
+    });
+    log(`check wgmma against mma.sync: ${parts.join('; ')}`);
     for (const x of Object.values(reference)) be.release(x);
   }
 

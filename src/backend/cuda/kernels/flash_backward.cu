@@ -271,6 +271,8 @@ extern "C" __global__ void __launch_bounds__(DQS_WARPS * 32, 2) flash_backward_d
   store_rows_c(dq + base, acc, r0, r1, t, stride, scale, lane);
 }
 
+// (On sm_90a with heads of 64 or 128, flash.ts runs flash_backward_wgmma.cu's dk/dv kernel instead: the
+// same products and dsᵀ layout on warpgroup MMA.)
 // dk and dv for 64 keys a block, a warp 16 of them: grid (batch·nHeads, ceil(t/64)), 128 threads. The
 // block walks the 64-query tiles at or after its keys. Shared: this block's K and V rows (A fragments by
 // ldmatrix at each use), 2 stages × (Q, dO) tiles, and each stage's lse and D. (128 keys a block at 8

@@ -4,7 +4,7 @@
 //   dv_j = Σ_i p_ij dO_i,  ds_ij = p_ij (dO_i·v_j − D_i),  dk_j = scale Σ_i ds_ij q_i
 // One block = one warpgroup (128 threads) owns 64 keys and walks the 64-query tiles at or after them
 // (grid (batch·nHeads, ceil(t/64)), 2 blocks an SM). K and V of the block sit in shared memory once; the
-// Q and dO tiles, with each query's lse and D terms, are double-buffered by cp.async. Each query tile:
+// Q and dO tiles, with each query's lse and D, are double-buffered by cp.async. Each query tile:
 //   Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ   (wgmma m64n64k16, A and B from shared memory, K-major), issued together;
 //   Pᵀ = exp2(scaled Sᵀ + ALiBi − lse), causal mask, while dPᵀ is still running;  dSᵀ = Pᵀ∘(dPᵀ − D);
 //   dV += Pᵀ·dO and dK += dSᵀ·Q (m64nHEAD_DIMk16, A = Pᵀ / dSᵀ from registers — the accumulator fragment
@@ -24,9 +24,6 @@
 #define WB_BLOCK_BYTES (WB_ROWS * 128)        // one 128-byte-swizzled column block of 64 bf16 columns
 #define WB_TILE_BYTES (WB_ROWS * HEAD_DIM * 2)  // a tile of 64 rows × HEAD_DIM
 #define WB_KSTEPS (HEAD_DIM / 16)             // k-steps of Sᵀ and dPᵀ
-#ifndef WB_PIPE
-#define WB_PIPE 2
-#endif
 typedef __nv_bfloat16 bf16;
 
 __device__ __forceinline__ void cp_async16_wg(unsigned dst, const void* src, bool valid) {
@@ -188,12 +185,13 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
     }
   };
 
-#if WB_PIPE == 2
   // The tensor pipe gets dV, dK of one tile and Sᵀ, dPᵀ of the next back to back: a tile's scores are
   // issued before the previous tile's dV and dK are waited for, and the next tile is loaded into that
-  // tile's stage once they are done. (Only dV and dK, read by nothing but wgmma, stay in flight across
-  // the loop's back edge: ptxas serializes every wgmma of the kernel when other instructions read
-  // registers of a wgmma issued in an earlier iteration.)
+  // tile's stage once they are done; dV is issued before dPᵀ is waited for. (Only dV and dK, read by
+  // nothing but wgmma, stay in flight across the loop's back edge: ptxas serializes every wgmma of the
+  // kernel when other instructions read or write registers of a wgmma issued in an earlier iteration.)
+  // Measured against the plain order (every product waited for within its tile) and against dV-early
+  // alone: bench/RESULTS-attention.md.
   for (int q0 = k0, it = 0; q0 < t; q0 += WB_ROWS, it++) {
     const int stage = it & 1;
     asm volatile("cp.async.wait_group 0;\n" ::: "memory");  // this tile
@@ -222,48 +220,6 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
   wgmma_wait<0>();
   wgmma_fence_regs(dvAcc);
   wgmma_fence_regs(dkAcc);
-#else
-  for (int q0 = k0, it = 0; q0 < t; q0 += WB_ROWS, it++) {
-    const int stage = it & 1;
-    // The other stage was last read by the previous tile's products, all waited for before its barrier.
-    if (q0 + WB_ROWS < t) loadStage(stage ^ 1, q0 + WB_ROWS);
-    else asm volatile("cp.async.commit_group;\n" ::: "memory");
-    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
-    fence_proxy_async();  // this thread's cp.async writes, visible to the wgmma reads after the barrier
-    __syncthreads();
-    issueScores(stage);
-    wgmma_wait<1>();  // Sᵀ done; dPᵀ may run on
-    wgmma_fence_regs(s);
-    probabilities(stage, q0);
-#if WB_PIPE == 1
-    // dV += Pᵀ·dO issued before dPᵀ is waited for.
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dvAcc, pa[kk], sDO(stage), kk, it > 0 || kk > 0);
-    wgmma_commit();
-    wgmma_wait<1>();
-    wgmma_fence_regs(dp);
-    scoreGradients(stage);
-    wgmma_fence();
-#else
-    wgmma_wait<0>();
-    wgmma_fence_regs(dp);
-    scoreGradients(stage);
-    // dV += Pᵀ·dO, dK += dSᵀ·Q: one commit group; dsᵀ goes out while it runs.
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dvAcc, pa[kk], sDO(stage), kk, it > 0 || kk > 0);
-#endif
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dkAcc, sa[kk], sQ(stage), kk, it > 0 || kk > 0);
-    wgmma_commit();
-    storeDs(q0);
-    wgmma_wait<0>();
-    wgmma_fence_regs(dvAcc);
-    wgmma_fence_regs(dkAcc);
-    __syncthreads();
-  }
-#endif
   store_keys(dk + base, dkAcc, j0, t, stride, scale);
   store_keys(dv + base, dvAcc, j0, t, stride, 1.f);
 }
