@@ -125,18 +125,6 @@ function main(argv: string[]): void {
     timeIt('  dk/dv alone, no ds stored, wgmma', 2 * fwdFlops(8), () => bwd(64, 'dkdv', false, 'wgmma'));
     const best = (kernel: FlashDkdvKernel, i: 1 | 2) => Math.min(...pairs.filter((p) => p[0] === kernel).map((p) => p[i].ms));
     log(`speed-up of wgmma (best of two rounds): dk/dv ${(best('mma', 1) / best('wgmma', 1)).toFixed(2)}×, whole backward ${(best('mma', 2) / best('wgmma', 2)).toFixed(2)}×`);
-    // Block order of the wgmma kernel (WB_HEAD_MAJOR in flash_backward_wgmma.cu), compiled through the
-    // cache's global defines.
-    const order = (headMajor: number, fn: () => void) => {
-      be.kernels.globalDefines.WB_HEAD_MAJOR = headMajor;
-      try { fn(); } finally { delete be.kernels.globalDefines.WB_HEAD_MAJOR; }
-    };
-    for (let round = 0; round < 2; round++) {
-      for (const headMajor of [0, 1]) {
-        order(headMajor, () => timeIt(`  dk/dv storing ds, wgmma, ${headMajor ? 'head-major' : 'key-tile-major'} block order`, 2 * fwdFlops(8),
-          () => bwd(64, 'dkdv', true, 'wgmma')));
-      }
-    }
     // The same inputs through both: the outputs must agree with mma.sync's to bf16 rounding (the tests
     // check the math); both kernels sum in the same order, so they may agree to the bit.
     const reference = { dq: be.alloc([8, t, d]), dk: be.alloc([8, t, d]), dv: be.alloc([8, t, d]) };

@@ -24,9 +24,6 @@
 #define WB_BLOCK_BYTES (WB_ROWS * 128)        // one 128-byte-swizzled column block of 64 bf16 columns
 #define WB_TILE_BYTES (WB_ROWS * HEAD_DIM * 2)  // a tile of 64 rows × HEAD_DIM
 #define WB_KSTEPS (HEAD_DIM / 16)             // k-steps of Sᵀ and dPᵀ
-#ifndef WB_HEAD_MAJOR
-#define WB_HEAD_MAJOR 1
-#endif
 typedef __nv_bfloat16 bf16;
 
 __device__ __forceinline__ void cp_async16_wg(unsigned dst, const void* src, bool valid) {
@@ -89,15 +86,8 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
   auto sDO = [&](int stage) { return aligned + (3 + 2 * stage) * WB_TILE_BYTES; };
   float (*rowTerms)[2][WB_ROWS] = reinterpret_cast<float (*)[2][WB_ROWS]>(smemRaw + (aligned - raw) + 6 * WB_TILE_BYTES);  // [stage][lse or D]
 
-#if WB_HEAD_MAJOR
-  // Blocks in launch order take the key tiles of one (batch, head) after another, longest first: the
-  // blocks running at once share a few heads' Q and dO tiles in L2.
-  const int linear = blockIdx.x + blockIdx.y * gridDim.x, kTile = linear % gridDim.y, bh = linear / gridDim.y;
-#else
-  // Blocks in launch order take key tile 0 of every (batch, head), then tile 1...: the longest first.
-  const int kTile = blockIdx.y, bh = blockIdx.x;
-#endif
-  const int h = bh % nHeads, b = bh / nHeads, stride = nHeads * HEAD_DIM;
+  const int kTile = blockIdx.y;  // key tile 0 walks every query tile: the longest start first
+  const int bh = blockIdx.x, h = bh % nHeads, b = bh / nHeads, stride = nHeads * HEAD_DIM;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const float LOG2E = 1.4426950408889634f;
   const float slope2 = slopes ? slopes[h] * LOG2E : 0.f, scale2 = scale * LOG2E;
