@@ -73,7 +73,7 @@ __device__ __forceinline__ void wgmma_rows_times_tile(float (&acc)[HEAD_DIM / 2]
 #endif
 }
 
-// Shared: K tile, V tile, 2 stages × (Q tile, dO tile), 2 stages × (lse term, D) of 64 queries; the
+// Shared: K tile, V tile, 2 stages × (Q tile, dO tile), 2 stages × (lse, D) of 64 queries; the
 // tiles 1024-byte aligned (the launch adds 1 KB for that).
 extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
     const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, const bf16* __restrict__ dOut,
