@@ -1,15 +1,34 @@
-// The tensor-core attention backward (flash.ts, kernels/flash_backward.cu) in each mode and chunk,
-// against the CPU backend's attention backward (the reference) on fresh random inputs: dk/dv storing
-// dsᵀ and dq from it in 128-query blocks (chunks of 16, 32 and 64 keys), and dq recomputed. Sizes that
-// are not multiples of 64 or 128 rows, head sizes 32 and 128, batch > 1, with and without ALiBi. The
+// The tensor-core attention backward (flash.ts, kernels/flash_backward.cu, flash_backward_wgmma.cu) in
+// each mode and chunk, against the CPU backend's attention backward (the reference) on fresh random
+// inputs: dk/dv storing dsᵀ and dq from it in 128-query blocks (chunks of 16, 32 and 64 keys), and dq
+// recomputed; dk/dv by mma.sync and, where it runs (sm_90a, heads of 64 or 128), by wgmma. Sizes that
+// are not multiples of 64 or 128 rows, head sizes 32, 64 and 128, batch > 1, with and without ALiBi. The
 // dsᵀ scratch is filled with NaN first, so a block the dk/dv kernel fails to write poisons dq. The
 // backward must be deterministic: a second run gives the same bits. Skipped where no GPU is usable.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { CudaTensor } from '../src/backend/cuda/index.js';
 import { trainingBackend, type AttentionArgs, type Tensor } from '../src/backend/backend.js';
-import { flashBackwardScratchElements, launchFlashBackward } from '../src/backend/cuda/flash.js';
+import {
+  flashBackwardScratchElements, flashWgmmaDkdvSupported, launchFlashBackward, type FlashDkdvKernel,
+} from '../src/backend/cuda/flash.js';
+import { kernelFolder, spliceHeaders } from '../src/backend/cuda/kernels.js';
 import { close, cpu, cudaFor, down, pair, randn, skip } from './cuda-harness.js';
+
+// Runs without a GPU: the wgmma kernel's headers reach NVRTC inside its source (so the compile cache's
+// key covers them), and the lines after each header keep their numbers in error messages.
+test('flash_backward_wgmma.cu: its headers are spliced into the source NVRTC compiles', () => {
+  const dir = kernelFolder(), file = 'flash_backward_wgmma.cu';
+  const text = readFileSync(join(dir, file), 'utf8'), spliced = spliceHeaders(dir, file, text);
+  assert.ok(!/^#include "/m.test(spliced), 'an #include of the kernel folder is left');
+  for (const header of ['wgmma.cuh', 'flash_backward_ds.cuh']) {
+    assert.ok(spliced.includes(readFileSync(join(dir, header), 'utf8')), `${header} is not in the spliced source`);
+  }
+  const lines = text.split('\n'), last = lines.map((l) => l.startsWith('#include "')).lastIndexOf(true);
+  assert.ok(spliced.includes(`#line ${last + 2} "${file}"\n${lines[last + 1]}`), 'the line after the last header lost its number');
+});
 
 // [batch, t, heads, head size, ALiBi]
 const cases: Array<[number, number, number, number, boolean]> = [
@@ -17,6 +36,7 @@ const cases: Array<[number, number, number, number, boolean]> = [
   [1, 320, 2, 128, false],  // 320: 5 whole tiles of 64, a 128-row block with a single 64-row tile
   [2, 130, 3, 32, true],    // 130: a block of 128 with 2 live rows, head size 32
   [1, 77, 1, 128, true],    // fewer rows than one block
+  [2, 150, 2, 64, true],    // head size 64: one swizzled column block in the wgmma kernel
 ];
 
 for (const [batch, t, heads, dHead, alibi] of cases) {
@@ -37,24 +57,25 @@ for (const [batch, t, heads, dHead, alibi] of cases) {
     be.kernels.get('flash_attention.cu', 'attention_row_dot', { MPT_BF16: true }).launch([Math.ceil(batch * t * heads / 8)], [256],
       [ptr(dg), ptr(fg.out), D.ptr, batch, t, heads, dHead]);
     const scratch = flashBackwardScratchElements(batch, heads, t);
-    const run = (stored: boolean, chunk: number) => {
+    const run = (stored: boolean, chunk: number, kernel: FlashDkdvKernel) => {
       const ds = stored ? be.upload(new Float32Array(scratch).fill(NaN), [scratch], 'bfloat16') as CudaTensor : null;
       const out = { dq: be.alloc([batch, t, d]), dk: be.alloc([batch, t, d]), dv: be.alloc([batch, t, d]) };
       launchFlashBackward(be.kernels, {
         q: ptr(qg), k: ptr(kg), v: ptr(vg), dOut: ptr(dg), lse: ptr(fg.logSumExp), D: D.ptr, slopes: slopes ? be.slopesOnDevice(slopes).ptr : 0,
         dq: out.dq.ptr, dk: out.dk.ptr, dv: out.dv.ptr, batch, t, nHeads: heads, dHead, scale, ds: ds?.ptr ?? 0,
-      }, chunk);
+      }, chunk, 'both', kernel);
       const got = { dq: down(be, out.dq), dk: down(be, out.dk), dv: down(be, out.dv) };
       if (ds) be.release(ds);
       for (const x of Object.values(out)) be.release(x);
       return got;
     };
-    const modes: Array<[boolean, number]> = [[true, 64], [true, 32], [true, 16], [false, 64], [false, 32]];
-    for (const [stored, chunk] of modes) {
-      const what = `${stored ? 'dq from stored ds' : 'dq recomputed'}, chunk ${chunk}`;
-      const got = run(stored, chunk);
+    const modes: Array<[boolean, number, FlashDkdvKernel]> = [[true, 64, 'mma'], [true, 32, 'mma'], [true, 16, 'mma'], [false, 64, 'mma'], [false, 32, 'mma']];
+    if (flashWgmmaDkdvSupported(be.kernels, dHead)) modes.push([true, 64, 'wgmma'], [false, 64, 'wgmma']);
+    for (const [stored, chunk, kernel] of modes) {
+      const what = `${stored ? 'dq from stored ds' : 'dq recomputed'}, ${kernel === 'wgmma' ? 'dk/dv on wgmma' : `chunk ${chunk}`}`;
+      const got = run(stored, chunk, kernel);
       for (const name of ['dq', 'dk', 'dv'] as const) close(`${name}, ${what}`, got[name], down(cpu, want[name]), 2e-2);
-      const again = run(stored, chunk);
+      const again = run(stored, chunk, kernel);
       for (const name of ['dq', 'dk', 'dv'] as const) {
         assert.ok(got[name].every((x, i) => Object.is(x, again[name][i])), `${name}, ${what}: a second run differs (not deterministic)`);
       }

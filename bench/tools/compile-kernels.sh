@@ -12,7 +12,7 @@ failed=0
 for path in "$dir"/*.cu; do
   file=$(basename "$path")
   { printf '#line 1 "common.cuh"\n'; cat "$dir/common.cuh"; printf '\n#line 1 "%s"\n' "$file"; cat "$path"; } >"$tmp/$file"
-  if log=$(nvcc -arch=sm_90a -cubin --std=c++17 -DMPT_BF16 -DHEAD_DIM=128 -DROW_TILES=1 -DUNROLL=4 "$@" -Xptxas -v -o "$tmp/out.cubin" "$tmp/$file" 2>&1); then
+  if log=$(nvcc -arch=sm_90a -cubin --std=c++17 -I"$dir" -DMPT_BF16 -DHEAD_DIM=128 -DROW_TILES=1 -DUNROLL=4 "$@" -Xptxas -v -o "$tmp/out.cubin" "$tmp/$file" 2>&1); then
     regs=$(grep -o 'Used [0-9]* registers' <<<"$log" | awk '{print $2}' | sort -n | tail -1)
     spills=$(grep -o '[0-9]* bytes spill stores' <<<"$log" | awk '{s += $1} END {print s + 0}')
     printf '%-24s ok   max %s registers a thread, %s bytes of spill stores\n' "$file" "${regs:-?}" "$spills"

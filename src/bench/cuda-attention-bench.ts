@@ -13,6 +13,7 @@
  *
  * --variants  also times every compile-time shape of flash.ts (forward shapes, backward chunks and modes);
  *             with --forward-only, the wgmma forward shapes alone (and their check against mma.sync).
+ * On sm_90a the dk/dv kernels (mma.sync, the before, and wgmma) are always timed side by side.
  * --before    times the kernels of an earlier commit from DIR (common.cuh, flash_attention.cu and
  *             flash_backward.cu of commit b6e5d97: `git show b6e5d97:src/backend/cuda/kernels/FILE`),
  *             launched as that commit did (64-query dq blocks, dsᵀ stored row-major),
@@ -26,8 +27,8 @@ import { CudaBackend, type CudaTensor } from '../backend/cuda/index.js';
 import { CudaEvent } from '../backend/cuda/driver.js';
 import { KernelCache } from '../backend/cuda/kernels.js';
 import {
-  FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_BACKWARD_STORED_DS, FLASH_FORWARD_SHAPES, FLASH_TRAIN_MMA_SHAPE, FLASH_TRAIN_SHAPE, flashBackwardScratchElements, flashPrefillShape, flashShapeLabel,
-  launchFlashBackward, launchFlashForward, type FlashForwardShape,
+  FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_BACKWARD_STORED_DS, FLASH_FORWARD_SHAPES, FLASH_TRAIN_MMA_SHAPE, FLASH_TRAIN_SHAPE, flashBackwardScratchElements, flashDkdvDefault,
+  flashPrefillShape, flashShapeLabel, flashWgmmaDkdvSupported, launchFlashBackward, launchFlashForward, type FlashDkdvKernel, type FlashForwardShape,
 } from '../backend/cuda/flash.js';
 import { alibiSlopes, MPT_1B_REDPAJAMA_200B } from '../model/config.js';
 import { UserError } from '../util/errors.js';
@@ -85,10 +86,12 @@ function main(argv: string[]): void {
   const rowDot = () => be.kernels.get('flash_attention.cu', 'attention_row_dot', { MPT_BF16: true }).launch(
     [Math.ceil(8 * t * heads / 8)], [256], [x8.dOut.ptr, out8.ptr, D8.ptr, 8, t, heads, dHead]);
   const dsScratch = be.alloc([flashBackwardScratchElements(8, heads, t)], 'bfloat16');
-  const bwd = (chunk: number, parts: 'both' | 'dq' | 'dkdv' = 'both', stored = FLASH_BACKWARD_STORED_DS) => launchFlashBackward(be.kernels, {
+  const dkdvDefault = flashDkdvDefault(be.kernels, dHead);
+  const bwd = (chunk: number, parts: 'both' | 'dq' | 'dkdv' = 'both', stored = FLASH_BACKWARD_STORED_DS, kernel = dkdvDefault,
+    into = { dq, dk, dv }) => launchFlashBackward(be.kernels, {
     q: x8.q.ptr, k: x8.k.ptr, v: x8.v.ptr, dOut: x8.dOut.ptr, lse: lse8.ptr, D: D8.ptr, slopes,
-    dq: dq.ptr, dk: dk.ptr, dv: dv.ptr, batch: 8, t, nHeads: heads, dHead, scale, ds: stored ? dsScratch.ptr : 0,
-  }, chunk, parts);
+    dq: into.dq.ptr, dk: into.dk.ptr, dv: into.dv.ptr, batch: 8, t, nHeads: heads, dHead, scale, ds: stored ? dsScratch.ptr : 0,
+  }, chunk, parts, kernel);
   const mode = (stored: boolean) => (stored ? 'dq from stored ds' : 'dq recomputed');
   const label = flashShapeLabel;
 
@@ -102,7 +105,7 @@ function main(argv: string[]): void {
   fwd(8, FLASH_TRAIN_SHAPE);
   rowDot();
   timeIt('backward row term D = dO·O, batch 8', 0, rowDot);
-  const bw = timeIt(`backward dq + dk/dv, batch 8, ${FLASH_BACKWARD_CHUNK_DEFAULT}-key chunks, ${mode(FLASH_BACKWARD_STORED_DS)}`, 2.5 * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT));
+  const bw = timeIt(`backward dq + dk/dv (${dkdvDefault}), batch 8, ${FLASH_BACKWARD_CHUNK_DEFAULT}-key chunks, ${mode(FLASH_BACKWARD_STORED_DS)}`, 2.5 * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT));
   // Products as actually computed: dk/dv 4 (S, dP, dV, dK); dq 3 (S, dP, dQ) recomputed or 1 from stored ds.
   timeIt('  of which dk/dv (4 products, as computed)', 2 * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT, 'dkdv'));
   timeIt(`  of which dq (${FLASH_BACKWARD_STORED_DS ? 1 : 3} products, as computed)`, (FLASH_BACKWARD_STORED_DS ? 0.5 : 1.5) * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT, 'dq'));
@@ -113,6 +116,40 @@ function main(argv: string[]): void {
   log(`speed-up over mma.sync: prefill forward ${(pre0.ms / pre.ms).toFixed(2)}×, training forward ${(tr0.ms / tr.ms).toFixed(2)}×`);
   fwd(8, FLASH_TRAIN_SHAPE);  // the backward reads the default's lse
   log(`backward / forward (batch 8): ${(bw.ms / tr.ms).toFixed(2)}×; per layer ×24: prefill ${(24 * pre.ms).toFixed(2)} ms, training fwd ${(24 * tr.ms).toFixed(2)} ms, bwd ${(24 * bw.ms).toFixed(2)} ms`);
+  if (flashWgmmaDkdvSupported(be.kernels, dHead)) compareDkdvKernels();
+
+  // The dk/dv kernels side by side, same inputs, same process: mma.sync (main's kernel, the fallback) as
+  // the before, wgmma as the after; then how far their outputs part (bf16 rounding of different sums).
+  function compareDkdvKernels(): void {
+    log('-- dk/dv kernels: mma.sync (before) against wgmma, storing ds, dq from it');
+    const pairs: Array<[FlashDkdvKernel, Row, Row]> = [];
+    for (const kernel of ['mma', 'wgmma', 'mma', 'wgmma'] as const) {
+      const a = timeIt(`  dk/dv storing ds, ${kernel}`, 2 * fwdFlops(8), () => bwd(64, 'dkdv', true, kernel));
+      const b = timeIt(`  backward dq + dk/dv, ${kernel}`, 2.5 * fwdFlops(8), () => bwd(64, 'both', true, kernel));
+      pairs.push([kernel, a, b]);
+    }
+    timeIt('  dk/dv alone, no ds stored, wgmma', 2 * fwdFlops(8), () => bwd(64, 'dkdv', false, 'wgmma'));
+    const best = (kernel: FlashDkdvKernel, i: 1 | 2) => Math.min(...pairs.filter((p) => p[0] === kernel).map((p) => p[i].ms));
+    log(`speed-up of wgmma (best of two rounds): dk/dv ${(best('mma', 1) / best('wgmma', 1)).toFixed(2)}×, whole backward ${(best('mma', 2) / best('wgmma', 2)).toFixed(2)}×`);
+    // The same inputs through both: the outputs must agree with mma.sync's to bf16 rounding (the tests
+    // check the math); both kernels sum in the same order, so they may agree to the bit.
+    const reference = { dq: be.alloc([8, t, d]), dk: be.alloc([8, t, d]), dv: be.alloc([8, t, d]) };
+    bwd(64, 'both', true, 'mma', reference);
+    bwd(64, 'both', true, 'wgmma');
+    const parts = (['dq', 'dk', 'dv'] as const).map((name) => {
+      const x = be.download(name === 'dq' ? dq : name === 'dk' ? dk : dv), y = be.download(reference[name]);
+      let m = 0, s = 0, num = 0, den = 0, differ = 0;
+      for (let i = 0; i < x.length; i++) {
+        const e = Math.abs(x[i] - y[i]);
+        if (!(e === 0)) differ++;
+        m = Math.max(m, e); s = Math.max(s, Math.abs(y[i]));
+        num += e * e; den += y[i] ** 2;
+      }
+      return `${name} ${differ} differ, max |Δ| ${m.toExponential(2)} (max ${s.toFixed(2)}), rel ${Math.sqrt(num / den).toExponential(2)}`;
+    });
+    log(`check wgmma against mma.sync: ${parts.join('; ')}`);
+    for (const x of Object.values(reference)) be.release(x);
+  }
 
   if (flag('--variants')) {
     log('-- forward shapes');
@@ -138,11 +175,11 @@ function main(argv: string[]): void {
   if (flag('--variants') && !flag('--forward-only')) {
     log('-- backward chunks');
     for (const stored of [false, true]) {
-      for (const chunk of [16, 32, 64]) timeIt(`  backward, batch 8, ${chunk}-key chunks, ${mode(stored)}`, 2.5 * fwdFlops(8), () => bwd(chunk, 'both', stored));
+      for (const chunk of [16, 32, 64]) timeIt(`  backward, batch 8, ${chunk}-key chunks, mma.sync dk/dv, ${mode(stored)}`, 2.5 * fwdFlops(8), () => bwd(chunk, 'both', stored, 'mma'));
     }
     timeIt('  dq alone from stored ds (1 product)', 0.5 * fwdFlops(8), () => bwd(64, 'dq', true));
-    timeIt('  dk/dv storing ds', 2 * fwdFlops(8), () => bwd(64, 'dkdv', true));
-    timeIt('  dk/dv alone, no ds stored', 2 * fwdFlops(8), () => bwd(64, 'dkdv', false));
+    timeIt('  dk/dv storing ds, mma.sync', 2 * fwdFlops(8), () => bwd(64, 'dkdv', true, 'mma'));
+    timeIt('  dk/dv alone, no ds stored, mma.sync', 2 * fwdFlops(8), () => bwd(64, 'dkdv', false, 'mma'));
     timeIt('  dq alone, recomputed (3 products)', 1.5 * fwdFlops(8), () => bwd(64, 'dq', false));
   }
 

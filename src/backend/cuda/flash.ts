@@ -164,12 +164,41 @@ export function flashBackwardScratchElements(batch: number, nHeads: number, t: n
 }
 
 /**
+ * Which dk/dv kernel runs: 'mma' (flash_backward_dkdv, mma.sync, any chip and head size a multiple of
+ * 16) or 'wgmma' (flash_backward_dkdv_wgmma, warpgroup MMA: sm_90a only, heads of 64 or 128). Both
+ * write the same dsᵀ layout, so the dq pass is the same.
+ */
+export type FlashDkdvKernel = 'mma' | 'wgmma';
+
+/** Whether the wgmma dk/dv kernel is the default where it can run (measured on the H100: bench/RESULTS-attention.md). */
+export const FLASH_BACKWARD_WGMMA = true;
+
+/** Whether flash_backward_dkdv_wgmma can run for this device and head size. */
+export function flashWgmmaDkdvSupported(kernels: KernelCache, dHead: number): boolean {
+  return kernels.architecture() === 'sm_90a' && (dHead === 64 || dHead === 128);
+}
+
+/** The dk/dv kernel launchFlashBackward uses by default. */
+export function flashDkdvDefault(kernels: KernelCache, dHead: number): FlashDkdvKernel {
+  return FLASH_BACKWARD_WGMMA && flashWgmmaDkdvSupported(kernels, dHead) ? 'wgmma' : 'mma';
+}
+
+/** Shared memory of flash_backward_dkdv_wgmma: K, V, 2 stages of Q, dO (64 rows each), 2 stages of lse and D, 1 KB to align. */
+export function flashWgmmaDkdvSharedBytes(dHead: number): number {
+  return 6 * 64 * dHead * 2 + 4 * 64 * 4 + 1024;
+}
+
+/**
  * dq, dk and dv of causal attention with queries = keys (rows [batch, t, nHeads·dHead]). With `ds`:
  * dk/dv first, storing dsᵀ, then dq from it (4 + 1 products); without: dq recomputing S and dP, then
- * dk/dv (3 + 4 products). Both are deterministic (no atomics).
+ * dk/dv (3 + 4 products). Both are deterministic (no atomics). `chunk` shapes the mma.sync kernels
+ * only; `dkdvKernel` picks the dk/dv kernel (default: flashDkdvDefault).
  */
 export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, chunk = FLASH_BACKWARD_CHUNK_DEFAULT,
-  parts: 'both' | 'dq' | 'dkdv' = 'both'): void {
+  parts: 'both' | 'dq' | 'dkdv' = 'both', dkdvKernel: FlashDkdvKernel = flashDkdvDefault(kernels, a.dHead)): void {
+  if (dkdvKernel === 'wgmma' && !flashWgmmaDkdvSupported(kernels, a.dHead)) {
+    throw new Error(`flash_backward_dkdv_wgmma needs sm_90a and heads of 64 or 128 (${kernels.architecture()}, head ${a.dHead})`);
+  }
   const defs = { MPT_BF16: true, HEAD_DIM: a.dHead, BWD_CHUNK: chunk };
   const row = rowBytes(a.dHead), grid = [a.batch * a.nHeads, Math.ceil(a.t / 64)];
   const ds = a.ds ?? 0;
@@ -182,9 +211,12 @@ export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, 
         [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dq, a.t, a.nHeads, a.scale], 2 * 2 * 64 * row);
     }
   };
-  // Shared: K, V and 2 stages of Q, dO tiles, 2 stages of lse and D.
-  const dkdv = () => kernels.get('flash_backward.cu', 'flash_backward_dkdv', defs).launch(grid, [128],
-    [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dk, a.dv, ds, a.t, a.nHeads, a.scale], 6 * 64 * row + 4 * 64 * 4);
+  const dkdvArgs = [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dk, a.dv, ds, a.t, a.nHeads, a.scale];
+  // mma.sync: shared K, V and 2 stages of Q, dO tiles, 2 stages of lse and D. wgmma: the same in 128-byte-swizzled tiles.
+  const dkdv = () => (dkdvKernel === 'wgmma'
+    ? kernels.get('flash_backward_wgmma.cu', 'flash_backward_dkdv_wgmma', { MPT_BF16: true, HEAD_DIM: a.dHead }).launch(grid, [128],
+      dkdvArgs, flashWgmmaDkdvSharedBytes(a.dHead))
+    : kernels.get('flash_backward.cu', 'flash_backward_dkdv', defs).launch(grid, [128], dkdvArgs, 6 * 64 * row + 4 * 64 * 4));
   if (ds) {
     if (parts !== 'dq') dkdv();
     if (parts !== 'dkdv') dq();

@@ -17,7 +17,7 @@ export const KERNEL_ARGS: Record<string, string> = {
   qkv_split: 'ppppppppiiipifif', qkv_split8: 'ppppppppiiipifif',
   attention_decode: 'pppppppiiipiiiif', attention_combine: 'ppiiii', attention_decode_qkv: 'pppppppppppppiiipiffi',
   flash_forward: 'pppppppiiiiiiif', flash_backward_dq: 'pppppppppif', flash_backward_dkdv: 'pppppppppppif',
-  flash_backward_dq_stored: 'pppiif',
+  flash_backward_dq_stored: 'pppiif', flash_backward_dkdv_wgmma: 'pppppppppppif',
   fill_normal: 'pqqff', skinny_gemm: 'ppppiiiiippfppf', argmax_rows: 'ppii', sample_rows: 'ppiififqpi',
 };
 
@@ -55,6 +55,18 @@ export function architecture(ctx: CudaContext): string {
   return major === 9 && minor === 0 ? 'sm_90a' : `sm_${major}${minor}`;
 }
 
+/**
+ * A kernel source with each `#include "NAME.cuh"` line replaced by that header of the kernel folder
+ * (one level, the headers themselves include nothing of the folder): NVRTC gets one text, and the disk
+ * cache's key (the hash of that text) changes when a header does.
+ */
+export function spliceHeaders(dir: string, file: string, text: string): string {
+  return text.replace(/^#include "([A-Za-z0-9_]+\.cuh)"[ \t]*$/gm, (_line, header: string, offset: number) => {
+    const next = text.slice(0, offset).split('\n').length + 1;
+    return `#line 1 "${header}"\n${readFileSync(join(dir, header), 'utf8')}\n#line ${next} "${file}"`;
+  });
+}
+
 export class KernelCache {
   private readonly modules = new Map<string, number>();
   private readonly kernels = new Map<string, Kernel>();
@@ -62,6 +74,11 @@ export class KernelCache {
   compileMillis = 0;
 
   constructor(private readonly ctx: CudaContext) {}
+
+  /** The target the kernels are compiled for ('sm_90a' on H100): launchers pick kernels by it. */
+  architecture(): string {
+    return architecture(this.ctx);
+  }
 
   /**
    * Defines added to every kernel compiled from now on (benchmark variants); starts from
@@ -80,7 +97,8 @@ export class KernelCache {
     let module = this.modules.get(moduleKey);
     if (module === undefined) {
       const dir = kernelFolder();
-      const source = '#line 1 "common.cuh"\n' + readFileSync(join(dir, 'common.cuh'), 'utf8') + '\n#line 1 "' + file + '"\n' + readFileSync(join(dir, file), 'utf8');
+      const source = '#line 1 "common.cuh"\n' + readFileSync(join(dir, 'common.cuh'), 'utf8') + '\n#line 1 "' + file + '"\n'
+        + spliceHeaders(dir, file, readFileSync(join(dir, file), 'utf8'));
       const result = compile(file, source, architecture(this.ctx), [...defs, '-lineinfo']);
       this.compileMillis += result.millis;
       module = loadModule(result.cubin);

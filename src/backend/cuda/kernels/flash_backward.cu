@@ -200,19 +200,7 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dq(
   store_rows_c(dq + base, acc, r0, r1, t, stride, scale, lane);
 }
 
-// The stored dsᵀ (flash_backward_dkdv writes it, flash_backward_dq_stored reads it): per (batch, head) the
-// causal (query tile qt, key tile kt ≤ qt) pairs of 64 × 64 in order qt(qt+1)/2 + kt. Inside a pair,
-// 16 blocks of 16 keys × 16 queries, block (kb, qb) at (4·kb + qb)·DS_BLOCK elements, each kept as the
-// dk/dv warp holds it: its A fragment (rows = keys), register r of lane l at r·64 + 2l. So a warp
-// stores one register of all its lanes as 128 contiguous bytes (whole sectors; a [key][query] row
-// layout wrote 16-byte pieces of 8 rows a store), and each register's 64 values are an 8 × 8 matrix
-// with 16-byte rows (lanes 4g..4g+3 hold row g), which ldmatrix.trans reads back as the A fragment of
-// ds (rows = queries) without bank conflicts.
-#define DS_BLOCK 256
-__device__ __forceinline__ long long dsTile(int bh, int qt, int kt, int t) {
-  const long long tiles = (long long)(t + BT - 1) / BT, pairs = tiles * (tiles + 1) / 2;
-  return ((long long)bh * pairs + (long long)qt * (qt + 1) / 2 + kt) * BT * BT;
-}
+#include "flash_backward_ds.cuh"
 
 // dq from the dsᵀ tiles flash_backward_dkdv stored (run it first): dq_i = scale Σ_j ds_ij k_j, the only
 // product left, so nothing is recomputed. 128 queries a block (two 64-row tiles), a warp 16 of them;
@@ -283,6 +271,8 @@ extern "C" __global__ void __launch_bounds__(DQS_WARPS * 32, 2) flash_backward_d
   store_rows_c(dq + base, acc, r0, r1, t, stride, scale, lane);
 }
 
+// (On sm_90a with heads of 64 or 128, flash.ts runs flash_backward_wgmma.cu's dk/dv kernel instead: the
+// same products and dsᵀ layout on warpgroup MMA.)
 // dk and dv for 64 keys a block, a warp 16 of them: grid (batch·nHeads, ceil(t/64)), 128 threads. The
 // block walks the 64-query tiles at or after its keys. Shared: this block's K and V rows (A fragments by
 // ldmatrix at each use), 2 stages × (Q, dO) tiles, and each stage's lse and D. (128 keys a block at 8

@@ -1,0 +1,225 @@
+// dk and dv of causal ALiBi attention on wgmma (sm_90a only; flash_backward.cu has the math, the mma.sync
+// version that other chips and head sizes use, and the dq pass that reads the dsᵀ stored here):
+//   p_ij = exp(scale·q_i·k_j − (i − j)·slope − lse_i),  D_i = dO_i·o_i (attention_row_dot)
+//   dv_j = Σ_i p_ij dO_i,  ds_ij = p_ij (dO_i·v_j − D_i),  dk_j = scale Σ_i ds_ij q_i
+// One block = one warpgroup (128 threads) owns 64 keys and walks the 64-query tiles at or after them
+// (grid (batch·nHeads, ceil(t/64)), 2 blocks an SM). K and V of the block sit in shared memory once; the
+// Q and dO tiles, with each query's lse and D, are double-buffered by cp.async. Each query tile:
+//   Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ   (wgmma m64n64k16, A and B from shared memory, K-major), issued together;
+//   Pᵀ = exp2(scaled Sᵀ + ALiBi − lse), causal mask, while dPᵀ is still running;  dSᵀ = Pᵀ∘(dPᵀ − D);
+//   dV += Pᵀ·dO and dK += dSᵀ·Q (m64nHEAD_DIMk16, A = Pᵀ / dSᵀ from registers — the accumulator fragment
+//   packed to bf16 — and B = the dO / Q tile read MN-major); dSᵀ stored for the dq pass meanwhile.
+// Warp w of the warpgroup owns keys 16w..16w+15 in every accumulator (wgmma.cuh), exactly the keys the
+// mma.sync kernel gives warp w, so dsᵀ leaves in the same fragment layout (flash_backward_ds.cuh).
+// Deterministic: every dk, dv row is one thread's sum in query order; no atomics.
+#include "wgmma.cuh"
+#include "flash_backward_ds.cuh"
+#ifndef HEAD_DIM
+#define HEAD_DIM 128
+#endif
+#if HEAD_DIM != 64 && HEAD_DIM != 128
+#error "flash_backward_dkdv_wgmma: HEAD_DIM must be 64 or 128"
+#endif
+#define WB_ROWS 64                            // keys a block, queries a tile
+#define WB_BLOCK_BYTES (WB_ROWS * 128)        // one 128-byte-swizzled column block of 64 bf16 columns
+#define WB_TILE_BYTES (WB_ROWS * HEAD_DIM * 2)  // a tile of 64 rows × HEAD_DIM
+#define WB_KSTEPS (HEAD_DIM / 16)             // k-steps of Sᵀ and dPᵀ
+typedef __nv_bfloat16 bf16;
+
+__device__ __forceinline__ void cp_async16_wg(unsigned dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<unsigned*>(&v);
+}
+
+// Rows [r0, r0 + 64) × HEAD_DIM of a global [.., stride] matrix into a swizzled tile at shared address
+// `tile` (rows ≥ t zero-filled). Consecutive threads take consecutive 16-byte chunks of a row.
+__device__ __forceinline__ void load_tile_sw128(unsigned tile, const bf16* src, int r0, int t, int stride) {
+  for (int idx = threadIdx.x; idx < WB_ROWS * HEAD_DIM / 8; idx += 128) {
+    const int r = idx / (HEAD_DIM / 8), c = idx - r * (HEAD_DIM / 8);
+    const bool ok = r0 + r < t;
+    cp_async16_wg(tile + (c >> 3) * WB_BLOCK_BYTES + sw128(r, c & 7), src + (long long)(ok ? r0 + r : 0) * stride + c * 8, ok);
+  }
+}
+
+// The wgmma's D fragment of 64 rows × HEAD_DIM (rows = this block's keys), times `scale`, as bf16 into a
+// global [.., stride] matrix; keys ≥ t are dropped.
+__device__ __forceinline__ void store_keys(bf16* base, const float (&acc)[HEAD_DIM / 2], int j0, int t, int stride, float scale) {
+  const int t4 = threadIdx.x & 3;
+#pragma unroll
+  for (int n = 0; n < HEAD_DIM / 8; n++) {
+    const int c = n * 8 + 2 * t4;
+    if (j0 < t) *reinterpret_cast<__nv_bfloat162*>(base + (long long)j0 * stride + c) = __floats2bfloat162_rn(acc[4 * n] * scale, acc[4 * n + 1] * scale);
+    if (j0 + 8 < t) *reinterpret_cast<__nv_bfloat162*>(base + (long long)(j0 + 8) * stride + c) = __floats2bfloat162_rn(acc[4 * n + 2] * scale, acc[4 * n + 3] * scale);
+  }
+}
+
+// acc[64 × HEAD_DIM] (+)= A (registers, 64 × 16) · tile rows [16kk, 16kk + 16) read MN-major;
+// accumulate = 0 overwrites acc (the first product: the accumulators are never zeroed by other
+// instructions, which would make ptxas serialize the wgmmas they stay in flight across).
+__device__ __forceinline__ void wgmma_rows_times_tile(float (&acc)[HEAD_DIM / 2], const unsigned (&a)[4], unsigned tile, int kk, int accumulate) {
+  const wgmma_desc_t b = wgmma_desc(tile + kk * 16 * 128, WB_BLOCK_BYTES, 1024);
+#if HEAD_DIM == 128
+  wgmma_m64n128k16_rs<1>(acc, a, b, accumulate);
+#else
+  wgmma_m64n64k16_rs<1>(acc, a, b, accumulate);
+#endif
+}
+
+// Shared: K tile, V tile, 2 stages × (Q tile, dO tile), 2 stages × (lse, D) of 64 queries; the
+// tiles 1024-byte aligned (the launch adds 1 KB for that).
+extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
+    const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, const bf16* __restrict__ dOut,
+    const float* __restrict__ lse, const float* __restrict__ D, const float* __restrict__ slopes,
+    bf16* __restrict__ dk, bf16* __restrict__ dv, bf16* __restrict__ dsOut, int t, int nHeads, float scale) {
+  extern __shared__ __align__(16) unsigned char smemRaw[];
+  const unsigned raw = (unsigned)__cvta_generic_to_shared(smemRaw), aligned = (raw + 1023u) & ~1023u;
+  const unsigned sK = aligned, sV = aligned + WB_TILE_BYTES;
+  auto sQ = [&](int stage) { return aligned + (2 + 2 * stage) * WB_TILE_BYTES; };
+  auto sDO = [&](int stage) { return aligned + (3 + 2 * stage) * WB_TILE_BYTES; };
+  float (*rowTerms)[2][WB_ROWS] = reinterpret_cast<float (*)[2][WB_ROWS]>(smemRaw + (aligned - raw) + 6 * WB_TILE_BYTES);  // [stage][lse or D]
+
+  const int kTile = blockIdx.y;  // key tile 0 walks every query tile: the longest start first
+  const int bh = blockIdx.x, h = bh % nHeads, b = bh / nHeads, stride = nHeads * HEAD_DIM;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  const float LOG2E = 1.4426950408889634f;
+  const float slope2 = slopes ? slopes[h] * LOG2E : 0.f, scale2 = scale * LOG2E;
+  const long long base = (long long)b * t * stride + h * HEAD_DIM;
+  const float* lrow = lse + (long long)bh * t;
+  const float* drow = D + (long long)bh * t;
+  const int k0 = kTile * WB_ROWS, j0 = k0 + warp * 16 + g, j1 = j0 + 8;
+  const float kb0 = slope2 * (float)(j0 - k0), kb1 = slope2 * (float)(j1 - k0);  // the per-key ALiBi terms
+
+  // Q and dO rows [q0, q0 + 64) and their lse and D into `stage`, one cp.async group (rows past t read
+  // as zeros: their probabilities are masked).
+  auto loadStage = [&](int stage, int q0) {
+    load_tile_sw128(sQ(stage), q + base, q0, t, stride);
+    load_tile_sw128(sDO(stage), dOut + base, q0, t, stride);
+    if (threadIdx.x < 2 * WB_ROWS) {
+      const int r = threadIdx.x & (WB_ROWS - 1), which = threadIdx.x / WB_ROWS, row = q0 + r < t ? q0 + r : 0;
+      const unsigned dst = (unsigned)__cvta_generic_to_shared(&rowTerms[stage][which][r]);
+      asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" :: "r"(dst), "l"((which ? drow : lrow) + row), "r"(q0 + r < t ? 4 : 0) : "memory");
+    }
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+  };
+  load_tile_sw128(sK, k + base, k0, t, stride);
+  load_tile_sw128(sV, v + base, k0, t, stride);
+  loadStage(0, k0);
+
+  float dvAcc[HEAD_DIM / 2], dkAcc[HEAD_DIM / 2];  // set by the first tile's products
+
+  // Sᵀ and dPᵀ (rows = keys, columns = queries) of the tile in `stage`: two commit groups.
+  float s[32], dp[32];
+  auto issueScores = [&](int stage) {
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < WB_KSTEPS; ks++) {
+      const unsigned off = (ks >> 2) * WB_BLOCK_BYTES + (ks & 3) * 32;
+      wgmma_m64n64k16_ss(s, wgmma_desc(sK + off, 16, 1024), wgmma_desc(sQ(stage) + off, 16, 1024), ks);
+    }
+    wgmma_commit();
+#pragma unroll
+    for (int ks = 0; ks < WB_KSTEPS; ks++) {
+      const unsigned off = (ks >> 2) * WB_BLOCK_BYTES + (ks & 3) * 32;
+      wgmma_m64n64k16_ss(dp, wgmma_desc(sV + off, 16, 1024), wgmma_desc(sDO(stage) + off, 16, 1024), ks);
+    }
+    wgmma_commit();
+  };
+  // Pᵀ from Sᵀ in place, and packed as A fragments of 16 queries. Element e of column tile n: key j0 or
+  // j1 (e >> 1), query q0 + 8n + 2t4 + (e & 1).
+  unsigned pa[4][4], sa[4][4];
+  auto probabilities = [&](int stage, int q0) {
+    const float* Ls = rowTerms[stage][0];
+    const bool needMask = q0 == k0 || q0 + WB_ROWS > t;  // the diagonal tile, or rows past t
+#pragma unroll
+    for (int n = 0; n < 8; n++) {
+      const int col0 = n * 8 + 2 * t4;
+      // slope·(j − i) − lse_i (log2 units) = slope·(j − k0) − [lse_i + slope·(i − k0)]: the first term per
+      // key (kb0, kb1), the bracket per query.
+      const float2 lse2 = *reinterpret_cast<const float2*>(&Ls[col0]);
+      const float lq0 = fmaf(lse2.x, LOG2E, slope2 * (float)(q0 + col0 - k0)), lq1 = fmaf(lse2.y, LOG2E, slope2 * (float)(q0 + col0 + 1 - k0));
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int i = q0 + col0 + (e & 1), j = e < 2 ? j0 : j1;
+        float x = exp2_approx(fmaf(s[4 * n + e], scale2, e < 2 ? kb0 : kb1) - ((e & 1) ? lq1 : lq0));
+        if (needMask && (j > i || i >= t)) x = 0.f;
+        s[4 * n + e] = x;
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+#pragma unroll
+      for (int r = 0; r < 4; r++) pa[kk][r] = pack_bf16(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
+    }
+  };
+  // dSᵀ = Pᵀ∘(dPᵀ − D), packed the same way.
+  auto scoreGradients = [&](int stage) {
+    const float* Dr = rowTerms[stage][1];
+#pragma unroll
+    for (int n = 0; n < 8; n++) {
+      const float2 dq2 = *reinterpret_cast<const float2*>(&Dr[n * 8 + 2 * t4]);
+#pragma unroll
+      for (int e = 0; e < 4; e++) dp[4 * n + e] = s[4 * n + e] * (dp[4 * n + e] - ((e & 1) ? dq2.y : dq2.x));
+    }
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+#pragma unroll
+      for (int r = 0; r < 4; r++) sa[kk][r] = pack_bf16(dp[8 * kk + 2 * r], dp[8 * kk + 2 * r + 1]);
+    }
+  };
+  // dsᵀ as bf16 in flash_backward_ds.cuh's fragment layout (this warp's 16 keys); masked blocks are zeros.
+  auto storeDs = [&](int q0) {
+    if (!dsOut) return;
+    bf16* tileDs = dsOut + dsTile(bh, q0 / WB_ROWS, kTile, t) + warp * 4 * DS_BLOCK + 2 * lane;
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+#pragma unroll
+      for (int r = 0; r < 4; r++) *reinterpret_cast<unsigned*>(tileDs + kk * DS_BLOCK + r * 64) = sa[kk][r];
+    }
+  };
+
+  // The tensor pipe gets dV, dK of one tile and Sᵀ, dPᵀ of the next back to back: a tile's scores are
+  // issued before the previous tile's dV and dK are waited for, and the next tile is loaded into that
+  // tile's stage once they are done; dV is issued before dPᵀ is waited for. (Only dV and dK, read by
+  // nothing but wgmma, stay in flight across the loop's back edge: ptxas serializes every wgmma of the
+  // kernel when other instructions read or write registers of a wgmma issued in an earlier iteration.)
+  // Measured against the plain order (every product waited for within its tile) and against dV-early
+  // alone: bench/RESULTS-attention.md.
+  for (int q0 = k0, it = 0; q0 < t; q0 += WB_ROWS, it++) {
+    const int stage = it & 1;
+    asm volatile("cp.async.wait_group 0;\n" ::: "memory");  // this tile
+    fence_proxy_async();  // this thread's cp.async writes, visible to the wgmma reads after the barrier
+    __syncthreads();
+    issueScores(stage);
+    wgmma_wait<2>();  // the previous tile's dV and dK done
+    __syncthreads();  // ... in every warp: the other stage is free
+    if (q0 + WB_ROWS < t) loadStage(stage ^ 1, q0 + WB_ROWS);
+    wgmma_wait<1>();  // Sᵀ done; dPᵀ may run on
+    wgmma_fence_regs(s);
+    probabilities(stage, q0);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dvAcc, pa[kk], sDO(stage), kk, it > 0 || kk > 0);
+    wgmma_commit();
+    wgmma_wait<1>();  // dPᵀ done; dV may run on
+    wgmma_fence_regs(dp);
+    scoreGradients(stage);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dkAcc, sa[kk], sQ(stage), kk, it > 0 || kk > 0);
+    wgmma_commit();
+    storeDs(q0);
+  }
+  wgmma_wait<0>();
+  wgmma_fence_regs(dvAcc);
+  wgmma_fence_regs(dkAcc);
+  store_keys(dk + base, dkAcc, j0, t, stride, scale);
+  store_keys(dv + base, dvAcc, j0, t, stride, 1.f);
+}
