@@ -3,8 +3,7 @@
  * flash_backward.cu), shared by prefill (index.ts attentionInto) and training (training.ts): one place
  * knows each kernel's grid, block, shared memory and compile-time shape, and which shape is the default.
  */
-import type { CudaContext } from './driver.js';
-import { architecture, type KernelCache } from './kernels.js';
+import type { KernelCache } from './kernels.js';
 
 /**
  * A compile-time shape of flash_forward in flash_attention.cu (mma.sync, any chip): `mt` m16 tiles a
@@ -115,9 +114,7 @@ export function flashForwardSharedBytes(dHead: number, s: FlashForwardShape): nu
  */
 export function wgmmaForwardUsable(kernels: KernelCache, dHead: number): boolean {
   if (dHead !== 64 && dHead !== 128) return false;
-  // KernelCache keeps its context private; the architecture it compiles for decides.
-  const ctx = (kernels as unknown as { ctx?: CudaContext }).ctx;
-  return ctx !== undefined && architecture(ctx) === 'sm_90a';
+  return kernels.architecture() === 'sm_90a';
 }
 
 /** Causal (ALiBi or not, left-padding mask or not) attention forward on the tensor cores; lse optional. */

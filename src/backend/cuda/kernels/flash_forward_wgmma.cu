@@ -49,78 +49,7 @@
 #define TILE_BYTES (BK * HEAD_DIM * 2)
 typedef __nv_bfloat16 bf16;
 
-// ======================= wgmma primitives (sm_90a) =======================
-// The lead unifies these with kernels/wgmma.cuh (the backward's) after the merge.
-//
-// Shared-memory layout "128-byte swizzle" for a tile of R rows × HEAD_DIM bf16: the columns are cut into
-// halves of 64 (128 bytes); half hh starts at hh·R·128 bytes, row r at r·128 within it, and the row's
-// 16-byte chunk c (columns 8c..8c+7 of the half) sits at chunk c XOR (r mod 8). Eight rows make a
-// 1024-byte atom, which must be 1024-byte aligned (the hardware swizzles on address bits).
-//
-// Matrix descriptor (PTX ISA, "matrix descriptor format"): bits 0–13 start address >> 4, 16–29 leading
-// byte offset >> 4, 32–45 stride byte offset >> 4, 49–51 base offset (0: aligned atoms), 62–63 swizzle
-// (1 = 128 bytes).
-//   K-major operand (Q as A, K as B: the reduction dimension is contiguous): SBO = 1024, the step
-//     between groups of 8 rows; LBO is unused (one k16 step, 32 bytes, lies within a 128-byte row). The
-//     k16 step kk starts at half kk/4, byte 32·(kk mod 4) of the row.
-//   MN-major operand (V as B: keys are the reduction, head dimensions contiguous): LBO = the step
-//     between 64-column halves (R·128 bytes), SBO = 1024, the step between groups of 8 keys; the k16
-//     step kk (keys 16kk..) starts 16·128 bytes further on.
-__device__ __forceinline__ unsigned long long wg_desc(unsigned addr, unsigned lbo, unsigned sbo) {
-  return (unsigned long long)((addr & 0x3FFFFu) >> 4) | ((unsigned long long)((lbo >> 4) & 0x3FFFu) << 16) |
-         ((unsigned long long)((sbo >> 4) & 0x3FFFu) << 32) | (1ull << 62);
-}
-// Orders the registers written by ordinary instructions (accumulators, A fragments) before the next
-// wgmma reads them.
-__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-template <int N> __device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" :: "n"(N) : "memory"); }
-// Shared memory written through the generic proxy (cp.async, stores) made visible to wgmma's async proxy.
-__device__ __forceinline__ void fence_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-// Pins a register value at this point of the program (the compiler may not move its uses across an
-// outstanding wgmma that writes it).
-__device__ __forceinline__ void wg_pin(float& x) { asm volatile("" : "+f"(x) :: "memory"); }
-
-#define WG_ACC8(d, i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
-#define WG_ACC32(d) WG_ACC8(d, 0), WG_ACC8(d, 8), WG_ACC8(d, 16), WG_ACC8(d, 24)
-#define WG_ACC64(d) WG_ACC32(d), WG_ACC8(d, 32), WG_ACC8(d, 40), WG_ACC8(d, 48), WG_ACC8(d, 56)
-#define WG_REGS32 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
-#define WG_REGS64 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
-                  "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
-
-// D (64 × N, fp32; N/2 registers a thread) = or += A·B, A and B from shared memory, both K-major.
-// Accumulator of thread (warp w of the warpgroup, lane 4g + t): d[4i + e] is row 16w + g + 8·(e ≥ 2),
-// column 8i + 2t + (e odd).
-__device__ __forceinline__ void wgmma_ss_n64(float* d, unsigned long long a, unsigned long long b, int accumulate) {
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-               "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_REGS32 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
-               : WG_ACC32(d) : "l"(a), "l"(b), "r"(accumulate) : "memory");
-}
-__device__ __forceinline__ void wgmma_ss_n128(float* d, unsigned long long a, unsigned long long b, int accumulate) {
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-               "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " WG_REGS64 ", %64, %65, p, 1, 1, 0, 0;\n}\n"
-               : WG_ACC64(d) : "l"(a), "l"(b), "r"(accumulate) : "memory");
-}
-// D += A·B, A from registers (the m16n8k16 A fragment of each warp's 16 rows: {(g, 2t..), (g+8, 2t..),
-// (g, 2t+8..), (g+8, 2t+8..)}), B from shared memory, MN-major (transposed: the last immediate); scale-d
-// is the predicate p, set (accumulate).
-__device__ __forceinline__ void wgmma_rs_n64(float* d, const unsigned* a, unsigned long long b) {
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-               "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_REGS32 ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
-               : WG_ACC32(d) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(1) : "memory");
-}
-__device__ __forceinline__ void wgmma_rs_n128(float* d, const unsigned* a, unsigned long long b) {
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-               "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " WG_REGS64 ", {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
-               : WG_ACC64(d) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(1) : "memory");
-}
-template <int N> __device__ __forceinline__ void wgmma_ss(float* d, unsigned long long a, unsigned long long b, int accumulate) {
-  if constexpr (N == 64) wgmma_ss_n64(d, a, b, accumulate); else wgmma_ss_n128(d, a, b, accumulate);
-}
-template <int N> __device__ __forceinline__ void wgmma_rs(float* d, const unsigned* a, unsigned long long b) {
-  if constexpr (N == 64) wgmma_rs_n64(d, a, b); else wgmma_rs_n128(d, a, b);
-}
-// ===================== end of the wgmma primitives =====================
+#include "wgmma.cuh"  // descriptors, fences, the products; its header says how the 128-byte swizzle lays out a tile
 
 __device__ __forceinline__ void cp_async16_sw(unsigned dst, const void* src, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
@@ -193,30 +122,28 @@ extern "C" __global__ void __launch_bounds__(THREADS, FWD_MIN_BLOCKS) flash_forw
   for (int it = 0; it < nTiles; it++) {
     const int k0 = kFirst - it * BK, stage = it % STAGES;
     asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-    fence_async_shared();
+    fence_proxy_async();
     __syncthreads();  // tile it is in shared memory for everyone; every P·V of tile it − 2 has completed
     if (it + 1 < nTiles) loadKV((it + 1) % STAGES, k0 - BK);
     asm volatile("cp.async.commit_group;\n" ::: "memory");
 
     if (!(wgLive && k0 <= wgLast)) {  // warpgroup-uniform: nothing of this tile is visible to these rows
-      wg_wait<0>();
+      wgmma_wait<0>();
       continue;
     }
     const unsigned sK = sKV + 2 * stage * TILE_BYTES, sV = sK + TILE_BYTES;
     float s[BK / 2];
-    wg_fence();
+    wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < HEAD_DIM / 16; kk++) {
       const unsigned within = (kk & 3) * 32;  // byte of the k16 step within its 128-byte row
-      wgmma_ss<BK>(s, wg_desc(sQ + (kk >> 2) * BQ * 128 + wg * 64 * 128 + within, 16, 1024),
-                   wg_desc(sK + (kk >> 2) * BK * 128 + within, 16, 1024), kk > 0);
+      wgmma_ss<BK>(s, wgmma_desc(sQ + (kk >> 2) * BQ * 128 + wg * 64 * 128 + within, 16, 1024),
+                   wgmma_desc(sK + (kk >> 2) * BK * 128 + within, 16, 1024), kk > 0);
     }
-    wg_commit();
-    wg_wait<0>();  // S, and the previous tile's P·V
-#pragma unroll
-    for (int i = 0; i < BK / 2; i++) wg_pin(s[i]);
-#pragma unroll
-    for (int i = 0; i < HEAD_DIM / 2; i++) wg_pin(o[i]);
+    wgmma_commit();
+    wgmma_wait<0>();  // S, and the previous tile's P·V
+    wgmma_fence_regs(s);
+    wgmma_fence_regs(o);
 
     // Scale, bias, mask (log2 units): bias slope·(j − warpFirst), one value per key column.
     const bool needMask = mask || k0 + BK - 1 > warpFirst || k0 + BK > kvLen;
@@ -264,14 +191,13 @@ extern "C" __global__ void __launch_bounds__(THREADS, FWD_MIN_BLOCKS) flash_forw
       p[kk][2] = pack2(s[8 * kk + 4], s[8 * kk + 5]);
       p[kk][3] = pack2(s[8 * kk + 6], s[8 * kk + 7]);
     }
-    wg_fence();
+    wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < BK / 16; kk++) wgmma_rs<HEAD_DIM>(o, p[kk], wg_desc(sV + kk * 16 * 128, BK * 128, 1024));
-    wg_commit();
+    for (int kk = 0; kk < BK / 16; kk++) wgmma_rs<HEAD_DIM, 1>(o, p[kk], wgmma_desc(sV + kk * 16 * 128, BK * 128, 1024), 1);
+    wgmma_commit();
   }
-  wg_wait<0>();
-#pragma unroll
-  for (int i = 0; i < HEAD_DIM / 2; i++) wg_pin(o[i]);
+  wgmma_wait<0>();
+  wgmma_fence_regs(o);
   if (!wgLive) return;
 
   bf16* oBase = out + (long long)b * tq * oStride + h * HEAD_DIM;

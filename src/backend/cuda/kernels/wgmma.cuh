@@ -1,6 +1,5 @@
 // Warpgroup matrix multiply-accumulate (wgmma, sm_90a only) and the shared-memory layout it reads: the
-// primitives of the wgmma attention kernels (flash_backward_wgmma.cu), kept generic so that the forward
-// can share them. PTX ISA, "Asynchronous Warpgroup Level Matrix Multiply-Accumulate Instructions".
+// primitives of the wgmma attention kernels (flash_forward_wgmma.cu, flash_backward_wgmma.cu). PTX ISA, "Asynchronous Warpgroup Level Matrix Multiply-Accumulate Instructions".
 //
 // A warpgroup (4 consecutive warps, 128 threads) computes D[64 × N] (+)= A[64 × 16] · B[16 × N] in one
 // instruction, asynchronously: wgmma_fence() before the first product whose registers were written by
@@ -61,6 +60,15 @@ __device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[32], wgmma_desc_t 
       : "l"(a), "l"(b), "r"(accumulate));
 }
 
+// d[64 × 128] (+)= A · B, both from shared memory, both K-major. accumulate = 0: d = A · B.
+__device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[64], wgmma_desc_t a, wgmma_desc_t b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+      : WG_D8(d, 0), WG_D8(d, 8), WG_D8(d, 16), WG_D8(d, 24), WG_D8(d, 32), WG_D8(d, 40), WG_D8(d, 48), WG_D8(d, 56)
+      : "l"(a), "l"(b), "r"(accumulate));
+}
+
 // d[64 × 64] (+)= A · B, A from registers (the fragment above), B from shared memory, MN-major when
 // TransB = 1 (K-major when 0).
 template <int TransB>
@@ -82,3 +90,11 @@ __device__ __forceinline__ void wgmma_m64n128k16_rs(float (&d)[64], const unsign
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate), "n"(TransB));
 }
 #undef WG_D8
+
+// The products above chosen by N (64 or 128), for kernels whose tile widths are compile-time options.
+template <int N> __device__ __forceinline__ void wgmma_ss(float (&d)[N / 2], wgmma_desc_t a, wgmma_desc_t b, int accumulate) {
+  if constexpr (N == 64) wgmma_m64n64k16_ss(d, a, b, accumulate); else wgmma_m64n128k16_ss(d, a, b, accumulate);
+}
+template <int N, int TransB> __device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const unsigned (&a)[4], wgmma_desc_t b, int accumulate) {
+  if constexpr (N == 64) wgmma_m64n64k16_rs<TransB>(d, a, b, accumulate); else wgmma_m64n128k16_rs<TransB>(d, a, b, accumulate);
+}
