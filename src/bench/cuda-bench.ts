@@ -152,6 +152,18 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
       (out[name] as Record<string, number>)[`w${warps}u${unroll}`] = time(true);
       be.skinnyShape = null;
     }
+    // The shared-memory variant (MPT_SMEM_W) where it applies, at other warp counts (µs per GEMM).
+    if (be.smemWeightsPlan(rows, w.shape[1], w.shape[0])) {
+      for (const warps of [4, 8, 16]) {
+        be.smemWeightsWarps = warps;
+        (out[name] as Record<string, number>)[`smem${warps}`] = time(true);
+        be.smemWeightsWarps = null;
+      }
+      const was = be.smemWeights;
+      be.smemWeights = false;
+      (out[name] as Record<string, number>).regs = time(true);
+      be.smemWeights = was;
+    }
   }
   be.skinny = saved;
   for (const t of [x, yb, yh, yf]) be.release(t);
@@ -159,7 +171,7 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
 }
 
 /** Other settings of the decode step, timed beside the default: [label, apply → undo]. */
-function decodeVariants(be: CudaBackend): [string, () => () => void][] {
+function decodeVariants(be: CudaBackend, c: MptConfig, batch: number): [string, () => () => void][] {
   // Programmatic dependent launch off (a standing check that it still pays) and the LayerNorm fused
   // into the next GEMM. (The other variants — triggers after the wait, 16-warp GEMMs at batch 16, L2
   // prefetch, the LayerNorm computing its own statistics, the folded attention's keys a split and keys
@@ -168,8 +180,22 @@ function decodeVariants(be: CudaBackend): [string, () => () => void][] {
   // device run short.)
   const toggle = (label: string, get: () => boolean, put: (v: boolean) => void): [string, () => () => void] =>
     [label, () => { const was = get(); put(!was); return () => put(was); }];
+  const warps = (n: number): [string, () => () => void] =>
+    [`out-projection weights in shared memory at ${n} warps a block`, () => {
+      const was = [be.smemWeights, be.smemWeightsWarps] as const;
+      be.smemWeights = true;
+      be.smemWeightsWarps = n;
+      return () => { [be.smemWeights, be.smemWeightsWarps] = was; };
+    }];
   return [
     toggle(`programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, () => be.ctx.pdl, (v) => { be.ctx.pdl = v; }),
+    toggle(`out-projection weights ${be.smemWeights ? 'through registers (no copy into shared memory before the wait)' : 'in shared memory before the wait'}`,
+      () => be.smemWeights, (v) => { be.smemWeights = v; }),
+    toggle(`GEMMs load y and the bias ${be.earlyResidual ? 'in the epilogue' : 'right after the wait'}`, () => be.earlyResidual, (v) => { be.earlyResidual = v; }),
+    toggle('out-projection through registers, y and the bias in the epilogue (main as of 851c308)',
+      () => be.smemWeights && be.earlyResidual, (v) => { be.smemWeights = v; be.earlyResidual = v; }),
+    // The other two warp counts of the shared-memory variant (the default for this batch's rows left out).
+    ...[4, 8, 16].filter((n) => n !== be.smemWeightsPlan(batch, c.dModel, c.dModel)?.warps).map(warps),
     toggle(`LayerNorm ${be.fuseLayerNorm ? 'as a kernel of its own' : 'in the next GEMM\'s prologue, each warp its K slice'} (at most ${be.fuseLayerNormRows} row${be.fuseLayerNormRows > 1 ? 's' : ''})`,
       () => be.fuseLayerNorm, (v) => { be.fuseLayerNorm = v; }),
   ];
@@ -222,7 +248,7 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
   for (const batch of options.batches ?? [1, 16]) {
     // Variants of the decode step in the same run (each a fresh decoder and graph), then the default's
     // figure, which is the one reported.
-    for (const [label, set] of decodeVariants(be)) {
+    for (const [label, set] of decodeVariants(be, c, batch)) {
       const undo = set();
       const other = timeDecode(batch);
       undo();
@@ -303,9 +329,9 @@ export function formatResult(r: CudaBenchResult): string {
   };
   for (const [k, v] of Object.entries(r.breakdown.decode)) lines.push(table(`decode step, ${k} (in a CUDA graph)`, v));
   for (const [k, v] of Object.entries(r.gemms)) {
-    lines.push('', `decode GEMMs, ${k}: µs per GEMM and weight GB/s`, '| GEMM | skinny_gemm µs | GB/s | cuBLASLt µs | GB/s | skinny variants (warps, unroll: µs) |', '| --- | --- | --- | --- | --- | --- |');
+    lines.push('', `decode GEMMs, ${k}: µs per GEMM and weight GB/s`, '| GEMM | skinny_gemm µs | GB/s | cuBLASLt µs | GB/s | skinny variants (warps, unroll: µs; smemN: weights in shared memory at N warps; regs: the register kernel\'s default) |', '| --- | --- | --- | --- | --- | --- |');
     for (const [name, g] of Object.entries(v)) {
-      const variants = Object.entries(g).filter(([k]) => /^w\d+u\d+$/.test(k)).map(([k, us]) => `${k} ${(us as number).toFixed(1)}`).join(', ');
+      const variants = Object.entries(g).filter(([k]) => /^(w\d+u\d+|smem\d+|regs)$/.test(k)).map(([k, us]) => `${k} ${(us as number).toFixed(1)}`).join(', ');
       lines.push(`| ${name} | ${g.skinnyUs.toFixed(1)} | ${g.skinnyGBs.toFixed(0)} | ${g.cublasUs.toFixed(1)} | ${g.cublasGBs.toFixed(0)} | ${variants} |`);
     }
   }

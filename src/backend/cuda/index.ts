@@ -45,6 +45,12 @@ export function cudaAvailable(): { ok: boolean; reason?: string } {
 }
 
 const THREADS = 256;
+/**
+ * Shared memory a block of skinny_gemm.cu's MPT_SMEM_W variant may take (16 weight rows of K ≤ ~3,500
+ * and its partial tiles): about half an H100 SM's 228 KB, so the blocks of the kernels before and after
+ * it still fit beside it.
+ */
+const SMEM_W_MAX_BYTES = 116 * 1024;
 
 /**
  * Warps a block and k-steps per load group for skinny_gemm.cu: about 2048 warps over the chip, and
@@ -338,11 +344,19 @@ export class CudaBackend implements Backend {
     if ((statsOut || clip > 0) && (!plan || outF % 16 !== 0)) {
       throw new Error(`matmulInto: row statistics or clamping asked of a ${rows}×${inF}→${outF} GEMM that skinny_gemm.cu does not run`);
     }
+    const smem = plan && !this.skinnyShape ? this.smemWeightsPlan(rows, inF, outF) : null;
+    if (smem) {
+      this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: smem.tiles, MPT_Y_F32: y.dtype === 'float32', MPT_SMEM_W: true,
+        SMEM_STEPS: smem.steps, SKINNY_THREADS: smem.warps * 32, SKINNY_EARLY_Y: this.earlyResidual })
+        .launch([Math.ceil(outF / 16)], [smem.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
+          0, statsOut?.ptr ?? 0, clip], smem.sharedBytes);
+      return;
+    }
     if (plan) {
       const yF32 = y.dtype === 'float32';
       const tiles = rows > 8 ? 2 : 1;
       this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32,
-        SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
+        SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false, SKINNY_EARLY_Y: this.earlyResidual })
         .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
           0, statsOut?.ptr ?? 0, clip], plan.warps * 16 * 8 * tiles * 4);
       return;
@@ -380,11 +394,43 @@ export class CudaBackend implements Backend {
     // Each warp's normalized K slice, [rows][inF / warps + 32] bf16, after the partial tiles.
     const shared = plan.warps * 16 * 8 * 4 + rows * (inF + 32 * plan.warps) * 2;
     this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
-      LN_CHUNKS: Math.ceil(inF / plan.warps / 256),
+      LN_CHUNKS: Math.ceil(inF / plan.warps / 256), SKINNY_EARLY_Y: this.earlyResidual,
       SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
       .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0,
         ln.w.ptr, ln.b?.ptr ?? 0, ln.eps, statsIn!.ptr, statsOut?.ptr ?? 0, clip], shared);
   }
+
+  /**
+   * The shape of skinny_gemm.cu's MPT_SMEM_W variant (each block's 16 weight rows copied into shared
+   * memory before its programmatic wait) for a rows × inF → outF GEMM, or null where it does not apply:
+   * smemWeights off, K not a multiple of 32, more blocks than SMs (a block's copy runs ahead of the
+   * wait only if the block is resident while the kernel before it runs), or more than
+   * SMEM_W_MAX_BYTES of shared memory a block (room must stay for the blocks of the kernels around it).
+   * The decoder's out-projection (2048 → 2048: 128 blocks of 64 KB) is the GEMM it is for.
+   * Warps: enough that each has at most 8 (one row tile) or 4 (two) steps of 32 k, so its x stays in
+   * registers (63–64 registers a thread); smemWeightsWarps overrides (benchmarks).
+   */
+  smemWeightsPlan(rows: number, inF: number, outF: number): { warps: number; tiles: number; steps: number; sharedBytes: number } | null {
+    if (!this.smemWeights || !this.skinny || this.activationDType !== 'bfloat16' || rows < 1 || rows > 16 || inF % 32 !== 0) return null;
+    if (Math.ceil(outF / 16) > this.ctx.device.multiprocessors) return null;
+    const tiles = rows > 8 ? 2 : 1, chunks = inF / 32;
+    const warps = this.smemWeightsWarps ?? Math.min(16, Math.max(4, Math.ceil(chunks / (tiles === 1 ? 8 : 4))));
+    const stride = inF % 64 === 0 ? inF + 32 : inF; // skinny_gemm.cu smem_w_stride
+    const sharedBytes = warps * 16 * 8 * tiles * 4 + 16 * stride * 2;
+    if (sharedBytes > SMEM_W_MAX_BYTES) return null;
+    return { warps, tiles, steps: Math.ceil(chunks / warps), sharedBytes };
+  }
+
+  /** Whether few-row GEMMs that fit take skinny_gemm.cu's MPT_SMEM_W variant (smemWeightsPlan); MPT_CUDA_SMEM_W=0 turns it off. */
+  smemWeights = process.env.MPT_CUDA_SMEM_W !== '0';
+  /** Warps a block of the MPT_SMEM_W variant instead of smemWeightsPlan's choice (benchmarks). */
+  smemWeightsWarps: number | null = null;
+  /**
+   * Whether skinny_gemm.cu loads y's old value (accumulate) and the bias right after its programmatic
+   * wait (SKINNY_EARLY_Y) instead of in the epilogue, after the mmas: one L2 round trip fewer at each
+   * GEMM's tail. MPT_CUDA_EARLY_Y=0 turns it off.
+   */
+  earlyResidual = process.env.MPT_CUDA_EARLY_Y !== '0';
 
   /**
    * Whether layerNormMatmulInto fuses the LayerNorm into few-row GEMMs when row statistics are given
