@@ -171,7 +171,7 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
 }
 
 /** Other settings of the decode step, timed beside the default: [label, apply → undo]. */
-function decodeVariants(be: CudaBackend, c: MptConfig, batch: number): [string, () => () => void][] {
+function decodeVariants(be: CudaBackend): [string, () => () => void][] {
   // Programmatic dependent launch off (a standing check that it still pays) and the LayerNorm fused
   // into the next GEMM. (The other variants — triggers after the wait, 16-warp GEMMs at batch 16, L2
   // prefetch, the LayerNorm computing its own statistics, the folded attention's keys a split and keys
@@ -180,22 +180,22 @@ function decodeVariants(be: CudaBackend, c: MptConfig, batch: number): [string, 
   // device run short.)
   const toggle = (label: string, get: () => boolean, put: (v: boolean) => void): [string, () => () => void] =>
     [label, () => { const was = get(); put(!was); return () => put(was); }];
-  const warps = (n: number): [string, () => () => void] =>
-    [`out-projection weights in shared memory at ${n} warps a block`, () => {
-      const was = [be.smemWeights, be.smemWeightsWarps] as const;
-      be.smemWeights = true;
-      be.smemWeightsWarps = n;
-      return () => { [be.smemWeights, be.smemWeightsWarps] = was; };
+  // The shared-memory out-projection (MPT_SMEM_W) and the decode layer's shared-memory carveout, each
+  // setting a fresh decoder and graph (the carveout compiles its own functions).
+  const setting = (label: string, smem: boolean, carveout: number | null, early = be.earlyResidual): [string, () => () => void] =>
+    [label, () => {
+      const was = [be.smemWeights, be.layerCarveout, be.earlyResidual] as const;
+      be.smemWeights = smem; be.layerCarveout = carveout; be.earlyResidual = early;
+      return () => { [be.smemWeights, be.layerCarveout, be.earlyResidual] = was; };
     }];
   return [
     toggle(`programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, () => be.ctx.pdl, (v) => { be.ctx.pdl = v; }),
-    toggle(`out-projection weights ${be.smemWeights ? 'through registers (no copy into shared memory before the wait)' : 'in shared memory before the wait'}`,
-      () => be.smemWeights, (v) => { be.smemWeights = v; }),
-    toggle(`GEMMs load y and the bias ${be.earlyResidual ? 'in the epilogue' : 'right after the wait'}`, () => be.earlyResidual, (v) => { be.earlyResidual = v; }),
-    toggle('out-projection through registers, y and the bias in the epilogue (main as of 851c308)',
-      () => be.smemWeights && be.earlyResidual, (v) => { be.smemWeights = v; be.earlyResidual = v; }),
-    // The other two warp counts of the shared-memory variant (the default for this batch's rows left out).
-    ...[4, 8, 16].filter((n) => n !== be.smemWeightsPlan(batch, c.dModel, c.dModel)?.warps).map(warps),
+    setting('out-projection weights through registers, y and the bias in the epilogue (main as of 851c308)', false, null, false),
+    setting('out-projection weights in shared memory before the wait', true, null),
+    ...[50, 100].flatMap((n) => [
+      setting(`out-projection weights in shared memory before the wait, decode-layer kernels at a ${n}% shared-memory carveout`, true, n),
+      setting(`decode-layer kernels at a ${n}% shared-memory carveout`, false, n),
+    ]),
     toggle(`LayerNorm ${be.fuseLayerNorm ? 'as a kernel of its own' : 'in the next GEMM\'s prologue, each warp its K slice'} (at most ${be.fuseLayerNormRows} row${be.fuseLayerNormRows > 1 ? 's' : ''})`,
       () => be.fuseLayerNorm, (v) => { be.fuseLayerNorm = v; }),
   ];
@@ -248,7 +248,7 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
   for (const batch of options.batches ?? [1, 16]) {
     // Variants of the decode step in the same run (each a fresh decoder and graph), then the default's
     // figure, which is the one reported.
-    for (const [label, set] of decodeVariants(be, c, batch)) {
+    for (const [label, set] of decodeVariants(be)) {
       const undo = set();
       const other = timeDecode(batch);
       undo();

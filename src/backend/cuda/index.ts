@@ -7,7 +7,7 @@ import { elementCount, width, rowCount, type AttentionArgs, type Backend, type D
 import { UserError } from '../../util/errors.js';
 import { CachingAllocator } from './allocator.js';
 import { CublasLt } from './cublaslt.js';
-import { CudaContext, CudaGraph, driver, cu } from './driver.js';
+import { CudaContext, CudaGraph, driver, cu, type Kernel } from './driver.js';
 import { KernelCache } from './kernels.js';
 import type { MptConfig } from '../../model/config.js';
 import { CudaDecoder, type DecoderOptions, type DecoderParams } from './decoder.js';
@@ -51,6 +51,8 @@ const THREADS = 256;
  * it still fit beside it.
  */
 const SMEM_W_MAX_BYTES = 116 * 1024;
+/** cuFuncSetAttribute's CUfunction_attribute for the preferred L1/shared split (percent of the most shared). */
+const CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT = 9;
 
 /**
  * Warps a block and k-steps per load group for skinny_gemm.cu: about 2048 warps over the chip, and
@@ -346,7 +348,7 @@ export class CudaBackend implements Backend {
     }
     const smem = plan && !this.skinnyShape ? this.smemWeightsPlan(rows, inF, outF) : null;
     if (smem) {
-      this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: smem.tiles, MPT_Y_F32: y.dtype === 'float32', MPT_SMEM_W: true,
+      this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: smem.tiles, MPT_Y_F32: y.dtype === 'float32', MPT_SMEM_W: true,
         SMEM_STEPS: smem.steps, SKINNY_THREADS: smem.warps * 32, SKINNY_EARLY_Y: this.earlyResidual })
         .launch([Math.ceil(outF / 16)], [smem.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
           0, statsOut?.ptr ?? 0, clip], smem.sharedBytes);
@@ -355,7 +357,7 @@ export class CudaBackend implements Backend {
     if (plan) {
       const yF32 = y.dtype === 'float32';
       const tiles = rows > 8 ? 2 : 1;
-      this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32,
+      this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32,
         SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false, SKINNY_EARLY_Y: this.earlyResidual })
         .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
           0, statsOut?.ptr ?? 0, clip], plan.warps * 16 * 8 * tiles * 4);
@@ -381,7 +383,7 @@ export class CudaBackend implements Backend {
       && [x, ln.w, ln.b].every((t) => !t || t.ptr % 16 === 0) ? this.skinnyFor(rows, inF, outF) : null;
     if (!plan) {
       if (statsIn && this.layerNormFromStats && x.dtype === 'float32' && inF % 16 === 0 && this.vectorRows(inF, [x, ln.w, ln.b, h])) {
-        this.kernels.get('layernorm.cu', 'layernorm_stats8', this.defs())
+        this.layerKernel('layernorm.cu', 'layernorm_stats8', this.defs())
           .launch([rows], [this.rowThreads8(inF)], [x.ptr, statsIn.ptr, ln.w.ptr, ln.b?.ptr ?? 0, h.ptr, inF, ln.eps]);
       } else {
         this.layerNormInto(x, null, ln.w, ln.b, h, rows, inF, ln.eps);
@@ -393,7 +395,7 @@ export class CudaBackend implements Backend {
     if ((statsOut || clip > 0) && outF % 16 !== 0) throw new Error(`layerNormMatmulInto: row statistics of ${outF} outputs (not a multiple of 16)`);
     // Each warp's normalized K slice, [rows][inF / warps + 32] bf16, after the partial tiles.
     const shared = plan.warps * 16 * 8 * 4 + rows * (inF + 32 * plan.warps) * 2;
-    this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
+    this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
       LN_CHUNKS: Math.ceil(inF / plan.warps / 256), SKINNY_EARLY_Y: this.earlyResidual,
       SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
       .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0,
@@ -421,8 +423,37 @@ export class CudaBackend implements Backend {
     return { warps, tiles, steps: Math.ceil(chunks / warps), sharedBytes };
   }
 
-  /** Whether few-row GEMMs that fit take skinny_gemm.cu's MPT_SMEM_W variant (smemWeightsPlan); MPT_CUDA_SMEM_W=0 turns it off. */
-  smemWeights = process.env.MPT_CUDA_SMEM_W !== '0';
+  /**
+   * The kernels of a decode layer (skinny GEMMs, the folded attention, the LayerNorm from statistics),
+   * with layerCarveout applied: compiled with MPT_CARVEOUT=n (a define no source reads, so each setting
+   * is a function of its own and graphs captured with another keep theirs) and given the preferred
+   * shared-memory carveout n% once.
+   */
+  private layerKernel(file: string, name: string, defines: Record<string, string | number | boolean>): Kernel {
+    const carve = this.layerCarveout;
+    const kernel = this.kernels.get(file, name, carve === null ? defines : { ...defines, MPT_CARVEOUT: carve });
+    if (carve !== null && !this.carved.has(kernel)) {
+      cu('cuFuncSetAttribute', kernel.handle, CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, carve);
+      this.carved.add(kernel);
+    }
+    return kernel;
+  }
+  private readonly carved = new WeakSet<Kernel>();
+  /**
+   * The preferred shared-memory carveout (percent of the most an SM can hold) of every decode-layer
+   * kernel, or null for the driver's choice. An SM's L1/shared split is one setting for all its blocks:
+   * blocks of kernels whose chosen splits differ cannot share an SM, which would undo the overlap that
+   * programmatic dependent launch buys, e.g. for the shared-memory out-projection (MPT_SMEM_W) between
+   * the attention and the up GEMM. MPT_CUDA_CARVEOUT=n sets it (benchmarks).
+   */
+  layerCarveout: number | null = process.env.MPT_CUDA_CARVEOUT ? Number(process.env.MPT_CUDA_CARVEOUT) : null;
+
+  /**
+   * Whether few-row GEMMs that fit take skinny_gemm.cu's MPT_SMEM_W variant (smemWeightsPlan); off by
+   * default (MPT_CUDA_SMEM_W=1 turns it on): measured on the H100 (2026-11-28, one call) 675 against 844
+   * tokens/s at batch 1 and 11,099 against 11,215 at batch 16 (bench/RESULTS-cuda.md).
+   */
+  smemWeights = process.env.MPT_CUDA_SMEM_W === '1';
   /** Warps a block of the MPT_SMEM_W variant instead of smemWeightsPlan's choice (benchmarks). */
   smemWeightsWarps: number | null = null;
   /**
@@ -616,7 +647,7 @@ export class CudaBackend implements Backend {
       || elementCount(a.counters.shape) < a.batch * a.nHeads)) {
       throw new Error(`decodeAttentionQkvInto: ${splits} splits need partial and counters buffers of their size`);
     }
-    this.kernels.get('decode_attention.cu', 'attention_decode_qkv', this.defs({ HEAD_DIM: a.dHead, ...(a.keysInFlight ? { ATT_U: a.keysInFlight } : {}) })).launch([splits, a.nHeads, a.batch], [256], [
+    this.layerKernel('decode_attention.cu', 'attention_decode_qkv', this.defs({ HEAD_DIM: a.dHead, ...(a.keysInFlight ? { ATT_U: a.keysInFlight } : {}) })).launch([splits, a.nHeads, a.batch], [256], [
       a.qkv.ptr, a.stats.ptr, a.qLn?.w.ptr ?? 0, a.qLn?.b?.ptr ?? 0, a.kLn?.w.ptr ?? 0, a.kLn?.b?.ptr ?? 0,
       a.kCache.ptr, a.vCache.ptr, a.mask?.ptr ?? 0, a.slopes?.ptr ?? 0, a.out.ptr, splits > 1 ? a.partial!.ptr : 0, splits > 1 ? a.counters!.ptr : 0,
       d, a.nHeads, a.capacity, a.posDev, a.qLn ? 1 : 0, a.eps, a.scale, Math.max(0, a.perSplit ?? 0)]);
