@@ -112,7 +112,8 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     // K % 64 = 32 leaves the shared rows unpadded), outF not a multiple of 16 (clamped rows), warp
     // counts forced to 4 and 16. Checked: gelu(x·Wᵀ + b), float32 y += x·Wᵀ + b with its row statistics.
     const be = cudaFor(dtype);
-    const saved = [be.smemWeights, be.earlyResidual, be.smemWeightsWarps] as const;
+    const saved = [be.smemWeights, be.earlyResidual, be.smemWeightsWarps, be.smemWeightsMinRows] as const;
+    be.smemWeightsMinRows = 1; // the default takes it from 9 rows on; every row count is checked here
     const cases: [number, number, number, number | null][] = [
       [1, 2048, 2048, null], [5, 1184, 100, null], [9, 416, 2048, null], [16, 2048, 48, null], [16, 96, 35, null], [1, 1184, 64, 16], [9, 2048, 32, 4],
     ];
@@ -153,7 +154,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
         }
       }
     } finally {
-      [be.smemWeights, be.earlyResidual, be.smemWeightsWarps] = saved;
+      [be.smemWeights, be.earlyResidual, be.smemWeightsWarps, be.smemWeightsMinRows] = saved;
     }
   });
 

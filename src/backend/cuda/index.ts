@@ -413,7 +413,7 @@ export class CudaBackend implements Backend {
    * registers (63–64 registers a thread); smemWeightsWarps overrides (benchmarks).
    */
   smemWeightsPlan(rows: number, inF: number, outF: number): { warps: number; tiles: number; steps: number; sharedBytes: number } | null {
-    if (!this.smemWeights || !this.skinny || this.activationDType !== 'bfloat16' || rows < 1 || rows > 16 || inF % 32 !== 0) return null;
+    if (!this.smemWeights || !this.skinny || this.activationDType !== 'bfloat16' || rows < this.smemWeightsMinRows || rows > 16 || inF % 32 !== 0) return null;
     if (Math.ceil(outF / 16) > this.ctx.device.multiprocessors) return null;
     const tiles = rows > 8 ? 2 : 1, chunks = inF / 32;
     const warps = this.smemWeightsWarps ?? Math.min(16, Math.max(4, Math.ceil(chunks / (tiles === 1 ? 8 : 4))));
@@ -444,16 +444,24 @@ export class CudaBackend implements Backend {
    * kernel, or null for the driver's choice. An SM's L1/shared split is one setting for all its blocks:
    * blocks of kernels whose chosen splits differ cannot share an SM, which would undo the overlap that
    * programmatic dependent launch buys, e.g. for the shared-memory out-projection (MPT_SMEM_W) between
-   * the attention and the up GEMM. MPT_CUDA_CARVEOUT=n sets it (benchmarks).
+   * the attention and the up GEMM. 50% (an H100 SM: 132 KB of shared memory, 124 KB of L1) measured on
+   * the H100 (2026-11-28): with the shared-memory out-projection 837 / 11,299 tokens/s (batch 1 / 16)
+   * against 677 / 11,118 at the driver's choice; through registers 842 / 11,202 against 843 / 11,211
+   * (a tie); 100% (28 KB of L1) lost everywhere (735 / 9,463). MPT_CUDA_CARVEOUT=n sets it, =driver
+   * leaves it to the driver.
    */
-  layerCarveout: number | null = process.env.MPT_CUDA_CARVEOUT ? Number(process.env.MPT_CUDA_CARVEOUT) : null;
+  layerCarveout: number | null = process.env.MPT_CUDA_CARVEOUT === 'driver' ? null
+    : process.env.MPT_CUDA_CARVEOUT ? Number(process.env.MPT_CUDA_CARVEOUT) : 50;
 
   /**
-   * Whether few-row GEMMs that fit take skinny_gemm.cu's MPT_SMEM_W variant (smemWeightsPlan); off by
-   * default (MPT_CUDA_SMEM_W=1 turns it on): measured on the H100 (2026-11-28, one call) 675 against 844
-   * tokens/s at batch 1 and 11,099 against 11,215 at batch 16 (bench/RESULTS-cuda.md).
+   * Whether few-row GEMMs that fit take skinny_gemm.cu's MPT_SMEM_W variant (smemWeightsPlan), from
+   * smemWeightsMinRows rows on (MPT_CUDA_SMEM_W=0 off, =1 from one row). Measured on the H100
+   * (2026-11-28, bench/RESULTS-cuda.md): only together with the uniform layerCarveout (without it
+   * 677 against 843 tokens/s at batch 1), and then a win at batch 16 (11,299 against 11,202 through
+   * registers at the same carveout) but not at batch 1 (837 against 842): so two row tiles only.
    */
-  smemWeights = process.env.MPT_CUDA_SMEM_W === '1';
+  smemWeights = process.env.MPT_CUDA_SMEM_W !== '0';
+  smemWeightsMinRows = process.env.MPT_CUDA_SMEM_W === '1' ? 1 : 9;
   /** Warps a block of the MPT_SMEM_W variant instead of smemWeightsPlan's choice (benchmarks). */
   smemWeightsWarps: number | null = null;
   /**
