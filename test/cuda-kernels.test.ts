@@ -105,28 +105,26 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     }
   });
 
-  if (dtype === 'bfloat16') test(`cuda ${dtype}: few-row GEMMs with the weights copied into shared memory before the wait (MPT_SMEM_W), and y and the bias loaded early`, { skip }, () => {
-    // Both skinny_gemm.cu paths (weights through shared memory or registers), each with y's old value
-    // and the bias loaded right after the wait or in the epilogue: rows 1, 5, 9, 16 (one and two row
-    // tiles), K not a power of two (37 and 13 steps of 32, so warps get unequal shares and some none;
+  if (dtype === 'bfloat16') test(`cuda ${dtype}: few-row GEMMs with the weights copied into shared memory before the wait (MPT_SMEM_W) or through registers`, { skip }, () => {
+    // Both skinny_gemm.cu paths (weights through shared memory or registers; y's old value and the
+    // bias loaded right after the wait in both): rows 1, 5, 9, 16 (one and two row tiles), K not a power of two (37 and 13 steps of 32, so warps get unequal shares and some none;
     // K % 64 = 32 leaves the shared rows unpadded), outF not a multiple of 16 (clamped rows), warp
     // counts forced to 4 and 16. Checked: gelu(x·Wᵀ + b), float32 y += x·Wᵀ + b with its row statistics.
     const be = cudaFor(dtype);
-    const saved = [be.smemWeights, be.earlyResidual, be.smemWeightsWarps, be.smemWeightsMinRows] as const;
+    const saved = [be.smemWeights, be.smemWeightsWarps, be.smemWeightsMinRows] as const;
     be.smemWeightsMinRows = 1; // the default takes it from 9 rows on; every row count is checked here
     const cases: [number, number, number, number | null][] = [
       [1, 2048, 2048, null], [5, 1184, 100, null], [9, 416, 2048, null], [16, 2048, 48, null], [16, 96, 35, null], [1, 1184, 64, 16], [9, 2048, 32, 4],
     ];
     try {
-      for (const [smem, early] of [[true, true], [true, false], [false, true], [false, false]] as const) {
+      for (const smem of [true, false]) {
         for (const [rows, inF, outF, warps] of cases) {
           be.smemWeights = smem;
-          be.earlyResidual = early;
           be.smemWeightsWarps = warps;
           const plan = be.smemWeightsPlan(rows, inF, outF);
           assert.equal(plan !== null, smem, `${rows}x${inF}x${outF}: the shared-memory variant runs exactly when asked`);
           if (plan && warps) assert.equal(plan.warps, warps);
-          const what = `${rows}x${inF}x${outF}${smem ? `, weights in shared memory (${plan!.warps} warps)` : ', weights through registers'}${early ? ', y early' : ''}`;
+          const what = `${rows}x${inF}x${outF}${smem ? `, weights in shared memory (${plan!.warps} warps)` : ', weights through registers'}`;
           const [xg, xc] = pair(be, randn(rows * inF), [rows, inF]);
           const [wg, wc] = pair(be, randn(outF * inF, 0.05), [outF, inF]);
           const [bg, bc] = pair(be, randn(outF), [outF]);
@@ -154,7 +152,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
         }
       }
     } finally {
-      [be.smemWeights, be.earlyResidual, be.smemWeightsWarps, be.smemWeightsMinRows] = saved;
+      [be.smemWeights, be.smemWeightsWarps, be.smemWeightsMinRows] = saved;
     }
   });
 

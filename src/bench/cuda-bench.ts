@@ -182,20 +182,20 @@ function decodeVariants(be: CudaBackend): [string, () => () => void][] {
   // device run short.)
   const toggle = (label: string, get: () => boolean, put: (v: boolean) => void): [string, () => () => void] =>
     [label, () => { const was = get(); put(!was); return () => put(was); }];
-  // The shared-memory out-projection (MPT_SMEM_W), the decode layer's shared-memory carveout and the
-  // early y loads, each setting a fresh decoder and graph (a carveout compiles functions of its own).
+  // The shared-memory out-projection (MPT_SMEM_W) and the decode layer's shared-memory carveout, each
+  // setting a fresh decoder and graph (a carveout compiles functions of its own).
   // (Also measured, bench/RESULTS-cuda.md: the shared-memory variant at the driver's carveout, and a
   // 100% carveout, both far slower.)
-  const setting = (label: string, s: { smem?: boolean; minRows?: number; carveout?: number | null; early?: boolean }): [string, () => () => void] =>
+  const setting = (label: string, s: { smem?: boolean; minRows?: number; carveout?: number | null }): [string, () => () => void] =>
     [label, () => {
-      const was = [be.smemWeights, be.smemWeightsMinRows, be.layerCarveout, be.earlyResidual] as const;
+      const was = [be.smemWeights, be.smemWeightsMinRows, be.layerCarveout] as const;
       be.smemWeights = s.smem ?? was[0]; be.smemWeightsMinRows = s.minRows ?? was[1];
-      be.layerCarveout = s.carveout === undefined ? was[2] : s.carveout; be.earlyResidual = s.early ?? was[3];
-      return () => { [be.smemWeights, be.smemWeightsMinRows, be.layerCarveout, be.earlyResidual] = was; };
+      be.layerCarveout = s.carveout === undefined ? was[2] : s.carveout;
+      return () => { [be.smemWeights, be.smemWeightsMinRows, be.layerCarveout] = was; };
     }];
   return [
     toggle(`programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, () => be.ctx.pdl, (v) => { be.ctx.pdl = v; }),
-    setting('main as of 851c308 (out-projection through registers, the driver\'s carveout, y and the bias in the epilogue)', { smem: false, carveout: null, early: false }),
+    setting('out-projection through registers at the driver\'s carveout (main as of 851c308 but for the early y loads)', { smem: false, carveout: null }),
     setting('out-projection through registers at every batch', { smem: false }),
     setting('out-projection weights in shared memory at every batch (from one row)', { minRows: 1 }),
     ...[40, 75].map((n) => setting(`decode-layer kernels at a ${n}% shared-memory carveout`, { carveout: n })),

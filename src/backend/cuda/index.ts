@@ -349,7 +349,7 @@ export class CudaBackend implements Backend {
     const smem = plan && !this.skinnyShape ? this.smemWeightsPlan(rows, inF, outF) : null;
     if (smem) {
       this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: smem.tiles, MPT_Y_F32: y.dtype === 'float32', MPT_SMEM_W: true,
-        SMEM_STEPS: smem.steps, SKINNY_THREADS: smem.warps * 32, SKINNY_EARLY_Y: this.earlyResidual })
+        SMEM_STEPS: smem.steps, SKINNY_THREADS: smem.warps * 32 })
         .launch([Math.ceil(outF / 16)], [smem.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
           0, statsOut?.ptr ?? 0, clip], smem.sharedBytes);
       return;
@@ -358,7 +358,7 @@ export class CudaBackend implements Backend {
       const yF32 = y.dtype === 'float32';
       const tiles = rows > 8 ? 2 : 1;
       this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32,
-        SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false, SKINNY_EARLY_Y: this.earlyResidual })
+        SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
         .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
           0, statsOut?.ptr ?? 0, clip], plan.warps * 16 * 8 * tiles * 4);
       return;
@@ -396,7 +396,7 @@ export class CudaBackend implements Backend {
     // Each warp's normalized K slice, [rows][inF / warps + 32] bf16, after the partial tiles.
     const shared = plan.warps * 16 * 8 * 4 + rows * (inF + 32 * plan.warps) * 2;
     this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
-      LN_CHUNKS: Math.ceil(inF / plan.warps / 256), SKINNY_EARLY_Y: this.earlyResidual,
+      LN_CHUNKS: Math.ceil(inF / plan.warps / 256),
       SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
       .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0,
         ln.w.ptr, ln.b?.ptr ?? 0, ln.eps, statsIn!.ptr, statsOut?.ptr ?? 0, clip], shared);
@@ -464,12 +464,6 @@ export class CudaBackend implements Backend {
   smemWeightsMinRows = process.env.MPT_CUDA_SMEM_W === '1' ? 1 : 9;
   /** Warps a block of the MPT_SMEM_W variant instead of smemWeightsPlan's choice (benchmarks). */
   smemWeightsWarps: number | null = null;
-  /**
-   * Whether skinny_gemm.cu loads y's old value (accumulate) and the bias right after its programmatic
-   * wait (SKINNY_EARLY_Y) instead of in the epilogue, after the mmas: one L2 round trip fewer at each
-   * GEMM's tail. MPT_CUDA_EARLY_Y=0 turns it off.
-   */
-  earlyResidual = process.env.MPT_CUDA_EARLY_Y !== '0';
 
   /**
    * Whether layerNormMatmulInto fuses the LayerNorm into few-row GEMMs when row statistics are given
