@@ -444,7 +444,7 @@ export class CudaBackend implements Backend {
    * kernel, or null for the driver's choice. An SM's L1/shared split is one setting for all its blocks:
    * blocks of kernels whose chosen splits differ cannot share an SM, which would undo the overlap that
    * programmatic dependent launch buys, e.g. for the shared-memory out-projection (MPT_SMEM_W) between
-   * the attention and the up GEMM. 50% (an H100 SM: 132 KB of shared memory, 124 KB of L1) measured on
+   * the attention and the up GEMM. 50% (rounded up by the driver to a split the SM has) measured on
    * the H100 (2026-11-28): with the shared-memory out-projection 837 / 11,299 tokens/s (batch 1 / 16)
    * against 677 / 11,118 at the driver's choice; through registers 842 / 11,202 against 843 / 11,211
    * (a tie); 100% (28 KB of L1) lost everywhere (735 / 9,463). MPT_CUDA_CARVEOUT=n sets it, =driver
