@@ -54,6 +54,17 @@ const SMEM_W_MAX_BYTES = 116 * 1024;
 /** cuFuncSetAttribute's CUfunction_attribute for the preferred L1/shared split (percent of the most shared). */
 const CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT = 9;
 
+/** CudaBackend.layerCarveout from $MPT_CUDA_CARVEOUT: unset 50, `driver` null (the driver's choice), else 0–100. */
+function carveoutFromEnv(value: string | undefined): number | null {
+  if (value === undefined || value === '') return 50;
+  if (value === 'driver') return null;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 100) {
+    throw new UserError(`MPT_CUDA_CARVEOUT is "${value}": give a whole percentage from 0 to 100, or "driver"`);
+  }
+  return n;
+}
+
 /**
  * Warps a block and k-steps per load group for skinny_gemm.cu: about 2048 warps over the chip, and
  * K divisible by 32·unroll·warps; null when K does not divide (then cuBLASLt runs it).
@@ -414,6 +425,7 @@ export class CudaBackend implements Backend {
    */
   smemWeightsPlan(rows: number, inF: number, outF: number): { warps: number; tiles: number; steps: number; sharedBytes: number } | null {
     if (!this.smemWeights || !this.skinny || this.activationDType !== 'bfloat16' || rows < this.smemWeightsMinRows || rows > 16 || inF % 32 !== 0) return null;
+    if (this.ctx.device.major < 9) return null; // the bulk copy and the mbarrier's transaction count are sm_90
     if (Math.ceil(outF / 16) > this.ctx.device.multiprocessors) return null;
     const tiles = rows > 8 ? 2 : 1, chunks = inF / 32;
     const warps = this.smemWeightsWarps ?? Math.min(16, Math.max(4, Math.ceil(chunks / (tiles === 1 ? 8 : 4))));
@@ -450,8 +462,7 @@ export class CudaBackend implements Backend {
    * (a tie); 100% (28 KB of L1) lost everywhere (735 / 9,463). MPT_CUDA_CARVEOUT=n sets it, =driver
    * leaves it to the driver.
    */
-  layerCarveout: number | null = process.env.MPT_CUDA_CARVEOUT === 'driver' ? null
-    : process.env.MPT_CUDA_CARVEOUT ? Number(process.env.MPT_CUDA_CARVEOUT) : 50;
+  layerCarveout: number | null = carveoutFromEnv(process.env.MPT_CUDA_CARVEOUT);
 
   /**
    * Whether few-row GEMMs that fit take skinny_gemm.cu's MPT_SMEM_W variant (smemWeightsPlan), from
