@@ -122,7 +122,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
           be.smemWeights = smem;
           be.smemWeightsWarps = warps;
           const plan = be.smemWeightsPlan(rows, inF, outF);
-          assert.equal(plan !== null, smem, `${rows}x${inF}x${outF}: the shared-memory variant runs exactly when asked`);
+          assert.equal(plan !== null, smem && be.device.major >= 9, `${rows}x${inF}x${outF}: the shared-memory variant runs exactly when asked (sm_90+)`);
           if (plan && warps) assert.equal(plan.warps, warps);
           const what = `${rows}x${inF}x${outF}${smem ? `, weights in shared memory (${plan!.warps} warps)` : ', weights through registers'}`;
           const [xg, xc] = pair(be, randn(rows * inF), [rows, inF]);
