@@ -58,6 +58,10 @@ __device__ __forceinline__ uint4 stream16(const bf16* p) {
 // and GEMM blocks still running; only for grids of at most one block an SM (all slices in flight at
 // once) and K small enough for 16 rows in shared memory (the decoder's 2048-wide GEMMs).
 // SMEM_STEPS: ceil(K / (32 · warps)), the 32-k steps a warp takes (k interleaved over the warps).
+// Measured on the H100 (bench/RESULTS-cuda.md): it pays only when the kernels around it run at the same
+// L1/shared carveout (index.ts layerCarveout; otherwise their blocks cannot share an SM and each SM
+// drains at both boundaries: 677 against 843 tokens/s at batch 1), and then only at 9–16 rows (batch 16
+// 11,299 against 11,202 through registers; batch 1 837 against 842).
 #if defined(MPT_SMEM_W) && defined(MPT_LN_X)
 #error "MPT_SMEM_W and MPT_LN_X are separate variants"
 #endif
