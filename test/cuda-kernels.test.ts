@@ -105,6 +105,57 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     }
   });
 
+  if (dtype === 'bfloat16') test(`cuda ${dtype}: few-row GEMMs with the weights copied into shared memory before the wait (MPT_SMEM_W) or through registers`, { skip }, () => {
+    // Both skinny_gemm.cu paths (weights through shared memory or registers; y's old value and the
+    // bias loaded right after the wait in both): rows 1, 5, 9, 16 (one and two row tiles), K not a power of two (37 and 13 steps of 32, so warps get unequal shares and some none;
+    // K % 64 = 32 leaves the shared rows unpadded), outF not a multiple of 16 (clamped rows), warp
+    // counts forced to 4 and 16. Checked: gelu(x·Wᵀ + b), float32 y += x·Wᵀ + b with its row statistics.
+    const be = cudaFor(dtype);
+    const saved = [be.smemWeights, be.smemWeightsWarps, be.smemWeightsMinRows] as const;
+    be.smemWeightsMinRows = 1; // the default takes it from 9 rows on; every row count is checked here
+    const cases: [number, number, number, number | null][] = [
+      [1, 2048, 2048, null], [5, 1184, 100, null], [9, 416, 2048, null], [16, 2048, 48, null], [16, 96, 35, null], [1, 1184, 64, 16], [9, 2048, 32, 4],
+    ];
+    try {
+      for (const smem of [true, false]) {
+        for (const [rows, inF, outF, warps] of cases) {
+          be.smemWeights = smem;
+          be.smemWeightsWarps = warps;
+          const plan = be.smemWeightsPlan(rows, inF, outF);
+          assert.equal(plan !== null, smem && be.device.major >= 9, `${rows}x${inF}x${outF}: the shared-memory variant runs exactly when asked (sm_90+)`);
+          if (plan && warps) assert.equal(plan.warps, warps);
+          const what = `${rows}x${inF}x${outF}${smem ? `, weights in shared memory (${plan!.warps} warps)` : ', weights through registers'}`;
+          const [xg, xc] = pair(be, randn(rows * inF), [rows, inF]);
+          const [wg, wc] = pair(be, randn(outF * inF, 0.05), [outF, inF]);
+          const [bg, bc] = pair(be, randn(outF), [outF]);
+          const y = be.alloc([rows, outF]);
+          be.matmulInto(xg as CudaTensor, wg as CudaTensor, bg as CudaTensor, y, rows, false, true);
+          close(`gelu(x·Wᵀ + b) ${what}`, down(be, y), down(cpu, cpu.gelu(cpu.linear(xc, wc, bc))), tol(dtype, 1e-5));
+          const raw = randn(rows * outF);
+          const yf = be.upload(raw, [rows, outF], 'float32') as CudaTensor;
+          const stats = outF % 16 === 0 ? be.alloc([rows, outF / 8], 'float32') : null;
+          be.matmulInto(xg as CudaTensor, wg as CudaTensor, bg as CudaTensor, yf, rows, true, false, { statsOut: stats });
+          const got = down(be, yf);
+          close(`float32 y += x·Wᵀ + b ${what}`, got, down(cpu, cpu.add(cpu.upload(raw, [rows, outF], 'float32'), cpu.linear(xc, wc, bc))), 1e-5);
+          if (stats) {
+            const want = new Float32Array(rows * outF / 8);
+            for (let r = 0; r < rows; r++) for (let tile = 0; tile < outF / 16; tile++) {
+              const v = got.subarray(r * outF + tile * 16, r * outF + tile * 16 + 16);
+              const m = v.reduce((a, b) => a + b, 0) / 16;
+              want[(r * outF / 16 + tile) * 2] = m;
+              want[(r * outF / 16 + tile) * 2 + 1] = v.reduce((a, b) => a + (b - m) ** 2, 0);
+            }
+            close(`row statistics ${what}`, down(be, stats), want, 1e-5);
+            be.release(stats);
+          }
+          for (const t of [xg, wg, bg, y, yf]) be.release(t as CudaTensor);
+        }
+      }
+    } finally {
+      [be.smemWeights, be.smemWeightsWarps, be.smemWeightsMinRows] = saved;
+    }
+  });
+
   test(`cuda ${dtype}: row statistics from a GEMM's epilogue, and the LayerNorm they feed fused into the next GEMM`, { skip }, () => {
     // The decoder's pattern: a GEMM adds into the float32 stream x and writes its row statistics; the
     // next GEMM normalizes x with them in its prologue (bf16, up to fuseLayerNormRows rows; beyond that,

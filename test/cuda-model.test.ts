@@ -85,17 +85,22 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     if (dtype === 'float32') assert.deepEqual(tokens, reference.greedy_24_with_cache, 'greedy tokens, fused decoder with graphs');
   });
 
-  test(`cuda ${dtype}: the captured decode step gives the same logits bit for bit with and without programmatic dependent launch`, { skip }, async () => {
+  for (const batch of [2, 10]) test(`cuda ${dtype}: the captured decode step gives the same logits bit for bit with and without programmatic dependent launch, batch ${batch}`, { skip }, async () => {
     // The kernels are deterministic (fixed reduction orders, no atomics), so any difference is a kernel
     // that read its input before the kernel writing it had finished (a missing griddepcontrol.wait).
+    // Batch 10: two row tiles, where the GEMMs (bf16) copy their weights into shared memory before the wait.
     const be = new CudaBackend({ dtype });
     const model = await load(fixture('mosaic-gpt-tiny'), be);
     const ids = reference.prompt_ids as number[];
+    const d = model.config.dModel;
+    assert.equal(be.smemWeightsPlan(batch, d, d) !== null, dtype === 'bfloat16' && batch > 8 && be.device.major >= 9,
+      'the shared-memory out-projection runs at batch 10 in bf16 (sm_90+)');
+    const prompt = Array.from({ length: batch }, (_, b) => [...ids.slice(b % ids.length), ...ids.slice(0, b % ids.length)]).flat();
     const run = (pdl: boolean) => {
       be.ctx.pdl = pdl;
-      const dec = decoderFor(be, model, 2, ids.length + 24);
+      const dec = decoderFor(be, model, batch, ids.length + 24);
       const out: Float32Array[] = [];
-      dec.prefill(Int32Array.from([...ids, ...ids.slice().reverse()]), null, { temperature: 0 });
+      dec.prefill(Int32Array.from(prompt), null, { temperature: 0 });
       for (let s = 0; s < 20; s++) { dec.step(); out.push(dec.lastLogits()); }
       assert.ok(dec.graphCaptured);
       dec.release();
@@ -106,6 +111,38 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     be.ctx.pdl = pdlAllowed;
     console.log(`cuda ${dtype}: programmatic dependent launch ${pdlAllowed ? 'on' : 'unavailable (compared with itself)'}`);
     plain.forEach((l, s) => assert.ok(l.every((v, i) => Object.is(v, dependent[s][i])), `step ${s}: logits differ`));
+  });
+
+  if (dtype === 'bfloat16') test(`cuda ${dtype}: a decode step at batch 10 gives the same logits with the GEMM weights through shared memory or registers`, { skip }, async () => {
+    // Two summation orders of the same products (the shared-memory variant interleaves k over its
+    // warps): equal up to float32 rounding before each bf16 store, so within the bf16 tolerance.
+    const be = new CudaBackend({ dtype });
+    const model = await load(fixture('mosaic-gpt-tiny'), be);
+    const ids = reference.prompt_ids as number[];
+    const prompt = Array.from({ length: 10 }, (_, b) => [...ids.slice(b), ...ids.slice(0, b)]).flat();
+    const saved = be.smemWeights;
+    const run = (smem: boolean) => {
+      be.smemWeights = smem;
+      assert.equal(be.smemWeightsPlan(10, model.config.dModel, model.config.dModel) !== null, smem && be.device.major >= 9);
+      const dec = decoderFor(be, model, 10, ids.length + 4);
+      dec.prefill(Int32Array.from(prompt), null, { temperature: 0 });
+      const first = dec.readIds();
+      dec.step();
+      const logits = dec.lastLogits();
+      dec.release();
+      return { first, logits };
+    };
+    try {
+      const a = run(true), b = run(false);
+      assert.deepEqual(a.first, b.first, 'the prefill (no skinny GEMMs) is the same');
+      const vocab = model.config.vocabSize;
+      let worst = 0;
+      for (let i = 0; i < a.logits.length; i++) worst = Math.max(worst, Math.abs(a.logits[i] - b.logits[i]));
+      console.log(`cuda ${dtype} batch 10: shared-memory against register GEMMs, max |Δlogit| = ${worst.toExponential(3)} over ${a.logits.length / vocab} rows`);
+      assert.ok(worst <= TOL[dtype], `max |Δlogit| ${worst} > ${TOL[dtype]}`);
+    } finally {
+      be.smemWeights = saved;
+    }
   });
 
   test(`cuda ${dtype}: the generic Backend path (src/model) on CUDA`, { skip }, async () => {

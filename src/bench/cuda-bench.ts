@@ -4,7 +4,7 @@
  * a decode step and a prefill; with the PyTorch baseline (bench/torch_baseline.py) run in the same
  * command when asked, so each figure has its ratio. Weights are random, made on the GPU.
  *
- *   node dist/src/bench/cuda-bench.js [--preset mpt-1b-redpajama-200b] [--torch bench/torch_baseline.py] [--json out.json]
+ *   node dist/src/bench/cuda-bench.js [--preset mpt-1b-redpajama-200b] [--torch bench/torch_baseline.py] [--json out.json] [--decode-only]
  */
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -24,6 +24,8 @@ export interface CudaBenchOptions {
   batches?: number[];
   repeats?: number;
   log?: (line: string) => void;
+  /** Only the decode timings and their variants (no step breakdown, GEMM tables or prefill). */
+  decodeOnly?: boolean;
 }
 
 export interface CudaBenchResult {
@@ -152,6 +154,18 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
       (out[name] as Record<string, number>)[`w${warps}u${unroll}`] = time(true);
       be.skinnyShape = null;
     }
+    // The shared-memory variant (MPT_SMEM_W) where it applies, at other warp counts (µs per GEMM).
+    if (be.smemWeightsPlan(rows, w.shape[1], w.shape[0])) {
+      for (const warps of [4, 8, 16]) {
+        be.smemWeightsWarps = warps;
+        (out[name] as Record<string, number>)[`smem${warps}`] = time(true);
+        be.smemWeightsWarps = null;
+      }
+      const was = be.smemWeights;
+      be.smemWeights = false;
+      (out[name] as Record<string, number>).regs = time(true);
+      be.smemWeights = was;
+    }
   }
   be.skinny = saved;
   for (const t of [x, yb, yh, yf]) be.release(t);
@@ -168,8 +182,23 @@ function decodeVariants(be: CudaBackend): [string, () => () => void][] {
   // device run short.)
   const toggle = (label: string, get: () => boolean, put: (v: boolean) => void): [string, () => () => void] =>
     [label, () => { const was = get(); put(!was); return () => put(was); }];
+  // The shared-memory out-projection (MPT_SMEM_W) and the decode layer's shared-memory carveout, each
+  // setting a fresh decoder and graph (a carveout compiles functions of its own).
+  // (Also measured, bench/RESULTS-cuda.md: the shared-memory variant at the driver's carveout, and a
+  // 100% carveout, both far slower.)
+  const setting = (label: string, s: { smem?: boolean; minRows?: number; carveout?: number | null }): [string, () => () => void] =>
+    [label, () => {
+      const was = [be.smemWeights, be.smemWeightsMinRows, be.layerCarveout] as const;
+      be.smemWeights = s.smem ?? was[0]; be.smemWeightsMinRows = s.minRows ?? was[1];
+      be.layerCarveout = s.carveout === undefined ? was[2] : s.carveout;
+      return () => { [be.smemWeights, be.smemWeightsMinRows, be.layerCarveout] = was; };
+    }];
   return [
     toggle(`programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, () => be.ctx.pdl, (v) => { be.ctx.pdl = v; }),
+    setting('out-projection through registers at the driver\'s carveout (main as of 851c308 but for the early y loads)', { smem: false, carveout: null }),
+    setting('out-projection through registers at every batch', { smem: false }),
+    setting('out-projection weights in shared memory at every batch (from one row)', { minRows: 1 }),
+    ...[40, 75].map((n) => setting(`decode-layer kernels at a ${n}% shared-memory carveout`, { carveout: n })),
     toggle(`LayerNorm ${be.fuseLayerNorm ? 'as a kernel of its own' : 'in the next GEMM\'s prologue, each warp its K slice'} (at most ${be.fuseLayerNormRows} row${be.fuseLayerNormRows > 1 ? 's' : ''})`,
       () => be.fuseLayerNorm, (v) => { be.fuseLayerNorm = v; }),
   ];
@@ -233,6 +262,7 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
     logDecode(batch, '', timed);
     // The host gap: the same steps enqueued back to back with one read at the end.
     logDecode(batch, `, ${newTokens} steps back to back, one read at the end`, timeDecode(batch, true));
+    if (options.decodeOnly) continue;
     const dec = be.createDecoder(c, params, slopes, batch, promptTokens + newTokens + 1);
     // Breakdown of one decode step inside a graph (event nodes between stages).
     dec.prefill(randomPrompt(batch, promptTokens, c.vocabSize, 99), null, { temperature: 0 });
@@ -242,7 +272,7 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
     result.gemms[`batch ${batch}`] = gemmTable(be, c, params, batch);
   }
 
-  {
+  if (!options.decodeOnly) {
     const dec = be.createDecoder(c, params, slopes, 1, prefillTokens + 1);
     const prompt = randomPrompt(1, prefillTokens, c.vocabSize, 3);
     // Milliseconds of each prefill between CUDA events, after two warm-up runs.
@@ -293,7 +323,7 @@ export function formatResult(r: CudaBenchResult): string {
     const theirs = t?.[`decode_b${d.batch}_tokens_per_s`];
     lines.push(`| decode, batch ${d.batch} (tokens/s) | ${d.tokensPerSecond.toFixed(0)} | ${theirs?.toFixed(0) ?? '—'} | ${ratio(d.tokensPerSecond, theirs, true)} |`);
   }
-  lines.push(`| prefill ${r.prefill.tokens} tokens (ms) | ${r.prefill.ms.toFixed(2)} | ${t?.prefill_ms?.toFixed(2) ?? '—'} | ${ratio(r.prefill.ms, t?.prefill_ms, false)} |`);
+  if (r.prefill.ms > 0) lines.push(`| prefill ${r.prefill.tokens} tokens (ms) | ${r.prefill.ms.toFixed(2)} | ${t?.prefill_ms?.toFixed(2) ?? '—'} | ${ratio(r.prefill.ms, t?.prefill_ms, false)} |`);
   lines.push(`| peak GPU memory (GiB) | ${(r.peakMemoryBytes / 2 ** 30).toFixed(2)} | ${t?.peak_memory_bytes ? (t.peak_memory_bytes / 2 ** 30).toFixed(2) : '—'} | |`);
   const table = (title: string, stages: Record<string, number>) => {
     const total = Object.values(stages).reduce((a, b) => a + b, 0);
@@ -303,13 +333,13 @@ export function formatResult(r: CudaBenchResult): string {
   };
   for (const [k, v] of Object.entries(r.breakdown.decode)) lines.push(table(`decode step, ${k} (in a CUDA graph)`, v));
   for (const [k, v] of Object.entries(r.gemms)) {
-    lines.push('', `decode GEMMs, ${k}: µs per GEMM and weight GB/s`, '| GEMM | skinny_gemm µs | GB/s | cuBLASLt µs | GB/s | skinny variants (warps, unroll: µs) |', '| --- | --- | --- | --- | --- | --- |');
+    lines.push('', `decode GEMMs, ${k}: µs per GEMM and weight GB/s`, '| GEMM | skinny_gemm µs | GB/s | cuBLASLt µs | GB/s | skinny variants (warps, unroll: µs; smemN: weights in shared memory at N warps; regs: the register kernel\'s default) |', '| --- | --- | --- | --- | --- | --- |');
     for (const [name, g] of Object.entries(v)) {
-      const variants = Object.entries(g).filter(([k]) => /^w\d+u\d+$/.test(k)).map(([k, us]) => `${k} ${(us as number).toFixed(1)}`).join(', ');
+      const variants = Object.entries(g).filter(([k]) => /^(w\d+u\d+|smem\d+|regs)$/.test(k)).map(([k, us]) => `${k} ${(us as number).toFixed(1)}`).join(', ');
       lines.push(`| ${name} | ${g.skinnyUs.toFixed(1)} | ${g.skinnyGBs.toFixed(0)} | ${g.cublasUs.toFixed(1)} | ${g.cublasGBs.toFixed(0)} | ${variants} |`);
     }
   }
-  lines.push(table(`prefill of ${r.prefill.tokens} tokens (eager)`, r.breakdown.prefill));
+  if (r.prefill.ms > 0) lines.push(table(`prefill of ${r.prefill.tokens} tokens (eager)`, r.breakdown.prefill));
   return lines.join('\n');
 }
 
@@ -320,7 +350,8 @@ function flag(args: string[], name: string): string | undefined {
 
 if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
   const args = process.argv.slice(2);
-  const r = runCudaBench({ preset: flag(args, 'preset'), torch: flag(args, 'torch') ?? null, repeats: Number(flag(args, 'repeats') ?? 5) });
+  const r = runCudaBench({ preset: flag(args, 'preset'), torch: flag(args, 'torch') ?? null, repeats: Number(flag(args, 'repeats') ?? 5),
+    decodeOnly: args.includes('--decode-only') });
   const json = flag(args, 'json');
   if (json) writeFileSync(json, JSON.stringify(r, null, 2));
   console.log(formatResult(r));

@@ -7,7 +7,7 @@ import { elementCount, width, rowCount, type AttentionArgs, type Backend, type D
 import { UserError } from '../../util/errors.js';
 import { CachingAllocator } from './allocator.js';
 import { CublasLt } from './cublaslt.js';
-import { CudaContext, CudaGraph, driver, cu } from './driver.js';
+import { CudaContext, CudaGraph, driver, cu, type Kernel } from './driver.js';
 import { KernelCache } from './kernels.js';
 import type { MptConfig } from '../../model/config.js';
 import { CudaDecoder, type DecoderOptions, type DecoderParams } from './decoder.js';
@@ -45,6 +45,25 @@ export function cudaAvailable(): { ok: boolean; reason?: string } {
 }
 
 const THREADS = 256;
+/**
+ * Shared memory a block of skinny_gemm.cu's MPT_SMEM_W variant may take (16 weight rows of K ≤ ~3,500
+ * and its partial tiles): about half an H100 SM's 228 KB, so the blocks of the kernels before and after
+ * it still fit beside it.
+ */
+const SMEM_W_MAX_BYTES = 116 * 1024;
+/** cuFuncSetAttribute's CUfunction_attribute for the preferred L1/shared split (percent of the most shared). */
+const CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT = 9;
+
+/** CudaBackend.layerCarveout from $MPT_CUDA_CARVEOUT: unset 50, `driver` null (the driver's choice), else 0–100. */
+function carveoutFromEnv(value: string | undefined): number | null {
+  if (value === undefined || value === '') return 50;
+  if (value === 'driver') return null;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 100) {
+    throw new UserError(`MPT_CUDA_CARVEOUT is "${value}": give a whole percentage from 0 to 100, or "driver"`);
+  }
+  return n;
+}
 
 /**
  * Warps a block and k-steps per load group for skinny_gemm.cu: about 2048 warps over the chip, and
@@ -338,10 +357,18 @@ export class CudaBackend implements Backend {
     if ((statsOut || clip > 0) && (!plan || outF % 16 !== 0)) {
       throw new Error(`matmulInto: row statistics or clamping asked of a ${rows}×${inF}→${outF} GEMM that skinny_gemm.cu does not run`);
     }
+    const smem = plan && !this.skinnyShape ? this.smemWeightsPlan(rows, inF, outF) : null;
+    if (smem) {
+      this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: smem.tiles, MPT_Y_F32: y.dtype === 'float32', MPT_SMEM_W: true,
+        SMEM_STEPS: smem.steps, SKINNY_THREADS: smem.warps * 32 })
+        .launch([Math.ceil(outF / 16)], [smem.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
+          0, statsOut?.ptr ?? 0, clip], smem.sharedBytes);
+      return;
+    }
     if (plan) {
       const yF32 = y.dtype === 'float32';
       const tiles = rows > 8 ? 2 : 1;
-      this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32,
+      this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32,
         SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
         .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
           0, statsOut?.ptr ?? 0, clip], plan.warps * 16 * 8 * tiles * 4);
@@ -367,7 +394,7 @@ export class CudaBackend implements Backend {
       && [x, ln.w, ln.b].every((t) => !t || t.ptr % 16 === 0) ? this.skinnyFor(rows, inF, outF) : null;
     if (!plan) {
       if (statsIn && this.layerNormFromStats && x.dtype === 'float32' && inF % 16 === 0 && this.vectorRows(inF, [x, ln.w, ln.b, h])) {
-        this.kernels.get('layernorm.cu', 'layernorm_stats8', this.defs())
+        this.layerKernel('layernorm.cu', 'layernorm_stats8', this.defs())
           .launch([rows], [this.rowThreads8(inF)], [x.ptr, statsIn.ptr, ln.w.ptr, ln.b?.ptr ?? 0, h.ptr, inF, ln.eps]);
       } else {
         this.layerNormInto(x, null, ln.w, ln.b, h, rows, inF, ln.eps);
@@ -379,12 +406,75 @@ export class CudaBackend implements Backend {
     if ((statsOut || clip > 0) && outF % 16 !== 0) throw new Error(`layerNormMatmulInto: row statistics of ${outF} outputs (not a multiple of 16)`);
     // Each warp's normalized K slice, [rows][inF / warps + 32] bf16, after the partial tiles.
     const shared = plan.warps * 16 * 8 * 4 + rows * (inF + 32 * plan.warps) * 2;
-    this.kernels.get('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
+    this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
       LN_CHUNKS: Math.ceil(inF / plan.warps / 256),
       SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
       .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0,
         ln.w.ptr, ln.b?.ptr ?? 0, ln.eps, statsIn!.ptr, statsOut?.ptr ?? 0, clip], shared);
   }
+
+  /**
+   * The shape of skinny_gemm.cu's MPT_SMEM_W variant (each block's 16 weight rows copied into shared
+   * memory before its programmatic wait) for a rows × inF → outF GEMM, or null where it does not apply:
+   * smemWeights off, K not a multiple of 32, more blocks than SMs (a block's copy runs ahead of the
+   * wait only if the block is resident while the kernel before it runs), or more than
+   * SMEM_W_MAX_BYTES of shared memory a block (room must stay for the blocks of the kernels around it).
+   * The decoder's out-projection (2048 → 2048: 128 blocks of 64 KB) is the GEMM it is for.
+   * Warps: enough that each has at most 8 (one row tile) or 4 (two) steps of 32 k, so its x stays in
+   * registers (63–64 registers a thread); smemWeightsWarps overrides (benchmarks).
+   */
+  smemWeightsPlan(rows: number, inF: number, outF: number): { warps: number; tiles: number; steps: number; sharedBytes: number } | null {
+    if (!this.smemWeights || !this.skinny || this.activationDType !== 'bfloat16' || rows < this.smemWeightsMinRows || rows > 16 || inF % 32 !== 0) return null;
+    if (this.ctx.device.major < 9) return null; // the bulk copy and the mbarrier's transaction count are sm_90
+    if (Math.ceil(outF / 16) > this.ctx.device.multiprocessors) return null;
+    const tiles = rows > 8 ? 2 : 1, chunks = inF / 32;
+    const warps = this.smemWeightsWarps ?? Math.min(16, Math.max(4, Math.ceil(chunks / (tiles === 1 ? 8 : 4))));
+    const stride = inF % 64 === 0 ? inF + 32 : inF; // skinny_gemm.cu smem_w_stride
+    const sharedBytes = warps * 16 * 8 * tiles * 4 + 16 * stride * 2;
+    if (sharedBytes > SMEM_W_MAX_BYTES) return null;
+    return { warps, tiles, steps: Math.ceil(chunks / warps), sharedBytes };
+  }
+
+  /**
+   * The kernels of a decode layer (skinny GEMMs, the folded attention, the LayerNorm from statistics),
+   * with layerCarveout applied: compiled with MPT_CARVEOUT=n (a define no source reads, so each setting
+   * is a function of its own and graphs captured with another keep theirs) and given the preferred
+   * shared-memory carveout n% once.
+   */
+  private layerKernel(file: string, name: string, defines: Record<string, string | number | boolean>): Kernel {
+    const carve = this.layerCarveout;
+    const kernel = this.kernels.get(file, name, carve === null ? defines : { ...defines, MPT_CARVEOUT: carve });
+    if (carve !== null && !this.carved.has(kernel)) {
+      cu('cuFuncSetAttribute', kernel.handle, CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, carve);
+      this.carved.add(kernel);
+    }
+    return kernel;
+  }
+  private readonly carved = new WeakSet<Kernel>();
+  /**
+   * The preferred shared-memory carveout (percent of the most an SM can hold) of every decode-layer
+   * kernel, or null for the driver's choice. An SM's L1/shared split is one setting for all its blocks:
+   * blocks of kernels whose chosen splits differ cannot share an SM, which would undo the overlap that
+   * programmatic dependent launch buys, e.g. for the shared-memory out-projection (MPT_SMEM_W) between
+   * the attention and the up GEMM. 50% (rounded up by the driver to a split the SM has) measured on
+   * the H100 (2026-11-28): with the shared-memory out-projection 837 / 11,299 tokens/s (batch 1 / 16)
+   * against 677 / 11,118 at the driver's choice; through registers 842 / 11,202 against 843 / 11,211
+   * (a tie); 100% (28 KB of L1) lost everywhere (735 / 9,463). MPT_CUDA_CARVEOUT=n sets it, =driver
+   * leaves it to the driver.
+   */
+  layerCarveout: number | null = carveoutFromEnv(process.env.MPT_CUDA_CARVEOUT);
+
+  /**
+   * Whether few-row GEMMs that fit take skinny_gemm.cu's MPT_SMEM_W variant (smemWeightsPlan), from
+   * smemWeightsMinRows rows on (MPT_CUDA_SMEM_W=0 off, =1 from one row). Measured on the H100
+   * (2026-11-28, bench/RESULTS-cuda.md): only together with the uniform layerCarveout (without it
+   * 677 against 843 tokens/s at batch 1), and then a win at batch 16 (11,299 against 11,202 through
+   * registers at the same carveout) but not at batch 1 (837 against 842): so two row tiles only.
+   */
+  smemWeights = process.env.MPT_CUDA_SMEM_W !== '0';
+  smemWeightsMinRows = process.env.MPT_CUDA_SMEM_W === '1' ? 1 : 9;
+  /** Warps a block of the MPT_SMEM_W variant instead of smemWeightsPlan's choice (benchmarks). */
+  smemWeightsWarps: number | null = null;
 
   /**
    * Whether layerNormMatmulInto fuses the LayerNorm into few-row GEMMs when row statistics are given
@@ -570,7 +660,7 @@ export class CudaBackend implements Backend {
       || elementCount(a.counters.shape) < a.batch * a.nHeads)) {
       throw new Error(`decodeAttentionQkvInto: ${splits} splits need partial and counters buffers of their size`);
     }
-    this.kernels.get('decode_attention.cu', 'attention_decode_qkv', this.defs({ HEAD_DIM: a.dHead, ...(a.keysInFlight ? { ATT_U: a.keysInFlight } : {}) })).launch([splits, a.nHeads, a.batch], [256], [
+    this.layerKernel('decode_attention.cu', 'attention_decode_qkv', this.defs({ HEAD_DIM: a.dHead, ...(a.keysInFlight ? { ATT_U: a.keysInFlight } : {}) })).launch([splits, a.nHeads, a.batch], [256], [
       a.qkv.ptr, a.stats.ptr, a.qLn?.w.ptr ?? 0, a.qLn?.b?.ptr ?? 0, a.kLn?.w.ptr ?? 0, a.kLn?.b?.ptr ?? 0,
       a.kCache.ptr, a.vCache.ptr, a.mask?.ptr ?? 0, a.slopes?.ptr ?? 0, a.out.ptr, splits > 1 ? a.partial!.ptr : 0, splits > 1 ? a.counters!.ptr : 0,
       d, a.nHeads, a.capacity, a.posDev, a.qLn ? 1 : 0, a.eps, a.scale, Math.max(0, a.perSplit ?? 0)]);

@@ -48,11 +48,34 @@ __device__ __forceinline__ uint4 stream16(const bf16* p) {
 #ifndef SKINNY_THREADS
 #define SKINNY_THREADS 256
 #endif
+
+// MPT_SMEM_W: the block's whole weight slice (16 rows × K) is copied into shared memory BEFORE
+// griddepcontrol.wait, by one thread with the Hopper bulk copy (one cp.async.bulk a row, completing on
+// an mbarrier that expects 16·K·2 bytes), i.e. while the kernel before this one (decode attention, for
+// the out-projection) still runs: the memory bus keeps streaming weights across the kernel boundary.
+// After the wait only x (registers, one round trip for all of it), the mmas from shared memory and the
+// epilogue remain. Needs no registers for the weights, so its blocks fit on an SM beside the attention
+// and GEMM blocks still running; only for grids of at most one block an SM (all slices in flight at
+// once) and K small enough for 16 rows in shared memory (the decoder's 2048-wide GEMMs).
+// SMEM_STEPS: ceil(K / (32 · warps)), the 32-k steps a warp takes (k interleaved over the warps).
+// Measured on the H100 (bench/RESULTS-cuda.md): it pays only when the kernels around it run at the same
+// L1/shared carveout (index.ts layerCarveout; otherwise their blocks cannot share an SM and each SM
+// drains at both boundaries: 677 against 843 tokens/s at batch 1), and then only at 9–16 rows (batch 16
+// 11,299 against 11,202 through registers; batch 1 837 against 842).
+#if defined(MPT_SMEM_W) && defined(MPT_LN_X)
+#error "MPT_SMEM_W and MPT_LN_X are separate variants"
+#endif
+#ifdef MPT_SMEM_W
+__device__ __forceinline__ unsigned smem_addr(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
+// Shared row stride (elements): consecutive rows 64 bytes apart modulo 128, so the 16-byte reads of
+// rows g and g+1 by a quarter warp hit distinct banks.
+__device__ __forceinline__ int smem_w_stride(int K) { return K % 64 == 0 ? K + 32 : K; }
+#endif
 extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const XIN* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ bias,
                                        YT* __restrict__ y, int R, int K, int O, int accumulate, int gelu,
                                        const bf16* __restrict__ lnw, const bf16* __restrict__ lnb, float eps,  // MPT_LN_X only
                                        const float2* __restrict__ statsIn, float2* __restrict__ statsOut, float clip) {
-  extern __shared__ float red[];  // [warps][16][8·ROW_TILES]
+  extern __shared__ __align__(16) float red[];  // [warps][16][8·ROW_TILES], then (MPT_SMEM_W) the weights or (MPT_LN_X) x
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int nw = blockDim.x >> 5, cols = 8 * ROW_TILES;
   const int o0 = blockIdx.x * 16;
@@ -62,6 +85,84 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
   float c[ROW_TILES][4];
 #pragma unroll
   for (int n = 0; n < ROW_TILES; n++) c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.f;
+  // y's old values (accumulate) and the bias, for the epilogue's first pass (thread i: output i % 16
+  // of row i / 16), are loaded right after the wait, so their round trip overlaps the mmas instead of
+  // adding one at the kernel's tail (measured on the H100: 843 against 838 tokens/s at batch 1, 11,211
+  // against 11,122 at batch 16; bench/RESULTS-cuda.md).
+  float yOld = 0.f, bOld = 0.f;
+  auto loadEpilogue = [&]() {
+    const int i = threadIdx.x, r = i / 16, o = o0 + i % 16;
+    if (i < 16 * R && o < O) {
+      if (accumulate) yOld = ld(y[(long long)r * O + o]);
+      if (bias) bOld = __bfloat162float(bias[o]);
+    }
+  };
+
+#ifdef MPT_SMEM_W
+  const int wStride = smem_w_stride(K);
+  bf16* ws = reinterpret_cast<bf16*>(red + nw * 16 * cols);
+  __shared__ __align__(8) unsigned long long wReady;  // completes when all 16·K·2 bytes have landed
+  const unsigned bar = smem_addr(&wReady);
+  if (threadIdx.x == 0) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" :: "r"(bar) : "memory");
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");  // the init, seen by the copies
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" :: "r"(bar), "r"(16 * K * 2) : "memory");
+    for (int r = 0; r < 16; r++) {  // rows past O are copied (clamped) and dropped
+      const bf16* src = w + (long long)min(o0 + r, O - 1) * K;
+      asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
+                   :: "r"(smem_addr(ws + r * wStride)), "l"(src), "r"(K * 2), "r"(bar) : "memory");
+    }
+  }
+  __syncthreads();  // the barrier is initialized before any thread polls it
+  pdl_trigger();
+  pdl_wait();  // x (and y, the bias) may come from the kernels before (DEPENDENT_LAUNCH)
+  loadEpilogue();
+  const bf16* xr[ROW_TILES];
+  bool has[ROW_TILES];
+#pragma unroll
+  for (int n = 0; n < ROW_TILES; n++) { const int r = n * 8 + g; has[n] = r < R; xr[n] = x + (long long)(has[n] ? r : 0) * K + 8 * t; }
+  // Step i of this warp covers k = 32·(warp + nw·i) … + 31: all of the warp's x in one round trip,
+  // through coherent loads (ld.global.cg: x was written by the kernel before, which may have run
+  // while this block started).
+  (void)kEnd;
+  uint4 B[SMEM_STEPS][ROW_TILES];
+#pragma unroll
+  for (int i = 0; i < SMEM_STEPS; i++) {
+    const int k = 32 * (warp + nw * i);
+#pragma unroll
+    for (int n = 0; n < ROW_TILES; n++) B[i][n] = has[n] && k < K ? __ldcg(reinterpret_cast<const uint4*>(xr[n] + k)) : make_uint4(0, 0, 0, 0);
+  }
+  {
+    unsigned done = 0;
+    while (!done) {
+      asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0;\n selp.u32 %0, 1, 0, p;\n}\n"
+                   : "=r"(done) : "r"(bar) : "memory");
+    }
+  }
+  // Two accumulators a row tile (the two mmas of a step), so the dependent chain is half as long.
+  float c2[ROW_TILES][4];
+#pragma unroll
+  for (int n = 0; n < ROW_TILES; n++) c2[n][0] = c2[n][1] = c2[n][2] = c2[n][3] = 0.f;
+  const bf16* wsa = ws + g * wStride + 8 * t;
+  const bf16* wsb = ws + (g + 8) * wStride + 8 * t;
+#pragma unroll
+  for (int i = 0; i < SMEM_STEPS; i++) {
+    const int k = 32 * (warp + nw * i);
+    if (k < K) {
+      const uint4 a0 = *reinterpret_cast<const uint4*>(wsa + k), a1 = *reinterpret_cast<const uint4*>(wsb + k);
+#pragma unroll
+      for (int n = 0; n < ROW_TILES; n++) {
+        mma16816(c[n], a0.x, a1.x, a0.y, a1.y, B[i][n].x, B[i][n].y);
+        mma16816(c2[n], a0.z, a1.z, a0.w, a1.w, B[i][n].z, B[i][n].w);
+      }
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < ROW_TILES; n++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) c[n][e] += c2[n][e];
+  }
+#else
 
   // UNROLL steps of 32 k per group; the next group's loads are issued before this group's mmas, so a
   // warp always has two groups of loads in flight.
@@ -89,6 +190,7 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
   pdl_trigger();
   pdl_wait();
 #endif
+  loadEpilogue();
 
 #ifdef MPT_LN_X
   // Each warp normalizes only the K slice it multiplies, into its own xs [R][kPer + 32] bf16 (the
@@ -162,6 +264,7 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
       }
     }
   }
+#endif  // MPT_SMEM_W
   float* mine = red + warp * 16 * cols;
 #pragma unroll
   for (int n = 0; n < ROW_TILES; n++) {
@@ -181,10 +284,11 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
     if (valid) {
       float s = 0.f;
       for (int q = 0; q < nw; q++) s += red[q * 16 * cols + ol * cols + r];
-      if (bias) s += __bfloat162float(bias[o]);
-      if (gelu) s = 0.5f * s * (1.f + erff(s * 0.70710678118654752f));
       YT* dst = y + (long long)r * O + o;
-      if (accumulate) s += ld(*dst);
+      const bool early = base == 0;  // the bias and y's old value were loaded after the wait
+      if (bias) s += early ? bOld : __bfloat162float(bias[o]);
+      if (gelu) s = 0.5f * s * (1.f + erff(s * 0.70710678118654752f));
+      if (accumulate) s += early ? yOld : ld(*dst);
       v = ld(st<YT>(s));
       if (clip > 0.f) v = fminf(fmaxf(v, -clip), clip);
       *dst = st<YT>(v);
