@@ -293,11 +293,11 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
     result.prefill.ms = median(times);
     log(`prefill ${prefillTokens} tokens: ${result.prefill.ms.toFixed(2)} ms (runs ${times.map((x) => x.toFixed(2)).join(', ')})`);
     result.breakdown.prefill = breakdown(be, dec, () => dec.prefill(prompt, null, { temperature: 0 }));
-    // The flash kernel bounded for 2 blocks an SM instead of 3 (more registers, fewer resident warps).
-    be.flashMinBlocks = 2;
+    // The mma.sync flash kernel (the default before the wgmma one, and its fallback), same call.
+    be.prefillWgmma = false;
     const alt = timePrefill();
-    be.flashMinBlocks = 3;
-    log(`prefill ${prefillTokens} tokens with the flash kernel at 2 blocks an SM: ${median(alt).toFixed(2)} ms (runs ${alt.map((x) => x.toFixed(2)).join(', ')})`);
+    be.prefillWgmma = true;
+    log(`prefill ${prefillTokens} tokens with the mma.sync flash kernel: ${median(alt).toFixed(2)} ms (runs ${alt.map((x) => x.toFixed(2)).join(', ')})`);
     dec.release();
   }
   const mem = be.memoryStats();

@@ -46,7 +46,7 @@ export const FLASH_PREFILL_WGMMA_SHAPE: FlashWgmmaShape = { wgmma: true, warpgro
  * kernel holds two tiles of scores (about 244 registers at head size 128), so heads over 128 or a bound
  * over 2 blocks take the plain loop. The wgmma kernel runs where it can (flash.ts launchFlashForward).
  */
-export function flashPrefillShape(dHead: number, minBlocks = FLASH_PREFILL_SHAPE.minBlocks): FlashForwardShape {
+export function flashPrefillShape(dHead: number, minBlocks = FLASH_PREFILL_SHAPE.minBlocks): FlashWgmmaShape {
   const pipe = (FLASH_PREFILL_SHAPE.pipe ?? false) && dHead <= 128 && minBlocks <= 2;
   return { ...FLASH_PREFILL_WGMMA_SHAPE, fallback: { ...FLASH_PREFILL_SHAPE, minBlocks, pipe } };
 }

@@ -13,7 +13,7 @@ import type { MptConfig } from '../../model/config.js';
 import { CudaDecoder, type DecoderOptions, type DecoderParams } from './decoder.js';
 import { asCuda, bytesPer, CudaTensor, DeviceBlock } from './tensor.js';
 import { CudaTrainingOps } from './training.js';
-import { FLASH_PREFILL_SHAPE, flashPrefillShape, launchFlashForward } from './flash.js';
+import { flashPrefillShape, launchFlashForward } from './flash.js';
 
 export { CudaTensor } from './tensor.js';
 export { CudaError } from './driver.js';
@@ -502,8 +502,11 @@ export class CudaBackend implements Backend {
     }
   }
 
-  /** Blocks an SM the prefill flash kernel's registers are bounded for (flash.ts: over 2, no pipelining). */
-  flashMinBlocks = FLASH_PREFILL_SHAPE.minBlocks;
+  /**
+   * Whether prefill attention runs the wgmma flash kernel (sm_90a, heads of 64 and 128; flash.ts falls
+   * back to the mma.sync kernel elsewhere) or always the mma.sync one (MPT_CUDA_PREFILL_WGMMA=0; comparisons).
+   */
+  prefillWgmma = process.env.MPT_CUDA_PREFILL_WGMMA !== '0';
 
   /** A fixed skinny GEMM shape instead of skinnyPlan's choice (benchmarks compare variants). */
   skinnyShape: { warps: number; unroll: number } | null = null;
@@ -618,7 +621,7 @@ export class CudaBackend implements Backend {
         q: a.q.ptr, k: a.k.ptr, v: a.v.ptr, mask: a.mask?.ptr ?? 0, slopes: a.slopes?.ptr ?? 0, out: a.out.ptr, lse: 0,
         batch: a.batch, nHeads: a.nHeads, dHead: a.dHead, tq: a.tq, capacity: a.capacity, kvLen: a.kvLen,
         qStride: a.qStride, kvStride: a.kvStride, oStride: a.oStride, scale: a.scale,
-      }, flashPrefillShape(a.dHead, this.flashMinBlocks));
+      }, this.prefillWgmma ? flashPrefillShape(a.dHead) : flashPrefillShape(a.dHead).fallback);
       return;
     }
     const blocks = a.batch * a.tq * a.nHeads;
