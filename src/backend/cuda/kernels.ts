@@ -61,7 +61,7 @@ export function architecture(ctx: CudaContext): string {
  * cache's key (the hash of that text) changes when a header does.
  */
 export function spliceHeaders(dir: string, file: string, text: string): string {
-  return text.replace(/^#include "([A-Za-z0-9_]+\.cuh)"[ \t]*$/gm, (_line, header: string, offset: number) => {
+  return text.replace(/^#include "([A-Za-z0-9_]+\.cuh)"[ \t]*(?:\/\/.*)?$/gm, (_line, header: string, offset: number) => {
     const next = text.slice(0, offset).split('\n').length + 1;
     return `#line 1 "${header}"\n${readFileSync(join(dir, header), 'utf8')}\n#line ${next} "${file}"`;
   });

@@ -49,7 +49,8 @@
 #define TILE_BYTES (BK * HEAD_DIM * 2)
 typedef __nv_bfloat16 bf16;
 
-#include "wgmma.cuh"  // descriptors, fences, the products; its header says how the 128-byte swizzle lays out a tile
+// wgmma.cuh: descriptors, fences, the products; its header says how the 128-byte swizzle lays out a tile.
+#include "wgmma.cuh"
 
 __device__ __forceinline__ void cp_async16_sw(unsigned dst, const void* src, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");

@@ -1,0 +1,21 @@
+// Runs without a GPU: every kernel source, as kernels.ts hands it to NVRTC, carries its headers inside
+// it. NVRTC gets no include path for the kernel folder, so a `#include "x.cuh"` left unspliced fails to
+// compile only on a GPU machine (it did once: a trailing comment on the include line).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { kernelFolder, spliceHeaders } from '../src/backend/cuda/kernels.js';
+
+test('every kernel source has its #include "….cuh" headers spliced in, the comment-carrying forms too', () => {
+  const dir = kernelFolder();
+  const files = readdirSync(dir).filter((f) => f.endsWith('.cu'));
+  assert.ok(files.length > 10, `only ${files.length} kernel sources found in ${dir}`);
+  for (const file of files) {
+    const spliced = spliceHeaders(dir, file, readFileSync(join(dir, file), 'utf8'));
+    const left = spliced.split('\n').filter((line) => /^\s*#\s*include\s*"/.test(line));
+    assert.deepEqual(left, [], `${file}: includes NVRTC cannot resolve`);
+  }
+  const withComment = spliceHeaders(dir, 'x.cu', '#include "wgmma.cuh"  // why\nnext();\n');
+  assert.ok(withComment.includes(readFileSync(join(dir, 'wgmma.cuh'), 'utf8')) && withComment.includes('#line 2 "x.cu"\nnext();'));
+});
