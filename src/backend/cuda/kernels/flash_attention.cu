@@ -52,34 +52,7 @@
 #define DSTEPS (HEAD_DIM / 16)
 #define DTILES (HEAD_DIM / 8)
 typedef __nv_bfloat16 bf16;
-
-__device__ __forceinline__ void mma16816(float* c, const unsigned* a, unsigned b0, unsigned b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(d), "l"(src), "r"(valid ? 16 : 0) : "memory");
-}
-__device__ __forceinline__ void ldsm_x4(const void* p, unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3) {
-  const unsigned addr = (unsigned)__cvta_generic_to_shared(p);
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr) : "memory");
-}
-__device__ __forceinline__ void ldsm_x4_trans(const void* p, unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3) {
-  const unsigned addr = (unsigned)__cvta_generic_to_shared(p);
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr) : "memory");
-}
-// 2^x on the special-function unit (exp2f adds range handling the softmax never needs).
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-__device__ __forceinline__ unsigned pack2(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<unsigned*>(&v);
-}
+#include "flash_common.cuh"
 
 // Grid (batch·heads, ceil(tq / BQ)) or, FLASH_HEAD_MAJOR, (ceil(tq / BQ), batch·heads); NWARP·32 threads; dynamic shared memory 2 stages × (K, V) tiles
 // of BK × ROW bf16, plus BQ × ROW for Q when Q_IN_SMEM. Query i sits at position kvLen − tq + i; keys
@@ -113,7 +86,7 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, FLASH_MIN_BLOCKS) flash
     const bool ok = q0 + r < tq;
     cp_async16(&Qs[r][c], qBase + (long long)(ok ? q0 + r : 0) * qStride + c, ok);
   }
-#define QFRAG(m, d, a) ldsm_x4(&Qs[warp * 16 * MT + (m) * 16 + (lane & 15)][(d) * 16 + (lane >> 4) * 8], a[0], a[1], a[2], a[3])
+#define QFRAG(m, d, a) ldsm_x4(&Qs[warp * 16 * MT + (m) * 16 + (lane & 15)][(d) * 16 + (lane >> 4) * 8], a[0], a[1], a[2], a[3], false)
 #else
   unsigned qa[DSTEPS][4];  // MT = 1: this warp's 16 rows as A fragments, in registers for the whole loop
   {
@@ -177,7 +150,7 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, FLASH_MIN_BLOCKS) flash
 #pragma unroll
       for (int n = 0; n < BK / 8; n += 2) {
         unsigned b0, b1, b2, b3;
-        ldsm_x4(&Ks[n * 8 + (lane >> 4) * 8 + (lane & 7)][d * 16 + ((lane >> 3) & 1) * 8], b0, b1, b2, b3);
+        ldsm_x4(&Ks[n * 8 + (lane >> 4) * 8 + (lane & 7)][d * 16 + ((lane >> 3) & 1) * 8], b0, b1, b2, b3, false);
 #pragma unroll
         for (int m = 0; m < MT; m++) {
           mma16816(s[m][n], a[m], b0, b1);
@@ -268,7 +241,7 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, FLASH_MIN_BLOCKS) flash
       for (int dn = 0; dn < HEAD_DIM / 16; dn++) {
         const int mat = lane >> 3;
         unsigned v0, v1, v2, v3;
-        ldsm_x4_trans(&Vs[ks * 16 + (mat & 1) * 8 + (lane & 7)][dn * 16 + (mat >> 1) * 8], v0, v1, v2, v3);
+        ldsm_x4(&Vs[ks * 16 + (mat & 1) * 8 + (lane & 7)][dn * 16 + (mat >> 1) * 8], v0, v1, v2, v3, true);
 #pragma unroll
         for (int m = 0; m < MT; m++) {
           mma16816(o[m][2 * dn], pa[m], v0, v1);

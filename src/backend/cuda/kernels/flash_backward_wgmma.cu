@@ -13,6 +13,7 @@
 // mma.sync kernel gives warp w, so dsᵀ leaves in the same fragment layout (flash_backward_ds.cuh).
 // Deterministic: every dk, dv row is one thread's sum in query order; no atomics.
 #include "wgmma.cuh"
+#include "flash_common.cuh"
 #include "flash_backward_ds.cuh"
 #ifndef HEAD_DIM
 #define HEAD_DIM 128
@@ -26,18 +27,6 @@
 #define WB_KSTEPS (HEAD_DIM / 16)             // k-steps of Sᵀ and dPᵀ
 typedef __nv_bfloat16 bf16;
 
-__device__ __forceinline__ void cp_async16_wg(unsigned dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
-}
-__device__ __forceinline__ float exp2_approx(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<unsigned*>(&v);
-}
 
 // Rows [r0, r0 + 64) × HEAD_DIM of a global [.., stride] matrix into a swizzled tile at shared address
 // `tile` (rows ≥ t zero-filled). Consecutive threads take consecutive 16-byte chunks of a row.
@@ -45,7 +34,7 @@ __device__ __forceinline__ void load_tile_sw128(unsigned tile, const bf16* src, 
   for (int idx = threadIdx.x; idx < WB_ROWS * HEAD_DIM / 8; idx += 128) {
     const int r = idx / (HEAD_DIM / 8), c = idx - r * (HEAD_DIM / 8);
     const bool ok = r0 + r < t;
-    cp_async16_wg(tile + (c >> 3) * WB_BLOCK_BYTES + sw128(r, c & 7), src + (long long)(ok ? r0 + r : 0) * stride + c * 8, ok);
+    cp_async16(tile + (c >> 3) * WB_BLOCK_BYTES + sw128(r, c & 7), src + (long long)(ok ? r0 + r : 0) * stride + c * 8, ok);
   }
 }
 
@@ -148,7 +137,7 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         const int i = q0 + col0 + (e & 1), j = e < 2 ? j0 : j1;
-        float x = exp2_approx(fmaf(s[4 * n + e], scale2, e < 2 ? kb0 : kb1) - ((e & 1) ? lq1 : lq0));
+        float x = fast_exp2(fmaf(s[4 * n + e], scale2, e < 2 ? kb0 : kb1) - ((e & 1) ? lq1 : lq0));
         if (needMask && (j > i || i >= t)) x = 0.f;
         s[4 * n + e] = x;
       }
@@ -156,7 +145,7 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) {
 #pragma unroll
-      for (int r = 0; r < 4; r++) pa[kk][r] = pack_bf16(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
+      for (int r = 0; r < 4; r++) pa[kk][r] = pack2(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
     }
   };
   // dSᵀ = Pᵀ∘(dPᵀ − D), packed the same way.
@@ -171,7 +160,7 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) {
 #pragma unroll
-      for (int r = 0; r < 4; r++) sa[kk][r] = pack_bf16(dp[8 * kk + 2 * r], dp[8 * kk + 2 * r + 1]);
+      for (int r = 0; r < 4; r++) sa[kk][r] = pack2(dp[8 * kk + 2 * r], dp[8 * kk + 2 * r + 1]);
     }
   };
   // dsᵀ as bf16 in flash_backward_ds.cuh's fragment layout (this warp's 16 keys); masked blocks are zeros.

@@ -51,19 +51,8 @@ typedef __nv_bfloat16 bf16;
 
 // wgmma.cuh: descriptors, fences, the products; its header says how the 128-byte swizzle lays out a tile.
 #include "wgmma.cuh"
+#include "flash_common.cuh"
 
-__device__ __forceinline__ void cp_async16_sw(unsigned dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
-}
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-__device__ __forceinline__ unsigned pack2(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<unsigned*>(&v);
-}
 
 // ROWS × HEAD_DIM bf16 from global rows src + r·rowStride into the 128-byte-swizzled layout at dst (a
 // shared address); rows ≥ valid are zero-filled (never garbage: 0·NaN would poison P·V). No commit.
@@ -73,7 +62,7 @@ template <int ROWS> __device__ __forceinline__ void load_rows_sw128(unsigned dst
   for (int idx = threadIdx.x; idx < ROWS * CHUNKS; idx += THREADS) {
     const int r = idx / CHUNKS, c = idx % CHUNKS, half = c >> 3, cc = c & 7;
     const bool ok = r < valid;
-    cp_async16_sw(dst + half * ROWS * 128 + r * 128 + ((cc ^ (r & 7)) << 4), src + (long long)(ok ? r : 0) * rowStride + c * 8, ok);
+    cp_async16(dst + half * ROWS * 128 + r * 128 + ((cc ^ (r & 7)) << 4), src + (long long)(ok ? r : 0) * rowStride + c * 8, ok);
   }
 }
 
