@@ -89,19 +89,29 @@ test('cuda bf16 (amp_bf16): the loss is within 2e-2 and the gradients are finite
   process.stderr.write(`bf16 loss ${(lossSum / count).toFixed(5)} vs ${ref.train.loss.toFixed(5)}; grad norm ${Math.sqrt(sum).toFixed(5)} vs ${ref.train.grad_total_norm.toFixed(5)}\n`);
 });
 
+/**
+ * A TrainStep over the fixture checkpoint's weights on a float32 CUDA backend, on the wait-free path or
+ * the waiting one, with the reference's AdamW settings unless others are given.
+ */
+async function freshStepper(backend: CudaBackend, waitFree: boolean, adamw = ref.adamw) {
+  backend.training.waitFree = waitFree;
+  const folder = await openModelFolder(dir);
+  const model = await loadModel(folder, backend, { dtype: 'float32' });
+  await folder.close();
+  const params = paramsByName(model.config, model.params);
+  const be = trainingBackend(backend);
+  const optimizer = new AdamW(be, { kind: 'adamw', lr: adamw.lr, betas: adamw.betas, eps: adamw.eps, weightDecay: adamw.weight_decay }, params);
+  const stepper = new TrainStep(be, new TrainingGraph(model.config, backend, model.params), optimizer, adamw.clip_grad_norm);
+  return { model, params, optimizer, stepper };
+}
+
 test('cuda float32, wait-free steps (src/train/step.ts): six steps on the reference batch give its losses and first grad norm, the same as the waiting path, and never wait inside a step', { skip }, async () => {
   const backend = new CudaBackend({ dtype: 'float32' });
   const be = trainingBackend(backend);
   const a = ref.adamw;
   /** Six steps of TrainStep on the fixture batch from the checkpoint's weights; the host waits counted while they are queued. */
   const sixSteps = async (waitFree: boolean) => {
-    backend.training.waitFree = waitFree;
-    const folder = await openModelFolder(dir);
-    const model = await loadModel(folder, backend, { dtype: 'float32' });
-    await folder.close();
-    const params = paramsByName(model.config, model.params);
-    const optimizer = new AdamW(be, { kind: 'adamw', lr: a.lr, betas: a.betas, eps: a.eps, weightDecay: a.weight_decay }, params);
-    const stepper = new TrainStep(be, new TrainingGraph(model.config, backend, model.params), optimizer, a.clip_grad_norm);
+    const { params, stepper } = await freshStepper(backend, waitFree);
     assert.equal(stepper.isWaitFree, waitFree);
     const run = (step: number) => stepper.run(step, 1, () => ({ tokens: ids, rows: rows.length }), a.lr, 1 / tokens);
     run(1); // the first step also uploads what is made once (the ALiBi slopes) and compiles the kernels
@@ -168,13 +178,7 @@ test('cuda float32, wait-free steps with two microbatches a step: the second add
   // The reference batch's two rows as two microbatches of one row: the step's loss is their mean over both.
   const micro = (i: number) => ({ tokens: ids.slice(i * width, (i + 1) * width), rows: 1 });
   const threeSteps = async (waitFree: boolean) => {
-    backend.training.waitFree = waitFree;
-    const folder = await openModelFolder(dir);
-    const model = await loadModel(folder, backend, { dtype: 'float32' });
-    await folder.close();
-    const params = paramsByName(model.config, model.params);
-    const optimizer = new AdamW(be, { kind: 'adamw', lr: a.lr, betas: a.betas, eps: a.eps, weightDecay: a.weight_decay }, params);
-    const stepper = new TrainStep(be, new TrainingGraph(model.config, backend, model.params), optimizer, a.clip_grad_norm);
+    const { params, stepper } = await freshStepper(backend, waitFree);
     for (let step = 1; step <= 3; step++) stepper.run(step, 2, micro, a.lr, 1 / tokens);
     const results = stepper.settle();
     stepper.dispose();
