@@ -63,15 +63,20 @@ __device__ __forceinline__ float warp_max(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
 }
-__device__ float block_sum(float v) {
-  __shared__ float part[32];
-  __syncthreads();
+// The sum over the block with `part` (32 floats of shared memory) as the warps' slots: one barrier, so
+// a kernel that reduces twice into different slots needs one barrier a reduction.
+__device__ __forceinline__ float block_sum_into(float v, float* part) {
   v = warp_sum(v);
-  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
   if (lane == 0) part[warp] = v;
   __syncthreads();
   v = lane < nw ? part[lane] : 0.f;
   return warp_sum(v);
+}
+__device__ float block_sum(float v) {
+  __shared__ float part[32];
+  __syncthreads();  // the previous call's reads of part are done
+  return block_sum_into(v, part);
 }
 __device__ float block_max(float v) {
   __shared__ float part[32];
@@ -119,3 +124,7 @@ __device__ __forceinline__ void store8(__nv_bfloat16* p, const float* v) {
   for (int j = 0; j < 4; j++) h[j] = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
   *reinterpret_cast<uint4*>(p) = u;
 }
+// 8 values as stored (16 bytes of bf16, 32 of float): rows held this way between their passes cost a
+// bf16 row half the registers of floats (more blocks an SM, more of the row in flight).
+template <typename U> struct Stored8 { uint4 u[sizeof(U) / 2]; };
+template <typename U> __device__ __forceinline__ void unpack_stored8(const Stored8<U>& c, float* v) { load8(reinterpret_cast<const U*>(&c), v); }

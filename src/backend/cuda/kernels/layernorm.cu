@@ -48,22 +48,6 @@ extern "C" __global__ void layernorm(XT* __restrict__ x, const XT* __restrict__ 
   }
 }
 
-// 8 values as stored (16 bytes of bf16, 32 of float): the row is held this way between its passes, so
-// a bf16 row costs half the registers of floats (more blocks an SM, more of the row in flight).
-template <typename U> struct Stored8 { uint4 u[sizeof(U) / 2]; };
-template <typename U> __device__ __forceinline__ void unpack_stored8(const Stored8<U>& c, float* v) { load8(reinterpret_cast<const U*>(&c), v); }
-
-// block_sum's arithmetic (each warp's sum, then the warps' sums added by warp_sum) with its own shared
-// slots, so a block that reduces twice into different slots needs one barrier a reduction, not two.
-__device__ __forceinline__ float block_sum_into(float v, float* part) {
-  v = warp_sum(v);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
-  if (lane == 0) part[warp] = v;
-  __syncthreads();
-  v = lane < nw ? part[lane] : 0.f;
-  return warp_sum(v);
-}
-
 // The same for d % 8 == 0 with 16-byte accesses: thread i holds chunks i and i + blockDim.x of 8 values
 // as stored, and w's, loaded with x before the reductions (b, rare, after them); two barriers a row.
 // The arithmetic and its order are those of the float-register, block_sum version it replaced (its

@@ -40,10 +40,8 @@ extern "C" __global__ void layernorm_backward(const T* __restrict__ dy, const T*
   }
 }
 
-// A chunk of 8 values as stored (one 16-byte word in bf16, two in float32): rows are held this way
-// between passes, so bf16 rows cost half the registers of floats.
-struct Chunk { uint4 u[sizeof(T) / 2]; };
-__device__ __forceinline__ void unpack8(const Chunk& c, float* v) { load8(reinterpret_cast<const T*>(&c), v); }
+// A chunk of 8 values as stored (common.cuh Stored8): rows are held this way between passes.
+typedef Stored8<T> Chunk;
 
 // The same gradients for rows of width n % 8 == 0 with 16-byte accesses; dx + residual is written (the
 // residual stream's gradient around the norm, when `residual` is not null) and dw (and db with LN_BIAS)
@@ -157,9 +155,9 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
     for (int j = 0; j < LN_CH; j++) {
       if (t + LN_TEAM * j < chunks) {
         float v[8], d[8], wv[8];
-        unpack8(a.x[j], v);
-        unpack8(a.dy[j], d);
-        unpack8(wc[j], wv);
+        unpack_stored8(a.x[j], v);
+        unpack_stored8(a.dy[j], d);
+        unpack_stored8(wc[j], wv);
 #pragma unroll
         for (int e = 0; e < 8; e++) {
           const float u = v[e] - a.k, g = d[e] * wv[e];
@@ -189,10 +187,10 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
       const int c = t + LN_TEAM * j;
       if (c < chunks) {
         float v[8], d[8], wv[8], res[8], o[8];
-        unpack8(a.x[j], v);
-        unpack8(a.dy[j], d);
-        unpack8(wc[j], wv);
-        if (residual) unpack8(a.res[j], res);
+        unpack_stored8(a.x[j], v);
+        unpack_stored8(a.dy[j], d);
+        unpack_stored8(wc[j], wv);
+        if (residual) unpack_stored8(a.res[j], res);
 #pragma unroll
         for (int e = 0; e < 8; e++) {
           const float h = (v[e] - a.k - mu) * rstd;
