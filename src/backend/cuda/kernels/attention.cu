@@ -10,8 +10,7 @@
 // HEAD_DIM is a compile-time option (-DHEAD_DIM=…).
 #define NWARP 4
 #define EPL ((HEAD_DIM + 31) / 32)
-
-struct SoftmaxState { float m, l, acc[EPL]; };
+#include "online_softmax.cuh"
 
 extern "C" __global__ void __launch_bounds__(NWARP * 32) attention_decode(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const int* __restrict__ mask,
@@ -34,9 +33,7 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32) attention_decode(
 #pragma unroll
   for (int e = 0; e < EPL; e++) { int c = lane * EPL + e; qv[e] = c < HEAD_DIM ? ld(qr[c]) * scale : 0.f; }
 
-  SoftmaxState s; s.m = -INFINITY; s.l = 0.f;
-#pragma unroll
-  for (int e = 0; e < EPL; e++) s.acc[e] = 0.f;
+  SoftmaxState s = softmax_start();
 
   for (int j = j0 + warp; j < j1; j += NWARP) {
     const T* kr = k + ((long long)b * capacity + j) * kvStride + h * HEAD_DIM;
@@ -51,43 +48,18 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32) attention_decode(
     dot = warp_sum(dot);
     float score = dot - slope * (float)(pos - j);
     if (mask && mask[(long long)b * capacity + j] == 0) score = -1e30f;
-    float mNew = fmaxf(s.m, score);
-    float alpha = __expf(s.m - mNew), p = __expf(score - mNew);
-    s.l = s.l * alpha + p;
-#pragma unroll
-    for (int e = 0; e < EPL; e++) s.acc[e] = s.acc[e] * alpha + p * vv[e];
-    s.m = mNew;
+    softmax_fold(s, score, vv);
   }
 
-  // Merge the warps.
-  __shared__ float sm[NWARP], sl[NWARP], sacc[NWARP][EPL * 32];
-  if (lane == 0) { sm[warp] = s.m; sl[warp] = s.l; }
-#pragma unroll
-  for (int e = 0; e < EPL; e++) sacc[warp][lane * EPL + e] = s.acc[e];
-  __syncthreads();
+  __shared__ SoftmaxShared<NWARP> shared;
+  softmax_share(shared, s, warp, lane);
   if (warp != 0) return;
-  float m = -INFINITY;
-  for (int w = 0; w < NWARP; w++) m = fmaxf(m, sm[w]);
-  float l = 0.f, acc[EPL];
-#pragma unroll
-  for (int e = 0; e < EPL; e++) acc[e] = 0.f;
-  for (int w = 0; w < NWARP; w++) {
-    float f = sm[w] == -INFINITY ? 0.f : __expf(sm[w] - m);
-    l += sl[w] * f;
-#pragma unroll
-    for (int e = 0; e < EPL; e++) acc[e] += sacc[w][lane * EPL + e] * f;
-  }
+  softmax_merge(shared, s, lane);
   if (nSplits == 1) {
-    T* o = out + ((long long)b * tq + i) * oStride + h * HEAD_DIM;
-    float inv = l > 0.f ? 1.f / l : 0.f;
-#pragma unroll
-    for (int e = 0; e < EPL; e++) { int c = lane * EPL + e; if (c < HEAD_DIM) o[c] = st<T>(acc[e] * inv); }
+    softmax_store(out + ((long long)b * tq + i) * oStride + h * HEAD_DIM, s, lane);
   } else {
     // partial layout: [(bq·nHeads + h)·nSplits + split] × (2 + HEAD_DIM) floats
-    float* p = partial + (((long long)bq * nHeads + h) * nSplits + split) * (2 + HEAD_DIM);
-    if (lane == 0) { p[0] = m; p[1] = l; }
-#pragma unroll
-    for (int e = 0; e < EPL; e++) { int c = lane * EPL + e; if (c < HEAD_DIM) p[2 + c] = acc[e]; }
+    softmax_store_partial(partial + (((long long)bq * nHeads + h) * nSplits + split) * (2 + HEAD_DIM), s, lane);
   }
 }
 

@@ -30,6 +30,7 @@
 #endif
 #define U ATT_U
 #define EPL ((HEAD_DIM + 31) / 32)
+#include "online_softmax.cuh"
 #ifdef MPT_BF16
 #define T_BYTES 2
 #else
@@ -119,17 +120,7 @@ extern "C" __global__ void __launch_bounds__(NW * 32) attention_decode_qkv(
     qv[e] = x * scale;
   }
 
-  float m = -INFINITY, l = 0.f, acc[EPL];
-#pragma unroll
-  for (int e = 0; e < EPL; e++) acc[e] = 0.f;
-  // Folds one key's score and value into this warp's online softmax.
-  auto fold = [&](float score, const float* vv) {
-    const float mNew = fmaxf(m, score), alpha = __expf(m - mNew), p = __expf(score - mNew);
-    l = l * alpha + p;
-#pragma unroll
-    for (int e = 0; e < EPL; e++) acc[e] = acc[e] * alpha + p * vv[e];
-    m = mNew;
-  };
+  SoftmaxState state = softmax_start();  // this warp's online softmax (online_softmax.cuh)
   for (int jb = j0 + warp; jb < jc; jb += NW * U) {
     if (jb != j0 + warp) loadKeys(jb);
     float dot[U];
@@ -154,7 +145,7 @@ extern "C" __global__ void __launch_bounds__(NW * 32) attention_decode_qkv(
       float vv[EPL];
 #pragma unroll
       for (int e = 0; e < EPL; e++) vv[e] = ld(vf[u].v[e]);
-      fold(score, vv);
+      softmax_fold(state, score, vv);
     }
   }
   if (holdsPos && warp == 0) {
@@ -180,37 +171,18 @@ extern "C" __global__ void __launch_bounds__(NW * 32) attention_decode_qkv(
     s = warp_sum(s);
     float score = s;  // pos − j = 0: no ALiBi bias
     if (mask && mask[(long long)b * capacity + pos] == 0) score = -1e30f;
-    fold(score, vv);
+    softmax_fold(state, score, vv);
   }
 
-  __shared__ float sm[NW], sl[NW], sacc[NW][EPL * 32];
-  if (lane == 0) { sm[warp] = m; sl[warp] = l; }
-#pragma unroll
-  for (int e = 0; e < EPL; e++) sacc[warp][lane * EPL + e] = acc[e];
-  __syncthreads();
+  __shared__ SoftmaxShared<NW> shared;
+  softmax_share(shared, state, warp, lane);
   if (warp != 0) return;
-  float mAll = -INFINITY;
-  for (int w = 0; w < NW; w++) mAll = fmaxf(mAll, sm[w]);
-  float lAll = 0.f, a[EPL];
-#pragma unroll
-  for (int e = 0; e < EPL; e++) a[e] = 0.f;
-  for (int w = 0; w < NW; w++) {
-    const float f = sm[w] == -INFINITY ? 0.f : __expf(sm[w] - mAll);
-    lAll += sl[w] * f;
-#pragma unroll
-    for (int e = 0; e < EPL; e++) a[e] += sacc[w][lane * EPL + e] * f;
-  }
+  softmax_merge(shared, state, lane);
   if (nSplits == 1) {
-    T* o = out + (long long)b * d + h * HEAD_DIM;
-    const float inv = lAll > 0.f ? 1.f / lAll : 0.f;
-#pragma unroll
-    for (int e = 0; e < EPL; e++) { const int c = lane * EPL + e; if (c < HEAD_DIM) o[c] = st<T>(a[e] * inv); }
+    softmax_store(out + (long long)b * d + h * HEAD_DIM, state, lane);
     return;
   }
-  float* mine = partial + (((long long)b * nHeads + h) * gridDim.x + split) * (2 + HEAD_DIM);
-  if (lane == 0) { mine[0] = mAll; mine[1] = lAll; }
-#pragma unroll
-  for (int e = 0; e < EPL; e++) { const int c = lane * EPL + e; if (c < HEAD_DIM) mine[2 + c] = a[e]; }
+  softmax_store_partial(partial + (((long long)b * nHeads + h) * gridDim.x + split) * (2 + HEAD_DIM), state, lane);
   __threadfence();  // this split's partial is visible device-wide before it is counted
   int arrived = 0;
   if (lane == 0) arrived = atomicAdd(counters + b * nHeads + h, 1);
