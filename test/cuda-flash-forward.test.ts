@@ -7,11 +7,11 @@
 // sm_90a chip: flash.ts then launches the mma.sync fallback, which cuda-kernels.test.ts checks).
 import { test } from 'node:test';
 import type { CudaTensor } from '../src/backend/cuda/index.js';
-import { FLASH_FORWARD_SHAPES, flashShapeLabel, launchFlashForward, wgmmaForwardUsable, type FlashWgmmaShape } from '../src/backend/cuda/flash.js';
+import { FLASH_FORWARD_SHAPES, flashShapeLabel, launchFlashForward, wgmmaUsable, type FlashWgmmaShape } from '../src/backend/cuda/flash.js';
 import { close, cpu, cudaFor, down, pair, randn, skip } from './cuda-harness.js';
 
 const shapes = FLASH_FORWARD_SHAPES.filter((s): s is FlashWgmmaShape => 'wgmma' in s);
-const wgmmaSkip = skip || (wgmmaForwardUsable(cudaFor('bfloat16').kernels, 128) ? false : 'wgmma needs an sm_90a GPU (H100)');
+const wgmmaSkip = skip || (wgmmaUsable(cudaFor('bfloat16').kernels, 128) ? false : 'wgmma needs an sm_90a GPU (H100)');
 const slopesFor = (heads: number) => Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads));
 
 // [batch, t, heads, head size, ALiBi]

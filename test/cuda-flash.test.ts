@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import type { CudaTensor } from '../src/backend/cuda/index.js';
 import { trainingBackend, type AttentionArgs, type Tensor } from '../src/backend/backend.js';
 import {
-  flashBackwardScratchElements, flashWgmmaDkdvSupported, launchFlashBackward, type FlashDkdvKernel,
+  flashBackwardScratchElements, wgmmaUsable, launchFlashBackward, type FlashDkdvKernel,
 } from '../src/backend/cuda/flash.js';
 import { kernelFolder, spliceHeaders } from '../src/backend/cuda/kernels.js';
 import { close, cpu, cudaFor, down, pair, randn, skip } from './cuda-harness.js';
@@ -70,7 +70,7 @@ for (const [batch, t, heads, dHead, alibi] of cases) {
       return got;
     };
     const modes: Array<[boolean, number, FlashDkdvKernel]> = [[true, 64, 'mma'], [true, 32, 'mma'], [true, 16, 'mma'], [false, 64, 'mma'], [false, 32, 'mma']];
-    if (flashWgmmaDkdvSupported(be.kernels, dHead)) modes.push([true, 64, 'wgmma'], [false, 64, 'wgmma']);
+    if (wgmmaUsable(be.kernels, dHead)) modes.push([true, 64, 'wgmma'], [false, 64, 'wgmma']);
     for (const [stored, chunk, kernel] of modes) {
       const what = `${stored ? 'dq from stored ds' : 'dq recomputed'}, ${kernel === 'wgmma' ? 'dk/dv on wgmma' : `chunk ${chunk}`}`;
       const got = run(stored, chunk, kernel);

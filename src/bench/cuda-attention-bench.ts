@@ -28,7 +28,7 @@ import { CudaEvent } from '../backend/cuda/driver.js';
 import { KernelCache } from '../backend/cuda/kernels.js';
 import {
   FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_BACKWARD_STORED_DS, FLASH_FORWARD_SHAPES, FLASH_TRAIN_MMA_SHAPE, FLASH_TRAIN_SHAPE, flashBackwardScratchElements, flashDkdvDefault,
-  flashPrefillShape, flashShapeLabel, flashWgmmaDkdvSupported, launchFlashBackward, launchFlashForward, type FlashDkdvKernel, type FlashForwardShape,
+  flashPrefillShape, flashShapeLabel, wgmmaUsable, launchFlashBackward, launchFlashForward, type FlashDkdvKernel, type FlashForwardShape,
 } from '../backend/cuda/flash.js';
 import { alibiSlopes, MPT_1B_REDPAJAMA_200B } from '../model/config.js';
 import { UserError } from '../util/errors.js';
@@ -116,7 +116,7 @@ function main(argv: string[]): void {
   log(`speed-up over mma.sync: prefill forward ${(pre0.ms / pre.ms).toFixed(2)}×, training forward ${(tr0.ms / tr.ms).toFixed(2)}×`);
   fwd(8, FLASH_TRAIN_SHAPE);  // the backward reads the default's lse
   log(`backward / forward (batch 8): ${(bw.ms / tr.ms).toFixed(2)}×; per layer ×24: prefill ${(24 * pre.ms).toFixed(2)} ms, training fwd ${(24 * tr.ms).toFixed(2)} ms, bwd ${(24 * bw.ms).toFixed(2)} ms`);
-  if (flashWgmmaDkdvSupported(be.kernels, dHead)) compareDkdvKernels();
+  if (wgmmaUsable(be.kernels, dHead)) compareDkdvKernels();
 
   // The dk/dv kernels side by side, same inputs, same process: mma.sync (main's kernel, the fallback) as
   // the before, wgmma as the after; then how far their outputs part (bf16 rounding of different sums).

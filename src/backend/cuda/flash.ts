@@ -42,13 +42,13 @@ export const FLASH_TRAIN_SHAPE: FlashForwardShape = FLASH_TRAIN_MMA_SHAPE;
 export const FLASH_PREFILL_WGMMA_SHAPE: FlashWgmmaShape = { wgmma: true, warpgroups: 2, keys: 128, minBlocks: 1, fallback: FLASH_PREFILL_SHAPE };
 
 /**
- * The prefill shape for a head size and a bound of blocks an SM of the mma.sync fallback: the pipelined
- * kernel holds two tiles of scores (about 244 registers at head size 128), so heads over 128 or a bound
- * over 2 blocks take the plain loop. The wgmma kernel runs where it can (flash.ts launchFlashForward).
+ * The prefill shape for a head size: the wgmma kernel where it can run (launchFlashForward), else the
+ * mma.sync fallback, whose pipelined loop holds two tiles of scores (about 244 registers at head size
+ * 128), so heads over 128 take the plain loop.
  */
-export function flashPrefillShape(dHead: number, minBlocks = FLASH_PREFILL_SHAPE.minBlocks): FlashWgmmaShape {
-  const pipe = (FLASH_PREFILL_SHAPE.pipe ?? false) && dHead <= 128 && minBlocks <= 2;
-  return { ...FLASH_PREFILL_WGMMA_SHAPE, fallback: { ...FLASH_PREFILL_SHAPE, minBlocks, pipe } };
+export function flashPrefillShape(dHead: number): FlashWgmmaShape {
+  const pipe = (FLASH_PREFILL_SHAPE.pipe ?? false) && dHead <= 128;
+  return { ...FLASH_PREFILL_WGMMA_SHAPE, fallback: { ...FLASH_PREFILL_SHAPE, pipe } };
 }
 
 /** The shapes the benchmark compares and the tests check (the defaults among them). */
@@ -69,7 +69,7 @@ export const FLASH_BACKWARD_STORED_DS = true;
 
 /** The warpgroup-MMA shapes worth timing: 1 to 3 warpgroups a block, 64- or 128-key tiles. */
 function wgmmaShapes(): FlashWgmmaShape[] {
-  const fallback: FlashMmaShape = { mt: 1, warps: 4, keys: 64, minBlocks: 2, pipe: true };
+  const fallback = FLASH_PREFILL_SHAPE;  // elsewhere the prefill's mma.sync shape runs
   return [
     { wgmma: true, warpgroups: 1, keys: 64, minBlocks: 2, fallback }, { wgmma: true, warpgroups: 2, keys: 64, minBlocks: 1, fallback },
     { wgmma: true, warpgroups: 3, keys: 64, minBlocks: 1, fallback }, { wgmma: true, warpgroups: 1, keys: 128, minBlocks: 1, fallback },
@@ -109,19 +109,19 @@ export function flashForwardSharedBytes(dHead: number, s: FlashForwardShape): nu
 }
 
 /**
- * Whether the wgmma kernel can run for this head size on this device: sm_90a (the Hopper-only
- * instructions) and a head of 64 or 128 (whole 128-byte swizzle rows, one wgmma N).
+ * Whether the wgmma kernels (flash_forward_wgmma.cu, flash_backward_wgmma.cu) can run for this head
+ * size on this device: sm_90a (the Hopper-only instructions) and a head of 64 or 128 (whole 128-byte
+ * swizzle rows, one wgmma N).
  */
-export function wgmmaForwardUsable(kernels: KernelCache, dHead: number): boolean {
-  if (dHead !== 64 && dHead !== 128) return false;
-  return kernels.architecture() === 'sm_90a';
+export function wgmmaUsable(kernels: KernelCache, dHead: number): boolean {
+  return (dHead === 64 || dHead === 128) && kernels.architecture() === 'sm_90a';
 }
 
 /** Causal (ALiBi or not, left-padding mask or not) attention forward on the tensor cores; lse optional. */
 export function launchFlashForward(kernels: KernelCache, a: FlashForwardArgs, shape: FlashForwardShape): void {
   let s = shape;
   if ('wgmma' in s) {
-    if (wgmmaForwardUsable(kernels, a.dHead)) {
+    if (wgmmaUsable(kernels, a.dHead)) {
       const defs = { MPT_BF16: true, HEAD_DIM: a.dHead, FWD_WG: s.warpgroups, FWD_BK: s.keys, FWD_MIN_BLOCKS: s.minBlocks };
       kernels.get('flash_forward_wgmma.cu', 'flash_forward', defs).launch(
         [a.batch * a.nHeads, Math.ceil(a.tq / (64 * s.warpgroups))], [128 * s.warpgroups],
@@ -167,17 +167,9 @@ export function flashBackwardScratchElements(batch: number, nHeads: number, t: n
  */
 export type FlashDkdvKernel = 'mma' | 'wgmma';
 
-/** Whether the wgmma dk/dv kernel is the default where it can run (measured on the H100: bench/RESULTS-attention.md). */
-export const FLASH_BACKWARD_WGMMA = true;
-
-/** Whether flash_backward_dkdv_wgmma can run for this device and head size. */
-export function flashWgmmaDkdvSupported(kernels: KernelCache, dHead: number): boolean {
-  return kernels.architecture() === 'sm_90a' && (dHead === 64 || dHead === 128);
-}
-
-/** The dk/dv kernel launchFlashBackward uses by default. */
+/** The dk/dv kernel launchFlashBackward uses by default: wgmma wherever it can run (1.45× on the H100: bench/RESULTS-attention.md). */
 export function flashDkdvDefault(kernels: KernelCache, dHead: number): FlashDkdvKernel {
-  return FLASH_BACKWARD_WGMMA && flashWgmmaDkdvSupported(kernels, dHead) ? 'wgmma' : 'mma';
+  return wgmmaUsable(kernels, dHead) ? 'wgmma' : 'mma';
 }
 
 /** Shared memory of flash_backward_dkdv_wgmma: K, V, 2 stages of Q, dO (64 rows each), 2 stages of lse and D, 1 KB to align. */
@@ -193,7 +185,7 @@ export function flashWgmmaDkdvSharedBytes(dHead: number): number {
  */
 export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, chunk = FLASH_BACKWARD_CHUNK_DEFAULT,
   parts: 'both' | 'dq' | 'dkdv' = 'both', dkdvKernel: FlashDkdvKernel = flashDkdvDefault(kernels, a.dHead)): void {
-  if (dkdvKernel === 'wgmma' && !flashWgmmaDkdvSupported(kernels, a.dHead)) {
+  if (dkdvKernel === 'wgmma' && !wgmmaUsable(kernels, a.dHead)) {
     throw new Error(`flash_backward_dkdv_wgmma needs sm_90a and heads of 64 or 128 (${kernels.architecture()}, head ${a.dHead})`);
   }
   const defs = { MPT_BF16: true, HEAD_DIM: a.dHead, BWD_CHUNK: chunk };
