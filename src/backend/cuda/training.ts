@@ -19,6 +19,7 @@ import { TrainingGemm, type GemmType } from './training-gemm.js';
 import { asCuda, CudaTensor } from './tensor.js';
 import { CudaEvent, PinnedBuffer } from './driver.js';
 import type { CudaBackend } from './index.js';
+import { MultiTensorTables } from './multi-tensor.js';
 
 Object.assign(KERNEL_ARGS, {
   gelu_backward: 'pppq', clamp_backward: 'pppfq', add_into: 'ppfq', scale_in_place: 'pfq',
@@ -62,6 +63,8 @@ export class CudaTrainingOps {
 
   constructor(private readonly be: CudaBackend) {
     this.gemm = new TrainingGemm(be.ctx);
+    this.squaresTables = new MultiTensorTables(be, 65536, (dst, data) => this.copyInStaged(dst, data));
+    this.adamwTables = new MultiTensorTables(be, 4096, (dst, data) => be.ctx.copyInAsync(dst, data));
   }
 
   private get act() { return this.be.activationDType; }
@@ -324,11 +327,8 @@ export class CudaTrainingOps {
     return out[0];
   }
 
-  /** Elements a chunk of sum_squares_multi (a block takes whole chunks). */
-  private static readonly SQUARES_CHUNK = 65536;
-  /** sum_squares_multi's tables on the device, rebuilt when the sizes (chunks) or the pointers (tensors) change. */
-  private squaresChunks: { key: string; chunks: CudaTensor; count: number } | null = null;
-  private squaresTensors: { key: string; table: CudaTensor } | null = null;
+  /** sum_squares_multi's tables (a chunk: the elements a block takes whole). */
+  private readonly squaresTables: MultiTensorTables;
   /** One sum_squares_multi launch for all the tensors instead of one sum_squares_partial4 each; false: one each (comparisons). */
   squaresInOneLaunch = process.env.MPT_SQUARES_MULTI !== '0';
 
@@ -353,35 +353,13 @@ export class CudaTrainingOps {
 
   /** enqueueSumOfSquares for float32 tensors at 16-byte aligned addresses (the gradients): one launch over a chunk table. */
   private enqueueSquaresMulti(sources: readonly CudaTensor[]): number {
-    const chunk = CudaTrainingOps.SQUARES_CHUNK, sizes = sources.map((s) => elementCount(s.shape)).join(',');
-    if (this.squaresChunks?.key !== sizes) {
-      if (this.squaresChunks) this.be.release(this.squaresChunks.chunks);
-      let count = 0;
-      for (const s of sources) count += Math.ceil(elementCount(s.shape) / chunk);
-      const chunks = new Int32Array(2 * count);
-      let at = 0;
-      sources.forEach((s, i) => { for (let c = 0; c * chunk < elementCount(s.shape); c++, at += 2) { chunks[at] = i; chunks[at + 1] = c; } });
-      const onDevice = this.be.persistent([chunks.length], 'int32');
-      this.copyInStaged(onDevice.ptr, chunks);
-      this.squaresChunks = { key: sizes, chunks: onDevice, count };
-    }
-    const pointers = sources.map((s) => s.ptr).join(',') + `|${sizes}`;
-    if (this.squaresTensors?.key !== pointers) {
-      // struct SquaresTensor { const float* x; long long n; }: 2 × 8 bytes.
-      const table = new BigInt64Array(2 * sources.length);
-      sources.forEach((s, i) => table.set([BigInt(s.ptr), BigInt(elementCount(s.shape))], 2 * i));
-      if (this.squaresTensors && elementCount(this.squaresTensors.table.shape) !== 2 * table.length) {
-        this.be.release(this.squaresTensors.table);
-        this.squaresTensors = null;
-      }
-      const onDevice = this.squaresTensors?.table ?? this.be.persistent([2 * table.length], 'int32');
-      this.copyInStaged(onDevice.ptr, table); // in stream order: the previous launch has read the old table
-      this.squaresTensors = { key: pointers, table: onDevice };
-    }
-    const blocks = Math.min(this.squaresChunks.count, 4 * this.be.device.multiprocessors);
+    const sizes = sources.map((s) => elementCount(s.shape));
+    // struct SquaresTensor { const float* x; long long n; }
+    const tables = this.squaresTables.update(sizes, sources.map((s, i) => [s.ptr, sizes[i]]));
+    const blocks = Math.min(tables.count, 4 * this.be.device.multiprocessors);
     const scratch = this.doubles(blocks + 1), k = this.be.kernels;
-    k.get('train_elementwise.cu', 'sum_squares_multi', this.defsFor('float32', { SQ_CHUNK: chunk })).launch([blocks], [256],
-      [this.squaresTensors.table.ptr, this.squaresChunks.chunks.ptr, this.squaresChunks.count, scratch.ptr + 8]);
+    k.get('train_elementwise.cu', 'sum_squares_multi', this.defsFor('float32', { SQ_CHUNK: this.squaresTables.chunk })).launch([blocks], [256],
+      [tables.tensors, tables.chunks, tables.count, scratch.ptr + 8]);
     k.get('train_elementwise.cu', 'sum_doubles', this.defsFor('float32')).launch([1], [1024], [scratch.ptr + 8, blocks, scratch.ptr]);
     return scratch.ptr;
   }
@@ -416,16 +394,11 @@ export class CudaTrainingOps {
     return stats.ptr + s.offset;
   }
 
-  /** Elements a block of adamw_multi updates. */
-  private static readonly ADAMW_CHUNK = 4096;
   /**
-   * adamw_multi's tables on the device. The chunk table depends on the tensors' sizes only and is kept
-   * (320K chunks for 1.3B parameters: building it on the host after the grad norm's round trip left the
-   * GPU idle ~20 ms a step); the tensor table (48 bytes a tensor) is uploaded in stream order whenever
-   * the pointers change (the gradients come from the caching allocator each step).
+   * adamw_multi's tables (a chunk: the elements a block updates). The tensor table (48 bytes a tensor)
+   * changes whenever the gradients come from the caching allocator at other addresses.
    */
-  private adamwChunks: { key: string; chunks: CudaTensor; count: number } | null = null;
-  private adamwTensors: { key: string; table: CudaTensor } | null = null;
+  private readonly adamwTables: MultiTensorTables;
 
   /**
    * One adamw_multi launch for all the parameters (16-byte accesses; one launch instead of one a
@@ -442,36 +415,11 @@ export class CudaTrainingOps {
       for (const t of tensors) this.adamwStep({ ...t, ...hyper, gradScale });
       return;
     }
-    const chunk = CudaTrainingOps.ADAMW_CHUNK;
-    const sizes = ops.map((o) => o.n).join(',');
-    if (this.adamwChunks?.key !== sizes) {
-      if (this.adamwChunks) this.be.release(this.adamwChunks.chunks);
-      let count = 0;
-      for (const o of ops) count += Math.ceil(o.n / chunk);
-      const chunks = new Int32Array(2 * count);
-      let at = 0;
-      ops.forEach((o, i) => { for (let c = 0; c * chunk < o.n; c++, at += 2) { chunks[at] = i; chunks[at + 1] = c; } });
-      const onDevice = this.be.persistent([chunks.length], 'int32');
-      this.be.ctx.copyInAsync(onDevice.ptr, chunks);
-      this.adamwChunks = { key: sizes, chunks: onDevice, count };
-    }
-    const pointers = ops.map((o) => `${o.p.ptr},${o.g.ptr},${o.m.ptr},${o.v.ptr},${o.copy?.ptr ?? 0}`).join(';') + `|${sizes}`;
-    if (this.adamwTensors?.key !== pointers) {
-      // struct AdamwTensor { float* p; const float* g; float* m; float* v; void* copy; long long n; }: 6 × 8 bytes.
-      const table = new BigInt64Array(6 * ops.length);
-      ops.forEach((o, i) => table.set([o.p.ptr, o.g.ptr, o.m.ptr, o.v.ptr, o.copy?.ptr ?? 0, o.n].map(BigInt), 6 * i));
-      if (this.adamwTensors && elementCount(this.adamwTensors.table.shape) !== 2 * table.length) {
-        this.be.release(this.adamwTensors.table);
-        this.adamwTensors = null;
-      }
-      const onDevice = this.adamwTensors?.table ?? this.be.persistent([2 * table.length], 'int32');
-      // In stream order: the previous adamw_multi has read the old table before this copy lands.
-      this.be.ctx.copyInAsync(onDevice.ptr, table);
-      this.adamwTensors = { key: pointers, table: onDevice };
-    }
-    const defs = { MPT_BF16: false, COPY_BF16: copyType === 'bfloat16', COPY_F32: copyType === 'float32', ADAMW_CHUNK: chunk };
-    this.be.kernels.get('adamw.cu', 'adamw_multi', defs).launch([this.adamwChunks.count], [256],
-      [this.adamwTensors.table.ptr, this.adamwChunks.chunks.ptr, ...CudaTrainingOps.adamwScalars(hyper), this.gradScalePointer(gradScale)]);
+    // struct AdamwTensor { float* p; const float* g; float* m; float* v; void* copy; long long n; }
+    const tables = this.adamwTables.update(ops.map((o) => o.n), ops.map((o) => [o.p.ptr, o.g.ptr, o.m.ptr, o.v.ptr, o.copy?.ptr ?? 0, o.n]));
+    const defs = { MPT_BF16: false, COPY_BF16: copyType === 'bfloat16', COPY_F32: copyType === 'float32', ADAMW_CHUNK: this.adamwTables.chunk };
+    this.be.kernels.get('adamw.cu', 'adamw_multi', defs).launch([tables.count], [256],
+      [tables.tensors, tables.chunks, ...CudaTrainingOps.adamwScalars(hyper), this.gradScalePointer(gradScale)]);
   }
 
   // ---- a training step that never waits for the device (training-forward.ts: WaitFreeTrainingOps) --
