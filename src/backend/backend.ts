@@ -220,3 +220,43 @@ export function trainingBackend(be: Backend): TrainingBackend {
   if (missing.length > 0) throw new Error(`the ${be.name} backend cannot train yet: it lacks ${missing.join(', ')}`);
   return be as TrainingBackend;
 }
+
+/** A float32 or float64 value at a byte offset of a device tensor: a step's result left on the device. */
+export interface DeviceScalar { tensor: Tensor; offset: number; type: 'float32' | 'float64' }
+
+/**
+ * What a backend may offer beyond TrainingBackend so that a training step never waits for the device
+ * (CUDA: `backend.training`, src/backend/cuda/training.ts; src/train/step.ts uses them): the host
+ * stays ahead, queueing the next work while the device runs, and reads the step's results (loss,
+ * gradient norm) once per log interval. Without it (the CPU) every step returns host numbers as before.
+ */
+export interface WaitFreeTrainingOps {
+  /** int32 host values → a new device tensor, in stream order without waiting for the device. */
+  uploadAsync(data: Int32Array, shape: readonly number[]): Tensor;
+  /**
+   * crossEntropyWithOutput taking the targets' host copy, so that it need not download them;
+   * `overwriteDTable`: dTableInto holds stale values and is written, not added to.
+   */
+  crossEntropyWithOutput(args: Parameters<TrainingBackend['crossEntropyWithOutput']>[0] & { hostTargets: Int32Array; overwriteDTable: boolean }):
+    ReturnType<TrainingBackend['crossEntropyWithOutput']>;
+  /** linearBackwardInto; `overwriteDWeight`: dWeight holds stale values and gets dyᵀ·x written, not added (no zeroing first). */
+  linearBackwardInto(a: Parameters<TrainingBackend['linearBackwardInto']>[0] & { overwriteDWeight: boolean }): Tensor;
+  /** Set to zero in place (gradients kept from step to step). */
+  zeroInPlace(ts: readonly Tensor[]): void;
+  /** The global gradient norm (float64) and the clipping factor min(1, maxNorm/(norm + 1e-6)) (float32), on the device. */
+  gradNormOnDevice(grads: readonly Tensor[], maxNorm: number | null): { norm: DeviceScalar; factor: DeviceScalar };
+  /** adamwStepAll with every gradient multiplied by gradScale (a device float32) as it is read. */
+  adamwStepAll(args: Parameters<TrainingBackend['adamwStepAll']>[0] & { gradScale: DeviceScalar | null }): void;
+  /** Copy the values to the host in stream order without waiting; settle() returns them. */
+  stage(values: readonly DeviceScalar[]): void;
+  /** The values staged since the last call, in order, after one wait for the device. */
+  settle(): number[];
+}
+
+/** The backend's wait-free training ops, or null when it has none (or they are switched off for a comparison). */
+export function waitFreeOps(backend: Backend): WaitFreeTrainingOps | null {
+  const ops = (backend as { training?: Partial<WaitFreeTrainingOps> & { waitFree?: boolean } }).training;
+  if (!ops || ops.waitFree !== true) return null;
+  const needed: Array<keyof WaitFreeTrainingOps> = ['uploadAsync', 'crossEntropyWithOutput', 'linearBackwardInto', 'zeroInPlace', 'gradNormOnDevice', 'adamwStepAll', 'stage', 'settle'];
+  return needed.every((name) => typeof ops[name] === 'function') ? (ops as WaitFreeTrainingOps) : null;
+}

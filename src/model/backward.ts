@@ -1,7 +1,8 @@
 import type { Backend, Tensor } from '../backend/backend.js';
 import { parameterShapes, type MptConfig } from './config.js';
 import type { Affine, MptParams } from './params.js';
-import { nextTokenTargets, TrainingGraph, waitFreeOps, type Tape } from './training-forward.js';
+import { waitFreeOps } from '../backend/backend.js';
+import { nextTokenTargets, TrainingGraph, type Tape } from './training-forward.js';
 
 /**
  * The backward pass of the MPT decoder, block by block in reverse, written against the Backend.

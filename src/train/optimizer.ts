@@ -1,5 +1,4 @@
-import type { Tensor, TrainingBackend } from '../backend/backend.js';
-import { waitFreeOps, type DeviceScalar } from '../model/training-forward.js';
+import { waitFreeOps, type DeviceScalar, type Tensor, type TrainingBackend } from '../backend/backend.js';
 
 /**
  * AdamW on float32 master weights with float32 moments, in the two flavours llm-foundry offers:

@@ -1,6 +1,6 @@
-import type { Tensor, TrainingBackend } from '../backend/backend.js';
+import { waitFreeOps, type Tensor, type TrainingBackend, type WaitFreeTrainingOps } from '../backend/backend.js';
 import { keptGradients, lossAndGradients, lossAndGradientsOnDevice, zeroGradients, type Gradients } from '../model/backward.js';
-import { waitFreeOps, type TrainingGraph, type WaitFreeTrainingOps } from '../model/training-forward.js';
+import type { TrainingGraph } from '../model/training-forward.js';
 import { AdamW, clipGradNorm } from './optimizer.js';
 
 /** One microbatch: [rows, seqLen] token ids, row-major. */

@@ -9,7 +9,7 @@
  * accumulator in float32. Inputs in another float dtype are converted to the activation dtype first.
  * This is the generic path: each op allocates its outputs through the caching allocator.
  */
-import { elementCount, rowCount, width, type AdamwTensors, type AttentionArgs, type Tensor } from '../backend.js';
+import { elementCount, rowCount, width, type AdamwTensors, type AttentionArgs, type DeviceScalar, type Tensor, type WaitFreeTrainingOps } from '../backend.js';
 import { KERNEL_ARGS } from './kernels.js';
 import {
   FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_BACKWARD_STORED_DS, FLASH_TRAIN_SHAPE, flashBackwardScratchElements, launchFlashBackward, launchFlashForward,
@@ -32,15 +32,12 @@ Object.assign(KERNEL_ARGS, {
 
 const REDUCE_BLOCKS = 264;
 
-/** A float32 or float64 value at a byte offset of a device tensor: what a step leaves on the device to be read later. */
-export interface DeviceScalar { tensor: Tensor; offset: number; type: 'float32' | 'float64' }
-
 /** Pinned staging buffers uploadAsync cycles through (each reused once the copy out of it has completed). */
 const STAGING_SLOTS = 8;
 /** Values a pinned chunk of stage() holds (8 bytes each). */
 const STAGED_PER_CHUNK = 512;
 
-export class CudaTrainingOps {
+export class CudaTrainingOps implements WaitFreeTrainingOps {
   readonly gemm: TrainingGemm;
   private scratch: CudaTensor | null = null;
   /** The tensor-core attention kernels' compile-time shapes (flash.ts; benchmarks compare others). */
@@ -54,7 +51,7 @@ export class CudaTrainingOps {
   crossEntropyRowInShared = true;
 
   /**
-   * Whether the model and the training loop take the wait-free path (src/model/training-forward.ts,
+   * Whether the model and the training loop take the wait-free path (src/backend/backend.ts
    * `waitFreeOps`): uploads through pinned memory, the targets checked on the host, the loss and the
    * gradient norm left on the device, clipping folded into AdamW. false: the path that reads the loss
    * and the norm back every step (comparisons; MPT_TRAIN_WAIT_FREE=0).
@@ -422,7 +419,7 @@ export class CudaTrainingOps {
       [tables.tensors, tables.chunks, ...CudaTrainingOps.adamwScalars(hyper), this.gradScalePointer(gradScale)]);
   }
 
-  // ---- a training step that never waits for the device (training-forward.ts: WaitFreeTrainingOps) --
+  // ---- a training step that never waits for the device (backend.ts: WaitFreeTrainingOps) --
 
   private readonly staging: Array<{ buffer: PinnedBuffer | null; copied: CudaEvent }> = [];
   private stagingNext = 0;
