@@ -54,7 +54,6 @@ const PROTOTYPES = [
   'int cuEventRecord(uint64_t event, uint64_t stream)',
   'int cuEventRecordWithFlags(uint64_t event, uint64_t stream, uint flags)',
   'int cuEventSynchronize(uint64_t event)',
-  'int cuEventQuery(uint64_t event)',
   'int cuEventElapsedTime_v2(_Out_ float *ms, uint64_t start, uint64_t end)',
   'int cuEventDestroy_v2(uint64_t event)',
   'int cuModuleLoadData(void *module, void *image)',
@@ -265,13 +264,6 @@ export class CudaEvent {
   record(): void {
     if (this.ctx.capturing) cu('cuEventRecordWithFlags', this.handle, this.ctx.stream, 1); // CU_EVENT_RECORD_EXTERNAL
     else cu('cuEventRecord', this.handle, this.ctx.stream);
-  }
-  /** Whether the work recorded before this event has completed (true for an event never recorded), without waiting. */
-  done(): boolean {
-    const code = driver().fns.cuEventQuery(this.handle) as number;
-    if (code === 0) return true;
-    if (code === 600) return false; // CUDA_ERROR_NOT_READY
-    throw new CudaError('cuEventQuery', code, errorMeaning(code));
   }
   /** Milliseconds from `start` to this event (waits for this event). */
   since(start: CudaEvent): number {

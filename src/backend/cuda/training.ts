@@ -16,7 +16,7 @@ import {
   type FlashForwardShape,
 } from './flash.js';
 import { TrainingGemm, type GemmType } from './training-gemm.js';
-import { asCuda, CudaTensor } from './tensor.js';
+import { asCuda, bytesPer, CudaTensor } from './tensor.js';
 import { CudaEvent, PinnedBuffer } from './driver.js';
 import type { CudaBackend } from './index.js';
 import { MultiTensorTables } from './multi-tensor.js';
@@ -462,7 +462,7 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
   zeroInPlace(ts: readonly Tensor[]): void {
     const ranges = ts.map((t) => {
       const c = asCuda(t, 'zeroInPlace');
-      const bytes = elementCount(c.shape) * (c.dtype === 'bfloat16' || c.dtype === 'float16' ? 2 : 4);
+      const bytes = elementCount(c.shape) * bytesPer(c.dtype);
       if (bytes % 4 !== 0 || c.ptr % 4 !== 0) throw new Error(`zeroInPlace: a ${c.dtype} tensor [${c.shape}] that is not made of whole 4-byte words`);
       return { start: c.ptr, end: c.ptr + bytes };
     }).sort((a, b) => a.start - b.start);
@@ -498,7 +498,7 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
     const ctx = this.be.ctx;
     for (const v of values) {
       const c = asCuda(v.tensor, 'stage'), size = v.type === 'float64' ? 8 : 4;
-      if (v.offset < 0 || v.offset % size !== 0 || v.offset + size > elementCount(c.shape) * (c.dtype === 'bfloat16' ? 2 : 4)) {
+      if (v.offset < 0 || v.offset % size !== 0 || v.offset + size > elementCount(c.shape) * bytesPer(c.dtype)) {
         throw new Error(`stage: a ${v.type} at byte ${v.offset} of a ${c.dtype} tensor [${c.shape}]`);
       }
       const at = this.staged.length, chunk = Math.floor(at / STAGED_PER_CHUNK);
