@@ -67,6 +67,15 @@ export function spliceHeaders(dir: string, file: string, text: string): string {
   });
 }
 
+/**
+ * The text NVRTC compiles for a kernel file of `dir`: common.cuh, then the file with its headers
+ * spliced in, #line markers keeping error positions (bench/tools/compile-kernels.sh compiles the same).
+ */
+export function kernelSource(file: string, dir = kernelFolder()): string {
+  return '#line 1 "common.cuh"\n' + readFileSync(join(dir, 'common.cuh'), 'utf8') + '\n#line 1 "' + file + '"\n'
+    + spliceHeaders(dir, file, readFileSync(join(dir, file), 'utf8'));
+}
+
 export class KernelCache {
   private readonly modules = new Map<string, number>();
   private readonly kernels = new Map<string, Kernel>();
@@ -96,10 +105,7 @@ export class KernelCache {
     const moduleKey = `${file}:${defs.join(' ')}`;
     let module = this.modules.get(moduleKey);
     if (module === undefined) {
-      const dir = kernelFolder();
-      const source = '#line 1 "common.cuh"\n' + readFileSync(join(dir, 'common.cuh'), 'utf8') + '\n#line 1 "' + file + '"\n'
-        + spliceHeaders(dir, file, readFileSync(join(dir, file), 'utf8'));
-      const result = compile(file, source, architecture(this.ctx), [...defs, '-lineinfo']);
+      const result = compile(file, kernelSource(file), architecture(this.ctx), [...defs, '-lineinfo']);
       this.compileMillis += result.millis;
       module = loadModule(result.cubin);
       this.modules.set(moduleKey, module);
