@@ -7,28 +7,12 @@
 // backward must be deterministic: a second run gives the same bits. Skipped where no GPU is usable.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { CudaTensor } from '../src/backend/cuda/index.js';
 import { trainingBackend, type AttentionArgs, type Tensor } from '../src/backend/backend.js';
 import {
   flashBackwardScratchElements, wgmmaUsable, launchFlashBackward, type FlashDkdvKernel,
 } from '../src/backend/cuda/flash.js';
-import { kernelFolder, spliceHeaders } from '../src/backend/cuda/kernels.js';
 import { close, cpu, cudaFor, down, pair, randn, skip } from './cuda-harness.js';
-
-// Runs without a GPU: the wgmma kernel's headers reach NVRTC inside its source (so the compile cache's
-// key covers them), and the lines after each header keep their numbers in error messages.
-test('flash_backward_wgmma.cu: its headers are spliced into the source NVRTC compiles', () => {
-  const dir = kernelFolder(), file = 'flash_backward_wgmma.cu';
-  const text = readFileSync(join(dir, file), 'utf8'), spliced = spliceHeaders(dir, file, text);
-  assert.ok(!/^#include "/m.test(spliced), 'an #include of the kernel folder is left');
-  for (const header of ['wgmma.cuh', 'flash_backward_ds.cuh']) {
-    assert.ok(spliced.includes(readFileSync(join(dir, header), 'utf8')), `${header} is not in the spliced source`);
-  }
-  const lines = text.split('\n'), last = lines.map((l) => l.startsWith('#include "')).lastIndexOf(true);
-  assert.ok(spliced.includes(`#line ${last + 2} "${file}"\n${lines[last + 1]}`), 'the line after the last header lost its number');
-});
 
 // [batch, t, heads, head size, ALiBi]
 const cases: Array<[number, number, number, number, boolean]> = [

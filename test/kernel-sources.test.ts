@@ -19,3 +19,16 @@ test('every kernel source has its #include "….cuh" headers spliced in, the com
   const withComment = spliceHeaders(dir, 'x.cu', '#include "wgmma.cuh"  // why\nnext();\n');
   assert.ok(withComment.includes(readFileSync(join(dir, 'wgmma.cuh'), 'utf8')) && withComment.includes('#line 2 "x.cu"\nnext();'));
 });
+
+// Runs without a GPU: the wgmma kernel's headers reach NVRTC inside its source (so the compile cache's
+// key covers them), and the lines after each header keep their numbers in error messages.
+test('flash_backward_wgmma.cu: its headers are spliced into the source NVRTC compiles', () => {
+  const dir = kernelFolder(), file = 'flash_backward_wgmma.cu';
+  const text = readFileSync(join(dir, file), 'utf8'), spliced = spliceHeaders(dir, file, text);
+  assert.ok(!/^#include "/m.test(spliced), 'an #include of the kernel folder is left');
+  for (const header of ['wgmma.cuh', 'flash_common.cuh', 'flash_backward_ds.cuh']) {
+    assert.ok(spliced.includes(readFileSync(join(dir, header), 'utf8')), `${header} is not in the spliced source`);
+  }
+  const lines = text.split('\n'), last = lines.map((l) => l.startsWith('#include "')).lastIndexOf(true);
+  assert.ok(spliced.includes(`#line ${last + 2} "${file}"\n${lines[last + 1]}`), 'the line after the last header lost its number');
+});
