@@ -13,7 +13,6 @@ import { projectRoot } from './fixtures.js';
 
 const yaml = join(projectRoot, 'yamls', 'tiny-cpu.yaml');
 const types = join(projectRoot, 'node_modules', '@types', 'node');
-const quiet = () => {};
 const backend = new CpuBackend({ threads: 2 });
 
 test('a bytes eval_loader serves every window of its files, in order', () => {

@@ -1,6 +1,6 @@
 import type { Backend, Tensor } from '../backend/backend.js';
 import { parameterShapes, type MptConfig } from './config.js';
-import type { Affine, MptParams } from './params.js';
+import type { Affine } from './params.js';
 import { waitFreeOps } from '../backend/backend.js';
 import { nextTokenTargets, TrainingGraph, type Tape } from './training-forward.js';
 

@@ -7,7 +7,6 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import koffi from 'koffi';
 import { writeFileAtomicSync } from '../../util/atomic.js';
 import { cudaIncludeFolder, loadLibrary } from './libraries.js';
 
