@@ -293,10 +293,11 @@ export function formatTrainBench(r: TrainBenchResult): string {
     for (const g of m.topGaps) lines.push(`    ${g.ms.toFixed(3).padStart(7)} ms  after ${g.after}, before ${g.before}${g.hostWaits ? ` (${g.hostWaits} host wait${g.hostWaits > 1 ? 's' : ''} between)` : ''}`);
   }
   if (r.modes.length > 1) {
-    const [main, other] = r.modes, mine = new Map(main.breakdown.map((b) => [b.name, b]));
-    const names = new Set([...main.breakdown, ...other.breakdown].map((b) => b.name));
+    const [main, other] = r.modes, byName = (m: ModeResult) => new Map(m.breakdown.map((b) => [b.name, b]));
+    const mine = byName(main), theirs = byName(other);
+    const names = new Set([...mine.keys(), ...theirs.keys()]);
     const differences = [...names].map((name) => {
-      const a = mine.get(name), b = other.breakdown.find((x) => x.name === name);
+      const a = mine.get(name), b = theirs.get(name);
       return { name, a: a?.ms ?? 0, b: b?.ms ?? 0, ca: a?.calls ?? 0, cb: b?.calls ?? 0 };
     }).filter((d) => Math.abs(d.a - d.b) >= 0.1 || d.ca !== d.cb).sort((x, y) => Math.abs(y.a - y.b) - Math.abs(x.a - x.b));
     lines.push(`operations that differ, ${main.mode} against ${other.mode} (ms in one step, calls):`);
