@@ -1,7 +1,8 @@
 /**
  * Launches of the tensor-core flash attention kernels (kernels/flash_attention.cu, flash_forward_wgmma.cu,
- * flash_backward.cu, flash_backward_wgmma.cu), shared by prefill (index.ts attentionInto) and training (training.ts): one place
- * knows each kernel's grid, block, shared memory and compile-time shape, and which shape is the default.
+ * flash_backward.cu, flash_backward_wgmma.cu), shared by prefill (index.ts attentionInto) and training
+ * (training.ts): one place knows each kernel's grid, block, shared memory and compile-time shape, and
+ * which shape is the default.
  */
 import type { KernelCache } from './kernels.js';
 
