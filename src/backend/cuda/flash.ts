@@ -179,21 +179,67 @@ export function flashWgmmaDkdvSharedBytes(dHead: number): number {
 }
 
 /**
+ * A shape of flash_backward_dq_wgmma (flash_backward_wgmma.cu: dq from the stored dsᵀ on warpgroup MMA,
+ * sm_90a, heads of 64 or 128): `warpgroups` 64-query tiles a block (each K tile read once for all of
+ * them), `stages` of its cp.async ring of (K tile, dsᵀ tiles), blocks an SM.
+ */
+export interface FlashDqWgmmaShape { warpgroups: 1 | 2 | 4; stages: 2 | 3 | 4; minBlocks: number }
+
+/**
+ * Which dq-from-stored-dsᵀ kernel runs: 'mma' (flash_backward_dq_stored, mma.sync, any chip) or a shape of
+ * the wgmma one. Both read the same scratch and sum in the same order.
+ */
+export type FlashDqKernel = 'mma' | FlashDqWgmmaShape;
+
+/** The wgmma dq shapes worth timing (the default among them). */
+export const FLASH_DQ_WGMMA_SHAPES: readonly FlashDqWgmmaShape[] = [
+  { warpgroups: 1, stages: 4, minBlocks: 2 }, { warpgroups: 1, stages: 3, minBlocks: 3 },
+  { warpgroups: 2, stages: 2, minBlocks: 2 }, { warpgroups: 2, stages: 3, minBlocks: 2 }, { warpgroups: 2, stages: 4, minBlocks: 1 },
+  { warpgroups: 4, stages: 2, minBlocks: 1 }, { warpgroups: 4, stages: 3, minBlocks: 1 }, { warpgroups: 4, stages: 4, minBlocks: 1 },
+];
+
+/** The default wgmma dq shape (a guess until measured: bench/RESULTS-attention.md). */
+export const FLASH_DQ_WGMMA_SHAPE: FlashDqWgmmaShape = { warpgroups: 2, stages: 3, minBlocks: 2 };
+
+/** The dq kernel launchFlashBackward uses by default: wgmma wherever it can run; MPT_CUDA_DQ=mma forces mma.sync (A/B). */
+export function flashDqDefault(kernels: KernelCache, dHead: number): FlashDqKernel {
+  return wgmmaUsable(kernels, dHead) && process.env.MPT_CUDA_DQ !== 'mma' ? FLASH_DQ_WGMMA_SHAPE : 'mma';
+}
+
+/** A one-line description of a dq kernel (benchmark rows, test messages). */
+export function flashDqLabel(s: FlashDqKernel): string {
+  return s === 'mma' ? 'dq mma.sync (128 queries a block, 2 stages)'
+    : `dq wgmma, ${64 * s.warpgroups} queries a block, ${s.stages} stages, ${s.minBlocks} blocks/SM`;
+}
+
+/** Shared memory of flash_backward_dq_wgmma: `stages` × (K tile, a dsᵀ tile a warpgroup), 1 KB to align. */
+export function flashWgmmaDqSharedBytes(dHead: number, s: FlashDqWgmmaShape): number {
+  return s.stages * (64 * dHead * 2 + s.warpgroups * 64 * 64 * 2) + 1024;
+}
+
+/**
  * dq, dk and dv of causal attention with queries = keys (rows [batch, t, nHeads·dHead]). With `ds`:
  * dk/dv first, storing dsᵀ, then dq from it (4 + 1 products); without: dq recomputing S and dP, then
  * dk/dv (3 + 4 products). Both are deterministic (no atomics). `chunk` shapes the mma.sync kernels
- * only; `dkdvKernel` picks the dk/dv kernel (default: flashDkdvDefault).
+ * only; `dkdvKernel` picks the dk/dv kernel (default: flashDkdvDefault), `dqKernel` the kernel of dq
+ * from the stored dsᵀ (default: flashDqDefault).
  */
 export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, chunk = FLASH_BACKWARD_CHUNK_DEFAULT,
-  parts: 'both' | 'dq' | 'dkdv' = 'both', dkdvKernel: FlashDkdvKernel = flashDkdvDefault(kernels, a.dHead)): void {
-  if (dkdvKernel === 'wgmma' && !wgmmaUsable(kernels, a.dHead)) {
-    throw new Error(`flash_backward_dkdv_wgmma needs sm_90a and heads of 64 or 128 (${kernels.architecture()}, head ${a.dHead})`);
+  parts: 'both' | 'dq' | 'dkdv' = 'both', dkdvKernel: FlashDkdvKernel = flashDkdvDefault(kernels, a.dHead),
+  dqKernel: FlashDqKernel = flashDqDefault(kernels, a.dHead)): void {
+  if ((dkdvKernel === 'wgmma' || dqKernel !== 'mma') && !wgmmaUsable(kernels, a.dHead)) {
+    const which = dkdvKernel === 'wgmma' ? 'flash_backward_dkdv_wgmma' : 'flash_backward_dq_wgmma';
+    throw new Error(`${which} needs sm_90a and heads of 64 or 128 (${kernels.architecture()}, head ${a.dHead})`);
   }
   const defs = { MPT_BF16: true, HEAD_DIM: a.dHead, BWD_CHUNK: chunk };
   const row = rowBytes(a.dHead), grid = [a.batch * a.nHeads, Math.ceil(a.t / 64)];
   const ds = a.ds ?? 0;
   const dq = () => {
-    if (ds) {  // 128 queries a block: 256 threads; shared 2 stages × (K tile, two dsᵀ tiles)
+    if (ds && dqKernel !== 'mma') {
+      const q = dqKernel, defs = { MPT_BF16: true, HEAD_DIM: a.dHead, DQW_WG: q.warpgroups, DQW_STAGES: q.stages, DQW_MIN_BLOCKS: q.minBlocks };
+      kernels.get('flash_backward_wgmma.cu', 'flash_backward_dq_wgmma', defs).launch([a.batch * a.nHeads, Math.ceil(Math.ceil(a.t / 64) / q.warpgroups)],
+        [128 * q.warpgroups], [a.k, ds, a.dq, a.t, a.nHeads, a.scale], flashWgmmaDqSharedBytes(a.dHead, q));
+    } else if (ds) {  // 128 queries a block: 256 threads; shared 2 stages × (K tile, two dsᵀ tiles)
       kernels.get('flash_backward.cu', 'flash_backward_dq_stored', defs).launch([a.batch * a.nHeads, Math.ceil(a.t / 128)], [256],
         [a.k, ds, a.dq, a.t, a.nHeads, a.scale], 2 * (64 * row + 2 * 64 * 64 * 2));
     } else {
