@@ -2,7 +2,7 @@
 // each mode and chunk, against the CPU backend's attention backward (the reference) on fresh random
 // inputs: dk/dv storing dsᵀ and dq from it in 128-query blocks (chunks of 16, 32 and 64 keys), and dq
 // recomputed; dk/dv by mma.sync and, where it runs (sm_90a, heads of 64 or 128), by wgmma, and there dq
-// from the stored dsᵀ by wgmma too (the default shape and one of 1 and of 4 warpgroups a block). Sizes that
+// from the stored dsᵀ by wgmma too (the default shape, and blocks of 1 and 2 warpgroups). Sizes that
 // are not multiples of 64 or 128 rows, head sizes 32, 64 and 128, batch > 1, with and without ALiBi. The
 // dsᵀ scratch is filled with NaN first, so a block the dk/dv kernel fails to write poisons dq. The
 // backward must be deterministic: a second run gives the same bits. Skipped where no GPU is usable.
@@ -59,10 +59,8 @@ for (const [batch, t, heads, dHead, alibi] of cases) {
     ];
     if (wgmmaUsable(be.kernels, dHead)) {
       modes.push([true, 64, 'wgmma', 'mma'], [false, 64, 'wgmma', 'mma'], [true, 64, 'mma', FLASH_DQ_WGMMA_SHAPE]);
-      for (const warpgroups of [1, 2, 4] as const) {
-        const stages = warpgroups === 4 ? 4 : 3;
-        modes.push([true, 64, 'wgmma', { warpgroups, stages, minBlocks: warpgroups === 4 ? 1 : 2 }]);
-      }
+      modes.push([true, 64, 'wgmma', FLASH_DQ_WGMMA_SHAPE], [true, 64, 'wgmma', { warpgroups: 1, stages: 4, minBlocks: 2 }],
+        [true, 64, 'wgmma', { warpgroups: 2, stages: 3, minBlocks: 2, headMajor: true, evictFirst: true }]);
     }
     // dq of the mma.sync pass from the wgmma dk/dv's dsᵀ: the wgmma dq pass sums the same products in the
     // same order, so it must give the same bits.

@@ -16,8 +16,7 @@
  * On sm_90a the dk/dv kernels (mma.sync, the before, and wgmma) are always timed side by side, and so
  *             are the dq passes from the stored dsᵀ (mma.sync, the before, and each wgmma shape), with
  *             the count of dq elements where each wgmma shape differs from mma.sync.
- * --dq-only   only that dq comparison, mma.sync and the default wgmma shape (after the forward that
- *             feeds it), e.g. under a profiler.
+ * --dq-only   only that dq comparison (after the forward that feeds it).
  * --before    times the kernels of an earlier commit from DIR (common.cuh, flash_attention.cu and
  *             flash_backward.cu of commit b6e5d97: `git show b6e5d97:src/backend/cuda/kernels/FILE`),
  *             launched as that commit did (64-query dq blocks, dsᵀ stored row-major),
@@ -139,7 +138,7 @@ function main(argv: string[]): void {
     log('-- dq from stored ds: mma.sync (before) against wgmma shapes; dk/dv on wgmma');
     bwd(64, 'both', true, 'wgmma', { dq, dk, dv }, 'mma');  // fills the scratch
     const dqBytes = flashBackwardScratchElements(8, heads, t) * 2;
-    const kernelsToTime: FlashDqKernel[] = flag('--dq-only') ? ['mma', dqDefault] : ['mma', ...FLASH_DQ_WGMMA_SHAPES];
+    const kernelsToTime: FlashDqKernel[] = ['mma', ...FLASH_DQ_WGMMA_SHAPES];
     for (let round = 1; round <= 2; round++) {
       for (const s of kernelsToTime) {
         const r = timeIt(`  round ${round}: ${flashDqLabel(s)}`, 0.5 * fwdFlops(8), () => bwd(64, 'dq', true, 'wgmma', { dq, dk, dv }, s));

@@ -4,7 +4,7 @@
  * (training.ts): one place knows each kernel's grid, block, shared memory and compile-time shape, and
  * which shape is the default.
  */
-import type { KernelCache } from './kernels.js';
+import { KERNEL_ARGS, type KernelCache } from './kernels.js';
 
 /**
  * A compile-time shape of flash_forward in flash_attention.cu (mma.sync, any chip): `mt` m16 tiles a
@@ -181,9 +181,11 @@ export function flashWgmmaDkdvSharedBytes(dHead: number): number {
 /**
  * A shape of flash_backward_dq_wgmma (flash_backward_wgmma.cu: dq from the stored dsᵀ on warpgroup MMA,
  * sm_90a, heads of 64 or 128): `warpgroups` 64-query tiles a block (each K tile read once for all of
- * them), `stages` of its cp.async ring of (K tile, dsᵀ tiles), blocks an SM.
+ * them), `stages` of its cp.async ring of (K tile, dsᵀ tiles), blocks an SM; `headMajor`: a head's
+ * blocks launched together (they share its K tiles in L2); `evictFirst`: the dsᵀ stream loaded with an L2
+ * evict-first policy (it does not push the K tiles out).
  */
-export interface FlashDqWgmmaShape { warpgroups: 1 | 2 | 4; stages: 2 | 3 | 4; minBlocks: number }
+export interface FlashDqWgmmaShape { warpgroups: 1 | 2 | 4; stages: 2 | 3 | 4; minBlocks: number; headMajor?: boolean; evictFirst?: boolean }
 
 /**
  * Which dq-from-stored-dsᵀ kernel runs: 'mma' (flash_backward_dq_stored, mma.sync, any chip) or a shape of
@@ -191,15 +193,21 @@ export interface FlashDqWgmmaShape { warpgroups: 1 | 2 | 4; stages: 2 | 3 | 4; m
  */
 export type FlashDqKernel = 'mma' | FlashDqWgmmaShape;
 
+// The argument list of the backward's wgmma dq pass (k, dsᵀ, dq, t, nHeads, scale), beside the others in kernels.ts.
+Object.assign(KERNEL_ARGS, { flash_backward_dq_wgmma: 'pppiif' });
+
 /** The wgmma dq shapes worth timing (the default among them). */
 export const FLASH_DQ_WGMMA_SHAPES: readonly FlashDqWgmmaShape[] = [
-  { warpgroups: 1, stages: 4, minBlocks: 2 }, { warpgroups: 1, stages: 3, minBlocks: 3 },
-  { warpgroups: 2, stages: 2, minBlocks: 2 }, { warpgroups: 2, stages: 3, minBlocks: 2 }, { warpgroups: 2, stages: 4, minBlocks: 1 },
-  { warpgroups: 4, stages: 2, minBlocks: 1 }, { warpgroups: 4, stages: 3, minBlocks: 1 }, { warpgroups: 4, stages: 4, minBlocks: 1 },
+  { warpgroups: 2, stages: 3, minBlocks: 2 }, { warpgroups: 2, stages: 3, minBlocks: 2, headMajor: true },
+  { warpgroups: 2, stages: 3, minBlocks: 2, headMajor: true, evictFirst: true },
+  { warpgroups: 1, stages: 4, minBlocks: 2, headMajor: true, evictFirst: true },
+  { warpgroups: 4, stages: 3, minBlocks: 1, headMajor: true, evictFirst: true },
+  { warpgroups: 4, stages: 4, minBlocks: 1, headMajor: true, evictFirst: true },
+  { warpgroups: 4, stages: 4, minBlocks: 1, evictFirst: true },
 ];
 
 /** The default wgmma dq shape (a guess until measured: bench/RESULTS-attention.md). */
-export const FLASH_DQ_WGMMA_SHAPE: FlashDqWgmmaShape = { warpgroups: 2, stages: 3, minBlocks: 2 };
+export const FLASH_DQ_WGMMA_SHAPE: FlashDqWgmmaShape = { warpgroups: 4, stages: 4, minBlocks: 1, headMajor: true, evictFirst: true };
 
 /** The dq kernel launchFlashBackward uses by default: wgmma wherever it can run; MPT_CUDA_DQ=mma forces mma.sync (A/B). */
 export function flashDqDefault(kernels: KernelCache, dHead: number): FlashDqKernel {
@@ -209,7 +217,8 @@ export function flashDqDefault(kernels: KernelCache, dHead: number): FlashDqKern
 /** A one-line description of a dq kernel (benchmark rows, test messages). */
 export function flashDqLabel(s: FlashDqKernel): string {
   return s === 'mma' ? 'dq mma.sync (128 queries a block, 2 stages)'
-    : `dq wgmma, ${64 * s.warpgroups} queries a block, ${s.stages} stages, ${s.minBlocks} blocks/SM`;
+    : `dq wgmma, ${64 * s.warpgroups} queries a block, ${s.stages} stages, ${s.minBlocks} blocks/SM`
+      + `${s.headMajor ? ', head-major grid' : ''}${s.evictFirst ? ', dsᵀ evict-first' : ''}`;
 }
 
 /** Shared memory of flash_backward_dq_wgmma: `stages` × (K tile, a dsᵀ tile a warpgroup), 1 KB to align. */
@@ -236,8 +245,13 @@ export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, 
   const ds = a.ds ?? 0;
   const dq = () => {
     if (ds && dqKernel !== 'mma') {
-      const q = dqKernel, defs = { MPT_BF16: true, HEAD_DIM: a.dHead, DQW_WG: q.warpgroups, DQW_STAGES: q.stages, DQW_MIN_BLOCKS: q.minBlocks };
-      kernels.get('flash_backward_wgmma.cu', 'flash_backward_dq_wgmma', defs).launch([a.batch * a.nHeads, Math.ceil(Math.ceil(a.t / 64) / q.warpgroups)],
+      const q = dqKernel, defs = {
+        MPT_BF16: true, HEAD_DIM: a.dHead, DQW_WG: q.warpgroups, DQW_STAGES: q.stages, DQW_MIN_BLOCKS: q.minBlocks,
+        DQW_HEAD_MAJOR: q.headMajor ? 1 : 0, DQW_EVICT_FIRST: q.evictFirst ? 1 : 0,
+      };
+      const blocks = Math.ceil(Math.ceil(a.t / 64) / q.warpgroups);
+      kernels.get('flash_backward_wgmma.cu', 'flash_backward_dq_wgmma', defs).launch(
+        q.headMajor ? [blocks, a.batch * a.nHeads] : [a.batch * a.nHeads, blocks],
         [128 * q.warpgroups], [a.k, ds, a.dq, a.t, a.nHeads, a.scale], flashWgmmaDqSharedBytes(a.dHead, q));
     } else if (ds) {  // 128 queries a block: 256 threads; shared 2 stages × (K tile, two dsᵀ tiles)
       kernels.get('flash_backward.cu', 'flash_backward_dq_stored', defs).launch([a.batch * a.nHeads, Math.ceil(a.t / 128)], [256],

@@ -235,6 +235,17 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
 #ifndef DQW_MIN_BLOCKS
 #define DQW_MIN_BLOCKS 2
 #endif
+// DQW_HEAD_MAJOR: grid (query blocks, batch·nHeads), so the blocks of one head run together and read each
+// K tile while the others still hold it in L2 (else (batch·nHeads, query blocks): every head's longest
+// blocks first, and each K tile comes back from DRAM for each wave of query blocks, the dsᵀ stream
+// having evicted it). DQW_EVICT_FIRST: the dsᵀ tiles, read once, are loaded with an L2 evict-first
+// policy, so that stream leaves the K tiles in L2.
+#ifndef DQW_HEAD_MAJOR
+#define DQW_HEAD_MAJOR 0
+#endif
+#ifndef DQW_EVICT_FIRST
+#define DQW_EVICT_FIRST 0
+#endif
 #define DQW_THREADS (128 * DQW_WG)
 #define DQW_DS_BYTES (DS_TILE * DS_TILE * 2)
 #define DQW_STAGE_BYTES (WB_TILE_BYTES + DQW_WG * DQW_DS_BYTES)
@@ -245,25 +256,35 @@ __device__ __forceinline__ void ldsm_x4_trans(unsigned addr, unsigned (&r)[4]) {
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr) : "memory");
 }
 
+// cp_async16 with an L2 cache policy (createpolicy).
+__device__ __forceinline__ void cp_async16_policy(unsigned dst, const void* src, bool valid, unsigned long long policy) {
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" :: "r"(dst), "l"(src), "r"(valid ? 16 : 0), "l"(policy) : "memory");
+}
+
 // Shared: DQW_STAGES × (K tile of 64 keys × HEAD_DIM, 128-byte swizzled; DQW_WG dsᵀ tiles of 8 KB as
 // stored), 1024-byte aligned (the launch adds 1 KB for that). Grid (batch·nHeads, ceil(tiles / DQW_WG)),
-// DQW_THREADS threads.
+// or the other way round with DQW_HEAD_MAJOR; DQW_THREADS threads.
 extern "C" __global__ void __launch_bounds__(DQW_THREADS, DQW_MIN_BLOCKS) flash_backward_dq_wgmma(
     const bf16* __restrict__ k, const bf16* __restrict__ ds, bf16* __restrict__ dq, int t, int nHeads, float scale) {
   extern __shared__ __align__(16) unsigned char smemRaw[];
   const unsigned aligned = ((unsigned)__cvta_generic_to_shared(smemRaw) + 1023u) & ~1023u;
   auto sK = [&](int stage) { return aligned + stage * DQW_STAGE_BYTES; };
   auto sDs = [&](int stage, int w) { return aligned + stage * DQW_STAGE_BYTES + WB_TILE_BYTES + w * DQW_DS_BYTES; };
-  const int bh = blockIdx.x, stride = nHeads * HEAD_DIM;
+  const int bh = DQW_HEAD_MAJOR ? blockIdx.y : blockIdx.x, stride = nHeads * HEAD_DIM;
+  const int qBlock = DQW_HEAD_MAJOR ? blockIdx.x : blockIdx.y, qBlocks = DQW_HEAD_MAJOR ? gridDim.x : gridDim.y;
   const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const long long base = (long long)(bh / nHeads) * t * stride + (bh % nHeads) * HEAD_DIM;
   const int tiles = (t + DS_TILE - 1) / DS_TILE;
-  const int qt0 = (gridDim.y - 1 - blockIdx.y) * DQW_WG;  // longest walks first over the whole grid
+  const int qt0 = (qBlocks - 1 - qBlock) * DQW_WG;  // longest walks first (of the grid, or of each head)
   const int qtLast = min(qt0 + DQW_WG, tiles) - 1;
 
   // Key tile kt and its dsᵀ tiles into stage kt % DQW_STAGES, one commit group (an empty one past the
   // last key tile keeps the count). Pairs that do not exist (kt after the query tile, or a query tile
   // past t) read as zeros, as do K rows past t.
+#if DQW_EVICT_FIRST
+  unsigned long long evictFirst;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(evictFirst));
+#endif
   auto load = [&](int kt) {
     const int stage = kt % DQW_STAGES, k0 = kt * WB_ROWS;
     if (kt <= qtLast) {
@@ -277,7 +298,13 @@ extern "C" __global__ void __launch_bounds__(DQW_THREADS, DQW_MIN_BLOCKS) flash_
         const int qt = qt0 + w;
         const bool live = qt <= qtLast && kt <= qt;
         const bf16* src = ds + (live ? dsTile(bh, qt, kt, t) : 0);
-        for (int idx = threadIdx.x; idx < DS_TILE * DS_TILE / 8; idx += DQW_THREADS) cp_async16(sDs(stage, w) + idx * 16, src + idx * 8, live);
+        for (int idx = threadIdx.x; idx < DS_TILE * DS_TILE / 8; idx += DQW_THREADS) {
+#if DQW_EVICT_FIRST
+          cp_async16_policy(sDs(stage, w) + idx * 16, src + idx * 8, live, evictFirst);
+#else
+          cp_async16(sDs(stage, w) + idx * 16, src + idx * 8, live);
+#endif
+        }
       }
     }
     asm volatile("cp.async.commit_group;\n" ::: "memory");
