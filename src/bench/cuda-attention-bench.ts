@@ -14,8 +14,8 @@
  * --variants  also times every compile-time shape of flash.ts (forward shapes, backward chunks and modes);
  *             with --forward-only, the wgmma forward shapes alone (and their check against mma.sync).
  * On sm_90a the dk/dv kernels (mma.sync, the before, and wgmma) are always timed side by side, and so
- *             are the dq passes from the stored dsᵀ (mma.sync, the before, and each wgmma shape), with
- *             the count of dq elements where each wgmma shape differs from mma.sync.
+ *             are the dq passes from the stored dsᵀ (mma.sync, the before, and wgmma), with the count
+ *             of dq elements where they differ.
  * --dq-only   only that dq comparison (after the forward that feeds it).
  * --before    times the kernels of an earlier commit from DIR (common.cuh, flash_attention.cu and
  *             flash_backward.cu of commit b6e5d97: `git show b6e5d97:src/backend/cuda/kernels/FILE`),
@@ -32,7 +32,7 @@ import { KernelCache } from '../backend/cuda/kernels.js';
 import {
   FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_BACKWARD_STORED_DS, FLASH_FORWARD_SHAPES, FLASH_TRAIN_MMA_SHAPE, FLASH_TRAIN_SHAPE, flashBackwardScratchElements, flashDkdvDefault,
   flashPrefillShape, flashShapeLabel, wgmmaUsable, launchFlashBackward, launchFlashForward, type FlashDkdvKernel, type FlashForwardShape,
-  FLASH_DQ_WGMMA_SHAPES, flashDqDefault, flashDqLabel, type FlashDqKernel,
+  flashDqDefault, type FlashDqKernel,
 } from '../backend/cuda/flash.js';
 import { alibiSlopes, MPT_1B_REDPAJAMA_200B } from '../model/config.js';
 import { UserError } from '../util/errors.js';
@@ -130,36 +130,33 @@ function main(argv: string[]): void {
   if (wgmmaUsable(be.kernels, dHead)) { compareDkdvKernels(); compareDqKernels(); }
 
   // The dq passes from the stored dsᵀ side by side, same inputs, same process: mma.sync (main's kernel,
-  // the fallback) as the before, every wgmma shape as the after, two rounds each; the whole backward with
-  // each default; "after dk/dv" = whole backward − dk/dv alone (dq reading a scratch just written, part
-  // of it still in L2). Then the wgmma shapes' dq against mma.sync's: both sum the same products in the
-  // same order, so they should agree to the bit.
+  // the fallback) as the before, wgmma as the after, two rounds each; the whole backward with each;
+  // "after dk/dv" = whole backward − dk/dv alone (dq reading a scratch just written, part of it still in
+  // L2). Then wgmma's dq against mma.sync's: both sum the same products in the same order, so they must
+  // agree to the bit.
   function compareDqKernels(): void {
-    log('-- dq from stored ds: mma.sync (before) against wgmma shapes; dk/dv on wgmma');
+    log('-- dq from stored ds: mma.sync (before) against wgmma; dk/dv on wgmma');
     bwd(64, 'both', true, 'wgmma', { dq, dk, dv }, 'mma');  // fills the scratch
     const dqBytes = flashBackwardScratchElements(8, heads, t) * 2;
-    const kernelsToTime: FlashDqKernel[] = ['mma', ...FLASH_DQ_WGMMA_SHAPES];
     for (let round = 1; round <= 2; round++) {
-      for (const s of kernelsToTime) {
-        const r = timeIt(`  round ${round}: ${flashDqLabel(s)}`, 0.5 * fwdFlops(8), () => bwd(64, 'dq', true, 'wgmma', { dq, dk, dv }, s));
+      for (const s of ['mma', 'wgmma'] as const) {
+        const r = timeIt(`  round ${round}: dq ${s}`, 0.5 * fwdFlops(8), () => bwd(64, 'dq', true, 'wgmma', { dq, dk, dv }, s));
         log(`      dsᵀ read at ${(dqBytes / (r.ms * 1e9)).toFixed(2)} TB/s`);
       }
     }
     const dkdvAlone = timeIt('  dk/dv storing ds, wgmma', 2 * fwdFlops(8), () => bwd(64, 'dkdv', true, 'wgmma'));
-    for (const s of ['mma', dqDefault] as FlashDqKernel[]) {
-      const whole = timeIt(`  backward dq + dk/dv, ${flashDqLabel(s)}`, 2.5 * fwdFlops(8), () => bwd(64, 'both', true, 'wgmma', { dq, dk, dv }, s));
+    for (const s of ['mma', 'wgmma'] as const) {
+      const whole = timeIt(`  backward dq + dk/dv, dq ${s}`, 2.5 * fwdFlops(8), () => bwd(64, 'both', true, 'wgmma', { dq, dk, dv }, s));
       log(`      dq after dk/dv: ${(whole.ms - dkdvAlone.ms).toFixed(3)} ms`);
     }
     const reference = be.alloc([8, t, d]);
     bwd(64, 'both', true, 'wgmma', { dq: reference, dk, dv }, 'mma');
     const y = be.download(reference);
-    for (const s of FLASH_DQ_WGMMA_SHAPES) {
-      bwd(64, 'dq', true, 'wgmma', { dq, dk, dv }, s);
-      const x = be.download(dq);
-      let m = 0, differ = 0;
-      for (let i = 0; i < x.length; i++) { const e = Math.abs(x[i] - y[i]); if (!(e === 0)) differ++; m = Math.max(m, e); }
-      log(`  check ${flashDqLabel(s)} against mma.sync: ${differ} of ${x.length} differ, max |Δ| ${m.toExponential(2)}`);
-    }
+    bwd(64, 'dq', true, 'wgmma', { dq, dk, dv }, 'wgmma');
+    const x = be.download(dq);
+    let m = 0, differ = 0;
+    for (let i = 0; i < x.length; i++) { const e = Math.abs(x[i] - y[i]); if (!(e === 0)) differ++; m = Math.max(m, e); }
+    log(`  check dq wgmma against mma.sync: ${differ} of ${x.length} differ, max |Δ| ${m.toExponential(2)}`);
     be.release(reference);
   }
 

@@ -179,51 +179,24 @@ export function flashWgmmaDkdvSharedBytes(dHead: number): number {
 }
 
 /**
- * A shape of flash_backward_dq_wgmma (flash_backward_wgmma.cu: dq from the stored dsᵀ on warpgroup MMA,
- * sm_90a, heads of 64 or 128): `warpgroups` 64-query tiles a block (each K tile read once for all of
- * them), `stages` of its cp.async ring of (K tile, dsᵀ tiles), blocks an SM; `headMajor`: a head's
- * blocks launched together (they share its K tiles in L2); `evictFirst`: the dsᵀ stream loaded with an L2
- * evict-first policy (it does not push the K tiles out).
+ * Which pass computes dq from the stored dsᵀ: 'mma' (flash_backward_dq_stored, mma.sync, any chip) or
+ * 'wgmma' (flash_backward_dq_wgmma: sm_90a, heads of 64 or 128; head-major grid, 128 queries a block, 3
+ * stages, dsᵀ evict-first). Both read the same scratch and sum the same products in the same order: the
+ * same bits. On the H100 the wgmma pass takes 0.265 ms against 0.374-0.388 (bench/RESULTS-attention.md).
  */
-export interface FlashDqWgmmaShape { warpgroups: 1 | 2 | 4; stages: 2 | 3 | 4; minBlocks: number; headMajor?: boolean; evictFirst?: boolean }
+export type FlashDqKernel = 'mma' | 'wgmma';
 
-/**
- * Which dq-from-stored-dsᵀ kernel runs: 'mma' (flash_backward_dq_stored, mma.sync, any chip) or a shape of
- * the wgmma one. Both read the same scratch and sum in the same order.
- */
-export type FlashDqKernel = 'mma' | FlashDqWgmmaShape;
-
-// The argument list of the backward's wgmma dq pass (k, dsᵀ, dq, t, nHeads, scale), beside the others in kernels.ts.
+// The argument list of the wgmma dq pass (k, dsᵀ, dq, t, nHeads, scale), beside the others in kernels.ts.
 Object.assign(KERNEL_ARGS, { flash_backward_dq_wgmma: 'pppiif' });
 
-/** The wgmma dq shapes worth timing (the default among them). */
-export const FLASH_DQ_WGMMA_SHAPES: readonly FlashDqWgmmaShape[] = [
-  { warpgroups: 2, stages: 3, minBlocks: 2 }, { warpgroups: 2, stages: 3, minBlocks: 2, headMajor: true },
-  { warpgroups: 2, stages: 3, minBlocks: 2, headMajor: true, evictFirst: true },
-  { warpgroups: 1, stages: 4, minBlocks: 2, headMajor: true, evictFirst: true },
-  { warpgroups: 4, stages: 3, minBlocks: 1, headMajor: true, evictFirst: true },
-  { warpgroups: 4, stages: 4, minBlocks: 1, headMajor: true, evictFirst: true },
-  { warpgroups: 4, stages: 4, minBlocks: 1, evictFirst: true },
-];
-
-/** The default wgmma dq shape (a guess until measured: bench/RESULTS-attention.md). */
-export const FLASH_DQ_WGMMA_SHAPE: FlashDqWgmmaShape = { warpgroups: 4, stages: 4, minBlocks: 1, headMajor: true, evictFirst: true };
-
-/** The dq kernel launchFlashBackward uses by default: wgmma wherever it can run; MPT_CUDA_DQ=mma forces mma.sync (A/B). */
+/** The dq pass launchFlashBackward uses by default: wgmma wherever it can run; MPT_CUDA_DQ=mma forces mma.sync (A/B). */
 export function flashDqDefault(kernels: KernelCache, dHead: number): FlashDqKernel {
-  return wgmmaUsable(kernels, dHead) && process.env.MPT_CUDA_DQ !== 'mma' ? FLASH_DQ_WGMMA_SHAPE : 'mma';
+  return wgmmaUsable(kernels, dHead) && process.env.MPT_CUDA_DQ !== 'mma' ? 'wgmma' : 'mma';
 }
 
-/** A one-line description of a dq kernel (benchmark rows, test messages). */
-export function flashDqLabel(s: FlashDqKernel): string {
-  return s === 'mma' ? 'dq mma.sync (128 queries a block, 2 stages)'
-    : `dq wgmma, ${64 * s.warpgroups} queries a block, ${s.stages} stages, ${s.minBlocks} blocks/SM`
-      + `${s.headMajor ? ', head-major grid' : ''}${s.evictFirst ? ', dsᵀ evict-first' : ''}`;
-}
-
-/** Shared memory of flash_backward_dq_wgmma: `stages` × (K tile, a dsᵀ tile a warpgroup), 1 KB to align. */
-export function flashWgmmaDqSharedBytes(dHead: number, s: FlashDqWgmmaShape): number {
-  return s.stages * (64 * dHead * 2 + s.warpgroups * 64 * 64 * 2) + 1024;
+/** Shared memory of flash_backward_dq_wgmma: 3 stages × (K tile, two dsᵀ tiles of 64 × 64), 1 KB to align. */
+export function flashWgmmaDqSharedBytes(dHead: number): number {
+  return 3 * (64 * dHead * 2 + 2 * 64 * 64 * 2) + 1024;
 }
 
 /**
@@ -236,7 +209,7 @@ export function flashWgmmaDqSharedBytes(dHead: number, s: FlashDqWgmmaShape): nu
 export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, chunk = FLASH_BACKWARD_CHUNK_DEFAULT,
   parts: 'both' | 'dq' | 'dkdv' = 'both', dkdvKernel: FlashDkdvKernel = flashDkdvDefault(kernels, a.dHead),
   dqKernel: FlashDqKernel = flashDqDefault(kernels, a.dHead)): void {
-  if ((dkdvKernel === 'wgmma' || dqKernel !== 'mma') && !wgmmaUsable(kernels, a.dHead)) {
+  if ((dkdvKernel === 'wgmma' || dqKernel === 'wgmma') && !wgmmaUsable(kernels, a.dHead)) {
     const which = dkdvKernel === 'wgmma' ? 'flash_backward_dkdv_wgmma' : 'flash_backward_dq_wgmma';
     throw new Error(`${which} needs sm_90a and heads of 64 or 128 (${kernels.architecture()}, head ${a.dHead})`);
   }
@@ -244,15 +217,9 @@ export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, 
   const row = rowBytes(a.dHead), grid = [a.batch * a.nHeads, Math.ceil(a.t / 64)];
   const ds = a.ds ?? 0;
   const dq = () => {
-    if (ds && dqKernel !== 'mma') {
-      const q = dqKernel, defs = {
-        MPT_BF16: true, HEAD_DIM: a.dHead, DQW_WG: q.warpgroups, DQW_STAGES: q.stages, DQW_MIN_BLOCKS: q.minBlocks,
-        DQW_HEAD_MAJOR: q.headMajor ? 1 : 0, DQW_EVICT_FIRST: q.evictFirst ? 1 : 0,
-      };
-      const blocks = Math.ceil(Math.ceil(a.t / 64) / q.warpgroups);
-      kernels.get('flash_backward_wgmma.cu', 'flash_backward_dq_wgmma', defs).launch(
-        q.headMajor ? [blocks, a.batch * a.nHeads] : [a.batch * a.nHeads, blocks],
-        [128 * q.warpgroups], [a.k, ds, a.dq, a.t, a.nHeads, a.scale], flashWgmmaDqSharedBytes(a.dHead, q));
+    if (ds && dqKernel === 'wgmma') {  // head-major grid: 128 queries a block (2 warpgroups) × batch·nHeads
+      kernels.get('flash_backward_wgmma.cu', 'flash_backward_dq_wgmma', { MPT_BF16: true, HEAD_DIM: a.dHead }).launch(
+        [Math.ceil(a.t / 128), a.batch * a.nHeads], [256], [a.k, ds, a.dq, a.t, a.nHeads, a.scale], flashWgmmaDqSharedBytes(a.dHead));
     } else if (ds) {  // 128 queries a block: 256 threads; shared 2 stages × (K tile, two dsᵀ tiles)
       kernels.get('flash_backward.cu', 'flash_backward_dq_stored', defs).launch([a.batch * a.nHeads, Math.ceil(a.t / 128)], [256],
         [a.k, ds, a.dq, a.t, a.nHeads, a.scale], 2 * (64 * row + 2 * 64 * 64 * 2));

@@ -215,37 +215,27 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
 
 // ---- dq from the stored dsᵀ on wgmma ----------------------------------------------------------------
 // dq_i = scale Σ_j ds_ij k_j, the one product left once flash_backward_dkdv(_wgmma) has stored dsᵀ
-// (flash_backward_dq_stored in flash_backward.cu is the mma.sync version and the fallback). The pass is a
-// stream of the 553 MB scratch (batch 8, 16 heads, t = 2048): what matters is bytes in flight and few
-// instructions a byte, not the tensor pipe. One block = DQW_WG warpgroups, warpgroup w owns the 64-query
-// tile qt0 + w, and the block walks the key tiles 0..(its last query tile): each K tile is read once for
-// DQW_WG dsᵀ tiles. A DQW_STAGES ring of (K tile, DQW_WG dsᵀ tiles) loaded by cp.async, one barrier a key
-// tile; each warpgroup reads its dsᵀ tile's A fragments with ldmatrix.trans (the same reads and fragments
-// as the mma.sync kernel: the stored layout is flash_backward_ds.cuh's) and issues dQ += dS·K as 4 ×
-// m64nHEAD_DIMk16 with A from registers and B = the K tile read MN-major (as dV's dO above).
-// A warpgroup whose query tile does not reach the key tile (the diagonal of the block) gets a zero-filled
-// dsᵀ tile and adds exact zeros, so every wgmma is issued by the whole block without a branch that ptxas
-// cannot prove uniform. Sums in key order, 16 keys a step, as the mma.sync kernel: the same bits.
-#ifndef DQW_WG
-#define DQW_WG 2
-#endif
-#ifndef DQW_STAGES
+// (flash_backward_dq_stored in flash_backward.cu is the mma.sync version and the fallback). The pass streams
+// the 553 MB scratch (batch 8, 16 heads, t = 2048) and is bound by DRAM: the mma.sync pass moved ~1 GB
+// from DRAM for it (ncu), because its blocks run all heads at once (grid (batch·nHeads, query blocks))
+// and the dsᵀ stream evicts each K tile from L2 before the next wave of query blocks of its head reads it
+// again. Here:
+//   - a head-major grid (query blocks, batch·nHeads): a head's blocks run together and read each K tile
+//     while it is in L2 (this alone took the pass from 0.37 to 0.27 ms; wgmma without it gained ~2 %);
+//   - the dsᵀ tiles, read once, come with an L2 evict-first policy (within the noise; never slower);
+//   - one block = 2 warpgroups, warpgroup w owns the 64-query tile qt0 + w, and the block walks the key
+//     tiles 0..qt0 + 1: each K tile is read once for two dsᵀ tiles; a 3-stage ring of (K tile, 2 dsᵀ tiles)
+//     by cp.async, one barrier a key tile, 2 blocks an SM (blocks of 1 or 4 warpgroups, 2 or 4 stages,
+//     were slower: bench/RESULTS-attention.md);
+//   - each warpgroup reads its dsᵀ tile's A fragments with ldmatrix.trans (the same reads and fragments as
+//     the mma.sync pass: the stored layout is flash_backward_ds.cuh's) and issues dQ += dS·K as 4 ×
+//     m64nHEAD_DIMk16, A from registers, B = the K tile read MN-major (as dV's dO above).
+// A warpgroup whose query tile does not reach the key tile (the block's diagonal) gets a zero-filled dsᵀ
+// tile and adds exact zeros, so every wgmma is issued by the whole block without a branch that ptxas
+// cannot prove uniform. Sums in key order, 16 keys a step, as the mma.sync pass: the same bits (checked on
+// the bench's inputs, 0 of 33.5 M elements differ). Deterministic, no atomics.
+#define DQW_WG 2          // warpgroups a block = 64-query tiles a block
 #define DQW_STAGES 3
-#endif
-#ifndef DQW_MIN_BLOCKS
-#define DQW_MIN_BLOCKS 2
-#endif
-// DQW_HEAD_MAJOR: grid (query blocks, batch·nHeads), so the blocks of one head run together and read each
-// K tile while the others still hold it in L2 (else (batch·nHeads, query blocks): every head's longest
-// blocks first, and each K tile comes back from DRAM for each wave of query blocks, the dsᵀ stream
-// having evicted it). DQW_EVICT_FIRST: the dsᵀ tiles, read once, are loaded with an L2 evict-first
-// policy, so that stream leaves the K tiles in L2.
-#ifndef DQW_HEAD_MAJOR
-#define DQW_HEAD_MAJOR 0
-#endif
-#ifndef DQW_EVICT_FIRST
-#define DQW_EVICT_FIRST 0
-#endif
 #define DQW_THREADS (128 * DQW_WG)
 #define DQW_DS_BYTES (DS_TILE * DS_TILE * 2)
 #define DQW_STAGE_BYTES (WB_TILE_BYTES + DQW_WG * DQW_DS_BYTES)
@@ -262,29 +252,27 @@ __device__ __forceinline__ void cp_async16_policy(unsigned dst, const void* src,
 }
 
 // Shared: DQW_STAGES × (K tile of 64 keys × HEAD_DIM, 128-byte swizzled; DQW_WG dsᵀ tiles of 8 KB as
-// stored), 1024-byte aligned (the launch adds 1 KB for that). Grid (batch·nHeads, ceil(tiles / DQW_WG)),
-// or the other way round with DQW_HEAD_MAJOR; DQW_THREADS threads.
-extern "C" __global__ void __launch_bounds__(DQW_THREADS, DQW_MIN_BLOCKS) flash_backward_dq_wgmma(
+// stored), 1024-byte aligned (the launch adds 1 KB for that). Grid (ceil(tiles / DQW_WG), batch·nHeads),
+// DQW_THREADS threads.
+extern "C" __global__ void __launch_bounds__(DQW_THREADS, 2) flash_backward_dq_wgmma(
     const bf16* __restrict__ k, const bf16* __restrict__ ds, bf16* __restrict__ dq, int t, int nHeads, float scale) {
   extern __shared__ __align__(16) unsigned char smemRaw[];
   const unsigned aligned = ((unsigned)__cvta_generic_to_shared(smemRaw) + 1023u) & ~1023u;
   auto sK = [&](int stage) { return aligned + stage * DQW_STAGE_BYTES; };
   auto sDs = [&](int stage, int w) { return aligned + stage * DQW_STAGE_BYTES + WB_TILE_BYTES + w * DQW_DS_BYTES; };
-  const int bh = DQW_HEAD_MAJOR ? blockIdx.y : blockIdx.x, stride = nHeads * HEAD_DIM;
-  const int qBlock = DQW_HEAD_MAJOR ? blockIdx.x : blockIdx.y, qBlocks = DQW_HEAD_MAJOR ? gridDim.x : gridDim.y;
+  const int bh = blockIdx.y, stride = nHeads * HEAD_DIM;
+  const int qBlock = blockIdx.x, qBlocks = gridDim.x;  // a query block of 2 tiles, of this head
   const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const long long base = (long long)(bh / nHeads) * t * stride + (bh % nHeads) * HEAD_DIM;
   const int tiles = (t + DS_TILE - 1) / DS_TILE;
-  const int qt0 = (qBlocks - 1 - qBlock) * DQW_WG;  // longest walks first (of the grid, or of each head)
+  const int qt0 = (qBlocks - 1 - qBlock) * DQW_WG;  // each head's longest walks first
   const int qtLast = min(qt0 + DQW_WG, tiles) - 1;
 
   // Key tile kt and its dsᵀ tiles into stage kt % DQW_STAGES, one commit group (an empty one past the
   // last key tile keeps the count). Pairs that do not exist (kt after the query tile, or a query tile
   // past t) read as zeros, as do K rows past t.
-#if DQW_EVICT_FIRST
   unsigned long long evictFirst;
   asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(evictFirst));
-#endif
   auto load = [&](int kt) {
     const int stage = kt % DQW_STAGES, k0 = kt * WB_ROWS;
     if (kt <= qtLast) {
@@ -298,13 +286,7 @@ extern "C" __global__ void __launch_bounds__(DQW_THREADS, DQW_MIN_BLOCKS) flash_
         const int qt = qt0 + w;
         const bool live = qt <= qtLast && kt <= qt;
         const bf16* src = ds + (live ? dsTile(bh, qt, kt, t) : 0);
-        for (int idx = threadIdx.x; idx < DS_TILE * DS_TILE / 8; idx += DQW_THREADS) {
-#if DQW_EVICT_FIRST
-          cp_async16_policy(sDs(stage, w) + idx * 16, src + idx * 8, live, evictFirst);
-#else
-          cp_async16(sDs(stage, w) + idx * 16, src + idx * 8, live);
-#endif
-        }
+        for (int idx = threadIdx.x; idx < DS_TILE * DS_TILE / 8; idx += DQW_THREADS) cp_async16_policy(sDs(stage, w) + idx * 16, src + idx * 8, live, evictFirst);
       }
     }
     asm volatile("cp.async.commit_group;\n" ::: "memory");
