@@ -16,7 +16,8 @@
  * On sm_90a the dk/dv kernels (mma.sync, the before, and wgmma) are always timed side by side, and so
  *             are the dq passes from the stored dsᵀ (mma.sync, the before, and wgmma), with the count
  *             of dq elements where they differ.
- * --dq-only   only that dq comparison (after the forward that feeds it).
+ * --dq-only   only that dq comparison (after the forward that feeds it); --backward-only: the dk/dv
+ *             comparison (mma.sync, wgmma, wgmma on a head-major grid) and that dq comparison.
  * --before    times the kernels of an earlier commit from DIR (common.cuh, flash_attention.cu and
  *             flash_backward.cu of commit b6e5d97: `git show b6e5d97:src/backend/cuda/kernels/FILE`),
  *             launched as that commit did (64-query dq blocks, dsᵀ stored row-major),
@@ -45,7 +46,7 @@ function main(argv: string[]): void {
   const flag = (name: string) => argv.includes(name);
   const value = (name: string) => { const i = argv.indexOf(name); return i >= 0 ? argv[i + 1] : undefined; };
   if (flag('--help')) {
-    process.stdout.write('usage: node dist/src/bench/cuda-attention-bench.js [--variants [--forward-only]] [--dq-only] [--before DIR] [--torch SCRIPT] [--reps N] [--json FILE]\n');
+    process.stdout.write('usage: node dist/src/bench/cuda-attention-bench.js [--variants [--forward-only]] [--dq-only | --backward-only] [--before DIR] [--torch SCRIPT] [--reps N] [--json FILE]\n');
     return;
   }
   const reps = Number(value('--reps') ?? 20);
@@ -104,9 +105,10 @@ function main(argv: string[]): void {
   // Warm-up of the whole GPU (clocks ramp for a while) before the first figure.
   for (let i = 0; i < 60; i++) fwd(8, FLASH_TRAIN_SHAPE);
   be.synchronize();
-  if (flag('--dq-only')) {
+  if (flag('--dq-only') || flag('--backward-only')) {
     rowDot();
-    if (!wgmmaUsable(be.kernels, dHead)) throw new UserError('--dq-only compares the wgmma dq pass: it needs sm_90a');
+    if (!wgmmaUsable(be.kernels, dHead)) throw new UserError('--dq-only and --backward-only compare the wgmma kernels: they need sm_90a');
+    if (flag('--backward-only')) compareDkdvKernels();
     compareDqKernels();
     return;
   }
@@ -165,7 +167,7 @@ function main(argv: string[]): void {
   function compareDkdvKernels(): void {
     log('-- dk/dv kernels: mma.sync (before) against wgmma, storing ds, dq from it');
     const pairs: Array<[FlashDkdvKernel, Row, Row]> = [];
-    for (const kernel of ['mma', 'wgmma', 'mma', 'wgmma'] as const) {
+    for (const kernel of ['mma', 'wgmma', 'wgmma-head-major', 'mma', 'wgmma', 'wgmma-head-major'] as const) {
       const a = timeIt(`  dk/dv storing ds, ${kernel}`, 2 * fwdFlops(8), () => bwd(64, 'dkdv', true, kernel));
       const b = timeIt(`  backward dq + dk/dv, ${kernel}`, 2.5 * fwdFlops(8), () => bwd(64, 'both', true, kernel));
       pairs.push([kernel, a, b]);
@@ -173,23 +175,26 @@ function main(argv: string[]): void {
     timeIt('  dk/dv alone, no ds stored, wgmma', 2 * fwdFlops(8), () => bwd(64, 'dkdv', false, 'wgmma'));
     const best = (kernel: FlashDkdvKernel, i: 1 | 2) => Math.min(...pairs.filter((p) => p[0] === kernel).map((p) => p[i].ms));
     log(`speed-up of wgmma (best of two rounds): dk/dv ${(best('mma', 1) / best('wgmma', 1)).toFixed(2)}×, whole backward ${(best('mma', 2) / best('wgmma', 2)).toFixed(2)}×`);
+    log(`speed-up of the head-major grid over wgmma: dk/dv ${(best('wgmma', 1) / best('wgmma-head-major', 1)).toFixed(3)}×, whole backward ${(best('wgmma', 2) / best('wgmma-head-major', 2)).toFixed(3)}×`);
     // The same inputs through both: the outputs must agree with mma.sync's to bf16 rounding (the tests
     // check the math); both kernels sum in the same order, so they may agree to the bit.
     const reference = { dq: be.alloc([8, t, d]), dk: be.alloc([8, t, d]), dv: be.alloc([8, t, d]) };
     bwd(64, 'both', true, 'mma', reference);
-    bwd(64, 'both', true, 'wgmma');
-    const parts = (['dq', 'dk', 'dv'] as const).map((name) => {
-      const x = be.download(name === 'dq' ? dq : name === 'dk' ? dk : dv), y = be.download(reference[name]);
-      let m = 0, s = 0, num = 0, den = 0, differ = 0;
-      for (let i = 0; i < x.length; i++) {
-        const e = Math.abs(x[i] - y[i]);
-        if (!(e === 0)) differ++;
-        m = Math.max(m, e); s = Math.max(s, Math.abs(y[i]));
-        num += e * e; den += y[i] ** 2;
-      }
-      return `${name} ${differ} differ, max |Δ| ${m.toExponential(2)} (max ${s.toFixed(2)}), rel ${Math.sqrt(num / den).toExponential(2)}`;
-    });
-    log(`check wgmma against mma.sync: ${parts.join('; ')}`);
+    for (const kernel of ['wgmma', 'wgmma-head-major'] as const) {
+      bwd(64, 'both', true, kernel);
+      const parts = (['dq', 'dk', 'dv'] as const).map((name) => {
+        const x = be.download(name === 'dq' ? dq : name === 'dk' ? dk : dv), y = be.download(reference[name]);
+        let m = 0, s = 0, num = 0, den = 0, differ = 0;
+        for (let i = 0; i < x.length; i++) {
+          const e = Math.abs(x[i] - y[i]);
+          if (!(e === 0)) differ++;
+          m = Math.max(m, e); s = Math.max(s, Math.abs(y[i]));
+          num += e * e; den += y[i] ** 2;
+        }
+        return `${name} ${differ} differ, max |Δ| ${m.toExponential(2)} (max ${s.toFixed(2)}), rel ${Math.sqrt(num / den).toExponential(2)}`;
+      });
+      log(`check ${kernel} against mma.sync: ${parts.join('; ')}`);
+    }
     for (const x of Object.values(reference)) be.release(x);
   }
 

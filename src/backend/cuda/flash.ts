@@ -164,9 +164,10 @@ export function flashBackwardScratchElements(batch: number, nHeads: number, t: n
 /**
  * Which dk/dv kernel runs: 'mma' (flash_backward_dkdv, mma.sync, any chip and head size a multiple of
  * 16) or 'wgmma' (flash_backward_dkdv_wgmma, warpgroup MMA: sm_90a only, heads of 64 or 128). Both
- * write the same dsᵀ layout, so the dq pass is the same.
+ * write the same dsᵀ layout, so the dq pass is the same. 'wgmma-head-major': the wgmma kernel on a grid
+ * (key tiles, batch·nHeads), a head's blocks together (benchmark variant).
  */
-export type FlashDkdvKernel = 'mma' | 'wgmma';
+export type FlashDkdvKernel = 'mma' | 'wgmma' | 'wgmma-head-major';
 
 /** The dk/dv kernel launchFlashBackward uses by default: wgmma wherever it can run (1.45× on the H100: bench/RESULTS-attention.md). */
 export function flashDkdvDefault(kernels: KernelCache, dHead: number): FlashDkdvKernel {
@@ -209,8 +210,8 @@ export function flashWgmmaDqSharedBytes(dHead: number): number {
 export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, chunk = FLASH_BACKWARD_CHUNK_DEFAULT,
   parts: 'both' | 'dq' | 'dkdv' = 'both', dkdvKernel: FlashDkdvKernel = flashDkdvDefault(kernels, a.dHead),
   dqKernel: FlashDqKernel = flashDqDefault(kernels, a.dHead)): void {
-  if ((dkdvKernel === 'wgmma' || dqKernel === 'wgmma') && !wgmmaUsable(kernels, a.dHead)) {
-    const which = dkdvKernel === 'wgmma' ? 'flash_backward_dkdv_wgmma' : 'flash_backward_dq_wgmma';
+  if ((dkdvKernel !== 'mma' || dqKernel === 'wgmma') && !wgmmaUsable(kernels, a.dHead)) {
+    const which = dkdvKernel !== 'mma' ? 'flash_backward_dkdv_wgmma' : 'flash_backward_dq_wgmma';
     throw new Error(`${which} needs sm_90a and heads of 64 or 128 (${kernels.architecture()}, head ${a.dHead})`);
   }
   const defs = { MPT_BF16: true, HEAD_DIM: a.dHead, BWD_CHUNK: chunk };
@@ -230,9 +231,10 @@ export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, 
   };
   const dkdvArgs = [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dk, a.dv, ds, a.t, a.nHeads, a.scale];
   // mma.sync: shared K, V and 2 stages of Q, dO tiles, 2 stages of lse and D. wgmma: the same in 128-byte-swizzled tiles.
-  const dkdv = () => (dkdvKernel === 'wgmma'
-    ? kernels.get('flash_backward_wgmma.cu', 'flash_backward_dkdv_wgmma', { MPT_BF16: true, HEAD_DIM: a.dHead }).launch(grid, [128],
-      dkdvArgs, flashWgmmaDkdvSharedBytes(a.dHead))
+  const headMajor = dkdvKernel === 'wgmma-head-major';
+  const dkdv = () => (dkdvKernel !== 'mma'
+    ? kernels.get('flash_backward_wgmma.cu', 'flash_backward_dkdv_wgmma', { MPT_BF16: true, HEAD_DIM: a.dHead, WB_HEAD_MAJOR: headMajor ? 1 : false })
+      .launch(headMajor ? [grid[1], grid[0]] : grid, [128], dkdvArgs, flashWgmmaDkdvSharedBytes(a.dHead))
     : kernels.get('flash_backward.cu', 'flash_backward_dkdv', defs).launch(grid, [128], dkdvArgs, 6 * 64 * row + 4 * 64 * 4));
   if (ds) {
     if (parts !== 'dq') dkdv();

@@ -25,6 +25,9 @@
 #define WB_BLOCK_BYTES (WB_ROWS * 128)        // one 128-byte-swizzled column block of 64 bf16 columns
 #define WB_TILE_BYTES (WB_ROWS * HEAD_DIM * 2)  // a tile of 64 rows × HEAD_DIM
 #define WB_KSTEPS (HEAD_DIM / 16)             // k-steps of Sᵀ and dPᵀ
+#ifndef WB_HEAD_MAJOR
+#define WB_HEAD_MAJOR 0                       // 1: dk/dv grid (key tiles, batch·nHeads) instead of (batch·nHeads, key tiles)
+#endif
 typedef __nv_bfloat16 bf16;
 
 
@@ -75,8 +78,10 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
   auto sDO = [&](int stage) { return aligned + (3 + 2 * stage) * WB_TILE_BYTES; };
   float (*rowTerms)[2][WB_ROWS] = reinterpret_cast<float (*)[2][WB_ROWS]>(smemRaw + (aligned - raw) + 6 * WB_TILE_BYTES);  // [stage][lse or D]
 
-  const int kTile = blockIdx.y;  // key tile 0 walks every query tile: the longest start first
-  const int bh = blockIdx.x, h = bh % nHeads, b = bh / nHeads, stride = nHeads * HEAD_DIM;
+  // Key tile 0 walks every query tile: the longest start first (of the grid; of each head with WB_HEAD_MAJOR,
+  // grid (key tiles, batch·nHeads): a head's blocks run together and share its Q and dO tiles in L2).
+  const int kTile = WB_HEAD_MAJOR ? blockIdx.x : blockIdx.y;
+  const int bh = WB_HEAD_MAJOR ? blockIdx.y : blockIdx.x, h = bh % nHeads, b = bh / nHeads, stride = nHeads * HEAD_DIM;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const float LOG2E = 1.4426950408889634f;
   const float slope2 = slopes ? slopes[h] * LOG2E : 0.f, scale2 = scale * LOG2E;
