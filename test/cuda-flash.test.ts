@@ -1,7 +1,8 @@
 // The tensor-core attention backward (flash.ts, kernels/flash_backward.cu, flash_backward_wgmma.cu) in
 // each mode and chunk, against the CPU backend's attention backward (the reference) on fresh random
 // inputs: dk/dv storing dsᵀ and dq from it in 128-query blocks (chunks of 16, 32 and 64 keys), and dq
-// recomputed; dk/dv by mma.sync and, where it runs (sm_90a, heads of 64 or 128), by wgmma. Sizes that
+// recomputed; dk/dv by mma.sync and, where it runs (sm_90a, heads of 64 or 128), by wgmma, and there dq
+// from the stored dsᵀ by wgmma too (after either dk/dv kernel; bit for bit the mma.sync pass's dq). Sizes that
 // are not multiples of 64 or 128 rows, head sizes 32, 64 and 128, batch > 1, with and without ALiBi. The
 // dsᵀ scratch is filled with NaN first, so a block the dk/dv kernel fails to write poisons dq. The
 // backward must be deterministic: a second run gives the same bits. Skipped where no GPU is usable.
@@ -10,7 +11,7 @@ import assert from 'node:assert/strict';
 import type { CudaTensor } from '../src/backend/cuda/index.js';
 import { trainingBackend, type AttentionArgs, type Tensor } from '../src/backend/backend.js';
 import {
-  flashBackwardScratchElements, wgmmaUsable, launchFlashBackward, type FlashDkdvKernel,
+  flashBackwardScratchElements, wgmmaUsable, launchFlashBackward, type FlashDkdvKernel, type FlashDqKernel,
 } from '../src/backend/cuda/flash.js';
 import { close, cpu, cudaFor, down, pair, randn, skip } from './cuda-harness.js';
 
@@ -41,25 +42,38 @@ for (const [batch, t, heads, dHead, alibi] of cases) {
     be.kernels.get('flash_attention.cu', 'attention_row_dot', { MPT_BF16: true }).launch([Math.ceil(batch * t * heads / 8)], [256],
       [ptr(dg), ptr(fg.out), D.ptr, batch, t, heads, dHead]);
     const scratch = flashBackwardScratchElements(batch, heads, t);
-    const run = (stored: boolean, chunk: number, kernel: FlashDkdvKernel) => {
+    const run = (stored: boolean, chunk: number, kernel: FlashDkdvKernel, dqKernel: FlashDqKernel) => {
       const ds = stored ? be.upload(new Float32Array(scratch).fill(NaN), [scratch], 'bfloat16') as CudaTensor : null;
       const out = { dq: be.alloc([batch, t, d]), dk: be.alloc([batch, t, d]), dv: be.alloc([batch, t, d]) };
       launchFlashBackward(be.kernels, {
         q: ptr(qg), k: ptr(kg), v: ptr(vg), dOut: ptr(dg), lse: ptr(fg.logSumExp), D: D.ptr, slopes: slopes ? be.slopesOnDevice(slopes).ptr : 0,
         dq: out.dq.ptr, dk: out.dk.ptr, dv: out.dv.ptr, batch, t, nHeads: heads, dHead, scale, ds: ds?.ptr ?? 0,
-      }, chunk, 'both', kernel);
+      }, chunk, 'both', kernel, dqKernel);
       const got = { dq: down(be, out.dq), dk: down(be, out.dk), dv: down(be, out.dv) };
       if (ds) be.release(ds);
       for (const x of Object.values(out)) be.release(x);
       return got;
     };
-    const modes: Array<[boolean, number, FlashDkdvKernel]> = [[true, 64, 'mma'], [true, 32, 'mma'], [true, 16, 'mma'], [false, 64, 'mma'], [false, 32, 'mma']];
-    if (wgmmaUsable(be.kernels, dHead)) modes.push([true, 64, 'wgmma'], [false, 64, 'wgmma']);
-    for (const [stored, chunk, kernel] of modes) {
-      const what = `${stored ? 'dq from stored ds' : 'dq recomputed'}, ${kernel === 'wgmma' ? 'dk/dv on wgmma' : `chunk ${chunk}`}`;
-      const got = run(stored, chunk, kernel);
+    const modes: Array<[boolean, number, FlashDkdvKernel, FlashDqKernel]> = [
+      [true, 64, 'mma', 'mma'], [true, 32, 'mma', 'mma'], [true, 16, 'mma', 'mma'], [false, 64, 'mma', 'mma'], [false, 32, 'mma', 'mma'],
+    ];
+    if (wgmmaUsable(be.kernels, dHead)) {
+      modes.push([true, 64, 'wgmma', 'mma'], [false, 64, 'wgmma', 'mma'], [true, 64, 'mma', 'wgmma'], [true, 64, 'wgmma', 'wgmma'],
+        [true, 64, 'wgmma-head-major', 'wgmma']);
+    }
+    // dq of the mma.sync pass from the wgmma dk/dv's dsᵀ: the wgmma dq pass sums the same products in the
+    // same order, so it must give the same bits.
+    let dqOfMma: Float32Array | null = null;
+    for (const [stored, chunk, kernel, dqKernel] of modes) {
+      const what = `${stored ? `dq from stored ds (${dqKernel})` : 'dq recomputed'}, ${kernel !== 'mma' ? `dk/dv on ${kernel}` : `chunk ${chunk}`}`;
+      const got = run(stored, chunk, kernel, dqKernel);
       for (const name of ['dq', 'dk', 'dv'] as const) close(`${name}, ${what}`, got[name], down(cpu, want[name]), 2e-2);
-      const again = run(stored, chunk, kernel);
+      if (stored && kernel === 'wgmma' && dqKernel === 'mma') dqOfMma = got.dq;
+      if (stored && kernel !== 'mma' && dqKernel === 'wgmma' && dqOfMma) {
+        const differ = got.dq.filter((x, i) => x !== dqOfMma![i]).length;
+        assert.equal(differ, 0, `dq, ${what}: ${differ} elements differ from the mma.sync dq pass on the same dsᵀ`);
+      }
+      const again = run(stored, chunk, kernel, dqKernel);
       for (const name of ['dq', 'dk', 'dv'] as const) {
         assert.ok(got[name].every((x, i) => Object.is(x, again[name][i])), `${name}, ${what}: a second run differs (not deterministic)`);
       }

@@ -13,7 +13,11 @@
  *
  * --variants  also times every compile-time shape of flash.ts (forward shapes, backward chunks and modes);
  *             with --forward-only, the wgmma forward shapes alone (and their check against mma.sync).
- * On sm_90a the dk/dv kernels (mma.sync, the before, and wgmma) are always timed side by side.
+ * On sm_90a the dk/dv kernels (mma.sync, the before, and wgmma) are always timed side by side, and so
+ *             are the dq passes from the stored dsᵀ (mma.sync, the before, and wgmma), with the count
+ *             of dq elements where they differ.
+ * --dq-only   only that dq comparison (after the forward that feeds it); --backward-only: the dk/dv
+ *             comparison (mma.sync, wgmma, wgmma on a head-major grid) and that dq comparison.
  * --before    times the kernels of an earlier commit from DIR (common.cuh, flash_attention.cu and
  *             flash_backward.cu of commit b6e5d97: `git show b6e5d97:src/backend/cuda/kernels/FILE`),
  *             launched as that commit did (64-query dq blocks, dsᵀ stored row-major),
@@ -29,6 +33,7 @@ import { KernelCache } from '../backend/cuda/kernels.js';
 import {
   FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_BACKWARD_STORED_DS, FLASH_FORWARD_SHAPES, FLASH_TRAIN_MMA_SHAPE, FLASH_TRAIN_SHAPE, flashBackwardScratchElements, flashDkdvDefault,
   flashPrefillShape, flashShapeLabel, wgmmaUsable, launchFlashBackward, launchFlashForward, type FlashDkdvKernel, type FlashForwardShape,
+  flashDqDefault, type FlashDqKernel,
 } from '../backend/cuda/flash.js';
 import { alibiSlopes, MPT_1B_REDPAJAMA_200B } from '../model/config.js';
 import { UserError } from '../util/errors.js';
@@ -41,7 +46,7 @@ function main(argv: string[]): void {
   const flag = (name: string) => argv.includes(name);
   const value = (name: string) => { const i = argv.indexOf(name); return i >= 0 ? argv[i + 1] : undefined; };
   if (flag('--help')) {
-    process.stdout.write('usage: node dist/src/bench/cuda-attention-bench.js [--variants [--forward-only]] [--before DIR] [--torch SCRIPT] [--reps N] [--json FILE]\n');
+    process.stdout.write('usage: node dist/src/bench/cuda-attention-bench.js [--variants [--forward-only]] [--dq-only | --backward-only] [--before DIR] [--torch SCRIPT] [--reps N] [--json FILE]\n');
     return;
   }
   const reps = Number(value('--reps') ?? 20);
@@ -87,11 +92,12 @@ function main(argv: string[]): void {
     [Math.ceil(8 * t * heads / 8)], [256], [x8.dOut.ptr, out8.ptr, D8.ptr, 8, t, heads, dHead]);
   const dsScratch = be.alloc([flashBackwardScratchElements(8, heads, t)], 'bfloat16');
   const dkdvDefault = flashDkdvDefault(be.kernels, dHead);
+  const dqDefault = flashDqDefault(be.kernels, dHead);
   const bwd = (chunk: number, parts: 'both' | 'dq' | 'dkdv' = 'both', stored = FLASH_BACKWARD_STORED_DS, kernel = dkdvDefault,
-    into = { dq, dk, dv }) => launchFlashBackward(be.kernels, {
+    into = { dq, dk, dv }, dqKernel: FlashDqKernel = dqDefault) => launchFlashBackward(be.kernels, {
     q: x8.q.ptr, k: x8.k.ptr, v: x8.v.ptr, dOut: x8.dOut.ptr, lse: lse8.ptr, D: D8.ptr, slopes,
     dq: into.dq.ptr, dk: into.dk.ptr, dv: into.dv.ptr, batch: 8, t, nHeads: heads, dHead, scale, ds: stored ? dsScratch.ptr : 0,
-  }, chunk, parts, kernel);
+  }, chunk, parts, kernel, dqKernel);
   const mode = (stored: boolean) => (stored ? 'dq from stored ds' : 'dq recomputed');
   const label = flashShapeLabel;
 
@@ -99,6 +105,13 @@ function main(argv: string[]): void {
   // Warm-up of the whole GPU (clocks ramp for a while) before the first figure.
   for (let i = 0; i < 60; i++) fwd(8, FLASH_TRAIN_SHAPE);
   be.synchronize();
+  if (flag('--dq-only') || flag('--backward-only')) {
+    rowDot();
+    if (!wgmmaUsable(be.kernels, dHead)) throw new UserError('--dq-only and --backward-only compare the wgmma kernels: they need sm_90a');
+    if (flag('--backward-only')) compareDkdvKernels();
+    compareDqKernels();
+    return;
+  }
   log('-- current kernels (defaults of flash.ts)');
   const pre = timeIt(`forward, batch 1 (prefill), ${label(FLASH_PREFILL_SHAPE)}`, fwdFlops(1), () => fwd(1, FLASH_PREFILL_SHAPE));
   const tr = timeIt(`forward + lse, batch 8 (training), ${label(FLASH_TRAIN_SHAPE)}`, fwdFlops(8), () => fwd(8, FLASH_TRAIN_SHAPE));
@@ -116,14 +129,45 @@ function main(argv: string[]): void {
   log(`speed-up over mma.sync: prefill forward ${(pre0.ms / pre.ms).toFixed(2)}×, training forward ${(tr0.ms / tr.ms).toFixed(2)}×`);
   fwd(8, FLASH_TRAIN_SHAPE);  // the backward reads the default's lse
   log(`backward / forward (batch 8): ${(bw.ms / tr.ms).toFixed(2)}×; per layer ×24: prefill ${(24 * pre.ms).toFixed(2)} ms, training fwd ${(24 * tr.ms).toFixed(2)} ms, bwd ${(24 * bw.ms).toFixed(2)} ms`);
-  if (wgmmaUsable(be.kernels, dHead)) compareDkdvKernels();
+  if (wgmmaUsable(be.kernels, dHead)) { compareDkdvKernels(); compareDqKernels(); }
+
+  // The dq passes from the stored dsᵀ side by side, same inputs, same process: mma.sync (main's kernel,
+  // the fallback) as the before, wgmma as the after, two rounds each; the whole backward with each;
+  // "after dk/dv" = whole backward − dk/dv alone (dq reading a scratch just written, part of it still in
+  // L2). Then wgmma's dq against mma.sync's: both sum the same products in the same order, so they must
+  // agree to the bit.
+  function compareDqKernels(): void {
+    log('-- dq from stored ds: mma.sync (before) against wgmma; dk/dv on wgmma');
+    bwd(64, 'both', true, 'wgmma', { dq, dk, dv }, 'mma');  // fills the scratch
+    const dqBytes = flashBackwardScratchElements(8, heads, t) * 2;
+    for (let round = 1; round <= 2; round++) {
+      for (const s of ['mma', 'wgmma'] as const) {
+        const r = timeIt(`  round ${round}: dq ${s}`, 0.5 * fwdFlops(8), () => bwd(64, 'dq', true, 'wgmma', { dq, dk, dv }, s));
+        log(`      dsᵀ read at ${(dqBytes / (r.ms * 1e9)).toFixed(2)} TB/s`);
+      }
+    }
+    const dkdvAlone = timeIt('  dk/dv storing ds, wgmma', 2 * fwdFlops(8), () => bwd(64, 'dkdv', true, 'wgmma'));
+    for (const s of ['mma', 'wgmma'] as const) {
+      const whole = timeIt(`  backward dq + dk/dv, dq ${s}`, 2.5 * fwdFlops(8), () => bwd(64, 'both', true, 'wgmma', { dq, dk, dv }, s));
+      log(`      dq after dk/dv: ${(whole.ms - dkdvAlone.ms).toFixed(3)} ms`);
+    }
+    const reference = be.alloc([8, t, d]);
+    bwd(64, 'both', true, 'wgmma', { dq: reference, dk, dv }, 'mma');
+    const y = be.download(reference);
+    bwd(64, 'dq', true, 'wgmma', { dq, dk, dv }, 'wgmma');
+    const x = be.download(dq);
+    let m = 0, differ = 0;
+    for (let i = 0; i < x.length; i++) { const e = Math.abs(x[i] - y[i]); if (!(e === 0)) differ++; m = Math.max(m, e); }
+    log(`  check dq wgmma against mma.sync: ${differ} of ${x.length} differ, max |Δ| ${m.toExponential(2)}`);
+    be.release(reference);
+  }
 
   // The dk/dv kernels side by side, same inputs, same process: mma.sync (main's kernel, the fallback) as
   // the before, wgmma as the after; then how far their outputs part (bf16 rounding of different sums).
   function compareDkdvKernels(): void {
     log('-- dk/dv kernels: mma.sync (before) against wgmma, storing ds, dq from it');
     const pairs: Array<[FlashDkdvKernel, Row, Row]> = [];
-    for (const kernel of ['mma', 'wgmma', 'mma', 'wgmma'] as const) {
+    for (const kernel of ['mma', 'wgmma', 'wgmma-head-major', 'mma', 'wgmma', 'wgmma-head-major'] as const) {
       const a = timeIt(`  dk/dv storing ds, ${kernel}`, 2 * fwdFlops(8), () => bwd(64, 'dkdv', true, kernel));
       const b = timeIt(`  backward dq + dk/dv, ${kernel}`, 2.5 * fwdFlops(8), () => bwd(64, 'both', true, kernel));
       pairs.push([kernel, a, b]);
@@ -131,23 +175,26 @@ function main(argv: string[]): void {
     timeIt('  dk/dv alone, no ds stored, wgmma', 2 * fwdFlops(8), () => bwd(64, 'dkdv', false, 'wgmma'));
     const best = (kernel: FlashDkdvKernel, i: 1 | 2) => Math.min(...pairs.filter((p) => p[0] === kernel).map((p) => p[i].ms));
     log(`speed-up of wgmma (best of two rounds): dk/dv ${(best('mma', 1) / best('wgmma', 1)).toFixed(2)}×, whole backward ${(best('mma', 2) / best('wgmma', 2)).toFixed(2)}×`);
+    log(`speed-up of the head-major grid over wgmma: dk/dv ${(best('wgmma', 1) / best('wgmma-head-major', 1)).toFixed(3)}×, whole backward ${(best('wgmma', 2) / best('wgmma-head-major', 2)).toFixed(3)}×`);
     // The same inputs through both: the outputs must agree with mma.sync's to bf16 rounding (the tests
     // check the math); both kernels sum in the same order, so they may agree to the bit.
     const reference = { dq: be.alloc([8, t, d]), dk: be.alloc([8, t, d]), dv: be.alloc([8, t, d]) };
     bwd(64, 'both', true, 'mma', reference);
-    bwd(64, 'both', true, 'wgmma');
-    const parts = (['dq', 'dk', 'dv'] as const).map((name) => {
-      const x = be.download(name === 'dq' ? dq : name === 'dk' ? dk : dv), y = be.download(reference[name]);
-      let m = 0, s = 0, num = 0, den = 0, differ = 0;
-      for (let i = 0; i < x.length; i++) {
-        const e = Math.abs(x[i] - y[i]);
-        if (!(e === 0)) differ++;
-        m = Math.max(m, e); s = Math.max(s, Math.abs(y[i]));
-        num += e * e; den += y[i] ** 2;
-      }
-      return `${name} ${differ} differ, max |Δ| ${m.toExponential(2)} (max ${s.toFixed(2)}), rel ${Math.sqrt(num / den).toExponential(2)}`;
-    });
-    log(`check wgmma against mma.sync: ${parts.join('; ')}`);
+    for (const kernel of ['wgmma', 'wgmma-head-major'] as const) {
+      bwd(64, 'both', true, kernel);
+      const parts = (['dq', 'dk', 'dv'] as const).map((name) => {
+        const x = be.download(name === 'dq' ? dq : name === 'dk' ? dk : dv), y = be.download(reference[name]);
+        let m = 0, s = 0, num = 0, den = 0, differ = 0;
+        for (let i = 0; i < x.length; i++) {
+          const e = Math.abs(x[i] - y[i]);
+          if (!(e === 0)) differ++;
+          m = Math.max(m, e); s = Math.max(s, Math.abs(y[i]));
+          num += e * e; den += y[i] ** 2;
+        }
+        return `${name} ${differ} differ, max |Δ| ${m.toExponential(2)} (max ${s.toFixed(2)}), rel ${Math.sqrt(num / den).toExponential(2)}`;
+      });
+      log(`check ${kernel} against mma.sync: ${parts.join('; ')}`);
+    }
     for (const x of Object.values(reference)) be.release(x);
   }
 

@@ -4,7 +4,7 @@
  * (training.ts): one place knows each kernel's grid, block, shared memory and compile-time shape, and
  * which shape is the default.
  */
-import type { KernelCache } from './kernels.js';
+import { KERNEL_ARGS, type KernelCache } from './kernels.js';
 
 /**
  * A compile-time shape of flash_forward in flash_attention.cu (mma.sync, any chip): `mt` m16 tiles a
@@ -164,9 +164,10 @@ export function flashBackwardScratchElements(batch: number, nHeads: number, t: n
 /**
  * Which dk/dv kernel runs: 'mma' (flash_backward_dkdv, mma.sync, any chip and head size a multiple of
  * 16) or 'wgmma' (flash_backward_dkdv_wgmma, warpgroup MMA: sm_90a only, heads of 64 or 128). Both
- * write the same dsᵀ layout, so the dq pass is the same.
+ * write the same dsᵀ layout, so the dq pass is the same. 'wgmma-head-major': the wgmma kernel on a grid
+ * (key tiles, batch·nHeads), a head's blocks together (benchmark variant).
  */
-export type FlashDkdvKernel = 'mma' | 'wgmma';
+export type FlashDkdvKernel = 'mma' | 'wgmma' | 'wgmma-head-major';
 
 /** The dk/dv kernel launchFlashBackward uses by default: wgmma wherever it can run (1.45× on the H100: bench/RESULTS-attention.md). */
 export function flashDkdvDefault(kernels: KernelCache, dHead: number): FlashDkdvKernel {
@@ -179,21 +180,48 @@ export function flashWgmmaDkdvSharedBytes(dHead: number): number {
 }
 
 /**
+ * Which pass computes dq from the stored dsᵀ: 'mma' (flash_backward_dq_stored, mma.sync, any chip) or
+ * 'wgmma' (flash_backward_dq_wgmma: sm_90a, heads of 64 or 128; head-major grid, 128 queries a block, 3
+ * stages, dsᵀ evict-first). Both read the same scratch and sum the same products in the same order: the
+ * same bits. On the H100 the wgmma pass takes 0.265 ms against 0.374-0.388 (bench/RESULTS-attention.md).
+ */
+export type FlashDqKernel = 'mma' | 'wgmma';
+
+// The argument list of the wgmma dq pass (k, dsᵀ, dq, t, nHeads, scale), beside the others in kernels.ts.
+Object.assign(KERNEL_ARGS, { flash_backward_dq_wgmma: 'pppiif' });
+
+/** The dq pass launchFlashBackward uses by default: wgmma wherever it can run; MPT_CUDA_DQ=mma forces mma.sync (A/B). */
+export function flashDqDefault(kernels: KernelCache, dHead: number): FlashDqKernel {
+  return wgmmaUsable(kernels, dHead) && process.env.MPT_CUDA_DQ !== 'mma' ? 'wgmma' : 'mma';
+}
+
+/** Shared memory of flash_backward_dq_wgmma: 3 stages × (K tile, two dsᵀ tiles of 64 × 64), 1 KB to align. */
+export function flashWgmmaDqSharedBytes(dHead: number): number {
+  return 3 * (64 * dHead * 2 + 2 * 64 * 64 * 2) + 1024;
+}
+
+/**
  * dq, dk and dv of causal attention with queries = keys (rows [batch, t, nHeads·dHead]). With `ds`:
  * dk/dv first, storing dsᵀ, then dq from it (4 + 1 products); without: dq recomputing S and dP, then
  * dk/dv (3 + 4 products). Both are deterministic (no atomics). `chunk` shapes the mma.sync kernels
- * only; `dkdvKernel` picks the dk/dv kernel (default: flashDkdvDefault).
+ * only; `dkdvKernel` picks the dk/dv kernel (default: flashDkdvDefault), `dqKernel` the kernel of dq
+ * from the stored dsᵀ (default: flashDqDefault).
  */
 export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, chunk = FLASH_BACKWARD_CHUNK_DEFAULT,
-  parts: 'both' | 'dq' | 'dkdv' = 'both', dkdvKernel: FlashDkdvKernel = flashDkdvDefault(kernels, a.dHead)): void {
-  if (dkdvKernel === 'wgmma' && !wgmmaUsable(kernels, a.dHead)) {
-    throw new Error(`flash_backward_dkdv_wgmma needs sm_90a and heads of 64 or 128 (${kernels.architecture()}, head ${a.dHead})`);
+  parts: 'both' | 'dq' | 'dkdv' = 'both', dkdvKernel: FlashDkdvKernel = flashDkdvDefault(kernels, a.dHead),
+  dqKernel: FlashDqKernel = flashDqDefault(kernels, a.dHead)): void {
+  if ((dkdvKernel !== 'mma' || dqKernel === 'wgmma') && !wgmmaUsable(kernels, a.dHead)) {
+    const which = dkdvKernel !== 'mma' ? 'flash_backward_dkdv_wgmma' : 'flash_backward_dq_wgmma';
+    throw new Error(`${which} needs sm_90a and heads of 64 or 128 (${kernels.architecture()}, head ${a.dHead})`);
   }
   const defs = { MPT_BF16: true, HEAD_DIM: a.dHead, BWD_CHUNK: chunk };
   const row = rowBytes(a.dHead), grid = [a.batch * a.nHeads, Math.ceil(a.t / 64)];
   const ds = a.ds ?? 0;
   const dq = () => {
-    if (ds) {  // 128 queries a block: 256 threads; shared 2 stages × (K tile, two dsᵀ tiles)
+    if (ds && dqKernel === 'wgmma') {  // head-major grid: 128 queries a block (2 warpgroups) × batch·nHeads
+      kernels.get('flash_backward_wgmma.cu', 'flash_backward_dq_wgmma', { MPT_BF16: true, HEAD_DIM: a.dHead }).launch(
+        [Math.ceil(a.t / 128), a.batch * a.nHeads], [256], [a.k, ds, a.dq, a.t, a.nHeads, a.scale], flashWgmmaDqSharedBytes(a.dHead));
+    } else if (ds) {  // 128 queries a block: 256 threads; shared 2 stages × (K tile, two dsᵀ tiles)
       kernels.get('flash_backward.cu', 'flash_backward_dq_stored', defs).launch([a.batch * a.nHeads, Math.ceil(a.t / 128)], [256],
         [a.k, ds, a.dq, a.t, a.nHeads, a.scale], 2 * (64 * row + 2 * 64 * 64 * 2));
     } else {
@@ -203,9 +231,10 @@ export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, 
   };
   const dkdvArgs = [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dk, a.dv, ds, a.t, a.nHeads, a.scale];
   // mma.sync: shared K, V and 2 stages of Q, dO tiles, 2 stages of lse and D. wgmma: the same in 128-byte-swizzled tiles.
-  const dkdv = () => (dkdvKernel === 'wgmma'
-    ? kernels.get('flash_backward_wgmma.cu', 'flash_backward_dkdv_wgmma', { MPT_BF16: true, HEAD_DIM: a.dHead }).launch(grid, [128],
-      dkdvArgs, flashWgmmaDkdvSharedBytes(a.dHead))
+  const headMajor = dkdvKernel === 'wgmma-head-major';
+  const dkdv = () => (dkdvKernel !== 'mma'
+    ? kernels.get('flash_backward_wgmma.cu', 'flash_backward_dkdv_wgmma', { MPT_BF16: true, HEAD_DIM: a.dHead, WB_HEAD_MAJOR: headMajor ? 1 : false })
+      .launch(headMajor ? [grid[1], grid[0]] : grid, [128], dkdvArgs, flashWgmmaDkdvSharedBytes(a.dHead))
     : kernels.get('flash_backward.cu', 'flash_backward_dkdv', defs).launch(grid, [128], dkdvArgs, 6 * 64 * row + 4 * 64 * 4));
   if (ds) {
     if (parts !== 'dq') dkdv();

@@ -185,7 +185,8 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dq(
 // grid (batch·nHeads, ceil(t/128)), 256 threads. Memory-bound: each K tile is read once for both query
 // tiles (64-query blocks, reading it for each, ran 10-25 % slower; 256-query blocks or 3 stages were no
 // faster: bench/RESULTS-attention.md). Shared: 2 stages × (K tile, the dsᵀ tile of each query tile).
-// Deterministic: every dq row is one warp's sum, in key order.
+// Deterministic: every dq row is one warp's sum, in key order. (On sm_90a with heads of 64 or 128, flash.ts
+// runs flash_backward_wgmma.cu's flash_backward_dq_wgmma instead: the same sums on a head-major grid, 1.4×.)
 #define DQS_QUERIES 128
 #define DQS_STAGES 2
 #define DQS_WARPS (DQS_QUERIES / 16)

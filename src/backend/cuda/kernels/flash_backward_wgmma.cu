@@ -25,6 +25,9 @@
 #define WB_BLOCK_BYTES (WB_ROWS * 128)        // one 128-byte-swizzled column block of 64 bf16 columns
 #define WB_TILE_BYTES (WB_ROWS * HEAD_DIM * 2)  // a tile of 64 rows × HEAD_DIM
 #define WB_KSTEPS (HEAD_DIM / 16)             // k-steps of Sᵀ and dPᵀ
+#ifndef WB_HEAD_MAJOR
+#define WB_HEAD_MAJOR 0                       // 1: dk/dv grid (key tiles, batch·nHeads) instead of (batch·nHeads, key tiles)
+#endif
 typedef __nv_bfloat16 bf16;
 
 
@@ -75,8 +78,10 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
   auto sDO = [&](int stage) { return aligned + (3 + 2 * stage) * WB_TILE_BYTES; };
   float (*rowTerms)[2][WB_ROWS] = reinterpret_cast<float (*)[2][WB_ROWS]>(smemRaw + (aligned - raw) + 6 * WB_TILE_BYTES);  // [stage][lse or D]
 
-  const int kTile = blockIdx.y;  // key tile 0 walks every query tile: the longest start first
-  const int bh = blockIdx.x, h = bh % nHeads, b = bh / nHeads, stride = nHeads * HEAD_DIM;
+  // Key tile 0 walks every query tile: the longest start first (of the grid; of each head with WB_HEAD_MAJOR,
+  // grid (key tiles, batch·nHeads): a head's blocks run together and share its Q and dO tiles in L2).
+  const int kTile = WB_HEAD_MAJOR ? blockIdx.x : blockIdx.y;
+  const int bh = WB_HEAD_MAJOR ? blockIdx.y : blockIdx.x, h = bh % nHeads, b = bh / nHeads, stride = nHeads * HEAD_DIM;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const float LOG2E = 1.4426950408889634f;
   const float slope2 = slopes ? slopes[h] * LOG2E : 0.f, scale2 = scale * LOG2E;
@@ -211,4 +216,118 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
   wgmma_fence_regs(dkAcc);
   store_keys(dk + base, dkAcc, j0, t, stride, scale);
   store_keys(dv + base, dvAcc, j0, t, stride, 1.f);
+}
+
+// ---- dq from the stored dsᵀ on wgmma ----------------------------------------------------------------
+// dq_i = scale Σ_j ds_ij k_j, the one product left once flash_backward_dkdv(_wgmma) has stored dsᵀ
+// (flash_backward_dq_stored in flash_backward.cu is the mma.sync version and the fallback). The pass streams
+// the 553 MB scratch (batch 8, 16 heads, t = 2048) and is bound by DRAM: the mma.sync pass moved ~1 GB
+// from DRAM for it (ncu), because its blocks run all heads at once (grid (batch·nHeads, query blocks))
+// and the dsᵀ stream evicts each K tile from L2 before the next wave of query blocks of its head reads it
+// again. Here:
+//   - a head-major grid (query blocks, batch·nHeads): a head's blocks run together and read each K tile
+//     while it is in L2 (this alone took the pass from 0.37 to 0.27 ms; wgmma without it gained ~2 %);
+//   - the dsᵀ tiles, read once, come with an L2 evict-first policy (within the noise; never slower);
+//   - one block = 2 warpgroups, warpgroup w owns the 64-query tile qt0 + w, and the block walks the key
+//     tiles 0..qt0 + 1: each K tile is read once for two dsᵀ tiles; a 3-stage ring of (K tile, 2 dsᵀ tiles)
+//     by cp.async, one barrier a key tile, 2 blocks an SM (blocks of 1 or 4 warpgroups, 2 or 4 stages,
+//     were slower: bench/RESULTS-attention.md);
+//   - each warpgroup reads its dsᵀ tile's A fragments with ldmatrix.trans (the same reads and fragments as
+//     the mma.sync pass: the stored layout is flash_backward_ds.cuh's) and issues dQ += dS·K as 4 ×
+//     m64nHEAD_DIMk16, A from registers, B = the K tile read MN-major (as dV's dO above).
+// A warpgroup whose query tile does not reach the key tile (the block's diagonal) gets a zero-filled dsᵀ
+// tile and adds exact zeros, so every wgmma is issued by the whole block without a branch that ptxas
+// cannot prove uniform. Sums in key order, 16 keys a step, as the mma.sync pass: the same bits (checked on
+// the bench's inputs, 0 of 33.5 M elements differ). Deterministic, no atomics.
+#define DQW_WG 2          // warpgroups a block = 64-query tiles a block
+#define DQW_STAGES 3
+#define DQW_THREADS (128 * DQW_WG)
+#define DQW_DS_BYTES (DS_TILE * DS_TILE * 2)
+#define DQW_STAGE_BYTES (WB_TILE_BYTES + DQW_WG * DQW_DS_BYTES)
+
+// ldmatrix.x4.trans at a shared-window address.
+__device__ __forceinline__ void ldsm_x4_trans(unsigned addr, unsigned (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr) : "memory");
+}
+
+// cp_async16 with an L2 cache policy (createpolicy).
+__device__ __forceinline__ void cp_async16_policy(unsigned dst, const void* src, bool valid, unsigned long long policy) {
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" :: "r"(dst), "l"(src), "r"(valid ? 16 : 0), "l"(policy) : "memory");
+}
+
+// Shared: DQW_STAGES × (K tile of 64 keys × HEAD_DIM, 128-byte swizzled; DQW_WG dsᵀ tiles of 8 KB as
+// stored), 1024-byte aligned (the launch adds 1 KB for that). Grid (ceil(tiles / DQW_WG), batch·nHeads),
+// DQW_THREADS threads.
+extern "C" __global__ void __launch_bounds__(DQW_THREADS, 2) flash_backward_dq_wgmma(
+    const bf16* __restrict__ k, const bf16* __restrict__ ds, bf16* __restrict__ dq, int t, int nHeads, float scale) {
+  extern __shared__ __align__(16) unsigned char smemRaw[];
+  const unsigned aligned = ((unsigned)__cvta_generic_to_shared(smemRaw) + 1023u) & ~1023u;
+  auto sK = [&](int stage) { return aligned + stage * DQW_STAGE_BYTES; };
+  auto sDs = [&](int stage, int w) { return aligned + stage * DQW_STAGE_BYTES + WB_TILE_BYTES + w * DQW_DS_BYTES; };
+  const int bh = blockIdx.y, stride = nHeads * HEAD_DIM;
+  const int qBlock = blockIdx.x, qBlocks = gridDim.x;  // a query block of 2 tiles, of this head
+  const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  const long long base = (long long)(bh / nHeads) * t * stride + (bh % nHeads) * HEAD_DIM;
+  const int tiles = (t + DS_TILE - 1) / DS_TILE;
+  const int qt0 = (qBlocks - 1 - qBlock) * DQW_WG;  // each head's longest walks first
+  const int qtLast = min(qt0 + DQW_WG, tiles) - 1;
+
+  // Key tile kt and its dsᵀ tiles into stage kt % DQW_STAGES, one commit group (an empty one past the
+  // last key tile keeps the count). Pairs that do not exist (kt after the query tile, or a query tile
+  // past t) read as zeros, as do K rows past t.
+  unsigned long long evictFirst;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(evictFirst));
+  auto load = [&](int kt) {
+    const int stage = kt % DQW_STAGES, k0 = kt * WB_ROWS;
+    if (kt <= qtLast) {
+      for (int idx = threadIdx.x; idx < WB_ROWS * HEAD_DIM / 8; idx += DQW_THREADS) {
+        const int r = idx / (HEAD_DIM / 8), c = idx - r * (HEAD_DIM / 8);
+        const bool ok = k0 + r < t;
+        cp_async16(sK(stage) + (c >> 3) * WB_BLOCK_BYTES + sw128(r, c & 7), k + base + (long long)(ok ? k0 + r : 0) * stride + c * 8, ok);
+      }
+#pragma unroll
+      for (int w = 0; w < DQW_WG; w++) {
+        const int qt = qt0 + w;
+        const bool live = qt <= qtLast && kt <= qt;
+        const bf16* src = ds + (live ? dsTile(bh, qt, kt, t) : 0);
+        for (int idx = threadIdx.x; idx < DS_TILE * DS_TILE / 8; idx += DQW_THREADS) cp_async16_policy(sDs(stage, w) + idx * 16, src + idx * 8, live, evictFirst);
+      }
+    }
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+  };
+
+  float acc[HEAD_DIM / 2];
+#pragma unroll
+  for (int i = 0; i < HEAD_DIM / 2; i++) acc[i] = 0.f;
+  // The A fragment (16 queries × 16 keys) is the transpose of the stored one: its registers 0..3 are the
+  // stored registers 0, 2, 1, 3, one 8 × 8 matrix each (flash_backward_dq_stored reads them the same way).
+  const int mi = lane >> 3, stored = ((mi & 1) << 1) | (mi >> 1);
+  const unsigned aOff = (unsigned)(warp * DS_BLOCK + stored * 64 + (lane & 7) * 8) * 2;
+#pragma unroll
+  for (int s = 0; s < DQW_STAGES - 1; s++) load(s);
+  for (int kt = 0; kt <= qtLast; kt++) {
+    const int stage = kt % DQW_STAGES;
+    asm volatile("cp.async.wait_group %0;\n" :: "n"(DQW_STAGES - 2) : "memory");  // this thread's part of tile kt
+    fence_proxy_async();  // visible to the wgmma (async proxy) reads of K after the barrier
+    __syncthreads();      // every thread's part landed; every warpgroup is done with tile kt - 1's stage
+    load(kt + DQW_STAGES - 1);
+    unsigned a[4][4];
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) ldsm_x4_trans(sDs(stage, wg) + aOff + kk * 4 * DS_BLOCK * 2, a[kk]);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) wgmma_rs<HEAD_DIM, 1>(acc, a[kk], wgmma_desc(sK(stage) + kk * 16 * 128, WB_BLOCK_BYTES, 1024), 1);
+    wgmma_commit();
+    wgmma_wait<0>();
+  }
+  wgmma_fence_regs(acc);
+  // Rows of the D fragment: query (qt0 + wg)·64 + 16·warp + g (+ 8); columns 8n + 2t4 (+ 1).
+  const int r0 = (qt0 + wg) * WB_ROWS + warp * 16 + g, r1 = r0 + 8;
+#pragma unroll
+  for (int n = 0; n < HEAD_DIM / 8; n++) {
+    const int c = n * 8 + 2 * t4;
+    if (r0 < t) *reinterpret_cast<__nv_bfloat162*>(dq + base + (long long)r0 * stride + c) = __floats2bfloat162_rn(acc[4 * n] * scale, acc[4 * n + 1] * scale);
+    if (r1 < t) *reinterpret_cast<__nv_bfloat162*>(dq + base + (long long)r1 * stride + c) = __floats2bfloat162_rn(acc[4 * n + 2] * scale, acc[4 * n + 3] * scale);
+  }
 }
