@@ -111,8 +111,13 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     // K % 64 = 32 leaves the shared rows unpadded), outF not a multiple of 16 (clamped rows), warp
     // counts forced to 4 and 16. Checked: gelu(x·Wᵀ + b), float32 y += x·Wᵀ + b with its row statistics.
     const be = cudaFor(dtype);
-    const saved = [be.smemWeights, be.smemWeightsWarps, be.smemWeightsMinRows] as const;
+    const saved = [be.smemWeights, be.smemWeightsWarps, be.smemWeightsMinRows, be.l2PrefetchEvictLast] as const;
     be.smemWeightsMinRows = 1; // the default takes it from 9 rows on; every row count is checked here
+    // Every second case also L2-prefetches a range of another buffer before its wait (the decoder's
+    // next-GEMM prefetch), of a size that is not a whole number of lines and, for some grids, fewer
+    // lines than blocks (blocks with an empty share), alternately evict_last: the results must not move.
+    const other = be.alloc([4 * 2 ** 20], 'bfloat16'); // 8 MiB: every range below lies inside it
+    let caseNo = 0;
     const cases: [number, number, number, number | null][] = [
       [1, 2048, 2048, null], [5, 1184, 100, null], [9, 416, 2048, null], [16, 2048, 48, null], [16, 96, 35, null], [1, 1184, 64, 16], [9, 2048, 32, 4],
     ];
@@ -128,15 +133,19 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
           const [xg, xc] = pair(be, randn(rows * inF), [rows, inF]);
           const [wg, wc] = pair(be, randn(outF * inF, 0.05), [outF, inF]);
           const [bg, bc] = pair(be, randn(outF), [outF]);
+          const n = caseNo++;
+          const prefetch = n % 2 === 1 ? { ptr: other.ptr + 16 * n, bytes: [1000, 6 * 2 ** 20 + 77, 2 ** 20][n % 3] } : null;
+          be.l2PrefetchEvictLast = n % 4 === 3;
+          const how = prefetch ? `${what}, L2 prefetch of ${prefetch.bytes} bytes${be.l2PrefetchEvictLast ? ' evict_last' : ''}` : what;
           const y = be.alloc([rows, outF]);
-          be.matmulInto(xg as CudaTensor, wg as CudaTensor, bg as CudaTensor, y, rows, false, true);
-          close(`gelu(x·Wᵀ + b) ${what}`, down(be, y), down(cpu, cpu.gelu(cpu.linear(xc, wc, bc))), tol(dtype, 1e-5));
+          be.matmulInto(xg as CudaTensor, wg as CudaTensor, bg as CudaTensor, y, rows, false, true, { prefetch });
+          close(`gelu(x·Wᵀ + b) ${how}`, down(be, y), down(cpu, cpu.gelu(cpu.linear(xc, wc, bc))), tol(dtype, 1e-5));
           const raw = randn(rows * outF);
           const yf = be.upload(raw, [rows, outF], 'float32') as CudaTensor;
           const stats = outF % 16 === 0 ? be.alloc([rows, outF / 8], 'float32') : null;
-          be.matmulInto(xg as CudaTensor, wg as CudaTensor, bg as CudaTensor, yf, rows, true, false, { statsOut: stats });
+          be.matmulInto(xg as CudaTensor, wg as CudaTensor, bg as CudaTensor, yf, rows, true, false, { statsOut: stats, prefetch });
           const got = down(be, yf);
-          close(`float32 y += x·Wᵀ + b ${what}`, got, down(cpu, cpu.add(cpu.upload(raw, [rows, outF], 'float32'), cpu.linear(xc, wc, bc))), 1e-5);
+          close(`float32 y += x·Wᵀ + b ${how}`, got, down(cpu, cpu.add(cpu.upload(raw, [rows, outF], 'float32'), cpu.linear(xc, wc, bc))), 1e-5);
           if (stats) {
             const want = new Float32Array(rows * outF / 8);
             for (let r = 0; r < rows; r++) for (let tile = 0; tile < outF / 16; tile++) {
@@ -152,7 +161,8 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
         }
       }
     } finally {
-      [be.smemWeights, be.smemWeightsWarps, be.smemWeightsMinRows] = saved;
+      [be.smemWeights, be.smemWeightsWarps, be.smemWeightsMinRows, be.l2PrefetchEvictLast] = saved;
+      be.release(other);
     }
   });
 

@@ -174,33 +174,21 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
 
 /** Other settings of the decode step, timed beside the default: [label, apply → undo]. */
 function decodeVariants(be: CudaBackend): [string, () => () => void][] {
-  // Programmatic dependent launch off (a standing check that it still pays) and the LayerNorm fused
-  // into the next GEMM. (The other variants — triggers after the wait, 16-warp GEMMs at batch 16, L2
-  // prefetch, the LayerNorm computing its own statistics, the folded attention's keys a split and keys
-  // in flight, the pipelined step, the QKV GEMM's warps — were measured in the runs
-  // bench/RESULTS-cuda.md records and their switches remain; they are left out here to keep the
-  // device run short.)
-  const toggle = (label: string, get: () => boolean, put: (v: boolean) => void): [string, () => () => void] =>
-    [label, () => { const was = get(); put(!was); return () => put(was); }];
-  // The shared-memory out-projection (MPT_SMEM_W) and the decode layer's shared-memory carveout, each
-  // setting a fresh decoder and graph (a carveout compiles functions of its own).
-  // (Also measured, bench/RESULTS-cuda.md: the shared-memory variant at the driver's carveout, and a
-  // 100% carveout, both far slower.)
-  const setting = (label: string, s: { smem?: boolean; minRows?: number; carveout?: number | null }): [string, () => () => void] =>
+  // The L2 prefetch of the next GEMM's weights, each setting a fresh decoder and graph. (Programmatic
+  // dependent launch off, the shared-memory out-projection, the carveouts and the LayerNorm as a kernel
+  // of its own were measured in the runs bench/RESULTS-cuda.md records; their switches remain.)
+  const MB = 2 ** 20;
+  const prefetch = (label: string, up: number, qkv: number, evictLast = false): [string, () => () => void] =>
     [label, () => {
-      const was = [be.smemWeights, be.smemWeightsMinRows, be.layerCarveout] as const;
-      be.smemWeights = s.smem ?? was[0]; be.smemWeightsMinRows = s.minRows ?? was[1];
-      be.layerCarveout = s.carveout === undefined ? was[2] : s.carveout;
-      return () => { [be.smemWeights, be.smemWeightsMinRows, be.layerCarveout] = was; };
+      const was = [be.l2PrefetchUpBytes, be.l2PrefetchQkvBytes, be.l2PrefetchEvictLast] as const;
+      be.l2PrefetchUpBytes = up * MB; be.l2PrefetchQkvBytes = qkv * MB; be.l2PrefetchEvictLast = evictLast;
+      return () => { [be.l2PrefetchUpBytes, be.l2PrefetchQkvBytes, be.l2PrefetchEvictLast] = was; };
     }];
   return [
-    toggle(`programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, () => be.ctx.pdl, (v) => { be.ctx.pdl = v; }),
-    setting('out-projection through registers at the driver\'s carveout (main as of 851c308 but for the early y loads)', { smem: false, carveout: null }),
-    setting('out-projection through registers at every batch', { smem: false }),
-    setting('out-projection weights in shared memory at every batch (from one row)', { minRows: 1 }),
-    ...[40, 75].map((n) => setting(`decode-layer kernels at a ${n}% shared-memory carveout`, { carveout: n })),
-    toggle(`LayerNorm ${be.fuseLayerNorm ? 'as a kernel of its own' : 'in the next GEMM\'s prologue, each warp its K slice'} (at most ${be.fuseLayerNormRows} row${be.fuseLayerNormRows > 1 ? 's' : ''})`,
-      () => be.fuseLayerNorm, (v) => { be.fuseLayerNorm = v; }),
+    prefetch('no L2 prefetch of the next weights', 0, 0),
+    ...[8, 16, 24].map((up) => prefetch(`out-projection prefetches ${up} MB of the up weights into L2`, up, 0)),
+    prefetch('out-projection prefetches 16 MB of the up weights into L2, evict_last', 16, 0, true),
+    prefetch('16 MB of up + the down GEMM prefetches 8 MB of the next QKV weights', 16, 8),
   ];
 }
 

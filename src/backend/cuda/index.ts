@@ -54,6 +54,15 @@ const SMEM_W_MAX_BYTES = 116 * 1024;
 /** cuFuncSetAttribute's CUfunction_attribute for the preferred L1/shared split (percent of the most shared). */
 const CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT = 9;
 
+/** A byte count from an environment variable given in MiB (whole or fractional), else `fallback`. */
+function mbFromEnv(name: string, fallback: number): number {
+  const value = process.env[name];
+  if (value === undefined || value === '') return fallback;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0) throw new UserError(`${name} is "${value}": give a size in MiB (0 or more)`);
+  return Math.round(n * 2 ** 20);
+}
+
 /** CudaBackend.layerCarveout from $MPT_CUDA_CARVEOUT: unset 50, `driver` null (the driver's choice), else 0–100. */
 function carveoutFromEnv(value: string | undefined): number | null {
   if (value === undefined || value === '') return 50;
@@ -63,6 +72,20 @@ function carveoutFromEnv(value: string | undefined): number | null {
     throw new UserError(`MPT_CUDA_CARVEOUT is "${value}": give a whole percentage from 0 to 100, or "driver"`);
   }
   return n;
+}
+
+/**
+ * An L2 prefetch a few-row GEMM issues before its programmatic wait (skinny_gemm.cu
+ * l2_prefetch_share): the first `bytes` of the tensor at `ptr`, normally the next GEMM's weights.
+ */
+export interface L2Prefetch { ptr: number; bytes: number }
+
+/** [begin, end) device addresses of a prefetch, in whole 128-byte lines, or [0, 0] for none. */
+function prefetchRange(p: L2Prefetch | null): [number, number] {
+  const bytes = p ? Math.floor(p.bytes / 128) * 128 : 0;
+  if (!p || bytes <= 0) return [0, 0];
+  if (p.ptr % 16 !== 0) throw new Error(`L2 prefetch: address ${p.ptr} is not 16-byte aligned`);
+  return [p.ptr, p.ptr + bytes];
 }
 
 /**
@@ -349,7 +372,7 @@ export class CudaBackend implements Backend {
    * `clip` > 0: the stored values clamped to ±clip (skinny path only, as statsOut).
    */
   matmulInto(x: CudaTensor, w: CudaTensor, b: CudaTensor | null, y: CudaTensor, rows: number, accumulate: boolean, gelu = false,
-    extra: { statsOut?: CudaTensor | null; clip?: number } = {}): void {
+    extra: { statsOut?: CudaTensor | null; clip?: number; prefetch?: L2Prefetch | null } = {}): void {
     if (rows === 0) return;
     const [outF, inF] = w.shape;
     const plan = this.skinnyFor(rows, inF, outF);
@@ -357,11 +380,14 @@ export class CudaBackend implements Backend {
     if ((statsOut || clip > 0) && (!plan || outF % 16 !== 0)) {
       throw new Error(`matmulInto: row statistics or clamping asked of a ${rows}×${inF}→${outF} GEMM that skinny_gemm.cu does not run`);
     }
+    // The L2 prefetch range rides in the LayerNorm pointer slots, which these variants do not read.
+    const [pfBegin, pfEnd] = prefetchRange(extra.prefetch ?? null);
+    const pfDefs = { MPT_PF_EVICT_LAST: pfBegin !== 0 && this.l2PrefetchEvictLast };
     const smem = plan && !this.skinnyShape ? this.smemWeightsPlan(rows, inF, outF) : null;
     if (smem) {
       this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: smem.tiles, MPT_Y_F32: y.dtype === 'float32', MPT_SMEM_W: true,
-        SMEM_STEPS: smem.steps, SKINNY_THREADS: smem.warps * 32 })
-        .launch([Math.ceil(outF / 16)], [smem.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
+        SMEM_STEPS: smem.steps, SKINNY_THREADS: smem.warps * 32, ...pfDefs })
+        .launch([Math.ceil(outF / 16)], [smem.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, pfBegin, pfEnd, 0,
           0, statsOut?.ptr ?? 0, clip], smem.sharedBytes);
       return;
     }
@@ -369,8 +395,8 @@ export class CudaBackend implements Backend {
       const yF32 = y.dtype === 'float32';
       const tiles = rows > 8 ? 2 : 1;
       this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32,
-        SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
-        .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
+        SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false, ...pfDefs })
+        .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, pfBegin, pfEnd, 0,
           0, statsOut?.ptr ?? 0, clip], plan.warps * 16 * 8 * tiles * 4);
       return;
     }
@@ -472,6 +498,19 @@ export class CudaBackend implements Backend {
    * registers at the same carveout) but not at batch 1 (837 against 842): so two row tiles only.
    */
   smemWeights = process.env.MPT_CUDA_SMEM_W !== '0';
+  /**
+   * Bytes of the MLP-up weights that a decode step's out-projection GEMM prefetches into L2 before its
+   * wait, i.e. while the decode attention runs and the bus would idle (the out-projection's blocks have
+   * their own weights in flight already); MPT_CUDA_L2_PREFETCH_UP=MB sets it.
+   */
+  l2PrefetchUpBytes = mbFromEnv('MPT_CUDA_L2_PREFETCH_UP', 0);
+  /**
+   * Bytes of the next layer's QKV weights (after the last layer: the logits weights) that the MLP-down
+   * GEMM prefetches into L2 before its wait, under the up GEMM's tail; MPT_CUDA_L2_PREFETCH_QKV=MB.
+   */
+  l2PrefetchQkvBytes = mbFromEnv('MPT_CUDA_L2_PREFETCH_QKV', 0);
+  /** Whether those prefetches mark their lines evict_last (MPT_CUDA_L2_PREFETCH_LAST=1). */
+  l2PrefetchEvictLast = process.env.MPT_CUDA_L2_PREFETCH_LAST === '1';
   smemWeightsMinRows = process.env.MPT_CUDA_SMEM_W === '1' ? 1 : 9;
   /** Warps a block of the MPT_SMEM_W variant instead of smemWeightsPlan's choice (benchmarks). */
   smemWeightsWarps: number | null = null;

@@ -62,6 +62,38 @@ __device__ __forceinline__ uint4 stream16(const bf16* p) {
 // L1/shared carveout (index.ts layerCarveout; otherwise their blocks cannot share an SM and each SM
 // drains at both boundaries: 677 against 843 tokens/s at batch 1), and then only at 9–16 rows (batch 16
 // 11,299 against 11,202 through registers; batch 1 837 against 842).
+// L2 prefetch of the NEXT kernel's weights (not this GEMM's own: prefetching a GEMM's own slice right
+// before it reads it was measured slower, bench/RESULTS-cuda.md). Outside MPT_LN_X the LayerNorm
+// pointer slots are unused, so they carry the byte range [pfBegin, pfEnd) instead (kernels.ts'
+// argument table stays as it is). Thread 0 of every block issues its 1/gridDim share of the range as
+// bulk L2 prefetches (cp.async.bulk.prefetch.L2: the TMA unit fetches into L2, nothing comes back to
+// the SM, no registers held) BEFORE griddepcontrol.wait, i.e. while the kernel before this GEMM still
+// runs. Meant for the out-projection, whose blocks wait through the latency-bound decode attention
+// with their own weights already loaded: the bus would idle there, and the up GEMM after it then reads
+// that part of its stream from L2. MPT_PF_EVICT_LAST marks the prefetched lines evict_last.
+__device__ __forceinline__ void l2_prefetch_share(const void* pfBegin, const void* pfEnd) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const unsigned long long begin = (unsigned long long)pfBegin, end = (unsigned long long)pfEnd;
+  if (begin == 0 || end <= begin) return;
+  // Shares of whole 128-byte lines; the range's ends are 16-byte aligned (the host checks).
+  const unsigned long long lines = (end - begin + 127) / 128, per = (lines + gridDim.x - 1) / gridDim.x;
+  const unsigned long long from = begin + blockIdx.x * per * 128;
+  const unsigned long long to = min(end, from + per * 128);
+#ifdef MPT_PF_EVICT_LAST
+  unsigned long long policy;
+  asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(policy));
+#endif
+  for (unsigned long long a = from; a < to; a += 32768) {
+    const unsigned bytes = (unsigned)min(32768ull, to - a);
+#ifdef MPT_PF_EVICT_LAST
+    asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;\n" :: "l"(a), "r"(bytes), "l"(policy) : "memory");
+#else
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" :: "l"(a), "r"(bytes) : "memory");
+#endif
+  }
+#endif
+}
+
 #if defined(MPT_SMEM_W) && defined(MPT_LN_X)
 #error "MPT_SMEM_W and MPT_LN_X are separate variants"
 #endif
@@ -73,7 +105,7 @@ __device__ __forceinline__ int smem_w_stride(int K) { return K % 64 == 0 ? K + 3
 #endif
 extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const XIN* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ bias,
                                        YT* __restrict__ y, int R, int K, int O, int accumulate, int gelu,
-                                       const bf16* __restrict__ lnw, const bf16* __restrict__ lnb, float eps,  // MPT_LN_X only
+                                       const bf16* __restrict__ lnw, const bf16* __restrict__ lnb, float eps,  // MPT_LN_X; else lnw, lnb: the L2 prefetch range
                                        const float2* __restrict__ statsIn, float2* __restrict__ statsOut, float clip) {
   extern __shared__ __align__(16) float red[];  // [warps][16][8·ROW_TILES], then (MPT_SMEM_W) the weights or (MPT_LN_X) x
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -112,6 +144,7 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
       asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
                    :: "r"(smem_addr(ws + r * wStride)), "l"(src), "r"(K * 2), "r"(bar) : "memory");
     }
+    l2_prefetch_share(lnw, lnb);  // after this block's own weights: the next GEMM's (see above)
   }
   __syncthreads();  // the barrier is initialized before any thread polls it
   pdl_trigger();
@@ -175,6 +208,9 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
     }
   };
   loadW(kBeg, A0, A1);  // the weight stream starts before anything waits on x
+#ifndef MPT_LN_X
+  if (threadIdx.x == 0) l2_prefetch_share(lnw, lnb);  // the next GEMM's weights (see above)
+#endif
   // (Prefetching the rest of the warp's weight slice into L2 here was measured slower: 619 against
   // 644 tokens/s at batch 1 with PDL. bench/RESULTS-cuda.md.)
   // (A second group of weight loads before the wait, SKINNY_PRE2, was measured slower: 734 against 810
