@@ -232,11 +232,7 @@ export class CudaDecoder {
       be.layerNormMatmulInto(buf.x, { w: w(blk.ln2.weight), b: wb(blk.ln2), eps: c.layerNormEps }, buf.h, w(blk.up.weight), wb(blk.up), buf.up, rows, false, true,
         buf.stats);
       this.stage('ln_gemm_up_gelu');
-      // Decode: the down GEMM prefetches the head of the next GEMM's weights (the next layer's QKV, or
-      // the logits') into L2 before its wait (l2PrefetchQkvBytes).
-      const nextW = w(layer + 1 < p.blocks.length ? p.blocks[layer + 1].wqkv.weight : p.lmHead ?? p.wte);
-      be.matmulInto(buf.up, w(blk.down.weight), wb(blk.down), buf.x, rows, true, false,
-        { statsOut: buf.stats, prefetch: posDev ? { ptr: nextW.ptr, bytes: headBytes(nextW, be.l2PrefetchQkvBytes) } : null });
+      be.matmulInto(buf.up, w(blk.down.weight), wb(blk.down), buf.x, rows, true, false, { statsOut: buf.stats });
       this.stage('gemm_down');
     }
     if (this.allLogits) {

@@ -369,7 +369,9 @@ export class CudaBackend implements Backend {
    * stream, logits). Up to 16 rows in bf16 go to skinny_gemm.cu (decode: the weights are streamed once,
    * GELU fused); the rest to cuBLASLt. `statsOut` (float32 [rows, outF/16, 2], only where rowStatsFrom
    * says so): each row's per-16-column mean and M2 of the values written, for layerNormMatmulInto.
-   * `clip` > 0: the stored values clamped to ±clip (skinny path only, as statsOut).
+   * `clip` > 0: the stored values clamped to ±clip (skinny path only, as statsOut). `prefetch`: a range
+   * (normally the next GEMM's weights) the skinny kernel's blocks L2-prefetch before their programmatic
+   * wait (skinny_gemm.cu l2_prefetch_share); a hint only, ignored where cuBLASLt runs.
    */
   matmulInto(x: CudaTensor, w: CudaTensor, b: CudaTensor | null, y: CudaTensor, rows: number, accumulate: boolean, gelu = false,
     extra: { statsOut?: CudaTensor | null; clip?: number; prefetch?: L2Prefetch | null } = {}): void {
@@ -382,11 +384,10 @@ export class CudaBackend implements Backend {
     }
     // The L2 prefetch range rides in the LayerNorm pointer slots, which these variants do not read.
     const [pfBegin, pfEnd] = prefetchRange(extra.prefetch ?? null);
-    const pfDefs = { MPT_PF_EVICT_LAST: pfBegin !== 0 && this.l2PrefetchEvictLast };
     const smem = plan && !this.skinnyShape ? this.smemWeightsPlan(rows, inF, outF) : null;
     if (smem) {
       this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: smem.tiles, MPT_Y_F32: y.dtype === 'float32', MPT_SMEM_W: true,
-        SMEM_STEPS: smem.steps, SKINNY_THREADS: smem.warps * 32, ...pfDefs })
+        SMEM_STEPS: smem.steps, SKINNY_THREADS: smem.warps * 32 })
         .launch([Math.ceil(outF / 16)], [smem.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, pfBegin, pfEnd, 0,
           0, statsOut?.ptr ?? 0, clip], smem.sharedBytes);
       return;
@@ -395,7 +396,7 @@ export class CudaBackend implements Backend {
       const yF32 = y.dtype === 'float32';
       const tiles = rows > 8 ? 2 : 1;
       this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32,
-        SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false, ...pfDefs })
+        SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
         .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, pfBegin, pfEnd, 0,
           0, statsOut?.ptr ?? 0, clip], plan.warps * 16 * 8 * tiles * 4);
       return;
@@ -501,16 +502,11 @@ export class CudaBackend implements Backend {
   /**
    * Bytes of the MLP-up weights that a decode step's out-projection GEMM prefetches into L2 before its
    * wait, i.e. while the decode attention runs and the bus would idle (the out-projection's blocks have
-   * their own weights in flight already); MPT_CUDA_L2_PREFETCH_UP=MB sets it.
+   * their own weights in flight already); MPT_CUDA_L2_PREFETCH_UP=MB sets it, 0 turns it off. 8 MB
+   * measured on the H100 (2026-11-28, one call, bench/RESULTS-cuda.md): 868 against 842 tokens/s at
+   * batch 1 and 11,623 against 11,485 at batch 16; 16 MB 857 / 11,400, 24 MB 841 / 11,235.
    */
-  l2PrefetchUpBytes = mbFromEnv('MPT_CUDA_L2_PREFETCH_UP', 0);
-  /**
-   * Bytes of the next layer's QKV weights (after the last layer: the logits weights) that the MLP-down
-   * GEMM prefetches into L2 before its wait, under the up GEMM's tail; MPT_CUDA_L2_PREFETCH_QKV=MB.
-   */
-  l2PrefetchQkvBytes = mbFromEnv('MPT_CUDA_L2_PREFETCH_QKV', 0);
-  /** Whether those prefetches mark their lines evict_last (MPT_CUDA_L2_PREFETCH_LAST=1). */
-  l2PrefetchEvictLast = process.env.MPT_CUDA_L2_PREFETCH_LAST === '1';
+  l2PrefetchUpBytes = mbFromEnv('MPT_CUDA_L2_PREFETCH_UP', 8);
   smemWeightsMinRows = process.env.MPT_CUDA_SMEM_W === '1' ? 1 : 9;
   /** Warps a block of the MPT_SMEM_W variant instead of smemWeightsPlan's choice (benchmarks). */
   smemWeightsWarps: number | null = null;

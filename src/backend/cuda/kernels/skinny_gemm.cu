@@ -62,15 +62,17 @@ __device__ __forceinline__ uint4 stream16(const bf16* p) {
 // L1/shared carveout (index.ts layerCarveout; otherwise their blocks cannot share an SM and each SM
 // drains at both boundaries: 677 against 843 tokens/s at batch 1), and then only at 9–16 rows (batch 16
 // 11,299 against 11,202 through registers; batch 1 837 against 842).
-// L2 prefetch of the NEXT kernel's weights (not this GEMM's own: prefetching a GEMM's own slice right
+// L2 prefetch of the NEXT GEMM's weights (not this GEMM's own: prefetching a GEMM's own slice right
 // before it reads it was measured slower, bench/RESULTS-cuda.md). Outside MPT_LN_X the LayerNorm
 // pointer slots are unused, so they carry the byte range [pfBegin, pfEnd) instead (kernels.ts'
 // argument table stays as it is). Thread 0 of every block issues its 1/gridDim share of the range as
 // bulk L2 prefetches (cp.async.bulk.prefetch.L2: the TMA unit fetches into L2, nothing comes back to
 // the SM, no registers held) BEFORE griddepcontrol.wait, i.e. while the kernel before this GEMM still
-// runs. Meant for the out-projection, whose blocks wait through the latency-bound decode attention
-// with their own weights already loaded: the bus would idle there, and the up GEMM after it then reads
-// that part of its stream from L2. MPT_PF_EVICT_LAST marks the prefetched lines evict_last.
+// runs. For the decode step's out-projection, whose blocks wait through the latency-bound decode
+// attention with their own weights already in flight: the bus would idle there, and the up GEMM after
+// it reads the prefetched head of its weights from L2. Measured on the H100 (bench/RESULTS-cuda.md):
+// 8 MB of the up weights 868 against 842 tokens/s at batch 1, 11,623 against 11,485 at batch 16; 16 and
+// 24 MB less or worse, evict_last lines and the down GEMM prefetching the next QKV weights worse.
 __device__ __forceinline__ void l2_prefetch_share(const void* pfBegin, const void* pfEnd) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   const unsigned long long begin = (unsigned long long)pfBegin, end = (unsigned long long)pfEnd;
@@ -79,17 +81,9 @@ __device__ __forceinline__ void l2_prefetch_share(const void* pfBegin, const voi
   const unsigned long long lines = (end - begin + 127) / 128, per = (lines + gridDim.x - 1) / gridDim.x;
   const unsigned long long from = begin + blockIdx.x * per * 128;
   const unsigned long long to = min(end, from + per * 128);
-#ifdef MPT_PF_EVICT_LAST
-  unsigned long long policy;
-  asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(policy));
-#endif
   for (unsigned long long a = from; a < to; a += 32768) {
     const unsigned bytes = (unsigned)min(32768ull, to - a);
-#ifdef MPT_PF_EVICT_LAST
-    asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;\n" :: "l"(a), "r"(bytes), "l"(policy) : "memory");
-#else
     asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" :: "l"(a), "r"(bytes) : "memory");
-#endif
   }
 #endif
 }
