@@ -111,11 +111,12 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     // K % 64 = 32 leaves the shared rows unpadded), outF not a multiple of 16 (clamped rows), warp
     // counts forced to 4 and 16. Checked: gelu(x·Wᵀ + b), float32 y += x·Wᵀ + b with its row statistics.
     const be = cudaFor(dtype);
-    const saved = [be.smemWeights, be.smemWeightsWarps, be.smemWeightsMinRows] as const;
+    const saved = [be.smemWeights, be.smemWeightsWarps, be.smemWeightsMinRows, be.weightsEvictFirst] as const;
     be.smemWeightsMinRows = 1; // the default takes it from 9 rows on; every row count is checked here
     // Every second case also L2-prefetches a range of another buffer before its wait (the decoder's
     // next-GEMM prefetch), of a size that is not a whole number of lines and, for some grids, fewer
-    // lines than blocks (blocks with an empty share): the results must not move.
+    // lines than blocks (blocks with an empty share): the results must not move. Every third case streams
+    // the weights with the L2 evict_first policy (MPT_W_EVICT_FIRST).
     const other = be.alloc([4 * 2 ** 20], 'bfloat16'); // 8 MiB: every range below lies inside it
     let caseNo = 0;
     const cases: [number, number, number, number | null][] = [
@@ -135,7 +136,8 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
           const [bg, bc] = pair(be, randn(outF), [outF]);
           const n = caseNo++;
           const prefetch = n % 2 === 1 ? { ptr: other.ptr + 16 * n, bytes: [1000, 6 * 2 ** 20 + 77, 2 ** 20][n % 3] } : null;
-          const how = prefetch ? `${what}, L2 prefetch of ${prefetch.bytes} bytes` : what;
+          be.weightsEvictFirst = n % 3 === 2;
+          const how = `${what}${prefetch ? `, L2 prefetch of ${prefetch.bytes} bytes` : ''}${be.weightsEvictFirst ? ', weights evict_first' : ''}`;
           const y = be.alloc([rows, outF]);
           be.matmulInto(xg as CudaTensor, wg as CudaTensor, bg as CudaTensor, y, rows, false, true, { prefetch });
           close(`gelu(x·Wᵀ + b) ${how}`, down(be, y), down(cpu, cpu.gelu(cpu.linear(xc, wc, bc))), tol(dtype, 1e-5));
@@ -160,7 +162,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
         }
       }
     } finally {
-      [be.smemWeights, be.smemWeightsWarps, be.smemWeightsMinRows] = saved;
+      [be.smemWeights, be.smemWeightsWarps, be.smemWeightsMinRows, be.weightsEvictFirst] = saved;
       be.release(other);
     }
   });

@@ -386,7 +386,7 @@ export class CudaBackend implements Backend {
     const [pfBegin, pfEnd] = prefetchRange(extra.prefetch ?? null);
     const smem = plan && !this.skinnyShape ? this.smemWeightsPlan(rows, inF, outF) : null;
     if (smem) {
-      this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: smem.tiles, MPT_Y_F32: y.dtype === 'float32', MPT_SMEM_W: true,
+      this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, MPT_W_EVICT_FIRST: this.weightsEvictFirst, ROW_TILES: smem.tiles, MPT_Y_F32: y.dtype === 'float32', MPT_SMEM_W: true,
         SMEM_STEPS: smem.steps, SKINNY_THREADS: smem.warps * 32 })
         .launch([Math.ceil(outF / 16)], [smem.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, pfBegin, pfEnd, 0,
           0, statsOut?.ptr ?? 0, clip], smem.sharedBytes);
@@ -395,7 +395,7 @@ export class CudaBackend implements Backend {
     if (plan) {
       const yF32 = y.dtype === 'float32';
       const tiles = rows > 8 ? 2 : 1;
-      this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32,
+      this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, MPT_W_EVICT_FIRST: this.weightsEvictFirst, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32,
         SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
         .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, pfBegin, pfEnd, 0,
           0, statsOut?.ptr ?? 0, clip], plan.warps * 16 * 8 * tiles * 4);
@@ -433,7 +433,7 @@ export class CudaBackend implements Backend {
     if ((statsOut || clip > 0) && outF % 16 !== 0) throw new Error(`layerNormMatmulInto: row statistics of ${outF} outputs (not a multiple of 16)`);
     // Each warp's normalized K slice, [rows][inF / warps + 32] bf16, after the partial tiles.
     const shared = plan.warps * 16 * 8 * 4 + rows * (inF + 32 * plan.warps) * 2;
-    this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
+    this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, MPT_W_EVICT_FIRST: this.weightsEvictFirst, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
       LN_CHUNKS: Math.ceil(inF / plan.warps / 256),
       SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
       .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0,
@@ -507,6 +507,13 @@ export class CudaBackend implements Backend {
    * batch 1 and 11,623 against 11,485 at batch 16; 16 MB 857 / 11,400, 24 MB 841 / 11,235.
    */
   l2PrefetchUpBytes = mbFromEnv('MPT_CUDA_L2_PREFETCH_UP', 8);
+  /**
+   * Whether the few-row GEMMs stream their weights with an L2 evict_first policy (skinny_gemm.cu
+   * MPT_W_EVICT_FIRST), so that weights read once stop displacing the prefetched head of the next
+   * GEMM's weights, the activations and the KV cache; MPT_CUDA_W_EVICT_FIRST=1. Not measured yet (a
+   * bench variant): off.
+   */
+  weightsEvictFirst = process.env.MPT_CUDA_W_EVICT_FIRST === '1';
   smemWeightsMinRows = process.env.MPT_CUDA_SMEM_W === '1' ? 1 : 9;
   /** Warps a block of the MPT_SMEM_W variant instead of smemWeightsPlan's choice (benchmarks). */
   smemWeightsWarps: number | null = null;

@@ -38,9 +38,26 @@ __device__ __forceinline__ void mma16816(float* c, unsigned a0, unsigned a1, uns
                : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 // Weights are read once: keep them out of L1, which holds x for the other warps.
-__device__ __forceinline__ uint4 stream16(const bf16* p) {
+// MPT_W_EVICT_FIRST (not measured yet; a bench variant): also mark their L2 lines evict_first, since
+// a step streams ~2.6 GB of weights through a 50 MB L2 and none is read again before it is evicted,
+// so that they stop displacing what is: the next GEMM's prefetched weights (l2_prefetch_share below),
+// the activations, the KV cache. `policy` comes from w_policy().
+__device__ __forceinline__ unsigned long long w_policy() {
+  unsigned long long policy = 0;
+#ifdef MPT_W_EVICT_FIRST
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+#endif
+  return policy;
+}
+__device__ __forceinline__ uint4 stream16(const bf16* p, unsigned long long policy) {
   uint4 v;
+#ifdef MPT_W_EVICT_FIRST
+  asm("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0,%1,%2,%3}, [%4], %5;\n"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p), "l"(policy));
+#else
+  (void)policy;
   asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+#endif
   return v;
 }
 
@@ -106,6 +123,7 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
   const int nw = blockDim.x >> 5, cols = 8 * ROW_TILES;
   const int o0 = blockIdx.x * 16;
   const int kPer = K / nw, kBeg = warp * kPer, kEnd = kBeg + kPer;
+  const unsigned long long policy = w_policy();  // the weights' L2 eviction policy (MPT_W_EVICT_FIRST)
   const bf16* wa = w + (long long)min(o0 + g, O - 1) * K + 8 * t;      // rows past O are read (clamped) and dropped
   const bf16* wb = w + (long long)min(o0 + g + 8, O - 1) * K + 8 * t;
   float c[ROW_TILES][4];
@@ -135,8 +153,13 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" :: "r"(bar), "r"(16 * K * 2) : "memory");
     for (int r = 0; r < 16; r++) {  // rows past O are copied (clamped) and dropped
       const bf16* src = w + (long long)min(o0 + r, O - 1) * K;
+#ifdef MPT_W_EVICT_FIRST
+      asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;\n"
+                   :: "r"(smem_addr(ws + r * wStride)), "l"(src), "r"(K * 2), "r"(bar), "l"(policy) : "memory");
+#else
       asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
                    :: "r"(smem_addr(ws + r * wStride)), "l"(src), "r"(K * 2), "r"(bar) : "memory");
+#endif
     }
     l2_prefetch_share(lnw, lnb);  // after this block's own weights: the next GEMM's (see above)
   }
@@ -197,8 +220,8 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
   auto loadW = [&](int k, uint4 (&a0)[UNROLL], uint4 (&a1)[UNROLL]) {
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
-      a0[u] = stream16(wa + k + 32 * u);
-      a1[u] = stream16(wb + k + 32 * u);
+      a0[u] = stream16(wa + k + 32 * u, policy);
+      a1[u] = stream16(wb + k + 32 * u, policy);
     }
   };
   loadW(kBeg, A0, A1);  // the weight stream starts before anything waits on x
