@@ -167,6 +167,33 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     }
   });
 
+  if (dtype === 'bfloat16') test(`cuda ${dtype}: two-row-tile GEMMs at 4 warps compiled for 4 blocks an SM (MPT_MIN_BLOCKS) match their twin`, { skip }, () => {
+    // twoTileFourBlocks: ≤ 128 registers a thread at 4 warps × unroll 1 or 2, 9–16 rows; gelu(x·Wᵀ + b)
+    // and float32 y += x·Wᵀ, outF not a multiple of 16 in one case.
+    const be = cudaFor(dtype);
+    const saved = [be.twoTileFourBlocks, be.skinnyShape] as const;
+    try {
+      be.twoTileFourBlocks = true;
+      for (const [rows, inF, outF, unroll] of [[16, 512, 1000, 2], [9, 256, 8200, 1], [12, 1024, 40, 2]]) {
+        be.skinnyShape = { warps: 4, unroll };
+        const what = `${rows}x${inF}x${outF}, 4 warps × unroll ${unroll}, 4 blocks an SM`;
+        const [xg, xc] = pair(be, randn(rows * inF), [rows, inF]);
+        const [wg, wc] = pair(be, randn(outF * inF, 0.05), [outF, inF]);
+        const [bg, bc] = pair(be, randn(outF), [outF]);
+        const y = be.alloc([rows, outF]);
+        be.matmulInto(xg as CudaTensor, wg as CudaTensor, bg as CudaTensor, y, rows, false, true);
+        close(`gelu(x·Wᵀ + b) ${what}`, down(be, y), down(cpu, cpu.gelu(cpu.linear(xc, wc, bc))), tol(dtype, 1e-5));
+        const raw = randn(rows * outF);
+        const yf = be.upload(raw, [rows, outF], 'float32') as CudaTensor;
+        be.matmulInto(xg as CudaTensor, wg as CudaTensor, null, yf, rows, true);
+        close(`float32 y += x·Wᵀ ${what}`, down(be, yf), down(cpu, cpu.add(cpu.upload(raw, [rows, outF], 'float32'), cpu.linear(xc, wc, null))), 1e-5);
+        for (const t of [xg, wg, bg, y, yf]) be.release(t as CudaTensor);
+      }
+    } finally {
+      [be.twoTileFourBlocks, be.skinnyShape] = saved;
+    }
+  });
+
   test(`cuda ${dtype}: row statistics from a GEMM's epilogue, and the LayerNorm they feed fused into the next GEMM`, { skip }, () => {
     // The decoder's pattern: a GEMM adds into the float32 stream x and writes its row statistics; the
     // next GEMM normalizes x with them in its prologue (bf16, up to fuseLayerNormRows rows; beyond that,

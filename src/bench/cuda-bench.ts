@@ -152,6 +152,11 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
       if (w.shape[1] % (32 * warps * unroll) !== 0 || (rows > 8 && warps === 16 && unroll > 2)) continue;
       be.skinnyShape = { warps, unroll };
       (out[name] as Record<string, number>)[`w${warps}u${unroll}`] = time(true);
+      if (rows > 8 && warps === 4 && unroll <= 2) { // the same at 4 blocks an SM (twoTileFourBlocks)
+        be.twoTileFourBlocks = true;
+        (out[name] as Record<string, number>)[`w${warps}u${unroll}b4`] = time(true);
+        be.twoTileFourBlocks = false;
+      }
       be.skinnyShape = null;
     }
     // The shared-memory variant (MPT_SMEM_W) where it applies, at other warp counts (µs per GEMM).
@@ -173,7 +178,7 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
 }
 
 /** Other settings of the decode step, timed beside the default: [label, apply → undo]. */
-function decodeVariants(be: CudaBackend): [string, () => () => void][] {
+function decodeVariants(be: CudaBackend, batch: number): [string, () => () => void][] {
   // Programmatic dependent launch off (a standing check that it still pays), and the out-projection's
   // L2 prefetch of the up weights around its default (8 MB) and off, each a fresh decoder and graph.
   // (The shared-memory out-projection, the carveouts, the LayerNorm as a kernel of its own, and the
@@ -200,6 +205,9 @@ function decodeVariants(be: CudaBackend): [string, () => () => void][] {
     toggle(`programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, () => be.ctx.pdl, (v) => { be.ctx.pdl = v; }),
     ...[0, 4, 12].map(prefetchUp),
     evictFirst(8), evictFirst(16),
+    // Two row tiles only (9–16 rows): the up GEMM at 4 blocks an SM, ≤ 128 registers (not measured yet).
+    ...(batch > 8 ? [toggle('two-row-tile GEMMs at 4 warps × unroll ≤ 2 bounded to 4 blocks an SM (128 registers)',
+      () => be.twoTileFourBlocks, (v) => { be.twoTileFourBlocks = v; })] : []),
   ];
 }
 
@@ -250,7 +258,7 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
   for (const batch of options.batches ?? [1, 16]) {
     // Variants of the decode step in the same run (each a fresh decoder and graph), then the default's
     // figure, which is the one reported.
-    for (const [label, set] of decodeVariants(be)) {
+    for (const [label, set] of decodeVariants(be, batch)) {
       const undo = set();
       const other = timeDecode(batch);
       undo();
@@ -332,9 +340,9 @@ export function formatResult(r: CudaBenchResult): string {
   };
   for (const [k, v] of Object.entries(r.breakdown.decode)) lines.push(table(`decode step, ${k} (in a CUDA graph)`, v));
   for (const [k, v] of Object.entries(r.gemms)) {
-    lines.push('', `decode GEMMs, ${k}: µs per GEMM and weight GB/s`, '| GEMM | skinny_gemm µs | GB/s | cuBLASLt µs | GB/s | skinny variants (warps, unroll: µs; smemN: weights in shared memory at N warps; regs: the register kernel\'s default) |', '| --- | --- | --- | --- | --- | --- |');
+    lines.push('', `decode GEMMs, ${k}: µs per GEMM and weight GB/s`, '| GEMM | skinny_gemm µs | GB/s | cuBLASLt µs | GB/s | skinny variants (warps, unroll: µs; b4: at 4 blocks an SM; smemN: weights in shared memory at N warps; regs: the register kernel\'s default) |', '| --- | --- | --- | --- | --- | --- |');
     for (const [name, g] of Object.entries(v)) {
-      const variants = Object.entries(g).filter(([k]) => /^(w\d+u\d+|smem\d+|regs)$/.test(k)).map(([k, us]) => `${k} ${(us as number).toFixed(1)}`).join(', ');
+      const variants = Object.entries(g).filter(([k]) => /^(w\d+u\d+(b4)?|smem\d+|regs)$/.test(k)).map(([k, us]) => `${k} ${(us as number).toFixed(1)}`).join(', ');
       lines.push(`| ${name} | ${g.skinnyUs.toFixed(1)} | ${g.skinnyGBs.toFixed(0)} | ${g.cublasUs.toFixed(1)} | ${g.cublasGBs.toFixed(0)} | ${variants} |`);
     }
   }

@@ -395,8 +395,10 @@ export class CudaBackend implements Backend {
     if (plan) {
       const yF32 = y.dtype === 'float32';
       const tiles = rows > 8 ? 2 : 1;
+      // twoTileFourBlocks: 4 blocks an SM (≤ 128 registers) for two row tiles at 4 warps × unroll ≤ 2.
+      const fourBlocks = this.twoTileFourBlocks && tiles === 2 && plan.warps === 4 && plan.unroll <= 2;
       this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, MPT_W_EVICT_FIRST: this.weightsEvictFirst, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32,
-        SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
+        SKINNY_THREADS: fourBlocks ? 128 : plan.warps > 8 ? plan.warps * 32 : false, MPT_MIN_BLOCKS: fourBlocks ? 4 : false })
         .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, pfBegin, pfEnd, 0,
           0, statsOut?.ptr ?? 0, clip], plan.warps * 16 * 8 * tiles * 4);
       return;
@@ -514,6 +516,13 @@ export class CudaBackend implements Backend {
    * bench variant): off.
    */
   weightsEvictFirst = process.env.MPT_CUDA_W_EVICT_FIRST === '1';
+  /**
+   * Whether two-row-tile skinny GEMMs at 4 warps × unroll ≤ 2 (the batch-16 up GEMM) are compiled for 4
+   * blocks an SM (skinny_gemm.cu MPT_MIN_BLOCKS: ≤ 128 registers instead of 138, no spills), so that all
+   * 512 blocks of the up GEMM are resident at once instead of 3 an SM and a second wave;
+   * MPT_CUDA_SKINNY_4BLOCKS=1. Not measured yet (a bench variant): off.
+   */
+  twoTileFourBlocks = process.env.MPT_CUDA_SKINNY_4BLOCKS === '1';
   smemWeightsMinRows = process.env.MPT_CUDA_SMEM_W === '1' ? 1 : 9;
   /** Warps a block of the MPT_SMEM_W variant instead of smemWeightsPlan's choice (benchmarks). */
   smemWeightsWarps: number | null = null;

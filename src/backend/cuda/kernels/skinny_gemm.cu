@@ -65,6 +65,16 @@ __device__ __forceinline__ uint4 stream16(const bf16* p, unsigned long long poli
 #ifndef SKINNY_THREADS
 #define SKINNY_THREADS 256
 #endif
+// MPT_MIN_BLOCKS (not measured yet; a bench variant): that many blocks of SKINNY_THREADS an SM, i.e. at
+// most 65536 / (MPT_MIN_BLOCKS · SKINNY_THREADS) registers a thread. For two row tiles at 4 warps ×
+// unroll 2 (the batch-16 up GEMM: 512 blocks, 138 registers, so 3 blocks an SM and a second wave of
+// 116 blocks), 4 blocks an SM fit 128 registers without spills (nvcc -Xptxas -v), so all 512 are
+// resident at once. (Unroll 4 spills at 128: 176 bytes.)
+#ifdef MPT_MIN_BLOCKS
+#define SKINNY_BOUNDS __launch_bounds__(SKINNY_THREADS, MPT_MIN_BLOCKS)
+#else
+#define SKINNY_BOUNDS __launch_bounds__(SKINNY_THREADS)
+#endif
 
 // MPT_SMEM_W: the block's whole weight slice (16 rows × K) is copied into shared memory BEFORE
 // griddepcontrol.wait, by one thread with the Hopper bulk copy (one cp.async.bulk a row, completing on
@@ -114,7 +124,7 @@ __device__ __forceinline__ unsigned smem_addr(const void* p) { return (unsigned)
 // rows g and g+1 by a quarter warp hit distinct banks.
 __device__ __forceinline__ int smem_w_stride(int K) { return K % 64 == 0 ? K + 32 : K; }
 #endif
-extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const XIN* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ bias,
+extern "C" __global__ void SKINNY_BOUNDS skinny_gemm(const XIN* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ bias,
                                        YT* __restrict__ y, int R, int K, int O, int accumulate, int gelu,
                                        const bf16* __restrict__ lnw, const bf16* __restrict__ lnb, float eps,  // MPT_LN_X; else lnw, lnb: the L2 prefetch range
                                        const float2* __restrict__ statsIn, float2* __restrict__ statsOut, float clip) {
