@@ -152,6 +152,11 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
       if (w.shape[1] % (32 * warps * unroll) !== 0 || (rows > 8 && warps === 16 && unroll > 2)) continue;
       be.skinnyShape = { warps, unroll };
       (out[name] as Record<string, number>)[`w${warps}u${unroll}`] = time(true);
+      if (rows > 8 && warps === 4 && unroll <= 2) { // the same at 4 blocks an SM (twoTileFourBlocks)
+        be.twoTileFourBlocks = true;
+        (out[name] as Record<string, number>)[`w${warps}u${unroll}b4`] = time(true);
+        be.twoTileFourBlocks = false;
+      }
       be.skinnyShape = null;
     }
     // The shared-memory variant (MPT_SMEM_W) where it applies, at other warp counts (µs per GEMM).
@@ -173,34 +178,36 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
 }
 
 /** Other settings of the decode step, timed beside the default: [label, apply → undo]. */
-function decodeVariants(be: CudaBackend): [string, () => () => void][] {
-  // Programmatic dependent launch off (a standing check that it still pays) and the LayerNorm fused
-  // into the next GEMM. (The other variants — triggers after the wait, 16-warp GEMMs at batch 16, L2
-  // prefetch, the LayerNorm computing its own statistics, the folded attention's keys a split and keys
-  // in flight, the pipelined step, the QKV GEMM's warps — were measured in the runs
-  // bench/RESULTS-cuda.md records and their switches remain; they are left out here to keep the
-  // device run short.)
+function decodeVariants(be: CudaBackend, batch: number): [string, () => () => void][] {
+  // Programmatic dependent launch off (a standing check that it still pays), and the out-projection's
+  // L2 prefetch of the up weights around its default (8 MB) and off, each a fresh decoder and graph.
+  // (The shared-memory out-projection, the carveouts, the LayerNorm as a kernel of its own, and the
+  // prefetch at 16 / 24 MB, with evict_last lines or with the down GEMM prefetching the next QKV
+  // weights were measured in the runs bench/RESULTS-cuda.md records; the switches that remain are
+  // left out here to keep the device run short.)
   const toggle = (label: string, get: () => boolean, put: (v: boolean) => void): [string, () => () => void] =>
     [label, () => { const was = get(); put(!was); return () => put(was); }];
-  // The shared-memory out-projection (MPT_SMEM_W) and the decode layer's shared-memory carveout, each
-  // setting a fresh decoder and graph (a carveout compiles functions of its own).
-  // (Also measured, bench/RESULTS-cuda.md: the shared-memory variant at the driver's carveout, and a
-  // 100% carveout, both far slower.)
-  const setting = (label: string, s: { smem?: boolean; minRows?: number; carveout?: number | null }): [string, () => () => void] =>
-    [label, () => {
-      const was = [be.smemWeights, be.smemWeightsMinRows, be.layerCarveout] as const;
-      be.smemWeights = s.smem ?? was[0]; be.smemWeightsMinRows = s.minRows ?? was[1];
-      be.layerCarveout = s.carveout === undefined ? was[2] : s.carveout;
-      return () => { [be.smemWeights, be.smemWeightsMinRows, be.layerCarveout] = was; };
+  const prefetchUp = (mb: number): [string, () => () => void] =>
+    [mb === 0 ? 'no L2 prefetch of the up weights (before this change)' : `out-projection prefetches ${mb} MB of the up weights into L2`, () => {
+      const was = be.l2PrefetchUpBytes;
+      be.l2PrefetchUpBytes = mb * 2 ** 20;
+      return () => { be.l2PrefetchUpBytes = was; };
+    }];
+  // Weights streamed evict_first (not measured yet), at the default prefetch and at 16 MB, which lost
+  // with the weights at the normal policy (857 / 11,400 against 868 / 11,623 tokens/s at 8 MB).
+  const evictFirst = (mb: number): [string, () => () => void] =>
+    [`weights streamed with an L2 evict_first policy, ${mb} MB of up prefetched`, () => {
+      const was = [be.weightsEvictFirst, be.l2PrefetchUpBytes] as const;
+      be.weightsEvictFirst = true; be.l2PrefetchUpBytes = mb * 2 ** 20;
+      return () => { [be.weightsEvictFirst, be.l2PrefetchUpBytes] = was; };
     }];
   return [
     toggle(`programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, () => be.ctx.pdl, (v) => { be.ctx.pdl = v; }),
-    setting('out-projection through registers at the driver\'s carveout (main as of 851c308 but for the early y loads)', { smem: false, carveout: null }),
-    setting('out-projection through registers at every batch', { smem: false }),
-    setting('out-projection weights in shared memory at every batch (from one row)', { minRows: 1 }),
-    ...[40, 75].map((n) => setting(`decode-layer kernels at a ${n}% shared-memory carveout`, { carveout: n })),
-    toggle(`LayerNorm ${be.fuseLayerNorm ? 'as a kernel of its own' : 'in the next GEMM\'s prologue, each warp its K slice'} (at most ${be.fuseLayerNormRows} row${be.fuseLayerNormRows > 1 ? 's' : ''})`,
-      () => be.fuseLayerNorm, (v) => { be.fuseLayerNorm = v; }),
+    ...[0, 4, 12].map(prefetchUp),
+    evictFirst(8), evictFirst(16),
+    // Two row tiles only (9–16 rows): the up GEMM at 4 blocks an SM, ≤ 128 registers (not measured yet).
+    ...(batch > 8 ? [toggle('two-row-tile GEMMs at 4 warps × unroll ≤ 2 bounded to 4 blocks an SM (128 registers)',
+      () => be.twoTileFourBlocks, (v) => { be.twoTileFourBlocks = v; })] : []),
   ];
 }
 
@@ -251,7 +258,7 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
   for (const batch of options.batches ?? [1, 16]) {
     // Variants of the decode step in the same run (each a fresh decoder and graph), then the default's
     // figure, which is the one reported.
-    for (const [label, set] of decodeVariants(be)) {
+    for (const [label, set] of decodeVariants(be, batch)) {
       const undo = set();
       const other = timeDecode(batch);
       undo();
@@ -333,9 +340,9 @@ export function formatResult(r: CudaBenchResult): string {
   };
   for (const [k, v] of Object.entries(r.breakdown.decode)) lines.push(table(`decode step, ${k} (in a CUDA graph)`, v));
   for (const [k, v] of Object.entries(r.gemms)) {
-    lines.push('', `decode GEMMs, ${k}: µs per GEMM and weight GB/s`, '| GEMM | skinny_gemm µs | GB/s | cuBLASLt µs | GB/s | skinny variants (warps, unroll: µs; smemN: weights in shared memory at N warps; regs: the register kernel\'s default) |', '| --- | --- | --- | --- | --- | --- |');
+    lines.push('', `decode GEMMs, ${k}: µs per GEMM and weight GB/s`, '| GEMM | skinny_gemm µs | GB/s | cuBLASLt µs | GB/s | skinny variants (warps, unroll: µs; b4: at 4 blocks an SM; smemN: weights in shared memory at N warps; regs: the register kernel\'s default) |', '| --- | --- | --- | --- | --- | --- |');
     for (const [name, g] of Object.entries(v)) {
-      const variants = Object.entries(g).filter(([k]) => /^(w\d+u\d+|smem\d+|regs)$/.test(k)).map(([k, us]) => `${k} ${(us as number).toFixed(1)}`).join(', ');
+      const variants = Object.entries(g).filter(([k]) => /^(w\d+u\d+(b4)?|smem\d+|regs)$/.test(k)).map(([k, us]) => `${k} ${(us as number).toFixed(1)}`).join(', ');
       lines.push(`| ${name} | ${g.skinnyUs.toFixed(1)} | ${g.skinnyGBs.toFixed(0)} | ${g.cublasUs.toFixed(1)} | ${g.cublasGBs.toFixed(0)} | ${variants} |`);
     }
   }

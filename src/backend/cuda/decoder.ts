@@ -24,7 +24,7 @@ import type { MptConfig } from '../../model/config.js';
 import { DecoderUnsupported, type Tensor } from '../backend.js';
 import { CU_EVENT_DISABLE_TIMING, CudaEvent, PinnedBuffer, type CudaGraph } from './driver.js';
 import type { CudaBackend } from './index.js';
-import { asCuda, type CudaTensor } from './tensor.js';
+import { asCuda, bytesPer, type CudaTensor } from './tensor.js';
 
 interface Affine { weight: Tensor; bias: Tensor | null }
 export interface DecoderParams {
@@ -57,6 +57,9 @@ export interface DecoderOptions {
 }
 
 type Stage = (name: string) => void;
+
+/** At most `n` bytes: a prefetch of the head of tensor `t`. */
+const headBytes = (t: CudaTensor, n: number): number => Math.min(n, t.shape.reduce((a, b) => a * b, 1) * bytesPer(t.dtype));
 
 export class CudaDecoder {
   private readonly c: MptConfig;
@@ -220,7 +223,11 @@ export class CudaDecoder {
         });
       }
       this.stage(t > 1 ? 'attention_prefill' : 'attention_decode');
-      be.matmulInto(buf.att, w(blk.out.weight), wb(blk.out), buf.x, rows, true, false, { statsOut: buf.stats });
+      // Decode: the out-projection's blocks wait through the attention with their weights loaded, so
+      // they prefetch the head of the up GEMM's weights into L2 meanwhile (l2PrefetchUpBytes).
+      const upW = w(blk.up.weight);
+      be.matmulInto(buf.att, w(blk.out.weight), wb(blk.out), buf.x, rows, true, false,
+        { statsOut: buf.stats, prefetch: posDev ? { ptr: upW.ptr, bytes: headBytes(upW, be.l2PrefetchUpBytes) } : null });
       this.stage('gemm_out');
       be.layerNormMatmulInto(buf.x, { w: w(blk.ln2.weight), b: wb(blk.ln2), eps: c.layerNormEps }, buf.h, w(blk.up.weight), wb(blk.up), buf.up, rows, false, true,
         buf.stats);

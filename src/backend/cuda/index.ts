@@ -54,6 +54,15 @@ const SMEM_W_MAX_BYTES = 116 * 1024;
 /** cuFuncSetAttribute's CUfunction_attribute for the preferred L1/shared split (percent of the most shared). */
 const CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT = 9;
 
+/** A byte count from an environment variable given in MiB (whole or fractional), else `fallback`. */
+function mbFromEnv(name: string, fallback: number): number {
+  const value = process.env[name];
+  if (value === undefined || value === '') return fallback;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0) throw new UserError(`${name} is "${value}": give a size in MiB (0 or more)`);
+  return Math.round(n * 2 ** 20);
+}
+
 /** CudaBackend.layerCarveout from $MPT_CUDA_CARVEOUT: unset 50, `driver` null (the driver's choice), else 0–100. */
 function carveoutFromEnv(value: string | undefined): number | null {
   if (value === undefined || value === '') return 50;
@@ -63,6 +72,20 @@ function carveoutFromEnv(value: string | undefined): number | null {
     throw new UserError(`MPT_CUDA_CARVEOUT is "${value}": give a whole percentage from 0 to 100, or "driver"`);
   }
   return n;
+}
+
+/**
+ * An L2 prefetch a few-row GEMM issues before its programmatic wait (skinny_gemm.cu
+ * l2_prefetch_share): the first `bytes` of the tensor at `ptr`, normally the next GEMM's weights.
+ */
+export interface L2Prefetch { ptr: number; bytes: number }
+
+/** [begin, end) device addresses of a prefetch, in whole 128-byte lines, or [0, 0] for none. */
+function prefetchRange(p: L2Prefetch | null): [number, number] {
+  const bytes = p ? Math.floor(p.bytes / 128) * 128 : 0;
+  if (!p || bytes <= 0) return [0, 0];
+  if (p.ptr % 16 !== 0) throw new Error(`L2 prefetch: address ${p.ptr} is not 16-byte aligned`);
+  return [p.ptr, p.ptr + bytes];
 }
 
 /**
@@ -346,10 +369,12 @@ export class CudaBackend implements Backend {
    * stream, logits). Up to 16 rows in bf16 go to skinny_gemm.cu (decode: the weights are streamed once,
    * GELU fused); the rest to cuBLASLt. `statsOut` (float32 [rows, outF/16, 2], only where rowStatsFrom
    * says so): each row's per-16-column mean and M2 of the values written, for layerNormMatmulInto.
-   * `clip` > 0: the stored values clamped to ±clip (skinny path only, as statsOut).
+   * `clip` > 0: the stored values clamped to ±clip (skinny path only, as statsOut). `prefetch`: a range
+   * (normally the next GEMM's weights) the skinny kernel's blocks L2-prefetch before their programmatic
+   * wait (skinny_gemm.cu l2_prefetch_share); a hint only, ignored where cuBLASLt runs.
    */
   matmulInto(x: CudaTensor, w: CudaTensor, b: CudaTensor | null, y: CudaTensor, rows: number, accumulate: boolean, gelu = false,
-    extra: { statsOut?: CudaTensor | null; clip?: number } = {}): void {
+    extra: { statsOut?: CudaTensor | null; clip?: number; prefetch?: L2Prefetch | null } = {}): void {
     if (rows === 0) return;
     const [outF, inF] = w.shape;
     const plan = this.skinnyFor(rows, inF, outF);
@@ -357,20 +382,24 @@ export class CudaBackend implements Backend {
     if ((statsOut || clip > 0) && (!plan || outF % 16 !== 0)) {
       throw new Error(`matmulInto: row statistics or clamping asked of a ${rows}×${inF}→${outF} GEMM that skinny_gemm.cu does not run`);
     }
+    // The L2 prefetch range rides in the LayerNorm pointer slots, which these variants do not read.
+    const [pfBegin, pfEnd] = prefetchRange(extra.prefetch ?? null);
     const smem = plan && !this.skinnyShape ? this.smemWeightsPlan(rows, inF, outF) : null;
     if (smem) {
-      this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: smem.tiles, MPT_Y_F32: y.dtype === 'float32', MPT_SMEM_W: true,
+      this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, MPT_W_EVICT_FIRST: this.weightsEvictFirst, ROW_TILES: smem.tiles, MPT_Y_F32: y.dtype === 'float32', MPT_SMEM_W: true,
         SMEM_STEPS: smem.steps, SKINNY_THREADS: smem.warps * 32 })
-        .launch([Math.ceil(outF / 16)], [smem.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
+        .launch([Math.ceil(outF / 16)], [smem.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, pfBegin, pfEnd, 0,
           0, statsOut?.ptr ?? 0, clip], smem.sharedBytes);
       return;
     }
     if (plan) {
       const yF32 = y.dtype === 'float32';
       const tiles = rows > 8 ? 2 : 1;
-      this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32,
-        SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
-        .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
+      // twoTileFourBlocks: 4 blocks an SM (≤ 128 registers) for two row tiles at 4 warps × unroll ≤ 2.
+      const fourBlocks = this.twoTileFourBlocks && tiles === 2 && plan.warps === 4 && plan.unroll <= 2;
+      this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, MPT_W_EVICT_FIRST: this.weightsEvictFirst, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32,
+        SKINNY_THREADS: fourBlocks ? 128 : plan.warps > 8 ? plan.warps * 32 : false, MPT_MIN_BLOCKS: fourBlocks ? 4 : false })
+        .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, pfBegin, pfEnd, 0,
           0, statsOut?.ptr ?? 0, clip], plan.warps * 16 * 8 * tiles * 4);
       return;
     }
@@ -406,7 +435,7 @@ export class CudaBackend implements Backend {
     if ((statsOut || clip > 0) && outF % 16 !== 0) throw new Error(`layerNormMatmulInto: row statistics of ${outF} outputs (not a multiple of 16)`);
     // Each warp's normalized K slice, [rows][inF / warps + 32] bf16, after the partial tiles.
     const shared = plan.warps * 16 * 8 * 4 + rows * (inF + 32 * plan.warps) * 2;
-    this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
+    this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, MPT_W_EVICT_FIRST: this.weightsEvictFirst, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
       LN_CHUNKS: Math.ceil(inF / plan.warps / 256),
       SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
       .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0,
@@ -472,6 +501,28 @@ export class CudaBackend implements Backend {
    * registers at the same carveout) but not at batch 1 (837 against 842): so two row tiles only.
    */
   smemWeights = process.env.MPT_CUDA_SMEM_W !== '0';
+  /**
+   * Bytes of the MLP-up weights that a decode step's out-projection GEMM prefetches into L2 before its
+   * wait, i.e. while the decode attention runs and the bus would idle (the out-projection's blocks have
+   * their own weights in flight already); MPT_CUDA_L2_PREFETCH_UP=MB sets it, 0 turns it off. 8 MB
+   * measured on the H100 (2026-11-28, one call, bench/RESULTS-cuda.md): 868 against 842 tokens/s at
+   * batch 1 and 11,623 against 11,485 at batch 16; 16 MB 857 / 11,400, 24 MB 841 / 11,235.
+   */
+  l2PrefetchUpBytes = mbFromEnv('MPT_CUDA_L2_PREFETCH_UP', 8);
+  /**
+   * Whether the few-row GEMMs stream their weights with an L2 evict_first policy (skinny_gemm.cu
+   * MPT_W_EVICT_FIRST), so that weights read once stop displacing the prefetched head of the next
+   * GEMM's weights, the activations and the KV cache; MPT_CUDA_W_EVICT_FIRST=1. Not measured yet (a
+   * bench variant): off.
+   */
+  weightsEvictFirst = process.env.MPT_CUDA_W_EVICT_FIRST === '1';
+  /**
+   * Whether two-row-tile skinny GEMMs at 4 warps × unroll ≤ 2 (the batch-16 up GEMM) are compiled for 4
+   * blocks an SM (skinny_gemm.cu MPT_MIN_BLOCKS: ≤ 128 registers instead of 138, no spills), so that all
+   * 512 blocks of the up GEMM are resident at once instead of 3 an SM and a second wave;
+   * MPT_CUDA_SKINNY_4BLOCKS=1. Not measured yet (a bench variant): off.
+   */
+  twoTileFourBlocks = process.env.MPT_CUDA_SKINNY_4BLOCKS === '1';
   smemWeightsMinRows = process.env.MPT_CUDA_SMEM_W === '1' ? 1 : 9;
   /** Warps a block of the MPT_SMEM_W variant instead of smemWeightsPlan's choice (benchmarks). */
   smemWeightsWarps: number | null = null;
