@@ -382,14 +382,13 @@ export class CudaBackend implements Backend {
     if ((statsOut || clip > 0) && (!plan || outF % 16 !== 0)) {
       throw new Error(`matmulInto: row statistics or clamping asked of a ${rows}×${inF}→${outF} GEMM that skinny_gemm.cu does not run`);
     }
-    // The L2 prefetch range rides in the LayerNorm pointer slots, which these variants do not read.
     const [pfBegin, pfEnd] = prefetchRange(extra.prefetch ?? null);
     const smem = plan && !this.skinnyShape ? this.smemWeightsPlan(rows, inF, outF) : null;
     if (smem) {
       this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, MPT_W_EVICT_FIRST: this.weightsEvictFirst, ROW_TILES: smem.tiles, MPT_Y_F32: y.dtype === 'float32', MPT_SMEM_W: true,
         SMEM_STEPS: smem.steps, SKINNY_THREADS: smem.warps * 32 })
-        .launch([Math.ceil(outF / 16)], [smem.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, pfBegin, pfEnd, 0,
-          0, statsOut?.ptr ?? 0, clip], smem.sharedBytes);
+        .launch([Math.ceil(outF / 16)], [smem.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
+          0, statsOut?.ptr ?? 0, clip, pfBegin, pfEnd], smem.sharedBytes);
       return;
     }
     if (plan) {
@@ -399,8 +398,8 @@ export class CudaBackend implements Backend {
       const fourBlocks = this.twoTileFourBlocks && tiles === 2 && plan.warps === 4 && plan.unroll <= 2;
       this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, MPT_W_EVICT_FIRST: this.weightsEvictFirst, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32,
         SKINNY_THREADS: fourBlocks ? 128 : plan.warps > 8 ? plan.warps * 32 : false, MPT_MIN_BLOCKS: fourBlocks ? 4 : false })
-        .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, pfBegin, pfEnd, 0,
-          0, statsOut?.ptr ?? 0, clip], plan.warps * 16 * 8 * tiles * 4);
+        .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
+          0, statsOut?.ptr ?? 0, clip, pfBegin, pfEnd], plan.warps * 16 * 8 * tiles * 4);
       return;
     }
     this.blas.matmul({ rows, inFeatures: inF, outFeatures: outF, x: x.ptr, w: w.ptr, y: y.ptr,
@@ -439,7 +438,7 @@ export class CudaBackend implements Backend {
       LN_CHUNKS: Math.ceil(inF / plan.warps / 256),
       SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
       .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0,
-        ln.w.ptr, ln.b?.ptr ?? 0, ln.eps, statsIn!.ptr, statsOut?.ptr ?? 0, clip], shared);
+        ln.w.ptr, ln.b?.ptr ?? 0, ln.eps, statsIn!.ptr, statsOut?.ptr ?? 0, clip, 0, 0], shared);
   }
 
   /**

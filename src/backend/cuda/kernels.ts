@@ -18,7 +18,7 @@ export const KERNEL_ARGS: Record<string, string> = {
   attention_decode: 'pppppppiiipiiiif', attention_combine: 'ppiiii', attention_decode_qkv: 'pppppppppppppiiipiffi',
   flash_forward: 'pppppppiiiiiiif', flash_backward_dq: 'pppppppppif', flash_backward_dkdv: 'pppppppppppif',
   flash_backward_dq_stored: 'pppiif', flash_backward_dkdv_wgmma: 'pppppppppppif',
-  fill_normal: 'pqqff', skinny_gemm: 'ppppiiiiippfppf', argmax_rows: 'ppii', sample_rows: 'ppiififqpi',
+  fill_normal: 'pqqff', skinny_gemm: 'ppppiiiiippfppfpp', argmax_rows: 'ppii', sample_rows: 'ppiififqpi',
 };
 
 /**

@@ -90,11 +90,10 @@ __device__ __forceinline__ uint4 stream16(const bf16* p, unsigned long long poli
 // drains at both boundaries: 677 against 843 tokens/s at batch 1), and then only at 9–16 rows (batch 16
 // 11,299 against 11,202 through registers; batch 1 837 against 842).
 // L2 prefetch of the NEXT GEMM's weights (not this GEMM's own: prefetching a GEMM's own slice right
-// before it reads it was measured slower, bench/RESULTS-cuda.md). Outside MPT_LN_X the LayerNorm
-// pointer slots are unused, so they carry the byte range [pfBegin, pfEnd) instead (kernels.ts'
-// argument table stays as it is). Thread 0 of every block issues its 1/gridDim share of the range as
-// bulk L2 prefetches (cp.async.bulk.prefetch.L2: the TMA unit fetches into L2, nothing comes back to
-// the SM, no registers held) BEFORE griddepcontrol.wait, i.e. while the kernel before this GEMM still
+// before it reads it was measured slower, bench/RESULTS-cuda.md): the byte range [pfBegin, pfEnd), or
+// none when pfBegin is 0 (the MPT_LN_X variant never prefetches). Thread 0 of every block issues its
+// 1/gridDim share of the range as bulk L2 prefetches (cp.async.bulk.prefetch.L2: the TMA unit fetches
+// into L2, nothing comes back to the SM, no registers held) BEFORE griddepcontrol.wait, i.e. while the kernel before this GEMM still
 // runs. For the decode step's out-projection, whose blocks wait through the latency-bound decode
 // attention with their own weights already in flight: the bus would idle there, and the up GEMM after
 // it reads the prefetched head of its weights from L2. Measured on the H100 (bench/RESULTS-cuda.md):
@@ -126,8 +125,9 @@ __device__ __forceinline__ int smem_w_stride(int K) { return K % 64 == 0 ? K + 3
 #endif
 extern "C" __global__ void SKINNY_BOUNDS skinny_gemm(const XIN* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ bias,
                                        YT* __restrict__ y, int R, int K, int O, int accumulate, int gelu,
-                                       const bf16* __restrict__ lnw, const bf16* __restrict__ lnb, float eps,  // MPT_LN_X; else lnw, lnb: the L2 prefetch range
-                                       const float2* __restrict__ statsIn, float2* __restrict__ statsOut, float clip) {
+                                       const bf16* __restrict__ lnw, const bf16* __restrict__ lnb, float eps,  // MPT_LN_X only
+                                       const float2* __restrict__ statsIn, float2* __restrict__ statsOut, float clip,
+                                       const void* pfBegin, const void* pfEnd) {  // the L2 prefetch (l2_prefetch_share)
   extern __shared__ __align__(16) float red[];  // [warps][16][8·ROW_TILES], then (MPT_SMEM_W) the weights or (MPT_LN_X) x
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int nw = blockDim.x >> 5, cols = 8 * ROW_TILES;
@@ -171,7 +171,7 @@ extern "C" __global__ void SKINNY_BOUNDS skinny_gemm(const XIN* __restrict__ x, 
                    :: "r"(smem_addr(ws + r * wStride)), "l"(src), "r"(K * 2), "r"(bar) : "memory");
 #endif
     }
-    l2_prefetch_share(lnw, lnb);  // after this block's own weights: the next GEMM's (see above)
+    l2_prefetch_share(pfBegin, pfEnd);  // after this block's own weights: the next GEMM's (see above)
   }
   __syncthreads();  // the barrier is initialized before any thread polls it
   pdl_trigger();
@@ -236,7 +236,7 @@ extern "C" __global__ void SKINNY_BOUNDS skinny_gemm(const XIN* __restrict__ x, 
   };
   loadW(kBeg, A0, A1);  // the weight stream starts before anything waits on x
 #ifndef MPT_LN_X
-  if (threadIdx.x == 0) l2_prefetch_share(lnw, lnb);  // the next GEMM's weights (see above)
+  if (threadIdx.x == 0) l2_prefetch_share(pfBegin, pfEnd);  // the next GEMM's weights (see above)
 #endif
   // (Prefetching the rest of the warp's weight slice into L2 here was measured slower: 619 against
   // 644 tokens/s at batch 1 with PDL. bench/RESULTS-cuda.md.)
