@@ -4,6 +4,7 @@
  * (training.ts): one place knows each kernel's grid, block, shared memory and compile-time shape, and
  * which shape is the default.
  */
+import { UserError } from '../../util/errors.js';
 import type { KernelCache } from './kernels.js';
 
 /**
@@ -17,8 +18,17 @@ export interface FlashMmaShape { mt: 1 | 2; warps: 4 | 8; keys: 32 | 64; minBloc
 /**
  * A shape of flash_forward in flash_forward_wgmma.cu (warpgroup MMA, sm_90a, head sizes 64 and 128):
  * `warpgroups` of 64 query rows a block, keys a tile, blocks an SM. Elsewhere `fallback` runs instead.
+ * With `producer`: flash_forward_fa3.cu instead, warp-specialized as FlashAttention-3 (a producer
+ * warpgroup filling a ring of `stages` K/V stages under mbarriers, `warpgroups` consumer warpgroups,
+ * one block an SM; `overlap`: a tile's softmax runs while the previous tile's P·V is in flight).
  */
-export interface FlashWgmmaShape { wgmma: true; warpgroups: 1 | 2 | 3; keys: 64 | 128; minBlocks: number; fallback: FlashMmaShape }
+export interface FlashWgmmaShape {
+  wgmma: true; warpgroups: 1 | 2 | 3; keys: 64 | 128; minBlocks: number; fallback: FlashMmaShape;
+  producer?: FlashProducerRing;
+}
+
+/** The ring of the warp-specialized kernel (flash_forward_fa3.cu). */
+export interface FlashProducerRing { stages: number; overlap: boolean }
 
 export type FlashForwardShape = FlashMmaShape | FlashWgmmaShape;
 
@@ -39,7 +49,6 @@ export const FLASH_PREFILL_SHAPE: FlashMmaShape = { mt: 1, warps: 4, keys: 64, m
  * wgmma shape (3 warpgroups, 64-key tiles, in FLASH_FORWARD_SHAPES) was 1.05–1.15× alone but not
  * faster inside the training step.
  */
-export const FLASH_TRAIN_SHAPE: FlashForwardShape = FLASH_TRAIN_MMA_SHAPE;
 export const FLASH_PREFILL_WGMMA_SHAPE: FlashWgmmaShape = { wgmma: true, warpgroups: 2, keys: 128, minBlocks: 1, fallback: FLASH_PREFILL_SHAPE };
 
 /**
@@ -52,6 +61,18 @@ export function flashPrefillShape(dHead: number): FlashWgmmaShape {
   return { ...FLASH_PREFILL_WGMMA_SHAPE, fallback: { ...FLASH_PREFILL_SHAPE, pipe } };
 }
 
+/**
+ * The warp-specialized shapes (flash_forward_fa3.cu) worth timing. Shared memory bounds the ring: with
+ * 2 consumers and 128-key tiles, Q (32 KB) and 3 stages of K and V (64 KB a stage) fill the 227 KB.
+ * 3 consumers have 160 registers each (setmaxnreg), too few for 128-key tiles of scores.
+ */
+const FA3_SHAPES: readonly Omit<FlashWgmmaShape, 'fallback'>[] = [
+  { wgmma: true, warpgroups: 2, keys: 128, minBlocks: 1, producer: { stages: 2, overlap: false } },
+  { wgmma: true, warpgroups: 2, keys: 128, minBlocks: 1, producer: { stages: 2, overlap: true } },
+  { wgmma: true, warpgroups: 2, keys: 128, minBlocks: 1, producer: { stages: 3, overlap: true } },
+  { wgmma: true, warpgroups: 3, keys: 64, minBlocks: 1, producer: { stages: 4, overlap: true } },
+];
+
 /** The shapes the benchmark compares and the tests check (the defaults among them). */
 export const FLASH_FORWARD_SHAPES: readonly FlashForwardShape[] = [
   { mt: 1, warps: 4, keys: 64, minBlocks: 2 }, { mt: 1, warps: 4, keys: 64, minBlocks: 3 }, { mt: 1, warps: 4, keys: 32, minBlocks: 3 },
@@ -61,6 +82,23 @@ export const FLASH_FORWARD_SHAPES: readonly FlashForwardShape[] = [
   { mt: 1, warps: 4, keys: 64, minBlocks: 2, headMajor: true }, { mt: 2, warps: 4, keys: 64, minBlocks: 2, headMajor: true },
   ...wgmmaShapes(),
 ];
+
+/**
+ * The training forward's shape. $MPT_FLASH_TRAIN_SHAPE (an index into FLASH_FORWARD_SHAPES) picks
+ * another for an A/B measurement of the training step; a wgmma shape then falls back to the training
+ * mma.sync shape off sm_90a.
+ */
+export const FLASH_TRAIN_SHAPE: FlashForwardShape = trainShapeFromEnv() ?? FLASH_TRAIN_MMA_SHAPE;
+
+function trainShapeFromEnv(): FlashForwardShape | undefined {
+  const text = process.env.MPT_FLASH_TRAIN_SHAPE;
+  if (text === undefined || text === '') return undefined;
+  const shape = FLASH_FORWARD_SHAPES[Number(text)];
+  if (!/^\d+$/.test(text) || !shape) {
+    throw new UserError(`MPT_FLASH_TRAIN_SHAPE: '${text}' is not an index of a forward shape (0 to ${FLASH_FORWARD_SHAPES.length - 1})`);
+  }
+  return 'wgmma' in shape ? { ...shape, fallback: FLASH_TRAIN_MMA_SHAPE } : shape;
+}
 
 /** Key columns each backward step works on at once (16, 32 or 64). */
 export const FLASH_BACKWARD_CHUNK_DEFAULT = 64;
@@ -75,11 +113,17 @@ function wgmmaShapes(): FlashWgmmaShape[] {
     { wgmma: true, warpgroups: 1, keys: 64, minBlocks: 2, fallback }, { wgmma: true, warpgroups: 2, keys: 64, minBlocks: 1, fallback },
     { wgmma: true, warpgroups: 3, keys: 64, minBlocks: 1, fallback }, { wgmma: true, warpgroups: 1, keys: 128, minBlocks: 1, fallback },
     { wgmma: true, warpgroups: 2, keys: 128, minBlocks: 1, fallback },
+    ...FA3_SHAPES.map((s) => ({ ...s, fallback })),
   ];
 }
 
+
 /** A one-line description of a shape (benchmark rows, test messages). */
 export function flashShapeLabel(s: FlashForwardShape): string {
+  if ('wgmma' in s && s.producer) {
+    return `fa3, producer + ${s.warpgroups} consumer warpgroups (${s.warpgroups * 64} rows), ${s.keys}-key tiles, `
+      + `${s.producer.stages} stages${s.producer.overlap ? ', overlapped softmax' : ''}`;
+  }
   if ('wgmma' in s) return `wgmma, ${s.warpgroups * 64} rows a block (${s.warpgroups} warpgroups), ${s.keys}-key tiles, ${s.minBlocks} blocks/SM`;
   return `${s.mt * 16} rows a warp, ${s.warps} warps, ${s.keys}-key tiles, ${s.minBlocks} blocks/SM`
     + `${s.pipe ? ', pipelined' : ''}${s.headMajor ? ', head-major grid' : ''}`;
@@ -100,11 +144,11 @@ const WGMMA_STAGES = 3;
 
 /**
  * Shared memory of flash_forward. mma.sync: two stages of K and V tiles (rows padded by 8), and the
- * block's Q rows when mt = 2. wgmma: Q, three stages of K and V (unpadded, swizzled), and 1 KB to align
- * the base to the swizzle atom.
+ * block's Q rows when mt = 2. wgmma: Q, three stages (the fa3 kernel: its ring's stages) of K and V
+ * (unpadded, swizzled), and 1 KB to align the base to the swizzle atom.
  */
 export function flashForwardSharedBytes(dHead: number, s: FlashForwardShape): number {
-  if ('wgmma' in s) return (64 * s.warpgroups + WGMMA_STAGES * 2 * s.keys) * dHead * 2 + 1024;
+  if ('wgmma' in s) return (64 * s.warpgroups + (s.producer?.stages ?? WGMMA_STAGES) * 2 * s.keys) * dHead * 2 + 1024;
   const qRows = s.mt > 1 ? s.warps * 16 * s.mt : 0;
   return (2 * 2 * s.keys + qRows) * rowBytes(dHead);
 }
@@ -122,6 +166,17 @@ export function wgmmaUsable(kernels: KernelCache, dHead: number): boolean {
 export function launchFlashForward(kernels: KernelCache, a: FlashForwardArgs, shape: FlashForwardShape): void {
   let s = shape;
   if ('wgmma' in s) {
+    if (wgmmaUsable(kernels, a.dHead) && s.producer) {
+      const defs = {
+        MPT_BF16: true, HEAD_DIM: a.dHead, FA3_CONSUMERS: s.warpgroups, FA3_BK: s.keys, FA3_STAGES: s.producer.stages,
+        FA3_OVERLAP: s.producer.overlap,
+      };
+      kernels.get('flash_forward_fa3.cu', 'flash_forward', defs).launch(
+        [a.batch * a.nHeads, Math.ceil(a.tq / (64 * s.warpgroups))], [128 * (s.warpgroups + 1)],
+        [a.q, a.k, a.v, a.mask, a.slopes, a.out, a.lse, a.tq, a.capacity, a.kvLen, a.qStride, a.kvStride, a.oStride, a.nHeads, a.scale],
+        flashForwardSharedBytes(a.dHead, s));
+      return;
+    }
     if (wgmmaUsable(kernels, a.dHead)) {
       const defs = { MPT_BF16: true, HEAD_DIM: a.dHead, FWD_WG: s.warpgroups, FWD_BK: s.keys, FWD_MIN_BLOCKS: s.minBlocks };
       kernels.get('flash_forward_wgmma.cu', 'flash_forward', defs).launch(
