@@ -19,6 +19,9 @@
 // together; the softmax of tile it runs while P·V of it−1 is still on the tensor cores, and O is
 // rescaled after it. Without it, a tile's P·V is still running while the next tile's S is issued, and
 // the other consumers' products cover the softmax.
+// FA3_PINGPONG (with FA3_OVERLAP, 2 consumers): the two consumers take turns issuing their products
+// (named barriers 1 and 2, one a consumer: it waits on its own, then lets the other go), so that one's
+// softmax runs while the other's products have the tensor cores, instead of both softmaxes at once.
 //
 // Key tiles go from the diagonal back to 0 (as the other kernels): a row's largest scores come first, so
 // the rescale of O is mostly skipped. The tiles a warpgroup cannot see (past its last row) are a prefix
@@ -39,6 +42,12 @@
 #endif
 #ifndef FA3_OVERLAP
 #define FA3_OVERLAP 0
+#endif
+#ifndef FA3_PINGPONG
+#define FA3_PINGPONG 0
+#endif
+#if FA3_PINGPONG && (FA3_CONSUMERS != 2 || !FA3_OVERLAP)
+#error "flash_forward_fa3: FA3_PINGPONG takes 2 consumers and FA3_OVERLAP"
 #endif
 #if HEAD_DIM != 64 && HEAD_DIM != 128
 #error "flash_forward_fa3: HEAD_DIM must be 64 or 128 (whole 128-byte swizzle atoms, N of one wgmma)"
@@ -130,6 +139,10 @@ __device__ __forceinline__ void softmax_tile(float (&s)[BK / 2], float (&m)[2], 
   }
 }
 
+// Named barriers of the ping-pong: wait for one's turn (the other consumer's arrival), hand it over.
+__device__ __forceinline__ void turn_wait(int id) { asm volatile("bar.sync %0, 256;\n" :: "r"(id) : "memory"); }
+__device__ __forceinline__ void turn_pass(int id) { asm volatile("bar.arrive %0, 256;\n" :: "r"(id) : "memory"); }
+
 // P (the probabilities of a tile, float) packed into the bf16 A fragments of the P·V products.
 __device__ __forceinline__ void pack_p(unsigned (&p)[BK / 16][4], const float (&s)[BK / 2]) {
 #pragma unroll
@@ -212,11 +225,24 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
   const int warpFirst = offset + warpRow;               // this warp's first position (the ALiBi reference)
   // Tiles [0, first) hold no key these rows can see (all of them when the warpgroup has no rows).
   const int first = !wgLive ? nTiles : min(nTiles, max(0, (kFirst - wgLast + BK - 1) / BK));
+#if FA3_PINGPONG
+  // Consumer 0 issues first: consumer 1 hands it the first turn. Every tile, skipped or not, is one turn
+  // of each, so the barriers' counts match; consumer 0 takes one more turn at the end (the last hand-over).
+  const int myTurn = 1 + cw, otherTurn = 2 - cw;
+  if (cw == 1) turn_pass(otherTurn);
+#define TURN_WAIT() turn_wait(myTurn)
+#define TURN_PASS() turn_pass(otherTurn)
+#else
+#define TURN_WAIT()
+#define TURN_PASS()
+#endif
   for (int it = 0; it < first; it++) {
     const int stage = it % STAGES;
     const unsigned par = (it / STAGES) & 1;
     mbar_wait(K_FULL(stage), par); mbar_wait(V_FULL(stage), par);  // this round's phase is the one arrived on
     mbar_arrive(K_EMPTY(stage)); mbar_arrive(V_EMPTY(stage));
+    TURN_WAIT();
+    TURN_PASS();
   }
 
   float o[HEAD_DIM / 2];
@@ -255,8 +281,10 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
       const int it = first, stage = it % STAGES;
       mbar_wait(K_FULL(stage), (it / STAGES) & 1);
       fence_proxy_async();  // the copies, seen by the tensor cores' reads
+      TURN_WAIT();
       wgmma_fence();
       issueS(stage);
+      TURN_PASS();
       wgmma_wait<0>();
       wgmma_fence_regs(s);
       mbar_arrive(K_EMPTY(stage));
@@ -268,9 +296,11 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
       mbar_wait(K_FULL(stage), (it / STAGES) & 1);
       mbar_wait(V_FULL(prev), ((it - 1) / STAGES) & 1);
       fence_proxy_async();
+      TURN_WAIT();
       wgmma_fence();
       issueS(stage);
       issuePV(prev);
+      TURN_PASS();
       wgmma_wait<1>();  // S of this tile; P·V of the previous one may still run
       wgmma_fence_regs(s);
       mbar_arrive(K_EMPTY(stage));
@@ -292,6 +322,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
     wgmma_wait<0>();
     wgmma_fence_regs(o);
   }
+#if FA3_PINGPONG
+  if (cw == 0) turn_wait(myTurn);  // consumer 1's last hand-over
+#endif
 #else
   for (int it = first; it < nTiles; it++) {
     const int stage = it % STAGES;
@@ -340,6 +373,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
     if (r0 < tq) lr[r0] = l0 > 0.f ? (mrow[0] - slope2 * (float)g + log2f(l0)) * LN2 : -INFINITY;
     if (r1 < tq) lr[r1] = l1 > 0.f ? (mrow[1] - slope2 * (float)(g + 8) + log2f(l1)) * LN2 : -INFINITY;
   }
+#undef TURN_WAIT
+#undef TURN_PASS
 #undef K_FULL
 #undef V_FULL
 #undef K_EMPTY
