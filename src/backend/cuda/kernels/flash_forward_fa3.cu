@@ -19,9 +19,13 @@
 // together; the softmax of tile it runs while P·V of it−1 is still on the tensor cores, and O is
 // rescaled after it. Without it, a tile's P·V is still running while the next tile's S is issued, and
 // the other consumers' products cover the softmax.
-// FA3_PINGPONG (with FA3_OVERLAP, 2 consumers): the two consumers take turns issuing their products
-// (named barriers 1 and 2, one a consumer: it waits on its own, then lets the other go), so that one's
-// softmax runs while the other's products have the tensor cores, instead of both softmaxes at once.
+// FA3_PINGPONG: the consumers take turns issuing their products (S, and P·V of the tile before with
+// FA3_OVERLAP), round robin (named barriers 1..NC, one a consumer: it waits on its own, then lets the
+// next go), so that one's softmax runs while another's products have the tensor cores, instead of all
+// softmaxes at once.
+// FA3_QREG: each consumer keeps its 64 rows of Q in registers (A fragments, loaded once by ldmatrix), so
+// S = Q·Kᵀ reads only K from shared memory (an m64n64k16 with both operands from shared memory moves
+// 128 bytes a cycle at the tensor cores' rate: all the bandwidth shared memory has).
 //
 // Key tiles go from the diagonal back to 0 (as the other kernels): a row's largest scores come first, so
 // the rescale of O is mostly skipped. The tiles a warpgroup cannot see (past its last row) are a prefix
@@ -46,8 +50,8 @@
 #ifndef FA3_PINGPONG
 #define FA3_PINGPONG 0
 #endif
-#if FA3_PINGPONG && (FA3_CONSUMERS != 2 || !FA3_OVERLAP)
-#error "flash_forward_fa3: FA3_PINGPONG takes 2 consumers and FA3_OVERLAP"
+#ifndef FA3_QREG
+#define FA3_QREG 0
 #endif
 #if HEAD_DIM != 64 && HEAD_DIM != 128
 #error "flash_forward_fa3: HEAD_DIM must be 64 or 128 (whole 128-byte swizzle atoms, N of one wgmma)"
@@ -139,7 +143,7 @@ __device__ __forceinline__ void softmax_tile(float (&s)[BK / 2], float (&m)[2], 
   }
 }
 
-// Named barriers of the ping-pong: wait for one's turn (the other consumer's arrival), hand it over.
+// Named barriers of the ping-pong: wait for one's turn (the previous consumer's arrival), hand it over.
 __device__ __forceinline__ void turn_wait(int id) { asm volatile("bar.sync %0, 256;\n" :: "r"(id) : "memory"); }
 __device__ __forceinline__ void turn_pass(int id) { asm volatile("bar.arrive %0, 256;\n" :: "r"(id) : "memory"); }
 
@@ -226,10 +230,11 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
   // Tiles [0, first) hold no key these rows can see (all of them when the warpgroup has no rows).
   const int first = !wgLive ? nTiles : min(nTiles, max(0, (kFirst - wgLast + BK - 1) / BK));
 #if FA3_PINGPONG
-  // Consumer 0 issues first: consumer 1 hands it the first turn. Every tile, skipped or not, is one turn
-  // of each, so the barriers' counts match; consumer 0 takes one more turn at the end (the last hand-over).
-  const int myTurn = 1 + cw, otherTurn = 2 - cw;
-  if (cw == 1) turn_pass(otherTurn);
+  // Consumer 0 issues first: the last consumer hands it the first turn. Every tile, skipped or not, is
+  // one turn of each, so the barriers' counts match; consumer 0 takes one more turn at the end (the last
+  // consumer's final hand-over).
+  const int myTurn = 1 + cw, otherTurn = 1 + (cw + 1) % NC;
+  if (cw == NC - 1) turn_pass(otherTurn);
 #define TURN_WAIT() turn_wait(myTurn)
 #define TURN_PASS() turn_pass(otherTurn)
 #else
@@ -254,7 +259,23 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
   float a0, a1;
   bool rescale;
   mbar_wait(qFull, 0);
-  const unsigned sQw = sQ + cw * 64 * 128;  // this warpgroup's 64 rows inside each 64-column block of Q
+  [[maybe_unused]] const unsigned sQw = sQ + cw * 64 * 128;  // this warpgroup's 64 rows inside each 64-column block of Q
+#if FA3_QREG
+  // The warp's 16 rows of Q as A fragments: ldmatrix x4 matrix m (lane / 8) is rows +8·(m & 1), columns
+  // +8·(m >> 1) of each k16 step (wgmma.cuh's A layout).
+  unsigned qf[HEAD_DIM / 16][4];
+  fence_proxy_async();
+  {
+    const int m = lane >> 3, row = 64 * cw + 16 * warpInWg + (lane & 7) + 8 * (m & 1);
+#pragma unroll
+    for (int kk = 0; kk < HEAD_DIM / 16; kk++) {
+      const int chunk = 2 * kk + (m >> 1);
+      const unsigned addr = sQ + (chunk >> 3) * BQ * 128 + row * 128 + (((chunk & 7) ^ (row & 7)) << 4);
+      asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                   : "=r"(qf[kk][0]), "=r"(qf[kk][1]), "=r"(qf[kk][2]), "=r"(qf[kk][3]) : "r"(addr) : "memory");
+    }
+  }
+#endif
 
   // S = Q·Kᵀ of the tile in `stage`, issued and committed (not waited for).
   auto issueS = [&](int stage) {
@@ -262,8 +283,12 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
 #pragma unroll
     for (int kk = 0; kk < HEAD_DIM / 16; kk++) {
       const unsigned within = (kk & 3) * 32;  // byte of the k16 step within its 128-byte row
+#if FA3_QREG
+      wgmma_rs<BK, 0>(s, qf[kk], wgmma_desc(sK + (kk >> 2) * BK * 128 + within, 16, 1024), kk > 0);
+#else
       wgmma_ss<BK>(s, wgmma_desc(sQw + (kk >> 2) * BQ * 128 + within, 16, 1024),
                    wgmma_desc(sK + (kk >> 2) * BK * 128 + within, 16, 1024), kk > 0);
+#endif
     }
     wgmma_commit();
   };
@@ -322,17 +347,16 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
     wgmma_wait<0>();
     wgmma_fence_regs(o);
   }
-#if FA3_PINGPONG
-  if (cw == 0) turn_wait(myTurn);  // consumer 1's last hand-over
-#endif
 #else
   for (int it = first; it < nTiles; it++) {
     const int stage = it % STAGES;
     const unsigned par = (it / STAGES) & 1;
     mbar_wait(K_FULL(stage), par);
     fence_proxy_async();  // the copies, seen by the tensor cores' reads
+    TURN_WAIT();
     wgmma_fence();
     issueS(stage);
+    TURN_PASS();
     wgmma_wait<0>();  // S, and the previous tile's P·V
     wgmma_fence_regs(s);
     wgmma_fence_regs(o);
@@ -351,6 +375,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
   }
   wgmma_wait<0>();
   wgmma_fence_regs(o);
+#endif
+#if FA3_PINGPONG
+  if (cw == 0) turn_wait(myTurn);  // the last consumer's final hand-over
 #endif
   if (!wgLive) return;
 
