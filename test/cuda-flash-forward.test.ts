@@ -21,6 +21,7 @@ const training: Array<[number, number, number, number, boolean]> = [
   [2, 77, 3, 64, true],     // head size 64; with 2 or 3 warpgroups a block some warpgroups have no rows
   [1, 700, 1, 128, true],   // many key tiles a row: the running max and the rescale of O
   [2, 1030, 1, 128, true],  // the fa3 ring goes round several times (9 to 17 tiles a row), a partial last tile
+  [2, 300, 19, 64, true],   // 38 (batch, head) pairs: fa3's block order in groups of 16 and 32 heads, the last group partial
 ];
 
 for (const [batch, t, heads, dHead, alibi] of training) {

@@ -30,9 +30,11 @@ export interface FlashWgmmaShape {
 /**
  * The ring of the warp-specialized kernel (flash_forward_fa3.cu) and its consumers' schedule: `overlap`,
  * a tile's softmax while the previous tile's P·V runs; `pingpong`: the consumers take turns issuing
- * their products; `qreg`: Q held in registers (S reads only K from shared memory).
+ * their products; `qreg`: Q held in registers (S reads only K from shared memory); `headGroup`: blocks
+ * ordered by groups of that many (batch, head) pairs, longest first inside a group, so that the K and V
+ * of the heads in flight stay in L2 (0 or absent: longest first over all heads).
  */
-export interface FlashProducerRing { stages: number; overlap: boolean; pingpong?: boolean; qreg?: boolean }
+export interface FlashProducerRing { stages: number; overlap: boolean; pingpong?: boolean; qreg?: boolean; headGroup?: number }
 
 export type FlashForwardShape = FlashMmaShape | FlashWgmmaShape;
 
@@ -71,14 +73,15 @@ export function flashPrefillShape(dHead: number): FlashWgmmaShape {
  * 3 consumers have 160 registers each (setmaxnreg), too few for 128-key tiles of scores.
  */
 const FA3_SHAPES: readonly Omit<FlashWgmmaShape, 'fallback'>[] = [
-  { wgmma: true, warpgroups: 3, keys: 64, minBlocks: 1, producer: { stages: 4, overlap: false } },
   { wgmma: true, warpgroups: 3, keys: 64, minBlocks: 1, producer: { stages: 4, overlap: true } },
-  { wgmma: true, warpgroups: 3, keys: 64, minBlocks: 1, producer: { stages: 4, overlap: true, pingpong: true } },
-  { wgmma: true, warpgroups: 3, keys: 64, minBlocks: 1, producer: { stages: 4, overlap: false, qreg: true } },
-  { wgmma: true, warpgroups: 3, keys: 64, minBlocks: 1, producer: { stages: 4, overlap: false, qreg: true, pingpong: true } },
-  { wgmma: true, warpgroups: 2, keys: 128, minBlocks: 1, producer: { stages: 3, overlap: true, pingpong: true } },
-  { wgmma: true, warpgroups: 2, keys: 128, minBlocks: 1, producer: { stages: 3, overlap: false, qreg: true } },
-  { wgmma: true, warpgroups: 2, keys: 128, minBlocks: 1, producer: { stages: 3, overlap: false, qreg: true, pingpong: true } },
+  { wgmma: true, warpgroups: 3, keys: 64, minBlocks: 1, producer: { stages: 4, overlap: true, headGroup: 16 } },
+  { wgmma: true, warpgroups: 3, keys: 64, minBlocks: 1, producer: { stages: 4, overlap: true, headGroup: 32 } },
+  { wgmma: true, warpgroups: 3, keys: 64, minBlocks: 1, producer: { stages: 4, overlap: true, pingpong: true, headGroup: 16 } },
+  { wgmma: true, warpgroups: 3, keys: 64, minBlocks: 1, producer: { stages: 4, overlap: false, qreg: true, headGroup: 16 } },
+  { wgmma: true, warpgroups: 3, keys: 64, minBlocks: 1, producer: { stages: 4, overlap: false, qreg: true, pingpong: true, headGroup: 16 } },
+  { wgmma: true, warpgroups: 2, keys: 128, minBlocks: 1, producer: { stages: 3, overlap: true, pingpong: true, headGroup: 16 } },
+  { wgmma: true, warpgroups: 2, keys: 128, minBlocks: 1, producer: { stages: 3, overlap: false, qreg: true, headGroup: 16 } },
+  { wgmma: true, warpgroups: 2, keys: 128, minBlocks: 1, producer: { stages: 3, overlap: false, qreg: true, pingpong: true, headGroup: 16 } },
 ];
 
 /** The shapes the benchmark compares and the tests check (the defaults among them). */
@@ -130,7 +133,8 @@ function wgmmaShapes(): FlashWgmmaShape[] {
 export function flashShapeLabel(s: FlashForwardShape): string {
   if ('wgmma' in s && s.producer) {
     return `fa3, producer + ${s.warpgroups} consumer warpgroups (${s.warpgroups * 64} rows), ${s.keys}-key tiles, `
-      + `${s.producer.stages} stages${s.producer.overlap ? ', overlapped softmax' : ''}${s.producer.pingpong ? ', ping-pong' : ''}${s.producer.qreg ? ', Q in registers' : ''}`;
+      + `${s.producer.stages} stages${s.producer.overlap ? ', overlapped softmax' : ''}${s.producer.pingpong ? ', ping-pong' : ''}${s.producer.qreg ? ', Q in registers' : ''}`
+      + `${s.producer.headGroup ? `, heads in groups of ${s.producer.headGroup}` : ''}`;
   }
   if ('wgmma' in s) return `wgmma, ${s.warpgroups * 64} rows a block (${s.warpgroups} warpgroups), ${s.keys}-key tiles, ${s.minBlocks} blocks/SM`;
   return `${s.mt * 16} rows a warp, ${s.warps} warps, ${s.keys}-key tiles, ${s.minBlocks} blocks/SM`
@@ -178,7 +182,7 @@ export function launchFlashForward(kernels: KernelCache, a: FlashForwardArgs, sh
       const defs = {
         MPT_BF16: true, HEAD_DIM: a.dHead, FA3_CONSUMERS: s.warpgroups, FA3_BK: s.keys, FA3_STAGES: s.producer.stages,
         FA3_OVERLAP: s.producer.overlap, FA3_PINGPONG: s.producer.pingpong ?? false,
-        FA3_QREG: s.producer.qreg ?? false,
+        FA3_QREG: s.producer.qreg ?? false, FA3_GROUP: s.producer.headGroup ?? 0,
       };
       kernels.get('flash_forward_fa3.cu', 'flash_forward', defs).launch(
         [a.batch * a.nHeads, Math.ceil(a.tq / (64 * s.warpgroups))], [128 * (s.warpgroups + 1)],

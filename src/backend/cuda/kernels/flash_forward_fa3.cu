@@ -27,6 +27,12 @@
 // S = Q·Kᵀ reads only K from shared memory (an m64n64k16 with both operands from shared memory moves
 // 128 bytes a cycle at the tensor cores' rate: all the bandwidth shared memory has).
 //
+// Block order (FA3_GROUP = G > 0): the (batch, head) pairs are taken G at a time, and within a group the
+// longest query blocks first. The blocks running at once then read the K and V of about G heads (1 MB
+// each at t = 2048, head 128), which stay in L2 for all the query blocks of those heads; longest first
+// over all heads (G = 0) has every block of a wave on another head, so K and V come from memory again for
+// each query block. Longest first inside a group keeps the tail short.
+//
 // Key tiles go from the diagonal back to 0 (as the other kernels): a row's largest scores come first, so
 // the rescale of O is mostly skipped. The tiles a warpgroup cannot see (past its last row) are a prefix
 // of that order; it still waits for and releases them, so every barrier phase gets all its arrivals.
@@ -52,6 +58,9 @@
 #endif
 #ifndef FA3_QREG
 #define FA3_QREG 0
+#endif
+#ifndef FA3_GROUP
+#define FA3_GROUP 0
 #endif
 #if HEAD_DIM != 64 && HEAD_DIM != 128
 #error "flash_forward_fa3: HEAD_DIM must be 64 or 128 (whole 128-byte swizzle atoms, N of one wgmma)"
@@ -177,7 +186,19 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
 #define K_EMPTY(st) (K_FULL(st) + 16u)
 #define V_EMPTY(st) (K_FULL(st) + 24u)
 
+#if FA3_GROUP
+  // Blocks start in the order of the linear index (x fastest): group by group (above).
+  int qTile, bh;
+  {
+    const int nQ = gridDim.y, nBH = gridDim.x, linear = blockIdx.y * nBH + blockIdx.x;
+    const int group = linear / (FA3_GROUP * nQ), r = linear % (FA3_GROUP * nQ);
+    const int inGroup = min(FA3_GROUP, nBH - group * FA3_GROUP);  // the last group may hold fewer heads
+    qTile = nQ - 1 - r / inGroup;
+    bh = group * FA3_GROUP + r % inGroup;
+  }
+#else
   const int qTile = gridDim.y - 1 - blockIdx.y, bh = blockIdx.x;  // longest query tiles first
+#endif
   const int h = bh % nHeads, b = bh / nHeads;
   const int wg = threadIdx.x >> 7;
   const int q0 = qTile * BQ, offset = kvLen - tq;  // the block's first row; position of query 0
