@@ -1,8 +1,9 @@
-// The warpgroup-MMA attention forwards (kernels/flash_forward_wgmma.cu, and the warp-specialized
-// kernels/flash_forward_fa3.cu with its producer ring: every wgmma shape of flash.ts) against the CPU backend's attention (the reference) on fresh random inputs: training (queries = keys,
-// with the log-sum-exp) and prefill (a chunk of queries after a cache longer than kvLen, left padding),
-// lengths that are not multiples of 64 or 128, fewer rows than one warpgroup, batch > 1, head sizes 64
-// and 128, ALiBi on and off. Outputs and lse are filled with NaN first, so a row the kernel fails to
+// The warpgroup-MMA attention forward (kernels/flash_forward_fa3.cu, warp-specialized with a producer
+// ring: every wgmma shape of flash.ts) against the CPU backend's attention (the reference) on fresh
+// random inputs: training (queries = keys, with the log-sum-exp) and prefill (a chunk of queries after a
+// cache longer than kvLen, left padding), lengths that are not multiples of 64 or 128, fewer rows than
+// one warpgroup, batch > 1, more (batch, head) pairs than a block-order group, head sizes 64 and 128,
+// ALiBi on and off. Outputs and lse are filled with NaN first, so a row the kernel fails to
 // write fails the check. Skipped where no GPU is usable, or where wgmma cannot run (not an H100-class
 // sm_90a chip: flash.ts then launches the mma.sync fallback, which cuda-kernels.test.ts checks).
 import { test } from 'node:test';

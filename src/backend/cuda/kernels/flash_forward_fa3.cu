@@ -1,10 +1,11 @@
 // Causal attention forward on Hopper's warpgroup MMA, warp-specialized as FlashAttention-3 (sm_90a only):
-// the same kernel name, arguments and results as flash_forward in flash_attention.cu and
-// flash_forward_wgmma.cu (prefill with a key mask, a cache capacity and row strides; training with the
-// log-sum-exp). flash.ts picks the kernel per use, by what was measured faster.
+// the same kernel name, arguments and results as flash_forward in flash_attention.cu (prefill with a
+// key mask, a cache capacity and row strides; training with the log-sum-exp), which stays the fallback
+// on other chips and head sizes. flash.ts holds the shapes and bench/RESULTS-attention.md their timings.
 //
-// Why: flash_forward_wgmma.cu has every thread load K/V by cp.async and ends each key tile in a
-// block-wide __syncthreads, so its warpgroups are held in step. Here the roles are split:
+// Why: the wgmma kernel before this one (flash_forward_wgmma.cu, deleted) had every thread load K/V by
+// cp.async and ended each key tile in a block-wide __syncthreads, so its warpgroups were held in step.
+// Here the roles are split:
 //   warpgroup 0, the producer (its registers given up with setmaxnreg.dec): loads Q once, then K and V
 //     tiles of BK keys into a ring of FA3_STAGES stages, by cp.async, in the 128-byte-swizzled layout
 //     wgmma reads (wgmma.cuh). Each thread's copies arrive on the stage's "full" mbarrier when they land
@@ -14,18 +15,12 @@
 //     online softmax, waiting only on the ring's barriers, never on each other (no __syncthreads in the
 //     loop). Per tile: S = Q·Kᵀ (m64nBKk16, both from shared memory), softmax in registers (log2 units,
 //     scale and ALiBi folded into one FFMA and exp2, the mask only on tiles that need it), O += P·V
-//     (m64nDk16, P from registers, V the MN-major operand).
-// FA3_OVERLAP (FlashAttention-3's intra-warpgroup overlap): S of tile it and P·V of tile it−1 are issued
-// together; the softmax of tile it runs while P·V of it−1 is still on the tensor cores, and O is
-// rescaled after it. Without it, a tile's P·V is still running while the next tile's S is issued, and
-// the other consumers' products cover the softmax.
-// FA3_PINGPONG: the consumers take turns issuing their products (S, and P·V of the tile before with
-// FA3_OVERLAP), round robin (named barriers 1..NC, one a consumer: it waits on its own, then lets the
-// next go), so that one's softmax runs while another's products have the tensor cores, instead of all
-// softmaxes at once.
-// FA3_QREG: each consumer keeps its 64 rows of Q in registers (A fragments, loaded once by ldmatrix), so
-// S = Q·Kᵀ reads only K from shared memory (an m64n64k16 with both operands from shared memory moves
-// 128 bytes a cycle at the tensor cores' rate: all the bandwidth shared memory has).
+//     (m64nDk16, P from registers, V the MN-major operand). FlashAttention-3's intra-warpgroup overlap:
+//     S of tile it and P·V of tile it−1 are issued together; the softmax of tile it runs while P·V of
+//     it−1 is still on the tensor cores, and O is rescaled after it.
+// FA3_PINGPONG: the consumers take turns issuing their products, round robin (named barriers 1..NC, one
+// a consumer: it waits on its own, then lets the next go), so that one's softmax runs while another's
+// products have the tensor cores, instead of all softmaxes at once.
 //
 // Block order (FA3_GROUP = G > 0): the (batch, head) pairs are taken G at a time, and within a group the
 // longest query blocks first. The blocks running at once then read the K and V of about G heads (1 MB
@@ -48,16 +43,10 @@
 #define FA3_BK 128
 #endif
 #ifndef FA3_STAGES
-#define FA3_STAGES 2
-#endif
-#ifndef FA3_OVERLAP
-#define FA3_OVERLAP 0
+#define FA3_STAGES 3
 #endif
 #ifndef FA3_PINGPONG
 #define FA3_PINGPONG 0
-#endif
-#ifndef FA3_QREG
-#define FA3_QREG 0
 #endif
 #ifndef FA3_GROUP
 #define FA3_GROUP 0
@@ -280,23 +269,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
   float a0, a1;
   bool rescale;
   mbar_wait(qFull, 0);
-  [[maybe_unused]] const unsigned sQw = sQ + cw * 64 * 128;  // this warpgroup's 64 rows inside each 64-column block of Q
-#if FA3_QREG
-  // The warp's 16 rows of Q as A fragments: ldmatrix x4 matrix m (lane / 8) is rows +8·(m & 1), columns
-  // +8·(m >> 1) of each k16 step (wgmma.cuh's A layout).
-  unsigned qf[HEAD_DIM / 16][4];
-  fence_proxy_async();
-  {
-    const int m = lane >> 3, row = 64 * cw + 16 * warpInWg + (lane & 7) + 8 * (m & 1);
-#pragma unroll
-    for (int kk = 0; kk < HEAD_DIM / 16; kk++) {
-      const int chunk = 2 * kk + (m >> 1);
-      const unsigned addr = sQ + (chunk >> 3) * BQ * 128 + row * 128 + (((chunk & 7) ^ (row & 7)) << 4);
-      asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                   : "=r"(qf[kk][0]), "=r"(qf[kk][1]), "=r"(qf[kk][2]), "=r"(qf[kk][3]) : "r"(addr) : "memory");
-    }
-  }
-#endif
+  const unsigned sQw = sQ + cw * 64 * 128;  // this warpgroup's 64 rows inside each 64-column block of Q
 
   // S = Q·Kᵀ of the tile in `stage`, issued and committed (not waited for).
   auto issueS = [&](int stage) {
@@ -304,12 +277,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
 #pragma unroll
     for (int kk = 0; kk < HEAD_DIM / 16; kk++) {
       const unsigned within = (kk & 3) * 32;  // byte of the k16 step within its 128-byte row
-#if FA3_QREG
-      wgmma_rs<BK, 0>(s, qf[kk], wgmma_desc(sK + (kk >> 2) * BK * 128 + within, 16, 1024), kk > 0);
-#else
       wgmma_ss<BK>(s, wgmma_desc(sQw + (kk >> 2) * BQ * 128 + within, 16, 1024),
                    wgmma_desc(sK + (kk >> 2) * BK * 128 + within, 16, 1024), kk > 0);
-#endif
     }
     wgmma_commit();
   };
@@ -321,7 +290,6 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
     wgmma_commit();
   };
 
-#if FA3_OVERLAP
   if (first < nTiles) {
     {
       const int it = first, stage = it % STAGES;
@@ -368,35 +336,6 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
     wgmma_wait<0>();
     wgmma_fence_regs(o);
   }
-#else
-  for (int it = first; it < nTiles; it++) {
-    const int stage = it % STAGES;
-    const unsigned par = (it / STAGES) & 1;
-    mbar_wait(K_FULL(stage), par);
-    fence_proxy_async();  // the copies, seen by the tensor cores' reads
-    TURN_WAIT();
-    wgmma_fence();
-    issueS(stage);
-    TURN_PASS();
-    wgmma_wait<0>();  // S, and the previous tile's P·V
-    wgmma_fence_regs(s);
-    wgmma_fence_regs(o);
-    mbar_arrive(K_EMPTY(stage));
-    if (it > first) mbar_arrive(V_EMPTY((it - 1) % STAGES));
-    softmax_tile(s, mrow, lrow, a0, a1, rescale, kFirst - it * BK, warpFirst, kvLen, kvBase, mask, slope2, scale2, g, t4);
-    if (rescale) {
-#pragma unroll
-      for (int i = 0; i < HEAD_DIM / 2; i++) o[i] *= (i & 2) ? a1 : a0;
-    }
-    pack_p(p, s);
-    mbar_wait(V_FULL(stage), par);
-    fence_proxy_async();
-    wgmma_fence();
-    issuePV(stage);
-  }
-  wgmma_wait<0>();
-  wgmma_fence_regs(o);
-#endif
 #if FA3_PINGPONG
   if (cw == 0) turn_wait(myTurn);  // the last consumer's final hand-over
 #endif
