@@ -1,8 +1,9 @@
-// The warpgroup-MMA attention forward (kernels/flash_forward_wgmma.cu, every wgmma shape of flash.ts)
-// against the CPU backend's attention (the reference) on fresh random inputs: training (queries = keys,
-// with the log-sum-exp) and prefill (a chunk of queries after a cache longer than kvLen, left padding),
-// lengths that are not multiples of 64 or 128, fewer rows than one warpgroup, batch > 1, head sizes 64
-// and 128, ALiBi on and off. Outputs and lse are filled with NaN first, so a row the kernel fails to
+// The warpgroup-MMA attention forward (kernels/flash_forward_fa3.cu, warp-specialized with a producer
+// ring: every wgmma shape of flash.ts) against the CPU backend's attention (the reference) on fresh
+// random inputs: training (queries = keys, with the log-sum-exp) and prefill (a chunk of queries after a
+// cache longer than kvLen, left padding), lengths that are not multiples of 64 or 128, fewer rows than
+// one warpgroup, batch > 1, more (batch, head) pairs than a block-order group, head sizes 64 and 128,
+// ALiBi on and off. Outputs and lse are filled with NaN first, so a row the kernel fails to
 // write fails the check. Skipped where no GPU is usable, or where wgmma cannot run (not an H100-class
 // sm_90a chip: flash.ts then launches the mma.sync fallback, which cuda-kernels.test.ts checks).
 import { test } from 'node:test';
@@ -20,6 +21,8 @@ const training: Array<[number, number, number, number, boolean]> = [
   [1, 333, 2, 128, false],  // several query blocks, the last partial, no ALiBi
   [2, 77, 3, 64, true],     // head size 64; with 2 or 3 warpgroups a block some warpgroups have no rows
   [1, 700, 1, 128, true],   // many key tiles a row: the running max and the rescale of O
+  [2, 1030, 1, 128, true],  // the fa3 ring goes round several times (9 to 17 tiles a row), a partial last tile
+  [2, 300, 19, 64, true],   // 38 (batch, head) pairs: fa3's block order in groups of 16 and 32 heads, the last group partial
 ];
 
 for (const [batch, t, heads, dHead, alibi] of training) {

@@ -200,10 +200,16 @@ function main(argv: string[]): void {
 
   if (flag('--variants')) {
     log('-- forward shapes');
+    let best: { index: number; ms: number } | undefined, bestPrefill: { index: number; ms: number } | undefined;
     for (const s of FLASH_FORWARD_SHAPES.filter((x) => !flag('--forward-only') || 'wgmma' in x)) {
-      timeIt(`  forward, batch 1, ${label(s)}`, fwdFlops(1), () => fwd(1, s));
-      timeIt(`  forward + lse, batch 8, ${label(s)}`, fwdFlops(8), () => fwd(8, s));
+      const p = timeIt(`  forward, batch 1, ${label(s)}`, fwdFlops(1), () => fwd(1, s));
+      const r = timeIt(`  forward + lse, batch 8, ${label(s)}`, fwdFlops(8), () => fwd(8, s));
+      if (!best || r.ms < best.ms) best = { index: FLASH_FORWARD_SHAPES.indexOf(s), ms: r.ms };
+      if (!bestPrefill || p.ms < bestPrefill.ms) bestPrefill = { index: FLASH_FORWARD_SHAPES.indexOf(s), ms: p.ms };
     }
+    // For an A/B of the training step: MPT_FLASH_TRAIN_SHAPE=<index> (flash.ts) makes it the training default.
+    if (best) log(`fastest training forward: MPT_FLASH_TRAIN_SHAPE=${best.index} (${label(FLASH_FORWARD_SHAPES[best.index])}, ${best.ms.toFixed(3)} ms)`);
+    if (bestPrefill) log(`fastest prefill forward: ${label(FLASH_FORWARD_SHAPES[bestPrefill.index])}, ${bestPrefill.ms.toFixed(3)} ms`);
     // Every wgmma shape against the mma.sync kernel on the same inputs (the tests check the math): the
     // outputs must agree to bf16 rounding, the lse to float32 rounding of bf16 products.
     fwd(1, mmaPrefill); fwd(8, FLASH_TRAIN_MMA_SHAPE);

@@ -1,9 +1,10 @@
 /**
- * Launches of the tensor-core flash attention kernels (kernels/flash_attention.cu, flash_forward_wgmma.cu,
+ * Launches of the tensor-core flash attention kernels (kernels/flash_attention.cu, flash_forward_fa3.cu,
  * flash_backward.cu, flash_backward_wgmma.cu), shared by prefill (index.ts attentionInto) and training
  * (training.ts): one place knows each kernel's grid, block, shared memory and compile-time shape, and
  * which shape is the default.
  */
+import { UserError } from '../../util/errors.js';
 import { KERNEL_ARGS, type KernelCache } from './kernels.js';
 
 /**
@@ -15,15 +16,25 @@ import { KERNEL_ARGS, type KernelCache } from './kernels.js';
 export interface FlashMmaShape { mt: 1 | 2; warps: 4 | 8; keys: 32 | 64; minBlocks: number; pipe?: boolean; headMajor?: boolean }
 
 /**
- * A shape of flash_forward in flash_forward_wgmma.cu (warpgroup MMA, sm_90a, head sizes 64 and 128):
- * `warpgroups` of 64 query rows a block, keys a tile, blocks an SM. Elsewhere `fallback` runs instead.
+ * A shape of flash_forward in flash_forward_fa3.cu (warpgroup MMA, sm_90a, head sizes 64 and 128),
+ * warp-specialized as FlashAttention-3: a producer warpgroup filling a ring of K/V stages under
+ * mbarriers and `warpgroups` consumer warpgroups of 64 query rows each, keys a tile, one block an SM.
+ * Elsewhere `fallback` runs instead.
  */
-export interface FlashWgmmaShape { wgmma: true; warpgroups: 1 | 2 | 3; keys: 64 | 128; minBlocks: number; fallback: FlashMmaShape }
+export interface FlashWgmmaShape { wgmma: true; warpgroups: 2 | 3; keys: 64 | 128; fallback: FlashMmaShape; producer: FlashProducerRing }
+
+/**
+ * The ring of flash_forward_fa3.cu and its consumers' schedule: `stages` of K and V; `pingpong`: the
+ * consumers take turns issuing their products; `headGroup`: blocks ordered by groups of that many
+ * (batch, head) pairs, longest first inside a group, so that the K and V of the heads in flight stay in
+ * L2 (0 or absent: longest first over all heads).
+ */
+export interface FlashProducerRing { stages: number; pingpong?: boolean; headGroup?: number }
 
 export type FlashForwardShape = FlashMmaShape | FlashWgmmaShape;
 
 /**
- * The mma.sync shapes that were the defaults before the wgmma kernel, and are its fallback (chips other
+ * The mma.sync shapes that were the defaults before the wgmma kernels, and are their fallback (chips other
  * than sm_90a, head sizes other than 64 and 128). Training (batch × heads blocks of 2048 rows): 32 rows a
  * warp, Q in shared memory. Prefill (often one sequence: a grid of few blocks): 16 rows a warp, Q in
  * registers, software-pipelined.
@@ -32,15 +43,16 @@ export const FLASH_TRAIN_MMA_SHAPE: FlashMmaShape = { mt: 2, warps: 4, keys: 64,
 export const FLASH_PREFILL_SHAPE: FlashMmaShape = { mt: 1, warps: 4, keys: 64, minBlocks: 2, pipe: true };
 
 /**
- * The default forward shapes, chosen on the H100 by `node dist/src/bench/cuda-attention-bench.js
- * --variants` (the candidates side by side) and the model's own benches (bench/RESULTS-attention.md).
- * Prefill (a small grid: 16 heads × 16 blocks for one 2048-token prompt): the wgmma kernel, 2 warpgroups
- * (128 rows) a block with 128-key tiles, 1.37× the mma.sync kernel. Training stays on mma.sync: the best
- * wgmma shape (3 warpgroups, 64-key tiles, in FLASH_FORWARD_SHAPES) was 1.05–1.15× alone but not
- * faster inside the training step.
+ * The default forward shape on sm_90a, for training and prefill alike, chosen on the H100 by `node
+ * dist/src/bench/cuda-attention-bench.js --forward-only --variants` (the candidates side by side; figures
+ * in bench/RESULTS-attention.md): flash_forward_fa3.cu with 2 consumer warpgroups (128 rows), 128-key
+ * tiles, 3 stages, ping-pong between the consumers, heads in groups of 16 (0.406 ms for batch 8 with lse against 0.558 for mma.sync, 0.064 ms for one 2048-token
+ * prompt against 0.106).
  */
-export const FLASH_TRAIN_SHAPE: FlashForwardShape = FLASH_TRAIN_MMA_SHAPE;
-export const FLASH_PREFILL_WGMMA_SHAPE: FlashWgmmaShape = { wgmma: true, warpgroups: 2, keys: 128, minBlocks: 1, fallback: FLASH_PREFILL_SHAPE };
+const FA3_DEFAULT: Omit<FlashWgmmaShape, 'fallback'> = {
+  wgmma: true, warpgroups: 2, keys: 128, producer: { stages: 3, pingpong: true, headGroup: 16 },
+};
+export const FLASH_PREFILL_WGMMA_SHAPE: FlashWgmmaShape = { ...FA3_DEFAULT, fallback: FLASH_PREFILL_SHAPE };
 
 /**
  * The prefill shape for a head size: the wgmma kernel where it can run (launchFlashForward), else the
@@ -62,25 +74,49 @@ export const FLASH_FORWARD_SHAPES: readonly FlashForwardShape[] = [
   ...wgmmaShapes(),
 ];
 
+/**
+ * The training forward's shape: the fa3 default, and off sm_90a the training mma.sync shape.
+ * $MPT_FLASH_TRAIN_SHAPE (an index into FLASH_FORWARD_SHAPES) picks another for an A/B measurement of
+ * the training step.
+ */
+export const FLASH_TRAIN_SHAPE: FlashForwardShape = trainShapeFromEnv() ?? { ...FA3_DEFAULT, fallback: FLASH_TRAIN_MMA_SHAPE };
+
+function trainShapeFromEnv(): FlashForwardShape | undefined {
+  const text = process.env.MPT_FLASH_TRAIN_SHAPE;
+  if (text === undefined || text === '') return undefined;
+  const shape = FLASH_FORWARD_SHAPES[Number(text)];
+  if (!/^\d+$/.test(text) || !shape) {
+    throw new UserError(`MPT_FLASH_TRAIN_SHAPE: '${text}' is not an index of a forward shape (0 to ${FLASH_FORWARD_SHAPES.length - 1})`);
+  }
+  return 'wgmma' in shape ? { ...shape, fallback: FLASH_TRAIN_MMA_SHAPE } : shape;
+}
+
 /** Key columns each backward step works on at once (16, 32 or 64). */
 export const FLASH_BACKWARD_CHUNK_DEFAULT = 64;
 
 /** Whether the backward stores dsᵀ for dq (flashBackwardScratchElements) rather than recomputing it. */
 export const FLASH_BACKWARD_STORED_DS = true;
 
-/** The warpgroup-MMA shapes worth timing: 1 to 3 warpgroups a block, 64- or 128-key tiles. */
+/**
+ * The warp-specialized shapes worth timing: the default, and the runner-up for training (3 consumers
+ * of 64 rows, 64-key tiles: 160 registers a consumer leave no room for 128-key tiles of scores).
+ */
 function wgmmaShapes(): FlashWgmmaShape[] {
   const fallback = FLASH_PREFILL_SHAPE;  // elsewhere the prefill's mma.sync shape runs
   return [
-    { wgmma: true, warpgroups: 1, keys: 64, minBlocks: 2, fallback }, { wgmma: true, warpgroups: 2, keys: 64, minBlocks: 1, fallback },
-    { wgmma: true, warpgroups: 3, keys: 64, minBlocks: 1, fallback }, { wgmma: true, warpgroups: 1, keys: 128, minBlocks: 1, fallback },
-    { wgmma: true, warpgroups: 2, keys: 128, minBlocks: 1, fallback },
+    { ...FA3_DEFAULT, fallback },
+    { wgmma: true, warpgroups: 3, keys: 64, producer: { stages: 4, headGroup: 32 }, fallback },
   ];
 }
 
+
 /** A one-line description of a shape (benchmark rows, test messages). */
 export function flashShapeLabel(s: FlashForwardShape): string {
-  if ('wgmma' in s) return `wgmma, ${s.warpgroups * 64} rows a block (${s.warpgroups} warpgroups), ${s.keys}-key tiles, ${s.minBlocks} blocks/SM`;
+  if ('wgmma' in s) {
+    return `fa3, producer + ${s.warpgroups} consumer warpgroups (${s.warpgroups * 64} rows), ${s.keys}-key tiles, `
+      + `${s.producer.stages} stages${s.producer.pingpong ? ', ping-pong' : ''}`
+      + `${s.producer.headGroup ? `, heads in groups of ${s.producer.headGroup}` : ''}`;
+  }
   return `${s.mt * 16} rows a warp, ${s.warps} warps, ${s.keys}-key tiles, ${s.minBlocks} blocks/SM`
     + `${s.pipe ? ', pipelined' : ''}${s.headMajor ? ', head-major grid' : ''}`;
 }
@@ -95,22 +131,19 @@ function rowBytes(dHead: number): number {
   return (dHead + 8) * 2;
 }
 
-/** The wgmma kernel keeps three stages of K and V tiles in flight: its ring (flash_forward_wgmma.cu). */
-const WGMMA_STAGES = 3;
-
 /**
  * Shared memory of flash_forward. mma.sync: two stages of K and V tiles (rows padded by 8), and the
- * block's Q rows when mt = 2. wgmma: Q, three stages of K and V (unpadded, swizzled), and 1 KB to align
- * the base to the swizzle atom.
+ * block's Q rows when mt = 2. fa3: Q, the ring's stages of K and V (unpadded, swizzled), and 1 KB to
+ * align the base to the swizzle atom (the mbarriers are static shared memory).
  */
 export function flashForwardSharedBytes(dHead: number, s: FlashForwardShape): number {
-  if ('wgmma' in s) return (64 * s.warpgroups + WGMMA_STAGES * 2 * s.keys) * dHead * 2 + 1024;
+  if ('wgmma' in s) return (64 * s.warpgroups + s.producer.stages * 2 * s.keys) * dHead * 2 + 1024;
   const qRows = s.mt > 1 ? s.warps * 16 * s.mt : 0;
   return (2 * 2 * s.keys + qRows) * rowBytes(dHead);
 }
 
 /**
- * Whether the wgmma kernels (flash_forward_wgmma.cu, flash_backward_wgmma.cu) can run for this head
+ * Whether the wgmma kernels (flash_forward_fa3.cu, flash_backward_wgmma.cu) can run for this head
  * size on this device: sm_90a (the Hopper-only instructions) and a head of 64 or 128 (whole 128-byte
  * swizzle rows, one wgmma N).
  */
@@ -123,9 +156,13 @@ export function launchFlashForward(kernels: KernelCache, a: FlashForwardArgs, sh
   let s = shape;
   if ('wgmma' in s) {
     if (wgmmaUsable(kernels, a.dHead)) {
-      const defs = { MPT_BF16: true, HEAD_DIM: a.dHead, FWD_WG: s.warpgroups, FWD_BK: s.keys, FWD_MIN_BLOCKS: s.minBlocks };
-      kernels.get('flash_forward_wgmma.cu', 'flash_forward', defs).launch(
-        [a.batch * a.nHeads, Math.ceil(a.tq / (64 * s.warpgroups))], [128 * s.warpgroups],
+      const defs = {
+        MPT_BF16: true, HEAD_DIM: a.dHead, FA3_CONSUMERS: s.warpgroups, FA3_BK: s.keys, FA3_STAGES: s.producer.stages,
+        FA3_PINGPONG: s.producer.pingpong ?? false,
+        FA3_GROUP: s.producer.headGroup ?? 0,
+      };
+      kernels.get('flash_forward_fa3.cu', 'flash_forward', defs).launch(
+        [a.batch * a.nHeads, Math.ceil(a.tq / (64 * s.warpgroups))], [128 * (s.warpgroups + 1)],
         [a.q, a.k, a.v, a.mask, a.slopes, a.out, a.lse, a.tq, a.capacity, a.kvLen, a.qStride, a.kvStride, a.oStride, a.nHeads, a.scale],
         flashForwardSharedBytes(a.dHead, s));
       return;

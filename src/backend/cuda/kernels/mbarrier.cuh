@@ -1,0 +1,34 @@
+// Shared-memory mbarriers (sm_80+; the parity wait is sm_90) for producer/consumer rings: a producer
+// warpgroup fills a stage and the barrier completes a phase when the stage's data has landed (full); the
+// consumers arrive when they are done reading it (empty). PTX ISA, "Parallel Synchronization and
+// Communication Instructions: mbarrier".
+//
+// Phases: a barrier initialized with count n completes phase 0 after n arrivals, then phase 1 after n
+// more, and so on. mbar_wait(bar, parity) returns once the phase of that parity most recently due has
+// completed; on a fresh barrier, parity 1 counts as complete (the phase "before" phase 0), which lets a
+// producer pass its first wait on an empty barrier without a special case.
+
+__device__ __forceinline__ void mbar_init(unsigned bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" :: "r"(bar), "r"(count) : "memory");
+}
+
+// One arrival of this thread.
+__device__ __forceinline__ void mbar_arrive(unsigned bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" :: "r"(bar) : "memory");
+}
+
+// One arrival of this thread, made by the hardware once every cp.async this thread issued before has
+// landed (noinc: it counts as one of the barrier's expected arrivals).
+__device__ __forceinline__ void mbar_arrive_cp_async(unsigned bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" :: "r"(bar) : "memory");
+}
+
+// Spins until the phase of this parity has completed (try_wait suspends the thread for a while in
+// hardware between polls, so the spin costs little issue bandwidth).
+__device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
+  unsigned done = 0;
+  do {
+    asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
+                 : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+  } while (!done);
+}
