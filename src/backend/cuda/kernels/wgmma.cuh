@@ -1,5 +1,5 @@
 // Warpgroup matrix multiply-accumulate (wgmma, sm_90a only) and the shared-memory layout it reads: the
-// primitives of the wgmma attention kernels (flash_forward_wgmma.cu, flash_backward_wgmma.cu). PTX ISA, "Asynchronous Warpgroup Level Matrix Multiply-Accumulate Instructions".
+// primitives of the wgmma attention kernels (flash_forward_fa3.cu, flash_backward_wgmma.cu). PTX ISA, "Asynchronous Warpgroup Level Matrix Multiply-Accumulate Instructions".
 //
 // A warpgroup (4 consecutive warps, 128 threads) computes D[64 × N] (+)= A[64 × 16] · B[16 × N] in one
 // instruction, asynchronously: wgmma_fence() before the first product whose registers were written by
