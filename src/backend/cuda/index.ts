@@ -54,13 +54,12 @@ const SMEM_W_MAX_BYTES = 116 * 1024;
 /** cuFuncSetAttribute's CUfunction_attribute for the preferred L1/shared split (percent of the most shared). */
 const CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT = 9;
 
-/** A byte count from an environment variable given in MiB (whole or fractional), else `fallback`. */
-function mbFromEnv(name: string, fallback: number): number {
+/** A byte count from an environment variable given in MiB (whole or fractional), else `fallbackMiB` MiB. */
+export function mbFromEnv(name: string, fallbackMiB: number): number {
   const value = process.env[name];
-  if (value === undefined || value === '') return fallback;
-  const n = Number(value);
-  if (!Number.isFinite(n) || n < 0) throw new UserError(`${name} is "${value}": give a size in MiB (0 or more)`);
-  return Math.round(n * 2 ** 20);
+  const mib = value === undefined || value === '' ? fallbackMiB : Number(value);
+  if (!Number.isFinite(mib) || mib < 0) throw new UserError(`${name} is "${value}": give a size in MiB (0 or more)`);
+  return Math.round(mib * 2 ** 20);
 }
 
 /** CudaBackend.layerCarveout from $MPT_CUDA_CARVEOUT: unset 50, `driver` null (the driver's choice), else 0–100. */
