@@ -206,9 +206,13 @@ export function flashBackwardScratchElements(batch: number, nHeads: number, t: n
  */
 export type FlashDkdvKernel = 'mma' | 'wgmma' | 'wgmma-head-major';
 
-/** The dk/dv kernel launchFlashBackward uses by default: wgmma wherever it can run (1.45× on the H100: bench/RESULTS-attention.md). */
+/**
+ * The dk/dv kernel launchFlashBackward uses by default: wgmma wherever it can run (1.45× on the H100:
+ * bench/RESULTS-attention.md); MPT_CUDA_DKDV=head-major puts it on the head-major grid (A/B in the step).
+ */
 export function flashDkdvDefault(kernels: KernelCache, dHead: number): FlashDkdvKernel {
-  return wgmmaUsable(kernels, dHead) ? 'wgmma' : 'mma';
+  if (!wgmmaUsable(kernels, dHead)) return 'mma';
+  return process.env.MPT_CUDA_DKDV === 'head-major' ? 'wgmma-head-major' : 'wgmma';
 }
 
 /** Shared memory of flash_backward_dkdv_wgmma: K, V, 2 stages of Q, dO (64 rows each), 2 stages of lse and D, 1 KB to align. */
