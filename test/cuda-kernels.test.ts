@@ -111,12 +111,11 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     // K % 64 = 32 leaves the shared rows unpadded), outF not a multiple of 16 (clamped rows), warp
     // counts forced to 4 and 16. Checked: gelu(x·Wᵀ + b), float32 y += x·Wᵀ + b with its row statistics.
     const be = cudaFor(dtype);
-    const saved = [be.smemWeights, be.smemWeightsWarps, be.smemWeightsMinRows, be.weightsEvictFirst] as const;
+    const saved = [be.smemWeights, be.smemWeightsWarps, be.smemWeightsMinRows] as const;
     be.smemWeightsMinRows = 1; // the default takes it from 9 rows on; every row count is checked here
     // Every second case also L2-prefetches a range of another buffer before its wait (the decoder's
     // next-GEMM prefetch), of a size that is not a whole number of lines and, for some grids, fewer
-    // lines than blocks (blocks with an empty share): the results must not move. Every third case streams
-    // the weights with the L2 evict_first policy (MPT_W_EVICT_FIRST).
+    // lines than blocks (blocks with an empty share): the results must not move.
     const other = be.alloc([4 * 2 ** 20], 'bfloat16'); // 8 MiB: every range below lies inside it
     let caseNo = 0;
     const cases: [number, number, number, number | null][] = [
@@ -136,8 +135,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
           const [bg, bc] = pair(be, randn(outF), [outF]);
           const n = caseNo++;
           const prefetch = n % 2 === 1 ? { ptr: other.ptr + 16 * n, bytes: [1000, 6 * 2 ** 20 + 77, 2 ** 20][n % 3] } : null;
-          be.weightsEvictFirst = n % 3 === 2;
-          const how = `${what}${prefetch ? `, L2 prefetch of ${prefetch.bytes} bytes` : ''}${be.weightsEvictFirst ? ', weights evict_first' : ''}`;
+          const how = `${what}${prefetch ? `, L2 prefetch of ${prefetch.bytes} bytes` : ''}`;
           const y = be.alloc([rows, outF]);
           be.matmulInto(xg as CudaTensor, wg as CudaTensor, bg as CudaTensor, y, rows, false, true, { prefetch });
           close(`gelu(x·Wᵀ + b) ${how}`, down(be, y), down(cpu, cpu.gelu(cpu.linear(xc, wc, bc))), tol(dtype, 1e-5));
@@ -162,35 +160,8 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
         }
       }
     } finally {
-      [be.smemWeights, be.smemWeightsWarps, be.smemWeightsMinRows, be.weightsEvictFirst] = saved;
+      [be.smemWeights, be.smemWeightsWarps, be.smemWeightsMinRows] = saved;
       be.release(other);
-    }
-  });
-
-  if (dtype === 'bfloat16') test(`cuda ${dtype}: two-row-tile GEMMs at 4 warps compiled for 4 blocks an SM (MPT_MIN_BLOCKS) match their twin`, { skip }, () => {
-    // twoTileFourBlocks: ≤ 128 registers a thread at 4 warps × unroll 1 or 2, 9–16 rows; gelu(x·Wᵀ + b)
-    // and float32 y += x·Wᵀ, outF not a multiple of 16 in one case.
-    const be = cudaFor(dtype);
-    const saved = [be.twoTileFourBlocks, be.skinnyShape] as const;
-    try {
-      be.twoTileFourBlocks = true;
-      for (const [rows, inF, outF, unroll] of [[16, 512, 1000, 2], [9, 256, 8200, 1], [12, 1024, 40, 2]]) {
-        be.skinnyShape = { warps: 4, unroll };
-        const what = `${rows}x${inF}x${outF}, 4 warps × unroll ${unroll}, 4 blocks an SM`;
-        const [xg, xc] = pair(be, randn(rows * inF), [rows, inF]);
-        const [wg, wc] = pair(be, randn(outF * inF, 0.05), [outF, inF]);
-        const [bg, bc] = pair(be, randn(outF), [outF]);
-        const y = be.alloc([rows, outF]);
-        be.matmulInto(xg as CudaTensor, wg as CudaTensor, bg as CudaTensor, y, rows, false, true);
-        close(`gelu(x·Wᵀ + b) ${what}`, down(be, y), down(cpu, cpu.gelu(cpu.linear(xc, wc, bc))), tol(dtype, 1e-5));
-        const raw = randn(rows * outF);
-        const yf = be.upload(raw, [rows, outF], 'float32') as CudaTensor;
-        be.matmulInto(xg as CudaTensor, wg as CudaTensor, null, yf, rows, true);
-        close(`float32 y += x·Wᵀ ${what}`, down(be, yf), down(cpu, cpu.add(cpu.upload(raw, [rows, outF], 'float32'), cpu.linear(xc, wc, null))), 1e-5);
-        for (const t of [xg, wg, bg, y, yf]) be.release(t as CudaTensor);
-      }
-    } finally {
-      [be.twoTileFourBlocks, be.skinnyShape] = saved;
     }
   });
 

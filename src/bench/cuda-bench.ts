@@ -152,11 +152,6 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
       if (w.shape[1] % (32 * warps * unroll) !== 0 || (rows > 8 && warps === 16 && unroll > 2)) continue;
       be.skinnyShape = { warps, unroll };
       (out[name] as Record<string, number>)[`w${warps}u${unroll}`] = time(true);
-      if (rows > 8 && warps === 4 && unroll <= 2) { // the same at 4 blocks an SM (twoTileFourBlocks)
-        be.twoTileFourBlocks = true;
-        (out[name] as Record<string, number>)[`w${warps}u${unroll}b4`] = time(true);
-        be.twoTileFourBlocks = false;
-      }
       be.skinnyShape = null;
     }
     // The shared-memory variant (MPT_SMEM_W) where it applies, at other warp counts (µs per GEMM).
@@ -178,13 +173,14 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
 }
 
 /** Other settings of the decode step, timed beside the default: [label, apply → undo]. */
-function decodeVariants(be: CudaBackend, batch: number): [string, () => () => void][] {
+function decodeVariants(be: CudaBackend): [string, () => () => void][] {
   // Programmatic dependent launch off (a standing check that it still pays), and the out-projection's
   // L2 prefetch of the up weights around its default (8 MB) and off, each a fresh decoder and graph.
   // (The shared-memory out-projection, the carveouts, the LayerNorm as a kernel of its own, and the
   // prefetch at 16 / 24 MB, with evict_last lines or with the down GEMM prefetching the next QKV
-  // weights were measured in the runs bench/RESULTS-cuda.md records; the switches that remain are
-  // left out here to keep the device run short.)
+  // weights, the weights streamed evict_first and the batch-16 GEMMs bounded to 4 blocks an SM were
+  // measured in the runs bench/RESULTS-cuda.md records; the switches that remain are left out here to
+  // keep the device run short.)
   const toggle = (label: string, get: () => boolean, put: (v: boolean) => void): [string, () => () => void] =>
     [label, () => { const was = get(); put(!was); return () => put(was); }];
   const prefetchUp = (mb: number): [string, () => () => void] =>
@@ -193,21 +189,9 @@ function decodeVariants(be: CudaBackend, batch: number): [string, () => () => vo
       be.l2PrefetchUpBytes = mb * 2 ** 20;
       return () => { be.l2PrefetchUpBytes = was; };
     }];
-  // Weights streamed evict_first (not measured yet), at the default prefetch and at 16 MB, which lost
-  // with the weights at the normal policy (857 / 11,400 against 868 / 11,623 tokens/s at 8 MB).
-  const evictFirst = (mb: number): [string, () => () => void] =>
-    [`weights streamed with an L2 evict_first policy, ${mb} MB of up prefetched`, () => {
-      const was = [be.weightsEvictFirst, be.l2PrefetchUpBytes] as const;
-      be.weightsEvictFirst = true; be.l2PrefetchUpBytes = mb * 2 ** 20;
-      return () => { [be.weightsEvictFirst, be.l2PrefetchUpBytes] = was; };
-    }];
   return [
     toggle(`programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, () => be.ctx.pdl, (v) => { be.ctx.pdl = v; }),
     ...[0, 4, 12].map(prefetchUp),
-    evictFirst(8), evictFirst(16),
-    // Two row tiles only (9–16 rows): the up GEMM at 4 blocks an SM, ≤ 128 registers (not measured yet).
-    ...(batch > 8 ? [toggle('two-row-tile GEMMs at 4 warps × unroll ≤ 2 bounded to 4 blocks an SM (128 registers)',
-      () => be.twoTileFourBlocks, (v) => { be.twoTileFourBlocks = v; })] : []),
   ];
 }
 
@@ -258,7 +242,7 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
   for (const batch of options.batches ?? [1, 16]) {
     // Variants of the decode step in the same run (each a fresh decoder and graph), then the default's
     // figure, which is the one reported.
-    for (const [label, set] of decodeVariants(be, batch)) {
+    for (const [label, set] of decodeVariants(be)) {
       const undo = set();
       const other = timeDecode(batch);
       undo();
@@ -340,9 +324,9 @@ export function formatResult(r: CudaBenchResult): string {
   };
   for (const [k, v] of Object.entries(r.breakdown.decode)) lines.push(table(`decode step, ${k} (in a CUDA graph)`, v));
   for (const [k, v] of Object.entries(r.gemms)) {
-    lines.push('', `decode GEMMs, ${k}: µs per GEMM and weight GB/s`, '| GEMM | skinny_gemm µs | GB/s | cuBLASLt µs | GB/s | skinny variants (warps, unroll: µs; b4: at 4 blocks an SM; smemN: weights in shared memory at N warps; regs: the register kernel\'s default) |', '| --- | --- | --- | --- | --- | --- |');
+    lines.push('', `decode GEMMs, ${k}: µs per GEMM and weight GB/s`, '| GEMM | skinny_gemm µs | GB/s | cuBLASLt µs | GB/s | skinny variants (warps, unroll: µs; smemN: weights in shared memory at N warps; regs: the register kernel\'s default) |', '| --- | --- | --- | --- | --- | --- |');
     for (const [name, g] of Object.entries(v)) {
-      const variants = Object.entries(g).filter(([k]) => /^(w\d+u\d+(b4)?|smem\d+|regs)$/.test(k)).map(([k, us]) => `${k} ${(us as number).toFixed(1)}`).join(', ');
+      const variants = Object.entries(g).filter(([k]) => /^(w\d+u\d+|smem\d+|regs)$/.test(k)).map(([k, us]) => `${k} ${(us as number).toFixed(1)}`).join(', ');
       lines.push(`| ${name} | ${g.skinnyUs.toFixed(1)} | ${g.skinnyGBs.toFixed(0)} | ${g.cublasUs.toFixed(1)} | ${g.cublasGBs.toFixed(0)} | ${variants} |`);
     }
   }

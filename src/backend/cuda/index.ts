@@ -384,7 +384,7 @@ export class CudaBackend implements Backend {
     const [pfBegin, pfEnd] = prefetchRange(extra.prefetch ?? null);
     const smem = plan && !this.skinnyShape ? this.smemWeightsPlan(rows, inF, outF) : null;
     if (smem) {
-      this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, MPT_W_EVICT_FIRST: this.weightsEvictFirst, ROW_TILES: smem.tiles, MPT_Y_F32: y.dtype === 'float32', MPT_SMEM_W: true,
+      this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: smem.tiles, MPT_Y_F32: y.dtype === 'float32', MPT_SMEM_W: true,
         SMEM_STEPS: smem.steps, SKINNY_THREADS: smem.warps * 32 })
         .launch([Math.ceil(outF / 16)], [smem.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
           0, statsOut?.ptr ?? 0, clip, pfBegin, pfEnd], smem.sharedBytes);
@@ -393,10 +393,8 @@ export class CudaBackend implements Backend {
     if (plan) {
       const yF32 = y.dtype === 'float32';
       const tiles = rows > 8 ? 2 : 1;
-      // twoTileFourBlocks: 4 blocks an SM (≤ 128 registers) for two row tiles at 4 warps × unroll ≤ 2.
-      const fourBlocks = this.twoTileFourBlocks && tiles === 2 && plan.warps === 4 && plan.unroll <= 2;
-      this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, MPT_W_EVICT_FIRST: this.weightsEvictFirst, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32,
-        SKINNY_THREADS: fourBlocks ? 128 : plan.warps > 8 ? plan.warps * 32 : false, MPT_MIN_BLOCKS: fourBlocks ? 4 : false })
+      this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32,
+        SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
         .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
           0, statsOut?.ptr ?? 0, clip, pfBegin, pfEnd], plan.warps * 16 * 8 * tiles * 4);
       return;
@@ -433,7 +431,7 @@ export class CudaBackend implements Backend {
     if ((statsOut || clip > 0) && outF % 16 !== 0) throw new Error(`layerNormMatmulInto: row statistics of ${outF} outputs (not a multiple of 16)`);
     // Each warp's normalized K slice, [rows][inF / warps + 32] bf16, after the partial tiles.
     const shared = plan.warps * 16 * 8 * 4 + rows * (inF + 32 * plan.warps) * 2;
-    this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, MPT_W_EVICT_FIRST: this.weightsEvictFirst, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
+    this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
       LN_CHUNKS: Math.ceil(inF / plan.warps / 256),
       SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
       .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0,
@@ -507,20 +505,6 @@ export class CudaBackend implements Backend {
    * batch 1 and 11,623 against 11,485 at batch 16; 16 MB 857 / 11,400, 24 MB 841 / 11,235.
    */
   l2PrefetchUpBytes = mbFromEnv('MPT_CUDA_L2_PREFETCH_UP', 8);
-  /**
-   * Whether the few-row GEMMs stream their weights with an L2 evict_first policy (skinny_gemm.cu
-   * MPT_W_EVICT_FIRST), so that weights read once stop displacing the prefetched head of the next
-   * GEMM's weights, the activations and the KV cache; MPT_CUDA_W_EVICT_FIRST=1. Not measured yet (a
-   * bench variant): off.
-   */
-  weightsEvictFirst = process.env.MPT_CUDA_W_EVICT_FIRST === '1';
-  /**
-   * Whether two-row-tile skinny GEMMs at 4 warps × unroll ≤ 2 (the batch-16 up GEMM) are compiled for 4
-   * blocks an SM (skinny_gemm.cu MPT_MIN_BLOCKS: ≤ 128 registers instead of 138, no spills), so that all
-   * 512 blocks of the up GEMM are resident at once instead of 3 an SM and a second wave;
-   * MPT_CUDA_SKINNY_4BLOCKS=1. Not measured yet (a bench variant): off.
-   */
-  twoTileFourBlocks = process.env.MPT_CUDA_SKINNY_4BLOCKS === '1';
   smemWeightsMinRows = process.env.MPT_CUDA_SMEM_W === '1' ? 1 : 9;
   /** Warps a block of the MPT_SMEM_W variant instead of smemWeightsPlan's choice (benchmarks). */
   smemWeightsWarps: number | null = null;

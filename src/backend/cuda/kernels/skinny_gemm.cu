@@ -38,42 +38,17 @@ __device__ __forceinline__ void mma16816(float* c, unsigned a0, unsigned a1, uns
                : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 // Weights are read once: keep them out of L1, which holds x for the other warps.
-// MPT_W_EVICT_FIRST (not measured yet; a bench variant): also mark their L2 lines evict_first, since
-// a step streams ~2.6 GB of weights through a 50 MB L2 and none is read again before it is evicted,
-// so that they stop displacing what is: the next GEMM's prefetched weights (l2_prefetch_share below),
-// the activations, the KV cache. `policy` comes from w_policy().
-__device__ __forceinline__ unsigned long long w_policy() {
-  unsigned long long policy = 0;
-#ifdef MPT_W_EVICT_FIRST
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
-#endif
-  return policy;
-}
-__device__ __forceinline__ uint4 stream16(const bf16* p, unsigned long long policy) {
+// (Marking their L2 lines evict_first as well was measured a tie: 866 / 11,599 against 865 / 11,579
+// tokens/s, bench/RESULTS-cuda.md.)
+__device__ __forceinline__ uint4 stream16(const bf16* p) {
   uint4 v;
-#ifdef MPT_W_EVICT_FIRST
-  asm("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0,%1,%2,%3}, [%4], %5;\n"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p), "l"(policy));
-#else
-  (void)policy;
   asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
-#endif
   return v;
 }
 
 // SKINNY_THREADS (512): 16 warps a block, at most 128 registers a thread (ROW_TILES 1 fits).
 #ifndef SKINNY_THREADS
 #define SKINNY_THREADS 256
-#endif
-// MPT_MIN_BLOCKS (not measured yet; a bench variant): that many blocks of SKINNY_THREADS an SM, i.e. at
-// most 65536 / (MPT_MIN_BLOCKS · SKINNY_THREADS) registers a thread. For two row tiles at 4 warps ×
-// unroll 2 (the batch-16 up GEMM: 512 blocks, 138 registers, so 3 blocks an SM and a second wave of
-// 116 blocks), 4 blocks an SM fit 128 registers without spills (nvcc -Xptxas -v), so all 512 are
-// resident at once. (Unroll 4 spills at 128: 176 bytes.)
-#ifdef MPT_MIN_BLOCKS
-#define SKINNY_BOUNDS __launch_bounds__(SKINNY_THREADS, MPT_MIN_BLOCKS)
-#else
-#define SKINNY_BOUNDS __launch_bounds__(SKINNY_THREADS)
 #endif
 
 // MPT_SMEM_W: the block's whole weight slice (16 rows × K) is copied into shared memory BEFORE
@@ -123,7 +98,7 @@ __device__ __forceinline__ unsigned smem_addr(const void* p) { return (unsigned)
 // rows g and g+1 by a quarter warp hit distinct banks.
 __device__ __forceinline__ int smem_w_stride(int K) { return K % 64 == 0 ? K + 32 : K; }
 #endif
-extern "C" __global__ void SKINNY_BOUNDS skinny_gemm(const XIN* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ bias,
+extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const XIN* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ bias,
                                        YT* __restrict__ y, int R, int K, int O, int accumulate, int gelu,
                                        const bf16* __restrict__ lnw, const bf16* __restrict__ lnb, float eps,  // MPT_LN_X only
                                        const float2* __restrict__ statsIn, float2* __restrict__ statsOut, float clip,
@@ -133,7 +108,6 @@ extern "C" __global__ void SKINNY_BOUNDS skinny_gemm(const XIN* __restrict__ x, 
   const int nw = blockDim.x >> 5, cols = 8 * ROW_TILES;
   const int o0 = blockIdx.x * 16;
   const int kPer = K / nw, kBeg = warp * kPer, kEnd = kBeg + kPer;
-  const unsigned long long policy = w_policy();  // the weights' L2 eviction policy (MPT_W_EVICT_FIRST)
   const bf16* wa = w + (long long)min(o0 + g, O - 1) * K + 8 * t;      // rows past O are read (clamped) and dropped
   const bf16* wb = w + (long long)min(o0 + g + 8, O - 1) * K + 8 * t;
   float c[ROW_TILES][4];
@@ -163,13 +137,8 @@ extern "C" __global__ void SKINNY_BOUNDS skinny_gemm(const XIN* __restrict__ x, 
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" :: "r"(bar), "r"(16 * K * 2) : "memory");
     for (int r = 0; r < 16; r++) {  // rows past O are copied (clamped) and dropped
       const bf16* src = w + (long long)min(o0 + r, O - 1) * K;
-#ifdef MPT_W_EVICT_FIRST
-      asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;\n"
-                   :: "r"(smem_addr(ws + r * wStride)), "l"(src), "r"(K * 2), "r"(bar), "l"(policy) : "memory");
-#else
       asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
                    :: "r"(smem_addr(ws + r * wStride)), "l"(src), "r"(K * 2), "r"(bar) : "memory");
-#endif
     }
     l2_prefetch_share(pfBegin, pfEnd);  // after this block's own weights: the next GEMM's (see above)
   }
@@ -230,8 +199,8 @@ extern "C" __global__ void SKINNY_BOUNDS skinny_gemm(const XIN* __restrict__ x, 
   auto loadW = [&](int k, uint4 (&a0)[UNROLL], uint4 (&a1)[UNROLL]) {
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
-      a0[u] = stream16(wa + k + 32 * u, policy);
-      a1[u] = stream16(wb + k + 32 * u, policy);
+      a0[u] = stream16(wa + k + 32 * u);
+      a1[u] = stream16(wb + k + 32 * u);
     }
   };
   loadW(kBeg, A0, A1);  // the weight stream starts before anything waits on x
