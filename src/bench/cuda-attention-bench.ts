@@ -167,7 +167,8 @@ function main(argv: string[]): void {
   function compareDkdvKernels(): void {
     log('-- dk/dv kernels: mma.sync (before) against wgmma, storing ds, dq from it');
     const pairs: Array<[FlashDkdvKernel, Row, Row]> = [];
-    for (const kernel of ['mma', 'wgmma', 'wgmma-head-major', 'mma', 'wgmma', 'wgmma-head-major'] as const) {
+    const kernels: FlashDkdvKernel[] = ['mma', 'wgmma', 'wgmma-head-major', 'wgmma-group-8', 'wgmma-group-16'];
+    for (const kernel of [...kernels, ...kernels]) {
       const a = timeIt(`  dk/dv storing ds, ${kernel}`, 2 * fwdFlops(8), () => bwd(64, 'dkdv', true, kernel));
       const b = timeIt(`  backward dq + dk/dv, ${kernel}`, 2.5 * fwdFlops(8), () => bwd(64, 'both', true, kernel));
       pairs.push([kernel, a, b]);
@@ -175,12 +176,14 @@ function main(argv: string[]): void {
     timeIt('  dk/dv alone, no ds stored, wgmma', 2 * fwdFlops(8), () => bwd(64, 'dkdv', false, 'wgmma'));
     const best = (kernel: FlashDkdvKernel, i: 1 | 2) => Math.min(...pairs.filter((p) => p[0] === kernel).map((p) => p[i].ms));
     log(`speed-up of wgmma (best of two rounds): dk/dv ${(best('mma', 1) / best('wgmma', 1)).toFixed(2)}×, whole backward ${(best('mma', 2) / best('wgmma', 2)).toFixed(2)}×`);
-    log(`speed-up of the head-major grid over wgmma: dk/dv ${(best('wgmma', 1) / best('wgmma-head-major', 1)).toFixed(3)}×, whole backward ${(best('wgmma', 2) / best('wgmma-head-major', 2)).toFixed(3)}×`);
+    for (const grid of ['wgmma-head-major', 'wgmma-group-8', 'wgmma-group-16'] as const) {
+      log(`speed-up of ${grid} over wgmma: dk/dv ${(best('wgmma', 1) / best(grid, 1)).toFixed(3)}×, whole backward ${(best('wgmma', 2) / best(grid, 2)).toFixed(3)}×`);
+    }
     // The same inputs through both: the outputs must agree with mma.sync's to bf16 rounding (the tests
     // check the math); both kernels sum in the same order, so they may agree to the bit.
     const reference = { dq: be.alloc([8, t, d]), dk: be.alloc([8, t, d]), dv: be.alloc([8, t, d]) };
     bwd(64, 'both', true, 'mma', reference);
-    for (const kernel of ['wgmma', 'wgmma-head-major'] as const) {
+    for (const kernel of ['wgmma', 'wgmma-head-major', 'wgmma-group-8', 'wgmma-group-16'] as const) {
       bwd(64, 'both', true, kernel);
       const parts = (['dq', 'dk', 'dv'] as const).map((name) => {
         const x = be.download(name === 'dq' ? dq : name === 'dk' ? dk : dv), y = be.download(reference[name]);

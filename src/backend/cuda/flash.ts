@@ -203,19 +203,23 @@ export function flashBackwardScratchElements(batch: number, nHeads: number, t: n
  * 16) or the wgmma kernel (flash_backward_dkdv_wgmma, warpgroup MMA: sm_90a only, heads of 64 or 128)
  * on one of two grids: 'wgmma' (batch·nHeads, key tiles: the blocks in flight span every head) or
  * 'wgmma-head-major' (key tiles, batch·nHeads: a head's blocks together, so the Q and dO tiles they all
- * read stay in L2). All write the same dsᵀ layout, so the dq pass is the same, and the same bits.
+ * read stay in L2) or 'wgmma-group-G' (batch·nHeads, key tiles, taken G heads at a time, the longest key
+ * tiles of a group first: WB_HEAD_GROUP). All write the same dsᵀ layout, so the dq pass is the same, and
+ * the same bits.
  */
-export type FlashDkdvKernel = 'mma' | 'wgmma' | 'wgmma-head-major';
+export type FlashDkdvKernel = 'mma' | 'wgmma' | 'wgmma-head-major' | `wgmma-group-${number}`;
 
 /**
  * The dk/dv kernel launchFlashBackward uses by default: wgmma on the head-major grid wherever it can run
  * (H100, bench/RESULTS-attention.md: the wgmma kernel 1.45× the mma.sync one; the head-major grid 0.762 /
- * 0.807 ms against 0.831 / 0.839 alone, 22.10 against 23.09 ms in a step); MPT_CUDA_DKDV=wgmma keeps the
- * other grid (A/B).
+ * 0.807 ms against 0.831 / 0.839 alone, 22.10 against 23.09 ms in a step); MPT_CUDA_DKDV=wgmma or
+ * wgmma-group-G picks another grid (A/B).
  */
 export function flashDkdvDefault(kernels: KernelCache, dHead: number): FlashDkdvKernel {
   if (!wgmmaUsable(kernels, dHead)) return 'mma';
-  return process.env.MPT_CUDA_DKDV === 'wgmma' ? 'wgmma' : 'wgmma-head-major';
+  const choice = process.env.MPT_CUDA_DKDV;
+  if (choice === 'wgmma' || /^wgmma-group-[1-9]\d*$/.test(choice ?? '')) return choice as FlashDkdvKernel;
+  return 'wgmma-head-major';
 }
 
 /** Shared memory of flash_backward_dkdv_wgmma: K, V, 2 stages of Q, dO (64 rows each), 2 stages of lse and D, 1 KB to align. */
@@ -276,8 +280,10 @@ export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, 
   const dkdvArgs = [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dk, a.dv, ds, a.t, a.nHeads, a.scale];
   // mma.sync: shared K, V and 2 stages of Q, dO tiles, 2 stages of lse and D. wgmma: the same in 128-byte-swizzled tiles.
   const headMajor = dkdvKernel === 'wgmma-head-major';
+  const headGroup = Number(/^wgmma-group-(\d+)$/.exec(dkdvKernel)?.[1] ?? 0);
   const dkdv = () => (dkdvKernel !== 'mma'
-    ? kernels.get('flash_backward_wgmma.cu', 'flash_backward_dkdv_wgmma', { MPT_BF16: true, HEAD_DIM: a.dHead, WB_HEAD_MAJOR: headMajor ? 1 : false })
+    ? kernels.get('flash_backward_wgmma.cu', 'flash_backward_dkdv_wgmma', { MPT_BF16: true, HEAD_DIM: a.dHead, WB_HEAD_MAJOR: headMajor ? 1 : false,
+      WB_HEAD_GROUP: headGroup || false })
       .launch(headMajor ? [grid[1], grid[0]] : grid, [128], dkdvArgs, flashWgmmaDkdvSharedBytes(a.dHead))
     : kernels.get('flash_backward.cu', 'flash_backward_dkdv', defs).launch(grid, [128], dkdvArgs, 6 * 64 * row + 4 * 64 * 4));
   if (ds) {
