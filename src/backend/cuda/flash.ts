@@ -201,7 +201,7 @@ export function flashBackwardScratchElements(batch: number, nHeads: number, t: n
 /**
  * Which dk/dv kernel runs: 'mma' (flash_backward_dkdv, mma.sync, any chip and head size a multiple of
  * 16) or the wgmma kernel (flash_backward_dkdv_wgmma, warpgroup MMA: sm_90a only, heads of 64 or 128)
- * on one of two grids: 'wgmma' (batch·nHeads, key tiles: the blocks in flight span every head) or
+ * on one of three grids: 'wgmma' (batch·nHeads, key tiles: the blocks in flight span every head) or
  * 'wgmma-head-major' (key tiles, batch·nHeads: a head's blocks together, so the Q and dO tiles they all
  * read stay in L2) or 'wgmma-group-G' (batch·nHeads, key tiles, taken G heads at a time, the longest key
  * tiles of a group first: WB_HEAD_GROUP). All write the same dsᵀ layout, so the dq pass is the same, and
