@@ -42,6 +42,18 @@ interface Row { name: string; ms: number; tflops: number }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
+/** How far x parts from the reference y: elements that differ at all, max |x − y|, max |y|, relative RMS error. */
+function differences(x: ArrayLike<number>, y: ArrayLike<number>): { differ: number; maxAbs: number; maxRef: number; rel: number } {
+  let maxAbs = 0, maxRef = 0, num = 0, den = 0, differ = 0;
+  for (let i = 0; i < x.length; i++) {
+    const e = Math.abs(x[i] - y[i]);
+    if (!(e === 0)) differ++;
+    maxAbs = Math.max(maxAbs, e); maxRef = Math.max(maxRef, Math.abs(y[i]));
+    num += e * e; den += y[i] ** 2;
+  }
+  return { differ, maxAbs, maxRef, rel: Math.sqrt(num / den) };
+}
+
 function main(argv: string[]): void {
   const flag = (name: string) => argv.includes(name);
   const value = (name: string) => { const i = argv.indexOf(name); return i >= 0 ? argv[i + 1] : undefined; };
@@ -155,10 +167,8 @@ function main(argv: string[]): void {
     bwd(64, 'both', true, 'wgmma', { dq: reference, dk, dv }, 'mma');
     const y = be.download(reference);
     bwd(64, 'dq', true, 'wgmma', { dq, dk, dv }, 'wgmma');
-    const x = be.download(dq);
-    let m = 0, differ = 0;
-    for (let i = 0; i < x.length; i++) { const e = Math.abs(x[i] - y[i]); if (!(e === 0)) differ++; m = Math.max(m, e); }
-    log(`  check dq wgmma against mma.sync: ${differ} of ${x.length} differ, max |Δ| ${m.toExponential(2)}`);
+    const x = be.download(dq), { differ, maxAbs } = differences(x, y);
+    log(`  check dq wgmma against mma.sync: ${differ} of ${x.length} differ, max |Δ| ${maxAbs.toExponential(2)}`);
     be.release(reference);
   }
 
@@ -167,7 +177,8 @@ function main(argv: string[]): void {
   function compareDkdvKernels(): void {
     log('-- dk/dv kernels: mma.sync (before) against wgmma, storing ds, dq from it');
     const pairs: Array<[FlashDkdvKernel, Row, Row]> = [];
-    const kernels: FlashDkdvKernel[] = ['mma', 'wgmma', 'wgmma-head-major', 'wgmma-group-8', 'wgmma-group-16'];
+    const grids: FlashDkdvKernel[] = ['wgmma', 'wgmma-head-major', 'wgmma-group-8', 'wgmma-group-16'];  // the wgmma kernel's
+    const kernels: FlashDkdvKernel[] = ['mma', ...grids];
     for (const kernel of [...kernels, ...kernels]) {
       const a = timeIt(`  dk/dv storing ds, ${kernel}`, 2 * fwdFlops(8), () => bwd(64, 'dkdv', true, kernel));
       const b = timeIt(`  backward dq + dk/dv, ${kernel}`, 2.5 * fwdFlops(8), () => bwd(64, 'both', true, kernel));
@@ -176,25 +187,18 @@ function main(argv: string[]): void {
     timeIt('  dk/dv alone, no ds stored, wgmma', 2 * fwdFlops(8), () => bwd(64, 'dkdv', false, 'wgmma'));
     const best = (kernel: FlashDkdvKernel, i: 1 | 2) => Math.min(...pairs.filter((p) => p[0] === kernel).map((p) => p[i].ms));
     log(`speed-up of wgmma (best of two rounds): dk/dv ${(best('mma', 1) / best('wgmma', 1)).toFixed(2)}×, whole backward ${(best('mma', 2) / best('wgmma', 2)).toFixed(2)}×`);
-    for (const grid of ['wgmma-head-major', 'wgmma-group-8', 'wgmma-group-16'] as const) {
+    for (const grid of grids.slice(1)) {
       log(`speed-up of ${grid} over wgmma: dk/dv ${(best('wgmma', 1) / best(grid, 1)).toFixed(3)}×, whole backward ${(best('wgmma', 2) / best(grid, 2)).toFixed(3)}×`);
     }
     // The same inputs through both: the outputs must agree with mma.sync's to bf16 rounding (the tests
     // check the math); both kernels sum in the same order, so they may agree to the bit.
     const reference = { dq: be.alloc([8, t, d]), dk: be.alloc([8, t, d]), dv: be.alloc([8, t, d]) };
     bwd(64, 'both', true, 'mma', reference);
-    for (const kernel of ['wgmma', 'wgmma-head-major', 'wgmma-group-8', 'wgmma-group-16'] as const) {
+    for (const kernel of grids) {
       bwd(64, 'both', true, kernel);
       const parts = (['dq', 'dk', 'dv'] as const).map((name) => {
-        const x = be.download(name === 'dq' ? dq : name === 'dk' ? dk : dv), y = be.download(reference[name]);
-        let m = 0, s = 0, num = 0, den = 0, differ = 0;
-        for (let i = 0; i < x.length; i++) {
-          const e = Math.abs(x[i] - y[i]);
-          if (!(e === 0)) differ++;
-          m = Math.max(m, e); s = Math.max(s, Math.abs(y[i]));
-          num += e * e; den += y[i] ** 2;
-        }
-        return `${name} ${differ} differ, max |Δ| ${m.toExponential(2)} (max ${s.toFixed(2)}), rel ${Math.sqrt(num / den).toExponential(2)}`;
+        const r = differences(be.download(name === 'dq' ? dq : name === 'dk' ? dk : dv), be.download(reference[name]));
+        return `${name} ${r.differ} differ, max |Δ| ${r.maxAbs.toExponential(2)} (max ${r.maxRef.toFixed(2)}), rel ${r.rel.toExponential(2)}`;
       });
       log(`check ${kernel} against mma.sync: ${parts.join('; ')}`);
     }
@@ -217,11 +221,7 @@ function main(argv: string[]): void {
     // outputs must agree to bf16 rounding, the lse to float32 rounding of bf16 products.
     fwd(1, mmaPrefill); fwd(8, FLASH_TRAIN_MMA_SHAPE);
     const ref1 = be.download(out1), ref8 = be.download(out8), refLse = be.download(lse8);
-    const maxDiff = (x: ArrayLike<number>, y: ArrayLike<number>) => {
-      let m = 0;
-      for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i] - y[i]));
-      return m.toExponential(2);
-    };
+    const maxDiff = (x: ArrayLike<number>, y: ArrayLike<number>) => differences(x, y).maxAbs.toExponential(2);
     for (const s of FLASH_FORWARD_SHAPES.filter((x) => 'wgmma' in x)) {
       fwd(1, s); fwd(8, s);
       log(`  check ${label(s)}: max |wgmma − mma| prefill out ${maxDiff(be.download(out1), ref1)}, training out ${maxDiff(be.download(out8), ref8)}, lse ${maxDiff(be.download(lse8), refLse)}`);
@@ -274,10 +274,8 @@ function main(argv: string[]): void {
     // The same inputs through both: the outputs must agree to bf16 rounding (the tests check the math).
     fwd(1, FLASH_PREFILL_SHAPE); fwd(8, FLASH_TRAIN_SHAPE); bwd(FLASH_BACKWARD_CHUNK_DEFAULT);
     const diff = (a: CudaTensor, b: CudaTensor) => {
-      const x = be.download(a), y = be.download(b);
-      let m = 0, s = 0;
-      for (let i = 0; i < x.length; i++) { m = Math.max(m, Math.abs(x[i] - y[i])); s = Math.max(s, Math.abs(y[i])); }
-      return `max |new − old| ${m.toExponential(2)} (max |old| ${s.toFixed(2)})`;
+      const r = differences(be.download(a), be.download(b));
+      return `max |new − old| ${r.maxAbs.toExponential(2)} (max |old| ${r.maxRef.toFixed(2)})`;
     };
     log(`check: prefill out ${diff(out1, oldOut1)}; training out ${diff(out8, oldOut8)}; lse ${diff(lse8, oldLse)}`);
     log(`check: dq ${diff(dq, oldDqOut)}; dk ${diff(dk, oldDk)}; dv ${diff(dv, oldDv)}`);
