@@ -32,6 +32,8 @@ typedef float YT;
 typedef bf16 YT;
 #endif
 
+#include "mbarrier.cuh"  // the MPT_SMEM_W variant's weight copies complete on one
+
 __device__ __forceinline__ void mma16816(float* c, unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0, unsigned b1) {
   asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -132,9 +134,9 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
   __shared__ __align__(8) unsigned long long wReady;  // completes when all 16·K·2 bytes have landed
   const unsigned bar = smem_addr(&wReady);
   if (threadIdx.x == 0) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" :: "r"(bar) : "memory");
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");  // the init, seen by the copies
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" :: "r"(bar), "r"(16 * K * 2) : "memory");
+    mbar_init(bar, 1);
+    mbar_init_fence();  // the init, seen by the copies
+    mbar_arrive_expect_tx(bar, 16 * K * 2);
     for (int r = 0; r < 16; r++) {  // rows past O are copied (clamped) and dropped
       const bf16* src = w + (long long)min(o0 + r, O - 1) * K;
       asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
@@ -161,13 +163,7 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
 #pragma unroll
     for (int n = 0; n < ROW_TILES; n++) B[i][n] = has[n] && k < K ? __ldcg(reinterpret_cast<const uint4*>(xr[n] + k)) : make_uint4(0, 0, 0, 0);
   }
-  {
-    unsigned done = 0;
-    while (!done) {
-      asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0;\n selp.u32 %0, 1, 0, p;\n}\n"
-                   : "=r"(done) : "r"(bar) : "memory");
-    }
-  }
+  mbar_wait(bar, 0);
   // Two accumulators a row tile (the two mmas of a step), so the dependent chain is half as long.
   float c2[ROW_TILES][4];
 #pragma unroll
