@@ -35,18 +35,21 @@ typedef __nv_bfloat16 bf16;
 
 
 // Rows [r0, r0 + 64) × HEAD_DIM of a global [.., stride] matrix into a swizzled tile at shared address
-// `tile` (rows ≥ t zero-filled). Consecutive threads take consecutive 16-byte chunks of a row.
+// `tile` (rows ≥ t zero-filled), by the block's THREADS threads. Consecutive threads take consecutive
+// 16-byte chunks of a row.
+template <int THREADS = 128>
 __device__ __forceinline__ void load_tile_sw128(unsigned tile, const bf16* src, int r0, int t, int stride) {
-  for (int idx = threadIdx.x; idx < WB_ROWS * HEAD_DIM / 8; idx += 128) {
+  for (int idx = threadIdx.x; idx < WB_ROWS * HEAD_DIM / 8; idx += THREADS) {
     const int r = idx / (HEAD_DIM / 8), c = idx - r * (HEAD_DIM / 8);
     const bool ok = r0 + r < t;
     cp_async16(tile + (c >> 3) * WB_BLOCK_BYTES + sw128(r, c & 7), src + (long long)(ok ? r0 + r : 0) * stride + c * 8, ok);
   }
 }
 
-// The wgmma's D fragment of 64 rows × HEAD_DIM (rows = this block's keys), times `scale`, as bf16 into a
-// global [.., stride] matrix; keys ≥ t are dropped.
-__device__ __forceinline__ void store_keys(bf16* base, const float (&acc)[HEAD_DIM / 2], int j0, int t, int stride, float scale) {
+// A warpgroup's wgmma D fragment of 64 rows × HEAD_DIM (rows = this block's keys for dk and dv, its
+// queries for dq), times `scale`, as bf16 into a global [.., stride] matrix; j0 = this thread's first
+// row (16·warp + g of the tile), rows ≥ t are dropped.
+__device__ __forceinline__ void store_rows(bf16* base, const float (&acc)[HEAD_DIM / 2], int j0, int t, int stride, float scale) {
   const int t4 = threadIdx.x & 3;
 #pragma unroll
   for (int n = 0; n < HEAD_DIM / 8; n++) {
@@ -88,13 +91,7 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
   // G heads' Q and dO in L2 and the longest blocks of a group still start first (the tail stays short).
 #if WB_HEAD_GROUP
   int kTile, bh;
-  {
-    const int nBH = gridDim.x, nK = gridDim.y, linear = blockIdx.y * nBH + blockIdx.x;
-    const int group = linear / (WB_HEAD_GROUP * nK), r = linear % (WB_HEAD_GROUP * nK);
-    const int inGroup = min(WB_HEAD_GROUP, nBH - group * WB_HEAD_GROUP);  // the last group may hold fewer heads
-    kTile = r / inGroup;
-    bh = group * WB_HEAD_GROUP + r % inGroup;
-  }
+  grouped_block(WB_HEAD_GROUP, kTile, bh);  // flash_common.cuh
 #else
   const int kTile = WB_HEAD_MAJOR ? blockIdx.x : blockIdx.y;
   const int bh = WB_HEAD_MAJOR ? blockIdx.y : blockIdx.x;
@@ -232,8 +229,8 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
   wgmma_wait<0>();
   wgmma_fence_regs(dvAcc);
   wgmma_fence_regs(dkAcc);
-  store_keys(dk + base, dkAcc, j0, t, stride, scale);
-  store_keys(dv + base, dvAcc, j0, t, stride, 1.f);
+  store_rows(dk + base, dkAcc, j0, t, stride, scale);
+  store_rows(dv + base, dvAcc, j0, t, stride, 1.f);
 }
 
 // ---- dq from the stored dsᵀ on wgmma ----------------------------------------------------------------
@@ -263,17 +260,6 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
 #define DQW_DS_BYTES (DS_TILE * DS_TILE * 2)
 #define DQW_STAGE_BYTES (WB_TILE_BYTES + DQW_WG * DQW_DS_BYTES)
 
-// ldmatrix.x4.trans at a shared-window address.
-__device__ __forceinline__ void ldsm_x4_trans(unsigned addr, unsigned (&r)[4]) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr) : "memory");
-}
-
-// cp_async16 with an L2 cache policy (createpolicy).
-__device__ __forceinline__ void cp_async16_policy(unsigned dst, const void* src, bool valid, unsigned long long policy) {
-  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" :: "r"(dst), "l"(src), "r"(valid ? 16 : 0), "l"(policy) : "memory");
-}
-
 // Shared: DQW_STAGES × (K tile of 64 keys × HEAD_DIM, 128-byte swizzled; DQW_WG dsᵀ tiles of 8 KB as
 // stored), 1024-byte aligned (the launch adds 1 KB for that). Grid (ceil(tiles / DQW_WG), batch·nHeads),
 // DQW_THREADS threads.
@@ -285,7 +271,7 @@ extern "C" __global__ void __launch_bounds__(DQW_THREADS, 2) flash_backward_dq_w
   auto sDs = [&](int stage, int w) { return aligned + stage * DQW_STAGE_BYTES + WB_TILE_BYTES + w * DQW_DS_BYTES; };
   const int bh = blockIdx.y, stride = nHeads * HEAD_DIM;
   const int qBlock = blockIdx.x, qBlocks = gridDim.x;  // a query block of 2 tiles, of this head
-  const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2;
   const long long base = (long long)(bh / nHeads) * t * stride + (bh % nHeads) * HEAD_DIM;
   const int tiles = (t + DS_TILE - 1) / DS_TILE;
   const int qt0 = (qBlocks - 1 - qBlock) * DQW_WG;  // each head's longest walks first
@@ -299,17 +285,13 @@ extern "C" __global__ void __launch_bounds__(DQW_THREADS, 2) flash_backward_dq_w
   auto load = [&](int kt) {
     const int stage = kt % DQW_STAGES, k0 = kt * WB_ROWS;
     if (kt <= qtLast) {
-      for (int idx = threadIdx.x; idx < WB_ROWS * HEAD_DIM / 8; idx += DQW_THREADS) {
-        const int r = idx / (HEAD_DIM / 8), c = idx - r * (HEAD_DIM / 8);
-        const bool ok = k0 + r < t;
-        cp_async16(sK(stage) + (c >> 3) * WB_BLOCK_BYTES + sw128(r, c & 7), k + base + (long long)(ok ? k0 + r : 0) * stride + c * 8, ok);
-      }
+      load_tile_sw128<DQW_THREADS>(sK(stage), k + base, k0, t, stride);
 #pragma unroll
       for (int w = 0; w < DQW_WG; w++) {
         const int qt = qt0 + w;
         const bool live = qt <= qtLast && kt <= qt;
         const bf16* src = ds + (live ? dsTile(bh, qt, kt, t) : 0);
-        for (int idx = threadIdx.x; idx < DS_TILE * DS_TILE / 8; idx += DQW_THREADS) cp_async16_policy(sDs(stage, w) + idx * 16, src + idx * 8, live, evictFirst);
+        for (int idx = threadIdx.x; idx < DS_TILE * DS_TILE / 8; idx += DQW_THREADS) cp_async16(sDs(stage, w) + idx * 16, src + idx * 8, live, evictFirst);
       }
     }
     asm volatile("cp.async.commit_group;\n" ::: "memory");
@@ -332,7 +314,7 @@ extern "C" __global__ void __launch_bounds__(DQW_THREADS, 2) flash_backward_dq_w
     load(kt + DQW_STAGES - 1);
     unsigned a[4][4];
 #pragma unroll
-    for (int kk = 0; kk < 4; kk++) ldsm_x4_trans(sDs(stage, wg) + aOff + kk * 4 * DS_BLOCK * 2, a[kk]);
+    for (int kk = 0; kk < 4; kk++) ldsm_x4(sDs(stage, wg) + aOff + kk * 4 * DS_BLOCK * 2, a[kk][0], a[kk][1], a[kk][2], a[kk][3], true);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) wgmma_rs<HEAD_DIM, 1>(acc, a[kk], wgmma_desc(sK(stage) + kk * 16 * 128, WB_BLOCK_BYTES, 1024), 1);
@@ -340,12 +322,5 @@ extern "C" __global__ void __launch_bounds__(DQW_THREADS, 2) flash_backward_dq_w
     wgmma_wait<0>();
   }
   wgmma_fence_regs(acc);
-  // Rows of the D fragment: query (qt0 + wg)·64 + 16·warp + g (+ 8); columns 8n + 2t4 (+ 1).
-  const int r0 = (qt0 + wg) * WB_ROWS + warp * 16 + g, r1 = r0 + 8;
-#pragma unroll
-  for (int n = 0; n < HEAD_DIM / 8; n++) {
-    const int c = n * 8 + 2 * t4;
-    if (r0 < t) *reinterpret_cast<__nv_bfloat162*>(dq + base + (long long)r0 * stride + c) = __floats2bfloat162_rn(acc[4 * n] * scale, acc[4 * n + 1] * scale);
-    if (r1 < t) *reinterpret_cast<__nv_bfloat162*>(dq + base + (long long)r1 * stride + c) = __floats2bfloat162_rn(acc[4 * n + 2] * scale, acc[4 * n + 3] * scale);
-  }
+  store_rows(dq + base, acc, (qt0 + wg) * WB_ROWS + warp * 16 + g, t, stride, scale);  // this thread's queries
 }

@@ -176,15 +176,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
 #define V_EMPTY(st) (K_FULL(st) + 24u)
 
 #if FA3_GROUP
-  // Blocks start in the order of the linear index (x fastest): group by group (above).
-  int qTile, bh;
-  {
-    const int nQ = gridDim.y, nBH = gridDim.x, linear = blockIdx.y * nBH + blockIdx.x;
-    const int group = linear / (FA3_GROUP * nQ), r = linear % (FA3_GROUP * nQ);
-    const int inGroup = min(FA3_GROUP, nBH - group * FA3_GROUP);  // the last group may hold fewer heads
-    qTile = nQ - 1 - r / inGroup;
-    bh = group * FA3_GROUP + r % inGroup;
-  }
+  int pos, bh;
+  grouped_block(FA3_GROUP, pos, bh);  // group by group (above; flash_common.cuh)
+  const int qTile = gridDim.y - 1 - pos;
 #else
   const int qTile = gridDim.y - 1 - blockIdx.y, bh = blockIdx.x;  // longest query tiles first
 #endif
@@ -202,7 +196,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
       mbar_init(K_FULL(st), 128); mbar_init(V_FULL(st), 128);          // the producer's threads' copies
       mbar_init(K_EMPTY(st), 128 * NC); mbar_init(V_EMPTY(st), 128 * NC);  // every consumer thread
     }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    mbar_init_fence();
   }
   __syncthreads();  // the barriers exist before anyone arrives or polls; no block-wide barrier after this
 
