@@ -5,7 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { kernelFolder, spliceHeaders } from '../src/backend/cuda/kernels.js';
+import { KERNEL_ARGS, kernelFolder, spliceHeaders } from '../src/backend/cuda/kernels.js';
+import '../src/backend/cuda/training.js';  // registers the training kernels' argument lists
 
 test('every kernel source has its #include "….cuh" headers spliced in, the comment-carrying forms too', () => {
   const dir = kernelFolder();
@@ -31,4 +32,21 @@ test('flash_backward_wgmma.cu: its headers are spliced into the source NVRTC com
   }
   const lines = text.split('\n'), last = lines.map((l) => l.startsWith('#include "')).lastIndexOf(true);
   assert.ok(spliced.includes(`#line ${last + 2} "${file}"\n${lines[last + 1]}`), 'the line after the last header lost its number');
+});
+
+// Runs without a GPU: every kernel has an argument list for its launches, of its own length. A kernel
+// without one compiles and is then refused at its first launch (a device call was lost to that once).
+test('every extern "C" kernel has a KERNEL_ARGS entry with one kind per parameter', () => {
+  const dir = kernelFolder();
+  let kernels = 0;
+  for (const file of readdirSync(dir).filter((f) => f.endsWith('.cu'))) {
+    const text = readFileSync(join(dir, file), 'utf8');
+    for (const [, name, params] of text.matchAll(/extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(([^)]*)\)/g)) {
+      kernels++;
+      const count = params.split(',').filter((p) => p.trim() !== '').length;
+      assert.ok(KERNEL_ARGS[name] !== undefined, `${file}: ${name} has no argument list in KERNEL_ARGS`);
+      assert.equal(KERNEL_ARGS[name].length, count, `${file}: ${name} takes ${count} parameters, KERNEL_ARGS lists ${KERNEL_ARGS[name].length}`);
+    }
+  }
+  assert.ok(kernels > 40, `only ${kernels} kernels found in ${dir}`);
 });

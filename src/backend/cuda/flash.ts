@@ -5,7 +5,7 @@
  * which shape is the default.
  */
 import { UserError } from '../../util/errors.js';
-import { KERNEL_ARGS, type KernelCache } from './kernels.js';
+import type { KernelCache } from './kernels.js';
 
 /**
  * A compile-time shape of flash_forward in flash_attention.cu (mma.sync, any chip): `mt` m16 tiles a
@@ -234,9 +234,6 @@ export function flashWgmmaDkdvSharedBytes(dHead: number): number {
  * same bits. On the H100 the wgmma pass takes 0.265 ms against 0.374-0.388 (bench/RESULTS-attention.md).
  */
 export type FlashDqKernel = 'mma' | 'wgmma';
-
-// The argument list of the wgmma dq pass (k, dsᵀ, dq, t, nHeads, scale), beside the others in kernels.ts.
-Object.assign(KERNEL_ARGS, { flash_backward_dq_wgmma: 'pppiif' });
 
 /** The dq pass launchFlashBackward uses by default: wgmma wherever it can run; MPT_CUDA_DQ=mma forces mma.sync (A/B). */
 export function flashDqDefault(kernels: KernelCache, dHead: number): FlashDqKernel {
