@@ -1,7 +1,6 @@
-import type { Backend, Tensor } from '../backend/backend.js';
+import { elementCount, waitFreeOps, type Backend, type Tensor } from '../backend/backend.js';
 import { parameterShapes, type MptConfig } from './config.js';
 import type { Affine } from './params.js';
-import { waitFreeOps } from '../backend/backend.js';
 import { nextTokenTargets, TrainingGraph, type Tape } from './training-forward.js';
 
 /**
@@ -81,12 +80,12 @@ export function keptGradients(graph: TrainingGraph): { grads: Gradients; owned: 
   const be = graph.backend, overwrite = overwrittenGradients(graph), shapes = parameterShapes(graph.config);
   const align = (n: number) => Math.ceil(n / 128) * 128;
   let total = 0;
-  for (const [name, shape] of shapes) if (!overwrite.has(name)) total += align(shape.reduce((a, b) => a * b, 1));
+  for (const [name, shape] of shapes) if (!overwrite.has(name)) total += align(elementCount(shape));
   const packed = total > 0 ? be.zeros([total], 'float32') : null;
   const grads: Gradients = new Map(), owned: Tensor[] = packed ? [packed] : [];
   let at = 0;
   for (const [name, shape] of shapes) {
-    const n = shape.reduce((a, b) => a * b, 1);
+    const n = elementCount(shape);
     if (overwrite.has(name)) {
       const g = be.zeros(shape, 'float32');
       grads.set(name, g);

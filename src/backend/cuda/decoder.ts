@@ -21,7 +21,7 @@
  * The weights are the model's own tensors (structurally the same as src/model/params.ts' MptParams).
  */
 import type { MptConfig } from '../../model/config.js';
-import { DecoderUnsupported, type Tensor } from '../backend.js';
+import { DecoderUnsupported, elementCount, type Tensor } from '../backend.js';
 import { CU_EVENT_DISABLE_TIMING, CudaEvent, PinnedBuffer, type CudaGraph } from './driver.js';
 import type { CudaBackend } from './index.js';
 import { asCuda, bytesPer, type CudaTensor } from './tensor.js';
@@ -59,7 +59,7 @@ export interface DecoderOptions {
 type Stage = (name: string) => void;
 
 /** At most `n` bytes: a prefetch of the head of tensor `t`. */
-const headBytes = (t: CudaTensor, n: number): number => Math.min(n, t.shape.reduce((a, b) => a * b, 1) * bytesPer(t.dtype));
+const headBytes = (t: CudaTensor, n: number): number => Math.min(n, elementCount(t.shape) * bytesPer(t.dtype));
 
 export class CudaDecoder {
   private readonly c: MptConfig;
