@@ -209,6 +209,9 @@ export function flashBackwardScratchElements(batch: number, nHeads: number, t: n
  */
 export type FlashDkdvKernel = 'mma' | 'wgmma' | 'wgmma-head-major' | `wgmma-group-${number}`;
 
+/** G of a 'wgmma-group-G' kernel name (a whole number ≥ 1), else 0. */
+const headGroupOf = (name: string): number => Number(/^wgmma-group-([1-9]\d*)$/.exec(name)?.[1] ?? 0);
+
 /**
  * The dk/dv kernel launchFlashBackward uses by default: wgmma on the head-major grid wherever it can run
  * (H100, bench/RESULTS-attention.md: the wgmma kernel 1.45× the mma.sync one; the head-major grid 0.762 /
@@ -218,7 +221,7 @@ export type FlashDkdvKernel = 'mma' | 'wgmma' | 'wgmma-head-major' | `wgmma-grou
 export function flashDkdvDefault(kernels: KernelCache, dHead: number): FlashDkdvKernel {
   if (!wgmmaUsable(kernels, dHead)) return 'mma';
   const choice = process.env.MPT_CUDA_DKDV;
-  if (choice === 'wgmma' || /^wgmma-group-[1-9]\d*$/.test(choice ?? '')) return choice as FlashDkdvKernel;
+  if (choice === 'wgmma' || headGroupOf(choice ?? '') > 0) return choice as FlashDkdvKernel;
   return 'wgmma-head-major';
 }
 
@@ -277,7 +280,7 @@ export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, 
   const dkdvArgs = [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dk, a.dv, ds, a.t, a.nHeads, a.scale];
   // mma.sync: shared K, V and 2 stages of Q, dO tiles, 2 stages of lse and D. wgmma: the same in 128-byte-swizzled tiles.
   const headMajor = dkdvKernel === 'wgmma-head-major';
-  const headGroup = Number(/^wgmma-group-(\d+)$/.exec(dkdvKernel)?.[1] ?? 0);
+  const headGroup = headGroupOf(dkdvKernel);
   const dkdv = () => (dkdvKernel !== 'mma'
     ? kernels.get('flash_backward_wgmma.cu', 'flash_backward_dkdv_wgmma', { MPT_BF16: true, HEAD_DIM: a.dHead, WB_HEAD_MAJOR: headMajor ? 1 : false,
       WB_HEAD_GROUP: headGroup || false })
