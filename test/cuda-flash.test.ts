@@ -59,16 +59,30 @@ for (const [batch, t, heads, dHead, alibi] of cases) {
     ];
     if (wgmmaUsable(be.kernels, dHead)) {
       modes.push([true, 64, 'wgmma', 'mma'], [false, 64, 'wgmma', 'mma'], [true, 64, 'mma', 'wgmma'], [true, 64, 'wgmma', 'wgmma'],
-        [true, 64, 'wgmma-head-major', 'wgmma'], [false, 64, 'wgmma-head-major', 'mma'], [true, 64, 'wgmma-group-3', 'wgmma']);
+        [true, 64, 'wgmma-head-major', 'wgmma'], [false, 64, 'wgmma-head-major', 'mma'], [true, 64, 'wgmma-group-3', 'wgmma'],
+        [true, 64, 'fa3', 'mma'], [false, 64, 'fa3', 'mma'], [true, 64, 'fa3-s3-g1', 'wgmma'], [true, 64, 'fa3-s4-g3', 'wgmma']);
     }
     // dq of the mma.sync pass from the wgmma dk/dv's dsᵀ: the wgmma dq pass sums the same products in the
     // same order, so it must give the same bits.
     let dqOfMma: Float32Array | null = null;
+    // dk, dv of the wgmma kernel: flash_backward_dkdv_fa3 runs the same per-tile code in the same query
+    // order, so its dk, dv (and the dsᵀ the dq pass reads) must be the same bits.
+    let wgmmaDkdv: { dk: Float32Array; dv: Float32Array } | null = null;
     for (const [stored, chunk, kernel, dqKernel] of modes) {
       const what = `${stored ? `dq from stored ds (${dqKernel})` : 'dq recomputed'}, ${kernel !== 'mma' ? `dk/dv on ${kernel}` : `chunk ${chunk}`}`;
       const got = run(stored, chunk, kernel, dqKernel);
       for (const name of ['dq', 'dk', 'dv'] as const) close(`${name}, ${what}`, got[name], down(cpu, want[name]), 2e-2);
-      if (stored && kernel === 'wgmma' && dqKernel === 'mma') dqOfMma = got.dq;
+      if (stored && kernel === 'wgmma' && dqKernel === 'mma') { dqOfMma = got.dq; wgmmaDkdv = { dk: got.dk, dv: got.dv }; }
+      if (kernel.startsWith('fa3') && wgmmaDkdv) {
+        for (const name of ['dk', 'dv'] as const) {
+          const differ = got[name].filter((x, i) => x !== wgmmaDkdv![name][i]).length;
+          assert.equal(differ, 0, `${name}, ${what}: ${differ} elements differ from flash_backward_dkdv_wgmma's`);
+        }
+        if (stored && dqKernel === 'mma') {
+          const differ = got.dq.filter((x, i) => x !== dqOfMma![i]).length;
+          assert.equal(differ, 0, `dq, ${what}: ${differ} elements differ from dq of flash_backward_dkdv_wgmma's dsᵀ`);
+        }
+      }
       if (stored && kernel !== 'mma' && dqKernel === 'wgmma' && dqOfMma) {
         const differ = got.dq.filter((x, i) => x !== dqOfMma![i]).length;
         assert.equal(differ, 0, `dq, ${what}: ${differ} elements differ from the mma.sync dq pass on the same dsᵀ`);

@@ -177,7 +177,8 @@ function main(argv: string[]): void {
   function compareDkdvKernels(): void {
     log('-- dk/dv kernels: mma.sync (before) against wgmma, storing ds, dq from it');
     const pairs: Array<[FlashDkdvKernel, Row, Row]> = [];
-    const grids: FlashDkdvKernel[] = ['wgmma', 'wgmma-head-major', 'wgmma-group-8', 'wgmma-group-16'];  // the wgmma kernel's
+    // the wgmma kernel's grids, then flash_backward_dkdv_fa3's shapes (stages, head groups)
+    const grids: FlashDkdvKernel[] = ['wgmma', 'wgmma-head-major', 'wgmma-group-16', 'fa3', 'fa3-s3-g1', 'fa3-s4-g1', 'fa3-s2-g16', 'fa3-s3-g16'];
     const kernels: FlashDkdvKernel[] = ['mma', ...grids];
     for (const kernel of [...kernels, ...kernels]) {
       const a = timeIt(`  dk/dv storing ds, ${kernel}`, 2 * fwdFlops(8), () => bwd(64, 'dkdv', true, kernel));
@@ -189,6 +190,10 @@ function main(argv: string[]): void {
     log(`speed-up of wgmma (best of two rounds): dk/dv ${(best('mma', 1) / best('wgmma', 1)).toFixed(2)}×, whole backward ${(best('mma', 2) / best('wgmma', 2)).toFixed(2)}×`);
     for (const grid of grids.slice(1)) {
       log(`speed-up of ${grid} over wgmma: dk/dv ${(best('wgmma', 1) / best(grid, 1)).toFixed(3)}×, whole backward ${(best('wgmma', 2) / best(grid, 2)).toFixed(3)}×`);
+    }
+    for (const grid of grids.filter((x) => x.startsWith('fa3'))) {
+      const hm = 'wgmma-head-major';
+      log(`speed-up of ${grid} over ${hm}: dk/dv ${(best(hm, 1) / best(grid, 1)).toFixed(3)}×, whole backward ${(best(hm, 2) / best(grid, 2)).toFixed(3)}×`);
     }
     // The same inputs through both: the outputs must agree with mma.sync's to bf16 rounding (the tests
     // check the math); both kernels sum in the same order, so they may agree to the bit.

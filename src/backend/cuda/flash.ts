@@ -207,7 +207,24 @@ export function flashBackwardScratchElements(batch: number, nHeads: number, t: n
  * tiles of a group first: WB_HEAD_GROUP). All write the same dsᵀ layout, so the dq pass is the same, and
  * the same bits.
  */
-export type FlashDkdvKernel = 'mma' | 'wgmma' | 'wgmma-head-major' | `wgmma-group-${number}`;
+export type FlashDkdvKernel = 'mma' | 'wgmma' | 'wgmma-head-major' | `wgmma-group-${number}` | 'fa3' | `fa3-s${number}-g${number}`;
+
+/**
+ * The shape of flash_backward_dkdv_fa3 (flash_backward_wgmma.cu: a producer warpgroup and two consumer
+ * warpgroups of 64 keys sharing a ring of Q/dO stages): 'fa3' is FA3_DKDV_DEFAULT, 'fa3-sS-gG' S stages
+ * (2 to 4) and blocks taken G heads at a time (1: head by head). undefined: not an fa3 name.
+ */
+export function fa3DkdvShape(name: string): { stages: number; headGroup: number } | undefined {
+  if (name === 'fa3') return FA3_DKDV_DEFAULT;
+  const m = /^fa3-s([2-4])-g([1-9]\d*)$/.exec(name);
+  return m ? { stages: Number(m[1]), headGroup: Number(m[2]) } : undefined;
+}
+const FA3_DKDV_DEFAULT = { stages: 2, headGroup: 1 };
+
+/** Shared memory of flash_backward_dkdv_fa3: K and V of 128 keys, the stages' Q and dO tiles and their lse and D, 1 KB to align. */
+export function flashFa3DkdvSharedBytes(dHead: number, stages: number): number {
+  return (4 + 2 * stages) * 64 * dHead * 2 + stages * 2 * 64 * 4 + 1024;
+}
 
 /** G of a 'wgmma-group-G' kernel name (a whole number ≥ 1), else 0. */
 const headGroupOf = (name: string): number => Number(/^wgmma-group-([1-9]\d*)$/.exec(name)?.[1] ?? 0);
@@ -216,12 +233,12 @@ const headGroupOf = (name: string): number => Number(/^wgmma-group-([1-9]\d*)$/.
  * The dk/dv kernel launchFlashBackward uses by default: wgmma on the head-major grid wherever it can run
  * (H100, bench/RESULTS-attention.md: the wgmma kernel 1.45× the mma.sync one; the head-major grid 0.762 /
  * 0.807 ms against 0.831 / 0.839 alone, 22.10 against 23.09 ms in a step); MPT_CUDA_DKDV=wgmma or
- * wgmma-group-G picks another grid (A/B).
+ * wgmma-group-G picks another grid, fa3 or fa3-sS-gG the warp-specialized kernel (A/B).
  */
 export function flashDkdvDefault(kernels: KernelCache, dHead: number): FlashDkdvKernel {
   if (!wgmmaUsable(kernels, dHead)) return 'mma';
   const choice = process.env.MPT_CUDA_DKDV;
-  if (choice === 'wgmma' || headGroupOf(choice ?? '') > 0) return choice as FlashDkdvKernel;
+  if (choice === 'wgmma' || headGroupOf(choice ?? '') > 0 || fa3DkdvShape(choice ?? '')) return choice as FlashDkdvKernel;
   return 'wgmma-head-major';
 }
 
@@ -281,7 +298,11 @@ export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, 
   // mma.sync: shared K, V and 2 stages of Q, dO tiles, 2 stages of lse and D. wgmma: the same in 128-byte-swizzled tiles.
   const headMajor = dkdvKernel === 'wgmma-head-major';
   const headGroup = headGroupOf(dkdvKernel);
-  const dkdv = () => (dkdvKernel !== 'mma'
+  const fa3 = fa3DkdvShape(dkdvKernel);
+  const dkdv = () => (fa3
+    ? kernels.get('flash_backward_wgmma.cu', 'flash_backward_dkdv_fa3', { MPT_BF16: true, HEAD_DIM: a.dHead, FB_STAGES: fa3.stages, FB_GROUP: fa3.headGroup })
+      .launch([a.batch * a.nHeads, Math.ceil(a.t / 128)], [384], dkdvArgs, flashFa3DkdvSharedBytes(a.dHead, fa3.stages))
+    : dkdvKernel !== 'mma'
     ? kernels.get('flash_backward_wgmma.cu', 'flash_backward_dkdv_wgmma', { MPT_BF16: true, HEAD_DIM: a.dHead, WB_HEAD_MAJOR: headMajor ? 1 : false,
       WB_HEAD_GROUP: headGroup || false })
       .launch(headMajor ? [grid[1], grid[0]] : grid, [128], dkdvArgs, flashWgmmaDkdvSharedBytes(a.dHead))

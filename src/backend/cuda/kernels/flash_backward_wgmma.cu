@@ -15,6 +15,7 @@
 #include "wgmma.cuh"
 #include "flash_common.cuh"
 #include "flash_backward_ds.cuh"
+#include "mbarrier.cuh"
 #ifndef HEAD_DIM
 #define HEAD_DIM 128
 #endif
@@ -69,6 +70,81 @@ __device__ __forceinline__ void wgmma_rows_times_tile(float (&acc)[HEAD_DIM / 2]
 #else
   wgmma_m64n64k16_rs<1>(acc, a, b, accumulate);
 #endif
+}
+
+// ---- one 64-query tile of the dk/dv schedule, shared by flash_backward_dkdv_wgmma and _fa3 (below) -----
+// Sᵀ = K·Qᵀ into s and dPᵀ = V·dOᵀ into dp (rows = the warpgroup's 64 keys, columns = 64 queries; wgmma
+// m64n64k16, both operands K-major from shared memory), two commit groups, not waited for.
+__device__ __forceinline__ void wb_issue_scores(float (&s)[32], float (&dp)[32], unsigned sK, unsigned sV, unsigned sQ, unsigned sDO) {
+  wgmma_fence();
+#pragma unroll
+  for (int ks = 0; ks < WB_KSTEPS; ks++) {
+    const unsigned off = (ks >> 2) * WB_BLOCK_BYTES + (ks & 3) * 32;
+    wgmma_m64n64k16_ss(s, wgmma_desc(sK + off, 16, 1024), wgmma_desc(sQ + off, 16, 1024), ks);
+  }
+  wgmma_commit();
+#pragma unroll
+  for (int ks = 0; ks < WB_KSTEPS; ks++) {
+    const unsigned off = (ks >> 2) * WB_BLOCK_BYTES + (ks & 3) * 32;
+    wgmma_m64n64k16_ss(dp, wgmma_desc(sV + off, 16, 1024), wgmma_desc(sDO + off, 16, 1024), ks);
+  }
+  wgmma_commit();
+}
+
+// Pᵀ from Sᵀ in place (Ls = the tile's 64 lse values), and packed as A fragments of 16 queries. Element e
+// of column tile n: key j0 or j1 (e >> 1), query q0 + 8n + 2t4 + (e & 1); k0 = the warpgroup's first key,
+// kb0/kb1 its keys' ALiBi terms.
+__device__ __forceinline__ void wb_probabilities(float (&s)[32], unsigned (&pa)[4][4], const float* Ls, int q0, int k0, int t, int j0, int j1,
+                                                 float kb0, float kb1, float slope2, float scale2, int t4) {
+  const float LOG2E = 1.4426950408889634f;
+  const bool needMask = q0 == k0 || q0 + WB_ROWS > t;  // the diagonal tile, or rows past t
+#pragma unroll
+  for (int n = 0; n < 8; n++) {
+    const int col0 = n * 8 + 2 * t4;
+    // slope·(j − i) − lse_i (log2 units) = slope·(j − k0) − [lse_i + slope·(i − k0)]: the first term per
+    // key (kb0, kb1), the bracket per query.
+    const float2 lse2 = *reinterpret_cast<const float2*>(&Ls[col0]);
+    const float lq0 = fmaf(lse2.x, LOG2E, slope2 * (float)(q0 + col0 - k0)), lq1 = fmaf(lse2.y, LOG2E, slope2 * (float)(q0 + col0 + 1 - k0));
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int i = q0 + col0 + (e & 1), j = e < 2 ? j0 : j1;
+      float x = fast_exp2(fmaf(s[4 * n + e], scale2, e < 2 ? kb0 : kb1) - ((e & 1) ? lq1 : lq0));
+      if (needMask && (j > i || i >= t)) x = 0.f;
+      s[4 * n + e] = x;
+    }
+  }
+#pragma unroll
+  for (int kk = 0; kk < 4; kk++) {
+#pragma unroll
+    for (int r = 0; r < 4; r++) pa[kk][r] = pack2(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
+  }
+}
+
+// dSᵀ = Pᵀ∘(dPᵀ − D) into dp (Dr = the tile's 64 D values), packed the same way.
+__device__ __forceinline__ void wb_score_gradients(float (&dp)[32], const float (&s)[32], unsigned (&sa)[4][4], const float* Dr, int t4) {
+#pragma unroll
+  for (int n = 0; n < 8; n++) {
+    const float2 dq2 = *reinterpret_cast<const float2*>(&Dr[n * 8 + 2 * t4]);
+#pragma unroll
+    for (int e = 0; e < 4; e++) dp[4 * n + e] = s[4 * n + e] * (dp[4 * n + e] - ((e & 1) ? dq2.y : dq2.x));
+  }
+#pragma unroll
+  for (int kk = 0; kk < 4; kk++) {
+#pragma unroll
+    for (int r = 0; r < 4; r++) sa[kk][r] = pack2(dp[8 * kk + 2 * r], dp[8 * kk + 2 * r + 1]);
+  }
+}
+
+// dsᵀ of (query tile qt, key tile kt) as bf16 in flash_backward_ds.cuh's fragment layout (warp = this
+// warp within its warpgroup: its 16 keys); masked blocks are zeros.
+__device__ __forceinline__ void wb_store_ds(bf16* dsOut, const unsigned (&sa)[4][4], int bh, int qt, int kt, int t, int warp, int lane) {
+  if (!dsOut) return;
+  bf16* tileDs = dsOut + dsTile(bh, qt, kt, t) + warp * 4 * DS_BLOCK + 2 * lane;
+#pragma unroll
+  for (int kk = 0; kk < 4; kk++) {
+#pragma unroll
+    for (int r = 0; r < 4; r++) *reinterpret_cast<unsigned*>(tileDs + kk * DS_BLOCK + r * 64) = sa[kk][r];
+  }
 }
 
 // Shared: K tile, V tile, 2 stages × (Q tile, dO tile), 2 stages × (lse, D) of 64 queries; the
@@ -126,73 +202,11 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
 
   // Sᵀ and dPᵀ (rows = keys, columns = queries) of the tile in `stage`: two commit groups.
   float s[32], dp[32];
-  auto issueScores = [&](int stage) {
-    wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < WB_KSTEPS; ks++) {
-      const unsigned off = (ks >> 2) * WB_BLOCK_BYTES + (ks & 3) * 32;
-      wgmma_m64n64k16_ss(s, wgmma_desc(sK + off, 16, 1024), wgmma_desc(sQ(stage) + off, 16, 1024), ks);
-    }
-    wgmma_commit();
-#pragma unroll
-    for (int ks = 0; ks < WB_KSTEPS; ks++) {
-      const unsigned off = (ks >> 2) * WB_BLOCK_BYTES + (ks & 3) * 32;
-      wgmma_m64n64k16_ss(dp, wgmma_desc(sV + off, 16, 1024), wgmma_desc(sDO(stage) + off, 16, 1024), ks);
-    }
-    wgmma_commit();
-  };
-  // Pᵀ from Sᵀ in place, and packed as A fragments of 16 queries. Element e of column tile n: key j0 or
-  // j1 (e >> 1), query q0 + 8n + 2t4 + (e & 1).
+  auto issueScores = [&](int stage) { wb_issue_scores(s, dp, sK, sV, sQ(stage), sDO(stage)); };
   unsigned pa[4][4], sa[4][4];
-  auto probabilities = [&](int stage, int q0) {
-    const float* Ls = rowTerms[stage][0];
-    const bool needMask = q0 == k0 || q0 + WB_ROWS > t;  // the diagonal tile, or rows past t
-#pragma unroll
-    for (int n = 0; n < 8; n++) {
-      const int col0 = n * 8 + 2 * t4;
-      // slope·(j − i) − lse_i (log2 units) = slope·(j − k0) − [lse_i + slope·(i − k0)]: the first term per
-      // key (kb0, kb1), the bracket per query.
-      const float2 lse2 = *reinterpret_cast<const float2*>(&Ls[col0]);
-      const float lq0 = fmaf(lse2.x, LOG2E, slope2 * (float)(q0 + col0 - k0)), lq1 = fmaf(lse2.y, LOG2E, slope2 * (float)(q0 + col0 + 1 - k0));
-#pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const int i = q0 + col0 + (e & 1), j = e < 2 ? j0 : j1;
-        float x = fast_exp2(fmaf(s[4 * n + e], scale2, e < 2 ? kb0 : kb1) - ((e & 1) ? lq1 : lq0));
-        if (needMask && (j > i || i >= t)) x = 0.f;
-        s[4 * n + e] = x;
-      }
-    }
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++) {
-#pragma unroll
-      for (int r = 0; r < 4; r++) pa[kk][r] = pack2(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
-    }
-  };
-  // dSᵀ = Pᵀ∘(dPᵀ − D), packed the same way.
-  auto scoreGradients = [&](int stage) {
-    const float* Dr = rowTerms[stage][1];
-#pragma unroll
-    for (int n = 0; n < 8; n++) {
-      const float2 dq2 = *reinterpret_cast<const float2*>(&Dr[n * 8 + 2 * t4]);
-#pragma unroll
-      for (int e = 0; e < 4; e++) dp[4 * n + e] = s[4 * n + e] * (dp[4 * n + e] - ((e & 1) ? dq2.y : dq2.x));
-    }
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++) {
-#pragma unroll
-      for (int r = 0; r < 4; r++) sa[kk][r] = pack2(dp[8 * kk + 2 * r], dp[8 * kk + 2 * r + 1]);
-    }
-  };
-  // dsᵀ as bf16 in flash_backward_ds.cuh's fragment layout (this warp's 16 keys); masked blocks are zeros.
-  auto storeDs = [&](int q0) {
-    if (!dsOut) return;
-    bf16* tileDs = dsOut + dsTile(bh, q0 / WB_ROWS, kTile, t) + warp * 4 * DS_BLOCK + 2 * lane;
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++) {
-#pragma unroll
-      for (int r = 0; r < 4; r++) *reinterpret_cast<unsigned*>(tileDs + kk * DS_BLOCK + r * 64) = sa[kk][r];
-    }
-  };
+  auto probabilities = [&](int stage, int q0) { wb_probabilities(s, pa, rowTerms[stage][0], q0, k0, t, j0, j1, kb0, kb1, slope2, scale2, t4); };
+  auto scoreGradients = [&](int stage) { wb_score_gradients(dp, s, sa, rowTerms[stage][1], t4); };
+  auto storeDs = [&](int q0) { wb_store_ds(dsOut, sa, bh, q0 / WB_ROWS, kTile, t, warp, lane); };
 
   // The tensor pipe gets dV, dK of one tile and Sᵀ, dPᵀ of the next back to back: a tile's scores are
   // issued before the previous tile's dV and dK are waited for, and the next tile is loaded into that
@@ -225,6 +239,180 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
     for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dkAcc, sa[kk], sQ(stage), kk, it > 0 || kk > 0);
     wgmma_commit();
     storeDs(q0);
+  }
+  wgmma_wait<0>();
+  wgmma_fence_regs(dvAcc);
+  wgmma_fence_regs(dkAcc);
+  store_rows(dk + base, dkAcc, j0, t, stride, scale);
+  store_rows(dv + base, dvAcc, j0, t, stride, 1.f);
+}
+
+// ---- dk/dv warp-specialized as FlashAttention-3 (flash_forward_fa3.cu's machinery) ------------------
+// The kernel above reloads every Q and dO tile for each 64 keys, by all its threads, and holds its one
+// warpgroup at a __syncthreads twice a tile. Here one block = 3 warpgroups for 128 keys (1 block an SM):
+//   warpgroup 0, the producer (registers given up with setmaxnreg.dec): loads K and V of the block's 128
+//     keys once, then each 64-query tile's Q, dO, lse and D into a ring of FB_STAGES stages by cp.async,
+//     each thread's copies arriving on the stage's "full" mbarrier as they land; before refilling a stage
+//     it waits on its "empty" one, which both consumers' threads arrive on (count 2 × 128).
+//   warpgroups 1 and 2, the consumers (setmaxnreg.inc): consumer c owns keys k0 + 64c .. k0 + 64c + 63 and
+//     runs the kernel above's per-tile schedule on every stage it shares with the other (each Q/dO tile
+//     is loaded once for 128 keys, not 64), waiting only on the ring's barriers.
+// Causal start: the block's query tiles start at its first key tile (2·kBlock); consumer 1's keys start
+// one tile later, so it releases the first stage unread (no products: that pair is not causal) and
+// starts at the second. Per tile, dV and dK, dsᵀ: the same products in the same order with the same
+// instructions as flash_backward_dkdv_wgmma (wb_* above), so the same bits.
+// Block order: grid (batch·nHeads, key blocks), taken FB_GROUP heads at a time, the longest key blocks
+// of a group first (grouped_block; FB_GROUP = 1: head by head, as WB_HEAD_MAJOR).
+#ifndef FB_STAGES
+#define FB_STAGES 2
+#endif
+#ifndef FB_GROUP
+#define FB_GROUP 1
+#endif
+#ifndef FB_OVERLAP
+#define FB_OVERLAP 0
+#endif
+// FB_OVERLAP 1: a tile's Sᵀ, dPᵀ issued before the previous tile's dV, dK are waited for (the kernel above:
+// Pᵀ and dSᵀ of one tile live with Sᵀ, dPᵀ of the next, more than 240 registers, so ptxas serializes the
+// wgmmas, C7512); 2: dV waited for at the end of the tile, dK after the next tile's Sᵀ, dPᵀ are issued; 0:
+// each tile waits for its own products (the other consumer keeps the tensor cores busy meanwhile).
+#define FB_THREADS 384
+#define FB_STAGE_BYTES (2 * WB_TILE_BYTES)  // Q tile, dO tile (lse and D sit after all tiles)
+#ifndef FB_PRODUCER_REGS
+#define FB_PRODUCER_REGS 24
+#endif
+#ifndef FB_CONSUMER_REGS
+#define FB_CONSUMER_REGS 240                 // 128·24 + 256·240 ≤ 65536
+#endif
+
+// Rows [r0, r0 + 64) × HEAD_DIM of a global [.., stride] matrix into a swizzled tile (as load_tile_sw128),
+// by the 128 producer threads (tid): thread tid copies chunk tid % CHUNKS of rows tid / CHUNKS + PASS·n, so
+// its swizzle is the same for every n. Rows ≥ t read as zeros. No commit: the caller arrives on a barrier.
+__device__ __forceinline__ void fb_produce_tile(unsigned tile, const bf16* src, int r0, int t, int stride, int tid) {
+  constexpr int CHUNKS = HEAD_DIM / 8, PASS = 128 / CHUNKS;
+  const int c = tid % CHUNKS, rr = tid / CHUNKS;
+  const unsigned to = tile + (c >> 3) * WB_BLOCK_BYTES + sw128(rr, c & 7);
+#pragma unroll 1  // the producer runs on 24 registers: unrolled, its addresses spill
+  for (int n = 0; n < WB_ROWS / PASS; n++) {
+    const int r = rr + PASS * n;
+    const bool ok = r0 + r < t;
+    cp_async16(to + n * PASS * 128, src + (long long)(ok ? r0 + r : 0) * stride + c * 8, ok);
+  }
+}
+
+// Shared (dynamic): K and V tiles of both consumers (4 tiles), FB_STAGES × (Q tile, dO tile), 1024-byte
+// aligned (the launch adds 1 KB), then FB_STAGES × (lse, D) of 64 queries. Grid (batch·nHeads,
+// ceil(t / 128)), FB_THREADS threads.
+extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_fa3(
+    const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, const bf16* __restrict__ dOut,
+    const float* __restrict__ lse, const float* __restrict__ D, const float* __restrict__ slopes,
+    bf16* __restrict__ dk, bf16* __restrict__ dv, bf16* __restrict__ dsOut, int t, int nHeads, float scale) {
+  extern __shared__ __align__(16) unsigned char smemRaw[];
+  // Barriers: K/V full, then per stage full, empty.
+  __shared__ __align__(8) unsigned long long barriers[1 + 2 * FB_STAGES];
+  const unsigned raw = (unsigned)__cvta_generic_to_shared(smemRaw), aligned = (raw + 1023u) & ~1023u;
+  auto sK = [&](int c) { return aligned + 2 * c * WB_TILE_BYTES; };
+  auto sV = [&](int c) { return aligned + (2 * c + 1) * WB_TILE_BYTES; };
+  auto sQ = [&](int stage) { return aligned + 4 * WB_TILE_BYTES + stage * FB_STAGE_BYTES; };
+  auto sDO = [&](int stage) { return sQ(stage) + WB_TILE_BYTES; };
+  float (*rowTerms)[2][WB_ROWS] = reinterpret_cast<float (*)[2][WB_ROWS]>(smemRaw + (aligned - raw) + (4 + 2 * FB_STAGES) * WB_TILE_BYTES);
+  const unsigned bar0 = (unsigned)__cvta_generic_to_shared(barriers);
+  const unsigned kvFull = bar0;
+  auto full = [&](int stage) { return bar0 + 8u * (1 + 2 * stage); };
+  auto empty = [&](int stage) { return bar0 + 8u * (2 + 2 * stage); };
+
+  int kBlock, bh;
+  grouped_block(FB_GROUP, kBlock, bh);  // flash_common.cuh: position 0 = key block 0, the longest walk
+  const int h = bh % nHeads, b = bh / nHeads, stride = nHeads * HEAD_DIM;
+  const long long base = (long long)b * t * stride + h * HEAD_DIM;
+  const int tiles = (t + WB_ROWS - 1) / WB_ROWS, qt0 = 2 * kBlock;  // the block's first query tile
+  const int nTiles = tiles - qt0;  // query tiles the producer loads
+
+  if (threadIdx.x == 0) {
+    mbar_init(kvFull, 128);
+#pragma unroll
+    for (int st = 0; st < FB_STAGES; st++) { mbar_init(full(st), 128); mbar_init(empty(st), 2 * 128); }
+    mbar_init_fence();
+  }
+  __syncthreads();  // the barriers exist before anyone arrives or polls; no block-wide barrier after this
+  const int wg = threadIdx.x >> 7;
+
+  if (wg == 0) {  // the producer
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" :: "n"(FB_PRODUCER_REGS));
+    const int tid = threadIdx.x;
+    const float* lrow = lse + (long long)bh * t;
+    const float* drow = D + (long long)bh * t;
+#pragma unroll
+    for (int c = 0; c < 2; c++) {
+      fb_produce_tile(sK(c), k + base, (qt0 + c) * WB_ROWS, t, stride, tid);
+      fb_produce_tile(sV(c), v + base, (qt0 + c) * WB_ROWS, t, stride, tid);
+    }
+    mbar_arrive_cp_async(kvFull);
+    for (int it = 0; it < nTiles; it++) {
+      const int stage = it % FB_STAGES, q0 = (qt0 + it) * WB_ROWS;
+      mbar_wait(empty(stage), ((it / FB_STAGES) & 1) ^ 1);  // both consumers done with its previous round
+      fb_produce_tile(sQ(stage), q + base, q0, t, stride, tid);
+      fb_produce_tile(sDO(stage), dOut + base, q0, t, stride, tid);
+      // lse and D of the tile's 64 queries: threads 0..63 lse, 64..127 D (rows past t read as zeros)
+      const int r = tid & (WB_ROWS - 1), which = tid / WB_ROWS, row = q0 + r < t ? q0 + r : 0;
+      const unsigned dst = (unsigned)__cvta_generic_to_shared(&rowTerms[stage][which][r]);
+      asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" :: "r"(dst), "l"((which ? drow : lrow) + row), "r"(q0 + r < t ? 4 : 0) : "memory");
+      mbar_arrive_cp_async(full(stage));
+    }
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+    return;
+  }
+
+  // The consumers.
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" :: "n"(FB_CONSUMER_REGS));
+  const int c = wg - 1, kTile = qt0 + c;  // this consumer's key tile
+  const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  if (c == 1) mbar_arrive(empty(0));  // the first stage holds query tile qt0, all before these keys
+  if (kTile >= tiles) return;          // t ends within the first 64 keys: nothing more to do
+  const float LOG2E = 1.4426950408889634f;
+  const float slope2 = slopes ? slopes[h] * LOG2E : 0.f, scale2 = scale * LOG2E;
+  const int k0 = kTile * WB_ROWS, j0 = k0 + warp * 16 + g, j1 = j0 + 8;
+  const float kb0 = slope2 * (float)(j0 - k0), kb1 = slope2 * (float)(j1 - k0);  // the per-key ALiBi terms
+  const unsigned myK = sK(c), myV = sV(c);
+
+  float dvAcc[HEAD_DIM / 2], dkAcc[HEAD_DIM / 2];  // set by the first tile's products
+  float s[32], dp[32];
+  unsigned pa[4][4], sa[4][4];
+  mbar_wait(kvFull, 0);
+
+  // The schedule of flash_backward_dkdv_wgmma: a tile's Sᵀ, dPᵀ issued before the previous tile's dV, dK
+  // are waited for; the previous tile's stage released once they are done; dV issued before dPᵀ is waited
+  // for. it counts the block's query tiles, first = this consumer's first (its diagonal).
+  for (int it = c, n = 0; it < nTiles; it++, n++) {
+    const int stage = it % FB_STAGES, q0 = (qt0 + it) * WB_ROWS;
+    mbar_wait(full(stage), (it / FB_STAGES) & 1);
+    fence_proxy_async();  // the copies, seen by the tensor cores' reads
+    wb_issue_scores(s, dp, myK, myV, sQ(stage), sDO(stage));
+#if FB_OVERLAP
+    wgmma_wait<2>();  // the previous tile's dV and dK done (groups in flight: its dK, this Sᵀ, dPᵀ): its stage is free
+    if (n > 0) mbar_arrive(empty((it - 1) % FB_STAGES));
+#endif
+    wgmma_wait<1>();  // Sᵀ done; dPᵀ may run on
+    wgmma_fence_regs(s);
+    wb_probabilities(s, pa, rowTerms[stage][0], q0, k0, t, j0, j1, kb0, kb1, slope2, scale2, t4);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dvAcc, pa[kk], sDO(stage), kk, n > 0 || kk > 0);
+    wgmma_commit();
+    wgmma_wait<1>();  // dPᵀ done; dV may run on
+    wgmma_fence_regs(dp);
+    wb_score_gradients(dp, s, sa, rowTerms[stage][1], t4);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dkAcc, sa[kk], sQ(stage), kk, n > 0 || kk > 0);
+    wgmma_commit();
+    wb_store_ds(dsOut, sa, bh, qt0 + it, kTile, t, warp, lane);
+#if FB_OVERLAP == 0
+    wgmma_wait<0>();  // dV and dK of this tile: its stage is free, Pᵀ and dSᵀ's registers too
+    mbar_arrive(empty(stage));
+#elif FB_OVERLAP == 2
+    wgmma_wait<1>();  // dV of this tile: the Pᵀ registers are free
+#endif
   }
   wgmma_wait<0>();
   wgmma_fence_regs(dvAcc);
