@@ -5,7 +5,10 @@
  * which shape is the default.
  */
 import { UserError } from '../../util/errors.js';
-import type { KernelCache } from './kernels.js';
+import { KERNEL_ARGS, type KernelCache } from './kernels.js';
+
+// The backward's warp-specialized dk/dv kernel: the arguments of flash_backward_dkdv_wgmma.
+Object.assign(KERNEL_ARGS, { flash_backward_dkdv_fa3: 'pppppppppppif' });
 
 /**
  * A compile-time shape of flash_forward in flash_attention.cu (mma.sync, any chip): `mt` m16 tiles a
