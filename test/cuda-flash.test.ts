@@ -2,7 +2,9 @@
 // each mode and chunk, against the CPU backend's attention backward (the reference) on fresh random
 // inputs: dk/dv storing dsᵀ and dq from it in 128-query blocks (chunks of 16, 32 and 64 keys), and dq
 // recomputed; dk/dv by mma.sync and, where it runs (sm_90a, heads of 64 or 128), by wgmma, and there dq
-// from the stored dsᵀ by wgmma too (after either dk/dv kernel; bit for bit the mma.sync pass's dq). Sizes that
+// from the stored dsᵀ by wgmma too (after either dk/dv kernel; bit for bit the mma.sync pass's dq), and by
+// the warp-specialized flash_backward_dkdv_fa3 in three ring shapes (bit for bit the wgmma kernel's dk, dv
+// and, through the dsᵀ it stores, dq). Sizes that
 // are not multiples of 64 or 128 rows, head sizes 32, 64 and 128, batch > 1, with and without ALiBi. The
 // dsᵀ scratch is filled with NaN first, so a block the dk/dv kernel fails to write poisons dq. The
 // backward must be deterministic: a second run gives the same bits. Skipped where no GPU is usable.

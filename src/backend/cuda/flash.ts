@@ -207,8 +207,8 @@ export function flashBackwardScratchElements(batch: number, nHeads: number, t: n
  * on one of three grids: 'wgmma' (batch·nHeads, key tiles: the blocks in flight span every head) or
  * 'wgmma-head-major' (key tiles, batch·nHeads: a head's blocks together, so the Q and dO tiles they all
  * read stay in L2) or 'wgmma-group-G' (batch·nHeads, key tiles, taken G heads at a time, the longest key
- * tiles of a group first: WB_HEAD_GROUP). All write the same dsᵀ layout, so the dq pass is the same, and
- * the same bits.
+ * tiles of a group first: WB_HEAD_GROUP); or 'fa3' / 'fa3-sS-gG' (flash_backward_dkdv_fa3, warp-specialized:
+ * fa3DkdvShape). All write the same dsᵀ layout, so the dq pass is the same, and the same bits.
  */
 export type FlashDkdvKernel = 'mma' | 'wgmma' | 'wgmma-head-major' | `wgmma-group-${number}` | 'fa3' | `fa3-s${number}-g${number}`;
 
@@ -222,7 +222,9 @@ export function fa3DkdvShape(name: string): { stages: number; headGroup: number 
   const m = /^fa3-s([2-4])-g([1-9]\d*)$/.exec(name);
   return m ? { stages: Number(m[1]), headGroup: Number(m[2]) } : undefined;
 }
-const FA3_DKDV_DEFAULT = { stages: 2, headGroup: 1 };
+// 3 stages, heads in groups of 16: the fastest of the five shapes timed (H100, bench/RESULTS-attention.md,
+// section bwd3: 0.680 / 0.726 ms against 0.703-0.787 for the others).
+const FA3_DKDV_DEFAULT = { stages: 3, headGroup: 16 };
 
 /** Shared memory of flash_backward_dkdv_fa3: K and V of 128 keys, the stages' Q and dO tiles and their lse and D, 1 KB to align. */
 export function flashFa3DkdvSharedBytes(dHead: number, stages: number): number {
@@ -233,16 +235,21 @@ export function flashFa3DkdvSharedBytes(dHead: number, stages: number): number {
 const headGroupOf = (name: string): number => Number(/^wgmma-group-([1-9]\d*)$/.exec(name)?.[1] ?? 0);
 
 /**
- * The dk/dv kernel launchFlashBackward uses by default: wgmma on the head-major grid wherever it can run
- * (H100, bench/RESULTS-attention.md: the wgmma kernel 1.45× the mma.sync one; the head-major grid 0.762 /
- * 0.807 ms against 0.831 / 0.839 alone, 22.10 against 23.09 ms in a step); MPT_CUDA_DKDV=wgmma or
- * wgmma-group-G picks another grid, fa3 or fa3-sS-gG the warp-specialized kernel (A/B).
+ * The dk/dv kernel launchFlashBackward uses by default where the wgmma kernels run (sm_90a): for heads of
+ * 128 the warp-specialized kernel (flash_backward_dkdv_fa3, FA3_DKDV_DEFAULT; H100, bench/RESULTS-attention.md
+ * section bwd3: 0.680 / 0.726 ms against 0.871 / 0.863 for wgmma on the head-major grid, same process;
+ * 20.24 against 22.72 ms in a step, same call); for heads of 64 (not timed with fa3) wgmma on the head-major
+ * grid (0.762 / 0.807 ms against 0.831 / 0.839 for the other grid). MPT_CUDA_DKDV picks another (A/B):
+ * mma, wgmma, wgmma-head-major, wgmma-group-G, fa3 or fa3-sS-gG.
  */
 export function flashDkdvDefault(kernels: KernelCache, dHead: number): FlashDkdvKernel {
   if (!wgmmaUsable(kernels, dHead)) return 'mma';
-  const choice = process.env.MPT_CUDA_DKDV;
-  if (choice === 'wgmma' || headGroupOf(choice ?? '') > 0 || fa3DkdvShape(choice ?? '')) return choice as FlashDkdvKernel;
-  return 'wgmma-head-major';
+  const choice = process.env.MPT_CUDA_DKDV ?? '';
+  if (choice === 'mma' || choice === 'wgmma' || choice === 'wgmma-head-major' || headGroupOf(choice) > 0 || fa3DkdvShape(choice)) {
+    return choice as FlashDkdvKernel;
+  }
+  if (choice !== '') throw new UserError(`MPT_CUDA_DKDV: '${choice}' is not a dk/dv kernel (mma, wgmma, wgmma-head-major, wgmma-group-G, fa3, fa3-sS-gG)`);
+  return dHead === 128 ? 'fa3' : 'wgmma-head-major';
 }
 
 /** Shared memory of flash_backward_dkdv_wgmma: K, V, 2 stages of Q, dO (64 rows each), 2 stages of lse and D, 1 KB to align. */

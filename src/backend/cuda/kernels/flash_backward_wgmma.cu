@@ -12,6 +12,8 @@
 // Warp w of the warpgroup owns keys 16w..16w+15 in every accumulator (wgmma.cuh), exactly the keys the
 // mma.sync kernel gives warp w, so dsᵀ leaves in the same fragment layout (flash_backward_ds.cuh).
 // Deterministic: every dk, dv row is one thread's sum in query order; no atomics.
+// flash_backward_dkdv_fa3 (below) runs the same per-tile products warp-specialized (a producer warpgroup and
+// two consumers of 64 keys sharing its Q/dO ring): the sm_90a default for heads of 128 (flash.ts).
 #include "wgmma.cuh"
 #include "flash_common.cuh"
 #include "flash_backward_ds.cuh"
@@ -255,7 +257,7 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
 //     each thread's copies arriving on the stage's "full" mbarrier as they land; before refilling a stage
 //     it waits on its "empty" one, which both consumers' threads arrive on (count 2 × 128).
 //   warpgroups 1 and 2, the consumers (setmaxnreg.inc): consumer c owns keys k0 + 64c .. k0 + 64c + 63 and
-//     runs the kernel above's per-tile schedule on every stage it shares with the other (each Q/dO tile
+//     runs the kernel above's per-tile products on every stage it shares with the other (each Q/dO tile
 //     is loaded once for 128 keys, not 64), waiting only on the ring's barriers.
 // Causal start: the block's query tiles start at its first key tile (2·kBlock); consumer 1's keys start
 // one tile later, so it releases the first stage unread (no products: that pair is not causal) and
@@ -264,18 +266,11 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
 // Block order: grid (batch·nHeads, key blocks), taken FB_GROUP heads at a time, the longest key blocks
 // of a group first (grouped_block; FB_GROUP = 1: head by head, as WB_HEAD_MAJOR).
 #ifndef FB_STAGES
-#define FB_STAGES 2
+#define FB_STAGES 3                          // flash.ts passes its shape's stages (2 to 4: 227 KB of shared memory)
 #endif
 #ifndef FB_GROUP
-#define FB_GROUP 1
+#define FB_GROUP 16
 #endif
-#ifndef FB_OVERLAP
-#define FB_OVERLAP 0
-#endif
-// FB_OVERLAP 1: a tile's Sᵀ, dPᵀ issued before the previous tile's dV, dK are waited for (the kernel above:
-// Pᵀ and dSᵀ of one tile live with Sᵀ, dPᵀ of the next, more than 240 registers, so ptxas serializes the
-// wgmmas, C7512); 2: dV waited for at the end of the tile, dK after the next tile's Sᵀ, dPᵀ are issued; 0:
-// each tile waits for its own products (the other consumer keeps the tensor cores busy meanwhile).
 #define FB_THREADS 384
 #define FB_STAGE_BYTES (2 * WB_TILE_BYTES)  // Q tile, dO tile (lse and D sit after all tiles)
 #ifndef FB_PRODUCER_REGS
@@ -380,18 +375,17 @@ extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_
   unsigned pa[4][4], sa[4][4];
   mbar_wait(kvFull, 0);
 
-  // The schedule of flash_backward_dkdv_wgmma: a tile's Sᵀ, dPᵀ issued before the previous tile's dV, dK
-  // are waited for; the previous tile's stage released once they are done; dV issued before dPᵀ is waited
-  // for. it counts the block's query tiles, first = this consumer's first (its diagonal).
+  // Per tile: Sᵀ and dPᵀ issued together, dV issued before dPᵀ is waited for, then dK; the tile's own
+  // products waited for at its end, and its stage released. (The wgmma kernel above also issues the next
+  // tile's Sᵀ, dPᵀ before this tile's dV, dK are done; here that keeps Pᵀ and dSᵀ of one tile live with
+  // Sᵀ and dPᵀ of the next, more than the consumers' 240 registers, and ptxas serializes every wgmma
+  // (C7512); waiting for dV alone before the next tile serializes too. The other consumer's products
+  // fill the tensor cores meanwhile.) it counts the block's query tiles from qt0, n this consumer's.
   for (int it = c, n = 0; it < nTiles; it++, n++) {
     const int stage = it % FB_STAGES, q0 = (qt0 + it) * WB_ROWS;
     mbar_wait(full(stage), (it / FB_STAGES) & 1);
     fence_proxy_async();  // the copies, seen by the tensor cores' reads
     wb_issue_scores(s, dp, myK, myV, sQ(stage), sDO(stage));
-#if FB_OVERLAP
-    wgmma_wait<2>();  // the previous tile's dV and dK done (groups in flight: its dK, this Sᵀ, dPᵀ): its stage is free
-    if (n > 0) mbar_arrive(empty((it - 1) % FB_STAGES));
-#endif
     wgmma_wait<1>();  // Sᵀ done; dPᵀ may run on
     wgmma_fence_regs(s);
     wb_probabilities(s, pa, rowTerms[stage][0], q0, k0, t, j0, j1, kb0, kb1, slope2, scale2, t4);
@@ -407,12 +401,8 @@ extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_
     for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dkAcc, sa[kk], sQ(stage), kk, n > 0 || kk > 0);
     wgmma_commit();
     wb_store_ds(dsOut, sa, bh, qt0 + it, kTile, t, warp, lane);
-#if FB_OVERLAP == 0
     wgmma_wait<0>();  // dV and dK of this tile: its stage is free, Pᵀ and dSᵀ's registers too
     mbar_arrive(empty(stage));
-#elif FB_OVERLAP == 2
-    wgmma_wait<1>();  // dV of this tile: the Pᵀ registers are free
-#endif
   }
   wgmma_wait<0>();
   wgmma_fence_regs(dvAcc);
