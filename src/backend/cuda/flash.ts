@@ -286,7 +286,7 @@ export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, 
   parts: 'both' | 'dq' | 'dkdv' = 'both', dkdvKernel: FlashDkdvKernel = flashDkdvDefault(kernels, a.dHead),
   dqKernel: FlashDqKernel = flashDqDefault(kernels, a.dHead)): void {
   if ((dkdvKernel !== 'mma' || dqKernel === 'wgmma') && !wgmmaUsable(kernels, a.dHead)) {
-    const which = dkdvKernel !== 'mma' ? 'flash_backward_dkdv_wgmma' : 'flash_backward_dq_wgmma';
+    const which = dkdvKernel === 'mma' ? 'flash_backward_dq_wgmma' : fa3DkdvShape(dkdvKernel) ? 'flash_backward_dkdv_fa3' : 'flash_backward_dkdv_wgmma';
     throw new Error(`${which} needs sm_90a and heads of 64 or 128 (${kernels.architecture()}, head ${a.dHead})`);
   }
   const defs = { MPT_BF16: true, HEAD_DIM: a.dHead, BWD_CHUNK: chunk };
