@@ -5,6 +5,7 @@
  * which shape is the default.
  */
 import { UserError } from '../../util/errors.js';
+import { cuInt, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT } from './driver.js';
 import type { KernelCache } from './kernels.js';
 
 /**
@@ -27,9 +28,12 @@ export interface FlashWgmmaShape { wgmma: true; warpgroups: 2 | 3; keys: 64 | 12
  * The ring of flash_forward_fa3.cu and its consumers' schedule: `stages` of K and V; `pingpong`: the
  * consumers take turns issuing their products; `headGroup`: blocks ordered by groups of that many
  * (batch, head) pairs, longest first inside a group, so that the K and V of the heads in flight stay in
- * L2 (0 or absent: longest first over all heads).
+ * L2 (0 or absent: longest first over all heads); `persistent`: one block an SM looping over the
+ * (batch, head, query block) items in that order, dealt out by a ticket counter (FA3_PERSISTENT), the
+ * next item's loads under this one's last tile and stores; a number caps the blocks (the tests use a
+ * few, so that every block runs many items).
  */
-export interface FlashProducerRing { stages: number; pingpong?: boolean; headGroup?: number }
+export interface FlashProducerRing { stages: number; pingpong?: boolean; headGroup?: number; persistent?: true | number }
 
 export type FlashForwardShape = FlashMmaShape | FlashWgmmaShape;
 
@@ -106,7 +110,32 @@ function wgmmaShapes(): FlashWgmmaShape[] {
   return [
     { ...FA3_DEFAULT, fallback },
     { wgmma: true, warpgroups: 3, keys: 64, producer: { stages: 4, headGroup: 32 }, fallback },
+    { ...FA3_DEFAULT, producer: { ...FA3_DEFAULT.producer, persistent: true }, fallback },
+    { ...FA3_DEFAULT, producer: { ...FA3_DEFAULT.producer, headGroup: 32, persistent: true }, fallback },
+    { wgmma: true, warpgroups: 3, keys: 64, producer: { stages: 4, pingpong: true, headGroup: 32, persistent: true }, fallback },
   ];
+}
+
+/**
+ * Persistent shapes on a handful of blocks, for the tests: each block runs many items, so the ring's
+ * phases, Q's refill and the ping-pong's turns carry from item to item, and the ticket counter is put
+ * back at the end of every launch (a test launches the same kernel many times). Not worth timing.
+ */
+export const FLASH_FORWARD_TEST_SHAPES: readonly FlashWgmmaShape[] = [
+  { ...FA3_DEFAULT, producer: { ...FA3_DEFAULT.producer, persistent: 5 }, fallback: FLASH_PREFILL_SHAPE },
+  { wgmma: true, warpgroups: 3, keys: 64, producer: { stages: 4, pingpong: true, headGroup: 32, persistent: 3 }, fallback: FLASH_PREFILL_SHAPE },
+];
+
+/** Streaming multiprocessors of the current context's device (asked once per device). */
+const smCounts = new Map<number, number>();
+function multiprocessors(): number {
+  const dev = cuInt('cuCtxGetDevice');
+  let n = smCounts.get(dev);
+  if (n === undefined) {
+    n = cuInt('cuDeviceGetAttribute', CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev);
+    smCounts.set(dev, n);
+  }
+  return n;
 }
 
 
@@ -115,7 +144,8 @@ export function flashShapeLabel(s: FlashForwardShape): string {
   if ('wgmma' in s) {
     return `fa3, producer + ${s.warpgroups} consumer warpgroups (${s.warpgroups * 64} rows), ${s.keys}-key tiles, `
       + `${s.producer.stages} stages${s.producer.pingpong ? ', ping-pong' : ''}`
-      + `${s.producer.headGroup ? `, heads in groups of ${s.producer.headGroup}` : ''}`;
+      + `${s.producer.headGroup ? `, heads in groups of ${s.producer.headGroup}` : ''}`
+      + `${s.producer.persistent === true ? ', persistent' : s.producer.persistent ? `, persistent on ${s.producer.persistent} blocks` : ''}`;
   }
   return `${s.mt * 16} rows a warp, ${s.warps} warps, ${s.keys}-key tiles, ${s.minBlocks} blocks/SM`
     + `${s.pipe ? ', pipelined' : ''}${s.headMajor ? ', head-major grid' : ''}`;
@@ -160,11 +190,18 @@ export function launchFlashForward(kernels: KernelCache, a: FlashForwardArgs, sh
         MPT_BF16: true, HEAD_DIM: a.dHead, FA3_CONSUMERS: s.warpgroups, FA3_BK: s.keys, FA3_STAGES: s.producer.stages,
         FA3_PINGPONG: s.producer.pingpong ?? false,
         FA3_GROUP: s.producer.headGroup ?? 0,
+        FA3_PERSISTENT: s.producer.persistent !== undefined,
       };
-      kernels.get('flash_forward_fa3.cu', 'flash_forward', defs).launch(
-        [a.batch * a.nHeads, Math.ceil(a.tq / (64 * s.warpgroups))], [128 * (s.warpgroups + 1)],
-        [a.q, a.k, a.v, a.mask, a.slopes, a.out, a.lse, a.tq, a.capacity, a.kvLen, a.qStride, a.kvStride, a.oStride, a.nHeads, a.scale],
-        flashForwardSharedBytes(a.dHead, s));
+      const args = [a.q, a.k, a.v, a.mask, a.slopes, a.out, a.lse, a.tq, a.capacity, a.kvLen, a.qStride, a.kvStride, a.oStride, a.nHeads, a.scale];
+      const items = a.batch * a.nHeads * Math.ceil(a.tq / (64 * s.warpgroups)), block = [128 * (s.warpgroups + 1)];
+      const persistent = s.producer.persistent;
+      if (persistent !== undefined) {
+        const blocks = Math.min(items, persistent === true ? multiprocessors() : persistent);
+        kernels.get('flash_forward_fa3.cu', 'flash_forward_persistent', defs).launch([blocks], block, [...args, a.batch], flashForwardSharedBytes(a.dHead, s));
+      } else {
+        kernels.get('flash_forward_fa3.cu', 'flash_forward', defs).launch([a.batch * a.nHeads, Math.ceil(a.tq / (64 * s.warpgroups))], block, args,
+          flashForwardSharedBytes(a.dHead, s));
+      }
       return;
     }
     s = s.fallback;
