@@ -47,15 +47,22 @@ export const FLASH_TRAIN_MMA_SHAPE: FlashMmaShape = { mt: 2, warps: 4, keys: 64,
 export const FLASH_PREFILL_SHAPE: FlashMmaShape = { mt: 1, warps: 4, keys: 64, minBlocks: 2, pipe: true };
 
 /**
- * The default forward shape on sm_90a, for training and prefill alike, chosen on the H100 by `node
- * dist/src/bench/cuda-attention-bench.js --forward-only --variants` (the candidates side by side; figures
- * in bench/RESULTS-attention.md): flash_forward_fa3.cu with 2 consumer warpgroups (128 rows), 128-key
- * tiles, 3 stages, ping-pong between the consumers, heads in groups of 16 (0.406 ms for batch 8 with lse against 0.558 for mma.sync, 0.064 ms for one 2048-token
- * prompt against 0.106).
+ * The default forward shape on sm_90a for prefill (and the base of training's), chosen on the H100 by
+ * `node dist/src/bench/cuda-attention-bench.js --forward-only --variants` (the candidates side by side;
+ * figures in bench/RESULTS-attention.md): flash_forward_fa3.cu with 2 consumer warpgroups (128 rows),
+ * 128-key tiles, 3 stages, ping-pong between the consumers, heads in groups of 16 (0.406 ms for batch 8
+ * with lse against 0.558 for mma.sync, 0.064 ms for one 2048-token prompt against 0.106). Persistent
+ * blocks lost for one prompt (0.087–0.091 ms against 0.068–0.081 in the same process).
  */
 const FA3_DEFAULT: Omit<FlashWgmmaShape, 'fallback'> = {
   wgmma: true, warpgroups: 2, keys: 128, producer: { stages: 3, pingpong: true, headGroup: 16 },
 };
+/**
+ * The training forward on sm_90a: the same on persistent blocks, heads in groups of 32 (batch 8 with lse:
+ * 0.402–0.404 ms against 0.426–0.440 for FA3_DEFAULT in the same process; in the step 10.77 against
+ * 11.02 ms, bench/RESULTS-attention.md, session fwd4).
+ */
+const FA3_TRAIN_DEFAULT: Omit<FlashWgmmaShape, 'fallback'> = { ...FA3_DEFAULT, producer: { ...FA3_DEFAULT.producer, headGroup: 32, persistent: true } };
 export const FLASH_PREFILL_WGMMA_SHAPE: FlashWgmmaShape = { ...FA3_DEFAULT, fallback: FLASH_PREFILL_SHAPE };
 
 /**
@@ -79,11 +86,11 @@ export const FLASH_FORWARD_SHAPES: readonly FlashForwardShape[] = [
 ];
 
 /**
- * The training forward's shape: the fa3 default, and off sm_90a the training mma.sync shape.
+ * The training forward's shape: FA3_TRAIN_DEFAULT, and off sm_90a the training mma.sync shape.
  * $MPT_FLASH_TRAIN_SHAPE (an index into FLASH_FORWARD_SHAPES) picks another for an A/B measurement of
  * the training step.
  */
-export const FLASH_TRAIN_SHAPE: FlashForwardShape = trainShapeFromEnv() ?? { ...FA3_DEFAULT, fallback: FLASH_TRAIN_MMA_SHAPE };
+export const FLASH_TRAIN_SHAPE: FlashForwardShape = trainShapeFromEnv() ?? { ...FA3_TRAIN_DEFAULT, fallback: FLASH_TRAIN_MMA_SHAPE };
 
 function trainShapeFromEnv(): FlashForwardShape | undefined {
   const text = process.env.MPT_FLASH_TRAIN_SHAPE;
@@ -102,17 +109,18 @@ export const FLASH_BACKWARD_CHUNK_DEFAULT = 64;
 export const FLASH_BACKWARD_STORED_DS = true;
 
 /**
- * The warp-specialized shapes worth timing: the default, and the runner-up for training (3 consumers
- * of 64 rows, 64-key tiles: 160 registers a consumer leave no room for 128-key tiles of scores).
+ * The warp-specialized shapes worth timing: the prefill default (index 11, the training default before
+ * the persistent one: MPT_FLASH_TRAIN_SHAPE=11 for an A/B of the step), the runner-up for training (3
+ * consumers of 64 rows, 64-key tiles: 160 registers a consumer leave no room for 128-key tiles of
+ * scores), and the training default (persistent). Persistent with groups of 16 (0.408–0.412 ms) and with 3
+ * consumers (0.423–0.425) lost to it and were dropped.
  */
 function wgmmaShapes(): FlashWgmmaShape[] {
   const fallback = FLASH_PREFILL_SHAPE;  // elsewhere the prefill's mma.sync shape runs
   return [
     { ...FA3_DEFAULT, fallback },
     { wgmma: true, warpgroups: 3, keys: 64, producer: { stages: 4, headGroup: 32 }, fallback },
-    { ...FA3_DEFAULT, producer: { ...FA3_DEFAULT.producer, persistent: true }, fallback },
-    { ...FA3_DEFAULT, producer: { ...FA3_DEFAULT.producer, headGroup: 32, persistent: true }, fallback },
-    { wgmma: true, warpgroups: 3, keys: 64, producer: { stages: 4, pingpong: true, headGroup: 32, persistent: true }, fallback },
+    { ...FA3_TRAIN_DEFAULT, fallback },
   ];
 }
 

@@ -39,7 +39,9 @@
 // into the next item, so those loads land under the consumers' last tile and their O stores. The counter
 // returns to 0 at the end of each launch (the last block to finish resets it), so launches in stream
 // order, graph replays included, each start from ticket 0; it lives in the module, so launches of the
-// same compiled module must not run concurrently (one stream: they never do).
+// same compiled module must not run concurrently (one stream: they never do). Measured (H100,
+// bench/RESULTS-attention.md): faster for training's batch 8 (0.402 against 0.43 ms), slower for one
+// 2048-token prompt (0.087–0.091 against 0.068–0.081 ms), so flash.ts uses it for training only.
 //
 // Key tiles go from the diagonal back to 0 (as the other kernels): a row's largest scores come first, so
 // the rescale of O is mostly skipped. The tiles a warpgroup cannot see (past its last row) are a prefix
