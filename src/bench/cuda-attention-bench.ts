@@ -12,7 +12,8 @@
  *        [--reps N] [--json FILE]
  *
  * --variants  also times every compile-time shape of flash.ts (forward shapes, backward chunks and modes);
- *             with --forward-only, the wgmma forward shapes alone (and their check against mma.sync).
+ *             with --forward-only, the wgmma forward shapes alone, twice (the second round in reverse order),
+ *             and their check against mma.sync; the backward is left out.
  * On sm_90a the dk/dv kernels (mma.sync, the before, and wgmma) are always timed side by side, and so
  *             are the dq passes from the stored dsᵀ (mma.sync, the before, and wgmma), with the count
  *             of dq elements where they differ.
