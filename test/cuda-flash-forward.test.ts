@@ -3,15 +3,19 @@
 // random inputs: training (queries = keys, with the log-sum-exp) and prefill (a chunk of queries after a
 // cache longer than kvLen, left padding), lengths that are not multiples of 64 or 128, fewer rows than
 // one warpgroup, batch > 1, more (batch, head) pairs than a block-order group, head sizes 64 and 128,
-// ALiBi on and off. Outputs and lse are filled with NaN first, so a row the kernel fails to
+// ALiBi on and off; the persistent kernel (the training default) also on a few blocks
+// (FLASH_FORWARD_TEST_SHAPES: every block runs many items back to back, and every launch must leave the
+// kernel's ticket counter at 0 for the next one, or the next launch would skip items and leave NaN). Outputs and lse are filled with NaN first, so a row the kernel fails to
 // write fails the check. Skipped where no GPU is usable, or where wgmma cannot run (not an H100-class
 // sm_90a chip: flash.ts then launches the mma.sync fallback, which cuda-kernels.test.ts checks).
 import { test } from 'node:test';
 import type { CudaTensor } from '../src/backend/cuda/index.js';
-import { FLASH_FORWARD_SHAPES, flashShapeLabel, launchFlashForward, wgmmaUsable, type FlashWgmmaShape } from '../src/backend/cuda/flash.js';
+import {
+  FLASH_FORWARD_SHAPES, FLASH_FORWARD_TEST_SHAPES, flashShapeLabel, launchFlashForward, wgmmaUsable, type FlashWgmmaShape,
+} from '../src/backend/cuda/flash.js';
 import { close, cpu, cudaFor, down, pair, randn, skip } from './cuda-harness.js';
 
-const shapes = FLASH_FORWARD_SHAPES.filter((s): s is FlashWgmmaShape => 'wgmma' in s);
+const shapes = [...FLASH_FORWARD_SHAPES.filter((s): s is FlashWgmmaShape => 'wgmma' in s), ...FLASH_FORWARD_TEST_SHAPES];
 const wgmmaSkip = skip || (wgmmaUsable(cudaFor('bfloat16').kernels, 128) ? false : 'wgmma needs an sm_90a GPU (H100)');
 const slopesFor = (heads: number) => Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads));
 

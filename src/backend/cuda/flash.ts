@@ -5,10 +5,8 @@
  * which shape is the default.
  */
 import { UserError } from '../../util/errors.js';
-import { KERNEL_ARGS, type KernelCache } from './kernels.js';
-
-// The backward's warp-specialized dk/dv kernel: the arguments of flash_backward_dkdv_wgmma.
-Object.assign(KERNEL_ARGS, { flash_backward_dkdv_fa3: 'pppppppppppif' });
+import { cuInt, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT } from './driver.js';
+import type { KernelCache } from './kernels.js';
 
 /**
  * A compile-time shape of flash_forward in flash_attention.cu (mma.sync, any chip): `mt` m16 tiles a
@@ -30,9 +28,12 @@ export interface FlashWgmmaShape { wgmma: true; warpgroups: 2 | 3; keys: 64 | 12
  * The ring of flash_forward_fa3.cu and its consumers' schedule: `stages` of K and V; `pingpong`: the
  * consumers take turns issuing their products; `headGroup`: blocks ordered by groups of that many
  * (batch, head) pairs, longest first inside a group, so that the K and V of the heads in flight stay in
- * L2 (0 or absent: longest first over all heads).
+ * L2 (0 or absent: longest first over all heads); `persistent`: one block an SM looping over the
+ * (batch, head, query block) items in that order, dealt out by a ticket counter (FA3_PERSISTENT), the
+ * next item's loads under this one's last tile and stores; a number caps the blocks (the tests use a
+ * few, so that every block runs many items).
  */
-export interface FlashProducerRing { stages: number; pingpong?: boolean; headGroup?: number }
+export interface FlashProducerRing { stages: number; pingpong?: boolean; headGroup?: number; persistent?: true | number }
 
 export type FlashForwardShape = FlashMmaShape | FlashWgmmaShape;
 
@@ -46,15 +47,22 @@ export const FLASH_TRAIN_MMA_SHAPE: FlashMmaShape = { mt: 2, warps: 4, keys: 64,
 export const FLASH_PREFILL_SHAPE: FlashMmaShape = { mt: 1, warps: 4, keys: 64, minBlocks: 2, pipe: true };
 
 /**
- * The default forward shape on sm_90a, for training and prefill alike, chosen on the H100 by `node
- * dist/src/bench/cuda-attention-bench.js --forward-only --variants` (the candidates side by side; figures
- * in bench/RESULTS-attention.md): flash_forward_fa3.cu with 2 consumer warpgroups (128 rows), 128-key
- * tiles, 3 stages, ping-pong between the consumers, heads in groups of 16 (0.406 ms for batch 8 with lse against 0.558 for mma.sync, 0.064 ms for one 2048-token
- * prompt against 0.106).
+ * The default forward shape on sm_90a for prefill (and the base of training's), chosen on the H100 by
+ * `node dist/src/bench/cuda-attention-bench.js --forward-only --variants` (the candidates side by side;
+ * figures in bench/RESULTS-attention.md): flash_forward_fa3.cu with 2 consumer warpgroups (128 rows),
+ * 128-key tiles, 3 stages, ping-pong between the consumers, heads in groups of 16 (0.406 ms for batch 8
+ * with lse against 0.558 for mma.sync, 0.064 ms for one 2048-token prompt against 0.106). Persistent
+ * blocks lost for one prompt (0.087–0.091 ms against 0.068–0.081 in the same process).
  */
 const FA3_DEFAULT: Omit<FlashWgmmaShape, 'fallback'> = {
   wgmma: true, warpgroups: 2, keys: 128, producer: { stages: 3, pingpong: true, headGroup: 16 },
 };
+/**
+ * The training forward on sm_90a: the same on persistent blocks, heads in groups of 32 (batch 8 with lse:
+ * 0.402–0.404 ms against 0.426–0.440 for FA3_DEFAULT in the same process; in the step 10.77 against
+ * 11.02 ms, bench/RESULTS-attention.md, session fwd4).
+ */
+const FA3_TRAIN_DEFAULT: Omit<FlashWgmmaShape, 'fallback'> = { ...FA3_DEFAULT, producer: { ...FA3_DEFAULT.producer, headGroup: 32, persistent: true } };
 export const FLASH_PREFILL_WGMMA_SHAPE: FlashWgmmaShape = { ...FA3_DEFAULT, fallback: FLASH_PREFILL_SHAPE };
 
 /**
@@ -78,11 +86,11 @@ export const FLASH_FORWARD_SHAPES: readonly FlashForwardShape[] = [
 ];
 
 /**
- * The training forward's shape: the fa3 default, and off sm_90a the training mma.sync shape.
+ * The training forward's shape: FA3_TRAIN_DEFAULT, and off sm_90a the training mma.sync shape.
  * $MPT_FLASH_TRAIN_SHAPE (an index into FLASH_FORWARD_SHAPES) picks another for an A/B measurement of
  * the training step.
  */
-export const FLASH_TRAIN_SHAPE: FlashForwardShape = trainShapeFromEnv() ?? { ...FA3_DEFAULT, fallback: FLASH_TRAIN_MMA_SHAPE };
+export const FLASH_TRAIN_SHAPE: FlashForwardShape = trainShapeFromEnv() ?? { ...FA3_TRAIN_DEFAULT, fallback: FLASH_TRAIN_MMA_SHAPE };
 
 function trainShapeFromEnv(): FlashForwardShape | undefined {
   const text = process.env.MPT_FLASH_TRAIN_SHAPE;
@@ -101,15 +109,41 @@ export const FLASH_BACKWARD_CHUNK_DEFAULT = 64;
 export const FLASH_BACKWARD_STORED_DS = true;
 
 /**
- * The warp-specialized shapes worth timing: the default, and the runner-up for training (3 consumers
- * of 64 rows, 64-key tiles: 160 registers a consumer leave no room for 128-key tiles of scores).
+ * The warp-specialized shapes worth timing: the prefill default (index 11, the training default before
+ * the persistent one: MPT_FLASH_TRAIN_SHAPE=11 for an A/B of the step), the runner-up for training (3
+ * consumers of 64 rows, 64-key tiles: 160 registers a consumer leave no room for 128-key tiles of
+ * scores), and the training default (persistent). Persistent with groups of 16 (0.408–0.412 ms) and with 3
+ * consumers (0.423–0.425) lost to it and were dropped.
  */
 function wgmmaShapes(): FlashWgmmaShape[] {
   const fallback = FLASH_PREFILL_SHAPE;  // elsewhere the prefill's mma.sync shape runs
   return [
     { ...FA3_DEFAULT, fallback },
     { wgmma: true, warpgroups: 3, keys: 64, producer: { stages: 4, headGroup: 32 }, fallback },
+    { ...FA3_TRAIN_DEFAULT, fallback },
   ];
+}
+
+/**
+ * Persistent shapes on a handful of blocks, for the tests: each block runs many items, so the ring's
+ * phases, Q's refill and the ping-pong's turns carry from item to item, and the ticket counter is put
+ * back at the end of every launch (a test launches the same kernel many times). Not worth timing.
+ */
+export const FLASH_FORWARD_TEST_SHAPES: readonly FlashWgmmaShape[] = [
+  { ...FA3_DEFAULT, producer: { ...FA3_DEFAULT.producer, persistent: 5 }, fallback: FLASH_PREFILL_SHAPE },
+  { wgmma: true, warpgroups: 3, keys: 64, producer: { stages: 4, pingpong: true, headGroup: 32, persistent: 3 }, fallback: FLASH_PREFILL_SHAPE },
+];
+
+/** Streaming multiprocessors of the current context's device (asked once per device). */
+const smCounts = new Map<number, number>();
+function multiprocessors(): number {
+  const dev = cuInt('cuCtxGetDevice');
+  let n = smCounts.get(dev);
+  if (n === undefined) {
+    n = cuInt('cuDeviceGetAttribute', CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev);
+    smCounts.set(dev, n);
+  }
+  return n;
 }
 
 
@@ -118,7 +152,8 @@ export function flashShapeLabel(s: FlashForwardShape): string {
   if ('wgmma' in s) {
     return `fa3, producer + ${s.warpgroups} consumer warpgroups (${s.warpgroups * 64} rows), ${s.keys}-key tiles, `
       + `${s.producer.stages} stages${s.producer.pingpong ? ', ping-pong' : ''}`
-      + `${s.producer.headGroup ? `, heads in groups of ${s.producer.headGroup}` : ''}`;
+      + `${s.producer.headGroup ? `, heads in groups of ${s.producer.headGroup}` : ''}`
+      + `${s.producer.persistent === true ? ', persistent' : s.producer.persistent ? `, persistent on ${s.producer.persistent} blocks` : ''}`;
   }
   return `${s.mt * 16} rows a warp, ${s.warps} warps, ${s.keys}-key tiles, ${s.minBlocks} blocks/SM`
     + `${s.pipe ? ', pipelined' : ''}${s.headMajor ? ', head-major grid' : ''}`;
@@ -163,11 +198,18 @@ export function launchFlashForward(kernels: KernelCache, a: FlashForwardArgs, sh
         MPT_BF16: true, HEAD_DIM: a.dHead, FA3_CONSUMERS: s.warpgroups, FA3_BK: s.keys, FA3_STAGES: s.producer.stages,
         FA3_PINGPONG: s.producer.pingpong ?? false,
         FA3_GROUP: s.producer.headGroup ?? 0,
+        FA3_PERSISTENT: s.producer.persistent !== undefined,
       };
-      kernels.get('flash_forward_fa3.cu', 'flash_forward', defs).launch(
-        [a.batch * a.nHeads, Math.ceil(a.tq / (64 * s.warpgroups))], [128 * (s.warpgroups + 1)],
-        [a.q, a.k, a.v, a.mask, a.slopes, a.out, a.lse, a.tq, a.capacity, a.kvLen, a.qStride, a.kvStride, a.oStride, a.nHeads, a.scale],
-        flashForwardSharedBytes(a.dHead, s));
+      const args = [a.q, a.k, a.v, a.mask, a.slopes, a.out, a.lse, a.tq, a.capacity, a.kvLen, a.qStride, a.kvStride, a.oStride, a.nHeads, a.scale];
+      const items = a.batch * a.nHeads * Math.ceil(a.tq / (64 * s.warpgroups)), block = [128 * (s.warpgroups + 1)];
+      const persistent = s.producer.persistent;
+      if (persistent !== undefined) {
+        const blocks = Math.min(items, persistent === true ? multiprocessors() : persistent);
+        kernels.get('flash_forward_fa3.cu', 'flash_forward_persistent', defs).launch([blocks], block, [...args, a.batch], flashForwardSharedBytes(a.dHead, s));
+      } else {
+        kernels.get('flash_forward_fa3.cu', 'flash_forward', defs).launch([a.batch * a.nHeads, Math.ceil(a.tq / (64 * s.warpgroups))], block, args,
+          flashForwardSharedBytes(a.dHead, s));
+      }
       return;
     }
     s = s.fallback;

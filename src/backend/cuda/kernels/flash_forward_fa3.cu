@@ -28,6 +28,21 @@
 // over all heads (G = 0) has every block of a wave on another head, so K and V come from memory again for
 // each query block. Longest first inside a group keeps the tail short.
 //
+// FA3_PERSISTENT: one block an SM (the grid's size, chosen by flash.ts), each looping over work items,
+// a (batch, head, query block) each, in the same order (groups, longest first) as the blocks above. The
+// items are dealt out by a ticket counter in global memory (atomicAdd, so that a block done early takes
+// the next one: the items' lengths differ 16-fold under the causal mask); the producer draws the next
+// ticket while it loads the current item. Why: with one 384-thread block an SM nothing hid a block's
+// start (launch, the barriers' init, the first Q and K loads, the first softmax with no product under
+// it) nor its end (the last P·V, the O stores). Here the producer loads the next item's Q as soon as
+// both consumers have issued their last S (a Q-empty barrier), and the ring of K and V simply runs on
+// into the next item, so those loads land under the consumers' last tile and their O stores. The counter
+// returns to 0 at the end of each launch (the last block to finish resets it), so launches in stream
+// order, graph replays included, each start from ticket 0; it lives in the module, so launches of the
+// same compiled module must not run concurrently (one stream: they never do). Measured (H100,
+// bench/RESULTS-attention.md): faster for training's batch 8 (0.402 against 0.43 ms), slower for one
+// 2048-token prompt (0.087–0.091 against 0.068–0.081 ms), so flash.ts uses it for training only.
+//
 // Key tiles go from the diagonal back to 0 (as the other kernels): a row's largest scores come first, so
 // the rescale of O is mostly skipped. The tiles a warpgroup cannot see (past its last row) are a prefix
 // of that order; it still waits for and releases them, so every barrier phase gets all its arrivals.
@@ -50,6 +65,9 @@
 #endif
 #ifndef FA3_GROUP
 #define FA3_GROUP 0
+#endif
+#ifndef FA3_PERSISTENT
+#define FA3_PERSISTENT 0
 #endif
 #if HEAD_DIM != 64 && HEAD_DIM != 128
 #error "flash_forward_fa3: HEAD_DIM must be 64 or 128 (whole 128-byte swizzle atoms, N of one wgmma)"
@@ -156,41 +174,62 @@ __device__ __forceinline__ void pack_p(unsigned (&p)[BK / 16][4], const float (&
   }
 }
 
+#if FA3_PERSISTENT
+// The ticket counter of the persistent blocks and the count of blocks done with it (see above).
+__device__ unsigned fa3NextTicket = 0, fa3BlocksDone = 0;
+#endif
+
+// Where work item `linear` (0 first) lies: its (batch, head) pair and its position in the longest-first
+// order of query blocks, the order of grouped_block (flash_common.cuh) with the item's number in place of
+// the block's: groups of `group` pairs (0: one group of all), inside a group all pairs' longest blocks first.
+__device__ __forceinline__ void item_place(int linear, int group, int nBH, int nPos, int& pos, int& bh) {
+  if (group == 0) { pos = linear / nBH; bh = linear % nBH; return; }
+  const int first = linear / (group * nPos) * group, r = linear % (group * nPos);
+  const int inGroup = min(group, nBH - first);
+  pos = r / inGroup;
+  bh = first + r % inGroup;
+}
+
 // Grid (batch·heads, ceil(tq / BQ)), THREADS threads, dynamic shared memory Q_BYTES + STAGES·2·TILE_BYTES
 // + 1024 (for the alignment of the base). Query i sits at position kvLen − tq + i; keys are rows
-// [0, kvLen) of a [batch, capacity] cache. mask, slopes and lse may be null.
+// [0, kvLen) of a [batch, capacity] cache. mask, slopes and lse may be null. FA3_PERSISTENT: the kernel
+// is flash_forward_persistent with `batch` as a last argument, on a grid of at most one block an SM.
+#if FA3_PERSISTENT
+extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward_persistent(
+    const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, const int* __restrict__ mask,
+    const float* __restrict__ slopes, bf16* __restrict__ out, float* __restrict__ lse,
+    int tq, int capacity, int kvLen, int qStride, int kvStride, int oStride, int nHeads, float scale, int batch) {
+#else
 extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
     const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, const int* __restrict__ mask,
     const float* __restrict__ slopes, bf16* __restrict__ out, float* __restrict__ lse,
     int tq, int capacity, int kvLen, int qStride, int kvStride, int oStride, int nHeads, float scale) {
+#endif
   extern __shared__ __align__(1024) unsigned char smemRaw[];
-  // Barriers: Q full, then per stage K full, V full, K empty, V empty.
-  __shared__ __align__(8) unsigned long long barriers[1 + 4 * STAGES];
+  // Barriers: Q full, Q empty (persistent only), then per stage K full, V full, K empty, V empty.
+  __shared__ __align__(8) unsigned long long barriers[2 + 4 * STAGES];
   const unsigned sQ = ((unsigned)__cvta_generic_to_shared(smemRaw) + 1023u) & ~1023u;
   const unsigned sKV = sQ + Q_BYTES;  // stage s: K at sKV + 2s·TILE_BYTES, V one TILE_BYTES further
   const unsigned bar0 = (unsigned)__cvta_generic_to_shared(barriers);
-  const unsigned qFull = bar0;
-#define K_FULL(st) (bar0 + 8u * (1 + 4 * (st)))
+  const unsigned qFull = bar0, qEmpty = bar0 + 8u;
+#define K_FULL(st) (bar0 + 8u * (2 + 4 * (st)))
 #define V_FULL(st) (K_FULL(st) + 8u)
 #define K_EMPTY(st) (K_FULL(st) + 16u)
 #define V_EMPTY(st) (K_FULL(st) + 24u)
-
-#if FA3_GROUP
-  int pos, bh;
-  grouped_block(FA3_GROUP, pos, bh);  // group by group (above; flash_common.cuh)
-  const int qTile = gridDim.y - 1 - pos;
-#else
-  const int qTile = gridDim.y - 1 - blockIdx.y, bh = blockIdx.x;  // longest query tiles first
-#endif
-  const int h = bh % nHeads, b = bh / nHeads;
   const int wg = threadIdx.x >> 7;
-  const int q0 = qTile * BQ, offset = kvLen - tq;  // the block's first row; position of query 0
-  const long long kvBase = (long long)b * capacity;
-  const int kEnd = min(offset + min(q0 + BQ, tq), kvLen);  // keys past the block's last position are hidden
-  const int nTiles = (kEnd + BK - 1) / BK, kFirst = (nTiles - 1) * BK;
+  const int offset = kvLen - tq;  // position of query 0
+#if FA3_PERSISTENT
+  // The item the producer has published (its ticket), read by everyone after the Q-full barrier. One
+  // slot is enough: the producer writes the next only after the Q-empty barrier, which every consumer
+  // thread passes after its read.
+  __shared__ int published;
+  const int nPos = (tq + BQ - 1) / BQ, nBH = batch * nHeads, nItems = nBH * nPos;
+#endif
 
   if (threadIdx.x == 0) {
-    mbar_init(qFull, 128);
+    // Persistent: Q full also waits for the producer's thread 0, which publishes the item before arriving.
+    mbar_init(qFull, 128 + FA3_PERSISTENT);
+    mbar_init(qEmpty, 128 * NC);
 #pragma unroll
     for (int st = 0; st < STAGES; st++) {
       mbar_init(K_FULL(st), 128); mbar_init(V_FULL(st), 128);          // the producer's threads' copies
@@ -203,20 +242,66 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
   if (wg == 0) {  // the producer
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" :: "n"(PRODUCER_REGS));
     const int tid = threadIdx.x;
-    const bf16* kHead = k + kvBase * kvStride + h * HEAD_DIM;
-    const bf16* vHead = v + kvBase * kvStride + h * HEAD_DIM;
-    produce_rows<BQ>(sQ, q + (long long)b * tq * qStride + (long long)q0 * qStride + h * HEAD_DIM, qStride, tq - q0, tid);
-    mbar_arrive_cp_async(qFull);
-    for (int it = 0; it < nTiles; it++) {
-      const int k0 = kFirst - it * BK, stage = it % STAGES;
-      const unsigned free = ((it / STAGES) & 1) ^ 1;  // the consumers' release of this stage's previous round
-      const unsigned sK = sKV + 2 * stage * TILE_BYTES;
-      mbar_wait(K_EMPTY(stage), free);
-      produce_rows<BK>(sK, kHead + (long long)k0 * kvStride, kvStride, kvLen - k0, tid);
-      mbar_arrive_cp_async(K_FULL(stage));
-      mbar_wait(V_EMPTY(stage), free);
-      produce_rows<BK>(sK + TILE_BYTES, vHead + (long long)k0 * kvStride, kvStride, kvLen - k0, tid);
-      mbar_arrive_cp_async(V_FULL(stage));
+#if FA3_PERSISTENT
+    unsigned ticket = 0;
+    if (tid == 0) ticket = atomicAdd(&fa3NextTicket, 1u);
+    for (int n = 0, ring = 0;; n++) {
+      mbar_wait(qEmpty, (n & 1) ^ 1);  // every consumer is past its last S of item n − 1 (n = 0 passes at once)
+      if (tid == 0) published = (int)min(ticket, (unsigned)nItems);
+      asm volatile("bar.sync 8, 128;\n" ::: "memory");  // the producer's threads read it after thread 0's write
+      const int item = published;
+      if (tid == 0) {
+        // Draw the next ticket now: its round trip runs under this item's loads.
+        if (item < nItems) ticket = atomicAdd(&fa3NextTicket, 1u);
+        mbar_arrive(qFull);  // the published item (release; the consumers' wait acquires it)
+      }
+      if (item >= nItems) {  // no work left: the consumers see the same and stop
+        mbar_arrive_cp_async(qFull);
+        if (tid == 0) {
+          // Every block draws tickets until its first past the end, then counts itself here: the last one
+          // puts the counter back for the next launch (no block draws any more).
+          __threadfence();
+          if (atomicAdd(&fa3BlocksDone, 1u) == gridDim.x - 1) { atomicExch(&fa3NextTicket, 0u); atomicExch(&fa3BlocksDone, 0u); }
+        }
+        break;
+      }
+      int pos, bh;
+      item_place(item, FA3_GROUP, nBH, nPos, pos, bh);
+      const int qTile = nPos - 1 - pos;
+#else
+    {
+      const int ring = 0;
+#if FA3_GROUP
+      int pos, bh;
+      grouped_block(FA3_GROUP, pos, bh);  // group by group (above; flash_common.cuh)
+      const int qTile = gridDim.y - 1 - pos;
+#else
+      const int qTile = gridDim.y - 1 - blockIdx.y, bh = blockIdx.x;  // longest query tiles first
+#endif
+#endif
+      const int h = bh % nHeads, b = bh / nHeads;
+      const int q0 = qTile * BQ;  // the block's first row
+      const long long kvBase = (long long)b * capacity;
+      const int kEnd = min(offset + min(q0 + BQ, tq), kvLen);  // keys past the block's last position are hidden
+      const int nTiles = (kEnd + BK - 1) / BK, kFirst = (nTiles - 1) * BK;
+      const bf16* kHead = k + kvBase * kvStride + h * HEAD_DIM;
+      const bf16* vHead = v + kvBase * kvStride + h * HEAD_DIM;
+      produce_rows<BQ>(sQ, q + (long long)b * tq * qStride + (long long)q0 * qStride + h * HEAD_DIM, qStride, tq - q0, tid);
+      mbar_arrive_cp_async(qFull);
+      for (int it = 0; it < nTiles; it++) {
+        const int k0 = kFirst - it * BK, stage = (ring + it) % STAGES;
+        const unsigned free = (((ring + it) / STAGES) & 1) ^ 1;  // the consumers' release of this stage's previous round
+        const unsigned sK = sKV + 2 * stage * TILE_BYTES;
+        mbar_wait(K_EMPTY(stage), free);
+        produce_rows<BK>(sK, kHead + (long long)k0 * kvStride, kvStride, kvLen - k0, tid);
+        mbar_arrive_cp_async(K_FULL(stage));
+        mbar_wait(V_EMPTY(stage), free);
+        produce_rows<BK>(sK + TILE_BYTES, vHead + (long long)k0 * kvStride, kvStride, kvLen - k0, tid);
+        mbar_arrive_cp_async(V_FULL(stage));
+      }
+#if FA3_PERSISTENT
+      ring += nTiles;
+#endif
     }
     asm volatile("cp.async.wait_all;\n" ::: "memory");
     return;
@@ -225,18 +310,12 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
   // The consumers.
   asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" :: "n"(CONSUMER_REGS));
   const int cw = wg - 1, warpInWg = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
-  const int wgRow = q0 + 64 * cw, warpRow = wgRow + 16 * warpInWg;
   const float LOG2E = 1.4426950408889634f;
-  const float slope2 = slopes ? slopes[h] * LOG2E : 0.f, scale2 = scale * LOG2E;
-  const bool wgLive = wgRow < tq;
-  const int wgLast = offset + min(wgRow + 64, tq) - 1;  // this warpgroup's last position
-  const int warpFirst = offset + warpRow;               // this warp's first position (the ALiBi reference)
-  // Tiles [0, first) hold no key these rows can see (all of them when the warpgroup has no rows).
-  const int first = !wgLive ? nTiles : min(nTiles, max(0, (kFirst - wgLast + BK - 1) / BK));
+  const float scale2 = scale * LOG2E;
 #if FA3_PINGPONG
   // Consumer 0 issues first: the last consumer hands it the first turn. Every tile, skipped or not, is
-  // one turn of each, so the barriers' counts match; consumer 0 takes one more turn at the end (the last
-  // consumer's final hand-over).
+  // one turn of each, so the barriers' counts match (also from item to item: both consumers take the
+  // same items); consumer 0 takes one more turn at the end (the last consumer's final hand-over).
   const int myTurn = 1 + cw, otherTurn = 1 + (cw + 1) % NC;
   if (cw == NC - 1) turn_pass(otherTurn);
 #define TURN_WAIT() turn_wait(myTurn)
@@ -245,115 +324,161 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
 #define TURN_WAIT()
 #define TURN_PASS()
 #endif
-  for (int it = 0; it < first; it++) {
-    const int stage = it % STAGES;
-    const unsigned par = (it / STAGES) & 1;
-    mbar_wait(K_FULL(stage), par); mbar_wait(V_FULL(stage), par);  // this round's phase is the one arrived on
-    mbar_arrive(K_EMPTY(stage)); mbar_arrive(V_EMPTY(stage));
-    TURN_WAIT();
-    TURN_PASS();
-  }
-
-  float o[HEAD_DIM / 2];
-#pragma unroll
-  for (int i = 0; i < HEAD_DIM / 2; i++) o[i] = 0.f;
-  float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};  // rows g and g + 8: running max (log2), partial sums
-  unsigned p[BK / 16][4];
-  float s[BK / 2];
-  float a0, a1;
-  bool rescale;
-  mbar_wait(qFull, 0);
-  const unsigned sQw = sQ + cw * 64 * 128;  // this warpgroup's 64 rows inside each 64-column block of Q
-
-  // S = Q·Kᵀ of the tile in `stage`, issued and committed (not waited for).
-  auto issueS = [&](int stage) {
-    const unsigned sK = sKV + 2 * stage * TILE_BYTES;
-#pragma unroll
-    for (int kk = 0; kk < HEAD_DIM / 16; kk++) {
-      const unsigned within = (kk & 3) * 32;  // byte of the k16 step within its 128-byte row
-      wgmma_ss<BK>(s, wgmma_desc(sQw + (kk >> 2) * BQ * 128 + within, 16, 1024),
-                   wgmma_desc(sK + (kk >> 2) * BK * 128 + within, 16, 1024), kk > 0);
-    }
-    wgmma_commit();
-  };
-  // O += P·V of the tile in `stage`, issued and committed.
-  auto issuePV = [&](int stage) {
-    const unsigned sV = sKV + 2 * stage * TILE_BYTES + TILE_BYTES;
-#pragma unroll
-    for (int kk = 0; kk < BK / 16; kk++) wgmma_rs<HEAD_DIM, 1>(o, p[kk], wgmma_desc(sV + kk * 16 * 128, BK * 128, 1024), 1);
-    wgmma_commit();
-  };
-
-  if (first < nTiles) {
-    {
-      const int it = first, stage = it % STAGES;
-      mbar_wait(K_FULL(stage), (it / STAGES) & 1);
-      fence_proxy_async();  // the copies, seen by the tensor cores' reads
+#if FA3_PERSISTENT
+  // Q of the item may be refilled once every consumer thread's last S is complete.
+#define RELEASE_Q() mbar_arrive(qEmpty)
+  for (int n = 0, ring = 0;; n++) {
+    mbar_wait(qFull, n & 1);  // the item is published (and its Q loaded)
+    const int item = published;
+    if (item >= nItems) break;
+    int pos, bh;
+    item_place(item, FA3_GROUP, nBH, nPos, pos, bh);
+    const int qTile = nPos - 1 - pos;
+#else
+#define RELEASE_Q()
+  {
+    const int ring = 0;
+#if FA3_GROUP
+    int pos, bh;
+    grouped_block(FA3_GROUP, pos, bh);
+    const int qTile = gridDim.y - 1 - pos;
+#else
+    const int qTile = gridDim.y - 1 - blockIdx.y, bh = blockIdx.x;
+#endif
+#endif
+    const int h = bh % nHeads, b = bh / nHeads;
+    const int q0 = qTile * BQ;
+    const long long kvBase = (long long)b * capacity;
+    const int kEnd = min(offset + min(q0 + BQ, tq), kvLen);
+    const int nTiles = (kEnd + BK - 1) / BK, kFirst = (nTiles - 1) * BK;
+    const int wgRow = q0 + 64 * cw, warpRow = wgRow + 16 * warpInWg;
+    const float slope2 = slopes ? slopes[h] * LOG2E : 0.f;
+    const bool wgLive = wgRow < tq;
+    const int wgLast = offset + min(wgRow + 64, tq) - 1;  // this warpgroup's last position
+    const int warpFirst = offset + warpRow;               // this warp's first position (the ALiBi reference)
+    // Tiles [0, first) hold no key these rows can see (all of them when the warpgroup has no rows).
+    const int first = !wgLive ? nTiles : min(nTiles, max(0, (kFirst - wgLast + BK - 1) / BK));
+    if (first == nTiles) RELEASE_Q();  // these rows compute no S at all
+    for (int it = 0; it < first; it++) {
+      const int stage = (ring + it) % STAGES;
+      const unsigned par = ((ring + it) / STAGES) & 1;
+      mbar_wait(K_FULL(stage), par); mbar_wait(V_FULL(stage), par);  // this round's phase is the one arrived on
+      mbar_arrive(K_EMPTY(stage)); mbar_arrive(V_EMPTY(stage));
       TURN_WAIT();
-      wgmma_fence();
-      issueS(stage);
       TURN_PASS();
-      wgmma_wait<0>();
-      wgmma_fence_regs(s);
-      mbar_arrive(K_EMPTY(stage));
-      softmax_tile(s, mrow, lrow, a0, a1, rescale, kFirst - it * BK, warpFirst, kvLen, kvBase, mask, slope2, scale2, g, t4);
-      pack_p(p, s);  // O is still zero: nothing to rescale
     }
-    for (int it = first + 1; it < nTiles; it++) {
-      const int stage = it % STAGES, prev = (it - 1) % STAGES;
-      mbar_wait(K_FULL(stage), (it / STAGES) & 1);
-      mbar_wait(V_FULL(prev), ((it - 1) / STAGES) & 1);
-      fence_proxy_async();
-      TURN_WAIT();
-      wgmma_fence();
-      issueS(stage);
-      issuePV(prev);
-      TURN_PASS();
-      wgmma_wait<1>();  // S of this tile; P·V of the previous one may still run
-      wgmma_fence_regs(s);
-      mbar_arrive(K_EMPTY(stage));
-      softmax_tile(s, mrow, lrow, a0, a1, rescale, kFirst - it * BK, warpFirst, kvLen, kvBase, mask, slope2, scale2, g, t4);
-      wgmma_wait<0>();  // P·V of the previous tile: O and the P registers are free
-      wgmma_fence_regs(o);
-      mbar_arrive(V_EMPTY(prev));
-      if (rescale) {
+
+    float o[HEAD_DIM / 2];
 #pragma unroll
-        for (int i = 0; i < HEAD_DIM / 2; i++) o[i] *= (i & 2) ? a1 : a0;
+    for (int i = 0; i < HEAD_DIM / 2; i++) o[i] = 0.f;
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};  // rows g and g + 8: running max (log2), partial sums
+    unsigned p[BK / 16][4];
+    float s[BK / 2];
+    float a0, a1;
+    bool rescale;
+#if !FA3_PERSISTENT
+    mbar_wait(qFull, 0);
+#endif
+    const unsigned sQw = sQ + cw * 64 * 128;  // this warpgroup's 64 rows inside each 64-column block of Q
+
+    // S = Q·Kᵀ of the tile in `stage`, issued and committed (not waited for).
+    auto issueS = [&](int stage) {
+      const unsigned sK = sKV + 2 * stage * TILE_BYTES;
+#pragma unroll
+      for (int kk = 0; kk < HEAD_DIM / 16; kk++) {
+        const unsigned within = (kk & 3) * 32;  // byte of the k16 step within its 128-byte row
+        wgmma_ss<BK>(s, wgmma_desc(sQw + (kk >> 2) * BQ * 128 + within, 16, 1024),
+                     wgmma_desc(sK + (kk >> 2) * BK * 128 + within, 16, 1024), kk > 0);
       }
-      pack_p(p, s);
+      wgmma_commit();
+    };
+    // O += P·V of the tile in `stage`, issued and committed.
+    auto issuePV = [&](int stage) {
+      const unsigned sV = sKV + 2 * stage * TILE_BYTES + TILE_BYTES;
+#pragma unroll
+      for (int kk = 0; kk < BK / 16; kk++) wgmma_rs<HEAD_DIM, 1>(o, p[kk], wgmma_desc(sV + kk * 16 * 128, BK * 128, 1024), 1);
+      wgmma_commit();
+    };
+
+    if (first < nTiles) {
+      {
+        const int it = first, stage = (ring + it) % STAGES;
+        mbar_wait(K_FULL(stage), ((ring + it) / STAGES) & 1);
+        fence_proxy_async();  // the copies, seen by the tensor cores' reads
+        TURN_WAIT();
+        wgmma_fence();
+        issueS(stage);
+        TURN_PASS();
+        wgmma_wait<0>();
+        wgmma_fence_regs(s);
+        mbar_arrive(K_EMPTY(stage));
+        if (it == nTiles - 1) RELEASE_Q();
+        softmax_tile(s, mrow, lrow, a0, a1, rescale, kFirst - it * BK, warpFirst, kvLen, kvBase, mask, slope2, scale2, g, t4);
+        pack_p(p, s);  // O is still zero: nothing to rescale
+      }
+      for (int it = first + 1; it < nTiles; it++) {
+        const int stage = (ring + it) % STAGES, prev = (ring + it - 1) % STAGES;
+        mbar_wait(K_FULL(stage), ((ring + it) / STAGES) & 1);
+        mbar_wait(V_FULL(prev), ((ring + it - 1) / STAGES) & 1);
+        fence_proxy_async();
+        TURN_WAIT();
+        wgmma_fence();
+        issueS(stage);
+        issuePV(prev);
+        TURN_PASS();
+        wgmma_wait<1>();  // S of this tile; P·V of the previous one may still run
+        wgmma_fence_regs(s);
+        mbar_arrive(K_EMPTY(stage));
+        if (it == nTiles - 1) RELEASE_Q();
+        softmax_tile(s, mrow, lrow, a0, a1, rescale, kFirst - it * BK, warpFirst, kvLen, kvBase, mask, slope2, scale2, g, t4);
+        wgmma_wait<0>();  // P·V of the previous tile: O and the P registers are free
+        wgmma_fence_regs(o);
+        mbar_arrive(V_EMPTY(prev));
+        if (rescale) {
+#pragma unroll
+          for (int i = 0; i < HEAD_DIM / 2; i++) o[i] *= (i & 2) ? a1 : a0;
+        }
+        pack_p(p, s);
+      }
+      const int last = (ring + nTiles - 1) % STAGES;
+      mbar_wait(V_FULL(last), ((ring + nTiles - 1) / STAGES) & 1);
+      fence_proxy_async();
+      wgmma_fence();
+      issuePV(last);
+      wgmma_wait<0>();
+      wgmma_fence_regs(o);
+      mbar_arrive(V_EMPTY(last));  // (the ring's last release; unused without FA3_PERSISTENT)
     }
-    const int last = (nTiles - 1) % STAGES;
-    mbar_wait(V_FULL(last), ((nTiles - 1) / STAGES) & 1);
-    fence_proxy_async();
-    wgmma_fence();
-    issuePV(last);
-    wgmma_wait<0>();
-    wgmma_fence_regs(o);
+
+    if (wgLive) {
+      bf16* oBase = out + (long long)b * tq * oStride + h * HEAD_DIM;
+      float l0 = lrow[0], l1 = lrow[1];
+      l0 += __shfl_xor_sync(0xffffffffu, l0, 1); l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+      l1 += __shfl_xor_sync(0xffffffffu, l1, 1); l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+      const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
+      const int r0 = warpRow + g, r1 = r0 + 8;
+#pragma unroll
+      for (int n = 0; n < HEAD_DIM / 8; n++) {
+        const int c = n * 8 + 2 * t4;
+        if (r0 < tq) *reinterpret_cast<__nv_bfloat162*>(oBase + (long long)r0 * oStride + c) = __floats2bfloat162_rn(o[4 * n] * inv0, o[4 * n + 1] * inv0);
+        if (r1 < tq) *reinterpret_cast<__nv_bfloat162*>(oBase + (long long)r1 * oStride + c) = __floats2bfloat162_rn(o[4 * n + 2] * inv1, o[4 * n + 3] * inv1);
+      }
+      // lse in natural-log units: (max + log2 Σ) · ln 2, the ALiBi shift slope·(pos − warpFirst) put back.
+      if (lse && t4 == 0) {
+        const float LN2 = 0.6931471805599453f;
+        float* lr = lse + ((long long)b * nHeads + h) * tq;
+        if (r0 < tq) lr[r0] = l0 > 0.f ? (mrow[0] - slope2 * (float)g + log2f(l0)) * LN2 : -INFINITY;
+        if (r1 < tq) lr[r1] = l1 > 0.f ? (mrow[1] - slope2 * (float)(g + 8) + log2f(l1)) * LN2 : -INFINITY;
+      }
+    }
+#if FA3_PERSISTENT
+    ring += nTiles;
+#endif
   }
 #if FA3_PINGPONG
   if (cw == 0) turn_wait(myTurn);  // the last consumer's final hand-over
 #endif
-  if (!wgLive) return;
-
-  bf16* oBase = out + (long long)b * tq * oStride + h * HEAD_DIM;
-  float l0 = lrow[0], l1 = lrow[1];
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 1); l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 1); l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-  const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
-  const int r0 = warpRow + g, r1 = r0 + 8;
-#pragma unroll
-  for (int n = 0; n < HEAD_DIM / 8; n++) {
-    const int c = n * 8 + 2 * t4;
-    if (r0 < tq) *reinterpret_cast<__nv_bfloat162*>(oBase + (long long)r0 * oStride + c) = __floats2bfloat162_rn(o[4 * n] * inv0, o[4 * n + 1] * inv0);
-    if (r1 < tq) *reinterpret_cast<__nv_bfloat162*>(oBase + (long long)r1 * oStride + c) = __floats2bfloat162_rn(o[4 * n + 2] * inv1, o[4 * n + 3] * inv1);
-  }
-  // lse in natural-log units: (max + log2 Σ) · ln 2, the ALiBi shift slope·(pos − warpFirst) put back.
-  if (lse && t4 == 0) {
-    const float LN2 = 0.6931471805599453f;
-    float* lr = lse + ((long long)b * nHeads + h) * tq;
-    if (r0 < tq) lr[r0] = l0 > 0.f ? (mrow[0] - slope2 * (float)g + log2f(l0)) * LN2 : -INFINITY;
-    if (r1 < tq) lr[r1] = l1 > 0.f ? (mrow[1] - slope2 * (float)(g + 8) + log2f(l1)) * LN2 : -INFINITY;
-  }
+#undef RELEASE_Q
 #undef TURN_WAIT
 #undef TURN_PASS
 #undef K_FULL
