@@ -242,40 +242,55 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     }
   });
 
-  // 1001: the two-pass kernel; 1004 (a multiple of 4): the row held in shared memory.
-  for (const vocab of [1001, 1004]) test(`cuda ${dtype}: the output layer fused with cross entropy, over several row blocks, vocabulary ${vocab}`, { skip }, () => {
-    const be = cudaFor(dtype), g = trainingBackend(be);
-    const n = 45, d = 72;
-    const [xg, xc] = pair(be, randn(n * d), [n, d]);
-    const [tg, tc] = pair(be, randn(vocab * d, 0.5), [vocab, d]);
-    const targets = Int32Array.from({ length: n }, (_, i) => (i % 9 === 4 ? -1 : Math.floor(rng.next() * vocab)));
-    be.training.logitBlockElements = 16 * vocab; // at most 16 rows a block: 3 blocks of 15
-    try {
-      for (const logitScale of [null, 0.7]) {
-        const a = { logitScale, lossScale: 1 / 40, gradients: true };
-        const rg = g.crossEntropyWithOutput({ x: xg, table: tg, targets: be.upload(targets, [n], 'int32'), ...a });
-        const rc = cpu.crossEntropyWithOutput({ x: xc, table: tc, targets: cpu.upload(targets, [n], 'int32'), ...a });
-        assert.equal(rg.count, rc.count);
-        close(`loss sum (scale ${logitScale})`, down(be, rg.lossSum), down(cpu, rc.lossSum), tol(dtype, 1e-6, 1e-3));
-        close(`dx (scale ${logitScale})`, down(be, rg.dx!), down(cpu, rc.dx!), tol(dtype, 1e-5));
-        close(`dTable (scale ${logitScale})`, down(be, rg.dTable!), down(cpu, rc.dTable!), tol(dtype, 1e-5, 1e-2));
+  // 1001: the two-pass kernel; 1004 (a multiple of 4): the row held in shared memory. In bf16 the logits
+  // are bf16 (autocast's math; the CPU twin rounds them the same way) or, for comparison, float32.
+  for (const vocab of [1001, 1004]) for (const logitsF32 of dtype === 'bfloat16' ? [false, true] : [false]) {
+    test(`cuda ${dtype}: the output layer fused with cross entropy, over several row blocks, vocabulary ${vocab}${logitsF32 ? ', float32 logits' : ''}`, { skip }, () => {
+      const be = cudaFor(dtype), g = trainingBackend(be);
+      const n = 45, d = 72;
+      const [xg, xc] = pair(be, randn(n * d), [n, d]);
+      const [tg, tc] = pair(be, randn(vocab * d, 0.5), [vocab, d]);
+      const targets = Int32Array.from({ length: n }, (_, i) => (i % 9 === 4 ? -1 : Math.floor(rng.next() * vocab)));
+      // The CPU twin's logit rounding (beyond the Backend interface: CpuTrainingOps takes logitType).
+      const logitType: 'float32' | 'bfloat16' = logitsF32 ? 'float32' : dtype;
+      const onCpu = (a: Parameters<typeof cpu.crossEntropyWithOutput>[0]) => {
+        const withType = { ...a, logitType };
+        return cpu.crossEntropyWithOutput(withType);
+      };
+      const savedLogitsF32 = be.training.crossEntropyLogitsF32;
+      be.training.logitBlockElements = 16 * vocab; // at most 16 rows a block: 3 blocks of 15
+      be.training.crossEntropyLogitsF32 = logitsF32;
+      try {
+        for (const logitScale of [null, 0.7]) {
+          const a = { logitScale, lossScale: 1 / 40, gradients: true };
+          const rg = g.crossEntropyWithOutput({ x: xg, table: tg, targets: be.upload(targets, [n], 'int32'), ...a });
+          const rc = onCpu({ x: xc, table: tc, targets: cpu.upload(targets, [n], 'int32'), ...a });
+          assert.equal(rg.count, rc.count);
+          close(`loss sum (scale ${logitScale})`, down(be, rg.lossSum), down(cpu, rc.lossSum), tol(dtype, 1e-6, 1e-3));
+          close(`dx (scale ${logitScale})`, down(be, rg.dx!), down(cpu, rc.dx!), tol(dtype, 1e-5));
+          close(`dTable (scale ${logitScale})`, down(be, rg.dTable!), down(cpu, rc.dTable!), tol(dtype, 1e-5, 1e-2));
+        }
+        // dTableInto: the table's gradient added into an accumulator that already holds values.
+        const prior = randn(vocab * d);
+        const [ig, ic] = f32pair(be, prior, [vocab, d]);
+        const a = { logitScale: 0.7, lossScale: 1 / 40, gradients: true };
+        const rg = g.crossEntropyWithOutput({ x: xg, table: tg, targets: be.upload(targets, [n], 'int32'), dTableInto: ig, ...a });
+        onCpu({ x: xc, table: tc, targets: cpu.upload(targets, [n], 'int32'), dTableInto: ic, ...a }); // adds into ic
+        assert.equal(rg.dTable, ig);
+        close('dTable into an accumulator', down(be, ig), down(cpu, ic), tol(dtype, 1e-6, 1e-3));
+        // The loss alone (no dz: the logits are only read).
+        const lossOnly = g.crossEntropyWithOutput({ x: xg, table: tg, targets: be.upload(targets, [n], 'int32'), logitScale: null, lossScale: 1, gradients: false });
+        assert.equal(lossOnly.dx, null);
+        const lossOnCpu = onCpu({ x: xc, table: tc, targets: cpu.upload(targets, [n], 'int32'), logitScale: null, lossScale: 1, gradients: false });
+        close('loss sum without gradients', down(be, lossOnly.lossSum), down(cpu, lossOnCpu.lossSum), tol(dtype, 1e-6, 1e-3));
+        assert.throws(() => g.crossEntropyWithOutput({ x: xg, table: tg, targets: be.upload(Int32Array.from({ length: n }, () => vocab), [n], 'int32'), logitScale: null, lossScale: 1, gradients: false }),
+          new RegExp(`target ${vocab} is outside the vocabulary`));
+      } finally {
+        be.training.logitBlockElements = 1 << 28;
+        be.training.crossEntropyLogitsF32 = savedLogitsF32;
       }
-      // dTableInto: the table's gradient added into an accumulator that already holds values.
-      const prior = randn(vocab * d);
-      const [ig, ic] = f32pair(be, prior, [vocab, d]);
-      const a = { logitScale: 0.7, lossScale: 1 / 40, gradients: true };
-      const rg = g.crossEntropyWithOutput({ x: xg, table: tg, targets: be.upload(targets, [n], 'int32'), dTableInto: ig, ...a });
-      cpu.crossEntropyWithOutput({ x: xc, table: tc, targets: cpu.upload(targets, [n], 'int32'), dTableInto: ic, ...a }); // adds into ic
-      assert.equal(rg.dTable, ig);
-      close('dTable into an accumulator', down(be, ig), down(cpu, ic), tol(dtype, 1e-6, 1e-3));
-      const lossOnly = g.crossEntropyWithOutput({ x: xg, table: tg, targets: be.upload(targets, [n], 'int32'), logitScale: null, lossScale: 1, gradients: false });
-      assert.equal(lossOnly.dx, null);
-      assert.throws(() => g.crossEntropyWithOutput({ x: xg, table: tg, targets: be.upload(Int32Array.from({ length: n }, () => vocab), [n], 'int32'), logitScale: null, lossScale: 1, gradients: false }),
-        new RegExp(`target ${vocab} is outside the vocabulary`));
-    } finally {
-      be.training.logitBlockElements = 1 << 28;
-    }
-  });
+    });
+  }
 
   test(`cuda ${dtype}: embedding scatter-add, accumulation, scaling and the sum of squares`, { skip }, () => {
     const be = cudaFor(dtype), g = trainingBackend(be);

@@ -45,10 +45,16 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
   flashBackwardChunk = FLASH_BACKWARD_CHUNK_DEFAULT;
   /** dq from the dsᵀ that dk/dv store (a transient bf16 scratch) instead of recomputing S and dP. */
   flashBackwardStoredDs = FLASH_BACKWARD_STORED_DS;
-  /** Logit elements of one cross-entropy block (float32): 256 Mi = 1 GiB; tests lower it to get several blocks. */
+  /** Logit elements of one cross-entropy block: 256 Mi (512 MiB of bf16, 1 GiB of float32); tests lower it to get several blocks. */
   logitBlockElements = 1 << 28;
   /** cross_entropy_rows_smem (the row read once, held in shared memory) where the vocabulary allows; false: the two-pass kernel (tests). */
   crossEntropyRowInShared = true;
+  /**
+   * The logits of a bf16 backend as float32 (the older path) instead of bf16, F.linear's output type
+   * under autocast, from which the original code computes its float32 loss: comparisons
+   * (MPT_CE_F32_LOGITS=1). The float32 backend's logits are float32 either way.
+   */
+  crossEntropyLogitsF32 = process.env.MPT_CE_F32_LOGITS === '1';
 
   /**
    * Whether the model and the training loop take the wait-free path (src/backend/backend.ts
@@ -560,19 +566,24 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
     // A table the caller says is stale: the first row block writes it instead of adding (zeroed if there is none).
     const writeFirst = into !== null && args.overwriteDTable === true;
     if (writeFirst && n === 0) be.ctx.fill32(into.ptr, 0, vocab * d);
+    // The logits in the activation type (bf16: autocast's F.linear output), or float32 for comparisons.
+    const logitType: GemmType = this.crossEntropyLogitsF32 ? 'float32' : type;
+    const defs = be.defs({ CE_LOGITS_F32: logitType === 'float32' && type !== 'float32' });
     // A row of logits in shared memory (read once) where it fits, beside block_sum's and block_max's 256 bytes each.
-    const rowInShared = this.crossEntropyRowInShared && vocab % 4 === 0 && 4 * vocab + 1024 <= be.device.sharedMemoryOptin;
+    const rowInShared = this.crossEntropyRowInShared && vocab % 4 === 0 && bytesPer(logitType) * vocab + 1024 <= be.device.sharedMemoryOptin;
     be.scope(() => {
-      const logits = be.alloc([blockRows, vocab], 'float32');
-      const dz = args.gradients ? be.alloc([blockRows, vocab]) : null;
+      const logits = be.alloc([blockRows, vocab], logitType);
+      // dz overwrites the logits where the types agree (the kernel reads a row whole before writing it):
+      // one [blockRows, vocab] buffer fewer at the step's peak.
+      const dz = !args.gradients ? null : logitType === type ? logits : be.alloc([blockRows, vocab]);
       const es = type === 'bfloat16' ? 2 : 4;
       for (let r0 = 0; r0 < n; r0 += blockRows) {
         const rows = Math.min(blockRows, n - r0);
         const xBlock = x.ptr + r0 * d * es;
-        // z = c · x·Wᵀ (float32)
-        this.gemm.gemm({ m: rows, n: vocab, k: d, a: xBlock, aTrans: false, b: table.ptr, bTrans: true, c: logits.ptr, alpha: c, beta: 0, inType: type, outType: 'float32' });
-        be.kernels.get('cross_entropy.cu', rowInShared ? 'cross_entropy_rows_smem' : 'cross_entropy_rows', be.defs()).launch([rows], [1024],
-          [logits.ptr, targets.ptr + r0 * 4, losses.ptr + r0 * 4, dz?.ptr ?? 0, vocab, args.lossScale * c, args.gradients ? 1 : 0], rowInShared ? 4 * vocab : 0);
+        // z = c · x·Wᵀ, rounded once to its type
+        this.gemm.gemm({ m: rows, n: vocab, k: d, a: xBlock, aTrans: false, b: table.ptr, bTrans: true, c: logits.ptr, alpha: c, beta: 0, inType: type, outType: logitType });
+        be.kernels.get('cross_entropy.cu', rowInShared ? 'cross_entropy_rows_smem' : 'cross_entropy_rows', defs).launch([rows], [1024],
+          [logits.ptr, targets.ptr + r0 * 4, losses.ptr + r0 * 4, dz?.ptr ?? 0, vocab, args.lossScale * c, args.gradients ? 1 : 0], rowInShared ? bytesPer(logitType) * vocab : 0);
         if (!dz || !dx || !dTable) continue;
         // dz is the gradient of the raw logits x·Wᵀ (lossScale·c folded in): dx = dz·W, dTable += dzᵀ·x
         this.gemm.gemm({ m: rows, n: d, k: vocab, a: dz.ptr, aTrans: false, b: table.ptr, bTrans: false, c: dx.ptr + r0 * d * es, alpha: 1, beta: 0, inType: type, outType: type });
