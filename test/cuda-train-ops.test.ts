@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { CudaBackend } from '../src/backend/cuda/index.js';
+import type { CudaTensor } from '../src/backend/cuda/tensor.js';
 import { elementCount, trainingBackend, type AttentionArgs, type Backend, type Tensor, type TrainingBackend } from '../src/backend/backend.js';
 import { FLASH_FORWARD_SHAPES } from '../src/backend/cuda/flash.js';
 import { gemmTuning, tuningLog } from '../src/backend/cuda/cublaslt-api.js';
@@ -159,6 +160,48 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       const [resg, resc] = pair(be, randn(r * 3 * o), [r, 3 * o]);
       const [bg, bc] = pair(be, randn(3 * o), [3 * o]);
       close(`linearResidual (${r} rows)`, down(be, g.linearResidual(x2g, wg, bg, resg)), down(cpu, cpu.linearResidual(x2c, wc, bc, resc)), tol(dtype, 1e-6));
+    }
+  });
+
+  test(`cuda ${dtype}: a weight's row blocks in one strided-batched GEMM (q, k, v; Wqkv's gradient), tuned on first use`, { skip }, () => {
+    const be = cudaFor(dtype), g = trainingBackend(be), ops = be.training;
+    // Shapes no other test uses (choices are kept per process and shape), all tuned (minFlops 0).
+    const rows = 53 + (dtype === 'bfloat16' ? 0 : 2), inF = 104, o = 24;
+    const [xg, xc] = pair(be, randn(rows * inF), [rows, inF]);
+    const [wg, wc] = pair(be, randn(3 * o * inF, 0.1), [3 * o, inF]);
+    const [bg, bc] = pair(be, randn(3 * o), [3 * o]);
+    const saved = gemmTuning.minFlops;
+    gemmTuning.minFlops = 0;
+    gemmTuning.stored = false;
+    try {
+      for (const bias of [false, true]) { // with a bias: one linear call a block
+        const parts = ops.linearRowBlocks(xg, wg, bias ? bg : null, 3);
+        assert.equal(parts.length, 3);
+        parts.forEach((part, i) => {
+          assert.deepEqual(part.shape, [rows, o]);
+          const want = cpu.linear(xc, cpu.rowBlock(wc, i * o, o), bias ? cpu.rowBlock(bc, i * o, o) : null);
+          close(`row block ${i}${bias ? ' with its bias' : ''}`, down(be, part), down(cpu, want), tol(dtype, 1e-6));
+        });
+      }
+      // Wqkv's weight gradient from dy [3, rows, o]: dW_i (+)= dy_iᵀ·x, written once then added, as one batch.
+      const dyAll = randn(3 * rows * o);
+      const [dyg] = pair(be, dyAll, [3, rows, o]);
+      const prior = randn(3 * o * inF);
+      const [dWg, dWc] = f32pair(be, prior, [3 * o, inF]);
+      const dyc = [0, 1, 2].map((i) => cpu.upload(asStored(dyAll.subarray(i * rows * o, (i + 1) * rows * o), dtype), [rows, o], 'float32'));
+      const batch = { count: 3, strideA: rows * o, strideB: 0, strideC: o * inF };
+      for (const beta of [0, 1]) {
+        ops.gemm.gemm({ m: o, n: inF, k: rows, a: (dyg as CudaTensor).ptr, aTrans: true, b: (xg as CudaTensor).ptr, bTrans: false, c: (dWg as CudaTensor).ptr, alpha: 1, beta, inType: dtype, outType: 'float32', batch });
+      }
+      // The CPU: written (over the prior values: zeroed first), then added.
+      cpu.scaleInPlace(dWc, 0);
+      for (let call = 0; call < 2; call++) {
+        dyc.forEach((dy, i) => cpu.linearBackwardInto({ dy, x: xc, weight: cpu.rowBlock(wc, i * o, o), dWeight: cpu.rowBlock(dWc, i * o, o), dBias: null }));
+      }
+      close('Wqkv gradient, written then added as one batch', down(be, dWg), down(cpu, dWc), tol(dtype, 1e-6, 1e-3));
+    } finally {
+      gemmTuning.minFlops = saved;
+      gemmTuning.stored = true;
     }
   });
 

@@ -271,6 +271,34 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
     return out;
   }
 
+  /** linearRowBlocks as one strided-batched GEMM; false: one linear call a row block (comparisons). */
+  batchedRowBlocks = true;
+
+  /**
+   * x·W_iᵀ (+ b_i) for the `parts` equal row blocks W_i of weight (training-forward.ts RowBlockLinear):
+   * one strided-batched GEMM (x shared, stride 0) into one [parts, rows, outF / parts] block, whose
+   * slices come back; releasing one releases them all (they share the block). With a bias, 16 rows or
+   * fewer, or batching off: one linear call a part.
+   */
+  linearRowBlocks(x: Tensor, weight: Tensor, bias: Tensor | null, parts: number): Tensor[] {
+    const be = this.be;
+    const xx = this.inAct(x, 'linearRowBlocks x'), w = this.inAct(weight, 'linearRowBlocks weight');
+    const [outF, inF] = w.shape, rows = rowCount(xx), part = outF / parts;
+    if (w.shape.length !== 2 || width(xx) !== inF || !Number.isInteger(part) || parts < 1) {
+      throw new Error(`linearRowBlocks: x [${x.shape}] and weight [${weight.shape}] in ${parts} row blocks`);
+    }
+    const outShape = [...xx.shape.slice(0, -1), part];
+    if (!this.batchedRowBlocks || bias || rows <= 16 || parts === 1) {
+      return Array.from({ length: parts }, (_, i) => be.linear(xx, this.rowBlock(w, i * part, part), bias ? this.rowBlock(bias, i * part, part) : null));
+    }
+    const out = be.alloc([parts, rows, part]);
+    this.gemm.gemm({
+      m: rows, n: part, k: inF, a: xx.ptr, aTrans: false, b: w.ptr, bTrans: true, c: out.ptr, alpha: 1, beta: 0,
+      inType: this.act as GemmType, outType: this.act as GemmType, batch: { count: parts, strideA: 0, strideB: part * inF, strideC: rows * part },
+    });
+    return Array.from({ length: parts }, (_, i) => be.view(this.rowBlock(out, i, 1), outShape));
+  }
+
   rowBlock(t: Tensor, start: number, count: number): Tensor {
     const c = asCuda(t, 'rowBlock'), rows = c.shape[0];
     if (c.shape.length < 1 || !Number.isInteger(start) || !Number.isInteger(count) || start < 0 || count < 0 || start + count > rows) {
