@@ -3,10 +3,10 @@
 // events after a warm-up, and each variant's results against the first one's.
 //   - q, k, v = LN_1 output · W{q,k,v}ᵀ: three x·Wᵀ GEMMs (the forward's linear) against one strided-batched GEMM
 //   - Wqkv's weight gradient, three TN GEMMs →f32 (written, beta 0) against one strided-batched GEMM
-//   - crossEntropyWithOutput with gradients: float32 logits (MPT_CE_F32_LOGITS=1) against bf16 logits
+//   - crossEntropyWithOutput with gradients, and the memory it adds at its peak
 // `node dist/bench/tools/train-gemm-ab.js step [steps]`: instead, one `mpt bench train` run (microbatch 8,
-// no comparison path, no PyTorch) with the settings of the environment (MPT_CE_F32_LOGITS,
-// MPT_TRAIN_QKV_BATCHED, MPT_TRAIN_RECOMPUTE_LN2), printing where in the step the allocator's peak falls.
+// no comparison path, no PyTorch) with the settings of the environment (MPT_TRAIN_QKV_BATCHED,
+// MPT_TRAIN_RECOMPUTE_LN2), printing where in the step the allocator's peak falls.
 import { CudaBackend } from '../../src/backend/cuda/index.js';
 import { CudaEvent } from '../../src/backend/cuda/driver.js';
 import { CachingAllocator } from '../../src/backend/cuda/allocator.js';
@@ -39,7 +39,7 @@ function stepWithPeak(steps: number): void {
     if (inUse > peak) { peak = inUse; peakPhase = `${phase} (after an allocation of ${(bytes / 2 ** 20).toFixed(1)} MiB)`; }
     return ptr;
   };
-  const env = ['MPT_CE_F32_LOGITS', 'MPT_TRAIN_QKV_BATCHED', 'MPT_TRAIN_RECOMPUTE_LN2'].map((k) => `${k}=${process.env[k] ?? ''}`).join(' ');
+  const env = ['MPT_TRAIN_QKV_BATCHED', 'MPT_TRAIN_RECOMPUTE_LN2'].map((k) => `${k}=${process.env[k] ?? ''}`).join(' ');
   const r = runTrainBench({ microbatch: 8, steps, compare: false, torch: null, log: () => {} });
   console.log(`[${env}]\n${formatTrainBench(r)}`);
   console.log(`allocator peak ${(peak / 2 ** 30).toFixed(3)} GiB in ${peakPhase}`);
@@ -116,24 +116,17 @@ function alone(): void {
   line('one strided-batched TN GEMM', msBatched, qkvFlops, `; vs three: ${relErr(down(dW), want).toExponential(1)}`);
   be.release(dqkv); be.release(dW); be.release(wqkv);
 
-  // The fused output layer with cross entropy, with gradients (the step's call: 4 row blocks of 4096).
+  // The fused output layer with cross entropy, with gradients (the step's call: 4 row blocks of 4096;
+  // bf16 logits since d850108, float32 before: bench/RESULTS-cuda-train.md).
   console.log(`crossEntropyWithOutput, bf16 x [${rows}, ${d}], table [${vocab}, ${d}], with gradients`);
   const table = random([vocab, d], 0.02), dTable = be.alloc([vocab, d], 'float32');
   const targets = Int32Array.from({ length: rows }, (_, i) => (i % 2048 === 2047 ? -1 : (i * 7919) % 50277));
   const targetsOnDevice = be.upload(targets, [rows], 'int32');
-  const ceFlops = 3 * 2 * rows * vocab * d;
-  let refLoss: number | null = null, refDx: Float32Array | null = null;
-  for (const f32 of [true, false]) {
-    ops.crossEntropyLogitsF32 = f32;
-    const call = () => ops.crossEntropyWithOutput({ x, table, targets: targetsOnDevice, hostTargets: targets, logitScale: null, lossScale: 1 / rows, gradients: true, dTableInto: dTable, overwriteDTable: true });
-    const ms = time(() => { call(); });
-    be.allocator.resetPeak();
-    const before = be.allocator.stats().inUse;
-    const { loss, dx } = be.scope(() => { const r = call(); return { loss: down(r.lossSum as CudaTensor)[0], dx: down(r.dx as CudaTensor) }; });
-    const extra = be.allocator.stats().peak - before;
-    refLoss ??= loss; refDx ??= dx;
-    line(f32 ? 'float32 logits' : 'bf16 logits', ms, ceFlops,
-      `; mean loss ${(loss / (rows - 8)).toFixed(6)} (vs first ${((loss - refLoss) / refLoss).toExponential(1)}), dx vs first ${relErr(dx, refDx).toExponential(1)}, ${(extra / 2 ** 30).toFixed(3)} GiB at its peak`);
-  }
-  ops.crossEntropyLogitsF32 = false;
+  const call = () => ops.crossEntropyWithOutput({ x, table, targets: targetsOnDevice, hostTargets: targets, logitScale: null, lossScale: 1 / rows, gradients: true, dTableInto: dTable, overwriteDTable: true });
+  const ms = time(() => { call(); });
+  be.allocator.resetPeak();
+  const before = be.allocator.stats().inUse;
+  const loss = be.scope(() => down(call().lossSum as CudaTensor)[0]);
+  const extra = be.allocator.stats().peak - before;
+  line('bf16 logits, dz over them', ms, 3 * 2 * rows * vocab * d, `; mean loss ${(loss / (rows - 8)).toFixed(6)}, ${(extra / 2 ** 30).toFixed(3)} GiB at its peak`);
 }

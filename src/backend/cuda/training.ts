@@ -49,12 +49,6 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
   logitBlockElements = 1 << 28;
   /** cross_entropy_rows_smem (the row read once, held in shared memory) where the vocabulary allows; false: the two-pass kernel (tests). */
   crossEntropyRowInShared = true;
-  /**
-   * The logits of a bf16 backend as float32 (the older path) instead of bf16, F.linear's output type
-   * under autocast, from which the original code computes its float32 loss: comparisons
-   * (MPT_CE_F32_LOGITS=1). The float32 backend's logits are float32 either way.
-   */
-  crossEntropyLogitsF32 = process.env.MPT_CE_F32_LOGITS === '1';
 
   /**
    * Whether the model and the training loop take the wait-free path (src/backend/backend.ts
@@ -278,7 +272,9 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
    * x·W_iᵀ (+ b_i) for the `parts` equal row blocks W_i of weight (training-forward.ts RowBlockLinear):
    * one strided-batched GEMM (x shared, stride 0) into one [parts, rows, outF / parts] block, whose
    * slices come back; releasing one releases them all (they share the block). With a bias, 16 rows or
-   * fewer, or batching off: one linear call a part.
+   * fewer, strides not of whole 16-byte words, or batching off: one linear call a part. Measured at the
+   * mpt-1b step's shape (bench/RESULTS-cuda-train.md): 13.35 ms a step for the 24 batched against 13.79
+   * for the 72 separate GEMMs.
    */
   linearRowBlocks(x: Tensor, weight: Tensor, bias: Tensor | null, parts: number): Tensor[] {
     const be = this.be;
@@ -287,8 +283,10 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
     if (w.shape.length !== 2 || width(xx) !== inF || !Number.isInteger(part) || parts < 1) {
       throw new Error(`linearRowBlocks: x [${x.shape}] and weight [${weight.shape}] in ${parts} row blocks`);
     }
-    const outShape = [...xx.shape.slice(0, -1), part];
-    if (!this.batchedRowBlocks || bias || rows <= 16 || parts === 1) {
+    const outShape = [...xx.shape.slice(0, -1), part], es = bytesPer(this.act);
+    // Batch strides of whole 16-byte words (the pointers cuBLASLt's vector loads assume for every member).
+    const aligned = (part * inF * es) % 16 === 0 && (rows * part * es) % 16 === 0;
+    if (!this.batchedRowBlocks || bias || rows <= 16 || parts === 1 || !aligned) {
       return Array.from({ length: parts }, (_, i) => be.linear(xx, this.rowBlock(w, i * part, part), bias ? this.rowBlock(bias, i * part, part) : null));
     }
     const out = be.alloc([parts, rows, part]);
@@ -594,24 +592,23 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
     // A table the caller says is stale: the first row block writes it instead of adding (zeroed if there is none).
     const writeFirst = into !== null && args.overwriteDTable === true;
     if (writeFirst && n === 0) be.ctx.fill32(into.ptr, 0, vocab * d);
-    // The logits in the activation type (bf16: autocast's F.linear output), or float32 for comparisons.
-    const logitType: GemmType = this.crossEntropyLogitsF32 ? 'float32' : type;
-    const defs = be.defs({ CE_LOGITS_F32: logitType === 'float32' && type !== 'float32' });
+    // The logits in the activation type: bf16 is autocast's F.linear output, from which the original
+    // code computes its float32 loss (float32 logits cost 0.95 ms a step more: bench/RESULTS-cuda-train.md).
     // A row of logits in shared memory (read once) where it fits, beside block_sum's and block_max's 256 bytes each.
-    const rowInShared = this.crossEntropyRowInShared && vocab % 4 === 0 && bytesPer(logitType) * vocab + 1024 <= be.device.sharedMemoryOptin;
+    const rowInShared = this.crossEntropyRowInShared && vocab % 4 === 0 && bytesPer(type) * vocab + 1024 <= be.device.sharedMemoryOptin;
     be.scope(() => {
-      const logits = be.alloc([blockRows, vocab], logitType);
-      // dz overwrites the logits where the types agree (the kernel reads a row whole before writing it):
-      // one [blockRows, vocab] buffer fewer at the step's peak.
-      const dz = !args.gradients ? null : logitType === type ? logits : be.alloc([blockRows, vocab]);
+      const logits = be.alloc([blockRows, vocab]);
+      // dz overwrites the logits (the kernel reads a row whole before writing its dz): one
+      // [blockRows, vocab] buffer fewer at the step's peak.
+      const dz = args.gradients ? logits : null;
       const es = type === 'bfloat16' ? 2 : 4;
       for (let r0 = 0; r0 < n; r0 += blockRows) {
         const rows = Math.min(blockRows, n - r0);
         const xBlock = x.ptr + r0 * d * es;
-        // z = c · x·Wᵀ, rounded once to its type
-        this.gemm.gemm({ m: rows, n: vocab, k: d, a: xBlock, aTrans: false, b: table.ptr, bTrans: true, c: logits.ptr, alpha: c, beta: 0, inType: type, outType: logitType });
-        be.kernels.get('cross_entropy.cu', rowInShared ? 'cross_entropy_rows_smem' : 'cross_entropy_rows', defs).launch([rows], [1024],
-          [logits.ptr, targets.ptr + r0 * 4, losses.ptr + r0 * 4, dz?.ptr ?? 0, vocab, args.lossScale * c, args.gradients ? 1 : 0], rowInShared ? bytesPer(logitType) * vocab : 0);
+        // z = c · x·Wᵀ, rounded once to the activation type
+        this.gemm.gemm({ m: rows, n: vocab, k: d, a: xBlock, aTrans: false, b: table.ptr, bTrans: true, c: logits.ptr, alpha: c, beta: 0, inType: type, outType: type });
+        be.kernels.get('cross_entropy.cu', rowInShared ? 'cross_entropy_rows_smem' : 'cross_entropy_rows', be.defs()).launch([rows], [1024],
+          [logits.ptr, targets.ptr + r0 * 4, losses.ptr + r0 * 4, dz?.ptr ?? 0, vocab, args.lossScale * c, args.gradients ? 1 : 0], rowInShared ? bytesPer(type) * vocab : 0);
         if (!dz || !dx || !dTable) continue;
         // dz is the gradient of the raw logits x·Wᵀ (lossScale·c folded in): dx = dz·W, dTable += dzᵀ·x
         this.gemm.gemm({ m: rows, n: d, k: vocab, a: dz.ptr, aTrans: false, b: table.ptr, bTrans: false, c: dx.ptr + r0 * d * es, alpha: 1, beta: 0, inType: type, outType: type });

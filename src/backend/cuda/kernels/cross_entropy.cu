@@ -3,16 +3,10 @@
 // dz[r, j] = k·(softmax(z_r)_j − [j = target_r]) stored in T (0 for ignored rows), the gradient of the
 // raw logits x·Wᵀ when k = lossScale·logitScale.
 //
-// The logits are of type Z: T (bf16 under amp_bf16, as F.linear gives them under autocast; float32 on
-// the float32 path), or float32 with CE_LOGITS_F32 (a bf16 backend's older path, kept for comparison).
-// The softmax and the loss are float32 whatever Z is. dz may be the same memory as z (written in place
-// when Z is T): every read of a row's logits comes before any write of its dz, so z and dz carry no
-// __restrict__.
-#ifdef CE_LOGITS_F32
-typedef float Z;
-#else
-typedef T Z;
-#endif
+// The logits are of type T: bf16 under amp_bf16, as F.linear gives them under autocast and as the
+// original code computes its float32 loss from them; float32 on the float32 path. The softmax and the
+// loss are float32 either way. dz may be the same memory as z (written in place): every read of a row's
+// logits comes before any write of its dz, so z and dz carry no __restrict__.
 
 // A row whose target is −1 (not predicted) adds nothing: loss 0 and, with gradients, dz 0. True for such
 // a row (the block then returns).
@@ -24,10 +18,10 @@ __device__ __forceinline__ bool ignored_row(int target, float* loss, T* dzr, int
 }
 
 // One pass keeps a running (max, sum) per thread; a second writes dz.
-extern "C" __global__ void cross_entropy_rows(const Z* z, const int* __restrict__ targets, float* __restrict__ loss,
+extern "C" __global__ void cross_entropy_rows(const T* z, const int* __restrict__ targets, float* __restrict__ loss,
                                               T* dz, int vocab, float k, int gradients) {
   const int r = blockIdx.x;
-  const Z* zr = z + (long long)r * vocab;
+  const T* zr = z + (long long)r * vocab;
   const int target = targets[r];
   T* dzr = dz + (long long)r * vocab;
   if (ignored_row(target, loss + r, dzr, vocab, gradients)) return;
@@ -51,12 +45,10 @@ extern "C" __global__ void cross_entropy_rows(const Z* z, const int* __restrict_
 }
 
 // Four logits as floats from one 16-byte (float) or 8-byte (bf16) word.
-#ifdef CE_LOGITS_F32
-typedef float4 Z4;
-#elif defined(MPT_BF16)
-typedef uint2 Z4;
+#ifdef MPT_BF16
+typedef uint2 T4;
 #else
-typedef float4 Z4;
+typedef float4 T4;
 #endif
 __device__ __forceinline__ void unpack4(const float4 v, float* x) { x[0] = v.x; x[1] = v.y; x[2] = v.z; x[3] = v.w; }
 __device__ __forceinline__ void unpack4(const uint2 v, float* x) {
@@ -65,21 +57,21 @@ __device__ __forceinline__ void unpack4(const uint2 v, float* x) {
   x[0] = a.x; x[1] = a.y; x[2] = b.x; x[3] = b.y;
 }
 
-// The same for vocab % 4 == 0 with the row held in shared memory (vocab values of Z, dynamic: 197 KB
+// The same for vocab % 4 == 0 with the row held in shared memory (vocab values of T, dynamic: 197 KB
 // of float32 or 98.5 KB of bf16 for MPT's 50432): the logits are read from memory once, with streaming
 // loads of four values, instead of once for (max, sum) and again for dz (a block of rows, ~50 MB, does
 // not stay in L2 between the passes). One 1024-thread block a row.
-extern "C" __global__ void __launch_bounds__(1024) cross_entropy_rows_smem(const Z* z, const int* __restrict__ targets,
+extern "C" __global__ void __launch_bounds__(1024) cross_entropy_rows_smem(const T* z, const int* __restrict__ targets,
     float* __restrict__ loss, T* dz, int vocab, float k, int gradients) {
-  extern __shared__ Z4 row4[];
+  extern __shared__ T4 row4[];
   const int r = blockIdx.x, n4 = vocab >> 2;
-  const Z4* zr = reinterpret_cast<const Z4*>(z + (long long)r * vocab);
+  const T4* zr = reinterpret_cast<const T4*>(z + (long long)r * vocab);
   const int target = targets[r];
   T* dzr = dz + (long long)r * vocab;
   if (ignored_row(target, loss + r, dzr, vocab, gradients)) return;
   float m = -INFINITY, s = 0.f;
   for (int j = threadIdx.x; j < n4; j += blockDim.x) {
-    const Z4 w = __ldcs(zr + j);
+    const T4 w = __ldcs(zr + j);
     row4[j] = w;
     float x[4];
     unpack4(w, x);
@@ -92,7 +84,7 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_rows_smem(const
   const float M = block_max(m);
   const float S = block_sum(m == -INFINITY ? 0.f : s * expf(m - M));
   const float lse = M + logf(S);
-  if (threadIdx.x == 0) loss[r] = lse - ld(reinterpret_cast<const Z*>(row4)[target]);
+  if (threadIdx.x == 0) loss[r] = lse - ld(reinterpret_cast<const T*>(row4)[target]);
   if (!gradients) return;
   for (int j = threadIdx.x; j < n4; j += blockDim.x) {
     float p[4];
