@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { CudaBackend } from '../src/backend/cuda/index.js';
+import type { CudaTensor } from '../src/backend/cuda/tensor.js';
 import { elementCount, trainingBackend, type AttentionArgs, type Backend, type Tensor, type TrainingBackend } from '../src/backend/backend.js';
 import { FLASH_FORWARD_SHAPES } from '../src/backend/cuda/flash.js';
 import { gemmTuning, tuningLog } from '../src/backend/cuda/cublaslt-api.js';
@@ -162,6 +163,48 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     }
   });
 
+  test(`cuda ${dtype}: a weight's row blocks in one strided-batched GEMM (q, k, v; Wqkv's gradient), tuned on first use`, { skip }, () => {
+    const be = cudaFor(dtype), ops = be.training;
+    // Shapes no other test uses (choices are kept per process and shape), all tuned (minFlops 0).
+    const rows = 53 + (dtype === 'bfloat16' ? 0 : 2), inF = 104, o = 24;
+    const [xg, xc] = pair(be, randn(rows * inF), [rows, inF]);
+    const [wg, wc] = pair(be, randn(3 * o * inF, 0.1), [3 * o, inF]);
+    const [bg, bc] = pair(be, randn(3 * o), [3 * o]);
+    const saved = gemmTuning.minFlops;
+    gemmTuning.minFlops = 0;
+    gemmTuning.stored = false;
+    try {
+      for (const bias of [false, true]) { // with a bias: one linear call a block
+        const parts = ops.linearRowBlocks(xg, wg, bias ? bg : null, 3);
+        assert.equal(parts.length, 3);
+        parts.forEach((part, i) => {
+          assert.deepEqual(part.shape, [rows, o]);
+          const want = cpu.linear(xc, cpu.rowBlock(wc, i * o, o), bias ? cpu.rowBlock(bc, i * o, o) : null);
+          close(`row block ${i}${bias ? ' with its bias' : ''}`, down(be, part), down(cpu, want), tol(dtype, 1e-6));
+        });
+      }
+      // Wqkv's weight gradient from dy [3, rows, o]: dW_i (+)= dy_iᵀ·x, written once then added, as one batch.
+      const dyAll = randn(3 * rows * o);
+      const [dyg] = pair(be, dyAll, [3, rows, o]);
+      const prior = randn(3 * o * inF);
+      const [dWg, dWc] = f32pair(be, prior, [3 * o, inF]);
+      const dyc = [0, 1, 2].map((i) => cpu.upload(asStored(dyAll.subarray(i * rows * o, (i + 1) * rows * o), dtype), [rows, o], 'float32'));
+      const batch = { count: 3, strideA: rows * o, strideB: 0, strideC: o * inF };
+      for (const beta of [0, 1]) {
+        ops.gemm.gemm({ m: o, n: inF, k: rows, a: (dyg as CudaTensor).ptr, aTrans: true, b: (xg as CudaTensor).ptr, bTrans: false, c: (dWg as CudaTensor).ptr, alpha: 1, beta, inType: dtype, outType: 'float32', batch });
+      }
+      // The CPU: written (over the prior values: zeroed first), then added.
+      cpu.scaleInPlace(dWc, 0);
+      for (let call = 0; call < 2; call++) {
+        dyc.forEach((dy, i) => cpu.linearBackwardInto({ dy, x: xc, weight: cpu.rowBlock(wc, i * o, o), dWeight: cpu.rowBlock(dWc, i * o, o), dBias: null }));
+      }
+      close('Wqkv gradient, written then added as one batch', down(be, dWg), down(cpu, dWc), tol(dtype, 1e-6, 1e-3));
+    } finally {
+      gemmTuning.minFlops = saved;
+      gemmTuning.stored = true;
+    }
+  });
+
   test(`cuda ${dtype}: GEMMs timed among the heuristic's candidates on first use add into their outputs once`, { skip }, () => {
     const be = cudaFor(dtype), g = trainingBackend(be);
     // Shapes no other test uses (the choice is kept per process and shape), all tuned (minFlops 0).
@@ -242,40 +285,52 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     }
   });
 
-  // 1001: the two-pass kernel; 1004 (a multiple of 4): the row held in shared memory.
-  for (const vocab of [1001, 1004]) test(`cuda ${dtype}: the output layer fused with cross entropy, over several row blocks, vocabulary ${vocab}`, { skip }, () => {
-    const be = cudaFor(dtype), g = trainingBackend(be);
-    const n = 45, d = 72;
-    const [xg, xc] = pair(be, randn(n * d), [n, d]);
-    const [tg, tc] = pair(be, randn(vocab * d, 0.5), [vocab, d]);
-    const targets = Int32Array.from({ length: n }, (_, i) => (i % 9 === 4 ? -1 : Math.floor(rng.next() * vocab)));
-    be.training.logitBlockElements = 16 * vocab; // at most 16 rows a block: 3 blocks of 15
-    try {
-      for (const logitScale of [null, 0.7]) {
-        const a = { logitScale, lossScale: 1 / 40, gradients: true };
-        const rg = g.crossEntropyWithOutput({ x: xg, table: tg, targets: be.upload(targets, [n], 'int32'), ...a });
-        const rc = cpu.crossEntropyWithOutput({ x: xc, table: tc, targets: cpu.upload(targets, [n], 'int32'), ...a });
-        assert.equal(rg.count, rc.count);
-        close(`loss sum (scale ${logitScale})`, down(be, rg.lossSum), down(cpu, rc.lossSum), tol(dtype, 1e-6, 1e-3));
-        close(`dx (scale ${logitScale})`, down(be, rg.dx!), down(cpu, rc.dx!), tol(dtype, 1e-5));
-        close(`dTable (scale ${logitScale})`, down(be, rg.dTable!), down(cpu, rc.dTable!), tol(dtype, 1e-5, 1e-2));
+  // 1001: the two-pass kernel; 1004 (a multiple of 4): the row held in shared memory. In bf16 the logits
+  // are bf16 (autocast's math; the CPU twin rounds them the same way), dz written over them.
+  for (const vocab of [1001, 1004]) {
+    test(`cuda ${dtype}: the output layer fused with cross entropy, over several row blocks, vocabulary ${vocab}`, { skip }, () => {
+      const be = cudaFor(dtype), g = trainingBackend(be);
+      const n = 45, d = 72;
+      const [xg, xc] = pair(be, randn(n * d), [n, d]);
+      const [tg, tc] = pair(be, randn(vocab * d, 0.5), [vocab, d]);
+      const targets = Int32Array.from({ length: n }, (_, i) => (i % 9 === 4 ? -1 : Math.floor(rng.next() * vocab)));
+      // The CPU twin's logit rounding (beyond the Backend interface: CpuTrainingOps takes logitType).
+      const logitType: 'float32' | 'bfloat16' = dtype;
+      const onCpu = (a: Parameters<typeof cpu.crossEntropyWithOutput>[0]) => {
+        const withType = { ...a, logitType };
+        return cpu.crossEntropyWithOutput(withType);
+      };
+      be.training.logitBlockElements = 16 * vocab; // at most 16 rows a block: 3 blocks of 15
+      try {
+        for (const logitScale of [null, 0.7]) {
+          const a = { logitScale, lossScale: 1 / 40, gradients: true };
+          const rg = g.crossEntropyWithOutput({ x: xg, table: tg, targets: be.upload(targets, [n], 'int32'), ...a });
+          const rc = onCpu({ x: xc, table: tc, targets: cpu.upload(targets, [n], 'int32'), ...a });
+          assert.equal(rg.count, rc.count);
+          close(`loss sum (scale ${logitScale})`, down(be, rg.lossSum), down(cpu, rc.lossSum), tol(dtype, 1e-6, 1e-3));
+          close(`dx (scale ${logitScale})`, down(be, rg.dx!), down(cpu, rc.dx!), tol(dtype, 1e-5));
+          close(`dTable (scale ${logitScale})`, down(be, rg.dTable!), down(cpu, rc.dTable!), tol(dtype, 1e-5, 1e-2));
+        }
+        // dTableInto: the table's gradient added into an accumulator that already holds values.
+        const prior = randn(vocab * d);
+        const [ig, ic] = f32pair(be, prior, [vocab, d]);
+        const a = { logitScale: 0.7, lossScale: 1 / 40, gradients: true };
+        const rg = g.crossEntropyWithOutput({ x: xg, table: tg, targets: be.upload(targets, [n], 'int32'), dTableInto: ig, ...a });
+        onCpu({ x: xc, table: tc, targets: cpu.upload(targets, [n], 'int32'), dTableInto: ic, ...a }); // adds into ic
+        assert.equal(rg.dTable, ig);
+        close('dTable into an accumulator', down(be, ig), down(cpu, ic), tol(dtype, 1e-6, 1e-3));
+        // The loss alone (no dz: the logits are only read).
+        const lossOnly = g.crossEntropyWithOutput({ x: xg, table: tg, targets: be.upload(targets, [n], 'int32'), logitScale: null, lossScale: 1, gradients: false });
+        assert.equal(lossOnly.dx, null);
+        const lossOnCpu = onCpu({ x: xc, table: tc, targets: cpu.upload(targets, [n], 'int32'), logitScale: null, lossScale: 1, gradients: false });
+        close('loss sum without gradients', down(be, lossOnly.lossSum), down(cpu, lossOnCpu.lossSum), tol(dtype, 1e-6, 1e-3));
+        assert.throws(() => g.crossEntropyWithOutput({ x: xg, table: tg, targets: be.upload(Int32Array.from({ length: n }, () => vocab), [n], 'int32'), logitScale: null, lossScale: 1, gradients: false }),
+          new RegExp(`target ${vocab} is outside the vocabulary`));
+      } finally {
+        be.training.logitBlockElements = 1 << 28;
       }
-      // dTableInto: the table's gradient added into an accumulator that already holds values.
-      const prior = randn(vocab * d);
-      const [ig, ic] = f32pair(be, prior, [vocab, d]);
-      const a = { logitScale: 0.7, lossScale: 1 / 40, gradients: true };
-      const rg = g.crossEntropyWithOutput({ x: xg, table: tg, targets: be.upload(targets, [n], 'int32'), dTableInto: ig, ...a });
-      cpu.crossEntropyWithOutput({ x: xc, table: tc, targets: cpu.upload(targets, [n], 'int32'), dTableInto: ic, ...a }); // adds into ic
-      assert.equal(rg.dTable, ig);
-      close('dTable into an accumulator', down(be, ig), down(cpu, ic), tol(dtype, 1e-6, 1e-3));
-      const lossOnly = g.crossEntropyWithOutput({ x: xg, table: tg, targets: be.upload(targets, [n], 'int32'), logitScale: null, lossScale: 1, gradients: false });
-      assert.equal(lossOnly.dx, null);
-      assert.throws(() => g.crossEntropyWithOutput({ x: xg, table: tg, targets: be.upload(Int32Array.from({ length: n }, () => vocab), [n], 'int32'), logitScale: null, lossScale: 1, gradients: false }),
-        new RegExp(`target ${vocab} is outside the vocabulary`));
-    } finally {
-      be.training.logitBlockElements = 1 << 28;
-    }
-  });
+    });
+  }
 
   test(`cuda ${dtype}: embedding scatter-add, accumulation, scaling and the sum of squares`, { skip }, () => {
     const be = cudaFor(dtype), g = trainingBackend(be);

@@ -89,6 +89,30 @@ test('cuda bf16 (amp_bf16): the loss is within 2e-2 and the gradients are finite
   process.stderr.write(`bf16 loss ${(lossSum / count).toFixed(5)} vs ${ref.train.loss.toFixed(5)}; grad norm ${Math.sqrt(sum).toFixed(5)} vs ${ref.train.grad_total_norm.toFixed(5)}\n`);
 });
 
+test('cuda float32: q, k, v from one batched GEMM and LN_2 kept on the tape give the loss and gradients of three GEMMs and the recompute', { skip }, async () => {
+  const backend = new CudaBackend({ dtype: 'float32' });
+  const be = trainingBackend(backend);
+  const folder = await openModelFolder(dir);
+  const model = await loadModel(folder, backend, { dtype: 'float32' });
+  await folder.close();
+  const run = (batchedQkv: boolean, keepLn2Output: boolean) => {
+    const graph = new TrainingGraph(model.config, backend, model.params);
+    graph.batchedQkv = batchedQkv;
+    graph.keepLn2Output = keepLn2Output;
+    const grads = zeroGradients(model.config, backend);
+    const { lossSum } = lossAndGradients(graph, ids, rows.length, grads, 1 / tokens);
+    return { lossSum, grads: new Map([...grads].map(([n, t]) => [n, be.download(t) as Float32Array])) };
+  };
+  const fast = run(true, true), plain = run(false, false);
+  assert.ok(Math.abs(fast.lossSum - plain.lossSum) <= 1e-6 * Math.abs(plain.lossSum), `loss sum ${fast.lossSum} vs ${plain.lossSum}`);
+  for (const [name, want] of plain.grads) {
+    const got = fast.grads.get(name)!;
+    let num = 0, den = 0;
+    for (let i = 0; i < want.length; i++) { num += (got[i] - want[i]) ** 2; den += want[i] ** 2; }
+    assert.ok(Math.sqrt(num / Math.max(den, 1e-30)) <= 1e-5, `${name}: relative difference ${Math.sqrt(num / Math.max(den, 1e-30))}`);
+  }
+});
+
 /**
  * A TrainStep over the fixture checkpoint's weights on a float32 CUDA backend, on the wait-free path or
  * the waiting one, with the reference's AdamW settings unless others are given.

@@ -141,14 +141,16 @@ export function backward(graph: TrainingGraph, tape: Tape, dHidden: Tensor, grad
     // One scope a layer: its temporaries (activation gradients, recomputed activations) go back to the
     // device allocator before the next layer (CUDA; the CPU leaves them to the garbage collector).
     const a = tape.blocks[layer], block = p.blocks[layer], name = `blocks.${layer}`;
-    // x = xMid + down(gelu(up(LN_2(xMid)))): LN_2's output is recomputed here.
+    // x = xMid + down(gelu(up(LN_2(xMid)))): LN_2's output from the tape, or recomputed here.
     const dActivated = linearBack(dx, a.activated, block.down, `${name}.mlp.down`);
     be.release(a.activated);
     const dUp = be.geluBackward(dActivated, a.up);
     be.release(a.up);
     be.release(dActivated);
-    const dLn2Out = linearBack(dUp, graph.norm(a.xMid, block.ln2), block.up, `${name}.mlp.up`);
+    const ln2Out = a.ln2Out ?? graph.norm(a.xMid, block.ln2);
+    const dLn2Out = linearBack(dUp, ln2Out, block.up, `${name}.mlp.up`);
     be.release(dUp);
+    be.release(ln2Out);
     const dxMid = normBack(dLn2Out, a.xMid, block.ln2, `${name}.ln2`, dx);
     // xMid = xIn + out(attention(q_LN(q), k_LN(k), v)),  q,k,v = clip(LN_1(xIn) · W{q,k,v}ᵀ)
     const dAttended = linearBack(dxMid, a.attended, block.out, `${name}.attn.out`);
@@ -175,7 +177,7 @@ export function backward(graph: TrainingGraph, tape: Tape, dHidden: Tensor, grad
     }
     const dxIn = normBack(dLn1Out!, a.xIn, block.ln1, `${name}.ln1`, dxMid);
     // This block's tape is spent (xIn is the previous block's output, which its own backward does not read).
-    for (const tensor of new Set([a.xIn, a.qPre, a.kPre, a.q, a.k, a.v, a.attended, a.logSumExp, a.xMid, a.up, a.activated])) be.release(tensor);
+    for (const tensor of new Set([a.xIn, a.qPre, a.kPre, a.q, a.k, a.v, a.attended, a.logSumExp, a.xMid, a.ln2Out, a.up, a.activated])) if (tensor) be.release(tensor);
     if (a.qkvRaw) for (const tensor of Object.values(a.qkvRaw)) be.release(tensor);
     return dxIn;
   });

@@ -5,9 +5,12 @@ import type { Affine, MptParams } from './params.js';
 /**
  * The forward pass for training: the same math as MptModel.forward (DESIGN.md, "The model, exactly")
  * over whole sequences without a KV cache, keeping what the backward pass needs (the tape).
- * What is cheap to make again is not kept: LN_1's and LN_2's outputs (one LayerNorm pass from xIn or
- * xMid) are recomputed by the backward, a block's other temporaries are released when the block ends, and q, k, v come from the three row blocks of Wqkv as three contiguous tensors
- * (the layout attention reads), so no fused QKV is kept beside them and no column is copied.
+ * What is cheap to make again is not kept: LN_1's output (one LayerNorm pass from xIn) is recomputed by
+ * the backward, and so is LN_2's when `keepLn2Output` is off; a block's other temporaries are released
+ * when the block ends. q, k, v come from the three row blocks of Wqkv as three contiguous tensors (the
+ * layout attention reads), so no fused QKV is kept beside them and no column is copied; a backend with
+ * `linearRowBlocks` (CUDA: one strided-batched GEMM) makes them in one call, as three slices of one
+ * [3, rows, d] buffer.
  */
 export interface QkvTensors { q: Tensor; k: Tensor; v: Tensor }
 
@@ -25,6 +28,8 @@ export interface BlockTape {
   attended: Tensor;
   logSumExp: Tensor;
   xMid: Tensor;
+  /** LN_2(xMid), the MLP's input (null when the backward recomputes it: TrainingGraph.keepLn2Output off). */
+  ln2Out: Tensor | null;
   /** MLP up projection and GELU of it: GELU's backward reads the first, down's weight gradient the second. */
   up: Tensor;
   activated: Tensor;
@@ -42,14 +47,39 @@ export interface Tape {
   hidden: Tensor;
 }
 
+/**
+ * An op beyond the Backend interface: x·W_iᵀ (+ b_i) for each of `parts` equal row blocks W_i of
+ * `weight` (and of `bias`), each output its own contiguous tensor [rows, outF / parts] — the same values
+ * as `parts` calls of linear on rowBlock views. The CUDA backend's training ops have it (one
+ * strided-batched GEMM, the outputs slices of one block).
+ */
+export interface RowBlockLinear {
+  linearRowBlocks(x: Tensor, weight: Tensor, bias: Tensor | null, parts: number): Tensor[];
+}
+
+function rowBlockLinear(backend: Backend): RowBlockLinear | null {
+  const ops = (backend as { training?: Partial<RowBlockLinear> }).training;
+  return ops && typeof ops.linearRowBlocks === 'function' ? (ops as RowBlockLinear) : null;
+}
+
 /** What both passes share: the model's math constants and the attention call for a batch. */
 export class TrainingGraph {
   readonly slopes: Float32Array | null;
   readonly scale: number;
   readonly backend: TrainingBackend;
+  /**
+   * Keep LN_2's output on the tape for the backward (one [rows, d] tensor a block: 64 MiB at 16384 rows
+   * of the 1.3B model in bf16, 1.5 GiB over 24 blocks) instead of recomputing it there (one LayerNorm
+   * pass a block). MPT_TRAIN_RECOMPUTE_LN2=1: recompute (comparisons; a tighter memory budget).
+   */
+  keepLn2Output = process.env.MPT_TRAIN_RECOMPUTE_LN2 !== '1';
+  /** q, k, v through the backend's linearRowBlocks where it has one; false: three linear calls (MPT_TRAIN_QKV_BATCHED=0, comparisons). */
+  batchedQkv = process.env.MPT_TRAIN_QKV_BATCHED !== '0';
+  private readonly rowBlocks: RowBlockLinear | null;
 
   constructor(readonly config: MptConfig, backend: Backend, readonly params: MptParams) {
     this.backend = trainingBackend(backend);
+    this.rowBlocks = rowBlockLinear(backend);
     this.slopes = config.alibi ? alibiSlopes(config) : null;
     this.scale = softmaxScale(config);
   }
@@ -78,6 +108,10 @@ export class TrainingGraph {
 
   /** q, k, v = a · Wqkvᵀ split in three, each computed into its own contiguous tensor. */
   qkv(a: Tensor, wqkv: Affine): QkvTensors {
+    if (this.batchedQkv && this.rowBlocks) {
+      const [q, k, v] = this.rowBlocks.linearRowBlocks(a, wqkv.weight, wqkv.bias, 3);
+      return { q, k, v };
+    }
     return { q: this.affine(a, this.qkvPart(wqkv, 0)), k: this.affine(a, this.qkvPart(wqkv, 1)), v: this.affine(a, this.qkvPart(wqkv, 2)) };
   }
 
@@ -114,10 +148,13 @@ export class TrainingGraph {
         const { out, logSumExp } = be.attentionForTraining(this.attentionArgs(q, k, v, batch, t));
         const attended = be.view(out, [batch * t, d]);
         const xMid = this.residual(xIn, attended, block.out);
-        const up = this.affine(this.norm(xMid, block.ln2), block.up);
+        const ln2Out = this.norm(xMid, block.ln2);
+        const up = this.affine(ln2Out, block.up);
         const activated = be.gelu(up);
         const xOut = this.residual(xMid, activated, block.down);
-        const tape: BlockTape = { xIn, qkvRaw: clip === null ? null : raw, qPre, kPre, q, k, v, attended, logSumExp, xMid, up, activated };
+        const tape: BlockTape = {
+          xIn, qkvRaw: clip === null ? null : raw, qPre, kPre, q, k, v, attended, logSumExp, xMid, ln2Out: this.keepLn2Output ? ln2Out : null, up, activated,
+        };
         return { tape, xOut };
       });
       blocks.push(tape);

@@ -90,14 +90,15 @@ export class CpuTrainingOps {
     }
   }
 
-  crossEntropyWithOutput(args: { x: Tensor; table: Tensor; targets: Tensor; logitScale: number | null; lossScale: number; gradients: boolean; dTableInto?: Tensor | null }):
+  /** `logitType` (beyond the Backend interface): 'bfloat16' is the CUDA bf16 path's math (cross-entropy.ts), for its tests. */
+  crossEntropyWithOutput(args: { x: Tensor; table: Tensor; targets: Tensor; logitScale: number | null; lossScale: number; gradients: boolean; dTableInto?: Tensor | null; logitType?: 'float32' | 'bfloat16' }):
     { lossSum: CpuTensor; count: number; dx: CpuTensor | null; dTable: CpuTensor | null } {
     const [vocab, d] = args.table.shape;
     const n = rowCount(args.x);
     if (width(args.x) !== d) throw new Error(`crossEntropyWithOutput: x [${args.x.shape}] against table [${args.table.shape}]`);
     const targets = asCpu(args.targets).data as Int32Array;
     if (targets.length !== n) throw new Error(`crossEntropyWithOutput: ${targets.length} targets for ${n} rows`);
-    const r = crossEntropyWithOutput(this.pool, f32(args.x), weightData(args.table), targets, n, d, vocab, args.logitScale ?? 1, args.lossScale, args.gradients);
+    const r = crossEntropyWithOutput(this.pool, f32(args.x), weightData(args.table), targets, n, d, vocab, args.logitScale ?? 1, args.lossScale, args.gradients, args.logitType);
     let dTable = r.dTable ? wrap([vocab, d], r.dTable) : null;
     if (dTable && args.dTableInto) {
       this.addInto(args.dTableInto, dTable, 1);

@@ -35,6 +35,7 @@ export function lt(): Record<string, Fn> {
     'int cublasLtMatmulDescCreate(void *desc, int computeType, int scaleType)',
     'int cublasLtMatmulDescSetAttribute(uint64_t desc, int attr, void *buf, size_t size)',
     'int cublasLtMatrixLayoutCreate(void *layout, int type, uint64_t rows, uint64_t cols, int64_t ld)',
+    'int cublasLtMatrixLayoutSetAttribute(uint64_t layout, int attr, void *buf, size_t size)',
     'int cublasLtMatmulPreferenceCreate(void *pref)',
     'int cublasLtMatmulPreferenceSetAttribute(uint64_t pref, int attr, void *buf, size_t size)',
     'int cublasLtMatmulAlgoGetHeuristic(uint64_t handle, uint64_t op, uint64_t a, uint64_t b, uint64_t c, uint64_t d, uint64_t pref, int count, void *results, _Out_ int *returned)',
@@ -90,6 +91,20 @@ export function matmulDesc(transA: boolean, transB: boolean): number {
 
 export function setAttribute(desc: number, attr: number, buf: Buffer, what: string): void {
   check(`cublasLtMatmulDescSetAttribute(${what})`, lt().cublasLtMatmulDescSetAttribute(desc, attr, buf, buf.length));
+}
+
+// cublasLtMatrixLayoutAttribute_t
+const LAYOUT_BATCH_COUNT = 5, LAYOUT_STRIDED_BATCH_OFFSET = 6;
+
+/**
+ * A matrix layout that stands for `count` matrices `stride` elements apart (strided batch; stride 0: the
+ * same matrix for every member of the batch).
+ */
+export function setLayoutBatch(layout: number, count: number, stride: number): void {
+  check('cublasLtMatrixLayoutSetAttribute(BATCH_COUNT)', lt().cublasLtMatrixLayoutSetAttribute(layout, LAYOUT_BATCH_COUNT, int32(count), 4));
+  const b = Buffer.alloc(8);
+  b.writeBigInt64LE(BigInt(stride));
+  check('cublasLtMatrixLayoutSetAttribute(STRIDED_BATCH_OFFSET)', lt().cublasLtMatrixLayoutSetAttribute(layout, LAYOUT_STRIDED_BATCH_OFFSET, b, 8));
 }
 
 /**

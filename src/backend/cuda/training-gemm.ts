@@ -12,7 +12,7 @@
  * is timed reading the real C and writing scratch, so the gradient is added into once.
  */
 import type { CudaContext } from './driver.js';
-import { create, CUDA_R_16BF, CUDA_R_32F, LtHandle, matmulDesc } from './cublaslt-api.js';
+import { create, CUDA_R_16BF, CUDA_R_32F, LtHandle, matmulDesc, setLayoutBatch } from './cublaslt-api.js';
 
 export type GemmType = 'bfloat16' | 'float32';
 export interface GemmArgs {
@@ -23,6 +23,13 @@ export interface GemmArgs {
   alpha: number; beta: number;
   /** The type of A and B, and of C. */
   inType: GemmType; outType: GemmType;
+  /**
+   * A strided batch: `count` GEMMs in one launch, the i-th on A + i·strideA, B + i·strideB, C + i·strideC
+   * (strides in elements; 0: the same matrix for all, e.g. a shared input). More tiles a launch than
+   * one GEMM of the batch, so a small output (2048 × 2048: about one wave on 132 SMs) loses less to its
+   * last wave.
+   */
+  batch?: { count: number; strideA: number; strideB: number; strideC: number } | null;
 }
 
 interface Plan { key: string; desc: number; la: number; lb: number; lc: number; algo: Buffer | null }
@@ -38,7 +45,8 @@ export class TrainingGemm {
   }
 
   private plan(g: GemmArgs): Plan {
-    const key = `gemm:${g.m}:${g.n}:${g.k}:${g.aTrans}:${g.bTrans}:${g.inType}>${g.outType}:${g.beta !== 0 ? 'acc' : ''}`;
+    const b = g.batch && g.batch.count > 1 ? g.batch : null;
+    const key = `gemm:${g.m}:${g.n}:${g.k}:${g.aTrans}:${g.bTrans}:${g.inType}>${g.outType}:${g.beta !== 0 ? 'acc' : ''}${b ? `:batch${b.count}/${b.strideA}/${b.strideB}/${b.strideC}` : ''}`;
     let plan = this.plans.get(key);
     if (plan) return plan;
     const tin = g.inType === 'bfloat16' ? CUDA_R_16BF : CUDA_R_32F, tout = g.outType === 'bfloat16' ? CUDA_R_16BF : CUDA_R_32F;
@@ -47,6 +55,11 @@ export class TrainingGemm {
     const la = g.bTrans ? create('cublasLtMatrixLayoutCreate', tin, g.k, g.n, g.k) : create('cublasLtMatrixLayoutCreate', tin, g.n, g.k, g.n);
     const lb = g.aTrans ? create('cublasLtMatrixLayoutCreate', tin, g.m, g.k, g.m) : create('cublasLtMatrixLayoutCreate', tin, g.k, g.m, g.k);
     const lc = create('cublasLtMatrixLayoutCreate', tout, g.n, g.m, g.n);
+    if (b) { // cuBLAS's A is our B and its B our A
+      setLayoutBatch(la, b.count, b.strideB);
+      setLayoutBatch(lb, b.count, b.strideA);
+      setLayoutBatch(lc, b.count, b.strideC);
+    }
     plan = { key, desc, la, lb, lc, algo: null };
     this.plans.set(key, plan);
     return plan;
@@ -57,11 +70,14 @@ export class TrainingGemm {
     const plan = this.plan(g);
     this.alpha[0] = g.alpha;
     this.beta[0] = g.beta;
-    const what = `${g.m}x${g.n}x${g.k}, ${g.aTrans ? 'T' : 'N'}${g.bTrans ? 'T' : 'N'}, ${g.inType}>${g.outType}${g.beta !== 0 ? ', accumulating' : ''}`;
+    const count = g.batch && g.batch.count > 1 ? g.batch.count : 1;
+    const what = `${count > 1 ? `${count} × ` : ''}${g.m}x${g.n}x${g.k}, ${g.aTrans ? 'T' : 'N'}${g.bTrans ? 'T' : 'N'}, ${g.inType}>${g.outType}${g.beta !== 0 ? ', accumulating' : ''}`;
     const launch = (algo: Buffer, d = g.c) => this.lt.matmul(what, plan.desc, algo, this.alpha, g.b, plan.la, g.a, plan.lb, this.beta, g.c, plan.lc, d);
     // Trials of an accumulating GEMM read the real C and write scratch, so the gradient is added into once.
-    plan.algo ??= this.lt.choose(plan.key, 2 * g.m * g.n * g.k, plan.desc, plan.la, plan.lb, plan.lc, what, launch,
-      g.beta !== 0 ? g.m * g.n * (g.outType === 'bfloat16' ? 2 : 4) : 0);
+    // The scratch of an accumulating batch's trials spans every member's output (strideC apart).
+    const outSpan = count > 1 ? (count - 1) * g.batch!.strideC + g.m * g.n : g.m * g.n;
+    plan.algo ??= this.lt.choose(plan.key, 2 * g.m * g.n * g.k * count, plan.desc, plan.la, plan.lb, plan.lc, what, launch,
+      g.beta !== 0 ? outSpan * (g.outType === 'bfloat16' ? 2 : 4) : 0);
     launch(plan.algo);
   }
 }

@@ -45,7 +45,7 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
   flashBackwardChunk = FLASH_BACKWARD_CHUNK_DEFAULT;
   /** dq from the dsᵀ that dk/dv store (a transient bf16 scratch) instead of recomputing S and dP. */
   flashBackwardStoredDs = FLASH_BACKWARD_STORED_DS;
-  /** Logit elements of one cross-entropy block (float32): 256 Mi = 1 GiB; tests lower it to get several blocks. */
+  /** Logit elements of one cross-entropy block: 256 Mi (512 MiB of bf16, 1 GiB of float32); tests lower it to get several blocks. */
   logitBlockElements = 1 << 28;
   /** cross_entropy_rows_smem (the row read once, held in shared memory) where the vocabulary allows; false: the two-pass kernel (tests). */
   crossEntropyRowInShared = true;
@@ -263,6 +263,38 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
     be.ctx.copyDevice(out.ptr, r.ptr, elementCount(r.shape) * 2);
     be.matmulInto(xx, w, b, out, rows, true);
     return out;
+  }
+
+  /** linearRowBlocks as one strided-batched GEMM; false: one linear call a row block (comparisons). */
+  batchedRowBlocks = true;
+
+  /**
+   * x·W_iᵀ (+ b_i) for the `parts` equal row blocks W_i of weight (training-forward.ts RowBlockLinear):
+   * one strided-batched GEMM (x shared, stride 0) into one [parts, rows, outF / parts] block, whose
+   * slices come back; releasing one releases them all (they share the block). With a bias, 16 rows or
+   * fewer, strides not of whole 16-byte words, or batching off: one linear call a part. Measured at the
+   * mpt-1b step's shape (bench/RESULTS-cuda-train.md): 13.35 ms a step for the 24 batched against 13.79
+   * for the 72 separate GEMMs.
+   */
+  linearRowBlocks(x: Tensor, weight: Tensor, bias: Tensor | null, parts: number): Tensor[] {
+    const be = this.be;
+    const xx = this.inAct(x, 'linearRowBlocks x'), w = this.inAct(weight, 'linearRowBlocks weight');
+    const [outF, inF] = w.shape, rows = rowCount(xx), part = outF / parts;
+    if (w.shape.length !== 2 || width(xx) !== inF || !Number.isInteger(part) || parts < 1) {
+      throw new Error(`linearRowBlocks: x [${x.shape}] and weight [${weight.shape}] in ${parts} row blocks`);
+    }
+    const outShape = [...xx.shape.slice(0, -1), part], es = bytesPer(this.act);
+    // Batch strides of whole 16-byte words (the pointers cuBLASLt's vector loads assume for every member).
+    const aligned = (part * inF * es) % 16 === 0 && (rows * part * es) % 16 === 0;
+    if (!this.batchedRowBlocks || bias || rows <= 16 || parts === 1 || !aligned) {
+      return Array.from({ length: parts }, (_, i) => be.linear(xx, this.rowBlock(w, i * part, part), bias ? this.rowBlock(bias, i * part, part) : null));
+    }
+    const out = be.alloc([parts, rows, part]);
+    this.gemm.gemm({
+      m: rows, n: part, k: inF, a: xx.ptr, aTrans: false, b: w.ptr, bTrans: true, c: out.ptr, alpha: 1, beta: 0,
+      inType: this.act as GemmType, outType: this.act as GemmType, batch: { count: parts, strideA: 0, strideB: part * inF, strideC: rows * part },
+    });
+    return Array.from({ length: parts }, (_, i) => be.view(this.rowBlock(out, i, 1), outShape));
   }
 
   rowBlock(t: Tensor, start: number, count: number): Tensor {
@@ -560,19 +592,23 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
     // A table the caller says is stale: the first row block writes it instead of adding (zeroed if there is none).
     const writeFirst = into !== null && args.overwriteDTable === true;
     if (writeFirst && n === 0) be.ctx.fill32(into.ptr, 0, vocab * d);
+    // The logits in the activation type: bf16 is autocast's F.linear output, from which the original
+    // code computes its float32 loss (float32 logits cost 0.95 ms a step more: bench/RESULTS-cuda-train.md).
     // A row of logits in shared memory (read once) where it fits, beside block_sum's and block_max's 256 bytes each.
-    const rowInShared = this.crossEntropyRowInShared && vocab % 4 === 0 && 4 * vocab + 1024 <= be.device.sharedMemoryOptin;
+    const rowInShared = this.crossEntropyRowInShared && vocab % 4 === 0 && bytesPer(type) * vocab + 1024 <= be.device.sharedMemoryOptin;
     be.scope(() => {
-      const logits = be.alloc([blockRows, vocab], 'float32');
-      const dz = args.gradients ? be.alloc([blockRows, vocab]) : null;
+      const logits = be.alloc([blockRows, vocab]);
+      // dz overwrites the logits (the kernel reads a row whole before writing its dz): one
+      // [blockRows, vocab] buffer fewer at the step's peak.
+      const dz = args.gradients ? logits : null;
       const es = type === 'bfloat16' ? 2 : 4;
       for (let r0 = 0; r0 < n; r0 += blockRows) {
         const rows = Math.min(blockRows, n - r0);
         const xBlock = x.ptr + r0 * d * es;
-        // z = c · x·Wᵀ (float32)
-        this.gemm.gemm({ m: rows, n: vocab, k: d, a: xBlock, aTrans: false, b: table.ptr, bTrans: true, c: logits.ptr, alpha: c, beta: 0, inType: type, outType: 'float32' });
+        // z = c · x·Wᵀ, rounded once to the activation type
+        this.gemm.gemm({ m: rows, n: vocab, k: d, a: xBlock, aTrans: false, b: table.ptr, bTrans: true, c: logits.ptr, alpha: c, beta: 0, inType: type, outType: type });
         be.kernels.get('cross_entropy.cu', rowInShared ? 'cross_entropy_rows_smem' : 'cross_entropy_rows', be.defs()).launch([rows], [1024],
-          [logits.ptr, targets.ptr + r0 * 4, losses.ptr + r0 * 4, dz?.ptr ?? 0, vocab, args.lossScale * c, args.gradients ? 1 : 0], rowInShared ? 4 * vocab : 0);
+          [logits.ptr, targets.ptr + r0 * 4, losses.ptr + r0 * 4, dz?.ptr ?? 0, vocab, args.lossScale * c, args.gradients ? 1 : 0], rowInShared ? bytesPer(type) * vocab : 0);
         if (!dz || !dx || !dTable) continue;
         // dz is the gradient of the raw logits x·Wᵀ (lossScale·c folded in): dx = dz·W, dTable += dzᵀ·x
         this.gemm.gemm({ m: rows, n: d, k: vocab, a: dz.ptr, aTrans: false, b: table.ptr, bTrans: false, c: dx.ptr + r0 * d * es, alpha: 1, beta: 0, inType: type, outType: type });

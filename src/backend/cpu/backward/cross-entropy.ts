@@ -1,4 +1,5 @@
 import type { CpuPool } from '../pool.js';
+import { bfloat16BitsToFloat32, float32ToBfloat16Bits } from '../../../util/dtype.js';
 import { matmulABt, sharedFloat32, transpose } from './matmul.js';
 
 /**
@@ -7,12 +8,16 @@ import { matmulABt, sharedFloat32, transpose } from './matmul.js';
  *   z = c · x·Wᵀ (c = logitScale or 1),  loss_r = logsumexp(z_r) − z_r[target_r]
  *   dz = lossScale · (softmax(z) − onehot(target)),  dx = c · dz·W,  dW = c · dzᵀ·x
  * Rows whose target is −1 count for nothing. Losses are summed in float64.
+ * `logitType` 'bfloat16' rounds each scaled logit to bf16 before the softmax: the math of the original
+ * code under autocast (F.linear's bf16 output, a float32 loss from it), which the CUDA backend's bf16
+ * path computes; its twin here, for the tests.
  */
 const LOGIT_ELEMENTS_PER_BLOCK = 1 << 22;
 
 export function crossEntropyWithOutput(
   pool: CpuPool, x: Float32Array, table: Float32Array | Uint16Array, targets: Int32Array,
   n: number, d: number, vocab: number, logitScale: number, lossScale: number, gradients: boolean,
+  logitType: 'float32' | 'bfloat16' = 'float32',
 ): { lossSum: number; count: number; dx: Float32Array | null; dTable: Float32Array | null } {
   const blockRows = Math.max(1, Math.floor(LOGIT_ELEMENTS_PER_BLOCK / vocab));
   const dx = gradients ? sharedFloat32(n * d) : null;
@@ -31,7 +36,9 @@ export function crossEntropyWithOutput(
       if (target >= vocab) throw new RangeError(`cross entropy: target ${target} is outside the vocabulary of ${vocab}`);
       any = true;
       let max = -Infinity;
-      for (let j = 0; j < vocab; j++) { row[j] *= logitScale; if (row[j] > max) max = row[j]; }
+      if (logitType === 'bfloat16') for (let j = 0; j < vocab; j++) row[j] = bfloat16BitsToFloat32(float32ToBfloat16Bits(row[j] * logitScale));
+      else for (let j = 0; j < vocab; j++) row[j] *= logitScale;
+      for (let j = 0; j < vocab; j++) if (row[j] > max) max = row[j];
       let sum = 0;
       for (let j = 0; j < vocab; j++) sum += Math.exp(row[j] - max);
       const lse = max + Math.log(sum);
