@@ -248,11 +248,11 @@ export function flashBackwardScratchElements(batch: number, nHeads: number, t: n
  * 16) or the wgmma kernel (flash_backward_dkdv_wgmma, warpgroup MMA: sm_90a only, heads of 64 or 128)
  * on one of three grids: 'wgmma' (batch·nHeads, key tiles: the blocks in flight span every head) or
  * 'wgmma-head-major' (key tiles, batch·nHeads: a head's blocks together, so the Q and dO tiles they all
- * read stay in L2) or 'wgmma-group-G' (batch·nHeads, key tiles, taken G heads at a time, the longest key
- * tiles of a group first: WB_HEAD_GROUP); or 'fa3' / 'fa3-sS-gG' (flash_backward_dkdv_fa3, warp-specialized:
- * fa3DkdvShape). All write the same dsᵀ layout, so the dq pass is the same, and the same bits.
+ * read stay in L2); or 'fa3' / 'fa3-sS-gG' (flash_backward_dkdv_fa3, warp-specialized: fa3DkdvShape).
+ * (A grid of G heads at a time for the wgmma kernel tied with head-major at G = 16 and lost at G = 8:
+ * bench/RESULTS-attention.md, sixth session; deleted.) All write the same dsᵀ layout, so the dq pass is the same, and the same bits.
  */
-export type FlashDkdvKernel = 'mma' | 'wgmma' | 'wgmma-head-major' | `wgmma-group-${number}` | 'fa3' | `fa3-s${number}-g${number}`;
+export type FlashDkdvKernel = 'mma' | 'wgmma' | 'wgmma-head-major' | 'fa3' | `fa3-s${number}-g${number}`;
 
 /**
  * The shape of flash_backward_dkdv_fa3 (flash_backward_wgmma.cu: a producer warpgroup and two consumer
@@ -273,24 +273,21 @@ export function flashFa3DkdvSharedBytes(dHead: number, stages: number): number {
   return (4 + 2 * stages) * 64 * dHead * 2 + stages * 2 * 64 * 4 + 1024;
 }
 
-/** G of a 'wgmma-group-G' kernel name (a whole number ≥ 1), else 0. */
-const headGroupOf = (name: string): number => Number(/^wgmma-group-([1-9]\d*)$/.exec(name)?.[1] ?? 0);
-
 /**
  * The dk/dv kernel launchFlashBackward uses by default where the wgmma kernels run (sm_90a): for heads of
  * 128 the warp-specialized kernel (flash_backward_dkdv_fa3, FA3_DKDV_DEFAULT; H100, bench/RESULTS-attention.md
  * section bwd3: 0.680 / 0.726 ms against 0.871 / 0.863 for wgmma on the head-major grid, same process;
  * 20.24 against 22.72 ms in a step, same call); for heads of 64 (not timed with fa3) wgmma on the head-major
  * grid (0.762 / 0.807 ms against 0.831 / 0.839 for the other grid). MPT_CUDA_DKDV picks another (A/B):
- * mma, wgmma, wgmma-head-major, wgmma-group-G, fa3 or fa3-sS-gG.
+ * mma, wgmma, wgmma-head-major, fa3 or fa3-sS-gG.
  */
 export function flashDkdvDefault(kernels: KernelCache, dHead: number): FlashDkdvKernel {
   if (!wgmmaUsable(kernels, dHead)) return 'mma';
   const choice = process.env.MPT_CUDA_DKDV ?? '';
-  if (choice === 'mma' || choice === 'wgmma' || choice === 'wgmma-head-major' || headGroupOf(choice) > 0 || fa3DkdvShape(choice)) {
+  if (choice === 'mma' || choice === 'wgmma' || choice === 'wgmma-head-major' || fa3DkdvShape(choice)) {
     return choice as FlashDkdvKernel;
   }
-  if (choice !== '') throw new UserError(`MPT_CUDA_DKDV: '${choice}' is not a dk/dv kernel (mma, wgmma, wgmma-head-major, wgmma-group-G, fa3, fa3-sS-gG)`);
+  if (choice !== '') throw new UserError(`MPT_CUDA_DKDV: '${choice}' is not a dk/dv kernel (mma, wgmma, wgmma-head-major, fa3, fa3-sS-gG)`);
   return dHead === 128 ? 'fa3' : 'wgmma-head-major';
 }
 
@@ -349,14 +346,12 @@ export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, 
   const dkdvArgs = [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dk, a.dv, ds, a.t, a.nHeads, a.scale];
   // mma.sync: shared K, V and 2 stages of Q, dO tiles, 2 stages of lse and D. wgmma: the same in 128-byte-swizzled tiles.
   const headMajor = dkdvKernel === 'wgmma-head-major';
-  const headGroup = headGroupOf(dkdvKernel);
   const fa3 = fa3DkdvShape(dkdvKernel);
   const dkdv = () => (fa3
     ? kernels.get('flash_backward_wgmma.cu', 'flash_backward_dkdv_fa3', { MPT_BF16: true, HEAD_DIM: a.dHead, FB_STAGES: fa3.stages, FB_GROUP: fa3.headGroup })
       .launch([a.batch * a.nHeads, Math.ceil(a.t / 128)], [384], dkdvArgs, flashFa3DkdvSharedBytes(a.dHead, fa3.stages))
     : dkdvKernel !== 'mma'
-    ? kernels.get('flash_backward_wgmma.cu', 'flash_backward_dkdv_wgmma', { MPT_BF16: true, HEAD_DIM: a.dHead, WB_HEAD_MAJOR: headMajor ? 1 : false,
-      WB_HEAD_GROUP: headGroup || false })
+    ? kernels.get('flash_backward_wgmma.cu', 'flash_backward_dkdv_wgmma', { MPT_BF16: true, HEAD_DIM: a.dHead, WB_HEAD_MAJOR: headMajor ? 1 : false })
       .launch(headMajor ? [grid[1], grid[0]] : grid, [128], dkdvArgs, flashWgmmaDkdvSharedBytes(a.dHead))
     : kernels.get('flash_backward.cu', 'flash_backward_dkdv', defs).launch(grid, [128], dkdvArgs, 6 * 64 * row + 4 * 64 * 4));
   if (ds) {

@@ -31,9 +31,6 @@
 #ifndef WB_HEAD_MAJOR
 #define WB_HEAD_MAJOR 0                       // 1: dk/dv grid (key tiles, batch·nHeads) instead of (batch·nHeads, key tiles)
 #endif
-#ifndef WB_HEAD_GROUP
-#define WB_HEAD_GROUP 0                       // G > 0: grid (batch·nHeads, key tiles) taken G heads at a time (below)
-#endif
 typedef __nv_bfloat16 bf16;
 
 
@@ -164,16 +161,8 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
 
   // Key tile 0 walks every query tile: the longest start first (of the grid; of each head with WB_HEAD_MAJOR,
   // grid (key tiles, batch·nHeads): a head's blocks run together and share its Q and dO tiles in L2).
-  // WB_HEAD_GROUP = G: blocks start in the order of the linear index (x fastest), taken G (batch, head)
-  // pairs at a time with the longest key tiles first inside a group, so the blocks in flight share about
-  // G heads' Q and dO in L2 and the longest blocks of a group still start first (the tail stays short).
-#if WB_HEAD_GROUP
-  int kTile, bh;
-  grouped_block(WB_HEAD_GROUP, kTile, bh);  // flash_common.cuh
-#else
   const int kTile = WB_HEAD_MAJOR ? blockIdx.x : blockIdx.y;
   const int bh = WB_HEAD_MAJOR ? blockIdx.y : blockIdx.x;
-#endif
   const int h = bh % nHeads, b = bh / nHeads, stride = nHeads * HEAD_DIM;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const float LOG2E = 1.4426950408889634f;
