@@ -224,6 +224,76 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     }
   });
 
+  if (dtype === 'bfloat16') test(`cuda ${dtype}: few-row GEMMs and the LayerNorm prologue at the block shapes a decode step may force (DecoderOptions.gemmShapes)`, { skip }, () => {
+    // The decoder sets the backend's skinnyShape for one GEMM at a time; each shape splits K its own
+    // way over warps and load groups. Plain GEMMs (float32 y += x·Wᵀ + b with row statistics, one and
+    // two row tiles, outF not a multiple of 16 where no statistics are written: clamped rows) and the
+    // LayerNorm in the prologue (one row, GELU and bias, x off zero mean).
+    const be = cudaFor(dtype);
+    const shapes = [[4, 4], [8, 4], [8, 2], [16, 2], [16, 4]] as const;
+    try {
+      for (const [warps, unroll] of shapes) {
+        for (const [rows, inF, outF] of [[1, 2048, 48], [16, 2048, 100], [3, 4096, 32]] as const) {
+          if (rows > 8 && warps === 16 && unroll > 2) continue; // 128 registers a thread at 512 threads
+          const what = `${rows}x${inF}x${outF} at w${warps}u${unroll}`;
+          const [xg, xc] = pair(be, randn(rows * inF), [rows, inF]);
+          const [wg, wc] = pair(be, randn(outF * inF, 0.05), [outF, inF]);
+          const [bg, bc] = pair(be, randn(outF), [outF]);
+          const raw = randn(rows * outF);
+          const yf = be.upload(raw, [rows, outF], 'float32') as CudaTensor;
+          const stats = outF % 16 === 0 ? be.alloc([rows, outF / 8], 'float32') : null;
+          be.skinnyShape = { warps, unroll };
+          be.matmulInto(xg as CudaTensor, wg as CudaTensor, bg as CudaTensor, yf, rows, true, false, { statsOut: stats });
+          be.skinnyShape = null;
+          const got = down(be, yf);
+          close(`float32 y += x·Wᵀ + b ${what}`, got, down(cpu, cpu.add(cpu.upload(raw, [rows, outF], 'float32'), cpu.linear(xc, wc, bc))), 1e-5);
+          if (stats) {
+            const want = new Float32Array(rows * outF / 8);
+            for (let r = 0; r < rows; r++) for (let tile = 0; tile < outF / 16; tile++) {
+              const v = got.subarray(r * outF + tile * 16, r * outF + tile * 16 + 16);
+              const m = v.reduce((a, b) => a + b, 0) / 16;
+              want[(r * outF / 16 + tile) * 2] = m;
+              want[(r * outF / 16 + tile) * 2 + 1] = v.reduce((a, b) => a + (b - m) ** 2, 0);
+            }
+            close(`row statistics ${what}`, down(be, stats), want, 1e-5);
+          }
+          for (const t of [xg, wg, bg, yf]) be.release(t as CudaTensor);
+          if (stats) be.release(stats);
+        }
+        // The LayerNorm prologue (the QKV, up and logits GEMMs of a one-row step): K 2048 and 4096.
+        for (const [inF, outF] of [[2048, 100], [4096, 48]] as const) {
+          const what = `1x${inF}x${outF} with the LayerNorm in the prologue at w${warps}u${unroll}`;
+          const rawX = Float32Array.from(randn(inF), (v, i) => 3 * v + (i % 7) - 2);
+          const x = be.upload(rawX, [1, inF], 'float32') as CudaTensor;
+          // The stream's statistics as a GEMM epilogue writes them: per 16 columns, mean and M2.
+          const st = new Float32Array(inF / 8);
+          for (let tile = 0; tile < inF / 16; tile++) {
+            const v = rawX.subarray(tile * 16, tile * 16 + 16), m = v.reduce((a, b) => a + b, 0) / 16;
+            st[2 * tile] = m;
+            st[2 * tile + 1] = v.reduce((a, b) => a + (b - m) ** 2, 0);
+          }
+          const stats = be.upload(st, [1, inF / 8], 'float32') as CudaTensor;
+          const [lwg, lwc] = pair(be, Float32Array.from(randn(inF), (v) => 1 + 0.3 * v), [inF]);
+          const [lbg, lbc] = pair(be, randn(inF, 0.5), [inF]);
+          const [wg, wc] = pair(be, randn(outF * inF, 0.05), [outF, inF]);
+          const [bg, bc] = pair(be, randn(outF), [outF]);
+          const h = be.alloc([1, inF]), y = be.alloc([1, outF]);
+          be.skinnyShape = { warps, unroll };
+          try {
+            be.layerNormMatmulInto(x, { w: lwg as CudaTensor, b: lbg as CudaTensor, eps: 1e-5 }, h, wg as CudaTensor, bg as CudaTensor, y, 1, false, true, stats);
+          } finally {
+            be.skinnyShape = null;
+          }
+          const hRef = cpu.layerNorm(cpu.upload(rawX, [1, inF], 'float32'), lwc, lbc, 1e-5);
+          close(`gelu(LN(x)·Wᵀ + b) ${what}`, down(be, y), down(cpu, cpu.gelu(cpu.linear(hRef, wc, bc))), tol(dtype, 1e-5));
+          for (const t of [x, stats, lwg, lbg, wg, bg, h, y]) be.release(t as CudaTensor);
+        }
+      }
+    } finally {
+      be.skinnyShape = null;
+    }
+  });
+
   test(`cuda ${dtype}: fused QKV split + clamp + QK LayerNorm + cache write`, { skip }, () => {
     const be = cudaFor(dtype);
     const batch = 2, t = 13, d = 96, cap = 40, at = 7, clip = 0.8;

@@ -142,6 +142,39 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     }
   });
 
+  if (dtype === 'bfloat16') test(`cuda ${dtype}: a decode step with every GEMM at a forced block shape (gemmShapes) gives the default's tokens and logits within tolerance, batch 1 and 10`, { skip }, async () => {
+    // The tiny model's K is 64 (QKV, out, up, logits) and 256 (down); the shapes below split K
+    // otherwise than the backend's choice (w1u2 and w2u4), so each GEMM sums in another order: equal
+    // up to float32 rounding before each bf16 store. Batch 1 takes the LayerNorm prologue, batch 10
+    // two row tiles (and its out-projection through registers instead of shared memory).
+    const be = new CudaBackend({ dtype });
+    const model = await load(fixture('mosaic-gpt-tiny'), be);
+    const ids = reference.prompt_ids as number[];
+    const forced = { qkv: { warps: 2, unroll: 1 }, out: { warps: 2, unroll: 1 }, up: { warps: 2, unroll: 1 }, down: { warps: 4, unroll: 2 }, logits: { warps: 2, unroll: 1 } };
+    for (const batch of [1, 10]) {
+      const prompt = Array.from({ length: batch }, (_, b) => [...ids.slice(b % ids.length), ...ids.slice(0, b % ids.length)]).flat();
+      const run = (gemmShapes: typeof forced | undefined) => {
+        const dec = be.createDecoder(model.config, model.params, alibiSlopes(model.config), batch, ids.length + 8, gemmShapes ? { gemmShapes } : {});
+        dec.prefill(Int32Array.from(prompt), null, { temperature: 0 });
+        const steps: { ids: Int32Array; logits: Float32Array }[] = [];
+        for (let s = 0; s < 6; s++) { const next = dec.step(); steps.push({ ids: next, logits: dec.lastLogits() }); }
+        dec.release();
+        return steps;
+      };
+      const plain = run(undefined), shaped = run(forced);
+      let worst = 0, identical = true;
+      plain.forEach((p, s) => {
+        assert.deepEqual(shaped[s].ids, p.ids, `batch ${batch}, step ${s}: greedy tokens`);
+        worst = Math.max(worst, maxDiff(p.logits, shaped[s].logits));
+        identical &&= p.logits.every((v, i) => Object.is(v, shaped[s].logits[i]));
+      });
+      console.log(`cuda ${dtype} batch ${batch}: forced GEMM shapes against the default, max |Δlogit| = ${worst.toExponential(3)}`);
+      assert.ok(worst <= TOL[dtype], `batch ${batch}: max |Δlogit| ${worst} > ${TOL[dtype]}`);
+      // Another summation order somewhere in 6 × vocab logits: the shapes were applied, not ignored.
+      assert.ok(!identical, `batch ${batch}: the forced shapes left every logit bit for bit the same (were they applied?)`);
+    }
+  });
+
   if (dtype === 'bfloat16') test(`cuda ${dtype}: a decode step at batch 10 gives the same logits with the GEMM weights through shared memory or registers`, { skip }, async () => {
     // Two summation orders of the same products (the shared-memory variant interleaves k over its
     // warps): equal up to float32 rounding before each bf16 store, so within the bf16 tolerance.

@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { CudaBackend, type CudaTensor } from '../backend/cuda/index.js';
 import { CudaEvent } from '../backend/cuda/driver.js';
-import type { CudaDecoder, DecoderParams } from '../backend/cuda/decoder.js';
+import { decodeGemmShapes, type CudaDecoder, type DecodeGemmShapes, type DecoderOptions, type DecoderParams } from '../backend/cuda/decoder.js';
 import { alibiSlopes, MPT_1B_REDPAJAMA_200B, mlpHidden, type MptConfig } from '../model/config.js';
 import { UserError } from '../util/errors.js';
 
@@ -172,26 +172,49 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
   return out;
 }
 
-/** Other settings of the decode step, timed beside the default: [label, apply → undo]. */
-function decodeVariants(be: CudaBackend): [string, () => () => void][] {
-  // Programmatic dependent launch off (a standing check that it still pays), and the out-projection's
-  // L2 prefetch of the up weights around its default (8 MB) and off, each a fresh decoder and graph.
-  // (The shared-memory out-projection, the carveouts, the LayerNorm as a kernel of its own, and the
-  // prefetch at 16 / 24 MB, with evict_last lines or with the down GEMM prefetching the next QKV
-  // weights, the weights streamed evict_first and the batch-16 GEMMs bounded to 4 blocks an SM were
-  // measured in the runs bench/RESULTS-cuda.md records; the switches that remain are left out here to
-  // keep the device run short.)
-  const toggle = (label: string, get: () => boolean, put: (v: boolean) => void): [string, () => () => void] =>
-    [label, () => { const was = get(); put(!was); return () => put(was); }];
-  const prefetchUp = (mb: number): [string, () => () => void] =>
-    [mb === 0 ? 'no L2 prefetch of the up weights (before this change)' : `out-projection prefetches ${mb} MB of the up weights into L2`, () => {
-      const was = be.l2PrefetchUpBytes;
-      be.l2PrefetchUpBytes = mb * 2 ** 20;
-      return () => { be.l2PrefetchUpBytes = was; };
-    }];
+/**
+ * Another setting of the decode step, timed beside the default (a fresh decoder and graph): a backend
+ * switch (`set` applies it and returns its undo) and/or decoder options; `batches`: where it runs.
+ */
+interface DecodeVariant { label: string; batches?: number[]; set?: () => () => void; options?: DecoderOptions }
+
+/** The decode step's GEMM shapes as a label: "qkv w8u4 + up w8u4". */
+const shapesLabel = (shapes: DecodeGemmShapes) =>
+  Object.entries(shapes).map(([gemm, s]) => `${gemm} w${s!.warps}u${s!.unroll}`).join(' + ');
+
+function decodeVariants(be: CudaBackend): DecodeVariant[] {
+  // Programmatic dependent launch off (a standing check that it still pays); then block shapes of
+  // single GEMMs inside the step (DecoderOptions.gemmShapes), where the GEMM table timed them alone:
+  // a GEMM of 8 warps instead of 16 holds half an SM's registers, so the next kernel's blocks can
+  // start beside it under PDL, which the table cannot show. (The shared-memory out-projection, the
+  // carveouts, the LayerNorm as a kernel of its own, the prefetch at other sizes, with evict_last or
+  // evict_first lines or by the down GEMM, and the batch-16 GEMMs bounded to 4 blocks an SM were
+  // measured in the runs bench/RESULTS-cuda.md records.)
+  const shaped = (batch: number, shapes: DecodeGemmShapes): DecodeVariant =>
+    ({ label: shapesLabel(shapes), batches: [batch], options: { gemmShapes: { ...decodeGemmShapes(batch), ...shapes } } });
+  const w = (warps: number, unroll: number) => ({ warps, unroll });
   return [
-    toggle(`programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, () => be.ctx.pdl, (v) => { be.ctx.pdl = v; }),
-    ...[0, 4, 12].map(prefetchUp),
+    { label: `programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, set: () => { const was = be.ctx.pdl; be.ctx.pdl = !was; return () => { be.ctx.pdl = was; }; } },
+    shaped(1, { qkv: w(8, 4) }),
+    shaped(1, { up: w(8, 4) }),
+    shaped(1, { logits: w(8, 4) }),
+    shaped(1, { out: w(16, 2) }),
+    shaped(1, { out: w(8, 4) }),
+    shaped(1, { down: w(8, 4) }),
+    shaped(1, { out: w(8, 4), down: w(8, 4) }),
+    shaped(1, { qkv: w(8, 4), up: w(8, 4), logits: w(8, 4) }),
+    shaped(1, { qkv: w(8, 4), up: w(8, 4), logits: w(8, 4), out: w(16, 2) }),
+    shaped(1, { qkv: w(8, 4), up: w(8, 4), logits: w(8, 4), out: w(8, 4), down: w(8, 4) }),
+    // Batch 16: the out-projection through registers (no shared-memory weights) at its table's best shapes.
+    shaped(16, { out: w(8, 4) }),
+    shaped(16, { out: w(16, 2) }),
+    {
+      label: 'out-projection prefetches 4 MB of the up weights into L2', batches: [16], set: () => {
+        const was = be.l2PrefetchUpBytes;
+        be.l2PrefetchUpBytes = 4 * 2 ** 20;
+        return () => { be.l2PrefetchUpBytes = was; };
+      },
+    },
   ];
 }
 
@@ -218,8 +241,8 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
    * each step reading its tokens back, as streaming does, or (`backToBack`) all enqueued with one read
    * at the end, the GPU's own pace.
    */
-  const timeDecode = (batch: number, backToBack = false): { ms: number; times: number[] } => {
-    const dec = be.createDecoder(c, params, slopes, batch, promptTokens + newTokens + 1);
+  const timeDecode = (batch: number, backToBack = false, decoderOptions: DecoderOptions = {}): { ms: number; times: number[] } => {
+    const dec = be.createDecoder(c, params, slopes, batch, promptTokens + newTokens + 1, decoderOptions);
     const times: number[] = [];
     for (let r = 0; r < repeats + 1; r++) {
       dec.prefill(randomPrompt(batch, promptTokens, c.vocabSize, 7 + r), null, { temperature: 0 });
@@ -242,10 +265,15 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
   for (const batch of options.batches ?? [1, 16]) {
     // Variants of the decode step in the same run (each a fresh decoder and graph), then the default's
     // figure, which is the one reported.
-    for (const [label, set] of decodeVariants(be)) {
-      const undo = set();
-      const other = timeDecode(batch);
-      undo();
+    for (const { label, batches, set, options: decoderOptions } of decodeVariants(be)) {
+      if (batches && !batches.includes(batch)) continue;
+      const undo = set?.();
+      let other;
+      try {
+        other = timeDecode(batch, false, decoderOptions);
+      } finally {
+        undo?.();
+      }
       logDecode(batch, `, ${label}`, other);
     }
     const timed = timeDecode(batch);

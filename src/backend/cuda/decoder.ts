@@ -54,6 +54,23 @@ export interface DecoderOptions {
    * results are the same; a run that stops early leaves one step of work unused.
    */
   pipeline?: boolean;
+  /**
+   * skinny_gemm.cu block shapes for the decode step's GEMMs, instead of the backend's choice
+   * (index.ts skinnyPlan, tuned on GEMMs alone): a GEMM inside the step, under programmatic dependent
+   * launch and behind a LayerNorm prologue, need not want the shape that wins alone. Default:
+   * decodeGemmShapes(batch). Prefill never takes them.
+   */
+  gemmShapes?: DecodeGemmShapes;
+}
+
+/** The decode step's GEMMs, as named in its stages. */
+export type DecodeGemm = 'qkv' | 'out' | 'up' | 'down' | 'logits';
+export interface SkinnyShape { warps: number; unroll: number }
+export type DecodeGemmShapes = Partial<Record<DecodeGemm, SkinnyShape>>;
+
+/** The decode step's GEMM shapes by default (none: the backend's choice for every GEMM). */
+export function decodeGemmShapes(_batch: number): DecodeGemmShapes {
+  return {};
 }
 
 type Stage = (name: string) => void;
@@ -140,12 +157,14 @@ export class CudaDecoder {
     this.foldCounters = this.foldSplits > 1 ? own(be.zeros([batch * heads], 'int32') as CudaTensor) : null;
     this.foldKeysInFlight = be.foldKeysInFlightFor(blocks);
     this.pipeline = options.pipeline ?? be.pipelineDecode;
+    this.gemmShapes = options.gemmShapes ?? decodeGemmShapes(batch);
     this.pinned = new PinnedBuffer(4 * (batch + 2), 'the decoder\'s token read-back');
     this.pinnedIds = new Int32Array(this.pinned.view, 0, batch);
     this.pinnedFlag = new Int32Array(this.pinned.view, 4 * batch, 2);
     this.readback = new CudaEvent(be.ctx, CU_EVENT_DISABLE_TIMING);
   }
   private readonly foldKeysInFlight: number;
+  private readonly gemmShapes: DecodeGemmShapes;
   private readonly decodeSplits: number;
   private readonly foldSplits: number;
   private readonly foldPerSplit: number;
@@ -167,6 +186,23 @@ export class CudaDecoder {
       // float32 [rows, 3d/16, 2]: the same of the QKV GEMM's output, for attention with the split folded in
       qkvStats: t === 1 && be.activationDType === 'bfloat16' && be.rowStatsFrom(rows, this.d, 3 * this.d) ? own([rows, 3 * this.d / 8], 'float32') : null,
     };
+  }
+
+  /**
+   * Run `enqueue` (one GEMM launch over `weight`) with the decode step's shape for `gemm`, if it has
+   * one that splits the weight's K: the backend's skinnyShape is set for that launch only (a captured
+   * graph keeps what was launched). Otherwise the backend's choice.
+   */
+  private shaped(gemm: DecodeGemm, decode: boolean, weight: Tensor, enqueue: () => void): void {
+    const shape = decode ? this.gemmShapes[gemm] : undefined;
+    if (!shape || weight.shape[1] % (32 * shape.warps * shape.unroll) !== 0) return enqueue();
+    const was = this.be.skinnyShape;
+    this.be.skinnyShape = shape;
+    try {
+      enqueue();
+    } finally {
+      this.be.skinnyShape = was;
+    }
   }
 
   private stage(name: string): void {
@@ -193,8 +229,8 @@ export class CudaDecoder {
       const fold = posDev && buf.qkvStats !== null && be.foldQkvSplit;
       if (fold) {
         // A decode step: the QKV GEMM clamps and writes row statistics; attention does the split.
-        be.layerNormMatmulInto(buf.x, ln1, buf.h, w(blk.wqkv.weight), wb(blk.wqkv), buf.qkv, rows, false, false, layer > 0 ? buf.stats : null,
-          { statsOut: buf.qkvStats, clip: c.clipQkv ?? 0 });
+        this.shaped('qkv', posDev, blk.wqkv.weight, () => be.layerNormMatmulInto(buf.x, ln1, buf.h, w(blk.wqkv.weight), wb(blk.wqkv), buf.qkv, rows, false, false,
+          layer > 0 ? buf.stats : null, { statsOut: buf.qkvStats, clip: c.clipQkv ?? 0 }));
         this.stage('ln_gemm_qkv');
         const qkLn = blk.qLn && blk.kLn;
         be.decodeAttentionQkvInto({
@@ -226,13 +262,13 @@ export class CudaDecoder {
       // Decode: the out-projection's blocks wait through the attention with their weights loaded, so
       // they prefetch the head of the up GEMM's weights into L2 meanwhile (l2PrefetchUpBytes).
       const upW = w(blk.up.weight);
-      be.matmulInto(buf.att, w(blk.out.weight), wb(blk.out), buf.x, rows, true, false,
-        { statsOut: buf.stats, prefetch: posDev ? { ptr: upW.ptr, bytes: headBytes(upW, be.l2PrefetchUpBytes) } : null });
+      this.shaped('out', posDev, blk.out.weight, () => be.matmulInto(buf.att, w(blk.out.weight), wb(blk.out), buf.x, rows, true, false,
+        { statsOut: buf.stats, prefetch: posDev ? { ptr: upW.ptr, bytes: headBytes(upW, be.l2PrefetchUpBytes) } : null }));
       this.stage('gemm_out');
-      be.layerNormMatmulInto(buf.x, { w: w(blk.ln2.weight), b: wb(blk.ln2), eps: c.layerNormEps }, buf.h, w(blk.up.weight), wb(blk.up), buf.up, rows, false, true,
-        buf.stats);
+      this.shaped('up', posDev, blk.up.weight, () => be.layerNormMatmulInto(buf.x, { w: w(blk.ln2.weight), b: wb(blk.ln2), eps: c.layerNormEps }, buf.h, w(blk.up.weight),
+        wb(blk.up), buf.up, rows, false, true, buf.stats));
       this.stage('ln_gemm_up_gelu');
-      be.matmulInto(buf.up, w(blk.down.weight), wb(blk.down), buf.x, rows, true, false, { statsOut: buf.stats });
+      this.shaped('down', posDev, blk.down.weight, () => be.matmulInto(buf.up, w(blk.down.weight), wb(blk.down), buf.x, rows, true, false, { statsOut: buf.stats }));
       this.stage('gemm_down');
     }
     if (this.allLogits) {
@@ -249,8 +285,8 @@ export class CudaDecoder {
       be.launch1d('elementwise.cu', 'gather_rows', this.batch * d, [buf.x.ptr, buf.last.ptr, this.lastRows.ptr, this.batch, d, rows, be.errorFlag], { MPT_BF16: false });
       src = this.lastRows;
     }
-    be.layerNormMatmulInto(src, { w: w(p.lnF.weight), b: wb(p.lnF), eps: c.layerNormEps }, this.finalH, w(p.lmHead ?? p.wte), null, this.logits, this.batch, false,
-      false, t === 1 && p.blocks.length > 0 ? buf.stats : null);
+    this.shaped('logits', posDev, p.lmHead ?? p.wte, () => be.layerNormMatmulInto(src, { w: w(p.lnF.weight), b: wb(p.lnF), eps: c.layerNormEps }, this.finalH,
+      w(p.lmHead ?? p.wte), null, this.logits, this.batch, false, false, t === 1 && p.blocks.length > 0 ? buf.stats : null));
     if (c.logitScale !== null) {
       be.launch1d('elementwise.cu', 'scale', this.batch * c.vocabSize, [this.logits.ptr, this.logits.ptr, c.logitScale, this.batch * c.vocabSize], { MPT_BF16: false });
     }
