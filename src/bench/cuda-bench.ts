@@ -193,6 +193,18 @@ function decodeVariants(be: CudaBackend): DecodeVariant[] {
   const shaped = (batch: number, shapes: DecodeGemmShapes): DecodeVariant =>
     ({ label: shapesLabel(shapes), batches: [batch], options: { gemmShapes: { ...decodeGemmShapes(batch), ...shapes } } });
   const w = (warps: number, unroll: number) => ({ warps, unroll });
+  // A define added to every kernel compiled for the variant (KernelCache.globalDefines).
+  const define = (name: string, value: number) => () => {
+    const defines = be.kernels.globalDefines, was = defines[name];
+    defines[name] = value;
+    return () => { if (was === undefined) delete defines[name]; else defines[name] = was; };
+  };
+  // The LayerNorm-prologue GEMMs (one row: QKV, up, logits) L2-prefetching their next weights right
+  // after their wait (skinny_gemm.cu MPT_LN_L2_NEXT).
+  const lnNext = (n: number, shapes: DecodeGemmShapes = {}): DecodeVariant => ({
+    label: `LayerNorm-prologue GEMMs L2-prefetch ${n === 1 ? 'their next load group' : 'the rest of their slice'} after the wait${Object.keys(shapes).length ? `, ${shapesLabel(shapes)}` : ''}`,
+    batches: [1], set: define('MPT_LN_L2_NEXT', n), options: { gemmShapes: { ...decodeGemmShapes(1), ...shapes } },
+  });
   return [
     { label: `programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, set: () => { const was = be.ctx.pdl; be.ctx.pdl = !was; return () => { be.ctx.pdl = was; }; } },
     shaped(1, { qkv: w(8, 4) }),
@@ -205,6 +217,9 @@ function decodeVariants(be: CudaBackend): DecodeVariant[] {
     shaped(1, { qkv: w(8, 4), up: w(8, 4), logits: w(8, 4) }),
     shaped(1, { qkv: w(8, 4), up: w(8, 4), logits: w(8, 4), out: w(16, 2) }),
     shaped(1, { qkv: w(8, 4), up: w(8, 4), logits: w(8, 4), out: w(8, 4), down: w(8, 4) }),
+    lnNext(1),
+    lnNext(2),
+    lnNext(1, { qkv: w(8, 4), up: w(8, 4), logits: w(8, 4) }),
     // Batch 16: the out-projection through registers (no shared-memory weights) at its table's best shapes.
     shaped(16, { out: w(8, 4) }),
     shaped(16, { out: w(16, 2) }),
