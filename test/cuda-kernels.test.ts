@@ -224,13 +224,13 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     }
   });
 
-  if (dtype === 'bfloat16') test(`cuda ${dtype}: few-row GEMMs and the LayerNorm prologue at the block shapes a decode step may force (DecoderOptions.gemmShapes)`, { skip }, () => {
-    // The decoder sets the backend's skinnyShape for one GEMM at a time; each shape splits K its own
-    // way over warps and load groups. Plain GEMMs (float32 y += x·Wᵀ + b with row statistics, one and
+  if (dtype === 'bfloat16') test(`cuda ${dtype}: few-row GEMMs and the LayerNorm prologue at forced block shapes (skinnyShape, the bench's GEMM table)`, { skip }, () => {
+    // The bench's GEMM table (and any caller of skinnyShape) runs shapes skinnyPlan would not pick;
+    // each splits K its own way over warps and load groups. Plain GEMMs (float32 y += x·Wᵀ + b with row statistics, one and
     // two row tiles, outF not a multiple of 16 where no statistics are written: clamped rows) and the
     // LayerNorm in the prologue (one row, GELU and bias, x off zero mean).
     const be = cudaFor(dtype);
-    const shapes = [[8, 4], [8, 2], [4, 4], [16, 2], [16, 4]] as const; // MPT_LN_L2_NEXT below: 0, 1, 2, 0, 1
+    const shapes = [[4, 4], [8, 4], [8, 2], [16, 2], [16, 4]] as const;
     try {
       for (const [warps, unroll] of shapes) {
         for (const [rows, inF, outF] of [[1, 2048, 48], [16, 2048, 100], [3, 4096, 32]] as const) {
@@ -260,12 +260,10 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
           for (const t of [xg, wg, bg, yf]) be.release(t as CudaTensor);
           if (stats) be.release(stats);
         }
-        // The LayerNorm prologue (the QKV, up and logits GEMMs of a one-row step), each shape with
-        // another MPT_LN_L2_NEXT (its L2 prefetch of the next weights after the wait: none, the next
-        // load group, the rest of the slice): K 2048, and 4096 at 4 warps (4 chunks a lane).
-        const next = shapes.findIndex(([a, b]) => a === warps && b === unroll) % 3;
+        // The LayerNorm prologue (the QKV, up and logits GEMMs of a one-row step): K 2048, and 4096
+        // at 4 warps (4 chunks a lane).
         for (const [inF, outF] of warps === 4 ? [[2048, 100], [4096, 48]] as const : [[2048, 100]] as const) {
-          const what = `1x${inF}x${outF} with the LayerNorm in the prologue at w${warps}u${unroll}, MPT_LN_L2_NEXT=${next}`;
+          const what = `1x${inF}x${outF} with the LayerNorm in the prologue at w${warps}u${unroll}`;
           const rawX = Float32Array.from(randn(inF), (v, i) => 3 * v + (i % 7) - 2);
           const x = be.upload(rawX, [1, inF], 'float32') as CudaTensor;
           // The stream's statistics as a GEMM epilogue writes them: per 16 columns, mean and M2.
@@ -282,14 +280,10 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
           const [bg, bc] = pair(be, randn(outF), [outF]);
           const h = be.alloc([1, inF]), y = be.alloc([1, outF]);
           be.skinnyShape = { warps, unroll };
-          const defined = be.kernels.globalDefines.MPT_LN_L2_NEXT;
-          be.kernels.globalDefines.MPT_LN_L2_NEXT = next;
           try {
             be.layerNormMatmulInto(x, { w: lwg as CudaTensor, b: lbg as CudaTensor, eps: 1e-5 }, h, wg as CudaTensor, bg as CudaTensor, y, 1, false, true, stats);
           } finally {
             be.skinnyShape = null;
-            if (defined === undefined) delete be.kernels.globalDefines.MPT_LN_L2_NEXT;
-            else be.kernels.globalDefines.MPT_LN_L2_NEXT = defined;
           }
           const hRef = cpu.layerNorm(cpu.upload(rawX, [1, inF], 'float32'), lwc, lbc, 1e-5);
           close(`gelu(LN(x)·Wᵀ + b) ${what}`, down(be, y), down(cpu, cpu.gelu(cpu.linear(hRef, wc, bc))), tol(dtype, 1e-5));
@@ -354,8 +348,8 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       const slopes = Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads));
       const maxSplits = Math.max(...runs.map((r) => r[0]));
       const counters = be.zeros([batch * heads], 'int32') as CudaTensor, partial = be.alloc([batch * heads * maxSplits * (2 + dHead)], 'float32');
-      // 8 keys a warp in flight (batch 1's choice) and 4 (batch 16's).
-      for (const keysInFlight of [8, 4]) for (const [splits, perSplit, qkLn] of runs) {
+      // 8 keys a warp in flight (batch 1's choice), 4 (batch 16's) and 16 (a decoder option).
+      for (const keysInFlight of [8, 4, 16]) for (const [splits, perSplit, qkLn] of runs) {
         const [kg, kRef] = pair(be, kOld, [batch, cap, d]);
         const [vg, vRef] = pair(be, vOld, [batch, cap, d]);
         const posDev = be.upload(Int32Array.of(pos), [1], 'int32') as CudaTensor;

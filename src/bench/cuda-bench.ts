@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { CudaBackend, type CudaTensor } from '../backend/cuda/index.js';
 import { CudaEvent } from '../backend/cuda/driver.js';
-import { decodeGemmShapes, type CudaDecoder, type DecodeGemmShapes, type DecoderOptions, type DecoderParams } from '../backend/cuda/decoder.js';
+import type { CudaDecoder, DecoderOptions, DecoderParams } from '../backend/cuda/decoder.js';
 import { alibiSlopes, MPT_1B_REDPAJAMA_200B, mlpHidden, type MptConfig } from '../model/config.js';
 import { UserError } from '../util/errors.js';
 
@@ -178,57 +178,33 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
  */
 interface DecodeVariant { label: string; batches?: number[]; set?: () => () => void; options?: DecoderOptions }
 
-/** The decode step's GEMM shapes as a label: "qkv w8u4 + up w8u4". */
-const shapesLabel = (shapes: DecodeGemmShapes) =>
-  Object.entries(shapes).map(([gemm, s]) => `${gemm} w${s!.warps}u${s!.unroll}`).join(' + ');
-
 function decodeVariants(be: CudaBackend): DecodeVariant[] {
-  // Block shapes of single GEMMs inside the step (DecoderOptions.gemmShapes), where the GEMM table timed them alone:
-  // a GEMM of 8 warps instead of 16 holds half an SM's registers, so the next kernel's blocks can
-  // start beside it under PDL, which the table cannot show. (The shared-memory out-projection, the
-  // carveouts, the LayerNorm as a kernel of its own, the prefetch at other sizes, with evict_last or
-  // evict_first lines or by the down GEMM, and the batch-16 GEMMs bounded to 4 blocks an SM were
-  // measured in the runs bench/RESULTS-cuda.md records, and programmatic dependent launch off last
-  // at 733 / 10,024 tokens/s against 866 / 11,579.)
-  const shaped = (batch: number, shapes: DecodeGemmShapes): DecodeVariant =>
-    ({ label: shapesLabel(shapes), batches: [batch], options: { gemmShapes: { ...decodeGemmShapes(batch), ...shapes } } });
-  const w = (warps: number, unroll: number) => ({ warps, unroll });
-  // A define added to every kernel compiled for the variant (KernelCache.globalDefines).
-  const define = (name: string, value: number) => () => {
-    const defines = be.kernels.globalDefines, was = defines[name];
-    defines[name] = value;
-    return () => { if (was === undefined) delete defines[name]; else defines[name] = was; };
+  // Each a fresh decoder and graph beside the default. (Block shapes of single GEMMs in the step —
+  // QKV, up and logits at 8 warps × 4, the out-projection at 16 × 2 or 8 × 4, down at 8 × 4, several
+  // together — the LayerNorm-prologue GEMMs L2-prefetching their next weights after the wait, the
+  // shared-memory out-projection without the uniform carveout, the carveouts, the LayerNorm as a
+  // kernel of its own, the prefetch at other sizes, with evict_last or evict_first lines or by the down
+  // GEMM, and the batch-16 GEMMs bounded to 4 blocks an SM were measured in the runs
+  // bench/RESULTS-cuda.md records; programmatic dependent launch off last at 733 / 10,024 tokens/s
+  // against 866 / 11,579.)
+  const field = <K extends 'foldKeysPerSplit' | 'smemWeightsMinRows'>(key: K, value: CudaBackend[K]) => () => {
+    const was = be[key];
+    be[key] = value;
+    return () => { be[key] = was; };
   };
-  // The LayerNorm-prologue GEMMs (one row: QKV, up, logits) L2-prefetching their next weights right
-  // after their wait (skinny_gemm.cu MPT_LN_L2_NEXT).
-  const lnNext = (n: number, shapes: DecodeGemmShapes = {}): DecodeVariant => ({
-    label: `LayerNorm-prologue GEMMs L2-prefetch ${n === 1 ? 'their next load group' : 'the rest of their slice'} after the wait${Object.keys(shapes).length ? `, ${shapesLabel(shapes)}` : ''}`,
-    batches: [1], set: define('MPT_LN_L2_NEXT', n), options: { gemmShapes: { ...decodeGemmShapes(1), ...shapes } },
-  });
   return [
-    shaped(1, { qkv: w(8, 4) }),
-    shaped(1, { up: w(8, 4) }),
-    shaped(1, { logits: w(8, 4) }),
-    shaped(1, { out: w(16, 2) }),
-    shaped(1, { out: w(8, 4) }),
-    shaped(1, { down: w(8, 4) }),
-    shaped(1, { out: w(8, 4), down: w(8, 4) }),
-    shaped(1, { qkv: w(8, 4), up: w(8, 4), logits: w(8, 4) }),
-    shaped(1, { qkv: w(8, 4), up: w(8, 4), logits: w(8, 4), out: w(16, 2) }),
-    shaped(1, { qkv: w(8, 4), up: w(8, 4), logits: w(8, 4), out: w(8, 4), down: w(8, 4) }),
-    lnNext(1),
-    lnNext(2),
-    lnNext(1, { qkv: w(8, 4), up: w(8, 4), logits: w(8, 4) }),
-    // Batch 16: the out-projection through registers (no shared-memory weights) at its table's best shapes.
-    shaped(16, { out: w(8, 4) }),
-    shaped(16, { out: w(16, 2) }),
-    {
-      label: 'out-projection prefetches 4 MB of the up weights into L2', batches: [16], set: () => {
-        const was = be.l2PrefetchUpBytes;
-        be.l2PrefetchUpBytes = 4 * 2 ** 20;
-        return () => { be.l2PrefetchUpBytes = was; };
-      },
-    },
+    // Batch 1: the attention's keys all loaded before its wait (one pass over a split of 128 keys
+    // instead of two of 64), either with 16 keys a warp in flight or splits of 64 keys.
+    { label: 'attention with 16 keys a warp in flight', batches: [1], options: { attentionKeysInFlight: 16 } },
+    { label: 'attention splits of 64 keys', batches: [1], set: field('foldKeysPerSplit', 64) },
+    // The out-projection's weights in shared memory at one row too (64 KB a block, ~64 registers a
+    // thread): up GEMM blocks fit beside it and start their weight loads during the attention.
+    { label: 'out-projection weights in shared memory', batches: [1], set: field('smemWeightsMinRows', 1) },
+    { label: 'attention with 16 keys a warp in flight, out-projection weights in shared memory', batches: [1], set: field('smemWeightsMinRows', 1),
+      options: { attentionKeysInFlight: 16 } },
+    // The before of upPrefetchBytes at two row tiles (8 MB), and 2 MB.
+    { label: 'out-projection prefetches 8 MB of the up weights into L2 (before)', batches: [16], options: { upPrefetchBytes: 8 * 2 ** 20 } },
+    { label: 'out-projection prefetches 2 MB of the up weights into L2', batches: [16], options: { upPrefetchBytes: 2 * 2 ** 20 } },
   ];
 }
 

@@ -54,23 +54,21 @@ export interface DecoderOptions {
    * results are the same; a run that stops early leaves one step of work unused.
    */
   pipeline?: boolean;
-  /**
-   * skinny_gemm.cu block shapes for the decode step's GEMMs, instead of the backend's choice
-   * (index.ts skinnyPlan, tuned on GEMMs alone): a GEMM inside the step, under programmatic dependent
-   * launch and behind a LayerNorm prologue, need not want the shape that wins alone. Default:
-   * decodeGemmShapes(batch). Prefill never takes them.
-   */
-  gemmShapes?: DecodeGemmShapes;
+  /** Keys a warp of the folded decode attention loads at a time (ATT_U); default the backend's foldKeysInFlightFor. */
+  attentionKeysInFlight?: number;
+  /** Bytes of each layer's up weights the out-projection L2-prefetches in a decode step; default upPrefetchBytes(). */
+  upPrefetchBytes?: number;
 }
 
-/** The decode step's GEMMs, as named in its stages. */
-export type DecodeGemm = 'qkv' | 'out' | 'up' | 'down' | 'logits';
-export interface SkinnyShape { warps: number; unroll: number }
-export type DecodeGemmShapes = Partial<Record<DecodeGemm, SkinnyShape>>;
-
-/** The decode step's GEMM shapes by default (none: the backend's choice for every GEMM). */
-export function decodeGemmShapes(_batch: number): DecodeGemmShapes {
-  return {};
+/**
+ * Bytes of the up weights a decode step's out-projection L2-prefetches (skinny_gemm.cu
+ * l2_prefetch_share): the backend's l2PrefetchUpBytes up to 8 rows, half of it from 9 rows (two row
+ * tiles). Measured on the H100, 4 MB against 8 MB in the same process (bench/RESULTS-cuda.md): batch 1
+ * 851 / 865 and 851 / 866 tokens/s (two calls), batch 16 11,630 / 11,579, 11,639 / 11,579 and 11,608 /
+ * 11,573 (three calls).
+ */
+export function upPrefetchBytes(l2PrefetchUpBytes: number, rows: number): number {
+  return rows > 8 ? Math.floor(l2PrefetchUpBytes / 2) : l2PrefetchUpBytes;
 }
 
 type Stage = (name: string) => void;
@@ -155,16 +153,16 @@ export class CudaDecoder {
       : Math.max(1, Math.min(32, Math.ceil(capacity / 32), Math.ceil(4 * be.device.multiprocessors / blocks)));
     this.foldPartial = this.foldSplits > 1 ? own(be.alloc([batch * heads * this.foldSplits * (2 + dHead)], 'float32')) : null;
     this.foldCounters = this.foldSplits > 1 ? own(be.zeros([batch * heads], 'int32') as CudaTensor) : null;
-    this.foldKeysInFlight = be.foldKeysInFlightFor(blocks);
+    this.foldKeysInFlight = options.attentionKeysInFlight ?? be.foldKeysInFlightFor(blocks);
+    this.upPrefetch = options.upPrefetchBytes ?? upPrefetchBytes(be.l2PrefetchUpBytes, batch);
     this.pipeline = options.pipeline ?? be.pipelineDecode;
-    this.gemmShapes = options.gemmShapes ?? decodeGemmShapes(batch);
     this.pinned = new PinnedBuffer(4 * (batch + 2), 'the decoder\'s token read-back');
     this.pinnedIds = new Int32Array(this.pinned.view, 0, batch);
     this.pinnedFlag = new Int32Array(this.pinned.view, 4 * batch, 2);
     this.readback = new CudaEvent(be.ctx, CU_EVENT_DISABLE_TIMING);
   }
   private readonly foldKeysInFlight: number;
-  private readonly gemmShapes: DecodeGemmShapes;
+  private readonly upPrefetch: number;
   private readonly decodeSplits: number;
   private readonly foldSplits: number;
   private readonly foldPerSplit: number;
@@ -186,23 +184,6 @@ export class CudaDecoder {
       // float32 [rows, 3d/16, 2]: the same of the QKV GEMM's output, for attention with the split folded in
       qkvStats: t === 1 && be.activationDType === 'bfloat16' && be.rowStatsFrom(rows, this.d, 3 * this.d) ? own([rows, 3 * this.d / 8], 'float32') : null,
     };
-  }
-
-  /**
-   * Run `enqueue` (one GEMM launch over `weight`) with the decode step's shape for `gemm`, if it has
-   * one that splits the weight's K: the backend's skinnyShape is set for that launch only (a captured
-   * graph keeps what was launched). Otherwise the backend's choice.
-   */
-  private shaped(gemm: DecodeGemm, decode: boolean, weight: Tensor, enqueue: () => void): void {
-    const shape = decode ? this.gemmShapes[gemm] : undefined;
-    if (!shape || weight.shape[1] % (32 * shape.warps * shape.unroll) !== 0) return enqueue();
-    const was = this.be.skinnyShape;
-    this.be.skinnyShape = shape;
-    try {
-      enqueue();
-    } finally {
-      this.be.skinnyShape = was;
-    }
   }
 
   private stage(name: string): void {
@@ -229,8 +210,8 @@ export class CudaDecoder {
       const fold = posDev && buf.qkvStats !== null && be.foldQkvSplit;
       if (fold) {
         // A decode step: the QKV GEMM clamps and writes row statistics; attention does the split.
-        this.shaped('qkv', posDev, blk.wqkv.weight, () => be.layerNormMatmulInto(buf.x, ln1, buf.h, w(blk.wqkv.weight), wb(blk.wqkv), buf.qkv, rows, false, false,
-          layer > 0 ? buf.stats : null, { statsOut: buf.qkvStats, clip: c.clipQkv ?? 0 }));
+        be.layerNormMatmulInto(buf.x, ln1, buf.h, w(blk.wqkv.weight), wb(blk.wqkv), buf.qkv, rows, false, false, layer > 0 ? buf.stats : null,
+          { statsOut: buf.qkvStats, clip: c.clipQkv ?? 0 });
         this.stage('ln_gemm_qkv');
         const qkLn = blk.qLn && blk.kLn;
         be.decodeAttentionQkvInto({
@@ -260,15 +241,15 @@ export class CudaDecoder {
       }
       this.stage(t > 1 ? 'attention_prefill' : 'attention_decode');
       // Decode: the out-projection's blocks wait through the attention with their weights loaded, so
-      // they prefetch the head of the up GEMM's weights into L2 meanwhile (l2PrefetchUpBytes).
+      // they prefetch the head of the up GEMM's weights into L2 meanwhile (upPrefetchBytes).
       const upW = w(blk.up.weight);
-      this.shaped('out', posDev, blk.out.weight, () => be.matmulInto(buf.att, w(blk.out.weight), wb(blk.out), buf.x, rows, true, false,
-        { statsOut: buf.stats, prefetch: posDev ? { ptr: upW.ptr, bytes: headBytes(upW, be.l2PrefetchUpBytes) } : null }));
+      be.matmulInto(buf.att, w(blk.out.weight), wb(blk.out), buf.x, rows, true, false,
+        { statsOut: buf.stats, prefetch: posDev ? { ptr: upW.ptr, bytes: headBytes(upW, this.upPrefetch) } : null });
       this.stage('gemm_out');
-      this.shaped('up', posDev, blk.up.weight, () => be.layerNormMatmulInto(buf.x, { w: w(blk.ln2.weight), b: wb(blk.ln2), eps: c.layerNormEps }, buf.h, w(blk.up.weight),
-        wb(blk.up), buf.up, rows, false, true, buf.stats));
+      be.layerNormMatmulInto(buf.x, { w: w(blk.ln2.weight), b: wb(blk.ln2), eps: c.layerNormEps }, buf.h, w(blk.up.weight), wb(blk.up), buf.up, rows, false, true,
+        buf.stats);
       this.stage('ln_gemm_up_gelu');
-      this.shaped('down', posDev, blk.down.weight, () => be.matmulInto(buf.up, w(blk.down.weight), wb(blk.down), buf.x, rows, true, false, { statsOut: buf.stats }));
+      be.matmulInto(buf.up, w(blk.down.weight), wb(blk.down), buf.x, rows, true, false, { statsOut: buf.stats });
       this.stage('gemm_down');
     }
     if (this.allLogits) {
@@ -285,8 +266,8 @@ export class CudaDecoder {
       be.launch1d('elementwise.cu', 'gather_rows', this.batch * d, [buf.x.ptr, buf.last.ptr, this.lastRows.ptr, this.batch, d, rows, be.errorFlag], { MPT_BF16: false });
       src = this.lastRows;
     }
-    this.shaped('logits', posDev, p.lmHead ?? p.wte, () => be.layerNormMatmulInto(src, { w: w(p.lnF.weight), b: wb(p.lnF), eps: c.layerNormEps }, this.finalH,
-      w(p.lmHead ?? p.wte), null, this.logits, this.batch, false, false, t === 1 && p.blocks.length > 0 ? buf.stats : null));
+    be.layerNormMatmulInto(src, { w: w(p.lnF.weight), b: wb(p.lnF), eps: c.layerNormEps }, this.finalH, w(p.lmHead ?? p.wte), null, this.logits, this.batch, false,
+      false, t === 1 && p.blocks.length > 0 ? buf.stats : null);
     if (c.logitScale !== null) {
       be.launch1d('elementwise.cu', 'scale', this.batch * c.vocabSize, [this.logits.ptr, this.logits.ptr, c.logitScale, this.batch * c.vocabSize], { MPT_BF16: false });
     }

@@ -91,30 +91,6 @@ __device__ __forceinline__ void l2_prefetch_share(const void* pfBegin, const voi
 #endif
 }
 
-// MPT_LN_L2_NEXT (the LayerNorm-prologue variant only): right after griddepcontrol.wait, each warp
-// has the L2 fetch the weights it streams next, with no registers held. Why: the first load group went
-// out before the wait and has landed by then, but the next one is issued only after the prologue (x,
-// the LayerNorm weights and the row statistics: an L2 round trip, the merge, the shared-memory store),
-// and every block reaches its wait at the same moment, so the memory bus idles for that long. 1: the
-// next load group (32·UNROLL k of the warp's 16 rows); 2: the rest of the warp's K slice. 0: none.
-#ifndef MPT_LN_L2_NEXT
-#define MPT_LN_L2_NEXT 0
-#endif
-#if defined(MPT_LN_X) && MPT_LN_L2_NEXT > 0
-__device__ __forceinline__ void ln_prologue_l2_prefetch(const bf16* w, int o0, int O, int K, int kBeg, int kEnd, int lane) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  const int from = kBeg + 32 * UNROLL;
-  const int to = min(MPT_LN_L2_NEXT == 1 ? min(kEnd, from + 32 * UNROLL) : kEnd, from + 16384);  // ≤ 32 KB a prefetch
-  // Lane r < 16 covers row o0 + r (clamped as the loads are): (to − from) · 2 bytes, a multiple of 64
-  // from a 64-byte aligned address (K and kBeg are multiples of 32).
-  const bf16* p = w + (long long)min(o0 + lane, O - 1) * K + from;
-  if (lane < 16 && from < to && ((unsigned long long)p & 15) == 0) {  // the copy needs 16-byte alignment
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" :: "l"(p), "r"((unsigned)(to - from) * 2) : "memory");
-  }
-#endif
-}
-#endif
-
 #if defined(MPT_SMEM_W) && defined(MPT_LN_X)
 #error "MPT_SMEM_W and MPT_LN_X are separate variants"
 #endif
@@ -242,9 +218,6 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
   pdl_trigger();
   pdl_wait();
 #endif
-#if defined(MPT_LN_X) && MPT_LN_L2_NEXT > 0
-  ln_prologue_l2_prefetch(w, o0, O, K, kBeg, kEnd, lane);
-#endif
   loadEpilogue();
 
 #ifdef MPT_LN_X
@@ -254,6 +227,9 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
   // merge_row_stats in common.cuh) are loaded together: one L2 round trip before the first mma.
   // (The block-wide form — every block normalizing all of K behind two barriers — was measured slower
   // than a LayerNorm kernel of its own; bench/RESULTS-cuda.md.) LN_CHUNKS: ceil(kPer / 256).
+  // (Having the L2 fetch the warp's next load group, or the rest of its slice, right after the wait,
+  // so that the bus is not idle during this round trip, was measured slower in the step: 845 and 829
+  // against 865 tokens/s at batch 1, H100; bench/RESULTS-cuda.md.)
   const int xStride = kPer + 32, xOff = kBeg;
   bf16* xs = reinterpret_cast<bf16*>(red + nw * 16 * cols) + (long long)warp * R * xStride;
   for (int r = 0; r < R; r++) {
