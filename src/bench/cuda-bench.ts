@@ -192,7 +192,17 @@ function decodeVariants(be: CudaBackend): DecodeVariant[] {
     be[key] = value;
     return () => { be[key] = was; };
   };
+  // A define added to every kernel compiled for the variant (KernelCache.globalDefines).
+  const define = (name: string, value: string | number | boolean) => () => {
+    const defines = be.kernels.globalDefines, was = defines[name];
+    defines[name] = value;
+    return () => { if (was === undefined) delete defines[name]; else defines[name] = was; };
+  };
   return [
+    // Batch 1: the 16-warp GEMMs (down) without the second load group's head in shared memory before
+    // the wait (skinny_gemm.cu PRE_SMEM: the before), and with half of it.
+    { label: 'no weights in shared memory before the wait (MPT_NO_PRE_SMEM, the before)', batches: [1], set: define('MPT_NO_PRE_SMEM', true) },
+    { label: 'PRE_K 32 (16 KB of the second group in shared memory)', batches: [1], set: define('PRE_K', 32) },
     // Batch 1: the attention's keys all loaded before its wait (one pass over a split of 128 keys
     // instead of two of 64), either with 16 keys a warp in flight or splits of 64 keys.
     { label: 'attention with 16 keys a warp in flight', batches: [1], options: { attentionKeysInFlight: 16 } },
