@@ -199,10 +199,13 @@ function decodeVariants(be: CudaBackend): DecodeVariant[] {
     return () => { if (was === undefined) delete defines[name]; else defines[name] = was; };
   };
   return [
-    // Batch 1: the 16-warp GEMMs (down) without the second load group's head in shared memory before
-    // the wait (skinny_gemm.cu PRE_SMEM: the before), and with half of it.
-    { label: 'no weights in shared memory before the wait (MPT_NO_PRE_SMEM, the before)', batches: [1], set: define('MPT_NO_PRE_SMEM', true) },
-    { label: 'PRE_K 32 (16 KB of the second group in shared memory)', batches: [1], set: define('PRE_K', 32) },
+    // Batch 1: the 16-warp GEMMs (down) with the head of each warp's second load group copied into
+    // shared memory before the wait (skinny_gemm.cu MPT_PRE_SMEM: 64 k, 32 KB a block), and half of it.
+    { label: 'down GEMM copies 32 KB more weights into shared memory before the wait (MPT_PRE_SMEM)', batches: [1], set: define('MPT_PRE_SMEM', true) },
+    { label: 'down GEMM copies 16 KB more weights into shared memory before the wait (MPT_PRE_SMEM, PRE_K 32)', batches: [1], set: () => {
+      const undoPre = define('MPT_PRE_SMEM', true)(), undoK = define('PRE_K', 32)();
+      return () => { undoK(); undoPre(); };
+    } },
     // Batch 1: the attention's keys all loaded before its wait (one pass over a split of 128 keys
     // instead of two of 64), either with 16 keys a warp in flight or splits of 64 keys.
     { label: 'attention with 16 keys a warp in flight', batches: [1], options: { attentionKeysInFlight: 16 } },

@@ -91,7 +91,7 @@ __device__ __forceinline__ void l2_prefetch_share(const void* pfBegin, const voi
 #endif
 }
 
-// PRE_SMEM (the 16-warp, one-row-tile register kernel only: the decode step's out-projection and
+// MPT_PRE_SMEM (the 16-warp, one-row-tile register kernel only: the decode step's out-projection and
 // MLP-down GEMMs at one row): more of a block's weights in flight before griddepcontrol.wait than its
 // registers hold. Besides its first load group (registers), each warp has the bulk copy fetch the first
 // half of its SECOND group (16 rows × 64 k, 2 KB) into static shared memory, completing on a per-warp
@@ -101,8 +101,10 @@ __device__ __forceinline__ void l2_prefetch_share(const void* pfBegin, const voi
 // warps instead of 16 for down) cost far more than the GEMM alone lost (bench/RESULTS-cuda.md). Only
 // where the grid is at most one block an SM (%nsmid) and each warp has two groups or more (down: 4; the
 // out-projection has one, so it skips this at run time).
-// On by default; MPT_NO_PRE_SMEM (a global define: KernelCache.globalDefines, MPT_CUDA_DEFINES) turns it off.
-#if !defined(MPT_NO_PRE_SMEM) && SKINNY_THREADS == 512 && ROW_TILES == 1 && !defined(MPT_LN_X) && !defined(MPT_SMEM_W)
+// NOT MEASURED YET (written after the session's device time was spent): off unless MPT_PRE_SMEM is
+// defined (a global define: KernelCache.globalDefines, MPT_CUDA_DEFINES=MPT_PRE_SMEM); its cubins are
+// then the same as without this code.
+#if defined(MPT_PRE_SMEM) && SKINNY_THREADS == 512 && ROW_TILES == 1 && !defined(MPT_LN_X) && !defined(MPT_SMEM_W)
 #define PRE_SMEM 1
 #ifndef PRE_K
 #define PRE_K 64  // k of the second group fetched ahead (two steps of 32; 32 KB a block)
