@@ -56,7 +56,7 @@ export interface DecoderOptions {
   pipeline?: boolean;
   /** Keys a warp of the folded decode attention loads at a time (ATT_U); default the backend's foldKeysInFlightFor. */
   attentionKeysInFlight?: number;
-  /** Bytes of each layer's up weights the out-projection L2-prefetches in a decode step; default upPrefetchBytes(). */
+  /** Bytes of each layer's up weights the out-projection L2-prefetches in a decode step; default upPrefetchBytesFor(). */
   upPrefetchBytes?: number;
 }
 
@@ -67,7 +67,7 @@ export interface DecoderOptions {
  * 851 / 865 and 851 / 866 tokens/s (two calls), batch 16 11,630 / 11,579, 11,639 / 11,579 and 11,608 /
  * 11,573 (three calls).
  */
-export function upPrefetchBytes(l2PrefetchUpBytes: number, rows: number): number {
+export function upPrefetchBytesFor(l2PrefetchUpBytes: number, rows: number): number {
   return rows > 8 ? Math.floor(l2PrefetchUpBytes / 2) : l2PrefetchUpBytes;
 }
 
@@ -154,7 +154,7 @@ export class CudaDecoder {
     this.foldPartial = this.foldSplits > 1 ? own(be.alloc([batch * heads * this.foldSplits * (2 + dHead)], 'float32')) : null;
     this.foldCounters = this.foldSplits > 1 ? own(be.zeros([batch * heads], 'int32') as CudaTensor) : null;
     this.foldKeysInFlight = options.attentionKeysInFlight ?? be.foldKeysInFlightFor(blocks);
-    this.upPrefetch = options.upPrefetchBytes ?? upPrefetchBytes(be.l2PrefetchUpBytes, batch);
+    this.upPrefetch = options.upPrefetchBytes ?? upPrefetchBytesFor(be.l2PrefetchUpBytes, batch);
     this.pipeline = options.pipeline ?? be.pipelineDecode;
     this.pinned = new PinnedBuffer(4 * (batch + 2), 'the decoder\'s token read-back');
     this.pinnedIds = new Int32Array(this.pinned.view, 0, batch);
@@ -241,7 +241,7 @@ export class CudaDecoder {
       }
       this.stage(t > 1 ? 'attention_prefill' : 'attention_decode');
       // Decode: the out-projection's blocks wait through the attention with their weights loaded, so
-      // they prefetch the head of the up GEMM's weights into L2 meanwhile (upPrefetchBytes).
+      // they prefetch the head of the up GEMM's weights into L2 meanwhile (upPrefetchBytesFor).
       const upW = w(blk.up.weight);
       be.matmulInto(buf.att, w(blk.out.weight), wb(blk.out), buf.x, rows, true, false,
         { statsOut: buf.stats, prefetch: posDev ? { ptr: upW.ptr, bytes: headBytes(upW, this.upPrefetch) } : null });
