@@ -99,7 +99,8 @@ __device__ __forceinline__ void l2_prefetch_share(const void* pfBegin, const voi
 // SM's register file, so they become resident only as the previous GEMM's blocks retire, and what they
 // issue before their wait is what streams in that kernel's tail; in the step, halving those bytes (8
 // warps instead of 16 for down) cost far more than the GEMM alone lost (bench/RESULTS-cuda.md). Only
-// where the grid is at most one block an SM (%nsmid) and each warp has two groups or more (down: 4; the
+// where the grid is at most one block an SM (%nsmid: at least the SM count, which is enough for the
+// decoder's 128-block grids) and each warp has two groups or more (down: 4; the
 // out-projection has one, so it skips this at run time).
 // NOT MEASURED YET (written after the session's device time was spent): off unless MPT_PRE_SMEM is
 // defined (a global define: KernelCache.globalDefines, MPT_CUDA_DEFINES=MPT_PRE_SMEM); its cubins are
