@@ -102,7 +102,7 @@ __device__ __forceinline__ void l2_prefetch_share(const void* pfBegin, const voi
 // where the grid is at most one block an SM (%nsmid: at least the SM count, which is enough for the
 // decoder's 128-block grids) and each warp has two groups or more (down: 4; the
 // out-projection has one, so it skips this at run time).
-// NOT MEASURED YET (written after the session's device time was spent): off unless MPT_PRE_SMEM is
+// NOT MEASURED YET (the session's call for it could not start an H100): off unless MPT_PRE_SMEM is
 // defined (a global define: KernelCache.globalDefines, MPT_CUDA_DEFINES=MPT_PRE_SMEM); its cubins are
 // then the same as without this code.
 #if defined(MPT_PRE_SMEM) && SKINNY_THREADS == 512 && ROW_TILES == 1 && !defined(MPT_LN_X) && !defined(MPT_SMEM_W)
