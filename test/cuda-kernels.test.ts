@@ -224,6 +224,84 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     }
   });
 
+  if (dtype === 'bfloat16') test(`cuda ${dtype}: few-row GEMMs and the LayerNorm prologue at forced block shapes (skinnyShape, the bench's GEMM table)`, { skip }, () => {
+    // The bench's GEMM table (and any caller of skinnyShape) runs shapes skinnyPlan would not pick;
+    // each splits K its own way over warps and load groups. Plain GEMMs (float32 y += x·Wᵀ + b with row statistics, one and
+    // two row tiles, outF not a multiple of 16 where no statistics are written: clamped rows) and the
+    // LayerNorm in the prologue (one row, GELU and bias, x off zero mean).
+    const be = cudaFor(dtype);
+    const shapes = [[4, 4], [8, 4], [8, 2], [16, 2], [16, 4]] as const;
+    try {
+      for (const [warps, unroll] of shapes) {
+        // At 16 warps and one row tile, also with MPT_PRE_SMEM (the second load group's head copied into
+        // shared memory before the wait, where a warp has two groups: K 4096 and 8192, and 2048 at unroll 2).
+        for (const [rows, inF, outF] of [[1, 2048, 48], [16, 2048, 100], [3, 4096, 32], [1, 8192, 40], [2, 8192, 32]] as const) for (const pre of warps === 16 && rows <= 8 ? [false, true] : [false]) {
+          if (rows > 8 && warps === 16 && unroll > 2) continue; // 128 registers a thread at 512 threads
+          const what = `${rows}x${inF}x${outF} at w${warps}u${unroll}${pre ? ', MPT_PRE_SMEM' : ''}`;
+          const [xg, xc] = pair(be, randn(rows * inF), [rows, inF]);
+          const [wg, wc] = pair(be, randn(outF * inF, 0.05), [outF, inF]);
+          const [bg, bc] = pair(be, randn(outF), [outF]);
+          const raw = randn(rows * outF);
+          const yf = be.upload(raw, [rows, outF], 'float32') as CudaTensor;
+          const stats = outF % 16 === 0 ? be.alloc([rows, outF / 8], 'float32') : null;
+          be.skinnyShape = { warps, unroll };
+          if (pre) be.kernels.globalDefines.MPT_PRE_SMEM = true;
+          try {
+            be.matmulInto(xg as CudaTensor, wg as CudaTensor, bg as CudaTensor, yf, rows, true, false, { statsOut: stats });
+          } finally {
+            be.skinnyShape = null;
+            delete be.kernels.globalDefines.MPT_PRE_SMEM;
+          }
+          const got = down(be, yf);
+          close(`float32 y += x·Wᵀ + b ${what}`, got, down(cpu, cpu.add(cpu.upload(raw, [rows, outF], 'float32'), cpu.linear(xc, wc, bc))), 1e-5);
+          if (stats) {
+            const want = new Float32Array(rows * outF / 8);
+            for (let r = 0; r < rows; r++) for (let tile = 0; tile < outF / 16; tile++) {
+              const v = got.subarray(r * outF + tile * 16, r * outF + tile * 16 + 16);
+              const m = v.reduce((a, b) => a + b, 0) / 16;
+              want[(r * outF / 16 + tile) * 2] = m;
+              want[(r * outF / 16 + tile) * 2 + 1] = v.reduce((a, b) => a + (b - m) ** 2, 0);
+            }
+            close(`row statistics ${what}`, down(be, stats), want, 1e-5);
+          }
+          for (const t of [xg, wg, bg, yf]) be.release(t as CudaTensor);
+          if (stats) be.release(stats);
+        }
+        // The LayerNorm prologue (the QKV, up and logits GEMMs of a one-row step): K 2048, and 4096
+        // at 4 warps (4 chunks a lane).
+        for (const [inF, outF] of warps === 4 ? [[2048, 100], [4096, 48]] as const : [[2048, 100]] as const) {
+          const what = `1x${inF}x${outF} with the LayerNorm in the prologue at w${warps}u${unroll}`;
+          const rawX = Float32Array.from(randn(inF), (v, i) => 3 * v + (i % 7) - 2);
+          const x = be.upload(rawX, [1, inF], 'float32') as CudaTensor;
+          // The stream's statistics as a GEMM epilogue writes them: per 16 columns, mean and M2.
+          const st = new Float32Array(inF / 8);
+          for (let tile = 0; tile < inF / 16; tile++) {
+            const v = rawX.subarray(tile * 16, tile * 16 + 16), m = v.reduce((a, b) => a + b, 0) / 16;
+            st[2 * tile] = m;
+            st[2 * tile + 1] = v.reduce((a, b) => a + (b - m) ** 2, 0);
+          }
+          const stats = be.upload(st, [1, inF / 8], 'float32') as CudaTensor;
+          const [lwg, lwc] = pair(be, Float32Array.from(randn(inF), (v) => 1 + 0.3 * v), [inF]);
+          const [lbg, lbc] = pair(be, randn(inF, 0.5), [inF]);
+          const [wg, wc] = pair(be, randn(outF * inF, 0.05), [outF, inF]);
+          const [bg, bc] = pair(be, randn(outF), [outF]);
+          const h = be.alloc([1, inF]), y = be.alloc([1, outF]);
+          be.skinnyShape = { warps, unroll };
+          try {
+            be.layerNormMatmulInto(x, { w: lwg as CudaTensor, b: lbg as CudaTensor, eps: 1e-5 }, h, wg as CudaTensor, bg as CudaTensor, y, 1, false, true, stats);
+          } finally {
+            be.skinnyShape = null;
+          }
+          const hRef = cpu.layerNorm(cpu.upload(rawX, [1, inF], 'float32'), lwc, lbc, 1e-5);
+          close(`gelu(LN(x)·Wᵀ + b) ${what}`, down(be, y), down(cpu, cpu.gelu(cpu.linear(hRef, wc, bc))), tol(dtype, 1e-5));
+          for (const t of [x, stats, lwg, lbg, wg, bg, h, y]) be.release(t as CudaTensor);
+        }
+      }
+    } finally {
+      be.skinnyShape = null;
+    }
+  });
+
   test(`cuda ${dtype}: fused QKV split + clamp + QK LayerNorm + cache write`, { skip }, () => {
     const be = cudaFor(dtype);
     const batch = 2, t = 13, d = 96, cap = 40, at = 7, clip = 0.8;
@@ -277,8 +355,8 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       const slopes = Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads));
       const maxSplits = Math.max(...runs.map((r) => r[0]));
       const counters = be.zeros([batch * heads], 'int32') as CudaTensor, partial = be.alloc([batch * heads * maxSplits * (2 + dHead)], 'float32');
-      // 8 keys a warp in flight (batch 1's choice) and 4 (batch 16's).
-      for (const keysInFlight of [8, 4]) for (const [splits, perSplit, qkLn] of runs) {
+      // 8 keys a warp in flight (batch 1's choice), 4 (batch 16's) and 16 (a decoder option).
+      for (const keysInFlight of [8, 4, 16]) for (const [splits, perSplit, qkLn] of runs) {
         const [kg, kRef] = pair(be, kOld, [batch, cap, d]);
         const [vg, vRef] = pair(be, vOld, [batch, cap, d]);
         const posDev = be.upload(Int32Array.of(pos), [1], 'int32') as CudaTensor;

@@ -135,7 +135,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
         };
         const plain = run(0), prefetched = run(2 ** 23);
         plain.forEach((l, s) => assert.ok(l.every((v, i) => Object.is(v, prefetched[s][i])),
-          `batch ${batch}, prefetch of 8 MiB, step ${s}: logits differ`));
+          `batch ${batch}, with the prefetch (8 MiB at one row tile, half at two), step ${s}: logits differ`));
       }
     } finally {
       be.l2PrefetchUpBytes = saved;

@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { CudaBackend, type CudaTensor } from '../backend/cuda/index.js';
 import { CudaEvent } from '../backend/cuda/driver.js';
-import type { CudaDecoder, DecoderParams } from '../backend/cuda/decoder.js';
+import type { CudaDecoder, DecoderOptions, DecoderParams } from '../backend/cuda/decoder.js';
 import { alibiSlopes, MPT_1B_REDPAJAMA_200B, mlpHidden, type MptConfig } from '../model/config.js';
 import { UserError } from '../util/errors.js';
 
@@ -172,26 +172,52 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
   return out;
 }
 
-/** Other settings of the decode step, timed beside the default: [label, apply → undo]. */
-function decodeVariants(be: CudaBackend): [string, () => () => void][] {
-  // Programmatic dependent launch off (a standing check that it still pays), and the out-projection's
-  // L2 prefetch of the up weights around its default (8 MB) and off, each a fresh decoder and graph.
-  // (The shared-memory out-projection, the carveouts, the LayerNorm as a kernel of its own, and the
-  // prefetch at 16 / 24 MB, with evict_last lines or with the down GEMM prefetching the next QKV
-  // weights, the weights streamed evict_first and the batch-16 GEMMs bounded to 4 blocks an SM were
-  // measured in the runs bench/RESULTS-cuda.md records; the switches that remain are left out here to
-  // keep the device run short.)
-  const toggle = (label: string, get: () => boolean, put: (v: boolean) => void): [string, () => () => void] =>
-    [label, () => { const was = get(); put(!was); return () => put(was); }];
-  const prefetchUp = (mb: number): [string, () => () => void] =>
-    [mb === 0 ? 'no L2 prefetch of the up weights (before this change)' : `out-projection prefetches ${mb} MB of the up weights into L2`, () => {
-      const was = be.l2PrefetchUpBytes;
-      be.l2PrefetchUpBytes = mb * 2 ** 20;
-      return () => { be.l2PrefetchUpBytes = was; };
-    }];
+/**
+ * Another setting of the decode step, timed beside the default (a fresh decoder and graph): a backend
+ * switch (`set` applies it and returns its undo) and/or decoder options; `batches`: where it runs.
+ */
+interface DecodeVariant { label: string; batches?: number[]; set?: () => () => void; options?: DecoderOptions }
+
+function decodeVariants(be: CudaBackend): DecodeVariant[] {
+  // Each a fresh decoder and graph beside the default. (Block shapes of single GEMMs in the step —
+  // QKV, up and logits at 8 warps × 4, the out-projection at 16 × 2 or 8 × 4, down at 8 × 4, several
+  // together — the LayerNorm-prologue GEMMs L2-prefetching their next weights after the wait, the
+  // shared-memory out-projection without the uniform carveout, the carveouts, the LayerNorm as a
+  // kernel of its own, the prefetch at other sizes, with evict_last or evict_first lines or by the down
+  // GEMM, and the batch-16 GEMMs bounded to 4 blocks an SM were measured in the runs
+  // bench/RESULTS-cuda.md records; programmatic dependent launch off last at 733 / 10,024 tokens/s
+  // against 866 / 11,579.)
+  const field = <K extends 'foldKeysPerSplit' | 'smemWeightsMinRows'>(key: K, value: CudaBackend[K]) => () => {
+    const was = be[key];
+    be[key] = value;
+    return () => { be[key] = was; };
+  };
+  // A define added to every kernel compiled for the variant (KernelCache.globalDefines).
+  const define = (name: string, value: string | number | boolean) => () => {
+    const defines = be.kernels.globalDefines, was = defines[name];
+    defines[name] = value;
+    return () => { if (was === undefined) delete defines[name]; else defines[name] = was; };
+  };
   return [
-    toggle(`programmatic dependent launch ${be.ctx.pdl ? 'off' : 'on'}`, () => be.ctx.pdl, (v) => { be.ctx.pdl = v; }),
-    ...[0, 4, 12].map(prefetchUp),
+    // Batch 1: the 16-warp GEMMs (down) with the head of each warp's second load group copied into
+    // shared memory before the wait (skinny_gemm.cu MPT_PRE_SMEM: 64 k, 32 KB a block), and half of it.
+    { label: 'down GEMM copies 32 KB more weights into shared memory before the wait (MPT_PRE_SMEM)', batches: [1], set: define('MPT_PRE_SMEM', true) },
+    { label: 'down GEMM copies 16 KB more weights into shared memory before the wait (MPT_PRE_SMEM, PRE_K 32)', batches: [1], set: () => {
+      const undoPre = define('MPT_PRE_SMEM', true)(), undoK = define('PRE_K', 32)();
+      return () => { undoK(); undoPre(); };
+    } },
+    // Batch 1: the attention's keys all loaded before its wait (one pass over a split of 128 keys
+    // instead of two of 64), either with 16 keys a warp in flight or splits of 64 keys.
+    { label: 'attention with 16 keys a warp in flight', batches: [1], options: { attentionKeysInFlight: 16 } },
+    { label: 'attention splits of 64 keys', batches: [1], set: field('foldKeysPerSplit', 64) },
+    // The out-projection's weights in shared memory at one row too (64 KB a block, ~64 registers a
+    // thread): up GEMM blocks fit beside it and start their weight loads during the attention.
+    { label: 'out-projection weights in shared memory', batches: [1], set: field('smemWeightsMinRows', 1) },
+    { label: 'attention with 16 keys a warp in flight, out-projection weights in shared memory', batches: [1], set: field('smemWeightsMinRows', 1),
+      options: { attentionKeysInFlight: 16 } },
+    // The before of upPrefetchBytes at two row tiles (8 MB), and 2 MB.
+    { label: 'out-projection prefetches 8 MB of the up weights into L2 (before)', batches: [16], options: { upPrefetchBytes: 8 * 2 ** 20 } },
+    { label: 'out-projection prefetches 2 MB of the up weights into L2', batches: [16], options: { upPrefetchBytes: 2 * 2 ** 20 } },
   ];
 }
 
@@ -218,8 +244,8 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
    * each step reading its tokens back, as streaming does, or (`backToBack`) all enqueued with one read
    * at the end, the GPU's own pace.
    */
-  const timeDecode = (batch: number, backToBack = false): { ms: number; times: number[] } => {
-    const dec = be.createDecoder(c, params, slopes, batch, promptTokens + newTokens + 1);
+  const timeDecode = (batch: number, backToBack = false, decoderOptions: DecoderOptions = {}): { ms: number; times: number[] } => {
+    const dec = be.createDecoder(c, params, slopes, batch, promptTokens + newTokens + 1, decoderOptions);
     const times: number[] = [];
     for (let r = 0; r < repeats + 1; r++) {
       dec.prefill(randomPrompt(batch, promptTokens, c.vocabSize, 7 + r), null, { temperature: 0 });
@@ -242,10 +268,15 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
   for (const batch of options.batches ?? [1, 16]) {
     // Variants of the decode step in the same run (each a fresh decoder and graph), then the default's
     // figure, which is the one reported.
-    for (const [label, set] of decodeVariants(be)) {
-      const undo = set();
-      const other = timeDecode(batch);
-      undo();
+    for (const { label, batches, set, options: decoderOptions } of decodeVariants(be)) {
+      if (batches && !batches.includes(batch)) continue;
+      const undo = set?.();
+      let other;
+      try {
+        other = timeDecode(batch, false, decoderOptions);
+      } finally {
+        undo?.();
+      }
       logDecode(batch, `, ${label}`, other);
     }
     const timed = timeDecode(batch);

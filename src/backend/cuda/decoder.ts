@@ -54,6 +54,21 @@ export interface DecoderOptions {
    * results are the same; a run that stops early leaves one step of work unused.
    */
   pipeline?: boolean;
+  /** Keys a warp of the folded decode attention loads at a time (ATT_U); default the backend's foldKeysInFlightFor. */
+  attentionKeysInFlight?: number;
+  /** Bytes of each layer's up weights the out-projection L2-prefetches in a decode step; default upPrefetchBytesFor(). */
+  upPrefetchBytes?: number;
+}
+
+/**
+ * Bytes of the up weights a decode step's out-projection L2-prefetches (skinny_gemm.cu
+ * l2_prefetch_share): the backend's l2PrefetchUpBytes up to 8 rows, half of it from 9 rows (two row
+ * tiles). Measured on the H100, 4 MB against 8 MB in the same process (bench/RESULTS-cuda.md): batch 1
+ * 851 / 865 and 851 / 866 tokens/s (two calls), batch 16 11,630 / 11,579, 11,639 / 11,579 and 11,608 /
+ * 11,573 (three calls).
+ */
+export function upPrefetchBytesFor(l2PrefetchUpBytes: number, rows: number): number {
+  return rows > 8 ? Math.floor(l2PrefetchUpBytes / 2) : l2PrefetchUpBytes;
 }
 
 type Stage = (name: string) => void;
@@ -138,7 +153,8 @@ export class CudaDecoder {
       : Math.max(1, Math.min(32, Math.ceil(capacity / 32), Math.ceil(4 * be.device.multiprocessors / blocks)));
     this.foldPartial = this.foldSplits > 1 ? own(be.alloc([batch * heads * this.foldSplits * (2 + dHead)], 'float32')) : null;
     this.foldCounters = this.foldSplits > 1 ? own(be.zeros([batch * heads], 'int32') as CudaTensor) : null;
-    this.foldKeysInFlight = be.foldKeysInFlightFor(blocks);
+    this.foldKeysInFlight = options.attentionKeysInFlight ?? be.foldKeysInFlightFor(blocks);
+    this.upPrefetch = options.upPrefetchBytes ?? upPrefetchBytesFor(be.l2PrefetchUpBytes, batch);
     this.pipeline = options.pipeline ?? be.pipelineDecode;
     this.pinned = new PinnedBuffer(4 * (batch + 2), 'the decoder\'s token read-back');
     this.pinnedIds = new Int32Array(this.pinned.view, 0, batch);
@@ -146,6 +162,7 @@ export class CudaDecoder {
     this.readback = new CudaEvent(be.ctx, CU_EVENT_DISABLE_TIMING);
   }
   private readonly foldKeysInFlight: number;
+  private readonly upPrefetch: number;
   private readonly decodeSplits: number;
   private readonly foldSplits: number;
   private readonly foldPerSplit: number;
@@ -224,10 +241,10 @@ export class CudaDecoder {
       }
       this.stage(t > 1 ? 'attention_prefill' : 'attention_decode');
       // Decode: the out-projection's blocks wait through the attention with their weights loaded, so
-      // they prefetch the head of the up GEMM's weights into L2 meanwhile (l2PrefetchUpBytes).
+      // they prefetch the head of the up GEMM's weights into L2 meanwhile (upPrefetchBytesFor).
       const upW = w(blk.up.weight);
       be.matmulInto(buf.att, w(blk.out.weight), wb(blk.out), buf.x, rows, true, false,
-        { statsOut: buf.stats, prefetch: posDev ? { ptr: upW.ptr, bytes: headBytes(upW, be.l2PrefetchUpBytes) } : null });
+        { statsOut: buf.stats, prefetch: posDev ? { ptr: upW.ptr, bytes: headBytes(upW, this.upPrefetch) } : null });
       this.stage('gemm_out');
       be.layerNormMatmulInto(buf.x, { w: w(blk.ln2.weight), b: wb(blk.ln2), eps: c.layerNormEps }, buf.h, w(blk.up.weight), wb(blk.up), buf.up, rows, false, true,
         buf.stats);
