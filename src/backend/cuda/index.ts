@@ -500,7 +500,8 @@ export class CudaBackend implements Backend {
   /**
    * Bytes of the MLP-up weights that a decode step's out-projection GEMM prefetches into L2 before its
    * wait, i.e. while the decode attention runs and the bus would idle (the out-projection's blocks have
-   * their own weights in flight already); MPT_CUDA_L2_PREFETCH_UP=MB sets it, 0 turns it off. Measured
+   * their own weights in flight already), at one row tile (up to 8 rows); from 9 rows the decoder
+   * prefetches half of it (decoder.ts upPrefetchBytesFor). MPT_CUDA_L2_PREFETCH_UP=MB sets it, 0 turns it off. Measured
    * on the H100 (2026-11-28, bench/RESULTS-cuda.md), this default: 865 against 841 tokens/s without the
    * prefetch at batch 1, 11,579 against 11,450 at batch 16 (same process); 4 MB 851 / 11,630, 12 MB
    * 863 / 11,492; in another call 16 MB 857 / 11,400, 24 MB 841 / 11,235.
