@@ -12,6 +12,18 @@ import { close, cpu, cudaFor, down, pair, randn, rng, skip } from './cuda-harnes
 // bf16 storage rounds each output to 8 bits of mantissa (relative 2^-9); float32 is far tighter.
 const tol = (dtype: string, fp32 = 2e-5) => (dtype === 'bfloat16' ? 1e-2 : fp32);
 
+/** The GEMM epilogue's row statistics of y [rows, outF]: per 16-column tile, its mean and Σ (v − mean)². */
+function tileStatistics(y: Float32Array, rows: number, outF: number): Float32Array {
+  const want = new Float32Array(rows * outF / 8);
+  for (let r = 0; r < rows; r++) for (let tile = 0; tile < outF / 16; tile++) {
+    const v = y.subarray(r * outF + tile * 16, r * outF + tile * 16 + 16);
+    const m = v.reduce((a, b) => a + b, 0) / 16;
+    want[(r * outF / 16 + tile) * 2] = m;
+    want[(r * outF / 16 + tile) * 2 + 1] = v.reduce((a, b) => a + (b - m) ** 2, 0);
+  }
+  return want;
+}
+
 for (const dtype of ['bfloat16', 'float32'] as const) {
   test(`cuda ${dtype}: embedding gathers rows and refuses ids out of range`, { skip }, () => {
     const be = cudaFor(dtype);
@@ -146,14 +158,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
           const got = down(be, yf);
           close(`float32 y += x·Wᵀ + b ${how}`, got, down(cpu, cpu.add(cpu.upload(raw, [rows, outF], 'float32'), cpu.linear(xc, wc, bc))), 1e-5);
           if (stats) {
-            const want = new Float32Array(rows * outF / 8);
-            for (let r = 0; r < rows; r++) for (let tile = 0; tile < outF / 16; tile++) {
-              const v = got.subarray(r * outF + tile * 16, r * outF + tile * 16 + 16);
-              const m = v.reduce((a, b) => a + b, 0) / 16;
-              want[(r * outF / 16 + tile) * 2] = m;
-              want[(r * outF / 16 + tile) * 2 + 1] = v.reduce((a, b) => a + (b - m) ** 2, 0);
-            }
-            close(`row statistics ${what}`, down(be, stats), want, 1e-5);
+            close(`row statistics ${what}`, down(be, stats), tileStatistics(got, rows, outF), 1e-5);
             be.release(stats);
           }
           for (const t of [xg, wg, bg, y, yf]) be.release(t as CudaTensor);
@@ -184,14 +189,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       close(`x += a·Pᵀ ${what}`, down(be, x), xSum, 1e-5);
       if (stats) {
         // Each (row, 16 columns): mean and sum of squared deviations of the float32 values written.
-        const got = down(be, stats), xs = down(be, x), want = new Float32Array(got.length);
-        for (let r = 0; r < rows; r++) for (let tile = 0; tile < inF / 16; tile++) {
-          const v = xs.subarray(r * inF + tile * 16, r * inF + tile * 16 + 16);
-          const m = v.reduce((a, b) => a + b, 0) / 16;
-          want[(r * inF / 16 + tile) * 2] = m;
-          want[(r * inF / 16 + tile) * 2 + 1] = v.reduce((a, b) => a + (b - m) ** 2, 0);
-        }
-        close(`row statistics ${what}`, got, want, 1e-5);
+        close(`row statistics ${what}`, down(be, stats), tileStatistics(down(be, x), rows, inF), 1e-5);
       }
       const xc = cpu.upload(xSum, [rows, inF], 'float32');
       const [lwg, lwc] = pair(be, Float32Array.from(randn(inF), (v) => 1 + 0.3 * v), [inF]);
@@ -255,14 +253,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
           const got = down(be, yf);
           close(`float32 y += x·Wᵀ + b ${what}`, got, down(cpu, cpu.add(cpu.upload(raw, [rows, outF], 'float32'), cpu.linear(xc, wc, bc))), 1e-5);
           if (stats) {
-            const want = new Float32Array(rows * outF / 8);
-            for (let r = 0; r < rows; r++) for (let tile = 0; tile < outF / 16; tile++) {
-              const v = got.subarray(r * outF + tile * 16, r * outF + tile * 16 + 16);
-              const m = v.reduce((a, b) => a + b, 0) / 16;
-              want[(r * outF / 16 + tile) * 2] = m;
-              want[(r * outF / 16 + tile) * 2 + 1] = v.reduce((a, b) => a + (b - m) ** 2, 0);
-            }
-            close(`row statistics ${what}`, down(be, stats), want, 1e-5);
+            close(`row statistics ${what}`, down(be, stats), tileStatistics(got, rows, outF), 1e-5);
           }
           for (const t of [xg, wg, bg, yf]) be.release(t as CudaTensor);
           if (stats) be.release(stats);
