@@ -3,9 +3,8 @@
 // inputs: dk/dv storing dsᵀ and dq from it in 128-query blocks (chunks of 16, 32 and 64 keys), and dq
 // recomputed; dk/dv by mma.sync and, where it runs (sm_90a, heads of 64 or 128), by wgmma, and there dq
 // from the stored dsᵀ by wgmma too (after either dk/dv kernel; bit for bit the mma.sync pass's dq), and by
-// the warp-specialized flash_backward_dkdv_fa3 in three ring shapes and three with dSᵀ through shared
-// memory and the overlapped schedule (bit for bit the wgmma kernel's dk, dv and, through the dsᵀ it
-// stores, dq). Sizes that
+// the warp-specialized flash_backward_dkdv_fa3 in three ring shapes (bit for bit the wgmma kernel's dk, dv
+// and, through the dsᵀ it stores, dq). Sizes that
 // are not multiples of 64 or 128 rows, head sizes 32, 64 and 128, batch > 1, with and without ALiBi. The
 // dsᵀ scratch is filled with NaN first, so a block the dk/dv kernel fails to write poisons dq. The
 // backward must be deterministic: a second run gives the same bits. Skipped where no GPU is usable.
@@ -63,8 +62,7 @@ for (const [batch, t, heads, dHead, alibi] of cases) {
     if (wgmmaUsable(be.kernels, dHead)) {
       modes.push([true, 64, 'wgmma', 'mma'], [false, 64, 'wgmma', 'mma'], [true, 64, 'mma', 'wgmma'], [true, 64, 'wgmma', 'wgmma'],
         [true, 64, 'wgmma-head-major', 'wgmma'], [false, 64, 'wgmma-head-major', 'mma'],
-        [true, 64, 'fa3', 'mma'], [false, 64, 'fa3', 'mma'], [true, 64, 'fa3-s2-g1', 'wgmma'], [true, 64, 'fa3-s4-g3', 'wgmma'],
-        [true, 64, 'fa3-s3-g16-overlap', 'mma'], [false, 64, 'fa3-s2-g1-overlap', 'mma'], [true, 64, 'fa3-s2-g3-overlap', 'wgmma']);
+        [true, 64, 'fa3', 'mma'], [false, 64, 'fa3', 'mma'], [true, 64, 'fa3-s2-g1', 'wgmma'], [true, 64, 'fa3-s4-g3', 'wgmma']);
     }
     // dq of the mma.sync pass from the wgmma dk/dv's dsᵀ: the wgmma dq pass sums the same products in the
     // same order, so it must give the same bits.

@@ -252,32 +252,25 @@ export function flashBackwardScratchElements(batch: number, nHeads: number, t: n
  * (A grid of G heads at a time for the wgmma kernel tied with head-major at G = 16 and lost at G = 8:
  * bench/RESULTS-attention.md, sixth session; deleted.) All write the same dsᵀ layout, so the dq pass is the same, and the same bits.
  */
-export type FlashDkdvKernel = 'mma' | 'wgmma' | 'wgmma-head-major' | 'fa3' | `fa3-s${number}-g${number}` | `fa3-s${number}-g${number}-overlap`;
+export type FlashDkdvKernel = 'mma' | 'wgmma' | 'wgmma-head-major' | 'fa3' | `fa3-s${number}-g${number}`;
 
 /**
  * The shape of flash_backward_dkdv_fa3 (flash_backward_wgmma.cu: a producer warpgroup and two consumer
  * warpgroups of 64 keys sharing a ring of Q/dO stages): 'fa3' is FA3_DKDV_DEFAULT, 'fa3-sS-gG' S stages
- * (2 to 4) and blocks taken G heads at a time (1: head by head); 'fa3-sS-gG-overlap' (S 2 or 3: its dSᵀ
- * tiles take the fourth stage's room) puts dSᵀ through shared memory and issues a tile's Sᵀ, dPᵀ before
- * the previous tile's dV, dK are done (FB_OVERLAP). undefined: not an fa3 name.
+ * (2 to 4) and blocks taken G heads at a time (1: head by head). undefined: not an fa3 name.
  */
-export function fa3DkdvShape(name: string): Fa3DkdvShape | undefined {
+export function fa3DkdvShape(name: string): { stages: number; headGroup: number } | undefined {
   if (name === 'fa3') return FA3_DKDV_DEFAULT;
-  const m = /^fa3-s([2-4])-g([1-9]\d*)(-overlap)?$/.exec(name);
-  if (!m || (m[3] && m[1] === '4')) return undefined;
-  return { stages: Number(m[1]), headGroup: Number(m[2]), overlap: m[3] !== undefined };
+  const m = /^fa3-s([2-4])-g([1-9]\d*)$/.exec(name);
+  return m ? { stages: Number(m[1]), headGroup: Number(m[2]) } : undefined;
 }
-export interface Fa3DkdvShape { stages: number; headGroup: number; overlap: boolean }
 // 3 stages, heads in groups of 16: the fastest of the five shapes timed (H100, bench/RESULTS-attention.md,
 // section bwd3: 0.680 / 0.726 ms against 0.703-0.787 for the others).
-const FA3_DKDV_DEFAULT: Fa3DkdvShape = { stages: 3, headGroup: 16, overlap: false };
+const FA3_DKDV_DEFAULT = { stages: 3, headGroup: 16 };
 
-/**
- * Shared memory of flash_backward_dkdv_fa3: K and V of 128 keys, the stages' Q and dO tiles and their lse
- * and D, with `overlap` two 64 × 64 bf16 dSᵀ tiles a consumer, 1 KB to align.
- */
-export function flashFa3DkdvSharedBytes(dHead: number, stages: number, overlap = false): number {
-  return (4 + 2 * stages) * 64 * dHead * 2 + (overlap ? 4 * 64 * 64 * 2 : 0) + stages * 2 * 64 * 4 + 1024;
+/** Shared memory of flash_backward_dkdv_fa3: K and V of 128 keys, the stages' Q and dO tiles and their lse and D, 1 KB to align. */
+export function flashFa3DkdvSharedBytes(dHead: number, stages: number): number {
+  return (4 + 2 * stages) * 64 * dHead * 2 + stages * 2 * 64 * 4 + 1024;
 }
 
 /**
@@ -286,7 +279,7 @@ export function flashFa3DkdvSharedBytes(dHead: number, stages: number, overlap =
  * section bwd3: 0.680 / 0.726 ms against 0.871 / 0.863 for wgmma on the head-major grid, same process;
  * 20.24 against 22.72 ms in a step, same call); for heads of 64 (not timed with fa3) wgmma on the head-major
  * grid (0.762 / 0.807 ms against 0.831 / 0.839 for the other grid). MPT_CUDA_DKDV picks another (A/B):
- * mma, wgmma, wgmma-head-major, fa3, fa3-sS-gG or fa3-sS-gG-overlap.
+ * mma, wgmma, wgmma-head-major, fa3 or fa3-sS-gG.
  */
 export function flashDkdvDefault(kernels: KernelCache, dHead: number): FlashDkdvKernel {
   if (!wgmmaUsable(kernels, dHead)) return 'mma';
@@ -294,7 +287,7 @@ export function flashDkdvDefault(kernels: KernelCache, dHead: number): FlashDkdv
   if (choice === 'mma' || choice === 'wgmma' || choice === 'wgmma-head-major' || fa3DkdvShape(choice)) {
     return choice as FlashDkdvKernel;
   }
-  if (choice !== '') throw new UserError(`MPT_CUDA_DKDV: '${choice}' is not a dk/dv kernel (mma, wgmma, wgmma-head-major, fa3, fa3-sS-gG, fa3-sS-gG-overlap)`);
+  if (choice !== '') throw new UserError(`MPT_CUDA_DKDV: '${choice}' is not a dk/dv kernel (mma, wgmma, wgmma-head-major, fa3, fa3-sS-gG)`);
   return dHead === 128 ? 'fa3' : 'wgmma-head-major';
 }
 
@@ -355,9 +348,8 @@ export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, 
   const headMajor = dkdvKernel === 'wgmma-head-major';
   const fa3 = fa3DkdvShape(dkdvKernel);
   const dkdv = () => (fa3
-    ? kernels.get('flash_backward_wgmma.cu', 'flash_backward_dkdv_fa3',
-      { MPT_BF16: true, HEAD_DIM: a.dHead, FB_STAGES: fa3.stages, FB_GROUP: fa3.headGroup, FB_OVERLAP: fa3.overlap ? 1 : false })
-      .launch([a.batch * a.nHeads, Math.ceil(a.t / 128)], [384], dkdvArgs, flashFa3DkdvSharedBytes(a.dHead, fa3.stages, fa3.overlap))
+    ? kernels.get('flash_backward_wgmma.cu', 'flash_backward_dkdv_fa3', { MPT_BF16: true, HEAD_DIM: a.dHead, FB_STAGES: fa3.stages, FB_GROUP: fa3.headGroup })
+      .launch([a.batch * a.nHeads, Math.ceil(a.t / 128)], [384], dkdvArgs, flashFa3DkdvSharedBytes(a.dHead, fa3.stages))
     : dkdvKernel !== 'mma'
     ? kernels.get('flash_backward_wgmma.cu', 'flash_backward_dkdv_wgmma', { MPT_BF16: true, HEAD_DIM: a.dHead, WB_HEAD_MAJOR: headMajor ? 1 : false })
       .launch(headMajor ? [grid[1], grid[0]] : grid, [128], dkdvArgs, flashWgmmaDkdvSharedBytes(a.dHead))

@@ -268,46 +268,6 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
 #ifndef FB_CONSUMER_REGS
 #define FB_CONSUMER_REGS 240                 // 128·24 + 256·240 ≤ 65536
 #endif
-#ifndef FB_OVERLAP
-#define FB_OVERLAP 0  // 1: dSᵀ through shared memory and the overlapped schedule (below)
-#endif
-#define FB_DS_BYTES (WB_ROWS * WB_ROWS * 2)  // one 64 × 64 bf16 dSᵀ tile: one 128-byte-swizzled block
-
-// acc[64 × HEAD_DIM] (+)= A (shared, K-major: the dSᵀ tile's columns [16kk, 16kk + 16)) · tile rows
-// [16kk, 16kk + 16) read MN-major: wgmma_rows_times_tile with A from shared memory (the same product of the
-// same bf16 values).
-__device__ __forceinline__ void fb_smem_rows_times_tile(float (&acc)[HEAD_DIM / 2], unsigned aTile, unsigned tile, int kk, int accumulate) {
-  const wgmma_desc_t a = wgmma_desc(aTile + kk * 32, 16, 1024), b = wgmma_desc(tile + kk * 16 * 128, WB_BLOCK_BYTES, 1024);
-#define FB_D8(i) "+f"(acc[i]), "+f"(acc[i + 1]), "+f"(acc[i + 2]), "+f"(acc[i + 3]), "+f"(acc[i + 4]), "+f"(acc[i + 5]), "+f"(acc[i + 6]), "+f"(acc[i + 7])
-#if HEAD_DIM == 128
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 1;\n}\n"
-      : FB_D8(0), FB_D8(8), FB_D8(16), FB_D8(24), FB_D8(32), FB_D8(40), FB_D8(48), FB_D8(56)
-      : "l"(a), "l"(b), "r"(accumulate));
-#else
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 1;\n}\n"
-      : FB_D8(0), FB_D8(8), FB_D8(16), FB_D8(24)
-      : "l"(a), "l"(b), "r"(accumulate));
-#endif
-#undef FB_D8
-}
-
-// The packed dSᵀ fragment (wb_score_gradients' sa) into a swizzled 64 × 64 tile at shared address `tile`:
-// register r of k-step kk is key row 16·warp + g + 8·(r & 1), queries 16kk + 8·(r >> 1) + 2t4, +1 (one
-// 16-byte chunk per 8 queries; the 8 rows g of a warp's store land in 8 different chunks: no conflicts).
-__device__ __forceinline__ void fb_store_ds_shared(unsigned tile, const unsigned (&sa)[4][4], int warp, int g, int t4) {
-#pragma unroll
-  for (int kk = 0; kk < 4; kk++) {
-#pragma unroll
-    for (int r = 0; r < 4; r++) {
-      const unsigned addr = tile + sw128(warp * 16 + g + 8 * (r & 1), 2 * kk + (r >> 1)) + 4 * t4;
-      asm volatile("st.shared.b32 [%0], %1;\n" :: "r"(addr), "r"(sa[kk][r]) : "memory");
-    }
-  }
-}
 
 // Rows [r0, r0 + 64) × HEAD_DIM of a global [.., stride] matrix into a swizzled tile (as load_tile_sw128),
 // by the 128 producer threads (tid): thread tid copies chunk tid % CHUNKS of rows tid / CHUNKS + PASS·n, so
@@ -339,9 +299,7 @@ extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_
   auto sV = [&](int c) { return aligned + (2 * c + 1) * WB_TILE_BYTES; };
   auto sQ = [&](int stage) { return aligned + 4 * WB_TILE_BYTES + stage * FB_STAGE_BYTES; };
   auto sDO = [&](int stage) { return sQ(stage) + WB_TILE_BYTES; };
-  // FB_OVERLAP: each consumer's two dSᵀ tiles after the stages (alternate tiles use alternate buffers).
-  const unsigned sDsT = aligned + (4 + 2 * FB_STAGES) * WB_TILE_BYTES;
-  float (*rowTerms)[2][WB_ROWS] = reinterpret_cast<float (*)[2][WB_ROWS]>(smemRaw + (aligned - raw) + (4 + 2 * FB_STAGES) * WB_TILE_BYTES + FB_OVERLAP * 4 * FB_DS_BYTES);
+  float (*rowTerms)[2][WB_ROWS] = reinterpret_cast<float (*)[2][WB_ROWS]>(smemRaw + (aligned - raw) + (4 + 2 * FB_STAGES) * WB_TILE_BYTES);
   const unsigned bar0 = (unsigned)__cvta_generic_to_shared(barriers);
   const unsigned kvFull = bar0;
   auto full = [&](int stage) { return bar0 + 8u * (1 + 2 * stage); };
@@ -406,51 +364,15 @@ extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_
   unsigned pa[4][4], sa[4][4];
   mbar_wait(kvFull, 0);
 
-#if FB_OVERLAP
-  // The wgmma kernel's schedule: a tile's Sᵀ and dPᵀ are issued before the previous tile's dV and dK are
-  // waited for (the tensor pipe gets them back to back), and that tile's stage is released once they are
-  // done. dSᵀ goes through shared memory (dK reads it from there, as FlashAttention-3), so only Pᵀ, the
-  // accumulators and the next Sᵀ, dPᵀ are live across the loop's back edge. Tile n's dSᵀ sits in buffer
-  // n & 1: when a warp writes it, every warp has passed the barrier of tile n − 1, after its wait for dK of
-  // tile n − 2, the last reader of that buffer.
-  for (int it = c, n = 0; it < nTiles; it++, n++) {
-    const int stage = it % FB_STAGES, q0 = (qt0 + it) * WB_ROWS;
-    const unsigned myDs = sDsT + (2 * c + (n & 1)) * FB_DS_BYTES;
-    mbar_wait(full(stage), (it / FB_STAGES) & 1);
-    fence_proxy_async();  // the copies, seen by the tensor cores' reads
-    wb_issue_scores(s, dp, myK, myV, sQ(stage), sDO(stage));
-    if (n > 0) {
-      wgmma_wait<2>();  // the previous tile's dV and dK done: its stage is free
-      mbar_arrive(empty((it - 1) % FB_STAGES));
-    }
-    wgmma_wait<1>();  // Sᵀ done; dPᵀ may run on
-    wgmma_fence_regs(s);
-    wb_probabilities(s, pa, rowTerms[stage][0], q0, k0, t, j0, j1, kb0, kb1, slope2, scale2, t4);
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dvAcc, pa[kk], sDO(stage), kk, n > 0 || kk > 0);
-    wgmma_commit();
-    wgmma_wait<1>();  // dPᵀ done; dV may run on
-    wgmma_fence_regs(dp);
-    wb_score_gradients(dp, s, sa, rowTerms[stage][1], t4);
-    fb_store_ds_shared(myDs, sa, warp, g, t4);
-    fence_proxy_async();  // these writes, seen by dK's reads (the async proxy) after the barrier
-    asm volatile("bar.sync %0, 128;\n" :: "r"(1 + c) : "memory");  // the warpgroup's whole dSᵀ tile
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++) fb_smem_rows_times_tile(dkAcc, myDs, sQ(stage), kk, n > 0 || kk > 0);
-    wgmma_commit();
-    wb_store_ds(dsOut, sa, bh, qt0 + it, kTile, t, warp, lane);
-  }
-  wgmma_wait<0>();
-  if (nTiles > c) mbar_arrive(empty((nTiles - 1) % FB_STAGES));  // (the ring's last release: nobody waits)
-#else
   // Per tile: Sᵀ and dPᵀ issued together, dV issued before dPᵀ is waited for, then dK; the tile's own
   // products waited for at its end, and its stage released. (The wgmma kernel above also issues the next
   // tile's Sᵀ, dPᵀ before this tile's dV, dK are done; here that keeps Pᵀ and dSᵀ of one tile live with
   // Sᵀ and dPᵀ of the next, more than the consumers' 240 registers, and ptxas serializes every wgmma
   // (C7512); waiting for dV alone before the next tile serializes too. The other consumer's products
-  // fill the tensor cores meanwhile.) it counts the block's query tiles from qt0, n this consumer's.
+  // fill the tensor cores meanwhile. With dSᵀ through shared memory — dK reading it as a shared operand —
+  // the overlapped schedule compiles without C7512 but ran slower, 0.728 against 0.685 ms: it holds two
+  // stages a consumer, and 4 stages do not fit beside two dSᵀ tiles a consumer; RESULTS-attention.md, bwd3b.)
+  // it counts the block's query tiles from qt0, n this consumer's.
   for (int it = c, n = 0; it < nTiles; it++, n++) {
     const int stage = it % FB_STAGES, q0 = (qt0 + it) * WB_ROWS;
     mbar_wait(full(stage), (it / FB_STAGES) & 1);
@@ -475,7 +397,6 @@ extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_
     mbar_arrive(empty(stage));
   }
   wgmma_wait<0>();
-#endif
   wgmma_fence_regs(dvAcc);
   wgmma_fence_regs(dkAcc);
   store_rows(dk + base, dkAcc, j0, t, stride, scale);
