@@ -369,7 +369,10 @@ extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_
   // tile's Sᵀ, dPᵀ before this tile's dV, dK are done; here that keeps Pᵀ and dSᵀ of one tile live with
   // Sᵀ and dPᵀ of the next, more than the consumers' 240 registers, and ptxas serializes every wgmma
   // (C7512); waiting for dV alone before the next tile serializes too. The other consumer's products
-  // fill the tensor cores meanwhile.) it counts the block's query tiles from qt0, n this consumer's.
+  // fill the tensor cores meanwhile. With dSᵀ through shared memory — dK reading it as a shared operand —
+  // the overlapped schedule compiles without C7512 but ran slower, 0.728 against 0.685 ms: it holds two
+  // stages a consumer, and 4 stages do not fit beside two dSᵀ tiles a consumer; RESULTS-attention.md, bwd3b.)
+  // it counts the block's query tiles from qt0, n this consumer's.
   for (int it = c, n = 0; it < nTiles; it++, n++) {
     const int stage = it % FB_STAGES, q0 = (qt0 + it) * WB_ROWS;
     mbar_wait(full(stage), (it / FB_STAGES) & 1);
