@@ -231,11 +231,9 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     const shapes = [[4, 4], [8, 4], [8, 2], [16, 2], [16, 4]] as const;
     try {
       for (const [warps, unroll] of shapes) {
-        // At 16 warps and one row tile, also with MPT_PRE_SMEM (the second load group's head copied into
-        // shared memory before the wait, where a warp has two groups: K 4096 and 8192, and 2048 at unroll 2).
-        for (const [rows, inF, outF] of [[1, 2048, 48], [16, 2048, 100], [3, 4096, 32], [1, 8192, 40], [2, 8192, 32]] as const) for (const pre of warps === 16 && rows <= 8 ? [false, true] : [false]) {
+        for (const [rows, inF, outF] of [[1, 2048, 48], [16, 2048, 100], [3, 4096, 32], [1, 8192, 40], [2, 8192, 32]] as const) {
           if (rows > 8 && warps === 16 && unroll > 2) continue; // 128 registers a thread at 512 threads
-          const what = `${rows}x${inF}x${outF} at w${warps}u${unroll}${pre ? ', MPT_PRE_SMEM' : ''}`;
+          const what = `${rows}x${inF}x${outF} at w${warps}u${unroll}`;
           const [xg, xc] = pair(be, randn(rows * inF), [rows, inF]);
           const [wg, wc] = pair(be, randn(outF * inF, 0.05), [outF, inF]);
           const [bg, bc] = pair(be, randn(outF), [outF]);
@@ -243,12 +241,10 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
           const yf = be.upload(raw, [rows, outF], 'float32') as CudaTensor;
           const stats = outF % 16 === 0 ? be.alloc([rows, outF / 8], 'float32') : null;
           be.skinnyShape = { warps, unroll };
-          if (pre) be.kernels.globalDefines.MPT_PRE_SMEM = true;
           try {
             be.matmulInto(xg as CudaTensor, wg as CudaTensor, bg as CudaTensor, yf, rows, true, false, { statsOut: stats });
           } finally {
             be.skinnyShape = null;
-            delete be.kernels.globalDefines.MPT_PRE_SMEM;
           }
           const got = down(be, yf);
           close(`float32 y += x·Wᵀ + b ${what}`, got, down(cpu, cpu.add(cpu.upload(raw, [rows, outF], 'float32'), cpu.linear(xc, wc, bc))), 1e-5);

@@ -178,7 +178,7 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
  */
 interface DecodeVariant { label: string; batches?: number[]; set?: () => () => void; options?: DecoderOptions }
 
-function decodeVariants(be: CudaBackend): DecodeVariant[] {
+function decodeVariants(): DecodeVariant[] {
   // Each a fresh decoder and graph beside the default. (Block shapes of single GEMMs in the step —
   // QKV, up and logits at 8 warps × 4, the out-projection at 16 × 2 or 8 × 4, down at 8 × 4, several
   // together — the LayerNorm-prologue GEMMs L2-prefetching their next weights after the wait, the
@@ -187,37 +187,14 @@ function decodeVariants(be: CudaBackend): DecodeVariant[] {
   // GEMM, and the batch-16 GEMMs bounded to 4 blocks an SM were measured in the runs
   // bench/RESULTS-cuda.md records; programmatic dependent launch off last at 733 / 10,024 tokens/s
   // against 866 / 11,579.)
-  const field = <K extends 'foldKeysPerSplit' | 'smemWeightsMinRows'>(key: K, value: CudaBackend[K]) => () => {
-    const was = be[key];
-    be[key] = value;
-    return () => { be[key] = was; };
-  };
-  // A define added to every kernel compiled for the variant (KernelCache.globalDefines).
-  const define = (name: string, value: string | number | boolean) => () => {
-    const defines = be.kernels.globalDefines, was = defines[name];
-    defines[name] = value;
-    return () => { if (was === undefined) delete defines[name]; else defines[name] = was; };
-  };
   return [
-    // Batch 1: the 16-warp GEMMs (down) with the head of each warp's second load group copied into
-    // shared memory before the wait (skinny_gemm.cu MPT_PRE_SMEM: 64 k, 32 KB a block), and half of it.
-    { label: 'down GEMM copies 32 KB more weights into shared memory before the wait (MPT_PRE_SMEM)', batches: [1], set: define('MPT_PRE_SMEM', true) },
-    { label: 'down GEMM copies 16 KB more weights into shared memory before the wait (MPT_PRE_SMEM, PRE_K 32)', batches: [1], set: () => {
-      const undoPre = define('MPT_PRE_SMEM', true)(), undoK = define('PRE_K', 32)();
-      return () => { undoK(); undoPre(); };
-    } },
-    // Batch 1: the attention's keys all loaded before its wait (one pass over a split of 128 keys
-    // instead of two of 64), either with 16 keys a warp in flight or splits of 64 keys.
-    { label: 'attention with 16 keys a warp in flight', batches: [1], options: { attentionKeysInFlight: 16 } },
-    { label: 'attention splits of 64 keys', batches: [1], set: field('foldKeysPerSplit', 64) },
-    // The out-projection's weights in shared memory at one row too (64 KB a block, ~64 registers a
-    // thread): up GEMM blocks fit beside it and start their weight loads during the attention.
-    { label: 'out-projection weights in shared memory', batches: [1], set: field('smemWeightsMinRows', 1) },
-    { label: 'attention with 16 keys a warp in flight, out-projection weights in shared memory', batches: [1], set: field('smemWeightsMinRows', 1),
-      options: { attentionKeysInFlight: 16 } },
-    // The before of upPrefetchBytes at two row tiles (8 MB), and 2 MB.
+    // Batch 1: the attention with 8 keys a warp in flight, the default before 16 (foldKeysInFlightFor:
+    // every key of a short context loaded before the wait, one pass instead of two). Splits of 64 keys
+    // (873 against 881 tokens/s), MPT_PRE_SMEM (a tie) and the out-projection's weights in shared memory
+    // at one row (845) lost: H100, 2026-11-28, bench/RESULTS-cuda.md.
+    { label: 'attention with 8 keys a warp in flight (before)', batches: [1], options: { attentionKeysInFlight: 8 } },
+    // The before of upPrefetchBytes at two row tiles (8 MB; 2 MB lost: 11,618 against 11,642).
     { label: 'out-projection prefetches 8 MB of the up weights into L2 (before)', batches: [16], options: { upPrefetchBytes: 8 * 2 ** 20 } },
-    { label: 'out-projection prefetches 2 MB of the up weights into L2', batches: [16], options: { upPrefetchBytes: 2 * 2 ** 20 } },
   ];
 }
 
@@ -268,7 +245,7 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
   for (const batch of options.batches ?? [1, 16]) {
     // Variants of the decode step in the same run (each a fresh decoder and graph), then the default's
     // figure, which is the one reported.
-    for (const { label, batches, set, options: decoderOptions } of decodeVariants(be)) {
+    for (const { label, batches, set, options: decoderOptions } of decodeVariants()) {
       if (batches && !batches.includes(batch)) continue;
       const undo = set?.();
       let other;

@@ -722,13 +722,15 @@ export class CudaBackend implements Backend {
   /**
    * Keys a warp of the folded decode attention has in flight (ATT_U) for `blocks` = batch·heads: 4 once
    * the heads fill the chip (batch 16: 70 instead of 128 registers, more resident blocks; H100 +1–1.3%
-   * in three runs, the last 11,136 against 10,993 tokens/s), 8 below (batch 1: 833 against 827, a tie).
-   * foldKeysInFlight (MPT_CUDA_ATT_U) sets it for every batch.
+   * in three runs, the last 11,136 against 10,993 tokens/s), 16 below: at batch 1 a warp's keys of a
+   * short context are then all loaded before the wait, one pass instead of two (H100, 2026-11-28, same
+   * process: 881 against 866 tokens/s with 8; bench/RESULTS-cuda.md).
+   * foldKeysInFlight (MPT_CUDA_ATT_U = 4, 8 or 16) sets it for every batch.
    */
   foldKeysInFlightFor(blocks: number): number {
-    return this.foldKeysInFlight ?? (blocks >= this.device.multiprocessors ? 4 : 8);
+    return this.foldKeysInFlight ?? (blocks >= this.device.multiprocessors ? 4 : 16);
   }
-  foldKeysInFlight: 4 | 8 | null = process.env.MPT_CUDA_ATT_U === '4' ? 4 : process.env.MPT_CUDA_ATT_U === '8' ? 8 : null;
+  foldKeysInFlight: number | null = ['4', '8', '16'].includes(process.env.MPT_CUDA_ATT_U ?? '') ? Number(process.env.MPT_CUDA_ATT_U) : null;
 
   /** Whether decoders keep one step ahead in step() (decoder.ts); MPT_CUDA_PIPELINE=0 turns it off (comparisons). */
   pipelineDecode = process.env.MPT_CUDA_PIPELINE !== '0';

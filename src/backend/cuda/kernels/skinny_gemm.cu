@@ -91,31 +91,6 @@ __device__ __forceinline__ void l2_prefetch_share(const void* pfBegin, const voi
 #endif
 }
 
-// MPT_PRE_SMEM (the 16-warp, one-row-tile register kernel only: the decode step's out-projection and
-// MLP-down GEMMs at one row): more of a block's weights in flight before griddepcontrol.wait than its
-// registers hold. Besides its first load group (registers), each warp has the bulk copy fetch the first
-// half of its SECOND group (16 rows × 64 k, 2 KB) into static shared memory, completing on a per-warp
-// mbarrier; the main loop then takes those two k-steps from shared memory. Why: those blocks fill an
-// SM's register file, so they become resident only as the previous GEMM's blocks retire, and what they
-// issue before their wait is what streams in that kernel's tail; in the step, halving those bytes (8
-// warps instead of 16 for down) cost far more than the GEMM alone lost (bench/RESULTS-cuda.md). Only
-// where the grid is at most one block an SM (%nsmid: at least the SM count, which is enough for the
-// decoder's 128-block grids) and each warp has two groups or more (down: 4; the
-// out-projection has one, so it skips this at run time).
-// NOT MEASURED YET (the session's call for it could not start an H100): off unless MPT_PRE_SMEM is
-// defined (a global define: KernelCache.globalDefines, MPT_CUDA_DEFINES=MPT_PRE_SMEM); its cubins are
-// then the same as without this code.
-#if defined(MPT_PRE_SMEM) && SKINNY_THREADS == 512 && ROW_TILES == 1 && !defined(MPT_LN_X) && !defined(MPT_SMEM_W)
-#define PRE_SMEM 1
-#ifndef PRE_K
-#define PRE_K 64  // k of the second group fetched ahead (two steps of 32; 32 KB a block)
-#endif
-__device__ __forceinline__ unsigned pre_smem_addr(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
-__device__ __forceinline__ unsigned sm_count() { unsigned n; asm("mov.u32 %0, %%nsmid;" : "=r"(n)); return n; }
-#else
-#define PRE_SMEM 0
-#endif
-
 #if defined(MPT_SMEM_W) && defined(MPT_LN_X)
 #error "MPT_SMEM_W and MPT_LN_X are separate variants"
 #endif
@@ -217,29 +192,7 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
   // UNROLL steps of 32 k per group; the next group's loads are issued before this group's mmas, so a
   // warp always has two groups of loads in flight.
   uint4 A0[UNROLL], A1[UNROLL], B[UNROLL][ROW_TILES];
-#if PRE_SMEM
-  __shared__ __align__(128) bf16 preW[16][16][PRE_K];  // [warp][row][k]: 32 KB
-  __shared__ __align__(8) unsigned long long preBar[16];
-  const bool pre = gridDim.x <= sm_count() && kPer >= 32 * UNROLL + PRE_K && UNROLL * 32 >= PRE_K;  // block-uniform
-  const int kPre = kBeg + 32 * UNROLL;  // the second group's first k
-#endif
   auto loadW = [&](int k, uint4 (&a0)[UNROLL], uint4 (&a1)[UNROLL]) {
-#if PRE_SMEM
-    if (pre && k == kPre) {  // the second group: its first PRE_K k are in shared memory
-      mbar_wait(pre_smem_addr(&preBar[warp]), 0);
-#pragma unroll
-      for (int u = 0; u < UNROLL; u++) {
-        if (32 * u < PRE_K) {
-          a0[u] = *reinterpret_cast<const uint4*>(&preW[warp][g][32 * u + 8 * t]);
-          a1[u] = *reinterpret_cast<const uint4*>(&preW[warp][g + 8][32 * u + 8 * t]);
-        } else {
-          a0[u] = stream16(wa + k + 32 * u);
-          a1[u] = stream16(wb + k + 32 * u);
-        }
-      }
-      return;
-    }
-#endif
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
       a0[u] = stream16(wa + k + 32 * u);
@@ -247,22 +200,6 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
     }
   };
   loadW(kBeg, A0, A1);  // the weight stream starts before anything waits on x
-#if PRE_SMEM
-  if (pre) {  // after the first group's loads: the second group's head (PRE_SMEM above)
-    const unsigned bar = pre_smem_addr(&preBar[warp]);
-    if (lane == 0) {
-      mbar_init(bar, 1);
-      mbar_init_fence();
-      mbar_arrive_expect_tx(bar, 16 * PRE_K * 2);
-    }
-    __syncwarp();
-    if (lane < 16) {  // row lane of the block's 16 (rows past O copied clamped and dropped, as loaded)
-      const bf16* src = w + (long long)min(o0 + lane, O - 1) * K + kPre;
-      asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
-                   :: "r"(pre_smem_addr(&preW[warp][lane][0])), "l"(src), "r"(PRE_K * 2), "r"(bar) : "memory");
-    }
-  }
-#endif
 #ifndef MPT_LN_X
   if (threadIdx.x == 0) l2_prefetch_share(pfBegin, pfEnd);  // the next GEMM's weights (see above)
 #endif
@@ -270,6 +207,8 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
   // 644 tokens/s at batch 1 with PDL. bench/RESULTS-cuda.md.)
   // (A second group of weight loads before the wait, SKINNY_PRE2, was measured slower: 734 against 810
   // tokens/s at batch 1 — 158 registers a thread halve the resident blocks. bench/RESULTS-cuda.md.)
+  // (The head of the second group copied into shared memory before the wait instead, MPT_PRE_SMEM, 32 or
+  // 16 KB a block for the down GEMM, was a tie: 867 / 865 against 866 tokens/s, H100, 2026-11-28.)
   // Weights are constant; x, y and the bias may come from the kernels before (DEPENDENT_LAUNCH). The
   // trigger comes before the wait, so the kernels after this one are scheduled while it runs (the next
   // GEMM's first weight loads overlap this one's tail: measured 5% faster a decode step than triggering
