@@ -3,17 +3,19 @@
 // inputs: dk/dv storing dsᵀ and dq from it in 128-query blocks (chunks of 16, 32 and 64 keys), and dq
 // recomputed; dk/dv by mma.sync and, where it runs (sm_90a, heads of 64 or 128), by wgmma, and there dq
 // from the stored dsᵀ by wgmma too (after either dk/dv kernel; bit for bit the mma.sync pass's dq), and by
-// the warp-specialized flash_backward_dkdv_fa3 in three ring shapes (bit for bit the wgmma kernel's dk, dv
-// and, through the dsᵀ it stores, dq). Sizes that
-// are not multiples of 64 or 128 rows, head sizes 32, 64 and 128, batch > 1, with and without ALiBi. The
-// dsᵀ scratch is filled with NaN first, so a block the dk/dv kernel fails to write poisons dq. The
-// backward must be deterministic: a second run gives the same bits. Skipped where no GPU is usable.
+// the warp-specialized flash_backward_dkdv_fa3 in three ring shapes and four with its consumers in
+// ping-pong (FB_PINGPONG: one and two turns a tile, 2 to 4 stages; bit for bit the wgmma kernel's dk, dv
+// and, through the dsᵀ it stores, dq). Sizes that are not multiples of 64 or 128 rows (a last block's
+// consumer 1 then has a partial key tile, t = 77, 200, or no keys at all, t = 320, 150: the ping-pong's
+// idle turns), head sizes 32, 64 and 128, batch > 1, with and without ALiBi. The dsᵀ scratch is filled
+// with NaN first, so a block the dk/dv kernel fails to write poisons dq. The backward must be
+// deterministic: a second run gives the same bits. Skipped where no GPU is usable.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { CudaTensor } from '../src/backend/cuda/index.js';
 import { trainingBackend, type AttentionArgs, type Tensor } from '../src/backend/backend.js';
 import {
-  flashBackwardScratchElements, wgmmaUsable, launchFlashBackward, type FlashDkdvKernel, type FlashDqKernel,
+  fa3DkdvShape, flashBackwardScratchElements, wgmmaUsable, launchFlashBackward, type FlashDkdvKernel, type FlashDqKernel,
 } from '../src/backend/cuda/flash.js';
 import { close, cpu, cudaFor, down, pair, randn, skip } from './cuda-harness.js';
 
@@ -62,7 +64,8 @@ for (const [batch, t, heads, dHead, alibi] of cases) {
     if (wgmmaUsable(be.kernels, dHead)) {
       modes.push([true, 64, 'wgmma', 'mma'], [false, 64, 'wgmma', 'mma'], [true, 64, 'mma', 'wgmma'], [true, 64, 'wgmma', 'wgmma'],
         [true, 64, 'wgmma-head-major', 'wgmma'], [false, 64, 'wgmma-head-major', 'mma'],
-        [true, 64, 'fa3', 'mma'], [false, 64, 'fa3', 'mma'], [true, 64, 'fa3-s2-g1', 'wgmma'], [true, 64, 'fa3-s4-g3', 'wgmma']);
+        [true, 64, 'fa3', 'mma'], [false, 64, 'fa3', 'mma'], [true, 64, 'fa3-s2-g1', 'wgmma'], [true, 64, 'fa3-s4-g3', 'wgmma'],
+        [true, 64, 'fa3-s3-g16-pp', 'mma'], [true, 64, 'fa3-s2-g1-pp', 'wgmma'], [false, 64, 'fa3-s4-g16-pp', 'mma'], [true, 64, 'fa3-s3-g3-pp1', 'mma']);
     }
     // dq of the mma.sync pass from the wgmma dk/dv's dsᵀ: the wgmma dq pass sums the same products in the
     // same order, so it must give the same bits.
@@ -96,3 +99,14 @@ for (const [batch, t, heads, dHead, alibi] of cases) {
     }
   });
 }
+
+// The dk/dv kernel names (MPT_CUDA_DKDV, the bench): which fa3 shapes parse, and to what (no GPU needed).
+test('fa3DkdvShape: stages, head groups and ping-pong turns from a name; anything else is not an fa3 name', () => {
+  assert.deepEqual(fa3DkdvShape('fa3'), { stages: 3, headGroup: 16 });
+  assert.deepEqual(fa3DkdvShape('fa3-s4-g16'), { stages: 4, headGroup: 16 });
+  assert.deepEqual(fa3DkdvShape('fa3-s3-g16-pp'), { stages: 3, headGroup: 16, pingpong: 2 });
+  assert.deepEqual(fa3DkdvShape('fa3-s2-g1-pp1'), { stages: 2, headGroup: 1, pingpong: 1 });
+  for (const name of ['fa3-s5-g16', 'fa3-s1-g16', 'fa3-s3-g0', 'fa3-s3-g16-pp2', 'fa3-s3-g16-', 'fa3-pp', 'wgmma']) {
+    assert.equal(fa3DkdvShape(name), undefined, name);
+  }
+});

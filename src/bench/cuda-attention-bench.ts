@@ -18,7 +18,8 @@
  *             are the dq passes from the stored dsᵀ (mma.sync, the before, and wgmma), with the count
  *             of dq elements where they differ.
  * --dq-only   only that dq comparison (after the forward that feeds it); --backward-only: the dk/dv
- *             comparison (mma.sync, wgmma, wgmma on a head-major grid) and that dq comparison.
+ *             comparison (mma.sync, wgmma, wgmma on a head-major grid, the fa3 default and the fa3
+ *             candidates: 4 stages, ping-pong) and that dq comparison.
  * --before    times the kernels of an earlier commit from DIR (common.cuh, flash_attention.cu and
  *             flash_backward.cu of commit b6e5d97: `git show b6e5d97:src/backend/cuda/kernels/FILE`),
  *             launched as that commit did (64-query dq blocks, dsᵀ stored row-major),
@@ -186,10 +187,15 @@ function main(argv: string[]): void {
     const pairs: Array<[FlashDkdvKernel, Row, Row]> = [];
     // the wgmma kernel's grids, then flash_backward_dkdv_fa3's shapes (stages, head groups)
     // (fa3-s3-g16 is the default, 'fa3'; the other shapes of bwd3's table lost to it and are left out, as
-    // are bwd3b's overlapped ones: bench/RESULTS-attention.md)
-    const grids: FlashDkdvKernel[] = ['wgmma', 'wgmma-head-major', 'fa3-s3-g16'];
+    // are bwd3b's overlapped ones: bench/RESULTS-attention.md), then the untimed ones beside it: 4 stages
+    // (the runner-up of bwd3 head by head, not timed in groups of 16) and the consumers in ping-pong
+    // (FB_PINGPONG: '-pp' two turns a tile, '-pp1' one).
+    const fa3Default: FlashDkdvKernel = 'fa3-s3-g16';
+    const candidates: FlashDkdvKernel[] = ['fa3-s4-g16', 'fa3-s3-g16-pp', 'fa3-s4-g16-pp', 'fa3-s3-g16-pp1'];
+    const grids: FlashDkdvKernel[] = ['wgmma', 'wgmma-head-major', fa3Default, ...candidates];
     const kernels: FlashDkdvKernel[] = ['mma', ...grids];
-    for (const kernel of [...kernels, ...kernels]) {
+    // The second round in reverse order, so that no kernel always runs first or last.
+    for (const kernel of [...kernels, ...[...kernels].reverse()]) {
       const a = timeIt(`  dk/dv storing ds, ${kernel}`, 2 * fwdFlops(8), () => bwd(64, 'dkdv', true, kernel));
       const b = timeIt(`  backward dq + dk/dv, ${kernel}`, 2.5 * fwdFlops(8), () => bwd(64, 'both', true, kernel));
       pairs.push([kernel, a, b]);
@@ -203,6 +209,12 @@ function main(argv: string[]): void {
     for (const grid of grids.filter((x) => x.startsWith('fa3'))) {
       const hm = 'wgmma-head-major';
       log(`speed-up of ${grid} over ${hm}: dk/dv ${(best(hm, 1) / best(grid, 1)).toFixed(3)}×, whole backward ${(best(hm, 2) / best(grid, 2)).toFixed(3)}×`);
+    }
+    // The candidates against the fa3 default, best of two rounds and round by round (same process, same inputs).
+    const ms = (kernel: FlashDkdvKernel, i: 1 | 2) => pairs.filter((p) => p[0] === kernel).map((p) => p[i].ms.toFixed(3)).join(' / ');
+    for (const grid of candidates) {
+      log(`speed-up of ${grid} over the fa3 default ${fa3Default}: dk/dv ${(best(fa3Default, 1) / best(grid, 1)).toFixed(3)}× (${ms(grid, 1)} against ${ms(fa3Default, 1)} ms), `
+        + `whole backward ${(best(fa3Default, 2) / best(grid, 2)).toFixed(3)}× (${ms(grid, 2)} against ${ms(fa3Default, 2)} ms)`);
     }
     // The same inputs through both: the outputs must agree with mma.sync's to bf16 rounding (the tests
     // check the math); both kernels sum in the same order, so they may agree to the bit.

@@ -248,21 +248,27 @@ export function flashBackwardScratchElements(batch: number, nHeads: number, t: n
  * 16) or the wgmma kernel (flash_backward_dkdv_wgmma, warpgroup MMA: sm_90a only, heads of 64 or 128)
  * on one of three grids: 'wgmma' (batch·nHeads, key tiles: the blocks in flight span every head) or
  * 'wgmma-head-major' (key tiles, batch·nHeads: a head's blocks together, so the Q and dO tiles they all
- * read stay in L2); or 'fa3' / 'fa3-sS-gG' (flash_backward_dkdv_fa3, warp-specialized: fa3DkdvShape).
+ * read stay in L2); or 'fa3' / 'fa3-sS-gG' / 'fa3-sS-gG-pp' / 'fa3-sS-gG-pp1' (flash_backward_dkdv_fa3,
+ * warp-specialized: fa3DkdvShape).
  * (A grid of G heads at a time for the wgmma kernel tied with head-major at G = 16 and lost at G = 8:
  * bench/RESULTS-attention.md, sixth session; deleted.) All write the same dsᵀ layout, so the dq pass is the same, and the same bits.
  */
-export type FlashDkdvKernel = 'mma' | 'wgmma' | 'wgmma-head-major' | 'fa3' | `fa3-s${number}-g${number}`;
+export type FlashDkdvKernel = 'mma' | 'wgmma' | 'wgmma-head-major' | 'fa3' | `fa3-s${number}-g${number}` | `fa3-s${number}-g${number}-pp${'' | '1'}`;
 
 /**
  * The shape of flash_backward_dkdv_fa3 (flash_backward_wgmma.cu: a producer warpgroup and two consumer
  * warpgroups of 64 keys sharing a ring of Q/dO stages): 'fa3' is FA3_DKDV_DEFAULT, 'fa3-sS-gG' S stages
- * (2 to 4) and blocks taken G heads at a time (1: head by head). undefined: not an fa3 name.
+ * (2 to 4) and blocks taken G heads at a time (1: head by head); a suffix '-pp' has the two consumers take
+ * turns issuing their products, two turns a tile (Sᵀ and dPᵀ; dV and dK), '-pp1' one turn a tile (Sᵀ
+ * and dPᵀ): `pingpong` = turns a tile (FB_PINGPONG; 0 or absent: off; untimed so far). undefined: not an
+ * fa3 name.
  */
-export function fa3DkdvShape(name: string): { stages: number; headGroup: number } | undefined {
+export function fa3DkdvShape(name: string): { stages: number; headGroup: number; pingpong?: 1 | 2 } | undefined {
   if (name === 'fa3') return FA3_DKDV_DEFAULT;
-  const m = /^fa3-s([2-4])-g([1-9]\d*)$/.exec(name);
-  return m ? { stages: Number(m[1]), headGroup: Number(m[2]) } : undefined;
+  const m = /^fa3-s([2-4])-g([1-9]\d*)(-pp1?)?$/.exec(name);
+  if (!m) return undefined;
+  const shape = { stages: Number(m[1]), headGroup: Number(m[2]) };
+  return m[3] ? { ...shape, pingpong: m[3] === '-pp' ? 2 : 1 } : shape;
 }
 // 3 stages, heads in groups of 16: the fastest of the five shapes timed (H100, bench/RESULTS-attention.md,
 // section bwd3: 0.680 / 0.726 ms against 0.703-0.787 for the others).
@@ -279,7 +285,7 @@ export function flashFa3DkdvSharedBytes(dHead: number, stages: number): number {
  * section bwd3: 0.680 / 0.726 ms against 0.871 / 0.863 for wgmma on the head-major grid, same process;
  * 20.24 against 22.72 ms in a step, same call); for heads of 64 (not timed with fa3) wgmma on the head-major
  * grid (0.762 / 0.807 ms against 0.831 / 0.839 for the other grid). MPT_CUDA_DKDV picks another (A/B):
- * mma, wgmma, wgmma-head-major, fa3 or fa3-sS-gG.
+ * mma, wgmma, wgmma-head-major, fa3, fa3-sS-gG, fa3-sS-gG-pp or fa3-sS-gG-pp1.
  */
 export function flashDkdvDefault(kernels: KernelCache, dHead: number): FlashDkdvKernel {
   if (!wgmmaUsable(kernels, dHead)) return 'mma';
@@ -287,7 +293,7 @@ export function flashDkdvDefault(kernels: KernelCache, dHead: number): FlashDkdv
   if (choice === 'mma' || choice === 'wgmma' || choice === 'wgmma-head-major' || fa3DkdvShape(choice)) {
     return choice as FlashDkdvKernel;
   }
-  if (choice !== '') throw new UserError(`MPT_CUDA_DKDV: '${choice}' is not a dk/dv kernel (mma, wgmma, wgmma-head-major, fa3, fa3-sS-gG)`);
+  if (choice !== '') throw new UserError(`MPT_CUDA_DKDV: '${choice}' is not a dk/dv kernel (mma, wgmma, wgmma-head-major, fa3, fa3-sS-gG, fa3-sS-gG-pp, fa3-sS-gG-pp1)`);
   return dHead === 128 ? 'fa3' : 'wgmma-head-major';
 }
 
@@ -348,7 +354,9 @@ export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, 
   const headMajor = dkdvKernel === 'wgmma-head-major';
   const fa3 = fa3DkdvShape(dkdvKernel);
   const dkdv = () => (fa3
-    ? kernels.get('flash_backward_wgmma.cu', 'flash_backward_dkdv_fa3', { MPT_BF16: true, HEAD_DIM: a.dHead, FB_STAGES: fa3.stages, FB_GROUP: fa3.headGroup })
+    ? kernels.get('flash_backward_wgmma.cu', 'flash_backward_dkdv_fa3', {
+      MPT_BF16: true, HEAD_DIM: a.dHead, FB_STAGES: fa3.stages, FB_GROUP: fa3.headGroup, FB_PINGPONG: fa3.pingpong ?? false,
+    })
       .launch([a.batch * a.nHeads, Math.ceil(a.t / 128)], [384], dkdvArgs, flashFa3DkdvSharedBytes(a.dHead, fa3.stages))
     : dkdvKernel !== 'mma'
     ? kernels.get('flash_backward_wgmma.cu', 'flash_backward_dkdv_wgmma', { MPT_BF16: true, HEAD_DIM: a.dHead, WB_HEAD_MAJOR: headMajor ? 1 : false })

@@ -254,6 +254,19 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
 // instructions as flash_backward_dkdv_wgmma (wb_* above), so the same bits.
 // Block order: grid (batch·nHeads, key blocks), taken FB_GROUP heads at a time, the longest key blocks
 // of a group first (grouped_block; FB_GROUP = 1: head by head, as WB_HEAD_MAJOR).
+// FB_PINGPONG = n (1 or 2; 0, the default: off): the consumers take turns issuing their products, n turns
+// a tile, as flash_forward_fa3.cu's FA3_PINGPONG (named barriers 1 and 2: consumer c waits on 1 + c for
+// the other's hand-over, issues, and arrives on the other's), so that one's exp/ALiBi/mask and dSᵀ work
+// runs while the other's products hold the tensor cores, instead of both at once.
+//   n = 1: one turn a tile, around Sᵀ, dPᵀ (dV still issued before dPᵀ is waited for, as without it);
+//   n = 2: two turns a tile, Sᵀ, dPᵀ, then dV and dK together once dSᵀ is ready: the tensor cores see
+//     c0 Sᵀ dPᵀ | c1 Sᵀ dPᵀ | c0 dV dK | c1 dV dK | c0 Sᵀ dPᵀ ..., 2 of the 4 products at a time, and each
+//     consumer's Pᵀ and dSᵀ fall under the other's two.
+// The products, their operands and their order are the same, so the same bits. Consumer 1 walks one
+// tile ahead (it starts at the block's second query tile while consumer 0 works on the first, as without
+// turns), so the turns go c0 on tile i, c1 on tile i + 1; it ends a tile early and takes its last tile's
+// n turns idle (and n idle turns in all when t ends within the block's first 64 keys), so that both take
+// n turns a tile of consumer 0's walk; consumer 0 takes one more wait at the end (the last hand-over).
 #ifndef FB_STAGES
 #define FB_STAGES 3                          // flash.ts passes its shape's stages (2 to 4: 227 KB of shared memory)
 #endif
@@ -267,6 +280,12 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
 #endif
 #ifndef FB_CONSUMER_REGS
 #define FB_CONSUMER_REGS 240                 // 128·24 + 256·240 ≤ 65536
+#endif
+#ifndef FB_PINGPONG
+#define FB_PINGPONG 0                        // turns a tile (above); flash.ts's shapes '-pp1' and '-pp'
+#endif
+#if FB_PINGPONG < 0 || FB_PINGPONG > 2
+#error "flash_backward_dkdv_fa3: FB_PINGPONG must be 0, 1 or 2"
 #endif
 
 // Rows [r0, r0 + 64) × HEAD_DIM of a global [.., stride] matrix into a swizzled tile (as load_tile_sw128),
@@ -283,6 +302,13 @@ __device__ __forceinline__ void fb_produce_tile(unsigned tile, const bf16* src, 
     cp_async16(to + n * PASS * 128, src + (long long)(ok ? r0 + r : 0) * stride + c * 8, ok);
   }
 }
+
+#if FB_PINGPONG
+// The ping-pong's named barriers (256 threads: the waiting consumer's 128 and the other's arrivals; 0 is
+// __syncthreads'): wait for this consumer's turn, hand the turn to the other.
+__device__ __forceinline__ void fb_turn_wait(int id) { asm volatile("bar.sync %0, 256;\n" :: "r"(id) : "memory"); }
+__device__ __forceinline__ void fb_turn_pass(int id) { asm volatile("bar.arrive %0, 256;\n" :: "r"(id) : "memory"); }
+#endif
 
 // Shared (dynamic): K and V tiles of both consumers (4 tiles), FB_STAGES × (Q tile, dO tile), 1024-byte
 // aligned (the launch adds 1 KB), then FB_STAGES × (lse, D) of 64 queries. Grid (batch·nHeads,
@@ -351,8 +377,25 @@ extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_
   asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" :: "n"(FB_CONSUMER_REGS));
   const int c = wg - 1, kTile = qt0 + c;  // this consumer's key tile
   const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+#if FB_PINGPONG
+  const int myTurn = 1 + c, otherTurn = 2 - c;
+  if (c == 1) fb_turn_pass(otherTurn);  // consumer 0 takes the first turn
+#define FB_TURN_WAIT() fb_turn_wait(myTurn)
+#define FB_TURN_PASS() fb_turn_pass(otherTurn)
+#else
+#define FB_TURN_WAIT()
+#define FB_TURN_PASS()
+#endif
+  // A tile's turns without products (consumer 1, for the tile it does not have at the end of the walk).
+  auto idleTurns = [&]() {
+#pragma unroll
+    for (int n = 0; n < FB_PINGPONG; n++) { FB_TURN_WAIT(); FB_TURN_PASS(); }
+  };
   if (c == 1) mbar_arrive(empty(0));  // the first stage holds query tile qt0, all before these keys
-  if (kTile >= tiles) return;          // t ends within the first 64 keys: nothing more to do
+  if (kTile >= tiles) {               // t ends within the first 64 keys: nothing more to do
+    idleTurns();
+    return;
+  }
   const float LOG2E = 1.4426950408889634f;
   const float slope2 = slopes ? slopes[h] * LOG2E : 0.f, scale2 = scale * LOG2E;
   const int k0 = kTile * WB_ROWS, j0 = k0 + warp * 16 + g, j1 = j0 + 8;
@@ -377,10 +420,25 @@ extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_
     const int stage = it % FB_STAGES, q0 = (qt0 + it) * WB_ROWS;
     mbar_wait(full(stage), (it / FB_STAGES) & 1);
     fence_proxy_async();  // the copies, seen by the tensor cores' reads
+    FB_TURN_WAIT();
     wb_issue_scores(s, dp, myK, myV, sQ(stage), sDO(stage));
+    FB_TURN_PASS();
     wgmma_wait<1>();  // Sᵀ done; dPᵀ may run on
     wgmma_fence_regs(s);
     wb_probabilities(s, pa, rowTerms[stage][0], q0, k0, t, j0, j1, kb0, kb1, slope2, scale2, t4);
+#if FB_PINGPONG == 2
+    wgmma_wait<0>();  // dPᵀ done
+    wgmma_fence_regs(dp);
+    wb_score_gradients(dp, s, sa, rowTerms[stage][1], t4);
+    wgmma_fence();
+    FB_TURN_WAIT();
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dvAcc, pa[kk], sDO(stage), kk, n > 0 || kk > 0);
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dkAcc, sa[kk], sQ(stage), kk, n > 0 || kk > 0);
+    wgmma_commit();
+    FB_TURN_PASS();
+#else
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dvAcc, pa[kk], sDO(stage), kk, n > 0 || kk > 0);
@@ -392,6 +450,7 @@ extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dkAcc, sa[kk], sQ(stage), kk, n > 0 || kk > 0);
     wgmma_commit();
+#endif
     wb_store_ds(dsOut, sa, bh, qt0 + it, kTile, t, warp, lane);
     wgmma_wait<0>();  // dV and dK of this tile: its stage is free, Pᵀ and dSᵀ's registers too
     mbar_arrive(empty(stage));
@@ -401,6 +460,12 @@ extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_
   wgmma_fence_regs(dkAcc);
   store_rows(dk + base, dkAcc, j0, t, stride, scale);
   store_rows(dv + base, dvAcc, j0, t, stride, 1.f);
+#if FB_PINGPONG
+  if (c == 1) idleTurns();      // the tile of consumer 0's walk that consumer 1 does not have (its last)
+  else fb_turn_wait(myTurn);    // consumer 1's last hand-over
+#endif
+#undef FB_TURN_WAIT
+#undef FB_TURN_PASS
 }
 
 // ---- dq from the stored dsᵀ on wgmma ----------------------------------------------------------------
