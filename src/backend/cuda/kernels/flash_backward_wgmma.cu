@@ -262,11 +262,12 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
 //   n = 2: two turns a tile, Sᵀ, dPᵀ, then dV and dK together once dSᵀ is ready: the tensor cores see
 //     c0 Sᵀ dPᵀ | c1 Sᵀ dPᵀ | c0 dV dK | c1 dV dK | c0 Sᵀ dPᵀ ..., 2 of the 4 products at a time, and each
 //     consumer's Pᵀ and dSᵀ fall under the other's two.
-// The products, their operands and their order are the same, so the same bits. Consumer 1 walks one
-// tile ahead (it starts at the block's second query tile while consumer 0 works on the first, as without
-// turns), so the turns go c0 on tile i, c1 on tile i + 1; it ends a tile early and takes its last tile's
-// n turns idle (and n idle turns in all when t ends within the block's first 64 keys), so that both take
-// n turns a tile of consumer 0's walk; consumer 0 takes one more wait at the end (the last hand-over).
+// The products, their operands and their order are the same, so the same bits. Consumer 1 has one tile
+// fewer (not the block's first) and runs a tile ahead: it starts at the second query tile while consumer
+// 0 works on the first, as without turns, so the turns pair c0 on tile i with c1 on tile i + 1. Consumer
+// 0's last tile has no partner: consumer 1 takes n idle turns after its walk (its only turns when t ends
+// within the block's first 64 keys), so both take n turns for each of consumer 0's tiles; consumer 0
+// takes one more wait at the end (consumer 1's last hand-over), and every phase of both barriers completes.
 #ifndef FB_STAGES
 #define FB_STAGES 3                          // flash.ts passes its shape's stages (2 to 4: 227 KB of shared memory)
 #endif
@@ -386,7 +387,7 @@ extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_
 #define FB_TURN_WAIT()
 #define FB_TURN_PASS()
 #endif
-  // A tile's turns without products (consumer 1, for the tile it does not have at the end of the walk).
+  // A tile's turns without products (consumer 1's, as the partner of consumer 0's last tile).
   auto idleTurns = [&]() {
 #pragma unroll
     for (int n = 0; n < FB_PINGPONG; n++) { FB_TURN_WAIT(); FB_TURN_PASS(); }
@@ -461,7 +462,7 @@ extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_
   store_rows(dk + base, dkAcc, j0, t, stride, scale);
   store_rows(dv + base, dvAcc, j0, t, stride, 1.f);
 #if FB_PINGPONG
-  if (c == 1) idleTurns();      // the tile of consumer 0's walk that consumer 1 does not have (its last)
+  if (c == 1) idleTurns();      // the partner of consumer 0's last tile (after the stores: they need no turn)
   else fb_turn_wait(myTurn);    // consumer 1's last hand-over
 #endif
 #undef FB_TURN_WAIT
