@@ -5,7 +5,8 @@
  *   happen inside the out-projection and MLP-down GEMMs (their epilogue, or cuBLASLt with beta = 1);
  * - in a decode step (few rows, skinny_gemm.cu) those two GEMMs also write the row statistics of the
  *   residual stream, so ln_2, the next layer's ln_1 and ln_f normalize without reductions over the row
- *   (layerNormMatmulInto: the next GEMM's prologue at one row, else a barrier-free kernel); the QKV GEMM
+ *   (layerNormMatmulInto: the next GEMM's prologue at one row, and at 9–16 rows with the backend's
+ *   fuseLayerNormTwoTiles, else a barrier-free kernel); the QKV GEMM
  *   clamps and writes the statistics of q and k, and the QKV split runs inside the decode attention
  *   kernel (decode_attention.cu); every kernel of the step is launched with programmatic dependent
  *   launch, so each GEMM's weight stream starts while the kernels before it run;
