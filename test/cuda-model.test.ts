@@ -192,10 +192,11 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       if (defines.MPT_LN_X && defines.ROW_TILES === 2) fusedLaunches++;
       return get(file, name, defines);
     };
-    const run = (fused: boolean, smem: boolean, steps: number) => {
+    const run = (fused: boolean, smem: boolean, steps: number, logitsLayerNormInGemm = true) => {
       be.fuseLayerNormTwoTiles = fused;
       be.smemWeights = smem;
-      const dec = decoderFor(be, model, 10, ids.length + steps + 1);
+      const dec = be.createDecoder(model.config, model.params, model.config.alibi ? alibiSlopes(model.config) : null, 10, ids.length + steps + 1,
+        { logitsLayerNormInGemm });
       const out: Float32Array[] = [];
       dec.prefill(Int32Array.from(prompt), null, { temperature: 0 });
       for (let s = 0; s < steps; s++) { dec.step(); out.push(dec.lastLogits()); }
@@ -208,10 +209,14 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       const fused = run(true, false, 12);
       // Per eager step: the QKV GEMM of every layer after the first, every up GEMM, the logits GEMM.
       assert.ok(fusedLaunches >= 2 * model.config.nLayers, `the switch on: the fused GEMMs ran (${fusedLaunches} launches)`);
-      plain.forEach((l, s) => {
-        const worst = maxDiff(l, fused[s]);
-        assert.ok(l.every((v, i) => Object.is(v, fused[s][i])), `step ${s}: logits differ (max |Δ| ${worst.toExponential(3)})`);
-      });
+      // And with LN_f a kernel of its own (the bench's second line): the same again.
+      const fusedLayers = run(true, false, 12, false);
+      for (const [what, other] of [['fused', fused], ['fused, LN_f a kernel', fusedLayers]] as const) {
+        plain.forEach((l, s) => {
+          const worst = maxDiff(l, other[s]);
+          assert.ok(l.every((v, i) => Object.is(v, other[s][i])), `${what}, step ${s}: logits differ (max |Δ| ${worst.toExponential(3)})`);
+        });
+      }
       const a = run(false, true, 4), b = run(true, true, 4);
       const worst = Math.max(...a.map((l, s) => maxDiff(l, b[s])));
       console.log(`cuda ${dtype} batch 10: LayerNorm fused at two row tiles against the default step (shared-memory QKV and up), max |Δlogit| = ${worst.toExponential(3)}`);

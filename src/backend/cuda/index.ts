@@ -409,15 +409,15 @@ export class CudaBackend implements Backend {
    * `statsIn` (x's row statistics from the matmulInto that last added into it) and up to
    * fuseLayerNormRows bf16 rows (or 9–16 with fuseLayerNormTwoTiles), skinny_gemm.cu normalizes x in
    * its prologue: one kernel instead of two. Otherwise LayerNorm into `h`, then matmulInto. `extra` as
-   * matmulInto's.
+   * matmulInto's, and `fuse: false` never fuses (comparisons).
    */
   layerNormMatmulInto(x: CudaTensor, ln: { w: CudaTensor; b: CudaTensor | null; eps: number }, h: CudaTensor,
     w: CudaTensor, b: CudaTensor | null, y: CudaTensor, rows: number, accumulate: boolean, gelu = false,
-    statsIn: CudaTensor | null = null, extra: { statsOut?: CudaTensor | null; clip?: number } = {}): void {
+    statsIn: CudaTensor | null = null, extra: { statsOut?: CudaTensor | null; clip?: number; fuse?: boolean } = {}): void {
     if (rows === 0) return;
     const [outF, inF] = w.shape;
     const twoTiles = rows > 8;
-    const fuses = twoTiles ? this.fuseLayerNormTwoTiles : rows <= Math.min(8, this.fuseLayerNormRows);
+    const fuses = extra.fuse !== false && (twoTiles ? this.fuseLayerNormTwoTiles : rows <= Math.min(8, this.fuseLayerNormRows));
     const plan = statsIn && this.fuseLayerNorm && fuses && x.dtype === 'float32' && inF % 16 === 0
       && [x, ln.w, ln.b].every((t) => !t || t.ptr % 16 === 0) ? this.skinnyFor(rows, inF, outF) : null;
     if (!plan) {
