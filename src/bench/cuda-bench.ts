@@ -178,7 +178,8 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
  */
 interface DecodeVariant { label: string; batches?: number[]; set?: () => () => void; options?: DecoderOptions }
 
-function decodeVariants(): DecodeVariant[] {
+function decodeVariants(be: CudaBackend): DecodeVariant[] {
+  const lnTwoTiles = () => { const was = be.fuseLayerNormTwoTiles; be.fuseLayerNormTwoTiles = true; return () => { be.fuseLayerNormTwoTiles = was; }; };
   // Each a fresh decoder and graph beside the default. (Block shapes of single GEMMs in the step —
   // QKV, up and logits at 8 warps × 4, the out-projection at 16 × 2 or 8 × 4, down at 8 × 4, several
   // together — the LayerNorm-prologue GEMMs L2-prefetching their next weights after the wait, the
@@ -195,6 +196,11 @@ function decodeVariants(): DecodeVariant[] {
     { label: 'attention with 8 keys a warp in flight (before)', batches: [1], options: { attentionKeysInFlight: 8 } },
     // The before of upPrefetchBytes at two row tiles (8 MB; 2 MB lost: 11,618 against 11,642).
     { label: 'out-projection prefetches 8 MB of the up weights into L2 (before)', batches: [16], options: { upPrefetchBytes: 8 * 2 ** 20 } },
+    // Batch 16: LN_1, LN_2 and LN_f inside the QKV, up and logits GEMMs at two row tiles (skinny_gemm.cu
+    // LN_IN_LOOP, MPT_CUDA_FUSE_LN2T=1): two LayerNorm kernels a layer fewer, x read as float32.
+    { label: 'LayerNorm in the QKV, up and logits GEMMs at two row tiles (fuseLayerNormTwoTiles)', batches: [16], set: lnTwoTiles },
+    // … with LN_f a kernel of its own: whether the logits GEMM (3,152 blocks, each reading the float32 x) gains too.
+    { label: 'LayerNorm in the QKV and up GEMMs at two row tiles, LN_f a kernel', batches: [16], set: lnTwoTiles, options: { logitsLayerNormInGemm: false } },
   ];
 }
 
@@ -245,7 +251,7 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
   for (const batch of options.batches ?? [1, 16]) {
     // Variants of the decode step in the same run (each a fresh decoder and graph), then the default's
     // figure, which is the one reported.
-    for (const { label, batches, set, options: decoderOptions } of decodeVariants()) {
+    for (const { label, batches, set, options: decoderOptions } of decodeVariants(be)) {
       if (batches && !batches.includes(batch)) continue;
       const undo = set?.();
       let other;
