@@ -51,6 +51,19 @@ __device__ __forceinline__ void mma16816(float* c, unsigned a0, unsigned a1, uns
                : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
+// One load group's products: U k-steps of 32 (two m16n8k16 each) for each of the R row tiles; a0/a1 the
+// warp's two 8-row weight fragments, b the row tiles' x fragments.
+template <int U, int R>
+__device__ __forceinline__ void mma_group(float (&c)[R][4], const uint4 (&a0)[U], const uint4 (&a1)[U], const uint4 (&b)[U][R]) {
+#pragma unroll
+  for (int u = 0; u < U; u++) {
+#pragma unroll
+    for (int n = 0; n < R; n++) {
+      mma16816(c[n], a0[u].x, a1[u].x, a0[u].y, a1[u].y, b[u][n].x, b[u][n].y);
+      mma16816(c[n], a0[u].z, a1[u].z, a0[u].w, a1[u].w, b[u][n].z, b[u][n].w);
+    }
+  }
+}
 // Weights are read once: keep them out of L1, which holds x for the other warps.
 // (Marking their L2 lines evict_first as well was measured a tie: 866 / 11,599 against 865 / 11,579
 // tokens/s, bench/RESULTS-cuda.md.)
@@ -368,14 +381,7 @@ extern "C" __global__ void SKINNY_BOUNDS skinny_gemm(const XIN* __restrict__ x, 
       loadXf(k + 32 * UNROLL, NX);
       loadLn(k + 32 * UNROLL, NW, NL);
     }
-#pragma unroll
-    for (int u = 0; u < UNROLL; u++) {
-#pragma unroll
-      for (int n = 0; n < ROW_TILES; n++) {
-        mma16816(c[n], A0[u].x, A1[u].x, A0[u].y, A1[u].y, B[u][n].x, B[u][n].y);
-        mma16816(c[n], A0[u].z, A1[u].z, A0[u].w, A1[u].w, B[u][n].z, B[u][n].w);
-      }
-    }
+    mma_group(c, A0, A1, B);
     if (more) {
 #pragma unroll
       for (int u = 0; u < UNROLL; u++) { A0[u] = N0[u]; A1[u] = N1[u]; }
@@ -441,14 +447,7 @@ extern "C" __global__ void SKINNY_BOUNDS skinny_gemm(const XIN* __restrict__ x, 
     uint4 N0[UNROLL], N1[UNROLL], NB[UNROLL][ROW_TILES];
     const bool more = k + 32 * UNROLL < kEnd;
     if (more) load(k + 32 * UNROLL, N0, N1, NB);
-#pragma unroll
-    for (int u = 0; u < UNROLL; u++) {
-#pragma unroll
-      for (int n = 0; n < ROW_TILES; n++) {
-        mma16816(c[n], A0[u].x, A1[u].x, A0[u].y, A1[u].y, B[u][n].x, B[u][n].y);
-        mma16816(c[n], A0[u].z, A1[u].z, A0[u].w, A1[u].w, B[u][n].z, B[u][n].w);
-      }
-    }
+    mma_group(c, A0, A1, B);
     if (more) {
 #pragma unroll
       for (int u = 0; u < UNROLL; u++) {
