@@ -38,7 +38,6 @@ const PROTOTYPES = [
   'int cuDevicePrimaryCtxRetain(void *pctx, int dev)',
   'int cuCtxSetCurrent(uint64_t ctx)',
   'int cuCtxSynchronize()',
-  'int cuCtxGetDevice(_Out_ int *dev)',
   'int cuMemGetInfo_v2(_Out_ uint64_t *free, _Out_ uint64_t *total)',
   'int cuMemAlloc_v2(void *dptr, uint64_t bytes)',
   'int cuMemFree_v2(uint64_t dptr)',

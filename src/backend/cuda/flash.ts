@@ -5,7 +5,6 @@
  * which shape is the default.
  */
 import { UserError } from '../../util/errors.js';
-import { cuInt, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT } from './driver.js';
 import type { KernelCache } from './kernels.js';
 
 /**
@@ -134,18 +133,6 @@ export const FLASH_FORWARD_TEST_SHAPES: readonly FlashWgmmaShape[] = [
   { wgmma: true, warpgroups: 3, keys: 64, producer: { stages: 4, pingpong: true, headGroup: 32, persistent: 3 }, fallback: FLASH_PREFILL_SHAPE },
 ];
 
-/** Streaming multiprocessors of the current context's device (asked once per device). */
-const smCounts = new Map<number, number>();
-function multiprocessors(): number {
-  const dev = cuInt('cuCtxGetDevice');
-  let n = smCounts.get(dev);
-  if (n === undefined) {
-    n = cuInt('cuDeviceGetAttribute', CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev);
-    smCounts.set(dev, n);
-  }
-  return n;
-}
-
 
 /** A one-line description of a shape (benchmark rows, test messages). */
 export function flashShapeLabel(s: FlashForwardShape): string {
@@ -201,14 +188,14 @@ export function launchFlashForward(kernels: KernelCache, a: FlashForwardArgs, sh
         FA3_PERSISTENT: s.producer.persistent !== undefined,
       };
       const args = [a.q, a.k, a.v, a.mask, a.slopes, a.out, a.lse, a.tq, a.capacity, a.kvLen, a.qStride, a.kvStride, a.oStride, a.nHeads, a.scale];
-      const items = a.batch * a.nHeads * Math.ceil(a.tq / (64 * s.warpgroups)), block = [128 * (s.warpgroups + 1)];
+      const pairs = a.batch * a.nHeads, queryBlocks = Math.ceil(a.tq / (64 * s.warpgroups));
+      const block = [128 * (s.warpgroups + 1)], shared = flashForwardSharedBytes(a.dHead, s);
       const persistent = s.producer.persistent;
-      if (persistent !== undefined) {
-        const blocks = Math.min(items, persistent === true ? multiprocessors() : persistent);
-        kernels.get('flash_forward_fa3.cu', 'flash_forward_persistent', defs).launch([blocks], block, [...args, a.batch], flashForwardSharedBytes(a.dHead, s));
+      if (persistent !== undefined) {  // at most one block an SM, never more blocks than work items
+        const blocks = Math.min(pairs * queryBlocks, persistent === true ? kernels.multiprocessors() : persistent);
+        kernels.get('flash_forward_fa3.cu', 'flash_forward_persistent', defs).launch([blocks], block, [...args, a.batch], shared);
       } else {
-        kernels.get('flash_forward_fa3.cu', 'flash_forward', defs).launch([a.batch * a.nHeads, Math.ceil(a.tq / (64 * s.warpgroups))], block, args,
-          flashForwardSharedBytes(a.dHead, s));
+        kernels.get('flash_forward_fa3.cu', 'flash_forward', defs).launch([pairs, queryBlocks], block, args, shared);
       }
       return;
     }

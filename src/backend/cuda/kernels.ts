@@ -89,6 +89,11 @@ export class KernelCache {
     return architecture(this.ctx);
   }
 
+  /** Streaming multiprocessors of the device the kernels run on (persistent grids size themselves by it). */
+  multiprocessors(): number {
+    return this.ctx.device.multiprocessors;
+  }
+
   /**
    * Defines added to every kernel compiled from now on (benchmark variants); starts from
    * $MPT_CUDA_DEFINES, comma-separated names (e.g. PDL_GEMM_LATE,PDL_TRIGGER_LATE).
