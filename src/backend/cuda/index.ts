@@ -432,26 +432,20 @@ export class CudaBackend implements Backend {
     }
     const statsOut = extra.statsOut ?? null, clip = extra.clip ?? 0;
     if ((statsOut || clip > 0) && outF % 16 !== 0) throw new Error(`layerNormMatmulInto: row statistics of ${outF} outputs (not a multiple of 16)`);
-    if (twoTiles) {
-      // LN_IN_LOOP (skinny_gemm.cu): x normalized in registers in the main loop, so only the partial
-      // tiles in shared memory. Unroll at most 2: at 4 the float32 x of two groups spills (compiled for
-      // sm_90a: 128 registers a thread without a LayerNorm bias at unroll 1 and 2, no spills). Fewer k
-      // per load group changes no sum (each warp still adds its k-steps in order), so the results
-      // equal the LayerNorm kernel + plain GEMM's at the same warps bit for bit.
-      const unroll = Math.min(plan.unroll, 2);
-      this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: 2, UNROLL: unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
-        MPT_LN_B: ln.b !== null, LN_PAIRS: Math.ceil(inF / 16 / 32), SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
-        .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0,
-          ln.w.ptr, ln.b?.ptr ?? 0, ln.eps, statsIn!.ptr, statsOut?.ptr ?? 0, clip, 0, 0], plan.warps * 16 * 8 * 2 * 4);
-      return;
-    }
-    // Each warp's normalized K slice, [rows][inF / warps + 32] bf16, after the partial tiles.
-    const shared = plan.warps * 16 * 8 * 4 + rows * (inF + 32 * plan.warps) * 2;
-    this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
-      LN_CHUNKS: Math.ceil(inF / plan.warps / 256),
-      SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
+    // One row tile: each warp's normalized K slice, [rows][inF / warps + 32] bf16, in shared memory after
+    // the partial tiles. Two row tiles (LN_IN_LOOP): x normalized in registers in the main loop, so only
+    // the partial tiles; unroll at most 2, since at 4 the float32 x of two groups spills (sm_90a: 128
+    // registers a thread without a LayerNorm bias at unroll 1 and 2). Fewer k per load group changes no
+    // sum (each warp still adds its k-steps in order), so the results equal the LayerNorm kernel + plain
+    // GEMM's at the same warps bit for bit.
+    const partials = plan.warps * 16 * 8 * (twoTiles ? 2 : 1) * 4;
+    const variant: { defines: Record<string, number | boolean>; shared: number } = twoTiles
+      ? { defines: { ROW_TILES: 2, UNROLL: Math.min(plan.unroll, 2), MPT_LN_B: ln.b !== null, LN_PAIRS: Math.ceil(inF / 16 / 32) }, shared: partials }
+      : { defines: { ROW_TILES: 1, UNROLL: plan.unroll, LN_CHUNKS: Math.ceil(inF / plan.warps / 256) }, shared: partials + rows * (inF + 32 * plan.warps) * 2 };
+    this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
+      SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false, ...variant.defines })
       .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0,
-        ln.w.ptr, ln.b?.ptr ?? 0, ln.eps, statsIn!.ptr, statsOut?.ptr ?? 0, clip, 0, 0], shared);
+        ln.w.ptr, ln.b?.ptr ?? 0, ln.eps, statsIn!.ptr, statsOut?.ptr ?? 0, clip, 0, 0], variant.shared);
   }
 
   /**
