@@ -138,17 +138,17 @@ function main(argv: string[]): void {
 
   // The backward's current kernels (left out with --forward-only, which times the forward shapes alone).
   function backwardNow(): Row {
-  fwd(8, FLASH_TRAIN_SHAPE);
-  rowDot();
-  timeIt('backward row term D = dO·O, batch 8', 0, rowDot);
-  const bw = timeIt(`backward dq + dk/dv (${dkdvDefault}), batch 8, ${FLASH_BACKWARD_CHUNK_DEFAULT}-key chunks, ${mode(FLASH_BACKWARD_STORED_DS)}`, 2.5 * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT));
-  // Products as actually computed: dk/dv 4 (S, dP, dV, dK); dq 3 (S, dP, dQ) recomputed or 1 from stored ds.
-  timeIt('  of which dk/dv (4 products, as computed)', 2 * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT, 'dkdv'));
-  timeIt(`  of which dq (${FLASH_BACKWARD_STORED_DS ? 1 : 3} products, as computed)`, (FLASH_BACKWARD_STORED_DS ? 0.5 : 1.5) * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT, 'dq'));
-  fwd(8, FLASH_TRAIN_SHAPE);  // the backward reads the default's lse
-  log(`backward / forward (batch 8): ${(bw.ms / tr.ms).toFixed(2)}×; per layer ×24: prefill ${(24 * pre.ms).toFixed(2)} ms, training fwd ${(24 * tr.ms).toFixed(2)} ms, bwd ${(24 * bw.ms).toFixed(2)} ms`);
-  if (wgmmaUsable(be.kernels, dHead)) { compareDkdvKernels(); compareDqKernels(); }
-  return bw;
+    fwd(8, FLASH_TRAIN_SHAPE);
+    rowDot();
+    timeIt('backward row term D = dO·O, batch 8', 0, rowDot);
+    const bw = timeIt(`backward dq + dk/dv (${dkdvDefault}), batch 8, ${FLASH_BACKWARD_CHUNK_DEFAULT}-key chunks, ${mode(FLASH_BACKWARD_STORED_DS)}`, 2.5 * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT));
+    // Products as actually computed: dk/dv 4 (S, dP, dV, dK); dq 3 (S, dP, dQ) recomputed or 1 from stored ds.
+    timeIt('  of which dk/dv (4 products, as computed)', 2 * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT, 'dkdv'));
+    timeIt(`  of which dq (${FLASH_BACKWARD_STORED_DS ? 1 : 3} products, as computed)`, (FLASH_BACKWARD_STORED_DS ? 0.5 : 1.5) * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT, 'dq'));
+    fwd(8, FLASH_TRAIN_SHAPE);  // the backward reads the default's lse
+    log(`backward / forward (batch 8): ${(bw.ms / tr.ms).toFixed(2)}×; per layer ×24: prefill ${(24 * pre.ms).toFixed(2)} ms, training fwd ${(24 * tr.ms).toFixed(2)} ms, bwd ${(24 * bw.ms).toFixed(2)} ms`);
+    if (wgmmaUsable(be.kernels, dHead)) { compareDkdvKernels(); compareDqKernels(); }
+    return bw;
   }
 
   // The dq passes from the stored dsᵀ side by side, same inputs, same process: mma.sync (main's kernel,
