@@ -44,8 +44,7 @@ export class TrainingGemm {
     this.lt = new LtHandle(ctx, workspaceBytes);
   }
 
-  private plan(g: GemmArgs): Plan {
-    const b = g.batch && g.batch.count > 1 ? g.batch : null;
+  private plan(g: GemmArgs, b: GemmArgs['batch']): Plan {
     const key = `gemm:${g.m}:${g.n}:${g.k}:${g.aTrans}:${g.bTrans}:${g.inType}>${g.outType}:${g.beta !== 0 ? 'acc' : ''}${b ? `:batch${b.count}/${b.strideA}/${b.strideB}/${b.strideC}` : ''}`;
     let plan = this.plans.get(key);
     if (plan) return plan;
@@ -67,15 +66,15 @@ export class TrainingGemm {
 
   gemm(g: GemmArgs): void {
     if (g.m === 0 || g.n === 0) return;
-    const plan = this.plan(g);
+    const batch = g.batch && g.batch.count > 1 ? g.batch : null, count = batch?.count ?? 1;  // a batch of one is a plain GEMM
+    const plan = this.plan(g, batch);
     this.alpha[0] = g.alpha;
     this.beta[0] = g.beta;
-    const count = g.batch && g.batch.count > 1 ? g.batch.count : 1;
     const what = `${count > 1 ? `${count} × ` : ''}${g.m}x${g.n}x${g.k}, ${g.aTrans ? 'T' : 'N'}${g.bTrans ? 'T' : 'N'}, ${g.inType}>${g.outType}${g.beta !== 0 ? ', accumulating' : ''}`;
     const launch = (algo: Buffer, d = g.c) => this.lt.matmul(what, plan.desc, algo, this.alpha, g.b, plan.la, g.a, plan.lb, this.beta, g.c, plan.lc, d);
     // Trials of an accumulating GEMM read the real C and write scratch, so the gradient is added into once.
     // The scratch of an accumulating batch's trials spans every member's output (strideC apart).
-    const outSpan = count > 1 ? (count - 1) * g.batch!.strideC + g.m * g.n : g.m * g.n;
+    const outSpan = (batch ? (count - 1) * batch.strideC : 0) + g.m * g.n;
     plan.algo ??= this.lt.choose(plan.key, 2 * g.m * g.n * g.k * count, plan.desc, plan.la, plan.lb, plan.lc, what, launch,
       g.beta !== 0 ? outSpan * (g.outType === 'bfloat16' ? 2 : 4) : 0);
     launch(plan.algo);

@@ -595,20 +595,19 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
     // The logits in the activation type: bf16 is autocast's F.linear output, from which the original
     // code computes its float32 loss (float32 logits cost 0.95 ms a step more: bench/RESULTS-cuda-train.md).
     // A row of logits in shared memory (read once) where it fits, beside block_sum's and block_max's 256 bytes each.
-    const rowInShared = this.crossEntropyRowInShared && vocab % 4 === 0 && bytesPer(type) * vocab + 1024 <= be.device.sharedMemoryOptin;
+    const es = bytesPer(type), rowInShared = this.crossEntropyRowInShared && vocab % 4 === 0 && es * vocab + 1024 <= be.device.sharedMemoryOptin;
     be.scope(() => {
       const logits = be.alloc([blockRows, vocab]);
       // dz overwrites the logits (the kernel reads a row whole before writing its dz): one
       // [blockRows, vocab] buffer fewer at the step's peak.
       const dz = args.gradients ? logits : null;
-      const es = type === 'bfloat16' ? 2 : 4;
       for (let r0 = 0; r0 < n; r0 += blockRows) {
         const rows = Math.min(blockRows, n - r0);
         const xBlock = x.ptr + r0 * d * es;
         // z = c · x·Wᵀ, rounded once to the activation type
         this.gemm.gemm({ m: rows, n: vocab, k: d, a: xBlock, aTrans: false, b: table.ptr, bTrans: true, c: logits.ptr, alpha: c, beta: 0, inType: type, outType: type });
         be.kernels.get('cross_entropy.cu', rowInShared ? 'cross_entropy_rows_smem' : 'cross_entropy_rows', be.defs()).launch([rows], [1024],
-          [logits.ptr, targets.ptr + r0 * 4, losses.ptr + r0 * 4, dz?.ptr ?? 0, vocab, args.lossScale * c, args.gradients ? 1 : 0], rowInShared ? bytesPer(type) * vocab : 0);
+          [logits.ptr, targets.ptr + r0 * 4, losses.ptr + r0 * 4, dz?.ptr ?? 0, vocab, args.lossScale * c, args.gradients ? 1 : 0], rowInShared ? es * vocab : 0);
         if (!dz || !dx || !dTable) continue;
         // dz is the gradient of the raw logits x·Wᵀ (lossScale·c folded in): dx = dz·W, dTable += dzᵀ·x
         this.gemm.gemm({ m: rows, n: d, k: vocab, a: dz.ptr, aTrans: false, b: table.ptr, bTrans: false, c: dx.ptr + r0 * d * es, alpha: 1, beta: 0, inType: type, outType: type });
