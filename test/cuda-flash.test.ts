@@ -19,6 +19,12 @@ import {
 } from '../src/backend/cuda/flash.js';
 import { close, cpu, cudaFor, down, pair, randn, skip } from './cuda-harness.js';
 
+/** got and want the same bits, element by element (kernels that sum the same products in the same order). */
+function sameBits(what: string, got: Float32Array, want: Float32Array, of: string): void {
+  const differ = got.filter((x, i) => x !== want[i]).length;
+  assert.equal(differ, 0, `${what}: ${differ} elements differ from ${of}`);
+}
+
 // [batch, t, heads, head size, ALiBi]
 const cases: Array<[number, number, number, number, boolean]> = [
   [2, 200, 2, 128, true],   // 200: 4 tiles of 64 (the last partial), 2 blocks of 128 (the last partial)
@@ -80,17 +86,14 @@ for (const [batch, t, heads, dHead, alibi] of cases) {
       if (stored && kernel === 'wgmma' && dqKernel === 'mma') { dqOfMma = got.dq; wgmmaDkdv = { dk: got.dk, dv: got.dv }; }
       if (kernel.startsWith('fa3') && wgmmaDkdv) {
         for (const name of ['dk', 'dv'] as const) {
-          const differ = got[name].filter((x, i) => x !== wgmmaDkdv![name][i]).length;
-          assert.equal(differ, 0, `${name}, ${what}: ${differ} elements differ from flash_backward_dkdv_wgmma's`);
+          sameBits(`${name}, ${what}`, got[name], wgmmaDkdv[name], "flash_backward_dkdv_wgmma's");
         }
         if (stored && dqKernel === 'mma') {
-          const differ = got.dq.filter((x, i) => x !== dqOfMma![i]).length;
-          assert.equal(differ, 0, `dq, ${what}: ${differ} elements differ from dq of flash_backward_dkdv_wgmma's dsᵀ`);
+          sameBits(`dq, ${what}`, got.dq, dqOfMma!, "dq of flash_backward_dkdv_wgmma's dsᵀ");
         }
       }
       if (stored && kernel !== 'mma' && dqKernel === 'wgmma' && dqOfMma) {
-        const differ = got.dq.filter((x, i) => x !== dqOfMma![i]).length;
-        assert.equal(differ, 0, `dq, ${what}: ${differ} elements differ from the mma.sync dq pass on the same dsᵀ`);
+        sameBits(`dq, ${what}`, got.dq, dqOfMma, 'the mma.sync dq pass on the same dsᵀ');
       }
       const again = run(stored, chunk, kernel, dqKernel);
       for (const name of ['dq', 'dk', 'dv'] as const) {
