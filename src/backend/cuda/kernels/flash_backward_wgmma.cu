@@ -59,16 +59,20 @@ __device__ __forceinline__ void store_rows(bf16* base, const float (&acc)[HEAD_D
   }
 }
 
-// acc[64 × HEAD_DIM] (+)= A (registers, 64 × 16) · tile rows [16kk, 16kk + 16) read MN-major;
-// accumulate = 0 overwrites acc (the first product: the accumulators are never zeroed by other
-// instructions, which would make ptxas serialize the wgmmas they stay in flight across).
-__device__ __forceinline__ void wgmma_rows_times_tile(float (&acc)[HEAD_DIM / 2], const unsigned (&a)[4], unsigned tile, int kk, int accumulate) {
-  const wgmma_desc_t b = wgmma_desc(tile + kk * 16 * 128, WB_BLOCK_BYTES, 1024);
+// acc[64 × HEAD_DIM] (+)= A (registers, 64 × 64: four k16 fragments) · the 64-row tile read MN-major,
+// four wgmmas (not committed); accumulate = false overwrites acc with the first k16 step (the first
+// product: the accumulators are never zeroed by other instructions, which would make ptxas serialize the
+// wgmmas they stay in flight across).
+__device__ __forceinline__ void wgmma_rows_times_tile(float (&acc)[HEAD_DIM / 2], const unsigned (&a)[4][4], unsigned tile, bool accumulate) {
+#pragma unroll
+  for (int kk = 0; kk < 4; kk++) {
+    const wgmma_desc_t b = wgmma_desc(tile + kk * 16 * 128, WB_BLOCK_BYTES, 1024);
 #if HEAD_DIM == 128
-  wgmma_m64n128k16_rs<1>(acc, a, b, accumulate);
+    wgmma_m64n128k16_rs<1>(acc, a[kk], b, accumulate || kk > 0);
 #else
-  wgmma_m64n64k16_rs<1>(acc, a, b, accumulate);
+    wgmma_m64n64k16_rs<1>(acc, a[kk], b, accumulate || kk > 0);
 #endif
+  }
 }
 
 // ---- one 64-query tile of the dk/dv schedule, shared by flash_backward_dkdv_wgmma and _fa3 (below) -----
@@ -219,15 +223,13 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
     wgmma_fence_regs(s);
     probabilities(stage, q0);
     wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dvAcc, pa[kk], sDO(stage), kk, it > 0 || kk > 0);
+    wgmma_rows_times_tile(dvAcc, pa, sDO(stage), it > 0);
     wgmma_commit();
     wgmma_wait<1>();  // dPᵀ done; dV may run on
     wgmma_fence_regs(dp);
     scoreGradients(stage);
     wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dkAcc, sa[kk], sQ(stage), kk, it > 0 || kk > 0);
+    wgmma_rows_times_tile(dkAcc, sa, sQ(stage), it > 0);
     wgmma_commit();
     storeDs(q0);
   }
@@ -433,23 +435,19 @@ extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_
     wb_score_gradients(dp, s, sa, rowTerms[stage][1], t4);
     wgmma_fence();
     FB_TURN_WAIT();
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dvAcc, pa[kk], sDO(stage), kk, n > 0 || kk > 0);
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dkAcc, sa[kk], sQ(stage), kk, n > 0 || kk > 0);
+    wgmma_rows_times_tile(dvAcc, pa, sDO(stage), n > 0);
+    wgmma_rows_times_tile(dkAcc, sa, sQ(stage), n > 0);
     wgmma_commit();
     FB_TURN_PASS();
 #else
     wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dvAcc, pa[kk], sDO(stage), kk, n > 0 || kk > 0);
+    wgmma_rows_times_tile(dvAcc, pa, sDO(stage), n > 0);
     wgmma_commit();
     wgmma_wait<1>();  // dPᵀ done; dV may run on
     wgmma_fence_regs(dp);
     wb_score_gradients(dp, s, sa, rowTerms[stage][1], t4);
     wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++) wgmma_rows_times_tile(dkAcc, sa[kk], sQ(stage), kk, n > 0 || kk > 0);
+    wgmma_rows_times_tile(dkAcc, sa, sQ(stage), n > 0);
     wgmma_commit();
 #endif
     wb_store_ds(dsOut, sa, bh, qt0 + it, kTile, t, warp, lane);
