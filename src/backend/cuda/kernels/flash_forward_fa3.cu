@@ -190,6 +190,36 @@ __device__ __forceinline__ void item_place(int linear, int group, int nBH, int n
   bh = first + r % inGroup;
 }
 
+// The block's query tile, longest first: from the grid (group by group with FA3_GROUP, flash_common.cuh),
+// or with FA3_PERSISTENT from work item `item` of nBH·nPos; and what the producer and the consumers
+// both derive from it: its (batch, head), first row, the batch's first cache row, and its key tiles
+// (keys past the tile's last position are hidden) with the first key of the last of them.
+struct QueryTile { int h, b, q0, nTiles, kFirst; long long kvBase; };
+__device__ __forceinline__ QueryTile query_tile(int item, int nBH, int nPos, int nHeads, int capacity, int offset, int tq, int kvLen) {
+  int qTile, bh;
+#if FA3_PERSISTENT
+  int pos;
+  item_place(item, FA3_GROUP, nBH, nPos, pos, bh);
+  qTile = nPos - 1 - pos;
+#elif FA3_GROUP
+  int pos;
+  grouped_block(FA3_GROUP, pos, bh);
+  qTile = gridDim.y - 1 - pos;
+#else
+  qTile = gridDim.y - 1 - blockIdx.y;
+  bh = blockIdx.x;
+#endif
+  QueryTile x;
+  x.h = bh % nHeads;
+  x.b = bh / nHeads;
+  x.q0 = qTile * BQ;
+  x.kvBase = (long long)x.b * capacity;
+  const int kEnd = min(offset + min(x.q0 + BQ, tq), kvLen);
+  x.nTiles = (kEnd + BK - 1) / BK;
+  x.kFirst = (x.nTiles - 1) * BK;
+  return x;
+}
+
 // Grid (batch·heads, ceil(tq / BQ)), THREADS threads, dynamic shared memory Q_BYTES + STAGES·2·TILE_BYTES
 // + 1024 (for the alignment of the base). Query i sits at position kvLen − tq + i; keys are rows
 // [0, kvLen) of a [batch, capacity] cache. mask, slopes and lse may be null. FA3_PERSISTENT: the kernel
@@ -265,25 +295,14 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
         }
         break;
       }
-      int pos, bh;
-      item_place(item, FA3_GROUP, nBH, nPos, pos, bh);
-      const int qTile = nPos - 1 - pos;
+      const QueryTile tile = query_tile(item, nBH, nPos, nHeads, capacity, offset, tq, kvLen);
 #else
     {
       const int ring = 0;
-#if FA3_GROUP
-      int pos, bh;
-      grouped_block(FA3_GROUP, pos, bh);  // group by group (above; flash_common.cuh)
-      const int qTile = gridDim.y - 1 - pos;
-#else
-      const int qTile = gridDim.y - 1 - blockIdx.y, bh = blockIdx.x;  // longest query tiles first
+      const QueryTile tile = query_tile(0, 0, 0, nHeads, capacity, offset, tq, kvLen);
 #endif
-#endif
-      const int h = bh % nHeads, b = bh / nHeads;
-      const int q0 = qTile * BQ;  // the block's first row
-      const long long kvBase = (long long)b * capacity;
-      const int kEnd = min(offset + min(q0 + BQ, tq), kvLen);  // keys past the block's last position are hidden
-      const int nTiles = (kEnd + BK - 1) / BK, kFirst = (nTiles - 1) * BK;
+      const int h = tile.h, b = tile.b, q0 = tile.q0, nTiles = tile.nTiles, kFirst = tile.kFirst;
+      const long long kvBase = tile.kvBase;
       const bf16* kHead = k + kvBase * kvStride + h * HEAD_DIM;
       const bf16* vHead = v + kvBase * kvStride + h * HEAD_DIM;
       produce_rows<BQ>(sQ, q + (long long)b * tq * qStride + (long long)q0 * qStride + h * HEAD_DIM, qStride, tq - q0, tid);
@@ -331,26 +350,15 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
     mbar_wait(qFull, n & 1);  // the item is published (and its Q loaded)
     const int item = published;
     if (item >= nItems) break;
-    int pos, bh;
-    item_place(item, FA3_GROUP, nBH, nPos, pos, bh);
-    const int qTile = nPos - 1 - pos;
+    const QueryTile tile = query_tile(item, nBH, nPos, nHeads, capacity, offset, tq, kvLen);
 #else
 #define RELEASE_Q()
   {
     const int ring = 0;
-#if FA3_GROUP
-    int pos, bh;
-    grouped_block(FA3_GROUP, pos, bh);
-    const int qTile = gridDim.y - 1 - pos;
-#else
-    const int qTile = gridDim.y - 1 - blockIdx.y, bh = blockIdx.x;
+    const QueryTile tile = query_tile(0, 0, 0, nHeads, capacity, offset, tq, kvLen);
 #endif
-#endif
-    const int h = bh % nHeads, b = bh / nHeads;
-    const int q0 = qTile * BQ;
-    const long long kvBase = (long long)b * capacity;
-    const int kEnd = min(offset + min(q0 + BQ, tq), kvLen);
-    const int nTiles = (kEnd + BK - 1) / BK, kFirst = (nTiles - 1) * BK;
+    const int h = tile.h, b = tile.b, q0 = tile.q0, nTiles = tile.nTiles, kFirst = tile.kFirst;
+    const long long kvBase = tile.kvBase;
     const int wgRow = q0 + 64 * cw, warpRow = wgRow + 16 * warpInWg;
     const float slope2 = slopes ? slopes[h] * LOG2E : 0.f;
     const bool wgLive = wgRow < tq;
