@@ -311,8 +311,8 @@ extern "C" __global__ void SKINNY_BOUNDS skinny_gemm(const XIN* __restrict__ x, 
   float4 XF[UNROLL][ROW_TILES][2];
   loadXf(kBeg, XF);  // in flight with the statistics below: one round trip
   // The rows' mean and 1/σ, merged once a block: warp w merges rows w, w + nw, … (LN_STAT_ROWS at a
-  // time, all their pairs loaded before any is summed), each exactly as merge_row_stats in common.cuh
-  // (the same sums in the same order), so the values match the LayerNorm kernel's bit for bit.
+  // time, all their pairs loaded before any is summed), each by common.cuh's merge_row_pairs (the sums of
+  // merge_row_stats in the same order), so the values match the LayerNorm kernel's bit for bit.
   // LN_PAIRS: ceil(K / 16 / 32), the statistics pairs a lane holds of a row.
   __shared__ float2 lnStat[16];
   {
@@ -333,14 +333,8 @@ extern "C" __global__ void SKINNY_BOUNDS skinny_gemm(const XIN* __restrict__ x, 
       for (int j = 0; j < LN_STAT_ROWS; j++) {
         const int r = r0 + nw * j;
         if (r < R) {  // uniform over the warp
-          float s = 0.f;
-#pragma unroll
-          for (int i = 0; i < LN_PAIRS; i++) if (lane + 32 * i < tilesK) s += p[j][i].x;
-          const float m = warp_sum(s) / tilesK;
-          float q = 0.f;
-#pragma unroll
-          for (int i = 0; i < LN_PAIRS; i++) if (lane + 32 * i < tilesK) { const float2 v = p[j][i]; const float dm = v.x - m; q += v.y + 16.f * dm * dm; }
-          const float rstd = rsqrtf(warp_sum(q) / K + eps);
+          float m, rstd;
+          merge_row_pairs(p[j], tilesK, K, eps, m, rstd);
           if (lane == 0) lnStat[r] = make_float2(m, rstd);
         }
       }
