@@ -247,8 +247,7 @@ export type FlashDkdvKernel = 'mma' | 'wgmma' | 'wgmma-head-major' | 'fa3' | `fa
  * warpgroups of 64 keys sharing a ring of Q/dO stages): 'fa3' is FA3_DKDV_DEFAULT, 'fa3-sS-gG' S stages
  * (2 to 4) and blocks taken G heads at a time (1: head by head); a suffix '-pp' has the two consumers take
  * turns issuing their products, two turns a tile (Sᵀ and dPᵀ; dV and dK), '-pp1' one turn a tile (Sᵀ
- * and dPᵀ): `pingpong` = turns a tile (FB_PINGPONG; 0 or absent: off; untimed so far). undefined: not an
- * fa3 name.
+ * and dPᵀ): `pingpong` = turns a tile (FB_PINGPONG; 0 or absent: off). undefined: not an fa3 name.
  */
 export function fa3DkdvShape(name: string): { stages: number; headGroup: number; pingpong?: 1 | 2 } | undefined {
   if (name === 'fa3') return FA3_DKDV_DEFAULT;
@@ -257,9 +256,10 @@ export function fa3DkdvShape(name: string): { stages: number; headGroup: number;
   const shape = { stages: Number(m[1]), headGroup: Number(m[2]) };
   return m[3] ? { ...shape, pingpong: m[3] === '-pp' ? 2 : 1 } : shape;
 }
-// 3 stages, heads in groups of 16: the fastest of the five shapes timed (H100, bench/RESULTS-attention.md,
-// section bwd3: 0.680 / 0.726 ms against 0.703-0.787 for the others).
-const FA3_DKDV_DEFAULT = { stages: 3, headGroup: 16 };
+// 3 stages, heads in groups of 16, one ping-pong turn a tile: the fastest in both rounds of the seventh
+// session's first call (H100, bench/RESULTS-attention.md: 0.674 / 0.671 ms against 0.768 / 0.734 for the
+// same shape without ping-pong and 0.680-0.740 for two turns or 4 stages).
+const FA3_DKDV_DEFAULT = { stages: 3, headGroup: 16, pingpong: 1 as const };
 
 /** Shared memory of flash_backward_dkdv_fa3: K and V of 128 keys, the stages' Q and dO tiles and their lse and D, 1 KB to align. */
 export function flashFa3DkdvSharedBytes(dHead: number, stages: number): number {
