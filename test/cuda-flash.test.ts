@@ -105,7 +105,7 @@ for (const [batch, t, heads, dHead, alibi] of cases) {
 
 // The dk/dv kernel names (MPT_CUDA_DKDV, the bench): which fa3 shapes parse, and to what (no GPU needed).
 test('fa3DkdvShape: stages, head groups and ping-pong turns from a name; anything else is not an fa3 name', () => {
-  assert.deepEqual(fa3DkdvShape('fa3'), { stages: 3, headGroup: 16 });
+  assert.deepEqual(fa3DkdvShape('fa3'), { stages: 3, headGroup: 16, pingpong: 1 });
   assert.deepEqual(fa3DkdvShape('fa3-s4-g16'), { stages: 4, headGroup: 16 });
   assert.deepEqual(fa3DkdvShape('fa3-s3-g16-pp'), { stages: 3, headGroup: 16, pingpong: 2 });
   assert.deepEqual(fa3DkdvShape('fa3-s2-g1-pp1'), { stages: 2, headGroup: 1, pingpong: 1 });
