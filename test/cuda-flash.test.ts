@@ -113,3 +113,51 @@ test('fa3DkdvShape: stages, head groups and ping-pong turns from a name; anythin
     assert.equal(fa3DkdvShape(name), undefined, name);
   }
 });
+
+// dk and dv written into column blocks of a [batch·t, 3·d] buffer (dkWidths / dvWidths 3, the fused Wqkv
+// backward's layout: dk at columns d..2d, dv at 2d..3d) by every dk/dv kernel: the same bits as the
+// kernel's contiguous dk and dv (only the store's address changes), dq unchanged, and the buffer's other
+// columns (filled with NaN) untouched.
+const stridedCases: Array<[number, number, number, number]> = [[2, 200, 2, 128], [2, 150, 2, 64], [2, 130, 3, 32]];
+for (const [batch, t, heads, dHead] of stridedCases) {
+  test(`cuda bfloat16: flash backward dk/dv into column blocks of a [rows, 3d] buffer, ${batch}×${t} tokens, ${heads} heads of ${dHead}`, { skip }, () => {
+    const be = cudaFor('bfloat16'), g = trainingBackend(be), d = heads * dHead, rows = batch * t, scale = 1 / Math.sqrt(dHead);
+    const slopes = Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads));
+    const [q, k, v, dOut] = [0, 1, 2, 3].map(() => pair(be, randn(rows * d), [batch, t, d])[0]);
+    const fg = g.attentionForTraining({ q, k, v, kvLen: t, nHeads: heads, scale, alibiSlopes: slopes, keyMask: null });
+    const ptr = (x: Tensor) => (x as CudaTensor).ptr;
+    const D = be.alloc([batch, heads, t], 'float32');
+    be.kernels.get('flash_attention.cu', 'attention_row_dot', { MPT_BF16: true }).launch([Math.ceil(rows * heads / 8)], [256],
+      [ptr(dOut), ptr(fg.out), D.ptr, batch, t, heads, dHead]);
+    const scratch = be.alloc([flashBackwardScratchElements(batch, heads, t)], 'bfloat16');
+    const run = (kernel: FlashDkdvKernel, strided: 'dk and dv' | 'dv' | null) => {
+      const dq = be.alloc([batch, t, d]);
+      const buffer = be.upload(new Float32Array(rows * 3 * d).fill(NaN), [rows, 3 * d], 'bfloat16') as CudaTensor;
+      const own = { dk: be.alloc([batch, t, d]), dv: be.alloc([batch, t, d]) };
+      const dkInBuffer = strided === 'dk and dv', dvInBuffer = strided !== null;
+      launchFlashBackward(be.kernels, {
+        q: ptr(q), k: ptr(k), v: ptr(v), dOut: ptr(dOut), lse: ptr(fg.logSumExp), D: D.ptr, slopes: be.slopesOnDevice(slopes).ptr, dq: dq.ptr,
+        dk: dkInBuffer ? buffer.ptr + d * 2 : own.dk.ptr, dv: dvInBuffer ? buffer.ptr + 2 * d * 2 : own.dv.ptr,
+        batch, t, nHeads: heads, dHead, scale, ds: scratch.ptr, dkWidths: dkInBuffer ? 3 : undefined, dvWidths: dvInBuffer ? 3 : undefined,
+      }, 64, 'both', kernel, 'mma');
+      const all = down(be, buffer);
+      const column = (c: number) => Float32Array.from({ length: rows * d }, (_, i) => all[Math.floor(i / d) * 3 * d + c * d + (i % d)]);
+      // The buffer's columns no kernel was given: dq's, and dk's when dk has a tensor of its own.
+      const untouched = dkInBuffer ? [column(0)] : [column(0), column(1)];
+      const got = { dq: down(be, dq), dk: dkInBuffer ? column(1) : down(be, own.dk), dv: dvInBuffer ? column(2) : down(be, own.dv), untouched };
+      for (const x of [dq, buffer, own.dk, own.dv]) be.release(x);
+      return got;
+    };
+    const kernels: FlashDkdvKernel[] = ['mma'];
+    if (wgmmaUsable(be.kernels, dHead)) kernels.push('wgmma', 'wgmma-head-major', 'fa3', 'fa3-s2-g1', 'fa3-s3-g16-pp');
+    for (const kernel of kernels) {
+      const want = run(kernel, null);
+      for (const strided of ['dk and dv', 'dv'] as const) {
+        const got = run(kernel, strided), what = `${kernel}, ${strided} in the buffer`;
+        for (const name of ['dq', 'dk', 'dv'] as const) sameBits(`${name}, ${what}`, got[name], want[name], 'the contiguous outputs');
+        assert.ok(got.untouched.every((c) => c.every(Number.isNaN)), `${what}: columns of the buffer that no output belongs to were written`);
+      }
+    }
+    be.release(scratch);
+  });
+}

@@ -419,6 +419,52 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     close('the unaligned tensor\'s neighbours are untouched', down(be, wideG).subarray(0, 3), down(cpu, wideC).subarray(0, 3), 0);
   });
 
+  // The fused Wqkv backward's producers (training-forward.ts ColumnBlockOutputs): attention's dk and dv and
+  // LayerNorm's dx written into column blocks of a [rows, 3·width] buffer must be the bits the same op gives
+  // as tensors of their own (only the store's address changes), and the buffer's other columns untouched.
+  // Attention: the tensor-core kernels (head 128: fa3 on sm_90a; head 32: mma.sync) and the scalar ones
+  // (head 24; every float32 case). LayerNorm: the row-team kernel (width 256) and the block-per-row one
+  // (width 100, not a multiple of 8), with and without a bias.
+  test(`cuda ${dtype}: attention's dk, dv and LayerNorm's dx written into column blocks of a wider tensor are the bits of their own tensors`, { skip }, () => {
+    const be = cudaFor(dtype), g = trainingBackend(be), ops = be.training;
+    /** Columns [c·n, (c + 1)·n) of a [rows, 3·n] buffer, as a [rows, n] array. */
+    const column = (all: Float32Array, rows: number, n: number, c: number) => Float32Array.from({ length: rows * n }, (_, i) => all[Math.floor(i / n) * 3 * n + c * n + (i % n)]);
+    const sameBits = (what: string, got: Float32Array, want: Float32Array) => {
+      const differ = got.filter((x, i) => !Object.is(x, want[i])).length;
+      assert.equal(differ, 0, `${what}: ${differ} of ${want.length} values differ`);
+    };
+    for (const [batch, t, heads, dHead] of [[2, 130, 2, 128], [1, 77, 3, 32], [2, 45, 2, 24]]) {
+      const d = heads * dHead, rows = batch * t;
+      const [q, k, v, dOut] = [0, 1, 2, 3].map(() => pair(be, randn(rows * d), [batch, t, d])[0]);
+      const args: AttentionArgs = { q, k, v, kvLen: t, nHeads: heads, scale: 1 / Math.sqrt(dHead), alibiSlopes: Float32Array.from({ length: heads }, (_, h) => 2 ** (-(h + 1))), keyMask: null };
+      const f = g.attentionForTraining(args);
+      const own = ops.attentionBackward(args, f.out, f.logSumExp, dOut);
+      const fill = randn(rows * 3 * d), buffer = be.upload(fill, [rows, 3 * d], dtype);
+      const got = ops.attentionBackward(args, f.out, f.logSumExp, dOut, { dk: { tensor: buffer, column: d }, dv: { tensor: buffer, column: 2 * d } });
+      assert.equal(got.dk, null);
+      assert.equal(got.dv, null);
+      const all = down(be, buffer), what = `${batch}×${t} tokens, ${heads} heads of ${dHead}`;
+      sameBits(`dq, ${what}`, down(be, got.dq), down(be, own.dq));
+      sameBits(`dk in columns d..2d, ${what}`, column(all, rows, d, 1), down(be, own.dk));
+      sameBits(`dv in columns 2d..3d, ${what}`, column(all, rows, d, 2), down(be, own.dv));
+      sameBits(`columns 0..d untouched, ${what}`, column(all, rows, d, 0), column(asStored(fill, dtype), rows, d, 0));
+    }
+    for (const [rows, n, withBias] of [[37, 256, false], [37, 256, true], [29, 100, false]] as const) {
+      const [dy] = pair(be, randn(rows * n), [rows, n]), [x] = pair(be, randn(rows * n, 2), [rows, n]), [w] = pair(be, randn(n), [n]);
+      const grads = () => ({ dWeight: be.upload(new Float32Array(n), [n], 'float32'), dBias: withBias ? be.upload(new Float32Array(n), [n], 'float32') : null });
+      const a = { dy, x, weight: w, eps: 1e-5 }, ownGrads = grads(), intoGrads = grads();
+      const dx = ops.layerNormBackwardInto({ ...a, ...ownGrads });
+      const fill = randn(rows * 3 * n), buffer = be.upload(fill, [rows, 3 * n], dtype);
+      assert.equal(ops.layerNormBackwardInto({ ...a, ...intoGrads, dxInto: { tensor: buffer, column: n } }), buffer);
+      const all = down(be, buffer), what = `${rows} rows of ${n}${withBias ? ', bias' : ''}`;
+      sameBits(`dx in columns n..2n, ${what}`, column(all, rows, n, 1), down(be, dx));
+      for (const c of [0, 2]) sameBits(`columns ${c}n..${c + 1}n untouched, ${what}`, column(all, rows, n, c), column(asStored(fill, dtype), rows, n, c));
+      // The row-team kernel's weight sums are deterministic; the block-per-row one adds them with atomics.
+      const check = n % 8 === 0 ? sameBits : (name: string, got: Float32Array, want: Float32Array) => close(name, got, want, 1e-6);
+      check(`dWeight, ${what}`, down(be, intoGrads.dWeight), down(be, ownGrads.dWeight));
+      if (withBias) check(`dBias, ${what}`, down(be, intoGrads.dBias!), down(be, ownGrads.dBias!));
+    }
+  });
 }
 
 test('the training ops are all there', { skip }, () => {

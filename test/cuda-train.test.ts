@@ -16,7 +16,11 @@ import { AdamW, clipGradNorm } from '../src/train/optimizer.js';
 import { TrainStep } from '../src/train/step.js';
 import { CudaContext } from '../src/backend/cuda/driver.js';
 import { ids, lossesOfSteps2To6, ref, referenceDir as dir, rows, tokens } from './training-reference.js';
-import { close } from './cuda-harness.js';
+import { close, relErr } from './cuda-harness.js';
+import { MPT_1B_REDPAJAMA_200B, parameterShapes, type MptConfig } from '../src/model/config.js';
+import { structureParams } from '../src/model/params.js';
+import { Rng } from '../src/util/random.js';
+import { bfloat16ToFloat32Array, float32ToBfloat16Array } from '../src/util/dtype.js';
 
 const available = cudaAvailable();
 const skip = available.ok ? false : `no CUDA here: ${available.reason}`;
@@ -220,4 +224,79 @@ test('cuda float32, wait-free steps with two microbatches a step: the second add
     values.forEach((v, i) => { worst = Math.max(worst, Math.abs(v - other[i])); });
   }
   assert.ok(worst <= 1e-6, `parameters after three steps differ from the waiting path's by up to ${worst}`);
+});
+
+/**
+ * The Wqkv backward as one GEMM of each over dQKV [rows, 3d] (graph.fusedQkvBackward, the default)
+ * against three over Wqkv's row blocks (MPT_TRAIN_QKV_FUSED_BACKWARD=0), on a small random model with
+ * the seed model's options and biases (d 256, 2 heads of 128: on sm_90a the fa3 dk/dv kernel, as the
+ * 1.3B step), 3 blocks, 2×200 tokens, in bf16 and float32 from the same (bf16-representable) weights.
+ * What must be equal and why:
+ *   - the loss (the forward is the same) and the top block's q/k LayerNorm weight gradients (made by the
+ *     same kernels from the same dq and dk; only their dx's address differs): the same bits;
+ *   - the top block's Wqkv gradient (the same products over the same rows, one GEMM of m = 3d against
+ *     three of m = d: cuBLASLt may pick another algorithm and sum in another order): float32 rounding,
+ *     relative error ≤ 1e-5;
+ *   - everything below (dLn1Out = dq·Wq + dk·Wk + dv·Wv is one sum rounded once instead of three partial
+ *     sums rounded after each: in bf16 up to two more roundings of 2^-9 a value, which every lower
+ *     gradient inherits): float32 within 1e-5 (as the batched-QKV test above); bf16 within 1e-2, the
+ *     suite's tolerance for bf16 gradients, and no further from the float32 gradients than the three-GEMM
+ *     path is (within 25%), so the new grouping is shown to lose nothing.
+ */
+test('cuda: the Wqkv backward as one GEMM of each over dQKV [rows, 3d] gives the gradients of three GEMMs over its row blocks', { skip }, () => {
+  const config: MptConfig = { ...MPT_1B_REDPAJAMA_200B, dModel: 256, nHeads: 2, nLayers: 3, vocabSize: 384, maxSeqLen: 256, noBias: false };
+  const batch = 2, t = 200, top = `blocks.${config.nLayers - 1}`;
+  const rng = new Rng(7);
+  const host = new Map([...parameterShapes(config)].map(([name, shape]) => {
+    const n = shape.reduce((a, b) => a * b, 1), norm = shape.length === 1 && !name.endsWith('.bias');
+    const values = Float32Array.from({ length: n }, () => (norm ? 1 + 0.2 * rng.normal() : (name.endsWith('.bias') ? 0.02 : 0.05) * rng.normal()));
+    return [name, { shape, values: bfloat16ToFloat32Array(float32ToBfloat16Array(values)) }] as const;
+  }));
+  const ids = Int32Array.from({ length: batch * t }, () => Math.floor(rng.next() * config.vocabSize));
+  const gradients = (dtype: 'bfloat16' | 'float32', fused: boolean) => {
+    const backend = new CudaBackend({ dtype });
+    const params = structureParams(config, new Map([...host].map(([name, h]) => [name, backend.upload(h.values, h.shape, dtype)])));
+    const graph = new TrainingGraph(config, backend, params);
+    graph.fusedQkvBackward = fused;
+    // Count the buffers the fused path makes, so that the comparison is known to compare the two paths.
+    const ops = backend.training, columnBlocks = ops.columnBlocks.bind(ops);
+    let buffers = 0;
+    ops.columnBlocks = (rows: number, width: number) => { buffers++; return columnBlocks(rows, width); };
+    const grads = zeroGradients(config, backend);
+    const { lossSum } = lossAndGradients(graph, ids, batch, grads, 1 / (batch * (t - 1)));
+    assert.equal(buffers, fused ? config.nLayers : 0, `${dtype}, fused ${fused}: dQKV buffers made`);
+    return { lossSum, grads: new Map([...grads].map(([n, g]) => [n, backend.download(g) as Float32Array])) };
+  };
+  const reference = gradients('float32', true).grads;
+  for (const dtype of ['float32', 'bfloat16'] as const) {
+    const fused = gradients(dtype, true), three = gradients(dtype, false);
+    assert.equal(fused.lossSum, three.lossSum, `${dtype}: loss sum`);
+    for (const name of [`${top}.attn.qLn.weight`, `${top}.attn.kLn.weight`]) {
+      assert.ok(fused.grads.get(name)!.every((x, i) => Object.is(x, three.grads.get(name)![i])), `${dtype}: ${name} differs`);
+    }
+    const wqkv = fused.grads.get(`${top}.attn.wqkv.weight`)!, wqkvThree = three.grads.get(`${top}.attn.wqkv.weight`)!;
+    close(`${dtype}: ${top}.attn.wqkv.weight`, wqkv, wqkvThree, 1e-5);
+    close(`${dtype}: ${top}.attn.wqkv.bias`, fused.grads.get(`${top}.attn.wqkv.bias`)!, three.grads.get(`${top}.attn.wqkv.bias`)!, 1e-5);
+    const differ = wqkv.filter((x, i) => x !== wqkvThree[i]).length;
+    const report: string[] = [`top Wqkv gradient: ${differ} of ${wqkv.length} values differ`];
+    for (const [name, want] of three.grads) {
+      const got = fused.grads.get(name)!, tolerance = dtype === 'float32' ? 1e-5 : 1e-2;
+      if (name.endsWith('attn.kLn.bias')) {
+        // Zero in exact arithmetic (one vector added to every key moves each query's scores by one
+        // constant, which softmax ignores): both are rounding noise, so they are compared against the
+        // size of the same LayerNorm's weight gradient instead of their own.
+        const weightGrad = three.grads.get(name.replace(/bias$/, 'weight'))!;
+        const apart = Math.hypot(...got.map((x, i) => x - want[i])) / Math.hypot(...weightGrad);
+        assert.ok(apart <= tolerance, `${dtype}: ${name} (zero in exact arithmetic) differs by ${apart.toExponential(2)} of its weight gradient's size`);
+        continue;
+      }
+      close(`${dtype}: ${name}`, got, want, tolerance);
+      if (dtype === 'bfloat16' && (name.endsWith('wqkv.weight') || name === 'wte.weight')) {
+        const ref = reference.get(name)!, errFused = relErr(got, ref), errThree = relErr(want, ref);
+        assert.ok(errFused <= 1.25 * errThree, `${name}: the fused path is ${errFused.toExponential(2)} from float32, the three GEMMs ${errThree.toExponential(2)}`);
+        report.push(`${name}: ${relErr(got, want).toExponential(2)} apart, from float32 ${errFused.toExponential(2)} vs ${errThree.toExponential(2)}`);
+      }
+    }
+    process.stderr.write(`${dtype} fused vs three GEMMs: ${report.join('; ')}\n`);
+  }
 });

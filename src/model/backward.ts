@@ -59,7 +59,7 @@ export function lossAndGradientsOnDevice(
 
 /**
  * The gradients whose first write in a backward pass covers all of them with one GEMM: the linear
- * layers' weights (Wqkv by its three row blocks) and the output table (the cross entropy's first row
+ * layers' weights (Wqkv by one GEMM, or by its three row blocks) and the output table (the cross entropy's first row
  * block, before the input embedding adds into it when tied).
  */
 export function overwrittenGradients(graph: TrainingGraph): Set<string> {
@@ -130,9 +130,12 @@ export function backward(graph: TrainingGraph, tape: Tape, dHidden: Tensor, grad
   const d = c.dModel;
   const grad = (name: string): Tensor => grads.get(name)!;
   const biasGrad = (name: string, l: Affine): Tensor | null => (l.bias ? grad(`${name}.bias`) : null);
+  /** LayerNorm backward's operands for dy at the norm `n` of x (named `name`): its gradients added into grads. */
+  const normArgs = (dy: Tensor, x: Tensor, n: Affine, name: string) =>
+    ({ dy, x, weight: n.weight, eps: c.layerNormEps, dWeight: grad(`${name}.weight`), dBias: biasGrad(name, n) });
   /** dx of LayerNorm, plus `residual` (the gradient that flows around the norm) when given. */
   const normBack = (dy: Tensor, x: Tensor, n: Affine, name: string, residual: Tensor | null = null): Tensor =>
-    be.layerNormBackwardInto({ dy, x, weight: n.weight, eps: c.layerNormEps, dWeight: grad(`${name}.weight`), dBias: biasGrad(name, n), residual });
+    be.layerNormBackwardInto({ ...normArgs(dy, x, n, name), residual });
   const linearBack = (dy: Tensor, x: Tensor, l: Affine, name: string): Tensor =>
     linearInto({ dy, x, weight: l.weight, dWeight: grad(`${name}.weight`), dBias: biasGrad(name, l) }, `${name}.weight`);
 
@@ -155,27 +158,47 @@ export function backward(graph: TrainingGraph, tape: Tape, dHidden: Tensor, grad
     // xMid = xIn + out(attention(q_LN(q), k_LN(k), v)),  q,k,v = clip(LN_1(xIn) · W{q,k,v}ᵀ)
     const dAttended = linearBack(dxMid, a.attended, block.out, `${name}.attn.out`);
     const args = graph.attentionArgs(a.q, a.k, a.v, batch, t);
-    const g = be.attentionBackward(args, be.view(a.attended, [batch, t, d]), a.logSumExp, be.view(dAttended, [batch, t, d]));
-    let dq = be.view(g.dq, [batch * t, d]), dk = be.view(g.dk, [batch * t, d]), dv = be.view(g.dv, [batch * t, d]);
-    if (block.qLn) dq = normBack(dq, a.qPre, block.qLn, `${name}.attn.qLn`);
-    if (block.kLn) dk = normBack(dk, a.kPre, block.kLn, `${name}.attn.kLn`);
-    if (a.qkvRaw && c.clipQkv !== null) {
-      dq = be.clampBackward(dq, a.qkvRaw.q, c.clipQkv);
-      dk = be.clampBackward(dk, a.qkvRaw.k, c.clipQkv);
-      dv = be.clampBackward(dv, a.qkvRaw.v, c.clipQkv);
+    const attended = be.view(a.attended, [batch, t, d]), dOut = be.view(dAttended, [batch, t, d]), rows = batch * t, wqkv = `${name}.attn.wqkv`;
+    let dLn1Out: Tensor;
+    const columns = graph.fusedQkvBackward ? graph.columnOutputs : null;
+    if (columns && block.qLn && block.kLn && c.clipQkv === null) {
+      // dQKV = [dq | dk | dv] side by side in one [rows, 3·d] tensor, written there by the q and k
+      // LayerNorms' backward and by attention's dv; then dLn1Out = dQKV·Wqkv and Wqkv's gradient
+      // dQKVᵀ·LN_1(xIn) are one GEMM each over the fused weight (its bias's gradient one column sum).
+      const dQkv = columns.columnBlocks(rows, 3 * d);
+      const g = columns.attentionBackward(args, attended, a.logSumExp, dOut, { dv: { tensor: dQkv, column: 2 * d } });
+      columns.layerNormBackwardInto({ ...normArgs(be.view(g.dq, [rows, d]), a.qPre, block.qLn, `${name}.attn.qLn`), dxInto: { tensor: dQkv, column: 0 } });
+      columns.layerNormBackwardInto({ ...normArgs(be.view(g.dk!, [rows, d]), a.kPre, block.kLn, `${name}.attn.kLn`), dxInto: { tensor: dQkv, column: d } });
+      be.release(g.dq);
+      be.release(g.dk!);
+      const ln1Out = graph.norm(a.xIn, block.ln1);  // recomputed for the weight gradient
+      dLn1Out = linearBack(dQkv, ln1Out, block.wqkv, wqkv);
+      be.release(dQkv);
+    } else {
+      // dq, dk, dv as tensors of their own, through the QK LayerNorms and clip_qkv's clamp; then
+      // dLn1Out = dq·Wq + dk·Wk + dv·Wv summed in one tensor, each part's weight gradient in its row block
+      // of Wqkv's: three GEMMs of each.
+      const g = be.attentionBackward(args, attended, a.logSumExp, dOut);
+      let dq = be.view(g.dq, [rows, d]), dk = be.view(g.dk, [rows, d]), dv = be.view(g.dv, [rows, d]);
+      if (block.qLn) dq = normBack(dq, a.qPre, block.qLn, `${name}.attn.qLn`);
+      if (block.kLn) dk = normBack(dk, a.kPre, block.kLn, `${name}.attn.kLn`);
+      if (a.qkvRaw && c.clipQkv !== null) {
+        dq = be.clampBackward(dq, a.qkvRaw.q, c.clipQkv);
+        dk = be.clampBackward(dk, a.qkvRaw.k, c.clipQkv);
+        dv = be.clampBackward(dv, a.qkvRaw.v, c.clipQkv);
+      }
+      const ln1Out = graph.norm(a.xIn, block.ln1);  // recomputed for the weight gradients
+      let sum: Tensor | null = null;
+      for (const [i, dy] of [dq, dk, dv].entries()) {
+        const part = graph.qkvPart(block.wqkv, i);
+        sum = linearInto({
+          dy, x: ln1Out, weight: part.weight, dWeight: be.rowBlock(grad(`${wqkv}.weight`), i * d, d),
+          dBias: part.bias ? be.rowBlock(grad(`${wqkv}.bias`), i * d, d) : null, dxInto: sum,
+        }, `${wqkv}.weight`);
+      }
+      dLn1Out = sum!;
     }
-    // dLn1Out = dq·Wq + dk·Wk + dv·Wv, summed in one tensor (LN_1's output recomputed for the weight
-    // gradients); each part's weight gradient lands in its row block of Wqkv's.
-    const ln1Out = graph.norm(a.xIn, block.ln1), wqkv = `${name}.attn.wqkv`;
-    let dLn1Out: Tensor | null = null;
-    for (const [i, dy] of [dq, dk, dv].entries()) {
-      const part = graph.qkvPart(block.wqkv, i);
-      dLn1Out = linearInto({
-        dy, x: ln1Out, weight: part.weight, dWeight: be.rowBlock(grad(`${wqkv}.weight`), i * d, d),
-        dBias: part.bias ? be.rowBlock(grad(`${wqkv}.bias`), i * d, d) : null, dxInto: dLn1Out,
-      }, `${wqkv}.weight`);
-    }
-    const dxIn = normBack(dLn1Out!, a.xIn, block.ln1, `${name}.ln1`, dxMid);
+    const dxIn = normBack(dLn1Out, a.xIn, block.ln1, `${name}.ln1`, dxMid);
     // This block's tape is spent (xIn is the previous block's output, which its own backward does not read).
     for (const tensor of new Set([a.xIn, a.qPre, a.kPre, a.q, a.k, a.v, a.attended, a.logSumExp, a.xMid, a.ln2Out, a.up, a.activated])) if (tensor) be.release(tensor);
     if (a.qkvRaw) for (const tensor of Object.values(a.qkvRaw)) be.release(tensor);

@@ -57,6 +57,34 @@ export interface RowBlockLinear {
   linearRowBlocks(x: Tensor, weight: Tensor, bias: Tensor | null, parts: number): Tensor[];
 }
 
+/**
+ * Columns [column, column + n) of every row of a row-major [rows, width] tensor: where an op writes an
+ * output of n columns in place, its rows `width` values apart (width a multiple of n).
+ */
+export interface ColumnBlock { tensor: Tensor; column: number }
+
+/**
+ * Ops beyond the Backend interface that write an output into a column block of a wider tensor (the CUDA
+ * backend's training ops): the backward of Wqkv gets dq, dk and dv side by side in one [rows, 3·d]
+ * gradient, so that dLn1Out = dQKV·Wqkv and Wqkv's gradient dQKVᵀ·LN_1(x) are one GEMM each over the
+ * fused weight (linearBackwardInto) instead of three over its row blocks. The values written are the
+ * ones the ops give as tensors of their own, bit for bit.
+ */
+export interface ColumnBlockOutputs {
+  /** An uninitialized [rows, width] tensor in the activation dtype (current scope), for outputs written in column blocks. */
+  columnBlocks(rows: number, width: number): Tensor;
+  /** attentionBackward with dk and/or dv written into the given column blocks (null comes back for those) instead of tensors of their own. */
+  attentionBackward(args: AttentionArgs, out: Tensor, logSumExp: Tensor, dOut: Tensor, into: { dk?: ColumnBlock | null; dv?: ColumnBlock | null } | null):
+    { dq: Tensor; dk: Tensor | null; dv: Tensor | null };
+  /** layerNormBackwardInto with dx written into the column block `dxInto` (no residual); returns dxInto's tensor. */
+  layerNormBackwardInto(a: Parameters<TrainingBackend['layerNormBackwardInto']>[0] & { dxInto: ColumnBlock }): Tensor;
+}
+
+function columnBlockOutputs(backend: Backend): ColumnBlockOutputs | null {
+  const ops = (backend as { training?: Partial<ColumnBlockOutputs> }).training;
+  return ops && typeof ops.columnBlocks === 'function' ? (ops as ColumnBlockOutputs) : null;
+}
+
 function rowBlockLinear(backend: Backend): RowBlockLinear | null {
   const ops = (backend as { training?: Partial<RowBlockLinear> }).training;
   return ops && typeof ops.linearRowBlocks === 'function' ? (ops as RowBlockLinear) : null;
@@ -76,10 +104,19 @@ export class TrainingGraph {
   /** q, k, v through the backend's linearRowBlocks where it has one; false: three linear calls (MPT_TRAIN_QKV_BATCHED=0, comparisons). */
   batchedQkv = process.env.MPT_TRAIN_QKV_BATCHED !== '0';
   private readonly rowBlocks: RowBlockLinear | null;
+  /**
+   * The backward of Wqkv as one input-gradient GEMM and one weight-gradient GEMM over a [rows, 3·d] dQKV
+   * where the backend has ColumnBlockOutputs (backward.ts says for which models); false: three GEMMs of
+   * each over Wqkv's row blocks (MPT_TRAIN_QKV_FUSED_BACKWARD=0, comparisons).
+   */
+  fusedQkvBackward = process.env.MPT_TRAIN_QKV_FUSED_BACKWARD !== '0';
+  /** The backend's ColumnBlockOutputs, or null where it has none. */
+  readonly columnOutputs: ColumnBlockOutputs | null;
 
   constructor(readonly config: MptConfig, backend: Backend, readonly params: MptParams) {
     this.backend = trainingBackend(backend);
     this.rowBlocks = rowBlockLinear(backend);
+    this.columnOutputs = columnBlockOutputs(backend);
     this.slopes = config.alibi ? alibiSlopes(config) : null;
     this.scale = softmaxScale(config);
   }

@@ -219,6 +219,22 @@ export interface FlashBackwardArgs {
   dq: number; dk: number; dv: number; batch: number; t: number; nHeads: number; dHead: number; scale: number;
   /** bf16 scratch of flashBackwardScratchElements: dk/dv store dsᵀ there and dq reads it; 0: dq recomputes S and dP. */
   ds?: number;
+  /**
+   * The row strides of dk and dv in rows of q (nHeads·dHead; default 1, contiguous): 3 when `dk` / `dv`
+   * point into a column block of a [batch·t, 3·d] buffer (training.ts, the fused Wqkv backward). A
+   * compile-time define of the dk/dv kernels (DKDV_DK_WIDTHS, DKDV_DV_WIDTHS), absent at 1.
+   */
+  dkWidths?: number;
+  dvWidths?: number;
+}
+
+/** The dk/dv kernels' defines for the output strides of `a` (none for contiguous outputs: the default cubins). */
+function dkdvStrideDefines(a: FlashBackwardArgs): Record<string, number | false> {
+  const widths = (w: number | undefined, name: string) => {
+    if (w !== undefined && (!Number.isInteger(w) || w < 1)) throw new Error(`launchFlashBackward: ${name} ${w} is not a whole number of rows`);
+    return w !== undefined && w !== 1 ? w : false;
+  };
+  return { DKDV_DK_WIDTHS: widths(a.dkWidths, 'dkWidths'), DKDV_DV_WIDTHS: widths(a.dvWidths, 'dvWidths') };
 }
 
 /**
@@ -339,16 +355,16 @@ export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, 
   const dkdvArgs = [a.q, a.k, a.v, a.dOut, a.lse, a.D, a.slopes, a.dk, a.dv, ds, a.t, a.nHeads, a.scale];
   // mma.sync: shared K, V and 2 stages of Q, dO tiles, 2 stages of lse and D. wgmma: the same in 128-byte-swizzled tiles.
   const headMajor = dkdvKernel === 'wgmma-head-major';
-  const fa3 = fa3DkdvShape(dkdvKernel);
+  const fa3 = fa3DkdvShape(dkdvKernel), strides = dkdvStrideDefines(a);
   const dkdv = () => (fa3
     ? kernels.get('flash_backward_wgmma.cu', 'flash_backward_dkdv_fa3', {
-      MPT_BF16: true, HEAD_DIM: a.dHead, FB_STAGES: fa3.stages, FB_GROUP: fa3.headGroup, FB_PINGPONG: fa3.pingpong ?? false,
+      MPT_BF16: true, HEAD_DIM: a.dHead, FB_STAGES: fa3.stages, FB_GROUP: fa3.headGroup, FB_PINGPONG: fa3.pingpong ?? false, ...strides,
     })
       .launch([a.batch * a.nHeads, Math.ceil(a.t / 128)], [384], dkdvArgs, flashFa3DkdvSharedBytes(a.dHead, fa3.stages))
     : dkdvKernel !== 'mma'
-    ? kernels.get('flash_backward_wgmma.cu', 'flash_backward_dkdv_wgmma', { MPT_BF16: true, HEAD_DIM: a.dHead, WB_HEAD_MAJOR: headMajor ? 1 : false })
+    ? kernels.get('flash_backward_wgmma.cu', 'flash_backward_dkdv_wgmma', { MPT_BF16: true, HEAD_DIM: a.dHead, WB_HEAD_MAJOR: headMajor ? 1 : false, ...strides })
       .launch(headMajor ? [grid[1], grid[0]] : grid, [128], dkdvArgs, flashWgmmaDkdvSharedBytes(a.dHead))
-    : kernels.get('flash_backward.cu', 'flash_backward_dkdv', defs).launch(grid, [128], dkdvArgs, 6 * 64 * row + 4 * 64 * 4));
+    : kernels.get('flash_backward.cu', 'flash_backward_dkdv', { ...defs, ...strides }).launch(grid, [128], dkdvArgs, 6 * 64 * row + 4 * 64 * 4));
   if (ds) {
     if (parts !== 'dq') dkdv();
     if (parts !== 'dkdv') dq();

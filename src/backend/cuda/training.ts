@@ -32,6 +32,14 @@ Object.assign(KERNEL_ARGS, {
 
 const REDUCE_BLOCKS = 264;
 
+/** Columns from `column` on of every row of a 2-D tensor: an output written in place (training-forward.ts ColumnBlock). */
+interface ColumnBlockDestination { tensor: Tensor; column: number }
+
+/** A stride define's value for an output in a column block: its row stride in rows of the output, absent (false) for a contiguous one. */
+function stridedWidths(b: { widths: number } | null): number | false {
+  return b && b.widths !== 1 ? b.widths : false;
+}
+
 /** Pinned staging buffers uploadAsync cycles through (each reused once the copy out of it has completed). */
 const STAGING_SLOTS = 8;
 /** Values a pinned chunk of stage() holds (8 bytes each). */
@@ -130,7 +138,37 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
     return { out, logSumExp: lse };
   }
 
-  attentionBackward(args: AttentionArgs, out: Tensor, logSumExp: Tensor, dOut: Tensor): { dq: Tensor; dk: Tensor; dv: Tensor } {
+  // ---- outputs written into column blocks of a wider tensor (training-forward.ts ColumnBlockOutputs) --
+
+  /** An uninitialized [rows, width] tensor in the activation dtype, for outputs written in column blocks. */
+  columnBlocks(rows: number, width: number): Tensor {
+    return this.be.alloc([rows, width]);
+  }
+
+  /**
+   * Where an output of `rows` × `n` lands in the column block b: its device address, and the row stride in
+   * rows of n (`widths`, the kernels' DKDV_*_WIDTHS / LN_DX_WIDTHS) — checked: a 2-D tensor in the
+   * activation dtype, `rows` rows, a width that is a multiple of n, the block inside it.
+   */
+  private columnBlock(b: ColumnBlockDestination, rows: number, n: number, what: string): { ptr: number; widths: number } {
+    const c = asCuda(b.tensor, what), total = width(c);
+    if (c.dtype !== this.act || c.shape.length !== 2 || rowCount(c) !== rows || n <= 0 || total % n !== 0
+      || !Number.isInteger(b.column) || b.column < 0 || b.column + n > total) {
+      throw new Error(`${what}: columns [${b.column}, ${b.column + n}) of a ${c.dtype} tensor [${c.shape}] for ${rows} rows of ${n} ${this.act} values`);
+    }
+    return { ptr: c.ptr + b.column * bytesPer(c.dtype), widths: total / n };
+  }
+
+  /**
+   * dq, dk and dv of attention; `into` (ColumnBlockOutputs): dk and/or dv written into column blocks of
+   * wider tensors instead (null comes back for those), by the same kernels with the output row stride as
+   * a define (absent for contiguous outputs: the default kernels).
+   */
+  attentionBackward(args: AttentionArgs, out: Tensor, logSumExp: Tensor, dOut: Tensor): { dq: Tensor; dk: Tensor; dv: Tensor };
+  attentionBackward(args: AttentionArgs, out: Tensor, logSumExp: Tensor, dOut: Tensor, into: { dk?: ColumnBlockDestination | null; dv?: ColumnBlockDestination | null } | null):
+    { dq: Tensor; dk: Tensor | null; dv: Tensor | null };
+  attentionBackward(args: AttentionArgs, out: Tensor, logSumExp: Tensor, dOut: Tensor, into: { dk?: ColumnBlockDestination | null; dv?: ColumnBlockDestination | null } | null = null):
+    { dq: Tensor; dk: Tensor | null; dv: Tensor | null } {
     const be = this.be, { batch, t, d, dHead, fast } = this.attentionShape(args);
     const q = this.inAct(args.q, 'attention q'), k = this.inAct(args.k, 'attention k'), v = this.inAct(args.v, 'attention v');
     const o = this.inAct(out, 'attentionBackward out'), g = this.inAct(dOut, 'attentionBackward dOut');
@@ -141,22 +179,27 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
     const rows = batch * t * args.nHeads;
     be.kernels.get('flash_attention.cu', 'attention_row_dot', be.defs()).launch([Math.ceil(rows / 8)], [256],
       [g.ptr, o.ptr, D.ptr, batch, t, args.nHeads, dHead]);
-    const dq = be.alloc([batch, t, d]), dk = be.alloc([batch, t, d]), dv = be.alloc([batch, t, d]);
+    const dkInto = into?.dk ? this.columnBlock(into.dk, batch * t, d, 'attentionBackward dk') : null;
+    const dvInto = into?.dv ? this.columnBlock(into.dv, batch * t, d, 'attentionBackward dv') : null;
+    if (fast && [dkInto, dvInto].some((b) => b && b.ptr % 4 !== 0)) throw new Error('attentionBackward: a column block at an odd column (the kernels store bf16 pairs)');
+    const dq = be.alloc([batch, t, d]), dk = dkInto ? null : be.alloc([batch, t, d]), dv = dvInto ? null : be.alloc([batch, t, d]);
+    const dkPtr = dkInto?.ptr ?? dk!.ptr, dvPtr = dvInto?.ptr ?? dv!.ptr;
     if (fast) {
       // dsᵀ scratch (flash.ts) for this call only: released as soon as dq is queued, so the next layer's
       // backward reuses the same block.
       const ds = this.flashBackwardStoredDs ? be.alloc([flashBackwardScratchElements(batch, args.nHeads, t)], 'bfloat16') : null;
       launchFlashBackward(be.kernels, {
-        q: q.ptr, k: k.ptr, v: v.ptr, dOut: g.ptr, lse: lse.ptr, D: D.ptr, slopes, dq: dq.ptr, dk: dk.ptr, dv: dv.ptr,
-        batch, t, nHeads: args.nHeads, dHead, scale: args.scale, ds: ds?.ptr ?? 0,
+        q: q.ptr, k: k.ptr, v: v.ptr, dOut: g.ptr, lse: lse.ptr, D: D.ptr, slopes, dq: dq.ptr, dk: dkPtr, dv: dvPtr,
+        batch, t, nHeads: args.nHeads, dHead, scale: args.scale, ds: ds?.ptr ?? 0, dkWidths: dkInto?.widths, dvWidths: dvInto?.widths,
       }, this.flashBackwardChunk);
       if (ds) be.release(ds);
     } else {
       const sgrid = [Math.ceil(t / 4), args.nHeads, batch];
       be.kernels.get('flash_backward.cu', 'attention_backward_dq_scalar', be.defs()).launch(sgrid, [128],
         [q.ptr, k.ptr, v.ptr, g.ptr, lse.ptr, D.ptr, mask, slopes, dq.ptr, t, args.nHeads, dHead, args.scale]);
-      be.kernels.get('flash_backward.cu', 'attention_backward_dkdv_scalar', be.defs()).launch(sgrid, [128],
-        [q.ptr, k.ptr, v.ptr, g.ptr, lse.ptr, D.ptr, mask, slopes, dk.ptr, dv.ptr, t, args.nHeads, dHead, args.scale]);
+      const strides = { DKDV_DK_WIDTHS: stridedWidths(dkInto), DKDV_DV_WIDTHS: stridedWidths(dvInto) };
+      be.kernels.get('flash_backward.cu', 'attention_backward_dkdv_scalar', be.defs(strides)).launch(sgrid, [128],
+        [q.ptr, k.ptr, v.ptr, g.ptr, lse.ptr, D.ptr, mask, slopes, dkPtr, dvPtr, t, args.nHeads, dHead, args.scale]);
     }
     return { dq, dk, dv };
   }
@@ -207,7 +250,12 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
    */
   lnTeams = { teamMax: 256, blockThreads: 512, threadsPerSM: 1024 };
 
-  layerNormBackwardInto(a: { dy: Tensor; x: Tensor; weight: Tensor; eps: number; dWeight: Tensor; dBias: Tensor | null; residual?: Tensor | null }): Tensor {
+  /**
+   * LayerNorm's backward (the Backend interface); `dxInto` (ColumnBlockOutputs): dx written into that
+   * column block of a wider tensor (no residual), by the same kernels with the row stride as a define
+   * (LN_DX_WIDTHS, absent for a contiguous dx), and that tensor returned.
+   */
+  layerNormBackwardInto(a: { dy: Tensor; x: Tensor; weight: Tensor; eps: number; dWeight: Tensor; dBias: Tensor | null; residual?: Tensor | null; dxInto?: ColumnBlockDestination | null }): Tensor {
     const be = this.be;
     const g = this.inAct(a.dy, 'layerNormBackwardInto dy'), xx = this.inAct(a.x, 'layerNormBackwardInto x'), w = this.inAct(a.weight, 'layerNormBackwardInto weight');
     const n = width(xx), rows = rowCount(xx);
@@ -216,16 +264,19 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
     if (elementCount(dW.shape) !== n || (dB && elementCount(dB.shape) !== n)) throw new Error(`layerNormBackwardInto: gradients [${dW.shape}]${dB ? `, [${dB.shape}]` : ''} for width ${n}`);
     const res = a.residual ? this.inAct(a.residual, 'layerNormBackwardInto residual') : null;
     if (res && (width(res) !== n || rowCount(res) !== rows)) throw new Error(`layerNormBackwardInto: residual [${res.shape}] for x [${xx.shape}]`);
-    const dx = be.alloc(xx.shape);
-    if (rows === 0) return dx;
+    const into = a.dxInto ? this.columnBlock(a.dxInto, rows, n, 'layerNormBackwardInto dxInto') : null;
+    if (into && res) throw new Error('layerNormBackwardInto: dxInto (a column block) with a residual: add the residual to a dx of its own');
+    const dx = into ? null : be.alloc(xx.shape), dxPtr = into?.ptr ?? dx!.ptr, result = a.dxInto?.tensor ?? dx!;
+    const strided = { LN_DX_WIDTHS: stridedWidths(into) };
+    if (rows === 0) return result;
     // At most 8 chunks of 8 values a thread (LN_CH): registers.
     const perThread = Math.ceil(n / 8 / this.lnTeams.teamMax);
-    if (n % 8 !== 0 || perThread > 8 || ![g, xx, w, res, dx].every((t) => !t || t.ptr % 16 === 0)) {
+    if (n % 8 !== 0 || perThread > 8 || ![g.ptr, xx.ptr, w.ptr, res?.ptr ?? 0, dxPtr].every((p) => p % 16 === 0)) {
       // The block-per-row kernel: it adds its sums into dWeight (and dBias) with atomics.
       const threads = Math.min(1024, Math.max(32, Math.ceil(n / 4 / 32) * 32));
-      be.kernels.get('layernorm_backward.cu', 'layernorm_backward', be.defs()).launch([Math.min(rows, be.device.multiprocessors * 4)], [threads],
-        [g.ptr, xx.ptr, w.ptr, dx.ptr, dW.ptr, dB?.ptr ?? 0, rows, n, a.eps], 2 * n * 4);
-      return res ? be.add(dx, res) : dx;
+      be.kernels.get('layernorm_backward.cu', 'layernorm_backward', be.defs(strided)).launch([Math.min(rows, be.device.multiprocessors * 4)], [threads],
+        [g.ptr, xx.ptr, w.ptr, dxPtr, dW.ptr, dB?.ptr ?? 0, rows, n, a.eps], 2 * n * 4);
+      return res ? be.add(dx!, res) : result;
     }
     const sums = dB ? 2 : 1;
     // A team of at most teamMax threads a row; a thread of several chunks holds several times the
@@ -237,12 +288,12 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
     const perTeam = Math.ceil(rows / (teams * be.device.multiprocessors * minBlocks));
     const blocks = Math.ceil(rows / (teams * perTeam));
     const partial = be.alloc([sums * blocks, n], 'float32');
-    const defs = be.defs({ LN_CH: perThread, LN_TEAM: team, LN_TEAMS: teams, LN_MIN_BLOCKS: minBlocks, LN_BIAS: dB !== null });
+    const defs = be.defs({ LN_CH: perThread, LN_TEAM: team, LN_TEAMS: teams, LN_MIN_BLOCKS: minBlocks, LN_BIAS: dB !== null, ...strided });
     be.kernels.get('layernorm_backward.cu', 'layernorm_backward_teams', defs).launch([blocks], [team * teams],
-      [g.ptr, xx.ptr, w.ptr, res?.ptr ?? 0, dx.ptr, partial.ptr, rows, n, a.eps], teams > 1 ? sums * n * 4 : 0);
+      [g.ptr, xx.ptr, w.ptr, res?.ptr ?? 0, dxPtr, partial.ptr, rows, n, a.eps], teams > 1 ? sums * n * 4 : 0);
     be.kernels.get('layernorm_backward.cu', 'layernorm_dw_sum', be.defs()).launch([Math.ceil(n / 32)], [256], [partial.ptr, blocks, n, dW.ptr, dB?.ptr ?? 0]);
     be.release(partial); // stream-ordered: the next user of this block runs after the sum
-    return dx;
+    return result;
   }
 
   /**

@@ -30,6 +30,15 @@
 #define ROW (HEAD_DIM + 8)
 #define DSTEPS (HEAD_DIM / 16)
 #define DTILES (HEAD_DIM / 8)
+// The row strides of the dk/dv kernels' dk and dv outputs in rows of q (nHeads·head size): 1 is a
+// contiguous [batch, t, d]; 3 writes into a column block of a [batch·t, 3d] buffer (the caller offsets the
+// pointer) for one Wqkv backward GEMM (training.ts). Only the store's address changes.
+#ifndef DKDV_DK_WIDTHS
+#define DKDV_DK_WIDTHS 1
+#endif
+#ifndef DKDV_DV_WIDTHS
+#define DKDV_DV_WIDTHS 1
+#endif
 typedef __nv_bfloat16 bf16;
 #include "flash_common.cuh"
 
@@ -367,8 +376,8 @@ extern "C" __global__ void __launch_bounds__(NWARP * 32, 2) flash_backward_dkdv(
     }
     __syncthreads();
   }
-  store_rows_c(dk + base, dkAcc, j0, j1, t, stride, scale, lane);
-  store_rows_c(dv + base, dvAcc, j0, j1, t, stride, 1.f, lane);
+  store_rows_c(dk + (long long)b * t * (DKDV_DK_WIDTHS * stride) + h * HEAD_DIM, dkAcc, j0, j1, t, DKDV_DK_WIDTHS * stride, scale, lane);
+  store_rows_c(dv + (long long)b * t * (DKDV_DV_WIDTHS * stride) + h * HEAD_DIM, dvAcc, j0, j1, t, DKDV_DV_WIDTHS * stride, 1.f, lane);
 }
 
 // Scalar versions (any T, head size ≤ 256, optional key mask: masked keys get no probability).
@@ -459,6 +468,9 @@ extern "C" __global__ void attention_backward_dkdv_scalar(const T* __restrict__ 
 #pragma unroll
   for (int e = 0; e < MAXE; e++) {
     const int c = lane + 32 * e;
-    if (c < dHead) { dk[rowBase + (long long)j * d + c] = st<T>(dkAcc[e] * scale); dv[rowBase + (long long)j * d + c] = st<T>(dvAcc[e]); }
+    if (c < dHead) {
+      dk[(long long)b * t * (DKDV_DK_WIDTHS * d) + h * dHead + (long long)j * (DKDV_DK_WIDTHS * d) + c] = st<T>(dkAcc[e] * scale);
+      dv[(long long)b * t * (DKDV_DV_WIDTHS * d) + h * dHead + (long long)j * (DKDV_DV_WIDTHS * d) + c] = st<T>(dvAcc[e]);
+    }
   }
 }

@@ -31,6 +31,15 @@
 #ifndef WB_HEAD_MAJOR
 #define WB_HEAD_MAJOR 0                       // 1: dk/dv grid (key tiles, batch·nHeads) instead of (batch·nHeads, key tiles)
 #endif
+// The row strides of the dk and dv outputs in rows of q (nHeads·HEAD_DIM): 1 is a contiguous [batch, t, d];
+// 3 writes into a column block of a [batch·t, 3d] buffer (the caller offsets the pointer), so that dq, dk,
+// dv sit side by side for one Wqkv backward GEMM (training.ts). Only the store's address changes.
+#ifndef DKDV_DK_WIDTHS
+#define DKDV_DK_WIDTHS 1
+#endif
+#ifndef DKDV_DV_WIDTHS
+#define DKDV_DV_WIDTHS 1
+#endif
 typedef __nv_bfloat16 bf16;
 
 
@@ -236,8 +245,8 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
   wgmma_wait<0>();
   wgmma_fence_regs(dvAcc);
   wgmma_fence_regs(dkAcc);
-  store_rows(dk + base, dkAcc, j0, t, stride, scale);
-  store_rows(dv + base, dvAcc, j0, t, stride, 1.f);
+  store_rows(dk + (long long)b * t * (DKDV_DK_WIDTHS * stride) + h * HEAD_DIM, dkAcc, j0, t, DKDV_DK_WIDTHS * stride, scale);
+  store_rows(dv + (long long)b * t * (DKDV_DV_WIDTHS * stride) + h * HEAD_DIM, dvAcc, j0, t, DKDV_DV_WIDTHS * stride, 1.f);
 }
 
 // ---- dk/dv warp-specialized as FlashAttention-3 (flash_forward_fa3.cu's machinery) ------------------
@@ -457,8 +466,8 @@ extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_
   wgmma_wait<0>();
   wgmma_fence_regs(dvAcc);
   wgmma_fence_regs(dkAcc);
-  store_rows(dk + base, dkAcc, j0, t, stride, scale);
-  store_rows(dv + base, dvAcc, j0, t, stride, 1.f);
+  store_rows(dk + (long long)b * t * (DKDV_DK_WIDTHS * stride) + h * HEAD_DIM, dkAcc, j0, t, DKDV_DK_WIDTHS * stride, scale);
+  store_rows(dv + (long long)b * t * (DKDV_DV_WIDTHS * stride) + h * HEAD_DIM, dvAcc, j0, t, DKDV_DV_WIDTHS * stride, 1.f);
 #if FB_PINGPONG
   if (c == 1) idleTurns();      // the partner of consumer 0's last tile (after the stores: they need no turn)
   else fb_turn_wait(myTurn);    // consumer 1's last hand-over

@@ -1,3 +1,10 @@
+// The row stride of dx in rows of x (n values): 1 is a contiguous [rows, n]; 3 writes into a column block of
+// a [rows, 3n] buffer (the caller offsets the pointer): the QK LayerNorms' dq and dk beside dv for one Wqkv
+// backward GEMM (training.ts). Only the store's address changes.
+#ifndef LN_DX_WIDTHS
+#define LN_DX_WIDTHS 1
+#endif
+
 // LayerNorm backward, per row of width n (mean and variance recomputed from x, as the forward has them):
 //   x̂ = (x − mean)·rstd,  g = dy·w,  dx = rstd·(g − mean(g) − x̂·mean(g·x̂))
 //   dw += Σ_rows dy·x̂,  db += Σ_rows dy
@@ -27,7 +34,7 @@ extern "C" __global__ void layernorm_backward(const T* __restrict__ dy, const T*
       part[n + i] += d;
     }
     const float meanG = block_sum(sg) / n, meanGX = block_sum(sgx) / n;
-    T* dxr = dx + (long long)r * n;
+    T* dxr = dx + (long long)r * (LN_DX_WIDTHS * n);
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
       const float xh = (ld(xr[i]) - mean) * rstd;
       dxr[i] = st<T>(rstd * (ld(dyr[i]) * ld(w[i]) - meanG - xh * meanGX));
@@ -200,7 +207,7 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
           db[j][e] += d[e];
 #endif
         }
-        store8(dx + r * n + 8 * c, o);
+        store8(dx + r * (LN_DX_WIDTHS * n) + 8 * c, o);
       }
     }
     a = b;
