@@ -353,12 +353,19 @@ export class CudaBackend implements Backend {
    * Whether layerNormInto takes layernorm_rows8 (a warp a row, no barrier; bit-identical to layernorm8,
    * whose reduction tree it keeps) for rows of at most 8 KB without the residual add, from
    * layerNormWarpRowsFrom rows on; MPT_CUDA_LN_ROWS=0 keeps layernorm8 everywhere (comparisons).
-   * Measured on the H100 at the training shape (bf16 [16384, 2048]): bench/RESULTS-cuda-train.md.
+   * Measured on the H100 (2026-11-28, bench/RESULTS-cuda-train.md): bf16 [16384, 2048] alone 0.0632 against
+   * 0.0748 ms back to back, 0.0502 against 0.0579 right after a kernel wrote x; in the training step
+   * 121 calls 6.02 against 7.41 ms.
    */
   layerNormWarpRows = process.env.MPT_CUDA_LN_ROWS !== '0';
-  /** Fewer rows than this keep layernorm8 (the decoder's few rows: a block a row spreads them over more SMs). */
-  layerNormWarpRowsFrom = 256;
-  /** Rows (warps) a block of layernorm_rows8. */
+  /**
+   * Fewer rows than this keep layernorm8: at [2048, 2048] (one prompt's prefill) layernorm_rows8 was no
+   * faster (4 rows a block: 0.0182 against 0.0163 ms back to back, 0.0106 against 0.0105 after a write),
+   * and the decoder's few rows spread over more SMs a block a row. Nothing between 2048 and 16384 rows
+   * was measured.
+   */
+  layerNormWarpRowsFrom = 8192;
+  /** Rows (warps) a block of layernorm_rows8: 4 (0.0502 ms after a write at 16384 rows; 2: 0.0501, 8: 0.0509). */
   layerNormRowWarps = 4;
 
   linear(x: Tensor, weight: Tensor, bias: Tensor | null): Tensor {
@@ -630,7 +637,9 @@ export class CudaBackend implements Backend {
    * Whether bf16 gelu takes gelu_table8 (GELU from a table of the bf16 inputs, built once by the same
    * formula: bit-identical to gelu_bf16x8, kernels/gelu_table.cuh) instead of gelu_bf16x8, which spends
    * most of its issue slots on erff; MPT_CUDA_GELU_TABLE=0 keeps gelu_bf16x8 (comparisons). Measured on
-   * the H100 at the training shape: bench/RESULTS-cuda-train.md.
+   * the H100 (2026-11-28, bench/RESULTS-cuda-train.md), bf16 [16384, 8192]: 0.1927 against 0.1988 ms right
+   * after a kernel wrote x (2.79 against 2.70 TB/s), 0.2109 against 0.2215 back to back; in the training
+   * step 24 calls 4.58 against 4.76 ms. Both are bound by the memory, not by erff, at that shape.
    */
   geluTable = process.env.MPT_CUDA_GELU_TABLE !== '0';
   geluTableShape: GeluTableShape = { ...GELU_TABLE_SHAPE };

@@ -1,6 +1,8 @@
 // Exact GELU (torch's approximate='none') and its derivative for bf16 inputs through a table, so that
-// the training step's GELU kernels stream at the memory's rate instead of spending most of their issue
-// slots on erff (about 30 instructions an element forward, 50 backward, against ~10 here).
+// the training step's GELU kernels spend about 10 instructions an element instead of the ~30 (forward)
+// and ~50 (backward) that erff and expf cost, leaving the issue slots to the memory traffic. Measured
+// (H100, bench/RESULTS-cuda-train.md) the old kernels were already close to the memory's limit at the
+// training shape: the tables gain 3–5% there (2.79 / 2.85 TB/s against 2.70 / 2.78 right after a write).
 // A bf16 input has 65,536 possible values; the table holds the result for those of magnitude in
 // [2^(GELU_EXP_LO − 127), 2^(GELU_EXP_HI − 127)) = [2^-15, 16) of either sign (4,864 entries), where
 // practically every activation lies; any other input (0, tiny, large, inf, NaN) is computed in place.

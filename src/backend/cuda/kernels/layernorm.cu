@@ -151,13 +151,12 @@ extern "C" __global__ void layernorm_stats8(const float* __restrict__ x, const f
 }
 
 // layernorm8's arithmetic, bit for bit, with a warp a row instead of a block: no shared memory, no barrier,
-// several rows in flight on an SM (the training shapes, 16,384 rows of 2048, stream at the memory's rate;
-// one block a row did not). Rows of at most 8 KB (d·sizeof(X) ≤ 8192: the row stays in registers) and
+// several rows in flight on an SM (at the training shape, 16,384 rows of 2048, 2.67 against layernorm8's
+// 2.32 TB/s right after a kernel wrote x, H100: bench/RESULTS-cuda-train.md). Rows of at most 8 KB (d·sizeof(X) ≤ 8192: the row stays in registers) and
 // without the residual add (the launch keeps layernorm8 for those). LN_VW is layernorm8's warp count for
 // this d (rowThreads8(d) / 32, at most 16 here, so each of its threads holds one chunk): lane l holds the
 // chunks layernorm8's thread 32k + l holds, k < LN_VW, so each per-thread sum is the same, and
-// row_sum below adds them in layernorm8's tree. LN_REVERSE takes the rows last to first (the rows a
-// producer wrote last may still be in L2).
+// row_sum below adds them in layernorm8's tree.
 #ifndef LN_VW
 #define LN_VW 8
 #endif
@@ -203,11 +202,8 @@ extern "C" __global__ void __launch_bounds__(256) layernorm_rows8(const XT* __re
                                       const T* __restrict__ b, T* __restrict__ out, int rows, int d, float eps) {
   pdl_begin();  // DEPENDENT_LAUNCH (kernels.ts)
   const int lane = threadIdx.x & 31, chunks = d / 8;
-  long long row = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  const long long row = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (row >= rows) return;
-#ifdef LN_REVERSE
-  row = rows - 1 - row;
-#endif
   const XT* xr = x + row * d;
   // Chunk lane + 32k is layernorm8's thread 32k + lane's (its only chunk: chunks ≤ its blockDim.x).
   Stored8<XT> xc[LN_VW];
