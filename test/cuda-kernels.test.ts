@@ -4,6 +4,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { CudaTensor } from '../src/backend/cuda/index.js';
+import type { Tensor } from '../src/backend/backend.js';
+import { GELU_TABLE_SHAPE } from '../src/backend/cuda/gelu-table.js';
 import { argmax } from '../src/generate/sampling.js';
 import { FLASH_FORWARD_SHAPES, launchFlashForward } from '../src/backend/cuda/flash.js';
 import { sampleTwinCandidates } from './cuda-twins.js';
@@ -11,6 +13,15 @@ import { close, cpu, cudaFor, down, pair, randn, rng, skip } from './cuda-harnes
 
 // bf16 storage rounds each output to 8 bits of mantissa (relative 2^-9); float32 is far tighter.
 const tol = (dtype: string, fp32 = 2e-5) => (dtype === 'bfloat16' ? 1e-2 : fp32);
+
+/** Asserts two float arrays hold the same bits, element for element (NaN payloads and zero signs included). */
+function sameBits(what: string, got: Float32Array, want: Float32Array) {
+  assert.equal(got.length, want.length, `${what}: lengths differ`);
+  const a = new Uint32Array(got.buffer, got.byteOffset, got.length), b = new Uint32Array(want.buffer, want.byteOffset, want.length);
+  let differ = 0, first = -1;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) { differ++; if (first < 0) first = i; }
+  if (differ) assert.fail(`${what}: ${differ} of ${a.length} elements differ, first [${first}] ${got[first]} vs ${want[first]}`);
+}
 
 /** The GEMM epilogue's row statistics of y [rows, outF]: per 16-column tile, its mean and Σ (v − mean)². */
 function tileStatistics(y: Float32Array, rows: number, outF: number): Float32Array {
@@ -78,6 +89,71 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       const outF = be.alloc([rows, d]);
       be.layerNormInto(xf, null, wg as CudaTensor, bg as CudaTensor, outF, rows, d, 1e-5);
       close('layerNorm of a float32 stream', down(be, outF), down(cpu, cpu.layerNorm(cpu.upload(raw, [rows, d], 'float32'), wc, bc, 1e-5)), tol(dtype, 1e-5));
+    }
+  });
+
+  test(`cuda ${dtype}: LayerNorm a warp a row (layernorm_rows8) gives layernorm8's bits, and the CPU twin's values`, { skip }, () => {
+    const be = cudaFor(dtype);
+    const saved = [be.layerNormWarpRows, be.layerNormWarpRowsFrom, be.layerNormRowWarps] as const;
+    try {
+      be.layerNormWarpRowsFrom = 1;
+      // Widths for 1, 2, 4, 8, 10 (padded to 16 in its reduction) and 16 of layernorm8's warps, some with
+      // a part-filled last warp; row counts that leave the last block part-empty.
+      const shapes = [[37, 2048, 4], [29, 1000, 4], [9, 64, 2], [11, 200, 8], [13, 392, 3], [13, 2560, 4], [6, 4096, 1], [5, 3976, 2]];
+      for (const [rows, d, warps] of shapes) {
+        const xBytes = dtype === 'float32' ? 4 : 2;
+        if (d * xBytes > 8192) continue; // rows over 8 KB keep layernorm8
+        be.layerNormRowWarps = warps;
+        const [xg, xc] = pair(be, Float32Array.from(randn(rows * d, 3), (v) => v + 0.7), [rows, d]);
+        const [wg, wc] = pair(be, Float32Array.from(randn(d), (v) => 1 + 0.3 * v), [d]);
+        const [bg, bc] = pair(be, randn(d), [d]);
+        const xf = be.upload(Float32Array.from(randn(rows * d, 2), (v) => v - 0.4), [rows, d], 'float32') as CudaTensor;
+        const inputs: Array<[string, CudaTensor, Tensor]> = [[be.activationDType, xg as CudaTensor, xc]];
+        if (d * 4 <= 8192) inputs.push(['float32 stream', xf, cpu.upload(be.download(xf), [rows, d], 'float32')]);
+        for (const [what, x, xRef] of inputs) {
+          for (const [bias, biasRef] of [[null, null], [bg as CudaTensor, bc]] as const) {
+            const run = (warpRows: boolean) => {
+              be.layerNormWarpRows = warpRows;
+              const out = be.alloc([rows, d]);
+              assert.equal(be.layerNormKernel(x, null, wg as CudaTensor, bias, out, rows, d), warpRows ? 'layernorm_rows8' : 'layernorm8');
+              be.layerNormInto(x, null, wg as CudaTensor, bias, out, rows, d, 1e-5);
+              return down(be, out);
+            };
+            const label = `${rows}x${d} ${what}${bias ? ', bias' : ''}, ${warps} rows a block`;
+            const got = run(true);
+            sameBits(`layernorm_rows8 against layernorm8, ${label}`, got, run(false));
+            close(`layernorm_rows8 against the CPU, ${label}`, got, down(cpu, cpu.layerNorm(xRef, wc, biasRef, 1e-5)), tol(dtype, 1e-5));
+          }
+        }
+      }
+    } finally {
+      [be.layerNormWarpRows, be.layerNormWarpRowsFrom, be.layerNormRowWarps] = saved;
+    }
+  });
+
+  if (dtype === 'bfloat16') test('cuda bfloat16: GELU through the table (gelu_table8) gives gelu_bf16x8\'s bits for every bf16 input, at several launch shapes', { skip }, () => {
+    const be = cudaFor(dtype);
+    const saved = [be.geluTable, be.geluTableShape] as const;
+    try {
+      // Every 16-bit pattern once (zeros, subnormals, the tabled range, large values, infinities, NaNs),
+      // then a random tensor whose vector count is no multiple of a turn's.
+      const all = be.upload(Uint16Array.from({ length: 65536 }, (_, i) => i), [65536], 'bfloat16');
+      const [rg, rc] = pair(be, randn(8 * 1001, 2), [8 * 1001]);
+      be.geluTable = false;
+      const want = [down(be, be.gelu(all)), down(be, be.gelu(rg))];
+      be.geluTable = true;
+      const shapes = [{ ...GELU_TABLE_SHAPE }, { threads: 32, unroll: 1, blocksPerSM: 1, reverse: false }, { threads: 64, unroll: 4, blocksPerSM: 1, reverse: true },
+        { threads: 512, unroll: 3, blocksPerSM: 2, reverse: true }];
+      for (const shape of shapes) {
+        be.geluTableShape = shape;
+        const label = JSON.stringify(shape);
+        sameBits(`gelu_table8 over all bf16 inputs, ${label}`, down(be, be.gelu(all)), want[0]);
+        const got = down(be, be.gelu(rg));
+        sameBits(`gelu_table8 over 8008 random inputs, ${label}`, got, want[1]);
+        close(`gelu_table8 against the CPU, ${label}`, got, down(cpu, cpu.gelu(rc)), tol(dtype));
+      }
+    } finally {
+      [be.geluTable, be.geluTableShape] = saved;
     }
   });
 

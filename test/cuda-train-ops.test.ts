@@ -9,6 +9,7 @@ import type { CudaBackend } from '../src/backend/cuda/index.js';
 import type { CudaTensor } from '../src/backend/cuda/tensor.js';
 import { elementCount, trainingBackend, type AttentionArgs, type Backend, type Tensor, type TrainingBackend } from '../src/backend/backend.js';
 import { FLASH_FORWARD_SHAPES } from '../src/backend/cuda/flash.js';
+import { GELU_TABLE_SHAPE, geluTableInputBits } from '../src/backend/cuda/gelu-table.js';
 import { gemmTuning, tuningLog } from '../src/backend/cuda/cublaslt-api.js';
 import { asStored, close as closeTo, cpu, cudaFor, down, pair, randn, rng, skip } from './cuda-harness.js';
 
@@ -17,6 +18,15 @@ const close = (what: string, got: ArrayLike<number>, want: ArrayLike<number>, to
 const f32pair = (be: CudaBackend, x: Float32Array, shape: number[]): [Tensor, Tensor] => [be.upload(x, shape, 'float32'), cpu.upload(Float32Array.from(x), shape, 'float32')];
 // bf16 outputs carry 8 bits of mantissa; gradients made from bf16 products carry their rounding too.
 const tol = (dtype: string, fp32: number, bf16 = 1e-2) => (dtype === 'bfloat16' ? bf16 : fp32);
+
+/** Asserts two float arrays hold the same bits, element for element (NaN payloads and zero signs included). */
+function sameBits(what: string, got: Float32Array, want: Float32Array) {
+  assert.equal(got.length, want.length, `${what}: lengths differ`);
+  const a = new Uint32Array(got.buffer, got.byteOffset, got.length), b = new Uint32Array(want.buffer, want.byteOffset, want.length);
+  let differ = 0, first = -1;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) { differ++; if (first < 0) first = i; }
+  if (differ) assert.fail(`${what}: ${differ} of ${a.length} elements differ, first [${first}] ${got[first]} vs ${want[first]}`);
+}
 
 for (const dtype of ['bfloat16', 'float32'] as const) {
   // Head sizes 32 and 128 take the tensor-core kernels in bf16; 24 always the scalar ones. Sizes that are
@@ -136,6 +146,41 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     const [bg, bc] = pair(be, randn(n), [29, 1003]);
     close('gelu backward', down(be, g.geluBackward(bg, ag)), down(cpu, cpu.geluBackward(bc, ac)), tol(dtype, 1e-6));
     close('clamp backward', down(be, g.clampBackward(bg, ag, 1.3)), down(cpu, cpu.clampBackward(bc, ac, 1.3)), 0);
+  });
+
+  if (dtype === 'bfloat16') test('cuda bfloat16: GELU backward through the table (gelu_backward_table8) gives gelu_backward8\'s bits for every bf16 x', { skip }, () => {
+    const be = cudaFor(dtype), g = be.training;
+    const saved = [g.geluTable, g.geluTableShape] as const;
+    try {
+      // The table's float GELU'(x) against gelu_backward8 in float32 with dy = 1 (its product is then
+      // exactly the factor): every entry, bit for bit, before any bf16 rounding could hide a last bit.
+      const inputs = geluTableInputBits();
+      const f32 = cudaFor('float32');
+      const xs = f32.upload(new Float32Array(Uint32Array.from(inputs, (h) => h << 16).buffer), [inputs.length], 'float32');
+      const ones = f32.upload(new Float32Array(inputs.length).fill(1), [inputs.length], 'float32');
+      sameBits('the table of GELU\' against gelu_backward8 (float32, dy = 1)', down(be, g.geluSlopeTable()), down(f32, f32.training.geluBackward(ones, xs)));
+      // Every bf16 x (65,536 patterns) with random dy, then a random pair whose vector count is no
+      // multiple of a turn's, at several launch shapes.
+      const n = 65536, all = be.upload(Uint16Array.from({ length: n }, (_, i) => i), [n], 'bfloat16');
+      const dyAll = be.upload(randn(n, 3), [n], 'bfloat16');
+      const [xg, xc] = pair(be, randn(8 * 1001, 2), [8 * 1001]);
+      const [dg, dc] = pair(be, randn(8 * 1001), [8 * 1001]);
+      g.geluTable = false;
+      const want = [down(be, g.geluBackward(dyAll, all)), down(be, g.geluBackward(dg, xg))];
+      g.geluTable = true;
+      const shapes = [{ ...GELU_TABLE_SHAPE }, { threads: 32, unroll: 1, blocksPerSM: 1, reverse: false }, { threads: 64, unroll: 4, blocksPerSM: 1, reverse: true },
+        { threads: 512, unroll: 3, blocksPerSM: 2, reverse: true }];
+      for (const shape of shapes) {
+        g.geluTableShape = shape;
+        const label = JSON.stringify(shape);
+        sameBits(`gelu_backward_table8 over all bf16 x, ${label}`, down(be, g.geluBackward(dyAll, all)), want[0]);
+        const got = down(be, g.geluBackward(dg, xg));
+        sameBits(`gelu_backward_table8 over 8008 random pairs, ${label}`, got, want[1]);
+        close(`gelu_backward_table8 against the CPU, ${label}`, got, down(cpu, cpu.geluBackward(dc, xc)), tol(dtype, 1e-6));
+      }
+    } finally {
+      [g.geluTable, g.geluTableShape] = saved;
+    }
   });
 
   test(`cuda ${dtype}: accumulating linear backward over a weight's row blocks, and linear with its residual`, { skip }, () => {

@@ -8,6 +8,7 @@ import { UserError } from '../../util/errors.js';
 import { CachingAllocator } from './allocator.js';
 import { CublasLt } from './cublaslt.js';
 import { CudaContext, CudaGraph, driver, cu, type Kernel } from './driver.js';
+import { buildGeluTable, GELU_TABLE_SHAPE, geluTableBlocks, geluTableDefines, type GeluTableShape } from './gelu-table.js';
 import { KernelCache } from './kernels.js';
 import type { MptConfig } from '../../model/config.js';
 import { CudaDecoder, type DecoderOptions, type DecoderParams } from './decoder.js';
@@ -328,10 +329,44 @@ export class CudaBackend implements Backend {
   layerNormInto(x: CudaTensor, residual: CudaTensor | null, w: CudaTensor, b: CudaTensor | null, out: CudaTensor,
     rows: number, d: number, eps: number): void {
     if (rows === 0) return;
-    const v8 = this.vectorRows(d, [x, residual, w, b, out]);
-    this.kernels.get('layernorm.cu', v8 ? 'layernorm8' : 'layernorm', this.defs({ MPT_X_F32: x.dtype === 'float32' }))
-      .launch([rows], [v8 ? this.rowThreads8(d) : this.rowThreads(d)], [x.ptr, residual?.ptr ?? 0, w.ptr, b?.ptr ?? 0, out.ptr, d, eps]);
+    const kernel = this.layerNormKernel(x, residual, w, b, out, rows, d), xF32 = x.dtype === 'float32';
+    if (kernel === 'layernorm_rows8') {
+      const warps = this.layerNormRowWarps;
+      this.kernels.get('layernorm.cu', kernel, this.defs({ MPT_X_F32: xF32, LN_VW: this.rowThreads8(d) / 32 }))
+        .launch([Math.ceil(rows / warps)], [32 * warps], [x.ptr, w.ptr, b?.ptr ?? 0, out.ptr, rows, d, eps]);
+    } else {
+      this.kernels.get('layernorm.cu', kernel, this.defs({ MPT_X_F32: xF32 }))
+        .launch([rows], [kernel === 'layernorm8' ? this.rowThreads8(d) : this.rowThreads(d)], [x.ptr, residual?.ptr ?? 0, w.ptr, b?.ptr ?? 0, out.ptr, d, eps]);
+    }
   }
+
+  /** The kernel layerNormInto runs for these arguments (tests check which one they compare). */
+  layerNormKernel(x: CudaTensor, residual: CudaTensor | null, w: CudaTensor, b: CudaTensor | null, out: CudaTensor,
+    rows: number, d: number): 'layernorm_rows8' | 'layernorm8' | 'layernorm' {
+    if (!this.vectorRows(d, [x, residual, w, b, out])) return 'layernorm';
+    const rowBytes = d * (x.dtype === 'float32' ? 4 : 2);
+    const warpRows = this.layerNormWarpRows && !residual && rows >= this.layerNormWarpRowsFrom && rowBytes <= 8192;
+    return warpRows ? 'layernorm_rows8' : 'layernorm8';
+  }
+
+  /**
+   * Whether layerNormInto takes layernorm_rows8 (a warp a row, no barrier; bit-identical to layernorm8,
+   * whose reduction tree it keeps) for rows of at most 8 KB without the residual add, from
+   * layerNormWarpRowsFrom rows on; MPT_CUDA_LN_ROWS=0 keeps layernorm8 everywhere (comparisons).
+   * Measured on the H100 (2026-11-28, bench/RESULTS-cuda-train.md): bf16 [16384, 2048] alone 0.0632 against
+   * 0.0748 ms back to back, 0.0502 against 0.0579 right after a kernel wrote x; in the training step
+   * 121 calls 6.02 against 7.41 ms.
+   */
+  layerNormWarpRows = process.env.MPT_CUDA_LN_ROWS !== '0';
+  /**
+   * Fewer rows than this keep layernorm8: at [2048, 2048] (one prompt's prefill) layernorm_rows8 was no
+   * faster (4 rows a block: 0.0182 against 0.0163 ms back to back, 0.0106 against 0.0105 after a write),
+   * and the decoder's few rows spread over more SMs a block a row. Nothing between 2048 and 16384 rows
+   * was measured.
+   */
+  layerNormWarpRowsFrom = 8192;
+  /** Rows (warps) a block of layernorm_rows8: 4 (0.0502 ms after a write at 16384 rows; 2: 0.0501, 8: 0.0509). */
+  layerNormRowWarps = 4;
 
   linear(x: Tensor, weight: Tensor, bias: Tensor | null): Tensor {
     const xx = this.act(x, 'linear'), w = this.act(weight, 'linear weight');
@@ -587,10 +622,28 @@ export class CudaBackend implements Backend {
   gelu(x: Tensor): Tensor {
     const xx = this.act(x, 'gelu'), n = elementCount(xx.shape);
     const out = this.alloc(xx.shape);
-    if (xx.dtype === 'bfloat16' && n % 8 === 0 && xx.ptr % 16 === 0) this.launch1d('elementwise.cu', 'gelu_bf16x8', n / 8, [xx.ptr, out.ptr, n / 8]);
+    const vectors = xx.dtype === 'bfloat16' && n % 8 === 0 && xx.ptr % 16 === 0;
+    if (vectors && this.geluTable) {
+      const shape = this.geluTableShape, n8 = n / 8;
+      this.geluValues ??= buildGeluTable(this, 'elementwise.cu', 'gelu_table_build', 'bfloat16');
+      this.kernels.get('elementwise.cu', 'gelu_table8', geluTableDefines(shape))
+        .launch([geluTableBlocks(this, n8, shape)], [shape.threads], [xx.ptr, out.ptr, n8, this.geluValues.ptr]);
+    } else if (vectors) this.launch1d('elementwise.cu', 'gelu_bf16x8', n / 8, [xx.ptr, out.ptr, n / 8]);
     else this.launch1d('elementwise.cu', 'gelu', n, [xx.ptr, out.ptr, n]);
     return out;
   }
+
+  /**
+   * Whether bf16 gelu takes gelu_table8 (GELU from a table of the bf16 inputs, built once by the same
+   * formula: bit-identical to gelu_bf16x8, kernels/gelu_table.cuh) instead of gelu_bf16x8, which spends
+   * most of its issue slots on erff; MPT_CUDA_GELU_TABLE=0 keeps gelu_bf16x8 (comparisons). Measured on
+   * the H100 (2026-11-28, bench/RESULTS-cuda-train.md), bf16 [16384, 8192]: 0.1927 against 0.1988 ms right
+   * after a kernel wrote x (2.79 against 2.70 TB/s), 0.2109 against 0.2215 back to back; in the training
+   * step 24 calls 4.58 against 4.76 ms. Both are bound by the memory, not by erff, at that shape.
+   */
+  geluTable = process.env.MPT_CUDA_GELU_TABLE !== '0';
+  geluTableShape: GeluTableShape = { ...GELU_TABLE_SHAPE };
+  private geluValues: CudaTensor | null = null;
 
   clamp(x: Tensor, limit: number): Tensor {
     const xx = this.act(x, 'clamp'), n = elementCount(xx.shape);

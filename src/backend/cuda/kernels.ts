@@ -11,9 +11,9 @@ import { compile } from './nvrtc.js';
 import { Kernel, loadModule, moduleFunction, type CudaContext } from './driver.js';
 
 export const KERNEL_ARGS: Record<string, string> = {
-  f32_to_t: 'ppq', t_to_f32: 'ppq', bf16_to_t: 'ppq', add: 'pppq', scale: 'ppfq', clamp: 'ppfq', gelu: 'ppq', gelu_bf16x8: 'ppq',
+  f32_to_t: 'ppq', t_to_f32: 'ppq', bf16_to_t: 'ppq', add: 'pppq', scale: 'ppfq', clamp: 'ppfq', gelu: 'ppq', gelu_bf16x8: 'ppq', gelu_table8: 'ppqp', gelu_table_build: 'p',
   columns: 'ppiiii', gather_rows: 'pppiiip', gather_rows_f32: 'pppiiip', write_rows: 'ppiiiipi', advance: 'pi',
-  layernorm: 'pppppif', layernorm8: 'pppppif', layernorm_stats8: 'pppppif',
+  layernorm: 'pppppif', layernorm8: 'pppppif', layernorm_stats8: 'pppppif', layernorm_rows8: 'ppppiif',
   qkv_split: 'ppppppppiiipifif', qkv_split8: 'ppppppppiiipifif',
   attention_decode: 'pppppppiiipiiiif', attention_combine: 'ppiiii', attention_decode_qkv: 'pppppppppppppiiipiffi',
   flash_forward: 'pppppppiiiiiiif', flash_forward_persistent: 'pppppppiiiiiiifi', flash_backward_dq: 'pppppppppif', flash_backward_dkdv: 'pppppppppppif',
@@ -32,7 +32,7 @@ export const KERNEL_ARGS: Record<string, string> = {
  * the cached keys under the QKV GEMM).
  */
 export const DEPENDENT_LAUNCH = new Set([
-  'gather_rows', 'scale', 'advance', 'layernorm', 'layernorm8', 'layernorm_stats8', 'qkv_split', 'qkv_split8',
+  'gather_rows', 'scale', 'advance', 'layernorm', 'layernorm8', 'layernorm_stats8', 'layernorm_rows8', 'qkv_split', 'qkv_split8',
   'attention_decode', 'attention_combine', 'attention_decode_qkv', 'skinny_gemm', 'argmax_rows', 'sample_rows',
 ]);
 

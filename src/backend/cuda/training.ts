@@ -20,12 +20,13 @@ import { asCuda, bytesPer, CudaTensor } from './tensor.js';
 import { CudaEvent, PinnedBuffer } from './driver.js';
 import type { CudaBackend } from './index.js';
 import { MultiTensorTables } from './multi-tensor.js';
+import { buildGeluTable, GELU_TABLE_SHAPE, geluTableBlocks, geluTableDefines, type GeluTableShape } from './gelu-table.js';
 
 Object.assign(KERNEL_ARGS, {
   gelu_backward: 'pppq', clamp_backward: 'pppfq', add_into: 'ppfq', scale_in_place: 'pfq',
   sum_squares_partial: 'pqp', sum_doubles: 'pip', sum_floats: 'pip', embedding_backward: 'pppiiifp', column_sums: 'ppii',
   adamw_step: 'ppppffffffqpp', adamw_multi: 'ppffffffp', grad_clip_factor: 'pdpp', sum_squares_multi: 'ppip', layernorm_backward: 'ppppppiif', layernorm_backward_teams: 'ppppppiif', layernorm_dw_sum: 'piipp',
-  gelu_backward8: 'pppq', sum_squares_partial4: 'pqp', cross_entropy_rows: 'ppppifi', cross_entropy_rows_smem: 'ppppifi',
+  gelu_backward8: 'pppq', gelu_backward_table8: 'pppqp', gelu_slope_table_build: 'p', sum_squares_partial4: 'pqp', cross_entropy_rows: 'ppppifi', cross_entropy_rows_smem: 'ppppifi',
   attention_forward_scalar: 'pppppppiiif', attention_row_dot: 'pppiiii',
   attention_backward_dq_scalar: 'pppppppppiiif', attention_backward_dkdv_scalar: 'ppppppppppiiif',
 });
@@ -357,11 +358,32 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
     return new CudaTensor([count, ...c.shape.slice(1)], c.dtype, c.block, c.offset + start * rowBytes);
   }
 
+  /**
+   * Whether bf16 geluBackward takes gelu_backward_table8 (GELU' from a table of the bf16 inputs, built
+   * once by the same formula: bit-identical to gelu_backward8, kernels/gelu_table.cuh) instead of
+   * gelu_backward8, which spends most of its issue slots on erff and expf; MPT_CUDA_GELU_TABLE=0 keeps
+   * gelu_backward8 (comparisons). Measured on the H100 (2026-11-28, bench/RESULTS-cuda-train.md), bf16
+   * [16384, 8192]: 0.2826 against 0.2895 ms right after a kernel wrote dy (2.85 against 2.78 TB/s), 0.2967
+   * against 0.2933 back to back (a loss); in the training step 24 calls 6.79 against 7.18 ms.
+   */
+  geluTable = process.env.MPT_CUDA_GELU_TABLE !== '0';
+  geluTableShape: GeluTableShape = { ...GELU_TABLE_SHAPE };
+  private geluSlopes: CudaTensor | null = null;
+  /** The float32 table of GELU' over the tabled bf16 inputs (gelu-table.ts), built on first use. */
+  geluSlopeTable(): CudaTensor {
+    return this.geluSlopes ??= buildGeluTable(this.be, 'train_elementwise.cu', 'gelu_slope_table_build', 'float32');
+  }
+
   geluBackward(dy: Tensor, x: Tensor): Tensor {
     const g = this.inAct(dy, 'geluBackward dy'), xx = this.inAct(x, 'geluBackward x'), n = elementCount(xx.shape);
     if (elementCount(g.shape) !== n) throw new Error(`geluBackward: dy [${dy.shape}] for x [${x.shape}]`);
     const out = this.be.alloc(xx.shape);
-    if (n % 8 === 0 && [g, xx, out].every((t) => t.ptr % 16 === 0)) this.be.launch1d('train_elementwise.cu', 'gelu_backward8', n / 8, [g.ptr, xx.ptr, out.ptr, n / 8]);
+    const vectors = n % 8 === 0 && [g, xx, out].every((t) => t.ptr % 16 === 0);
+    if (vectors && this.act === 'bfloat16' && this.geluTable) {
+      const shape = this.geluTableShape, n8 = n / 8;
+      this.be.kernels.get('train_elementwise.cu', 'gelu_backward_table8', geluTableDefines(shape))
+        .launch([geluTableBlocks(this.be, n8, shape)], [shape.threads], [g.ptr, xx.ptr, out.ptr, n8, this.geluSlopeTable().ptr]);
+    } else if (vectors) this.be.launch1d('train_elementwise.cu', 'gelu_backward8', n / 8, [g.ptr, xx.ptr, out.ptr, n / 8]);
     else this.be.launch1d('train_elementwise.cu', 'gelu_backward', n, [g.ptr, xx.ptr, out.ptr, n]);
     return out;
   }

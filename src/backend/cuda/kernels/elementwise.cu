@@ -118,3 +118,35 @@ extern "C" __global__ void gelu_bf16x8(const uint4* __restrict__ x, uint4* __res
     out[i] = v;
   }
 }
+
+#include "gelu_table.cuh"
+// gelu_table.cuh: the bf16 GELU of each tabled input, as gelu computes it.
+extern "C" __global__ void gelu_table_build(unsigned short* __restrict__ table) {
+  for (int s = blockIdx.x * blockDim.x + threadIdx.x; s < GELU_TABLE; s += gridDim.x * blockDim.x)
+    table[s] = __bfloat16_as_ushort(__float2bfloat16_rn(gelu_value(gelu_slot_input(s))));
+}
+__device__ __forceinline__ unsigned gelu_bits(const unsigned short* lut, unsigned h) {
+  const int s = gelu_slot(h);
+  return s >= 0 ? lut[s] : __bfloat16_as_ushort(__float2bfloat16_rn(gelu_value(__uint_as_float(h << 16))));
+}
+// gelu_bf16x8's results through the table (gelu_table.cuh), n8 16-byte vectors: a grid of about one
+// wave, each thread GELU_UNROLL vectors a turn, all loaded before any is computed.
+extern "C" __global__ void __launch_bounds__(512) gelu_table8(const uint4* __restrict__ x, uint4* __restrict__ out, long long n8,
+                                                             const unsigned short* __restrict__ table) {
+  __shared__ __align__(16) unsigned short lut[GELU_TABLE];
+  gelu_table_to_shared(table, lut);
+  for (long long i0 = (long long)blockIdx.x * blockDim.x * GELU_UNROLL + threadIdx.x; i0 < n8; i0 += (long long)gridDim.x * blockDim.x * GELU_UNROLL) {
+    uint4 v[GELU_UNROLL];
+#pragma unroll
+    for (int u = 0; u < GELU_UNROLL; u++) if (i0 + u * blockDim.x < n8) v[u] = x[gelu_at(i0 + u * blockDim.x, n8)];
+#pragma unroll
+    for (int u = 0; u < GELU_UNROLL; u++) {
+      if (i0 + u * blockDim.x < n8) {
+        unsigned* w = reinterpret_cast<unsigned*>(&v[u]);
+#pragma unroll
+        for (int j = 0; j < 4; j++) w[j] = gelu_bits(lut, w[j] & 0xffffu) | (gelu_bits(lut, w[j] >> 16) << 16);
+        out[gelu_at(i0 + u * blockDim.x, n8)] = v[u];
+      }
+    }
+  }
+}

@@ -149,3 +149,102 @@ extern "C" __global__ void layernorm_stats8(const float* __restrict__ x, const f
     }
   }
 }
+
+// layernorm8's arithmetic, bit for bit, with a warp a row instead of a block: no shared memory, no barrier,
+// several rows in flight on an SM (at the training shape, 16,384 rows of 2048, 2.67 against layernorm8's
+// 2.32 TB/s right after a kernel wrote x, H100: bench/RESULTS-cuda-train.md). Rows of at most 8 KB (d·sizeof(X) ≤ 8192: the row stays in registers) and
+// without the residual add (the launch keeps layernorm8 for those). LN_VW is layernorm8's warp count for
+// this d (rowThreads8(d) / 32, at most 16 here, so each of its threads holds one chunk): lane l holds the
+// chunks layernorm8's thread 32k + l holds, k < LN_VW, so each per-thread sum is the same, and
+// row_sum below adds them in layernorm8's tree.
+#ifndef LN_VW
+#define LN_VW 8
+#endif
+// The smallest power of two ≥ LN_VW: row_sum pads with zero sums, as layernorm8's second level does.
+#define LN_VW2 (LN_VW <= 1 ? 1 : LN_VW <= 2 ? 2 : LN_VW <= 4 ? 4 : LN_VW <= 8 ? 8 : 16)
+
+// layernorm8's block_sum_into, on the LN_VW per-thread partial sums a[k] of virtual thread 32k + lane.
+// Its first level, a warp_sum butterfly (xor 16, 8, …, 1) inside each virtual warp k, is done as a
+// reduce-scatter: while a lane holds several k, it keeps half of them at each step and swaps the other
+// half with its partner, so every addition is one that layernorm8's lanes do (v_l + v_{l^o}, the same
+// two operands in the same order), in log2 steps rather than LN_VW butterflies. Then lane k < LN_VW gets
+// warp k's sum and the warp adds those (zeros beyond) in warp_sum's order, as layernorm8's second level.
+__device__ __forceinline__ float row_sum(float (&a)[LN_VW2]) {
+  const int lane = threadIdx.x & 31;
+  int held = LN_VW2;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    if (held > 1) {
+      const int half = held / 2;
+      const bool upper = lane & o;
+#pragma unroll
+      for (int i = 0; i < LN_VW2 / 2; i++) {
+        if (i < half) {
+          const float send = upper ? a[i] : a[i + half], keep = upper ? a[i + half] : a[i];
+          a[i] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+        }
+      }
+      held = half;
+    } else {
+      a[0] += __shfl_xor_sync(0xffffffffu, a[0], o);
+    }
+  }
+  // Lane L now holds the sum of virtual warp k(L), k's bits (high first) being L's bits 4, 3, … taken
+  // at the steps that halved; the lane that holds warp k is the inverse of that map.
+  int from = 0;
+#pragma unroll
+  for (int bit = LN_VW2 / 2, o = 16; bit > 0; bit >>= 1, o >>= 1) if (lane & bit) from |= o;
+  const float w = __shfl_sync(0xffffffffu, a[0], from);
+  return warp_sum(lane < LN_VW ? w : 0.f);
+}
+
+extern "C" __global__ void __launch_bounds__(256) layernorm_rows8(const XT* __restrict__ x, const T* __restrict__ w,
+                                      const T* __restrict__ b, T* __restrict__ out, int rows, int d, float eps) {
+  pdl_begin();  // DEPENDENT_LAUNCH (kernels.ts)
+  const int lane = threadIdx.x & 31, chunks = d / 8;
+  const long long row = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  const XT* xr = x + row * d;
+  // Chunk lane + 32k is layernorm8's thread 32k + lane's (its only chunk: chunks ≤ its blockDim.x).
+  Stored8<XT> xc[LN_VW];
+#pragma unroll
+  for (int k = 0; k < LN_VW; k++) if (lane + 32 * k < chunks) xc[k] = *reinterpret_cast<const Stored8<XT>*>(xr + 8 * (lane + 32 * k));
+  float a[LN_VW2];
+#pragma unroll
+  for (int k = 0; k < LN_VW2; k++) {
+    float s = 0.f;
+    if (k < LN_VW && lane + 32 * k < chunks) {
+      float v[8];
+      unpack_stored8(xc[k], v);
+#pragma unroll
+      for (int e = 0; e < 8; e++) s += v[e];
+    }
+    a[k] = s;
+  }
+  const float mean = row_sum(a) / d;
+#pragma unroll
+  for (int k = 0; k < LN_VW2; k++) {
+    float q = 0.f;
+    if (k < LN_VW && lane + 32 * k < chunks) {
+      float v[8];
+      unpack_stored8(xc[k], v);
+#pragma unroll
+      for (int e = 0; e < 8; e++) { const float u = v[e] - mean; q += u * u; }
+    }
+    a[k] = q;
+  }
+  const float rstd = rsqrtf(row_sum(a) / d + eps);
+#pragma unroll
+  for (int k = 0; k < LN_VW; k++) {
+    const int c = lane + 32 * k;
+    if (c < chunks) {
+      float v[8], wv[8], bv[8], y[8];
+      unpack_stored8(xc[k], v);
+      load8(w + 8 * c, wv);
+      if (b) load8(b + 8 * c, bv);
+#pragma unroll
+      for (int e = 0; e < 8; e++) y[e] = (v[e] - mean) * rstd * wv[e] + (b ? bv[e] : 0.f);
+      store8(out + row * d + 8 * c, y);
+    }
+  }
+}

@@ -159,3 +159,48 @@ extern "C" __global__ void gelu_backward8(const T* __restrict__ dy, const T* __r
     store8(out + 8 * i, g);
   }
 }
+
+#include "gelu_table.cuh"
+// gelu_table.cuh: GELU'(x) as a float for each tabled input, as gelu_backward8 computes it.
+extern "C" __global__ void gelu_slope_table_build(float* __restrict__ table) {
+  for (int s = blockIdx.x * blockDim.x + threadIdx.x; s < GELU_TABLE; s += gridDim.x * blockDim.x)
+    table[s] = gelu_slope(gelu_slot_input(s));
+}
+__device__ __forceinline__ float gelu_slope_of(const float* lut, unsigned h) {
+  const int s = gelu_slot(h);
+  return s >= 0 ? lut[s] : gelu_slope(__uint_as_float(h << 16));
+}
+// gelu_backward8's results through the table of GELU' (gelu_table.cuh): dy·GELU'(x) in float, rounded
+// to bf16 as it does; n8 16-byte vectors, a grid of about one wave, each thread GELU_UNROLL vectors of
+// x and of dy a turn, all loaded before any is computed.
+extern "C" __global__ void __launch_bounds__(512) gelu_backward_table8(const uint4* __restrict__ dy, const uint4* __restrict__ x,
+                                                                      uint4* __restrict__ out, long long n8, const float* __restrict__ table) {
+  __shared__ __align__(16) float lut[GELU_TABLE];
+  gelu_table_to_shared(table, lut);
+  for (long long i0 = (long long)blockIdx.x * blockDim.x * GELU_UNROLL + threadIdx.x; i0 < n8; i0 += (long long)gridDim.x * blockDim.x * GELU_UNROLL) {
+    uint4 xv[GELU_UNROLL], gv[GELU_UNROLL];
+#pragma unroll
+    for (int u = 0; u < GELU_UNROLL; u++) {
+      if (i0 + u * blockDim.x < n8) {
+        const long long at = gelu_at(i0 + u * blockDim.x, n8);
+        xv[u] = x[at];
+        gv[u] = dy[at];
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < GELU_UNROLL; u++) {
+      if (i0 + u * blockDim.x < n8) {
+        const unsigned* xw = reinterpret_cast<const unsigned*>(&xv[u]);
+        __nv_bfloat162* g = reinterpret_cast<__nv_bfloat162*>(&gv[u]);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+          float2 f = __bfloat1622float2(g[j]);
+          f.x *= gelu_slope_of(lut, xw[j] & 0xffffu);
+          f.y *= gelu_slope_of(lut, xw[j] >> 16);
+          g[j] = __floats2bfloat162_rn(f.x, f.y);
+        }
+        out[gelu_at(i0 + u * blockDim.x, n8)] = gv[u];
+      }
+    }
+  }
+}
