@@ -179,7 +179,6 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
 interface DecodeVariant { label: string; batches?: number[]; set?: () => () => void; options?: DecoderOptions }
 
 function decodeVariants(be: CudaBackend): DecodeVariant[] {
-  const lnTwoTiles = () => { const was = be.fuseLayerNormTwoTiles; be.fuseLayerNormTwoTiles = true; return () => { be.fuseLayerNormTwoTiles = was; }; };
   // Each a fresh decoder and graph beside the default. (Block shapes of single GEMMs in the step —
   // QKV, up and logits at 8 warps × 4, the out-projection at 16 × 2 or 8 × 4, down at 8 × 4, several
   // together — the LayerNorm-prologue GEMMs L2-prefetching their next weights after the wait, the
@@ -196,11 +195,6 @@ function decodeVariants(be: CudaBackend): DecodeVariant[] {
     { label: 'attention with 8 keys a warp in flight (before)', batches: [1], options: { attentionKeysInFlight: 8 } },
     // The before of upPrefetchBytes at two row tiles (8 MB; 2 MB lost: 11,618 against 11,642).
     { label: 'out-projection prefetches 8 MB of the up weights into L2 (before)', batches: [16], options: { upPrefetchBytes: 8 * 2 ** 20 } },
-    // Batch 16: LN_1, LN_2 and LN_f inside the QKV, up and logits GEMMs at two row tiles (skinny_gemm.cu
-    // LN_IN_LOOP, MPT_CUDA_FUSE_LN2T=1): two LayerNorm kernels a layer fewer, x read as float32.
-    { label: 'LayerNorm in the QKV, up and logits GEMMs at two row tiles (fuseLayerNormTwoTiles)', batches: [16], set: lnTwoTiles },
-    // … with LN_f a kernel of its own: whether the logits GEMM (3,152 blocks, each reading the float32 x) gains too.
-    { label: 'LayerNorm in the QKV and up GEMMs at two row tiles, LN_f a kernel', batches: [16], set: lnTwoTiles, options: { logitsLayerNormInGemm: false } },
   ];
 }
 
