@@ -296,6 +296,25 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
     }
   };
   auto load = [&](int k, uint4 (&a0)[UNROLL], uint4 (&a1)[UNROLL], uint4 (&b)[UNROLL][ROW_TILES]) { loadW(k, a0, a1); loadX(k, b); };
+#ifdef X_LATE
+  // x a group at a time, loaded right before the group's mmas (after the next group's weights are
+  // issued) instead of a group ahead: x is a few KB that every warp of the chip reads (an L1 or L2 hit,
+  // far shorter than the weights' DRAM round trip, which stays double-buffered), and at two row tiles its
+  // second buffer costs 8 registers a k-step — registers that bound how many weight bytes an SM has in
+  // flight. Same k order, same mmas: the sums are those of the default loop bit for bit.
+  for (int k = kBeg; k < kEnd; k += 32 * UNROLL) {
+    uint4 N0[UNROLL], N1[UNROLL];
+    const bool more = k + 32 * UNROLL < kEnd;
+    if (more) loadW(k + 32 * UNROLL, N0, N1);
+    loadX(k, B);
+    mma_group(c, A0, A1, B);
+    if (more) {
+#pragma unroll
+      for (int u = 0; u < UNROLL; u++) { A0[u] = N0[u]; A1[u] = N1[u]; }
+    }
+  }
+  (void)load;
+#else
   loadX(kBeg, B);
   for (int k = kBeg; k < kEnd; k += 32 * UNROLL) {
     uint4 N0[UNROLL], N1[UNROLL], NB[UNROLL][ROW_TILES];
@@ -311,6 +330,7 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
       }
     }
   }
+#endif  // X_LATE
 #endif  // MPT_SMEM_W
   float* mine = red + warp * 16 * cols;
 #pragma unroll
