@@ -3,7 +3,7 @@
 // Skipped, with the reason, where no CUDA device is usable.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { CudaBackend, CudaTensor } from '../src/backend/cuda/index.js';
+import type { CudaTensor } from '../src/backend/cuda/index.js';
 import { argmax } from '../src/generate/sampling.js';
 import { FLASH_FORWARD_SHAPES, launchFlashForward } from '../src/backend/cuda/flash.js';
 import { sampleTwinCandidates } from './cuda-twins.js';
@@ -284,118 +284,6 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       }
     } finally {
       be.skinnyShape = null;
-    }
-  });
-
-  if (dtype === 'bfloat16') test(`cuda ${dtype}: x loaded late (skinnyXLate, skinny_gemm.cu X_LATE) gives the default loop's sums bit for bit, and its shapes agree with the CPU`, { skip }, () => {
-    // X_LATE loads x a load group at a time instead of a group ahead: the same k order and mmas, so at
-    // the same block shape the outputs (float32 y += x·Wᵀ + b with row statistics; the LayerNorm
-    // prologue with bf16 gelu(…) at one row; X_LATE leaves the epilogue alone) must equal the default's
-    // exactly. Rows 1–16, awkward outF (clamped last tiles), K from one load group a warp to many.
-    const be = cudaFor(dtype);
-    const saved = [be.skinnyXLate, be.skinnyXLateShapes] as const;
-    const launched: Record<string, string | number | boolean>[] = [];
-    const get = be.kernels.get.bind(be.kernels);
-    be.kernels.get = (file, name, defines) => {
-      if (name === 'skinny_gemm') launched.push(defines);
-      return get(file, name, defines);
-    };
-    const gemm = (late: CudaBackend['skinnyXLate'], x: CudaTensor, w: CudaTensor, b: CudaTensor, raw: Float32Array, rows: number, outF: number) => {
-      be.skinnyXLate = late;
-      const yf = be.upload(raw, [rows, outF], 'float32') as CudaTensor;
-      const stats = outF % 16 === 0 ? be.alloc([rows, outF / 8], 'float32') : null;
-      launched.length = 0;
-      be.matmulInto(x, w, b, yf, rows, true, false, { statsOut: stats });
-      const lateRan = launched.length === 1 && launched[0].X_LATE === true;
-      const out = { yf: down(be, yf), stats: stats ? down(be, stats) : null, lateRan };
-      for (const t of [yf, stats]) if (t) be.release(t);
-      return out;
-    };
-    const same = (what: string, a: Float32Array, b: Float32Array) =>
-      assert.ok(a.every((v, i) => Object.is(v, b[i])), `${what}: X_LATE differs from the default loop`);
-    try {
-      for (const [warps, unroll] of [[4, 4], [16, 4], [2, 1]] as const) {
-        for (const [rows, inF, outF] of [[1, 2048, 100], [3, 4096, 517], [9, 2048, 40], [12, 8192, 48], [16, 512, 35]] as const) {
-          if (inF % (32 * warps * unroll) !== 0) continue;
-          const what = `${rows}x${inF}x${outF} at w${warps}u${unroll}`;
-          const [xg, xc] = pair(be, randn(rows * inF), [rows, inF]);
-          const [wg, wc] = pair(be, randn(outF * inF, 0.05), [outF, inF]);
-          const [bg, bc] = pair(be, randn(outF), [outF]);
-          const raw = randn(rows * outF);
-          be.skinnyShape = { warps, unroll };
-          try {
-            const late = gemm('all', xg as CudaTensor, wg as CudaTensor, bg as CudaTensor, raw, rows, outF);
-            assert.ok(late.lateRan, `${what}: the GEMM ran with X_LATE`);
-            const want = cpu.add(cpu.upload(raw, [rows, outF], 'float32'), cpu.linear(xc, wc, bc));
-            close(`float32 y += x·Wᵀ + b ${what}, X_LATE`, late.yf, down(cpu, want), 1e-5);
-            if (late.stats) close(`row statistics ${what}, X_LATE`, late.stats, tileStatistics(late.yf, rows, outF), 1e-5);
-            const plain = gemm('none', xg as CudaTensor, wg as CudaTensor, bg as CudaTensor, raw, rows, outF);
-            same(`float32 y ${what}`, late.yf, plain.yf);
-            if (late.stats) same(`row statistics ${what}`, late.stats, plain.stats!);
-            // 'twoTiles' leaves one row tile alone.
-            const two = gemm('twoTiles', xg as CudaTensor, wg as CudaTensor, bg as CudaTensor, raw, rows, outF);
-            assert.equal(two.lateRan, rows > 8, `${what}: 'twoTiles' applies X_LATE only from 9 rows`);
-          } finally {
-            be.skinnyShape = null;
-          }
-          for (const t of [xg, wg, bg]) be.release(t as CudaTensor);
-        }
-      }
-      // The LayerNorm prologue (one row) with X_LATE: x comes from the warp's shared-memory slice.
-      for (const [warps, unroll, inF, outF] of [[4, 4, 2048, 100], [16, 4, 2048, 48], [8, 2, 4096, 520]] as const) {
-        const what = `1x${inF}x${outF} with the LayerNorm in the prologue at w${warps}u${unroll}`;
-        const rawX = Float32Array.from(randn(inF), (v, i) => 3 * v + (i % 7) - 2);
-        const x = be.upload(rawX, [1, inF], 'float32') as CudaTensor;
-        const stats = be.upload(tileStatistics(rawX, 1, inF), [1, inF / 8], 'float32') as CudaTensor;
-        const [lwg] = pair(be, Float32Array.from(randn(inF), (v) => 1 + 0.3 * v), [inF]);
-        const [lbg] = pair(be, randn(inF, 0.5), [inF]);
-        const [wg] = pair(be, randn(outF * inF, 0.05), [outF, inF]);
-        const [bg] = pair(be, randn(outF), [outF]);
-        const h = be.alloc([1, inF]);
-        const run = (late: CudaBackend['skinnyXLate']) => {
-          be.skinnyXLate = late;
-          const y = be.alloc([1, outF]);
-          launched.length = 0;
-          be.skinnyShape = { warps, unroll };
-          try {
-            be.layerNormMatmulInto(x, { w: lwg as CudaTensor, b: lbg as CudaTensor, eps: 1e-5 }, h, wg as CudaTensor, bg as CudaTensor, y, 1, false, true, stats);
-          } finally {
-            be.skinnyShape = null;
-          }
-          assert.ok(launched.length === 1 && launched[0].MPT_LN_X === true && (launched[0].X_LATE === true) === (late === 'all'), `${what}: the fused kernel ran (X_LATE ${late})`);
-          const out = down(be, y);
-          be.release(y);
-          return out;
-        };
-        same(what, run('all'), run('none'));
-        for (const t of [x, stats, lwg, lbg, wg, bg, h]) be.release(t as CudaTensor);
-      }
-      // The shapes X_LATE's registers allow at two row tiles (skinnyPlan's `late`): 16 warps where the
-      // output tiles fit the SMs once (the MLP-down GEMM; K 8192, too wide for the shared-memory variant),
-      // unroll 4 at 512–1023 tiles (the up GEMM). SKINNY_THREADS 0: the kernel's default 256 threads at most.
-      be.skinnyXLate = 'twoTiles';
-      be.skinnyXLateShapes = { unroll4: true, wide: true };
-      for (const [rows, inF, outF, threads, unroll] of [[12, 8192, 200, 512, 4], [16, 512, 8200, 0, 4]] as const) {
-        const what = `${rows}x${inF}x${outF} at skinnyPlan's X_LATE shape`;
-        const [xg, xc] = pair(be, randn(rows * inF), [rows, inF]);
-        const [wg, wc] = pair(be, randn(outF * inF, 0.05), [outF, inF]);
-        const [bg, bc] = pair(be, randn(outF), [outF]);
-        const raw = randn(rows * outF);
-        const yf = be.upload(raw, [rows, outF], 'float32') as CudaTensor;
-        const stats = be.alloc([rows, outF / 8], 'float32');
-        launched.length = 0;
-        be.matmulInto(xg as CudaTensor, wg as CudaTensor, bg as CudaTensor, yf, rows, true, false, { statsOut: stats });
-        const d = launched[0] ?? {};
-        assert.ok(d.X_LATE === true && d.UNROLL === unroll && (d.SKINNY_THREADS || 0) === threads, `${what}: launched ${JSON.stringify(d)}`);
-        const got = down(be, yf);
-        close(`float32 y += x·Wᵀ + b ${what}`, got, down(cpu, cpu.add(cpu.upload(raw, [rows, outF], 'float32'), cpu.linear(xc, wc, bc))), 1e-5);
-        close(`row statistics ${what}`, down(be, stats), tileStatistics(got, rows, outF), 1e-5);
-        for (const t of [xg, wg, bg, yf, stats]) be.release(t as CudaTensor);
-      }
-    } finally {
-      [be.skinnyXLate, be.skinnyXLateShapes] = saved;
-      be.skinnyShape = null;
-      be.kernels.get = get;
     }
   });
 

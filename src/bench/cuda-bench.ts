@@ -8,7 +8,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { CudaBackend, type CudaTensor, type SkinnyXLateShapes } from '../backend/cuda/index.js';
+import { CudaBackend, type CudaTensor } from '../backend/cuda/index.js';
 import { CudaEvent } from '../backend/cuda/driver.js';
 import type { CudaDecoder, DecoderOptions, DecoderParams } from '../backend/cuda/decoder.js';
 import { alibiSlopes, MPT_1B_REDPAJAMA_200B, mlpHidden, type MptConfig } from '../model/config.js';
@@ -178,13 +178,7 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
  */
 interface DecodeVariant { label: string; batches?: number[]; set?: () => () => void; options?: DecoderOptions }
 
-function decodeVariants(be: CudaBackend): DecodeVariant[] {
-  const xLate = (which: CudaBackend['skinnyXLate'], shapes: SkinnyXLateShapes) => () => {
-    const was = [be.skinnyXLate, be.skinnyXLateShapes] as const;
-    be.skinnyXLate = which;
-    be.skinnyXLateShapes = shapes;
-    return () => { [be.skinnyXLate, be.skinnyXLateShapes] = was; };
-  };
+function decodeVariants(): DecodeVariant[] {
   // Each a fresh decoder and graph beside the default. (Block shapes of single GEMMs in the step —
   // QKV, up and logits at 8 warps × 4, the out-projection at 16 × 2 or 8 × 4, down at 8 × 4, several
   // together — the LayerNorm-prologue GEMMs L2-prefetching their next weights after the wait, the
@@ -192,27 +186,18 @@ function decodeVariants(be: CudaBackend): DecodeVariant[] {
   // kernel of its own, the prefetch at other sizes, with evict_last or evict_first lines or by the down
   // GEMM, and the batch-16 GEMMs bounded to 4 blocks an SM were measured in the runs
   // bench/RESULTS-cuda.md records; programmatic dependent launch off last at 733 / 10,024 tokens/s
-  // against 866 / 11,579.)
+  // against 866 / 11,579. The LayerNorm inside the QKV, up and logits GEMMs at two row tiles read
+  // 10,938 / 11,059 without LN_f, against 11,628; x loaded a group at a time, skinny_gemm.cu X_LATE,
+  // 10,721 at batch 16 at the same shapes, 11,434 with the up GEMM at unroll 4 and the down GEMM at 16
+  // warps, against 11,609, and a tie at batch 1, 882 / 882: H100, 2026-11-28.)
   return [
-    // (The attention with 8 keys a warp in flight, the default before 16, read 867 against 881 tokens/s;
-    // the out-projection prefetching 8 MB at batch 16, 11,557 against 11,628; the LayerNorm inside the
-    // QKV, up and logits GEMMs at two row tiles, 10,938, and without LN_f, 11,059: H100, 2026-11-28.)
-    // x loaded a group at a time right before its mmas (skinny_gemm.cu X_LATE): at two row tiles 128
-    // registers a thread at unroll 4 instead of 162, so more weight bytes in flight an SM; then the
-    // shapes that frees: the up GEMM at unroll 4 (512 blocks of 4 warps, 4 an SM: one wave) and the
-    // MLP-down GEMM at 16 warps (one block an SM, as at batch 1).
-    { label: 'x loaded late (X_LATE) in the one-row-tile GEMMs', batches: [1], set: xLate('all', { unroll4: false, wide: false }) },
-    { label: 'x loaded late (X_LATE) in the two-row-tile GEMMs, same shapes', batches: [16], set: xLate('twoTiles', { unroll4: false, wide: false }) },
-    { label: 'X_LATE, and the up GEMM at unroll 4', batches: [16], set: xLate('twoTiles', { unroll4: true, wide: false }) },
-    { label: 'X_LATE, and the down GEMM at 16 warps', batches: [16], set: xLate('twoTiles', { unroll4: false, wide: true }) },
-    { label: 'X_LATE, up at unroll 4 and down at 16 warps', batches: [16], set: xLate('twoTiles', { unroll4: true, wide: true }) },
-    // … and the out-projection through registers (16 warps × unroll 4 with X_LATE: its whole K slice
-    // in flight before the wait, as at batch 1) instead of its weights in shared memory.
-    { label: 'X_LATE, up at unroll 4, down and out-projection at 16 warps through registers', batches: [16], set: () => {
-      const undo = xLate('twoTiles', { unroll4: true, wide: true })(), was = be.smemWeights;
-      be.smemWeights = false;
-      return () => { be.smemWeights = was; undo(); };
-    } },
+    // Batch 1: the attention with 8 keys a warp in flight, the default before 16 (foldKeysInFlightFor:
+    // every key of a short context loaded before the wait, one pass instead of two). Splits of 64 keys
+    // (873 against 881 tokens/s), MPT_PRE_SMEM (a tie) and the out-projection's weights in shared memory
+    // at one row (845) lost: H100, 2026-11-28, bench/RESULTS-cuda.md.
+    { label: 'attention with 8 keys a warp in flight (before)', batches: [1], options: { attentionKeysInFlight: 8 } },
+    // The before of upPrefetchBytes at two row tiles (8 MB; 2 MB lost: 11,618 against 11,642).
+    { label: 'out-projection prefetches 8 MB of the up weights into L2 (before)', batches: [16], options: { upPrefetchBytes: 8 * 2 ** 20 } },
   ];
 }
 
@@ -263,7 +248,7 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
   for (const batch of options.batches ?? [1, 16]) {
     // Variants of the decode step in the same run (each a fresh decoder and graph), then the default's
     // figure, which is the one reported.
-    for (const { label, batches, set, options: decoderOptions } of decodeVariants(be)) {
+    for (const { label, batches, set, options: decoderOptions } of decodeVariants()) {
       if (batches && !batches.includes(batch)) continue;
       const undo = set?.();
       let other;

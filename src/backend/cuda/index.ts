@@ -62,13 +62,6 @@ export function mbFromEnv(name: string, fallbackMiB: number): number {
   return Math.round(mib * 2 ** 20);
 }
 
-/** CudaBackend.skinnyXLate from $MPT_CUDA_X_LATE: unset `none`. */
-function xLateFromEnv(value: string | undefined): 'none' | 'twoTiles' | 'all' {
-  if (value === undefined || value === '') return 'none';
-  if (value === 'none' || value === 'twoTiles' || value === 'all') return value;
-  throw new UserError(`MPT_CUDA_X_LATE is "${value}": give none, twoTiles or all`);
-}
-
 /** CudaBackend.layerCarveout from $MPT_CUDA_CARVEOUT: unset 50, `driver` null (the driver's choice), else 0–100. */
 function carveoutFromEnv(value: string | undefined): number | null {
   if (value === undefined || value === '') return 50;
@@ -98,26 +91,20 @@ function prefetchRange(p: L2Prefetch | null): [number, number] {
  * Warps a block and k-steps per load group for skinny_gemm.cu: about 2048 warps over the chip, and
  * K divisible by 32·unroll·warps; null when K does not divide (then cuBLASLt runs it).
  */
-function skinnyPlan(inF: number, outF: number, rows: number, wide: boolean, fewer = false,
-  late: SkinnyXLateShapes = { unroll4: false, wide: false }): { warps: number; unroll: number } | null {
+function skinnyPlan(inF: number, outF: number, rows: number, wide: boolean, fewer = false): { warps: number; unroll: number } | null {
   const tiles = Math.ceil(outF / 16);
   // Measured on the H100 (bench gemm table, 2026-11-27): one row tile wants 8 warps below ~400 output
   // tiles and 4 above; two row tiles (9–16 rows) 4 warps from 384 tiles, and half the unroll at ~512.
   // `wide`: one row tile and no more blocks than SMs (the out-projection and MLP-down GEMMs): 16 warps,
   // one block an SM with twice the loads in flight (the kernel fits 128 registers a thread).
-  // `late` (two row tiles with X_LATE, 128 registers a thread at unroll 4): the MLP-down GEMM at 16
-  // warps like `wide`, the up GEMM at unroll 4.
-  const want = rows > 8 ? (tiles >= 384 ? 4 : late.wide && wide ? 16 : 8) : wide ? 16 : fewer && tiles >= 384 ? 4
+  const want = rows > 8 ? (tiles >= 384 ? 4 : 8) : wide ? 16 : fewer && tiles >= 384 ? 4
     : Math.min(8, Math.max(4, 2 ** Math.ceil(Math.log2(Math.max(1, 2048 / tiles))))); // ≤ 256 threads
-  const unrolls = rows > 8 && tiles >= 512 && tiles < 1024 && !late.unroll4 ? [2, 1] : [4, 2, 1];
+  const unrolls = rows > 8 && tiles >= 512 && tiles < 1024 ? [2, 1] : [4, 2, 1];
   for (const unroll of unrolls) {
     for (let warps = want; warps >= 1; warps /= 2) if (inF % (32 * unroll * warps) === 0) return { warps, unroll };
   }
   return null;
 }
-
-/** skinnyPlan's shapes for two-row-tile GEMMs that load x late (CudaBackend.skinnyXLate). */
-export interface SkinnyXLateShapes { unroll4: boolean; wide: boolean }
 
 export class CudaBackend implements Backend {
   readonly name = 'cuda' as const;
@@ -362,10 +349,8 @@ export class CudaBackend implements Backend {
    */
   private skinnyFor(rows: number, inF: number, outF: number): { warps: number; unroll: number } | null {
     if (!this.skinny || this.activationDType !== 'bfloat16' || rows > 16) return null;
-    const fitsOnce = Math.ceil(outF / 16) <= this.ctx.device.multiprocessors;
-    const late = rows > 8 && this.xLateFor(rows) ? this.skinnyXLateShapes : undefined;
     const plan = this.skinnyShape ? { ...this.skinnyShape }
-      : skinnyPlan(inF, outF, rows, this.wideSkinny && (rows <= 8 || late !== undefined) && fitsOnce, this.qkvFourWarps, late);
+      : skinnyPlan(inF, outF, rows, this.wideSkinny && rows <= 8 && Math.ceil(outF / 16) <= this.ctx.device.multiprocessors, this.qkvFourWarps);
     if (plan && inF % (32 * plan.unroll * plan.warps) !== 0) throw new Error(`skinny GEMM: K ${inF} does not split as ${plan.warps} warps × ${plan.unroll}`);
     return plan;
   }
@@ -409,7 +394,7 @@ export class CudaBackend implements Backend {
       const yF32 = y.dtype === 'float32';
       const tiles = rows > 8 ? 2 : 1;
       this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: tiles, UNROLL: plan.unroll, MPT_Y_F32: yF32,
-        SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false, X_LATE: this.xLateFor(rows) })
+        SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
         .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0, 0, 0, 0,
           0, statsOut?.ptr ?? 0, clip, pfBegin, pfEnd], plan.warps * 16 * 8 * tiles * 4);
       return;
@@ -450,7 +435,7 @@ export class CudaBackend implements Backend {
     const shared = plan.warps * 16 * 8 * 4 + rows * (inF + 32 * plan.warps) * 2;
     this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
       LN_CHUNKS: Math.ceil(inF / plan.warps / 256),
-      SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false, X_LATE: this.xLateFor(rows) })
+      SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
       .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0,
         ln.w.ptr, ln.b?.ptr ?? 0, ln.eps, statsIn!.ptr, statsOut?.ptr ?? 0, clip, 0, 0], shared);
   }
@@ -560,20 +545,6 @@ export class CudaBackend implements Backend {
    * back to the mma.sync kernel elsewhere) or always the mma.sync one (MPT_CUDA_PREFILL_WGMMA=0; comparisons).
    */
   prefillWgmma = process.env.MPT_CUDA_PREFILL_WGMMA !== '0';
-
-  /**
-   * Which register-path skinny GEMMs load x a load group at a time right before its mmas (skinny_gemm.cu
-   * X_LATE) instead of a group ahead: 'twoTiles' (9–16 rows: 128 registers a thread at unroll 4
-   * instead of 162, so 4 blocks of 4 warps an SM instead of 3) or 'all'; the sums are the same bit for
-   * bit. MPT_CUDA_X_LATE=none|twoTiles|all. Not measured yet: off.
-   */
-  skinnyXLate: 'none' | 'twoTiles' | 'all' = xLateFromEnv(process.env.MPT_CUDA_X_LATE);
-  /** With X_LATE at two row tiles, the shapes its registers allow (skinnyPlan's `late`). */
-  skinnyXLateShapes: SkinnyXLateShapes = { unroll4: false, wide: false };
-  /** Whether a GEMM of `rows` rows loads x late (skinnyXLate). */
-  private xLateFor(rows: number): boolean {
-    return this.skinnyXLate === 'all' || (this.skinnyXLate === 'twoTiles' && rows > 8);
-  }
 
   /** A fixed skinny GEMM shape instead of skinnyPlan's choice (benchmarks compare variants). */
   skinnyShape: { warps: number; unroll: number } | null = null;

@@ -296,25 +296,13 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
     }
   };
   auto load = [&](int k, uint4 (&a0)[UNROLL], uint4 (&a1)[UNROLL], uint4 (&b)[UNROLL][ROW_TILES]) { loadW(k, a0, a1); loadX(k, b); };
-#ifdef X_LATE
-  // x a group at a time, loaded right before the group's mmas (after the next group's weights are
-  // issued) instead of a group ahead: x is a few KB that every warp of the chip reads (an L1 or L2 hit,
-  // far shorter than the weights' DRAM round trip, which stays double-buffered), and at two row tiles its
-  // second buffer costs 8 registers a k-step — registers that bound how many weight bytes an SM has in
-  // flight. Same k order, same mmas: the sums are those of the default loop bit for bit.
-  for (int k = kBeg; k < kEnd; k += 32 * UNROLL) {
-    uint4 N0[UNROLL], N1[UNROLL];
-    const bool more = k + 32 * UNROLL < kEnd;
-    if (more) loadW(k + 32 * UNROLL, N0, N1);
-    loadX(k, B);
-    mma_group(c, A0, A1, B);
-    if (more) {
-#pragma unroll
-      for (int u = 0; u < UNROLL; u++) { A0[u] = N0[u]; A1[u] = N1[u]; }
-    }
-  }
-  (void)load;
-#else
+  // x is loaded a group ahead, like the weights. (Loading it a group at a time right before the group's
+  // mmas, X_LATE, frees 8 registers a k-step at two row tiles — 128 a thread at unroll 4 instead of 162
+  // — but puts x's L2 round trip on every group's path: batch 16 lost 10,721 against 11,609 tokens/s at
+  // the same shapes; with what the registers then allow, the up GEMM at unroll 4 and the MLP-down GEMM
+  // at 16 warps, 11,434; at batch 1 a tie, 882 / 882. H100, 2026-11-28. Deleted. The down GEMM at 16
+  // warps recovered most of it: its weights in flight, not x's latency, are what a faster two-row-tile
+  // down GEMM needs.)
   loadX(kBeg, B);
   for (int k = kBeg; k < kEnd; k += 32 * UNROLL) {
     uint4 N0[UNROLL], N1[UNROLL], NB[UNROLL][ROW_TILES];
@@ -330,7 +318,6 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
       }
     }
   }
-#endif  // X_LATE
 #endif  // MPT_SMEM_W
   float* mine = red + warp * 16 * cols;
 #pragma unroll
