@@ -178,8 +178,7 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
  */
 interface DecodeVariant { label: string; batches?: number[]; set?: () => () => void; options?: DecoderOptions }
 
-function decodeVariants(be: CudaBackend): DecodeVariant[] {
-  const lnTwoTiles = () => { const was = be.fuseLayerNormTwoTiles; be.fuseLayerNormTwoTiles = true; return () => { be.fuseLayerNormTwoTiles = was; }; };
+function decodeVariants(): DecodeVariant[] {
   // Each a fresh decoder and graph beside the default. (Block shapes of single GEMMs in the step —
   // QKV, up and logits at 8 warps × 4, the out-projection at 16 × 2 or 8 × 4, down at 8 × 4, several
   // together — the LayerNorm-prologue GEMMs L2-prefetching their next weights after the wait, the
@@ -187,7 +186,10 @@ function decodeVariants(be: CudaBackend): DecodeVariant[] {
   // kernel of its own, the prefetch at other sizes, with evict_last or evict_first lines or by the down
   // GEMM, and the batch-16 GEMMs bounded to 4 blocks an SM were measured in the runs
   // bench/RESULTS-cuda.md records; programmatic dependent launch off last at 733 / 10,024 tokens/s
-  // against 866 / 11,579.)
+  // against 866 / 11,579. The LayerNorm inside the QKV, up and logits GEMMs at two row tiles read
+  // 10,938 / 11,059 without LN_f, against 11,628; x loaded a group at a time, skinny_gemm.cu X_LATE,
+  // 10,721 at batch 16 at the same shapes, 11,434 with the up GEMM at unroll 4 and the down GEMM at 16
+  // warps, against 11,609, and a tie at batch 1, 882 / 882: H100, 2026-11-28.)
   return [
     // Batch 1: the attention with 8 keys a warp in flight, the default before 16 (foldKeysInFlightFor:
     // every key of a short context loaded before the wait, one pass instead of two). Splits of 64 keys
@@ -196,11 +198,6 @@ function decodeVariants(be: CudaBackend): DecodeVariant[] {
     { label: 'attention with 8 keys a warp in flight (before)', batches: [1], options: { attentionKeysInFlight: 8 } },
     // The before of upPrefetchBytes at two row tiles (8 MB; 2 MB lost: 11,618 against 11,642).
     { label: 'out-projection prefetches 8 MB of the up weights into L2 (before)', batches: [16], options: { upPrefetchBytes: 8 * 2 ** 20 } },
-    // Batch 16: LN_1, LN_2 and LN_f inside the QKV, up and logits GEMMs at two row tiles (skinny_gemm.cu
-    // LN_IN_LOOP, MPT_CUDA_FUSE_LN2T=1): two LayerNorm kernels a layer fewer, x read as float32.
-    { label: 'LayerNorm in the QKV, up and logits GEMMs at two row tiles (fuseLayerNormTwoTiles)', batches: [16], set: lnTwoTiles },
-    // … with LN_f a kernel of its own: whether the logits GEMM (3,152 blocks, each reading the float32 x) gains too.
-    { label: 'LayerNorm in the QKV and up GEMMs at two row tiles, LN_f a kernel', batches: [16], set: lnTwoTiles, options: { logitsLayerNormInGemm: false } },
   ];
 }
 
@@ -251,7 +248,7 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
   for (const batch of options.batches ?? [1, 16]) {
     // Variants of the decode step in the same run (each a fresh decoder and graph), then the default's
     // figure, which is the one reported.
-    for (const { label, batches, set, options: decoderOptions } of decodeVariants(be)) {
+    for (const { label, batches, set, options: decoderOptions } of decodeVariants()) {
       if (batches && !batches.includes(batch)) continue;
       const undo = set?.();
       let other;

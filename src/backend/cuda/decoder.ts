@@ -5,8 +5,7 @@
  *   happen inside the out-projection and MLP-down GEMMs (their epilogue, or cuBLASLt with beta = 1);
  * - in a decode step (few rows, skinny_gemm.cu) those two GEMMs also write the row statistics of the
  *   residual stream, so ln_2, the next layer's ln_1 and ln_f normalize without reductions over the row
- *   (layerNormMatmulInto: the next GEMM's prologue at one row, and at 9–16 rows with the backend's
- *   fuseLayerNormTwoTiles, else a barrier-free kernel); the QKV GEMM
+ *   (layerNormMatmulInto: the next GEMM's prologue at one row, else a barrier-free kernel); the QKV GEMM
  *   clamps and writes the statistics of q and k, and the QKV split runs inside the decode attention
  *   kernel (decode_attention.cu); every kernel of the step is launched with programmatic dependent
  *   launch, so each GEMM's weight stream starts while the kernels before it run;
@@ -59,12 +58,6 @@ export interface DecoderOptions {
   attentionKeysInFlight?: number;
   /** Bytes of each layer's up weights the out-projection L2-prefetches in a decode step; default upPrefetchBytesFor(). */
   upPrefetchBytes?: number;
-  /**
-   * Whether LN_f may run inside the logits GEMM where layerNormMatmulInto fuses (default true); false:
-   * a LayerNorm kernel of its own (comparisons: at two row tiles every one of the logits GEMM's 3,152
-   * blocks would read the rows' float32 x).
-   */
-  logitsLayerNormInGemm?: boolean;
 }
 
 /**
@@ -274,7 +267,7 @@ export class CudaDecoder {
       src = this.lastRows;
     }
     be.layerNormMatmulInto(src, { w: w(p.lnF.weight), b: wb(p.lnF), eps: c.layerNormEps }, this.finalH, w(p.lmHead ?? p.wte), null, this.logits, this.batch, false,
-      false, t === 1 && p.blocks.length > 0 ? buf.stats : null, { fuse: this.options.logitsLayerNormInGemm ?? true });
+      false, t === 1 && p.blocks.length > 0 ? buf.stats : null);
     if (c.logitScale !== null) {
       be.launch1d('elementwise.cu', 'scale', this.batch * c.vocabSize, [this.logits.ptr, this.logits.ptr, c.logitScale, this.batch * c.vocabSize], { MPT_BF16: false });
     }

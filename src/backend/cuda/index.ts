@@ -442,18 +442,15 @@ export class CudaBackend implements Backend {
   /**
    * y (+)= LayerNorm(x)·Wᵀ (+ b) (→ exact GELU) for the decoder, x its float32 residual stream. With
    * `statsIn` (x's row statistics from the matmulInto that last added into it) and up to
-   * fuseLayerNormRows bf16 rows (or 9–16 with fuseLayerNormTwoTiles), skinny_gemm.cu normalizes x in
-   * its prologue: one kernel instead of two. Otherwise LayerNorm into `h`, then matmulInto. `extra` as
-   * matmulInto's, and `fuse: false` never fuses (comparisons).
+   * fuseLayerNormRows bf16 rows, skinny_gemm.cu normalizes x in its prologue: one kernel instead of two.
+   * Otherwise LayerNorm into `h`, then matmulInto. `extra` as matmulInto's.
    */
   layerNormMatmulInto(x: CudaTensor, ln: { w: CudaTensor; b: CudaTensor | null; eps: number }, h: CudaTensor,
     w: CudaTensor, b: CudaTensor | null, y: CudaTensor, rows: number, accumulate: boolean, gelu = false,
-    statsIn: CudaTensor | null = null, extra: { statsOut?: CudaTensor | null; clip?: number; fuse?: boolean } = {}): void {
+    statsIn: CudaTensor | null = null, extra: { statsOut?: CudaTensor | null; clip?: number } = {}): void {
     if (rows === 0) return;
     const [outF, inF] = w.shape;
-    const twoTiles = rows > 8;
-    const fuses = extra.fuse !== false && (twoTiles ? this.fuseLayerNormTwoTiles : rows <= Math.min(8, this.fuseLayerNormRows));
-    const plan = statsIn && this.fuseLayerNorm && fuses && x.dtype === 'float32' && inF % 16 === 0
+    const plan = statsIn && this.fuseLayerNorm && rows <= Math.min(8, this.fuseLayerNormRows) && x.dtype === 'float32' && inF % 16 === 0
       && [x, ln.w, ln.b].every((t) => !t || t.ptr % 16 === 0) ? this.skinnyFor(rows, inF, outF) : null;
     if (!plan) {
       if (statsIn && this.layerNormFromStats && x.dtype === 'float32' && inF % 16 === 0 && this.vectorRows(inF, [x, ln.w, ln.b, h])) {
@@ -467,20 +464,15 @@ export class CudaBackend implements Backend {
     }
     const statsOut = extra.statsOut ?? null, clip = extra.clip ?? 0;
     if ((statsOut || clip > 0) && outF % 16 !== 0) throw new Error(`layerNormMatmulInto: row statistics of ${outF} outputs (not a multiple of 16)`);
-    // One row tile: each warp's normalized K slice, [rows][inF / warps + 32] bf16, in shared memory after
-    // the partial tiles. Two row tiles (LN_IN_LOOP): x normalized in registers in the main loop, so only
-    // the partial tiles; unroll at most 2, since at 4 the float32 x of two groups spills (sm_90a: 128
-    // registers a thread without a LayerNorm bias at unroll 1 and 2). Fewer k per load group changes no
-    // sum (each warp still adds its k-steps in order), so the results equal the LayerNorm kernel + plain
-    // GEMM's at the same warps bit for bit.
-    const partials = plan.warps * 16 * 8 * (twoTiles ? 2 : 1) * 4;
-    const variant: { defines: Record<string, number | boolean>; shared: number } = twoTiles
-      ? { defines: { ROW_TILES: 2, UNROLL: Math.min(plan.unroll, 2), MPT_LN_B: ln.b !== null, LN_PAIRS: Math.ceil(inF / 16 / 32) }, shared: partials }
-      : { defines: { ROW_TILES: 1, UNROLL: plan.unroll, LN_CHUNKS: Math.ceil(inF / plan.warps / 256) }, shared: partials + rows * (inF + 32 * plan.warps) * 2 };
-    this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
-      SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false, ...variant.defines })
+    // Each warp's normalized K slice, [rows][inF / warps + 32] bf16, after the partial tiles. (At two
+    // row tiles, 9–16 rows, this would take 64 KB a block; the variant that normalized in registers in
+    // the main loop instead lost at batch 16: skinny_gemm.cu's header.)
+    const shared = plan.warps * 16 * 8 * 4 + rows * (inF + 32 * plan.warps) * 2;
+    this.layerKernel('skinny_gemm.cu', 'skinny_gemm', { MPT_BF16: true, ROW_TILES: 1, UNROLL: plan.unroll, MPT_Y_F32: y.dtype === 'float32', MPT_LN_X: true,
+      LN_CHUNKS: Math.ceil(inF / plan.warps / 256),
+      SKINNY_THREADS: plan.warps > 8 ? plan.warps * 32 : false })
       .launch([Math.ceil(outF / 16)], [plan.warps * 32], [x.ptr, w.ptr, b?.ptr ?? 0, y.ptr, rows, inF, outF, accumulate ? 1 : 0, gelu ? 1 : 0,
-        ln.w.ptr, ln.b?.ptr ?? 0, ln.eps, statsIn!.ptr, statsOut?.ptr ?? 0, clip, 0, 0], variant.shared);
+        ln.w.ptr, ln.b?.ptr ?? 0, ln.eps, statsIn!.ptr, statsOut?.ptr ?? 0, clip, 0, 0], shared);
   }
 
   /**
@@ -568,16 +560,6 @@ export class CudaBackend implements Backend {
   fuseLayerNorm = process.env.MPT_CUDA_FUSE_LN !== '0';
   /** Up to how many rows (at most 8: one row tile) the prologue above fuses. */
   fuseLayerNormRows = 1;
-  /**
-   * Whether layerNormMatmulInto also fuses at 9–16 rows (batch-16 decode: LN_1 → QKV, LN_2 → up,
-   * LN_f → logits), where the prologue above would need 64 KB of shared memory a block: skinny_gemm.cu's
-   * LN_IN_LOOP normalizes x in registers in the main loop instead (float32 x loaded beside the weights;
-   * the rows' statistics merged once a block behind one barrier). Removes two LayerNorm kernels a layer
-   * (a kernel boundary and a pass over x each) at the price of reading x as float32 (twice the bytes of
-   * the bf16 h the plain GEMM reads) in every block. Off until measured; MPT_CUDA_FUSE_LN2T=1 turns it
-   * on (and fuseLayerNorm must be on).
-   */
-  fuseLayerNormTwoTiles = process.env.MPT_CUDA_FUSE_LN2T === '1';
   /**
    * Whether layerNormMatmulInto, when it does not fuse, normalizes from the given row statistics
    * (layernorm_stats8: no reduction over the row, no barrier) instead of the plain LayerNorm kernel;

@@ -21,17 +21,13 @@
 // one L2 round trip for the statistics and x together, no reductions over x. (Computing the statistics
 // in every block instead was measured slower than a LayerNorm kernel of its own: bench/RESULTS-cuda.md.)
 //
-// At two row tiles (9–16 rows, ROW_TILES == 2) the prologue above would need the whole normalized x in
-// shared memory (16 rows × K bf16: 64 KB a block at K 2048, one block an SM at the decode carveout), so
-// that variant (LN_IN_LOOP) normalizes in registers instead, in the main loop: each group's x is loaded
-// as float32 beside its weights and normalized into the mma fragments (the same float operations as
-// layernorm.cu's layernorm_stats8, so the same bf16 values as the LayerNorm kernel + plain GEMM). The
-// rows' statistics are merged once a block (warp w merges rows w, w + warps, …, each as merge_row_stats
-// does) into shared memory, behind one block barrier. MPT_LN_B: the LayerNorm has a bias (lnb), a
-// compile-time switch here so that the bias-free kernel keeps to 128 registers (SKINNY_BOUNDS).
+// One row tile only. (At two row tiles, 9–16 rows, the prologue would need the whole normalized x in
+// shared memory, 64 KB a block; a variant that normalized float32 x in registers inside the main loop
+// instead, LN_IN_LOOP, lost badly at batch 16 on the H100, 2026-11-28: 10,938 tokens/s with LN_f fused
+// too and 11,059 without, against 11,628 for the LayerNorm kernel + plain GEMM. Deleted.)
 typedef __nv_bfloat16 bf16;
-#if defined(MPT_LN_X) && ROW_TILES == 2
-#define LN_IN_LOOP
+#if defined(MPT_LN_X) && ROW_TILES != 1
+#error "the LayerNorm prologue (MPT_LN_X) is for one row tile"
 #endif
 #ifdef MPT_LN_X
 typedef float XIN;
@@ -119,40 +115,13 @@ __device__ __forceinline__ void l2_prefetch_share(const void* pfBegin, const voi
 #if defined(MPT_SMEM_W) && defined(MPT_LN_X)
 #error "MPT_SMEM_W and MPT_LN_X are separate variants"
 #endif
-#ifdef LN_IN_LOOP
-// 8 bf16 in a uint4 as floats, and 8 floats rounded to bf16 into one: the conversions of load8 and
-// store8 (common.cuh), on registers.
-__device__ __forceinline__ void unpack_bf16x8(const uint4 u, float* v) {
-  const unsigned h[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-  for (int j = 0; j < 4; j++) {
-    const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&h[j]));
-    v[2 * j] = f.x; v[2 * j + 1] = f.y;
-  }
-}
-__device__ __forceinline__ unsigned pack_bf16x2(float a, float b) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-  return *reinterpret_cast<const unsigned*>(&h);
-}
-__device__ __forceinline__ uint4 pack_bf16x8(const float* v) {
-  return make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]), pack_bf16x2(v[4], v[5]), pack_bf16x2(v[6], v[7]));
-}
-#endif
 #ifdef MPT_SMEM_W
 __device__ __forceinline__ unsigned smem_addr(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
 // Shared row stride (elements): consecutive rows 64 bytes apart modulo 128, so the 16-byte reads of
 // rows g and g+1 by a quarter warp hit distinct banks.
 __device__ __forceinline__ int smem_w_stride(int K) { return K % 64 == 0 ? K + 32 : K; }
 #endif
-// LN_IN_LOOP without a LayerNorm bias: at most 128 registers a thread (no spills at unroll 1 and 2;
-// 149 unbounded at unroll 2), so 4 blocks of 4 warps fit an SM as in the plain two-row-tile GEMM: the
-// up GEMM's 512 blocks all resident at once, not 396 and a second wave.
-#if defined(LN_IN_LOOP) && !defined(MPT_LN_B)
-#define SKINNY_BOUNDS __launch_bounds__(SKINNY_THREADS, 65536 / 128 / SKINNY_THREADS)
-#else
-#define SKINNY_BOUNDS __launch_bounds__(SKINNY_THREADS)
-#endif
-extern "C" __global__ void SKINNY_BOUNDS skinny_gemm(const XIN* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ bias,
+extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const XIN* __restrict__ x, const bf16* __restrict__ w, const bf16* __restrict__ bias,
                                        YT* __restrict__ y, int R, int K, int O, int accumulate, int gelu,
                                        const bf16* __restrict__ lnw, const bf16* __restrict__ lnb, float eps,  // MPT_LN_X only
                                        const float2* __restrict__ statsIn, float2* __restrict__ statsOut, float clip,
@@ -252,23 +221,6 @@ extern "C" __global__ void SKINNY_BOUNDS skinny_gemm(const XIN* __restrict__ x, 
     }
   };
   loadW(kBeg, A0, A1);  // the weight stream starts before anything waits on x
-#ifdef LN_IN_LOOP
-  // The LayerNorm's weights (and bias) at each k-step, thread t's 8: constants, so the first group's
-  // are loaded before the wait too.
-  uint4 LW[UNROLL], LB[UNROLL];
-  auto loadLn = [&](int k, uint4 (&lw)[UNROLL], uint4 (&lb)[UNROLL]) {
-#pragma unroll
-    for (int u = 0; u < UNROLL; u++) {
-      lw[u] = *reinterpret_cast<const uint4*>(lnw + k + 32 * u + 8 * t);
-#ifdef MPT_LN_B
-      lb[u] = *reinterpret_cast<const uint4*>(lnb + k + 32 * u + 8 * t);
-#else
-      lb[u] = make_uint4(0, 0, 0, 0);
-#endif
-    }
-  };
-  loadLn(kBeg, LW, LB);
-#endif
 #ifndef MPT_LN_X
   if (threadIdx.x == 0) l2_prefetch_share(pfBegin, pfEnd);  // the next GEMM's weights (see above)
 #endif
@@ -291,98 +243,6 @@ extern "C" __global__ void SKINNY_BOUNDS skinny_gemm(const XIN* __restrict__ x, 
 #endif
   loadEpilogue();
 
-#ifdef LN_IN_LOOP
-  const float* xr[ROW_TILES];
-  bool has[ROW_TILES];
-#pragma unroll
-  for (int n = 0; n < ROW_TILES; n++) { const int r = n * 8 + g; has[n] = r < R; xr[n] = x + (long long)(has[n] ? r : 0) * K + 8 * t; }
-  // Thread t's 8 float32 values of rows g and 8 + g at each k-step of a group.
-  auto loadXf = [&](int k, float4 (&v)[UNROLL][ROW_TILES][2]) {
-#pragma unroll
-    for (int u = 0; u < UNROLL; u++) {
-#pragma unroll
-      for (int n = 0; n < ROW_TILES; n++) {
-        const float4* p = reinterpret_cast<const float4*>(xr[n] + k + 32 * u);
-        v[u][n][0] = has[n] ? p[0] : make_float4(0.f, 0.f, 0.f, 0.f);
-        v[u][n][1] = has[n] ? p[1] : make_float4(0.f, 0.f, 0.f, 0.f);
-      }
-    }
-  };
-  float4 XF[UNROLL][ROW_TILES][2];
-  loadXf(kBeg, XF);  // in flight with the statistics below: one round trip
-  // The rows' mean and 1/σ, merged once a block: warp w merges rows w, w + nw, … (LN_STAT_ROWS at a
-  // time, all their pairs loaded before any is summed), each by common.cuh's merge_row_pairs (the sums of
-  // merge_row_stats in the same order), so the values match the LayerNorm kernel's bit for bit.
-  // LN_PAIRS: ceil(K / 16 / 32), the statistics pairs a lane holds of a row.
-  __shared__ float2 lnStat[16];
-  {
-    constexpr int LN_STAT_ROWS = LN_PAIRS <= 4 ? 4 : LN_PAIRS <= 8 ? 2 : 1;  // ≤ 32 registers of pairs: no spills
-    const int tilesK = K / 16;
-    for (int r0 = warp; r0 < R; r0 += nw * LN_STAT_ROWS) {
-      float2 p[LN_STAT_ROWS][LN_PAIRS];
-#pragma unroll
-      for (int j = 0; j < LN_STAT_ROWS; j++) {
-        const int r = r0 + nw * j;
-#pragma unroll
-        for (int i = 0; i < LN_PAIRS; i++) {
-          const int idx = lane + 32 * i;
-          p[j][i] = r < R && idx < tilesK ? statsIn[(long long)r * tilesK + idx] : make_float2(0.f, 0.f);
-        }
-      }
-#pragma unroll
-      for (int j = 0; j < LN_STAT_ROWS; j++) {
-        const int r = r0 + nw * j;
-        if (r < R) {  // uniform over the warp
-          float m, rstd;
-          merge_row_pairs(p[j], tilesK, K, eps, m, rstd);
-          if (lane == 0) lnStat[r] = make_float2(m, rstd);
-        }
-      }
-    }
-  }
-  __syncthreads();
-  float2 meanRstd[ROW_TILES];
-#pragma unroll
-  for (int n = 0; n < ROW_TILES; n++) meanRstd[n] = has[n] ? lnStat[n * 8 + g] : make_float2(0.f, 0.f);
-  // (v − mean)·rstd·w + b rounded to bf16, packed as the GEMM reads x: the expression of
-  // layernorm_stats8, so the fragments hold exactly the values the LayerNorm kernel would have stored.
-  auto normX = [&](const float4 (&v)[UNROLL][ROW_TILES][2], const uint4 (&lw)[UNROLL], const uint4 (&lb)[UNROLL], uint4 (&b)[UNROLL][ROW_TILES]) {
-#pragma unroll
-    for (int u = 0; u < UNROLL; u++) {
-      float wv[8], bv[8];
-      unpack_bf16x8(lw[u], wv);
-      unpack_bf16x8(lb[u], bv);
-#pragma unroll
-      for (int n = 0; n < ROW_TILES; n++) {
-        const float xv[8] = {v[u][n][0].x, v[u][n][0].y, v[u][n][0].z, v[u][n][0].w, v[u][n][1].x, v[u][n][1].y, v[u][n][1].z, v[u][n][1].w};
-        float y8[8];
-#pragma unroll
-        for (int e = 0; e < 8; e++) y8[e] = (xv[e] - meanRstd[n].x) * meanRstd[n].y * wv[e] + bv[e];
-        b[u][n] = has[n] ? pack_bf16x8(y8) : make_uint4(0, 0, 0, 0);
-      }
-    }
-  };
-  normX(XF, LW, LB, B);
-  // As the loop below, but the next group's x arrives as float32 with its LayerNorm weights, and is
-  // normalized after this group's mmas (by then its loads, issued a group ahead, have landed; the
-  // weights of the next group are still in flight).
-  for (int k = kBeg; k < kEnd; k += 32 * UNROLL) {
-    uint4 N0[UNROLL], N1[UNROLL], NW[UNROLL], NL[UNROLL];
-    float4 NX[UNROLL][ROW_TILES][2];
-    const bool more = k + 32 * UNROLL < kEnd;
-    if (more) {
-      loadW(k + 32 * UNROLL, N0, N1);
-      loadXf(k + 32 * UNROLL, NX);
-      loadLn(k + 32 * UNROLL, NW, NL);
-    }
-    mma_group(c, A0, A1, B);
-    if (more) {
-#pragma unroll
-      for (int u = 0; u < UNROLL; u++) { A0[u] = N0[u]; A1[u] = N1[u]; }
-      normX(NX, NW, NL, B);
-    }
-  }
-#else
 #ifdef MPT_LN_X
   // Each warp normalizes only the K slice it multiplies, into its own xs [R][kPer + 32] bf16 (the
   // padding staggers the rows over the banks): no block barrier, no work done twice in a block. Per
@@ -436,6 +296,13 @@ extern "C" __global__ void SKINNY_BOUNDS skinny_gemm(const XIN* __restrict__ x, 
     }
   };
   auto load = [&](int k, uint4 (&a0)[UNROLL], uint4 (&a1)[UNROLL], uint4 (&b)[UNROLL][ROW_TILES]) { loadW(k, a0, a1); loadX(k, b); };
+  // x is loaded a group ahead, like the weights. (Loading it a group at a time right before the group's
+  // mmas, X_LATE, frees 8 registers a k-step at two row tiles — 128 a thread at unroll 4 instead of 162
+  // — but puts x's L2 round trip on every group's path: batch 16 lost 10,721 against 11,609 tokens/s at
+  // the same shapes; with what the registers then allow, the up GEMM at unroll 4 and the MLP-down GEMM
+  // at 16 warps, 11,434; at batch 1 a tie, 882 / 882. H100, 2026-11-28. Deleted. The down GEMM at 16
+  // warps recovered most of it: its weights in flight, not x's latency, are what a faster two-row-tile
+  // down GEMM needs.)
   loadX(kBeg, B);
   for (int k = kBeg; k < kEnd; k += 32 * UNROLL) {
     uint4 N0[UNROLL], N1[UNROLL], NB[UNROLL][ROW_TILES];
@@ -451,7 +318,6 @@ extern "C" __global__ void SKINNY_BOUNDS skinny_gemm(const XIN* __restrict__ x, 
       }
     }
   }
-#endif  // LN_IN_LOOP
 #endif  // MPT_SMEM_W
   float* mine = red + warp * 16 * cols;
 #pragma unroll
