@@ -47,6 +47,15 @@ export function close(what: string, got: ArrayLike<number>, want: ArrayLike<numb
   if (!(e <= tolerance)) assert.fail(`${what}: relative error ${e.toExponential(3)} > ${tolerance}; ${whereOff(got, want)}`);
 }
 
+/** Asserts two float arrays hold the same bits, element for element (NaN payloads and zero signs included). */
+export function sameBits(what: string, got: Float32Array, want: Float32Array) {
+  assert.equal(got.length, want.length, `${what}: lengths differ`);
+  const a = new Uint32Array(got.buffer, got.byteOffset, got.length), b = new Uint32Array(want.buffer, want.byteOffset, want.length);
+  let differ = 0, first = -1;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) { differ++; if (first < 0) first = i; }
+  if (differ) assert.fail(`${what}: ${differ} of ${a.length} elements differ, first [${first}] ${got[first]} vs ${want[first]}`);
+}
+
 /** Where two arrays part (for a failure message): how many elements are far off, the first and the worst. */
 function whereOff(got: ArrayLike<number>, want: ArrayLike<number>): string {
   let sq = 0;

@@ -9,19 +9,10 @@ import { GELU_TABLE_SHAPE } from '../src/backend/cuda/gelu-table.js';
 import { argmax } from '../src/generate/sampling.js';
 import { FLASH_FORWARD_SHAPES, launchFlashForward } from '../src/backend/cuda/flash.js';
 import { sampleTwinCandidates } from './cuda-twins.js';
-import { close, cpu, cudaFor, down, pair, randn, rng, skip } from './cuda-harness.js';
+import { close, cpu, cudaFor, down, pair, randn, rng, sameBits, skip } from './cuda-harness.js';
 
 // bf16 storage rounds each output to 8 bits of mantissa (relative 2^-9); float32 is far tighter.
 const tol = (dtype: string, fp32 = 2e-5) => (dtype === 'bfloat16' ? 1e-2 : fp32);
-
-/** Asserts two float arrays hold the same bits, element for element (NaN payloads and zero signs included). */
-function sameBits(what: string, got: Float32Array, want: Float32Array) {
-  assert.equal(got.length, want.length, `${what}: lengths differ`);
-  const a = new Uint32Array(got.buffer, got.byteOffset, got.length), b = new Uint32Array(want.buffer, want.byteOffset, want.length);
-  let differ = 0, first = -1;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) { differ++; if (first < 0) first = i; }
-  if (differ) assert.fail(`${what}: ${differ} of ${a.length} elements differ, first [${first}] ${got[first]} vs ${want[first]}`);
-}
 
 /** The GEMM epilogue's row statistics of y [rows, outF]: per 16-column tile, its mean and Σ (v − mean)². */
 function tileStatistics(y: Float32Array, rows: number, outF: number): Float32Array {

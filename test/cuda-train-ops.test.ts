@@ -11,22 +11,13 @@ import { elementCount, trainingBackend, type AttentionArgs, type Backend, type T
 import { FLASH_FORWARD_SHAPES } from '../src/backend/cuda/flash.js';
 import { GELU_TABLE_SHAPE, geluTableInputBits } from '../src/backend/cuda/gelu-table.js';
 import { gemmTuning, tuningLog } from '../src/backend/cuda/cublaslt-api.js';
-import { asStored, close as closeTo, cpu, cudaFor, down, pair, randn, rng, skip } from './cuda-harness.js';
+import { asStored, close as closeTo, cpu, cudaFor, down, pair, randn, rng, sameBits, skip } from './cuda-harness.js';
 
 // Training outputs may hold infinities where the reference does (a fully masked row's log-sum-exp).
 const close = (what: string, got: ArrayLike<number>, want: ArrayLike<number>, tolerance: number) => closeTo(what, got, want, tolerance, true);
 const f32pair = (be: CudaBackend, x: Float32Array, shape: number[]): [Tensor, Tensor] => [be.upload(x, shape, 'float32'), cpu.upload(Float32Array.from(x), shape, 'float32')];
 // bf16 outputs carry 8 bits of mantissa; gradients made from bf16 products carry their rounding too.
 const tol = (dtype: string, fp32: number, bf16 = 1e-2) => (dtype === 'bfloat16' ? bf16 : fp32);
-
-/** Asserts two float arrays hold the same bits, element for element (NaN payloads and zero signs included). */
-function sameBits(what: string, got: Float32Array, want: Float32Array) {
-  assert.equal(got.length, want.length, `${what}: lengths differ`);
-  const a = new Uint32Array(got.buffer, got.byteOffset, got.length), b = new Uint32Array(want.buffer, want.byteOffset, want.length);
-  let differ = 0, first = -1;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) { differ++; if (first < 0) first = i; }
-  if (differ) assert.fail(`${what}: ${differ} of ${a.length} elements differ, first [${first}] ${got[first]} vs ${want[first]}`);
-}
 
 for (const dtype of ['bfloat16', 'float32'] as const) {
   // Head sizes 32 and 128 take the tensor-core kernels in bf16; 24 always the scalar ones. Sizes that are
