@@ -7,7 +7,7 @@
 // ping-pong (FB_PINGPONG: one and two turns a tile, 2 to 4 stages; bit for bit the wgmma kernel's dk, dv
 // and, through the dsᵀ it stores, dq), and dq by the warp-specialized flash_backward_dq_fa3 in four shapes
 // (1 or 2 query tiles a consumer, 2 or 3 consumers, head groups, persistent on 2 or 3 blocks so that each
-// block walks many items: bit for bit the mma.sync dq pass's dq). Sizes that are not multiples of 64 or 128 rows (a last block's
+// block walks many items, heads in reverse order: bit for bit the mma.sync dq pass's dq). Sizes that are not multiples of 64 or 128 rows (a last block's
 // consumer 1 then has a partial key tile, t = 77, 200, or no keys at all, t = 320, 150: the ping-pong's
 // idle turns), head sizes 32, 64 and 128, batch > 1, with and without ALiBi. The dsᵀ scratch is filled
 // with NaN first, so a block the dk/dv kernel fails to write poisons dq. The backward must be
@@ -75,7 +75,7 @@ for (const [batch, t, heads, dHead, alibi] of cases) {
         [true, 64, 'fa3', 'mma'], [false, 64, 'fa3', 'mma'], [true, 64, 'fa3-s2-g1', 'wgmma'], [true, 64, 'fa3-s4-g3', 'wgmma'],
         [true, 64, 'fa3-s3-g16-pp', 'mma'], [true, 64, 'fa3-s2-g1-pp', 'wgmma'], [false, 64, 'fa3-s4-g16-pp', 'mma'], [true, 64, 'fa3-s3-g3-pp1', 'mma'],
         [true, 64, 'fa3', 'fa3'], [true, 64, 'wgmma', 'fa3-c2-t1-s3-g3'], [true, 64, 'wgmma-head-major', 'fa3-c2-t2-s2-p3'],
-        [true, 64, 'fa3', 'fa3-c3-t1-s5-p2']);
+        [true, 64, 'fa3', 'fa3-c3-t1-s5-p2'], [true, 64, 'fa3', 'fa3-c2-t2-s4-r'], [true, 64, 'wgmma', 'fa3-c2-t2-s3-p3-r']);
     }
     // dq of the mma.sync pass from the wgmma dk/dv's dsᵀ: the wgmma dq pass sums the same products in the
     // same order, so it must give the same bits.
@@ -124,9 +124,11 @@ test('fa3DqShape: consumers, tiles, stages, head groups and persistence from a n
   assert.deepEqual(fa3DqShape('fa3-c3-t1-s5-g16'), { consumers: 3, tiles: 1, stages: 5, headGroup: 16 });
   assert.deepEqual(fa3DqShape('fa3-c2-t2-s4-p'), { consumers: 2, tiles: 2, stages: 4, headGroup: 1, persistent: true });
   assert.deepEqual(fa3DqShape('fa3-c2-t2-s2-p3'), { consumers: 2, tiles: 2, stages: 2, headGroup: 1, persistent: 3 });
+  assert.deepEqual(fa3DqShape('fa3-c2-t2-s4-p-r'), { consumers: 2, tiles: 2, stages: 4, headGroup: 1, persistent: true, reverse: true });
+  assert.deepEqual(fa3DqShape('fa3-c2-t2-s4-g8-r'), { consumers: 2, tiles: 2, stages: 4, headGroup: 8, reverse: true });
   assert.ok(fa3DqShape('fa3'));
   // 3 consumers of 2 tiles (160 registers a consumer), 5 stages of 48 KB, and malformed names
-  for (const name of ['fa3-c3-t2-s3', 'fa3-c2-t2-s5', 'fa3-c4-t1-s3', 'fa3-c2-t1-s1', 'fa3-c2-t1-s3-g0', 'fa3-c2-t1-s3-p0', 'fa3-c2-t1', 'wgmma', 'mma']) {
+  for (const name of ['fa3-c3-t2-s3', 'fa3-c2-t2-s5', 'fa3-c4-t1-s3', 'fa3-c2-t1-s1', 'fa3-c2-t1-s3-g0', 'fa3-c2-t1-s3-p0', 'fa3-c2-t1', 'fa3-c2-t1-s3-r-p', 'wgmma', 'mma']) {
     assert.equal(fa3DqShape(name), undefined, name);
   }
 });

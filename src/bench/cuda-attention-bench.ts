@@ -161,8 +161,10 @@ function main(argv: string[]): void {
     log('-- dq from stored ds: mma.sync, wgmma (before) and flash_backward_dq_fa3 shapes; dk/dv on wgmma');
     bwd(64, 'both', true, 'wgmma', { dq, dk, dv }, 'mma');  // fills the scratch
     const dqBytes = flashBackwardScratchElements(8, heads, t) * 2;
-    // fa3-cC-tT-sS: C consumers of T 64-query tiles, S stages; -gG heads in groups of G; -p persistent (fa3DqShape).
-    const candidates: FlashDqKernel[] = ['fa3-c2-t2-s4', 'fa3-c2-t2-s4-g16', 'fa3-c2-t2-s4-p', 'fa3-c2-t1-s6', 'fa3-c2-t1-s6-p', 'fa3-c3-t1-s5', 'fa3-c3-t1-s5-p'];
+    // fa3-cC-tT-sS: C consumers of T 64-query tiles, S stages; -gG heads in groups of G; -p persistent; -r heads
+    // from the last (fa3DqShape). 128 queries a block (fa3-c2-t1-s6, persistent or not: 0.285-0.304 ms against
+    // 0.270-0.274 for wgmma) and 3 consumers persistent (0.290) lost in the seventh session (RESULTS-attention.md).
+    const candidates: FlashDqKernel[] = ['fa3-c2-t2-s4', 'fa3-c2-t2-s4-g16', 'fa3-c2-t2-s4-p', 'fa3-c3-t1-s5', 'fa3-c2-t2-s4-r'];
     const passes: FlashDqKernel[] = ['mma', 'wgmma', ...candidates];
     const times = new Map<FlashDqKernel, number[]>();
     for (const s of [...passes, ...[...passes].reverse()]) {
@@ -175,6 +177,29 @@ function main(argv: string[]): void {
     for (const s of passes.filter((x) => x !== 'wgmma')) {
       log(`speed-up of dq ${s} over wgmma (best of two rounds): ${(best('wgmma') / best(s)).toFixed(3)}× (${ms(s)} against ${ms('wgmma')} ms)`);
     }
+    // dq right after the default dk/dv (as in the training step: part of the dsᵀ it wrote last is still in L2),
+    // events around the dq launch alone, two rounds; the scratch holds the same dsᵀ throughout.
+    const afterPasses: FlashDqKernel[] = ['wgmma', 'fa3-c2-t2-s4', 'fa3-c2-t2-s4-r', 'fa3-c2-t2-s4-p-r'];
+    const after = new Map<FlashDqKernel, number[]>();
+    for (const s of [...afterPasses, ...[...afterPasses].reverse()]) {
+      const once = () => { bwd(64, 'dkdv', true, dkdvDefault); bwd(64, 'dq', true, dkdvDefault, { dq, dk, dv }, s); };
+      for (let i = 0; i < 3; i++) once();
+      const a = new CudaEvent(be.ctx), b = new CudaEvent(be.ctx), xs: number[] = [];
+      for (let i = 0; i < reps; i++) {
+        bwd(64, 'dkdv', true, dkdvDefault);
+        a.record(); bwd(64, 'dq', true, dkdvDefault, { dq, dk, dv }, s); b.record();
+        xs.push(b.since(a));
+      }
+      a.destroy(); b.destroy();
+      after.set(s, [...(after.get(s) ?? []), median(xs)]);
+      log(`  dq right after dk/dv (${dkdvDefault}), ${s}`.padEnd(58) + ` ${median(xs).toFixed(3).padStart(8)} ms`);
+    }
+    for (const s of afterPasses.slice(1)) {
+      const w = after.get('wgmma')!, x = after.get(s)!;
+      log(`speed-up of dq ${s} over wgmma right after dk/dv (best of two rounds): ${(Math.min(...w) / Math.min(...x)).toFixed(3)}× `
+        + `(${x.map((v) => v.toFixed(3)).join(' / ')} against ${w.map((v) => v.toFixed(3)).join(' / ')} ms)`);
+    }
+    bwd(64, 'both', true, 'wgmma', { dq, dk, dv }, 'mma');  // the wgmma dk/dv's dsᵀ again, for the checks below
     const dkdvAlone = timeIt('  dk/dv storing ds, wgmma', 2 * fwdFlops(8), () => bwd(64, 'dkdv', true, 'wgmma'));
     for (const s of ['wgmma', 'fa3'] as const) {
       const whole = timeIt(`  backward dq + dk/dv, dq ${s}`, 2.5 * fwdFlops(8), () => bwd(64, 'both', true, 'wgmma', { dq, dk, dv }, s));

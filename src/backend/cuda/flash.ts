@@ -297,7 +297,7 @@ export function flashWgmmaDkdvSharedBytes(dHead: number): number {
  * shape by name, fa3DqShape. All read the same scratch and sum the same products in the same order: the
  * same bits.
  */
-export type FlashDqKernel = 'mma' | 'wgmma' | 'fa3' | `fa3-c${number}-t${number}-s${number}${'' | `-g${number}` | `-p${'' | number}`}`;
+export type FlashDqKernel = 'mma' | 'wgmma' | 'fa3' | `fa3-c${number}-t${number}-s${number}${'' | `-g${number}` | `-p${'' | number}`}${'' | '-r'}`;
 
 /**
  * A shape of flash_backward_dq_fa3 (kernels/flash_backward_dq_fa3.cu: a producer warpgroup filling a ring
@@ -305,9 +305,10 @@ export type FlashDqKernel = 'mma' | 'wgmma' | 'fa3' | `fa3-c${number}-t${number}
  * `stages` of the ring; `headGroup`: blocks ordered by groups of that many heads, longest first inside a
  * group (1: head by head, the head-major order of the wgmma pass); `persistent`: one block an SM looping
  * over the work items, head by head (a number caps the blocks: the tests use a few, so that every block
- * runs many items).
+ * runs many items); `reverse`: the (batch, head) pairs from the last, whose dsᵀ the dk/dv kernel wrote
+ * last (it takes the heads in order) and may have left in L2.
  */
-export interface FlashFa3DqShape { consumers: 2 | 3; tiles: 1 | 2; stages: number; headGroup: number; persistent?: true | number }
+export interface FlashFa3DqShape { consumers: 2 | 3; tiles: 1 | 2; stages: number; headGroup: number; persistent?: true | number; reverse?: true }
 
 // Not measured yet: a first guess (2 consumers of 2 query tiles, 4 stages, head by head; K read once for 4 dsᵀ tiles).
 const FA3_DQ_DEFAULT: FlashFa3DqShape = { consumers: 2, tiles: 2, stages: 4, headGroup: 1 };
@@ -320,15 +321,16 @@ export function flashFa3DqSharedBytes(dHead: number, s: FlashFa3DqShape): number
 /**
  * The fa3 dq shape of a name: 'fa3' (FA3_DQ_DEFAULT) or 'fa3-cC-tT-sS' (C consumers of T query tiles, S
  * stages, head by head), then optionally '-gG' (blocks by groups of G heads) or '-p' / '-pN' (persistent,
- * on every SM / on N blocks). undefined: not an fa3 dq name, or a shape that does not fit (3 consumers of
+ * on every SM / on N blocks), then optionally '-r' (the heads in reverse order). undefined: not an fa3 dq name, or a shape that does not fit (3 consumers of
  * 2 tiles: 160 registers a consumer; more than 227 KB of shared memory at heads of 128).
  */
 export function fa3DqShape(name: string): FlashFa3DqShape | undefined {
   if (name === 'fa3') return FA3_DQ_DEFAULT;
-  const m = /^fa3-c([23])-t([12])-s([2-9])(?:-g([1-9]\d*)|-p([1-9]\d*)?)?$/.exec(name);
+  const m = /^fa3-c([23])-t([12])-s([2-9])(?:-g([1-9]\d*)|-p([1-9]\d*)?)?(-r)?$/.exec(name);
   if (!m) return undefined;
   const shape: FlashFa3DqShape = { consumers: Number(m[1]) as 2 | 3, tiles: Number(m[2]) as 1 | 2, stages: Number(m[3]), headGroup: Number(m[4] ?? 1) };
   if (name.includes('-p')) shape.persistent = m[5] ? Number(m[5]) : true;
+  if (m[6]) shape.reverse = true;
   if ((shape.consumers === 3 && shape.tiles === 2) || flashFa3DqSharedBytes(128, shape) > 227 * 1024) return undefined;
   return shape;
 }
@@ -341,7 +343,7 @@ export function flashDqDefault(kernels: KernelCache, dHead: number): FlashDqKern
   const choice = process.env.MPT_CUDA_DQ ?? '';
   if (choice === 'mma') return 'mma';
   if (choice !== '' && choice !== 'wgmma' && !fa3DqShape(choice)) {
-    throw new UserError(`MPT_CUDA_DQ: '${choice}' is not a dq pass (mma, wgmma, fa3, fa3-cC-tT-sS, fa3-cC-tT-sS-gG, fa3-cC-tT-sS-p[N])`);
+    throw new UserError(`MPT_CUDA_DQ: '${choice}' is not a dq pass (mma, wgmma, fa3, fa3-cC-tT-sS[-gG | -p[N]][-r])`);
   }
   if (!wgmmaUsable(kernels, dHead)) return 'mma';
   return choice === '' ? 'wgmma' : choice as FlashDqKernel;
@@ -377,7 +379,7 @@ export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, 
       const p = dqFa3.persistent;
       kernels.get('flash_backward_dq_fa3.cu', 'flash_backward_dq_fa3', {
         MPT_BF16: true, HEAD_DIM: a.dHead, DQF_CONSUMERS: dqFa3.consumers, DQF_TILES: dqFa3.tiles, DQF_STAGES: dqFa3.stages,
-        DQF_GROUP: dqFa3.headGroup, DQF_PERSISTENT: p !== undefined,
+        DQF_GROUP: dqFa3.headGroup, DQF_PERSISTENT: p !== undefined, DQF_REVERSE: dqFa3.reverse ?? false,
       }).launch(p === undefined ? [pairs, qBlocks] : [Math.min(pairs * qBlocks, p === true ? kernels.multiprocessors() : p)],
         [128 * (dqFa3.consumers + 1)], [a.k, ds, a.dq, a.t, a.nHeads, pairs, a.scale], flashFa3DqSharedBytes(a.dHead, dqFa3));
     } else if (ds && dqKernel === 'wgmma') {  // head-major grid: 128 queries a block (2 warpgroups) × batch·nHeads

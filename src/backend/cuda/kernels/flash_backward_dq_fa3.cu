@@ -57,6 +57,9 @@
 #ifndef DQF_PERSISTENT
 #define DQF_PERSISTENT 0                // 1: one block an SM looping over work items (below)
 #endif
+#ifndef DQF_REVERSE
+#define DQF_REVERSE 0                   // 1: the (batch, head) pairs from the last (below)
+#endif
 #define DQF_ROWS 64                                      // keys a tile, queries a tile
 #define DQF_QTILES (DQF_CONSUMERS * DQF_TILES)          // query tiles a block (a work item)
 #define DQF_THREADS (128 * (DQF_CONSUMERS + 1))         // the producer warpgroup, then the consumers
@@ -113,18 +116,22 @@ __device__ __forceinline__ void dqf_store(bf16* base, const float (&acc)[HEAD_DI
 // a simulation of the 1.3B shape put the busiest block within ~3 % of the mean). The producer and the
 // consumers walk the same sequence, so nothing is handed over but the ring's barriers, and the producer
 // loads the next item's first tiles under the consumers' last ones and their dq stores.
+// DQF_REVERSE: the pairs in reverse order, last first. In the backward the dk/dv kernel runs just before
+// and takes its heads in order (flash_backward_dkdv_fa3: groups of heads, first to last), so the dsᵀ it
+// wrote last, the last heads', may still be in L2 when this pass starts: read first, they need not come
+// from DRAM.
 __device__ __forceinline__ bool dqf_item(int r, int pairs, int qBlocks, int& bh, int& pos) {
 #if DQF_PERSISTENT
   const int nb = gridDim.x, i = r * nb + ((r & 1) ? nb - 1 - (int)blockIdx.x : (int)blockIdx.x);
   if (i >= pairs * qBlocks) return false;
   bh = i / qBlocks;
   pos = i - bh * qBlocks;
-  return true;
 #else
   if (r > 0) return false;
   grouped_block(DQF_GROUP, pos, bh);
-  return true;
 #endif
+  if (DQF_REVERSE) bh = pairs - 1 - bh;
+  return true;
 }
 
 // Shared (dynamic): DQF_STAGES × (K tile, 128-byte swizzled; DQF_QTILES dsᵀ tiles of 8 KB as stored),
