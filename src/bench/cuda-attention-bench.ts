@@ -172,6 +172,11 @@ function main(argv: string[]): void {
       log(`      dsᵀ read at ${(dqBytes / (r.ms * 1e9)).toFixed(2)} TB/s`);
       times.set(s, [...(times.get(s) ?? []), r.ms]);
     }
+    // The card's streaming rate for reference: a device-to-device copy of the scratch (read + write).
+    const copy = be.alloc([flashBackwardScratchElements(8, heads, t)], 'bfloat16');
+    const c = timeIt('  reference: copy of the dsᵀ scratch (device to device)', 0, () => be.ctx.copyDevice(copy.ptr, dsScratch.ptr, dqBytes));
+    log(`      ${(2 * dqBytes / (c.ms * 1e9)).toFixed(2)} TB/s read + written`);
+    be.release(copy);
     const ms = (s: FlashDqKernel) => times.get(s)!.map((x) => x.toFixed(3)).join(' / ');
     const best = (s: FlashDqKernel) => Math.min(...times.get(s)!);
     for (const s of passes.filter((x) => x !== 'wgmma')) {
