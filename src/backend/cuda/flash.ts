@@ -1,6 +1,6 @@
 /**
  * Launches of the tensor-core flash attention kernels (kernels/flash_attention.cu, flash_forward_fa3.cu,
- * flash_backward.cu, flash_backward_wgmma.cu), shared by prefill (index.ts attentionInto) and training
+ * flash_backward.cu, flash_backward_wgmma.cu, flash_backward_dq_fa3.cu), shared by prefill (index.ts attentionInto) and training
  * (training.ts): one place knows each kernel's grid, block, shared memory and compile-time shape, and
  * which shape is the default.
  */
@@ -310,7 +310,8 @@ export type FlashDqKernel = 'mma' | 'wgmma' | 'fa3' | `fa3-c${number}-t${number}
  */
 export interface FlashFa3DqShape { consumers: 2 | 3; tiles: 1 | 2; stages: number; headGroup: number; persistent?: true | number; reverse?: true }
 
-// Not measured yet: a first guess (2 consumers of 2 query tiles, 4 stages, head by head; K read once for 4 dsᵀ tiles).
+// The fastest fa3 shape alone on the H100 (seventh session, dq4: 0.274 / 0.272 ms against 0.274 / 0.270 for the
+// wgmma pass, same process; bench/RESULTS-attention.md): 2 consumers of 2 query tiles, 4 stages, head by head.
 const FA3_DQ_DEFAULT: FlashFa3DqShape = { consumers: 2, tiles: 2, stages: 4, headGroup: 1 };
 
 /** Shared memory of flash_backward_dq_fa3: the stages' K tile and consumers·tiles dsᵀ tiles of 64 × 64, 1 KB to align. */
