@@ -32,6 +32,11 @@
 // within a group. DQF_GROUP = 1 is the head-major order of flash_backward_dq_wgmma, whose L2 reuse of K
 // took that pass from 0.37 to 0.27 ms (bench/RESULTS-attention.md). Deterministic: every dq row is one
 // thread's sum in key order, 16 keys a step; no atomics.
+//
+// Measured (H100, bench/RESULTS-attention.md, session dq4): alone, the best shape (2 consumers of 2 tiles,
+// 4 stages) ties flash_backward_dq_wgmma (0.272 against 0.270 ms), and so do the persistent and grouped
+// grids: both read dsᵀ at ~2.0 TB/s, held by the memory system rather than by their schedules. flash.ts
+// keeps the wgmma pass as the default; this one is selected by MPT_CUDA_DQ.
 #include "wgmma.cuh"
 #include "flash_common.cuh"
 #include "flash_backward_ds.cuh"
