@@ -5,7 +5,9 @@
 // from the stored dsᵀ by wgmma too (after either dk/dv kernel; bit for bit the mma.sync pass's dq), and by
 // the warp-specialized flash_backward_dkdv_fa3 in three ring shapes and four with its consumers in
 // ping-pong (FB_PINGPONG: one and two turns a tile, 2 to 4 stages; bit for bit the wgmma kernel's dk, dv
-// and, through the dsᵀ it stores, dq). Sizes that are not multiples of 64 or 128 rows (a last block's
+// and, through the dsᵀ it stores, dq), and dq by the warp-specialized flash_backward_dq_fa3 in four shapes
+// (1 or 2 query tiles a consumer, 2 or 3 consumers, head groups, persistent on 2 or 3 blocks so that each
+// block walks many items, heads in reverse order: bit for bit the mma.sync dq pass's dq). Sizes that are not multiples of 64 or 128 rows (a last block's
 // consumer 1 then has a partial key tile, t = 77, 200, or no keys at all, t = 320, 150: the ping-pong's
 // idle turns), head sizes 32, 64 and 128, batch > 1, with and without ALiBi. The dsᵀ scratch is filled
 // with NaN first, so a block the dk/dv kernel fails to write poisons dq. The backward must be
@@ -15,7 +17,7 @@ import assert from 'node:assert/strict';
 import type { CudaTensor } from '../src/backend/cuda/index.js';
 import { trainingBackend, type AttentionArgs, type Tensor } from '../src/backend/backend.js';
 import {
-  fa3DkdvShape, flashBackwardScratchElements, wgmmaUsable, launchFlashBackward, type FlashDkdvKernel, type FlashDqKernel,
+  fa3DkdvShape, fa3DqShape, flashBackwardScratchElements, wgmmaUsable, launchFlashBackward, type FlashDkdvKernel, type FlashDqKernel,
 } from '../src/backend/cuda/flash.js';
 import { close, cpu, cudaFor, down, pair, randn, skip } from './cuda-harness.js';
 
@@ -71,7 +73,9 @@ for (const [batch, t, heads, dHead, alibi] of cases) {
       modes.push([true, 64, 'wgmma', 'mma'], [false, 64, 'wgmma', 'mma'], [true, 64, 'mma', 'wgmma'], [true, 64, 'wgmma', 'wgmma'],
         [true, 64, 'wgmma-head-major', 'wgmma'], [false, 64, 'wgmma-head-major', 'mma'],
         [true, 64, 'fa3', 'mma'], [false, 64, 'fa3', 'mma'], [true, 64, 'fa3-s2-g1', 'wgmma'], [true, 64, 'fa3-s4-g3', 'wgmma'],
-        [true, 64, 'fa3-s3-g16-pp', 'mma'], [true, 64, 'fa3-s2-g1-pp', 'wgmma'], [false, 64, 'fa3-s4-g16-pp', 'mma'], [true, 64, 'fa3-s3-g3-pp1', 'mma']);
+        [true, 64, 'fa3-s3-g16-pp', 'mma'], [true, 64, 'fa3-s2-g1-pp', 'wgmma'], [false, 64, 'fa3-s4-g16-pp', 'mma'], [true, 64, 'fa3-s3-g3-pp1', 'mma'],
+        [true, 64, 'fa3', 'fa3'], [true, 64, 'wgmma', 'fa3-c2-t1-s3-g3'], [true, 64, 'wgmma-head-major', 'fa3-c2-t2-s2-p3'],
+        [true, 64, 'fa3', 'fa3-c3-t1-s5-p2'], [true, 64, 'fa3', 'fa3-c2-t2-s4-r'], [true, 64, 'wgmma', 'fa3-c2-t2-s3-p3-r']);
     }
     // dq of the mma.sync pass from the wgmma dk/dv's dsᵀ: the wgmma dq pass sums the same products in the
     // same order, so it must give the same bits.
@@ -92,7 +96,7 @@ for (const [batch, t, heads, dHead, alibi] of cases) {
           sameBits(`dq, ${what}`, got.dq, dqOfMma!, "dq of flash_backward_dkdv_wgmma's dsᵀ");
         }
       }
-      if (stored && kernel !== 'mma' && dqKernel === 'wgmma' && dqOfMma) {
+      if (stored && kernel !== 'mma' && dqKernel !== 'mma' && dqOfMma) {
         sameBits(`dq, ${what}`, got.dq, dqOfMma, 'the mma.sync dq pass on the same dsᵀ');
       }
       const again = run(stored, chunk, kernel, dqKernel);
@@ -161,3 +165,18 @@ for (const [batch, t, heads, dHead] of stridedCases) {
     be.release(scratch);
   });
 }
+
+// The dq pass names (MPT_CUDA_DQ, the bench): which fa3 shapes parse, and to what (no GPU needed).
+test('fa3DqShape: consumers, tiles, stages, head groups and persistence from a name; anything else or what does not fit is undefined', () => {
+  assert.deepEqual(fa3DqShape('fa3-c2-t1-s6'), { consumers: 2, tiles: 1, stages: 6, headGroup: 1 });
+  assert.deepEqual(fa3DqShape('fa3-c3-t1-s5-g16'), { consumers: 3, tiles: 1, stages: 5, headGroup: 16 });
+  assert.deepEqual(fa3DqShape('fa3-c2-t2-s4-p'), { consumers: 2, tiles: 2, stages: 4, headGroup: 1, persistent: true });
+  assert.deepEqual(fa3DqShape('fa3-c2-t2-s2-p3'), { consumers: 2, tiles: 2, stages: 2, headGroup: 1, persistent: 3 });
+  assert.deepEqual(fa3DqShape('fa3-c2-t2-s4-p-r'), { consumers: 2, tiles: 2, stages: 4, headGroup: 1, persistent: true, reverse: true });
+  assert.deepEqual(fa3DqShape('fa3-c2-t2-s4-g8-r'), { consumers: 2, tiles: 2, stages: 4, headGroup: 8, reverse: true });
+  assert.ok(fa3DqShape('fa3'));
+  // 3 consumers of 2 tiles (160 registers a consumer), 5 stages of 48 KB, and malformed names
+  for (const name of ['fa3-c3-t2-s3', 'fa3-c2-t2-s5', 'fa3-c4-t1-s3', 'fa3-c2-t1-s1', 'fa3-c2-t1-s3-g0', 'fa3-c2-t1-s3-p0', 'fa3-c2-t1', 'fa3-c2-t1-s3-r-p', 'wgmma', 'mma']) {
+    assert.equal(fa3DqShape(name), undefined, name);
+  }
+});

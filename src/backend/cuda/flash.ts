@@ -1,6 +1,6 @@
 /**
  * Launches of the tensor-core flash attention kernels (kernels/flash_attention.cu, flash_forward_fa3.cu,
- * flash_backward.cu, flash_backward_wgmma.cu), shared by prefill (index.ts attentionInto) and training
+ * flash_backward.cu, flash_backward_wgmma.cu, flash_backward_dq_fa3.cu), shared by prefill (index.ts attentionInto) and training
  * (training.ts): one place knows each kernel's grid, block, shared memory and compile-time shape, and
  * which shape is the default.
  */
@@ -306,16 +306,64 @@ export function flashWgmmaDkdvSharedBytes(dHead: number): number {
 }
 
 /**
- * Which pass computes dq from the stored dsᵀ: 'mma' (flash_backward_dq_stored, mma.sync, any chip) or
+ * Which pass computes dq from the stored dsᵀ: 'mma' (flash_backward_dq_stored, mma.sync, any chip),
  * 'wgmma' (flash_backward_dq_wgmma: sm_90a, heads of 64 or 128; head-major grid, 128 queries a block, 3
- * stages, dsᵀ evict-first). Both read the same scratch and sum the same products in the same order: the
- * same bits. On the H100 the wgmma pass takes 0.265 ms against 0.374-0.388 (bench/RESULTS-attention.md).
+ * stages, dsᵀ evict-first; on the H100 0.265 ms against 0.374-0.388 for mma, bench/RESULTS-attention.md)
+ * or the warp-specialized flash_backward_dq_fa3 (same chips and heads): 'fa3' (FA3_DQ_DEFAULT) or a
+ * shape by name, fa3DqShape. All read the same scratch and sum the same products in the same order: the
+ * same bits.
  */
-export type FlashDqKernel = 'mma' | 'wgmma';
+export type FlashDqKernel = 'mma' | 'wgmma' | 'fa3' | `fa3-c${number}-t${number}-s${number}${'' | `-g${number}` | `-p${'' | number}`}${'' | '-r'}`;
 
-/** The dq pass launchFlashBackward uses by default: wgmma wherever it can run; MPT_CUDA_DQ=mma forces mma.sync (A/B). */
+/**
+ * A shape of flash_backward_dq_fa3 (kernels/flash_backward_dq_fa3.cu: a producer warpgroup filling a ring
+ * of (K tile, dsᵀ tiles) stages, `consumers` warpgroups of `tiles` 64-query tiles each, one block an SM):
+ * `stages` of the ring; `headGroup`: blocks ordered by groups of that many heads, longest first inside a
+ * group (1: head by head, the head-major order of the wgmma pass); `persistent`: one block an SM looping
+ * over the work items, head by head (a number caps the blocks: the tests use a few, so that every block
+ * runs many items); `reverse`: the (batch, head) pairs from the last, whose dsᵀ the dk/dv kernel wrote
+ * last (it takes the heads in order) and may have left in L2.
+ */
+export interface FlashFa3DqShape { consumers: 2 | 3; tiles: 1 | 2; stages: number; headGroup: number; persistent?: true | number; reverse?: true }
+
+// The fastest fa3 shape alone on the H100 (seventh session, dq4: 0.274 / 0.272 ms against 0.274 / 0.270 for the
+// wgmma pass, same process; bench/RESULTS-attention.md): 2 consumers of 2 query tiles, 4 stages, head by head.
+const FA3_DQ_DEFAULT: FlashFa3DqShape = { consumers: 2, tiles: 2, stages: 4, headGroup: 1 };
+
+/** Shared memory of flash_backward_dq_fa3: the stages' K tile and consumers·tiles dsᵀ tiles of 64 × 64, 1 KB to align. */
+export function flashFa3DqSharedBytes(dHead: number, s: FlashFa3DqShape): number {
+  return s.stages * (64 * dHead * 2 + s.consumers * s.tiles * 64 * 64 * 2) + 1024;
+}
+
+/**
+ * The fa3 dq shape of a name: 'fa3' (FA3_DQ_DEFAULT) or 'fa3-cC-tT-sS' (C consumers of T query tiles, S
+ * stages, head by head), then optionally '-gG' (blocks by groups of G heads) or '-p' / '-pN' (persistent,
+ * on every SM / on N blocks), then optionally '-r' (the heads in reverse order). undefined: not an fa3 dq name, or a shape that does not fit (3 consumers of
+ * 2 tiles: 160 registers a consumer; more than 227 KB of shared memory at heads of 128).
+ */
+export function fa3DqShape(name: string): FlashFa3DqShape | undefined {
+  if (name === 'fa3') return FA3_DQ_DEFAULT;
+  const m = /^fa3-c([23])-t([12])-s([2-9])(?:-g([1-9]\d*)|-p([1-9]\d*)?)?(-r)?$/.exec(name);
+  if (!m) return undefined;
+  const shape: FlashFa3DqShape = { consumers: Number(m[1]) as 2 | 3, tiles: Number(m[2]) as 1 | 2, stages: Number(m[3]), headGroup: Number(m[4] ?? 1) };
+  if (name.includes('-p')) shape.persistent = m[5] ? Number(m[5]) : true;
+  if (m[6]) shape.reverse = true;
+  if ((shape.consumers === 3 && shape.tiles === 2) || flashFa3DqSharedBytes(128, shape) > 227 * 1024) return undefined;
+  return shape;
+}
+
+/**
+ * The dq pass launchFlashBackward uses by default: wgmma wherever it can run, mma.sync elsewhere.
+ * $MPT_CUDA_DQ picks another for an A/B: mma, wgmma, fa3 or an fa3 shape name (fa3DqShape).
+ */
 export function flashDqDefault(kernels: KernelCache, dHead: number): FlashDqKernel {
-  return wgmmaUsable(kernels, dHead) && process.env.MPT_CUDA_DQ !== 'mma' ? 'wgmma' : 'mma';
+  const choice = process.env.MPT_CUDA_DQ ?? '';
+  if (choice === 'mma') return 'mma';
+  if (choice !== '' && choice !== 'wgmma' && !fa3DqShape(choice)) {
+    throw new UserError(`MPT_CUDA_DQ: '${choice}' is not a dq pass (mma, wgmma, fa3, fa3-cC-tT-sS[-gG | -p[N]][-r])`);
+  }
+  if (!wgmmaUsable(kernels, dHead)) return 'mma';
+  return choice === '' ? 'wgmma' : choice as FlashDqKernel;
 }
 
 /** Shared memory of flash_backward_dq_wgmma: 3 stages × (K tile, two dsᵀ tiles of 64 × 64), 1 KB to align. */
@@ -333,15 +381,25 @@ export function flashWgmmaDqSharedBytes(dHead: number): number {
 export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, chunk = FLASH_BACKWARD_CHUNK_DEFAULT,
   parts: 'both' | 'dq' | 'dkdv' = 'both', dkdvKernel: FlashDkdvKernel = flashDkdvDefault(kernels, a.dHead),
   dqKernel: FlashDqKernel = flashDqDefault(kernels, a.dHead)): void {
-  if ((dkdvKernel !== 'mma' || dqKernel === 'wgmma') && !wgmmaUsable(kernels, a.dHead)) {
-    const which = dkdvKernel === 'mma' ? 'flash_backward_dq_wgmma' : fa3DkdvShape(dkdvKernel) ? 'flash_backward_dkdv_fa3' : 'flash_backward_dkdv_wgmma';
+  if ((dkdvKernel !== 'mma' || dqKernel !== 'mma') && !wgmmaUsable(kernels, a.dHead)) {
+    const which = dkdvKernel === 'mma' ? (dqKernel === 'wgmma' ? 'flash_backward_dq_wgmma' : 'flash_backward_dq_fa3')
+      : fa3DkdvShape(dkdvKernel) ? 'flash_backward_dkdv_fa3' : 'flash_backward_dkdv_wgmma';
     throw new Error(`${which} needs sm_90a and heads of 64 or 128 (${kernels.architecture()}, head ${a.dHead})`);
   }
   const defs = { MPT_BF16: true, HEAD_DIM: a.dHead, BWD_CHUNK: chunk };
   const row = rowBytes(a.dHead), grid = [a.batch * a.nHeads, Math.ceil(a.t / 64)];
   const ds = a.ds ?? 0;
+  const dqFa3 = fa3DqShape(dqKernel);
   const dq = () => {
-    if (ds && dqKernel === 'wgmma') {  // head-major grid: 128 queries a block (2 warpgroups) × batch·nHeads
+    if (ds && dqFa3) {  // grid (batch·nHeads, query blocks) in head groups, or persistent: at most a block an SM
+      const pairs = a.batch * a.nHeads, qBlocks = Math.ceil(Math.ceil(a.t / 64) / (dqFa3.consumers * dqFa3.tiles));
+      const p = dqFa3.persistent;
+      kernels.get('flash_backward_dq_fa3.cu', 'flash_backward_dq_fa3', {
+        MPT_BF16: true, HEAD_DIM: a.dHead, DQF_CONSUMERS: dqFa3.consumers, DQF_TILES: dqFa3.tiles, DQF_STAGES: dqFa3.stages,
+        DQF_GROUP: dqFa3.headGroup, DQF_PERSISTENT: p !== undefined, DQF_REVERSE: dqFa3.reverse ?? false,
+      }).launch(p === undefined ? [pairs, qBlocks] : [Math.min(pairs * qBlocks, p === true ? kernels.multiprocessors() : p)],
+        [128 * (dqFa3.consumers + 1)], [a.k, ds, a.dq, a.t, a.nHeads, pairs, a.scale], flashFa3DqSharedBytes(a.dHead, dqFa3));
+    } else if (ds && dqKernel === 'wgmma') {  // head-major grid: 128 queries a block (2 warpgroups) × batch·nHeads
       kernels.get('flash_backward_wgmma.cu', 'flash_backward_dq_wgmma', { MPT_BF16: true, HEAD_DIM: a.dHead }).launch(
         [Math.ceil(a.t / 128), a.batch * a.nHeads], [256], [a.k, ds, a.dq, a.t, a.nHeads, a.scale], flashWgmmaDqSharedBytes(a.dHead));
     } else if (ds) {  // 128 queries a block: 256 threads; shared 2 stages × (K tile, two dsᵀ tiles)

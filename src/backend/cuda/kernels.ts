@@ -15,6 +15,7 @@ export const KERNEL_ARGS: Record<string, string> = {
   columns: 'ppiiii', gather_rows: 'pppiiip', gather_rows_f32: 'pppiiip', write_rows: 'ppiiiipi', advance: 'pi',
   layernorm: 'pppppif', layernorm8: 'pppppif', layernorm_stats8: 'pppppif', layernorm_rows8: 'ppppiif',
   qkv_split: 'ppppppppiiipifif', qkv_split8: 'ppppppppiiipifif',
+  flash_backward_dq_fa3: 'pppiiif',
   attention_decode: 'pppppppiiipiiiif', attention_combine: 'ppiiii', attention_decode_qkv: 'pppppppppppppiiipiffi',
   flash_forward: 'pppppppiiiiiiif', flash_forward_persistent: 'pppppppiiiiiiifi', flash_backward_dq: 'pppppppppif', flash_backward_dkdv: 'pppppppppppif',
   flash_backward_dq_stored: 'pppiif', flash_backward_dkdv_wgmma: 'pppppppppppif', flash_backward_dkdv_fa3: 'pppppppppppif', flash_backward_dq_wgmma: 'pppiif',
