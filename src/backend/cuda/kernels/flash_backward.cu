@@ -30,15 +30,6 @@
 #define ROW (HEAD_DIM + 8)
 #define DSTEPS (HEAD_DIM / 16)
 #define DTILES (HEAD_DIM / 8)
-// The row strides of the dk/dv kernels' dk and dv outputs in rows of q (nHeads·head size): 1 is a
-// contiguous [batch, t, d]; 3 writes into a column block of a [batch·t, 3d] buffer (the caller offsets the
-// pointer) for one Wqkv backward GEMM (training.ts). Only the store's address changes.
-#ifndef DKDV_DK_WIDTHS
-#define DKDV_DK_WIDTHS 1
-#endif
-#ifndef DKDV_DV_WIDTHS
-#define DKDV_DV_WIDTHS 1
-#endif
 typedef __nv_bfloat16 bf16;
 #include "flash_common.cuh"
 

@@ -31,15 +31,6 @@
 #ifndef WB_HEAD_MAJOR
 #define WB_HEAD_MAJOR 0                       // 1: dk/dv grid (key tiles, batch·nHeads) instead of (batch·nHeads, key tiles)
 #endif
-// The row strides of the dk and dv outputs in rows of q (nHeads·HEAD_DIM): 1 is a contiguous [batch, t, d];
-// 3 writes into a column block of a [batch·t, 3d] buffer (the caller offsets the pointer), so that dq, dk,
-// dv sit side by side for one Wqkv backward GEMM (training.ts). Only the store's address changes.
-#ifndef DKDV_DK_WIDTHS
-#define DKDV_DK_WIDTHS 1
-#endif
-#ifndef DKDV_DV_WIDTHS
-#define DKDV_DV_WIDTHS 1
-#endif
 typedef __nv_bfloat16 bf16;
 
 

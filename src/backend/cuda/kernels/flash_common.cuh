@@ -2,6 +2,17 @@
 // their wgmma versions): asynchronous copies into shared memory, ldmatrix, the m16n8k16 tensor-core
 // product, exp2 on the special-function unit, bf16 packing, and the block order by groups of heads.
 
+// The row strides of the dk/dv kernels' dk and dv outputs (flash_backward.cu, flash_backward_wgmma.cu) in
+// rows of q (nHeads·head size): 1 is a contiguous [batch, t, d]; 3 writes into a column block of a
+// [batch·t, 3d] buffer (the caller offsets the pointer), so that dq, dk, dv sit side by side for one Wqkv
+// backward GEMM (training.ts). Only the store's address changes.
+#ifndef DKDV_DK_WIDTHS
+#define DKDV_DK_WIDTHS 1
+#endif
+#ifndef DKDV_DV_WIDTHS
+#define DKDV_DV_WIDTHS 1
+#endif
+
 // 16 bytes global → shared (shared-window address), without L1; `valid` false writes zeros instead (rows
 // past the end of a sequence read nothing out of bounds).
 __device__ __forceinline__ void cp_async16(unsigned dst, const void* src, bool valid) {
