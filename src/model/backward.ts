@@ -1,6 +1,6 @@
 import { elementCount, waitFreeOps, type Backend, type Tensor } from '../backend/backend.js';
 import { parameterShapes, type MptConfig } from './config.js';
-import type { Affine } from './params.js';
+import type { Affine, MptParams } from './params.js';
 import { nextTokenTargets, TrainingGraph, type Tape } from './training-forward.js';
 
 /**
@@ -139,6 +139,54 @@ export function backward(graph: TrainingGraph, tape: Tape, dHidden: Tensor, grad
   const linearBack = (dy: Tensor, x: Tensor, l: Affine, name: string): Tensor =>
     linearInto({ dy, x, weight: l.weight, dWeight: grad(`${name}.weight`), dBias: biasGrad(name, l) }, `${name}.weight`);
 
+  /**
+   * From dOut (the gradient of attention's output) through attention, the QK LayerNorms and clip_qkv
+   * to Wqkv: its weight gradient added into grads, and dLn1Out, the gradient of LN_1's output
+   * (= dq·Wq + dk·Wk + dv·Wv).
+   */
+  const attentionAndQkvBackward = (a: Tape['blocks'][number], block: MptParams['blocks'][number], name: string, dAttended: Tensor): Tensor => {
+    const args = graph.attentionArgs(a.q, a.k, a.v, batch, t);
+    const attended = be.view(a.attended, [batch, t, d]), dOut = be.view(dAttended, [batch, t, d]), rows = batch * t, wqkv = `${name}.attn.wqkv`;
+    const columns = graph.fusedQkvBackward ? graph.columnOutputs : null;
+    if (columns && block.qLn && block.kLn && c.clipQkv === null) {
+      // dQKV = [dq | dk | dv] side by side in one [rows, 3·d] tensor, written there by the q and k
+      // LayerNorms' backward and by attention's dv; then dLn1Out = dQKV·Wqkv and Wqkv's gradient
+      // dQKVᵀ·LN_1(xIn) are one GEMM each over the fused weight (its bias's gradient one column sum).
+      const dQkv = columns.columnBlocks(rows, 3 * d);
+      const g = columns.attentionBackward(args, attended, a.logSumExp, dOut, { dv: { tensor: dQkv, column: 2 * d } });
+      columns.layerNormBackwardInto({ ...normArgs(be.view(g.dq, [rows, d]), a.qPre, block.qLn, `${name}.attn.qLn`), dxInto: { tensor: dQkv, column: 0 } });
+      columns.layerNormBackwardInto({ ...normArgs(be.view(g.dk!, [rows, d]), a.kPre, block.kLn, `${name}.attn.kLn`), dxInto: { tensor: dQkv, column: d } });
+      be.release(g.dq);
+      be.release(g.dk!);
+      const ln1Out = graph.norm(a.xIn, block.ln1);  // recomputed for the weight gradient
+      const dLn1Out = linearBack(dQkv, ln1Out, block.wqkv, wqkv);
+      be.release(dQkv);
+      return dLn1Out;
+    }
+    // dq, dk, dv as tensors of their own, through the QK LayerNorms and clip_qkv's clamp; then
+    // dLn1Out = dq·Wq + dk·Wk + dv·Wv summed in one tensor, each part's weight gradient in its row block
+    // of Wqkv's: three GEMMs of each.
+    const g = be.attentionBackward(args, attended, a.logSumExp, dOut);
+    let dq = be.view(g.dq, [rows, d]), dk = be.view(g.dk, [rows, d]), dv = be.view(g.dv, [rows, d]);
+    if (block.qLn) dq = normBack(dq, a.qPre, block.qLn, `${name}.attn.qLn`);
+    if (block.kLn) dk = normBack(dk, a.kPre, block.kLn, `${name}.attn.kLn`);
+    if (a.qkvRaw && c.clipQkv !== null) {
+      dq = be.clampBackward(dq, a.qkvRaw.q, c.clipQkv);
+      dk = be.clampBackward(dk, a.qkvRaw.k, c.clipQkv);
+      dv = be.clampBackward(dv, a.qkvRaw.v, c.clipQkv);
+    }
+    const ln1Out = graph.norm(a.xIn, block.ln1);  // recomputed for the weight gradients
+    let sum: Tensor | null = null;
+    for (const [i, dy] of [dq, dk, dv].entries()) {
+      const part = graph.qkvPart(block.wqkv, i);
+      sum = linearInto({
+        dy, x: ln1Out, weight: part.weight, dWeight: be.rowBlock(grad(`${wqkv}.weight`), i * d, d),
+        dBias: part.bias ? be.rowBlock(grad(`${wqkv}.bias`), i * d, d) : null, dxInto: sum,
+      }, `${wqkv}.weight`);
+    }
+    return sum!;
+  };
+
   let dx = normBack(dHidden, tape.xFinal, p.lnF, 'lnF');
   for (let layer = c.nLayers - 1; layer >= 0; layer--) dx = be.scope(() => {
     // One scope a layer: its temporaries (activation gradients, recomputed activations) go back to the
@@ -157,47 +205,7 @@ export function backward(graph: TrainingGraph, tape: Tape, dHidden: Tensor, grad
     const dxMid = normBack(dLn2Out, a.xMid, block.ln2, `${name}.ln2`, dx);
     // xMid = xIn + out(attention(q_LN(q), k_LN(k), v)),  q,k,v = clip(LN_1(xIn) · W{q,k,v}ᵀ)
     const dAttended = linearBack(dxMid, a.attended, block.out, `${name}.attn.out`);
-    const args = graph.attentionArgs(a.q, a.k, a.v, batch, t);
-    const attended = be.view(a.attended, [batch, t, d]), dOut = be.view(dAttended, [batch, t, d]), rows = batch * t, wqkv = `${name}.attn.wqkv`;
-    let dLn1Out: Tensor;
-    const columns = graph.fusedQkvBackward ? graph.columnOutputs : null;
-    if (columns && block.qLn && block.kLn && c.clipQkv === null) {
-      // dQKV = [dq | dk | dv] side by side in one [rows, 3·d] tensor, written there by the q and k
-      // LayerNorms' backward and by attention's dv; then dLn1Out = dQKV·Wqkv and Wqkv's gradient
-      // dQKVᵀ·LN_1(xIn) are one GEMM each over the fused weight (its bias's gradient one column sum).
-      const dQkv = columns.columnBlocks(rows, 3 * d);
-      const g = columns.attentionBackward(args, attended, a.logSumExp, dOut, { dv: { tensor: dQkv, column: 2 * d } });
-      columns.layerNormBackwardInto({ ...normArgs(be.view(g.dq, [rows, d]), a.qPre, block.qLn, `${name}.attn.qLn`), dxInto: { tensor: dQkv, column: 0 } });
-      columns.layerNormBackwardInto({ ...normArgs(be.view(g.dk!, [rows, d]), a.kPre, block.kLn, `${name}.attn.kLn`), dxInto: { tensor: dQkv, column: d } });
-      be.release(g.dq);
-      be.release(g.dk!);
-      const ln1Out = graph.norm(a.xIn, block.ln1);  // recomputed for the weight gradient
-      dLn1Out = linearBack(dQkv, ln1Out, block.wqkv, wqkv);
-      be.release(dQkv);
-    } else {
-      // dq, dk, dv as tensors of their own, through the QK LayerNorms and clip_qkv's clamp; then
-      // dLn1Out = dq·Wq + dk·Wk + dv·Wv summed in one tensor, each part's weight gradient in its row block
-      // of Wqkv's: three GEMMs of each.
-      const g = be.attentionBackward(args, attended, a.logSumExp, dOut);
-      let dq = be.view(g.dq, [rows, d]), dk = be.view(g.dk, [rows, d]), dv = be.view(g.dv, [rows, d]);
-      if (block.qLn) dq = normBack(dq, a.qPre, block.qLn, `${name}.attn.qLn`);
-      if (block.kLn) dk = normBack(dk, a.kPre, block.kLn, `${name}.attn.kLn`);
-      if (a.qkvRaw && c.clipQkv !== null) {
-        dq = be.clampBackward(dq, a.qkvRaw.q, c.clipQkv);
-        dk = be.clampBackward(dk, a.qkvRaw.k, c.clipQkv);
-        dv = be.clampBackward(dv, a.qkvRaw.v, c.clipQkv);
-      }
-      const ln1Out = graph.norm(a.xIn, block.ln1);  // recomputed for the weight gradients
-      let sum: Tensor | null = null;
-      for (const [i, dy] of [dq, dk, dv].entries()) {
-        const part = graph.qkvPart(block.wqkv, i);
-        sum = linearInto({
-          dy, x: ln1Out, weight: part.weight, dWeight: be.rowBlock(grad(`${wqkv}.weight`), i * d, d),
-          dBias: part.bias ? be.rowBlock(grad(`${wqkv}.bias`), i * d, d) : null, dxInto: sum,
-        }, `${wqkv}.weight`);
-      }
-      dLn1Out = sum!;
-    }
+    const dLn1Out = attentionAndQkvBackward(a, block, name, dAttended);
     const dxIn = normBack(dLn1Out, a.xIn, block.ln1, `${name}.ln1`, dxMid);
     // This block's tape is spent (xIn is the previous block's output, which its own backward does not read).
     for (const tensor of new Set([a.xIn, a.qPre, a.kPre, a.q, a.k, a.v, a.attended, a.logSumExp, a.xMid, a.ln2Out, a.up, a.activated])) if (tensor) be.release(tensor);
