@@ -1,7 +1,7 @@
 import { sideStreamAdamw, waitFreeOps, type DeviceScalar, type Tensor, type TrainingBackend, type WaitFreeTrainingOps } from '../backend/backend.js';
 import { keptGradients, lossAndGradients, lossAndGradientsOnDevice, overwrittenGradients, zeroGradients, type Gradients } from '../model/backward.js';
 import { parameterShapes } from '../model/config.js';
-import type { TrainingGraph } from '../model/training-forward.js';
+import type { ForwardHooks, TrainingGraph } from '../model/training-forward.js';
 import { AdamW, clipGradNorm } from './optimizer.js';
 
 /** One microbatch: [rows, seqLen] token ids, row-major. */
@@ -55,13 +55,20 @@ export class TrainStep {
     // step before a deferred group reads it: the update reads this copy, made outside any scope.
     this.deferredScale = this.waitFree && sideStreamAdamw(be) ? be.zeros([1], 'float32') : null;
     if (this.deferredScale) this.owned.push(this.deferredScale);
-    graph.hooks = {
-      beforeBlock: (layer) => optimizer.applyDeferred(1 + layer),
-      // The rest (the output table when untied) — and any group not yet applied: the backward that
-      // follows writes over the gradients the deferred update reads.
-      beforeOutput: () => optimizer.flush(),
-    };
+    graph.hooks = this.hooks;
   }
+
+  /**
+   * Where the next forward applies the deferred update (on CUDA: where the main stream waits for each
+   * group on the side stream). The last hook applies every group left, so by the time the backward runs
+   * the main stream has waited for all of them: the backward writes over the gradients the groups read
+   * (staleGradients) and the next defer() writes the clipping factor they read — both on the main stream,
+   * after those waits, so neither can run before the side stream is done with them.
+   */
+  private readonly hooks: ForwardHooks = {
+    beforeBlock: (layer) => this.optimizer.applyDeferred(1 + layer),
+    beforeOutput: () => this.optimizer.flush(), // the rest: the output table when untied
+  };
 
   get isWaitFree(): boolean { return this.waitFree !== null; }
 
@@ -161,7 +168,7 @@ export class TrainStep {
   /** Apply what is deferred, and give the kept gradients back to the device allocator. */
   dispose(): void {
     this.flush();
-    if (this.graph.hooks) this.graph.hooks = null;
+    if (this.graph.hooks === this.hooks) this.graph.hooks = null;
     for (const t of this.owned) this.be.release(t);
   }
 }
