@@ -16,7 +16,7 @@ import { AdamW, clipGradNorm } from '../src/train/optimizer.js';
 import { TrainStep } from '../src/train/step.js';
 import { CudaContext } from '../src/backend/cuda/driver.js';
 import { ids, lossesOfSteps2To6, ref, referenceDir as dir, rows, tokens } from './training-reference.js';
-import { close, relErr } from './cuda-harness.js';
+import { close, cpu, cudaFor, down, randn, relErr, sameBits } from './cuda-harness.js';
 import { MPT_1B_REDPAJAMA_200B, parameterShapes, type MptConfig } from '../src/model/config.js';
 import { structureParams } from '../src/model/params.js';
 import { Rng } from '../src/util/random.js';
@@ -380,4 +380,46 @@ test('cuda, deferred AdamW: float32 and bf16, on a side stream with several grid
   }
   // The waiting path (MPT_TRAIN_WAIT_FREE=0): the deferred update reads gradients made outside the step's scope.
   same(run('float32', { overlap: false, waitFree: false }), run('float32', { overlap: true, waitFree: false }), 'float32, waiting path');
+});
+
+/**
+ * The side stream's kernel alone (adamw_multi_strided, CudaTrainingOps.adamwGroupsOnSide): groups of
+ * awkward sizes (a tail of 1–3 after the 16-byte groups, several 4096-element chunks plus a tail) with a
+ * device clipping factor, at grids of 1, 3 and 0 (one block a chunk) blocks: the bits of adamw_multi on
+ * the main stream from the same inputs, and the CPU twin (gradients scaled first, as clipping does) within
+ * the 1e-6 of the main kernel's own twin test.
+ */
+test('cuda: adamw_multi_strided on the side stream equals adamw_multi bit for bit and the CPU twin, at several grid sizes', { skip }, () => {
+  for (const dtype of ['bfloat16', 'float32'] as const) {
+    const be = cudaFor(dtype), ops = be.training, waitFree = ops;
+    const sizes = [[10_007, 3], [2 * 4096 + 5, 64, 1], [4096], [1, 2, 5]];
+    const scale = 0.37;
+    for (const blocks of [1, 3, 0]) {
+      ops.adamwOverlapBlocks = blocks;
+      const host = sizes.map((group) => group.map((n) => ({ p: randn(n), m: randn(n, 1e-3), v: Float32Array.from(randn(n, 1e-3), (x) => x * x), g: randn(n, 1e-3) })));
+      /** The same operands on a device (fresh copies) with a compute copy in the activation dtype. */
+      const operands = () => host.map((group) => group.map((h) => ({
+        param: be.upload(h.p, [h.p.length], 'float32'), m: be.upload(h.m, [h.m.length], 'float32'), v: be.upload(h.v, [h.v.length], 'float32'),
+        grad: be.upload(h.g, [h.g.length], 'float32'), computeCopy: be.zeros([h.p.length], be.activationDType),
+      })));
+      const factor = be.upload(Float32Array.of(scale), [1], 'float32');
+      const gradScale = { tensor: factor, offset: 0, type: 'float32' as const };
+      const a = { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, decay: 1e-4, step: 3 };
+      const main = operands(), side = operands();
+      for (const group of main) waitFree.adamwStepAll({ tensors: group, ...a, gradScale });
+      const tickets = ops.adamwGroupsOnSide(side.map((group) => ({ tensors: group, ...a, gradScale })));
+      for (const ticket of tickets) ops.mainWaitsFor(ticket);
+      const twin = host.map((group) => group.map((h) => {
+        const t = { param: cpu.upload(h.p, [h.p.length], 'float32'), m: cpu.upload(h.m, [h.m.length], 'float32'), v: cpu.upload(h.v, [h.v.length], 'float32'), grad: cpu.upload(h.g, [h.g.length], 'float32') };
+        cpu.scaleInPlace(t.grad, scale);
+        return t;
+      }));
+      for (const group of twin) cpu.adamwStepAll({ tensors: group, ...a });
+      for (const name of ['param', 'm', 'v', 'computeCopy'] as const) {
+        const all = (ts: typeof main) => Float32Array.from(ts.flat().flatMap((t) => [...down(be, t[name])]));
+        sameBits(`${dtype}, ${blocks} blocks: ${name}`, all(side), all(main));
+        if (name !== 'computeCopy') close(`${dtype}, ${blocks} blocks: ${name} against the CPU twin`, all(side), Float32Array.from(twin.flat().flatMap((t) => [...down(cpu, t[name])])), 1e-6);
+      }
+    }
+  }
 });
