@@ -352,7 +352,9 @@ export function formatTrainBench(r: TrainBenchResult): string {
   const plain = r.modes.find((m) => m.mode === 'wait-free');
   for (const m of r.modes.filter((x) => x.mode.startsWith('overlap'))) {
     const against = plain ? `; wait-free ${plain.medianMs.toFixed(1)} ms → ${(plain.medianMs - m.medianMs).toFixed(1)} ms saved a step (${(plain.medianMs / m.medianMs).toFixed(3)}×), back to back ${(plain.backToBackMs - m.backToBackMs).toFixed(1)} ms` : '';
-    lines.push(`${m.mode}: ${m.medianMs.toFixed(1)} ms median, ${m.backToBackMs.toFixed(1)} ms back to back${against}; its AdamW in one step:`);
+    const tps = (r.microbatch * r.seqLen) / (m.medianMs / 1000), compiled = r.torch.find((x) => x.mode === 'compile' && !x.error);
+    const vsTorch = compiled ? `, mpt-ts/torch compile ${(tps / (compiled.tokens_per_s as number)).toFixed(3)}×` : '';
+    lines.push(`${m.mode}: ${m.medianMs.toFixed(1)} ms median (${tps.toFixed(0)} tokens/s${vsTorch}), ${m.backToBackMs.toFixed(1)} ms back to back${against}; its AdamW in one step:`);
     for (const b of m.breakdown.filter((x) => /adamw/.test(x.name))) lines.push(`  ${b.ms.toFixed(2).padStart(8)} ms ${String(b.calls).padStart(4)}×  ${b.name}`);
   }
   lines.push(`gradient norm (Σ g² of ${(r.parameters / 1e9).toFixed(2)}B float32 values and its read-back): one launch ${r.gradNormMs.oneLaunch.toFixed(2)} ms, one launch a tensor ${r.gradNormMs.perTensor.toFixed(2)} ms (median of 5 each)`);
