@@ -89,3 +89,50 @@ extern "C" __global__ void __launch_bounds__(256) adamw_multi(const AdamwTensor*
     }
   }
 }
+
+#ifdef ADAMW_GRID_STRIDE
+// adamw_multi with a grid of any size: block b takes chunks b, b + gridDim.x, … of the table. For the
+// deferred update on a side stream (src/train/step.ts), whose few blocks must leave the SMs to the
+// forward's GEMMs. The same arithmetic per element as adamw_multi, whose body this repeats: that kernel
+// stays as it is so that its cubin (line info included) is unchanged while this one is a setting.
+__device__ __forceinline__ void adamw_chunk(const AdamwTensor& t, long long start, const AdamwHyper& h, float gs) {
+  const long long end = min(start + (long long)ADAMW_CHUNK, t.n);
+  for (long long i = start + 4 * threadIdx.x; i < end; i += 4 * blockDim.x) {
+    if (i + 4 <= end) {
+      float4 p = *reinterpret_cast<const float4*>(t.p + i), m = *reinterpret_cast<const float4*>(t.m + i), v = *reinterpret_cast<const float4*>(t.v + i);
+      const float4 g = __ldg(reinterpret_cast<const float4*>(t.g + i));
+      adamw_one(p.x, __fmul_rn(g.x, gs), m.x, v.x, h);
+      adamw_one(p.y, __fmul_rn(g.y, gs), m.y, v.y, h);
+      adamw_one(p.z, __fmul_rn(g.z, gs), m.z, v.z, h);
+      adamw_one(p.w, __fmul_rn(g.w, gs), m.w, v.w, h);
+      *reinterpret_cast<float4*>(t.p + i) = p;
+      *reinterpret_cast<float4*>(t.m + i) = m;
+      *reinterpret_cast<float4*>(t.v + i) = v;
+      if (t.copy) {
+#if defined(COPY_BF16)
+        __nv_bfloat162 lo = __floats2bfloat162_rn(p.x, p.y), hi = __floats2bfloat162_rn(p.z, p.w);
+        uint2 packed;
+        packed.x = *reinterpret_cast<unsigned*>(&lo);
+        packed.y = *reinterpret_cast<unsigned*>(&hi);
+        *reinterpret_cast<uint2*>(reinterpret_cast<__nv_bfloat16*>(t.copy) + i) = packed;
+#elif defined(COPY_F32)
+        *reinterpret_cast<float4*>(reinterpret_cast<float*>(t.copy) + i) = p;
+#endif
+      }
+    } else {
+      for (long long j = i; j < end; j++) adamw_element(t.p, t.g, t.m, t.v, t.copy, j, h, gs);
+    }
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(256) adamw_multi_strided(const AdamwTensor* __restrict__ tensors, const int2* __restrict__ chunks, int chunkCount,
+                                                                    float stepSize, float beta1, float beta2, float eps, float keep, float bc2Sqrt,
+                                                                    const float* __restrict__ gradScale) {
+  const AdamwHyper h{stepSize, beta1, beta2, eps, keep, bc2Sqrt};
+  const float gs = grad_scale_of(gradScale);
+  for (int k = blockIdx.x; k < chunkCount; k += gridDim.x) {
+    const int2 c = chunks[k];
+    adamw_chunk(tensors[c.x], (long long)c.y * ADAMW_CHUNK, h, gs);
+  }
+}
+#endif
