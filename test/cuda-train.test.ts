@@ -16,7 +16,7 @@ import { AdamW, clipGradNorm } from '../src/train/optimizer.js';
 import { TrainStep } from '../src/train/step.js';
 import { CudaContext } from '../src/backend/cuda/driver.js';
 import { ids, lossesOfSteps2To6, ref, referenceDir as dir, rows, tokens } from './training-reference.js';
-import { close, cpu, cudaFor, down, randn, relErr, sameBits } from './cuda-harness.js';
+import { close, relErr } from './cuda-harness.js';
 import { MPT_1B_REDPAJAMA_200B, parameterShapes, type MptConfig } from '../src/model/config.js';
 import { structureParams } from '../src/model/params.js';
 import { Rng } from '../src/util/random.js';
@@ -298,129 +298,5 @@ test('cuda: the Wqkv backward as one GEMM of each over dQKV [rows, 3d] gives the
       }
     }
     process.stderr.write(`${dtype} fused vs three GEMMs: ${report.join('; ')}\n`);
-  }
-});
-
-/**
- * Deferred AdamW (TrainStep.overlapAdamw, MPT_TRAIN_OVERLAP_ADAMW=1): the update of each step applied
- * by the next forward, its groups on a second stream (several grid sizes, adamw_multi_strided) or on the
- * main stream, against the update at the end of each step — in float32 and in bf16 (amp: float32
- * masters, bf16 compute copies). The same kernels' arithmetic on the same inputs, only the timing
- * differs: losses, gradient norms, weights, moments and compute copies are equal bit for bit. A small
- * random model with biases (every group of updateGroups), two microbatches a step, a vocabulary that is
- * not a whole number of AdamW chunks, and a clipping norm every step exceeds (the deferred update must
- * read its step's clipping factor, not whatever the allocator put at that address since). No token id
- * repeats within a microbatch: the embedding's backward adds rows with atomics, whose order (and so the
- * low bits of a repeated id's gradient) would differ from run to run whatever the optimizer does; the
- * plain path is run twice to show the rest is deterministic.
- */
-test('cuda, deferred AdamW: float32 and bf16, on a side stream with several grid sizes or on the main stream, give the plain steps bit for bit', { skip }, () => {
-  const config: MptConfig = { ...MPT_1B_REDPAJAMA_200B, dModel: 256, nHeads: 2, nLayers: 3, vocabSize: 509, maxSeqLen: 256, noBias: false };
-  const batch = 2, t = 200, steps = 4, micro = 2, clipNorm = 1e-3;
-  const rng = new Rng(11);
-  const host = new Map([...parameterShapes(config)].map(([name, shape]) => {
-    const n = shape.reduce((a, b) => a * b, 1), norm = shape.length === 1 && !name.endsWith('.bias');
-    return [name, { shape, values: Float32Array.from({ length: n }, () => (norm ? 1 + 0.2 * rng.normal() : 0.05 * rng.normal())) }] as const;
-  }));
-  const data = Array.from({ length: steps * micro }, () => {
-    const ids = Int32Array.from({ length: config.vocabSize }, (_, i) => i); // a random permutation's first batch·t ids: none repeats
-    for (let i = ids.length - 1; i > 0; i--) {
-      const j = Math.floor(rng.next() * (i + 1));
-      [ids[i], ids[j]] = [ids[j], ids[i]];
-    }
-    return ids.slice(0, batch * t);
-  });
-  const bits = (backend: CudaBackend, m: Map<string, import('../src/backend/backend.js').Tensor>) =>
-    new Map([...m].map(([n, x]) => [n, Buffer.from((backend.download(x) as Float32Array).buffer)]));
-  const run = (dtype: 'float32' | 'bfloat16', v: { overlap: boolean; side?: boolean; blocks?: number; waitFree?: boolean }) => {
-    const backend = new CudaBackend({ dtype });
-    const be = trainingBackend(backend), ops = backend.training;
-    ops.waitFree = v.waitFree ?? true;
-    ops.sideStream = v.side ?? true;
-    ops.adamwOverlapBlocks = v.blocks ?? 8;
-    let sideGroups = 0, mainWaits = 0;
-    const onSide = ops.adamwGroupsOnSide.bind(ops), waitFor = ops.mainWaitsFor.bind(ops);
-    ops.adamwGroupsOnSide = (groups) => { sideGroups += groups.length; return onSide(groups); };
-    ops.mainWaitsFor = (ticket) => { mainWaits++; waitFor(ticket); };
-    const masters = new Map([...host].map(([name, h]) => [name, backend.upload(h.values, h.shape, 'float32')]));
-    const copies = dtype === 'bfloat16' ? new Map([...host].map(([name, h]) => [name, backend.upload(float32ToBfloat16Array(h.values), h.shape, 'bfloat16')])) : null;
-    const graph = new TrainingGraph(config, backend, structureParams(config, copies ?? masters));
-    const optimizer = new AdamW(be, { kind: 'decoupled_adamw', lr: 1e-3, betas: [0.9, 0.95], eps: 1e-8, weightDecay: 1e-4 }, masters, copies);
-    const stepper = new TrainStep(be, graph, optimizer, clipNorm);
-    stepper.overlapAdamw = v.overlap;
-    for (let s = 0; s < steps; s++) {
-      stepper.run(s + 1, micro, (i) => ({ tokens: data[s * micro + i], rows: batch }), 1e-3 * (1 - s / 8), 1 / (micro * batch * (t - 1)));
-    }
-    const results = stepper.settle();
-    stepper.dispose();
-    return { results, masters: bits(backend, masters), m: bits(backend, optimizer.m), v: bits(backend, optimizer.v), copies: copies ? bits(backend, copies) : null, sideGroups, mainWaits };
-  };
-  type Run = ReturnType<typeof run>;
-  const same = (a: Run, b: Run, what: string) => {
-    assert.deepEqual(b.results, a.results, `${what}: losses and gradient norms`);
-    assert.ok(a.results.every((r) => r.gradNorm > clipNorm), `${what}: every step should clip`);
-    for (const key of ['masters', 'm', 'v', 'copies'] as const) {
-      for (const [name, x] of a[key] ?? []) assert.ok(x.equals(b[key]!.get(name)!), `${what}: ${key} of ${name} differ`);
-    }
-  };
-  const groupsAfterFirst = config.nLayers + 1; // updateGroups: block groups and the output group
-  for (const dtype of ['float32', 'bfloat16'] as const) {
-    const plain = run(dtype, { overlap: false });
-    assert.equal(plain.sideGroups, 0);
-    same(plain, run(dtype, { overlap: false }), `${dtype}: the plain path run twice (not deterministic: nothing below can be compared bit for bit)`);
-    for (const blocks of [1, 8, 0]) {
-      const deferred = run(dtype, { overlap: true, blocks });
-      assert.equal(deferred.sideGroups, steps * groupsAfterFirst, `${dtype}, ${blocks} blocks: groups queued on the side stream`);
-      assert.equal(deferred.mainWaits, steps * groupsAfterFirst, `${dtype}, ${blocks} blocks: main-stream waits`);
-      same(plain, deferred, `${dtype}, side stream, ${blocks} blocks`);
-    }
-    const mainOnly = run(dtype, { overlap: true, side: false });
-    assert.equal(mainOnly.sideGroups, 0);
-    same(plain, mainOnly, `${dtype}, deferred on the main stream`);
-  }
-  // The waiting path (MPT_TRAIN_WAIT_FREE=0): the deferred update reads gradients made outside the step's scope.
-  same(run('float32', { overlap: false, waitFree: false }), run('float32', { overlap: true, waitFree: false }), 'float32, waiting path');
-});
-
-/**
- * The side stream's kernel alone (adamw_multi_strided, CudaTrainingOps.adamwGroupsOnSide): groups of
- * awkward sizes (a tail of 1–3 after the 16-byte groups, several 4096-element chunks plus a tail) with a
- * device clipping factor, at grids of 1, 3 and 0 (one block a chunk) blocks: the bits of adamw_multi on
- * the main stream from the same inputs, and the CPU twin (gradients scaled first, as clipping does) within
- * the 1e-6 of the main kernel's own twin test.
- */
-test('cuda: adamw_multi_strided on the side stream equals adamw_multi bit for bit and the CPU twin, at several grid sizes', { skip }, () => {
-  for (const dtype of ['bfloat16', 'float32'] as const) {
-    const be = cudaFor(dtype), ops = be.training, waitFree = ops;
-    const sizes = [[10_007, 3], [2 * 4096 + 5, 64, 1], [4096], [1, 2, 5]];
-    const scale = 0.37;
-    ops.adamwOverlapFirstFull = false; // every group at the grid under test
-    for (const blocks of [1, 3, 0]) {
-      ops.adamwOverlapBlocks = blocks;
-      const host = sizes.map((group) => group.map((n) => ({ p: randn(n), m: randn(n, 1e-3), v: Float32Array.from(randn(n, 1e-3), (x) => x * x), g: randn(n, 1e-3) })));
-      /** The same operands on a device (fresh copies) with a compute copy in the activation dtype. */
-      const operands = () => host.map((group) => group.map((h) => ({
-        param: be.upload(h.p, [h.p.length], 'float32'), m: be.upload(h.m, [h.m.length], 'float32'), v: be.upload(h.v, [h.v.length], 'float32'),
-        grad: be.upload(h.g, [h.g.length], 'float32'), computeCopy: be.zeros([h.p.length], be.activationDType),
-      })));
-      const factor = be.upload(Float32Array.of(scale), [1], 'float32');
-      const gradScale = { tensor: factor, offset: 0, type: 'float32' as const };
-      const a = { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, decay: 1e-4, step: 3 };
-      const main = operands(), side = operands();
-      for (const group of main) waitFree.adamwStepAll({ tensors: group, ...a, gradScale });
-      const tickets = ops.adamwGroupsOnSide(side.map((group) => ({ tensors: group, ...a, gradScale })));
-      for (const ticket of tickets) ops.mainWaitsFor(ticket);
-      const twin = host.map((group) => group.map((h) => {
-        const t = { param: cpu.upload(h.p, [h.p.length], 'float32'), m: cpu.upload(h.m, [h.m.length], 'float32'), v: cpu.upload(h.v, [h.v.length], 'float32'), grad: cpu.upload(h.g, [h.g.length], 'float32') };
-        cpu.scaleInPlace(t.grad, scale);
-        return t;
-      }));
-      for (const group of twin) cpu.adamwStepAll({ tensors: group, ...a });
-      for (const name of ['param', 'm', 'v', 'computeCopy'] as const) {
-        const all = (ts: typeof main) => Float32Array.from(ts.flat().flatMap((t) => [...down(be, t[name])]));
-        sameBits(`${dtype}, ${blocks} blocks: ${name}`, all(side), all(main));
-        if (name !== 'computeCopy') close(`${dtype}, ${blocks} blocks: ${name} against the CPU twin`, all(side), Float32Array.from(twin.flat().flatMap((t) => [...down(cpu, t[name])])), 1e-6);
-      }
-    }
   }
 });

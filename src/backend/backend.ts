@@ -260,34 +260,3 @@ export function waitFreeOps(backend: Backend): WaitFreeTrainingOps | null {
   const needed: Array<keyof WaitFreeTrainingOps> = ['uploadAsync', 'crossEntropyWithOutput', 'linearBackwardInto', 'zeroInPlace', 'gradNormOnDevice', 'adamwStepAll', 'stage', 'settle'];
   return needed.every((name) => typeof ops[name] === 'function') ? (ops as WaitFreeTrainingOps) : null;
 }
-
-/** adamwStepAll's operands and hyperparameters, with WaitFreeTrainingOps' device gradient scale. */
-export type ScaledAdamwArgs = Parameters<WaitFreeTrainingOps['adamwStepAll']>[0];
-
-/**
- * What a backend may offer so that AdamW runs beside the next forward instead of between two steps
- * (deferred, overlapped AdamW: src/train/optimizer.ts `defer`, src/train/step.ts): a second stream
- * (CUDA: `backend.training`). Nothing queued there allocates or frees: every operand (parameters,
- * moments, gradients, compute copies, the gradient scale) must be persistent.
- */
-export interface SideStreamAdamwOps {
-  /** Whether the deferred update's groups go to the side stream (false: they run on the main stream, in order; comparisons). */
-  sideStream: boolean;
-  /** A float32 device scalar copied into `dst` ([1] float32, made outside any scope), in stream order. */
-  copyScalar(dst: Tensor, src: DeviceScalar): void;
-  /**
-   * Each group's adamwStepAll queued on the side stream, in order, after everything queued on the main
-   * stream so far; one ticket a group for mainWaitsFor.
-   */
-  adamwGroupsOnSide(groups: readonly ScaledAdamwArgs[]): number[];
-  /** The main stream waits (on the device; the host goes on) until the side stream has run the group of `ticket`. */
-  mainWaitsFor(ticket: number): void;
-}
-
-/** The backend's side-stream AdamW ops, or null when it has none. */
-export function sideStreamAdamw(backend: Backend): SideStreamAdamwOps | null {
-  const ops = (backend as { training?: Partial<SideStreamAdamwOps> }).training;
-  if (!ops) return null;
-  const needed: Array<keyof SideStreamAdamwOps> = ['copyScalar', 'adamwGroupsOnSide', 'mainWaitsFor'];
-  return needed.every((name) => typeof ops[name] === 'function') ? (ops as SideStreamAdamwOps) : null;
-}

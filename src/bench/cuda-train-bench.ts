@@ -7,9 +7,7 @@
  * torch.compile + FlexAttention with an ALiBi score_mod) run in the same command on the same card.
  * The step is src/train/step.ts's; unless `compare` is false its other path (wait-free / waiting for
  * the device inside each step) is timed too, alternating step by step, with the idle time between a
- * step's operations (perKernel) for each. MPT_BENCH_OVERLAP_ADAMW (e.g. `4,8,16,32,16:low`) adds the
- * wait-free step with deferred AdamW (MPT_TRAIN_OVERLAP_ADAMW: its groups on a second stream beside the
- * next forward) for each grid size (blocks; 0: one a chunk) and side-stream priority (high unless `:low`).
+ * step's operations (perKernel) for each.
  *
  * MFU counts llm-foundry's FLOPs per sequence, 3·(2·n_params·T + n_layers·4·d_model·T²), over 989
  * TFLOP/s (the H100 SXM's dense bf16 peak), as BASELINES.md does.
@@ -44,26 +42,11 @@ export interface TrainBenchOptions {
   compare?: boolean;
 }
 
-/**
- * wait-free: nothing in a step waits for the device (src/train/step.ts); waiting: the loss, targets and
- * gradient norm are read back inside each step; overlap: wait-free with the AdamW update deferred into
- * the next forward, on a side stream of `blocks` blocks and that priority.
- */
-export interface StepMode { name: string; waitFree: boolean; overlap: { blocks: number; priority: 'high' | 'low' } | null }
-
-/** MPT_BENCH_OVERLAP_ADAMW: comma-separated grid sizes, each with `:low` for a low-priority side stream. */
-export function overlapModes(text: string | undefined): StepMode[] {
-  if (!text) return [];
-  return text.split(',').map((item) => {
-    const m = /^\s*(\d+)(?::(high|low))?\s*$/.exec(item);
-    if (!m) throw new UserError(`MPT_BENCH_OVERLAP_ADAMW: "${item}" is not a block count with an optional :high or :low (e.g. 8,16,16:low)`);
-    const blocks = Number(m[1]), priority = (m[2] ?? 'high') as 'high' | 'low';
-    return { name: `overlap ${blocks === 0 ? 'full grid' : `${blocks} blocks`}${priority === 'low' ? ', low priority' : ''}`, waitFree: true, overlap: { blocks, priority } };
-  });
-}
+/** wait-free: nothing in a step waits for the device (src/train/step.ts); waiting: the loss, targets and gradient norm are read back inside each step. */
+export type StepMode = 'wait-free' | 'waiting';
 
 export interface ModeResult {
-  mode: string;
+  mode: StepMode;
   /** Each timed step alone (events around it; the host waited for the previous one), and their median. */
   stepsMs: number[];
   medianMs: number;
@@ -114,23 +97,21 @@ export interface StepGap { ms: number; after: string; before: string; hostWaits:
  * the host made there) plus the launch latency itself. The events add a little to every gap.
  */
 function perKernel(be: CudaBackend, fn: () => void): { breakdown: Array<{ name: string; ms: number; calls: number }>; gaps: StepGap[]; spanMs: number } {
-  // A launch on another stream (deferred AdamW's side stream) is timed with events on that stream, and
-  // named so; it is left out of the main stream's gaps and span.
-  const marks: Array<{ name: string; a: CudaEvent; b: CudaEvent; waitsBefore: number; side: boolean }> = [];
+  const marks: Array<{ name: string; a: CudaEvent; b: CudaEvent; waitsBefore: number }> = [];
   const pool: CudaEvent[] = [];
   const event = () => pool.pop() ?? new CudaEvent(be.ctx);
   let waits = 0, depth = 0;
-  const wrap = <T extends object>(proto: T, method: keyof T, label: (self: any, args: any[]) => string, streamOf: (args: any[]) => number | undefined = () => undefined) => {
+  const wrap = <T extends object>(proto: T, method: keyof T, label: (self: any, args: any[]) => string) => {
     const original = proto[method] as unknown as (...a: unknown[]) => unknown;
     (proto as any)[method] = function (this: unknown, ...args: unknown[]) {
       if (depth > 0) return original.apply(this, args); // an op made of other timed ops (zeros → memset) is timed once
-      const a = event(), b = event(), waitsBefore = waits, stream = streamOf(args), side = stream !== undefined && stream !== be.ctx.stream;
-      if (side) a.recordOn(stream); else a.record();
+      const a = event(), b = event(), waitsBefore = waits;
+      a.record();
       depth++;
       let r: unknown;
       try { r = original.apply(this, args); } finally { depth--; }
-      if (side) b.recordOn(stream); else b.record();
-      marks.push({ name: side ? `${label(this, args)} (side stream)` : label(this, args), a, b, waitsBefore, side });
+      b.record();
+      marks.push({ name: label(this, args), a, b, waitsBefore });
       return r;
     };
     return () => { (proto as any)[method] = original; };
@@ -138,7 +119,7 @@ function perKernel(be: CudaBackend, fn: () => void): { breakdown: Array<{ name: 
   const syncOriginal = CudaContext.prototype.synchronize;
   CudaContext.prototype.synchronize = function (this: CudaContext) { waits++; syncOriginal.call(this); };
   const undo = [
-    wrap(Kernel.prototype, 'launch', (k: Kernel) => k.name, (args) => args[4]),
+    wrap(Kernel.prototype, 'launch', (k: Kernel) => k.name),
     wrap(TrainingGemm.prototype, 'gemm', (_s, [g]) => `gemm ${g.aTrans ? 'T' : 'N'}${g.bTrans ? 'T' : 'N'} ${g.m}×${g.n}×${g.k} ${g.outType === 'float32' ? '→f32' : ''}`),
     wrap(CublasLt.prototype, 'matmul', (_s, [m]) => `gemm x·Wᵀ ${m.rows}×${m.outFeatures}×${m.inFeatures}${m.accumulate ? ' +=' : m.residual ? ' + residual' : ''}`),
     wrap(CudaContext.prototype, 'copyDevice', () => 'device-to-device copy'),
@@ -155,17 +136,14 @@ function perKernel(be: CudaBackend, fn: () => void): { breakdown: Array<{ name: 
   be.synchronize();
   const totals = new Map<string, { ms: number; calls: number }>();
   const gaps: StepGap[] = [];
-  for (const m of marks) {
+  marks.forEach((m, i) => {
     const e = totals.get(m.name) ?? { ms: 0, calls: 0 };
     e.ms += m.b.since(m.a);
     e.calls++;
     totals.set(m.name, e);
-  }
-  const main = marks.filter((m) => !m.side);
-  main.forEach((m, i) => {
-    if (i > 0) gaps.push({ ms: m.a.since(main[i - 1].b), after: main[i - 1].name, before: m.name, hostWaits: m.waitsBefore - main[i - 1].waitsBefore });
+    if (i > 0) gaps.push({ ms: m.a.since(marks[i - 1].b), after: marks[i - 1].name, before: m.name, hostWaits: m.waitsBefore - marks[i - 1].waitsBefore });
   });
-  const spanMs = main.length > 0 ? main[main.length - 1].b.since(main[0].a) : 0;
+  const spanMs = marks.length > 0 ? marks[marks.length - 1].b.since(marks[0].a) : 0;
   for (const m of marks) { m.a.destroy(); m.b.destroy(); }
   for (const e of pool) e.destroy();
   return { breakdown: [...totals].map(([name, v]) => ({ name, ...v })).sort((x, y) => y.ms - x.ms), gaps, spanMs };
@@ -202,38 +180,17 @@ export function runTrainBench(o: TrainBenchOptions): TrainBenchResult {
   // The step of `mpt train` (src/train/step.ts) in the default path, and, for the comparison, the other
   // one (wait-free: nothing in a step waits for the device; waiting: the loss, the targets and the
   // gradient norm read back inside every step, as before). Both update the same weights.
-  const ops = be.training;
-  const waitFreeMode: StepMode = { name: 'wait-free', waitFree: true, overlap: null }, waitingMode: StepMode = { name: 'waiting', waitFree: false, overlap: null };
-  const primary = ops.waitFree ? waitFreeMode : waitingMode;
-  const modes: StepMode[] = o.compare === false ? [primary] : [primary, primary === waitFreeMode ? waitingMode : waitFreeMode];
-  modes.push(...overlapModes(process.env.MPT_BENCH_OVERLAP_ADAMW));
+  const ops = be.training, primary: StepMode = ops.waitFree ? 'wait-free' : 'waiting';
+  const modes: StepMode[] = o.compare === false ? [primary] : [primary, primary === 'wait-free' ? 'waiting' : 'wait-free'];
   const steppers = new Map(modes.map((mode) => {
-    ops.waitFree = mode.waitFree;
-    const stepper = new TrainStep(be, graph, optimizer, 1);
-    stepper.overlapAdamw = mode.overlap !== null; // explicit: MPT_TRAIN_OVERLAP_ADAMW does not change the other modes
-    return [mode, stepper] as const;
+    ops.waitFree = mode === 'wait-free';
+    return [mode, new TrainStep(be, graph, optimizer, 1)] as const;
   }));
   let stepNumber = 0;
   const runStep = (mode: StepMode) => {
-    ops.waitFree = mode.waitFree;
-    if (mode.overlap) {
-      ops.adamwOverlapBlocks = mode.overlap.blocks;
-      ops.adamwOverlapPriority = mode.overlap.priority;
-    }
+    ops.waitFree = mode === 'wait-free';
     const ids = batch();
     steppers.get(mode)!.run(++stepNumber, 1, () => ({ tokens: ids, rows: mb }), 1e-4, 1 / (mb * (t - 1)));
-  };
-  /**
-   * Before a mode's timed steps: what another mode deferred is applied (untimed), and a deferring mode
-   * runs one untimed step, so that each timed step applies one update (its predecessor's, beside its
-   * forward) as the other modes' steps apply their own.
-   */
-  const leadIn = (mode: StepMode) => {
-    for (const stepper of steppers.values()) stepper.flush();
-    if (mode.overlap) {
-      runStep(mode);
-      steppers.get(mode)!.settle();
-    }
   };
   const timed = (fn: () => void) => {
     const a = new CudaEvent(be.ctx), b = new CudaEvent(be.ctx);
@@ -249,36 +206,34 @@ export function runTrainBench(o: TrainBenchOptions): TrainBenchResult {
   for (let i = 0; i < warmup + steps; i++) {
     for (const mode of i % 2 === 0 ? modes : [...modes].reverse()) {
       const m = perMode.get(mode)!;
-      leadIn(mode);
       be.allocator.resetPeak();
       const ms = timed(() => runStep(mode));
       m.last = steppers.get(mode)!.settle().pop() ?? null;
       m.peak = Math.max(m.peak, be.allocator.stats().peak);
       if (i >= warmup) m.stepsMs.push(ms);
-      log(`step ${i + 1}${i < warmup ? ' (warm-up)' : ''} ${mode.name}: ${ms.toFixed(1)} ms (loss ${((m.last?.lossSum ?? NaN) / (mb * (t - 1))).toFixed(4)}, grad norm ${m.last?.gradNorm.toFixed(4)})`);
+      log(`step ${i + 1}${i < warmup ? ' (warm-up)' : ''} ${mode}: ${ms.toFixed(1)} ms (loss ${((m.last?.lossSum ?? NaN) / (mb * (t - 1))).toFixed(4)}, grad norm ${m.last?.gradNorm.toFixed(4)})`);
     }
   }
   // Back to back, as the training loop runs them between two log lines: one pair of events around all.
   const backToBack = new Map(modes.map((mode) => {
-    leadIn(mode);
     const ms = timed(() => { for (let i = 0; i < steps; i++) runStep(mode); }) / steps;
     steppers.get(mode)!.settle();
-    log(`${steps} steps back to back, ${mode.name}: ${ms.toFixed(1)} ms a step`);
+    log(`${steps} steps back to back, ${mode}: ${ms.toFixed(1)} ms a step`);
     return [mode, ms] as const;
   }));
   const comparison: ModeResult[] = modes.map((mode) => {
     const m = perMode.get(mode)!;
-    leadIn(mode);
+    ops.waitFree = mode === 'wait-free';
     const timeline = perKernel(be, () => runStep(mode));
     steppers.get(mode)!.settle();
     const kernelsMs = timeline.breakdown.reduce((sum, b) => sum + b.ms, 0);
     return {
-      mode: mode.name, stepsMs: m.stepsMs, medianMs: median(m.stepsMs), backToBackMs: backToBack.get(mode)!, peakBytes: m.peak + 2 * (32 << 20), // + the two cuBLASLt workspaces
+      mode, stepsMs: m.stepsMs, medianMs: median(m.stepsMs), backToBackMs: backToBack.get(mode)!, peakBytes: m.peak + 2 * (32 << 20), // + the two cuBLASLt workspaces
       kernelsMs, spanMs: timeline.spanMs, gapMs: timeline.gaps.reduce((sum, g) => sum + g.ms, 0), gaps: timeline.gaps.length,
       topGaps: [...timeline.gaps].sort((x, y) => y.ms - x.ms).slice(0, 8), breakdown: timeline.breakdown,
     };
   });
-  ops.waitFree = primary.waitFree;
+  ops.waitFree = primary === 'wait-free';
   for (const stepper of steppers.values()) stepper.dispose();
   // The gradient norm's reduction over tensors of the gradients' sizes (the float32 masters), in one
   // launch and in one launch a tensor, alternating: events around each, median of 5.
@@ -347,15 +302,6 @@ export function formatTrainBench(r: TrainBenchResult): string {
     }).filter((d) => Math.abs(d.a - d.b) >= 0.1 || d.ca !== d.cb).sort((x, y) => Math.abs(y.a - y.b) - Math.abs(x.a - x.b));
     lines.push(`operations that differ, ${main.mode} against ${other.mode} (ms in one step, calls):`);
     for (const d of differences.slice(0, 14)) lines.push(`  ${d.a.toFixed(2).padStart(8)} ms ${String(d.ca).padStart(4)}×  vs ${d.b.toFixed(2).padStart(8)} ms ${String(d.cb).padStart(4)}×  ${d.name}`);
-  }
-  // Deferred AdamW: each grid size against the plain wait-free step of the same run, and where its AdamW went.
-  const plain = r.modes.find((m) => m.mode === 'wait-free');
-  for (const m of r.modes.filter((x) => x.mode.startsWith('overlap'))) {
-    const against = plain ? `; wait-free ${plain.medianMs.toFixed(1)} ms → ${(plain.medianMs - m.medianMs).toFixed(1)} ms saved a step (${(plain.medianMs / m.medianMs).toFixed(3)}×), back to back ${(plain.backToBackMs - m.backToBackMs).toFixed(1)} ms` : '';
-    const tps = (r.microbatch * r.seqLen) / (m.medianMs / 1000), compiled = r.torch.find((x) => x.mode === 'compile' && !x.error);
-    const vsTorch = compiled ? `, mpt-ts/torch compile ${(tps / (compiled.tokens_per_s as number)).toFixed(3)}×` : '';
-    lines.push(`${m.mode}: ${m.medianMs.toFixed(1)} ms median (${tps.toFixed(0)} tokens/s${vsTorch}), ${m.backToBackMs.toFixed(1)} ms back to back${against}; its AdamW in one step:`);
-    for (const b of m.breakdown.filter((x) => /adamw/.test(x.name))) lines.push(`  ${b.ms.toFixed(2).padStart(8)} ms ${String(b.calls).padStart(4)}×  ${b.name}`);
   }
   lines.push(`gradient norm (Σ g² of ${(r.parameters / 1e9).toFixed(2)}B float32 values and its read-back): one launch ${r.gradNormMs.oneLaunch.toFixed(2)} ms, one launch a tensor ${r.gradNormMs.perTensor.toFixed(2)} ms (median of 5 each)`);
   const total = r.breakdown.reduce((s, b) => s + b.ms, 0);

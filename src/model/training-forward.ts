@@ -90,16 +90,6 @@ function rowBlockLinear(backend: Backend): RowBlockLinear | null {
   return ops && typeof ops.linearRowBlocks === 'function' ? (ops as RowBlockLinear) : null;
 }
 
-/**
- * Calls the forward makes before a block reads its parameters, and before the output layer: where a
- * deferred optimizer step (src/train/step.ts) applies that block's update, or makes the device wait for it.
- */
-export interface ForwardHooks {
-  beforeBlock(layer: number): void;
-  /** Before LN_f and the output layer (the last parameters the forward reads). */
-  beforeOutput(): void;
-}
-
 /** What both passes share: the model's math constants and the attention call for a batch. */
 export class TrainingGraph {
   readonly slopes: Float32Array | null;
@@ -122,8 +112,6 @@ export class TrainingGraph {
   fusedQkvBackward = process.env.MPT_TRAIN_QKV_FUSED_BACKWARD !== '0';
   /** The backend's ColumnBlockOutputs, or null where it has none. */
   readonly columnOutputs: ColumnBlockOutputs | null;
-  /** Set by a training step that defers its optimizer update into the next forward; null: none. */
-  hooks: ForwardHooks | null = null;
 
   constructor(readonly config: MptConfig, backend: Backend, readonly params: MptParams) {
     this.backend = trainingBackend(backend);
@@ -185,8 +173,7 @@ export class TrainingGraph {
       x = be.add(x, be.embedding(positions, p.wpe));
     }
     const blocks: BlockTape[] = [];
-    for (const [layer, block] of p.blocks.entries()) {
-      this.hooks?.beforeBlock(layer);
+    for (const block of p.blocks) {
       const xIn = x;
       // One scope a block: what the tape does not keep (LN outputs, GELU's output) is released at its end.
       const { tape, xOut } = be.scope(() => {
@@ -210,7 +197,6 @@ export class TrainingGraph {
       blocks.push(tape);
       x = xOut;
     }
-    this.hooks?.beforeOutput();
     return { batch, seqLen: t, ids: idTensor, positions, blocks, xFinal: x, hidden: this.norm(x, p.lnF) };
   }
 }

@@ -186,13 +186,11 @@ export async function train(s: RunSettings, source: BatchSource, options: TrainO
     } else if (evalNow || saveNow) {
       settle(); // a bad token id surfaces before an eval or a checkpoint, not after
     }
-    // A deferred optimizer update (MPT_TRAIN_OVERLAP_ADAMW) is applied before the weights or the moments are read outside a step.
-    if (evalNow || saveNow) trainStep.flush();
     if (evalNow) evaluate(done);
     if (saveNow) await save(done);
   }
   settle();
-  trainStep.dispose(); // flushes a deferred update: the final eval and save below read what the plain path leaves
+  trainStep.dispose();
   if (result.endStep === s.maxBatches && result.endStep > startStep) {
     if (!s.evalInterval || result.endStep % s.evalInterval !== 0) evaluate(result.endStep);
     if (!s.saveInterval || result.endStep % s.saveInterval !== 0) await save(result.endStep);

@@ -1,4 +1,4 @@
-import { sideStreamAdamw, waitFreeOps, type AdamwTensors, type DeviceScalar, type Tensor, type TrainingBackend } from '../backend/backend.js';
+import { waitFreeOps, type DeviceScalar, type Tensor, type TrainingBackend } from '../backend/backend.js';
 
 /**
  * AdamW on float32 master weights with float32 moments, in the two flavours llm-foundry offers:
@@ -46,109 +46,24 @@ export class AdamW {
    * the gradients times that device value, applied as they are read.
    */
   update(grads: Map<string, Tensor>, lr: number, gradScale: DeviceScalar | null = null): void {
-    this.flush(); // an update recorded by defer() comes first
     this.step++;
-    this.apply(this.operands(grads, [...this.params.keys()]), this.hyperparameters(lr), gradScale);
-  }
-
-  /** The update recorded by defer() and not yet applied in full. */
-  private deferred: DeferredUpdate | null = null;
-
-  /**
-   * Record the update `update(grads, lr, gradScale)` would make, to be applied group by group
-   * (`groups`: parameter names, every parameter in exactly one) by applyDeferred(i) or flush(): the
-   * values are the same, only when each parameter is stepped differs (deferred, overlapped AdamW:
-   * step.ts). The gradients, the moments and `gradScale` must stay unchanged until then: `gradScale`
-   * is read when the group runs, so pass a persistent copy. The first group (what the next forward
-   * needs first) is applied at once: nothing runs before it that it could overlap with. With
-   * `sideStream` (a backend's SideStreamAdamwOps) the other groups are queued on its second stream now,
-   * after everything queued so far, and applyDeferred(i) makes the main stream wait for group i;
-   * without it applyDeferred(i) runs group i. `release`: tensors (the gradients of the path that
-   * makes them every step) given back once the update is applied in full.
-   */
-  defer(grads: Map<string, Tensor>, lr: number, gradScale: DeviceScalar | null, groups: readonly string[][],
-    options: { sideStream: boolean; release?: readonly Tensor[] }): void {
-    this.flush();
-    const all = groups.flat();
-    if (all.length !== this.params.size || new Set(all).size !== all.length || all.some((name) => !this.params.has(name))) {
-      throw new Error(`AdamW.defer: the groups name ${all.length} parameters (${new Set(all).size} distinct), the optimizer has ${this.params.size}`);
-    }
-    this.step++;
-    const hyper = this.hyperparameters(lr);
-    const operands = groups.map((names) => this.operands(grads, names));
-    const side = options.sideStream ? sideStreamAdamw(this.backend) : null;
-    if (options.sideStream && !side) throw new Error(`AdamW.defer: the ${this.backend.name} backend has no side stream for AdamW`);
-    this.apply(operands[0], hyper, gradScale);
-    const tickets = side && operands.length > 1 ? side.adamwGroupsOnSide(operands.slice(1).map((tensors) => ({ tensors, ...hyper, gradScale }))) : null;
-    this.deferred = { operands, hyper, gradScale, done: operands.map((_, i) => i === 0), tickets, release: options.release ?? [] };
-  }
-
-  /** Whether an update recorded by defer() has groups not yet applied. */
-  get hasDeferred(): boolean { return this.deferred !== null; }
-
-  /**
-   * Group `group` of the deferred update applied before whatever comes next on the main stream (run
-   * here, or waited for on the side stream); nothing when it is applied already or nothing is deferred.
-   */
-  applyDeferred(group: number): void {
-    const d = this.deferred;
-    if (!d || group >= d.done.length || d.done[group]) return;
-    d.done[group] = true;
-    if (d.tickets) sideStreamAdamw(this.backend)!.mainWaitsFor(d.tickets[group - 1]);
-    else this.apply(d.operands[group], d.hyper, d.gradScale);
-    if (d.done.every(Boolean)) this.finishDeferred();
-  }
-
-  /** Apply every group of the deferred update not yet applied, in order: then the weights and moments are what update() leaves. */
-  flush(): void {
-    const d = this.deferred;
-    if (!d) return;
-    for (let g = 0; g < d.done.length; g++) this.applyDeferred(g);
-  }
-
-  private finishDeferred(): void {
-    const d = this.deferred!;
-    this.deferred = null;
-    for (const t of d.release) this.backend.release(t);
-  }
-
-  private hyperparameters(lr: number): AdamwHyperparameters {
     const { kind, betas, eps, weightDecay } = this.settings;
     const decay = weightDecay === 0 ? 0 : kind === 'adamw' ? lr * weightDecay : weightDecay * (lr / this.settings.lr);
-    return { lr, beta1: betas[0], beta2: betas[1], eps, decay, step: this.step };
-  }
-
-  private operands(grads: Map<string, Tensor>, names: readonly string[]): AdamwTensors[] {
-    return names.map((name) => {
+    const tensors = [...this.params].map(([name, param]) => {
       const grad = grads.get(name);
       if (!grad) throw new Error(`AdamW: no gradient for ${name}`);
-      return { param: this.params.get(name)!, grad, m: this.m.get(name)!, v: this.v.get(name)!, computeCopy: this.computeCopies?.get(name) ?? null };
+      return { param, grad, m: this.m.get(name)!, v: this.v.get(name)!, computeCopy: this.computeCopies?.get(name) ?? null };
     });
-  }
-
-  /** One adamwStepAll over `tensors` (CUDA: one launch, not one a parameter), on the main stream. */
-  private apply(tensors: AdamwTensors[], hyper: AdamwHyperparameters, gradScale: DeviceScalar | null): void {
-    if (tensors.length === 0) return;
+    // All parameters at once (CUDA: one launch, not one a parameter).
+    const args = { tensors, lr, beta1: betas[0], beta2: betas[1], eps, decay, step: this.step };
     if (gradScale === null) {
-      this.backend.adamwStepAll({ tensors, ...hyper });
+      this.backend.adamwStepAll(args);
     } else {
       const waitFree = waitFreeOps(this.backend);
       if (!waitFree) throw new Error(`AdamW: a device gradient scale on the ${this.backend.name} backend, which has no wait-free ops`);
-      waitFree.adamwStepAll({ tensors, ...hyper, gradScale });
+      waitFree.adamwStepAll({ ...args, gradScale });
     }
   }
-}
-
-interface AdamwHyperparameters { lr: number; beta1: number; beta2: number; eps: number; decay: number; step: number }
-
-/** An update recorded by AdamW.defer: its groups' operands, which are applied, and the side stream's ticket of each group after the first. */
-interface DeferredUpdate {
-  operands: AdamwTensors[][];
-  hyper: AdamwHyperparameters;
-  gradScale: DeviceScalar | null;
-  done: boolean[];
-  tickets: number[] | null;
-  release: readonly Tensor[];
 }
 
 /**

@@ -50,9 +50,6 @@ const PROTOTYPES = [
   'int cuMemsetD32Async(uint64_t dst, uint32_t value, uint64_t count, uint64_t stream)',
   'int cuStreamCreate(void *stream, uint flags)',
   'int cuStreamSynchronize(uint64_t stream)',
-  'int cuStreamCreateWithPriority(void *stream, uint flags, int priority)',
-  'int cuStreamWaitEvent(uint64_t stream, uint64_t event, uint flags)',
-  'int cuCtxGetStreamPriorityRange(_Out_ int *least, _Out_ int *greatest)',
   'int cuEventCreate(void *event, uint flags)',
   'int cuEventRecord(uint64_t event, uint64_t stream)',
   'int cuEventRecordWithFlags(uint64_t event, uint64_t stream, uint flags)',
@@ -268,10 +265,6 @@ export class CudaEvent {
     if (this.ctx.capturing) cu('cuEventRecordWithFlags', this.handle, this.ctx.stream, 1); // CU_EVENT_RECORD_EXTERNAL
     else cu('cuEventRecord', this.handle, this.ctx.stream);
   }
-  /** Record on another stream than the context's (a side stream: never captured). */
-  recordOn(stream: number): void {
-    cu('cuEventRecord', this.handle, stream);
-  }
   /** Milliseconds from `start` to this event (waits for this event). */
   since(start: CudaEvent): number {
     cu('cuEventSynchronize', this.handle);
@@ -355,27 +348,7 @@ class LaunchConfig {
 }
 
 /**
- * The stream priorities of the current context: `greatest` is the highest priority, numerically the
- * lowest (e.g. -5; 0 is the default priority, and `least`).
- */
-export function streamPriorityRange(): { least: number; greatest: number } {
-  const least = [0], greatest = [0];
-  cu('cuCtxGetStreamPriorityRange', least, greatest);
-  return { least: least[0], greatest: greatest[0] };
-}
-
-/** A non-blocking stream of the given priority (clamped by the driver to the range above). */
-export function createStreamWithPriority(priority: number): number {
-  return cuHandle('cuStreamCreateWithPriority', CU_STREAM_NON_BLOCKING, priority);
-}
-
-/** Work queued on `stream` after this call waits, on the device, for the work recorded before `event`. */
-export function streamWaitEvent(stream: number, event: CudaEvent): void {
-  cu('cuStreamWaitEvent', stream, event.handle, 0);
-}
-
-/**
- * A loaded module's kernel, launched on the context's stream (or on another stream given to launch). `dependentLaunch`: the kernel starts
+ * A loaded module's kernel, launched on the context's stream. `dependentLaunch`: the kernel starts
  * with griddepcontrol.wait (before touching anything an earlier kernel writes), so it may be launched
  * with programmatic dependent launch when the context allows it.
  */
@@ -395,16 +368,16 @@ export class Kernel {
     }
   }
 
-  launch(grid: readonly number[], block: readonly number[], values: readonly number[], sharedBytes = 0, stream = this.ctx.stream): void {
+  launch(grid: readonly number[], block: readonly number[], values: readonly number[], sharedBytes = 0): void {
     const params = Kernel.args.pack(this.argKinds, values);
     this.reserveShared(sharedBytes);
     let code: number;
-    if (this.dependentLaunch && this.ctx.pdl && stream === this.ctx.stream) {
+    if (this.dependentLaunch && this.ctx.pdl) {
       const config = (Kernel.config ??= new LaunchConfig()).fill(grid, block, sharedBytes, this.ctx.stream);
       code = driver().fns.cuLaunchKernelEx(config, this.handle, params, null) as number;
     } else {
       code = driver().fns.cuLaunchKernel(this.handle, grid[0], grid[1] ?? 1, grid[2] ?? 1,
-        block[0], block[1] ?? 1, block[2] ?? 1, sharedBytes, stream, params, null) as number;
+        block[0], block[1] ?? 1, block[2] ?? 1, sharedBytes, this.ctx.stream, params, null) as number;
     }
     if (code !== 0) throw new CudaError(`cuLaunchKernel(${this.name})`, code, errorMeaning(code));
   }

@@ -9,7 +9,7 @@
  * accumulator in float32. Inputs in another float dtype are converted to the activation dtype first.
  * This is the generic path: each op allocates its outputs through the caching allocator.
  */
-import { elementCount, rowCount, width, type AdamwTensors, type AttentionArgs, type DeviceScalar, type ScaledAdamwArgs, type SideStreamAdamwOps, type Tensor, type WaitFreeTrainingOps } from '../backend.js';
+import { elementCount, rowCount, width, type AdamwTensors, type AttentionArgs, type DeviceScalar, type Tensor, type WaitFreeTrainingOps } from '../backend.js';
 import { KERNEL_ARGS } from './kernels.js';
 import {
   FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_BACKWARD_STORED_DS, FLASH_TRAIN_SHAPE, flashBackwardScratchElements, launchFlashBackward, launchFlashForward,
@@ -17,7 +17,7 @@ import {
 } from './flash.js';
 import { TrainingGemm, type GemmType } from './training-gemm.js';
 import { asCuda, bytesPer, CudaTensor } from './tensor.js';
-import { CU_EVENT_DISABLE_TIMING, createStreamWithPriority, CudaEvent, PinnedBuffer, streamPriorityRange, streamWaitEvent } from './driver.js';
+import { CudaEvent, PinnedBuffer } from './driver.js';
 import type { CudaBackend } from './index.js';
 import { MultiTensorTables } from './multi-tensor.js';
 import { buildGeluTable, GELU_TABLE_SHAPE, geluTableBlocks, geluTableDefines, type GeluTableShape } from './gelu-table.js';
@@ -25,24 +25,13 @@ import { buildGeluTable, GELU_TABLE_SHAPE, geluTableBlocks, geluTableDefines, ty
 Object.assign(KERNEL_ARGS, {
   gelu_backward: 'pppq', clamp_backward: 'pppfq', add_into: 'ppfq', scale_in_place: 'pfq',
   sum_squares_partial: 'pqp', sum_doubles: 'pip', sum_floats: 'pip', embedding_backward: 'pppiiifp', column_sums: 'ppii',
-  adamw_step: 'ppppffffffqpp', adamw_multi: 'ppffffffp', adamw_multi_strided: 'ppiffffffp', grad_clip_factor: 'pdpp', sum_squares_multi: 'ppip', layernorm_backward: 'ppppppiif', layernorm_backward_teams: 'ppppppiif', layernorm_dw_sum: 'piipp',
+  adamw_step: 'ppppffffffqpp', adamw_multi: 'ppffffffp', grad_clip_factor: 'pdpp', sum_squares_multi: 'ppip', layernorm_backward: 'ppppppiif', layernorm_backward_teams: 'ppppppiif', layernorm_dw_sum: 'piipp',
   gelu_backward8: 'pppq', gelu_backward_table8: 'pppqp', gelu_slope_table_build: 'p', sum_squares_partial4: 'pqp', cross_entropy_rows: 'ppppifi', cross_entropy_rows_smem: 'ppppifi',
   attention_forward_scalar: 'pppppppiiif', attention_row_dot: 'pppiiii',
   attention_backward_dq_scalar: 'pppppppppiiif', attention_backward_dkdv_scalar: 'ppppppppppiiif',
 });
 
 const REDUCE_BLOCKS = 264;
-
-/** Deferred AdamW's second stream (CudaTrainingOps.adamwGroupsOnSide). */
-interface SideStream { stream: number; mainReady: CudaEvent; done: CudaEvent[]; tables: MultiTensorTables[] }
-
-/** MPT_TRAIN_OVERLAP_BLOCKS: a whole number ≥ 0 (0: one block a chunk); 16 (12% of an H100's 132 SMs) when unset. */
-function overlapBlocksSetting(text: string | undefined): number {
-  if (text === undefined || text === '') return 16;
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 0) throw new Error(`MPT_TRAIN_OVERLAP_BLOCKS=${text}: expected a whole number of blocks (0: one a chunk)`);
-  return n;
-}
 
 /** Columns from `column` on of every row of a 2-D tensor: an output written in place (training-forward.ts ColumnBlock). */
 interface ColumnBlockDestination { tensor: Tensor; column: number }
@@ -57,7 +46,7 @@ const STAGING_SLOTS = 8;
 /** Values a pinned chunk of stage() holds (8 bytes each). */
 const STAGED_PER_CHUNK = 512;
 
-export class CudaTrainingOps implements WaitFreeTrainingOps, SideStreamAdamwOps {
+export class CudaTrainingOps implements WaitFreeTrainingOps {
   readonly gemm: TrainingGemm;
   private scratch: CudaTensor | null = null;
   /** The tensor-core attention kernels' compile-time shapes (flash.ts; benchmarks compare others). */
@@ -519,118 +508,20 @@ export class CudaTrainingOps implements WaitFreeTrainingOps, SideStreamAdamwOps 
    */
   adamwStepAll(a: { tensors: readonly AdamwTensors[]; lr: number; beta1: number; beta2: number; eps: number; decay: number; step: number; gradScale?: DeviceScalar | null }): void {
     const { tensors, gradScale, ...hyper } = a;
-    const plan = this.adamwMultiPlan(tensors);
-    if (plan === 'empty') return;
-    if (plan === null) {
-      for (const t of tensors) this.adamwStep({ ...t, ...hyper, gradScale });
-      return;
-    }
-    const tables = this.adamwTables.update(plan.sizes, plan.fields);
-    this.be.kernels.get('adamw.cu', 'adamw_multi', { ...plan.defs, ADAMW_CHUNK: this.adamwTables.chunk }).launch([tables.count], [256],
-      [tables.tensors, tables.chunks, ...CudaTrainingOps.adamwScalars(hyper), this.gradScalePointer(gradScale)]);
-  }
-
-  /**
-   * adamw_multi's operands for the tensors: sizes and table fields, and the compute copies' defines;
-   * 'empty' when there is nothing to step, null when they must take adamwStep each (a tensor not
-   * 16-byte aligned, or compute copies of mixed dtypes).
-   */
-  private adamwMultiPlan(tensors: readonly AdamwTensors[]) {
     const ops = tensors.map((t) => this.adamwOperands(t)).filter((o) => o.n > 0);
-    if (ops.length === 0) return 'empty' as const;
+    if (ops.length === 0) return;
     const copyTypes = new Set(ops.map((o) => o.copy?.dtype ?? null));
     const copyType = [...copyTypes].find((t) => t !== null) ?? null;
     const aligned = ops.every((o) => [o.p, o.g, o.m, o.v, o.copy].every((t) => !t || t.ptr % 16 === 0));
-    if (!aligned || (copyTypes.size > 1 && !(copyTypes.size === 2 && copyTypes.has(null)))) return null;
+    if (!aligned || (copyTypes.size > 1 && !(copyTypes.size === 2 && copyTypes.has(null)))) {
+      for (const t of tensors) this.adamwStep({ ...t, ...hyper, gradScale });
+      return;
+    }
     // struct AdamwTensor { float* p; const float* g; float* m; float* v; void* copy; long long n; }
-    return {
-      sizes: ops.map((o) => o.n), fields: ops.map((o) => [o.p.ptr, o.g.ptr, o.m.ptr, o.v.ptr, o.copy?.ptr ?? 0, o.n]),
-      defs: { MPT_BF16: false, COPY_BF16: copyType === 'bfloat16', COPY_F32: copyType === 'float32' },
-    };
-  }
-
-  // ---- deferred AdamW on a second stream (backend.ts SideStreamAdamwOps; src/train/optimizer.ts defer) --
-
-  /** The deferred update's groups on the side stream; false (MPT_TRAIN_OVERLAP_SIDE_STREAM=0): on the main stream, in order (comparisons). */
-  sideStream = process.env.MPT_TRAIN_OVERLAP_SIDE_STREAM !== '0';
-  /**
-   * Blocks of the side stream's AdamW launches (adamw_multi_strided; MPT_TRAIN_OVERLAP_BLOCKS): a few per
-   * cent of the SMs, so that the forward's GEMMs keep the others; 0: one block a chunk, as adamw_multi.
-   */
-  adamwOverlapBlocks = overlapBlocksSetting(process.env.MPT_TRAIN_OVERLAP_BLOCKS);
-  /**
-   * The first group on the side stream (block 0's, which only the embedding runs beside: the main stream
-   * waits for it almost at once) with one block a chunk, as fast as it can go; false
-   * (MPT_TRAIN_OVERLAP_FIRST_FULL=0): adamwOverlapBlocks as the others.
-   */
-  adamwOverlapFirstFull = process.env.MPT_TRAIN_OVERLAP_FIRST_FULL !== '0';
-  /**
-   * The side stream's priority (MPT_TRAIN_OVERLAP_PRIORITY): 'high' (default) — its few blocks are
-   * scheduled as soon as an SM has room; 'low' — the main stream's blocks go first. One stream of each,
-   * made at first use.
-   */
-  adamwOverlapPriority: 'high' | 'low' = process.env.MPT_TRAIN_OVERLAP_PRIORITY === 'low' ? 'low' : 'high';
-  /**
-   * A side stream of each priority: the event it waits on (the main stream's work before the deferred
-   * update); one event a group, recorded after it (the main stream waits on them); one set of tables a
-   * group, kept: every operand is persistent, so they are uploaded once and never freed while the side
-   * stream reads them. `lastSide`: the one the last adamwGroupsOnSide used (mainWaitsFor's tickets).
-   */
-  private readonly sides = new Map<'high' | 'low', SideStream>();
-  private lastSide: SideStream | null = null;
-
-  /** Copy a float32 device scalar into dst ([1] float32), in stream order: the deferred update's clipping factor, kept past the step's scope. */
-  copyScalar(dst: Tensor, src: DeviceScalar): void {
-    const d = this.f32(dst, 'copyScalar dst');
-    if (elementCount(d.shape) < 1) throw new Error(`copyScalar: an empty destination [${d.shape}]`);
-    this.be.ctx.copyDevice(d.ptr, this.gradScalePointer(src), 4);
-  }
-
-  /**
-   * Each group's adamw_multi (with gradScale) on the side stream, after everything queued on the main
-   * stream so far — the step's backward, its norm, and the tables' uploads made here first. Nothing on
-   * the side stream allocates or frees: the caller's operands and the gradient scale are persistent.
-   * Returns the group indices as tickets for mainWaitsFor.
-   */
-  adamwGroupsOnSide(groups: readonly ScaledAdamwArgs[]): number[] {
-    let side = this.sides.get(this.adamwOverlapPriority);
-    if (!side) this.sides.set(this.adamwOverlapPriority, side = this.makeSideStream());
-    this.lastSide = side;
-    const launches = groups.map((g, i) => {
-      const plan = this.adamwMultiPlan(g.tensors);
-      if (plan === null) throw new Error('adamwGroupsOnSide: the tensors must be 16-byte aligned, with compute copies of one dtype (adamw_multi)');
-      const tables = side.tables[i] ??= new MultiTensorTables(this.be, 4096, (dst, data) => this.be.ctx.copyInAsync(dst, data));
-      return { g, plan, t: plan === 'empty' ? null : tables.update(plan.sizes, plan.fields), chunk: tables.chunk };
-    });
-    side.mainReady.record();
-    streamWaitEvent(side.stream, side.mainReady);
-    return launches.map(({ g, plan, t, chunk }, i) => {
-      if (plan !== 'empty' && t) {
-        const { tensors: _, gradScale, ...hyper } = g;
-        const full = this.adamwOverlapBlocks === 0 || (i === 0 && this.adamwOverlapFirstFull);
-        const blocks = full ? t.count : Math.min(this.adamwOverlapBlocks, t.count);
-        this.be.kernels.get('adamw.cu', 'adamw_multi_strided', { ...plan.defs, ADAMW_CHUNK: chunk, ADAMW_GRID_STRIDE: true }).launch([blocks], [256],
-          [t.tensors, t.chunks, t.count, ...CudaTrainingOps.adamwScalars(hyper), this.gradScalePointer(gradScale)], 0, side.stream);
-      }
-      (side.done[i] ??= new CudaEvent(this.be.ctx, CU_EVENT_DISABLE_TIMING)).recordOn(side.stream);
-      return i;
-    });
-  }
-
-  /** The main stream waits (on the device) for the side stream's group `ticket` of the last adamwGroupsOnSide. */
-  mainWaitsFor(ticket: number): void {
-    const done = this.lastSide?.done[ticket];
-    if (!done) throw new Error(`mainWaitsFor: no side-stream group ${ticket}`);
-    streamWaitEvent(this.be.ctx.stream, done);
-  }
-
-  private makeSideStream(): SideStream {
-    if (this.be.ctx.capturing) throw new Error('adamwGroupsOnSide: not inside a graph capture');
-    const range = streamPriorityRange();
-    return {
-      stream: createStreamWithPriority(this.adamwOverlapPriority === 'high' ? range.greatest : range.least),
-      mainReady: new CudaEvent(this.be.ctx, CU_EVENT_DISABLE_TIMING), done: [], tables: [],
-    };
+    const tables = this.adamwTables.update(ops.map((o) => o.n), ops.map((o) => [o.p.ptr, o.g.ptr, o.m.ptr, o.v.ptr, o.copy?.ptr ?? 0, o.n]));
+    const defs = { MPT_BF16: false, COPY_BF16: copyType === 'bfloat16', COPY_F32: copyType === 'float32', ADAMW_CHUNK: this.adamwTables.chunk };
+    this.be.kernels.get('adamw.cu', 'adamw_multi', defs).launch([tables.count], [256],
+      [tables.tensors, tables.chunks, ...CudaTrainingOps.adamwScalars(hyper), this.gradScalePointer(gradScale)]);
   }
 
   // ---- a training step that never waits for the device (backend.ts: WaitFreeTrainingOps) --
