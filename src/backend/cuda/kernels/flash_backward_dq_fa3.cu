@@ -100,18 +100,6 @@ __device__ __forceinline__ void dqf_bulk_copy(unsigned dst, const void* src, uns
                :: "r"(dst), "l"(src), "r"(bytes), "r"(bar), "l"(policy) : "memory");
 }
 
-// A warpgroup's D fragment of 64 queries × HEAD_DIM times `scale`, as bf16 into the global [.., stride]
-// rows of dq; j0 = this thread's first row, rows ≥ t dropped.
-__device__ __forceinline__ void dqf_store(bf16* base, const float (&acc)[HEAD_DIM / 2], int j0, int t, int stride, float scale) {
-  const int t4 = threadIdx.x & 3;
-#pragma unroll
-  for (int n = 0; n < HEAD_DIM / 8; n++) {
-    const int c = n * 8 + 2 * t4;
-    if (j0 < t) *reinterpret_cast<__nv_bfloat162*>(base + (long long)j0 * stride + c) = __floats2bfloat162_rn(acc[4 * n] * scale, acc[4 * n + 1] * scale);
-    if (j0 + 8 < t) *reinterpret_cast<__nv_bfloat162*>(base + (long long)(j0 + 8) * stride + c) = __floats2bfloat162_rn(acc[4 * n + 2] * scale, acc[4 * n + 3] * scale);
-  }
-}
-
 // Work item r of this block (a (batch, head) pair bh and a query block pos, 0 = the last, the longest
 // walk); false past the last. Not persistent: the block's one item, in grouped_block's order (grid
 // (pairs, qBlocks)). DQF_PERSISTENT: items i = bh·qBlocks + pos (each head's query blocks together,
@@ -247,7 +235,7 @@ extern "C" __global__ void __launch_bounds__(DQF_THREADS, 1) flash_backward_dq_f
 #pragma unroll
     for (int i = 0; i < DQF_TILES; i++) {
       wgmma_fence_regs(acc[i]);
-      dqf_store(dq + base, acc[i], (qt0 + c + DQF_CONSUMERS * i) * DQF_ROWS + warp * 16 + g, t, stride, scale);
+      wgmma_store_rows_bf16(dq + base, acc[i], (qt0 + c + DQF_CONSUMERS * i) * DQF_ROWS + warp * 16 + g, t, stride, scale);
     }
   }
 }

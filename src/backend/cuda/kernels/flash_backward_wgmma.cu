@@ -46,19 +46,6 @@ __device__ __forceinline__ void load_tile_sw128(unsigned tile, const bf16* src, 
   }
 }
 
-// A warpgroup's wgmma D fragment of 64 rows × HEAD_DIM (rows = this block's keys for dk and dv, its
-// queries for dq), times `scale`, as bf16 into a global [.., stride] matrix; j0 = this thread's first
-// row (16·warp + g of the tile), rows ≥ t are dropped.
-__device__ __forceinline__ void store_rows(bf16* base, const float (&acc)[HEAD_DIM / 2], int j0, int t, int stride, float scale) {
-  const int t4 = threadIdx.x & 3;
-#pragma unroll
-  for (int n = 0; n < HEAD_DIM / 8; n++) {
-    const int c = n * 8 + 2 * t4;
-    if (j0 < t) *reinterpret_cast<__nv_bfloat162*>(base + (long long)j0 * stride + c) = __floats2bfloat162_rn(acc[4 * n] * scale, acc[4 * n + 1] * scale);
-    if (j0 + 8 < t) *reinterpret_cast<__nv_bfloat162*>(base + (long long)(j0 + 8) * stride + c) = __floats2bfloat162_rn(acc[4 * n + 2] * scale, acc[4 * n + 3] * scale);
-  }
-}
-
 // acc[64 × HEAD_DIM] (+)= A (registers, 64 × 64: four k16 fragments) · the 64-row tile read MN-major,
 // four wgmmas (not committed); accumulate = false overwrites acc with the first k16 step (the first
 // product: the accumulators are never zeroed by other instructions, which would make ptxas serialize the
@@ -236,8 +223,8 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
   wgmma_wait<0>();
   wgmma_fence_regs(dvAcc);
   wgmma_fence_regs(dkAcc);
-  store_rows(dk + (long long)b * t * (DKDV_DK_WIDTHS * stride) + h * HEAD_DIM, dkAcc, j0, t, DKDV_DK_WIDTHS * stride, scale);
-  store_rows(dv + (long long)b * t * (DKDV_DV_WIDTHS * stride) + h * HEAD_DIM, dvAcc, j0, t, DKDV_DV_WIDTHS * stride, 1.f);
+  wgmma_store_rows_bf16(dk + (long long)b * t * (DKDV_DK_WIDTHS * stride) + h * HEAD_DIM, dkAcc, j0, t, DKDV_DK_WIDTHS * stride, scale);
+  wgmma_store_rows_bf16(dv + (long long)b * t * (DKDV_DV_WIDTHS * stride) + h * HEAD_DIM, dvAcc, j0, t, DKDV_DV_WIDTHS * stride, 1.f);
 }
 
 // ---- dk/dv warp-specialized as FlashAttention-3 (flash_forward_fa3.cu's machinery) ------------------
@@ -457,8 +444,8 @@ extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_
   wgmma_wait<0>();
   wgmma_fence_regs(dvAcc);
   wgmma_fence_regs(dkAcc);
-  store_rows(dk + (long long)b * t * (DKDV_DK_WIDTHS * stride) + h * HEAD_DIM, dkAcc, j0, t, DKDV_DK_WIDTHS * stride, scale);
-  store_rows(dv + (long long)b * t * (DKDV_DV_WIDTHS * stride) + h * HEAD_DIM, dvAcc, j0, t, DKDV_DV_WIDTHS * stride, 1.f);
+  wgmma_store_rows_bf16(dk + (long long)b * t * (DKDV_DK_WIDTHS * stride) + h * HEAD_DIM, dkAcc, j0, t, DKDV_DK_WIDTHS * stride, scale);
+  wgmma_store_rows_bf16(dv + (long long)b * t * (DKDV_DV_WIDTHS * stride) + h * HEAD_DIM, dvAcc, j0, t, DKDV_DV_WIDTHS * stride, 1.f);
 #if FB_PINGPONG
   if (c == 1) idleTurns();      // the partner of consumer 0's last tile (after the stores: they need no turn)
   else fb_turn_wait(myTurn);    // consumer 1's last hand-over
@@ -556,5 +543,5 @@ extern "C" __global__ void __launch_bounds__(DQW_THREADS, 2) flash_backward_dq_w
     wgmma_wait<0>();
   }
   wgmma_fence_regs(acc);
-  store_rows(dq + base, acc, (qt0 + wg) * WB_ROWS + warp * 16 + g, t, stride, scale);  // this thread's queries
+  wgmma_store_rows_bf16(dq + base, acc, (qt0 + wg) * WB_ROWS + warp * 16 + g, t, stride, scale);  // this thread's queries
 }

@@ -49,6 +49,19 @@ template <int R> __device__ __forceinline__ void wgmma_fence_regs(float (&d)[R])
   for (int i = 0; i < R; i++) asm volatile("" : "+f"(d[i]) :: "memory");
 }
 
+// A warpgroup's D fragment (64 rows × 2R columns in R registers a thread, the layout above) times `scale`,
+// as bf16 into global rows of `stride` elements from `base`; j0 = this thread's first row (16w + g), rows
+// ≥ t dropped. The dk/dv and dq kernels' output stores.
+template <int R> __device__ __forceinline__ void wgmma_store_rows_bf16(__nv_bfloat16* base, const float (&acc)[R], int j0, int t, int stride, float scale) {
+  const int t4 = threadIdx.x & 3;
+#pragma unroll
+  for (int n = 0; n < R / 4; n++) {
+    const int c = n * 8 + 2 * t4;
+    if (j0 < t) *reinterpret_cast<__nv_bfloat162*>(base + (long long)j0 * stride + c) = __floats2bfloat162_rn(acc[4 * n] * scale, acc[4 * n + 1] * scale);
+    if (j0 + 8 < t) *reinterpret_cast<__nv_bfloat162*>(base + (long long)(j0 + 8) * stride + c) = __floats2bfloat162_rn(acc[4 * n + 2] * scale, acc[4 * n + 3] * scale);
+  }
+}
+
 #define WG_D8(d, i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
 
 // d[64 × 64] (+)= A · B, both from shared memory, both K-major. accumulate = 0: d = A · B.
