@@ -3,7 +3,7 @@
 // events after a warm-up, the bandwidth that makes, each shape's results against the first one's (the
 // default) and whether a repeat gives the same bits. Run on a GPU: node dist/bench/tools/layernorm-ab.js [rows] [width]
 import { CudaBackend } from '../../src/backend/cuda/index.js';
-import { CudaEvent } from '../../src/backend/cuda/driver.js';
+import { medianMs, randomOnDevice, relErr } from './device-tools.js';
 import type { CudaTensor } from '../../src/backend/cuda/tensor.js';
 
 const rows = Number(process.argv[2] ?? 16384), n = Number(process.argv[3] ?? 2048), eps = 1e-5;
@@ -11,33 +11,10 @@ const be = new CudaBackend({ dtype: 'bfloat16' });
 const ops = be.training;
 const count = rows * n;
 let seed = 7;
-/** A bf16 (or float32) tensor of normal values made on the device. */
-function random(shape: number[], mean: number, std: number, dtype: 'bfloat16' | 'float32' = 'bfloat16'): CudaTensor {
-  const elements = shape.reduce((a, b) => a * b, 1);
-  const f = be.alloc(shape, 'float32');
-  be.kernels.get('elementwise.cu', 'fill_normal', { MPT_BF16: false }).launch([Math.min(Math.ceil(elements / 256), 4096)], [256], [f.ptr, elements, seed++, mean, std]);
-  if (dtype === 'float32') return f;
-  const t = be.alloc(shape, 'bfloat16');
-  be.launch1d('elementwise.cu', 'f32_to_t', elements, [f.ptr, t.ptr, elements], { MPT_BF16: true });
-  be.release(f);
-  return t;
-}
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const random = (shape: number[], mean: number, std: number, dtype: 'bfloat16' | 'float32' = 'bfloat16') => randomOnDevice(be, shape, seed++, mean, std, dtype);
 /** Median ms of `fn` over `reps` calls (events around each), after 3 untimed ones. */
-function time(fn: () => void, reps = 25): number {
-  for (let i = 0; i < 3; i++) fn();
-  const ms: number[] = [];
-  const a = new CudaEvent(be.ctx), b = new CudaEvent(be.ctx);
-  for (let i = 0; i < reps; i++) { a.record(); fn(); b.record(); ms.push(b.since(a)); }
-  a.destroy(); b.destroy();
-  return median(ms);
-}
+const time = (fn: () => void, reps = 25): number => medianMs(be, fn, reps);
 const down = (t: CudaTensor) => be.download(t) as Float32Array;
-function relErr(got: Float32Array, want: Float32Array): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < got.length; i++) { num += (got[i] - want[i]) ** 2; den += want[i] ** 2; }
-  return Math.sqrt(num / Math.max(den, 1e-30));
-}
 const gbs = (bytes: number, ms: number) => `${(bytes / ms / 1e6).toFixed(0)} GB/s`;
 
 const x = random([rows, n], 0.3, 1.5), dy = random([rows, n], 0, 1), res = random([rows, n], 0, 1), w = random([n], 1, 0.1);

@@ -6,7 +6,7 @@
 // a kernel that wrote the input ("after a write", as the step runs them: the producing GEMM's last rows
 // may still be in L2). Run on a GPU: node dist/bench/tools/memk-bench.js
 import { CudaBackend } from '../../src/backend/cuda/index.js';
-import { CudaEvent } from '../../src/backend/cuda/driver.js';
+import { medianMs, randomOnDevice } from './device-tools.js';
 import type { CudaTensor } from '../../src/backend/cuda/tensor.js';
 import { GELU_TABLE_SHAPE, type GeluTableShape } from '../../src/backend/cuda/gelu-table.js';
 
@@ -15,28 +15,9 @@ const g = be.training;
 const eps = 1e-5;
 let seed = 11;
 /** A bf16 tensor of normal values made on the device. */
-function random(shape: number[], mean: number, std: number): CudaTensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const f = be.alloc(shape, 'float32');
-  be.kernels.get('elementwise.cu', 'fill_normal', { MPT_BF16: false }).launch([Math.min(Math.ceil(n / 256), 4096)], [256], [f.ptr, n, seed++, mean, std]);
-  const t = be.alloc(shape, 'bfloat16');
-  be.launch1d('elementwise.cu', 'f32_to_t', n, [f.ptr, t.ptr, n], { MPT_BF16: true });
-  be.release(f);
-  return t;
-}
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const events = [new CudaEvent(be.ctx), new CudaEvent(be.ctx)];
+const random = (shape: number[], mean: number, std: number) => randomOnDevice(be, shape, seed++, mean, std);
 /** Median ms of `fn` over `reps` calls (events around each alone), after 3 untimed ones; `before` runs untimed ahead of each. */
-function time(fn: () => void, before: (() => void) | null, reps = 21): number {
-  for (let i = 0; i < 3; i++) { before?.(); fn(); }
-  const ms: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    before?.();
-    events[0].record(); fn(); events[1].record();
-    ms.push(events[1].since(events[0]));
-  }
-  return median(ms);
-}
+const time = (fn: () => void, before: (() => void) | null, reps = 21): number => medianMs(be, fn, reps, before);
 /** Rewrites t in place (x·1 through `scale`): the input as its producer would just have written it. */
 const rewrite = (t: CudaTensor) => () => { const n = t.shape.reduce((a, b) => a * b, 1); be.launch1d('elementwise.cu', 'scale', n, [t.ptr, t.ptr, 1, n]); };
 /** The first and last 256 rows of t (a check of the bits, not of everything: the tests check every value). */
@@ -133,4 +114,3 @@ const label = (s: GeluTableShape) => `table, ${s.threads} threads, ${s.unroll} a
     be.release(got);
   }
 }
-events.forEach((e) => e.destroy());

@@ -6,7 +6,7 @@
 //   dWqkv = [dq; dk; dv]ᵀ·LN_1(x) → float32, written: three TN 2048×2048×16384 vs one TN 6144×2048×16384
 // `node dist/bench/tools/qkv-backward-gemm-ab.js`
 import { CudaBackend } from '../../src/backend/cuda/index.js';
-import { CudaEvent } from '../../src/backend/cuda/driver.js';
+import { medianMs, randomOnDevice, relErr } from './device-tools.js';
 import type { CudaTensor } from '../../src/backend/cuda/tensor.js';
 import type { GemmArgs } from '../../src/backend/cuda/training-gemm.js';
 
@@ -15,27 +15,9 @@ const be = new CudaBackend({ dtype: 'bfloat16' });
 const gemm = (g: Omit<GemmArgs, 'inType' | 'outType' | 'alpha'> & { outType?: GemmArgs['outType'] }) =>
   be.training.gemm.gemm({ alpha: 1, inType: 'bfloat16', outType: 'bfloat16', ...g });
 let seed = 5;
-const random = (shape: number[], std: number): CudaTensor => {
-  const n = shape.reduce((a, b) => a * b, 1), f = be.alloc(shape, 'float32'), t = be.alloc(shape, 'bfloat16');
-  be.kernels.get('elementwise.cu', 'fill_normal', { MPT_BF16: false }).launch([Math.min(Math.ceil(n / 256), 4096)], [256], [f.ptr, n, seed++, 0, std]);
-  be.launch1d('elementwise.cu', 'f32_to_t', n, [f.ptr, t.ptr, n], { MPT_BF16: true });
-  be.release(f);
-  return t;
-};
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const time = (fn: () => void, reps = 30): number => {
-  for (let i = 0; i < 3; i++) fn();
-  const ms: number[] = [], a = new CudaEvent(be.ctx), b = new CudaEvent(be.ctx);
-  for (let i = 0; i < reps; i++) { a.record(); fn(); b.record(); ms.push(b.since(a)); }
-  a.destroy(); b.destroy();
-  return median(ms);
-};
+const random = (shape: number[], std: number): CudaTensor => randomOnDevice(be, shape, seed++, 0, std);
+const time = (fn: () => void, reps = 30): number => medianMs(be, fn, reps);
 const down = (t: CudaTensor) => be.download(t) as Float32Array;
-const relErr = (got: Float32Array, want: Float32Array) => {
-  let num = 0, den = 0;
-  for (let i = 0; i < got.length; i++) { num += (got[i] - want[i]) ** 2; den += want[i] ** 2; }
-  return Math.sqrt(num / Math.max(den, 1e-30));
-};
 const flops = 3 * 2 * rows * d * d;
 const line = (what: string, ms: number, extra = '') => console.log(`  ${what.padEnd(52)} ${ms.toFixed(4)} ms  ${(flops / ms / 1e9).toFixed(0)} TFLOP/s${extra}`);
 

@@ -8,7 +8,7 @@
 // no comparison path, no PyTorch) with the settings of the environment (MPT_TRAIN_QKV_BATCHED,
 // MPT_TRAIN_RECOMPUTE_LN2), printing where in the step the allocator's peak falls.
 import { CudaBackend } from '../../src/backend/cuda/index.js';
-import { CudaEvent } from '../../src/backend/cuda/driver.js';
+import { medianMs, randomOnDevice, relErr } from './device-tools.js';
 import { CachingAllocator } from '../../src/backend/cuda/allocator.js';
 import { CudaTrainingOps } from '../../src/backend/cuda/training.js';
 import type { CudaTensor } from '../../src/backend/cuda/tensor.js';
@@ -49,29 +49,10 @@ function alone(): void {
   const be = new CudaBackend({ dtype: 'bfloat16' });
   const ops = be.training;
   let seed = 11;
-  const random = (shape: number[], std: number, dtype: 'bfloat16' | 'float32' = 'bfloat16'): CudaTensor => {
-    const n = shape.reduce((a, b) => a * b, 1), f = be.alloc(shape, 'float32');
-    be.kernels.get('elementwise.cu', 'fill_normal', { MPT_BF16: false }).launch([Math.min(Math.ceil(n / 256), 4096)], [256], [f.ptr, n, seed++, 0, std]);
-    if (dtype === 'float32') return f;
-    const t = be.alloc(shape, 'bfloat16');
-    be.launch1d('elementwise.cu', 'f32_to_t', n, [f.ptr, t.ptr, n], { MPT_BF16: true });
-    be.release(f);
-    return t;
-  };
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-  const time = (fn: () => void, reps = 20): number => {
-    for (let i = 0; i < 3; i++) be.scope(fn);
-    const ms: number[] = [], a = new CudaEvent(be.ctx), b = new CudaEvent(be.ctx);
-    for (let i = 0; i < reps; i++) { a.record(); be.scope(fn); b.record(); ms.push(b.since(a)); }
-    a.destroy(); b.destroy();
-    return median(ms);
-  };
+  const random = (shape: number[], std: number, dtype: 'bfloat16' | 'float32' = 'bfloat16'): CudaTensor => randomOnDevice(be, shape, seed++, 0, std, dtype);
+  // Each call in its own scope: its temporaries go back to the allocator.
+  const time = (fn: () => void, reps = 20): number => medianMs(be, () => be.scope(fn), reps);
   const down = (t: CudaTensor) => be.download(t) as Float32Array;
-  const relErr = (got: Float32Array, want: Float32Array) => {
-    let num = 0, den = 0;
-    for (let i = 0; i < got.length; i++) { num += (got[i] - want[i]) ** 2; den += want[i] ** 2; }
-    return Math.sqrt(num / Math.max(den, 1e-30));
-  };
   const tflops = (flops: number, ms: number) => `${(flops / ms / 1e9).toFixed(0)} TFLOP/s`;
   const line = (what: string, ms: number, flops: number, extra = '') => console.log(`  ${what.padEnd(44)} ${ms.toFixed(4)} ms  ${tflops(flops, ms)}${extra}`);
 
