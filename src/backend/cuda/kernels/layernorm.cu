@@ -209,31 +209,24 @@ extern "C" __global__ void __launch_bounds__(256) layernorm_rows8(const XT* __re
   Stored8<XT> xc[LN_VW];
 #pragma unroll
   for (int k = 0; k < LN_VW; k++) if (lane + 32 * k < chunks) xc[k] = *reinterpret_cast<const Stored8<XT>*>(xr + 8 * (lane + 32 * k));
-  float a[LN_VW2];
+  // Each chunk's sum of f(value), in layernorm8's thread order, then over the row (row_sum's tree).
+  auto rowSumOf = [&](auto f) {
+    float a[LN_VW2];
 #pragma unroll
-  for (int k = 0; k < LN_VW2; k++) {
-    float s = 0.f;
-    if (k < LN_VW && lane + 32 * k < chunks) {
-      float v[8];
-      unpack_stored8(xc[k], v);
+    for (int k = 0; k < LN_VW2; k++) {
+      float s = 0.f;
+      if (k < LN_VW && lane + 32 * k < chunks) {
+        float v[8];
+        unpack_stored8(xc[k], v);
 #pragma unroll
-      for (int e = 0; e < 8; e++) s += v[e];
+        for (int e = 0; e < 8; e++) s += f(v[e]);
+      }
+      a[k] = s;
     }
-    a[k] = s;
-  }
-  const float mean = row_sum(a) / d;
-#pragma unroll
-  for (int k = 0; k < LN_VW2; k++) {
-    float q = 0.f;
-    if (k < LN_VW && lane + 32 * k < chunks) {
-      float v[8];
-      unpack_stored8(xc[k], v);
-#pragma unroll
-      for (int e = 0; e < 8; e++) { const float u = v[e] - mean; q += u * u; }
-    }
-    a[k] = q;
-  }
-  const float rstd = rsqrtf(row_sum(a) / d + eps);
+    return row_sum(a);
+  };
+  const float mean = rowSumOf([](float v) { return v; }) / d;
+  const float rstd = rsqrtf(rowSumOf([&](float v) { const float u = v - mean; return u * u; }) / d + eps);
 #pragma unroll
   for (int k = 0; k < LN_VW; k++) {
     const int c = lane + 32 * k;
