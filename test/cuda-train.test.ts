@@ -26,12 +26,20 @@ const available = cudaAvailable();
 const skip = available.ok ? false : `no CUDA here: ${available.reason}`;
 const TOL = 1e-3;
 
+/** The reference fixture model loaded onto `backend` with its weights in `dtype`. */
+async function fixtureModel(backend: CudaBackend, dtype: 'float32' | 'bfloat16') {
+  const folder = await openModelFolder(dir);
+  try {
+    return await loadModel(folder, backend, { dtype });
+  } finally {
+    await folder.close();
+  }
+}
+
 test('cuda float32: loss, gradients, the first AdamW step and the losses of steps 2–6 match the original code', { skip }, async () => {
   const backend = new CudaBackend({ dtype: 'float32' });
   const be = trainingBackend(backend);
-  const folder = await openModelFolder(dir);
-  const model = await loadModel(folder, backend, { dtype: 'float32' });
-  await folder.close();
+  const model = await fixtureModel(backend, 'float32');
   const graph = new TrainingGraph(model.config, backend, model.params);
   const params = paramsByName(model.config, model.params);
   const before = new Map([...params].map(([n, t]) => [n, be.download(t) as Float32Array]));
@@ -81,9 +89,7 @@ test('cuda float32: loss, gradients, the first AdamW step and the losses of step
 test('cuda bf16 (amp_bf16): the loss is within 2e-2 and the gradients are finite', { skip }, async () => {
   const backend = new CudaBackend({ dtype: 'bfloat16' });
   const be = trainingBackend(backend);
-  const folder = await openModelFolder(dir);
-  const model = await loadModel(folder, backend, { dtype: 'bfloat16' });
-  await folder.close();
+  const model = await fixtureModel(backend, 'bfloat16');
   const graph = new TrainingGraph(model.config, backend, model.params);
   const grads = zeroGradients(model.config, backend);
   const { lossSum, count } = lossAndGradients(graph, ids, rows.length, grads, 1 / tokens);
@@ -97,9 +103,7 @@ test('cuda bf16 (amp_bf16): the loss is within 2e-2 and the gradients are finite
 test('cuda float32: q, k, v from one batched GEMM and LN_2 kept on the tape give the loss and gradients of three GEMMs and the recompute', { skip }, async () => {
   const backend = new CudaBackend({ dtype: 'float32' });
   const be = trainingBackend(backend);
-  const folder = await openModelFolder(dir);
-  const model = await loadModel(folder, backend, { dtype: 'float32' });
-  await folder.close();
+  const model = await fixtureModel(backend, 'float32');
   const run = (batchedQkv: boolean, keepLn2Output: boolean) => {
     const graph = new TrainingGraph(model.config, backend, model.params);
     graph.batchedQkv = batchedQkv;
@@ -119,9 +123,7 @@ test('cuda float32: q, k, v from one batched GEMM and LN_2 kept on the tape give
  */
 async function freshStepper(backend: CudaBackend, waitFree: boolean, adamw = ref.adamw) {
   backend.training.waitFree = waitFree;
-  const folder = await openModelFolder(dir);
-  const model = await loadModel(folder, backend, { dtype: 'float32' });
-  await folder.close();
+  const model = await fixtureModel(backend, 'float32');
   const params = paramsByName(model.config, model.params);
   const be = trainingBackend(backend);
   const optimizer = new AdamW(be, { kind: 'adamw', lr: adamw.lr, betas: adamw.betas, eps: adamw.eps, weightDecay: adamw.weight_decay }, params);
@@ -181,9 +183,7 @@ test('cuda, wait-free steps: a token id outside the vocabulary is reported when 
   const backend = new CudaBackend({ dtype: 'float32' });
   const be = trainingBackend(backend);
   assert.equal(backend.training.waitFree, true, 'the wait-free path is the default (MPT_TRAIN_WAIT_FREE unset)');
-  const folder = await openModelFolder(dir);
-  const model = await loadModel(folder, backend, { dtype: 'float32' });
-  await folder.close();
+  const model = await fixtureModel(backend, 'float32');
   const params = paramsByName(model.config, model.params);
   const optimizer = new AdamW(be, { kind: 'adamw', lr: 1e-3, betas: [0.9, 0.95], eps: 1e-8, weightDecay: 0 }, params);
   const stepper = new TrainStep(be, new TrainingGraph(model.config, backend, model.params), optimizer, 1);
