@@ -8,6 +8,7 @@
 import { CudaBackend } from '../../src/backend/cuda/index.js';
 import { medianMs, randomOnDevice } from './device-tools.js';
 import type { CudaTensor } from '../../src/backend/cuda/tensor.js';
+import type { Tensor } from '../../src/backend/backend.js';
 import { GELU_TABLE_SHAPE, type GeluTableShape } from '../../src/backend/cuda/gelu-table.js';
 
 const be = new CudaBackend({ dtype: 'bfloat16' });
@@ -77,40 +78,31 @@ const shapes: GeluTableShape[] = [
   { threads: 512, unroll: 2, blocksPerSM: 4, reverse: true },
 ];
 const label = (s: GeluTableShape) => `table, ${s.threads} threads, ${s.unroll} a turn, ${s.blocksPerSM}/SM${s.reverse ? ', reverse' : ''}`;
-{
-  const bytes = 4 * n;
-  console.log(`GELU bf16 [${rows}, ${hidden}] (${(bytes / 1e6).toFixed(1)} MB moved; 3.0 TB/s would be ${(bytes / 3e9).toFixed(4)} ms)`);
-  const call = () => be.scope(() => { be.gelu(x); });
-  be.geluTable = false;
-  const old = time(call, null), oldAfter = time(call, rewrite(x));
-  const wantT = be.gelu(x) as CudaTensor, want = bits(wantT);
+/**
+ * One GELU direction: the plain kernel (the reference: its bits) against the table kernel at every
+ * launch shape, each alone and right after `input` was rewritten; `useTable` / `useShape` switch the
+ * backend's launch, which is put back to the default at the end.
+ */
+function compareShapes(what: string, bytes: number, plain: string, run: () => Tensor, input: CudaTensor,
+  useTable: (on: boolean) => void, useShape: (s: GeluTableShape) => void): void {
+  console.log(`${what} bf16 [${rows}, ${hidden}] (${(bytes / 1e6).toFixed(1)} MB moved; 3.0 TB/s would be ${(bytes / 3e9).toFixed(4)} ms)`);
+  const call = () => be.scope(() => { run(); });
+  useTable(false);
+  const old = time(call, null), oldAfter = time(call, rewrite(input));
+  const wantT = run() as CudaTensor, want = bits(wantT);
   be.release(wantT);
-  line('gelu_bf16x8 (erff an element)', bytes, old, oldAfter, 'the reference');
-  be.geluTable = true;
+  line(plain, bytes, old, oldAfter, 'the reference');
+  useTable(true);
   for (const s of shapes) {
-    be.geluTableShape = s;
-    const ms = time(call, null), after = time(call, rewrite(x));
-    const got = be.gelu(x) as CudaTensor;
+    useShape(s);
+    const ms = time(call, null), after = time(call, rewrite(input));
+    const got = run() as CudaTensor;
     line(label(s), bytes, ms, after, sameBits(bits(got), want));
     be.release(got);
   }
-  be.geluTableShape = { ...GELU_TABLE_SHAPE };
+  useShape({ ...GELU_TABLE_SHAPE });
 }
-{
-  const bytes = 6 * n;
-  console.log(`GELU backward bf16 [${rows}, ${hidden}] (${(bytes / 1e6).toFixed(1)} MB moved; 3.0 TB/s would be ${(bytes / 3e9).toFixed(4)} ms)`);
-  const call = () => be.scope(() => { g.geluBackward(dy, x); });
-  g.geluTable = false;
-  const old = time(call, null), oldAfter = time(call, rewrite(dy));
-  const wantT = g.geluBackward(dy, x) as CudaTensor, want = bits(wantT);
-  be.release(wantT);
-  line('gelu_backward8 (erff, expf an element)', bytes, old, oldAfter, 'the reference');
-  g.geluTable = true;
-  for (const s of shapes) {
-    g.geluTableShape = s;
-    const ms = time(call, null), after = time(call, rewrite(dy));
-    const got = g.geluBackward(dy, x) as CudaTensor;
-    line(label(s), bytes, ms, after, sameBits(bits(got), want));
-    be.release(got);
-  }
-}
+compareShapes('GELU', 4 * n, 'gelu_bf16x8 (erff an element)', () => be.gelu(x), x,
+  (on) => { be.geluTable = on; }, (s) => { be.geluTableShape = s; });
+compareShapes('GELU backward', 6 * n, 'gelu_backward8 (erff, expf an element)', () => g.geluBackward(dy, x), dy,
+  (on) => { g.geluTable = on; }, (s) => { g.geluTableShape = s; });
