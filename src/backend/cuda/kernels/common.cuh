@@ -102,22 +102,6 @@ __device__ __forceinline__ void merge_row_stats(const float2* p, int tiles, int 
   rstd = rsqrtf(warp_sum(q) / width + eps);
 }
 
-// merge_row_stats on pairs already in a lane's registers (p[i] = pair lane + 32·i; N ≥ ceil(tiles / 32)),
-// so that a caller can load several rows' pairs before it sums any: the same sums in the same order.
-template <int N>
-__device__ __forceinline__ void merge_row_pairs(const float2 (&p)[N], int tiles, int width, float eps, float& mean, float& rstd) {
-  const int lane = threadIdx.x & 31;
-  float s = 0.f;
-#pragma unroll
-  for (int i = 0; i < N; i++) if (lane + 32 * i < tiles) s += p[i].x;
-  const float m = warp_sum(s) / tiles;
-  float q = 0.f;
-#pragma unroll
-  for (int i = 0; i < N; i++) if (lane + 32 * i < tiles) { const float2 v = p[i]; const float dm = v.x - m; q += v.y + 16.f * dm * dm; }
-  mean = m;
-  rstd = rsqrtf(warp_sum(q) / width + eps);
-}
-
 // 8 consecutive values as floats, with 16-byte accesses (p 16-byte aligned).
 __device__ __forceinline__ void load8(const float* p, float* v) {
   const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
