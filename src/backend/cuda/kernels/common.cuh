@@ -102,6 +102,16 @@ __device__ __forceinline__ void merge_row_stats(const float2* p, int tiles, int 
   rstd = rsqrtf(warp_sum(q) / width + eps);
 }
 
+// Exact GELU (torch's approximate='none'), x·Φ(x) = x/2·(1 + erf(x/√2)), and its derivative
+// GELU'(x) = Φ(x) + x·φ(x): the one expression of each that every GELU kernel and epilogue uses, so that
+// their results (and gelu_table.cuh's tables) agree to the bit.
+__device__ __forceinline__ float gelu_value(float v) { return 0.5f * v * (1.f + erff(v * 0.70710678118654752f)); }
+__device__ __forceinline__ float gelu_slope(float v) {
+  const float cdf = 0.5f * (1.f + erff(v * 0.70710678118654752f));
+  const float pdf = 0.3989422804014327f * expf(-0.5f * v * v);
+  return cdf + v * pdf;
+}
+
 // 8 consecutive values as floats, with 16-byte accesses (p 16-byte aligned).
 __device__ __forceinline__ void load8(const float* p, float* v) {
   const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];

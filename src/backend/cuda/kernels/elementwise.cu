@@ -28,7 +28,7 @@ extern "C" __global__ void clamp(const T* __restrict__ x, T* __restrict__ out, f
 extern "C" __global__ void gelu(const T* __restrict__ x, T* __restrict__ out, long long n) {
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
     float v = ld(x[i]);
-    out[i] = st<T>(0.5f * v * (1.f + erff(v * 0.70710678118654752f)));
+    out[i] = st<T>(gelu_value(v));
   }
 }
 // out[r, c] = x[r, start + c] for c < count.
@@ -111,8 +111,8 @@ extern "C" __global__ void gelu_bf16x8(const uint4* __restrict__ x, uint4* __res
 #pragma unroll
     for (int j = 0; j < 4; j++) {
       float2 f = __bfloat1622float2(h[j]);
-      f.x = 0.5f * f.x * (1.f + erff(f.x * 0.70710678118654752f));
-      f.y = 0.5f * f.y * (1.f + erff(f.y * 0.70710678118654752f));
+      f.x = gelu_value(f.x);
+      f.y = gelu_value(f.y);
       h[j] = __floats2bfloat162_rn(f.x, f.y);
     }
     out[i] = v;

@@ -7,15 +7,12 @@
 // [2^(GELU_EXP_LO − 127), 2^(GELU_EXP_HI − 127)) = [2^-15, 16) of either sign (4,864 entries), where
 // practically every activation lies; any other input (0, tiny, large, inf, NaN) is computed in place.
 // The table is built on the device (gelu_table_build, gelu_slope_table_build) with the very formula the
-// plain kernels use (gelu_value, gelu_slope: the same float operations in the same order), so each
+// plain kernels use (common.cuh's gelu_value and gelu_slope), so each
 // result is bit-identical to theirs: test/cuda-kernels.test.ts and test/cuda-train-ops.test.ts compare
 // every one of the 65,536 inputs against gelu_bf16x8 and gelu_backward8.
-#ifndef GELU_EXP_LO
+// Fixed, not options: gelu-table.ts sizes the table from the same two numbers (GELU_TABLE_ENTRIES).
 #define GELU_EXP_LO 112
-#endif
-#ifndef GELU_EXP_HI
 #define GELU_EXP_HI 131
-#endif
 #define GELU_PER_SIGN ((GELU_EXP_HI - GELU_EXP_LO) << 7)
 #define GELU_TABLE (2 * GELU_PER_SIGN)
 // 16-byte vectors a thread loads before it computes any (loads in flight per thread).
@@ -23,14 +20,6 @@
 #define GELU_UNROLL 2
 #endif
 
-// x·Φ(x) = x/2·(1 + erf(x/√2)): gelu's and gelu_bf16x8's expression (elementwise.cu).
-__device__ __forceinline__ float gelu_value(float v) { return 0.5f * v * (1.f + erff(v * 0.70710678118654752f)); }
-// GELU'(x) = Φ(x) + x·φ(x): gelu_backward8's expression (train_elementwise.cu).
-__device__ __forceinline__ float gelu_slope(float v) {
-  const float cdf = 0.5f * (1.f + erff(v * 0.70710678118654752f));
-  const float pdf = 0.3989422804014327f * expf(-0.5f * v * v);
-  return cdf + v * pdf;
-}
 // The table slot of the bf16 with bits h (sign-major: slot = sign·GELU_PER_SIGN + magnitude bits −
 // the lowest tabled magnitude), or −1 outside the table.
 __device__ __forceinline__ int gelu_slot(unsigned h) {

@@ -341,7 +341,7 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
       YT* dst = y + (long long)r * O + o;
       const bool early = base == 0;  // the bias and y's old value were loaded after the wait
       if (bias) s += early ? bOld : __bfloat162float(bias[o]);
-      if (gelu) s = 0.5f * s * (1.f + erff(s * 0.70710678118654752f));
+      if (gelu) s = gelu_value(s);
       if (accumulate) s += early ? yOld : ld(*dst);
       v = ld(st<YT>(s));
       if (clip > 0.f) v = fminf(fmaxf(v, -clip), clip);

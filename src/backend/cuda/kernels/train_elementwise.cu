@@ -7,9 +7,7 @@
 extern "C" __global__ void gelu_backward(const T* __restrict__ dy, const T* __restrict__ x, T* __restrict__ out, long long n) {
   GRID_STRIDE(i, n) {
     const float v = ld(x[i]);
-    const float cdf = 0.5f * (1.f + erff(v * 0.70710678118654752f));
-    const float pdf = 0.3989422804014327f * expf(-0.5f * v * v);
-    out[i] = st<T>(ld(dy[i]) * (cdf + v * pdf));
+    out[i] = st<T>(ld(dy[i]) * gelu_slope(v));
   }
 }
 // torch.clamp's gradient: dy where -limit ≤ x ≤ limit (bounds included), 0 elsewhere.
@@ -152,9 +150,7 @@ extern "C" __global__ void gelu_backward8(const T* __restrict__ dy, const T* __r
     load8(dy + 8 * i, g);
 #pragma unroll
     for (int e = 0; e < 8; e++) {
-      const float cdf = 0.5f * (1.f + erff(v[e] * 0.70710678118654752f));
-      const float pdf = 0.3989422804014327f * expf(-0.5f * v[e] * v[e]);
-      g[e] *= cdf + v[e] * pdf;
+      g[e] *= gelu_slope(v[e]);
     }
     store8(out + 8 * i, g);
   }
