@@ -46,6 +46,18 @@ __device__ __forceinline__ void load_tile_sw128(unsigned tile, const bf16* src, 
   }
 }
 
+// The end of a dk/dv warpgroup's key tile: wait for its last products, then dk (times the softmax scale)
+// and dv as bf16 rows of (batch b, head h), at DKDV_DK_WIDTHS / DKDV_DV_WIDTHS times the input's row
+// stride; j0 = this thread's first key row.
+__device__ __forceinline__ void wb_store_dk_dv(bf16* dk, bf16* dv, float (&dkAcc)[HEAD_DIM / 2], float (&dvAcc)[HEAD_DIM / 2],
+    int b, int h, int t, int stride, int j0, float scale) {
+  wgmma_wait<0>();
+  wgmma_fence_regs(dvAcc);
+  wgmma_fence_regs(dkAcc);
+  wgmma_store_rows_bf16(dk + (long long)b * t * (DKDV_DK_WIDTHS * stride) + h * HEAD_DIM, dkAcc, j0, t, DKDV_DK_WIDTHS * stride, scale);
+  wgmma_store_rows_bf16(dv + (long long)b * t * (DKDV_DV_WIDTHS * stride) + h * HEAD_DIM, dvAcc, j0, t, DKDV_DV_WIDTHS * stride, 1.f);
+}
+
 // acc[64 × HEAD_DIM] (+)= A (registers, 64 × 64: four k16 fragments) · the 64-row tile read MN-major,
 // four wgmmas (not committed); accumulate = false overwrites acc with the first k16 step (the first
 // product: the accumulators are never zeroed by other instructions, which would make ptxas serialize the
@@ -54,11 +66,7 @@ __device__ __forceinline__ void wgmma_rows_times_tile(float (&acc)[HEAD_DIM / 2]
 #pragma unroll
   for (int kk = 0; kk < 4; kk++) {
     const wgmma_desc_t b = wgmma_desc(tile + kk * 16 * 128, WB_BLOCK_BYTES, 1024);
-#if HEAD_DIM == 128
-    wgmma_m64n128k16_rs<1>(acc, a[kk], b, accumulate || kk > 0);
-#else
-    wgmma_m64n64k16_rs<1>(acc, a[kk], b, accumulate || kk > 0);
-#endif
+    wgmma_rs<HEAD_DIM, 1>(acc, a[kk], b, accumulate || kk > 0);
   }
 }
 
@@ -220,11 +228,7 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
     wgmma_commit();
     storeDs(q0);
   }
-  wgmma_wait<0>();
-  wgmma_fence_regs(dvAcc);
-  wgmma_fence_regs(dkAcc);
-  wgmma_store_rows_bf16(dk + (long long)b * t * (DKDV_DK_WIDTHS * stride) + h * HEAD_DIM, dkAcc, j0, t, DKDV_DK_WIDTHS * stride, scale);
-  wgmma_store_rows_bf16(dv + (long long)b * t * (DKDV_DV_WIDTHS * stride) + h * HEAD_DIM, dvAcc, j0, t, DKDV_DV_WIDTHS * stride, 1.f);
+  wb_store_dk_dv(dk, dv, dkAcc, dvAcc, b, h, t, stride, j0, scale);
 }
 
 // ---- dk/dv warp-specialized as FlashAttention-3 (flash_forward_fa3.cu's machinery) ------------------
@@ -265,12 +269,8 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
 #endif
 #define FB_THREADS 384
 #define FB_STAGE_BYTES (2 * WB_TILE_BYTES)  // Q tile, dO tile (lse and D sit after all tiles)
-#ifndef FB_PRODUCER_REGS
 #define FB_PRODUCER_REGS 24
-#endif
-#ifndef FB_CONSUMER_REGS
 #define FB_CONSUMER_REGS 240                 // 128·24 + 256·240 ≤ 65536
-#endif
 #ifndef FB_PINGPONG
 #define FB_PINGPONG 0                        // turns a tile (above); flash.ts's shapes '-pp1' and '-pp'
 #endif
@@ -292,13 +292,6 @@ __device__ __forceinline__ void fb_produce_tile(unsigned tile, const bf16* src, 
     cp_async16(to + n * PASS * 128, src + (long long)(ok ? r0 + r : 0) * stride + c * 8, ok);
   }
 }
-
-#if FB_PINGPONG
-// The ping-pong's named barriers (256 threads: the waiting consumer's 128 and the other's arrivals; 0 is
-// __syncthreads'): wait for this consumer's turn, hand the turn to the other.
-__device__ __forceinline__ void fb_turn_wait(int id) { asm volatile("bar.sync %0, 256;\n" :: "r"(id) : "memory"); }
-__device__ __forceinline__ void fb_turn_pass(int id) { asm volatile("bar.arrive %0, 256;\n" :: "r"(id) : "memory"); }
-#endif
 
 // Shared (dynamic): K and V tiles of both consumers (4 tiles), FB_STAGES × (Q tile, dO tile), 1024-byte
 // aligned (the launch adds 1 KB), then FB_STAGES × (lse, D) of 64 queries. Grid (batch·nHeads,
@@ -369,9 +362,9 @@ extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_
   const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
 #if FB_PINGPONG
   const int myTurn = 1 + c, otherTurn = 2 - c;
-  if (c == 1) fb_turn_pass(otherTurn);  // consumer 0 takes the first turn
-#define FB_TURN_WAIT() fb_turn_wait(myTurn)
-#define FB_TURN_PASS() fb_turn_pass(otherTurn)
+  if (c == 1) turn_pass(otherTurn);  // consumer 0 takes the first turn
+#define FB_TURN_WAIT() turn_wait(myTurn)
+#define FB_TURN_PASS() turn_pass(otherTurn)
 #else
 #define FB_TURN_WAIT()
 #define FB_TURN_PASS()
@@ -441,14 +434,10 @@ extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_
     wgmma_wait<0>();  // dV and dK of this tile: its stage is free, Pᵀ and dSᵀ's registers too
     mbar_arrive(empty(stage));
   }
-  wgmma_wait<0>();
-  wgmma_fence_regs(dvAcc);
-  wgmma_fence_regs(dkAcc);
-  wgmma_store_rows_bf16(dk + (long long)b * t * (DKDV_DK_WIDTHS * stride) + h * HEAD_DIM, dkAcc, j0, t, DKDV_DK_WIDTHS * stride, scale);
-  wgmma_store_rows_bf16(dv + (long long)b * t * (DKDV_DV_WIDTHS * stride) + h * HEAD_DIM, dvAcc, j0, t, DKDV_DV_WIDTHS * stride, 1.f);
+  wb_store_dk_dv(dk, dv, dkAcc, dvAcc, b, h, t, stride, j0, scale);
 #if FB_PINGPONG
   if (c == 1) idleTurns();      // the partner of consumer 0's last tile (after the stores: they need no turn)
-  else fb_turn_wait(myTurn);    // consumer 1's last hand-over
+  else turn_wait(myTurn);    // consumer 1's last hand-over
 #endif
 #undef FB_TURN_WAIT
 #undef FB_TURN_PASS

@@ -13,6 +13,12 @@
 #define DKDV_DV_WIDTHS 1
 #endif
 
+// The ping-pong's named barriers between two consumer warpgroups of the fa3 kernels (256 threads: the
+// waiting consumer's 128 and the other's arrivals; id 0 is __syncthreads'): wait for this consumer's
+// turn (the other's arrival), hand the turn over.
+__device__ __forceinline__ void turn_wait(int id) { asm volatile("bar.sync %0, 256;\n" :: "r"(id) : "memory"); }
+__device__ __forceinline__ void turn_pass(int id) { asm volatile("bar.arrive %0, 256;\n" :: "r"(id) : "memory"); }
+
 // 16 bytes global → shared (shared-window address), without L1; `valid` false writes zeros instead (rows
 // past the end of a sequence read nothing out of bounds).
 __device__ __forceinline__ void cp_async16(unsigned dst, const void* src, bool valid) {

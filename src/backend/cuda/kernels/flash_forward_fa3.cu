@@ -159,10 +159,6 @@ __device__ __forceinline__ void softmax_tile(float (&s)[BK / 2], float (&m)[2], 
   }
 }
 
-// Named barriers of the ping-pong: wait for one's turn (the previous consumer's arrival), hand it over.
-__device__ __forceinline__ void turn_wait(int id) { asm volatile("bar.sync %0, 256;\n" :: "r"(id) : "memory"); }
-__device__ __forceinline__ void turn_pass(int id) { asm volatile("bar.arrive %0, 256;\n" :: "r"(id) : "memory"); }
-
 // P (the probabilities of a tile, float) packed into the bf16 A fragments of the P·V products.
 __device__ __forceinline__ void pack_p(unsigned (&p)[BK / 16][4], const float (&s)[BK / 2]) {
 #pragma unroll
