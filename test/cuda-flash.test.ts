@@ -19,10 +19,14 @@ import { trainingBackend, type AttentionArgs, type Tensor } from '../src/backend
 import {
   fa3DkdvShape, fa3DqShape, flashBackwardScratchElements, wgmmaUsable, launchFlashBackward, type FlashDkdvKernel, type FlashDqKernel,
 } from '../src/backend/cuda/flash.js';
-import { close, cpu, cudaFor, down, pair, randn, skip } from './cuda-harness.js';
+import { close, columnBlock, cpu, cudaFor, down, pair, randn, skip } from './cuda-harness.js';
 
-/** got and want the same bits, element by element (kernels that sum the same products in the same order). */
-function sameBits(what: string, got: Float32Array, want: Float32Array, of: string): void {
+/**
+ * got and want equal element by element (kernels that sum the same products in the same order), NaN
+ * counted as a difference. Unlike cuda-harness's sameBits, +0 and −0 count as equal, as they did when
+ * these checks were first run on the device (the stricter comparison has not run there).
+ */
+function sameValues(what: string, got: Float32Array, want: Float32Array, of: string): void {
   const differ = got.filter((x, i) => x !== want[i]).length;
   assert.equal(differ, 0, `${what}: ${differ} elements differ from ${of}`);
 }
@@ -90,14 +94,14 @@ for (const [batch, t, heads, dHead, alibi] of cases) {
       if (stored && kernel === 'wgmma' && dqKernel === 'mma') { dqOfMma = got.dq; wgmmaDkdv = { dk: got.dk, dv: got.dv }; }
       if (kernel.startsWith('fa3') && wgmmaDkdv) {
         for (const name of ['dk', 'dv'] as const) {
-          sameBits(`${name}, ${what}`, got[name], wgmmaDkdv[name], "flash_backward_dkdv_wgmma's");
+          sameValues(`${name}, ${what}`, got[name], wgmmaDkdv[name], "flash_backward_dkdv_wgmma's");
         }
         if (stored && dqKernel === 'mma') {
-          sameBits(`dq, ${what}`, got.dq, dqOfMma!, "dq of flash_backward_dkdv_wgmma's dsᵀ");
+          sameValues(`dq, ${what}`, got.dq, dqOfMma!, "dq of flash_backward_dkdv_wgmma's dsᵀ");
         }
       }
       if (stored && kernel !== 'mma' && dqKernel !== 'mma' && dqOfMma) {
-        sameBits(`dq, ${what}`, got.dq, dqOfMma, 'the mma.sync dq pass on the same dsᵀ');
+        sameValues(`dq, ${what}`, got.dq, dqOfMma, 'the mma.sync dq pass on the same dsᵀ');
       }
       const again = run(stored, chunk, kernel, dqKernel);
       for (const name of ['dq', 'dk', 'dv'] as const) {
@@ -145,7 +149,7 @@ for (const [batch, t, heads, dHead] of stridedCases) {
         batch, t, nHeads: heads, dHead, scale, ds: scratch.ptr, dkWidths: dkInBuffer ? 3 : undefined, dvWidths: dvInBuffer ? 3 : undefined,
       }, 64, 'both', kernel, 'mma');
       const all = down(be, buffer);
-      const column = (c: number) => Float32Array.from({ length: rows * d }, (_, i) => all[Math.floor(i / d) * 3 * d + c * d + (i % d)]);
+      const column = (c: number) => columnBlock(all, rows, d, c);
       // The buffer's columns no kernel was given: dq's, and dk's when dk has a tensor of its own.
       const untouched = dkInBuffer ? [column(0)] : [column(0), column(1)];
       const got = { dq: down(be, dq), dk: dkInBuffer ? column(1) : down(be, own.dk), dv: dvInBuffer ? column(2) : down(be, own.dv), untouched };
@@ -158,7 +162,7 @@ for (const [batch, t, heads, dHead] of stridedCases) {
       const want = run(kernel, null);
       for (const strided of ['dk and dv', 'dv'] as const) {
         const got = run(kernel, strided), what = `${kernel}, ${strided} in the buffer`;
-        for (const name of ['dq', 'dk', 'dv'] as const) sameBits(`${name}, ${what}`, got[name], want[name], 'the contiguous outputs');
+        for (const name of ['dq', 'dk', 'dv'] as const) sameValues(`${name}, ${what}`, got[name], want[name], 'the contiguous outputs');
         assert.ok(got.untouched.every((c) => c.every(Number.isNaN)), `${what}: columns of the buffer that no output belongs to were written`);
       }
     }

@@ -56,6 +56,11 @@ export function sameBits(what: string, got: Float32Array, want: Float32Array) {
   if (differ) assert.fail(`${what}: ${differ} of ${a.length} elements differ, first [${first}] ${got[first]} vs ${want[first]}`);
 }
 
+/** Columns [c·n, (c + 1)·n) of a row-major [rows, blocks·n] array, as a [rows, n] array. */
+export function columnBlock(all: Float32Array, rows: number, n: number, c: number, blocks = 3): Float32Array {
+  return Float32Array.from({ length: rows * n }, (_, i) => all[Math.floor(i / n) * blocks * n + c * n + (i % n)]);
+}
+
 /** Where two arrays part (for a failure message): how many elements are far off, the first and the worst. */
 function whereOff(got: ArrayLike<number>, want: ArrayLike<number>): string {
   let sq = 0;

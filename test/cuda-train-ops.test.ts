@@ -11,7 +11,7 @@ import { elementCount, trainingBackend, type AttentionArgs, type Backend, type T
 import { FLASH_FORWARD_SHAPES } from '../src/backend/cuda/flash.js';
 import { GELU_TABLE_SHAPE, geluTableInputBits } from '../src/backend/cuda/gelu-table.js';
 import { gemmTuning, tuningLog } from '../src/backend/cuda/cublaslt-api.js';
-import { asStored, close as closeTo, cpu, cudaFor, down, pair, randn, rng, sameBits, skip } from './cuda-harness.js';
+import { asStored, close as closeTo, columnBlock, cpu, cudaFor, down, pair, randn, rng, sameBits, skip } from './cuda-harness.js';
 
 // Training outputs may hold infinities where the reference does (a fully masked row's log-sum-exp).
 const close = (what: string, got: ArrayLike<number>, want: ArrayLike<number>, tolerance: number) => closeTo(what, got, want, tolerance, true);
@@ -463,12 +463,6 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
   // (width 100, not a multiple of 8), with and without a bias.
   test(`cuda ${dtype}: attention's dk, dv and LayerNorm's dx written into column blocks of a wider tensor are the bits of their own tensors`, { skip }, () => {
     const be = cudaFor(dtype), g = trainingBackend(be), ops = be.training;
-    /** Columns [c·n, (c + 1)·n) of a [rows, 3·n] buffer, as a [rows, n] array. */
-    const column = (all: Float32Array, rows: number, n: number, c: number) => Float32Array.from({ length: rows * n }, (_, i) => all[Math.floor(i / n) * 3 * n + c * n + (i % n)]);
-    const sameBits = (what: string, got: Float32Array, want: Float32Array) => {
-      const differ = got.filter((x, i) => !Object.is(x, want[i])).length;
-      assert.equal(differ, 0, `${what}: ${differ} of ${want.length} values differ`);
-    };
     for (const [batch, t, heads, dHead] of [[2, 130, 2, 128], [1, 77, 3, 32], [2, 45, 2, 24]]) {
       const d = heads * dHead, rows = batch * t;
       const [q, k, v, dOut] = [0, 1, 2, 3].map(() => pair(be, randn(rows * d), [batch, t, d])[0]);
@@ -481,9 +475,9 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       assert.equal(got.dv, null);
       const all = down(be, buffer), what = `${batch}×${t} tokens, ${heads} heads of ${dHead}`;
       sameBits(`dq, ${what}`, down(be, got.dq), down(be, own.dq));
-      sameBits(`dk in columns d..2d, ${what}`, column(all, rows, d, 1), down(be, own.dk));
-      sameBits(`dv in columns 2d..3d, ${what}`, column(all, rows, d, 2), down(be, own.dv));
-      sameBits(`columns 0..d untouched, ${what}`, column(all, rows, d, 0), column(asStored(fill, dtype), rows, d, 0));
+      sameBits(`dk in columns d..2d, ${what}`, columnBlock(all, rows, d, 1), down(be, own.dk));
+      sameBits(`dv in columns 2d..3d, ${what}`, columnBlock(all, rows, d, 2), down(be, own.dv));
+      sameBits(`columns 0..d untouched, ${what}`, columnBlock(all, rows, d, 0), columnBlock(asStored(fill, dtype), rows, d, 0));
     }
     for (const [rows, n, withBias] of [[37, 256, false], [37, 256, true], [29, 100, false]] as const) {
       const [dy] = pair(be, randn(rows * n), [rows, n]), [x] = pair(be, randn(rows * n, 2), [rows, n]), [w] = pair(be, randn(n), [n]);
@@ -493,8 +487,8 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       const fill = randn(rows * 3 * n), buffer = be.upload(fill, [rows, 3 * n], dtype);
       assert.equal(ops.layerNormBackwardInto({ ...a, ...intoGrads, dxInto: { tensor: buffer, column: n } }), buffer);
       const all = down(be, buffer), what = `${rows} rows of ${n}${withBias ? ', bias' : ''}`;
-      sameBits(`dx in columns n..2n, ${what}`, column(all, rows, n, 1), down(be, dx));
-      for (const c of [0, 2]) sameBits(`columns ${c}n..${c + 1}n untouched, ${what}`, column(all, rows, n, c), column(asStored(fill, dtype), rows, n, c));
+      sameBits(`dx in columns n..2n, ${what}`, columnBlock(all, rows, n, 1), down(be, dx));
+      for (const c of [0, 2]) sameBits(`columns ${c}n..${c + 1}n untouched, ${what}`, columnBlock(all, rows, n, c), columnBlock(asStored(fill, dtype), rows, n, c));
       // The row-team kernel's weight sums are deterministic; the block-per-row one adds them with atomics.
       const check = n % 8 === 0 ? sameBits : (name: string, got: Float32Array, want: Float32Array) => close(name, got, want, 1e-6);
       check(`dWeight, ${what}`, down(be, intoGrads.dWeight), down(be, ownGrads.dWeight));

@@ -4,7 +4,7 @@
 // bf16 weights and activations, float32 gradients) the loss within 2e-2. Skipped without a GPU.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cudaAvailable, CudaBackend } from '../src/backend/cuda/index.js';
+import { CudaBackend } from '../src/backend/cuda/index.js';
 import { trainingBackend } from '../src/backend/backend.js';
 import { openModelFolder } from '../src/io/model-folder.js';
 import { canonicalName } from '../src/io/weight-names.js';
@@ -16,14 +16,12 @@ import { AdamW, clipGradNorm } from '../src/train/optimizer.js';
 import { TrainStep } from '../src/train/step.js';
 import { CudaContext } from '../src/backend/cuda/driver.js';
 import { ids, lossesOfSteps2To6, ref, referenceDir as dir, rows, tokens } from './training-reference.js';
-import { close, relErr } from './cuda-harness.js';
+import { close, relErr, sameBits, skip } from './cuda-harness.js';
 import { MPT_1B_REDPAJAMA_200B, parameterShapes, type MptConfig } from '../src/model/config.js';
 import { structureParams } from '../src/model/params.js';
 import { Rng } from '../src/util/random.js';
 import { bfloat16ToFloat32Array, float32ToBfloat16Array } from '../src/util/dtype.js';
 
-const available = cudaAvailable();
-const skip = available.ok ? false : `no CUDA here: ${available.reason}`;
 const TOL = 1e-3;
 
 /** The reference fixture model loaded onto `backend` with its weights in `dtype`. */
@@ -104,15 +102,23 @@ test('cuda float32: q, k, v from one batched GEMM and LN_2 kept on the tape give
   const backend = new CudaBackend({ dtype: 'float32' });
   const be = trainingBackend(backend);
   const model = await fixtureModel(backend, 'float32');
+  // Counted, so that the comparison cannot pass with both runs on one path (batchedQkv is ignored by a
+  // backend without linearRowBlocks).
+  const ops = backend.training, rowBlocks = ops.linearRowBlocks.bind(ops);
+  let batchedCalls = 0;
+  ops.linearRowBlocks = (...a: Parameters<typeof rowBlocks>) => { batchedCalls++; return rowBlocks(...a); };
   const run = (batchedQkv: boolean, keepLn2Output: boolean) => {
     const graph = new TrainingGraph(model.config, backend, model.params);
     graph.batchedQkv = batchedQkv;
     graph.keepLn2Output = keepLn2Output;
     const grads = zeroGradients(model.config, backend);
+    batchedCalls = 0;
     const { lossSum } = lossAndGradients(graph, ids, rows.length, grads, 1 / tokens);
-    return { lossSum, grads: new Map([...grads].map(([n, t]) => [n, be.download(t) as Float32Array])) };
+    return { lossSum, batchedCalls, grads: new Map([...grads].map(([n, t]) => [n, be.download(t) as Float32Array])) };
   };
   const fast = run(true, true), plain = run(false, false);
+  assert.equal(fast.batchedCalls, model.config.nLayers, 'the batched path makes q, k, v in one call a block');
+  assert.equal(plain.batchedCalls, 0, 'the plain path makes no batched call');
   assert.ok(Math.abs(fast.lossSum - plain.lossSum) <= 1e-6 * Math.abs(plain.lossSum), `loss sum ${fast.lossSum} vs ${plain.lossSum}`);
   for (const [name, want] of plain.grads) close(name, fast.grads.get(name)!, want, 1e-5);
 });
@@ -272,7 +278,7 @@ test('cuda: the Wqkv backward as one GEMM of each over dQKV [rows, 3d] gives the
     const fused = gradients(dtype, true), three = gradients(dtype, false);
     assert.equal(fused.lossSum, three.lossSum, `${dtype}: loss sum`);
     for (const name of [`${top}.attn.qLn.weight`, `${top}.attn.kLn.weight`]) {
-      assert.ok(fused.grads.get(name)!.every((x, i) => Object.is(x, three.grads.get(name)![i])), `${dtype}: ${name} differs`);
+      sameBits(`${dtype}: ${name}`, fused.grads.get(name)!, three.grads.get(name)!);
     }
     const wqkv = fused.grads.get(`${top}.attn.wqkv.weight`)!, wqkvThree = three.grads.get(`${top}.attn.wqkv.weight`)!;
     close(`${dtype}: ${top}.attn.wqkv.weight`, wqkv, wqkvThree, 1e-5);
