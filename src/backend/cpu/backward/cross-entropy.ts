@@ -36,9 +36,12 @@ export function crossEntropyWithOutput(
       if (target >= vocab) throw new RangeError(`cross entropy: target ${target} is outside the vocabulary of ${vocab}`);
       any = true;
       let max = -Infinity;
-      if (logitType === 'bfloat16') for (let j = 0; j < vocab; j++) row[j] = bfloat16BitsToFloat32(float32ToBfloat16Bits(row[j] * logitScale));
-      else for (let j = 0; j < vocab; j++) row[j] *= logitScale;
-      for (let j = 0; j < vocab; j++) if (row[j] > max) max = row[j];
+      // The max of the logits as stored (float32, or bf16 values) in the pass that scales them.
+      if (logitType === 'bfloat16') {
+        for (let j = 0; j < vocab; j++) { row[j] = bfloat16BitsToFloat32(float32ToBfloat16Bits(row[j] * logitScale)); if (row[j] > max) max = row[j]; }
+      } else {
+        for (let j = 0; j < vocab; j++) { row[j] *= logitScale; if (row[j] > max) max = row[j]; }
+      }
       let sum = 0;
       for (let j = 0; j < vocab; j++) sum += Math.exp(row[j] - max);
       const lse = max + Math.log(sum);
