@@ -141,7 +141,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
 
   if (dtype === 'bfloat16') test('cuda bfloat16: GELU backward through the table (gelu_backward_table8) gives gelu_backward8\'s bits for every bf16 x', { skip }, () => {
     const be = cudaFor(dtype), g = be.training;
-    const saved = [g.geluTable, g.geluTableShape] as const;
+    const saved = [be.geluTable, be.geluTableShape] as const;
     try {
       // The table's float GELU'(x) against gelu_backward8 in float32 with dy = 1 (its product is then
       // exactly the factor): every entry, bit for bit, before any bf16 rounding could hide a last bit.
@@ -156,13 +156,13 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       const dyAll = be.upload(randn(n, 3), [n], 'bfloat16');
       const [xg, xc] = pair(be, randn(8 * 1001, 2), [8 * 1001]);
       const [dg, dc] = pair(be, randn(8 * 1001), [8 * 1001]);
-      g.geluTable = false;
+      be.geluTable = false;
       const want = [down(be, g.geluBackward(dyAll, all)), down(be, g.geluBackward(dg, xg))];
-      g.geluTable = true;
+      be.geluTable = true;
       const shapes = [{ ...GELU_TABLE_SHAPE }, { threads: 32, unroll: 1, blocksPerSM: 1, reverse: false }, { threads: 64, unroll: 4, blocksPerSM: 1, reverse: true },
         { threads: 512, unroll: 3, blocksPerSM: 2, reverse: true }];
       for (const shape of shapes) {
-        g.geluTableShape = shape;
+        be.geluTableShape = shape;
         const label = JSON.stringify(shape);
         sameBits(`gelu_backward_table8 over all bf16 x, ${label}`, down(be, g.geluBackward(dyAll, all)), want[0]);
         const got = down(be, g.geluBackward(dg, xg));
@@ -170,7 +170,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
         close(`gelu_backward_table8 against the CPU, ${label}`, got, down(cpu, cpu.geluBackward(dc, xc)), tol(dtype, 1e-6));
       }
     } finally {
-      [g.geluTable, g.geluTableShape] = saved;
+      [be.geluTable, be.geluTableShape] = saved;
     }
   });
 

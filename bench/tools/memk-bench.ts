@@ -80,29 +80,26 @@ const shapes: GeluTableShape[] = [
 const label = (s: GeluTableShape) => `table, ${s.threads} threads, ${s.unroll} a turn, ${s.blocksPerSM}/SM${s.reverse ? ', reverse' : ''}`;
 /**
  * One GELU direction: the plain kernel (the reference: its bits) against the table kernel at every
- * launch shape, each alone and right after `input` was rewritten; `useTable` / `useShape` switch the
- * backend's launch, which is put back to the default at the end.
+ * launch shape (the backend's geluTable and geluTableShape, put back to the default at the end), each
+ * alone and right after `input` was rewritten.
  */
-function compareShapes(what: string, bytes: number, plain: string, run: () => Tensor, input: CudaTensor,
-  useTable: (on: boolean) => void, useShape: (s: GeluTableShape) => void): void {
+function compareShapes(what: string, bytes: number, plain: string, run: () => Tensor, input: CudaTensor): void {
   console.log(`${what} bf16 [${rows}, ${hidden}] (${(bytes / 1e6).toFixed(1)} MB moved; 3.0 TB/s would be ${(bytes / 3e9).toFixed(4)} ms)`);
   const call = () => be.scope(() => { run(); });
-  useTable(false);
+  be.geluTable = false;
   const old = time(call, null), oldAfter = time(call, rewrite(input));
   const wantT = run() as CudaTensor, want = bits(wantT);
   be.release(wantT);
   line(plain, bytes, old, oldAfter, 'the reference');
-  useTable(true);
+  be.geluTable = true;
   for (const s of shapes) {
-    useShape(s);
+    be.geluTableShape = s;
     const ms = time(call, null), after = time(call, rewrite(input));
     const got = run() as CudaTensor;
     line(label(s), bytes, ms, after, sameBits(bits(got), want));
     be.release(got);
   }
-  useShape({ ...GELU_TABLE_SHAPE });
+  be.geluTableShape = { ...GELU_TABLE_SHAPE };
 }
-compareShapes('GELU', 4 * n, 'gelu_bf16x8 (erff an element)', () => be.gelu(x), x,
-  (on) => { be.geluTable = on; }, (s) => { be.geluTableShape = s; });
-compareShapes('GELU backward', 6 * n, 'gelu_backward8 (erff, expf an element)', () => g.geluBackward(dy, x), dy,
-  (on) => { g.geluTable = on; }, (s) => { g.geluTableShape = s; });
+compareShapes('GELU', 4 * n, 'gelu_bf16x8 (erff an element)', () => be.gelu(x), x);
+compareShapes('GELU backward', 6 * n, 'gelu_backward8 (erff, expf an element)', () => g.geluBackward(dy, x), dy);

@@ -31,13 +31,22 @@ export interface GeluTableShape {
  */
 export const GELU_TABLE_SHAPE: GeluTableShape = { threads: 512, unroll: 2, blocksPerSM: 4, reverse: false };
 
-export function geluTableDefines(shape: GeluTableShape): Record<string, string | number | boolean> {
+function geluTableDefines(shape: GeluTableShape): Record<string, string | number | boolean> {
   return { MPT_BF16: true, GELU_UNROLL: shape.unroll, GELU_REVERSE: shape.reverse };
 }
 
 /** Blocks for n8 16-byte vectors: at most blocksPerSM an SM, no more than the vectors need. */
-export function geluTableBlocks(be: CudaBackend, n8: number, shape: GeluTableShape): number {
+function geluTableBlocks(be: CudaBackend, n8: number, shape: GeluTableShape): number {
   return Math.max(1, Math.min(Math.ceil(n8 / (shape.threads * shape.unroll)), be.device.multiprocessors * shape.blocksPerSM));
+}
+
+/**
+ * One table kernel of `file` over n8 16-byte vectors at the backend's launch shape (geluTableShape):
+ * `pointers` are its tensors, then n8 and the table.
+ */
+export function launchGeluTable(be: CudaBackend, file: string, kernel: string, pointers: number[], n8: number, table: CudaTensor): void {
+  const shape = be.geluTableShape;
+  be.kernels.get(file, kernel, geluTableDefines(shape)).launch([geluTableBlocks(be, n8, shape)], [shape.threads], [...pointers, n8, table.ptr]);
 }
 
 /** A table that lives with the backend, filled by `builder` (a kernel of `file` that takes the table alone). */

@@ -8,7 +8,7 @@ import { UserError } from '../../util/errors.js';
 import { CachingAllocator } from './allocator.js';
 import { CublasLt } from './cublaslt.js';
 import { CudaContext, CudaGraph, driver, cu, type Kernel } from './driver.js';
-import { buildGeluTable, GELU_TABLE_SHAPE, geluTableBlocks, geluTableDefines, type GeluTableShape } from './gelu-table.js';
+import { buildGeluTable, GELU_TABLE_SHAPE, launchGeluTable, type GeluTableShape } from './gelu-table.js';
 import { KernelCache } from './kernels.js';
 import type { MptConfig } from '../../model/config.js';
 import { CudaDecoder, type DecoderOptions, type DecoderParams } from './decoder.js';
@@ -606,10 +606,8 @@ export class CudaBackend implements Backend {
     const out = this.alloc(xx.shape);
     const vectors = xx.dtype === 'bfloat16' && n % 8 === 0 && xx.ptr % 16 === 0;
     if (vectors && this.geluTable) {
-      const shape = this.geluTableShape, n8 = n / 8;
       this.geluValues ??= buildGeluTable(this, 'elementwise.cu', 'gelu_table_build', 'bfloat16');
-      this.kernels.get('elementwise.cu', 'gelu_table8', geluTableDefines(shape))
-        .launch([geluTableBlocks(this, n8, shape)], [shape.threads], [xx.ptr, out.ptr, n8, this.geluValues.ptr]);
+      launchGeluTable(this, 'elementwise.cu', 'gelu_table8', [xx.ptr, out.ptr], n / 8, this.geluValues);
     } else if (vectors) this.launch1d('elementwise.cu', 'gelu_bf16x8', n / 8, [xx.ptr, out.ptr, n / 8]);
     else this.launch1d('elementwise.cu', 'gelu', n, [xx.ptr, out.ptr, n]);
     return out;
@@ -622,6 +620,9 @@ export class CudaBackend implements Backend {
    * the H100 (2026-11-28, bench/RESULTS-cuda-train.md), bf16 [16384, 8192]: 0.1927 against 0.1988 ms right
    * after a kernel wrote x (2.79 against 2.70 TB/s), 0.2109 against 0.2215 back to back; in the training
    * step 24 calls 4.58 against 4.76 ms. Both are bound by the memory, not by erff, at that shape.
+   * The same switch and launch shape serve the training ops' geluBackward (gelu_backward_table8 against
+   * gelu_backward8: 0.2826 against 0.2895 ms right after a kernel wrote dy, 0.2967 against 0.2933 back to
+   * back, 6.79 against 7.18 ms in the step).
    */
   geluTable = process.env.MPT_CUDA_GELU_TABLE !== '0';
   geluTableShape: GeluTableShape = { ...GELU_TABLE_SHAPE };

@@ -20,7 +20,7 @@ import { asCuda, bytesPer, CudaTensor } from './tensor.js';
 import { CudaEvent, PinnedBuffer } from './driver.js';
 import type { CudaBackend } from './index.js';
 import { MultiTensorTables } from './multi-tensor.js';
-import { buildGeluTable, GELU_TABLE_SHAPE, geluTableBlocks, geluTableDefines, type GeluTableShape } from './gelu-table.js';
+import { buildGeluTable, launchGeluTable } from './gelu-table.js';
 
 Object.assign(KERNEL_ARGS, {
   gelu_backward: 'pppq', clamp_backward: 'pppfq', add_into: 'ppfq', scale_in_place: 'pfq',
@@ -358,16 +358,7 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
     return new CudaTensor([count, ...c.shape.slice(1)], c.dtype, c.block, c.offset + start * rowBytes);
   }
 
-  /**
-   * Whether bf16 geluBackward takes gelu_backward_table8 (GELU' from a table of the bf16 inputs, built
-   * once by the same formula: bit-identical to gelu_backward8, kernels/gelu_table.cuh) instead of
-   * gelu_backward8, which spends most of its issue slots on erff and expf; MPT_CUDA_GELU_TABLE=0 keeps
-   * gelu_backward8 (comparisons). Measured on the H100 (2026-11-28, bench/RESULTS-cuda-train.md), bf16
-   * [16384, 8192]: 0.2826 against 0.2895 ms right after a kernel wrote dy (2.85 against 2.78 TB/s), 0.2967
-   * against 0.2933 back to back (a loss); in the training step 24 calls 6.79 against 7.18 ms.
-   */
-  geluTable = process.env.MPT_CUDA_GELU_TABLE !== '0';
-  geluTableShape: GeluTableShape = { ...GELU_TABLE_SHAPE };
+  // GELU' from a table when the backend's geluTable is on (its comment: the switch, the measurements).
   private geluSlopes: CudaTensor | null = null;
   /** The float32 table of GELU' over the tabled bf16 inputs (gelu-table.ts), built on first use. */
   geluSlopeTable(): CudaTensor {
@@ -379,10 +370,8 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
     if (elementCount(g.shape) !== n) throw new Error(`geluBackward: dy [${dy.shape}] for x [${x.shape}]`);
     const out = this.be.alloc(xx.shape);
     const vectors = n % 8 === 0 && [g, xx, out].every((t) => t.ptr % 16 === 0);
-    if (vectors && this.act === 'bfloat16' && this.geluTable) {
-      const shape = this.geluTableShape, n8 = n / 8;
-      this.be.kernels.get('train_elementwise.cu', 'gelu_backward_table8', geluTableDefines(shape))
-        .launch([geluTableBlocks(this.be, n8, shape)], [shape.threads], [g.ptr, xx.ptr, out.ptr, n8, this.geluSlopeTable().ptr]);
+    if (vectors && this.act === 'bfloat16' && this.be.geluTable) {
+      launchGeluTable(this.be, 'train_elementwise.cu', 'gelu_backward_table8', [g.ptr, xx.ptr, out.ptr], n / 8, this.geluSlopeTable());
     } else if (vectors) this.be.launch1d('train_elementwise.cu', 'gelu_backward8', n / 8, [g.ptr, xx.ptr, out.ptr, n / 8]);
     else this.be.launch1d('train_elementwise.cu', 'gelu_backward', n, [g.ptr, xx.ptr, out.ptr, n]);
     return out;
