@@ -61,18 +61,16 @@ function alone(): void {
   const qkvFlops = 3 * 2 * rows * d * d;
   console.log(`q, k, v = x·W{q,k,v}ᵀ, bf16 x [${rows}, ${d}], Wqkv [${3 * d}, ${d}]`);
   const variants = [
-    { name: 'three x·Wᵀ GEMMs (linear on row blocks)', batched: false },
-    { name: 'one strided-batched GEMM (linearRowBlocks)', batched: true },
+    { name: 'three x·Wᵀ GEMMs (linear on row blocks)', run: () => [0, 1, 2].map((i) => be.linear(x, ops.rowBlock(wqkv, i * d, d), null)) },
+    { name: 'one strided-batched GEMM (linearRowBlocks)', run: () => ops.linearRowBlocks(x, wqkv, null, 3) },
   ];
   let ref: Float32Array[] | null = null;
   for (const v of variants) {
-    ops.batchedRowBlocks = v.batched;
-    const ms = time(() => { ops.linearRowBlocks(x, wqkv, null, 3); });
-    const outs = be.scope(() => ops.linearRowBlocks(x, wqkv, null, 3).map((t) => down(t as CudaTensor)));
+    const ms = time(() => { v.run(); });
+    const outs = be.scope(() => v.run().map((t) => down(t as CudaTensor)));
     ref ??= outs;
     line(v.name, ms, qkvFlops, `; vs first: ${outs.map((o, i) => relErr(o, ref![i]).toExponential(1)).join(', ')}`);
   }
-  ops.batchedRowBlocks = true;
 
   // Wqkv's weight gradient from dq, dk, dv side by side in one [3, rows, d] block (the batched GEMM needs
   // them one stride apart; the step's dq and dk come from the QK LayerNorms' backward as tensors of their own).

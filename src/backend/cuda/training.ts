@@ -317,14 +317,12 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
     return out;
   }
 
-  /** linearRowBlocks as one strided-batched GEMM; false: one linear call a row block (comparisons). */
-  batchedRowBlocks = true;
-
   /**
    * x·W_iᵀ (+ b_i) for the `parts` equal row blocks W_i of weight (training-forward.ts RowBlockLinear):
    * one strided-batched GEMM (x shared, stride 0) into one [parts, rows, outF / parts] block, whose
    * slices come back; releasing one releases them all (they share the block). With a bias, 16 rows or
-   * fewer, strides not of whole 16-byte words, or batching off: one linear call a part. Measured at the
+   * fewer, or strides not of whole 16-byte words: one linear call a part (TrainingGraph.batchedQkv off makes
+   * the model call linear per part itself). Measured at the
    * mpt-1b step's shape (bench/RESULTS-cuda-train.md): 13.35 ms a step for the 24 batched against 13.79
    * for the 72 separate GEMMs.
    */
@@ -338,7 +336,7 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
     const outShape = [...xx.shape.slice(0, -1), part], es = bytesPer(this.act);
     // Batch strides of whole 16-byte words (the pointers cuBLASLt's vector loads assume for every member).
     const aligned = (part * inF * es) % 16 === 0 && (rows * part * es) % 16 === 0;
-    if (!this.batchedRowBlocks || bias || rows <= 16 || parts === 1 || !aligned) {
+    if (bias || rows <= 16 || parts === 1 || !aligned) {
       return Array.from({ length: parts }, (_, i) => be.linear(xx, this.rowBlock(w, i * part, part), bias ? this.rowBlock(bias, i * part, part) : null));
     }
     const out = be.alloc([parts, rows, part]);
