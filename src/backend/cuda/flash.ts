@@ -192,8 +192,7 @@ export function launchFlashForward(kernels: KernelCache, a: FlashForwardArgs, sh
       const block = [128 * (s.warpgroups + 1)], shared = flashForwardSharedBytes(a.dHead, s);
       const persistent = s.producer.persistent;
       if (persistent !== undefined) {  // at most one block an SM, never more blocks than work items
-        const blocks = Math.min(pairs * queryBlocks, persistent === true ? kernels.multiprocessors() : persistent);
-        kernels.get('flash_forward_fa3.cu', 'flash_forward_persistent', defs).launch([blocks], block, [...args, a.batch], shared);
+        kernels.get('flash_forward_fa3.cu', 'flash_forward_persistent', defs).launch([persistentBlocks(kernels, pairs * queryBlocks, persistent)], block, [...args, a.batch], shared);
       } else {
         kernels.get('flash_forward_fa3.cu', 'flash_forward', defs).launch([pairs, queryBlocks], block, args, shared);
       }
@@ -228,8 +227,13 @@ export interface FlashBackwardArgs {
   dvWidths?: number;
 }
 
+/** A persistent grid's blocks: one an SM (`true`) or the given count, never more than the work items. */
+function persistentBlocks(kernels: KernelCache, items: number, persistent: true | number): number {
+  return Math.min(items, persistent === true ? kernels.multiprocessors() : persistent);
+}
+
 /** The dk/dv kernels' defines for the output strides of `a` (none for contiguous outputs: the default cubins). */
-function dkdvStrideDefines(a: FlashBackwardArgs): Record<string, number | false> {
+export function dkdvStrideDefines(a: Pick<FlashBackwardArgs, 'dkWidths' | 'dvWidths'>): Record<string, number | false> {
   const widths = (w: number | undefined, name: string) => {
     if (w !== undefined && (!Number.isInteger(w) || w < 1)) throw new Error(`launchFlashBackward: ${name} ${w} is not a whole number of rows`);
     return w !== undefined && w !== 1 ? w : false;
@@ -397,7 +401,7 @@ export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, 
       kernels.get('flash_backward_dq_fa3.cu', 'flash_backward_dq_fa3', {
         MPT_BF16: true, HEAD_DIM: a.dHead, DQF_CONSUMERS: dqFa3.consumers, DQF_TILES: dqFa3.tiles, DQF_STAGES: dqFa3.stages,
         DQF_GROUP: dqFa3.headGroup, DQF_PERSISTENT: p !== undefined, DQF_REVERSE: dqFa3.reverse ?? false,
-      }).launch(p === undefined ? [pairs, qBlocks] : [Math.min(pairs * qBlocks, p === true ? kernels.multiprocessors() : p)],
+      }).launch(p === undefined ? [pairs, qBlocks] : [persistentBlocks(kernels, pairs * qBlocks, p)],
         [128 * (dqFa3.consumers + 1)], [a.k, ds, a.dq, a.t, a.nHeads, pairs, a.scale], flashFa3DqSharedBytes(a.dHead, dqFa3));
     } else if (ds && dqKernel === 'wgmma') {  // head-major grid: 128 queries a block (2 warpgroups) × batch·nHeads
       kernels.get('flash_backward_wgmma.cu', 'flash_backward_dq_wgmma', { MPT_BF16: true, HEAD_DIM: a.dHead }).launch(

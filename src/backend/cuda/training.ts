@@ -12,7 +12,7 @@
 import { elementCount, rowCount, width, type AdamwTensors, type AttentionArgs, type DeviceScalar, type Tensor, type WaitFreeTrainingOps } from '../backend.js';
 import { KERNEL_ARGS } from './kernels.js';
 import {
-  FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_BACKWARD_STORED_DS, FLASH_TRAIN_SHAPE, flashBackwardScratchElements, launchFlashBackward, launchFlashForward,
+  dkdvStrideDefines, FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_BACKWARD_STORED_DS, FLASH_TRAIN_SHAPE, flashBackwardScratchElements, launchFlashBackward, launchFlashForward,
   type FlashForwardShape,
 } from './flash.js';
 import { TrainingGemm, type GemmType } from './training-gemm.js';
@@ -36,10 +36,6 @@ const REDUCE_BLOCKS = 264;
 /** Columns from `column` on of every row of a 2-D tensor: an output written in place (training-forward.ts ColumnBlock). */
 interface ColumnBlockDestination { tensor: Tensor; column: number }
 
-/** A stride define's value for an output in a column block: its row stride in rows of the output, absent (false) for a contiguous one. */
-function stridedWidths(b: { widths: number } | null): number | false {
-  return b && b.widths !== 1 ? b.widths : false;
-}
 
 /** Pinned staging buffers uploadAsync cycles through (each reused once the copy out of it has completed). */
 const STAGING_SLOTS = 8;
@@ -198,7 +194,7 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
       const sgrid = [Math.ceil(t / 4), args.nHeads, batch];
       be.kernels.get('flash_backward.cu', 'attention_backward_dq_scalar', be.defs()).launch(sgrid, [128],
         [q.ptr, k.ptr, v.ptr, g.ptr, lse.ptr, D.ptr, mask, slopes, dq.ptr, t, args.nHeads, dHead, args.scale]);
-      const strides = { DKDV_DK_WIDTHS: stridedWidths(dkInto), DKDV_DV_WIDTHS: stridedWidths(dvInto) };
+      const strides = dkdvStrideDefines({ dkWidths: dkInto?.widths, dvWidths: dvInto?.widths });
       be.kernels.get('flash_backward.cu', 'attention_backward_dkdv_scalar', be.defs(strides)).launch(sgrid, [128],
         [q.ptr, k.ptr, v.ptr, g.ptr, lse.ptr, D.ptr, mask, slopes, dkPtr, dvPtr, t, args.nHeads, dHead, args.scale]);
     }
@@ -268,7 +264,8 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
     const into = a.dxInto ? this.columnBlock(a.dxInto, rows, n, 'layerNormBackwardInto dxInto') : null;
     if (into && res) throw new Error('layerNormBackwardInto: dxInto (a column block) with a residual: add the residual to a dx of its own');
     const dx = into ? null : be.alloc(xx.shape), dxPtr = into?.ptr ?? dx!.ptr, result = a.dxInto?.tensor ?? dx!;
-    const strided = { LN_DX_WIDTHS: stridedWidths(into) };
+    // The output's row stride in rows of the output as a define, absent for a contiguous one (the default cubins).
+    const strided = { LN_DX_WIDTHS: into && into.widths !== 1 ? into.widths : false };
     if (rows === 0) return result;
     // At most 8 chunks of 8 values a thread (LN_CH): registers.
     const perThread = Math.ceil(n / 8 / this.lnTeams.teamMax);
