@@ -208,7 +208,8 @@ export function backward(graph: TrainingGraph, tape: Tape, dHidden: Tensor, grad
     const dLn1Out = attentionAndQkvBackward(a, block, name, dAttended);
     const dxIn = normBack(dLn1Out, a.xIn, block.ln1, `${name}.ln1`, dxMid);
     // This block's tape is spent (xIn is the previous block's output, which its own backward does not read).
-    for (const tensor of new Set([a.xIn, a.qPre, a.kPre, a.q, a.k, a.v, a.attended, a.logSumExp, a.xMid, a.ln2Out, a.up, a.activated])) if (tensor) be.release(tensor);
+    // (ln2Out, up and activated went back above, as soon as their gradients were made.)
+    for (const tensor of new Set([a.xIn, a.qPre, a.kPre, a.q, a.k, a.v, a.attended, a.logSumExp, a.xMid])) be.release(tensor);
     if (a.qkvRaw) for (const tensor of Object.values(a.qkvRaw)) be.release(tensor);
     return dxIn;
   });

@@ -175,7 +175,8 @@ export class TrainingGraph {
     const blocks: BlockTape[] = [];
     for (const block of p.blocks) {
       const xIn = x;
-      // One scope a block: what the tape does not keep (LN outputs, GELU's output) is released at its end.
+      // One scope a block: what the tape does not keep (LN_1's output, and LN_2's when keepLn2Output is off) is
+      // released at its end.
       const { tape, xOut } = be.scope(() => {
         const raw = this.qkv(this.norm(xIn, block.ln1), block.wqkv);
         const clip = c.clipQkv;
