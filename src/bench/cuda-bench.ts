@@ -178,7 +178,7 @@ function gemmTable(be: CudaBackend, c: MptConfig, params: DecoderParams, rows: n
  */
 interface DecodeVariant { label: string; batches?: number[]; set?: () => () => void; options?: DecoderOptions }
 
-function decodeVariants(): DecodeVariant[] {
+function decodeVariants(be: CudaBackend): DecodeVariant[] {
   // Each a fresh decoder and graph beside the default. (Block shapes of single GEMMs in the step —
   // QKV, up and logits at 8 warps × 4, the out-projection at 16 × 2 or 8 × 4, down at 8 × 4, several
   // together — the LayerNorm-prologue GEMMs L2-prefetching their next weights after the wait, the
@@ -195,7 +195,10 @@ function decodeVariants(): DecodeVariant[] {
     // every key of a short context loaded before the wait, one pass instead of two). Splits of 64 keys
     // (873 against 881 tokens/s), MPT_PRE_SMEM (a tie) and the out-projection's weights in shared memory
     // at one row (845) lost: H100, 2026-11-28, bench/RESULTS-cuda.md.
-    { label: 'attention with 8 keys a warp in flight (before)', batches: [1], options: { attentionKeysInFlight: 8 } },
+    {
+      label: 'attention with 8 keys a warp in flight (before)', batches: [1],
+      set: () => { const was = be.foldKeysInFlight; be.foldKeysInFlight = 8; return () => { be.foldKeysInFlight = was; }; },
+    },
     // The before of upPrefetchBytes at two row tiles (8 MB; 2 MB lost: 11,618 against 11,642).
     { label: 'out-projection prefetches 8 MB of the up weights into L2 (before)', batches: [16], options: { upPrefetchBytes: 8 * 2 ** 20 } },
   ];
@@ -248,7 +251,7 @@ export function runCudaBench(options: CudaBenchOptions = {}): CudaBenchResult {
   for (const batch of options.batches ?? [1, 16]) {
     // Variants of the decode step in the same run (each a fresh decoder and graph), then the default's
     // figure, which is the one reported.
-    for (const { label, batches, set, options: decoderOptions } of decodeVariants()) {
+    for (const { label, batches, set, options: decoderOptions } of decodeVariants(be)) {
       if (batches && !batches.includes(batch)) continue;
       const undo = set?.();
       let other;

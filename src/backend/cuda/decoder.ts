@@ -54,8 +54,6 @@ export interface DecoderOptions {
    * results are the same; a run that stops early leaves one step of work unused.
    */
   pipeline?: boolean;
-  /** Keys a warp of the folded decode attention loads at a time (ATT_U); default the backend's foldKeysInFlightFor. */
-  attentionKeysInFlight?: number;
   /** Bytes of each layer's up weights the out-projection L2-prefetches in a decode step; default upPrefetchBytesFor(). */
   upPrefetchBytes?: number;
 }
@@ -153,7 +151,7 @@ export class CudaDecoder {
       : Math.max(1, Math.min(32, Math.ceil(capacity / 32), Math.ceil(4 * be.device.multiprocessors / blocks)));
     this.foldPartial = this.foldSplits > 1 ? own(be.alloc([batch * heads * this.foldSplits * (2 + dHead)], 'float32')) : null;
     this.foldCounters = this.foldSplits > 1 ? own(be.zeros([batch * heads], 'int32') as CudaTensor) : null;
-    this.foldKeysInFlight = options.attentionKeysInFlight ?? be.foldKeysInFlightFor(blocks);
+    this.foldKeysInFlight = be.foldKeysInFlightFor(blocks);
     this.upPrefetch = options.upPrefetchBytes ?? upPrefetchBytesFor(be.l2PrefetchUpBytes, batch);
     this.pipeline = options.pipeline ?? be.pipelineDecode;
     this.pinned = new PinnedBuffer(4 * (batch + 2), 'the decoder\'s token read-back');
