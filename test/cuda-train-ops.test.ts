@@ -455,7 +455,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     close('the unaligned tensor\'s neighbours are untouched', down(be, wideG).subarray(0, 3), down(cpu, wideC).subarray(0, 3), 0);
   });
 
-  // The fused Wqkv backward's producers (training-forward.ts ColumnBlockOutputs): attention's dk and dv and
+  // The fused Wqkv backward's producers (backend.ts ColumnBlockOutputs): attention's dk and dv and
   // LayerNorm's dx written into column blocks of a [rows, 3·width] buffer must be the bits the same op gives
   // as tensors of their own (only the store's address changes), and the buffer's other columns untouched.
   // Attention: the tensor-core kernels (head 128: fa3 on sm_90a; head 32: mma.sync) and the scalar ones

@@ -260,3 +260,42 @@ export function waitFreeOps(backend: Backend): WaitFreeTrainingOps | null {
   const needed: Array<keyof WaitFreeTrainingOps> = ['uploadAsync', 'crossEntropyWithOutput', 'linearBackwardInto', 'zeroInPlace', 'gradNormOnDevice', 'adamwStepAll', 'stage', 'settle'];
   return needed.every((name) => typeof ops[name] === 'function') ? (ops as WaitFreeTrainingOps) : null;
 }
+
+/**
+ * An op beyond the Backend interface: x·W_iᵀ (+ b_i) for each of `parts` equal row blocks W_i of
+ * `weight` (and of `bias`), each output its own contiguous tensor [rows, outF / parts] — the same values
+ * as `parts` calls of linear on rowBlock views. The CUDA backend's training ops have it (one
+ * strided-batched GEMM, the outputs slices of one block); TrainingGraph.qkv uses it.
+ */
+export interface RowBlockLinear {
+  linearRowBlocks(x: Tensor, weight: Tensor, bias: Tensor | null, parts: number): Tensor[];
+}
+
+/**
+ * Columns [column, column + n) of every row of a row-major [rows, width] tensor: where an op writes an
+ * output of n columns in place, its rows `width` values apart (width a multiple of n).
+ */
+export interface ColumnBlock { tensor: Tensor; column: number }
+
+/**
+ * Ops beyond the Backend interface that write an output into a column block of a wider tensor (the CUDA
+ * backend's training ops): the backward of Wqkv gets dq, dk and dv side by side in one [rows, 3·d]
+ * gradient, so that dLn1Out = dQKV·Wqkv and Wqkv's gradient dQKVᵀ·LN_1(x) are one GEMM each over the
+ * fused weight (linearBackwardInto) instead of three over its row blocks. The values written are the
+ * ones the ops give as tensors of their own, bit for bit.
+ */
+export interface ColumnBlockOutputs {
+  /** An uninitialized [rows, width] tensor in the activation dtype (current scope), for outputs written in column blocks. */
+  columnBlocks(rows: number, width: number): Tensor;
+  /** attentionBackward with dk and/or dv written into the given column blocks (null comes back for those) instead of tensors of their own. */
+  attentionBackward(args: AttentionArgs, out: Tensor, logSumExp: Tensor, dOut: Tensor, into: { dk?: ColumnBlock | null; dv?: ColumnBlock | null } | null):
+    { dq: Tensor; dk: Tensor | null; dv: Tensor | null };
+  /** layerNormBackwardInto with dx written into the column block `dxInto` (no residual); returns dxInto's tensor. */
+  layerNormBackwardInto(a: Parameters<TrainingBackend['layerNormBackwardInto']>[0] & { dxInto: ColumnBlock }): Tensor;
+}
+
+/** The backend's training ops as `T` (an interface beyond Backend) when they have its `method`, else null. */
+export function trainingOpsWith<T>(backend: Backend, method: keyof T & string): T | null {
+  const ops = (backend as { training?: Record<string, unknown> }).training;
+  return ops && typeof ops[method] === 'function' ? (ops as T) : null;
+}

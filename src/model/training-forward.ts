@@ -1,4 +1,6 @@
-import { trainingBackend, waitFreeOps, type AttentionArgs, type Backend, type Tensor, type TrainingBackend } from '../backend/backend.js';
+import {
+  trainingBackend, trainingOpsWith, waitFreeOps, type AttentionArgs, type Backend, type ColumnBlockOutputs, type RowBlockLinear, type Tensor, type TrainingBackend,
+} from '../backend/backend.js';
 import { alibiSlopes, softmaxScale, type MptConfig } from './config.js';
 import type { Affine, MptParams } from './params.js';
 
@@ -47,49 +49,6 @@ export interface Tape {
   hidden: Tensor;
 }
 
-/**
- * An op beyond the Backend interface: x·W_iᵀ (+ b_i) for each of `parts` equal row blocks W_i of
- * `weight` (and of `bias`), each output its own contiguous tensor [rows, outF / parts] — the same values
- * as `parts` calls of linear on rowBlock views. The CUDA backend's training ops have it (one
- * strided-batched GEMM, the outputs slices of one block).
- */
-export interface RowBlockLinear {
-  linearRowBlocks(x: Tensor, weight: Tensor, bias: Tensor | null, parts: number): Tensor[];
-}
-
-/**
- * Columns [column, column + n) of every row of a row-major [rows, width] tensor: where an op writes an
- * output of n columns in place, its rows `width` values apart (width a multiple of n).
- */
-export interface ColumnBlock { tensor: Tensor; column: number }
-
-/**
- * Ops beyond the Backend interface that write an output into a column block of a wider tensor (the CUDA
- * backend's training ops): the backward of Wqkv gets dq, dk and dv side by side in one [rows, 3·d]
- * gradient, so that dLn1Out = dQKV·Wqkv and Wqkv's gradient dQKVᵀ·LN_1(x) are one GEMM each over the
- * fused weight (linearBackwardInto) instead of three over its row blocks. The values written are the
- * ones the ops give as tensors of their own, bit for bit.
- */
-export interface ColumnBlockOutputs {
-  /** An uninitialized [rows, width] tensor in the activation dtype (current scope), for outputs written in column blocks. */
-  columnBlocks(rows: number, width: number): Tensor;
-  /** attentionBackward with dk and/or dv written into the given column blocks (null comes back for those) instead of tensors of their own. */
-  attentionBackward(args: AttentionArgs, out: Tensor, logSumExp: Tensor, dOut: Tensor, into: { dk?: ColumnBlock | null; dv?: ColumnBlock | null } | null):
-    { dq: Tensor; dk: Tensor | null; dv: Tensor | null };
-  /** layerNormBackwardInto with dx written into the column block `dxInto` (no residual); returns dxInto's tensor. */
-  layerNormBackwardInto(a: Parameters<TrainingBackend['layerNormBackwardInto']>[0] & { dxInto: ColumnBlock }): Tensor;
-}
-
-function columnBlockOutputs(backend: Backend): ColumnBlockOutputs | null {
-  const ops = (backend as { training?: Partial<ColumnBlockOutputs> }).training;
-  return ops && typeof ops.columnBlocks === 'function' ? (ops as ColumnBlockOutputs) : null;
-}
-
-function rowBlockLinear(backend: Backend): RowBlockLinear | null {
-  const ops = (backend as { training?: Partial<RowBlockLinear> }).training;
-  return ops && typeof ops.linearRowBlocks === 'function' ? (ops as RowBlockLinear) : null;
-}
-
 /** What both passes share: the model's math constants and the attention call for a batch. */
 export class TrainingGraph {
   readonly slopes: Float32Array | null;
@@ -115,8 +74,8 @@ export class TrainingGraph {
 
   constructor(readonly config: MptConfig, backend: Backend, readonly params: MptParams) {
     this.backend = trainingBackend(backend);
-    this.rowBlocks = rowBlockLinear(backend);
-    this.columnOutputs = columnBlockOutputs(backend);
+    this.rowBlocks = trainingOpsWith<RowBlockLinear>(backend, 'linearRowBlocks');
+    this.columnOutputs = trainingOpsWith<ColumnBlockOutputs>(backend, 'columnBlocks');
     this.slopes = config.alibi ? alibiSlopes(config) : null;
     this.scale = softmaxScale(config);
   }

@@ -9,7 +9,10 @@
  * accumulator in float32. Inputs in another float dtype are converted to the activation dtype first.
  * This is the generic path: each op allocates its outputs through the caching allocator.
  */
-import { elementCount, rowCount, width, type AdamwTensors, type AttentionArgs, type DeviceScalar, type Tensor, type WaitFreeTrainingOps } from '../backend.js';
+import {
+  elementCount, rowCount, width, type AdamwTensors, type AttentionArgs, type ColumnBlock, type ColumnBlockOutputs, type DeviceScalar, type RowBlockLinear, type Tensor,
+  type WaitFreeTrainingOps,
+} from '../backend.js';
 import { KERNEL_ARGS } from './kernels.js';
 import {
   dkdvStrideDefines, FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_BACKWARD_STORED_DS, FLASH_TRAIN_SHAPE, flashBackwardScratchElements, launchFlashBackward, launchFlashForward,
@@ -33,8 +36,6 @@ Object.assign(KERNEL_ARGS, {
 
 const REDUCE_BLOCKS = 264;
 
-/** Columns from `column` on of every row of a 2-D tensor: an output written in place (training-forward.ts ColumnBlock). */
-interface ColumnBlockDestination { tensor: Tensor; column: number }
 
 
 /** Pinned staging buffers uploadAsync cycles through (each reused once the copy out of it has completed). */
@@ -42,7 +43,7 @@ const STAGING_SLOTS = 8;
 /** Values a pinned chunk of stage() holds (8 bytes each). */
 const STAGED_PER_CHUNK = 512;
 
-export class CudaTrainingOps implements WaitFreeTrainingOps {
+export class CudaTrainingOps implements WaitFreeTrainingOps, ColumnBlockOutputs, RowBlockLinear {
   readonly gemm: TrainingGemm;
   private scratch: CudaTensor | null = null;
   /** The tensor-core attention kernels' compile-time shapes (flash.ts; benchmarks compare others). */
@@ -135,7 +136,7 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
     return { out, logSumExp: lse };
   }
 
-  // ---- outputs written into column blocks of a wider tensor (training-forward.ts ColumnBlockOutputs) --
+  // ---- outputs written into column blocks of a wider tensor (backend.ts ColumnBlockOutputs) --
 
   /** An uninitialized [rows, width] tensor in the activation dtype, for outputs written in column blocks. */
   columnBlocks(rows: number, width: number): Tensor {
@@ -147,7 +148,7 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
    * rows of n (`widths`, the kernels' DKDV_*_WIDTHS / LN_DX_WIDTHS) — checked: a 2-D tensor in the
    * activation dtype, `rows` rows, a width that is a multiple of n, the block inside it.
    */
-  private columnBlock(b: ColumnBlockDestination, rows: number, n: number, what: string): { ptr: number; widths: number } {
+  private columnBlock(b: ColumnBlock, rows: number, n: number, what: string): { ptr: number; widths: number } {
     const c = asCuda(b.tensor, what), total = width(c);
     if (c.dtype !== this.act || c.shape.length !== 2 || rowCount(c) !== rows || n <= 0 || total % n !== 0
       || !Number.isInteger(b.column) || b.column < 0 || b.column + n > total) {
@@ -162,9 +163,9 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
    * a define (absent for contiguous outputs: the default kernels).
    */
   attentionBackward(args: AttentionArgs, out: Tensor, logSumExp: Tensor, dOut: Tensor): { dq: Tensor; dk: Tensor; dv: Tensor };
-  attentionBackward(args: AttentionArgs, out: Tensor, logSumExp: Tensor, dOut: Tensor, into: { dk?: ColumnBlockDestination | null; dv?: ColumnBlockDestination | null } | null):
+  attentionBackward(args: AttentionArgs, out: Tensor, logSumExp: Tensor, dOut: Tensor, into: { dk?: ColumnBlock | null; dv?: ColumnBlock | null } | null):
     { dq: Tensor; dk: Tensor | null; dv: Tensor | null };
-  attentionBackward(args: AttentionArgs, out: Tensor, logSumExp: Tensor, dOut: Tensor, into: { dk?: ColumnBlockDestination | null; dv?: ColumnBlockDestination | null } | null = null):
+  attentionBackward(args: AttentionArgs, out: Tensor, logSumExp: Tensor, dOut: Tensor, into: { dk?: ColumnBlock | null; dv?: ColumnBlock | null } | null = null):
     { dq: Tensor; dk: Tensor | null; dv: Tensor | null } {
     const be = this.be, { batch, t, d, dHead, fast } = this.attentionShape(args);
     const q = this.inAct(args.q, 'attention q'), k = this.inAct(args.k, 'attention k'), v = this.inAct(args.v, 'attention v');
@@ -252,7 +253,7 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
    * column block of a wider tensor (no residual), by the same kernels with the row stride as a define
    * (LN_DX_WIDTHS, absent for a contiguous dx), and that tensor returned.
    */
-  layerNormBackwardInto(a: { dy: Tensor; x: Tensor; weight: Tensor; eps: number; dWeight: Tensor; dBias: Tensor | null; residual?: Tensor | null; dxInto?: ColumnBlockDestination | null }): Tensor {
+  layerNormBackwardInto(a: { dy: Tensor; x: Tensor; weight: Tensor; eps: number; dWeight: Tensor; dBias: Tensor | null; residual?: Tensor | null; dxInto?: ColumnBlock | null }): Tensor {
     const be = this.be;
     const g = this.inAct(a.dy, 'layerNormBackwardInto dy'), xx = this.inAct(a.x, 'layerNormBackwardInto x'), w = this.inAct(a.weight, 'layerNormBackwardInto weight');
     const n = width(xx), rows = rowCount(xx);
@@ -315,7 +316,7 @@ export class CudaTrainingOps implements WaitFreeTrainingOps {
   }
 
   /**
-   * x·W_iᵀ (+ b_i) for the `parts` equal row blocks W_i of weight (training-forward.ts RowBlockLinear):
+   * x·W_iᵀ (+ b_i) for the `parts` equal row blocks W_i of weight (backend.ts RowBlockLinear):
    * one strided-batched GEMM (x shared, stride 0) into one [parts, rows, outF / parts] block, whose
    * slices come back; releasing one releases them all (they share the block). With a bias, 16 rows or
    * fewer, or strides not of whole 16-byte words: one linear call a part (TrainingGraph.batchedQkv off makes
