@@ -40,6 +40,7 @@
 #include "wgmma.cuh"
 #include "flash_common.cuh"
 #include "flash_backward_ds.cuh"
+#include "flash_producer.cuh"
 #include "mbarrier.cuh"
 #ifndef HEAD_DIM
 #define HEAD_DIM 128
@@ -73,25 +74,8 @@
 #define DQF_CONSUMER_REGS (DQF_CONSUMER_REGS_RAW > 240 ? 240 : DQF_CONSUMER_REGS_RAW)  // 240 for 2 consumers, 160 for 3
 #define DQF_COL_BLOCK (DQF_ROWS * 128)                   // one swizzled column block of 64 bf16 columns
 #define DQF_K_BYTES (DQF_ROWS * HEAD_DIM * 2)
-#define DQF_DS_BYTES (DS_TILE * DS_TILE * 2)
-#define DQF_STAGE_BYTES (DQF_K_BYTES + DQF_QTILES * DQF_DS_BYTES)
+#define DQF_STAGE_BYTES (DQF_K_BYTES + DQF_QTILES * DS_TILE_BYTES)
 typedef __nv_bfloat16 bf16;
-
-// The K tile of keys [k0, k0 + 64) × HEAD_DIM of a global [.., stride] matrix into the swizzled tile at
-// `tile`, by the producer's 128 threads (tid): thread tid copies chunk tid % CHUNKS of rows tid / CHUNKS +
-// PASS·n, so its swizzle is the same for every n. Keys ≥ t read as zeros. No commit: the caller arrives on
-// a barrier.
-__device__ __forceinline__ void dqf_load_k(unsigned tile, const bf16* src, int k0, int t, int stride, int tid) {
-  constexpr int CHUNKS = HEAD_DIM / 8, PASS = 128 / CHUNKS;
-  const int c = tid % CHUNKS, rr = tid / CHUNKS;
-  const unsigned to = tile + (c >> 3) * DQF_COL_BLOCK + sw128(rr, c & 7);
-#pragma unroll 1  // the producer runs on 24 registers
-  for (int n = 0; n < DQF_ROWS / PASS; n++) {
-    const int r = rr + PASS * n;
-    const bool ok = k0 + r < t;
-    cp_async16(to + n * PASS * 128, src + (long long)(ok ? k0 + r : 0) * stride + c * 8, ok);
-  }
-}
 
 // `bytes` global → shared by the TMA unit, completing on mbarrier `bar` (which expects them), with an L2
 // cache policy.
@@ -136,7 +120,7 @@ extern "C" __global__ void __launch_bounds__(DQF_THREADS, 1) flash_backward_dq_f
   __shared__ __align__(8) unsigned long long barriers[2 * DQF_STAGES];  // per stage: full, empty
   const unsigned aligned = ((unsigned)__cvta_generic_to_shared(smemRaw) + 1023u) & ~1023u;
   auto sK = [&](int stage) { return aligned + stage * DQF_STAGE_BYTES; };
-  auto sDs = [&](int stage, int w) { return aligned + stage * DQF_STAGE_BYTES + DQF_K_BYTES + w * DQF_DS_BYTES; };
+  auto sDs = [&](int stage, int w) { return aligned + stage * DQF_STAGE_BYTES + DQF_K_BYTES + w * DS_TILE_BYTES; };
   const unsigned bar0 = (unsigned)__cvta_generic_to_shared(barriers);
   auto full = [&](int stage) { return bar0 + 16u * stage; };
   auto empty = [&](int stage) { return bar0 + 16u * stage + 8u; };
@@ -175,12 +159,12 @@ extern "C" __global__ void __launch_bounds__(DQF_THREADS, 1) flash_backward_dq_f
         if (tid == 0) {
           // The live pairs: query tiles qt0 + w with kt ≤ qt0 + w ≤ qtLast (at least qtLast's).
           const int first = max(kt - qt0, 0);
-          mbar_arrive_expect_tx(full(stage), (qtLast - qt0 + 1 - first) * DQF_DS_BYTES);
+          mbar_arrive_expect_tx(full(stage), (qtLast - qt0 + 1 - first) * DS_TILE_BYTES);
           for (int w = first; w <= qtLast - qt0; w++) {
-            dqf_bulk_copy(sDs(stage, w), ds + dsTile(bh, qt0 + w, kt, t), DQF_DS_BYTES, full(stage), evictFirst);
+            dqf_bulk_copy(sDs(stage, w), ds + dsTile(bh, qt0 + w, kt, t), DS_TILE_BYTES, full(stage), evictFirst);
           }
         }
-        dqf_load_k(sK(stage), k + base, kt * DQF_ROWS, t, stride, tid);
+        produce_tile64<HEAD_DIM>(sK(stage), k + base, kt * DQF_ROWS, t, stride, tid);
         mbar_arrive_cp_async(full(stage));
       }
     }

@@ -8,6 +8,7 @@
 // ldmatrix.trans reads back as the A fragment of ds (rows = queries) without bank conflicts.
 #define DS_BLOCK 256
 #define DS_TILE 64
+#define DS_TILE_BYTES (DS_TILE * DS_TILE * 2)  // one stored dsᵀ tile of bf16
 __device__ __forceinline__ long long dsTile(int bh, int qt, int kt, int t) {
   const long long tiles = (long long)(t + DS_TILE - 1) / DS_TILE, pairs = tiles * (tiles + 1) / 2;
   return ((long long)bh * pairs + (long long)qt * (qt + 1) / 2 + kt) * DS_TILE * DS_TILE;

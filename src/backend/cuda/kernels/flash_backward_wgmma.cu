@@ -17,6 +17,7 @@
 #include "wgmma.cuh"
 #include "flash_common.cuh"
 #include "flash_backward_ds.cuh"
+#include "flash_producer.cuh"
 #include "mbarrier.cuh"
 #ifndef HEAD_DIM
 #define HEAD_DIM 128
@@ -278,21 +279,6 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
 #error "flash_backward_dkdv_fa3: FB_PINGPONG must be 0, 1 or 2"
 #endif
 
-// Rows [r0, r0 + 64) × HEAD_DIM of a global [.., stride] matrix into a swizzled tile (as load_tile_sw128),
-// by the 128 producer threads (tid): thread tid copies chunk tid % CHUNKS of rows tid / CHUNKS + PASS·n, so
-// its swizzle is the same for every n. Rows ≥ t read as zeros. No commit: the caller arrives on a barrier.
-__device__ __forceinline__ void fb_produce_tile(unsigned tile, const bf16* src, int r0, int t, int stride, int tid) {
-  constexpr int CHUNKS = HEAD_DIM / 8, PASS = 128 / CHUNKS;
-  const int c = tid % CHUNKS, rr = tid / CHUNKS;
-  const unsigned to = tile + (c >> 3) * WB_BLOCK_BYTES + sw128(rr, c & 7);
-#pragma unroll 1  // the producer runs on 24 registers: unrolled, its addresses spill
-  for (int n = 0; n < WB_ROWS / PASS; n++) {
-    const int r = rr + PASS * n;
-    const bool ok = r0 + r < t;
-    cp_async16(to + n * PASS * 128, src + (long long)(ok ? r0 + r : 0) * stride + c * 8, ok);
-  }
-}
-
 // Shared (dynamic): K and V tiles of both consumers (4 tiles), FB_STAGES × (Q tile, dO tile), 1024-byte
 // aligned (the launch adds 1 KB), then FB_STAGES × (lse, D) of 64 queries. Grid (batch·nHeads,
 // ceil(t / 128)), FB_THREADS threads.
@@ -337,15 +323,15 @@ extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_
     const float* drow = D + (long long)bh * t;
 #pragma unroll
     for (int c = 0; c < 2; c++) {
-      fb_produce_tile(sK(c), k + base, (qt0 + c) * WB_ROWS, t, stride, tid);
-      fb_produce_tile(sV(c), v + base, (qt0 + c) * WB_ROWS, t, stride, tid);
+      produce_tile64<HEAD_DIM>(sK(c), k + base, (qt0 + c) * WB_ROWS, t, stride, tid);
+      produce_tile64<HEAD_DIM>(sV(c), v + base, (qt0 + c) * WB_ROWS, t, stride, tid);
     }
     mbar_arrive_cp_async(kvFull);
     for (int it = 0; it < nTiles; it++) {
       const int stage = it % FB_STAGES, q0 = (qt0 + it) * WB_ROWS;
       mbar_wait(empty(stage), ((it / FB_STAGES) & 1) ^ 1);  // both consumers done with its previous round
-      fb_produce_tile(sQ(stage), q + base, q0, t, stride, tid);
-      fb_produce_tile(sDO(stage), dOut + base, q0, t, stride, tid);
+      produce_tile64<HEAD_DIM>(sQ(stage), q + base, q0, t, stride, tid);
+      produce_tile64<HEAD_DIM>(sDO(stage), dOut + base, q0, t, stride, tid);
       // lse and D of the tile's 64 queries: threads 0..63 lse, 64..127 D (rows past t read as zeros)
       const int r = tid & (WB_ROWS - 1), which = tid / WB_ROWS, row = q0 + r < t ? q0 + r : 0;
       const unsigned dst = (unsigned)__cvta_generic_to_shared(&rowTerms[stage][which][r]);
@@ -467,8 +453,7 @@ extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_
 #define DQW_WG 2          // warpgroups a block = 64-query tiles a block
 #define DQW_STAGES 3
 #define DQW_THREADS (128 * DQW_WG)
-#define DQW_DS_BYTES (DS_TILE * DS_TILE * 2)
-#define DQW_STAGE_BYTES (WB_TILE_BYTES + DQW_WG * DQW_DS_BYTES)
+#define DQW_STAGE_BYTES (WB_TILE_BYTES + DQW_WG * DS_TILE_BYTES)
 
 // Shared: DQW_STAGES × (K tile of 64 keys × HEAD_DIM, 128-byte swizzled; DQW_WG dsᵀ tiles of 8 KB as
 // stored), 1024-byte aligned (the launch adds 1 KB for that). Grid (ceil(tiles / DQW_WG), batch·nHeads),
@@ -478,7 +463,7 @@ extern "C" __global__ void __launch_bounds__(DQW_THREADS, 2) flash_backward_dq_w
   extern __shared__ __align__(16) unsigned char smemRaw[];
   const unsigned aligned = ((unsigned)__cvta_generic_to_shared(smemRaw) + 1023u) & ~1023u;
   auto sK = [&](int stage) { return aligned + stage * DQW_STAGE_BYTES; };
-  auto sDs = [&](int stage, int w) { return aligned + stage * DQW_STAGE_BYTES + WB_TILE_BYTES + w * DQW_DS_BYTES; };
+  auto sDs = [&](int stage, int w) { return aligned + stage * DQW_STAGE_BYTES + WB_TILE_BYTES + w * DS_TILE_BYTES; };
   const int bh = blockIdx.y, stride = nHeads * HEAD_DIM;
   const int qBlock = blockIdx.x, qBlocks = gridDim.x;  // a query block of 2 tiles, of this head
   const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2;
