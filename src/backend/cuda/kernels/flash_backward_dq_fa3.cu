@@ -77,13 +77,6 @@
 #define DQF_STAGE_BYTES (DQF_K_BYTES + DQF_QTILES * DS_TILE_BYTES)
 typedef __nv_bfloat16 bf16;
 
-// `bytes` global → shared by the TMA unit, completing on mbarrier `bar` (which expects them), with an L2
-// cache policy.
-__device__ __forceinline__ void dqf_bulk_copy(unsigned dst, const void* src, unsigned bytes, unsigned bar, unsigned long long policy) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;\n"
-               :: "r"(dst), "l"(src), "r"(bytes), "r"(bar), "l"(policy) : "memory");
-}
-
 // Work item r of this block (a (batch, head) pair bh and a query block pos, 0 = the last, the longest
 // walk); false past the last. Not persistent: the block's one item, in grouped_block's order (grid
 // (pairs, qBlocks)). DQF_PERSISTENT: items i = bh·qBlocks + pos (each head's query blocks together,
@@ -161,7 +154,7 @@ extern "C" __global__ void __launch_bounds__(DQF_THREADS, 1) flash_backward_dq_f
           const int first = max(kt - qt0, 0);
           mbar_arrive_expect_tx(full(stage), (qtLast - qt0 + 1 - first) * DS_TILE_BYTES);
           for (int w = first; w <= qtLast - qt0; w++) {
-            dqf_bulk_copy(sDs(stage, w), ds + dsTile(bh, qt0 + w, kt, t), DS_TILE_BYTES, full(stage), evictFirst);
+            bulk_copy_to_shared(sDs(stage, w), ds + dsTile(bh, qt0 + w, kt, t), DS_TILE_BYTES, full(stage), evictFirst);
           }
         }
         produce_tile64<HEAD_DIM>(sK(stage), k + base, kt * DQF_ROWS, t, stride, tid);

@@ -160,8 +160,7 @@ extern "C" __global__ void __launch_bounds__(SKINNY_THREADS) skinny_gemm(const X
     mbar_arrive_expect_tx(bar, 16 * K * 2);
     for (int r = 0; r < 16; r++) {  // rows past O are copied (clamped) and dropped
       const bf16* src = w + (long long)min(o0 + r, O - 1) * K;
-      asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
-                   :: "r"(smem_addr(ws + r * wStride)), "l"(src), "r"(K * 2), "r"(bar) : "memory");
+      bulk_copy_to_shared(smem_addr(ws + r * wStride), src, K * 2, bar);
     }
     l2_prefetch_share(pfBegin, pfEnd);  // after this block's own weights: the next GEMM's (see above)
   }
