@@ -248,7 +248,7 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
 // instructions as flash_backward_dkdv_wgmma (wb_* above), so the same bits.
 // Block order: grid (batch·nHeads, key blocks), taken FB_GROUP heads at a time, the longest key blocks
 // of a group first (grouped_block; FB_GROUP = 1: head by head, as WB_HEAD_MAJOR).
-// FB_PINGPONG = n (1 or 2; 0, the default: off): the consumers take turns issuing their products, n turns
+// FB_PINGPONG = n (1 or 2; 0, the define's default: off; flash.ts's FA3_DKDV_DEFAULT launches 1): the consumers take turns issuing their products, n turns
 // a tile, as flash_forward_fa3.cu's FA3_PINGPONG (named barriers 1 and 2: consumer c waits on 1 + c for
 // the other's hand-over, issues, and arrives on the other's), so that one's exp/ALiBi/mask and dSᵀ work
 // runs while the other's products hold the tensor cores, instead of both at once.
@@ -376,15 +376,16 @@ extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_
   unsigned pa[4][4], sa[4][4];
   mbar_wait(kvFull, 0);
 
-  // Per tile: Sᵀ and dPᵀ issued together, dV issued before dPᵀ is waited for, then dK; the tile's own
-  // products waited for at its end, and its stage released. (The wgmma kernel above also issues the next
+  // Per tile (without ping-pong, and with one turn around Sᵀ, dPᵀ): Sᵀ and dPᵀ issued together, dV issued
+  // before dPᵀ is waited for, then dK; the tile's own products waited for at its end, and its stage
+  // released (two turns: FB_PINGPONG above). (The wgmma kernel above also issues the next
   // tile's Sᵀ, dPᵀ before this tile's dV, dK are done; here that keeps Pᵀ and dSᵀ of one tile live with
   // Sᵀ and dPᵀ of the next, more than the consumers' 240 registers, and ptxas serializes every wgmma
   // (C7512); waiting for dV alone before the next tile serializes too. The other consumer's products
   // fill the tensor cores meanwhile. With dSᵀ through shared memory — dK reading it as a shared operand —
   // the overlapped schedule compiles without C7512 but ran slower, 0.728 against 0.685 ms: it holds two
   // stages a consumer, and 4 stages do not fit beside two dSᵀ tiles a consumer; RESULTS-attention.md, bwd3b.)
-  // it counts the block's query tiles from qt0, n this consumer's.
+  // it: the block's query tile index from qt0; n: the tiles this consumer has done.
   for (int it = c, n = 0; it < nTiles; it++, n++) {
     const int stage = it % FB_STAGES, q0 = (qt0 + it) * WB_ROWS;
     mbar_wait(full(stage), (it / FB_STAGES) & 1);
