@@ -485,7 +485,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       const a = { dy, x, weight: w, eps: 1e-5 }, ownGrads = grads(), intoGrads = grads();
       const dx = ops.layerNormBackwardInto({ ...a, ...ownGrads });
       const fill = randn(rows * 3 * n), buffer = be.upload(fill, [rows, 3 * n], dtype);
-      assert.equal(ops.layerNormBackwardInto({ ...a, ...intoGrads, dxInto: { tensor: buffer, column: n } }), buffer);
+      assert.equal(ops.layerNormBackwardInto({ ...a, ...intoGrads, dxColumns: { tensor: buffer, column: n } }), buffer);
       const all = down(be, buffer), what = `${rows} rows of ${n}${withBias ? ', bias' : ''}`;
       sameBits(`dx in columns n..2n, ${what}`, columnBlock(all, rows, n, 1), down(be, dx));
       for (const c of [0, 2]) sameBits(`columns ${c}n..${c + 1}n untouched, ${what}`, columnBlock(all, rows, n, c), columnBlock(asStored(fill, dtype), rows, n, c));

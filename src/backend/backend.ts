@@ -290,8 +290,11 @@ export interface ColumnBlockOutputs {
   /** attentionBackward with dk and/or dv written into the given column blocks (null comes back for those) instead of tensors of their own. */
   attentionBackward(args: AttentionArgs, out: Tensor, logSumExp: Tensor, dOut: Tensor, into: { dk?: ColumnBlock | null; dv?: ColumnBlock | null } | null):
     { dq: Tensor; dk: Tensor | null; dv: Tensor | null };
-  /** layerNormBackwardInto with dx written into the column block `dxInto` (no residual); returns dxInto's tensor. */
-  layerNormBackwardInto(a: Parameters<TrainingBackend['layerNormBackwardInto']>[0] & { dxInto: ColumnBlock }): Tensor;
+  /**
+   * layerNormBackwardInto with dx written into the column block `dxColumns` (no residual); returns that
+   * block's tensor. (Not linearBackwardInto's dxInto, a tensor dx is added into.)
+   */
+  layerNormBackwardInto(a: Parameters<TrainingBackend['layerNormBackwardInto']>[0] & { dxColumns: ColumnBlock }): Tensor;
 }
 
 /** The backend's training ops as `T` (an interface beyond Backend) when they have its `method`, else null. */

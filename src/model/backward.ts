@@ -154,8 +154,8 @@ export function backward(graph: TrainingGraph, tape: Tape, dHidden: Tensor, grad
       // dQKVᵀ·LN_1(xIn) are one GEMM each over the fused weight (its bias's gradient one column sum).
       const dQkv = columns.columnBlocks(rows, 3 * d);
       const g = columns.attentionBackward(args, attended, a.logSumExp, dOut, { dv: { tensor: dQkv, column: 2 * d } });
-      columns.layerNormBackwardInto({ ...normArgs(be.view(g.dq, [rows, d]), a.qPre, block.qLn, `${name}.attn.qLn`), dxInto: { tensor: dQkv, column: 0 } });
-      columns.layerNormBackwardInto({ ...normArgs(be.view(g.dk!, [rows, d]), a.kPre, block.kLn, `${name}.attn.kLn`), dxInto: { tensor: dQkv, column: d } });
+      columns.layerNormBackwardInto({ ...normArgs(be.view(g.dq, [rows, d]), a.qPre, block.qLn, `${name}.attn.qLn`), dxColumns: { tensor: dQkv, column: 0 } });
+      columns.layerNormBackwardInto({ ...normArgs(be.view(g.dk!, [rows, d]), a.kPre, block.kLn, `${name}.attn.kLn`), dxColumns: { tensor: dQkv, column: d } });
       be.release(g.dq);
       be.release(g.dk!);
       const ln1Out = graph.norm(a.xIn, block.ln1);  // recomputed for the weight gradient

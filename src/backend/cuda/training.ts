@@ -249,11 +249,11 @@ export class CudaTrainingOps implements WaitFreeTrainingOps, ColumnBlockOutputs,
   lnTeams = { teamMax: 256, blockThreads: 512, threadsPerSM: 1024 };
 
   /**
-   * LayerNorm's backward (the Backend interface); `dxInto` (ColumnBlockOutputs): dx written into that
+   * LayerNorm's backward (the Backend interface); `dxColumns` (ColumnBlockOutputs): dx written into that
    * column block of a wider tensor (no residual), by the same kernels with the row stride as a define
    * (LN_DX_WIDTHS, absent for a contiguous dx), and that tensor returned.
    */
-  layerNormBackwardInto(a: { dy: Tensor; x: Tensor; weight: Tensor; eps: number; dWeight: Tensor; dBias: Tensor | null; residual?: Tensor | null; dxInto?: ColumnBlock | null }): Tensor {
+  layerNormBackwardInto(a: { dy: Tensor; x: Tensor; weight: Tensor; eps: number; dWeight: Tensor; dBias: Tensor | null; residual?: Tensor | null; dxColumns?: ColumnBlock | null }): Tensor {
     const be = this.be;
     const g = this.inAct(a.dy, 'layerNormBackwardInto dy'), xx = this.inAct(a.x, 'layerNormBackwardInto x'), w = this.inAct(a.weight, 'layerNormBackwardInto weight');
     const n = width(xx), rows = rowCount(xx);
@@ -262,9 +262,9 @@ export class CudaTrainingOps implements WaitFreeTrainingOps, ColumnBlockOutputs,
     if (elementCount(dW.shape) !== n || (dB && elementCount(dB.shape) !== n)) throw new Error(`layerNormBackwardInto: gradients [${dW.shape}]${dB ? `, [${dB.shape}]` : ''} for width ${n}`);
     const res = a.residual ? this.inAct(a.residual, 'layerNormBackwardInto residual') : null;
     if (res && (width(res) !== n || rowCount(res) !== rows)) throw new Error(`layerNormBackwardInto: residual [${res.shape}] for x [${xx.shape}]`);
-    const into = a.dxInto ? this.columnBlock(a.dxInto, rows, n, 'layerNormBackwardInto dxInto') : null;
-    if (into && res) throw new Error('layerNormBackwardInto: dxInto (a column block) with a residual: add the residual to a dx of its own');
-    const dx = into ? null : be.alloc(xx.shape), dxPtr = into?.ptr ?? dx!.ptr, result = a.dxInto?.tensor ?? dx!;
+    const into = a.dxColumns ? this.columnBlock(a.dxColumns, rows, n, 'layerNormBackwardInto dxColumns') : null;
+    if (into && res) throw new Error('layerNormBackwardInto: dxColumns (a column block) with a residual: add the residual to a dx of its own');
+    const dx = into ? null : be.alloc(xx.shape), dxPtr = into?.ptr ?? dx!.ptr, result = a.dxColumns?.tensor ?? dx!;
     // The output's row stride in rows of the output as a define, absent for a contiguous one (the default cubins).
     const strided = { LN_DX_WIDTHS: into && into.widths !== 1 ? into.widths : false };
     if (rows === 0) return result;
