@@ -295,12 +295,12 @@ export function flashFa3DkdvSharedBytes(dHead: number, stages: number): number {
  * mma, wgmma, wgmma-head-major, fa3, fa3-sS-gG, fa3-sS-gG-pp or fa3-sS-gG-pp1.
  */
 export function flashDkdvDefault(kernels: KernelCache, dHead: number): FlashDkdvKernel {
-  if (!wgmmaUsable(kernels, dHead)) return 'mma';
   const choice = process.env.MPT_CUDA_DKDV ?? '';
-  if (choice === 'mma' || choice === 'wgmma' || choice === 'wgmma-head-major' || fa3DkdvShape(choice)) {
-    return choice as FlashDkdvKernel;
-  }
-  if (choice !== '') throw new UserError(`MPT_CUDA_DKDV: '${choice}' is not a dk/dv kernel (mma, wgmma, wgmma-head-major, fa3, fa3-sS-gG, fa3-sS-gG-pp, fa3-sS-gG-pp1)`);
+  const known = choice === 'mma' || choice === 'wgmma' || choice === 'wgmma-head-major' || fa3DkdvShape(choice) !== undefined;
+  // A bad name is an error on every chip (as MPT_CUDA_DQ's), not only where the wgmma kernels run.
+  if (choice !== '' && !known) throw new UserError(`MPT_CUDA_DKDV: '${choice}' is not a dk/dv kernel (mma, wgmma, wgmma-head-major, fa3, fa3-sS-gG, fa3-sS-gG-pp, fa3-sS-gG-pp1)`);
+  if (!wgmmaUsable(kernels, dHead)) return 'mma';
+  if (choice !== '') return choice as FlashDkdvKernel;
   return dHead === 128 ? 'fa3' : 'wgmma-head-major';
 }
 
