@@ -13,11 +13,10 @@ import type { CudaTensor } from '../src/backend/cuda/index.js';
 import {
   FLASH_FORWARD_SHAPES, FLASH_FORWARD_TEST_SHAPES, flashShapeLabel, launchFlashForward, wgmmaUsable, type FlashWgmmaShape,
 } from '../src/backend/cuda/flash.js';
-import { close, cpu, cudaFor, down, pair, randn, skip } from './cuda-harness.js';
+import { alibiSlopesFor, close, cpu, cudaFor, down, pair, randn, skip } from './cuda-harness.js';
 
 const shapes = [...FLASH_FORWARD_SHAPES.filter((s): s is FlashWgmmaShape => 'wgmma' in s), ...FLASH_FORWARD_TEST_SHAPES];
 const wgmmaSkip = skip || (wgmmaUsable(cudaFor('bfloat16').kernels, 128) ? false : 'wgmma needs an sm_90a GPU (H100)');
-const slopesFor = (heads: number) => Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads));
 
 // [batch, t, heads, head size, ALiBi]
 const training: Array<[number, number, number, number, boolean]> = [
@@ -32,7 +31,7 @@ const training: Array<[number, number, number, number, boolean]> = [
 for (const [batch, t, heads, dHead, alibi] of training) {
   test(`cuda bfloat16: wgmma flash forward with lse, ${batch}×${t} tokens, ${heads} heads of ${dHead}${alibi ? '' : ', no ALiBi'}`, { skip: wgmmaSkip }, () => {
     const be = cudaFor('bfloat16'), d = heads * dHead, scale = 1 / Math.sqrt(dHead);
-    const slopes = alibi ? slopesFor(heads) : null;
+    const slopes = alibi ? alibiSlopesFor(heads) : null;
     const [qg, qc] = pair(be, randn(batch * t * d), [batch, t, d]);
     const [kg, kc] = pair(be, randn(batch * t * d), [batch, t, d]);
     const [vg, vc] = pair(be, randn(batch * t * d), [batch, t, d]);
@@ -88,7 +87,7 @@ for (const [batch, tq, kvLen, cap, heads, dHead, pad] of prefill) {
       return mask[b * cap + pos] === 1;
     });
     for (const alibi of [true, false]) {
-      const slopes = alibi ? slopesFor(heads) : null;
+      const slopes = alibi ? alibiSlopesFor(heads) : null;
       const want = down(cpu, cpu.attention({ q: qc, k: kc, v: vc, kvLen, nHeads: heads, scale, alibiSlopes: slopes,
         keyMask: pad ? cpu.upload(mask, [batch, cap], 'int32') : null }));
       const bytes = 2, qPtr = (qg as CudaTensor).ptr + d * bytes, kPtr = (kvg as CudaTensor).ptr, vPtr = kPtr + d * bytes;

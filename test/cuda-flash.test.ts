@@ -19,7 +19,7 @@ import { trainingBackend, type AttentionArgs, type Tensor } from '../src/backend
 import {
   fa3DkdvShape, fa3DqShape, flashBackwardScratchElements, wgmmaUsable, launchFlashBackward, type FlashDkdvKernel, type FlashDqKernel,
 } from '../src/backend/cuda/flash.js';
-import { close, columnBlock, cpu, cudaFor, down, pair, randn, skip } from './cuda-harness.js';
+import { alibiSlopesFor, close, columnBlock, cpu, cudaFor, down, pair, randn, skip } from './cuda-harness.js';
 
 /**
  * got and want equal element by element (kernels that sum the same products in the same order), NaN
@@ -43,7 +43,7 @@ const cases: Array<[number, number, number, number, boolean]> = [
 for (const [batch, t, heads, dHead, alibi] of cases) {
   test(`cuda bfloat16: flash backward, every mode and chunk, ${batch}×${t} tokens, ${heads} heads of ${dHead}${alibi ? '' : ', no ALiBi'}`, { skip }, () => {
     const be = cudaFor('bfloat16'), g = trainingBackend(be), d = heads * dHead, scale = 1 / Math.sqrt(dHead);
-    const slopes = alibi ? Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads)) : null;
+    const slopes = alibi ? alibiSlopesFor(heads) : null;
     const [qg, qc] = pair(be, randn(batch * t * d), [batch, t, d]);
     const [kg, kc] = pair(be, randn(batch * t * d), [batch, t, d]);
     const [vg, vc] = pair(be, randn(batch * t * d), [batch, t, d]);
@@ -130,7 +130,7 @@ const stridedCases: Array<[number, number, number, number]> = [[2, 200, 2, 128],
 for (const [batch, t, heads, dHead] of stridedCases) {
   test(`cuda bfloat16: flash backward dk/dv into column blocks of a [rows, 3d] buffer, ${batch}×${t} tokens, ${heads} heads of ${dHead}`, { skip }, () => {
     const be = cudaFor('bfloat16'), g = trainingBackend(be), d = heads * dHead, rows = batch * t, scale = 1 / Math.sqrt(dHead);
-    const slopes = Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads));
+    const slopes = alibiSlopesFor(heads);
     const [q, k, v, dOut] = [0, 1, 2, 3].map(() => pair(be, randn(rows * d), [batch, t, d])[0]);
     const fg = g.attentionForTraining({ q, k, v, kvLen: t, nHeads: heads, scale, alibiSlopes: slopes, keyMask: null });
     const ptr = (x: Tensor) => (x as CudaTensor).ptr;

@@ -56,6 +56,9 @@ export function sameBits(what: string, got: Float32Array, want: Float32Array) {
   if (differ) assert.fail(`${what}: ${differ} of ${a.length} elements differ, first [${first}] ${got[first]} vs ${want[first]}`);
 }
 
+/** ALiBi slopes of `heads` heads as the tests use them: 2^(−8(h + 1)/heads) (MPT's with alibi_bias_max 8). */
+export const alibiSlopesFor = (heads: number) => Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads));
+
 /** Columns [c·n, (c + 1)·n) of a row-major [rows, blocks·n] array, as a [rows, n] array. */
 export function columnBlock(all: Float32Array, rows: number, n: number, c: number, blocks = 3): Float32Array {
   return Float32Array.from({ length: rows * n }, (_, i) => all[Math.floor(i / n) * blocks * n + c * n + (i % n)]);

@@ -9,7 +9,7 @@ import { GELU_TABLE_SHAPE } from '../src/backend/cuda/gelu-table.js';
 import { argmax } from '../src/generate/sampling.js';
 import { FLASH_FORWARD_SHAPES, launchFlashForward } from '../src/backend/cuda/flash.js';
 import { sampleTwinCandidates } from './cuda-twins.js';
-import { close, cpu, cudaFor, down, pair, randn, rng, sameBits, skip } from './cuda-harness.js';
+import { alibiSlopesFor, close, cpu, cudaFor, down, pair, randn, rng, sameBits, skip } from './cuda-harness.js';
 
 // bf16 storage rounds each output to 8 bits of mantissa (relative 2^-9); float32 is far tighter.
 const tol = (dtype: string, fp32 = 2e-5) => (dtype === 'bfloat16' ? 1e-2 : fp32);
@@ -404,7 +404,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       const kOld = randn(batch * cap * d), vOld = randn(batch * cap * d);
       const mask = new Int32Array(batch * cap).fill(1);
       for (let j = 0; j < 6; j++) mask[cap + j] = 0; // row 1 is left-padded
-      const slopes = Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads));
+      const slopes = alibiSlopesFor(heads);
       const maxSplits = Math.max(...runs.map((r) => r[0]));
       const counters = be.zeros([batch * heads], 'int32') as CudaTensor, partial = be.alloc([batch * heads * maxSplits * (2 + dHead)], 'float32');
       // 8 keys a warp in flight (batch 1's choice), 4 (batch 16's) and 16 (a decoder option).
@@ -454,7 +454,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       const [vg, vc] = pair(be, randn(c.batch * c.cap * d), [c.batch, c.cap, d]);
       const mask = new Int32Array(c.batch * c.cap).fill(1);
       for (let j = 0; j < c.pad; j++) mask[(c.batch - 1) * c.cap + j] = 0; // the last row is left-padded
-      const slopes = c.alibi ? Float32Array.from({ length: c.heads }, (_, h) => 2 ** (-8 * (h + 1) / c.heads)) : null;
+      const slopes = c.alibi ? alibiSlopesFor(c.heads) : null;
       const args = { kvLen: c.kvLen, nHeads: c.heads, scale: 1 / Math.sqrt(c.dHead), alibiSlopes: slopes };
       const want = down(cpu, cpu.attention({ ...args, q: qc, k: kc, v: vc, keyMask: c.pad ? cpu.upload(mask, [c.batch, c.cap], 'int32') : null }));
       const maskG = c.pad ? be.upload(mask, [c.batch, c.cap], 'int32') : null;
@@ -487,7 +487,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       for (let j = 0; j < pad; j++) mask[cap + j] = 0; // the second sequence is left-padded
       const maskG = be.upload(mask, [batch, cap], 'int32') as CudaTensor;
       for (const alibi of [true, false]) {
-        const slopes = alibi ? Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads)) : null;
+        const slopes = alibi ? alibiSlopesFor(heads) : null;
         const args = { kvLen, nHeads: heads, scale: 1 / Math.sqrt(dHead), alibiSlopes: slopes };
         const want = down(cpu, cpu.attention({ ...args, q: qc, k: kc, v: vc, keyMask: cpu.upload(mask, [batch, cap], 'int32') }));
         for (const shape of FLASH_FORWARD_SHAPES) {

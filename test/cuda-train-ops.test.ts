@@ -11,7 +11,7 @@ import { elementCount, trainingBackend, type AttentionArgs, type Backend, type T
 import { FLASH_FORWARD_SHAPES } from '../src/backend/cuda/flash.js';
 import { GELU_TABLE_SHAPE, geluTableInputBits } from '../src/backend/cuda/gelu-table.js';
 import { gemmTuning, tuningLog } from '../src/backend/cuda/cublaslt-api.js';
-import { asStored, close as closeTo, columnBlock, cpu, cudaFor, down, pair, randn, rng, sameBits, skip } from './cuda-harness.js';
+import { alibiSlopesFor, asStored, close as closeTo, columnBlock, cpu, cudaFor, down, pair, randn, rng, sameBits, skip } from './cuda-harness.js';
 
 // Training outputs may hold infinities where the reference does (a fully masked row's log-sum-exp).
 const close = (what: string, got: ArrayLike<number>, want: ArrayLike<number>, tolerance: number) => closeTo(what, got, want, tolerance, true);
@@ -29,7 +29,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
   for (const [batch, t, heads, dHead, alibi] of attentionCases) {
     test(`cuda ${dtype}: attention for training and its backward, ${batch}×${t} tokens, ${heads} heads of ${dHead}${alibi ? '' : ', no ALiBi'}`, { skip }, () => {
       const be = cudaFor(dtype), g = trainingBackend(be), d = heads * dHead;
-      const slopes = alibi ? Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads)) : null;
+      const slopes = alibi ? alibiSlopesFor(heads) : null;
       const [qg, qc] = pair(be, randn(batch * t * d), [batch, t, d]);
       const [kg, kc] = pair(be, randn(batch * t * d), [batch, t, d]);
       const [vg, vc] = pair(be, randn(batch * t * d), [batch, t, d]);
@@ -57,7 +57,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       const saved = { shape: ops.flashShape, chunk: ops.flashBackwardChunk, stored: ops.flashBackwardStoredDs };
       try {
         for (const alibi of [true, false]) {
-          const slopes = alibi ? Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads)) : null;
+          const slopes = alibi ? alibiSlopesFor(heads) : null;
           const args = (q: Tensor, k: Tensor, v: Tensor): AttentionArgs => ({ q, k, v, kvLen: t, nHeads: heads, scale: 1 / Math.sqrt(dHead), alibiSlopes: slopes, keyMask: null });
           const fc = cpu.attentionForTraining(args(qc, kc, vc));
           const bc = cpu.attentionBackward(args(qc, kc, vc), fc.out, fc.logSumExp, dc);
