@@ -71,6 +71,8 @@ export function create(call: string, ...args: unknown[]): number {
 }
 
 export const int32 = (v: number) => { const b = Buffer.alloc(4); b.writeInt32LE(v); return b; };
+/** A signed 64-bit attribute value (strides, offsets), as cuBLASLt's int64_t attributes take it. */
+export const int64 = (v: number) => { const b = Buffer.alloc(8); b.writeBigInt64LE(BigInt(v)); return b; };
 
 // cublasLt enums (cublasLt.h, cublas_api.h, library_types.h)
 export const CUDA_R_32F = 0, CUDA_R_16BF = 14;
@@ -102,9 +104,7 @@ const LAYOUT_BATCH_COUNT = 5, LAYOUT_STRIDED_BATCH_OFFSET = 6;
  */
 export function setLayoutBatch(layout: number, count: number, stride: number): void {
   check('cublasLtMatrixLayoutSetAttribute(BATCH_COUNT)', lt().cublasLtMatrixLayoutSetAttribute(layout, LAYOUT_BATCH_COUNT, int32(count), 4));
-  const b = Buffer.alloc(8);
-  b.writeBigInt64LE(BigInt(stride));
-  check('cublasLtMatrixLayoutSetAttribute(STRIDED_BATCH_OFFSET)', lt().cublasLtMatrixLayoutSetAttribute(layout, LAYOUT_STRIDED_BATCH_OFFSET, b, 8));
+  check('cublasLtMatrixLayoutSetAttribute(STRIDED_BATCH_OFFSET)', lt().cublasLtMatrixLayoutSetAttribute(layout, LAYOUT_STRIDED_BATCH_OFFSET, int64(stride), 8));
 }
 
 /**
