@@ -7,6 +7,7 @@ import { cudaAvailable, CudaBackend } from '../src/backend/cuda/index.js';
 import { trainingBackend, type Backend, type Tensor } from '../src/backend/backend.js';
 import { bfloat16ToFloat32Array, float32ToBfloat16Array } from '../src/util/dtype.js';
 import { Rng } from '../src/util/random.js';
+import { GELU_TABLE_SHAPE, type GeluTableShape } from '../src/backend/cuda/gelu-table.js';
 
 const available = cudaAvailable();
 export const skip = available.ok ? false : `no CUDA here: ${available.reason}`;
@@ -55,6 +56,13 @@ export function sameBits(what: string, got: Float32Array, want: Float32Array) {
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) { differ++; if (first < 0) first = i; }
   if (differ) assert.fail(`${what}: ${differ} of ${a.length} elements differ, first [${first}] ${got[first]} vs ${want[first]}`);
 }
+
+/**
+ * Launch shapes of the GELU table kernels the twins run (gelu-table.ts): the default, one warp a block,
+ * four vectors a turn in reverse, three a turn (vector counts no multiple of a turn's).
+ */
+export const GELU_TABLE_TEST_SHAPES: GeluTableShape[] = [{ ...GELU_TABLE_SHAPE }, { threads: 32, unroll: 1, blocksPerSM: 1, reverse: false },
+  { threads: 64, unroll: 4, blocksPerSM: 1, reverse: true }, { threads: 512, unroll: 3, blocksPerSM: 2, reverse: true }];
 
 /** ALiBi slopes of `heads` heads as the tests use them: 2^(−8(h + 1)/heads) (MPT's with alibi_bias_max 8). */
 export const alibiSlopesFor = (heads: number) => Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads));

@@ -5,11 +5,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { CudaTensor } from '../src/backend/cuda/index.js';
 import type { Tensor } from '../src/backend/backend.js';
-import { GELU_TABLE_SHAPE } from '../src/backend/cuda/gelu-table.js';
 import { argmax } from '../src/generate/sampling.js';
 import { FLASH_FORWARD_SHAPES, launchFlashForward } from '../src/backend/cuda/flash.js';
 import { sampleTwinCandidates } from './cuda-twins.js';
-import { alibiSlopesFor, close, cpu, cudaFor, down, pair, randn, rng, sameBits, skip } from './cuda-harness.js';
+import { alibiSlopesFor, close, cpu, cudaFor, down, GELU_TABLE_TEST_SHAPES, pair, randn, rng, sameBits, skip } from './cuda-harness.js';
 
 // bf16 storage rounds each output to 8 bits of mantissa (relative 2^-9); float32 is far tighter.
 const tol = (dtype: string, fp32 = 2e-5) => (dtype === 'bfloat16' ? 1e-2 : fp32);
@@ -133,9 +132,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       be.geluTable = false;
       const want = [down(be, be.gelu(all)), down(be, be.gelu(rg))];
       be.geluTable = true;
-      const shapes = [{ ...GELU_TABLE_SHAPE }, { threads: 32, unroll: 1, blocksPerSM: 1, reverse: false }, { threads: 64, unroll: 4, blocksPerSM: 1, reverse: true },
-        { threads: 512, unroll: 3, blocksPerSM: 2, reverse: true }];
-      for (const shape of shapes) {
+      for (const shape of GELU_TABLE_TEST_SHAPES) {
         be.geluTableShape = shape;
         const label = JSON.stringify(shape);
         sameBits(`gelu_table8 over all bf16 inputs, ${label}`, down(be, be.gelu(all)), want[0]);

@@ -9,9 +9,9 @@ import type { CudaBackend } from '../src/backend/cuda/index.js';
 import type { CudaTensor } from '../src/backend/cuda/tensor.js';
 import { elementCount, trainingBackend, type AttentionArgs, type Backend, type Tensor, type TrainingBackend } from '../src/backend/backend.js';
 import { FLASH_FORWARD_SHAPES } from '../src/backend/cuda/flash.js';
-import { GELU_TABLE_SHAPE, geluTableInputBits } from '../src/backend/cuda/gelu-table.js';
+import { geluTableInputBits } from '../src/backend/cuda/gelu-table.js';
 import { gemmTuning, tuningLog } from '../src/backend/cuda/cublaslt-api.js';
-import { alibiSlopesFor, asStored, close as closeTo, columnBlock, cpu, cudaFor, down, pair, randn, rng, sameBits, skip } from './cuda-harness.js';
+import { alibiSlopesFor, asStored, close as closeTo, columnBlock, cpu, cudaFor, down, GELU_TABLE_TEST_SHAPES, pair, randn, rng, sameBits, skip } from './cuda-harness.js';
 
 // Training outputs may hold infinities where the reference does (a fully masked row's log-sum-exp).
 const close = (what: string, got: ArrayLike<number>, want: ArrayLike<number>, tolerance: number) => closeTo(what, got, want, tolerance, true);
@@ -159,9 +159,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
       be.geluTable = false;
       const want = [down(be, g.geluBackward(dyAll, all)), down(be, g.geluBackward(dg, xg))];
       be.geluTable = true;
-      const shapes = [{ ...GELU_TABLE_SHAPE }, { threads: 32, unroll: 1, blocksPerSM: 1, reverse: false }, { threads: 64, unroll: 4, blocksPerSM: 1, reverse: true },
-        { threads: 512, unroll: 3, blocksPerSM: 2, reverse: true }];
-      for (const shape of shapes) {
+      for (const shape of GELU_TABLE_TEST_SHAPES) {
         be.geluTableShape = shape;
         const label = JSON.stringify(shape);
         sameBits(`gelu_backward_table8 over all bf16 x, ${label}`, down(be, g.geluBackward(dyAll, all)), want[0]);
