@@ -11,15 +11,16 @@
 // consumer 1 then has a partial key tile, t = 77, 200, or no keys at all, t = 320, 150: the ping-pong's
 // idle turns), head sizes 32, 64 and 128, batch > 1, with and without ALiBi. The dsᵀ scratch is filled
 // with NaN first, so a block the dk/dv kernel fails to write poisons dq. The backward must be
-// deterministic: a second run gives the same bits. Skipped where no GPU is usable.
+// deterministic: a second run gives the same bits. The row term D = dO·o, by both its kernels, against a
+// float64 sum. Skipped where no GPU is usable.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { CudaTensor } from '../src/backend/cuda/index.js';
 import { trainingBackend, type AttentionArgs, type Tensor } from '../src/backend/backend.js';
 import {
-  fa3DkdvShape, fa3DqShape, flashBackwardScratchElements, wgmmaUsable, launchFlashBackward, type FlashDkdvKernel, type FlashDqKernel,
+  fa3DkdvShape, fa3DqShape, flashBackwardScratchElements, wgmmaUsable, launchFlashBackward, launchRowDot, type FlashDkdvKernel, type FlashDqKernel,
 } from '../src/backend/cuda/flash.js';
-import { alibiSlopesFor, close, columnBlock, cpu, cudaFor, down, pair, randn, skip } from './cuda-harness.js';
+import { alibiSlopesFor, asStored, close, columnBlock, cpu, cudaFor, down, pair, randn, skip } from './cuda-harness.js';
 
 /**
  * got and want equal element by element (kernels that sum the same products in the same order), NaN
@@ -29,6 +30,33 @@ import { alibiSlopesFor, close, columnBlock, cpu, cudaFor, down, pair, randn, sk
 function sameValues(what: string, got: Float32Array, want: Float32Array, of: string): void {
   const differ = got.filter((x, i) => x !== want[i]).length;
   assert.equal(differ, 0, `${what}: ${differ} elements differ from ${of}`);
+}
+
+// The row term D[b, h, i] = dO_i·o_i by both kernels (launchRowDot: 16-byte lanes, and the scalar warp a
+// (row, head)) against a float64 sum of the values the GPU holds, D filled with NaN first so that an
+// unwritten element fails. Head size 40 is not a power of two times 8: 'vector' falls back to the scalar
+// kernel there. [batch, t, heads, head size, dtype]
+const rowDotCases: Array<[number, number, number, number, 'bfloat16' | 'float32']> = [
+  [2, 150, 3, 128, 'bfloat16'], [1, 77, 2, 64, 'bfloat16'], [2, 33, 3, 40, 'bfloat16'], [1, 45, 2, 64, 'float32'], [3, 7, 5, 8, 'float32'],
+];
+for (const [batch, t, heads, dHead, dtype] of rowDotCases) {
+  test(`cuda ${dtype}: the backward's row term D = dO·o, both kernels, ${batch}×${t} tokens, ${heads} heads of ${dHead}`, { skip }, () => {
+    const be = cudaFor(dtype), n = batch * t * heads * dHead;
+    const g = asStored(randn(n), dtype), o = asStored(randn(n), dtype);
+    const want = new Float32Array(batch * heads * t);
+    for (let b = 0; b < batch; b++) for (let i = 0; i < t; i++) for (let h = 0; h < heads; h++) {
+      let s = 0;
+      for (let c = 0; c < dHead; c++) { const at = ((b * t + i) * heads + h) * dHead + c; s += g[at] * o[at]; }
+      want[(b * heads + h) * t + i] = s;
+    }
+    const gd = be.upload(g, [batch * t, heads * dHead], dtype) as CudaTensor, od = be.upload(o, [batch * t, heads * dHead], dtype) as CudaTensor;
+    for (const kernel of ['vector', 'scalar'] as const) {
+      const D = be.upload(new Float32Array(want.length).fill(NaN), [batch, heads, t], 'float32') as CudaTensor;
+      launchRowDot(be.kernels, dtype === 'bfloat16', { dOut: gd.ptr, out: od.ptr, D: D.ptr, batch, t, nHeads: heads, dHead }, kernel);
+      close(`D (${kernel} kernel)`, down(be, D), want, 1e-6);
+      be.release(D);
+    }
+  });
 }
 
 // [batch, t, heads, head size, ALiBi]
@@ -55,8 +83,7 @@ for (const [batch, t, heads, dHead, alibi] of cases) {
     const fg = g.attentionForTraining(args(qg, kg, vg));
     const ptr = (x: Tensor) => (x as CudaTensor).ptr;
     const D = be.alloc([batch, heads, t], 'float32');
-    be.kernels.get('flash_attention.cu', 'attention_row_dot', { MPT_BF16: true }).launch([Math.ceil(batch * t * heads / 8)], [256],
-      [ptr(dg), ptr(fg.out), D.ptr, batch, t, heads, dHead]);
+    launchRowDot(be.kernels, true, { dOut: ptr(dg), out: ptr(fg.out), D: D.ptr, batch, t, nHeads: heads, dHead });
     const scratch = flashBackwardScratchElements(batch, heads, t);
     const run = (stored: boolean, chunk: number, kernel: FlashDkdvKernel, dqKernel: FlashDqKernel) => {
       const ds = stored ? be.upload(new Float32Array(scratch).fill(NaN), [scratch], 'bfloat16') as CudaTensor : null;
@@ -135,8 +162,7 @@ for (const [batch, t, heads, dHead] of stridedCases) {
     const fg = g.attentionForTraining({ q, k, v, kvLen: t, nHeads: heads, scale, alibiSlopes: slopes, keyMask: null });
     const ptr = (x: Tensor) => (x as CudaTensor).ptr;
     const D = be.alloc([batch, heads, t], 'float32');
-    be.kernels.get('flash_attention.cu', 'attention_row_dot', { MPT_BF16: true }).launch([Math.ceil(rows * heads / 8)], [256],
-      [ptr(dOut), ptr(fg.out), D.ptr, batch, t, heads, dHead]);
+    launchRowDot(be.kernels, true, { dOut: ptr(dOut), out: ptr(fg.out), D: D.ptr, batch, t, nHeads: heads, dHead });
     const scratch = be.alloc([flashBackwardScratchElements(batch, heads, t)], 'bfloat16');
     const run = (kernel: FlashDkdvKernel, strided: 'dk and dv' | 'dv' | null) => {
       const dq = be.alloc([batch, t, d]);

@@ -35,7 +35,7 @@ import { KernelCache } from '../backend/cuda/kernels.js';
 import {
   FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_BACKWARD_STORED_DS, FLASH_FORWARD_SHAPES, FLASH_TRAIN_MMA_SHAPE, FLASH_TRAIN_SHAPE, flashBackwardScratchElements, flashDkdvDefault,
   flashPrefillShape, flashShapeLabel, wgmmaUsable, launchFlashBackward, launchFlashForward, type FlashDkdvKernel, type FlashForwardShape,
-  flashDqDefault, type FlashDqKernel,
+  flashDqDefault, launchRowDot, type FlashDqKernel,
 } from '../backend/cuda/flash.js';
 import { alibiSlopes, MPT_1B_REDPAJAMA_200B } from '../model/config.js';
 import { UserError } from '../util/errors.js';
@@ -102,8 +102,8 @@ function main(argv: string[]): void {
       batch, nHeads: heads, dHead, tq: t, capacity: t, kvLen: t, qStride: d, kvStride: d, oStride: d, scale,
     }, shape);
   };
-  const rowDot = () => be.kernels.get('flash_attention.cu', 'attention_row_dot', { MPT_BF16: true }).launch(
-    [Math.ceil(8 * t * heads / 8)], [256], [x8.dOut.ptr, out8.ptr, D8.ptr, 8, t, heads, dHead]);
+  const rowDot = (kernel: 'vector' | 'scalar' = 'vector') =>
+    launchRowDot(be.kernels, true, { dOut: x8.dOut.ptr, out: out8.ptr, D: D8.ptr, batch: 8, t, nHeads: heads, dHead }, kernel);
   const dsScratch = be.alloc([flashBackwardScratchElements(8, heads, t)], 'bfloat16');
   const dkdvDefault = flashDkdvDefault(be.kernels, dHead);
   const dqDefault = flashDqDefault(be.kernels, dHead);
@@ -113,6 +113,14 @@ function main(argv: string[]): void {
     dq: into.dq.ptr, dk: into.dk.ptr, dv: into.dv.ptr, batch: 8, t, nHeads: heads, dHead, scale, ds: stored ? dsScratch.ptr : 0,
   }, chunk, parts, kernel, dqKernel);
   const mode = (stored: boolean) => (stored ? 'dq from stored ds' : 'dq recomputed');
+  // The row term's two kernels, twice in alternation (they read dO and o, 2 × 8·t·d bf16, and write D).
+  const timeRowDots = () => {
+    for (const round of [1, 2]) for (const kernel of ['vector', 'scalar'] as const) {
+      const r = timeIt(`backward row term D = dO·O, batch 8, ${kernel} kernel (round ${round})`, 0, () => rowDot(kernel));
+      log(`  ${(2 * 8 * t * d * 2 / (r.ms * 1e-3) / 1e12).toFixed(2)} TB/s of dO and o read`);
+    }
+    rowDot();  // the default's D for what follows
+  };
   const label = flashShapeLabel;
 
   const FLASH_PREFILL_SHAPE = flashPrefillShape(dHead);
@@ -121,6 +129,7 @@ function main(argv: string[]): void {
   be.synchronize();
   if (flag('--dq-only') || flag('--backward-only')) {
     rowDot();
+    timeRowDots();
     if (!wgmmaUsable(be.kernels, dHead)) throw new UserError('--dq-only and --backward-only compare the wgmma kernels: they need sm_90a');
     if (flag('--backward-only')) compareDkdvKernels();
     compareDqKernels();
@@ -140,7 +149,7 @@ function main(argv: string[]): void {
   function backwardNow(): Row {
     fwd(8, FLASH_TRAIN_SHAPE);
     rowDot();
-    timeIt('backward row term D = dO·O, batch 8', 0, rowDot);
+    timeRowDots();
     const bw = timeIt(`backward dq + dk/dv (${dkdvDefault}), batch 8, ${FLASH_BACKWARD_CHUNK_DEFAULT}-key chunks, ${mode(FLASH_BACKWARD_STORED_DS)}`, 2.5 * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT));
     // Products as actually computed: dk/dv 4 (S, dP, dV, dK); dq 3 (S, dP, dQ) recomputed or 1 from stored ds.
     timeIt('  of which dk/dv (4 products, as computed)', 2 * fwdFlops(8), () => bwd(FLASH_BACKWARD_CHUNK_DEFAULT, 'dkdv'));

@@ -241,6 +241,23 @@ export function dkdvStrideDefines(a: Pick<FlashBackwardArgs, 'dkWidths' | 'dvWid
   return { DKDV_DK_WIDTHS: widths(a.dkWidths, 'dkWidths'), DKDV_DV_WIDTHS: widths(a.dvWidths, 'dvWidths') };
 }
 
+/** Where the backward's row term D = dO·O is made: dOut and out [batch·t, nHeads·dHead] (bf16 or float32), D [batch, nHeads, t] float32. */
+export interface RowDotArgs { dOut: number; out: number; D: number; batch: number; t: number; nHeads: number; dHead: number }
+
+/**
+ * D[b, h, i] = dO_i·o_i over a head's dimensions, the backward pass's row term. 'vector':
+ * attention_row_dot8, dHead / 8 lanes a (row, head) with 16-byte loads, where dHead / 8 is a power of two
+ * ≤ 32 and both inputs are 16-byte aligned; 'scalar' (and the fallback): attention_row_dot, a warp a
+ * (row, head) reading a value a lane a pass. The two sum in different orders (D's last bits differ).
+ */
+export function launchRowDot(kernels: KernelCache, bf16: boolean, a: RowDotArgs, kernel: 'vector' | 'scalar' = 'vector'): void {
+  const pairs = a.batch * a.t * a.nHeads, lanes = a.dHead / 8;
+  const vector = kernel === 'vector' && Number.isInteger(lanes) && lanes <= 32 && (lanes & (lanes - 1)) === 0 && a.dOut % 16 === 0 && a.out % 16 === 0;
+  const args = [a.dOut, a.out, a.D, a.batch, a.t, a.nHeads, a.dHead];
+  if (vector) kernels.get('flash_attention.cu', 'attention_row_dot8', { MPT_BF16: bf16 }).launch([Math.ceil(pairs * lanes / 256)], [256], [...args, lanes]);
+  else kernels.get('flash_attention.cu', 'attention_row_dot', { MPT_BF16: bf16 }).launch([Math.ceil(pairs / 8)], [256], args);
+}
+
 /**
  * bf16 elements of the dsᵀ scratch: a 64 × 64 tile per causal (query tile, key tile) pair of each
  * (batch, head) — 553 MB at batch 8, 16 heads, t = 2048 — used by one layer's backward at a time.

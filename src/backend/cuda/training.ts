@@ -15,7 +15,7 @@ import {
 } from '../backend.js';
 import { KERNEL_ARGS } from './kernels.js';
 import {
-  dkdvStrideDefines, FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_BACKWARD_STORED_DS, FLASH_TRAIN_SHAPE, flashBackwardScratchElements, launchFlashBackward, launchFlashForward,
+  dkdvStrideDefines, FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_BACKWARD_STORED_DS, FLASH_TRAIN_SHAPE, flashBackwardScratchElements, launchFlashBackward, launchFlashForward, launchRowDot,
   type FlashForwardShape,
 } from './flash.js';
 import { TrainingGemm, type GemmType } from './training-gemm.js';
@@ -30,7 +30,7 @@ Object.assign(KERNEL_ARGS, {
   sum_squares_partial: 'pqp', sum_doubles: 'pip', sum_floats: 'pip', embedding_backward: 'pppiiifp', column_sums: 'ppii',
   adamw_step: 'ppppffffffqpp', adamw_multi: 'ppffffffp', grad_clip_factor: 'pdpp', sum_squares_multi: 'ppip', layernorm_backward: 'ppppppiif', layernorm_backward_teams: 'ppppppiif', layernorm_dw_sum: 'piipp',
   gelu_backward8: 'pppq', gelu_backward_table8: 'pppqp', gelu_slope_table_build: 'p', sum_squares_partial4: 'pqp', cross_entropy_rows: 'ppppifi', cross_entropy_rows_smem: 'ppppifi',
-  attention_forward_scalar: 'pppppppiiif', attention_row_dot: 'pppiiii',
+  attention_forward_scalar: 'pppppppiiif',
   attention_backward_dq_scalar: 'pppppppppiiif', attention_backward_dkdv_scalar: 'ppppppppppiiif',
 });
 
@@ -174,9 +174,7 @@ export class CudaTrainingOps implements WaitFreeTrainingOps, ColumnBlockOutputs,
     const slopes = args.alibiSlopes ? be.slopesOnDevice(args.alibiSlopes).ptr : 0;
     const mask = args.keyMask ? asCuda(args.keyMask, 'attention keyMask').ptr : 0;
     const D = be.alloc([batch, args.nHeads, t], 'float32');
-    const rows = batch * t * args.nHeads;
-    be.kernels.get('flash_attention.cu', 'attention_row_dot', be.defs()).launch([Math.ceil(rows / 8)], [256],
-      [g.ptr, o.ptr, D.ptr, batch, t, args.nHeads, dHead]);
+    launchRowDot(be.kernels, be.activationDType === 'bfloat16', { dOut: g.ptr, out: o.ptr, D: D.ptr, batch, t, nHeads: args.nHeads, dHead });
     const dkInto = into?.dk ? this.columnBlock(into.dk, batch * t, d, 'attentionBackward dk') : null;
     const dvInto = into?.dv ? this.columnBlock(into.dv, batch * t, d, 'attentionBackward dv') : null;
     if (fast && [dkInto, dvInto].some((b) => b && b.ptr % 4 !== 0)) throw new Error('attentionBackward: a column block at an odd column (the kernels store bf16 pairs)');

@@ -5,7 +5,7 @@
 //     log-sum-exp of the scaled, biased scores, which is all flash_backward.cu needs.
 //   attention_forward_scalar: any T and head size ≤ 256, one warp a query (the float32 path and the
 //     check of the fast one); masked keys are left out as the CPU reference leaves them out.
-//   attention_row_dot: D = dO·O per row and head, the backward pass's row term.
+//   attention_row_dot8, attention_row_dot: D = dO·O per row and head, the backward pass's row term.
 //
 // flash_forward, FA2-shaped: a block owns BQ = FLASH_WARPS·16·FLASH_MT query rows, each warp
 // 16·FLASH_MT consecutive rows (FLASH_MT m16 tiles: every K/V fragment read from shared memory feeds
@@ -382,7 +382,33 @@ extern "C" __global__ void attention_forward_scalar(const T* __restrict__ q, con
 }
 
 // D[b, h, i] = dOut_i · out_i over the head's dimensions (float32), the backward pass's row term.
-// One warp a (row, head); rows are [batch·t], heads contiguous within a row.
+// rows are [batch·t], heads contiguous within a row. attention_row_dot8 (flash.ts launchRowDot picks it
+// where dHead / 8 is a power of two ≤ 32): `lanes` = dHead / 8 lanes a (row, head), 8 values a lane
+// through 16-byte loads (bf16), one shuffle tree; the scalar kernel below (one warp a (row, head), a
+// value a lane a pass) is the fallback for other head sizes, and reads 2 bytes a lane a load.
+extern "C" __global__ void attention_row_dot8(const T* __restrict__ dOut, const T* __restrict__ out, float* __restrict__ D,
+                                              int batch, int t, int nHeads, int dHead, int lanes) {
+  const long long id = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+  const long long pair = id / lanes;  // (row, head) = row·nHeads + h, which starts at pair·dHead
+  const int part = (int)(id - pair * lanes);
+  const bool live = pair < (long long)batch * t * nHeads;
+  float s = 0.f;
+  if (live) {
+    float g[8], o[8];
+    load8(dOut + pair * dHead + part * 8, g);
+    load8(out + pair * dHead + part * 8, o);
+#pragma unroll
+    for (int j = 0; j < 8; j++) s = fmaf(g[j], o[j], s);
+  }
+  // every lane takes part (dead ones with 0): lanes divides 32, so each xor stays inside its group
+  for (int off = lanes >> 1; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+  if (live && part == 0) {
+    const long long row = pair / nHeads;
+    const int h = (int)(pair - row * nHeads), b = (int)(row / t), i = (int)(row - (long long)b * t);
+    D[((long long)b * nHeads + h) * t + i] = s;
+  }
+}
+
 extern "C" __global__ void attention_row_dot(const T* __restrict__ dOut, const T* __restrict__ out, float* __restrict__ D,
                                              int batch, int t, int nHeads, int dHead) {
   const long long w = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
