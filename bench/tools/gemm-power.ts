@@ -7,7 +7,7 @@
 // tuning of every GEMM shape (LtHandle.choose, through gemmTuning.observe: the real descriptors, inputs
 // and epilogues of both front ends) first times up to 32 of the heuristic's candidates three ways:
 //   burst      today's timing (1 warm-up + 3 launches, mean)
-//   sustained  `longMs` a candidate a round (at most 100 ms), 2 rounds: the best estimate of a call in the step
+//   sustained  up to 100 ms a candidate a round (1.6 s a shape in all), 2 rounds: the best estimate of a call in the step
 //   tuning     what MPT_GEMM_TUNE_SUSTAINED=1 runs (gemmTuning.sustainedMs × rounds), to check it picks as the long one does
 // then prints a table per shape and the sum over one step (calls a step × sustained ms) for the choice
 // each way makes (pickFastest, the heuristic's first unless > 3 % slower).
@@ -40,7 +40,7 @@ function measure(): void {
   gemmTuning.sustained = false; // the tuning's own timing after the observer: a cheap burst
   gemmTuning.observe = (trial: TuningTrial) => {
     const n = trial.algos.length;
-    const longMs = Math.min(100, 2400 / (2 * n)); // at most ~2.4 s of sustained runs a shape
+    const longMs = Math.min(100, 1600 / (2 * n)); // at most ~1.6 s of sustained runs a shape
     const burst = trial.burst();
     const sustained = trial.sustained({ ms: longMs, rounds: 2 });
     const tuning = trial.sustained();
