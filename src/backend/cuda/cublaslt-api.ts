@@ -126,6 +126,9 @@ export function setLayoutBatch(layout: number, count: number, stride: number): v
  * before every launch, the candidates interleaved over `rounds` rounds, the median launch kept. A
  * burst of 3 launches on a cool card runs at the full clock with the inputs in L2; in the step the
  * card sits at its power cap at a lower clock, where the ranking may differ (bench/tools/gemm-power.ts).
+ * Off by default: on the H200 (2026-11-28) it changed 6 of the step's 16 choices, chose the same in both
+ * processes (burst: 2 of 16 differed), and moved the step by −1 to −2 ms, within the steps' spread, for
+ * 7.2 s of tuning instead of 0.6 (bench/RESULTS-cuda-train.md).
  */
 export const gemmTuning = {
   enabled: process.env.MPT_GEMM_TUNE !== '0',
