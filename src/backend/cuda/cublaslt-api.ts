@@ -49,6 +49,11 @@ export function lt(): Record<string, Fn> {
   } catch {
     // older cuBLASLt: our own table
   }
+  try {
+    fns.algoConfigGet = lib.func('int cublasLtMatmulAlgoConfigGetAttribute(void *algo, int attr, void *buf, size_t size, _Out_ size_t *written)');
+  } catch {
+    // only describeAlgo reads it
+  }
   return fns;
 }
 
@@ -115,26 +120,97 @@ export function setLayoutBatch(layout: number, count: number, stride: number): v
  * process. The heuristic's first stays unless another is faster by more than `margin`: a near tie
  * must not flip the choice (and with it the low bits of the results) between runs. MPT_GEMM_TUNE=0
  * switches this off (the heuristic's first everywhere, as before).
+ *
+ * `sustained` (MPT_GEMM_TUNE_SUSTAINED=1) times the candidates as the training step runs them: the
+ * card brought to its power cap first, each candidate back to back for `sustainedMs` with L2 flushed
+ * before every launch, the candidates interleaved over `rounds` rounds, the median launch kept. A
+ * burst of 3 launches on a cool card runs at the full clock with the inputs in L2; in the step the
+ * card sits at its power cap at a lower clock, where the ranking may differ (bench/tools/gemm-power.ts).
+ * Off by default: on the H200 (2026-11-28) it changed 6 of the step's 16 choices, chose the same in both
+ * processes (burst: 2 of 16 differed), and moved the step by −1 to −2 ms, within the steps' spread, for
+ * 7.2 s of tuning instead of 0.6 (bench/RESULTS-cuda-train.md).
  */
 export const gemmTuning = {
   enabled: process.env.MPT_GEMM_TUNE !== '0',
   minFlops: 2 ** 33,
   candidates: 16,
   margin: 0.03,
-  /** Timed launches a candidate, after one untimed. */
+  /** Timed launches a candidate, after one untimed (the burst timing). */
   reps: 3,
   /** Take (and keep) choices stored on disk by earlier processes (gemm-choices.ts); off: time every shape anew. */
   stored: true,
+  /** Time the candidates sustained (at the power cap, L2 cold) instead of in a burst. */
+  sustained: process.env.MPT_GEMM_TUNE_SUSTAINED === '1',
+  /** Sustained timing: ms each candidate runs back to back in each round, and the rounds. */
+  sustainedMs: 20,
+  rounds: 2,
+  /** Sustained timing: ms of the heuristic's first back to back before the trials (`firstHeatMs` when the card has been idle). */
+  heatMs: 30,
+  firstHeatMs: 300,
+  /** Bench tools: called with every shape about to be tuned, before the tuning's own timing (gemm-power.ts). */
+  observe: null as ((trial: TuningTrial) => void) | null,
 };
 
+/** One shape about to be tuned, for gemmTuning.observe: its candidates and the two ways of timing them (ms a launch). */
+export interface TuningTrial {
+  key: string;
+  what: string;
+  flops: number;
+  algos: Buffer[];
+  burst(): number[];
+  sustained(options?: Partial<SustainedOptions>): number[];
+}
+
+export interface SustainedOptions { ms: number; rounds: number; heatMs: number; flushL2: boolean }
+
+/**
+ * The choice rule: the fastest of `ms` (a time a candidate, the heuristic's first at 0), unless it is
+ * not faster than the first by more than `margin` (a fraction): then the first. Infinity marks a
+ * candidate that failed; a failed first is beaten by any finite time.
+ */
+export function pickFastest(ms: number[], margin: number): number {
+  let best = 0;
+  ms.forEach((t, i) => { if (t < ms[best]) best = i; });
+  return ms[best] < ms[0] * (1 - margin) ? best : 0;
+}
+
 /** What one shape's tuning found (for the benchmark's report). */
-export interface TuningRecord { what: string; candidates: number; chosen: number; firstMs: number; bestMs: number }
+export interface TuningRecord {
+  what: string; candidates: number; chosen: number; firstMs: number; bestMs: number;
+  /** How the candidates were timed, and the wall time the tuning took. */
+  timing?: 'burst' | 'sustained'; tuningMs?: number;
+}
 
 /** Algorithms chosen so far in this process, by shape key (front end, types, transposes, sizes, epilogue). */
 const chosenAlgorithms = new Map<string, Buffer>();
 /** Tuned choices on disk, per device name and cuBLASLt version (opened on the first tuned shape). */
 let storedChoices: GemmChoices | null = null;
 export const tuningLog: TuningRecord[] = [];
+/** Bytes written before each sustained launch to push its inputs out of L2 (the H200's is 60 MB, the H100's 50 MB). */
+const L2_FLUSH_BYTES = 128 << 20;
+const medianOf = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+/** When the last sustained timing ended (performance.now()): a card idle for longer than a second is heated with firstHeatMs. */
+let lastSustainedEnd = -Infinity;
+
+// cublasLtMatmulAlgoConfigAttributes_t, and each one's size in bytes
+const ALGO_CONFIG: Array<[string, number, number]> = [
+  ['id', 0, 4], ['tile', 1, 4], ['splitK', 2, 4], ['reduction', 3, 4], ['swizzle', 4, 4], ['custom', 5, 4], ['stages', 6, 4], ['inner', 7, 2], ['cluster', 8, 2],
+];
+
+/** An algorithm's configuration ids (algo id, tile, split-k, stages, cluster shape …, cublasLt.h's enums) as `name=value` words; '' when unreadable. */
+export function describeAlgo(algo: Buffer): string {
+  try {
+    const f = lt().algoConfigGet;
+    if (!f) return '';
+    return ALGO_CONFIG.map(([name, attr, size]) => {
+      const buf = Buffer.alloc(8), written = [0];
+      if (f(algo, attr, buf, size, written) !== 0) return `${name}=?`;
+      return `${name}=${size === 2 ? buf.readUInt16LE(0) : buf.readInt32LE(0)}`;
+    }).filter((w) => !/=0$/.test(w) || w.startsWith('id=')).join(' ');
+  } catch {
+    return '';
+  }
+}
 
 /** One cuBLASLt handle on a stream, with its workspace and a preference capped to it. */
 export class LtHandle {
@@ -177,10 +253,11 @@ export class LtHandle {
   /**
    * The algorithm for one shape: the process's earlier choice for `key`, else (a GEMM of at least
    * gemmTuning.minFlops, tuning on, not inside a graph capture) the choice stored on disk by an earlier
-   * process (gemm-choices.ts) or, failing that, the fastest of the heuristic's candidates, else its
-   * first. `launch(algo, d)` runs the GEMM on the real inputs with that algorithm, writing D at `d`
-   * (its own output when `d` is undefined). A GEMM whose output is also its C (accumulating) must not
-   * run more than once into it: give `scratchBytes`, the output's size, and the trials write scratch.
+   * process (gemm-choices.ts) or, failing that, the fastest of the heuristic's candidates (pickFastest,
+   * timed in a burst or sustained: gemmTuning), else its first. `launch(algo, d)` runs the GEMM on the
+   * real inputs with that algorithm, writing D at `d` (its own output when `d` is undefined). A GEMM
+   * whose output is also its C (accumulating) must not run more than once into it: give
+   * `scratchBytes`, the output's size, and the trials write scratch.
    */
   choose(key: string, flops: number, desc: number, a: number, b: number, c: number, what: string,
     launch: (algo: Buffer, d?: number) => void, scratchBytes = 0): Buffer {
@@ -196,12 +273,21 @@ export class LtHandle {
       const offered = stored && algos.find((candidate) => candidate.equals(stored));
       if (offered) algo = offered;
       else { // timed even when the heuristic offers one: the trials run the path the real call takes
-        const times = this.timeEach(algos, launch, scratchBytes);
-        let best = 0;
-        times.forEach((t, i) => { if (t < times[best]) best = i; });
-        if (!(times[best] < times[0] * (1 - gemmTuning.margin))) best = 0;
+        const started = performance.now(), timing = gemmTuning.sustained ? 'sustained' : 'burst';
+        const times = this.withScratch(scratchBytes, (d) => {
+          const trial: TuningTrial = {
+            key, what, flops, algos,
+            burst: () => this.timeBurst(algos, launch, d),
+            sustained: (o = {}) => this.timeSustained(algos, launch, d, {
+              ms: gemmTuning.sustainedMs, rounds: gemmTuning.rounds, heatMs: gemmTuning.heatMs, flushL2: true, ...o,
+            }),
+          };
+          gemmTuning.observe?.(trial);
+          return timing === 'sustained' ? trial.sustained() : trial.burst();
+        });
+        const best = pickFastest(times, gemmTuning.margin);
         algo = algos[best];
-        tuningLog.push({ what, candidates: algos.length, chosen: best, firstMs: times[0], bestMs: times[best] });
+        tuningLog.push({ what, candidates: algos.length, chosen: best, firstMs: times[0], bestMs: times[best], timing, tuningMs: performance.now() - started });
         storedChoices.set(key, algo);
       }
     }
@@ -209,11 +295,23 @@ export class LtHandle {
     return algo;
   }
 
-  /** Milliseconds a launch with each algorithm takes (mean of gemmTuning.reps after one warm-up); Infinity where it fails. */
-  private timeEach(algos: Buffer[], launch: (algo: Buffer, d?: number) => void, scratchBytes: number): number[] {
+  /** `fn` given scratch of `bytes` for the trials' output (undefined: none; trials write the real output), freed after. */
+  private withScratch<T>(bytes: number, fn: (d: number | undefined) => T): T {
     const p = new BigUint64Array(1);
-    if (scratchBytes > 0) cu('cuMemAlloc_v2', p, scratchBytes);
-    const d = scratchBytes > 0 ? Number(p[0]) : undefined;
+    if (bytes > 0) cu('cuMemAlloc_v2', p, bytes);
+    const d = bytes > 0 ? Number(p[0]) : undefined;
+    try {
+      return fn(d);
+    } finally {
+      if (d !== undefined) {
+        this.ctx.synchronize();
+        cu('cuMemFree_v2', d);
+      }
+    }
+  }
+
+  /** Milliseconds a launch with each algorithm takes (mean of gemmTuning.reps after one warm-up); Infinity where it fails. */
+  private timeBurst(algos: Buffer[], launch: (algo: Buffer, d?: number) => void, d: number | undefined): number[] {
     const start = new CudaEvent(this.ctx), end = new CudaEvent(this.ctx);
     try {
       return algos.map((algo) => {
@@ -231,11 +329,52 @@ export class LtHandle {
     } finally {
       start.destroy();
       end.destroy();
-      if (d !== undefined) {
+    }
+  }
+
+  /**
+   * Median milliseconds a launch with each algorithm takes as the step runs it: the card first at its
+   * power cap (o.heatMs of the first working candidate back to back; gemmTuning.firstHeatMs after a
+   * second without sustained timing), then each candidate back to back for o.ms, events around each
+   * launch alone and (flushL2) L2 flushed before it, the candidates interleaved (each round starts one
+   * further on) for o.rounds rounds. Infinity where a candidate fails (found by a burst, which also
+   * sizes the runs).
+   */
+  private timeSustained(algos: Buffer[], launch: (algo: Buffer, d?: number) => void, d: number | undefined, o: SustainedOptions): number[] {
+    const burst = this.timeBurst(algos, launch, d);
+    const first = burst.findIndex((t) => Number.isFinite(t));
+    if (first < 0) return burst;
+    const runs = burst.map((t) => (Number.isFinite(t) ? Math.max(3, Math.round(o.ms / Math.max(t, 1e-3))) : 0));
+    const events: CudaEvent[] = [];
+    for (let i = 0; i < 2 * Math.max(...runs); i++) events.push(new CudaEvent(this.ctx));
+    const p = new BigUint64Array(1);
+    if (o.flushL2) cu('cuMemAlloc_v2', p, L2_FLUSH_BYTES);
+    const flush = Number(p[0]);
+    const samples = algos.map(() => [] as number[]);
+    try {
+      const heatMs = performance.now() - lastSustainedEnd > 1000 ? Math.max(o.heatMs, gemmTuning.firstHeatMs) : o.heatMs;
+      for (let i = 0; i < Math.ceil(heatMs / Math.max(burst[first], 1e-3)); i++) launch(algos[first], d);
+      for (let round = 0; round < o.rounds; round++) {
+        for (let j = 0; j < algos.length; j++) {
+          const i = (j + round) % algos.length;
+          for (let k = 0; k < runs[i]; k++) {
+            if (o.flushL2) cu('cuMemsetD32Async', flush, k, L2_FLUSH_BYTES / 4, this.ctx.stream);
+            events[2 * k].record();
+            launch(algos[i], d);
+            events[2 * k + 1].record();
+          }
+          for (let k = 0; k < runs[i]; k++) samples[i].push(events[2 * k + 1].since(events[2 * k]));
+        }
+      }
+    } finally {
+      lastSustainedEnd = performance.now();
+      for (const e of events) e.destroy();
+      if (o.flushL2) {
         this.ctx.synchronize();
-        cu('cuMemFree_v2', d);
+        cu('cuMemFree_v2', flush);
       }
     }
+    return samples.map((xs, i) => (xs.length > 0 ? medianOf(xs) : Infinity));
   }
 
   /**
