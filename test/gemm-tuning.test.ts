@@ -1,11 +1,15 @@
-// GEMM tuning (src/backend/cuda/cublaslt-api.ts): the choice rule given times (no GPU needed), and on a
-// GPU the sustained timing mode (MPT_GEMM_TUNE_SUSTAINED=1) end to end: trials at the power cap with L2
-// flushed, accumulating GEMMs still added into once, the observer hook's two timings.
+// GEMM tuning (src/backend/cuda/cublaslt-api.ts): the choice rule given times and the in-step rotation's
+// bookkeeping (no GPU needed), and on a GPU the sustained timing mode (MPT_GEMM_TUNE_SUSTAINED=1) end to
+// end (trials at the power cap with L2 flushed, accumulating GEMMs still added into once, the observer
+// hook's two timings) and the in-step mode (MPT_GEMM_TUNE_IN_STEP=1): every real call runs once with the
+// rotation's candidate, each within tolerance of the heuristic's first, until the choice is fixed.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { gemmTuning, pickFastest, tuningLog, type TuningTrial } from '../src/backend/cuda/cublaslt-api.js';
+import { gemmTuning, inStepExploring, pickFastest, tuningLog, type TuningTrial } from '../src/backend/cuda/cublaslt-api.js';
+import { CandidateRotation, median } from '../src/backend/cuda/gemm-rotation.js';
+import { TrainingGemm, type GemmArgs } from '../src/backend/cuda/training-gemm.js';
 import { trainingBackend } from '../src/backend/backend.js';
-import { close, cpu, cudaFor, down, pair, randn, skip } from './cuda-harness.js';
+import { asStored, close, cpu, cudaFor, down, pair, randn, skip } from './cuda-harness.js';
 
 test('the heuristic\'s first stays unless another is faster by more than the margin', () => {
   assert.equal(pickFastest([1.0, 0.98, 0.99], 0.03), 0, '2 % faster is a tie');
@@ -62,4 +66,123 @@ test('cuda bf16: sustained tuning times every candidate at the cap and still add
     assert.equal(t.sustained.length, t.n);
     assert.ok(Number.isFinite(t.burst[0]) && Number.isFinite(t.sustained[0]), 'the heuristic\'s first runs both ways');
   }
+});
+
+test('in-step rotation: call n takes the n-th live candidate; a dropped one leaves the rotation', () => {
+  const r = new CandidateRotation(3);
+  assert.deepEqual(Array.from({ length: 7 }, () => r.next()), [0, 1, 2, 0, 1, 2, 0]);
+  assert.equal(r.drop(1), true);
+  assert.deepEqual(r.liveCandidates, [0, 2]);
+  assert.deepEqual(Array.from({ length: 4 }, () => r.next()), [2, 0, 2, 0], 'call 8 is the 8th mod 2 of [0, 2]');
+  assert.equal(r.callsMade, 11);
+  assert.equal(r.drop(0), true);
+  assert.equal(r.drop(2), false, 'the last candidate stays: the call must run with something');
+  assert.deepEqual(r.liveCandidates, [2]);
+  assert.throws(() => new CandidateRotation(0), RangeError);
+});
+
+test('in-step rotation: each candidate\'s first completed call is not counted; medians; ready once every live one has its samples', () => {
+  const r = new CandidateRotation(3);
+  r.add(0, 100); // warm-up (kernel load): never counted
+  r.add(0, 1.0); r.add(0, 3.0);
+  assert.equal(r.samplesOf(0), 2);
+  assert.equal(r.times()[0], 2.0, 'median of two: their mean');
+  assert.ok(r.anyCounted);
+  assert.deepEqual(r.times().slice(1), [Infinity, Infinity], 'no counted time yet');
+  assert.equal(r.complete(2), false);
+  r.add(1, 50); r.add(1, 0.9); r.add(1, 0.95);
+  assert.equal(r.complete(2), false, 'candidate 2 has nothing counted');
+  r.drop(2);
+  assert.equal(r.complete(2), true, 'a dropped candidate does not hold the choice back');
+  assert.equal(r.times()[2], Infinity);
+  assert.equal(pickFastest(r.times(), 0.03), 1, '0.925 against 2.0');
+  r.add(2, 0.1); r.add(2, 0.1);
+  assert.equal(r.times()[2], Infinity, 'a dropped candidate\'s late times are not counted');
+});
+
+test('in-step rotation: a shape called 24 times a step with 8 candidates is ready after two steps (6 calls each, 5 counted)', () => {
+  const r = new CandidateRotation(8);
+  const ms = [1.0, 1.1, 0.9, 1.2, 0.5, 1.0, 1.05, 0.95];
+  for (let call = 0; call < 47; call++) {
+    const i = r.next();
+    r.add(i, ms[i] + 0.01 * (call % 3));
+  }
+  assert.equal(r.complete(5), false, 'after 47 calls candidate 7 has 4 counted');
+  const i = r.next();
+  assert.equal(i, 7);
+  r.add(i, ms[i]);
+  assert.equal(r.complete(5), true);
+  assert.equal(pickFastest(r.times(), 0.03), 4);
+  assert.equal(r.samplesOf(4), 5);
+});
+
+test('median of odd and even counts', () => {
+  assert.equal(median([3, 1, 2]), 2);
+  assert.equal(median([4, 1, 3, 2]), 2.5);
+  assert.equal(median([7]), 7);
+  assert.ok(Number.isNaN(median([])));
+});
+
+test('cuda bf16: in-step tuning runs every accumulating call exactly once, each candidate within tolerance of the heuristic\'s first, then fixes a choice', { skip }, () => {
+  const be = cudaFor('bfloat16'), gemm = new TrainingGemm(be.ctx);
+  // C [m, n] float32 += A [m, k] · B [k, n] (bf16): a shape no other test uses (choices are kept per process and shape).
+  const m = 72, n = 40, k = 152;
+  const a = asStored(randn(m * k), 'bfloat16'), b = asStored(randn(k * n), 'bfloat16'), c0 = randn(m * n);
+  const want = new Float32Array(m * n);
+  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
+    let s = c0[i * n + j];
+    for (let p = 0; p < k; p++) s += a[i * k + p] * b[p * n + j];
+    want[i * n + j] = s;
+  }
+  const ta = be.upload(a, [m, k], 'bfloat16'), tb = be.upload(b, [k, n], 'bfloat16');
+  const saved = { ...gemmTuning };
+  Object.assign(gemmTuning, { minFlops: 0, stored: false, sustained: false, inStep: true, inStepSamples: 2, inStepMaxMs: 600_000, candidates: 4 });
+  const before = tuningLog.length, outputs: Float32Array[] = [];
+  const mine = () => tuningLog.slice(before).filter((r) => r.timing === 'in-step');
+  try {
+    for (let call = 0; call < 40 && (mine().length === 0 || outputs.length < 20); call++) {
+      const tc = be.upload(c0, [m, n], 'float32'); // C0 afresh: each call's output shows how often it added
+      const g: GemmArgs = { m, n, k, a: (ta as unknown as { ptr: number }).ptr, aTrans: false, b: (tb as unknown as { ptr: number }).ptr, bTrans: false,
+        c: (tc as unknown as { ptr: number }).ptr, alpha: 1, beta: 1, inType: 'bfloat16', outType: 'float32' };
+      gemm.gemm(g);
+      outputs.push(down(be, tc)); // waits: the call's events are complete at the next call
+      be.release(tc);
+    }
+  } finally {
+    Object.assign(gemmTuning, saved);
+  }
+  outputs.forEach((got, i) => {
+    close(`call ${i}: C0 + A·B`, got, want, 1e-5);
+    close(`call ${i} against the heuristic's first (call 0)`, got, outputs[0], 1e-5);
+  });
+  const records = mine();
+  assert.equal(records.length, 1, 'the shape\'s choice was fixed once');
+  const r = records[0];
+  assert.ok(r.candidates > 1 && r.candidates <= 4, `${r.candidates} candidates`);
+  assert.ok(r.chosen >= 0 && r.chosen < r.candidates);
+  assert.ok((r.samples ?? 0) >= 2, `${r.samples} samples`);
+  assert.ok((r.calls ?? 0) >= 3 * r.candidates, `${r.calls} calls explored: one uncounted and two counted for each candidate`);
+  assert.ok(Number.isFinite(r.bestMs) && r.bestMs > 0 && r.bestMs <= r.firstMs, `chosen ${r.bestMs} ms, first ${r.firstMs} ms`);
+  assert.ok(!inStepExploring().includes(r.what), 'no longer exploring');
+  assert.ok(outputs.length > (r.calls ?? 0), 'calls after the choice ran too');
+});
+
+test('cuda: in-step tuning leaves float32 GEMMs to the burst timing', { skip }, () => {
+  const be = cudaFor('float32'), gemm = new TrainingGemm(be.ctx);
+  const m = 24, n = 56, k = 40;
+  const [ta, tb, tc] = [be.upload(randn(m * k), [m, k], 'float32'), be.upload(randn(k * n), [k, n], 'float32'), be.upload(randn(m * n), [m, n], 'float32')];
+  const saved = { ...gemmTuning };
+  Object.assign(gemmTuning, { minFlops: 0, stored: false, sustained: false, inStep: true, candidates: 4 });
+  const before = tuningLog.length;
+  const ptr = (t: unknown) => (t as { ptr: number }).ptr;
+  try {
+    gemm.gemm({ m, n, k, a: ptr(ta), aTrans: false, b: ptr(tb), bTrans: false, c: ptr(tc), alpha: 1, beta: 0, inType: 'float32', outType: 'float32' });
+    be.synchronize();
+  } finally {
+    Object.assign(gemmTuning, saved);
+  }
+  const records = tuningLog.slice(before);
+  assert.equal(records.length, 1);
+  assert.equal(records[0].timing, 'burst');
+  assert.ok(!inStepExploring().includes(records[0].what));
 });

@@ -11,21 +11,35 @@
 //   tuning     what MPT_GEMM_TUNE_SUSTAINED=1 runs (gemmTuning.sustainedMs × rounds), to check it picks as the long one does
 // then prints a table per shape and the sum over one step (calls a step × sustained ms) for the choice
 // each way makes (pickFastest, the heuristic's first unless > 3 % slower).
-// `node dist/bench/tools/gemm-power.js step [steps]`: one `mpt bench train` run (microbatch 8, the
-// default step path only, no PyTorch), every shape tuned afresh (stored choices ignored), with the tuning
-// the environment selects (MPT_GEMM_TUNE_SUSTAINED), and the tuning's total wall time.
+// `node dist/bench/tools/gemm-power.js step [steps] [warmup]`: one `mpt bench train` run (microbatch 8,
+// the default step path only, no PyTorch), every shape tuned afresh (stored choices ignored), with the
+// tuning the environment selects (MPT_GEMM_TUNE_SUSTAINED=1, MPT_GEMM_TUNE_IN_STEP=1, else burst), and
+// the tuning's total wall time; in-step, also the calls each shape explored and any shape still exploring
+// when the timed steps began (warmup: 2 by default; give every side of an A/B the same).
 import { runTrainBench, formatTrainBench } from '../../src/bench/cuda-train-bench.js';
-import { describeAlgo, gemmTuning, LtHandle, pickFastest, tuningLog, type TuningTrial } from '../../src/backend/cuda/cublaslt-api.js';
+import { describeAlgo, gemmTuning, inStepExploring, LtHandle, pickFastest, tuningLog, type TuningTrial } from '../../src/backend/cuda/cublaslt-api.js';
 import { TrainStep } from '../../src/train/step.js';
 
-if (process.argv[2] === 'step') step(Number(process.argv[3] ?? 12));
+if (process.argv[2] === 'step') step(Number(process.argv[3] ?? 12), Number(process.argv[4] ?? 2));
 else measure();
 
-function step(steps: number): void {
+function step(steps: number, warmup: number): void {
   gemmTuning.stored = false; // each process tunes afresh: an A/B must not inherit the other side's choices
-  const r = runTrainBench({ microbatch: 8, steps, compare: false, torch: null, log: (line) => process.stderr.write(line + '\n') });
+  const mode = gemmTuning.inStep ? 'in-step' : gemmTuning.sustained ? 'sustained' : 'burst';
+  // In-step: which shapes still explore when the timed steps begin (the step after the warm-up's last).
+  let stepsRun = 0, exploringAtTimed: string[] = [];
+  const run = TrainStep.prototype.run;
+  TrainStep.prototype.run = function (this: TrainStep, ...a: Parameters<TrainStep['run']>) {
+    if (stepsRun++ === warmup) exploringAtTimed = inStepExploring();
+    return run.apply(this, a);
+  };
+  const r = runTrainBench({ microbatch: 8, steps, warmup, compare: false, torch: null, log: (line) => process.stderr.write(line + '\n') });
   const tuned = r.tuning.reduce((s, t) => s + (t.tuningMs ?? 0), 0);
-  console.log(`[MPT_GEMM_TUNE_SUSTAINED=${process.env.MPT_GEMM_TUNE_SUSTAINED ?? ''}: ${gemmTuning.sustained ? 'sustained' : 'burst'} tuning, ${r.tuning.length} shapes in ${(tuned / 1000).toFixed(2)} s]`);
+  console.log(`[MPT_GEMM_TUNE_SUSTAINED=${process.env.MPT_GEMM_TUNE_SUSTAINED ?? ''} MPT_GEMM_TUNE_IN_STEP=${process.env.MPT_GEMM_TUNE_IN_STEP ?? ''}: ${mode} tuning, ${r.tuning.length} shapes ${mode === 'in-step' ? `chosen, the last ${(Math.max(0, ...r.tuning.map((t) => t.tuningMs ?? 0)) / 1000).toFixed(2)} s after its first call` : `in ${(tuned / 1000).toFixed(2)} s`}, warm-up ${warmup} steps]`);
+  if (gemmTuning.inStep) {
+    console.log(`in-step: ${exploringAtTimed.length} shapes still exploring when the timed steps began${exploringAtTimed.length ? ` (${exploringAtTimed.join('; ')})` : ''}; ${inStepExploring().length} at the end`);
+    for (const t of r.tuning) console.log(`  ${t.what}: ${t.timing}, ${t.calls ?? '-'} calls explored, #${t.chosen} (${t.samples ?? '-'} samples) ${t.bestMs.toFixed(3)} ms against #0 ${t.firstMs.toFixed(3)} ms, decided after ${((t.tuningMs ?? 0) / 1000).toFixed(2)} s`);
+  }
   console.log(formatTrainBench(r));
 }
 

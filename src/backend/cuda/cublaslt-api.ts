@@ -5,8 +5,9 @@
  * algorithm per shape and launches matmuls.
  */
 import { loadLibrary } from './libraries.js';
-import { cu, CudaEvent, type CudaContext } from './driver.js';
+import { cu, CudaError, CudaEvent, driver, errorMeaning, type CudaContext } from './driver.js';
 import { GemmChoices, gemmChoicesFile } from './gemm-choices.js';
+import { CandidateRotation } from './gemm-rotation.js';
 
 const STATUS: Record<number, string> = {
   0: 'CUBLAS_STATUS_SUCCESS', 1: 'CUBLAS_STATUS_NOT_INITIALIZED', 3: 'CUBLAS_STATUS_ALLOC_FAILED',
@@ -36,6 +37,7 @@ export function lt(): Record<string, Fn> {
     'int cublasLtMatmulDescSetAttribute(uint64_t desc, int attr, void *buf, size_t size)',
     'int cublasLtMatrixLayoutCreate(void *layout, int type, uint64_t rows, uint64_t cols, int64_t ld)',
     'int cublasLtMatrixLayoutSetAttribute(uint64_t layout, int attr, void *buf, size_t size)',
+    'int cublasLtMatrixLayoutGetAttribute(uint64_t layout, int attr, void *buf, size_t size, _Out_ size_t *written)',
     'int cublasLtMatmulPreferenceCreate(void *pref)',
     'int cublasLtMatmulPreferenceSetAttribute(uint64_t pref, int attr, void *buf, size_t size)',
     'int cublasLtMatmulAlgoGetHeuristic(uint64_t handle, uint64_t op, uint64_t a, uint64_t b, uint64_t c, uint64_t d, uint64_t pref, int count, void *results, _Out_ int *returned)',
@@ -101,7 +103,14 @@ export function setAttribute(desc: number, attr: number, buf: Buffer, what: stri
 }
 
 // cublasLtMatrixLayoutAttribute_t
-const LAYOUT_BATCH_COUNT = 5, LAYOUT_STRIDED_BATCH_OFFSET = 6;
+const LAYOUT_TYPE = 0, LAYOUT_BATCH_COUNT = 5, LAYOUT_STRIDED_BATCH_OFFSET = 6;
+
+/** A layout's element type (cudaDataType: CUDA_R_16BF, CUDA_R_32F …). */
+function layoutType(layout: number): number {
+  const buf = Buffer.alloc(4), written = [0];
+  check('cublasLtMatrixLayoutGetAttribute(TYPE)', lt().cublasLtMatrixLayoutGetAttribute(layout, LAYOUT_TYPE, buf, 4, written));
+  return buf.readInt32LE(0);
+}
 
 /**
  * A matrix layout that stands for `count` matrices `stride` elements apart (strided batch; stride 0: the
@@ -129,6 +138,17 @@ export function setLayoutBatch(layout: number, count: number, stride: number): v
  * Off by default: on the H200 (2026-11-28) it changed 6 of the step's 16 choices, chose the same in both
  * processes (burst: 2 of 16 differed), and moved the step by −1 to −2 ms, within the steps' spread, for
  * 7.2 s of tuning instead of 0.6 (bench/RESULTS-cuda-train.md).
+ *
+ * `inStep` (MPT_GEMM_TUNE_IN_STEP=1) times no trials at all: the shape's real calls run its candidates
+ * in rotation (call n takes the n-th, gemm-rotation.ts) with events around each, and once every
+ * candidate has `inStepSamples` completed calls (after one uncounted call each) the medians decide
+ * (pickFastest) and the choice is fixed and stored. A call runs exactly once whichever algorithm
+ * computes it, so an accumulating GEMM adds once with no scratch; only the low bits of the results
+ * differ between candidates. The host learns that the events are complete by a non-blocking query at
+ * the shape's next call (the step never waits for the device). A shape called rarely (the logits' 1–4
+ * calls a step) stops exploring after `inStepMaxMs` and chooses among the candidates timed by then.
+ * Only GEMMs of bf16 operands explore in the step; float32 ones (reference and checking runs, ~10×
+ * slower a call) keep the burst, and a graph capture takes the heuristic's first without exploring.
  */
 export const gemmTuning = {
   enabled: process.env.MPT_GEMM_TUNE !== '0',
@@ -147,6 +167,11 @@ export const gemmTuning = {
   /** Sustained timing: ms of the heuristic's first back to back before the trials (`firstHeatMs` when the card has been idle). */
   heatMs: 30,
   firstHeatMs: 300,
+  /** Time the candidates in place in the real calls (see above) instead of by trial launches. */
+  inStep: process.env.MPT_GEMM_TUNE_IN_STEP === '1',
+  /** In-step: counted calls a candidate needs before the choice, and the longest a shape explores (ms from its first call). */
+  inStepSamples: 5,
+  inStepMaxMs: 3000,
   /** Bench tools: called with every shape about to be tuned, before the tuning's own timing (gemm-power.ts). */
   observe: null as ((trial: TuningTrial) => void) | null,
 };
@@ -177,8 +202,39 @@ export function pickFastest(ms: number[], margin: number): number {
 /** What one shape's tuning found (for the benchmark's report). */
 export interface TuningRecord {
   what: string; candidates: number; chosen: number; firstMs: number; bestMs: number;
-  /** How the candidates were timed, and the wall time the tuning took. */
-  timing?: 'burst' | 'sustained'; tuningMs?: number;
+  /** How the candidates were timed, and the wall time the tuning took (in-step: from the shape's first call to its choice). */
+  timing?: 'burst' | 'sustained' | 'in-step'; tuningMs?: number;
+  /** In-step: the real calls that explored, and the chosen candidate's counted samples. */
+  calls?: number; samples?: number;
+}
+
+/**
+ * One shape exploring in the step: its candidates, their rotation, and the event pairs recorded around
+ * calls (in stream order) whose times have not been read yet. The front ends hold `placeholder` as the
+ * shape's algorithm; LtHandle.matmul recognizes it, and the choice is finally written into its bytes,
+ * so the front ends' kept algorithm becomes the chosen one without their knowing.
+ */
+interface Exploration {
+  key: string; what: string; ctx: CudaContext; algos: Buffer[]; rotation: CandidateRotation; started: number;
+  pending: Array<{ candidate: number; start: CudaEvent; end: CudaEvent }>;
+  free: CudaEvent[];
+}
+const explorations = new Map<Buffer, Exploration>();
+
+/** Shapes still exploring in the step (gemmTuning.inStep), for bench tools and tests. */
+export function inStepExploring(): string[] {
+  return [...explorations.values()].map((x) => x.what);
+}
+
+let eventQuery: ((event: number) => number) | null = null;
+const CUDA_ERROR_NOT_READY = 600;
+/** Whether the work before `event` has completed, without waiting (cuEventQuery). */
+function eventDone(event: CudaEvent): boolean {
+  eventQuery ??= driver().lib.func('int cuEventQuery(uint64_t event)') as unknown as (event: number) => number;
+  const code = eventQuery(event.handle);
+  if (code === 0) return true;
+  if (code === CUDA_ERROR_NOT_READY) return false;
+  throw new CudaError('cuEventQuery', code, errorMeaning(code));
 }
 
 /** Algorithms chosen so far in this process, by shape key (front end, types, transposes, sizes, epilogue). */
@@ -272,7 +328,13 @@ export class LtHandle {
       const stored = gemmTuning.stored ? storedChoices.get(key) : undefined;
       const offered = stored && algos.find((candidate) => candidate.equals(stored));
       if (offered) algo = offered;
-      else { // timed even when the heuristic offers one: the trials run the path the real call takes
+      else if (gemmTuning.inStep && algos.length > 1 && layoutType(a) === CUDA_R_16BF) {
+        // Explored by the real calls (LtHandle.matmul); the heuristic's first until the choice.
+        algo = Buffer.from(algos[0]);
+        explorations.set(algo, {
+          key, what, ctx: this.ctx, algos, rotation: new CandidateRotation(algos.length), started: performance.now(), pending: [], free: [],
+        });
+      } else { // timed even when the heuristic offers one: the trials run the path the real call takes
         const started = performance.now(), timing = gemmTuning.sustained ? 'sustained' : 'burst';
         const times = this.withScratch(scratchBytes, (d) => {
           const trial: TuningTrial = {
@@ -383,7 +445,53 @@ export class LtHandle {
    */
   matmul(what: string, desc: number, algo: Buffer, alpha: Float32Array, A: number, aLayout: number, B: number, bLayout: number,
     beta: Float32Array, C: number, cLayout: number, D = C): void {
-    check(`cublasLtMatmul(${what})`, lt().cublasLtMatmul(this.handle, desc, alpha, A, aLayout, B, bLayout, beta, C, cLayout, D, cLayout,
-      algo, this.workspace, this.workspaceBytes, this.ctx.stream));
+    const run = (chosen: Buffer) => check(`cublasLtMatmul(${what})`, lt().cublasLtMatmul(this.handle, desc, alpha, A, aLayout, B, bLayout,
+      beta, C, cLayout, D, cLayout, chosen, this.workspace, this.workspaceBytes, this.ctx.stream));
+    const x = explorations.get(algo);
+    // Never inside a capture (the graph would replay one candidate forever) nor on another context's stream.
+    if (!x || this.ctx.capturing || x.ctx !== this.ctx) return run(algo);
+    this.explore(x, algo, run);
+  }
+
+  /** One real call of an exploring shape with the rotation's next candidate, timed by events; then a look at the finished ones. */
+  private explore(x: Exploration, placeholder: Buffer, run: (algo: Buffer) => void): void {
+    for (;;) {
+      const candidate = x.rotation.next();
+      const start = x.free.pop() ?? new CudaEvent(this.ctx), end = x.free.pop() ?? new CudaEvent(this.ctx);
+      start.record();
+      try {
+        run(x.algos[candidate]);
+      } catch (e) {
+        x.free.push(start, end);
+        // A candidate this call refuses leaves the rotation; the call runs with the next one (it ran no launch).
+        if (e instanceof CublasError && x.rotation.drop(candidate)) continue;
+        throw e;
+      }
+      end.record();
+      x.pending.push({ candidate, start, end });
+      break;
+    }
+    this.collect(x, placeholder);
+  }
+
+  /** Read the times of the calls that have completed (stream order: stop at the first that has not); choose when enough are in. */
+  private collect(x: Exploration, placeholder: Buffer): void {
+    while (x.pending.length > 0 && eventDone(x.pending[0].end)) {
+      const p = x.pending.shift()!;
+      x.rotation.add(p.candidate, p.end.since(p.start));
+      x.free.push(p.start, p.end);
+    }
+    const now = performance.now();
+    const late = now - x.started > gemmTuning.inStepMaxMs && x.rotation.anyCounted;
+    if (!x.rotation.complete(gemmTuning.inStepSamples) && !late) return;
+    const times = x.rotation.times(), best = pickFastest(times, gemmTuning.margin);
+    x.algos[best].copy(placeholder); // the front ends' kept algorithm is now the choice
+    explorations.delete(placeholder);
+    for (const e of [...x.free, ...x.pending.flatMap((p) => [p.start, p.end])]) e.destroy(); // a pending one is released once it completes
+    storedChoices?.set(x.key, x.algos[best]);
+    tuningLog.push({
+      what: x.what, candidates: x.algos.length, chosen: best, firstMs: times[0], bestMs: times[best], timing: 'in-step',
+      tuningMs: now - x.started, calls: x.rotation.callsMade, samples: x.rotation.samplesOf(best),
+    });
   }
 }
