@@ -149,6 +149,9 @@ export function setLayoutBatch(layout: number, count: number, stride: number): v
  * calls a step) stops exploring after `inStepMaxMs` and chooses among the candidates timed by then.
  * Only GEMMs of bf16 operands explore in the step; float32 ones (reference and checking runs, ~10×
  * slower a call) keep the burst, and a graph capture takes the heuristic's first without exploring.
+ * Off by default: on the H200 (2026-11-28) it chose the same in both processes, found the QKV shape's
+ * faster algorithm (−1.2 ms a step) with no trial launches, and moved the step by −1.6 ms on average over
+ * two A/B pairs, within the steps' spread (bench/RESULTS-cuda-train.md).
  */
 export const gemmTuning = {
   enabled: process.env.MPT_GEMM_TUNE !== '0',
