@@ -42,6 +42,17 @@ const REDUCE_BLOCKS = 264;
 /** A launch of a LayerNorm-backward row kernel: team threads, teams a block, blocks an SM, dynamic shared memory, its own defines. */
 type LnShape = { team: number; teams: number; minBlocks: number; sharedBytes: number; defs: Record<string, number | boolean> };
 
+/** `shape` with the fields $MPT_CUDA_LN_RING names (name=integer, comma-separated) replaced. */
+function lnRingShape<S extends Record<string, number>>(shape: S): S {
+  const v = process.env.MPT_CUDA_LN_RING ?? '';
+  for (const item of v.split(',').map((x) => x.trim()).filter((x) => x !== '')) {
+    const [key, value] = item.split('=');
+    if (!(key in shape) || !/^[1-9][0-9]*$/.test(value ?? '')) throw new UserError(`MPT_CUDA_LN_RING: '${item}' is not name=integer with a name among ${Object.keys(shape).join(', ')}`);
+    (shape as Record<string, number>)[key] = Number(value);
+  }
+  return shape;
+}
+
 /** $MPT_CUDA_LN_BWD: 'teams' for the LayerNorm backward with rows in registers (comparisons), else 'ring'. */
 function lnKernelDefault(): 'ring' | 'teams' {
   const v = process.env.MPT_CUDA_LN_BWD ?? '';
@@ -261,9 +272,10 @@ export class CudaTrainingOps implements WaitFreeTrainingOps, ColumnBlockOutputs,
 
   /**
    * layernorm_backward_ring's shape: the same three numbers, the stages of each team's ring (rows in flight
-   * a team: stages − 1; fewer where shared memory runs short) and the warps of layernorm_dw_sum's blocks.
+   * a team: stages − 1; fewer where shared memory runs short) and the warps of layernorm_dw_sum's blocks;
+   * $MPT_CUDA_LN_RING overrides some (comparisons), e.g. teamMax=64,threadsPerSM=2048.
    */
-  lnRing = { teamMax: 256, blockThreads: 1024, threadsPerSM: 1024, stages: 3, sumWarps: 32 };
+  lnRing = lnRingShape({ teamMax: 256, blockThreads: 1024, threadsPerSM: 1024, stages: 3, sumWarps: 32 });
 
   /** The LayerNorm backward's row kernel: 'ring' (rows through shared memory) or 'teams' (in registers); $MPT_CUDA_LN_BWD. */
   lnKernel: 'ring' | 'teams' = lnKernelDefault();
@@ -324,10 +336,11 @@ export class CudaTrainingOps implements WaitFreeTrainingOps, ColumnBlockOutputs,
 
   /**
    * layernorm_backward_ring's launch: teams as teamsShape's, each with a ring of `stages` stages of its
-   * threads' chunks of x, dy (and the residual), as many as shared memory holds for the blocks an SM
-   * (fewer stages first, then fewer blocks an SM, then fewer teams a block; one stage at least).
+   * threads' chunks of x, dy (and the residual), as shared memory holds for the blocks an SM: fewer
+   * stages down to 2 first (a row in flight a team), then fewer blocks an SM, then fewer teams a block,
+   * and one stage (no row in flight: the copy waited for at once) only where two do not fit.
    */
-  private ringShape(n: number, perThread: number, residual: boolean, sums: number): LnShape {
+  ringShape(n: number, perThread: number, residual: boolean, sums: number): LnShape {
     const c = this.lnRing, team = Math.min(c.teamMax, Math.ceil(n / 8 / perThread / 32) * 32);
     let teams = Math.max(1, Math.min(8, Math.floor(c.blockThreads / perThread / team)));
     let minBlocks = Math.max(1, Math.floor(c.threadsPerSM / perThread / (team * teams)));
@@ -339,15 +352,19 @@ export class CudaTrainingOps implements WaitFreeTrainingOps, ColumnBlockOutputs,
       const bytes = teams * stages * stageBytes + (teams > 1 ? sums * n * 4 : 0);
       return minBlocks * (bytes + fixed) <= perSM ? bytes : 0;
     };
+    const shape = (stages: number, bytes: number): LnShape => ({ team, teams, minBlocks, sharedBytes: bytes, defs: { LN_STAGES: stages, LN_RES: residual } });
     for (;;) {
-      for (let stages = c.stages; stages >= 1; stages--) {
+      for (let stages = c.stages; stages >= Math.min(2, c.stages); stages--) {
         const bytes = fits(stages);
-        if (bytes > 0) return { team, teams, minBlocks, sharedBytes: bytes, defs: { LN_STAGES: stages, LN_RES: residual } };
+        if (bytes > 0) return shape(stages, bytes);
       }
       if (minBlocks > 1) minBlocks--;
       else if (teams > 1) teams--;
-      else throw new Error(`layerNormBackwardInto: one stage of width ${n} (${stageBytes} bytes) does not fit in shared memory`);
+      else break;
     }
+    const bytes = fits(1);
+    if (bytes > 0) return shape(1, bytes);
+    throw new Error(`layerNormBackwardInto: one stage of width ${n} (${stageBytes} bytes) does not fit in shared memory`);
   }
 
   /**

@@ -249,6 +249,18 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
 #ifndef LN_STAGES
 #define LN_STAGES 3
 #endif
+// Lanes of the cross-warp merge: the warps of a team rounded up to a power of 2.
+#if LN_TEAM_WARPS <= 2
+#define LN_MERGE_LANES 2
+#elif LN_TEAM_WARPS <= 4
+#define LN_MERGE_LANES 4
+#elif LN_TEAM_WARPS <= 8
+#define LN_MERGE_LANES 8
+#elif LN_TEAM_WARPS <= 16
+#define LN_MERGE_LANES 16
+#else
+#define LN_MERGE_LANES 32
+#endif
 #ifdef LN_RES
 #define LN_ARRAYS 3
 #else
@@ -320,6 +332,14 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
 #endif
     }
   }
+#if LN_TEAM > 32
+  // The warp whose sums this lane takes in the merge, and that warp's count of values (the same every row).
+  const int mergeWarp = lane & (LN_MERGE_LANES - 1);
+  int mergeChunks = 0;
+#pragma unroll
+  for (int j = 0; j < LN_CH; j++) mergeChunks += min(max(chunks - LN_TEAM * j - 32 * mergeWarp, 0), 32);
+  const float mergeCount = 8.f * mergeChunks;
+#endif
   const long long stride = (long long)gridDim.x * LN_TEAMS;
   long long r = (long long)blockIdx.x * LN_TEAMS + team;
   // The first LN_STAGES − 1 rows into stages 0, 1, …; one commit group a row, empty past the last row,
@@ -366,21 +386,26 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
 #if LN_TEAM > 32
     if (lane == 0) { red[team][parity][warp] = s; redk[team][parity][warp] = kw; }
     ln_team_sync(team);
-    // The warps' sums moved to warp 0's shift K0 and added in warp order (every thread the same).
+    // Lane i (mod LN_MERGE_LANES) takes warp i's sums, moved to warp 0's shift K0, and a butterfly over
+    // LN_MERGE_LANES lanes adds them: the same tree in every group of lanes, so every thread the same bits.
     const float k0 = redk[team][parity][0];
-    s = make_float4(0.f, 0.f, 0.f, 0.f);
+    {
+      float4 p = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (mergeWarp < LN_TEAM_WARPS) {
+        p = red[team][parity][mergeWarp];
+        const float d = redk[team][parity][mergeWarp] - k0;
+        p.y += d * (2.f * p.x + mergeCount * d);
+        p.w += d * p.z;
+        p.x += mergeCount * d;
+      }
 #pragma unroll
-    for (int i = 0; i < LN_TEAM_WARPS; i++) {
-      const float4 p = red[team][parity][i];
-      const float d = redk[team][parity][i] - k0;
-      int c = 0;
-#pragma unroll
-      for (int j = 0; j < LN_CH; j++) c += min(max(chunks - LN_TEAM * j - 32 * i, 0), 32);
-      const float cnt = 8.f * c;
-      s.x += p.x + cnt * d;
-      s.y += p.y + d * (2.f * p.x + cnt * d);
-      s.z += p.z;
-      s.w += p.w + d * p.z;
+      for (int o = LN_MERGE_LANES / 2; o > 0; o >>= 1) {
+        p.x += __shfl_xor_sync(0xffffffffu, p.x, o);
+        p.y += __shfl_xor_sync(0xffffffffu, p.y, o);
+        p.z += __shfl_xor_sync(0xffffffffu, p.z, o);
+        p.w += __shfl_xor_sync(0xffffffffu, p.w, o);
+      }
+      s = p;
     }
 #else
     const float k0 = kw;
@@ -388,7 +413,8 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
     const float mu = s.x * inv_n;  // mean − K0
     const float rstd = rsqrtf(fmaxf(s.y * inv_n - mu * mu, 0.f) + eps);
     const float meanG = s.z * inv_n, meanGX = rstd * (s.w * inv_n - mu * meanG);
-    const float off = (kw - k0) - mu;  // x − mean = (x − K_w) + off
+    // x̂ = (x − K_w)·rstd + offr, and dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) (+ the residual) as two FMAs.
+    const float offr = ((kw - k0) - mu) * rstd, nmgx = -meanGX;
 #pragma unroll
     for (int j = 0; j < LN_CH; j++) {
       const int c = t + LN_TEAM * j;
@@ -403,10 +429,11 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
 #endif
 #pragma unroll
         for (int e = 0; e < 8; e++) {
-          const float h = (v[e] - kw + off) * rstd;
-          o[e] = rstd * (d[e] * wv[e] - meanG - h * meanGX);
+          const float h = fmaf(v[e] - kw, rstd, offr), q = fmaf(h, nmgx, d[e] * wv[e] - meanG);
 #ifdef LN_RES
-          o[e] += res[e];
+          o[e] = fmaf(rstd, q, res[e]);
+#else
+          o[e] = rstd * q;
 #endif
           dw[j][e] += d[e] * h;
 #ifdef LN_BIAS
