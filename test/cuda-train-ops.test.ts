@@ -300,7 +300,8 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
             const dx = down(cpu, cpu.layerNormBackwardInto({ dy: dyc, x: xc, weight: wc, eps: 1e-5, dWeight: dWc, dBias: withBias ? dBc : null, residual: residual && resc }));
             return { residual, dx, dW: down(cpu, dWc), dB: down(cpu, dBc) };
           });
-          for (const { kernel, ring } of LN_ROW_KERNELS) {
+          // Every row kernel at the two widths of several rows a team; the default ring and the teams kernel at the others (each shape compiles its own kernels).
+          for (const { kernel, ring } of r > 600 ? LN_ROW_KERNELS : [{ kernel: 'ring' as const, ring: {} }, LN_ROW_KERNELS[LN_ROW_KERNELS.length - 1]]) {
             ops.lnKernel = kernel;
             Object.assign(ops.lnRing, savedRing, ring);
             const dWg = be.upload(prior, [n], 'float32'), dBg = be.upload(priorB, [n], 'float32');
