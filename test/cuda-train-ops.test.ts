@@ -19,13 +19,9 @@ const f32pair = (be: CudaBackend, x: Float32Array, shape: number[]): [Tensor, Te
 // bf16 outputs carry 8 bits of mantissa; gradients made from bf16 products carry their rounding too.
 const tol = (dtype: string, fp32: number, bf16 = 1e-2) => (dtype === 'bfloat16' ? bf16 : fp32);
 
-// The LayerNorm backward's row kernels the twin test runs: the ring with teams of 256, 128, 64 and 32
-// threads at most (1, 2, 4 and 8 chunks a thread at width 2048; 32: a warp a row, no barrier), and the
-// teams kernel.
-const LN_ROW_KERNELS: Array<{ kernel: 'ring' | 'teams'; ring: Record<string, number> }> = [
-  ...[[256, 1024], [128, 2048], [64, 2048], [32, 2048]].map(([teamMax, threadsPerSM]) => ({ kernel: 'ring' as const, ring: { teamMax, blockThreads: 1024, threadsPerSM } })),
-  { kernel: 'teams', ring: {} },
-];
+// The LayerNorm backward's row kernels the twin test runs: the ring at its default shape (lnRing) and the
+// teams kernel. (The ring's other shapes, teams of 64 or 32 threads, have not run on a GPU: not listed.)
+const LN_ROW_KERNELS: Array<{ kernel: 'ring' | 'teams'; ring: Record<string, number> }> = [{ kernel: 'ring', ring: {} }, { kernel: 'teams', ring: {} }];
 
 for (const dtype of ['bfloat16', 'float32'] as const) {
   // Head sizes 32 and 128 take the tensor-core kernels in bf16; 24 always the scalar ones. Sizes that are
@@ -300,8 +296,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
             const dx = down(cpu, cpu.layerNormBackwardInto({ dy: dyc, x: xc, weight: wc, eps: 1e-5, dWeight: dWc, dBias: withBias ? dBc : null, residual: residual && resc }));
             return { residual, dx, dW: down(cpu, dWc), dB: down(cpu, dBc) };
           });
-          // Every row kernel at the two widths of several rows a team; the default ring and the teams kernel at the others (each shape compiles its own kernels).
-          for (const { kernel, ring } of r > 600 ? LN_ROW_KERNELS : [{ kernel: 'ring' as const, ring: {} }, LN_ROW_KERNELS[LN_ROW_KERNELS.length - 1]]) {
+          for (const { kernel, ring } of LN_ROW_KERNELS) {
             ops.lnKernel = kernel;
             Object.assign(ops.lnRing, savedRing, ring);
             const dWg = be.upload(prior, [n], 'float32'), dBg = be.upload(priorB, [n], 'float32');

@@ -4,7 +4,9 @@
 // host's time to issue a call is hidden, as in the step), after a warm-up; every variant twice, in
 // alternation (A, B, …, A, B, …), the bandwidth that makes, the 97 calls of a step (48 with the residual,
 // 49 without), each variant's results against the first one's (today's kernel) and whether a repeat
-// gives the same bits. Then the forward layernorm8. Run on a GPU: node dist/bench/tools/layernorm-ab.js [rows] [width]
+// gives the same bits; the ring kernel in four shapes (teams of at most 256 threads, its default, 128, 64
+// and 32: more values a thread, fewer instructions a row for the reductions) and the line `best ring:`
+// for $MPT_CUDA_LN_RING. Then the forward layernorm8. Run on a GPU: node dist/bench/tools/layernorm-ab.js [rows] [width]
 import { CudaBackend } from '../../src/backend/cuda/index.js';
 import { CudaEvent } from '../../src/backend/cuda/driver.js';
 import { median, medianMs, randomOnDevice, relErr } from './device-tools.js';
@@ -39,7 +41,7 @@ be.synchronize();
 // ---- backward ----
 type Variant = { name: string; set: () => void };
 const savedTeams = { ...ops.lnTeams }, savedRing = { ...ops.lnRing }, savedKernel = ops.lnKernel;
-const teams: Variant = { name: 'teams (registers, 512 a block; before)', set: () => { ops.lnKernel = 'teams'; Object.assign(ops.lnTeams, savedTeams); } };
+const teams: Variant = { name: 'teams (registers, 512 a block; the default)', set: () => { ops.lnKernel = 'teams'; Object.assign(ops.lnTeams, savedTeams); } };
 type RingShape = typeof ops.lnRing;
 /** The ring with these fields of lnRing, named by the launch they give at this width (with the residual / without). */
 const ring = (shape: Partial<RingShape>): Variant & { shape: RingShape } => {

@@ -53,11 +53,11 @@ function lnRingShape<S extends Record<string, number>>(shape: S): S {
   return shape;
 }
 
-/** $MPT_CUDA_LN_BWD: 'teams' for the LayerNorm backward with rows in registers (comparisons), else 'ring'. */
+/** $MPT_CUDA_LN_BWD: 'ring' for the LayerNorm backward with rows through shared memory, else 'teams'. */
 function lnKernelDefault(): 'ring' | 'teams' {
   const v = process.env.MPT_CUDA_LN_BWD ?? '';
-  if (v !== '' && v !== 'ring' && v !== 'teams') throw new UserError(`MPT_CUDA_LN_BWD: '${v}' is not a LayerNorm backward kernel (ring, teams)`);
-  return v === 'teams' ? 'teams' : 'ring';
+  if (v !== '' && v !== 'ring' && v !== 'teams') throw new UserError(`MPT_CUDA_LN_BWD: '${v}' is not a LayerNorm backward kernel (teams, ring)`);
+  return v === 'ring' ? 'ring' : 'teams';
 }
 
 /** Pinned staging buffers uploadAsync cycles through (each reused once the copy out of it has completed). */
@@ -277,7 +277,12 @@ export class CudaTrainingOps implements WaitFreeTrainingOps, ColumnBlockOutputs,
    */
   lnRing = lnRingShape({ teamMax: 256, blockThreads: 1024, threadsPerSM: 1024, stages: 3, sumWarps: 32 });
 
-  /** The LayerNorm backward's row kernel: 'ring' (rows through shared memory) or 'teams' (in registers); $MPT_CUDA_LN_BWD. */
+  /**
+   * The LayerNorm backward's row kernel: 'teams' (rows in registers) or 'ring' (rows through shared memory);
+   * $MPT_CUDA_LN_BWD. Teams by default: at the training shape on the H200 both are bound by their
+   * instructions, not by memory, and the ring (with its faster dw sum) took as long in the step
+   * (bench/RESULTS-cuda-train.md, "LayerNorm backward through a shared-memory ring").
+   */
   lnKernel: 'ring' | 'teams' = lnKernelDefault();
 
   /**

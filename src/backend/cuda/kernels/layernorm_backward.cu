@@ -246,20 +246,12 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
 // value (lane 0's, by a shuffle: no thread reads another's slots), and the team's sums are moved to warp
 // 0's shift when the warps' sums are added (Σ(x − K0) = Σu + c·d, Σ(x − K0)² = Σu² + 2dΣu + c·d²,
 // Σg(x − K0) = Σgu + dΣg, with d = K_w − K0 and c the warp's count of values).
+// Measured (H200, bf16 [16384, 2048], bench/RESULTS-cuda-train.md): alone 5% faster than the teams kernel,
+// in the training step no faster: both are bound by their instructions there, not by memory (without the
+// residual, a quarter fewer bytes, the ring takes as long as with it; in the step, at the power cap's
+// clocks, both take ~15% longer than alone). Not the default (training.ts lnKernel).
 #ifndef LN_STAGES
 #define LN_STAGES 3
-#endif
-// Lanes of the cross-warp merge: the warps of a team rounded up to a power of 2.
-#if LN_TEAM_WARPS <= 2
-#define LN_MERGE_LANES 2
-#elif LN_TEAM_WARPS <= 4
-#define LN_MERGE_LANES 4
-#elif LN_TEAM_WARPS <= 8
-#define LN_MERGE_LANES 8
-#elif LN_TEAM_WARPS <= 16
-#define LN_MERGE_LANES 16
-#else
-#define LN_MERGE_LANES 32
 #endif
 #ifdef LN_RES
 #define LN_ARRAYS 3
@@ -332,14 +324,6 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
 #endif
     }
   }
-#if LN_TEAM > 32
-  // The warp whose sums this lane takes in the merge, and that warp's count of values (the same every row).
-  const int mergeWarp = lane & (LN_MERGE_LANES - 1);
-  int mergeChunks = 0;
-#pragma unroll
-  for (int j = 0; j < LN_CH; j++) mergeChunks += min(max(chunks - LN_TEAM * j - 32 * mergeWarp, 0), 32);
-  const float mergeCount = 8.f * mergeChunks;
-#endif
   const long long stride = (long long)gridDim.x * LN_TEAMS;
   long long r = (long long)blockIdx.x * LN_TEAMS + team;
   // The first LN_STAGES − 1 rows into stages 0, 1, …; one commit group a row, empty past the last row,
@@ -386,26 +370,21 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
 #if LN_TEAM > 32
     if (lane == 0) { red[team][parity][warp] = s; redk[team][parity][warp] = kw; }
     ln_team_sync(team);
-    // Lane i (mod LN_MERGE_LANES) takes warp i's sums, moved to warp 0's shift K0, and a butterfly over
-    // LN_MERGE_LANES lanes adds them: the same tree in every group of lanes, so every thread the same bits.
+    // The warps' sums moved to warp 0's shift K0 and added in warp order (every thread the same).
     const float k0 = redk[team][parity][0];
-    {
-      float4 p = make_float4(0.f, 0.f, 0.f, 0.f);
-      if (mergeWarp < LN_TEAM_WARPS) {
-        p = red[team][parity][mergeWarp];
-        const float d = redk[team][parity][mergeWarp] - k0;
-        p.y += d * (2.f * p.x + mergeCount * d);
-        p.w += d * p.z;
-        p.x += mergeCount * d;
-      }
+    s = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
-      for (int o = LN_MERGE_LANES / 2; o > 0; o >>= 1) {
-        p.x += __shfl_xor_sync(0xffffffffu, p.x, o);
-        p.y += __shfl_xor_sync(0xffffffffu, p.y, o);
-        p.z += __shfl_xor_sync(0xffffffffu, p.z, o);
-        p.w += __shfl_xor_sync(0xffffffffu, p.w, o);
-      }
-      s = p;
+    for (int i = 0; i < LN_TEAM_WARPS; i++) {
+      const float4 p = red[team][parity][i];
+      const float d = redk[team][parity][i] - k0;
+      int c = 0;
+#pragma unroll
+      for (int j = 0; j < LN_CH; j++) c += min(max(chunks - LN_TEAM * j - 32 * i, 0), 32);
+      const float cnt = 8.f * c;
+      s.x += p.x + cnt * d;
+      s.y += p.y + d * (2.f * p.x + cnt * d);
+      s.z += p.z;
+      s.w += p.w + d * p.z;
     }
 #else
     const float k0 = kw;
@@ -413,8 +392,7 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
     const float mu = s.x * inv_n;  // mean − K0
     const float rstd = rsqrtf(fmaxf(s.y * inv_n - mu * mu, 0.f) + eps);
     const float meanG = s.z * inv_n, meanGX = rstd * (s.w * inv_n - mu * meanG);
-    // x̂ = (x − K_w)·rstd + offr, and dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) (+ the residual) as two FMAs.
-    const float offr = ((kw - k0) - mu) * rstd, nmgx = -meanGX;
+    const float off = (kw - k0) - mu;  // x − mean = (x − K_w) + off
 #pragma unroll
     for (int j = 0; j < LN_CH; j++) {
       const int c = t + LN_TEAM * j;
@@ -429,11 +407,10 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
 #endif
 #pragma unroll
         for (int e = 0; e < 8; e++) {
-          const float h = fmaf(v[e] - kw, rstd, offr), q = fmaf(h, nmgx, d[e] * wv[e] - meanG);
+          const float h = (v[e] - kw + off) * rstd;
+          o[e] = rstd * (d[e] * wv[e] - meanG - h * meanGX);
 #ifdef LN_RES
-          o[e] = fmaf(rstd, q, res[e]);
-#else
-          o[e] = rstd * q;
+          o[e] += res[e];
 #endif
           dw[j][e] += d[e] * h;
 #ifdef LN_BIAS
@@ -470,18 +447,22 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
 }
 
 // dw[i] += Σ_b partial[b, i] over `blocks` block sums (and db[i] from the next `blocks` rows). A thread
-// block takes 32 columns; its LN_SUM_WARPS warps sum every LN_SUM_WARPS-th block sum (warp s: s, s + W, …,
-// four loads issued at a time), then warp 0 adds the W in order: fixed order, so deterministic. The
-// partials were just written (L2): the time is load latency, hence many warps with few loads each.
+// block takes 32 columns; its LN_SUM_WARPS warps sum every LN_SUM_WARPS-th block sum (warp s: s, s + W, …;
+// beyond 8 warps four loads issued at a time), then warp 0 adds the W in order: fixed order, so
+// deterministic. The partials were just written (L2): the time is load latency, hence many warps with few
+// loads each: 32 for the ring kernel's 132 partials (0.53 ms for a step's 97 calls on the H200; the teams
+// kernel's 256 over 8 warps 0.63 to 0.76 ms, bench/RESULTS-cuda-train.md). 8 warps: the loop as it was.
 #ifndef LN_SUM_WARPS
 #define LN_SUM_WARPS 8
 #endif
-extern "C" __global__ void __launch_bounds__(32 * LN_SUM_WARPS) layernorm_dw_sum(const float* __restrict__ partial, int blocks, int n, float* __restrict__ dw, float* __restrict__ db) {
+extern "C" __global__ void layernorm_dw_sum(const float* __restrict__ partial, int blocks, int n, float* __restrict__ dw, float* __restrict__ db) {
   __shared__ float part[2][LN_SUM_WARPS][32];
   const int lane = threadIdx.x & 31, s = threadIdx.x >> 5, i = blockIdx.x * 32 + lane;
   float a = 0.f, c = 0.f;
   if (i < n) {
+#if LN_SUM_WARPS > 8
 #pragma unroll 4
+#endif
     for (int b = s; b < blocks; b += LN_SUM_WARPS) {
       a += partial[(long long)b * n + i];
       if (db) c += partial[(long long)(blocks + b) * n + i];
