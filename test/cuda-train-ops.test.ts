@@ -19,6 +19,10 @@ const f32pair = (be: CudaBackend, x: Float32Array, shape: number[]): [Tensor, Te
 // bf16 outputs carry 8 bits of mantissa; gradients made from bf16 products carry their rounding too.
 const tol = (dtype: string, fp32: number, bf16 = 1e-2) => (dtype === 'bfloat16' ? bf16 : fp32);
 
+// The LayerNorm backward's row kernels the twin test runs: the ring at its default shape (lnRing) and the
+// teams kernel. (The ring's other shapes, teams of 64 or 32 threads, have not run on a GPU: not listed.)
+const LN_ROW_KERNELS: Array<{ kernel: 'ring' | 'teams'; ring: Record<string, number> }> = [{ kernel: 'ring', ring: {} }, { kernel: 'teams', ring: {} }];
+
 for (const dtype of ['bfloat16', 'float32'] as const) {
   // Head sizes 32 and 128 take the tensor-core kernels in bf16; 24 always the scalar ones. Sizes that are
   // not multiples of the tiles (64 and 128 rows), a whole 2048-token sequence, batch > 1, and learned-
@@ -269,34 +273,78 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     if (gemmTuning.enabled) assert.ok(tuningLog.length >= before + 3, `${tuningLog.length - before} GEMM shapes tuned, expected 3 (dx, dW, linear + residual)`);
   });
 
-  test(`cuda ${dtype}: accumulating LayerNorm backward with the residual gradient, row-team and fallback kernels`, { skip }, () => {
-    const be = cudaFor(dtype), g = trainingBackend(be);
-    // Widths (the default shape, lnTeams): 24 (a team of one warp, most lanes idle, 8 teams a block), 776
-    // (97 chunks: a team of 128 threads, some idle, 4 teams), 2048 (the model's: 256 threads, 2 teams), 4104
-    // (3 chunks a thread: one team of 192 a block), 1003 (odd: the block-per-row fallback); 61 and 613 rows
-    // spread unevenly over teams and blocks; 1501 rows of 2048 give most teams 3 rows (the next row loaded
-    // during this one's work) and the last few 2.
-    for (const [r, n] of [[61, 24], [613, 776], [61, 2048], [1501, 2048], [45, 4104], [37, 1003]]) {
-      const [dyg, dyc] = pair(be, randn(r * n), [r, n]);
-      const [xg, xc] = pair(be, randn(r * n, 2), [r, n]);
-      const [wg, wc] = pair(be, Float32Array.from(randn(n, 0.3), (v) => 1 + v), [n]);
-      const [resg, resc] = pair(be, randn(r * n), [r, n]);
-      for (const withBias of [false, true]) {
-        const prior = randn(n), priorB = randn(n);
-        const [dWg, dWc] = f32pair(be, prior, [n]);
-        const [dBg, dBc] = f32pair(be, priorB, [n]);
-        for (const residual of [null, 'residual'] as const) {
-          const a = { eps: 1e-5 };
-          const dxg = g.layerNormBackwardInto({ dy: dyg, x: xg, weight: wg, dWeight: dWg, dBias: withBias ? dBg : null, residual: residual && resg, ...a });
-          const dxc = cpu.layerNormBackwardInto({ dy: dyc, x: xc, weight: wc, dWeight: dWc, dBias: withBias ? dBc : null, residual: residual && resc, ...a });
-          const what = `${r}×${n}${withBias ? ', bias' : ''}${residual ? ', residual' : ''}`;
-          close(`layerNorm dx (${what})`, down(be, dxg), down(cpu, dxc), tol(dtype, 1e-5));
-          close(`layerNorm dWeight accumulated (${what})`, down(be, dWg), down(cpu, dWc), tol(dtype, 1e-5, 3e-3));
-          close(`layerNorm dBias (${what})`, down(be, dBg), down(cpu, dBc), tol(dtype, 1e-5, 3e-3));
+  test(`cuda ${dtype}: accumulating LayerNorm backward with the residual gradient, ring, row-team and fallback kernels`, { skip }, () => {
+    const be = cudaFor(dtype), g = trainingBackend(be), ops = be.training;
+    const savedKernel = ops.lnKernel, savedRing = { ...ops.lnRing };
+    try {
+      // Widths (the default shapes, lnRing and lnTeams): 24 (a team of one warp, most lanes idle, 8 teams a
+      // block), 776 (97 chunks: a team of 128 threads, some idle; 4 warps, whose sums move to warp 0's
+      // shift), 2048 (the model's: 256 threads; in float32 with the residual 2 of the ring's 3 stages fit),
+      // 4104 (3 chunks a thread: one team of 192 a block), 1003 (odd: the block-per-row fallback); 61 and
+      // 613 rows spread unevenly over teams and blocks; 1501 rows of 2048 give most teams several rows (the
+      // ring's stages wrap around) and the last few one fewer.
+      for (const [r, n] of [[61, 24], [613, 776], [61, 2048], [1501, 2048], [45, 4104], [37, 1003]]) {
+        const [dyg, dyc] = pair(be, randn(r * n), [r, n]);
+        const [xg, xc] = pair(be, randn(r * n, 2), [r, n]);
+        const [wg, wc] = pair(be, Float32Array.from(randn(n, 0.3), (v) => 1 + v), [n]);
+        const [resg, resc] = pair(be, randn(r * n), [r, n]);
+        for (const withBias of [false, true]) {
+          const prior = randn(n), priorB = randn(n);
+          // The reference once, then each row kernel from the same prior accumulators.
+          const [dWc, dBc] = [cpu.upload(Float32Array.from(prior), [n], 'float32'), cpu.upload(Float32Array.from(priorB), [n], 'float32')];
+          const want = ([null, 'residual'] as const).map((residual) => {
+            const dx = down(cpu, cpu.layerNormBackwardInto({ dy: dyc, x: xc, weight: wc, eps: 1e-5, dWeight: dWc, dBias: withBias ? dBc : null, residual: residual && resc }));
+            return { residual, dx, dW: down(cpu, dWc), dB: down(cpu, dBc) };
+          });
+          for (const { kernel, ring } of LN_ROW_KERNELS) {
+            ops.lnKernel = kernel;
+            Object.assign(ops.lnRing, savedRing, ring);
+            const dWg = be.upload(prior, [n], 'float32'), dBg = be.upload(priorB, [n], 'float32');
+            for (const w of want) {
+              const dxg = g.layerNormBackwardInto({ dy: dyg, x: xg, weight: wg, eps: 1e-5, dWeight: dWg, dBias: withBias ? dBg : null, residual: w.residual && resg });
+              const what = `${kernel}${JSON.stringify(ring)}, ${r}×${n}${withBias ? ', bias' : ''}${w.residual ? ', residual' : ''}`;
+              close(`layerNorm dx (${what})`, down(be, dxg), w.dx, tol(dtype, 1e-5));
+              close(`layerNorm dWeight accumulated (${what})`, down(be, dWg), w.dW, tol(dtype, 1e-5, 3e-3));
+              close(`layerNorm dBias (${what})`, down(be, dBg), w.dB, tol(dtype, 1e-5, 3e-3));
+            }
+          }
         }
       }
+      Object.assign(ops.lnRing, savedRing);
+      // The ring's depth changes when rows arrive, not the arithmetic: 1, 2 and 4 stages give the bits of
+      // the default's, dx (with the residual, and into a column block) and dWeight, at 1501 × 2048 (stages
+      // wrap around many times) and 613 × 776; so do 2 blocks of half the teams an SM for dx (dWeight's block
+      // sums then add in another order).
+      ops.lnKernel = 'ring';
+      for (const [r, n] of [[1501, 2048], [613, 776]]) {
+        const [dyg] = pair(be, randn(r * n), [r, n]);
+        const [xg] = pair(be, randn(r * n, 2), [r, n]);
+        const [resg] = pair(be, randn(r * n), [r, n]);
+        const [wg] = pair(be, randn(n), [n]);
+        const run = () => {
+          const dW = be.zeros([n], 'float32');
+          const dx = g.layerNormBackwardInto({ dy: dyg, x: xg, weight: wg, eps: 1e-5, dWeight: dW, dBias: null, residual: resg });
+          const buffer = be.zeros([r, 3 * n], dtype);
+          ops.layerNormBackwardInto({ dy: dyg, x: xg, weight: wg, eps: 1e-5, dWeight: dW, dBias: null, dxColumns: { tensor: buffer, column: 2 * n } });
+          return { dx: down(be, dx), dxColumns: columnBlock(down(be, buffer), r, n, 2), dW: down(be, dW) };
+        };
+        const base = run();
+        for (const shape of [{ stages: 1 }, { stages: 2 }, { stages: 4 }, { blockThreads: 512 }]) {
+          Object.assign(ops.lnRing, savedRing, shape);
+          const got = run(), what = `${JSON.stringify(shape)}, ${r}×${n}`;
+          sameBits(`dx with the residual, ${what}`, got.dx, base.dx);
+          sameBits(`dx into a column block, ${what}`, got.dxColumns, base.dxColumns);
+          // Teams of another block add their dWeight sums in another order.
+          if (shape.blockThreads) close(`dWeight, ${what}`, got.dW, base.dW, 1e-6);
+          else sameBits(`dWeight, ${what}`, got.dW, base.dW);
+        }
+        Object.assign(ops.lnRing, savedRing);
+      }
+    } finally {
+      ops.lnKernel = savedKernel;
+      Object.assign(ops.lnRing, savedRing);
     }
-    // The row-team kernel is deterministic: the same inputs give the same bits (dx and dWeight), at a
+    // The row kernel is deterministic: the same inputs give the same bits (dx and dWeight), at a
     // width with idle threads and at the model's with several rows a team.
     for (const [r, n] of [[613, 776], [1501, 2048]]) {
       const [dyg] = pair(be, randn(r * n), [r, n]);

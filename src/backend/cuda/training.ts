@@ -13,6 +13,7 @@ import {
   elementCount, rowCount, width, type AdamwTensors, type AttentionArgs, type ColumnBlock, type ColumnBlockOutputs, type DeviceScalar, type RowBlockLinear, type Tensor,
   type WaitFreeTrainingOps,
 } from '../backend.js';
+import { UserError } from '../../util/errors.js';
 import { KERNEL_ARGS } from './kernels.js';
 import {
   dkdvStrideDefines, FLASH_BACKWARD_CHUNK_DEFAULT, FLASH_BACKWARD_STORED_DS, FLASH_TRAIN_SHAPE, flashBackwardScratchElements, launchFlashBackward, launchFlashForward, launchRowDot,
@@ -28,7 +29,7 @@ import { buildGeluTable, launchGeluTable } from './gelu-table.js';
 Object.assign(KERNEL_ARGS, {
   gelu_backward: 'pppq', clamp_backward: 'pppfq', add_into: 'ppfq', scale_in_place: 'pfq',
   sum_squares_partial: 'pqp', sum_doubles: 'pip', sum_floats: 'pip', embedding_backward: 'pppiiifp', column_sums: 'ppii',
-  adamw_step: 'ppppffffffqpp', adamw_multi: 'ppffffffp', grad_clip_factor: 'pdpp', sum_squares_multi: 'ppip', layernorm_backward: 'ppppppiif', layernorm_backward_teams: 'ppppppiif', layernorm_dw_sum: 'piipp',
+  adamw_step: 'ppppffffffqpp', adamw_multi: 'ppffffffp', grad_clip_factor: 'pdpp', sum_squares_multi: 'ppip', layernorm_backward: 'ppppppiif', layernorm_backward_teams: 'ppppppiif', layernorm_backward_ring: 'ppppppiif', layernorm_dw_sum: 'piipp',
   gelu_backward8: 'pppq', gelu_backward_table8: 'pppqp', gelu_slope_table_build: 'p', sum_squares_partial4: 'pqp', cross_entropy_rows: 'ppppifi', cross_entropy_rows_smem: 'ppppifi',
   attention_forward_scalar: 'pppppppiiif',
   attention_backward_dq_scalar: 'pppppppppiiif', attention_backward_dkdv_scalar: 'ppppppppppiiif',
@@ -37,6 +38,27 @@ Object.assign(KERNEL_ARGS, {
 const REDUCE_BLOCKS = 264;
 
 
+
+/** A launch of a LayerNorm-backward row kernel: team threads, teams a block, blocks an SM, dynamic shared memory, its own defines. */
+type LnShape = { team: number; teams: number; minBlocks: number; sharedBytes: number; defs: Record<string, number | boolean> };
+
+/** `shape` with the fields $MPT_CUDA_LN_RING names (name=integer, comma-separated) replaced. */
+function lnRingShape<S extends Record<string, number>>(shape: S): S {
+  const v = process.env.MPT_CUDA_LN_RING ?? '';
+  for (const item of v.split(',').map((x) => x.trim()).filter((x) => x !== '')) {
+    const [key, value] = item.split('=');
+    if (!(key in shape) || !/^[1-9][0-9]*$/.test(value ?? '')) throw new UserError(`MPT_CUDA_LN_RING: '${item}' is not name=integer with a name among ${Object.keys(shape).join(', ')}`);
+    (shape as Record<string, number>)[key] = Number(value);
+  }
+  return shape;
+}
+
+/** $MPT_CUDA_LN_BWD: 'ring' for the LayerNorm backward with rows through shared memory, else 'teams'. */
+function lnKernelDefault(): 'ring' | 'teams' {
+  const v = process.env.MPT_CUDA_LN_BWD ?? '';
+  if (v !== '' && v !== 'ring' && v !== 'teams') throw new UserError(`MPT_CUDA_LN_BWD: '${v}' is not a LayerNorm backward kernel (teams, ring)`);
+  return v === 'ring' ? 'ring' : 'teams';
+}
 
 /** Pinned staging buffers uploadAsync cycles through (each reused once the copy out of it has completed). */
 const STAGING_SLOTS = 8;
@@ -247,6 +269,21 @@ export class CudaTrainingOps implements WaitFreeTrainingOps, ColumnBlockOutputs,
   lnTeams = { teamMax: 256, blockThreads: 512, threadsPerSM: 1024 };
 
   /**
+   * layernorm_backward_ring's shape: the same three numbers, the stages of each team's ring (rows in flight
+   * a team: stages − 1; fewer where shared memory runs short) and the warps of layernorm_dw_sum's blocks;
+   * $MPT_CUDA_LN_RING overrides some (comparisons), e.g. teamMax=64,threadsPerSM=2048.
+   */
+  lnRing = lnRingShape({ teamMax: 256, blockThreads: 1024, threadsPerSM: 1024, stages: 3, sumWarps: 32 });
+
+  /**
+   * The LayerNorm backward's row kernel: 'teams' (rows in registers) or 'ring' (rows through shared memory);
+   * $MPT_CUDA_LN_BWD. Teams by default: at the training shape on the H200 both are bound by their
+   * instructions, not by memory, and the ring (with its faster dw sum) took as long in the step
+   * (bench/RESULTS-cuda-train.md, "LayerNorm backward through a shared-memory ring").
+   */
+  lnKernel: 'ring' | 'teams' = lnKernelDefault();
+
+  /**
    * LayerNorm's backward (the Backend interface); `dxColumns` (ColumnBlockOutputs): dx written into that
    * column block of a wider tensor (no residual), by the same kernels with the row stride as a define
    * (LN_DX_WIDTHS, absent for a contiguous dx), and that tensor returned.
@@ -266,8 +303,9 @@ export class CudaTrainingOps implements WaitFreeTrainingOps, ColumnBlockOutputs,
     // The output's row stride in rows of the output as a define, absent for a contiguous one (the default cubins).
     const strided = { LN_DX_WIDTHS: into && into.widths !== 1 ? into.widths : false };
     if (rows === 0) return result;
+    const ring = this.lnKernel === 'ring';
     // At most 8 chunks of 8 values a thread (LN_CH): registers.
-    const perThread = Math.ceil(n / 8 / this.lnTeams.teamMax);
+    const perThread = Math.ceil(n / 8 / (ring ? this.lnRing : this.lnTeams).teamMax);
     if (n % 8 !== 0 || perThread > 8 || ![g.ptr, xx.ptr, w.ptr, res?.ptr ?? 0, dxPtr].every((p) => p % 16 === 0)) {
       // The block-per-row kernel: it adds its sums into dWeight (and dBias) with atomics.
       const threads = Math.min(1024, Math.max(32, Math.ceil(n / 4 / 32) * 32));
@@ -276,21 +314,60 @@ export class CudaTrainingOps implements WaitFreeTrainingOps, ColumnBlockOutputs,
       return res ? be.add(dx!, res) : result;
     }
     const sums = dB ? 2 : 1;
-    // A team of at most teamMax threads a row; a thread of several chunks holds several times the
-    // registers, so fewer threads a block and an SM.
+    const shape = ring ? this.ringShape(n, perThread, res !== null, sums) : this.teamsShape(n, perThread, sums);
+    // One wave, and every team the same number of rows (within one): no partial last wave of rows.
+    const perTeam = Math.ceil(rows / (shape.teams * be.device.multiprocessors * shape.minBlocks));
+    const blocks = Math.ceil(rows / (shape.teams * perTeam));
+    const partial = be.alloc([sums * blocks, n], 'float32');
+    const defs = be.defs({ LN_CH: perThread, LN_TEAM: shape.team, LN_TEAMS: shape.teams, LN_MIN_BLOCKS: shape.minBlocks, LN_BIAS: dB !== null, ...strided, ...shape.defs });
+    be.kernels.get('layernorm_backward.cu', ring ? 'layernorm_backward_ring' : 'layernorm_backward_teams', defs).launch([blocks], [shape.team * shape.teams],
+      [g.ptr, xx.ptr, w.ptr, res?.ptr ?? 0, dxPtr, partial.ptr, rows, n, a.eps], shape.sharedBytes);
+    const sumWarps = ring ? this.lnRing.sumWarps : 8;
+    be.kernels.get('layernorm_backward.cu', 'layernorm_dw_sum', be.defs({ LN_SUM_WARPS: sumWarps === 8 ? false : sumWarps })).launch([Math.ceil(n / 32)], [32 * sumWarps],
+      [partial.ptr, blocks, n, dW.ptr, dB?.ptr ?? 0]);
+    be.release(partial); // stream-ordered: the next user of this block runs after the sum
+    return result;
+  }
+
+  /** layernorm_backward_teams' launch: a team of at most teamMax threads a row; a thread of several chunks holds several times the registers, so fewer threads a block and an SM. */
+  private teamsShape(n: number, perThread: number, sums: number): LnShape {
     const c = this.lnTeams, team = Math.min(c.teamMax, Math.ceil(n / 8 / perThread / 32) * 32);
     const teams = Math.max(1, Math.min(8, Math.floor(c.blockThreads / perThread / team)));
     const minBlocks = Math.max(1, Math.floor(c.threadsPerSM / perThread / (team * teams)));
-    // One wave, and every team the same number of rows (within one): no partial last wave of rows.
-    const perTeam = Math.ceil(rows / (teams * be.device.multiprocessors * minBlocks));
-    const blocks = Math.ceil(rows / (teams * perTeam));
-    const partial = be.alloc([sums * blocks, n], 'float32');
-    const defs = be.defs({ LN_CH: perThread, LN_TEAM: team, LN_TEAMS: teams, LN_MIN_BLOCKS: minBlocks, LN_BIAS: dB !== null, ...strided });
-    be.kernels.get('layernorm_backward.cu', 'layernorm_backward_teams', defs).launch([blocks], [team * teams],
-      [g.ptr, xx.ptr, w.ptr, res?.ptr ?? 0, dxPtr, partial.ptr, rows, n, a.eps], teams > 1 ? sums * n * 4 : 0);
-    be.kernels.get('layernorm_backward.cu', 'layernorm_dw_sum', be.defs()).launch([Math.ceil(n / 32)], [256], [partial.ptr, blocks, n, dW.ptr, dB?.ptr ?? 0]);
-    be.release(partial); // stream-ordered: the next user of this block runs after the sum
-    return result;
+    return { team, teams, minBlocks, sharedBytes: teams > 1 ? sums * n * 4 : 0, defs: {} };
+  }
+
+  /**
+   * layernorm_backward_ring's launch: teams as teamsShape's, each with a ring of `stages` stages of its
+   * threads' chunks of x, dy (and the residual), as shared memory holds for the blocks an SM: fewer
+   * stages down to 2 first (a row in flight a team), then fewer blocks an SM, then fewer teams a block,
+   * and one stage (no row in flight: the copy waited for at once) only where two do not fit.
+   */
+  ringShape(n: number, perThread: number, residual: boolean, sums: number): LnShape {
+    const c = this.lnRing, team = Math.min(c.teamMax, Math.ceil(n / 8 / perThread / 32) * 32);
+    let teams = Math.max(1, Math.min(8, Math.floor(c.blockThreads / perThread / team)));
+    let minBlocks = Math.max(1, Math.floor(c.threadsPerSM / perThread / (team * teams)));
+    const stageBytes = (residual ? 3 : 2) * perThread * team * 8 * bytesPer(this.act);
+    // The SM's shared memory: the opt-in limit of one block and the 1 KB the driver keeps a block
+    // (H100/H200: 227 + 1 KB), less each block's static arrays (the reduction's, < 2 KB).
+    const perSM = this.be.device.sharedMemoryOptin + 1024, fixed = 1024 + 2048;
+    const fits = (stages: number) => {
+      const bytes = teams * stages * stageBytes + (teams > 1 ? sums * n * 4 : 0);
+      return minBlocks * (bytes + fixed) <= perSM ? bytes : 0;
+    };
+    const shape = (stages: number, bytes: number): LnShape => ({ team, teams, minBlocks, sharedBytes: bytes, defs: { LN_STAGES: stages, LN_RES: residual } });
+    for (;;) {
+      for (let stages = c.stages; stages >= Math.min(2, c.stages); stages--) {
+        const bytes = fits(stages);
+        if (bytes > 0) return shape(stages, bytes);
+      }
+      if (minBlocks > 1) minBlocks--;
+      else if (teams > 1) teams--;
+      else break;
+    }
+    const bytes = fits(1);
+    if (bytes > 0) return shape(1, bytes);
+    throw new Error(`layerNormBackwardInto: one stage of width ${n} (${stageBytes} bytes) does not fit in shared memory`);
   }
 
   /**

@@ -236,15 +236,234 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
   }
 }
 
+// The same gradients with the rows fed through shared memory instead of registers:
+// layernorm_backward_ring. Each thread copies its own chunks of x, dy (and, with LN_RES, the residual)
+// LN_STAGES − 1 rows ahead with cp.async into its own slots of a ring of LN_STAGES stages, so a team keeps
+// LN_STAGES − 1 rows in flight whatever its registers (the teams kernel above holds one, in registers);
+// a thread reads only what it copied itself, so the ring needs no barrier and no mbarrier: cp.async's
+// wait_group makes a thread's own copies visible to it. Rows, teams, the one reduction a row and the
+// block's sums are as in layernorm_backward_teams, except the shift: each warp shifts by its own first
+// value (lane 0's, by a shuffle: no thread reads another's slots), and the team's sums are moved to warp
+// 0's shift when the warps' sums are added (Σ(x − K0) = Σu + c·d, Σ(x − K0)² = Σu² + 2dΣu + c·d²,
+// Σg(x − K0) = Σgu + dΣg, with d = K_w − K0 and c the warp's count of values).
+// Measured (H200, bf16 [16384, 2048], bench/RESULTS-cuda-train.md): alone 5% faster than the teams kernel,
+// in the training step no faster: both are bound by their instructions there, not by memory (without the
+// residual, a quarter fewer bytes, the ring takes as long as with it; in the step, at the power cap's
+// clocks, both take ~15% longer than alone). Not the default (training.ts lnKernel).
+#ifndef LN_STAGES
+#define LN_STAGES 3
+#endif
+#ifdef LN_RES
+#define LN_ARRAYS 3
+#else
+#define LN_ARRAYS 2
+#endif
+// 16-byte pieces of a chunk: 1 (bf16) or 2 (float); cp.async copies 16 bytes at most.
+#define LN_PIECES ((int)(sizeof(Chunk) / 16))
+// uint4 slots of one team's stage: [array][chunk j][piece][thread], a warp's accesses 512 contiguous bytes.
+#define LN_STAGE_SLOTS (LN_ARRAYS * LN_CH * LN_PIECES * LN_TEAM)
+
+__device__ __forceinline__ void ln_cp16(unsigned dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
+}
+__device__ __forceinline__ void ln_cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void ln_cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+// This thread's copies of row r into its slots of a stage (`stage`: the stage's slot 0 for this thread).
+__device__ __forceinline__ void ln_copy_row(unsigned stage, const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ residual,
+                                            long long r, int n, int t) {
+  const long long o = r * n;
+#pragma unroll
+  for (int j = 0; j < LN_CH; j++) {
+    const int c = t + LN_TEAM * j;
+    if (c < (n >> 3)) {
+#pragma unroll
+      for (int a = 0; a < LN_ARRAYS; a++) {
+        const T* src = (a == 0 ? x : a == 1 ? dy : residual) + o + 8 * c;
+#pragma unroll
+        for (int p = 0; p < LN_PIECES; p++) ln_cp16(stage + 16 * (((a * LN_CH + j) * LN_PIECES + p) * LN_TEAM), reinterpret_cast<const char*>(src) + 16 * p);
+      }
+    }
+  }
+}
+
+// Chunk j of array a (0 x, 1 dy, 2 the residual) of this thread in a stage (`slots`: the stage's slot 0 for this thread).
+__device__ __forceinline__ Chunk ln_slot(const uint4* slots, int a, int j) {
+  Chunk c;
+#pragma unroll
+  for (int p = 0; p < LN_PIECES; p++) c.u[p] = slots[((a * LN_CH + j) * LN_PIECES + p) * LN_TEAM];
+  return c;
+}
+
+extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) layernorm_backward_ring(const T* __restrict__ dy, const T* __restrict__ x,
+    const T* __restrict__ w, const T* __restrict__ residual, T* __restrict__ dx, float* __restrict__ partial, int rows, int n, float eps) {
+  extern __shared__ uint4 ring[];  // [team][stage] LN_STAGE_SLOTS each, then (LN_TEAMS > 1) the block's dw (and db) sums
+  float* acc = reinterpret_cast<float*>(ring + LN_TEAMS * LN_STAGES * LN_STAGE_SLOTS);
+  const int lane = threadIdx.x & 31, warp = (threadIdx.x % LN_TEAM) >> 5;
+#if LN_TEAM > 32
+  __shared__ float4 red[LN_TEAMS][2][LN_TEAM_WARPS];  // per warp: Σu, Σu², Σg, Σg·u around its shift (two rows alternate)
+  __shared__ float redk[LN_TEAMS][2][LN_TEAM_WARPS];  // the warp's shift K_w
+#endif
+  const int team = threadIdx.x / LN_TEAM, t = threadIdx.x % LN_TEAM, chunks = n >> 3;
+  const float inv_n = 1.f / n;
+  const uint4* mine = ring + team * LN_STAGES * LN_STAGE_SLOTS + t;
+  const unsigned mineAt = (unsigned)__cvta_generic_to_shared(mine);
+  float dw[LN_CH][8];
+#ifdef LN_BIAS
+  float db[LN_CH][8];
+#endif
+  Chunk wc[LN_CH];
+#pragma unroll
+  for (int j = 0; j < LN_CH; j++) {
+    if (t + LN_TEAM * j < chunks) wc[j] = *reinterpret_cast<const Chunk*>(w + 8 * (t + LN_TEAM * j));
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+      dw[j][e] = 0.f;
+#ifdef LN_BIAS
+      db[j][e] = 0.f;
+#endif
+    }
+  }
+  const long long stride = (long long)gridDim.x * LN_TEAMS;
+  long long r = (long long)blockIdx.x * LN_TEAMS + team;
+  // The first LN_STAGES − 1 rows into stages 0, 1, …; one commit group a row, empty past the last row,
+  // so that wait_group's count stays the same in every turn.
+#pragma unroll
+  for (int k = 0; k < LN_STAGES - 1; k++) {
+    if (r + k * stride < rows) ln_copy_row(mineAt + 16 * k * LN_STAGE_SLOTS, dy, x, residual, r + k * stride, n, t);
+    ln_cp_commit();
+  }
+  for (int stage = 0, parity = 0; r < rows; r += stride, parity ^= 1, stage = stage + 1 == LN_STAGES ? 0 : stage + 1) {
+    // The row LN_STAGES − 1 ahead goes into the stage the previous row used (this thread is done with it).
+    const int ahead = stage == 0 ? LN_STAGES - 1 : stage - 1;
+    if (r + (LN_STAGES - 1) * stride < rows) ln_copy_row(mineAt + 16 * ahead * LN_STAGE_SLOTS, dy, x, residual, r + (LN_STAGES - 1) * stride, n, t);
+    ln_cp_commit();
+    ln_cp_wait<LN_STAGES - 1>();  // this row's group has landed
+    const uint4* slots = mine + stage * LN_STAGE_SLOTS;
+    // The warp's shift: lane 0's first value (0 where the warp holds no chunk: its sums are 0).
+    float kw = 0.f;
+    if (t < chunks) {
+      float v[8];
+      unpack_stored8(ln_slot(slots, 0, 0), v);
+      kw = v[0];
+    }
+    kw = __shfl_sync(0xffffffffu, kw, 0);
+    float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int j = 0; j < LN_CH; j++) {
+      if (t + LN_TEAM * j < chunks) {
+        float v[8], d[8], wv[8];
+        unpack_stored8(ln_slot(slots, 0, j), v);
+        unpack_stored8(ln_slot(slots, 1, j), d);
+        unpack_stored8(wc[j], wv);
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+          const float u = v[e] - kw, g = d[e] * wv[e];
+          s.x += u;
+          s.y += u * u;
+          s.z += g;
+          s.w += g * u;
+        }
+      }
+    }
+    s.x = warp_sum(s.x); s.y = warp_sum(s.y); s.z = warp_sum(s.z); s.w = warp_sum(s.w);
+#if LN_TEAM > 32
+    if (lane == 0) { red[team][parity][warp] = s; redk[team][parity][warp] = kw; }
+    ln_team_sync(team);
+    // The warps' sums moved to warp 0's shift K0 and added in warp order (every thread the same).
+    const float k0 = redk[team][parity][0];
+    s = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int i = 0; i < LN_TEAM_WARPS; i++) {
+      const float4 p = red[team][parity][i];
+      const float d = redk[team][parity][i] - k0;
+      int c = 0;
+#pragma unroll
+      for (int j = 0; j < LN_CH; j++) c += min(max(chunks - LN_TEAM * j - 32 * i, 0), 32);
+      const float cnt = 8.f * c;
+      s.x += p.x + cnt * d;
+      s.y += p.y + d * (2.f * p.x + cnt * d);
+      s.z += p.z;
+      s.w += p.w + d * p.z;
+    }
+#else
+    const float k0 = kw;
+#endif
+    const float mu = s.x * inv_n;  // mean − K0
+    const float rstd = rsqrtf(fmaxf(s.y * inv_n - mu * mu, 0.f) + eps);
+    const float meanG = s.z * inv_n, meanGX = rstd * (s.w * inv_n - mu * meanG);
+    const float off = (kw - k0) - mu;  // x − mean = (x − K_w) + off
+#pragma unroll
+    for (int j = 0; j < LN_CH; j++) {
+      const int c = t + LN_TEAM * j;
+      if (c < chunks) {
+        float v[8], d[8], wv[8], o[8];
+        unpack_stored8(ln_slot(slots, 0, j), v);
+        unpack_stored8(ln_slot(slots, 1, j), d);
+        unpack_stored8(wc[j], wv);
+#ifdef LN_RES
+        float res[8];
+        unpack_stored8(ln_slot(slots, 2, j), res);
+#endif
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+          const float h = (v[e] - kw + off) * rstd;
+          o[e] = rstd * (d[e] * wv[e] - meanG - h * meanGX);
+#ifdef LN_RES
+          o[e] += res[e];
+#endif
+          dw[j][e] += d[e] * h;
+#ifdef LN_BIAS
+          db[j][e] += d[e];
+#endif
+        }
+        store8(dx + r * (LN_DX_WIDTHS * n) + 8 * c, o);
+      }
+    }
+  }
+  ln_cp_wait<0>();
+  // The block's sums: team 0 writes, teams 1, 2, … add in turn, the last one into the partial row.
+  for (int k = 0; k < LN_TEAMS; k++) {
+    if (team == k) {
+#pragma unroll
+      for (int j = 0; j < LN_CH; j++) {
+        const int c = t + LN_TEAM * j;
+        if (c < chunks) {
+#pragma unroll
+          for (int e = 0; e < 8; e++) {
+            const int i = 8 * c + e;
+            const float sw = k == 0 ? dw[j][e] : acc[i] + dw[j][e];
+            if (k == LN_TEAMS - 1) partial[(long long)blockIdx.x * n + i] = sw; else acc[i] = sw;
+#ifdef LN_BIAS
+            const float sb = k == 0 ? db[j][e] : acc[n + i] + db[j][e];
+            if (k == LN_TEAMS - 1) partial[(long long)(gridDim.x + blockIdx.x) * n + i] = sb; else acc[n + i] = sb;
+#endif
+          }
+        }
+      }
+    }
+    if (LN_TEAMS > 1) __syncthreads();
+  }
+}
+
 // dw[i] += Σ_b partial[b, i] over `blocks` block sums (and db[i] from the next `blocks` rows). A thread
-// block takes 32 columns; its 8 warps sum every 8th block sum (warp s: s, s + 8, …), then warp 0 adds
-// the 8 in order: fixed order, so deterministic, with 8× the loads in flight of a thread a column.
+// block takes 32 columns; its LN_SUM_WARPS warps sum every LN_SUM_WARPS-th block sum (warp s: s, s + W, …;
+// beyond 8 warps four loads issued at a time), then warp 0 adds the W in order: fixed order, so
+// deterministic. The partials were just written (L2): the time is load latency, hence many warps with few
+// loads each: 32 for the ring kernel's 132 partials (0.53 ms for a step's 97 calls on the H200; the teams
+// kernel's 256 over 8 warps 0.63 to 0.76 ms, bench/RESULTS-cuda-train.md). 8 warps: the loop as it was.
+#ifndef LN_SUM_WARPS
+#define LN_SUM_WARPS 8
+#endif
 extern "C" __global__ void layernorm_dw_sum(const float* __restrict__ partial, int blocks, int n, float* __restrict__ dw, float* __restrict__ db) {
-  __shared__ float part[2][8][32];
+  __shared__ float part[2][LN_SUM_WARPS][32];
   const int lane = threadIdx.x & 31, s = threadIdx.x >> 5, i = blockIdx.x * 32 + lane;
   float a = 0.f, c = 0.f;
   if (i < n) {
-    for (int b = s; b < blocks; b += 8) {
+#if LN_SUM_WARPS > 8
+#pragma unroll 4
+#endif
+    for (int b = s; b < blocks; b += LN_SUM_WARPS) {
       a += partial[(long long)b * n + i];
       if (db) c += partial[(long long)(blocks + b) * n + i];
     }
@@ -255,7 +474,7 @@ extern "C" __global__ void layernorm_dw_sum(const float* __restrict__ partial, i
   if (s != 0 || i >= n) return;
   float ta = 0.f, tc = 0.f;
 #pragma unroll
-  for (int k = 0; k < 8; k++) { ta += part[0][k][lane]; tc += part[1][k][lane]; }
+  for (int k = 0; k < LN_SUM_WARPS; k++) { ta += part[0][k][lane]; tc += part[1][k][lane]; }
   dw[i] += ta;
   if (db) db[i] += tc;
 }
