@@ -41,7 +41,7 @@ be.synchronize();
 // ---- backward ----
 type Variant = { name: string; set: () => void };
 const savedTeams = { ...ops.lnTeams }, savedRing = { ...ops.lnRing }, savedKernel = ops.lnKernel;
-const teams: Variant = { name: 'teams (registers, 512 a block; the default)', set: () => { ops.lnKernel = 'teams'; Object.assign(ops.lnTeams, savedTeams); } };
+const teams: Variant = { name: 'teams (registers, 512 a block; MPT_CUDA_LN_BWD=teams)', set: () => { ops.lnKernel = 'teams'; Object.assign(ops.lnTeams, savedTeams); } };
 type RingShape = typeof ops.lnRing;
 /** The ring with these fields of lnRing, named by the launch they give at this width (with the residual / without). */
 const ring = (shape: Partial<RingShape>): Variant & { shape: RingShape } => {

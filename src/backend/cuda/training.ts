@@ -53,11 +53,11 @@ function lnRingShape<S extends Record<string, number>>(shape: S): S {
   return shape;
 }
 
-/** $MPT_CUDA_LN_BWD: 'ring' for the LayerNorm backward with rows through shared memory, else 'teams'. */
+/** $MPT_CUDA_LN_BWD: 'teams' for the LayerNorm backward with rows in registers, else 'ring' (rows through shared memory). */
 function lnKernelDefault(): 'ring' | 'teams' {
   const v = process.env.MPT_CUDA_LN_BWD ?? '';
   if (v !== '' && v !== 'ring' && v !== 'teams') throw new UserError(`MPT_CUDA_LN_BWD: '${v}' is not a LayerNorm backward kernel (teams, ring)`);
-  return v === 'ring' ? 'ring' : 'teams';
+  return v === 'teams' ? 'teams' : 'ring';
 }
 
 /** Pinned staging buffers uploadAsync cycles through (each reused once the copy out of it has completed). */
@@ -271,15 +271,19 @@ export class CudaTrainingOps implements WaitFreeTrainingOps, ColumnBlockOutputs,
   /**
    * layernorm_backward_ring's shape: the same three numbers, the stages of each team's ring (rows in flight
    * a team: stages − 1; fewer where shared memory runs short) and the warps of layernorm_dw_sum's blocks;
-   * $MPT_CUDA_LN_RING overrides some (comparisons), e.g. teamMax=64,threadsPerSM=2048.
+   * $MPT_CUDA_LN_RING overrides some (comparisons), e.g. teamMax=64,threadsPerSM=2048. Teams of at most
+   * 128 threads, 2 blocks of 1024 an SM: the fastest of the four team sizes alone at the training shape
+   * (H200, bf16 [16384, 2048]: 97 calls 6.92 ms; 256 a team 7.89, 64 7.14, 32 7.06; the teams kernel 8.26),
+   * since the kernel is bound by the instructions of a row's reductions and a smaller team spreads them over
+   * more values a thread (bench/RESULTS-cuda-train.md).
    */
-  lnRing = lnRingShape({ teamMax: 256, blockThreads: 1024, threadsPerSM: 1024, stages: 3, sumWarps: 32 });
+  lnRing = lnRingShape({ teamMax: 128, blockThreads: 1024, threadsPerSM: 2048, stages: 3, sumWarps: 32 });
 
   /**
-   * The LayerNorm backward's row kernel: 'teams' (rows in registers) or 'ring' (rows through shared memory);
-   * $MPT_CUDA_LN_BWD. Teams by default: at the training shape on the H200 both are bound by their
-   * instructions, not by memory, and the ring (with its faster dw sum) took as long in the step
-   * (bench/RESULTS-cuda-train.md, "LayerNorm backward through a shared-memory ring").
+   * The LayerNorm backward's row kernel: 'ring' (rows through shared memory) or 'teams' (rows in registers,
+   * MPT_CUDA_LN_BWD=teams). The ring at its default shape by default: in the step on the H200, 7.33 / 7.41
+   * against 9.13 / 9.14 ms for the 97 calls, median steps 250.0 / 248.6 against 252.4 / 251.6 ms, two
+   * alternating pairs in one call (bench/RESULTS-cuda-train.md, eighth session's last call).
    */
   lnKernel: 'ring' | 'teams' = lnKernelDefault();
 
