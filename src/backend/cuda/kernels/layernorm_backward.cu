@@ -125,6 +125,37 @@ __device__ __forceinline__ void ln_team_sync(int team) {
 #endif
 }
 
+// The block's sums of dw (and db) into its partial row(s), for both row kernels: team 0 writes its own
+// into the block's shared row `acc`, teams 1, 2, … add theirs in turn, the last one into `partial`
+// (fixed order: deterministic).
+__device__ __forceinline__ void ln_block_sums(const float (&dw)[LN_CH][8],
+#ifdef LN_BIAS
+                                              const float (&db)[LN_CH][8],
+#endif
+                                              float* acc, float* __restrict__ partial, int team, int t, int chunks, int n) {
+  for (int k = 0; k < LN_TEAMS; k++) {
+    if (team == k) {
+#pragma unroll
+      for (int j = 0; j < LN_CH; j++) {
+        const int c = t + LN_TEAM * j;
+        if (c < chunks) {
+#pragma unroll
+          for (int e = 0; e < 8; e++) {
+            const int i = 8 * c + e;
+            const float sw = k == 0 ? dw[j][e] : acc[i] + dw[j][e];
+            if (k == LN_TEAMS - 1) partial[(long long)blockIdx.x * n + i] = sw; else acc[i] = sw;
+#ifdef LN_BIAS
+            const float sb = k == 0 ? db[j][e] : acc[n + i] + db[j][e];
+            if (k == LN_TEAMS - 1) partial[(long long)(gridDim.x + blockIdx.x) * n + i] = sb; else acc[n + i] = sb;
+#endif
+          }
+        }
+      }
+    }
+    if (LN_TEAMS > 1) __syncthreads();
+  }
+}
+
 extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) layernorm_backward_teams(const T* __restrict__ dy, const T* __restrict__ x,
     const T* __restrict__ w, const T* __restrict__ residual, T* __restrict__ dx, float* __restrict__ partial, int rows, int n, float eps) {
   extern __shared__ float acc[];  // [n] dw (and [n, 2n) db): the block's sums, team by team
@@ -212,28 +243,11 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
     }
     a = b;
   }
-  // The block's sums: team 0 writes, teams 1, 2, … add in turn, the last one into the partial row.
-  for (int k = 0; k < LN_TEAMS; k++) {
-    if (team == k) {
-#pragma unroll
-      for (int j = 0; j < LN_CH; j++) {
-        const int c = t + LN_TEAM * j;
-        if (c < chunks) {
-#pragma unroll
-          for (int e = 0; e < 8; e++) {
-            const int i = 8 * c + e;
-            const float sw = k == 0 ? dw[j][e] : acc[i] + dw[j][e];
-            if (k == LN_TEAMS - 1) partial[(long long)blockIdx.x * n + i] = sw; else acc[i] = sw;
+  ln_block_sums(dw,
 #ifdef LN_BIAS
-            const float sb = k == 0 ? db[j][e] : acc[n + i] + db[j][e];
-            if (k == LN_TEAMS - 1) partial[(long long)(gridDim.x + blockIdx.x) * n + i] = sb; else acc[n + i] = sb;
+                db,
 #endif
-          }
-        }
-      }
-    }
-    if (LN_TEAMS > 1) __syncthreads();
-  }
+                acc, partial, team, t, chunks, n);
 }
 
 // The same gradients with the rows fed through shared memory instead of registers:
@@ -246,10 +260,12 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
 // value (lane 0's, by a shuffle: no thread reads another's slots), and the team's sums are moved to warp
 // 0's shift when the warps' sums are added (Σ(x − K0) = Σu + c·d, Σ(x − K0)² = Σu² + 2dΣu + c·d²,
 // Σg(x − K0) = Σgu + dΣg, with d = K_w − K0 and c the warp's count of values).
-// Measured (H200, bf16 [16384, 2048], bench/RESULTS-cuda-train.md): alone 5% faster than the teams kernel,
-// in the training step no faster: both are bound by their instructions there, not by memory (without the
-// residual, a quarter fewer bytes, the ring takes as long as with it; in the step, at the power cap's
-// clocks, both take ~15% longer than alone). Not the default (training.ts lnKernel).
+// Measured (H200, bf16 [16384, 2048], bench/RESULTS-cuda-train.md): both kernels are bound by their
+// instructions, not by memory (without the residual, a quarter fewer bytes, the ring at 256 a team takes as
+// long as with it; in the step, at the power cap's clocks, both take ~15% longer than alone), so smaller
+// teams, which spread a row's reductions over more values a thread, win: at teams of 128 the ring takes
+// 6.92 ms for a step's 97 calls alone (256 a team 7.89, the teams kernel 8.26) and 7.33–7.41 ms in the step
+// against the teams kernel's 9.13–9.14. The default (training.ts lnKernel, lnRing).
 #ifndef LN_STAGES
 #define LN_STAGES 3
 #endif
@@ -422,28 +438,11 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
     }
   }
   ln_cp_wait<0>();
-  // The block's sums: team 0 writes, teams 1, 2, … add in turn, the last one into the partial row.
-  for (int k = 0; k < LN_TEAMS; k++) {
-    if (team == k) {
-#pragma unroll
-      for (int j = 0; j < LN_CH; j++) {
-        const int c = t + LN_TEAM * j;
-        if (c < chunks) {
-#pragma unroll
-          for (int e = 0; e < 8; e++) {
-            const int i = 8 * c + e;
-            const float sw = k == 0 ? dw[j][e] : acc[i] + dw[j][e];
-            if (k == LN_TEAMS - 1) partial[(long long)blockIdx.x * n + i] = sw; else acc[i] = sw;
+  ln_block_sums(dw,
 #ifdef LN_BIAS
-            const float sb = k == 0 ? db[j][e] : acc[n + i] + db[j][e];
-            if (k == LN_TEAMS - 1) partial[(long long)(gridDim.x + blockIdx.x) * n + i] = sb; else acc[n + i] = sb;
+                db,
 #endif
-          }
-        }
-      }
-    }
-    if (LN_TEAMS > 1) __syncthreads();
-  }
+                acc, partial, team, t, chunks, n);
 }
 
 // dw[i] += Σ_b partial[b, i] over `blocks` block sums (and db[i] from the next `blocks` rows). A thread
