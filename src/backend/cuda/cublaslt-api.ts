@@ -7,7 +7,7 @@
 import { loadLibrary } from './libraries.js';
 import { cu, CudaError, CudaEvent, driver, errorMeaning, type CudaContext } from './driver.js';
 import { GemmChoices, gemmChoicesFile } from './gemm-choices.js';
-import { CandidateRotation } from './gemm-rotation.js';
+import { CandidateRotation, median } from './gemm-rotation.js';
 
 const STATUS: Record<number, string> = {
   0: 'CUBLAS_STATUS_SUCCESS', 1: 'CUBLAS_STATUS_NOT_INITIALIZED', 3: 'CUBLAS_STATUS_ALLOC_FAILED',
@@ -247,7 +247,6 @@ let storedChoices: GemmChoices | null = null;
 export const tuningLog: TuningRecord[] = [];
 /** Bytes written before each sustained launch to push its inputs out of L2 (the H200's is 60 MB, the H100's 50 MB). */
 const L2_FLUSH_BYTES = 128 << 20;
-const medianOf = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
 /** When the last sustained timing ended (performance.now()): a card idle for longer than a second is heated with firstHeatMs. */
 let lastSustainedEnd = -Infinity;
 
@@ -439,7 +438,7 @@ export class LtHandle {
         cu('cuMemFree_v2', flush);
       }
     }
-    return samples.map((xs, i) => (xs.length > 0 ? medianOf(xs) : Infinity));
+    return samples.map((xs) => (xs.length > 0 ? median(xs) : Infinity));
   }
 
   /**
