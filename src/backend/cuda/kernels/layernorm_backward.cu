@@ -125,6 +125,26 @@ __device__ __forceinline__ void ln_team_sync(int team) {
 #endif
 }
 
+// Both row kernels' start: the thread's chunks of the weight (read once, used for every row) and its dw
+// (and db) sums at 0.
+__device__ __forceinline__ void ln_begin_sums(Chunk (&wc)[LN_CH], float (&dw)[LN_CH][8],
+#ifdef LN_BIAS
+                                              float (&db)[LN_CH][8],
+#endif
+                                              const T* __restrict__ w, int t, int chunks) {
+#pragma unroll
+  for (int j = 0; j < LN_CH; j++) {
+    if (t + LN_TEAM * j < chunks) wc[j] = *reinterpret_cast<const Chunk*>(w + 8 * (t + LN_TEAM * j));
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+      dw[j][e] = 0.f;
+#ifdef LN_BIAS
+      db[j][e] = 0.f;
+#endif
+    }
+  }
+}
+
 // The block's sums of dw (and db) into its partial row(s), for both row kernels: team 0 writes its own
 // into the block's shared row `acc`, teams 1, 2, … add theirs in turn, the last one into `partial`
 // (fixed order: deterministic).
@@ -170,17 +190,11 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
   float db[LN_CH][8];
 #endif
   Chunk wc[LN_CH];
-#pragma unroll
-  for (int j = 0; j < LN_CH; j++) {
-    if (t + LN_TEAM * j < chunks) wc[j] = *reinterpret_cast<const Chunk*>(w + 8 * (t + LN_TEAM * j));
-#pragma unroll
-    for (int e = 0; e < 8; e++) {
-      dw[j][e] = 0.f;
+  ln_begin_sums(wc, dw,
 #ifdef LN_BIAS
-      db[j][e] = 0.f;
+                db,
 #endif
-    }
-  }
+                w, t, chunks);
   const long long stride = (long long)gridDim.x * LN_TEAMS;
   long long r = (long long)blockIdx.x * LN_TEAMS + team;
   LnRow a;
@@ -329,17 +343,11 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
   float db[LN_CH][8];
 #endif
   Chunk wc[LN_CH];
-#pragma unroll
-  for (int j = 0; j < LN_CH; j++) {
-    if (t + LN_TEAM * j < chunks) wc[j] = *reinterpret_cast<const Chunk*>(w + 8 * (t + LN_TEAM * j));
-#pragma unroll
-    for (int e = 0; e < 8; e++) {
-      dw[j][e] = 0.f;
+  ln_begin_sums(wc, dw,
 #ifdef LN_BIAS
-      db[j][e] = 0.f;
+                db,
 #endif
-    }
-  }
+                w, t, chunks);
   const long long stride = (long long)gridDim.x * LN_TEAMS;
   long long r = (long long)blockIdx.x * LN_TEAMS + team;
   // The first LN_STAGES − 1 rows into stages 0, 1, …; one commit group a row, empty past the last row,
