@@ -5,7 +5,8 @@
 // rotation's candidate, each within tolerance of the heuristic's first, until the choice is fixed.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { gemmTuning, inStepExploring, pickFastest, tuningLog, type TuningTrial } from '../src/backend/cuda/cublaslt-api.js';
+import { gemmTuning, inStepExploring, inStepFromEnv, pickFastest, tuningLog, type TuningTrial } from '../src/backend/cuda/cublaslt-api.js';
+import { UserError } from '../src/util/errors.js';
 import { CandidateRotation, median } from '../src/backend/cuda/gemm-rotation.js';
 import { TrainingGemm, type GemmArgs } from '../src/backend/cuda/training-gemm.js';
 import { trainingBackend } from '../src/backend/backend.js';
@@ -136,7 +137,7 @@ test('cuda bf16: in-step tuning runs every accumulating call exactly once, each 
   }
   const ta = be.upload(a, [m, k], 'bfloat16'), tb = be.upload(b, [k, n], 'bfloat16');
   const saved = { ...gemmTuning };
-  Object.assign(gemmTuning, { minFlops: 0, stored: false, sustained: false, inStep: true, inStepSamples: 2, inStepMaxMs: 600_000, candidates: 4 });
+  Object.assign(gemmTuning, { minFlops: 0, stored: false, sustained: false, inStep: 'all', inStepSamples: 2, inStepMaxMs: 600_000, candidates: 4 });
   const before = tuningLog.length, outputs: Float32Array[] = [];
   const mine = () => tuningLog.slice(before).filter((r) => r.timing === 'in-step');
   try {
@@ -172,7 +173,7 @@ test('cuda: in-step tuning leaves float32 GEMMs to the burst timing', { skip }, 
   const m = 24, n = 56, k = 40;
   const [ta, tb, tc] = [be.upload(randn(m * k), [m, k], 'float32'), be.upload(randn(k * n), [k, n], 'float32'), be.upload(randn(m * n), [m, n], 'float32')];
   const saved = { ...gemmTuning };
-  Object.assign(gemmTuning, { minFlops: 0, stored: false, sustained: false, inStep: true, candidates: 4 });
+  Object.assign(gemmTuning, { minFlops: 0, stored: false, sustained: false, inStep: 'all', candidates: 4 });
   const before = tuningLog.length;
   const ptr = (t: unknown) => (t as { ptr: number }).ptr;
   try {
@@ -185,4 +186,35 @@ test('cuda: in-step tuning leaves float32 GEMMs to the burst timing', { skip }, 
   assert.equal(records.length, 1);
   assert.equal(records[0].timing, 'burst');
   assert.ok(!inStepExploring().includes(records[0].what));
+});
+
+test('MPT_GEMM_TUNE_IN_STEP: unset or 0 off, 1 or all every handle, training the training step\'s handle; anything else an error naming it', () => {
+  for (const v of [undefined, '', '0']) assert.equal(inStepFromEnv(v), 'off');
+  for (const v of ['1', 'all']) assert.equal(inStepFromEnv(v), 'all');
+  assert.equal(inStepFromEnv('training'), 'training');
+  assert.throws(() => inStepFromEnv('yes'), (e: unknown) => e instanceof UserError && /MPT_GEMM_TUNE_IN_STEP: 'yes'/.test(e.message));
+});
+
+test('cuda bf16: in-step tuning scoped to training explores the training GEMMs\' shapes and leaves the inference front end to the burst', { skip }, () => {
+  const be = cudaFor('bfloat16'), gemm = new TrainingGemm(be.ctx);
+  const ptr = (t: unknown) => (t as { ptr: number }).ptr;
+  // Shapes no other test uses (choices are kept per process and shape).
+  const [m, n, k] = [88, 48, 136];
+  const [ta, tb, tc] = [be.upload(randn(m * k), [m, k], 'bfloat16'), be.upload(randn(k * n), [k, n], 'bfloat16'), be.alloc([m, n], 'bfloat16')];
+  const [rows, inF, outF] = [56, 104, 72];
+  const [x, w, y] = [be.upload(randn(rows * inF), [rows, inF], 'bfloat16'), be.upload(randn(outF * inF), [outF, inF], 'bfloat16'), be.alloc([rows, outF], 'bfloat16')];
+  const saved = { ...gemmTuning };
+  Object.assign(gemmTuning, { minFlops: 0, stored: false, sustained: false, inStep: 'training', inStepMaxMs: 600_000, candidates: 4 });
+  const before = tuningLog.length, exploring = inStepExploring().length;
+  try {
+    gemm.gemm({ m, n, k, a: ptr(ta), aTrans: false, b: ptr(tb), bTrans: false, c: ptr(tc), alpha: 1, beta: 0, inType: 'bfloat16', outType: 'bfloat16' });
+    be.blas.matmul({ rows, inFeatures: inF, outFeatures: outF, x: ptr(x), w: ptr(w), y: ptr(y), bias: null, accumulate: false, dtype: 'bfloat16' });
+    be.synchronize();
+    const records = tuningLog.slice(before);
+    assert.equal(records.length, 1, 'one shape tuned by trials: the inference front end\'s');
+    assert.equal(records[0].timing, 'burst');
+    assert.equal(inStepExploring().length, exploring + 1, 'the training GEMM\'s shape (and only it) explores in the step');
+  } finally {
+    Object.assign(gemmTuning, saved);
+  }
 });

@@ -25,7 +25,7 @@ else measure();
 
 function step(steps: number, warmup: number): void {
   gemmTuning.stored = false; // each process tunes afresh: an A/B must not inherit the other side's choices
-  const mode = gemmTuning.inStep ? 'in-step' : gemmTuning.sustained ? 'sustained' : 'burst';
+  const mode = gemmTuning.inStep !== 'off' ? `in-step (${gemmTuning.inStep})` : gemmTuning.sustained ? 'sustained' : 'burst';
   // In-step: which shapes still explore when the timed steps begin (the step after the warm-up's last).
   let stepsRun = 0, exploringAtTimed: string[] = [];
   const run = TrainStep.prototype.run;
@@ -36,7 +36,7 @@ function step(steps: number, warmup: number): void {
   const r = runTrainBench({ microbatch: 8, steps, warmup, compare: false, torch: null, log: (line) => process.stderr.write(line + '\n') });
   const tuned = r.tuning.reduce((s, t) => s + (t.tuningMs ?? 0), 0);
   console.log(`[MPT_GEMM_TUNE_SUSTAINED=${process.env.MPT_GEMM_TUNE_SUSTAINED ?? ''} MPT_GEMM_TUNE_IN_STEP=${process.env.MPT_GEMM_TUNE_IN_STEP ?? ''}: ${mode} tuning, ${r.tuning.length} shapes ${mode === 'in-step' ? `chosen, the last ${(Math.max(0, ...r.tuning.map((t) => t.tuningMs ?? 0)) / 1000).toFixed(2)} s after its first call` : `in ${(tuned / 1000).toFixed(2)} s`}, warm-up ${warmup} steps]`);
-  if (gemmTuning.inStep) {
+  if (gemmTuning.inStep !== 'off') {
     console.log(`in-step: ${exploringAtTimed.length} shapes still exploring when the timed steps began${exploringAtTimed.length ? ` (${exploringAtTimed.join('; ')})` : ''}; ${inStepExploring().length} at the end`);
     for (const t of r.tuning) console.log(`  ${t.what}: ${t.timing}, ${t.calls ?? '-'} calls explored, #${t.chosen} (${t.samples ?? '-'} samples) ${t.bestMs.toFixed(3)} ms against #0 ${t.firstMs.toFixed(3)} ms, decided after ${((t.tuningMs ?? 0) / 1000).toFixed(2)} s`);
   }

@@ -4,6 +4,7 @@
  * name the call and the status, the enums we use, and one handle with its workspace that picks an
  * algorithm per shape and launches matmuls.
  */
+import { UserError } from '../../util/errors.js';
 import { loadLibrary } from './libraries.js';
 import { cu, CudaError, CudaEvent, driver, errorMeaning, type CudaContext } from './driver.js';
 import { GemmChoices, gemmChoicesFile } from './gemm-choices.js';
@@ -121,6 +122,17 @@ export function setLayoutBatch(layout: number, count: number, stride: number): v
   check('cublasLtMatrixLayoutSetAttribute(STRIDED_BATCH_OFFSET)', lt().cublasLtMatrixLayoutSetAttribute(layout, LAYOUT_STRIDED_BATCH_OFFSET, int64(stride), 8));
 }
 
+/** Which cuBLASLt handles tune in the step: none, those made for training (LtHandle's `role`), or all. */
+export type InStepScope = 'off' | 'training' | 'all';
+
+/** $MPT_GEMM_TUNE_IN_STEP: unset or 0 off, 1 or all every handle, training the training step's handle only. */
+export function inStepFromEnv(v: string | undefined): InStepScope {
+  if (v === undefined || v === '' || v === '0') return 'off';
+  if (v === '1' || v === 'all') return 'all';
+  if (v === 'training') return 'training';
+  throw new UserError(`MPT_GEMM_TUNE_IN_STEP: '${v}' is not one of 0, 1, all, training`);
+}
+
 /**
  * Choosing among the heuristic's algorithms by timing them (GemmTuning). The heuristic's first pick is
  * not always the fastest for our shapes (H100, 2026-11-27: the accumulating dx GEMM NN 16384×2048×2048
@@ -139,8 +151,9 @@ export function setLayoutBatch(layout: number, count: number, stride: number): v
  * processes (burst: 2 of 16 differed), and moved the step by −1 to −2 ms, within the steps' spread, for
  * 7.2 s of tuning instead of 0.6 (bench/RESULTS-cuda-train.md).
  *
- * `inStep` (MPT_GEMM_TUNE_IN_STEP=1) times no trials at all: the shape's real calls run its candidates
- * in rotation (call n takes the n-th, gemm-rotation.ts) with events around each, and once every
+ * `inStep` (MPT_GEMM_TUNE_IN_STEP=1 or =all: every handle; =training: only the training step's own GEMM
+ * front end, training-gemm.ts, whose shapes inference never calls) times no trials at all: the shape's
+ * real calls run its candidates in rotation (call n takes the n-th, gemm-rotation.ts) with events around each, and once every
  * candidate has `inStepSamples` completed calls (after one uncounted call each) the medians decide
  * (pickFastest) and the choice is fixed and stored. A call runs exactly once whichever algorithm
  * computes it, so an accumulating GEMM adds once with no scratch; only the low bits of the results
@@ -171,7 +184,7 @@ export const gemmTuning = {
   heatMs: 30,
   firstHeatMs: 300,
   /** Time the candidates in place in the real calls (see above) instead of by trial launches. */
-  inStep: process.env.MPT_GEMM_TUNE_IN_STEP === '1',
+  inStep: inStepFromEnv(process.env.MPT_GEMM_TUNE_IN_STEP),
   /** In-step: counted calls a candidate needs before the choice, and the longest a shape explores (ms from its first call). */
   inStepSamples: 5,
   inStepMaxMs: 3000,
@@ -276,7 +289,8 @@ export class LtHandle {
   private readonly pref: number;
   private readonly workspace: number;
 
-  constructor(private readonly ctx: CudaContext, private readonly workspaceBytes = 32 << 20) {
+  /** `role`: 'training' for the training step's GEMM front end (gemmTuning.inStep 'training' tunes only its shapes in the step). */
+  constructor(private readonly ctx: CudaContext, private readonly workspaceBytes = 32 << 20, readonly role: 'training' | 'inference' = 'inference') {
     this.handle = create('cublasLtCreate');
     this.pref = create('cublasLtMatmulPreferenceCreate');
     const ws = Buffer.alloc(8);
@@ -308,6 +322,11 @@ export class LtHandle {
     return this.candidates(desc, a, b, c, what)[0];
   }
 
+  /** Whether this handle's shapes explore in the step (gemmTuning.inStep and the handle's role). */
+  private tunesInStep(): boolean {
+    return gemmTuning.inStep === 'all' || (gemmTuning.inStep === 'training' && this.role === 'training');
+  }
+
   /**
    * The algorithm for one shape: the process's earlier choice for `key`, else (a GEMM of at least
    * gemmTuning.minFlops, tuning on, not inside a graph capture) the choice stored on disk by an earlier
@@ -330,7 +349,7 @@ export class LtHandle {
       const stored = gemmTuning.stored ? storedChoices.get(key) : undefined;
       const offered = stored && algos.find((candidate) => candidate.equals(stored));
       if (offered) algo = offered;
-      else if (gemmTuning.inStep && algos.length > 1 && layoutType(a) === CUDA_R_16BF) {
+      else if (this.tunesInStep() && algos.length > 1 && layoutType(a) === CUDA_R_16BF) {
         // Explored by the real calls (LtHandle.matmul); the heuristic's first until the choice.
         algo = Buffer.from(algos[0]);
         explorations.set(algo, {

@@ -41,7 +41,7 @@ export class TrainingGemm {
   private readonly beta = new Float32Array(1);
 
   constructor(ctx: CudaContext, workspaceBytes = 32 << 20) {
-    this.lt = new LtHandle(ctx, workspaceBytes);
+    this.lt = new LtHandle(ctx, workspaceBytes, 'training');
   }
 
   private plan(g: GemmArgs, b: GemmArgs['batch']): Plan {
