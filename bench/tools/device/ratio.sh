@@ -7,14 +7,15 @@
 # (`bench/torch_baseline.py --train compile --steps STEPS`, 3 warm-up steps as `mpt bench train --torch` gives it), alternating which goes first, so that both
 # meet the card in the same states. Prints each round's medians and ratio, then the median of the
 # rounds' ratios. Why: one pair's ratio moves by more than the criterion's margin from call to call (the
-# card sits at its power cap, and its clocks drift; bench/RESULTS-cuda-train.md). Each process's log goes
-# to $OUT/ratio-<round>-<system>.log (2 files a round: keep ROUNDS ≤ 3 beside verify.sh's 5, the reply
-# returns 8 files at most).
+# card sits at its power cap, and its clocks drift; bench/RESULTS-cuda-train.md). The processes' logs are
+# appended, under a header a round, to $OUT/ratio-mpt.log and $OUT/ratio-torch.log: two files whatever
+# ROUNDS is (the device's reply returns 8 files at most; verify.sh writes 5).
 set -uo pipefail
 name=${1:?usage: ratio.sh NAME [ROUNDS] [STEPS]}
 rounds=${2:-3}
 steps=${3:-12}
 out=${OUT:-/tmp/ratio-out}; mkdir -p "$out"
+tmp=$(mktemp -d)
 cd ".wt-$name"
 mpt_ms() { # the median step of `mpt bench train` from its log
   sed -n 's/^median step \([0-9.]*\) ms:.*/\1/p' "$1" | head -1
@@ -28,7 +29,7 @@ ratios=()
 for r in $(seq 1 "$rounds"); do
   order=(mpt torch); (( r % 2 == 0 )) && order=(torch mpt)
   for system in "${order[@]}"; do
-    log="$out/ratio-$r-$system.log"
+    log="$tmp/$r-$system.log"
     if [[ $system == mpt ]]; then
       node bin/mpt.js bench train --microbatch 8 --steps "$steps" >"$log" 2>&1
     else
@@ -36,8 +37,9 @@ for r in $(seq 1 "$rounds"); do
       python3 bench/torch_baseline.py --train compile --microbatch 8 --seq 2048 --steps "$steps" --warmup 3 >"$log" 2>&1
     fi
   done
-  m=$(mpt_ms "$out/ratio-$r-mpt.log"); t=$(torch_ms "$out/ratio-$r-torch.log")
-  if [[ -z $m || -z $t ]]; then echo "round $r: no median (mpt-ts '$m', torch.compile '$t'): see the logs"; continue; fi
+  for system in mpt torch; do { echo "== round $r"; cat "$tmp/$r-$system.log"; } >>"$out/ratio-$system.log"; done
+  m=$(mpt_ms "$tmp/$r-mpt.log"); t=$(torch_ms "$tmp/$r-torch.log")
+  if [[ -z $m || -z $t ]]; then echo "round $r: no median (mpt-ts '$m', torch.compile '$t'): see $out/ratio-*.log"; continue; fi
   ratio=$(python3 -c "print(f'{$t / $m:.4f}')")
   ratios+=("$ratio")
   echo "round $r (${order[0]} first): mpt-ts $m ms, torch.compile $(printf %.1f "$t") ms a step: ${ratio}×"
