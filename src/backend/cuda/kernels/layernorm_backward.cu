@@ -125,6 +125,19 @@ __device__ __forceinline__ void ln_team_sync(int team) {
 #endif
 }
 
+// A chunk's share of a row's one reduction (both row kernels): u = x − k (k: the shift), g = dy·w, and
+// Σu, Σu², Σg, Σg·u added into s.
+__device__ __forceinline__ void ln_add_chunk(float4& s, const float (&v)[8], const float (&d)[8], const float (&wv)[8], float k) {
+#pragma unroll
+  for (int e = 0; e < 8; e++) {
+    const float u = v[e] - k, g = d[e] * wv[e];
+    s.x += u;
+    s.y += u * u;
+    s.z += g;
+    s.w += g * u;
+  }
+}
+
 // Both row kernels' start: the thread's chunks of the weight (read once, used for every row) and its dw
 // (and db) sums at 0.
 __device__ __forceinline__ void ln_begin_sums(Chunk (&wc)[LN_CH], float (&dw)[LN_CH][8],
@@ -210,14 +223,7 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
         unpack_stored8(a.x[j], v);
         unpack_stored8(a.dy[j], d);
         unpack_stored8(wc[j], wv);
-#pragma unroll
-        for (int e = 0; e < 8; e++) {
-          const float u = v[e] - a.k, g = d[e] * wv[e];
-          s.x += u;
-          s.y += u * u;
-          s.z += g;
-          s.w += g * u;
-        }
+        ln_add_chunk(s, v, d, wv, a.k);
       }
     }
     s.x = warp_sum(s.x); s.y = warp_sum(s.y); s.z = warp_sum(s.z); s.w = warp_sum(s.w);
@@ -380,14 +386,7 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
         unpack_stored8(ln_slot(slots, 0, j), v);
         unpack_stored8(ln_slot(slots, 1, j), d);
         unpack_stored8(wc[j], wv);
-#pragma unroll
-        for (int e = 0; e < 8; e++) {
-          const float u = v[e] - kw, g = d[e] * wv[e];
-          s.x += u;
-          s.y += u * u;
-          s.z += g;
-          s.w += g * u;
-        }
+        ln_add_chunk(s, v, d, wv, kw);
       }
     }
     s.x = warp_sum(s.x); s.y = warp_sum(s.y); s.z = warp_sum(s.z); s.w = warp_sum(s.w);
