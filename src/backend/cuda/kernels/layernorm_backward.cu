@@ -125,6 +125,14 @@ __device__ __forceinline__ void ln_team_sync(int team) {
 #endif
 }
 
+// A thread's running sums of dw (and, with LN_BIAS, db) for its chunks, over the rows it works.
+struct LnSums {
+  float dw[LN_CH][8];
+#ifdef LN_BIAS
+  float db[LN_CH][8];
+#endif
+};
+
 // A chunk's share of a row's one reduction (both row kernels): u = x − k (k: the shift), g = dy·w, and
 // Σu, Σu², Σg, Σg·u added into s.
 __device__ __forceinline__ void ln_add_chunk(float4& s, const float (&v)[8], const float (&d)[8], const float (&wv)[8], float k) {
@@ -140,19 +148,15 @@ __device__ __forceinline__ void ln_add_chunk(float4& s, const float (&v)[8], con
 
 // Both row kernels' start: the thread's chunks of the weight (read once, used for every row) and its dw
 // (and db) sums at 0.
-__device__ __forceinline__ void ln_begin_sums(Chunk (&wc)[LN_CH], float (&dw)[LN_CH][8],
-#ifdef LN_BIAS
-                                              float (&db)[LN_CH][8],
-#endif
-                                              const T* __restrict__ w, int t, int chunks) {
+__device__ __forceinline__ void ln_begin_sums(Chunk (&wc)[LN_CH], LnSums& sums, const T* __restrict__ w, int t, int chunks) {
 #pragma unroll
   for (int j = 0; j < LN_CH; j++) {
     if (t + LN_TEAM * j < chunks) wc[j] = *reinterpret_cast<const Chunk*>(w + 8 * (t + LN_TEAM * j));
 #pragma unroll
     for (int e = 0; e < 8; e++) {
-      dw[j][e] = 0.f;
+      sums.dw[j][e] = 0.f;
 #ifdef LN_BIAS
-      db[j][e] = 0.f;
+      sums.db[j][e] = 0.f;
 #endif
     }
   }
@@ -161,11 +165,7 @@ __device__ __forceinline__ void ln_begin_sums(Chunk (&wc)[LN_CH], float (&dw)[LN
 // The block's sums of dw (and db) into its partial row(s), for both row kernels: team 0 writes its own
 // into the block's shared row `acc`, teams 1, 2, … add theirs in turn, the last one into `partial`
 // (fixed order: deterministic).
-__device__ __forceinline__ void ln_block_sums(const float (&dw)[LN_CH][8],
-#ifdef LN_BIAS
-                                              const float (&db)[LN_CH][8],
-#endif
-                                              float* acc, float* __restrict__ partial, int team, int t, int chunks, int n) {
+__device__ __forceinline__ void ln_block_sums(const LnSums& sums, float* acc, float* __restrict__ partial, int team, int t, int chunks, int n) {
   for (int k = 0; k < LN_TEAMS; k++) {
     if (team == k) {
 #pragma unroll
@@ -175,10 +175,10 @@ __device__ __forceinline__ void ln_block_sums(const float (&dw)[LN_CH][8],
 #pragma unroll
           for (int e = 0; e < 8; e++) {
             const int i = 8 * c + e;
-            const float sw = k == 0 ? dw[j][e] : acc[i] + dw[j][e];
+            const float sw = k == 0 ? sums.dw[j][e] : acc[i] + sums.dw[j][e];
             if (k == LN_TEAMS - 1) partial[(long long)blockIdx.x * n + i] = sw; else acc[i] = sw;
 #ifdef LN_BIAS
-            const float sb = k == 0 ? db[j][e] : acc[n + i] + db[j][e];
+            const float sb = k == 0 ? sums.db[j][e] : acc[n + i] + sums.db[j][e];
             if (k == LN_TEAMS - 1) partial[(long long)(gridDim.x + blockIdx.x) * n + i] = sb; else acc[n + i] = sb;
 #endif
           }
@@ -198,16 +198,9 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
 #endif
   const int team = threadIdx.x / LN_TEAM, t = threadIdx.x % LN_TEAM, chunks = n >> 3;
   const float inv_n = 1.f / n;
-  float dw[LN_CH][8];
-#ifdef LN_BIAS
-  float db[LN_CH][8];
-#endif
+  LnSums sums;
   Chunk wc[LN_CH];
-  ln_begin_sums(wc, dw,
-#ifdef LN_BIAS
-                db,
-#endif
-                w, t, chunks);
+  ln_begin_sums(wc, sums, w, t, chunks);
   const long long stride = (long long)gridDim.x * LN_TEAMS;
   long long r = (long long)blockIdx.x * LN_TEAMS + team;
   LnRow a;
@@ -253,9 +246,9 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
         for (int e = 0; e < 8; e++) {
           const float h = (v[e] - a.k - mu) * rstd;
           o[e] = rstd * (d[e] * wv[e] - meanG - h * meanGX) + (residual ? res[e] : 0.f);
-          dw[j][e] += d[e] * h;
+          sums.dw[j][e] += d[e] * h;
 #ifdef LN_BIAS
-          db[j][e] += d[e];
+          sums.db[j][e] += d[e];
 #endif
         }
         store8(dx + r * (LN_DX_WIDTHS * n) + 8 * c, o);
@@ -263,11 +256,7 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
     }
     a = b;
   }
-  ln_block_sums(dw,
-#ifdef LN_BIAS
-                db,
-#endif
-                acc, partial, team, t, chunks, n);
+  ln_block_sums(sums, acc, partial, team, t, chunks, n);
 }
 
 // The same gradients with the rows fed through shared memory instead of registers:
@@ -344,16 +333,9 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
   const float inv_n = 1.f / n;
   const uint4* mine = ring + team * LN_STAGES * LN_STAGE_SLOTS + t;
   const unsigned mineAt = (unsigned)__cvta_generic_to_shared(mine);
-  float dw[LN_CH][8];
-#ifdef LN_BIAS
-  float db[LN_CH][8];
-#endif
+  LnSums sums;
   Chunk wc[LN_CH];
-  ln_begin_sums(wc, dw,
-#ifdef LN_BIAS
-                db,
-#endif
-                w, t, chunks);
+  ln_begin_sums(wc, sums, w, t, chunks);
   const long long stride = (long long)gridDim.x * LN_TEAMS;
   long long r = (long long)blockIdx.x * LN_TEAMS + team;
   // The first LN_STAGES − 1 rows into stages 0, 1, …; one commit group a row, empty past the last row,
@@ -435,9 +417,9 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
 #ifdef LN_RES
           o[e] += res[e];
 #endif
-          dw[j][e] += d[e] * h;
+          sums.dw[j][e] += d[e] * h;
 #ifdef LN_BIAS
-          db[j][e] += d[e];
+          sums.db[j][e] += d[e];
 #endif
         }
         store8(dx + r * (LN_DX_WIDTHS * n) + 8 * c, o);
@@ -445,11 +427,7 @@ extern "C" __global__ void __launch_bounds__(LN_TEAM * LN_TEAMS, LN_MIN_BLOCKS) 
     }
   }
   ln_cp_wait<0>();
-  ln_block_sums(dw,
-#ifdef LN_BIAS
-                db,
-#endif
-                acc, partial, team, t, chunks, n);
+  ln_block_sums(sums, acc, partial, team, t, chunks, n);
 }
 
 // dw[i] += Σ_b partial[b, i] over `blocks` block sums (and db[i] from the next `blocks` rows). A thread
