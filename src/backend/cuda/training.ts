@@ -42,6 +42,17 @@ const REDUCE_BLOCKS = 264;
 /** A launch of a LayerNorm-backward row kernel: team threads, teams a block, blocks an SM, dynamic shared memory, its own defines. */
 type LnShape = { team: number; teams: number; minBlocks: number; sharedBytes: number; defs: Record<string, number | boolean> };
 
+/**
+ * Both LayerNorm-backward row kernels' layout: a team of at most teamMax threads a row (whole warps), as
+ * many teams a block as blockThreads allows (at most 8), and the blocks an SM that threadsPerSM allows; a
+ * thread of several chunks holds several times the registers, so fewer threads a block and an SM.
+ */
+function teamLayout(c: { teamMax: number; blockThreads: number; threadsPerSM: number }, n: number, perThread: number): { team: number; teams: number; minBlocks: number } {
+  const team = Math.min(c.teamMax, Math.ceil(n / 8 / perThread / 32) * 32);
+  const teams = Math.max(1, Math.min(8, Math.floor(c.blockThreads / perThread / team)));
+  return { team, teams, minBlocks: Math.max(1, Math.floor(c.threadsPerSM / perThread / (team * teams))) };
+}
+
 /** `shape` with the fields $MPT_CUDA_LN_RING names (name=integer, comma-separated) replaced. */
 function lnRingShape<S extends Record<string, number>>(shape: S): S {
   const v = process.env.MPT_CUDA_LN_RING ?? '';
@@ -333,24 +344,21 @@ export class CudaTrainingOps implements WaitFreeTrainingOps, ColumnBlockOutputs,
     return result;
   }
 
-  /** layernorm_backward_teams' launch: a team of at most teamMax threads a row; a thread of several chunks holds several times the registers, so fewer threads a block and an SM. */
+  /** layernorm_backward_teams' launch: teamLayout's, with the block's shared row of sums. */
   private teamsShape(n: number, perThread: number, sums: number): LnShape {
-    const c = this.lnTeams, team = Math.min(c.teamMax, Math.ceil(n / 8 / perThread / 32) * 32);
-    const teams = Math.max(1, Math.min(8, Math.floor(c.blockThreads / perThread / team)));
-    const minBlocks = Math.max(1, Math.floor(c.threadsPerSM / perThread / (team * teams)));
+    const { team, teams, minBlocks } = teamLayout(this.lnTeams, n, perThread);
     return { team, teams, minBlocks, sharedBytes: teams > 1 ? sums * n * 4 : 0, defs: {} };
   }
 
   /**
-   * layernorm_backward_ring's launch: teams as teamsShape's, each with a ring of `stages` stages of its
+   * layernorm_backward_ring's launch: teamLayout's, each team with a ring of `stages` stages of its
    * threads' chunks of x, dy (and the residual), as shared memory holds for the blocks an SM: fewer
    * stages down to 2 first (a row in flight a team), then fewer blocks an SM, then fewer teams a block,
    * and one stage (no row in flight: the copy waited for at once) only where two do not fit.
    */
   ringShape(n: number, perThread: number, residual: boolean, sums: number): LnShape {
-    const c = this.lnRing, team = Math.min(c.teamMax, Math.ceil(n / 8 / perThread / 32) * 32);
-    let teams = Math.max(1, Math.min(8, Math.floor(c.blockThreads / perThread / team)));
-    let minBlocks = Math.max(1, Math.floor(c.threadsPerSM / perThread / (team * teams)));
+    const c = this.lnRing, layout = teamLayout(c, n, perThread), team = layout.team;
+    let { teams, minBlocks } = layout;
     const stageBytes = (residual ? 3 : 2) * perThread * team * 8 * bytesPer(this.act);
     // The SM's shared memory: the opt-in limit of one block and the 1 KB the driver keeps a block
     // (H100/H200: 227 + 1 KB), less each block's static arrays (the reduction's, < 2 KB).
