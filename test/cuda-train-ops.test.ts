@@ -211,9 +211,10 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     const [xg, xc] = pair(be, randn(rows * inF), [rows, inF]);
     const [wg, wc] = pair(be, randn(3 * o * inF, 0.1), [3 * o, inF]);
     const [bg, bc] = pair(be, randn(3 * o), [3 * o]);
-    const saved = gemmTuning.minFlops;
+    const saved = gemmTuning.minFlops, savedInStep = gemmTuning.inStep;
     gemmTuning.minFlops = 0;
     gemmTuning.stored = false;
+    gemmTuning.inStep = 'off'; // timed by trial launches (the in-step mode has its own tests: gemm-tuning.test.ts)
     try {
       for (const bias of [false, true]) { // with a bias: one linear call a block
         const parts = ops.linearRowBlocks(xg, wg, bias ? bg : null, 3);
@@ -243,6 +244,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     } finally {
       gemmTuning.minFlops = saved;
       gemmTuning.stored = true;
+      gemmTuning.inStep = savedInStep;
     }
   });
 
@@ -254,9 +256,10 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     const [wg, wc] = pair(be, randn(outF * inF, 0.1), [outF, inF]);
     const [dWg, dWc] = f32pair(be, randn(outF * inF), [outF, inF]);
     const [dxg, dxc] = pair(be, randn(rows * inF), [rows, inF]);
-    const before = tuningLog.length, saved = gemmTuning.minFlops;
+    const before = tuningLog.length, saved = gemmTuning.minFlops, savedInStep = gemmTuning.inStep;
     gemmTuning.minFlops = 0;
     gemmTuning.stored = false; // time the candidates even where an earlier run stored its choice
+    gemmTuning.inStep = 'off'; // timed by trial launches (the in-step mode has its own tests: gemm-tuning.test.ts)
     try {
       for (let call = 0; call < 2; call++) { // the first call tunes, the second reuses the choice: both add once
         const [dyg, dyc] = pair(be, randn(rows * outF), [rows, outF]);
@@ -272,6 +275,7 @@ for (const dtype of ['bfloat16', 'float32'] as const) {
     } finally {
       gemmTuning.minFlops = saved;
       gemmTuning.stored = true;
+      gemmTuning.inStep = savedInStep;
     }
     if (gemmTuning.enabled) assert.ok(tuningLog.length >= before + 3, `${tuningLog.length - before} GEMM shapes tuned, expected 3 (dx, dW, linear + residual)`);
   });

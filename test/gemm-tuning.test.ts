@@ -38,7 +38,7 @@ test('cuda bf16: sustained tuning times every candidate at the cap and still add
   const [dWg, dWc] = f32(randn(outF * inF), [outF, inF]);
   const [dxg, dxc] = pair(be, randn(rows * inF), [rows, inF]);
   const saved = { ...gemmTuning };
-  Object.assign(gemmTuning, { minFlops: 0, stored: false, sustained: true, sustainedMs: 1, heatMs: 1, firstHeatMs: 2 });
+  Object.assign(gemmTuning, { minFlops: 0, stored: false, sustained: true, sustainedMs: 1, heatMs: 1, firstHeatMs: 2, inStep: 'off' });
   const trials: Array<{ n: number; burst: number[]; sustained: number[] }> = [];
   gemmTuning.observe = (trial: TuningTrial) => {
     trials.push({ n: trial.algos.length, burst: trial.burst(), sustained: trial.sustained({ ms: 1, rounds: 1, flushL2: false }) });
@@ -188,10 +188,10 @@ test('cuda: in-step tuning leaves float32 GEMMs to the burst timing', { skip }, 
   assert.ok(!inStepExploring().includes(records[0].what));
 });
 
-test('MPT_GEMM_TUNE_IN_STEP: unset or 0 off, 1 or all every handle, training the training step\'s handle; anything else an error naming it', () => {
-  for (const v of [undefined, '', '0']) assert.equal(inStepFromEnv(v), 'off');
+test('MPT_GEMM_TUNE_IN_STEP: unset or training the training step\'s handle, 0 off, 1 or all every handle; anything else an error naming it', () => {
+  for (const v of [undefined, '', 'training']) assert.equal(inStepFromEnv(v), 'training');
+  assert.equal(inStepFromEnv('0'), 'off');
   for (const v of ['1', 'all']) assert.equal(inStepFromEnv(v), 'all');
-  assert.equal(inStepFromEnv('training'), 'training');
   assert.throws(() => inStepFromEnv('yes'), (e: unknown) => e instanceof UserError && /MPT_GEMM_TUNE_IN_STEP: 'yes'/.test(e.message));
 });
 

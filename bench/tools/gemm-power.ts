@@ -13,7 +13,7 @@
 // each way makes (pickFastest, the heuristic's first unless > 3 % slower).
 // `node dist/bench/tools/gemm-power.js step [steps] [warmup]`: one `mpt bench train` run (microbatch 8,
 // the default step path only, no PyTorch), every shape tuned afresh (stored choices ignored), with the
-// tuning the environment selects (MPT_GEMM_TUNE_SUSTAINED=1, MPT_GEMM_TUNE_IN_STEP=1, else burst), and
+// tuning the environment selects (MPT_GEMM_TUNE_SUSTAINED=1 with MPT_GEMM_TUNE_IN_STEP=0; MPT_GEMM_TUNE_IN_STEP=0 alone: burst; else in-step), and
 // the tuning's total wall time; in-step, also the calls each shape explored and any shape still exploring
 // when the timed steps began (warmup: 2 by default; give every side of an A/B the same).
 import { runTrainBench, formatTrainBench } from '../../src/bench/cuda-train-bench.js';

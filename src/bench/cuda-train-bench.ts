@@ -18,7 +18,7 @@ import { CudaBackend } from '../backend/cuda/index.js';
 import { CudaContext, CudaEvent, Kernel } from '../backend/cuda/driver.js';
 import { TrainingGemm } from '../backend/cuda/training-gemm.js';
 import { CublasLt } from '../backend/cuda/cublaslt.js';
-import { tuningLog, type TuningRecord } from '../backend/cuda/cublaslt-api.js';
+import { inStepExploring, tuningLog, type TuningRecord } from '../backend/cuda/cublaslt-api.js';
 import { MPT_1B_REDPAJAMA_200B, parameterCount, parameterShapes, trainingFlopsPerSequence, type MptConfig } from '../model/config.js';
 import { structureParams } from '../model/params.js';
 import { TrainingGraph } from '../model/training-forward.js';
@@ -28,6 +28,8 @@ import { UserError } from '../util/errors.js';
 
 export const TRAIN_PRESETS: Record<string, MptConfig> = { 'mpt-1b-redpajama-200b': MPT_1B_REDPAJAMA_200B };
 const PEAK_FLOPS = 989e12;
+/** Warm-up steps the bench may add while GEMM shapes still explore in the step (12 suffice on the H100/H200). */
+const MAX_TUNING_WARMUP = 30;
 
 export interface TrainBenchOptions {
   preset?: string;
@@ -202,18 +204,25 @@ export function runTrainBench(o: TrainBenchOptions): TrainBenchResult {
     return ms;
   };
   const perMode = new Map(modes.map((mode) => [mode, { stepsMs: [] as number[], peak: 0, last: null as StepResult | null }]));
-  // Step by step, the modes alternating (and their order too), each step timed alone with events.
-  for (let i = 0; i < warmup + steps; i++) {
+  // The warm-up: `warmup` steps, then more (up to MAX_TUNING_WARMUP) while GEMM shapes still choose their
+  // algorithm in the step (gemmTuning.inStep: the logits' shapes, called 4 times a step, take ~12 steps),
+  // so that the timed steps run the chosen algorithms, as a long training run does. Then step by step, the
+  // modes alternating (and their order too), each step timed alone with events.
+  let warmupSteps = 0;
+  for (let i = 0; i - warmupSteps < steps; i++) {
+    const warming = i < warmup || (i < warmup + MAX_TUNING_WARMUP && inStepExploring().length > 0);
+    if (warming) warmupSteps++;
     for (const mode of i % 2 === 0 ? modes : [...modes].reverse()) {
       const m = perMode.get(mode)!;
       be.allocator.resetPeak();
       const ms = timed(() => runStep(mode));
       m.last = steppers.get(mode)!.settle().pop() ?? null;
       m.peak = Math.max(m.peak, be.allocator.stats().peak);
-      if (i >= warmup) m.stepsMs.push(ms);
-      log(`step ${i + 1}${i < warmup ? ' (warm-up)' : ''} ${mode}: ${ms.toFixed(1)} ms (loss ${((m.last?.lossSum ?? NaN) / (mb * (t - 1))).toFixed(4)}, grad norm ${m.last?.gradNorm.toFixed(4)})`);
+      if (!warming) m.stepsMs.push(ms);
+      log(`step ${i + 1}${warming ? ' (warm-up)' : ''} ${mode}: ${ms.toFixed(1)} ms (loss ${((m.last?.lossSum ?? NaN) / (mb * (t - 1))).toFixed(4)}, grad norm ${m.last?.gradNorm.toFixed(4)})`);
     }
   }
+  if (warmupSteps > warmup) log(`(warm-up extended to ${warmupSteps} steps while GEMM shapes chose their algorithm in the step)`);
   // Back to back, as the training loop runs them between two log lines: one pair of events around all.
   const backToBack = new Map(modes.map((mode) => {
     const ms = timed(() => { for (let i = 0; i < steps; i++) runStep(mode); }) / steps;

@@ -125,11 +125,11 @@ export function setLayoutBatch(layout: number, count: number, stride: number): v
 /** Which cuBLASLt handles tune in the step: none, those made for training (LtHandle's `role`), or all. */
 export type InStepScope = 'off' | 'training' | 'all';
 
-/** $MPT_GEMM_TUNE_IN_STEP: unset or 0 off, 1 or all every handle, training the training step's handle only. */
+/** $MPT_GEMM_TUNE_IN_STEP: unset or training the training step's handle only (the default), 0 off, 1 or all every handle. */
 export function inStepFromEnv(v: string | undefined): InStepScope {
-  if (v === undefined || v === '' || v === '0') return 'off';
+  if (v === undefined || v === '' || v === 'training') return 'training';
+  if (v === '0') return 'off';
   if (v === '1' || v === 'all') return 'all';
-  if (v === 'training') return 'training';
   throw new UserError(`MPT_GEMM_TUNE_IN_STEP: '${v}' is not one of 0, 1, all, training`);
 }
 
@@ -142,7 +142,8 @@ export function inStepFromEnv(v: string | undefined): InStepScope {
  * must not flip the choice (and with it the low bits of the results) between runs. MPT_GEMM_TUNE=0
  * switches this off (the heuristic's first everywhere, as before).
  *
- * `sustained` (MPT_GEMM_TUNE_SUSTAINED=1) times the candidates as the training step runs them: the
+ * `sustained` (MPT_GEMM_TUNE_SUSTAINED=1; for the training step's bf16 GEMMs only with MPT_GEMM_TUNE_IN_STEP=0,
+ * as in-step tuning takes those) times the candidates as the training step runs them: the
  * card brought to its power cap first, each candidate back to back for `sustainedMs` with L2 flushed
  * before every launch, the candidates interleaved over `rounds` rounds, the median launch kept. A
  * burst of 3 launches on a cool card runs at the full clock with the inputs in L2; in the step the
@@ -162,9 +163,11 @@ export function inStepFromEnv(v: string | undefined): InStepScope {
  * calls a step) stops exploring after `inStepMaxMs` and chooses among the candidates timed by then.
  * Only GEMMs of bf16 operands explore in the step; float32 ones (reference and checking runs, ~10×
  * slower a call) keep the burst, and a graph capture takes the heuristic's first without exploring.
- * Off by default: on the H200 (2026-11-28) it chose the same in both processes, found the QKV shape's
- * faster algorithm (−1.2 ms a step) with no trial launches, and moved the step by −1.6 ms on average over
- * two A/B pairs, within the steps' spread (bench/RESULTS-cuda-train.md).
+ * On by default for the training step's handle ('training'; MPT_GEMM_TUNE_IN_STEP=0 for the burst): on the
+ * H200 (2026-11-28) it chose the same in both processes, found the QKV shape's faster algorithm (−1.2 ms a
+ * step) with no trial launches, and its step was faster than the burst's in all four A/B pairs of two calls
+ * (−0.6 to −2.5 ms, −1.3 on average; bench/RESULTS-cuda-train.md). Its cost: the first steps of a run
+ * explore (the logits' shapes ~12 steps); later processes on the machine take the stored choices.
  */
 export const gemmTuning = {
   enabled: process.env.MPT_GEMM_TUNE !== '0',
