@@ -6,6 +6,7 @@
  */
 import { UserError } from '../../util/errors.js';
 import type { KernelCache } from './kernels.js';
+import { bf16RowsMap, tmaDescribable, type Bf16Rows } from './tensor-map.js';
 
 /**
  * A compile-time shape of flash_forward in flash_attention.cu (mma.sync, any chip): `mt` m16 tiles a
@@ -30,9 +31,11 @@ export interface FlashWgmmaShape { wgmma: true; warpgroups: 2 | 3; keys: 64 | 12
  * L2 (0 or absent: longest first over all heads); `persistent`: one block an SM looping over the
  * (batch, head, query block) items in that order, dealt out by a ticket counter (FA3_PERSISTENT), the
  * next item's loads under this one's last tile and stores; a number caps the blocks (the tests use a
- * few, so that every block runs many items).
+ * few, so that every block runs many items); `tma`: the producer's loads by the TMA unit, one thread
+ * issuing a tensor-map copy a 64-column slab (FA3_TMA, flash_forward_tma; tensor-map.ts), where the
+ * TMA unit can describe q, k and v (16-byte-aligned pointers and row strides: else cp.async, as without).
  */
-export interface FlashProducerRing { stages: number; pingpong?: boolean; headGroup?: number; persistent?: true | number }
+export interface FlashProducerRing { stages: number; pingpong?: boolean; headGroup?: number; persistent?: true | number; tma?: boolean }
 
 export type FlashForwardShape = FlashMmaShape | FlashWgmmaShape;
 
@@ -111,8 +114,9 @@ export const FLASH_BACKWARD_STORED_DS = true;
  * The warp-specialized shapes worth timing: the prefill default (index 11, the training default before
  * the persistent one: MPT_FLASH_TRAIN_SHAPE=11 for an A/B of the step), the runner-up for training (3
  * consumers of 64 rows, 64-key tiles: 160 registers a consumer leave no room for 128-key tiles of
- * scores), and the training default (persistent). Persistent with groups of 16 (0.408–0.412 ms) and with 3
- * consumers (0.423–0.425) lost to it and were dropped.
+ * scores), and the training default (persistent, index 13). Persistent with groups of 16 (0.408–0.412 ms)
+ * and with 3 consumers (0.423–0.425) lost to it and were dropped. Then the same two defaults with the
+ * producer's loads by TMA (index 14 the training one, 15 the prefill one).
  */
 function wgmmaShapes(): FlashWgmmaShape[] {
   const fallback = FLASH_PREFILL_SHAPE;  // elsewhere the prefill's mma.sync shape runs
@@ -120,6 +124,8 @@ function wgmmaShapes(): FlashWgmmaShape[] {
     { ...FA3_DEFAULT, fallback },
     { wgmma: true, warpgroups: 3, keys: 64, producer: { stages: 4, headGroup: 32 }, fallback },
     { ...FA3_TRAIN_DEFAULT, fallback },
+    { ...FA3_TRAIN_DEFAULT, producer: { ...FA3_TRAIN_DEFAULT.producer, tma: true }, fallback },
+    { ...FA3_DEFAULT, producer: { ...FA3_DEFAULT.producer, tma: true }, fallback },
   ];
 }
 
@@ -131,6 +137,10 @@ function wgmmaShapes(): FlashWgmmaShape[] {
 export const FLASH_FORWARD_TEST_SHAPES: readonly FlashWgmmaShape[] = [
   { ...FA3_DEFAULT, producer: { ...FA3_DEFAULT.producer, persistent: 5 }, fallback: FLASH_PREFILL_SHAPE },
   { wgmma: true, warpgroups: 3, keys: 64, producer: { stages: 4, pingpong: true, headGroup: 32, persistent: 3 }, fallback: FLASH_PREFILL_SHAPE },
+  // The same with TMA loads: Q boxes of 128 and 192 rows, K/V boxes of 128 and 64, the ring's phases
+  // and Q's refill (its expect_tx arrival doubling as the item's publication) from item to item.
+  { ...FA3_DEFAULT, producer: { ...FA3_DEFAULT.producer, persistent: 5, tma: true }, fallback: FLASH_PREFILL_SHAPE },
+  { wgmma: true, warpgroups: 3, keys: 64, producer: { stages: 4, pingpong: true, headGroup: 32, persistent: 3, tma: true }, fallback: FLASH_PREFILL_SHAPE },
 ];
 
 
@@ -140,7 +150,8 @@ export function flashShapeLabel(s: FlashForwardShape): string {
     return `fa3, producer + ${s.warpgroups} consumer warpgroups (${s.warpgroups * 64} rows), ${s.keys}-key tiles, `
       + `${s.producer.stages} stages${s.producer.pingpong ? ', ping-pong' : ''}`
       + `${s.producer.headGroup ? `, heads in groups of ${s.producer.headGroup}` : ''}`
-      + `${s.producer.persistent === true ? ', persistent' : s.producer.persistent ? `, persistent on ${s.producer.persistent} blocks` : ''}`;
+      + `${s.producer.persistent === true ? ', persistent' : s.producer.persistent ? `, persistent on ${s.producer.persistent} blocks` : ''}`
+      + `${s.producer.tma ? ', TMA loads' : ''}`;
   }
   return `${s.mt * 16} rows a warp, ${s.warps} warps, ${s.keys}-key tiles, ${s.minBlocks} blocks/SM`
     + `${s.pipe ? ', pipelined' : ''}${s.headMajor ? ', head-major grid' : ''}`;
@@ -181,17 +192,22 @@ export function launchFlashForward(kernels: KernelCache, a: FlashForwardArgs, sh
   let s = shape;
   if ('wgmma' in s) {
     if (wgmmaUsable(kernels, a.dHead)) {
+      const maps = s.producer.tma ? flashForwardMaps(a, s) : undefined;
       const defs = {
         MPT_BF16: true, HEAD_DIM: a.dHead, FA3_CONSUMERS: s.warpgroups, FA3_BK: s.keys, FA3_STAGES: s.producer.stages,
         FA3_PINGPONG: s.producer.pingpong ?? false,
         FA3_GROUP: s.producer.headGroup ?? 0,
         FA3_PERSISTENT: s.producer.persistent !== undefined,
+        FA3_TMA: maps !== undefined,
       };
       const args = [a.q, a.k, a.v, a.mask, a.slopes, a.out, a.lse, a.tq, a.capacity, a.kvLen, a.qStride, a.kvStride, a.oStride, a.nHeads, a.scale];
       const pairs = a.batch * a.nHeads, queryBlocks = Math.ceil(a.tq / (64 * s.warpgroups));
       const block = [128 * (s.warpgroups + 1)], shared = flashForwardSharedBytes(a.dHead, s);
       const persistent = s.producer.persistent;
-      if (persistent !== undefined) {  // at most one block an SM, never more blocks than work items
+      if (maps) {  // persistent or not, `batch` and the maps last
+        const grid = persistent !== undefined ? [persistentBlocks(kernels, pairs * queryBlocks, persistent)] : [pairs, queryBlocks];
+        kernels.get('flash_forward_fa3.cu', 'flash_forward_tma', defs).launch(grid, block, [...args, a.batch, maps.q, maps.k, maps.v], shared);
+      } else if (persistent !== undefined) {  // at most one block an SM, never more blocks than work items
         kernels.get('flash_forward_fa3.cu', 'flash_forward_persistent', defs).launch([persistentBlocks(kernels, pairs * queryBlocks, persistent)], block, [...args, a.batch], shared);
       } else {
         kernels.get('flash_forward_fa3.cu', 'flash_forward', defs).launch([pairs, queryBlocks], block, args, shared);
@@ -211,6 +227,22 @@ export function launchFlashForward(kernels: KernelCache, a: FlashForwardArgs, sh
     s.headMajor ? [tiles, a.batch * a.nHeads] : [a.batch * a.nHeads, tiles], [s.warps * 32],
     [a.q, a.k, a.v, a.mask, a.slopes, a.out, a.lse, a.tq, a.capacity, a.kvLen, a.qStride, a.kvStride, a.oStride, a.nHeads, a.scale],
     flashForwardSharedBytes(a.dHead, s));
+}
+
+/**
+ * The tensor maps of flash_forward_tma (FA3_TMA): Q as [batch] × tq rows, K and V as [batch] × kvLen rows
+ * of a [batch, capacity] cache (rows past the end read as zeros), nHeads·dHead columns each, boxes of the
+ * block's query rows and of a key tile. undefined where the TMA unit cannot describe one of them
+ * (tmaDescribable: a pointer or a row stride not a multiple of 16 bytes); the cp.async kernel runs then.
+ */
+function flashForwardMaps(a: FlashForwardArgs, s: FlashWgmmaShape): { q: Uint8Array; k: Uint8Array; v: Uint8Array } | undefined {
+  const columns = a.nHeads * a.dHead;
+  const q: Bf16Rows = { address: a.q, columns, rows: a.tq, batch: a.batch, rowStride: a.qStride, batchStride: a.tq * a.qStride, boxRows: 64 * s.warpgroups };
+  const kv = (address: number): Bf16Rows => ({ address, columns, rows: a.kvLen, batch: a.batch, rowStride: a.kvStride, batchStride: a.capacity * a.kvStride, boxRows: s.keys });
+  const maps = [q, kv(a.k), kv(a.v)];
+  if (!maps.every(tmaDescribable)) return undefined;
+  const [qm, km, vm] = maps.map(bf16RowsMap);
+  return { q: qm, k: km, v: vm };
 }
 
 export interface FlashBackwardArgs {
