@@ -31,9 +31,10 @@ export interface FlashWgmmaShape { wgmma: true; warpgroups: 2 | 3; keys: 64 | 12
  * L2 (0 or absent: longest first over all heads); `persistent`: one block an SM looping over the
  * (batch, head, query block) items in that order, dealt out by a ticket counter (FA3_PERSISTENT), the
  * next item's loads under this one's last tile and stores; a number caps the blocks (the tests use a
- * few, so that every block runs many items); `tma`: the producer's loads by the TMA unit, one thread
- * issuing a tensor-map copy a 64-column slab (FA3_TMA, flash_forward_tma; tensor-map.ts), where the
- * TMA unit can describe q, k and v (16-byte-aligned pointers and row strides: else cp.async, as without).
+ * few, so that every block runs many items); `tma` (persistent shapes only): the producer's loads by
+ * the TMA unit, one thread issuing a tensor-map copy a 64-column slab (FA3_TMA, flash_forward_tma;
+ * tensor-map.ts), where the TMA unit can describe q, k and v (16-byte-aligned pointers and row strides:
+ * else cp.async, as without).
  */
 export interface FlashProducerRing { stages: number; pingpong?: boolean; headGroup?: number; persistent?: true | number; tma?: boolean }
 
@@ -60,11 +61,17 @@ const FA3_DEFAULT: Omit<FlashWgmmaShape, 'fallback'> = {
   wgmma: true, warpgroups: 2, keys: 128, producer: { stages: 3, pingpong: true, headGroup: 16 },
 };
 /**
- * The training forward on sm_90a: the same on persistent blocks, heads in groups of 32 (batch 8 with lse:
- * 0.402–0.404 ms against 0.426–0.440 for FA3_DEFAULT in the same process; in the step 10.77 against
- * 11.02 ms, bench/RESULTS-attention.md, session fwd4).
+ * The training forward on sm_90a before TMA: the same on persistent blocks, heads in groups of 32 (batch 8
+ * with lse: 0.402–0.404 ms against 0.426–0.440 for FA3_DEFAULT in the same process; in the step 10.77
+ * against 11.02 ms, bench/RESULTS-attention.md, session fwd4).
  */
-const FA3_TRAIN_DEFAULT: Omit<FlashWgmmaShape, 'fallback'> = { ...FA3_DEFAULT, producer: { ...FA3_DEFAULT.producer, headGroup: 32, persistent: true } };
+const FA3_TRAIN_CP_ASYNC: Omit<FlashWgmmaShape, 'fallback'> = { ...FA3_DEFAULT, producer: { ...FA3_DEFAULT.producer, headGroup: 32, persistent: true } };
+/**
+ * The training forward on sm_90a: FA3_TRAIN_CP_ASYNC with the producer's loads by TMA (NVIDIA H200, session
+ * tmaf, same process: 0.369–0.378 ms against 0.397–0.398; in the step 9.75–9.89 against 11.21–11.42 ms,
+ * medians 259.7 / 261.0 against 261.2 / 261.4 ms, A B A B; bench/RESULTS-attention.md).
+ */
+const FA3_TRAIN_DEFAULT: Omit<FlashWgmmaShape, 'fallback'> = { ...FA3_TRAIN_CP_ASYNC, producer: { ...FA3_TRAIN_CP_ASYNC.producer, tma: true } };
 export const FLASH_PREFILL_WGMMA_SHAPE: FlashWgmmaShape = { ...FA3_DEFAULT, fallback: FLASH_PREFILL_SHAPE };
 
 /**
@@ -114,18 +121,20 @@ export const FLASH_BACKWARD_STORED_DS = true;
  * The warp-specialized shapes worth timing: the prefill default (index 11, the training default before
  * the persistent one: MPT_FLASH_TRAIN_SHAPE=11 for an A/B of the step), the runner-up for training (3
  * consumers of 64 rows, 64-key tiles: 160 registers a consumer leave no room for 128-key tiles of
- * scores), and the training default (persistent, index 13). Persistent with groups of 16 (0.408–0.412 ms)
- * and with 3 consumers (0.423–0.425) lost to it and were dropped. Then the same two defaults with the
- * producer's loads by TMA (index 14 the training one, 15 the prefill one).
+ * scores), the training default before TMA (persistent, index 13: MPT_FLASH_TRAIN_SHAPE=13 for an A/B of
+ * the step), and the training default (the same with TMA loads, index 14). Persistent with groups of 16
+ * (0.408–0.412 ms) and with 3 consumers (0.423–0.425) lost to the persistent one and were dropped; TMA
+ * loads without persistent blocks (the prefill default's shape with TMA) lost for one prompt on the H200
+ * (0.079–0.084 ms against 0.066–0.070) and tied at batch 8 (0.407–0.409 against 0.411–0.414): dropped,
+ * and TMA is for persistent shapes only.
  */
 function wgmmaShapes(): FlashWgmmaShape[] {
   const fallback = FLASH_PREFILL_SHAPE;  // elsewhere the prefill's mma.sync shape runs
   return [
     { ...FA3_DEFAULT, fallback },
     { wgmma: true, warpgroups: 3, keys: 64, producer: { stages: 4, headGroup: 32 }, fallback },
+    { ...FA3_TRAIN_CP_ASYNC, fallback },
     { ...FA3_TRAIN_DEFAULT, fallback },
-    { ...FA3_TRAIN_DEFAULT, producer: { ...FA3_TRAIN_DEFAULT.producer, tma: true }, fallback },
-    { ...FA3_DEFAULT, producer: { ...FA3_DEFAULT.producer, tma: true }, fallback },
   ];
 }
 
@@ -192,6 +201,7 @@ export function launchFlashForward(kernels: KernelCache, a: FlashForwardArgs, sh
   let s = shape;
   if ('wgmma' in s) {
     if (wgmmaUsable(kernels, a.dHead)) {
+      if (s.producer.tma && s.producer.persistent === undefined) throw new Error(`flash forward: TMA loads need a persistent shape (${flashShapeLabel(s)})`);
       const maps = s.producer.tma ? flashForwardMaps(a, s) : undefined;
       const defs = {
         MPT_BF16: true, HEAD_DIM: a.dHead, FA3_CONSUMERS: s.warpgroups, FA3_BK: s.keys, FA3_STAGES: s.producer.stages,
@@ -204,9 +214,9 @@ export function launchFlashForward(kernels: KernelCache, a: FlashForwardArgs, sh
       const pairs = a.batch * a.nHeads, queryBlocks = Math.ceil(a.tq / (64 * s.warpgroups));
       const block = [128 * (s.warpgroups + 1)], shared = flashForwardSharedBytes(a.dHead, s);
       const persistent = s.producer.persistent;
-      if (maps) {  // persistent or not, `batch` and the maps last
-        const grid = persistent !== undefined ? [persistentBlocks(kernels, pairs * queryBlocks, persistent)] : [pairs, queryBlocks];
-        kernels.get('flash_forward_fa3.cu', 'flash_forward_tma', defs).launch(grid, block, [...args, a.batch, maps.q, maps.k, maps.v], shared);
+      if (maps && persistent !== undefined) {  // persistent, `batch` and the maps last
+        kernels.get('flash_forward_fa3.cu', 'flash_forward_tma', defs).launch([persistentBlocks(kernels, pairs * queryBlocks, persistent)], block,
+          [...args, a.batch, maps.q, maps.k, maps.v], shared);
       } else if (persistent !== undefined) {  // at most one block an SM, never more blocks than work items
         kernels.get('flash_forward_fa3.cu', 'flash_forward_persistent', defs).launch([persistentBlocks(kernels, pairs * queryBlocks, persistent)], block, [...args, a.batch], shared);
       } else {

@@ -52,7 +52,9 @@
 // threads exit after giving up their registers. Why: with cp.async the producer's 128 threads compute 16
 // addresses and issue 16 copies each a K or V tile, through the LSU and L1, and the barrier takes 128
 // arrivals; the TMA unit does the address generation and the swizzle alone. The kernel is then
-// flash_forward_tma, with `batch` and the three maps (Q, K, V) as the last arguments, persistent or not.
+// flash_forward_tma, with `batch` and the three maps (Q, K, V) as the last arguments; persistent only (on
+// the H200 the persistent kernel gained, 0.369–0.378 against 0.397–0.398 ms at batch 8, while TMA blocks
+// without persistence lost for one prompt: bench/RESULTS-attention.md, session tmaf).
 //
 // Key tiles go from the diagonal back to 0 (as the other kernels): a row's largest scores come first, so
 // the rescale of O is mostly skipped. The tiles a warpgroup cannot see (past its last row) are a prefix
@@ -88,6 +90,9 @@
 #endif
 #if FA3_BK != 64 && FA3_BK != 128
 #error "flash_forward_fa3: FA3_BK must be 64 or 128"
+#endif
+#if FA3_TMA && !FA3_PERSISTENT
+#error "flash_forward_fa3: FA3_TMA needs FA3_PERSISTENT (the only shape where it won: flash.ts)"
 #endif
 #if FA3_CONSUMERS != 2 && FA3_CONSUMERS != 3
 #error "flash_forward_fa3: FA3_CONSUMERS must be 2 or 3"
