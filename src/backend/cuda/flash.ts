@@ -319,26 +319,41 @@ export function flashBackwardScratchElements(batch: number, nHeads: number, t: n
  * (A grid of G heads at a time for the wgmma kernel tied with head-major at G = 16 and lost at G = 8:
  * bench/RESULTS-attention.md, sixth session; deleted.) All write the same dsᵀ layout, so the dq pass is the same, and the same bits.
  */
-export type FlashDkdvKernel = 'mma' | 'wgmma' | 'wgmma-head-major' | 'fa3' | `fa3-s${number}-g${number}` | `fa3-s${number}-g${number}-pp${'' | '1'}`;
+export type FlashDkdvKernel = 'mma' | 'wgmma' | 'wgmma-head-major' | 'fa3' | `fa3-s${number}-g${number}${'' | `-pp${'' | '1'}`}${'' | '-tma'}`;
 
 /**
  * The shape of flash_backward_dkdv_fa3 (flash_backward_wgmma.cu: a producer warpgroup and two consumer
  * warpgroups of 64 keys sharing a ring of Q/dO stages): 'fa3' is FA3_DKDV_DEFAULT, 'fa3-sS-gG' S stages
  * (2 to 4) and blocks taken G heads at a time (1: head by head); a suffix '-pp' has the two consumers take
  * turns issuing their products, two turns a tile (Sᵀ and dPᵀ; dV and dK), '-pp1' one turn a tile (Sᵀ
- * and dPᵀ): `pingpong` = turns a tile (FB_PINGPONG; 0 or absent: off). undefined: not an fa3 name.
+ * and dPᵀ): `pingpong` = turns a tile (FB_PINGPONG; 0 or absent: off); then a suffix '-tma': K, V, Q
+ * and dO loaded by the TMA unit (FB_TMA, flash_backward_dkdv_fa3_tma). undefined: not an fa3 name.
  */
-export function fa3DkdvShape(name: string): { stages: number; headGroup: number; pingpong?: 1 | 2 } | undefined {
+export function fa3DkdvShape(name: string): { stages: number; headGroup: number; pingpong?: 1 | 2; tma?: true } | undefined {
   if (name === 'fa3') return FA3_DKDV_DEFAULT;
-  const m = /^fa3-s([2-4])-g([1-9]\d*)(-pp1?)?$/.exec(name);
+  const m = /^fa3-s([2-4])-g([1-9]\d*)(-pp1?)?(-tma)?$/.exec(name);
   if (!m) return undefined;
-  const shape = { stages: Number(m[1]), headGroup: Number(m[2]) };
-  return m[3] ? { ...shape, pingpong: m[3] === '-pp' ? 2 : 1 } : shape;
+  const shape: { stages: number; headGroup: number; pingpong?: 1 | 2; tma?: true } = { stages: Number(m[1]), headGroup: Number(m[2]) };
+  if (m[3]) shape.pingpong = m[3] === '-pp' ? 2 : 1;
+  if (m[4]) shape.tma = true;
+  return shape;
 }
 // 3 stages, heads in groups of 16, one ping-pong turn a tile: the fastest in both rounds of the seventh
 // session's first call (H100, bench/RESULTS-attention.md: 0.674 / 0.671 ms against 0.768 / 0.734 for the
 // same shape without ping-pong and 0.680-0.740 for two turns or 4 stages).
 const FA3_DKDV_DEFAULT = { stages: 3, headGroup: 16, pingpong: 1 as const };
+
+/**
+ * The tensor maps of flash_backward_dkdv_fa3_tma (FB_TMA): q, k, v and dO as [batch] × t rows of nHeads·dHead
+ * columns (rows past t read as zeros), boxes of 64 rows. undefined where the TMA unit cannot describe them
+ * (a pointer not 16-byte aligned): the cp.async kernel runs then.
+ */
+function dkdvMaps(a: FlashBackwardArgs): Uint8Array[] | undefined {
+  const columns = a.nHeads * a.dHead;
+  const rows = (address: number): Bf16Rows => ({ address, columns, rows: a.t, batch: a.batch, rowStride: columns, batchStride: a.t * columns, boxRows: 64 });
+  const all = [a.q, a.k, a.v, a.dOut].map(rows);
+  return all.every(tmaDescribable) ? all.map(bf16RowsMap) : undefined;
+}
 
 /** Shared memory of flash_backward_dkdv_fa3: K and V of 128 keys, the stages' Q and dO tiles and their lse and D, 1 KB to align. */
 export function flashFa3DkdvSharedBytes(dHead: number, stages: number): number {
@@ -351,13 +366,13 @@ export function flashFa3DkdvSharedBytes(dHead: number, stages: number): number {
  * section bwd3: 0.680 / 0.726 ms against 0.871 / 0.863 for wgmma on the head-major grid, same process;
  * 20.24 against 22.72 ms in a step, same call); for heads of 64 (not timed with fa3) wgmma on the head-major
  * grid (0.762 / 0.807 ms against 0.831 / 0.839 for the other grid). MPT_CUDA_DKDV picks another (A/B):
- * mma, wgmma, wgmma-head-major, fa3, fa3-sS-gG, fa3-sS-gG-pp or fa3-sS-gG-pp1.
+ * mma, wgmma, wgmma-head-major, fa3, fa3-sS-gG, fa3-sS-gG-pp or fa3-sS-gG-pp1, each fa3 shape optionally with -tma.
  */
 export function flashDkdvDefault(kernels: KernelCache, dHead: number): FlashDkdvKernel {
   const choice = process.env.MPT_CUDA_DKDV ?? '';
   const known = choice === 'mma' || choice === 'wgmma' || choice === 'wgmma-head-major' || fa3DkdvShape(choice) !== undefined;
   // A bad name is an error on every chip (as MPT_CUDA_DQ's), not only where the wgmma kernels run.
-  if (choice !== '' && !known) throw new UserError(`MPT_CUDA_DKDV: '${choice}' is not a dk/dv kernel (mma, wgmma, wgmma-head-major, fa3, fa3-sS-gG, fa3-sS-gG-pp, fa3-sS-gG-pp1)`);
+  if (choice !== '' && !known) throw new UserError(`MPT_CUDA_DKDV: '${choice}' is not a dk/dv kernel (mma, wgmma, wgmma-head-major, fa3, fa3-sS-gG, fa3-sS-gG-pp, fa3-sS-gG-pp1, each fa3 shape optionally with -tma)`);
   if (!wgmmaUsable(kernels, dHead)) return 'mma';
   if (choice !== '') return choice as FlashDkdvKernel;
   return dHead === 128 ? 'fa3' : 'wgmma-head-major';
@@ -477,11 +492,12 @@ export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, 
   // mma.sync: shared K, V and 2 stages of Q, dO tiles, 2 stages of lse and D. wgmma: the same in 128-byte-swizzled tiles.
   const headMajor = dkdvKernel === 'wgmma-head-major';
   const fa3 = fa3DkdvShape(dkdvKernel), strides = dkdvStrideDefines(a);
+  const maps = fa3?.tma ? dkdvMaps(a) : undefined;  // undefined: cp.async
   const dkdv = () => (fa3
-    ? kernels.get('flash_backward_wgmma.cu', 'flash_backward_dkdv_fa3', {
-      MPT_BF16: true, HEAD_DIM: a.dHead, FB_STAGES: fa3.stages, FB_GROUP: fa3.headGroup, FB_PINGPONG: fa3.pingpong ?? false, ...strides,
+    ? kernels.get('flash_backward_wgmma.cu', maps ? 'flash_backward_dkdv_fa3_tma' : 'flash_backward_dkdv_fa3', {
+      MPT_BF16: true, HEAD_DIM: a.dHead, FB_STAGES: fa3.stages, FB_GROUP: fa3.headGroup, FB_PINGPONG: fa3.pingpong ?? false, FB_TMA: maps !== undefined, ...strides,
     })
-      .launch([a.batch * a.nHeads, Math.ceil(a.t / 128)], [384], dkdvArgs, flashFa3DkdvSharedBytes(a.dHead, fa3.stages))
+      .launch([a.batch * a.nHeads, Math.ceil(a.t / 128)], [384], maps ? [...dkdvArgs, ...maps] : dkdvArgs, flashFa3DkdvSharedBytes(a.dHead, fa3.stages))
     : dkdvKernel !== 'mma'
     ? kernels.get('flash_backward_wgmma.cu', 'flash_backward_dkdv_wgmma', { MPT_BF16: true, HEAD_DIM: a.dHead, WB_HEAD_MAJOR: headMajor ? 1 : false, ...strides })
       .launch(headMajor ? [grid[1], grid[0]] : grid, [128], dkdvArgs, flashWgmmaDkdvSharedBytes(a.dHead))
