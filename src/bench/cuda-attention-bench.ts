@@ -242,12 +242,13 @@ function main(argv: string[]): void {
     log('-- dk/dv kernels: mma.sync (before) against wgmma, storing ds, dq from it');
     const pairs: Array<[FlashDkdvKernel, Row, Row]> = [];
     // the wgmma kernel's grids, then flash_backward_dkdv_fa3's shapes (stages, head groups, ping-pong turns):
-    // fa3-s3-g16-pp1 is the default, 'fa3'; beside it the same and 4 stages with TMA loads (session tmaf), the
-    // previous default (no ping-pong) and the runner-up of the seventh session's first call (4 stages). The
-    // other shapes of bwd3's table, bwd3b's overlapped ones and two ping-pong turns a tile lost
+    // fa3-s3-g16-pp1-tma is the default, 'fa3' (session tmaf); beside it the same on cp.async (the default
+    // before), 4 stages with TMA (a tie with 3 on the H200) and on cp.async (the seventh session's runner-up).
+    // The other shapes of bwd3's table, bwd3b's overlapped ones, two ping-pong turns a tile and no ping-pong
+    // (fa3-s3-g16: 0.714-0.719 ms against 0.659-0.663 for the default on the H200) lost
     // (bench/RESULTS-attention.md) and are left out.
-    const fa3Default: FlashDkdvKernel = 'fa3-s3-g16-pp1';
-    const candidates: FlashDkdvKernel[] = ['fa3-s3-g16-pp1-tma', 'fa3-s4-g16-pp1-tma', 'fa3-s3-g16', 'fa3-s4-g16'];
+    const fa3Default: FlashDkdvKernel = 'fa3-s3-g16-pp1-tma';
+    const candidates: FlashDkdvKernel[] = ['fa3-s3-g16-pp1', 'fa3-s4-g16-pp1-tma', 'fa3-s4-g16'];
     const grids: FlashDkdvKernel[] = ['wgmma', 'wgmma-head-major', fa3Default, ...candidates];
     const kernels: FlashDkdvKernel[] = ['mma', ...grids];
     // The second round in reverse order, so that no kernel always runs first or last.

@@ -341,7 +341,10 @@ export function fa3DkdvShape(name: string): { stages: number; headGroup: number;
 // 3 stages, heads in groups of 16, one ping-pong turn a tile: the fastest in both rounds of the seventh
 // session's first call (H100, bench/RESULTS-attention.md: 0.674 / 0.671 ms against 0.768 / 0.734 for the
 // same shape without ping-pong and 0.680-0.740 for two turns or 4 stages).
-const FA3_DKDV_DEFAULT = { stages: 3, headGroup: 16, pingpong: 1 as const };
+// With K, V, Q and dO by TMA since session tmaf (NVIDIA H200, same process: 0.659 / 0.663 ms against 0.721 /
+// 0.721 for the same shape on cp.async, the same bits; in the step 17.49 / 17.57 against 20.12 / 20.08 ms,
+// medians 256.7 / 254.8 against 258.6 / 259.3 ms, A B A B). 'fa3-s3-g16-pp1' names the cp.async one (A/B).
+const FA3_DKDV_DEFAULT = { stages: 3, headGroup: 16, pingpong: 1 as const, tma: true as const };
 
 /**
  * The tensor maps of flash_backward_dkdv_fa3_tma (FB_TMA): q, k, v and dO as [batch] × t rows of nHeads·dHead
@@ -362,9 +365,10 @@ export function flashFa3DkdvSharedBytes(dHead: number, stages: number): number {
 
 /**
  * The dk/dv kernel launchFlashBackward uses by default where the wgmma kernels run (sm_90a): for heads of
- * 128 the warp-specialized kernel (flash_backward_dkdv_fa3, FA3_DKDV_DEFAULT; H100, bench/RESULTS-attention.md
- * section bwd3: 0.680 / 0.726 ms against 0.871 / 0.863 for wgmma on the head-major grid, same process;
- * 20.24 against 22.72 ms in a step, same call); for heads of 64 (not timed with fa3) wgmma on the head-major
+ * 128 the warp-specialized kernel (flash_backward_dkdv_fa3, FA3_DKDV_DEFAULT, its loads by TMA:
+ * flash_backward_dkdv_fa3_tma; H100, bench/RESULTS-attention.md section bwd3: 0.680 / 0.726 ms against
+ * 0.871 / 0.863 for wgmma on the head-major grid, same process; 20.24 against 22.72 ms in a step, same
+ * call; TMA: section tmaf); for heads of 64 (not timed with fa3) wgmma on the head-major
  * grid (0.762 / 0.807 ms against 0.831 / 0.839 for the other grid). MPT_CUDA_DKDV picks another (A/B):
  * mma, wgmma, wgmma-head-major, fa3, fa3-sS-gG, fa3-sS-gG-pp or fa3-sS-gG-pp1, each fa3 shape optionally with -tma.
  */
