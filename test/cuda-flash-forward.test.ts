@@ -5,8 +5,11 @@
 // one warpgroup, batch > 1, more (batch, head) pairs than a block-order group, head sizes 64 and 128,
 // ALiBi on and off; the persistent kernel (the training default) also on a few blocks
 // (FLASH_FORWARD_TEST_SHAPES: every block runs many items back to back, and every launch must leave the
-// kernel's ticket counter at 0 for the next one, or the next launch would skip items and leave NaN). Outputs and lse are filled with NaN first, so a row the kernel fails to
-// write fails the check. Skipped where no GPU is usable, or where wgmma cannot run (not an H100-class
+// kernel's ticket counter at 0 for the next one, or the next launch would skip items and leave NaN); the
+// shapes with TMA loads (tensor maps with the 128-byte swizzle in place of the hand-swizzled cp.async, 3-D
+// maps whose rows past a sequence's end read as zeros) on the same cases. Outputs and lse are filled with
+// NaN first, so a row the kernel fails to write fails the check; in prefill the cache rows past kvLen hold
+// NaN, so a key tile that reads them instead of zeros (0·NaN in P·V) fails it too. Skipped where no GPU is usable, or where wgmma cannot run (not an H100-class
 // sm_90a chip: flash.ts then launches the mma.sync fallback, which cuda-kernels.test.ts checks).
 import { test } from 'node:test';
 import type { CudaTensor } from '../src/backend/cuda/index.js';
@@ -68,6 +71,8 @@ for (const [batch, tq, kvLen, cap, heads, dHead, pad] of prefill) {
     const be = cudaFor('bfloat16'), d = heads * dHead, scale = 1 / Math.sqrt(dHead);
     // q rows live in a [batch, tq, 3d] buffer (stride 3d), k and v in [batch, cap, 2d] (stride 2d).
     const qWide = randn(batch * tq * 3 * d), kvWide = randn(batch * cap * 2 * d);
+    // Cache rows [kvLen, capacity) are not keys: NaN there must never reach the output.
+    for (let b = 0; b < batch; b++) kvWide.fill(NaN, (b * cap + kvLen) * 2 * d, (b + 1) * cap * 2 * d);
     const [qg] = pair(be, qWide, [batch, tq, 3 * d]);
     const [kvg] = pair(be, kvWide, [batch, cap, 2 * d]);
     const slice = (x: Float32Array, rows: number, width: number, from: number) => {

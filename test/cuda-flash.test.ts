@@ -5,7 +5,9 @@
 // from the stored dsᵀ by wgmma too (after either dk/dv kernel; bit for bit the mma.sync pass's dq), and by
 // the warp-specialized flash_backward_dkdv_fa3 in three ring shapes and four with its consumers in
 // ping-pong (FB_PINGPONG: one and two turns a tile, 2 to 4 stages; bit for bit the wgmma kernel's dk, dv
-// and, through the dsᵀ it stores, dq), and dq by the warp-specialized flash_backward_dq_fa3 in four shapes
+// and, through the dsᵀ it stores, dq), the same with K, V, Q and dO loaded by TMA (FB_TMA: 'fa3', the
+// default, and two '-tma' shapes; 'fa3-s3-g16-pp1' is the default's cp.async twin; the same bits again:
+// the tensor maps' 128-byte swizzle must write the hand-swizzled layout and read rows past t as zeros), and dq by the warp-specialized flash_backward_dq_fa3 in four shapes
 // (1 or 2 query tiles a consumer, 2 or 3 consumers, head groups, persistent on 2 or 3 blocks so that each
 // block walks many items, heads in reverse order: bit for bit the mma.sync dq pass's dq). Sizes that are not multiples of 64 or 128 rows (a last block's
 // consumer 1 then has a partial key tile, t = 77, 200, or no keys at all, t = 320, 150: the ping-pong's
@@ -106,7 +108,8 @@ for (const [batch, t, heads, dHead, alibi] of cases) {
         [true, 64, 'fa3', 'mma'], [false, 64, 'fa3', 'mma'], [true, 64, 'fa3-s2-g1', 'wgmma'], [true, 64, 'fa3-s4-g3', 'wgmma'],
         [true, 64, 'fa3-s3-g16-pp', 'mma'], [true, 64, 'fa3-s2-g1-pp', 'wgmma'], [false, 64, 'fa3-s4-g16-pp', 'mma'], [true, 64, 'fa3-s3-g3-pp1', 'mma'],
         [true, 64, 'fa3', 'fa3'], [true, 64, 'wgmma', 'fa3-c2-t1-s3-g3'], [true, 64, 'wgmma-head-major', 'fa3-c2-t2-s2-p3'],
-        [true, 64, 'fa3', 'fa3-c3-t1-s5-p2'], [true, 64, 'fa3', 'fa3-c2-t2-s4-r'], [true, 64, 'wgmma', 'fa3-c2-t2-s3-p3-r']);
+        [true, 64, 'fa3', 'fa3-c3-t1-s5-p2'], [true, 64, 'fa3', 'fa3-c2-t2-s4-r'], [true, 64, 'wgmma', 'fa3-c2-t2-s3-p3-r'],
+        [true, 64, 'fa3-s3-g16-pp1', 'mma'], [false, 64, 'fa3-s2-g1-tma', 'mma'], [true, 64, 'fa3-s4-g3-pp-tma', 'wgmma']);
     }
     // dq of the mma.sync pass from the wgmma dk/dv's dsᵀ: the wgmma dq pass sums the same products in the
     // same order, so it must give the same bits.
@@ -140,11 +143,13 @@ for (const [batch, t, heads, dHead, alibi] of cases) {
 
 // The dk/dv kernel names (MPT_CUDA_DKDV, the bench): which fa3 shapes parse, and to what (no GPU needed).
 test('fa3DkdvShape: stages, head groups and ping-pong turns from a name; anything else is not an fa3 name', () => {
-  assert.deepEqual(fa3DkdvShape('fa3'), { stages: 3, headGroup: 16, pingpong: 1 });
+  assert.deepEqual(fa3DkdvShape('fa3'), { stages: 3, headGroup: 16, pingpong: 1, tma: true });
   assert.deepEqual(fa3DkdvShape('fa3-s4-g16'), { stages: 4, headGroup: 16 });
   assert.deepEqual(fa3DkdvShape('fa3-s3-g16-pp'), { stages: 3, headGroup: 16, pingpong: 2 });
   assert.deepEqual(fa3DkdvShape('fa3-s2-g1-pp1'), { stages: 2, headGroup: 1, pingpong: 1 });
-  for (const name of ['fa3-s5-g16', 'fa3-s1-g16', 'fa3-s3-g0', 'fa3-s3-g16-pp2', 'fa3-s3-g16-', 'fa3-pp', 'wgmma']) {
+  assert.deepEqual(fa3DkdvShape('fa3-s3-g16-pp1-tma'), { stages: 3, headGroup: 16, pingpong: 1, tma: true });
+  assert.deepEqual(fa3DkdvShape('fa3-s2-g1-tma'), { stages: 2, headGroup: 1, tma: true });
+  for (const name of ['fa3-s5-g16', 'fa3-s1-g16', 'fa3-s3-g0', 'fa3-s3-g16-pp2', 'fa3-s3-g16-', 'fa3-pp', 'wgmma', 'fa3-tma', 'fa3-s3-g16-tma-pp1']) {
     assert.equal(fa3DkdvShape(name), undefined, name);
   }
 });
@@ -183,7 +188,7 @@ for (const [batch, t, heads, dHead] of stridedCases) {
       return got;
     };
     const kernels: FlashDkdvKernel[] = ['mma'];
-    if (wgmmaUsable(be.kernels, dHead)) kernels.push('wgmma', 'wgmma-head-major', 'fa3', 'fa3-s2-g1', 'fa3-s3-g16-pp');
+    if (wgmmaUsable(be.kernels, dHead)) kernels.push('wgmma', 'wgmma-head-major', 'fa3', 'fa3-s2-g1', 'fa3-s3-g16-pp', 'fa3-s3-g16-pp1');
     for (const kernel of kernels) {
       const want = run(kernel, null);
       for (const strided of ['dk and dv', 'dv'] as const) {

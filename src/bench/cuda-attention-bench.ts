@@ -19,7 +19,8 @@
  *             two rounds), with the count of dq elements where they differ from mma.sync's.
  * --dq-only   only that dq comparison (after the forward that feeds it); --backward-only: the dk/dv
  *             comparison (mma.sync, wgmma, wgmma on a head-major grid, the fa3 default and the fa3
- *             candidates: 4 stages, ping-pong) and that dq comparison.
+ *             candidates: 4 stages, ping-pong, TMA loads) and that dq comparison; --dkdv-only: the dk/dv
+ *             comparison alone.
  * --before    times the kernels of an earlier commit from DIR (common.cuh, flash_attention.cu and
  *             flash_backward.cu of commit b6e5d97: `git show b6e5d97:src/backend/cuda/kernels/FILE`),
  *             launched as that commit did (64-query dq blocks, dsᵀ stored row-major),
@@ -60,7 +61,7 @@ function main(argv: string[]): void {
   const flag = (name: string) => argv.includes(name);
   const value = (name: string) => { const i = argv.indexOf(name); return i >= 0 ? argv[i + 1] : undefined; };
   if (flag('--help')) {
-    process.stdout.write('usage: node dist/src/bench/cuda-attention-bench.js [--variants [--forward-only]] [--dq-only | --backward-only] [--before DIR] [--torch SCRIPT] [--reps N] [--json FILE]\n');
+    process.stdout.write('usage: node dist/src/bench/cuda-attention-bench.js [--variants [--forward-only]] [--dq-only | --dkdv-only | --backward-only] [--before DIR] [--torch SCRIPT] [--reps N] [--json FILE]\n');
     return;
   }
   const reps = Number(value('--reps') ?? 20);
@@ -127,10 +128,14 @@ function main(argv: string[]): void {
   // Warm-up of the whole GPU (clocks ramp for a while) before the first figure.
   for (let i = 0; i < 60; i++) fwd(8, FLASH_TRAIN_SHAPE);
   be.synchronize();
-  if (flag('--dq-only') || flag('--backward-only')) {
+  if (flag('--dq-only') || flag('--backward-only') || flag('--dkdv-only')) {
     rowDot();
+    if (!wgmmaUsable(be.kernels, dHead)) throw new UserError('--dq-only, --dkdv-only and --backward-only compare the wgmma kernels: they need sm_90a');
+    if (flag('--dkdv-only')) {  // the dk/dv kernels alone (and with the default dq after them)
+      compareDkdvKernels();
+      return;
+    }
     timeRowDots();
-    if (!wgmmaUsable(be.kernels, dHead)) throw new UserError('--dq-only and --backward-only compare the wgmma kernels: they need sm_90a');
     if (flag('--backward-only')) compareDkdvKernels();
     compareDqKernels();
     return;
@@ -237,11 +242,13 @@ function main(argv: string[]): void {
     log('-- dk/dv kernels: mma.sync (before) against wgmma, storing ds, dq from it');
     const pairs: Array<[FlashDkdvKernel, Row, Row]> = [];
     // the wgmma kernel's grids, then flash_backward_dkdv_fa3's shapes (stages, head groups, ping-pong turns):
-    // fa3-s3-g16-pp1 is the default, 'fa3'; beside it the previous default (no ping-pong) and the runner-up of
-    // the seventh session's first call (4 stages). The other shapes of bwd3's table, bwd3b's overlapped ones and
-    // two ping-pong turns a tile lost (bench/RESULTS-attention.md) and are left out.
-    const fa3Default: FlashDkdvKernel = 'fa3-s3-g16-pp1';
-    const candidates: FlashDkdvKernel[] = ['fa3-s3-g16', 'fa3-s4-g16'];
+    // fa3-s3-g16-pp1-tma is the default, 'fa3' (session tmaf); beside it the same on cp.async (the default
+    // before), 4 stages with TMA (a tie with 3 on the H200) and on cp.async (the seventh session's runner-up).
+    // The other shapes of bwd3's table, bwd3b's overlapped ones, two ping-pong turns a tile and no ping-pong
+    // (fa3-s3-g16: 0.714-0.719 ms against 0.659-0.663 for the default on the H200) lost
+    // (bench/RESULTS-attention.md) and are left out.
+    const fa3Default: FlashDkdvKernel = 'fa3-s3-g16-pp1-tma';
+    const candidates: FlashDkdvKernel[] = ['fa3-s3-g16-pp1', 'fa3-s4-g16-pp1-tma', 'fa3-s4-g16'];
     const grids: FlashDkdvKernel[] = ['wgmma', 'wgmma-head-major', fa3Default, ...candidates];
     const kernels: FlashDkdvKernel[] = ['mma', ...grids];
     // The second round in reverse order, so that no kernel always runs first or last.

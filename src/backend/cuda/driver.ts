@@ -67,6 +67,10 @@ const PROTOTYPES = [
   'int cuGraphLaunch(uint64_t exec, uint64_t stream)',
   'int cuGraphExecDestroy(uint64_t exec)',
   'int cuGraphDestroy(uint64_t graph)',
+  // CUDA 12.0+. The map (first argument) is written at a 64-byte-aligned host address; the arrays are
+  // cuuint64_t globalDim[rank], cuuint64_t globalStrides[rank − 1] (bytes), cuuint32_t boxDim[rank],
+  // cuuint32_t elementStrides[rank]; the enums are ints (tensor-map.ts).
+  'int cuTensorMapEncodeTiled(uint64_t tensorMap, int dataType, uint rank, uint64_t globalAddress, void *globalDim, void *globalStrides, void *boxDim, void *elementStrides, int interleave, int swizzle, int l2Promotion, int oobFill)',
 ];
 
 /** Load libcuda and bind the calls we use (once). Throws CudaLibraryMissing when there is no driver. */
@@ -277,29 +281,66 @@ export class CudaEvent {
   }
 }
 
+/** A kernel argument: a number (kinds p, q, i, u, f, d) or the 128 bytes of a CUtensorMap (kind m, tensor-map.ts). */
+export type KernelArg = number | Uint8Array;
+
+/** Bytes of a CUtensorMap (cuda.h: 16 opaque 64-bit words, 64-byte aligned). */
+export const TENSOR_MAP_BYTES = 128;
+
 /**
  * Kernel arguments packed in native memory: one 8-byte slot per argument and an array of pointers
- * to the slots, written once. cuLaunchKernel copies the values, so the same block serves every launch
- * (and graph capture keeps what was there at capture time).
+ * to the slots, written once. cuLaunchKernel reads each argument's bytes (as many as the kernel's
+ * parameter has) where its pointer points and copies them, so the same block serves every launch (and
+ * graph capture keeps what was there at capture time). A tensor map (kind `m`, passed by value as a
+ * `const __grid_constant__` parameter) does not fit a slot: its 128 bytes go to one of MAPS 64-byte-
+ * aligned map slots and that argument's pointer is turned to it for this launch (and back afterwards).
  */
 export class LaunchArgs {
   static readonly MAX = 48;
+  static readonly MAPS = 4;
   private readonly slots = koffi.alloc('uint64', LaunchArgs.MAX);
   private readonly pointers = koffi.alloc('uint64', LaunchArgs.MAX);
+  // MAPS map slots and 64 bytes of room to align the first one.
+  private readonly mapBlock = koffi.alloc('uint64', (LaunchArgs.MAPS * TENSOR_MAP_BYTES + 64) / 8);
   private readonly view: DataView;
+  private readonly ptrView: DataView;
+  private readonly mapBytes: Uint8Array;
+  private readonly slotBase: bigint;
+  private readonly mapBase: bigint;
+  /** Arguments whose pointer points at a map slot since the last pack. */
+  private redirected: number[] = [];
 
   constructor() {
     this.view = new DataView(koffi.view(this.slots, LaunchArgs.MAX * 8));
-    const base = koffi.address(this.slots);
-    const ptrView = new DataView(koffi.view(this.pointers, LaunchArgs.MAX * 8));
-    for (let i = 0; i < LaunchArgs.MAX; i++) ptrView.setBigUint64(i * 8, base + BigInt(i * 8), true);
+    this.slotBase = koffi.address(this.slots);
+    this.ptrView = new DataView(koffi.view(this.pointers, LaunchArgs.MAX * 8));
+    for (let i = 0; i < LaunchArgs.MAX; i++) this.ptrView.setBigUint64(i * 8, this.slotBase + BigInt(i * 8), true);
+    const blockBase = koffi.address(this.mapBlock), skip = (64 - Number(blockBase % 64n)) % 64;
+    this.mapBase = blockBase + BigInt(skip);
+    this.mapBytes = new Uint8Array(koffi.view(this.mapBlock, LaunchArgs.MAPS * TENSOR_MAP_BYTES + 64), skip, LaunchArgs.MAPS * TENSOR_MAP_BYTES);
   }
 
-  /** Write the arguments: `p` pointer (number), `i` int32, `u` uint32, `f` float32, `d` float64, `q` int64. */
-  pack(kinds: string, values: readonly number[]): unknown {
+  /**
+   * Write the arguments: `p` pointer (number), `i` int32, `u` uint32, `f` float32, `d` float64, `q` int64,
+   * `m` a tensor map (a Uint8Array of TENSOR_MAP_BYTES; at most MAPS a launch).
+   */
+  pack(kinds: string, values: readonly KernelArg[]): unknown {
     if (kinds.length !== values.length) throw new Error(`kernel argument kinds ${kinds} do not match ${values.length} values`);
+    for (const i of this.redirected) this.ptrView.setBigUint64(i * 8, this.slotBase + BigInt(i * 8), true);
+    this.redirected = [];
     for (let i = 0; i < values.length; i++) {
-      const o = i * 8, v = values[i];
+      const o = i * 8, arg = values[i];
+      if (kinds[i] === 'm') {
+        const slot = this.redirected.length;
+        if (!(arg instanceof Uint8Array) || arg.length !== TENSOR_MAP_BYTES) throw new Error(`kernel argument ${i} (kind m) is not a ${TENSOR_MAP_BYTES}-byte tensor map`);
+        if (slot >= LaunchArgs.MAPS) throw new Error(`more than ${LaunchArgs.MAPS} tensor maps in one launch`);
+        this.mapBytes.set(arg, slot * TENSOR_MAP_BYTES);
+        this.ptrView.setBigUint64(o, this.mapBase + BigInt(slot * TENSOR_MAP_BYTES), true);
+        this.redirected.push(i);
+        continue;
+      }
+      if (typeof arg !== 'number') throw new Error(`kernel argument ${i} (kind ${kinds[i]}) is not a number`);
+      const v = arg;
       switch (kinds[i]) {
         case 'p': this.view.setBigUint64(o, BigInt(v), true); break;
         case 'q': this.view.setBigInt64(o, BigInt(Math.trunc(v)), true); break;
@@ -368,7 +409,7 @@ export class Kernel {
     }
   }
 
-  launch(grid: readonly number[], block: readonly number[], values: readonly number[], sharedBytes = 0): void {
+  launch(grid: readonly number[], block: readonly number[], values: readonly KernelArg[], sharedBytes = 0): void {
     const params = Kernel.args.pack(this.argKinds, values);
     this.reserveShared(sharedBytes);
     let code: number;

@@ -6,6 +6,7 @@
  */
 import { UserError } from '../../util/errors.js';
 import type { KernelCache } from './kernels.js';
+import { bf16RowsMap, tmaDescribable, type Bf16Rows } from './tensor-map.js';
 
 /**
  * A compile-time shape of flash_forward in flash_attention.cu (mma.sync, any chip): `mt` m16 tiles a
@@ -30,9 +31,12 @@ export interface FlashWgmmaShape { wgmma: true; warpgroups: 2 | 3; keys: 64 | 12
  * L2 (0 or absent: longest first over all heads); `persistent`: one block an SM looping over the
  * (batch, head, query block) items in that order, dealt out by a ticket counter (FA3_PERSISTENT), the
  * next item's loads under this one's last tile and stores; a number caps the blocks (the tests use a
- * few, so that every block runs many items).
+ * few, so that every block runs many items); `tma` (persistent shapes only): the producer's loads by
+ * the TMA unit, one thread issuing a tensor-map copy a 64-column slab (FA3_TMA, flash_forward_tma;
+ * tensor-map.ts), where the TMA unit can describe q, k and v (16-byte-aligned pointers and row strides:
+ * else cp.async, as without).
  */
-export interface FlashProducerRing { stages: number; pingpong?: boolean; headGroup?: number; persistent?: true | number }
+export interface FlashProducerRing { stages: number; pingpong?: boolean; headGroup?: number; persistent?: true | number; tma?: boolean }
 
 export type FlashForwardShape = FlashMmaShape | FlashWgmmaShape;
 
@@ -57,11 +61,17 @@ const FA3_DEFAULT: Omit<FlashWgmmaShape, 'fallback'> = {
   wgmma: true, warpgroups: 2, keys: 128, producer: { stages: 3, pingpong: true, headGroup: 16 },
 };
 /**
- * The training forward on sm_90a: the same on persistent blocks, heads in groups of 32 (batch 8 with lse:
- * 0.402–0.404 ms against 0.426–0.440 for FA3_DEFAULT in the same process; in the step 10.77 against
- * 11.02 ms, bench/RESULTS-attention.md, session fwd4).
+ * The training forward on sm_90a before TMA: the same on persistent blocks, heads in groups of 32 (batch 8
+ * with lse: 0.402–0.404 ms against 0.426–0.440 for FA3_DEFAULT in the same process; in the step 10.77
+ * against 11.02 ms, bench/RESULTS-attention.md, session fwd4).
  */
-const FA3_TRAIN_DEFAULT: Omit<FlashWgmmaShape, 'fallback'> = { ...FA3_DEFAULT, producer: { ...FA3_DEFAULT.producer, headGroup: 32, persistent: true } };
+const FA3_TRAIN_CP_ASYNC: Omit<FlashWgmmaShape, 'fallback'> = { ...FA3_DEFAULT, producer: { ...FA3_DEFAULT.producer, headGroup: 32, persistent: true } };
+/**
+ * The training forward on sm_90a: FA3_TRAIN_CP_ASYNC with the producer's loads by TMA (NVIDIA H200, session
+ * tmaf, same process: 0.369–0.378 ms against 0.397–0.398; in the step 9.75–9.89 against 11.21–11.42 ms,
+ * medians 259.7 / 261.0 against 261.2 / 261.4 ms, A B A B; bench/RESULTS-attention.md).
+ */
+const FA3_TRAIN_DEFAULT: Omit<FlashWgmmaShape, 'fallback'> = { ...FA3_TRAIN_CP_ASYNC, producer: { ...FA3_TRAIN_CP_ASYNC.producer, tma: true } };
 export const FLASH_PREFILL_WGMMA_SHAPE: FlashWgmmaShape = { ...FA3_DEFAULT, fallback: FLASH_PREFILL_SHAPE };
 
 /**
@@ -111,14 +121,19 @@ export const FLASH_BACKWARD_STORED_DS = true;
  * The warp-specialized shapes worth timing: the prefill default (index 11, the training default before
  * the persistent one: MPT_FLASH_TRAIN_SHAPE=11 for an A/B of the step), the runner-up for training (3
  * consumers of 64 rows, 64-key tiles: 160 registers a consumer leave no room for 128-key tiles of
- * scores), and the training default (persistent). Persistent with groups of 16 (0.408–0.412 ms) and with 3
- * consumers (0.423–0.425) lost to it and were dropped.
+ * scores), the training default before TMA (persistent, index 13: MPT_FLASH_TRAIN_SHAPE=13 for an A/B of
+ * the step), and the training default (the same with TMA loads, index 14). Persistent with groups of 16
+ * (0.408–0.412 ms) and with 3 consumers (0.423–0.425) lost to the persistent one and were dropped; TMA
+ * loads without persistent blocks (the prefill default's shape with TMA) lost for one prompt on the H200
+ * (0.079–0.084 ms against 0.066–0.070) and tied at batch 8 (0.407–0.409 against 0.411–0.414): dropped,
+ * and TMA is for persistent shapes only.
  */
 function wgmmaShapes(): FlashWgmmaShape[] {
   const fallback = FLASH_PREFILL_SHAPE;  // elsewhere the prefill's mma.sync shape runs
   return [
     { ...FA3_DEFAULT, fallback },
     { wgmma: true, warpgroups: 3, keys: 64, producer: { stages: 4, headGroup: 32 }, fallback },
+    { ...FA3_TRAIN_CP_ASYNC, fallback },
     { ...FA3_TRAIN_DEFAULT, fallback },
   ];
 }
@@ -131,6 +146,10 @@ function wgmmaShapes(): FlashWgmmaShape[] {
 export const FLASH_FORWARD_TEST_SHAPES: readonly FlashWgmmaShape[] = [
   { ...FA3_DEFAULT, producer: { ...FA3_DEFAULT.producer, persistent: 5 }, fallback: FLASH_PREFILL_SHAPE },
   { wgmma: true, warpgroups: 3, keys: 64, producer: { stages: 4, pingpong: true, headGroup: 32, persistent: 3 }, fallback: FLASH_PREFILL_SHAPE },
+  // The same with TMA loads: Q boxes of 128 and 192 rows, K/V boxes of 128 and 64, the ring's phases
+  // and Q's refill (its expect_tx arrival doubling as the item's publication) from item to item.
+  { ...FA3_DEFAULT, producer: { ...FA3_DEFAULT.producer, persistent: 5, tma: true }, fallback: FLASH_PREFILL_SHAPE },
+  { wgmma: true, warpgroups: 3, keys: 64, producer: { stages: 4, pingpong: true, headGroup: 32, persistent: 3, tma: true }, fallback: FLASH_PREFILL_SHAPE },
 ];
 
 
@@ -140,7 +159,8 @@ export function flashShapeLabel(s: FlashForwardShape): string {
     return `fa3, producer + ${s.warpgroups} consumer warpgroups (${s.warpgroups * 64} rows), ${s.keys}-key tiles, `
       + `${s.producer.stages} stages${s.producer.pingpong ? ', ping-pong' : ''}`
       + `${s.producer.headGroup ? `, heads in groups of ${s.producer.headGroup}` : ''}`
-      + `${s.producer.persistent === true ? ', persistent' : s.producer.persistent ? `, persistent on ${s.producer.persistent} blocks` : ''}`;
+      + `${s.producer.persistent === true ? ', persistent' : s.producer.persistent ? `, persistent on ${s.producer.persistent} blocks` : ''}`
+      + `${s.producer.tma ? ', TMA loads' : ''}`;
   }
   return `${s.mt * 16} rows a warp, ${s.warps} warps, ${s.keys}-key tiles, ${s.minBlocks} blocks/SM`
     + `${s.pipe ? ', pipelined' : ''}${s.headMajor ? ', head-major grid' : ''}`;
@@ -181,17 +201,23 @@ export function launchFlashForward(kernels: KernelCache, a: FlashForwardArgs, sh
   let s = shape;
   if ('wgmma' in s) {
     if (wgmmaUsable(kernels, a.dHead)) {
+      if (s.producer.tma && s.producer.persistent === undefined) throw new Error(`flash forward: TMA loads need a persistent shape (${flashShapeLabel(s)})`);
+      const maps = s.producer.tma ? flashForwardMaps(a, s) : undefined;
       const defs = {
         MPT_BF16: true, HEAD_DIM: a.dHead, FA3_CONSUMERS: s.warpgroups, FA3_BK: s.keys, FA3_STAGES: s.producer.stages,
         FA3_PINGPONG: s.producer.pingpong ?? false,
         FA3_GROUP: s.producer.headGroup ?? 0,
         FA3_PERSISTENT: s.producer.persistent !== undefined,
+        FA3_TMA: maps !== undefined,
       };
       const args = [a.q, a.k, a.v, a.mask, a.slopes, a.out, a.lse, a.tq, a.capacity, a.kvLen, a.qStride, a.kvStride, a.oStride, a.nHeads, a.scale];
       const pairs = a.batch * a.nHeads, queryBlocks = Math.ceil(a.tq / (64 * s.warpgroups));
       const block = [128 * (s.warpgroups + 1)], shared = flashForwardSharedBytes(a.dHead, s);
       const persistent = s.producer.persistent;
-      if (persistent !== undefined) {  // at most one block an SM, never more blocks than work items
+      if (maps && persistent !== undefined) {  // persistent, `batch` and the maps last
+        kernels.get('flash_forward_fa3.cu', 'flash_forward_tma', defs).launch([persistentBlocks(kernels, pairs * queryBlocks, persistent)], block,
+          [...args, a.batch, maps.q, maps.k, maps.v], shared);
+      } else if (persistent !== undefined) {  // at most one block an SM, never more blocks than work items
         kernels.get('flash_forward_fa3.cu', 'flash_forward_persistent', defs).launch([persistentBlocks(kernels, pairs * queryBlocks, persistent)], block, [...args, a.batch], shared);
       } else {
         kernels.get('flash_forward_fa3.cu', 'flash_forward', defs).launch([pairs, queryBlocks], block, args, shared);
@@ -211,6 +237,22 @@ export function launchFlashForward(kernels: KernelCache, a: FlashForwardArgs, sh
     s.headMajor ? [tiles, a.batch * a.nHeads] : [a.batch * a.nHeads, tiles], [s.warps * 32],
     [a.q, a.k, a.v, a.mask, a.slopes, a.out, a.lse, a.tq, a.capacity, a.kvLen, a.qStride, a.kvStride, a.oStride, a.nHeads, a.scale],
     flashForwardSharedBytes(a.dHead, s));
+}
+
+/**
+ * The tensor maps of flash_forward_tma (FA3_TMA): Q as [batch] × tq rows, K and V as [batch] × kvLen rows
+ * of a [batch, capacity] cache (rows past the end read as zeros), nHeads·dHead columns each, boxes of the
+ * block's query rows and of a key tile. undefined where the TMA unit cannot describe one of them
+ * (tmaDescribable: a pointer or a row stride not a multiple of 16 bytes); the cp.async kernel runs then.
+ */
+function flashForwardMaps(a: FlashForwardArgs, s: FlashWgmmaShape): { q: Uint8Array; k: Uint8Array; v: Uint8Array } | undefined {
+  const columns = a.nHeads * a.dHead;
+  const q: Bf16Rows = { address: a.q, columns, rows: a.tq, batch: a.batch, rowStride: a.qStride, batchStride: a.tq * a.qStride, boxRows: 64 * s.warpgroups };
+  const kv = (address: number): Bf16Rows => ({ address, columns, rows: a.kvLen, batch: a.batch, rowStride: a.kvStride, batchStride: a.capacity * a.kvStride, boxRows: s.keys });
+  const maps = [q, kv(a.k), kv(a.v)];
+  if (!maps.every(tmaDescribable)) return undefined;
+  const [qm, km, vm] = maps.map(bf16RowsMap);
+  return { q: qm, k: km, v: vm };
 }
 
 export interface FlashBackwardArgs {
@@ -277,26 +319,44 @@ export function flashBackwardScratchElements(batch: number, nHeads: number, t: n
  * (A grid of G heads at a time for the wgmma kernel tied with head-major at G = 16 and lost at G = 8:
  * bench/RESULTS-attention.md, sixth session; deleted.) All write the same dsᵀ layout, so the dq pass is the same, and the same bits.
  */
-export type FlashDkdvKernel = 'mma' | 'wgmma' | 'wgmma-head-major' | 'fa3' | `fa3-s${number}-g${number}` | `fa3-s${number}-g${number}-pp${'' | '1'}`;
+export type FlashDkdvKernel = 'mma' | 'wgmma' | 'wgmma-head-major' | 'fa3' | `fa3-s${number}-g${number}${'' | `-pp${'' | '1'}`}${'' | '-tma'}`;
 
 /**
  * The shape of flash_backward_dkdv_fa3 (flash_backward_wgmma.cu: a producer warpgroup and two consumer
  * warpgroups of 64 keys sharing a ring of Q/dO stages): 'fa3' is FA3_DKDV_DEFAULT, 'fa3-sS-gG' S stages
  * (2 to 4) and blocks taken G heads at a time (1: head by head); a suffix '-pp' has the two consumers take
  * turns issuing their products, two turns a tile (Sᵀ and dPᵀ; dV and dK), '-pp1' one turn a tile (Sᵀ
- * and dPᵀ): `pingpong` = turns a tile (FB_PINGPONG; 0 or absent: off). undefined: not an fa3 name.
+ * and dPᵀ): `pingpong` = turns a tile (FB_PINGPONG; 0 or absent: off); then a suffix '-tma': K, V, Q
+ * and dO loaded by the TMA unit (FB_TMA, flash_backward_dkdv_fa3_tma). undefined: not an fa3 name.
  */
-export function fa3DkdvShape(name: string): { stages: number; headGroup: number; pingpong?: 1 | 2 } | undefined {
+export function fa3DkdvShape(name: string): { stages: number; headGroup: number; pingpong?: 1 | 2; tma?: true } | undefined {
   if (name === 'fa3') return FA3_DKDV_DEFAULT;
-  const m = /^fa3-s([2-4])-g([1-9]\d*)(-pp1?)?$/.exec(name);
+  const m = /^fa3-s([2-4])-g([1-9]\d*)(-pp1?)?(-tma)?$/.exec(name);
   if (!m) return undefined;
-  const shape = { stages: Number(m[1]), headGroup: Number(m[2]) };
-  return m[3] ? { ...shape, pingpong: m[3] === '-pp' ? 2 : 1 } : shape;
+  const shape: { stages: number; headGroup: number; pingpong?: 1 | 2; tma?: true } = { stages: Number(m[1]), headGroup: Number(m[2]) };
+  if (m[3]) shape.pingpong = m[3] === '-pp' ? 2 : 1;
+  if (m[4]) shape.tma = true;
+  return shape;
 }
 // 3 stages, heads in groups of 16, one ping-pong turn a tile: the fastest in both rounds of the seventh
 // session's first call (H100, bench/RESULTS-attention.md: 0.674 / 0.671 ms against 0.768 / 0.734 for the
 // same shape without ping-pong and 0.680-0.740 for two turns or 4 stages).
-const FA3_DKDV_DEFAULT = { stages: 3, headGroup: 16, pingpong: 1 as const };
+// With K, V, Q and dO by TMA since session tmaf (NVIDIA H200, same process: 0.659 / 0.663 ms against 0.721 /
+// 0.721 for the same shape on cp.async, the same bits; in the step 17.49 / 17.57 against 20.12 / 20.08 ms,
+// medians 256.7 / 254.8 against 258.6 / 259.3 ms, A B A B). 'fa3-s3-g16-pp1' names the cp.async one (A/B).
+const FA3_DKDV_DEFAULT = { stages: 3, headGroup: 16, pingpong: 1 as const, tma: true as const };
+
+/**
+ * The tensor maps of flash_backward_dkdv_fa3_tma (FB_TMA): q, k, v and dO as [batch] × t rows of nHeads·dHead
+ * columns (rows past t read as zeros), boxes of 64 rows. undefined where the TMA unit cannot describe them
+ * (a pointer not 16-byte aligned): the cp.async kernel runs then.
+ */
+function dkdvMaps(a: FlashBackwardArgs): Uint8Array[] | undefined {
+  const columns = a.nHeads * a.dHead;
+  const rows = (address: number): Bf16Rows => ({ address, columns, rows: a.t, batch: a.batch, rowStride: columns, batchStride: a.t * columns, boxRows: 64 });
+  const all = [a.q, a.k, a.v, a.dOut].map(rows);
+  return all.every(tmaDescribable) ? all.map(bf16RowsMap) : undefined;
+}
 
 /** Shared memory of flash_backward_dkdv_fa3: K and V of 128 keys, the stages' Q and dO tiles and their lse and D, 1 KB to align. */
 export function flashFa3DkdvSharedBytes(dHead: number, stages: number): number {
@@ -305,17 +365,18 @@ export function flashFa3DkdvSharedBytes(dHead: number, stages: number): number {
 
 /**
  * The dk/dv kernel launchFlashBackward uses by default where the wgmma kernels run (sm_90a): for heads of
- * 128 the warp-specialized kernel (flash_backward_dkdv_fa3, FA3_DKDV_DEFAULT; H100, bench/RESULTS-attention.md
- * section bwd3: 0.680 / 0.726 ms against 0.871 / 0.863 for wgmma on the head-major grid, same process;
- * 20.24 against 22.72 ms in a step, same call); for heads of 64 (not timed with fa3) wgmma on the head-major
+ * 128 the warp-specialized kernel (flash_backward_dkdv_fa3, FA3_DKDV_DEFAULT, its loads by TMA:
+ * flash_backward_dkdv_fa3_tma; H100, bench/RESULTS-attention.md section bwd3: 0.680 / 0.726 ms against
+ * 0.871 / 0.863 for wgmma on the head-major grid, same process; 20.24 against 22.72 ms in a step, same
+ * call; TMA: section tmaf); for heads of 64 (not timed with fa3) wgmma on the head-major
  * grid (0.762 / 0.807 ms against 0.831 / 0.839 for the other grid). MPT_CUDA_DKDV picks another (A/B):
- * mma, wgmma, wgmma-head-major, fa3, fa3-sS-gG, fa3-sS-gG-pp or fa3-sS-gG-pp1.
+ * mma, wgmma, wgmma-head-major, fa3, fa3-sS-gG, fa3-sS-gG-pp or fa3-sS-gG-pp1, each fa3 shape optionally with -tma.
  */
 export function flashDkdvDefault(kernels: KernelCache, dHead: number): FlashDkdvKernel {
   const choice = process.env.MPT_CUDA_DKDV ?? '';
   const known = choice === 'mma' || choice === 'wgmma' || choice === 'wgmma-head-major' || fa3DkdvShape(choice) !== undefined;
   // A bad name is an error on every chip (as MPT_CUDA_DQ's), not only where the wgmma kernels run.
-  if (choice !== '' && !known) throw new UserError(`MPT_CUDA_DKDV: '${choice}' is not a dk/dv kernel (mma, wgmma, wgmma-head-major, fa3, fa3-sS-gG, fa3-sS-gG-pp, fa3-sS-gG-pp1)`);
+  if (choice !== '' && !known) throw new UserError(`MPT_CUDA_DKDV: '${choice}' is not a dk/dv kernel (mma, wgmma, wgmma-head-major, fa3, fa3-sS-gG, fa3-sS-gG-pp, fa3-sS-gG-pp1, each fa3 shape optionally with -tma)`);
   if (!wgmmaUsable(kernels, dHead)) return 'mma';
   if (choice !== '') return choice as FlashDkdvKernel;
   return dHead === 128 ? 'fa3' : 'wgmma-head-major';
@@ -435,11 +496,12 @@ export function launchFlashBackward(kernels: KernelCache, a: FlashBackwardArgs, 
   // mma.sync: shared K, V and 2 stages of Q, dO tiles, 2 stages of lse and D. wgmma: the same in 128-byte-swizzled tiles.
   const headMajor = dkdvKernel === 'wgmma-head-major';
   const fa3 = fa3DkdvShape(dkdvKernel), strides = dkdvStrideDefines(a);
+  const maps = fa3?.tma ? dkdvMaps(a) : undefined;  // undefined: cp.async
   const dkdv = () => (fa3
-    ? kernels.get('flash_backward_wgmma.cu', 'flash_backward_dkdv_fa3', {
-      MPT_BF16: true, HEAD_DIM: a.dHead, FB_STAGES: fa3.stages, FB_GROUP: fa3.headGroup, FB_PINGPONG: fa3.pingpong ?? false, ...strides,
+    ? kernels.get('flash_backward_wgmma.cu', maps ? 'flash_backward_dkdv_fa3_tma' : 'flash_backward_dkdv_fa3', {
+      MPT_BF16: true, HEAD_DIM: a.dHead, FB_STAGES: fa3.stages, FB_GROUP: fa3.headGroup, FB_PINGPONG: fa3.pingpong ?? false, FB_TMA: maps !== undefined, ...strides,
     })
-      .launch([a.batch * a.nHeads, Math.ceil(a.t / 128)], [384], dkdvArgs, flashFa3DkdvSharedBytes(a.dHead, fa3.stages))
+      .launch([a.batch * a.nHeads, Math.ceil(a.t / 128)], [384], maps ? [...dkdvArgs, ...maps] : dkdvArgs, flashFa3DkdvSharedBytes(a.dHead, fa3.stages))
     : dkdvKernel !== 'mma'
     ? kernels.get('flash_backward_wgmma.cu', 'flash_backward_dkdv_wgmma', { MPT_BF16: true, HEAD_DIM: a.dHead, WB_HEAD_MAJOR: headMajor ? 1 : false, ...strides })
       .launch(headMajor ? [grid[1], grid[0]] : grid, [128], dkdvArgs, flashWgmmaDkdvSharedBytes(a.dHead))

@@ -17,8 +17,8 @@ export const KERNEL_ARGS: Record<string, string> = {
   qkv_split: 'ppppppppiiipifif', qkv_split8: 'ppppppppiiipifif',
   flash_backward_dq_fa3: 'pppiiif',
   attention_decode: 'pppppppiiipiiiif', attention_combine: 'ppiiii', attention_decode_qkv: 'pppppppppppppiiipiffi',
-  flash_forward: 'pppppppiiiiiiif', flash_forward_persistent: 'pppppppiiiiiiifi', flash_backward_dq: 'pppppppppif', flash_backward_dkdv: 'pppppppppppif',
-  flash_backward_dq_stored: 'pppiif', flash_backward_dkdv_wgmma: 'pppppppppppif', flash_backward_dkdv_fa3: 'pppppppppppif', flash_backward_dq_wgmma: 'pppiif',
+  flash_forward: 'pppppppiiiiiiif', flash_forward_persistent: 'pppppppiiiiiiifi', flash_forward_tma: 'pppppppiiiiiiifimmm', flash_backward_dq: 'pppppppppif', flash_backward_dkdv: 'pppppppppppif',
+  flash_backward_dq_stored: 'pppiif', flash_backward_dkdv_wgmma: 'pppppppppppif', flash_backward_dkdv_fa3: 'pppppppppppif', flash_backward_dkdv_fa3_tma: 'pppppppppppifmmmm', flash_backward_dq_wgmma: 'pppiif',
   attention_row_dot: 'pppiiii', attention_row_dot8: 'pppiiiii',
   fill_normal: 'pqqff', skinny_gemm: 'ppppiiiiippfppfpp', argmax_rows: 'ppii', sample_rows: 'ppiififqpi',
 };

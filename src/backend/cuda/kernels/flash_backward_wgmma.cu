@@ -275,17 +275,45 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
 #ifndef FB_PINGPONG
 #define FB_PINGPONG 0                        // turns a tile (above); flash.ts's shapes '-pp1' and '-pp'
 #endif
+// FB_TMA: K, V and the ring's Q and dO tiles by the TMA unit (as FA3_TMA in flash_forward_fa3.cu): the
+// producer's thread 0 issues cp.async.bulk.tensor with tensor maps of q, k, v and dO (tensor-map.ts: 3-D,
+// columns × t rows × batch, rows past t read as zeros, boxes of 64 columns × 64 rows with the 128-byte
+// swizzle, the layout produce_tile64 writes by hand), after an arrive.expect_tx of their bytes; the
+// stage's lse and D (64 floats each) stay on the producer's 128 threads' 4-byte cp.async, so a full
+// barrier takes 128 + 1 arrivals. The kernel is then flash_backward_dkdv_fa3_tma, with the four maps
+// (q, k, v, dO) as its last arguments. flash.ts's shapes '-tma'.
+#ifndef FB_TMA
+#define FB_TMA 0
+#endif
 #if FB_PINGPONG < 0 || FB_PINGPONG > 2
 #error "flash_backward_dkdv_fa3: FB_PINGPONG must be 0, 1 or 2"
+#endif
+
+#if FB_TMA
+// 64 rows × HEAD_DIM of a tensor map (rows row.., head h's columns, block b) into a swizzled tile at dst,
+// a box a 64-column block (WB_BLOCK_BYTES apart), completing on `bar` (whose expect_tx covers them).
+__device__ __forceinline__ void produce_tile64_tma(unsigned dst, const TensorMap* map, int h, int row, int b, unsigned bar) {
+#pragma unroll
+  for (int blk = 0; blk < HEAD_DIM / 64; blk++) tensor_load_3d(dst + blk * WB_BLOCK_BYTES, map, h * HEAD_DIM + blk * 64, row, b, bar);
+}
 #endif
 
 // Shared (dynamic): K and V tiles of both consumers (4 tiles), FB_STAGES × (Q tile, dO tile), 1024-byte
 // aligned (the launch adds 1 KB), then FB_STAGES × (lse, D) of 64 queries. Grid (batch·nHeads,
 // ceil(t / 128)), FB_THREADS threads.
+#if FB_TMA
+extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_fa3_tma(
+    const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, const bf16* __restrict__ dOut,
+    const float* __restrict__ lse, const float* __restrict__ D, const float* __restrict__ slopes,
+    bf16* __restrict__ dk, bf16* __restrict__ dv, bf16* __restrict__ dsOut, int t, int nHeads, float scale,
+    const __grid_constant__ TensorMap qMap, const __grid_constant__ TensorMap kMap, const __grid_constant__ TensorMap vMap,
+    const __grid_constant__ TensorMap dOMap) {
+#else
 extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_fa3(
     const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, const bf16* __restrict__ dOut,
     const float* __restrict__ lse, const float* __restrict__ D, const float* __restrict__ slopes,
     bf16* __restrict__ dk, bf16* __restrict__ dv, bf16* __restrict__ dsOut, int t, int nHeads, float scale) {
+#endif
   extern __shared__ __align__(16) unsigned char smemRaw[];
   // Barriers: K/V full, then per stage full, empty.
   __shared__ __align__(8) unsigned long long barriers[1 + 2 * FB_STAGES];
@@ -308,9 +336,10 @@ extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_
   const int nTiles = tiles - qt0;  // query tiles the producer loads
 
   if (threadIdx.x == 0) {
-    mbar_init(kvFull, 128);
+    // TMA: K/V full takes thread 0's expect_tx alone; a stage's full also the 128 threads' lse/D copies.
+    mbar_init(kvFull, FB_TMA ? 1 : 128);
 #pragma unroll
-    for (int st = 0; st < FB_STAGES; st++) { mbar_init(full(st), 128); mbar_init(empty(st), 2 * 128); }
+    for (int st = 0; st < FB_STAGES; st++) { mbar_init(full(st), 128 + FB_TMA); mbar_init(empty(st), 2 * 128); }
     mbar_init_fence();
   }
   __syncthreads();  // the barriers exist before anyone arrives or polls; no block-wide barrier after this
@@ -321,17 +350,37 @@ extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_
     const int tid = threadIdx.x;
     const float* lrow = lse + (long long)bh * t;
     const float* drow = D + (long long)bh * t;
+#if FB_TMA
+    if (tid == 0) {
+      tensor_map_prefetch(&qMap); tensor_map_prefetch(&kMap); tensor_map_prefetch(&vMap); tensor_map_prefetch(&dOMap);
+      mbar_arrive_expect_tx(kvFull, 4 * WB_TILE_BYTES);
+#pragma unroll
+      for (int c = 0; c < 2; c++) {
+        produce_tile64_tma(sK(c), &kMap, h, (qt0 + c) * WB_ROWS, b, kvFull);
+        produce_tile64_tma(sV(c), &vMap, h, (qt0 + c) * WB_ROWS, b, kvFull);
+      }
+    }
+#else
 #pragma unroll
     for (int c = 0; c < 2; c++) {
       produce_tile64<HEAD_DIM>(sK(c), k + base, (qt0 + c) * WB_ROWS, t, stride, tid);
       produce_tile64<HEAD_DIM>(sV(c), v + base, (qt0 + c) * WB_ROWS, t, stride, tid);
     }
     mbar_arrive_cp_async(kvFull);
+#endif
     for (int it = 0; it < nTiles; it++) {
       const int stage = it % FB_STAGES, q0 = (qt0 + it) * WB_ROWS;
       mbar_wait(empty(stage), ((it / FB_STAGES) & 1) ^ 1);  // both consumers done with its previous round
+#if FB_TMA
+      if (tid == 0) {
+        mbar_arrive_expect_tx(full(stage), 2 * WB_TILE_BYTES);
+        produce_tile64_tma(sQ(stage), &qMap, h, q0, b, full(stage));
+        produce_tile64_tma(sDO(stage), &dOMap, h, q0, b, full(stage));
+      }
+#else
       produce_tile64<HEAD_DIM>(sQ(stage), q + base, q0, t, stride, tid);
       produce_tile64<HEAD_DIM>(sDO(stage), dOut + base, q0, t, stride, tid);
+#endif
       // lse and D of the tile's 64 queries: threads 0..63 lse, 64..127 D (rows past t read as zeros)
       const int r = tid & (WB_ROWS - 1), which = tid / WB_ROWS, row = q0 + r < t ? q0 + r : 0;
       const unsigned dst = (unsigned)__cvta_generic_to_shared(&rowTerms[stage][which][r]);
@@ -389,7 +438,9 @@ extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_
   for (int it = c, n = 0; it < nTiles; it++, n++) {
     const int stage = it % FB_STAGES, q0 = (qt0 + it) * WB_ROWS;
     mbar_wait(full(stage), (it / FB_STAGES) & 1);
+#if !FB_TMA  // (TMA writes through the async proxy, as wgmma reads; lse and D are read by plain loads)
     fence_proxy_async();  // the copies, seen by the tensor cores' reads
+#endif
     FB_TURN_WAIT();
     wb_issue_scores(s, dp, myK, myV, sQ(stage), sDO(stage));
     FB_TURN_PASS();

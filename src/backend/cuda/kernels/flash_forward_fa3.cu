@@ -43,6 +43,19 @@
 // bench/RESULTS-attention.md): faster for training's batch 8 (0.402 against 0.43 ms), slower for one
 // 2048-token prompt (0.087–0.091 against 0.068–0.081 ms), so flash.ts uses it for training only.
 //
+// FA3_TMA: the producer's loads by the TMA unit (cp.async.bulk.tensor with the tensor maps of Q, K and V,
+// tensor-map.ts), as FlashAttention-3 does: one thread of the producer warpgroup issues every copy, a box
+// of 64 columns × the tile's rows a 64-column slab, which the map's 128-byte swizzle lays out exactly as
+// produce_rows does by hand (row r at r·128 of a 1024-byte-aligned slab, 16-byte chunk c at c ^ (r & 7)),
+// rows past the sequence filled with zeros by the unit; each full barrier then has one arrival, that
+// thread's arrive.expect_tx of the tile's bytes, and completes when they have landed. The other 127
+// threads exit after giving up their registers. Why: with cp.async the producer's 128 threads compute 16
+// addresses and issue 16 copies each a K or V tile, through the LSU and L1, and the barrier takes 128
+// arrivals; the TMA unit does the address generation and the swizzle alone. The kernel is then
+// flash_forward_tma, with `batch` and the three maps (Q, K, V) as the last arguments; persistent only (on
+// the H200 the persistent kernel gained, 0.369–0.378 against 0.397–0.398 ms at batch 8, while TMA blocks
+// without persistence lost for one prompt: bench/RESULTS-attention.md, session tmaf).
+//
 // Key tiles go from the diagonal back to 0 (as the other kernels): a row's largest scores come first, so
 // the rescale of O is mostly skipped. The tiles a warpgroup cannot see (past its last row) are a prefix
 // of that order; it still waits for and releases them, so every barrier phase gets all its arrivals.
@@ -69,11 +82,17 @@
 #ifndef FA3_PERSISTENT
 #define FA3_PERSISTENT 0
 #endif
+#ifndef FA3_TMA
+#define FA3_TMA 0
+#endif
 #if HEAD_DIM != 64 && HEAD_DIM != 128
 #error "flash_forward_fa3: HEAD_DIM must be 64 or 128 (whole 128-byte swizzle atoms, N of one wgmma)"
 #endif
 #if FA3_BK != 64 && FA3_BK != 128
 #error "flash_forward_fa3: FA3_BK must be 64 or 128"
+#endif
+#if FA3_TMA && !FA3_PERSISTENT
+#error "flash_forward_fa3: FA3_TMA needs FA3_PERSISTENT (the only shape where it won: flash.ts)"
 #endif
 #if FA3_CONSUMERS != 2 && FA3_CONSUMERS != 3
 #error "flash_forward_fa3: FA3_CONSUMERS must be 2 or 3"
@@ -85,6 +104,8 @@
 #define THREADS (128 * (NC + 1))
 #define Q_BYTES (BQ * HEAD_DIM * 2)
 #define TILE_BYTES (BK * HEAD_DIM * 2)
+// Arrivals that fill a stage's K or V: the one issuing thread's expect_tx (TMA), or every producer thread's cp.async.
+#define FILL_ARRIVALS (FA3_TMA ? 1 : 128)
 // Registers a thread after setmaxnreg: 128·PRODUCER_REGS + 128·NC·CONSUMER_REGS ≤ 65536 (one block an SM).
 #if NC == 2
 #define PRODUCER_REGS 24
@@ -115,6 +136,17 @@ template <int ROWS> __device__ __forceinline__ void produce_rows(unsigned dst, c
     cp_async16(to + n * PASS * 128, from + (long long)(ok ? r : 0) * rowStride, ok);
   }
 }
+
+#if FA3_TMA
+// ROWS × HEAD_DIM bf16 of a tensor map (columns col.., rows row.., block `batch`) into the swizzled
+// layout at dst, one box a 64-column slab (ROWS·128 bytes apart), by the calling thread alone: first the
+// arrival that expects the tile's bytes on `bar`, then the copies that complete them.
+template <int ROWS> __device__ __forceinline__ void produce_rows_tma(unsigned dst, const TensorMap* map, int col, int row, int batch, unsigned bar) {
+  mbar_arrive_expect_tx(bar, ROWS * HEAD_DIM * 2);
+#pragma unroll
+  for (int slab = 0; slab < HEAD_DIM / 64; slab++) tensor_load_3d(dst + slab * ROWS * 128, map, col + slab * 64, row, batch, bar);
+}
+#endif
 
 // One tile's softmax step for the rows of this thread (g and g + 8 of its warp): s holds the raw scores
 // of keys k0..k0+BK−1 and leaves holding the unnormalized probabilities; the running max m (log2 units)
@@ -220,7 +252,15 @@ __device__ __forceinline__ QueryTile query_tile(int item, int nBH, int nPos, int
 // + 1024 (for the alignment of the base). Query i sits at position kvLen − tq + i; keys are rows
 // [0, kvLen) of a [batch, capacity] cache. mask, slopes and lse may be null. FA3_PERSISTENT: the kernel
 // is flash_forward_persistent with `batch` as a last argument, on a grid of at most one block an SM.
-#if FA3_PERSISTENT
+// FA3_TMA: flash_forward_tma, `batch` and the maps of Q ([batch] × tq rows), K and V ([batch] × kvLen
+// rows), boxes of BQ and BK rows, as last arguments (q, k and v are then read through the maps only).
+#if FA3_TMA
+extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward_tma(
+    const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, const int* __restrict__ mask,
+    const float* __restrict__ slopes, bf16* __restrict__ out, float* __restrict__ lse,
+    int tq, int capacity, int kvLen, int qStride, int kvStride, int oStride, int nHeads, float scale, int batch,
+    const __grid_constant__ TensorMap qMap, const __grid_constant__ TensorMap kMap, const __grid_constant__ TensorMap vMap) {
+#elif FA3_PERSISTENT
 extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward_persistent(
     const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, const int* __restrict__ mask,
     const float* __restrict__ slopes, bf16* __restrict__ out, float* __restrict__ lse,
@@ -253,12 +293,13 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
 #endif
 
   if (threadIdx.x == 0) {
-    // Persistent: Q full also waits for the producer's thread 0, which publishes the item before arriving.
-    mbar_init(qFull, 128 + FA3_PERSISTENT);
+    // Persistent: Q full also waits for the producer's thread 0, which publishes the item before arriving
+    // (with TMA that arrival is the one that expects Q's bytes).
+    mbar_init(qFull, FA3_TMA ? 1 : 128 + FA3_PERSISTENT);
     mbar_init(qEmpty, 128 * NC);
 #pragma unroll
     for (int st = 0; st < STAGES; st++) {
-      mbar_init(K_FULL(st), 128); mbar_init(V_FULL(st), 128);          // the producer's threads' copies
+      mbar_init(K_FULL(st), FILL_ARRIVALS); mbar_init(V_FULL(st), FILL_ARRIVALS);  // the producer's copies
       mbar_init(K_EMPTY(st), 128 * NC); mbar_init(V_EMPTY(st), 128 * NC);  // every consumer thread
     }
     mbar_init_fence();
@@ -268,21 +309,33 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
   if (wg == 0) {  // the producer
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" :: "n"(PRODUCER_REGS));
     const int tid = threadIdx.x;
+#if FA3_TMA
+    if (tid != 0) return;  // one thread issues every copy (no block-wide barrier waits for the others)
+    tensor_map_prefetch(&qMap); tensor_map_prefetch(&kMap); tensor_map_prefetch(&vMap);
+#endif
 #if FA3_PERSISTENT
     unsigned ticket = 0;
     if (tid == 0) ticket = atomicAdd(&fa3NextTicket, 1u);
     for (int n = 0, ring = 0;; n++) {
       mbar_wait(qEmpty, (n & 1) ^ 1);  // every consumer is past its last S of item n − 1 (n = 0 passes at once)
       if (tid == 0) published = (int)min(ticket, (unsigned)nItems);
+#if !FA3_TMA
       asm volatile("bar.sync 8, 128;\n" ::: "memory");  // the producer's threads read it after thread 0's write
+#endif
       const int item = published;
       if (tid == 0) {
         // Draw the next ticket now: its round trip runs under this item's loads.
         if (item < nItems) ticket = atomicAdd(&fa3NextTicket, 1u);
+#if !FA3_TMA
         mbar_arrive(qFull);  // the published item (release; the consumers' wait acquires it)
+#endif
       }
       if (item >= nItems) {  // no work left: the consumers see the same and stop
+#if FA3_TMA
+        mbar_arrive(qFull);  // the published end (release)
+#else
         mbar_arrive_cp_async(qFull);
+#endif
         if (tid == 0) {
           // Every block draws tickets until its first past the end, then counts itself here: the last one
           // puts the counter back for the next launch (no block draws any more).
@@ -298,32 +351,54 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
       const QueryTile tile = query_tile(0, 0, 0, nHeads, capacity, offset, tq, kvLen);
 #endif
       const int h = tile.h, b = tile.b, q0 = tile.q0, nTiles = tile.nTiles, kFirst = tile.kFirst;
+#if !FA3_TMA
       const long long kvBase = tile.kvBase;
       const bf16* kHead = k + kvBase * kvStride + h * HEAD_DIM;
       const bf16* vHead = v + kvBase * kvStride + h * HEAD_DIM;
+#endif
+#if FA3_TMA
+      // Persistent: this arrival also publishes the item (release; the consumers' wait acquires it).
+      produce_rows_tma<BQ>(sQ, &qMap, h * HEAD_DIM, q0, b, qFull);
+#else
       produce_rows<BQ>(sQ, q + (long long)b * tq * qStride + (long long)q0 * qStride + h * HEAD_DIM, qStride, tq - q0, tid);
       mbar_arrive_cp_async(qFull);
+#endif
       for (int it = 0; it < nTiles; it++) {
         const int k0 = kFirst - it * BK, stage = (ring + it) % STAGES;
         const unsigned free = (((ring + it) / STAGES) & 1) ^ 1;  // the consumers' release of this stage's previous round
         const unsigned sK = sKV + 2 * stage * TILE_BYTES;
         mbar_wait(K_EMPTY(stage), free);
+#if FA3_TMA
+        produce_rows_tma<BK>(sK, &kMap, h * HEAD_DIM, k0, b, K_FULL(stage));
+#else
         produce_rows<BK>(sK, kHead + (long long)k0 * kvStride, kvStride, kvLen - k0, tid);
         mbar_arrive_cp_async(K_FULL(stage));
+#endif
         mbar_wait(V_EMPTY(stage), free);
+#if FA3_TMA
+        produce_rows_tma<BK>(sK + TILE_BYTES, &vMap, h * HEAD_DIM, k0, b, V_FULL(stage));
+#else
         produce_rows<BK>(sK + TILE_BYTES, vHead + (long long)k0 * kvStride, kvStride, kvLen - k0, tid);
         mbar_arrive_cp_async(V_FULL(stage));
+#endif
       }
 #if FA3_PERSISTENT
       ring += nTiles;
 #endif
     }
+#if !FA3_TMA
     asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
     return;
   }
 
   // The consumers.
   asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" :: "n"(CONSUMER_REGS));
+#if FA3_TMA
+#define LANDED_FENCE()  // the TMA unit writes through the async proxy, as wgmma reads: the barrier's completion is enough
+#else
+#define LANDED_FENCE() fence_proxy_async()  // cp.async writes through the generic proxy
+#endif
   const int cw = wg - 1, warpInWg = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const float LOG2E = 1.4426950408889634f;
   const float scale2 = scale * LOG2E;
@@ -408,7 +483,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
       {
         const int it = first, stage = (ring + it) % STAGES;
         mbar_wait(K_FULL(stage), ((ring + it) / STAGES) & 1);
-        fence_proxy_async();  // the copies, seen by the tensor cores' reads
+        LANDED_FENCE();  // the copies, seen by the tensor cores' reads
         TURN_WAIT();
         wgmma_fence();
         issueS(stage);
@@ -424,7 +499,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
         const int stage = (ring + it) % STAGES, prev = (ring + it - 1) % STAGES;
         mbar_wait(K_FULL(stage), ((ring + it) / STAGES) & 1);
         mbar_wait(V_FULL(prev), ((ring + it - 1) / STAGES) & 1);
-        fence_proxy_async();
+        LANDED_FENCE();
         TURN_WAIT();
         wgmma_fence();
         issueS(stage);
@@ -446,7 +521,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
       }
       const int last = (ring + nTiles - 1) % STAGES;
       mbar_wait(V_FULL(last), ((ring + nTiles - 1) / STAGES) & 1);
-      fence_proxy_async();
+      LANDED_FENCE();
       wgmma_fence();
       issuePV(last);
       wgmma_wait<0>();
@@ -483,6 +558,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) flash_forward(
   if (cw == 0) turn_wait(myTurn);  // the last consumer's final hand-over
 #endif
 #undef RELEASE_Q
+#undef LANDED_FENCE
 #undef TURN_WAIT
 #undef TURN_PASS
 #undef K_FULL

@@ -56,3 +56,21 @@ __device__ __forceinline__ void bulk_copy_to_shared(unsigned dst, const void* sr
   asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;\n"
                :: "r"(dst), "l"(src), "r"(bytes), "r"(bar), "l"(policy) : "memory");
 }
+
+// A CUtensorMap (cuda.h) as a kernel parameter: 128 opaque bytes that cuTensorMapEncodeTiled made on the
+// host (tensor-map.ts), passed by value as `const __grid_constant__ TensorMap` (kernel argument kind m):
+// the TMA unit reads it from the parameter space by its generic address. (NVRTC has no cuda.h.)
+struct __align__(64) TensorMap { unsigned long long opaque[16]; };
+
+// Brings the map into the TMA unit's descriptor cache ahead of its first copy.
+__device__ __forceinline__ void tensor_map_prefetch(const TensorMap* map) {
+  asm volatile("prefetch.tensormap [%0];\n" :: "l"(reinterpret_cast<unsigned long long>(map)) : "memory");
+}
+
+// One box of a 3-D tensor map (c0 the innermost coordinate, in elements; c1, c2 the outer ones) global →
+// shared at dst, laid out as the map says (swizzle), elements out of the tensor's bounds written as the
+// map's fill (zeros); its bytes complete_tx on mbarrier `bar` (which must expect them: mbar_arrive_expect_tx).
+__device__ __forceinline__ void tensor_load_3d(unsigned dst, const TensorMap* map, int c0, int c1, int c2, unsigned bar) {
+  asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n"
+               :: "r"(dst), "l"(reinterpret_cast<unsigned long long>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(bar) : "memory");
+}
