@@ -2,7 +2,8 @@
  * The kernels of kernels/*.cu: each file is compiled by NVRTC (with kernels/common.cuh in front) for
  * the device's architecture and a set of defines (the storage type, the head size), loaded once per
  * context and cached. The argument kinds of every kernel are listed here, next to their C signatures'
- * order: p pointer, i int32, u uint32, f float32, q 64-bit integer.
+ * order: p pointer, i int32, u uint32, f float32, q 64-bit integer, m a 128-byte tensor map passed by value
+ * (tensor-map.ts).
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
