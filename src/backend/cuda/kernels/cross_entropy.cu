@@ -60,11 +60,7 @@ __device__ __forceinline__ void unpack4(const uint2 v, float* x) {
 // The same for vocab % 4 == 0 with the row held in shared memory (vocab values of T, dynamic: 197 KB
 // of float32 or 98.5 KB of bf16 for MPT's 50432): the logits are read from memory once, with streaming
 // loads of four values, instead of once for (max, sum) and again for dz (a block of rows, ~50 MB, does
-// not stay in L2 between the passes). One 1024-thread block a row, so 2 blocks an SM in bf16.
-// CE_AHEAD loads a thread are issued before the first is used: with one in flight (8 bytes a thread,
-// 16 KB an SM) the pass read ~2.3 TB/s on the H200, under what its latency needs. A thread still takes
-// its values in the same order with the same arithmetic, so the results are the same bits.
-#define CE_AHEAD 4
+// not stay in L2 between the passes). One 1024-thread block a row.
 extern "C" __global__ void __launch_bounds__(1024) cross_entropy_rows_smem(const T* z, const int* __restrict__ targets,
     float* __restrict__ loss, T* dz, int vocab, float k, int gradients) {
   extern __shared__ T4 row4[];
@@ -74,25 +70,14 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_rows_smem(const
   T* dzr = dz + (long long)r * vocab;
   if (ignored_row(target, loss + r, dzr, vocab, gradients)) return;
   float m = -INFINITY, s = 0.f;
-  for (int j0 = threadIdx.x; j0 < n4; j0 += CE_AHEAD * blockDim.x) {
-    T4 ahead[CE_AHEAD];
-#pragma unroll
-    for (int u = 0; u < CE_AHEAD; u++) {
-      const int j = j0 + u * blockDim.x;
-      if (j < n4) ahead[u] = __ldcs(zr + j);
-    }
-#pragma unroll
-    for (int u = 0; u < CE_AHEAD; u++) {
-      const int j = j0 + u * blockDim.x;
-      if (j >= n4) break;
-      const T4 w = ahead[u];
-      row4[j] = w;
-      float x[4];
-      unpack4(w, x);
-      const float mx = fmaxf(fmaxf(x[0], x[1]), fmaxf(x[2], x[3]));
-      if (mx > m) { s *= expf(m - mx); m = mx; }
-      s += expf(x[0] - m) + expf(x[1] - m) + expf(x[2] - m) + expf(x[3] - m);
-    }
+  for (int j = threadIdx.x; j < n4; j += blockDim.x) {
+    const T4 w = __ldcs(zr + j);
+    row4[j] = w;
+    float x[4];
+    unpack4(w, x);
+    const float mx = fmaxf(fmaxf(x[0], x[1]), fmaxf(x[2], x[3]));
+    if (mx > m) { s *= expf(m - mx); m = mx; }
+    s += expf(x[0] - m) + expf(x[1] - m) + expf(x[2] - m) + expf(x[3] - m);
   }
   // Its __syncthreads also makes the row in shared memory visible to all, and ends every read of z
   // before dz (possibly the same memory) is written.
