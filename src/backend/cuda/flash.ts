@@ -435,8 +435,18 @@ export function fa3DqShape(name: string): FlashFa3DqShape | undefined {
 }
 
 /**
- * The dq pass launchFlashBackward uses by default: wgmma wherever it can run, mma.sync elsewhere.
- * $MPT_CUDA_DQ picks another for an A/B: mma, wgmma, fa3 or an fa3 shape name (fa3DqShape).
+ * The default dq pass for heads of 128 on sm_90a: the warp-specialized pass on persistent blocks (one an
+ * SM), the heads from the last (whose dsᵀ the dk/dv kernel wrote last, partly still in L2). NVIDIA H200
+ * (ninth session, same process, bench/RESULTS-attention.md): right after the default dk/dv 0.190 / 0.190 ms
+ * against 0.234 / 0.249 for the wgmma pass; alone (without -r) 0.209 / 0.211 against 0.251 / 0.246. H100
+ * (seventh session's last call): right after dk/dv 0.256 / 0.256 against 0.259 / 0.262. The same bits.
+ */
+const DQ_DEFAULT_HEAD_128: FlashDqKernel = 'fa3-c2-t2-s4-p-r';
+
+/**
+ * The dq pass launchFlashBackward uses by default: DQ_DEFAULT_HEAD_128 for heads of 128 and wgmma for heads
+ * of 64 where the wgmma kernels run, mma.sync elsewhere. $MPT_CUDA_DQ picks another for an A/B: mma, wgmma,
+ * fa3 or an fa3 shape name (fa3DqShape).
  */
 export function flashDqDefault(kernels: KernelCache, dHead: number): FlashDqKernel {
   const choice = process.env.MPT_CUDA_DQ ?? '';
@@ -445,7 +455,8 @@ export function flashDqDefault(kernels: KernelCache, dHead: number): FlashDqKern
     throw new UserError(`MPT_CUDA_DQ: '${choice}' is not a dq pass (mma, wgmma, fa3, fa3-cC-tT-sS[-gG | -p[N]][-r])`);
   }
   if (!wgmmaUsable(kernels, dHead)) return 'mma';
-  return choice === '' ? 'wgmma' : choice as FlashDqKernel;
+  if (choice !== '') return choice as FlashDqKernel;
+  return dHead === 128 ? DQ_DEFAULT_HEAD_128 : 'wgmma';
 }
 
 /** Shared memory of flash_backward_dq_wgmma: 3 stages × (K tile, two dsᵀ tiles of 64 × 64), 1 KB to align. */
