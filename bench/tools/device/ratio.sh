@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # Usage on the GPU machine (after `source .device/inf/setup.sh`, from the main checkout):
-#   bench/tools/device/ratio.sh NAME [ROUNDS] [STEPS]
+#   bench/tools/device/ratio.sh NAME [ROUNDS] [STEPS] [WARMUP]
 # The training criterion's ratio (mpt-ts tokens/s over torch.compile + FlexAttention's) as a protocol
 # rather than one pair of runs: ROUNDS (default 3) rounds, each one mpt-ts process (`mpt bench train
 # --microbatch 8 --steps STEPS`, its default path, no PyTorch) and one PyTorch process
-# (`bench/torch_baseline.py --train compile --steps STEPS`, 3 warm-up steps as `mpt bench train --torch` gives it), alternating which goes first, so that both
+# (`bench/torch_baseline.py --train compile --steps STEPS`), alternating which goes first, so that both
 # meet the card in the same states. Prints each round's medians and ratio, then the median of the
 # rounds' ratios. Why: one pair's ratio moves by more than the criterion's margin from call to call (the
 # card sits at its power cap, and its clocks drift; bench/RESULTS-cuda-train.md). The processes' logs are
 # appended, under a header a round, to $OUT/ratio-mpt.log and $OUT/ratio-torch.log: two files whatever
 # ROUNDS is (the device's reply returns 8 files at most; verify.sh writes 5).
+# WARMUP (default 2): mpt-ts's warm-up steps (`--warmup`; it adds more while GEMM shapes still explore) and
+# PyTorch's plus one (its first step compiles), as `mpt bench train --torch` gives them: the same for both.
 set -uo pipefail
-name=${1:?usage: ratio.sh NAME [ROUNDS] [STEPS]}
+name=${1:?usage: ratio.sh NAME [ROUNDS] [STEPS] [WARMUP]}
 rounds=${2:-3}
 steps=${3:-12}
+warmup=${4:-2}
 out=${OUT:-/tmp/ratio-out}; mkdir -p "$out"
 tmp=$(mktemp -d)
 cd ".wt-$name"
@@ -31,10 +34,10 @@ for r in $(seq 1 "$rounds"); do
   for system in "${order[@]}"; do
     log="$tmp/$r-$system.log"
     if [[ $system == mpt ]]; then
-      node bin/mpt.js bench train --microbatch 8 --steps "$steps" >"$log" 2>&1
+      node bin/mpt.js bench train --microbatch 8 --steps "$steps" --warmup "$warmup" >"$log" 2>&1
     else
-      # warm-up 3, as `mpt bench train --torch` runs it (its 2 + 1: the compiled model's first step compiles)
-      python3 bench/torch_baseline.py --train compile --microbatch 8 --seq 2048 --steps "$steps" --warmup 3 >"$log" 2>&1
+      # warm-up + 1, as `mpt bench train --torch` runs it (the compiled model's first step compiles)
+      python3 bench/torch_baseline.py --train compile --microbatch 8 --seq 2048 --steps "$steps" --warmup $((warmup + 1)) >"$log" 2>&1
     fi
   done
   for system in mpt torch; do { echo "== round $r"; cat "$tmp/$r-$system.log"; } >>"$out/ratio-$system.log"; done
