@@ -156,7 +156,7 @@ export function runTrainBench(o: TrainBenchOptions): TrainBenchResult {
   const presetName = o.preset ?? 'mpt-1b-redpajama-200b';
   const c = TRAIN_PRESETS[presetName];
   if (!c) throw new UserError(`unknown preset "${presetName}"; known: ${Object.keys(TRAIN_PRESETS).join(', ')}`);
-  const t = o.seqLen ?? c.maxSeqLen, mb = o.microbatch, warmup = o.warmup ?? 2, steps = o.steps ?? 5;
+  const t = o.seqLen ?? c.maxSeqLen, mb = o.microbatch, warmup = o.warmup ?? 10, steps = o.steps ?? 12;
   if (!Number.isInteger(mb) || mb < 1) throw new UserError(`--microbatch must be a positive integer, got ${mb}`);
   const be = new CudaBackend({ dtype: 'bfloat16' });
   log(`device: ${be.device.name}; ${presetName}, ${parameterCount(c).toLocaleString('en-US')} parameters, microbatch ${mb} × ${t} tokens`);

@@ -10,13 +10,13 @@
 # card sits at its power cap, and its clocks drift; bench/RESULTS-cuda-train.md). The processes' logs are
 # appended, under a header a round, to $OUT/ratio-mpt.log and $OUT/ratio-torch.log: two files whatever
 # ROUNDS is (the device's reply returns 8 files at most; verify.sh writes 5).
-# WARMUP (default 2): mpt-ts's warm-up steps (`--warmup`; it adds more while GEMM shapes still explore) and
+# WARMUP (default 10, as `mpt bench train`): mpt-ts's warm-up steps (`--warmup`; it adds more while GEMM shapes still explore) and
 # PyTorch's plus one (its first step compiles), as `mpt bench train --torch` gives them: the same for both.
 set -uo pipefail
 name=${1:?usage: ratio.sh NAME [ROUNDS] [STEPS] [WARMUP]}
 rounds=${2:-3}
 steps=${3:-12}
-warmup=${4:-2}
+warmup=${4:-10}
 out=${OUT:-/tmp/ratio-out}; mkdir -p "$out"
 tmp=$(mktemp -d)
 cd ".wt-$name"

@@ -4,7 +4,7 @@
 # Runs the whole check of a slim build (.wt-NAME, from slim-build.sh): the CUDA test files, the inference
 # bench and the training bench, each with the PyTorch baseline in the same call, while nvidia-smi logs the
 # clocks and power every 250 ms into $OUT/smi.csv. Each part's log goes to $OUT/<part>.log. TRAIN_STEPS
-# (default 5) sets the timed steps of the training bench, for mpt-ts and PyTorch alike: a longer window
+# (default 12) sets the timed steps of the training bench, for mpt-ts and PyTorch alike: a longer window
 # measures both at the power limit's steady state.
 set -uo pipefail
 name=${1:?usage: verify.sh NAME [tests|infer|train|all]}
@@ -31,7 +31,7 @@ if [[ $what == all || $what == infer ]]; then
 fi
 if [[ $what == all || $what == train ]]; then
   mark train
-  node bin/mpt.js bench train --microbatch 8 --steps ${TRAIN_STEPS:-5} --torch bench/torch_baseline.py >"$out/train.log" 2>&1
+  node bin/mpt.js bench train --microbatch 8 --steps ${TRAIN_STEPS:-12} --torch bench/torch_baseline.py >"$out/train.log" 2>&1
   echo "train rc=$?"; tail -60 "$out/train.log"
 fi
 mark end
