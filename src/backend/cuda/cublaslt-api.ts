@@ -159,8 +159,11 @@ export function inStepFromEnv(v: string | undefined): InStepScope {
  * (pickFastest) and the choice is fixed and stored. A call runs exactly once whichever algorithm
  * computes it, so an accumulating GEMM adds once with no scratch; only the low bits of the results
  * differ between candidates. The host learns that the events are complete by a non-blocking query at
- * the shape's next call (the step never waits for the device). A shape called rarely (the logits' 1–4
- * calls a step) stops exploring after `inStepMaxMs` and chooses among the candidates timed by then.
+ * the shape's next call (the step never waits for the device). A shape called rarely explores longer (the
+ * logits' 4 calls a step: 12 steps for 8 candidates); the choice waits for every candidate's samples, never
+ * for a clock: a wall-clock deadline (3 s from the first call, until the ninth session) expired inside a
+ * first step that compiled its kernels (7.9 s on a machine without the kernel cache) and fixed 15 of 16
+ * shapes on the heuristic's first from a few samples, ~4 ms a step slower (bench/RESULTS-cuda-train.md).
  * Only GEMMs of bf16 operands explore in the step; float32 ones (reference and checking runs, ~10×
  * slower a call) keep the burst, and a graph capture takes the heuristic's first without exploring.
  * On by default for the training step's handle ('training'; MPT_GEMM_TUNE_IN_STEP=0 for the burst): on the
@@ -188,9 +191,8 @@ export const gemmTuning = {
   firstHeatMs: 300,
   /** Time the candidates in place in the real calls (see above) instead of by trial launches. */
   inStep: inStepFromEnv(process.env.MPT_GEMM_TUNE_IN_STEP),
-  /** In-step: counted calls a candidate needs before the choice, and the longest a shape explores (ms from its first call). */
+  /** In-step: counted calls a candidate needs before the choice. */
   inStepSamples: 5,
-  inStepMaxMs: 3000,
   /** Bench tools: called with every shape about to be tuned, before the tuning's own timing (gemm-power.ts). */
   observe: null as ((trial: TuningTrial) => void) | null,
 };
@@ -505,9 +507,8 @@ export class LtHandle {
       x.rotation.add(p.candidate, p.end.since(p.start));
       x.free.push(p.start, p.end);
     }
+    if (!x.rotation.complete(gemmTuning.inStepSamples)) return;
     const now = performance.now();
-    const late = now - x.started > gemmTuning.inStepMaxMs && x.rotation.anyCounted;
-    if (!x.rotation.complete(gemmTuning.inStepSamples) && !late) return;
     const times = x.rotation.times(), best = pickFastest(times, gemmTuning.margin);
     x.algos[best].copy(placeholder); // the front ends' kept algorithm is now the choice
     explorations.delete(placeholder);

@@ -54,9 +54,6 @@ export class CandidateRotation {
     return this.live.every((i) => this.counted[i].length >= samples);
   }
 
-  /** Some candidate has a counted time (a choice can be made at all). */
-  get anyCounted(): boolean { return this.live.some((i) => this.counted[i].length > 0); }
-
   /** The median counted time of each candidate; Infinity for one dropped or without a counted time. */
   times(): number[] {
     return this.counted.map((xs, i) => (this.live.includes(i) && xs.length > 0 ? median(xs) : Infinity));
