@@ -158,6 +158,8 @@ export function runTrainBench(o: TrainBenchOptions): TrainBenchResult {
   if (!c) throw new UserError(`unknown preset "${presetName}"; known: ${Object.keys(TRAIN_PRESETS).join(', ')}`);
   const t = o.seqLen ?? c.maxSeqLen, mb = o.microbatch, warmup = o.warmup ?? 10, steps = o.steps ?? 12;
   if (!Number.isInteger(mb) || mb < 1) throw new UserError(`--microbatch must be a positive integer, got ${mb}`);
+  if (!Number.isInteger(steps) || steps < 1) throw new UserError(`--steps must be a positive integer, got ${steps}`);
+  if (!Number.isInteger(warmup) || warmup < 0) throw new UserError(`--warmup must be 0 or a positive integer, got ${warmup}`);
   const be = new CudaBackend({ dtype: 'bfloat16' });
   log(`device: ${be.device.name}; ${presetName}, ${parameterCount(c).toLocaleString('en-US')} parameters, microbatch ${mb} × ${t} tokens`);
 
