@@ -289,15 +289,6 @@ extern "C" __global__ void __launch_bounds__(128, 2) flash_backward_dkdv_wgmma(
 #error "flash_backward_dkdv_fa3: FB_PINGPONG must be 0, 1 or 2"
 #endif
 
-#if FB_TMA
-// 64 rows × HEAD_DIM of a tensor map (rows row.., head h's columns, block b) into a swizzled tile at dst,
-// a box a 64-column block (WB_BLOCK_BYTES apart), completing on `bar` (whose expect_tx covers them).
-__device__ __forceinline__ void produce_tile64_tma(unsigned dst, const TensorMap* map, int h, int row, int b, unsigned bar) {
-#pragma unroll
-  for (int blk = 0; blk < HEAD_DIM / 64; blk++) tensor_load_3d(dst + blk * WB_BLOCK_BYTES, map, h * HEAD_DIM + blk * 64, row, b, bar);
-}
-#endif
-
 // Shared (dynamic): K and V tiles of both consumers (4 tiles), FB_STAGES × (Q tile, dO tile), 1024-byte
 // aligned (the launch adds 1 KB), then FB_STAGES × (lse, D) of 64 queries. Grid (batch·nHeads,
 // ceil(t / 128)), FB_THREADS threads.
@@ -331,7 +322,9 @@ extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_
   int kBlock, bh;
   grouped_block(FB_GROUP, kBlock, bh);  // flash_common.cuh: position 0 = key block 0, the longest walk
   const int h = bh % nHeads, b = bh / nHeads, stride = nHeads * HEAD_DIM;
+#if !FB_TMA  // (with TMA the maps locate the head: the producer's cp.async alone needs its base)
   const long long base = (long long)b * t * stride + h * HEAD_DIM;
+#endif
   const int tiles = (t + WB_ROWS - 1) / WB_ROWS, qt0 = 2 * kBlock;  // the block's first query tile
   const int nTiles = tiles - qt0;  // query tiles the producer loads
 
@@ -356,8 +349,8 @@ extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_
       mbar_arrive_expect_tx(kvFull, 4 * WB_TILE_BYTES);
 #pragma unroll
       for (int c = 0; c < 2; c++) {
-        produce_tile64_tma(sK(c), &kMap, h, (qt0 + c) * WB_ROWS, b, kvFull);
-        produce_tile64_tma(sV(c), &vMap, h, (qt0 + c) * WB_ROWS, b, kvFull);
+        tensor_load_rows<WB_ROWS, HEAD_DIM>(sK(c), &kMap, h * HEAD_DIM, (qt0 + c) * WB_ROWS, b, kvFull);
+        tensor_load_rows<WB_ROWS, HEAD_DIM>(sV(c), &vMap, h * HEAD_DIM, (qt0 + c) * WB_ROWS, b, kvFull);
       }
     }
 #else
@@ -374,8 +367,8 @@ extern "C" __global__ void __launch_bounds__(FB_THREADS, 1) flash_backward_dkdv_
 #if FB_TMA
       if (tid == 0) {
         mbar_arrive_expect_tx(full(stage), 2 * WB_TILE_BYTES);
-        produce_tile64_tma(sQ(stage), &qMap, h, q0, b, full(stage));
-        produce_tile64_tma(sDO(stage), &dOMap, h, q0, b, full(stage));
+        tensor_load_rows<WB_ROWS, HEAD_DIM>(sQ(stage), &qMap, h * HEAD_DIM, q0, b, full(stage));
+        tensor_load_rows<WB_ROWS, HEAD_DIM>(sDO(stage), &dOMap, h * HEAD_DIM, q0, b, full(stage));
       }
 #else
       produce_tile64<HEAD_DIM>(sQ(stage), q + base, q0, t, stride, tid);

@@ -139,12 +139,11 @@ template <int ROWS> __device__ __forceinline__ void produce_rows(unsigned dst, c
 
 #if FA3_TMA
 // ROWS × HEAD_DIM bf16 of a tensor map (columns col.., rows row.., block `batch`) into the swizzled
-// layout at dst, one box a 64-column slab (ROWS·128 bytes apart), by the calling thread alone: first the
-// arrival that expects the tile's bytes on `bar`, then the copies that complete them.
+// layout at dst, by the calling thread alone: first the arrival that expects the tile's bytes on `bar`,
+// then the copies that complete them.
 template <int ROWS> __device__ __forceinline__ void produce_rows_tma(unsigned dst, const TensorMap* map, int col, int row, int batch, unsigned bar) {
   mbar_arrive_expect_tx(bar, ROWS * HEAD_DIM * 2);
-#pragma unroll
-  for (int slab = 0; slab < HEAD_DIM / 64; slab++) tensor_load_3d(dst + slab * ROWS * 128, map, col + slab * 64, row, batch, bar);
+  tensor_load_rows<ROWS, HEAD_DIM>(dst, map, col, row, batch, bar);
 }
 #endif
 

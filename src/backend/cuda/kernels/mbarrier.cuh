@@ -74,3 +74,13 @@ __device__ __forceinline__ void tensor_load_3d(unsigned dst, const TensorMap* ma
   asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n"
                :: "r"(dst), "l"(reinterpret_cast<unsigned long long>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(bar) : "memory");
 }
+
+// ROWS × HD bf16 of a tensor map whose boxes are 64 columns × ROWS rows (tensor-map.ts) into a 128-byte-
+// swizzled tile at dst: the box of columns col + 64s at dst + s·ROWS·128, the layout the cp.async producers
+// write by hand (produce_rows in flash_forward_fa3.cu, produce_tile64). Rows row.. of block `batch`; the
+// copies complete_tx on `bar`, whose expect_tx the caller has made.
+template <int ROWS, int HD>
+__device__ __forceinline__ void tensor_load_rows(unsigned dst, const TensorMap* map, int col, int row, int batch, unsigned bar) {
+#pragma unroll
+  for (int s = 0; s < HD / 64; s++) tensor_load_3d(dst + s * ROWS * 128, map, col + s * 64, row, batch, bar);
+}
