@@ -6,7 +6,7 @@
  */
 import { UserError } from '../../util/errors.js';
 import type { KernelCache } from './kernels.js';
-import { bf16RowsMap, tmaDescribable, type Bf16Rows } from './tensor-map.js';
+import { bf16RowsMaps, type Bf16Rows } from './tensor-map.js';
 
 /**
  * A compile-time shape of flash_forward in flash_attention.cu (mma.sync, any chip): `mt` m16 tiles a
@@ -249,10 +249,8 @@ function flashForwardMaps(a: FlashForwardArgs, s: FlashWgmmaShape): { q: Uint8Ar
   const columns = a.nHeads * a.dHead;
   const q: Bf16Rows = { address: a.q, columns, rows: a.tq, batch: a.batch, rowStride: a.qStride, batchStride: a.tq * a.qStride, boxRows: 64 * s.warpgroups };
   const kv = (address: number): Bf16Rows => ({ address, columns, rows: a.kvLen, batch: a.batch, rowStride: a.kvStride, batchStride: a.capacity * a.kvStride, boxRows: s.keys });
-  const maps = [q, kv(a.k), kv(a.v)];
-  if (!maps.every(tmaDescribable)) return undefined;
-  const [qm, km, vm] = maps.map(bf16RowsMap);
-  return { q: qm, k: km, v: vm };
+  const maps = bf16RowsMaps([q, kv(a.k), kv(a.v)]);
+  return maps && { q: maps[0], k: maps[1], v: maps[2] };
 }
 
 export interface FlashBackwardArgs {
@@ -354,8 +352,7 @@ const FA3_DKDV_DEFAULT = { stages: 3, headGroup: 16, pingpong: 1 as const, tma: 
 function dkdvMaps(a: FlashBackwardArgs): Uint8Array[] | undefined {
   const columns = a.nHeads * a.dHead;
   const rows = (address: number): Bf16Rows => ({ address, columns, rows: a.t, batch: a.batch, rowStride: columns, batchStride: a.t * columns, boxRows: 64 });
-  const all = [a.q, a.k, a.v, a.dOut].map(rows);
-  return all.every(tmaDescribable) ? all.map(bf16RowsMap) : undefined;
+  return bf16RowsMaps([a.q, a.k, a.v, a.dOut].map(rows));
 }
 
 /** Shared memory of flash_backward_dkdv_fa3: K and V of 128 keys, the stages' Q and dO tiles and their lse and D, 1 KB to align. */

@@ -67,3 +67,8 @@ export function bf16RowsMap(m: Bf16Rows): Uint8Array {
     CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   return s.bytes.slice();
 }
+
+/** The maps of every matrix of one launch, or undefined where the TMA unit cannot describe one of them (the launch then takes its cp.async kernel). */
+export function bf16RowsMaps(all: readonly Bf16Rows[]): Uint8Array[] | undefined {
+  return all.every(tmaDescribable) ? all.map(bf16RowsMap) : undefined;
+}
