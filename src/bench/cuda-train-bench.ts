@@ -28,7 +28,7 @@ import { UserError } from '../util/errors.js';
 
 export const TRAIN_PRESETS: Record<string, MptConfig> = { 'mpt-1b-redpajama-200b': MPT_1B_REDPAJAMA_200B };
 const PEAK_FLOPS = 989e12;
-/** Warm-up steps the bench may add while GEMM shapes still explore in the step (12 suffice on the H100/H200). */
+/** Warm-up steps the bench may add while GEMM shapes still explore in the step (the logits' shapes need ~12: 8 candidates × 6 calls at 4 calls a step). */
 const MAX_TUNING_WARMUP = 30;
 
 export interface TrainBenchOptions {

@@ -167,10 +167,11 @@ export function inStepFromEnv(v: string | undefined): InStepScope {
  * Only GEMMs of bf16 operands explore in the step; float32 ones (reference and checking runs, ~10×
  * slower a call) keep the burst, and a graph capture takes the heuristic's first without exploring.
  * On by default for the training step's handle ('training'; MPT_GEMM_TUNE_IN_STEP=0 for the burst): on the
- * H200 (2026-11-28) it chose the same in both processes, found the QKV shape's faster algorithm (−1.2 ms a
- * step) with no trial launches, and its step was faster than the burst's in all four A/B pairs of two calls
- * (−0.6 to −2.5 ms, −1.3 on average; bench/RESULTS-cuda-train.md). Its cost: the first steps of a run
- * explore (the logits' shapes ~12 steps); later processes on the machine take the stored choices.
+ * H200 (2026-11-28) the two in-step processes of the eighth session's A/B chose alike, it found the QKV
+ * shape's faster algorithm (−1.2 ms a step) with no trial launches, and its step was faster than the
+ * burst's in all four A/B pairs of two calls (−0.6 to −2.5 ms, −1.3 on average; bench/RESULTS-cuda-train.md).
+ * Its cost: the first steps of a run explore (the logits' shapes ~12 steps); later processes on the
+ * machine take the stored choices.
  */
 export const gemmTuning = {
   enabled: process.env.MPT_GEMM_TUNE !== '0',
