@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CpuBackend } from '../src/backend/cpu/index.js';
@@ -59,6 +59,44 @@ test('mpt export writes a folder that loads back with identical weights and logi
       assert.deepEqual(bits, float32ToBfloat16Array(master), `${name} is the rounded master`);
     }
     await bf16.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('mpt export copies a hub-named tokenizer from the hub cache, and without one still writes the model with a note', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'mpt-export-hub-'));
+  try {
+    const backend = new CpuBackend({ threads: 2 });
+    const saveFolder = join(dir, 'run');
+    await trainFromYaml(join(projectRoot, 'yamls', 'tiny-cpu.yaml'), [
+      `save_folder=${saveFolder}`, 'max_duration=1ba', 'global_train_batch_size=2', 'device_train_microbatch_size=2', 'max_seq_len=32',
+      'eval_interval=100ba', 'tokenizer.name=EleutherAI/gpt-neox-20b',
+    ], { backend, log: () => {} });
+    // A hub cache as huggingface_hub lays it out, holding only the tokenizer files (as `files: 'tokenizer'` fetches them).
+    const cacheDir = join(dir, 'hub'), commit = 'a'.repeat(40);
+    const repo = join(cacheDir, 'models--EleutherAI--gpt-neox-20b'), snapshot = join(repo, 'snapshots', commit);
+    mkdirSync(snapshot, { recursive: true });
+    mkdirSync(join(repo, 'refs'));
+    writeFileSync(join(repo, 'refs', 'main'), commit);
+    const files = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
+    for (const f of files) copyFileSync(fixture('mosaic-gpt-tiny', f), join(snapshot, f));
+
+    const out = join(dir, 'hf');
+    const r = await exportCheckpoint(saveFolder, out, { hub: { cacheDir, download: false } });
+    assert.deepEqual(r.notes, []);
+    for (const f of files) assert.ok(readFileSync(join(out, f)).equals(readFileSync(fixture('mosaic-gpt-tiny', f))), `${f} is the cached one`);
+    const folder = await openModelFolder(out);
+    assert.equal(folder.rawConfig.tokenizer_name, 'EleutherAI/gpt-neox-20b');
+    await folder.close();
+
+    // Nothing cached and downloads off: the weights and config are written, the note says why the tokenizer is not.
+    const bare = join(dir, 'hf-bare');
+    const r2 = await exportCheckpoint(saveFolder, bare, { hub: { cacheDir: join(dir, 'empty'), download: false } });
+    assert.ok(existsSync(join(bare, 'model.safetensors')) && existsSync(join(bare, 'config.json')));
+    assert.ok(!existsSync(join(bare, 'tokenizer.json')));
+    assert.equal(r2.notes.length, 1);
+    assert.match(r2.notes[0], /tokenizer's files were not copied: EleutherAI\/gpt-neox-20b: .*downloads are off/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

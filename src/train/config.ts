@@ -1,7 +1,8 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { parseHfConfig } from '../io/hf-config.js';
+import { looksLikeHubName } from '../io/hub.js';
 import type { MptConfig } from '../model/config.js';
 import { ConfigError, UserError } from '../util/errors.js';
 import { parseDuration, toBatches, type BatchGeometry, type Duration } from './duration.js';
@@ -107,7 +108,10 @@ export function parseTrainConfig(raw: Obj, file: string): ParsedTrainConfig {
   const globalBatch = int(raw.global_train_batch_size, undefined, where('global_train_batch_size'));
   const micro = raw.device_train_microbatch_size === 'auto' ? globalBatch : int(raw.device_train_microbatch_size, globalBatch, where('device_train_microbatch_size'));
   const precision = oneOf(raw.precision, ['fp32', 'amp_bf16'] as const, 'fp32', where('precision'));
-  const tokenizer = raw.tokenizer === undefined ? null : optString(obj(raw.tokenizer, where('tokenizer')).name, where('tokenizer.name'));
+  // The tokenizer is what `mpt export` copies beside the weights: a hub name, or a folder (or its
+  // tokenizer.json) relative to the YAML like every path here, kept absolute for an export run elsewhere.
+  const tokenizerName = raw.tokenizer === undefined ? null : optString(obj(raw.tokenizer, where('tokenizer')).name, where('tokenizer.name'));
+  const tokenizer = tokenizerName !== null && looksLikeHubName(tokenizerName) && !existsSync(path(tokenizerName)!) ? tokenizerName : path(tokenizerName);
   const saveFolder = path(optString(raw.save_folder, where('save_folder')));
 
   return {

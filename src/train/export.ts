@@ -1,5 +1,6 @@
 import { copyFileSync, existsSync, mkdirSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import { looksLikeHubName, resolveHubModel, type HubOptions } from '../io/hub.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import { sourceName } from '../io/weight-names.js';
 import { parameterShapes, type MptConfig } from '../model/config.js';
@@ -10,8 +11,9 @@ import { loadCheckpoint, resolveCheckpoint } from './checkpoint.js';
 
 /**
  * A training checkpoint → a Hugging Face model folder: config.json in the MosaicGPT format (as the
- * seed model's own), model.safetensors (float32, MosaicGPT tensor names) and the tokenizer files
- * when the run named a local tokenizer. A model MosaicGPT's config cannot describe (llm-foundry's
+ * seed model's own), model.safetensors (float32, MosaicGPT tensor names) and the tokenizer files of
+ * the run's tokenizer: copied from its folder, or for a hub name (the seed YAML's EleutherAI/gpt-neox-20b)
+ * from the hub cache, fetched there when missing, so that the folder loads without the network. A model MosaicGPT's config cannot describe (llm-foundry's
  * interleaved ALiBi slopes for a head count that is not a power of two, an untied output) is
  * written in the MPT format instead.
  */
@@ -22,6 +24,8 @@ export interface ExportOptions {
   dtype?: 'float32' | 'bfloat16';
   /** config.json's `tokenizer_name` (a hub name such as EleutherAI/gpt-neox-20b); default: the run's tokenizer. */
   tokenizerName?: string;
+  /** Where a hub-named tokenizer is looked up and fetched (tests: a cache folder, an endpoint, downloads off). */
+  hub?: HubOptions;
 }
 
 export async function exportCheckpoint(checkpoint: string, outDir: string, options: ExportOptions = {}): Promise<{ dir: string; format: 'mosaic_gpt' | 'mpt'; notes: string[] }> {
@@ -45,13 +49,33 @@ export async function exportCheckpoint(checkpoint: string, outDir: string, optio
     return { name: sourceName(format, name), dtype, shape, data: new Uint8Array(stored.buffer, stored.byteOffset, stored.byteLength) };
   }), { format: 'pt', 'mpt-ts': `exported from ${basename(dir)} (step ${state.step})` });
   const notes: string[] = [];
-  if (tokenizer && existsSync(tokenizer)) {
-    const from = statSync(tokenizer).isDirectory() ? tokenizer : dirname(tokenizer);
-    for (const f of TOKENIZER_FILES) if (existsSync(join(from, f))) copyFileSync(join(from, f), join(outDir, f));
-  } else {
-    notes.push(tokenizer ? `tokenizer ${tokenizer} is not a local path: copy its files into ${outDir} yourself` : 'the run named no tokenizer (byte-level tokens): no tokenizer files written');
-  }
+  const from = await tokenizerFolder(tokenizer, options.hub ?? {}, notes);
+  if (from) for (const f of TOKENIZER_FILES) if (existsSync(join(from, f))) copyFileSync(join(from, f), join(outDir, f));
   return { dir: outDir, format, notes };
+}
+
+/**
+ * The folder holding the run's tokenizer files: a local path as given, a hub name through the hub cache
+ * (downloading the tokenizer files when they are missing and downloads are allowed). Null, with a note
+ * saying why, where there is none: the export still completes, and config.json's tokenizer_name lets a
+ * loader fetch it later.
+ */
+async function tokenizerFolder(tokenizer: string | null, hub: HubOptions, notes: string[]): Promise<string | null> {
+  if (!tokenizer) {
+    notes.push('the run named no tokenizer (byte-level tokens): no tokenizer files written');
+    return null;
+  }
+  if (existsSync(tokenizer)) return statSync(tokenizer).isDirectory() ? tokenizer : dirname(tokenizer);
+  if (!looksLikeHubName(tokenizer)) {
+    notes.push(`tokenizer ${tokenizer} is neither a local path nor a hub name: no tokenizer files written`);
+    return null;
+  }
+  try {
+    return await resolveHubModel(tokenizer, { quiet: true, ...hub, files: 'tokenizer' });
+  } catch (e) {
+    notes.push(`the tokenizer's files were not copied: ${e instanceof Error ? e.message : String(e)}; config.json's tokenizer_name lets a loader fetch them when the hub is reachable`);
+    return null;
+  }
 }
 
 function mosaicGptJson(c: MptConfig, tokenizer: string | null): Record<string, unknown> {

@@ -8,7 +8,10 @@ export const exportCommand: Command = {
     summary: 'Write a training checkpoint as a Hugging Face model folder',
     usage: 'mpt export CHECKPOINT OUT_DIR [--dtype float32|bfloat16] [--tokenizer-name NAME]',
     details: `CHECKPOINT is a checkpoint folder (ba<step>) or a save folder (its newest complete checkpoint).
-OUT_DIR gets config.json (MosaicGPT format), model.safetensors and the run's tokenizer files.`,
+OUT_DIR gets config.json (MosaicGPT format), model.safetensors and the run's tokenizer files: copied
+from the tokenizer folder the YAML named, or for a hub name (EleutherAI/gpt-neox-20b in the seed YAML)
+from the Hugging Face cache, downloaded there when missing. Offline and not cached, the model is still
+written and a note says so; config.json's tokenizer_name lets a loader fetch the tokenizer later.`,
     flags: {
       dtype: { type: 'string', placeholder: 'T', default: 'float32', description: 'Weights on disk: float32 (as trained) or bfloat16 (half the size, rounded to nearest even).' },
       'tokenizer-name': { type: 'string', placeholder: 'NAME', description: "config.json's tokenizer_name, e.g. EleutherAI/gpt-neox-20b (default: the run's tokenizer)." },
