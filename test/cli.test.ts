@@ -91,6 +91,9 @@ test('bad flags and commands', () => {
   assertOneLineError(mpt('generate', '--model', tiny, '--temperature', 'hot', 'x'), /--temperature must be a number/);
   assertOneLineError(mpt('generate', '--bogus'), /bogus/);
   assertOneLineError(mpt('frobnicate'), /unknown command "frobnicate"/);
+  // A command of flags only refuses a stray argument instead of running on its defaults (here: the embedded model).
+  assertOneLineError(mpt('info', tiny), /mpt info: unexpected argument ".*mosaic-gpt-tiny": it takes flags only/);
+  assertOneLineError(mpt('eval', 'perplexity', '--model', tiny, 'data.txt'), /unexpected argument "data.txt"/);
 });
 
 test('without --model, generate runs the embedded default model', () => {

@@ -21,6 +21,8 @@ export interface CommandSpec {
   usage: string;
   /** Free text after the flag table: examples, notes. */
   details?: string;
+  /** Whether the command takes arguments besides its flags (its usage line names them); others refuse any. */
+  positionals?: boolean;
   flags: Record<string, FlagSpec>;
 }
 
@@ -53,6 +55,9 @@ export function parseCommand(spec: CommandSpec, argv: string[]): Parsed {
   } catch (error) {
     const message = (error as Error).message.replace(/\. To specify a positional argument.*$/s, '');
     throw new UserError(`mpt ${spec.name}: ${message} (see mpt ${spec.name} --help)`);
+  }
+  if (!spec.positionals && raw.positionals.length > 0) {
+    throw new UserError(`mpt ${spec.name}: unexpected argument "${raw.positionals[0]}": it takes flags only (usage: ${spec.usage})`);
   }
   const flags: Record<string, FlagValue> = {};
   for (const [name, flag] of Object.entries(all)) {

@@ -64,6 +64,12 @@ export async function saveCheckpoint(
   return final;
 }
 
+/** The bytes of a checkpoint's files, as its state records them. */
+export function checkpointBytes(dir: string): number {
+  const state = JSON.parse(readFileSync(join(dir, STATE_FILE), 'utf8')) as CheckpointState;
+  return Object.values(state.files).reduce((sum, n) => sum + n, 0);
+}
+
 /** Remove all but the newest `keep` complete checkpoints (keep ≤ 0 keeps everything, as Composer's -1). */
 export function pruneCheckpoints(folder: string, keep: number): void {
   if (keep <= 0) return;

@@ -28,7 +28,8 @@ export const DEFAULT_INIT: InitSettings = {
   paramInitFn: 'kaiming_normal_', initStd: 0.02, embInitStd: null, initGain: 0, fanMode: 'fan_in', nonlinearity: 'relu', initDivIsResidual: true,
 };
 
-export function initialWeights(config: MptConfig, s: InitSettings, seed: number): Map<string, Float32Array> {
+/** `progress(values)`: called after each tensor with the values it filled (a 1.3B init takes a while). */
+export function initialWeights(config: MptConfig, s: InitSettings, seed: number, progress?: (values: number) => void): Map<string, Float32Array> {
   const rng = new Rng(seed);
   const weights = new Map<string, Float32Array>();
   const divisor = s.initDivIsResidual === true ? Math.sqrt(2 * config.nLayers) : s.initDivIsResidual === false ? 1 : s.initDivIsResidual;
@@ -36,12 +37,13 @@ export function initialWeights(config: MptConfig, s: InitSettings, seed: number)
     const n = shape.reduce((a, b) => a * b, 1);
     const data = new Float32Array(n);
     weights.set(name, data);
-    if (name.endsWith('.bias')) continue;
-    if (shape.length === 1) { data.fill(1); continue; } // LayerNorm weights
-    const isEmbedding = name === 'wte.weight' || name === 'wpe.weight';
-    const std = isEmbedding && s.embInitStd !== null ? s.embInitStd : standardDeviation(s, shape);
-    for (let i = 0; i < n; i++) data[i] = rng.normal() * std;
-    if (/\.(attn\.out|mlp\.down)\.weight$/.test(name) && divisor !== 1) for (let i = 0; i < n; i++) data[i] /= divisor;
+    if (shape.length === 1) data.fill(name.endsWith('.bias') ? 0 : 1); // LayerNorm weights 1, biases 0
+    else {
+      const isEmbedding = name === 'wte.weight' || name === 'wpe.weight';
+      const std = isEmbedding && s.embInitStd !== null ? s.embInitStd : standardDeviation(s, shape);
+      rng.fillNormal(data, /\.(attn\.out|mlp\.down)\.weight$/.test(name) ? std / divisor : std);
+    }
+    progress?.(n);
   }
   return weights;
 }

@@ -8,8 +8,9 @@ import { structureParams } from '../model/params.js';
 import { TrainingGraph } from '../model/training-forward.js';
 import { float32ToBfloat16Array } from '../util/dtype.js';
 import { ConfigError } from '../util/errors.js';
+import { formatBytes, Progress } from '../util/progress.js';
 import type { BatchSource } from './batches.js';
-import { latestCheckpoint, loadCheckpoint, pruneCheckpoints, resolveCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { checkpointBytes, latestCheckpoint, loadCheckpoint, pruneCheckpoints, resolveCheckpoint, saveCheckpoint } from './checkpoint.js';
 import { initialWeights, type InitSettings } from './init.js';
 import { formatEvalLine, formatTrainLine, MetricsLog, type EvalRecord, type TrainRecord } from './metrics.js';
 import { AdamW, type OptimizerSettings } from './optimizer.js';
@@ -54,6 +55,8 @@ export interface TrainOptions {
   stopAtStep?: number;
   /** The device's peak FLOP/s for MFU; null: not shown. */
   peakFlops?: number | null;
+  /** Progress bars on stderr for the long set-up work (a fresh init, loading pretrained weights): the CLI's. */
+  progress?: boolean;
 }
 
 export interface TrainResult {
@@ -84,11 +87,14 @@ export async function train(s: RunSettings, source: BatchSource, options: TrainO
   const shapes = parameterShapes(s.model);
   const resumeFrom = (s.autoresume && s.saveFolder ? latestCheckpoint(s.saveFolder) : null) ?? (s.loadPath ? resolveCheckpoint(s.loadPath) : null);
   let masters: Map<string, Tensor>;
+  /** The masters' values on the host where the start had them there (a fresh init, a checkpoint): the bf16 copies come from them without a download. */
+  let onHost: Map<string, Float32Array> | null = null;
   let startStep = 0, tokens = 0, optimizerStep = 0;
   let moments: { m: Map<string, Float32Array>; v: Map<string, Float32Array> } | null = null;
   if (resumeFrom) {
     const { state, tensors } = await loadCheckpoint(resumeFrom);
     masters = uploadAll(be, shapes, tensors.params, resumeFrom);
+    onHost = tensors.params;
     moments = tensors;
     startStep = state.step;
     tokens = state.tokens;
@@ -97,23 +103,33 @@ export async function train(s: RunSettings, source: BatchSource, options: TrainO
     log(`resuming from ${resumeFrom} at step ${startStep}`);
   } else if (s.pretrained) {
     const folder = await openModelFolder(s.pretrained);
-    const model = await loadModel(folder, be, { dtype: 'float32', progress: true });
+    const model = await loadModel(folder, be, { dtype: 'float32', progress: options.progress ?? false });
     await folder.close();
     masters = paramsByName(model.config, model.params);
     log(`starting from pretrained weights ${s.pretrained}`);
   } else {
-    const init = initialWeights(s.model, s.init, s.seed);
+    const total = [...shapes.values()].reduce((sum, shape) => sum + shape.reduce((a, b) => a * b, 1), 0);
+    const bar = options.progress ? new Progress({ label: `initializing (${s.init.paramInitFn}, seed ${s.seed})`, total, unit: 'values' }) : null;
+    const init = initialWeights(s.model, s.init, s.seed, (n) => bar?.tick(n));
+    bar?.finish();
     masters = new Map([...shapes].map(([name, shape]) => [name, be.upload(init.get(name)!, shape, 'float32')]));
+    onHost = init;
   }
   const copies = s.precision === 'amp_bf16'
-    ? new Map([...masters].map(([name, t]) => [name, be.upload(float32ToBfloat16Array(be.download(t) as Float32Array), t.shape, 'bfloat16')]))
+    ? new Map([...masters].map(([name, t]) => [name, be.upload(float32ToBfloat16Array(onHost?.get(name) ?? be.download(t) as Float32Array), t.shape, 'bfloat16')]))
     : null;
+  onHost = null; // a 1.3B model's 5.2 GB, no longer needed
   const graph = new TrainingGraph(s.model, be, structureParams(s.model, copies ?? masters));
   const optimizer = new AdamW(be, s.optimizer, masters, copies);
   if (moments) {
-    for (const [name, m] of optimizer.m) be.addInto(m, be.upload(required(moments.m, name, 'm'), m.shape, 'float32'), 1);
-    for (const [name, v] of optimizer.v) be.addInto(v, be.upload(required(moments.v, name, 'v'), v.shape, 'float32'), 1);
+    // Each uploaded moment is released once added in (a 1.3B model's moments are 10.5 GB on the device).
+    const restore = (into: Map<string, Tensor>, from: Map<string, Float32Array>, what: string) => {
+      for (const [name, t] of into) be.scope(() => { be.addInto(t, be.upload(required(from, name, what), t.shape, 'float32'), 1); });
+    };
+    restore(optimizer.m, moments.m, 'm');
+    restore(optimizer.v, moments.v, 'v');
     optimizer.step = optimizerStep;
+    moments = null; // the host copies (10.5 GB for 1.3B) are not needed past here
   }
 
   const metrics = new MetricsLog(s.metricsFolder, startStep);
@@ -123,10 +139,12 @@ export async function train(s: RunSettings, source: BatchSource, options: TrainO
   const save = async (step: number) => {
     if (!s.saveFolder) return;
     const download = (map: Map<string, Tensor>) => new Map([...map].map(([n, t]) => [n, be.download(t) as Float32Array]));
-    await saveCheckpoint(s.saveFolder, {
+    const started = performance.now();
+    const dir = await saveCheckpoint(s.saveFolder, {
       step, tokens, optimizerStep: optimizer.step, dataStep: step, seed: s.seed, run: { ...s.run, config: s.model },
     }, { params: download(masters), m: download(optimizer.m), v: download(optimizer.v) }, shapes);
     pruneCheckpoints(s.saveFolder, s.keepCheckpoints);
+    log(`saved ${dir} (${formatBytes(checkpointBytes(dir))} in ${((performance.now() - started) / 1000).toFixed(1)} s)`);
   };
   const evalBatches = source.validation ? source.validation.batches(s.evalBatchSize) : 0;
   if (s.evalInterval && evalBatches === 0) {

@@ -41,6 +41,21 @@ export class Rng {
     const u = 1 - this.next(), v = this.next();
     return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
   }
+
+  /**
+   * `out` filled with normal draws times `std`, for weight initialisation: Box–Muller's two outputs (cos
+   * and sin) from a pair of 32-bit uniforms, about twice as fast as normal() per value (a 1.3B-parameter
+   * init took ~90 s on one core that way). The radius's uniform is (x + 1) / 2³², never 0, so draws
+   * stop at 6.66 σ (a chance of ~3e-11 a value of going further with 53 bits): no matter for an init.
+   */
+  fillNormal(out: Float32Array, std: number): void {
+    const step = (2 * Math.PI) / 4294967296;
+    for (let i = 0; i < out.length; i += 2) {
+      const r = std * Math.sqrt(-2 * Math.log((this.nextUint32() + 1) / 4294967296)), angle = this.nextUint32() * step;
+      out[i] = r * Math.cos(angle);
+      if (i + 1 < out.length) out[i + 1] = r * Math.sin(angle);
+    }
+  }
 }
 
 const rotl = (x: number, k: number) => ((x << k) | (x >>> (32 - k))) >>> 0;

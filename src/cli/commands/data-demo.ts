@@ -5,6 +5,7 @@ import { buildDemoCorpus } from '../../data/index.js';
 export const dataDemoCommand: Command = {
   spec: {
     name: 'data demo',
+    positionals: true,
     summary: 'Assemble a small real corpus in the RedPajama layout from text on this machine',
     usage: 'mpt data demo OUT_DIR [--mb-per-source 2] [--json]',
     flags: {

@@ -5,6 +5,7 @@ import { mergeParts } from '../../data/index.js';
 export const dataMergeCommand: Command = {
   spec: {
     name: 'data merge',
+    positionals: true,
     summary: 'Check and join the parts of a sharded `data prepare` into manifest.json',
     usage: 'mpt data merge DATASET_DIR [--json]',
     flags: { json: { type: 'boolean', description: 'Print the merged manifest as one JSON document.' } },

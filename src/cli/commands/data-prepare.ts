@@ -5,6 +5,7 @@ import { prepareDataset, parseShardSpec, type BadLinePolicy } from '../../data/i
 export const dataPrepareCommand: Command = {
   spec: {
     name: 'data prepare',
+    positionals: true,
     summary: 'Tokenize a RedPajama-layout corpus into packed token shards',
     usage: 'mpt data prepare INPUT_DIR OUT_DIR --tokenizer PATH [--seq-len 2048] [--shard i/N] [options]',
     flags: {

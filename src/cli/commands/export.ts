@@ -5,6 +5,7 @@ import { UserError } from '../../util/errors.js';
 export const exportCommand: Command = {
   spec: {
     name: 'export',
+    positionals: true,
     summary: 'Write a training checkpoint as a Hugging Face model folder',
     usage: 'mpt export CHECKPOINT OUT_DIR [--dtype float32|bfloat16] [--tokenizer-name NAME]',
     details: `CHECKPOINT is a checkpoint folder (ba<step>) or a save folder (its newest complete checkpoint).

@@ -7,6 +7,7 @@ import { UserError } from '../../util/errors.js';
 export const generateCommand: Command = {
   spec: {
     name: 'generate',
+    positionals: true,
     summary: 'Continue a prompt (streams the text as it is produced)',
     usage: 'mpt generate [options] "prompt" ["another prompt" …]',
     flags: {

@@ -7,6 +7,7 @@ import { UserError } from '../../util/errors.js';
 export const tokenizeCommand: Command = {
   spec: {
     name: 'tokenize',
+    positionals: true,
     summary: 'Text to token ids with the model\'s tokenizer (reads stdin when no text is given)',
     usage: 'mpt tokenize --model M [--json] ["text"]',
     flags: {
@@ -25,6 +26,7 @@ export const tokenizeCommand: Command = {
 export const detokenizeCommand: Command = {
   spec: {
     name: 'detokenize',
+    positionals: true,
     summary: 'Token ids back to text',
     usage: 'mpt detokenize --model M 1,2,3',
     flags: {

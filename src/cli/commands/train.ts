@@ -7,6 +7,7 @@ import { UserError } from '../../util/errors.js';
 export const trainCommand: Command = {
   spec: {
     name: 'train',
+    positionals: true,
     summary: 'Train or fine-tune a model from an llm-foundry style YAML',
     usage: 'mpt train CONFIG.yaml [key=value …] [--device cpu|cuda|auto]',
     details: `
@@ -32,6 +33,6 @@ Metrics go to SAVE_FOLDER/metrics.jsonl with a loss plot beside it (loss.svg).`,
     const { backend, note } = await selectBackend({ device, cudaDType: precision === 'amp_bf16' ? 'bfloat16' : 'float32' });
     if (note) process.stderr.write(`mpt: ${note}\n`);
     // MFU against the H100's dense bf16 peak (989 TFLOP/s) when on CUDA.
-    await trainFromYaml(file, overrides, { backend, peakFlops: backend.name === 'cuda' ? 989e12 : null });
+    await trainFromYaml(file, overrides, { backend, peakFlops: backend.name === 'cuda' ? 989e12 : null, progress: true });
   },
 };
