@@ -48,3 +48,24 @@ test('unknown keys are errors that name the key', () => {
   assert.throws(() => readTrainConfig(yaml, ['optimizer.momentum=0.9']), /optimizer: unknown key "momentum"/);
   assert.throws(() => readTrainConfig(yaml, ['scheduler.name=step']), /unknown scheduler "step"/);
 });
+
+test('paths in the YAML are relative to its folder, paths given as overrides to the working folder; hub names stay', () => {
+  const yaml = join(projectRoot, 'yamls', 'mpt-1b-redpajama-200b.yaml');
+  const inFile = readTrainConfig(yaml);
+  assert.equal(inFile.settings.saveFolder, join(projectRoot, 'checkpoints', 'mpt-1b-redpajama-200b'));
+  assert.equal((inFile.trainLoader.dataset as Record<string, unknown>).local, '../redpajama-tokens'); // the loader resolves it against the YAML
+  assert.equal(inFile.settings.run.tokenizer, 'EleutherAI/gpt-neox-20b');
+  const typed = readTrainConfig(yaml, ['save_folder=runs/a', 'train_loader.dataset.local=tokens', 'tokenizer.name=EleutherAI/gpt-neox-20b']);
+  assert.equal(typed.settings.saveFolder, join(process.cwd(), 'runs', 'a'));
+  assert.equal((typed.trainLoader.dataset as Record<string, unknown>).local, join(process.cwd(), 'tokens'));
+  assert.equal(typed.settings.run.tokenizer, 'EleutherAI/gpt-neox-20b');
+  // A local tokenizer folder typed relative to the working folder is found there.
+  const cwd = process.cwd();
+  try {
+    process.chdir(projectRoot);
+    const local = readTrainConfig(yaml, ['tokenizer.name=models/mpt-demo']);
+    assert.equal(local.settings.run.tokenizer, join(projectRoot, 'models', 'mpt-demo'));
+  } finally {
+    process.chdir(cwd);
+  }
+});

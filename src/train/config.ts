@@ -201,7 +201,28 @@ function applyOverride(raw: Obj, text: string, file: string): void {
     if (!isObj(node[k])) throw new ConfigError(`override "${text}": ${k} in ${file} is not a mapping`);
     node = node[k] as Obj;
   }
-  node[keys[keys.length - 1]] = value;
+  node[keys[keys.length - 1]] = fromWorkingFolder(keys.join('.'), value);
+}
+
+/** Keys whose values are paths (folders, files) in the YAML; the two that may also be hub names are marked. */
+const PATH_KEYS = new Map<string, 'path' | 'path or hub name'>([
+  ['save_folder', 'path'], ['load_path', 'path'],
+  ['train_loader.dataset.local', 'path'], ['eval_loader.dataset.local', 'path'],
+  ['train_loader.dataset.paths', 'path'], ['eval_loader.dataset.paths', 'path'],
+  ['tokenizer.name', 'path or hub name'], ['model.pretrained', 'path or hub name'], ['model.pretrained_model_name_or_path', 'path or hub name'],
+]);
+
+/**
+ * A path in the YAML is relative to the YAML's folder; a path typed on the command line
+ * (`train_loader.dataset.local=tokens`) is relative to the working folder, as the shell's own paths are,
+ * so it is made absolute here. A name that may be a hub name stays as given unless it exists here.
+ */
+function fromWorkingFolder(key: string, value: unknown): unknown {
+  const kind = PATH_KEYS.get(key);
+  const absolute = (v: unknown) =>
+    typeof v !== 'string' || v === '' || isAbsolute(v) || (kind === 'path or hub name' && !existsSync(v)) ? v : resolve(v);
+  if (kind === undefined) return value;
+  return Array.isArray(value) ? value.map(absolute) : absolute(value);
 }
 
 function interpolate(value: unknown, root: Obj, file: string): unknown {
