@@ -82,6 +82,11 @@ test('stop and autoresume give the same losses bit for bit; an interrupted save 
     assert.ok(!existsSync(join(cut, '.ba6.999.tmp')), 'the abandoned temporary folder is cleared by the next save');
     const metrics = readFileSync(join(cut, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     assert.deepEqual(metrics.filter((m) => m.kind === 'train').map((m) => m.step), [1, 2, 3, 4, 5, 6]);
+
+    // A checkpoint of another model is refused by the tensor that does not fit, before any step.
+    const other = (overrides: string[]) => trainFromYaml(yaml, [...common, ...overrides, `load_path=${join(cut, 'ba4')}`, `save_folder=${join(dir, 'other')}`], { backend, log: quiet });
+    await assert.rejects(other(['model.n_layers=2']), /no tensor blocks\.1\.\S+: the checkpoint does not match the run's model/);
+    await assert.rejects(other(['model.mlp_ratio=2']), /blocks\.0\.mlp\.up\.weight has \d+ values, the run's model needs \[/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

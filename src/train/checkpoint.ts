@@ -1,7 +1,7 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { RangeFile } from '../io/file-range.js';
-import { readSafetensorsHeader, readSafetensorsTensor, writeSafetensors } from '../io/safetensors.js';
+import { readSafetensorsHeader, readSafetensorsTensor, writeSafetensors, type SafetensorsHeader } from '../io/safetensors.js';
 import { FormatError, UserError } from '../util/errors.js';
 
 /**
@@ -37,10 +37,22 @@ export interface CheckpointTensors {
   v: Map<string, Float32Array>;
 }
 
+/**
+ * What a save writes: each tensor's values, or a function that gives them when the writer reaches the
+ * tensor (a download from the device), so that a save holds one tensor on the host at a time rather
+ * than the whole state (15.7 GB for a 1.3B model).
+ */
+type Values = Float32Array | (() => Float32Array);
+export interface CheckpointSource {
+  params: Map<string, Values>;
+  m: Map<string, Values>;
+  v: Map<string, Values>;
+}
+
 export const checkpointName = (step: number) => `ba${step}`;
 
 export async function saveCheckpoint(
-  folder: string, state: Omit<CheckpointState, 'format' | 'files'>, tensors: CheckpointTensors, shapes: Map<string, number[]>,
+  folder: string, state: Omit<CheckpointState, 'format' | 'files'>, tensors: CheckpointSource, shapes: Map<string, number[]>,
 ): Promise<string> {
   mkdirSync(folder, { recursive: true });
   for (const entry of readdirSync(folder)) if (entry.startsWith('.ba') && entry.endsWith('.tmp')) rmSync(join(folder, entry), { recursive: true, force: true });
@@ -48,8 +60,12 @@ export async function saveCheckpoint(
   const tmp = join(folder, `.${checkpointName(state.step)}.${process.pid}.tmp`);
   mkdirSync(tmp, { recursive: true });
   const asBytes = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
-  const entries = (prefix: string, map: Map<string, Float32Array>, shapes: Map<string, number[]>) =>
-    [...map].map(([name, data]) => ({ name: `${prefix}${name}`, dtype: 'float32' as const, shape: shapes.get(name) ?? [data.length], data: asBytes(data) }));
+  const entries = (prefix: string, map: Map<string, Values>, shapes: Map<string, number[]>) =>
+    [...map].map(([name, values]) => {
+      const shape = shapes.get(name) ?? (typeof values === 'function' ? undefined : [values.length]);
+      if (!shape) throw new Error(`saveCheckpoint: no shape for ${name}`);
+      return { name: `${prefix}${name}`, dtype: 'float32' as const, shape, data: typeof values === 'function' ? () => asBytes(values()) : asBytes(values) };
+    });
   await writeSafetensors(join(tmp, 'model.safetensors'), entries('', tensors.params, shapes));
   await writeSafetensors(join(tmp, 'optimizer.safetensors'), [...entries('m.', tensors.m, shapes), ...entries('v.', tensors.v, shapes)]);
   const files = Object.fromEntries(['model.safetensors', 'optimizer.safetensors'].map((f) => [f, statSync(join(tmp, f)).size]));
@@ -130,30 +146,73 @@ export function readCheckpointState(dir: string): CheckpointState {
 }
 
 /** Float32 tensors of one safetensors file, by name, optionally only those with a prefix (stripped). */
-export async function readFloatTensors(path: string, prefix = ''): Promise<Map<string, Float32Array>> {
-  const file = await RangeFile.open(path);
-  try {
-    const header = await readSafetensorsHeader(file);
-    const out = new Map<string, Float32Array>();
-    for (const [name, entry] of header.entries) {
-      if (!name.startsWith(prefix)) continue;
-      if (entry.dtype !== 'float32') throw new FormatError(path, `tensor ${name} is ${entry.dtype}, a checkpoint holds float32`);
-      const bytes = await readSafetensorsTensor(file, entry);
-      const copy = new Float32Array(bytes.length / 4);
-      new Uint8Array(copy.buffer).set(bytes);
-      out.set(name.slice(prefix.length), copy);
+/**
+ * A checkpoint's tensors read one at a time, so that a resume or an export of a 1.3B model holds one
+ * tensor on the host rather than its whole 15.7 GB state: params from model.safetensors, the AdamW
+ * moments `m` and `v` from optimizer.safetensors.
+ */
+export class CheckpointReader {
+  private constructor(
+    readonly dir: string,
+    readonly state: CheckpointState,
+    private readonly files: { params: RangeFile; optimizer: RangeFile },
+    private readonly headers: { params: SafetensorsHeader; optimizer: SafetensorsHeader },
+  ) {}
+
+  static async open(dir: string): Promise<CheckpointReader> {
+    const state = readCheckpointState(dir);
+    const params = await RangeFile.open(join(dir, 'model.safetensors'));
+    let optimizer: RangeFile | null = null;
+    try {
+      optimizer = await RangeFile.open(join(dir, 'optimizer.safetensors'));
+      return new CheckpointReader(dir, state, { params, optimizer }, { params: await readSafetensorsHeader(params), optimizer: await readSafetensorsHeader(optimizer) });
+    } catch (error) {
+      await params.close();
+      await optimizer?.close();
+      throw error;
     }
-    return out;
-  } finally {
-    await file.close();
+  }
+
+  /** The names a group holds (without the moments' `m.` / `v.` prefix). */
+  names(group: 'params' | 'm' | 'v'): string[] {
+    const { entries } = group === 'params' ? this.headers.params : this.headers.optimizer;
+    const prefix = group === 'params' ? '' : `${group}.`;
+    return [...entries.keys()].filter((n) => n.startsWith(prefix)).map((n) => n.slice(prefix.length));
+  }
+
+  /** One tensor's float32 values; a missing one is an error naming the tensor and the file. */
+  async read(group: 'params' | 'm' | 'v', name: string): Promise<Float32Array> {
+    const [file, header, key] = group === 'params'
+      ? [this.files.params, this.headers.params, name]
+      : [this.files.optimizer, this.headers.optimizer, `${group}.${name}`];
+    const entry = header.entries.get(key);
+    if (!entry) throw new FormatError(file.path, `no tensor ${key}: the checkpoint does not match the run's model`);
+    if (entry.dtype !== 'float32') throw new FormatError(file.path, `tensor ${key} is ${entry.dtype}, a checkpoint holds float32`);
+    const bytes = await readSafetensorsTensor(file, entry);
+    const values = new Float32Array(bytes.length / 4);
+    new Uint8Array(values.buffer).set(bytes);
+    return values;
+  }
+
+  async close(): Promise<void> {
+    await this.files.params.close();
+    await this.files.optimizer.close();
   }
 }
 
+/** A whole checkpoint on the host (tests, small models); runs read it tensor by tensor (CheckpointReader). */
 export async function loadCheckpoint(dir: string): Promise<{ state: CheckpointState; tensors: CheckpointTensors }> {
-  const state = readCheckpointState(dir);
-  const params = await readFloatTensors(join(dir, 'model.safetensors'));
-  const optimizerFile = join(dir, 'optimizer.safetensors');
-  return { state, tensors: { params, m: await readFloatTensors(optimizerFile, 'm.'), v: await readFloatTensors(optimizerFile, 'v.') } };
+  const reader = await CheckpointReader.open(dir);
+  try {
+    const group = async (g: 'params' | 'm' | 'v') => {
+      const out = new Map<string, Float32Array>();
+      for (const name of reader.names(g)) out.set(name, await reader.read(g, name));
+      return out;
+    };
+    return { state: reader.state, tensors: { params: await group('params'), m: await group('m'), v: await group('v') } };
+  } finally {
+    await reader.close();
+  }
 }
 
 function syncPath(path: string): void {

@@ -7,7 +7,7 @@ import { parameterShapes, type MptConfig } from '../model/config.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { float32ToBfloat16Array } from '../util/dtype.js';
 import { UserError } from '../util/errors.js';
-import { loadCheckpoint, resolveCheckpoint } from './checkpoint.js';
+import { CheckpointReader, resolveCheckpoint } from './checkpoint.js';
 
 /**
  * A training checkpoint → a Hugging Face model folder: config.json in the MosaicGPT format (as the
@@ -29,9 +29,18 @@ export interface ExportOptions {
 }
 
 export async function exportCheckpoint(checkpoint: string, outDir: string, options: ExportOptions = {}): Promise<{ dir: string; format: 'mosaic_gpt' | 'mpt'; notes: string[] }> {
+  // The weights are read a tensor at a time as the writer reaches them (the moments are not read at all).
+  const reader = await CheckpointReader.open(resolveCheckpoint(checkpoint));
+  try {
+    return await exportFrom(reader, outDir, options);
+  } finally {
+    await reader.close();
+  }
+}
+
+async function exportFrom(reader: CheckpointReader, outDir: string, options: ExportOptions): Promise<{ dir: string; format: 'mosaic_gpt' | 'mpt'; notes: string[] }> {
   const dtype = options.dtype ?? 'float32';
-  const dir = resolveCheckpoint(checkpoint);
-  const { state, tensors } = await loadCheckpoint(dir);
+  const { dir, state } = reader;
   const config = state.run.config as MptConfig | undefined;
   if (!config) throw new UserError(`${dir}: the checkpoint records no model config`);
   const nonPowerOfTwo = (config.nHeads & (config.nHeads - 1)) !== 0;
@@ -41,13 +50,14 @@ export async function exportCheckpoint(checkpoint: string, outDir: string, optio
   const tokenizerName = options.tokenizerName ?? tokenizer;
   const json = format === 'mosaic_gpt' ? mosaicGptJson(config, tokenizerName) : mptJson(config, tokenizerName);
   await writeFileAtomic(join(outDir, 'config.json'), JSON.stringify({ ...json, torch_dtype: dtype }, null, 2) + '\n');
-  const shapes = parameterShapes(config);
-  await writeSafetensors(join(outDir, 'model.safetensors'), [...shapes].map(([name, shape]) => {
-    const data = tensors.params.get(name);
-    if (!data) throw new UserError(`${dir}: the checkpoint has no ${name}`);
-    const stored = dtype === 'bfloat16' ? float32ToBfloat16Array(data) : data;
-    return { name: sourceName(format, name), dtype, shape, data: new Uint8Array(stored.buffer, stored.byteOffset, stored.byteLength) };
-  }), { format: 'pt', 'mpt-ts': `exported from ${basename(dir)} (step ${state.step})` });
+  await writeSafetensors(join(outDir, 'model.safetensors'), [...parameterShapes(config)].map(([name, shape]) => ({
+    name: sourceName(format, name), dtype, shape,
+    data: async () => {
+      const values = await reader.read('params', name);
+      const stored = dtype === 'bfloat16' ? float32ToBfloat16Array(values) : values;
+      return new Uint8Array(stored.buffer, stored.byteOffset, stored.byteLength);
+    },
+  })), { format: 'pt', 'mpt-ts': `exported from ${basename(dir)} (step ${state.step})` });
   const notes: string[] = [];
   const from = await tokenizerFolder(tokenizer, options.hub ?? {}, notes);
   if (from) for (const f of TOKENIZER_FILES) if (existsSync(join(from, f))) copyFileSync(join(from, f), join(outDir, f));

@@ -10,7 +10,7 @@ import { float32ToBfloat16Array } from '../util/dtype.js';
 import { ConfigError } from '../util/errors.js';
 import { formatBytes, Progress } from '../util/progress.js';
 import type { BatchSource } from './batches.js';
-import { checkpointBytes, latestCheckpoint, loadCheckpoint, pruneCheckpoints, resolveCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { CheckpointReader, checkpointBytes, latestCheckpoint, pruneCheckpoints, resolveCheckpoint, saveCheckpoint } from './checkpoint.js';
 import { initialWeights, type InitSettings } from './init.js';
 import { formatEvalLine, formatTrainLine, MetricsLog, type EvalRecord, type TrainRecord } from './metrics.js';
 import { AdamW, type OptimizerSettings } from './optimizer.js';
@@ -86,50 +86,57 @@ export async function train(s: RunSettings, source: BatchSource, options: TrainO
   // Start: autoresume's newest checkpoint, else load_path, else pretrained weights or a fresh init.
   const shapes = parameterShapes(s.model);
   const resumeFrom = (s.autoresume && s.saveFolder ? latestCheckpoint(s.saveFolder) : null) ?? (s.loadPath ? resolveCheckpoint(s.loadPath) : null);
-  let masters: Map<string, Tensor>;
-  /** The masters' values on the host where the start had them there (a fresh init, a checkpoint): the bf16 copies come from them without a download. */
-  let onHost: Map<string, Float32Array> | null = null;
+  // The compute copies (amp_bf16) are made beside the masters from the same host values where the start
+  // has them there (a fresh init, a checkpoint read tensor by tensor), else downloaded (pretrained weights).
+  const masters = new Map<string, Tensor>();
+  const copies = s.precision === 'amp_bf16' ? new Map<string, Tensor>() : null;
+  const place = (name: string, shape: number[], values: Float32Array) => {
+    masters.set(name, be.upload(values, shape, 'float32'));
+    copies?.set(name, be.upload(float32ToBfloat16Array(values), shape, 'bfloat16'));
+  };
   let startStep = 0, tokens = 0, optimizerStep = 0;
-  let moments: { m: Map<string, Float32Array>; v: Map<string, Float32Array> } | null = null;
-  if (resumeFrom) {
-    const { state, tensors } = await loadCheckpoint(resumeFrom);
-    masters = uploadAll(be, shapes, tensors.params, resumeFrom);
-    onHost = tensors.params;
-    moments = tensors;
-    startStep = state.step;
-    tokens = state.tokens;
-    optimizerStep = state.optimizerStep;
-    if (state.seed !== s.seed) log(`note: the checkpoint was trained with seed ${state.seed}, this run says ${s.seed}; the data order follows the run's seed`);
-    log(`resuming from ${resumeFrom} at step ${startStep}`);
-  } else if (s.pretrained) {
-    const folder = await openModelFolder(s.pretrained);
-    const model = await loadModel(folder, be, { dtype: 'float32', progress: options.progress ?? false });
-    await folder.close();
-    masters = paramsByName(model.config, model.params);
-    log(`starting from pretrained weights ${s.pretrained}`);
-  } else {
-    const total = [...shapes.values()].reduce((sum, shape) => sum + shape.reduce((a, b) => a * b, 1), 0);
-    const bar = options.progress ? new Progress({ label: `initializing (${s.init.paramInitFn}, seed ${s.seed})`, total, unit: 'values' }) : null;
-    const init = initialWeights(s.model, s.init, s.seed, (n) => bar?.tick(n));
-    bar?.finish();
-    masters = new Map([...shapes].map(([name, shape]) => [name, be.upload(init.get(name)!, shape, 'float32')]));
-    onHost = init;
-  }
-  const copies = s.precision === 'amp_bf16'
-    ? new Map([...masters].map(([name, t]) => [name, be.upload(float32ToBfloat16Array(onHost?.get(name) ?? be.download(t) as Float32Array), t.shape, 'bfloat16')]))
-    : null;
-  onHost = null; // a 1.3B model's 5.2 GB, no longer needed
-  const graph = new TrainingGraph(s.model, be, structureParams(s.model, copies ?? masters));
-  const optimizer = new AdamW(be, s.optimizer, masters, copies);
-  if (moments) {
-    // Each uploaded moment is released once added in (a 1.3B model's moments are 10.5 GB on the device).
-    const restore = (into: Map<string, Tensor>, from: Map<string, Float32Array>, what: string) => {
-      for (const [name, t] of into) be.scope(() => { be.addInto(t, be.upload(required(from, name, what), t.shape, 'float32'), 1); });
-    };
-    restore(optimizer.m, moments.m, 'm');
-    restore(optimizer.v, moments.v, 'v');
-    optimizer.step = optimizerStep;
-    moments = null; // the host copies (10.5 GB for 1.3B) are not needed past here
+  let checkpoint: CheckpointReader | null = null;
+  let graph: TrainingGraph, optimizer: AdamW;
+  try {
+    if (resumeFrom) {
+      checkpoint = await CheckpointReader.open(resumeFrom);
+      for (const [name, shape] of shapes) place(name, shape, checkLength(await checkpoint.read('params', name), shape, name, resumeFrom));
+      const state = checkpoint.state;
+      startStep = state.step;
+      tokens = state.tokens;
+      optimizerStep = state.optimizerStep;
+      if (state.seed !== s.seed) log(`note: the checkpoint was trained with seed ${state.seed}, this run says ${s.seed}; the data order follows the run's seed`);
+      log(`resuming from ${resumeFrom} at step ${startStep}`);
+    } else if (s.pretrained) {
+      const folder = await openModelFolder(s.pretrained);
+      const model = await loadModel(folder, be, { dtype: 'float32', progress: options.progress ?? false });
+      await folder.close();
+      for (const [name, t] of paramsByName(model.config, model.params)) {
+        masters.set(name, t);
+        copies?.set(name, be.upload(float32ToBfloat16Array(be.download(t) as Float32Array), t.shape, 'bfloat16'));
+      }
+      log(`starting from pretrained weights ${s.pretrained}`);
+    } else {
+      const total = [...shapes.values()].reduce((sum, shape) => sum + shape.reduce((a, b) => a * b, 1), 0);
+      const bar = options.progress ? new Progress({ label: `initializing (${s.init.paramInitFn}, seed ${s.seed})`, total, unit: 'values' }) : null;
+      const init = initialWeights(s.model, s.init, s.seed, (n) => bar?.tick(n));
+      bar?.finish();
+      for (const [name, shape] of shapes) place(name, shape, init.get(name)!);
+    }
+    graph = new TrainingGraph(s.model, be, structureParams(s.model, copies ?? masters));
+    optimizer = new AdamW(be, s.optimizer, masters, copies);
+    if (checkpoint) {
+      // The moments, a tensor at a time; each upload is released once added in (10.5 GB for a 1.3B model).
+      for (const group of ['m', 'v'] as const) {
+        for (const [name, t] of optimizer[group]) {
+          const values = checkLength(await checkpoint.read(group, name), t.shape, `${group}.${name}`, resumeFrom!);
+          be.scope(() => { be.addInto(t, be.upload(values, t.shape, 'float32'), 1); });
+        }
+      }
+      optimizer.step = optimizerStep;
+    }
+  } finally {
+    await checkpoint?.close();
   }
 
   const metrics = new MetricsLog(s.metricsFolder, startStep);
@@ -138,7 +145,8 @@ export async function train(s: RunSettings, source: BatchSource, options: TrainO
   const result: TrainResult = { startStep, endStep: startStep, losses: [], evals: [] };
   const save = async (step: number) => {
     if (!s.saveFolder) return;
-    const download = (map: Map<string, Tensor>) => new Map([...map].map(([n, t]) => [n, be.download(t) as Float32Array]));
+    // Each tensor is downloaded when the writer reaches it: one tensor on the host at a time.
+    const download = (map: Map<string, Tensor>) => new Map([...map].map(([n, t]) => [n, () => be.download(t) as Float32Array]));
     const started = performance.now();
     const dir = await saveCheckpoint(s.saveFolder, {
       step, tokens, optimizerStep: optimizer.step, dataStep: step, seed: s.seed, run: { ...s.run, config: s.model },
@@ -216,18 +224,8 @@ export async function train(s: RunSettings, source: BatchSource, options: TrainO
   return result;
 }
 
-function uploadAll(be: Backend, shapes: Map<string, number[]>, params: Map<string, Float32Array>, where: string): Map<string, Tensor> {
-  const out = new Map<string, Tensor>();
-  for (const [name, shape] of shapes) {
-    const data = required(params, name, 'weight');
-    if (data.length !== shape.reduce((a, b) => a * b, 1)) throw new ConfigError(`${where}: ${name} has ${data.length} values, the run's model needs [${shape}]`);
-    out.set(name, be.upload(data, shape, 'float32'));
-  }
-  return out;
-}
-
-function required(map: Map<string, Float32Array>, name: string, what: string): Float32Array {
-  const v = map.get(name);
-  if (!v) throw new ConfigError(`the checkpoint has no ${what} for ${name}: it was made for another model`);
-  return v;
+/** A checkpoint tensor's values, checked against the run's shape for it. */
+function checkLength(values: Float32Array, shape: readonly number[], name: string, where: string): Float32Array {
+  if (values.length !== shape.reduce((a, b) => a * b, 1)) throw new ConfigError(`${where}: ${name} has ${values.length} values, the run's model needs [${shape}]`);
+  return values;
 }
