@@ -22,6 +22,7 @@ autoresume. Durations take Composer units: 100ba, 2000000tok, 64sp, 1ep, 0.5dur.
 eval_loader (name: text with dataset.local + split: val, or name: bytes with dataset.paths) sets what
 every evaluation scores; without it, the training data's own held-out split is scored.
 Overrides are dotted keys: mpt train yamls/tiny-cpu.yaml max_duration=20ba optimizer.lr=1e-3
+Paths inside the YAML are relative to its folder; paths given as overrides, to the working folder.
 Metrics go to SAVE_FOLDER/metrics.jsonl with a loss plot beside it (loss.svg). MFU (llm-foundry's FLOPs per
 token) is over the card's dense bf16 peak from NVIDIA's data sheets (H100/H200 SXM 989 TFLOP/s, A100 312, …);
 MPT_PEAK_TFLOPS=n sets it for a card not in that list.`,
