@@ -59,6 +59,7 @@ test('paths in the YAML are relative to its folder, paths given as overrides to 
   assert.equal(typed.settings.saveFolder, join(process.cwd(), 'runs', 'a'));
   assert.equal((typed.trainLoader.dataset as Record<string, unknown>).local, join(process.cwd(), 'tokens'));
   assert.equal(typed.settings.run.tokenizer, 'EleutherAI/gpt-neox-20b');
+  assert.equal(readTrainConfig(yaml, ['model.pretrained=mosaicml/mpt-1b-redpajama-200b']).settings.pretrained, 'mosaicml/mpt-1b-redpajama-200b');
   // A local tokenizer folder typed relative to the working folder is found there.
   const cwd = process.cwd();
   try {

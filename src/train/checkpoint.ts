@@ -145,7 +145,6 @@ export function readCheckpointState(dir: string): CheckpointState {
   return state;
 }
 
-/** Float32 tensors of one safetensors file, by name, optionally only those with a prefix (stripped). */
 /**
  * A checkpoint's tensors read one at a time, so that a resume or an export of a 1.3B model holds one
  * tensor on the host rather than its whole 15.7 GB state: params from model.safetensors, the AdamW

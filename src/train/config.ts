@@ -66,9 +66,11 @@ export function parseTrainConfig(raw: Obj, file: string): ParsedTrainConfig {
   const where = (k: string) => `${file}: ${k}`;
   const baseDir = dirname(resolve(file));
   const path = (p: string | null) => (p === null ? null : isAbsolute(p) ? p : resolve(baseDir, p));
+  // A model or tokenizer may be a hub name (org/name) or a folder: a folder where one exists by that path.
+  const pathOrHubName = (p: string | null) => (p !== null && looksLikeHubName(p) && !existsSync(path(p)!) ? p : path(p));
 
   const model = obj(raw.model, where('model'));
-  const pretrained = optString(model.pretrained ?? model.pretrained_model_name_or_path, where('model.pretrained'));
+  const pretrained = pathOrHubName(optString(model.pretrained ?? model.pretrained_model_name_or_path, where('model.pretrained')));
   const config = pretrained ? null : modelConfig(model, where('model'));
   const init: InitSettings = {
     paramInitFn: model.param_init_fn === undefined ? DEFAULT_INIT.paramInitFn : checkInitFn(model.param_init_fn, where('model')),
@@ -108,10 +110,8 @@ export function parseTrainConfig(raw: Obj, file: string): ParsedTrainConfig {
   const globalBatch = int(raw.global_train_batch_size, undefined, where('global_train_batch_size'));
   const micro = raw.device_train_microbatch_size === 'auto' ? globalBatch : int(raw.device_train_microbatch_size, globalBatch, where('device_train_microbatch_size'));
   const precision = oneOf(raw.precision, ['fp32', 'amp_bf16'] as const, 'fp32', where('precision'));
-  // The tokenizer is what `mpt export` copies beside the weights: a hub name, or a folder (or its
-  // tokenizer.json) relative to the YAML like every path here, kept absolute for an export run elsewhere.
-  const tokenizerName = raw.tokenizer === undefined ? null : optString(obj(raw.tokenizer, where('tokenizer')).name, where('tokenizer.name'));
-  const tokenizer = tokenizerName !== null && looksLikeHubName(tokenizerName) && !existsSync(path(tokenizerName)!) ? tokenizerName : path(tokenizerName);
+  // The tokenizer is what `mpt export` copies beside the weights (kept absolute for an export run elsewhere).
+  const tokenizer = pathOrHubName(raw.tokenizer === undefined ? null : optString(obj(raw.tokenizer, where('tokenizer')).name, where('tokenizer.name')));
   const saveFolder = path(optString(raw.save_folder, where('save_folder')));
 
   return {

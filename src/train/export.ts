@@ -12,10 +12,11 @@ import { CheckpointReader, resolveCheckpoint } from './checkpoint.js';
 /**
  * A training checkpoint → a Hugging Face model folder: config.json in the MosaicGPT format (as the
  * seed model's own), model.safetensors (float32, MosaicGPT tensor names) and the tokenizer files of
- * the run's tokenizer: copied from its folder, or for a hub name (the seed YAML's EleutherAI/gpt-neox-20b)
- * from the hub cache, fetched there when missing, so that the folder loads without the network. A model MosaicGPT's config cannot describe (llm-foundry's
- * interleaved ALiBi slopes for a head count that is not a power of two, an untied output) is
- * written in the MPT format instead.
+ * the run's tokenizer: copied from its folder, or for a hub name (the seed YAML's
+ * EleutherAI/gpt-neox-20b) from the hub cache, fetched there when missing, so that the folder loads
+ * without the network. A model MosaicGPT's config cannot describe (llm-foundry's interleaved ALiBi
+ * slopes for a head count that is not a power of two, an untied output) is written in the MPT format
+ * instead.
  */
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
 
