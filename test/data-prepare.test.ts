@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Tokenizer } from '../src/tokenizer/index.js';
-import { prepareDataset } from '../src/data/prepare.js';
+import { prepareDataset, tokenizerJsonPath } from '../src/data/prepare.js';
 import { mergeParts, partManifestPath } from '../src/data/merge.js';
 import { readManifest, type DatasetManifest, type Split } from '../src/data/manifest.js';
 import { readDocuments } from '../src/data/read-documents.js';
@@ -186,5 +186,24 @@ test('a shard whose size does not match the manifest is refused', async () => {
     assert.throws(() => readManifest(out), /expected \d+ bytes .* found/);
   } finally {
     rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test('--tokenizer takes a file, a folder, or a hub name resolved in the Hugging Face cache', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'mpt-tok-'));
+  try {
+    const folder = fixture('mosaic-gpt-tiny');
+    assert.equal(await tokenizerJsonPath(folder), join(folder, 'tokenizer.json'));
+    assert.equal(await tokenizerJsonPath(join(folder, 'tokenizer.json')), join(folder, 'tokenizer.json'));
+    const commit = 'b'.repeat(40), repo = join(dir, 'models--EleutherAI--gpt-neox-20b'), snapshot = join(repo, 'snapshots', commit);
+    mkdirSync(snapshot, { recursive: true });
+    mkdirSync(join(repo, 'refs'));
+    writeFileSync(join(repo, 'refs', 'main'), commit);
+    copyFileSync(join(folder, 'tokenizer.json'), join(snapshot, 'tokenizer.json'));
+    assert.equal(await tokenizerJsonPath('EleutherAI/gpt-neox-20b', { cacheDir: dir, download: false }), join(snapshot, 'tokenizer.json'));
+    await assert.rejects(tokenizerJsonPath('EleutherAI/other', { cacheDir: dir, download: false }), /not in the hub cache/);
+    await assert.rejects(tokenizerJsonPath(join(dir, 'missing.json')), /does not exist \(a tokenizer.json, a model folder, or a hub name/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

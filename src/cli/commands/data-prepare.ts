@@ -9,7 +9,7 @@ export const dataPrepareCommand: Command = {
     summary: 'Tokenize a RedPajama-layout corpus into packed token shards',
     usage: 'mpt data prepare INPUT_DIR OUT_DIR --tokenizer PATH [--seq-len 2048] [--shard i/N] [options]',
     flags: {
-      tokenizer: { type: 'string', placeholder: 'PATH', description: 'tokenizer.json, or a model folder holding one (required).' },
+      tokenizer: { type: 'string', placeholder: 'PATH', description: 'tokenizer.json, a model folder holding one, or a hub name such as EleutherAI/gpt-neox-20b (required).' },
       'seq-len': { type: 'integer', default: 2048, description: 'Tokens per packed sample.' },
       'val-fraction': { type: 'number', default: 0.005, description: 'Share of documents held out for validation (chosen by a hash of their text).' },
       shard: { type: 'string', placeholder: 'i/N', description: 'Prepare only part i of N (0-based) of the input files; run `mpt data merge` when all are done.' },
