@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Tokenizer } from '../src/tokenizer/index.js';
@@ -12,6 +12,7 @@ import { assignFiles, listInputs } from '../src/data/sources.js';
 import { inValidation } from '../src/data/validation-split.js';
 import { Packer } from '../src/data/packer.js';
 import { fixture, projectRoot } from './fixtures.js';
+import { hubCacheWith } from './hub-cache.js';
 
 const corpus = join(projectRoot, 'test', 'data', 'corpus');
 const tokenizerPath = fixture('mosaic-gpt-tiny', 'tokenizer.json');
@@ -195,11 +196,7 @@ test('--tokenizer takes a file, a folder, or a hub name resolved in the Hugging 
     const folder = fixture('mosaic-gpt-tiny');
     assert.equal(await tokenizerJsonPath(folder), join(folder, 'tokenizer.json'));
     assert.equal(await tokenizerJsonPath(join(folder, 'tokenizer.json')), join(folder, 'tokenizer.json'));
-    const commit = 'b'.repeat(40), repo = join(dir, 'models--EleutherAI--gpt-neox-20b'), snapshot = join(repo, 'snapshots', commit);
-    mkdirSync(snapshot, { recursive: true });
-    mkdirSync(join(repo, 'refs'));
-    writeFileSync(join(repo, 'refs', 'main'), commit);
-    copyFileSync(join(folder, 'tokenizer.json'), join(snapshot, 'tokenizer.json'));
+    const snapshot = hubCacheWith(dir, 'EleutherAI/gpt-neox-20b', [join(folder, 'tokenizer.json')]);
     assert.equal(await tokenizerJsonPath('EleutherAI/gpt-neox-20b', { cacheDir: dir, download: false }), join(snapshot, 'tokenizer.json'));
     await assert.rejects(tokenizerJsonPath('EleutherAI/other', { cacheDir: dir, download: false }), /not in the hub cache/);
     await assert.rejects(tokenizerJsonPath(join(dir, 'missing.json')), /does not exist \(a tokenizer.json, a model folder, or a hub name/);

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CpuBackend } from '../src/backend/cpu/index.js';
@@ -12,6 +12,7 @@ import { exportCheckpoint } from '../src/train/export.js';
 import { trainFromYaml } from '../src/train/from-yaml.js';
 import { float32ToBfloat16Array } from '../src/util/dtype.js';
 import { fixture, projectRoot } from './fixtures.js';
+import { hubCacheWith } from './hub-cache.js';
 
 test('mpt export writes a folder that loads back with identical weights and logits', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'mpt-export-'));
@@ -73,14 +74,9 @@ test('mpt export copies a hub-named tokenizer from the hub cache, and without on
       `save_folder=${saveFolder}`, 'max_duration=1ba', 'global_train_batch_size=2', 'device_train_microbatch_size=2', 'max_seq_len=32',
       'eval_interval=100ba', 'tokenizer.name=EleutherAI/gpt-neox-20b',
     ], { backend, log: () => {} });
-    // A hub cache as huggingface_hub lays it out, holding only the tokenizer files (as `files: 'tokenizer'` fetches them).
-    const cacheDir = join(dir, 'hub'), commit = 'a'.repeat(40);
-    const repo = join(cacheDir, 'models--EleutherAI--gpt-neox-20b'), snapshot = join(repo, 'snapshots', commit);
-    mkdirSync(snapshot, { recursive: true });
-    mkdirSync(join(repo, 'refs'));
-    writeFileSync(join(repo, 'refs', 'main'), commit);
-    const files = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
-    for (const f of files) copyFileSync(fixture('mosaic-gpt-tiny', f), join(snapshot, f));
+    // A hub cache holding only the tokenizer files (as `files: 'tokenizer'` fetches them).
+    const cacheDir = join(dir, 'hub'), files = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
+    hubCacheWith(cacheDir, 'EleutherAI/gpt-neox-20b', files.map((f) => fixture('mosaic-gpt-tiny', f)));
 
     const out = join(dir, 'hf');
     const r = await exportCheckpoint(saveFolder, out, { hub: { cacheDir, download: false } });
