@@ -4,7 +4,8 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Tokenizer } from '../src/tokenizer/index.js';
-import { prepareDataset, tokenizerJsonPath } from '../src/data/prepare.js';
+import { prepareDataset } from '../src/data/prepare.js';
+import { tokenizerFile } from '../src/io/tokenizer-location.js';
 import { mergeParts, partManifestPath } from '../src/data/merge.js';
 import { readManifest, type DatasetManifest, type Split } from '../src/data/manifest.js';
 import { readDocuments } from '../src/data/read-documents.js';
@@ -194,12 +195,12 @@ test('--tokenizer takes a file, a folder, or a hub name resolved in the Hugging 
   const dir = mkdtempSync(join(tmpdir(), 'mpt-tok-'));
   try {
     const folder = fixture('mosaic-gpt-tiny');
-    assert.equal(await tokenizerJsonPath(folder), join(folder, 'tokenizer.json'));
-    assert.equal(await tokenizerJsonPath(join(folder, 'tokenizer.json')), join(folder, 'tokenizer.json'));
+    assert.equal(await tokenizerFile(folder), join(folder, 'tokenizer.json'));
+    assert.equal(await tokenizerFile(join(folder, 'tokenizer.json')), join(folder, 'tokenizer.json'));
     const snapshot = hubCacheWith(dir, 'EleutherAI/gpt-neox-20b', [join(folder, 'tokenizer.json')]);
-    assert.equal(await tokenizerJsonPath('EleutherAI/gpt-neox-20b', { cacheDir: dir, download: false }), join(snapshot, 'tokenizer.json'));
-    await assert.rejects(tokenizerJsonPath('EleutherAI/other', { cacheDir: dir, download: false }), /not in the hub cache/);
-    await assert.rejects(tokenizerJsonPath(join(dir, 'missing.json')), /does not exist \(a tokenizer.json, a model folder, or a hub name/);
+    assert.equal(await tokenizerFile('EleutherAI/gpt-neox-20b', { cacheDir: dir, download: false }), join(snapshot, 'tokenizer.json'));
+    await assert.rejects(tokenizerFile('EleutherAI/other', { cacheDir: dir, download: false }), /not in the hub cache/);
+    await assert.rejects(tokenizerFile(join(dir, 'missing.json')), /does not exist \(a tokenizer.json, a model folder, or a hub name/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

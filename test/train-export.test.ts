@@ -14,15 +14,20 @@ import { float32ToBfloat16Array } from '../src/util/dtype.js';
 import { fixture, projectRoot } from './fixtures.js';
 import { hubCacheWith } from './hub-cache.js';
 
+/** A tiny model trained for a batch or two on the CPU, saved in `saveFolder`, its run naming `tokenizer`. */
+async function trainTiny(saveFolder: string, backend: CpuBackend, batches: number, tokenizer: string): Promise<string> {
+  await trainFromYaml(join(projectRoot, 'yamls', 'tiny-cpu.yaml'), [
+    `save_folder=${saveFolder}`, `max_duration=${batches}ba`, 'global_train_batch_size=2', 'device_train_microbatch_size=2', 'max_seq_len=32',
+    'eval_interval=100ba', `tokenizer.name=${tokenizer}`,
+  ], { backend, log: () => {} });
+  return saveFolder;
+}
+
 test('mpt export writes a folder that loads back with identical weights and logits', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'mpt-export-'));
   try {
     const backend = new CpuBackend({ threads: 2 });
-    const saveFolder = join(dir, 'run');
-    await trainFromYaml(join(projectRoot, 'yamls', 'tiny-cpu.yaml'), [
-      `save_folder=${saveFolder}`, 'max_duration=2ba', 'global_train_batch_size=2', 'device_train_microbatch_size=2', 'max_seq_len=32',
-      'eval_interval=100ba', `tokenizer.name=${fixture('mosaic-gpt-tiny')}`,
-    ], { backend, log: () => {} });
+    const saveFolder = await trainTiny(join(dir, 'run'), backend, 2, fixture('mosaic-gpt-tiny'));
     const out = join(dir, 'hf');
     const r = await exportCheckpoint(saveFolder, out);
     assert.equal(r.format, 'mosaic_gpt');
@@ -68,12 +73,7 @@ test('mpt export writes a folder that loads back with identical weights and logi
 test('mpt export copies a hub-named tokenizer from the hub cache, and without one still writes the model with a note', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'mpt-export-hub-'));
   try {
-    const backend = new CpuBackend({ threads: 2 });
-    const saveFolder = join(dir, 'run');
-    await trainFromYaml(join(projectRoot, 'yamls', 'tiny-cpu.yaml'), [
-      `save_folder=${saveFolder}`, 'max_duration=1ba', 'global_train_batch_size=2', 'device_train_microbatch_size=2', 'max_seq_len=32',
-      'eval_interval=100ba', 'tokenizer.name=EleutherAI/gpt-neox-20b',
-    ], { backend, log: () => {} });
+    const saveFolder = await trainTiny(join(dir, 'run'), new CpuBackend({ threads: 2 }), 1, 'EleutherAI/gpt-neox-20b');
     // A hub cache holding only the tokenizer files (as `files: 'tokenizer'` fetches them).
     const cacheDir = join(dir, 'hub'), files = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
     hubCacheWith(cacheDir, 'EleutherAI/gpt-neox-20b', files.map((f) => fixture('mosaic-gpt-tiny', f)));

@@ -25,7 +25,7 @@
  * The demo corpus (`mpt data demo`): buildDemoCorpus({ output, bytesPerSource? }) assembles real
  * text that this machine has (Debian's /usr/share, installed packages' source) in the same layout.
  */
-export { prepareDataset, tokenizerJsonPath, type PrepareOptions, type PrepareResult } from './prepare.js';
+export { prepareDataset, type PrepareOptions, type PrepareResult } from './prepare.js';
 export { mergeParts } from './merge.js';
 export { readManifest, type DatasetManifest, type SourceStats, type SplitStats, type Split } from './manifest.js';
 export { openMixture, openValidationSplit, type Mixture, type Batch, type ValidationSet } from './mixture.js';

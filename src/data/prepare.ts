@@ -1,7 +1,7 @@
-import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { looksLikeHubName, resolveHubModel, type HubOptions } from '../io/hub.js';
+import { tokenizerFile } from '../io/tokenizer-location.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import { Progress } from '../util/progress.js';
@@ -53,24 +53,6 @@ const BATCH_CHARS = 256 * 1024;
 const BATCH_DOCS = 2048;
 
 /**
- * Resolve `--tokenizer`: a tokenizer.json, a folder that has one, or a hub name (EleutherAI/gpt-neox-20b,
- * the seed model's tokenizer) whose tokenizer files are taken from the Hugging Face cache, fetched there
- * when missing.
- */
-export async function tokenizerJsonPath(path: string, hub: HubOptions = {}): Promise<string> {
-  if (!existsSync(path)) {
-    if (looksLikeHubName(path)) return join(await resolveHubModel(path, { ...hub, files: 'tokenizer' }), 'tokenizer.json');
-    throw new UserError(`tokenizer ${path} does not exist (a tokenizer.json, a model folder, or a hub name such as EleutherAI/gpt-neox-20b)`);
-  }
-  if (statSync(path).isDirectory()) {
-    const file = join(path, 'tokenizer.json');
-    if (!existsSync(file)) throw new UserError(`${path} has no tokenizer.json`);
-    return file;
-  }
-  return path;
-}
-
-/**
  * `mpt data prepare`: tokenize every document of this part's input files on worker threads, pack
  * each source's stream into samples of exactly seqLen tokens with EOS after every document, and
  * write token shards plus this part's manifest (and the merged manifest when there is one part).
@@ -86,7 +68,7 @@ export async function prepareDataset(options: PrepareOptions): Promise<PrepareRe
   if (!Number.isInteger(threads) || threads < 1) throw new UserError(`--threads must be a positive integer, got ${threads}`);
   const notice = options.onNotice ?? (() => {});
 
-  const tokenizerPath = await tokenizerJsonPath(options.tokenizer);
+  const tokenizerPath = await tokenizerFile(options.tokenizer);
   const listing = await listInputs(options.input, options.sources);
   if (listing.ignored.length > 0) {
     notice(`ignoring ${listing.ignored.length} file(s) that are not .jsonl/.json/.txt (optionally .gz/.zst), e.g. ${listing.ignored.slice(0, 3).join(', ')}`);

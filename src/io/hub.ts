@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, promises as fs } from 'node:fs';
 import { homedir } from 'node:os';
-import { dirname, join, relative } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { UserError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { Progress } from '../util/progress.js';
@@ -33,6 +33,17 @@ const RETRIES = 5;
 /** `org/name` or `org/name@revision` (not a path: no leading `.` or `/`, exactly one slash before any `@`). */
 export function looksLikeHubName(s: string): boolean {
   return /^[A-Za-z0-9][A-Za-z0-9_.-]*\/[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9_./-]+)?$/.test(s);
+}
+
+/**
+ * A name that may be a local path or a hub name (`model.pretrained`, `tokenizer.name`), resolved as
+ * transformers' from_pretrained does: an existing path (relative to `base`) is the path, made absolute;
+ * otherwise a name shaped like org/name stays a hub name; anything else is a path that does not exist
+ * yet, made absolute so the error names it.
+ */
+export function localPathOrHubName(name: string, base: string): string {
+  const local = resolve(base, name);
+  return !existsSync(local) && looksLikeHubName(name) ? name : local;
 }
 
 /** `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`. */

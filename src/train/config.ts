@@ -1,8 +1,8 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { parseHfConfig } from '../io/hf-config.js';
-import { looksLikeHubName } from '../io/hub.js';
+import { localPathOrHubName } from '../io/hub.js';
 import type { MptConfig } from '../model/config.js';
 import { ConfigError, UserError } from '../util/errors.js';
 import { parseDuration, toBatches, type BatchGeometry, type Duration } from './duration.js';
@@ -66,8 +66,7 @@ export function parseTrainConfig(raw: Obj, file: string): ParsedTrainConfig {
   const where = (k: string) => `${file}: ${k}`;
   const baseDir = dirname(resolve(file));
   const path = (p: string | null) => (p === null ? null : isAbsolute(p) ? p : resolve(baseDir, p));
-  // A model or tokenizer may be a hub name (org/name) or a folder: a folder where one exists by that path.
-  const pathOrHubName = (p: string | null) => (p !== null && looksLikeHubName(p) && !existsSync(path(p)!) ? p : path(p));
+  const pathOrHubName = (p: string | null) => (p === null ? null : localPathOrHubName(p, baseDir));
 
   const model = obj(raw.model, where('model'));
   const pretrained = pathOrHubName(optString(model.pretrained ?? model.pretrained_model_name_or_path, where('model.pretrained')));
@@ -219,9 +218,9 @@ const PATH_KEYS = new Map<string, 'path' | 'path or hub name'>([
  */
 function fromWorkingFolder(key: string, value: unknown): unknown {
   const kind = PATH_KEYS.get(key);
-  const absolute = (v: unknown) =>
-    typeof v !== 'string' || v === '' || isAbsolute(v) || (kind === 'path or hub name' && !existsSync(v)) ? v : resolve(v);
   if (kind === undefined) return value;
+  const absolute = (v: unknown) =>
+    typeof v !== 'string' || v === '' ? v : kind === 'path' ? resolve(v) : localPathOrHubName(v, process.cwd());
   return Array.isArray(value) ? value.map(absolute) : absolute(value);
 }
 

@@ -1,6 +1,7 @@
-import { copyFileSync, existsSync, mkdirSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { looksLikeHubName, resolveHubModel, type HubOptions } from '../io/hub.js';
+import type { HubOptions } from '../io/hub.js';
+import { tokenizerFile } from '../io/tokenizer-location.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import { sourceName } from '../io/weight-names.js';
 import { parameterShapes, type MptConfig } from '../model/config.js';
@@ -66,23 +67,17 @@ async function exportFrom(reader: CheckpointReader, outDir: string, options: Exp
 }
 
 /**
- * The folder holding the run's tokenizer files: a local path as given, a hub name through the hub cache
- * (downloading the tokenizer files when they are missing and downloads are allowed). Null, with a note
- * saying why, where there is none: the export still completes, and config.json's tokenizer_name lets a
- * loader fetch it later.
+ * The folder holding the run's tokenizer files (io/tokenizer-location.ts: a path, or a hub name through the
+ * hub cache). Null, with a note saying why, where there is none: the export still completes, and
+ * config.json's tokenizer_name lets a loader fetch it later.
  */
 async function tokenizerFolder(tokenizer: string | null, hub: HubOptions, notes: string[]): Promise<string | null> {
   if (!tokenizer) {
     notes.push('the run named no tokenizer (byte-level tokens): no tokenizer files written');
     return null;
   }
-  if (existsSync(tokenizer)) return statSync(tokenizer).isDirectory() ? tokenizer : dirname(tokenizer);
-  if (!looksLikeHubName(tokenizer)) {
-    notes.push(`tokenizer ${tokenizer} is neither a local path nor a hub name: no tokenizer files written`);
-    return null;
-  }
   try {
-    return await resolveHubModel(tokenizer, { quiet: true, ...hub, files: 'tokenizer' });
+    return dirname(await tokenizerFile(tokenizer, { quiet: true, ...hub }));
   } catch (e) {
     notes.push(`the tokenizer's files were not copied: ${e instanceof Error ? e.message : String(e)}; config.json's tokenizer_name lets a loader fetch them when the hub is reachable`);
     return null;
