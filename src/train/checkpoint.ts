@@ -53,7 +53,7 @@ export const checkpointName = (step: number) => `ba${step}`;
 
 export async function saveCheckpoint(
   folder: string, state: Omit<CheckpointState, 'format' | 'files'>, tensors: CheckpointSource, shapes: Map<string, number[]>,
-): Promise<string> {
+): Promise<{ dir: string; bytes: number }> {
   mkdirSync(folder, { recursive: true });
   for (const entry of readdirSync(folder)) if (entry.startsWith('.ba') && entry.endsWith('.tmp')) rmSync(join(folder, entry), { recursive: true, force: true });
   const final = join(folder, checkpointName(state.step));
@@ -77,13 +77,7 @@ export async function saveCheckpoint(
   rmSync(final, { recursive: true, force: true }); // a save of the same step from an earlier, abandoned run
   renameSync(tmp, final);
   syncPath(folder);
-  return final;
-}
-
-/** The bytes of a checkpoint's files, as its state records them. */
-export function checkpointBytes(dir: string): number {
-  const state = JSON.parse(readFileSync(join(dir, STATE_FILE), 'utf8')) as CheckpointState;
-  return Object.values(state.files).reduce((sum, n) => sum + n, 0);
+  return { dir: final, bytes: Object.values(files).reduce((sum, n) => sum + n, 0) };
 }
 
 /** Remove all but the newest `keep` complete checkpoints (keep ≤ 0 keeps everything, as Composer's -1). */

@@ -10,7 +10,7 @@ import { float32ToBfloat16Array } from '../util/dtype.js';
 import { ConfigError } from '../util/errors.js';
 import { formatBytes, Progress } from '../util/progress.js';
 import type { BatchSource } from './batches.js';
-import { CheckpointReader, checkpointBytes, latestCheckpoint, pruneCheckpoints, resolveCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { CheckpointReader, latestCheckpoint, pruneCheckpoints, resolveCheckpoint, saveCheckpoint } from './checkpoint.js';
 import { initialWeights, type InitSettings } from './init.js';
 import { formatEvalLine, formatTrainLine, MetricsLog, type EvalRecord, type TrainRecord } from './metrics.js';
 import { AdamW, type OptimizerSettings } from './optimizer.js';
@@ -148,11 +148,11 @@ export async function train(s: RunSettings, source: BatchSource, options: TrainO
     // Each tensor is downloaded when the writer reaches it: one tensor on the host at a time.
     const download = (map: Map<string, Tensor>) => new Map([...map].map(([n, t]) => [n, () => be.download(t) as Float32Array]));
     const started = performance.now();
-    const dir = await saveCheckpoint(s.saveFolder, {
+    const saved = await saveCheckpoint(s.saveFolder, {
       step, tokens, optimizerStep: optimizer.step, dataStep: step, seed: s.seed, run: { ...s.run, config: s.model },
     }, { params: download(masters), m: download(optimizer.m), v: download(optimizer.v) }, shapes);
     pruneCheckpoints(s.saveFolder, s.keepCheckpoints);
-    log(`saved ${dir} (${formatBytes(checkpointBytes(dir))} in ${((performance.now() - started) / 1000).toFixed(1)} s)`);
+    log(`saved ${saved.dir} (${formatBytes(saved.bytes)} in ${((performance.now() - started) / 1000).toFixed(1)} s)`);
   };
   const evalBatches = source.validation ? source.validation.batches(s.evalBatchSize) : 0;
   if (s.evalInterval && evalBatches === 0) {
