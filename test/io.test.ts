@@ -200,6 +200,19 @@ test('writeSafetensors writes an aligned header, leaves no temporary file, and r
   }
   await assert.rejects(writeSafetensors(path, [{ name: 'bad', dtype: 'float32', shape: [3], data: new Uint8Array(8) }]), /needs 12/);
   assert.deepEqual(await fs.readdir(dir), ['out.safetensors'], 'a failed write leaves the old file and no temporary');
+  // A tensor whose values cannot be fetched (a failed download) while the one before is being written.
+  const failing = () => { throw new Error('download failed'); };
+  await assert.rejects(writeSafetensors(path, [
+    { name: 'a', dtype: 'float32', shape: [2, 3], data: a },
+    { name: 'c', dtype: 'float32', shape: [3], data: failing },
+  ]), /download failed/);
+  assert.deepEqual(await fs.readdir(dir), ['out.safetensors'], 'a failed fetch leaves the old file and no temporary');
+  const reread = await RangeFile.open(path);
+  try {
+    assert.deepEqual([...(await readSafetensorsHeader(reread)).entries.keys()], ['a', 'b', 'empty']);
+  } finally {
+    await reread.close();
+  }
 });
 
 test('weight names map both ways for both formats', () => {

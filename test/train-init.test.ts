@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MPT_1B_REDPAJAMA_200B, type MptConfig } from '../src/model/config.js';
-import { DEFAULT_INIT, initialWeights } from '../src/train/init.js';
+import { DEFAULT_INIT, INIT_BLOCK, initialWeights } from '../src/train/init.js';
 import { Rng } from '../src/util/random.js';
 
 function moments(a: Float32Array): { mean: number; sd: number } {
@@ -28,10 +28,10 @@ test('Rng.fillNormal: mean 0 and the given std, the same values for the same see
   assert.notDeepEqual(other, a.subarray(0, 8));
 });
 
-test('initialWeights: kaiming_normal_ (fan_in, relu gain), residual projections ÷ √(2·n_layers), LayerNorm 1, biases 0', () => {
+test('initialWeights: kaiming_normal_ (fan_in, relu gain), residual projections ÷ √(2·n_layers), LayerNorm 1, biases 0', async () => {
   const config: MptConfig = { ...MPT_1B_REDPAJAMA_200B, dModel: 256, nHeads: 4, nLayers: 3, vocabSize: 1000, maxSeqLen: 64, noBias: false };
   let reported = 0;
-  const w = initialWeights(config, DEFAULT_INIT, 17, (n) => { reported += n; });
+  const w = await initialWeights(config, DEFAULT_INIT, 17, { progress: (n) => { reported += n; } });
   assert.equal(reported, [...w.values()].reduce((sum, a) => sum + a.length, 0), 'progress counts every value once');
   const expect = (name: string, sd: number) => {
     const m = moments(w.get(name)!);
@@ -47,5 +47,26 @@ test('initialWeights: kaiming_normal_ (fan_in, relu gain), residual projections 
   assert.ok(w.get('blocks.2.ln1.weight')!.every((x) => x === 1));
   assert.ok(w.get('blocks.2.ln1.bias')!.every((x) => x === 0));
   assert.ok(w.get('blocks.0.mlp.up.bias')!.every((x) => x === 0));
-  assert.deepEqual(initialWeights(config, DEFAULT_INIT, 17).get('blocks.0.mlp.down.weight'), w.get('blocks.0.mlp.down.weight'), 'a seed gives the same weights');
+  assert.deepEqual((await initialWeights(config, DEFAULT_INIT, 17)).get('blocks.0.mlp.down.weight'), w.get('blocks.0.mlp.down.weight'), 'a seed gives the same weights');
+});
+
+test('Rng.keyed: the same keys give the same stream, any other key or seed another', () => {
+  const draw = (rng: Rng) => Array.from({ length: 4 }, () => rng.nextUint32());
+  assert.deepEqual(draw(Rng.keyed(3, 1, 2)), draw(Rng.keyed(3, 1, 2)));
+  const streams = [draw(Rng.keyed(3, 1, 2)), draw(Rng.keyed(3, 2, 1)), draw(Rng.keyed(3, 1, 3)), draw(Rng.keyed(4, 1, 2)), draw(Rng.keyed(3, 1)), draw(new Rng(3))];
+  assert.equal(new Set(streams.map((s) => s.join())).size, streams.length);
+});
+
+test('initialWeights: worker threads fill the same values as one thread, blocks of a tensor from their own streams', async () => {
+  // wte has 2.5 blocks of INIT_BLOCK values, so blocks are shared out across the workers and one ends short.
+  const config: MptConfig = { ...MPT_1B_REDPAJAMA_200B, dModel: 128, nHeads: 4, nLayers: 2, vocabSize: Math.ceil((2.5 * INIT_BLOCK) / 128), maxSeqLen: 64 };
+  let reported = 0;
+  const one = await initialWeights(config, DEFAULT_INIT, 9, { threads: 1 });
+  const three = await initialWeights(config, DEFAULT_INIT, 9, { threads: 3, progress: (n) => { reported += n; } });
+  assert.deepEqual([...three.keys()], [...one.keys()]);
+  for (const [name, values] of one) assert.deepEqual(three.get(name), values, name);
+  assert.equal(reported, [...one.values()].reduce((sum, a) => sum + a.length, 0), 'progress counts every value once');
+  const wte = one.get('wte.weight')!;
+  assert.notDeepEqual(wte.subarray(INIT_BLOCK, INIT_BLOCK + 8), wte.subarray(0, 8), 'each block has its own stream');
+  assert.notEqual(wte[wte.length - 1], 0, 'the short last block is filled to the end');
 });

@@ -148,13 +148,22 @@ export async function writeSafetensors(path: string, tensors: TensorToWrite[], m
     try {
       await handle.write(lengthField);
       await handle.write(json);
-      for (const t of tensors) {
+      const bytesOf = async (t: TensorToWrite) => {
         const bytes = typeof t.data === 'function' ? await t.data() : t.data;
         const expected = elementCount(t.shape) * bytesPerElement[t.dtype];
         if (bytes.byteLength !== expected) {
           throw new Error(`writeSafetensors: tensor ${t.name} has ${bytes.byteLength} bytes, shape [${t.shape.join(', ')}] of ${t.dtype} needs ${expected}`);
         }
-        await writeAll(handle, bytes);
+        return bytes;
+      };
+      // The next tensor's bytes are fetched (a download from the device, say) while this one is written;
+      // both settle before either's error is thrown, so no write is left running on a closing handle.
+      let bytes = tensors.length > 0 ? await bytesOf(tensors[0]) : null;
+      for (let i = 1; bytes !== null; i++) {
+        const [written, next] = await Promise.allSettled([writeAll(handle, bytes), i < tensors.length ? bytesOf(tensors[i]) : null]);
+        if (written.status === 'rejected') throw written.reason;
+        if (next.status === 'rejected') throw next.reason;
+        bytes = next.value;
       }
       await handle.sync();
     } finally {

@@ -119,7 +119,7 @@ export async function train(s: RunSettings, source: BatchSource, options: TrainO
     } else {
       const total = [...shapes.values()].reduce((sum, shape) => sum + shape.reduce((a, b) => a * b, 1), 0);
       const bar = options.progress ? new Progress({ label: `initializing (${s.init.paramInitFn}, seed ${s.seed})`, total, unit: 'values' }) : null;
-      const init = initialWeights(s.model, s.init, s.seed, (n) => bar?.tick(n));
+      const init = await initialWeights(s.model, s.init, s.seed, { progress: (n) => bar?.tick(n) });
       bar?.finish();
       for (const [name, shape] of shapes) place(name, shape, init.get(name)!);
     }

@@ -10,11 +10,23 @@ export class Rng {
     let x = seed >>> 0;
     for (let i = 0; i < 4; i++) {
       x = (x + 0x9e3779b9) >>> 0;
-      let z = x;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-      this.s[i] = (z ^ (z >>> 16)) >>> 0;
+      this.s[i] = mix32(x);
     }
+  }
+
+  /**
+   * An independent stream named by (seed, ...keys), e.g. one for each block of a tensor, so that blocks can
+   * be filled in any order, on any thread, with the same values. Each state word passes the seed and every
+   * key through a bijective 32-bit mixer, so two key lists share a stream only if all four words collide.
+   */
+  static keyed(seed: number, ...keys: number[]): Rng {
+    const rng = new Rng(0);
+    for (let i = 0; i < 4; i++) {
+      let x = mix32((seed ^ Math.imul(i + 1, 0x9e3779b9)) >>> 0);
+      for (const key of keys) x = mix32((x ^ key) >>> 0);
+      rng.s[i] = x;
+    }
+    return rng;
   }
 
   /** A uniform 32-bit unsigned integer. */
@@ -56,6 +68,13 @@ export class Rng {
       if (i + 1 < out.length) out[i + 1] = r * Math.sin(angle);
     }
   }
+}
+
+/** MurmurHash3's finalizer: a bijection of 32-bit words that flips about half the bits for any one-bit change. */
+function mix32(z: number): number {
+  z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+  z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+  return (z ^ (z >>> 16)) >>> 0;
 }
 
 const rotl = (x: number, k: number) => ((x << k) | (x >>> (32 - k))) >>> 0;
