@@ -212,8 +212,11 @@ export async function train(s: RunSettings, source: BatchSource, options: TrainO
     } else if (evalNow || saveNow) {
       settle(); // a bad token id surfaces before an eval or a checkpoint, not after
     }
+    // Tokens/s and MFU are the training's own: the window skips the time of evals and saves.
+    const paused = performance.now();
     if (evalNow) evaluate(done);
     if (saveNow) await save(done);
+    windowStart += performance.now() - paused;
   }
   settle();
   trainStep.dispose();
