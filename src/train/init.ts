@@ -57,6 +57,7 @@ export interface InitOptions {
 /** Models below this many values are filled on the calling thread: workers take longer to start. */
 const PARALLEL_FROM = 1 << 24;
 
+/** Every parameter of the model by canonical name, initialised by `s` from `seed` (in shared memory). */
 export async function initialWeights(config: MptConfig, s: InitSettings, seed: number, options: InitOptions = {}): Promise<Map<string, Float32Array>> {
   const weights = new Map<string, Float32Array>();
   const jobs: InitJob[] = [];
@@ -81,13 +82,13 @@ export async function initialWeights(config: MptConfig, s: InitSettings, seed: n
   const tensors = [...weights.values()];
   options.progress?.(constant);
   const threads = options.threads ?? (total >= PARALLEL_FROM ? Math.min(16, availableParallelism()) : 1);
-  if (threads <= 1) {
+  if (threads > 1) await fillOnWorkers(tensors, seed, jobs, threads, options.progress);
+  else {
     for (const job of jobs) {
       const values = fillInitBlock(tensors[job[0]], seed, job);
       options.progress?.(values);
     }
   }
-  else await fillOnWorkers(tensors, seed, jobs, threads, options.progress);
   return weights;
 }
 
