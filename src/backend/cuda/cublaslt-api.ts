@@ -6,7 +6,7 @@
  */
 import { UserError } from '../../util/errors.js';
 import { loadLibrary } from './libraries.js';
-import { cu, CudaError, CudaEvent, driver, errorMeaning, type CudaContext } from './driver.js';
+import { cu, CudaEvent, type CudaContext } from './driver.js';
 import { GemmChoices, gemmChoicesFile } from './gemm-choices.js';
 import { CandidateRotation, median } from './gemm-rotation.js';
 
@@ -246,17 +246,6 @@ const explorations = new Map<Buffer, Exploration>();
 /** Shapes still exploring in the step (gemmTuning.inStep), for bench tools and tests. */
 export function inStepExploring(): string[] {
   return [...explorations.values()].map((x) => x.what);
-}
-
-let eventQuery: ((event: number) => number) | null = null;
-const CUDA_ERROR_NOT_READY = 600;
-/** Whether the work before `event` has completed, without waiting (cuEventQuery). */
-function eventDone(event: CudaEvent): boolean {
-  eventQuery ??= driver().lib.func('int cuEventQuery(uint64_t event)') as unknown as (event: number) => number;
-  const code = eventQuery(event.handle);
-  if (code === 0) return true;
-  if (code === CUDA_ERROR_NOT_READY) return false;
-  throw new CudaError('cuEventQuery', code, errorMeaning(code));
 }
 
 /** Algorithms chosen so far in this process, by shape key (front end, types, transposes, sizes, epilogue). */
@@ -503,7 +492,7 @@ export class LtHandle {
 
   /** Read the times of the calls that have completed (stream order: stop at the first that has not); choose when enough are in. */
   private collect(x: Exploration, placeholder: Buffer): void {
-    while (x.pending.length > 0 && eventDone(x.pending[0].end)) {
+    while (x.pending.length > 0 && x.pending[0].end.done()) {
       const p = x.pending.shift()!;
       x.rotation.add(p.candidate, p.end.since(p.start));
       x.free.push(p.start, p.end);

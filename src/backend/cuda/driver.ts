@@ -54,6 +54,7 @@ const PROTOTYPES = [
   'int cuEventRecord(uint64_t event, uint64_t stream)',
   'int cuEventRecordWithFlags(uint64_t event, uint64_t stream, uint flags)',
   'int cuEventSynchronize(uint64_t event)',
+  'int cuEventQuery(uint64_t event)',
   'int cuEventElapsedTime_v2(_Out_ float *ms, uint64_t start, uint64_t end)',
   'int cuEventDestroy_v2(uint64_t event)',
   'int cuModuleLoadData(void *module, void *image)',
@@ -117,6 +118,8 @@ export function cuInt(name: string, ...args: unknown[]): number {
 }
 
 // Enum values from cuda.h (CUDA 12/13).
+/** A query's answer that the work is still running (cuEventQuery), not an error. */
+const CUDA_ERROR_NOT_READY = 600;
 export const CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16;
 export const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
 export const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
@@ -268,6 +271,13 @@ export class CudaEvent {
   record(): void {
     if (this.ctx.capturing) cu('cuEventRecordWithFlags', this.handle, this.ctx.stream, 1); // CU_EVENT_RECORD_EXTERNAL
     else cu('cuEventRecord', this.handle, this.ctx.stream);
+  }
+  /** Whether the work recorded before this event has completed, without waiting (cuEventQuery). */
+  done(): boolean {
+    const code = driver().fns.cuEventQuery(this.handle) as number;
+    if (code === 0) return true;
+    if (code === CUDA_ERROR_NOT_READY) return false;
+    throw new CudaError('cuEventQuery', code, errorMeaning(code));
   }
   /** Milliseconds from `start` to this event (waits for this event). */
   since(start: CudaEvent): number {
