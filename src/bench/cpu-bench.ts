@@ -1,4 +1,5 @@
 import type { MptModel } from '../model/mpt.js';
+import { median } from '../util/median.js';
 import { Rng } from '../util/random.js';
 
 /**
@@ -78,7 +79,7 @@ export async function benchInference(model: MptModel, options: BenchOptions): Pr
     prefillTokensPerSecond: (batch * promptTokens) / prefillSeconds,
     decodeSeconds,
     decodeTokensPerSecond: (batch * steps.length) / decodeSeconds,
-    decodeStepMs: { min: sorted[0], median: sorted[Math.floor(sorted.length / 2)], max: sorted[sorted.length - 1] },
+    decodeStepMs: { min: sorted[0], median: median(steps), max: sorted[sorted.length - 1] },
     peakRssBytes: process.resourceUsage().maxRSS * 1024,
     tokens,
   };

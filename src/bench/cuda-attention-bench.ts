@@ -40,10 +40,10 @@ import {
 } from '../backend/cuda/flash.js';
 import { alibiSlopes, MPT_1B_REDPAJAMA_200B } from '../model/config.js';
 import { UserError } from '../util/errors.js';
+import { median } from '../util/median.js';
 
 interface Row { name: string; ms: number; tflops: number }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** How far x parts from the reference y: elements that differ at all, max |x − y|, max |y|, relative RMS error. */
 function differences(x: ArrayLike<number>, y: ArrayLike<number>): { differ: number; maxAbs: number; maxRef: number; rel: number } {

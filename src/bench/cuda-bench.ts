@@ -13,6 +13,7 @@ import { CudaEvent } from '../backend/cuda/driver.js';
 import type { CudaDecoder, DecoderOptions, DecoderParams } from '../backend/cuda/decoder.js';
 import { alibiSlopes, MPT_1B_REDPAJAMA_200B, mlpHidden, type MptConfig } from '../model/config.js';
 import { UserError } from '../util/errors.js';
+import { median } from '../util/median.js';
 
 export interface CudaBenchOptions {
   preset?: string;
@@ -59,7 +60,6 @@ export function randomParams(be: CudaBackend, c: MptConfig): DecoderParams {
   };
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 function randomPrompt(batch: number, t: number, vocab: number, seed: number): Int32Array {
   let s = seed >>> 0;

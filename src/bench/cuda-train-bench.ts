@@ -25,6 +25,7 @@ import { TrainingGraph } from '../model/training-forward.js';
 import { AdamW } from '../train/optimizer.js';
 import { TrainStep, type StepResult } from '../train/step.js';
 import { UserError } from '../util/errors.js';
+import { median } from '../util/median.js';
 
 export const TRAIN_PRESETS: Record<string, MptConfig> = { 'mpt-1b-redpajama-200b': MPT_1B_REDPAJAMA_200B };
 const PEAK_FLOPS = 989e12;
@@ -87,7 +88,6 @@ export interface TrainBenchResult {
 }
 
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** Where the device sat idle between two consecutive operations of a step (events around each). */
 export interface StepGap { ms: number; after: string; before: string; hostWaits: number }

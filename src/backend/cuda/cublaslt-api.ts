@@ -8,7 +8,8 @@ import { UserError } from '../../util/errors.js';
 import { loadLibrary } from './libraries.js';
 import { cu, CudaEvent, type CudaContext } from './driver.js';
 import { GemmChoices, gemmChoicesFile } from './gemm-choices.js';
-import { CandidateRotation, median } from './gemm-rotation.js';
+import { CandidateRotation } from './gemm-rotation.js';
+import { median } from '../../util/median.js';
 
 const STATUS: Record<number, string> = {
   0: 'CUBLAS_STATUS_SUCCESS', 1: 'CUBLAS_STATUS_NOT_INITIALIZED', 3: 'CUBLAS_STATUS_ALLOC_FAILED',

@@ -1,3 +1,5 @@
+import { median } from '../../util/median.js';
+
 /**
  * In-step GEMM tuning's bookkeeping for one shape, without the device (cublaslt-api.ts drives it with
  * CUDA events): the real calls of the shape take the candidates in rotation (call n the n-th live one,
@@ -58,11 +60,4 @@ export class CandidateRotation {
   times(): number[] {
     return this.counted.map((xs, i) => (this.live.includes(i) && xs.length > 0 ? median(xs) : Infinity));
   }
-}
-
-/** The median (the mean of the two middle values for an even count). */
-export function median(xs: readonly number[]): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b), h = s.length >> 1;
-  return s.length % 2 === 1 ? s[h] : (s[h - 1] + s[h]) / 2;
 }
