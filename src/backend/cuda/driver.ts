@@ -291,6 +291,17 @@ export class CudaEvent {
   }
 }
 
+/**
+ * `size` bytes of native host memory at an `align`-byte-aligned address (koffi's allocations are only
+ * 8-byte aligned), as `bytes` to write and `address` to hand the driver; `block` holds the allocation,
+ * which koffi frees once nothing references it.
+ */
+export function alignedHostBytes(size: number, align: number): { block: unknown; address: bigint; bytes: Uint8Array } {
+  const block = koffi.alloc('uint64', Math.ceil((size + align) / 8));
+  const base = koffi.address(block), skip = (align - Number(base % BigInt(align))) % align;
+  return { block, address: base + BigInt(skip), bytes: new Uint8Array(koffi.view(block, size + align), skip, size) };
+}
+
 /** A kernel argument: a number (kinds p, q, i, u, f, d) or the 128 bytes of a CUtensorMap (kind m, tensor-map.ts). */
 export type KernelArg = number | Uint8Array;
 
@@ -310,13 +321,11 @@ export class LaunchArgs {
   static readonly MAPS = 4;
   private readonly slots = koffi.alloc('uint64', LaunchArgs.MAX);
   private readonly pointers = koffi.alloc('uint64', LaunchArgs.MAX);
-  // MAPS map slots and 64 bytes of room to align the first one.
-  private readonly mapBlock = koffi.alloc('uint64', (LaunchArgs.MAPS * TENSOR_MAP_BYTES + 64) / 8);
+  // MAPS map slots, 64-byte aligned as the driver reads a CUtensorMap.
+  private readonly maps = alignedHostBytes(LaunchArgs.MAPS * TENSOR_MAP_BYTES, 64);
   private readonly view: DataView;
   private readonly ptrView: DataView;
-  private readonly mapBytes: Uint8Array;
   private readonly slotBase: bigint;
-  private readonly mapBase: bigint;
   /** Arguments whose pointer points at a map slot since the last pack. */
   private redirected: number[] = [];
 
@@ -325,9 +334,6 @@ export class LaunchArgs {
     this.slotBase = koffi.address(this.slots);
     this.ptrView = new DataView(koffi.view(this.pointers, LaunchArgs.MAX * 8));
     for (let i = 0; i < LaunchArgs.MAX; i++) this.ptrView.setBigUint64(i * 8, this.slotBase + BigInt(i * 8), true);
-    const blockBase = koffi.address(this.mapBlock), skip = (64 - Number(blockBase % 64n)) % 64;
-    this.mapBase = blockBase + BigInt(skip);
-    this.mapBytes = new Uint8Array(koffi.view(this.mapBlock, LaunchArgs.MAPS * TENSOR_MAP_BYTES + 64), skip, LaunchArgs.MAPS * TENSOR_MAP_BYTES);
   }
 
   /**
@@ -344,8 +350,8 @@ export class LaunchArgs {
         const slot = this.redirected.length;
         if (!(arg instanceof Uint8Array) || arg.length !== TENSOR_MAP_BYTES) throw new Error(`kernel argument ${i} (kind m) is not a ${TENSOR_MAP_BYTES}-byte tensor map`);
         if (slot >= LaunchArgs.MAPS) throw new Error(`more than ${LaunchArgs.MAPS} tensor maps in one launch`);
-        this.mapBytes.set(arg, slot * TENSOR_MAP_BYTES);
-        this.ptrView.setBigUint64(o, this.mapBase + BigInt(slot * TENSOR_MAP_BYTES), true);
+        this.maps.bytes.set(arg, slot * TENSOR_MAP_BYTES);
+        this.ptrView.setBigUint64(o, this.maps.address + BigInt(slot * TENSOR_MAP_BYTES), true);
         this.redirected.push(i);
         continue;
       }

@@ -9,8 +9,7 @@
  * `rows` (and columns past `columns`) are read as zeros, so a partial tile at a sequence's end needs no
  * bounds check, and the batch dimension keeps one sequence's last tile from reading the next one.
  */
-import koffi from 'koffi';
-import { cu, TENSOR_MAP_BYTES } from './driver.js';
+import { alignedHostBytes, cu, TENSOR_MAP_BYTES } from './driver.js';
 
 // cuda.h enums (CUDA 12/13).
 const CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 = 9;
@@ -41,18 +40,14 @@ export function tmaDescribable(m: Bf16Rows): boolean {
     && m.rowStride >= m.columns && (m.batch === 1 || m.batchStride >= m.rows * m.rowStride) && Number.isInteger(m.boxRows) && m.boxRows >= 1 && m.boxRows <= 256;
 }
 
-// The driver writes the map at a 64-byte-aligned host address: one scratch block (held here, as koffi
-// frees an allocation once nothing references it), aligned by hand.
-let scratch: { block: unknown; base: number; bytes: Uint8Array; dims: Buffer; strides: Buffer; box: Buffer; elementStrides: Buffer } | null = null;
+// The driver writes the map at a 64-byte-aligned host address: one scratch block, reused.
+let scratch: { map: ReturnType<typeof alignedHostBytes>; dims: Buffer; strides: Buffer; box: Buffer; elementStrides: Buffer } | null = null;
 
 function encoderScratch(): NonNullable<typeof scratch> {
   if (scratch) return scratch;
-  const block = koffi.alloc('uint64', (TENSOR_MAP_BYTES + 64) / 8);
-  const address = koffi.address(block), skip = (64 - Number(address % 64n)) % 64;
-  const bytes = new Uint8Array(koffi.view(block, TENSOR_MAP_BYTES + 64), skip, TENSOR_MAP_BYTES);
   const elementStrides = Buffer.alloc(12);
   for (let i = 0; i < 3; i++) elementStrides.writeUInt32LE(1, 4 * i);
-  scratch = { block, base: Number(address) + skip, bytes, dims: Buffer.alloc(24), strides: Buffer.alloc(16), box: Buffer.alloc(12), elementStrides };
+  scratch = { map: alignedHostBytes(TENSOR_MAP_BYTES, 64), dims: Buffer.alloc(24), strides: Buffer.alloc(16), box: Buffer.alloc(12), elementStrides };
   return scratch;
 }
 
@@ -63,9 +58,9 @@ export function bf16RowsMap(m: Bf16Rows): Uint8Array {
   s.dims.writeBigUInt64LE(BigInt(m.columns), 0); s.dims.writeBigUInt64LE(BigInt(m.rows), 8); s.dims.writeBigUInt64LE(BigInt(m.batch), 16);
   s.strides.writeBigUInt64LE(BigInt(2 * m.rowStride), 0); s.strides.writeBigUInt64LE(BigInt(2 * Math.max(m.batchStride, m.rows * m.rowStride)), 8);
   s.box.writeUInt32LE(TMA_BOX_COLUMNS, 0); s.box.writeUInt32LE(m.boxRows, 4); s.box.writeUInt32LE(1, 8);
-  cu('cuTensorMapEncodeTiled', s.base, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, m.address, s.dims, s.strides, s.box, s.elementStrides,
+  cu('cuTensorMapEncodeTiled', Number(s.map.address), CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, m.address, s.dims, s.strides, s.box, s.elementStrides,
     CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  return s.bytes.slice();
+  return s.map.bytes.slice();
 }
 
 /** The maps of every matrix of one launch, or undefined where the TMA unit cannot describe one of them (the launch then takes its cp.async kernel). */
