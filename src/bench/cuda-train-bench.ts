@@ -19,6 +19,7 @@ import { CudaContext, CudaEvent, Kernel } from '../backend/cuda/driver.js';
 import { TrainingGemm } from '../backend/cuda/training-gemm.js';
 import { CublasLt } from '../backend/cuda/cublaslt.js';
 import { inStepExploring, tuningLog, type TuningRecord } from '../backend/cuda/cublaslt-api.js';
+import { H100_SXM_BF16_PEAK } from '../backend/cuda/peak-flops.js';
 import { MPT_1B_REDPAJAMA_200B, parameterCount, parameterShapes, trainingFlopsPerSequence, type MptConfig } from '../model/config.js';
 import { structureParams } from '../model/params.js';
 import { TrainingGraph } from '../model/training-forward.js';
@@ -28,7 +29,6 @@ import { UserError } from '../util/errors.js';
 import { median } from '../util/median.js';
 
 export const TRAIN_PRESETS: Record<string, MptConfig> = { 'mpt-1b-redpajama-200b': MPT_1B_REDPAJAMA_200B };
-const PEAK_FLOPS = 989e12;
 /** Warm-up steps the bench may add while GEMM shapes still explore in the step (the logits' shapes need ~12: 8 candidates × 6 calls at 4 calls a step). */
 const MAX_TUNING_WARMUP = 30;
 
@@ -259,7 +259,7 @@ export function runTrainBench(o: TrainBenchOptions): TrainBenchResult {
   const gradNormMs = { oneLaunch: median(squares.get('one launch')!), perTensor: median(squares.get('one a tensor')!) };
   const main = comparison[0], ms = main.medianMs;
   const tokensPerSecond = (mb * t) / (ms / 1000);
-  const mfu = (tokensPerSecond / t) * trainingFlopsPerSequence(c, t) / PEAK_FLOPS;
+  const mfu = (tokensPerSecond / t) * trainingFlopsPerSequence(c, t) / H100_SXM_BF16_PEAK;
   const peakMemoryBytes = main.peakBytes;
   log(`median step ${ms.toFixed(1)} ms: ${tokensPerSecond.toFixed(0)} tokens/s, MFU ${(100 * mfu).toFixed(1)}%, peak ${(peakMemoryBytes / 2 ** 30).toFixed(2)} GiB`);
   const result: TrainBenchResult = {

@@ -7,10 +7,13 @@ import { UserError } from '../../util/errors.js';
  * in the list gets null (the line says `MFU n/a` rather than a figure over another card's peak);
  * MPT_PEAK_TFLOPS sets it for any card.
  */
+/** The H100 SXM's: BASELINES.md's MFU denominator (`mpt bench train` uses it on every card). */
+export const H100_SXM_BF16_PEAK = 989e12;
+
 const PEAKS: Array<[RegExp, number]> = [
   [/H100.*PCIe/i, 756e12],
   [/H[12]00.*NVL/i, 835e12],
-  [/H100|H200|H800|GH200/i, 989e12],
+  [/H100|H200|H800|GH200/i, H100_SXM_BF16_PEAK],
   [/A100|A800/i, 312e12],
   [/L40S/i, 362e12],
   [/\bL4\b/i, 121e12],
