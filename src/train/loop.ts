@@ -1,7 +1,7 @@
 import { trainingBackend, type Backend, type Tensor } from '../backend/backend.js';
 import { openModelFolder } from '../io/model-folder.js';
 import { lossAndGradients } from '../model/backward.js';
-import { parameterShapes, trainingFlopsPerSequence, type MptConfig } from '../model/config.js';
+import { parameterCount, parameterShapes, trainingFlopsPerSequence, type MptConfig } from '../model/config.js';
 import { loadModel } from '../model/load.js';
 import { paramsByName } from '../model/param-map.js';
 import { structureParams } from '../model/params.js';
@@ -117,8 +117,7 @@ export async function train(s: RunSettings, source: BatchSource, options: TrainO
       }
       log(`starting from pretrained weights ${s.pretrained}`);
     } else {
-      const total = [...shapes.values()].reduce((sum, shape) => sum + shape.reduce((a, b) => a * b, 1), 0);
-      const bar = options.progress ? new Progress({ label: `initializing (${s.init.paramInitFn}, seed ${s.seed})`, total, unit: 'values' }) : null;
+      const bar = options.progress ? new Progress({ label: `initializing (${s.init.paramInitFn}, seed ${s.seed})`, total: parameterCount(s.model), unit: 'values' }) : null;
       const init = await initialWeights(s.model, s.init, s.seed, { progress: (n) => bar?.tick(n) });
       bar?.finish();
       for (const [name, shape] of shapes) place(name, shape, init.get(name)!);
