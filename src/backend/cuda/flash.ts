@@ -319,6 +319,9 @@ export function flashBackwardScratchElements(batch: number, nHeads: number, t: n
  */
 export type FlashDkdvKernel = 'mma' | 'wgmma' | 'wgmma-head-major' | 'fa3' | `fa3-s${number}-g${number}${'' | `-pp${'' | '1'}`}${'' | '-tma'}`;
 
+/** A shape of flash_backward_dkdv_fa3 (fa3DkdvShape). */
+export interface Fa3DkdvShape { stages: number; headGroup: number; pingpong?: 1 | 2; tma?: true }
+
 /**
  * The shape of flash_backward_dkdv_fa3 (flash_backward_wgmma.cu: a producer warpgroup and two consumer
  * warpgroups of 64 keys sharing a ring of Q/dO stages): 'fa3' is FA3_DKDV_DEFAULT, 'fa3-sS-gG' S stages
@@ -327,11 +330,11 @@ export type FlashDkdvKernel = 'mma' | 'wgmma' | 'wgmma-head-major' | 'fa3' | `fa
  * and dPᵀ): `pingpong` = turns a tile (FB_PINGPONG; 0 or absent: off); then a suffix '-tma': K, V, Q
  * and dO loaded by the TMA unit (FB_TMA, flash_backward_dkdv_fa3_tma). undefined: not an fa3 name.
  */
-export function fa3DkdvShape(name: string): { stages: number; headGroup: number; pingpong?: 1 | 2; tma?: true } | undefined {
+export function fa3DkdvShape(name: string): Fa3DkdvShape | undefined {
   if (name === 'fa3') return FA3_DKDV_DEFAULT;
   const m = /^fa3-s([2-4])-g([1-9]\d*)(-pp1?)?(-tma)?$/.exec(name);
   if (!m) return undefined;
-  const shape: { stages: number; headGroup: number; pingpong?: 1 | 2; tma?: true } = { stages: Number(m[1]), headGroup: Number(m[2]) };
+  const shape: Fa3DkdvShape = { stages: Number(m[1]), headGroup: Number(m[2]) };
   if (m[3]) shape.pingpong = m[3] === '-pp' ? 2 : 1;
   if (m[4]) shape.tma = true;
   return shape;
@@ -342,7 +345,7 @@ export function fa3DkdvShape(name: string): { stages: number; headGroup: number;
 // With K, V, Q and dO by TMA since session tmaf (NVIDIA H200, same process: 0.659 / 0.663 ms against 0.721 /
 // 0.721 for the same shape on cp.async, the same bits; in the step 17.49 / 17.57 against 20.12 / 20.08 ms,
 // medians 256.7 / 254.8 against 258.6 / 259.3 ms, A B A B). 'fa3-s3-g16-pp1' names the cp.async one (A/B).
-const FA3_DKDV_DEFAULT = { stages: 3, headGroup: 16, pingpong: 1 as const, tma: true as const };
+const FA3_DKDV_DEFAULT: Fa3DkdvShape = { stages: 3, headGroup: 16, pingpong: 1, tma: true };
 
 /**
  * The tensor maps of flash_backward_dkdv_fa3_tma (FB_TMA): q, k, v and dO as [batch] × t rows of nHeads·dHead
